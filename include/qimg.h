@@ -1,0 +1,177 @@
+/* qimg - disk image library.
+ *
+ * Conventions: every function that can fail returns 0 (or a non-negative
+ * count) on success and a negative errno on failure; the failure's message
+ * is kept per thread and read with qimg_last_error().  Handles are opaque.
+ */
+#ifndef QIMG_H
+#define QIMG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QIMG_VERSION_MAJOR 0
+#define QIMG_VERSION_MINOR 1
+#define QIMG_VERSION_PATCH 0
+#define QIMG_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- errors */
+
+/* Message of the last failure in this thread ("" when none). */
+const char *qimg_last_error(void);
+/* errno of the last failure in this thread (positive), 0 when none. */
+int qimg_last_errno(void);
+
+/* ------------------------------------------------------------ open/close */
+
+typedef struct qimg_image qimg_image;
+
+enum qimg_open_flags {
+    QIMG_OPEN_RDWR        = 1u << 0,  /* read-write; default read-only */
+    QIMG_OPEN_NO_BACKING  = 1u << 1,  /* do not open the backing chain */
+    QIMG_OPEN_FORCE_SHARE = 1u << 2,  /* -U: take no locks (read-only only) */
+    QIMG_OPEN_NO_IO       = 1u << 3,  /* metadata only (info) */
+    QIMG_OPEN_CACHE_DIRECT = 1u << 4, /* O_DIRECT (cache none / directsync) */
+    QIMG_OPEN_CACHE_SYNC  = 1u << 5,  /* O_DSYNC (writethrough / directsync) */
+    QIMG_OPEN_CACHE_UNSAFE = 1u << 6, /* never flush */
+    QIMG_OPEN_NO_PROBE_WARNING = 1u << 7, /* do not print the probed-raw warning */
+};
+
+/* Open an image.  fmt may be NULL to probe.  filename may be a plain path,
+ * a "json:{...}" filename, or (with QIMG_OPEN_IMAGE_OPTS semantics through
+ * qimg_open_opts) an option string. */
+int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned flags);
+/* Open from an --image-opts string "driver=raw,file.filename=x,...". */
+int qimg_open_opts(qimg_image **out, const char *optstr, unsigned flags);
+/* Close an image and its backing chain; returns the first flush error. */
+int qimg_close(qimg_image *img);
+
+/* ------------------------------------------------------------------- I/O */
+
+uint64_t qimg_size(const qimg_image *img);            /* virtual size */
+const char *qimg_filename(const qimg_image *img);
+const char *qimg_format(const qimg_image *img);        /* "raw", "qcow2"... */
+qimg_image *qimg_backing(const qimg_image *img);       /* NULL when none */
+
+/* Guest reads see the whole chain: unallocated ranges read from the
+ * backing image, or as zeros past its end. */
+int qimg_read(qimg_image *img, uint64_t offset, void *buf, size_t len);
+int qimg_write(qimg_image *img, uint64_t offset, const void *buf, size_t len);
+
+enum qimg_zero_flags {
+    QIMG_ZERO_MAY_UNMAP = 1u << 0,  /* a hole is fine */
+    QIMG_ZERO_FAST      = 1u << 1,  /* fail with -ENOTSUP rather than write zeros */
+};
+int qimg_write_zeroes(qimg_image *img, uint64_t offset, uint64_t len, unsigned flags);
+int qimg_discard(qimg_image *img, uint64_t offset, uint64_t len);
+int qimg_flush(qimg_image *img);
+
+/* ---------------------------------------------------------- block status */
+
+enum qimg_status_flags {
+    QIMG_STATUS_DATA      = 1u << 0, /* reads come from a file */
+    QIMG_STATUS_ZERO      = 1u << 1, /* reads as zeros */
+    QIMG_STATUS_ALLOCATED = 1u << 2, /* answered by this layer (not backing) */
+    QIMG_STATUS_OFFSET    = 1u << 3, /* host_offset is valid */
+    QIMG_STATUS_EOF       = 1u << 4, /* the range reaches the end of the image */
+    QIMG_STATUS_COMPRESSED = 1u << 5,
+};
+
+struct qimg_extent {
+    uint64_t offset;       /* guest offset */
+    uint64_t length;
+    unsigned flags;        /* enum qimg_status_flags */
+    uint64_t host_offset;  /* with QIMG_STATUS_OFFSET */
+    unsigned depth;        /* layer of the chain that answered (0 = top);
+                              for unallocated ranges, the chain length */
+    const char *host_file; /* file holding the data (with OFFSET), else NULL */
+};
+
+/* Status of [offset, offset+len) for this image only (no backing walk):
+ * fills *ext with the longest uniform prefix. */
+int qimg_block_status(qimg_image *img, uint64_t offset, uint64_t len, struct qimg_extent *ext);
+/* Status through the chain: ALLOCATED means some layer has it, depth says
+ * which.  Ranges no layer holds read as zeros (ZERO set, ALLOCATED clear). */
+int qimg_block_status_chain(qimg_image *img, uint64_t offset, uint64_t len, struct qimg_extent *ext);
+
+/* ------------------------------------------------------------ sizes etc */
+
+/* Parse a size as qemu does ("1G", "0x1000", "1.5M", "512b"); 0 or -EINVAL/-ERANGE. */
+int qimg_parse_size(const char *str, uint64_t *out);
+/* Human size as qemu prints it ("10 GiB", "408 KiB", "0 B"); buf >= 32 bytes. */
+void qimg_format_size(uint64_t size, char *buf, size_t buflen);
+
+/* ---------------------------------------------------------------- create */
+
+typedef struct qimg_opts qimg_opts;   /* a parsed -o option list */
+
+/* Parse "-o" text ("a=b,c=d,,e"); several calls merge into *opts. */
+int qimg_opts_parse(qimg_opts **opts, const char *text);
+int qimg_opts_set(qimg_opts **opts, const char *name, const char *value);
+const char *qimg_opts_get(const qimg_opts *opts, const char *name);
+void qimg_opts_free(qimg_opts *opts);
+
+struct qimg_create_params {
+    const char *filename;
+    const char *fmt;              /* NULL = raw */
+    uint64_t size;                /* with has_size */
+    bool has_size;
+    const char *backing_file;     /* NULL = none */
+    const char *backing_fmt;
+    bool no_open_backing;         /* -u */
+    const qimg_opts *opts;        /* may be NULL */
+    bool quiet;                   /* no "Formatting ..." line */
+    bool atomic;                  /* write under a temporary name, rename at commit */
+};
+/* Create an image.  Prints nothing; qimg_create_describe() gives the
+ * "Formatting ..." line. */
+int qimg_create(const struct qimg_create_params *p);
+/* The "Formatting 'F', fmt=X ..." text (malloc'ed, no newline). */
+char *qimg_create_describe(const struct qimg_create_params *p);
+
+/* ------------------------------------------------------------------ info */
+
+/* JSON text of ImageInfo as qemu-img info --output=json prints it (one
+ * image), and the human text.  Both malloc'ed. */
+int qimg_info_json(qimg_image *img, char **out);
+int qimg_info_human(qimg_image *img, char **out);
+
+/* ------------------------------------------------------------- operations */
+
+typedef void (*qimg_progress_fn)(double percent, void *opaque);
+
+struct qimg_convert_params {
+    qimg_image **sources;         /* concatenated in order */
+    size_t nsources;
+    qimg_image *target;           /* opened read-write, size >= total */
+    uint64_t sparse_size;         /* -S in bytes (0 = write everything) */
+    bool has_sparse_size;
+    unsigned coroutines;          /* -m (1..16), worker threads */
+    bool out_of_order;            /* -W */
+    bool target_is_zero;          /* target already reads as zeros */
+    bool target_has_backing;      /* copy only top-layer data */
+    bool copy_range;              /* -C */
+    uint64_t rate_limit;          /* -r bytes/s, 0 = none */
+    qimg_progress_fn progress;
+    void *progress_opaque;
+};
+int qimg_convert(const struct qimg_convert_params *p);
+
+/* Compare guest content: 0 identical, 1 differ (*mismatch set), <0 error. */
+struct qimg_compare_result {
+    bool size_mismatch;
+    uint64_t mismatch_offset;
+};
+int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
+                 struct qimg_compare_result *res,
+                 qimg_progress_fn progress, void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

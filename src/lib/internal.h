@@ -1,0 +1,332 @@
+/* qimg - internal interfaces: storage backends (struct qimg_io),
+ * format drivers (struct qimg_driver) and the image node (struct qimg_image).
+ * See docs/architecture.md for how they fit together. */
+#ifndef QIMG_INTERNAL_H
+#define QIMG_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "qimg.h"
+#include "util.h"
+
+/* ================================================================ errors */
+
+/* Set this thread's error message and return err (a negative errno), so
+ * callers write:  return qimg_error(-EINVAL, "bad %s", x);  */
+int qimg_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Put "prefix: " in front of the current message (keeps errno). */
+void qimg_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Set an error from errno text: "<msg>: <strerror>". */
+int qimg_error_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void qimg_error_clear(void);
+
+/* Warnings go through one hook so the library never writes to stderr by
+ * itself unless the CLI installed one (it does: "qemu-img: warning: ..."). */
+typedef void (*qimg_warn_fn)(const char *msg);
+void qimg_set_warn_handler(qimg_warn_fn fn);
+void qimg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ======================================================= storage backends */
+
+struct qimg_io;
+
+enum qimg_io_open_flags {
+    QIMG_IO_RDWR   = 1u << 0,
+    QIMG_IO_CREATE = 1u << 1,   /* create if missing (O_CREAT) */
+    QIMG_IO_TRUNC  = 1u << 2,   /* truncate to 0 */
+    QIMG_IO_EXCL   = 1u << 3,   /* O_EXCL */
+    QIMG_IO_DIRECT = 1u << 4,   /* O_DIRECT */
+    QIMG_IO_DSYNC  = 1u << 5,   /* O_DSYNC */
+    QIMG_IO_NOLOCK = 1u << 6,   /* -U / force-share: no locks */
+    QIMG_IO_UNSAFE = 1u << 7,   /* flush is a no-op */
+};
+
+/* Extent kinds from the storage (SEEK_DATA/SEEK_HOLE for files). */
+enum { QIMG_IO_EXT_DATA = 1, QIMG_IO_EXT_HOLE = 2 };
+
+struct qimg_io_ops {
+    const char *name;                        /* "file", "nbd", ... */
+    /* Full-length I/O: short reads past EOF are zero-filled by pread. */
+    int (*pread)(struct qimg_io *io, void *buf, size_t len, uint64_t off);
+    int (*pwrite)(struct qimg_io *io, const void *buf, size_t len, uint64_t off);
+    /* Make [off, off+len) read as zeros; may_unmap allows a hole. */
+    int (*zero)(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap);
+    int (*discard)(struct qimg_io *io, uint64_t off, uint64_t len);
+    int (*flush)(struct qimg_io *io);
+    int (*get_size)(struct qimg_io *io, uint64_t *size);
+    int (*truncate)(struct qimg_io *io, uint64_t size);
+    /* Preallocate [off, off+len): full=false -> fallocate, true -> write zeros. */
+    int (*preallocate)(struct qimg_io *io, uint64_t off, uint64_t len, bool full);
+    /* Kind of the extent starting at off, and its length (capped at len). */
+    int (*extent)(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind);
+    /* Bytes the storage uses on the host (st_blocks*512), or <0 if unknown. */
+    int64_t (*allocated_size)(struct qimg_io *io);
+    /* Copy offload (copy_file_range); may be NULL or return -ENOTSUP. */
+    int (*copy_range)(struct qimg_io *src, uint64_t soff, struct qimg_io *dst,
+                      uint64_t doff, uint64_t len);
+    void (*close)(struct qimg_io *io);
+};
+
+struct qimg_io {
+    const struct qimg_io_ops *ops;
+    char *filename;         /* as given */
+    unsigned flags;         /* enum qimg_io_open_flags */
+    int fd;                 /* file backend; -1 otherwise */
+    uint32_t align;         /* required I/O alignment (512 or 4096 with O_DIRECT, else 1) */
+    void *priv;             /* backend state */
+};
+
+/* Open a storage object by name: protocol prefixes pick the backend,
+ * otherwise a local file.  FIFOs, sockets, directories and devices we
+ * cannot use are refused without blocking. */
+int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags);
+void qimg_io_close(struct qimg_io *io);
+
+static inline int qimg_io_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
+{ return io->ops->pread(io, buf, len, off); }
+static inline int qimg_io_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
+{ return io->ops->pwrite(io, buf, len, off); }
+int qimg_io_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap);
+int qimg_io_flush(struct qimg_io *io);
+int qimg_io_get_size(struct qimg_io *io, uint64_t *size);
+int qimg_io_truncate(struct qimg_io *io, uint64_t size);
+int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind);
+int64_t qimg_io_allocated_size(struct qimg_io *io);
+
+extern const struct qimg_io_ops qimg_io_file_ops;
+
+/* ========================================================= option lists */
+
+enum qimg_opt_type { QIMG_OPT_STRING, QIMG_OPT_SIZE, QIMG_OPT_BOOL, QIMG_OPT_NUMBER };
+
+/* One create/amend option of a driver, in the order qemu lists it. */
+struct qimg_opt_desc {
+    const char *name;
+    enum qimg_opt_type type;
+    const char *help;            /* text after "- " in -o help */
+    const char *def_value;       /* printed in "Formatting" when not given; NULL = omit */
+};
+
+/* A parsed option list: ordered name=value pairs (later values win). */
+struct qimg_opt_pair { char *name; char *value; bool used; };
+struct qimg_opts {
+    struct qimg_opt_pair *v;
+    size_t n, cap;
+};
+
+/* Typed getters; they mark the option used.  Return 0 when absent (out
+ * untouched), 1 when found, <0 with an error set on a bad value. */
+int qimg_opts_get_size(qimg_opts *o, const char *name, uint64_t *out);
+int qimg_opts_get_bool(qimg_opts *o, const char *name, bool *out);
+int qimg_opts_get_number(qimg_opts *o, const char *name, uint64_t *out);
+int qimg_opts_get_string(qimg_opts *o, const char *name, const char **out);
+/* First option not used by anyone, or NULL (for "Invalid parameter 'x'"). */
+const char *qimg_opts_first_unused(const qimg_opts *o);
+/* True when text is "help" or "?" (qemu's -o help). */
+bool qimg_opts_is_help(const char *text);
+/* Validate an -o text the way qemu does before parsing ("Invalid option list"). */
+int qimg_opts_check_text(const char *text);
+
+/* Parse qemu's key=value option string with ",," escapes, for --image-opts,
+ * --object and -l; keys without "=" get the value of implied_key (or "on"). */
+int qimg_keyval_parse(qimg_opts **opts, const char *text, const char *implied_key);
+/* Parse a "json:{...}" filename into flattened dotted keys
+ * ({"file":{"filename":"x"}} -> file.filename=x). */
+int qimg_json_filename_parse(qimg_opts **opts, const char *json_text);
+
+/* --object secret,id=X,data=..|file=..[,format=raw|base64] store. */
+int qimg_object_add(const char *text);
+/* Secret bytes by id (malloc'ed, NUL-terminated, *len set). */
+int qimg_secret_lookup(const char *id, char **data, size_t *len);
+
+/* ============================================================ JSON output */
+
+/* A small value tree printed exactly as qemu prints a QObject:
+ * objects print their keys in QDict hash order (see json.c). */
+enum qimg_json_type { QIMG_JSON_OBJECT, QIMG_JSON_ARRAY, QIMG_JSON_STRING,
+                      QIMG_JSON_INT, QIMG_JSON_UINT, QIMG_JSON_BOOL, QIMG_JSON_DOUBLE };
+struct qimg_json;
+struct qimg_json *qimg_json_object(void);
+struct qimg_json *qimg_json_array(void);
+struct qimg_json *qimg_json_string(const char *s);
+struct qimg_json *qimg_json_int(int64_t v);
+struct qimg_json *qimg_json_uint(uint64_t v);
+struct qimg_json *qimg_json_bool(bool v);
+/* Object/array building; the container takes ownership of val. */
+void qimg_json_set(struct qimg_json *obj, const char *key, struct qimg_json *val);
+void qimg_json_append(struct qimg_json *arr, struct qimg_json *val);
+struct qimg_json *qimg_json_get(const struct qimg_json *obj, const char *key);
+void qimg_json_free(struct qimg_json *v);
+/* Pretty text as qemu-img prints it (4-space indent, hash key order),
+ * without trailing newline; malloc'ed. */
+char *qimg_json_to_string(const struct qimg_json *v);
+/* qemu's human "QDict dump" used for "Format specific information:":
+ * appended to *out at the given indent (spaces). */
+void qimg_json_dump_human(const struct qimg_json *v, int indent, char **out);
+/* The QDict bucket of a key: tdb hash % 512 (exposed for tests). */
+unsigned qimg_json_key_bucket(const char *key);
+
+/* A growable string buffer. */
+struct qimg_strbuf { char *s; size_t len, cap; };
+void qimg_strbuf_addf(struct qimg_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void qimg_strbuf_add(struct qimg_strbuf *b, const char *s);
+
+/* ============================================================ drivers */
+
+struct qimg_image;
+
+/* What a driver reports for info. */
+struct qimg_driver_info {
+    int64_t cluster_size;           /* >0 to print cluster_size */
+    bool has_dirty;                 /* print dirty-flag */
+    bool dirty;
+    bool encrypted;
+    struct qimg_json *format_specific; /* {type, data} or NULL; caller frees */
+};
+
+/* Results of a consistency check, as ImageCheck. */
+struct qimg_check_result {
+    int64_t corruptions, leaks, check_errors;
+    int64_t corruptions_fixed, leaks_fixed;
+    int64_t image_end_offset;
+    int64_t total_clusters, allocated_clusters, fragmented_clusters, compressed_clusters;
+    bool has_stats;              /* totals known */
+};
+enum qimg_check_fix { QIMG_FIX_LEAKS = 1, QIMG_FIX_ERRORS = 2 };
+
+/* Values a driver's create sees (already typed and validated by the core). */
+struct qimg_create_ctx {
+    const char *filename;
+    uint64_t size;
+    const char *backing_file;
+    const char *backing_fmt;
+    qimg_opts *opts;          /* remaining driver options; mark used */
+    const char *prealloc;     /* "off" unless given */
+};
+
+/* Measure results (BlockMeasureInfo). */
+struct qimg_measure { uint64_t required, fully_allocated, bitmaps; bool has_bitmaps; };
+
+struct qimg_snapshot_info {
+    char *id, *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    int64_t icount;             /* -1 when absent */
+};
+
+enum qimg_driver_flags {
+    QIMG_DRV_PROTOCOL_ONLY = 1u << 0, /* raw: no metadata of its own */
+    QIMG_DRV_SUPPORTS_BACKING = 1u << 1,
+    QIMG_DRV_READ_ONLY = 1u << 2,     /* no write support at all */
+    QIMG_DRV_NEEDS_FILENAME_PROBE = 1u << 3,
+};
+
+/*
+ * A format driver.  Only name, probe, open, close, read and block_status
+ * are required; every other callback may be NULL, meaning "not supported"
+ * (the core then gives qemu-img's error for that operation).
+ * Fields are only ever appended.
+ */
+struct qimg_driver {
+    const char *name;
+    unsigned flags;                   /* enum qimg_driver_flags */
+    const struct qimg_opt_desc *create_opts;  /* NULL-name terminated, qemu order */
+    const struct qimg_opt_desc *amend_opts;
+
+    /* Score 0..100 from the first bytes (len <= 512), the file size and the
+     * name: highest wins, raw answers 1. */
+    int (*probe)(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename);
+
+    /* img->file is open; fill img->size, img->opaque, backing names. */
+    int (*open)(struct qimg_image *img, unsigned flags);
+    void (*close)(struct qimg_image *img);
+
+    int (*create)(struct qimg_create_ctx *ctx);
+
+    /* Guest I/O inside [0, img->size).  read handles unallocated ranges by
+     * calling qimg_read_backing(). */
+    int (*read)(struct qimg_image *img, uint64_t off, void *buf, size_t len);
+    int (*write)(struct qimg_image *img, uint64_t off, const void *buf, size_t len);
+    int (*write_zeroes)(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags);
+    int (*discard)(struct qimg_image *img, uint64_t off, uint64_t len);
+    int (*flush)(struct qimg_image *img);
+
+    /* Status of this layer only from off: set ext->length (>0, <= len),
+     * flags (DATA/ZERO/ALLOCATED/OFFSET/COMPRESSED), host_offset, host_file. */
+    int (*block_status)(struct qimg_image *img, uint64_t off, uint64_t len, struct qimg_extent *ext);
+
+    int (*info)(struct qimg_image *img, struct qimg_driver_info *info);
+    int (*check)(struct qimg_image *img, struct qimg_check_result *res, unsigned fix);
+    int (*resize)(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
+    int (*amend)(struct qimg_image *img, qimg_opts *opts, bool force, qimg_progress_fn progress, void *opaque);
+    /* size given: measure a new image of that size; src given: of its content */
+    int (*measure)(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out);
+
+    int (*snapshot_list)(struct qimg_image *img, struct qimg_snapshot_info **list, size_t *n);
+    int (*snapshot_create)(struct qimg_image *img, const char *name);
+    int (*snapshot_apply)(struct qimg_image *img, const char *id_or_name);
+    int (*snapshot_delete)(struct qimg_image *img, const char *id, const char *name);
+
+    /* Change the recorded backing file (rebase -u). */
+    int (*change_backing)(struct qimg_image *img, const char *backing, const char *fmt);
+    /* Empty the image after commit (qcow2, qcow, vdi). */
+    int (*make_empty)(struct qimg_image *img);
+    /* Does a new image read as zeros? (raw on a fresh file: yes) */
+    bool (*has_zero_init)(struct qimg_image *img);
+};
+
+/* The registry: one explicit table (src/formats/registry.c). */
+extern const struct qimg_driver *const qimg_drivers[];
+const struct qimg_driver *qimg_driver_find(const char *name);
+/* Probe the file's first bytes: the best driver (raw as fallback). */
+const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
+                                            uint64_t file_size, const char *filename);
+
+extern const struct qimg_driver qimg_driver_raw;
+
+/* ============================================================ image node */
+
+struct qimg_image {
+    const struct qimg_driver *drv;
+    void *opaque;                   /* driver state */
+    struct qimg_io *file;           /* the storage holding the image */
+    char *filename;                 /* as opened (or json:{...}) */
+    uint64_t size;                  /* virtual size, set by open */
+    unsigned flags;                 /* enum qimg_open_flags */
+    bool read_only;
+    bool probed_raw;                /* guard block 0 against format headers */
+
+    /* backing: names as recorded in the image (set by driver open) */
+    char *backing_file;             /* NULL when none */
+    char *backing_fmt;              /* NULL when not recorded */
+    char *full_backing_filename;    /* resolved against the image's dir */
+    struct qimg_image *backing;     /* opened chain (NULL with NO_BACKING) */
+
+    pthread_mutex_t lock;           /* drivers serialize metadata with it */
+};
+
+/* Read [off, off+len) of img's backing image into buf: zeros where there
+ * is no backing image or past its end.  Drivers call it for unallocated
+ * ranges. */
+int qimg_read_backing(struct qimg_image *img, uint64_t off, void *buf, size_t len);
+
+/* Open the backing chain below img (depth-limited, loop-detected). */
+int qimg_open_backing_chain(struct qimg_image *img);
+
+/* Byte-size limit of one chain. */
+#define QIMG_MAX_CHAIN_DEPTH 1000
+
+/* ============================================================ threads */
+
+struct qimg_pool;
+/* A fixed pool of n worker threads running jobs from a queue. */
+int qimg_pool_new(struct qimg_pool **out, unsigned nthreads);
+int qimg_pool_submit(struct qimg_pool *p, void (*fn)(void *), void *arg);
+void qimg_pool_wait(struct qimg_pool *p);      /* until the queue is empty and idle */
+void qimg_pool_free(struct qimg_pool *p);      /* waits, joins */
+
+#endif
