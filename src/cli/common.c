@@ -1,0 +1,228 @@
+/* qimg - helpers every command uses: messages, option parsing, opening
+ * images, progress, help. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char *prog_name = "qimg";
+
+static void vreport(const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", prog_name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void error_report(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+}
+
+void error_exit(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "Try '%s --help' for more information\n", prog_name);
+    exit(1);
+}
+
+void report_lib_error(const char *fmt, ...)
+{
+    char prefix[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    if (prefix[0])
+        error_report("%s: %s", prefix, qimg_last_error());
+    else
+        error_report("%s", qimg_last_error());
+}
+
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+    int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+    if (c == '?')
+        error_exit("unrecognized option '%s'", argv[optind - 1]);
+    if (c == ':')
+        error_exit("missing argument for option '%s'", argv[optind - 1]);
+    return c;
+}
+
+enum output_format parse_output_format(const char *arg)
+{
+    if (strcmp(arg, "json") == 0)
+        return OUTPUT_JSON;
+    if (strcmp(arg, "human") == 0)
+        return OUTPUT_HUMAN;
+    error_report("--output must be used with human or json as argument.");
+    exit(1);
+}
+
+int parse_cache_mode(const char *mode, unsigned *flags)
+{
+    *flags &= ~(unsigned)(QIMG_OPEN_CACHE_DIRECT | QIMG_OPEN_CACHE_SYNC | QIMG_OPEN_CACHE_UNSAFE);
+    if (strcmp(mode, "none") == 0 || strcmp(mode, "off") == 0)
+        *flags |= QIMG_OPEN_CACHE_DIRECT;
+    else if (strcmp(mode, "directsync") == 0)
+        *flags |= QIMG_OPEN_CACHE_DIRECT | QIMG_OPEN_CACHE_SYNC;
+    else if (strcmp(mode, "writethrough") == 0)
+        *flags |= QIMG_OPEN_CACHE_SYNC;
+    else if (strcmp(mode, "unsafe") == 0)
+        *flags |= QIMG_OPEN_CACHE_UNSAFE;
+    else if (strcmp(mode, "writeback") != 0)
+        return -1;
+    return 0;
+}
+
+qimg_image *cli_open(const char *filename, const char *fmt, unsigned flags, bool image_opts)
+{
+    qimg_image *img;
+    int r;
+    if (image_opts) {
+        if (fmt) {
+            error_report("--image-opts and --format are mutually exclusive");
+            return NULL;
+        }
+        r = qimg_open_opts(&img, filename, flags);
+    } else {
+        r = qimg_open(&img, filename, fmt, flags);
+    }
+    if (r < 0) {
+        report_lib_error("Could not open '%s'", filename);
+        return NULL;
+    }
+    return img;
+}
+
+void cli_object_add(const char *text)
+{
+    if (qimg_object_add(text) < 0) {
+        error_report("%s", qimg_last_error());
+        exit(1);
+    }
+}
+
+/* ---- progress ---- */
+
+void progress_init(struct progress *p, bool enabled)
+{
+    p->enabled = enabled;
+    p->last = -1;
+    if (enabled)
+        progress_print(p, 0);
+}
+
+/* qemu prints when the value moved by at least 1% or hit 0/100. */
+void progress_print(struct progress *p, double percent)
+{
+    if (!p->enabled)
+        return;
+    if (percent > 100)
+        percent = 100;
+    if (p->last >= 0 && percent - p->last < 1.0 && percent < 100 && percent != 0)
+        return;
+    if (percent == p->last)
+        return;
+    p->last = percent;
+    printf("    (%3.2f/100%%)\r", percent);
+    fflush(stdout);
+}
+
+void progress_end(struct progress *p)
+{
+    if (!p->enabled)
+        return;
+    progress_print(p, 100);
+    printf("\n");
+    fflush(stdout);
+}
+
+void progress_callback(double percent, void *opaque)
+{
+    progress_print(opaque, percent);
+}
+
+/* ---- help ---- */
+
+static void print_formats(void)
+{
+    printf("Supported formats:");
+    for (size_t i = 0; qimg_drivers[i]; i++)
+        printf(" %s", qimg_drivers[i]->name);
+    printf("\n");
+}
+
+void help(void)
+{
+    printf("%s version %s (compatible with qemu-img 7.2.0)\n"
+           "usage: %s [standard options] command [command options]\n"
+           "Disk image utility (qimg)\n"
+           "\n"
+           "    '-h', '--help'       display this help and exit\n"
+           "    '-V', '--version'    output version information and exit\n"
+           "    '-T', '--trace'      [[enable=]<pattern>][,events=<file>][,file=<file>]\n"
+           "                         specify tracing options (accepted, ignored)\n"
+           "\n"
+           "Command syntax:\n",
+           prog_name, QIMG_VERSION_STRING, prog_name);
+    for (const struct command *c = commands; c->name; c++)
+        printf("  %s %s\n", c->name, c->synopsis);
+    printf("\n"
+           "Command parameters:\n"
+           "  'filename' names a disk image file\n"
+           "  'objectdef' defines an object, usually a secret: secret,id=ID,data=TEXT\n"
+           "    or secret,id=ID,file=PATH, used for encryption keys\n"
+           "  'fmt' is the image format; it is probed from the file when omitted\n"
+           "  'cache' is the host cache mode for writing: 'none', 'writeback' (the\n"
+           "    default, except for convert), 'writethrough', 'directsync' or 'unsafe'\n"
+           "    (the default for convert)\n"
+           "  'src_cache' is the cache mode for reading, with the same values\n"
+           "  'size' is a size in bytes; suffixes 'k' or 'K' (1024), 'M' (1024k),\n"
+           "    'G' (1024M), 'T' (1024G), 'P' (1024T) and 'E' (1024P) are accepted,\n"
+           "    'b' means bytes\n"
+           "  'output_filename' is the image to write\n"
+           "  'output_fmt' is the format of the image to write\n"
+           "  'options' is a comma-separated list of name=value format options;\n"
+           "    '-o help' lists those of a format\n"
+           "  'snapshot_param' selects an internal snapshot: 'snapshot.id=[ID],\n"
+           "    snapshot.name=[NAME]' or '[ID_OR_NAME]'\n"
+           "  '-c' compresses the target image (formats that support it)\n"
+           "  '-u' skips opening the backing file: for rebase, the old and new backing\n"
+           "       files are taken to be identical; for create, the backing file need\n"
+           "       not exist\n"
+           "  '-h' with or without a command shows this help and the formats\n"
+           "  '-p' shows progress\n"
+           "  '-q' quiet mode: print nothing but errors\n"
+           "  '-S' is the number of consecutive zero bytes (default 4k) that convert\n"
+           "       turns into a hole; 0 writes every byte and allocates the whole target\n"
+           "  '--output' selects 'human' or 'json' output\n"
+           "  '-n' uses an existing target instead of creating it\n"
+           "\n"
+           "Parameters to check subcommand:\n"
+           "  '-r' repairs what the check finds: '-r leaks' only leaked clusters,\n"
+           "       '-r all' every kind of error\n"
+           "\n"
+           "Parameters to convert subcommand:\n"
+           "  '--bitmaps' copies the persistent bitmaps of the source\n"
+           "  '-m' is the number of parallel workers (default 8)\n"
+           "  '-W' lets writes reach the target out of order\n"
+           "\n"
+           "Parameters to dd subcommand:\n"
+           "  'bs=BYTES' block size (default: 512)\n"
+           "  'count=N' copy N blocks (counted after skip, as dd(1) does)\n"
+           "  'if=FILE' input\n"
+           "  'of=FILE' output\n"
+           "  'skip=N' skip N blocks of input\n"
+           "\n");
+    print_formats();
+    exit(0);
+}

@@ -1,0 +1,90 @@
+/* qimg - entry point and the table of commands (feeds --help too). */
+#include <locale.h>
+#include <signal.h>
+#include <string.h>
+
+#include "cli.h"
+
+const struct command commands[] = {
+    { "amend", cmd_amend, "[--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename" },
+    { "bench", cmd_bench, "[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename" },
+    { "bitmap", cmd_bitmap, "(--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] [--image-opts | -f fmt] filename bitmap" },
+    { "check", cmd_check, "[--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename" },
+    { "commit", cmd_commit, "[--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename" },
+    { "compare", cmd_compare, "[--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2" },
+    { "convert", cmd_convert, "[--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] [--bitmaps] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename" },
+    { "create", cmd_create, "[--object objectdef] [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]" },
+    { "dd", cmd_dd, "[--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output" },
+    { "info", cmd_info, "[--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename" },
+    { "map", cmd_map, "[--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename" },
+    { "measure", cmd_measure, "[--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] filename]" },
+    { "snapshot", cmd_snapshot, "[--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename" },
+    { "rebase", cmd_rebase, "[--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename" },
+    { "resize", cmd_resize, "[--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size" },
+    { NULL, NULL, NULL },
+};
+
+static void print_version(void)
+{
+    if (strcmp(prog_name, "qemu-img") == 0)
+        printf("qemu-img version 7.2.0 (qimg %s)\n", QIMG_VERSION_STRING);
+    else
+        printf("%s version %s (compatible with qemu-img 7.2.0)\n", prog_name, QIMG_VERSION_STRING);
+    printf("qimg: a standalone disk image tool and library\n");
+}
+
+static void set_prog_name(const char *argv0)
+{
+    const char *slash = strrchr(argv0, '/');
+    prog_name = slash ? slash + 1 : argv0;
+    if (!*prog_name)
+        prog_name = "qimg";
+}
+
+static void cli_warn(const char *msg)
+{
+    if (strncmp(msg, "WARNING:", 8) == 0)
+        fprintf(stderr, "%s\n", msg);
+    else
+        fprintf(stderr, "%s: warning: %s\n", prog_name, msg);
+}
+
+int main(int argc, char **argv)
+{
+    /* Output never depends on the locale: numbers, dates, messages. */
+    setlocale(LC_ALL, "C");
+    signal(SIGPIPE, SIG_IGN);
+    set_prog_name(argv[0]);
+    qimg_set_warn_handler(cli_warn);
+
+    /* Global options come before the command. */
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { "trace", required_argument, NULL, 'T' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "+:hVT:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h': help();
+        case 'V': print_version(); return 0;
+        case 'T': break;   /* tracing: accepted and ignored */
+        case ':': error_exit("missing argument for option '%s'", argv[optind - 1]);
+        default: error_exit("unrecognized option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        error_exit("Not enough arguments");
+    const char *cmd = argv[optind];
+    for (const struct command *c2 = commands; c2->name; c2++) {
+        if (strcmp(c2->name, cmd) == 0) {
+            /* the command parses argv[optind..]: argv[0] is its name */
+            int sub_argc = argc - optind;
+            char **sub_argv = argv + optind;
+            optind = 0;   /* full getopt reset for the command */
+            return c2->fn(sub_argc, sub_argv);
+        }
+    }
+    error_exit("Command not found: %s", cmd);
+}

@@ -1,0 +1,173 @@
+/* qimg - the raw format: guest offset == file offset. */
+#include <errno.h>
+#include <inttypes.h>
+
+#include "internal.h"
+
+static const struct qimg_opt_desc raw_create_opts[] = {
+    { "size", QIMG_OPT_SIZE, "Virtual disk size", NULL },
+    { NULL, 0, NULL, NULL },
+};
+
+static int raw_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
+{
+    return 1;   /* anything is a raw image; every real format scores higher */
+}
+
+static int raw_open(struct qimg_image *img, unsigned flags)
+{
+    return qimg_io_get_size(img->file, &img->size);
+}
+
+static void raw_close(struct qimg_image *img) {}
+
+static int raw_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
+{
+    return qimg_io_pread(img->file, buf, len, off);
+}
+
+/* A raw image whose format was guessed must not get a header of another
+ * format in its first sector: the next probe would trust it. */
+static int guard_block0(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    if (!img->probed_raw || off >= 512)
+        return 0;
+    uint8_t sector[512];
+    int r = qimg_io_pread(img->file, sector, sizeof sector, 0);
+    if (r < 0)
+        return r;
+    memcpy(sector + off, buf, QIMG_MIN(len, sizeof sector - off));
+    if (qimg_driver_probe(sector, sizeof sector, img->size, img->filename) != &qimg_driver_raw)
+        return qimg_error(-EPERM, "Operation not permitted");
+    return 0;
+}
+
+static int raw_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    int r = guard_block0(img, off, buf, len);
+    if (r < 0)
+        return r;
+    return qimg_io_pwrite(img->file, buf, len, off);
+}
+
+static int raw_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+    return qimg_io_zero(img->file, off, len, flags & QIMG_ZERO_MAY_UNMAP);
+}
+
+static int raw_discard(struct qimg_image *img, uint64_t off, uint64_t len)
+{
+    return img->file->ops->discard(img->file, off, len);
+}
+
+static int raw_flush(struct qimg_image *img)
+{
+    return qimg_io_flush(img->file);
+}
+
+static int raw_block_status(struct qimg_image *img, uint64_t off, uint64_t len, struct qimg_extent *ext)
+{
+    int kind;
+    uint64_t pnum;
+    int r = qimg_io_extent(img->file, off, len, &pnum, &kind);
+    if (r < 0)
+        return r;
+    ext->length = pnum;
+    ext->flags = QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET |
+                 (kind == QIMG_IO_EXT_DATA ? QIMG_STATUS_DATA : QIMG_STATUS_ZERO);
+    ext->host_offset = off;
+    ext->host_file = img->file->filename;
+    return 0;
+}
+
+static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
+{
+    info->has_dirty = true;
+    info->dirty = false;
+    return 0;
+}
+
+static int preallocate(struct qimg_io *io, uint64_t from, uint64_t to, const char *prealloc)
+{
+    if (to <= from || strcmp(prealloc, "off") == 0)
+        return 0;
+    return io->ops->preallocate(io, from, to - from, strcmp(prealloc, "full") == 0);
+}
+
+static int check_prealloc(const char *prealloc)
+{
+    if (strcmp(prealloc, "off") && strcmp(prealloc, "falloc") && strcmp(prealloc, "full"))
+        return qimg_error(-EINVAL, "Invalid parameter '%s'", prealloc);
+    return 0;
+}
+
+static int raw_create(struct qimg_create_ctx *ctx)
+{
+    struct qimg_io *io;
+    int r = check_prealloc(ctx->prealloc);
+    if (r < 0)
+        return r;
+    r = qimg_io_open(&io, ctx->filename, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
+    if (r < 0)
+        return r;
+    r = qimg_io_truncate(io, ctx->size);
+    if (r == 0)
+        r = preallocate(io, 0, ctx->size, ctx->prealloc);
+    /* Like qemu, allocate the first block so that later probing and
+     * O_DIRECT alignment detection see real data there. */
+    if (r == 0 && strcmp(ctx->prealloc, "off") == 0 && ctx->size > 0) {
+        uint8_t zeros[4096] = { 0 };
+        r = qimg_io_pwrite(io, zeros, (size_t)QIMG_MIN(ctx->size, sizeof zeros), 0);
+    }
+    qimg_io_close(io);
+    return r;
+}
+
+static int raw_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
+{
+    uint64_t old;
+    int r = check_prealloc(prealloc);
+    if (r < 0)
+        return r;
+    r = qimg_io_get_size(img->file, &old);
+    if (r < 0)
+        return r;
+    r = qimg_io_truncate(img->file, size);
+    if (r == 0)
+        r = preallocate(img->file, old, size, prealloc);
+    if (r == 0)
+        img->size = size;
+    return r;
+}
+
+/* raw needs exactly the guest size, sparse or not. */
+static int raw_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    uint64_t v = src ? qimg_size(src) : size;
+    if (!qimg_round_up_ok(v, 512, &v))
+        return qimg_error(-EFBIG, "Image size is too large");
+    out->required = out->fully_allocated = v;
+    return 0;
+}
+
+static bool raw_has_zero_init(struct qimg_image *img) { return true; }
+
+const struct qimg_driver qimg_driver_raw = {
+    .name           = "raw",
+    .flags          = QIMG_DRV_PROTOCOL_ONLY,
+    .create_opts    = raw_create_opts,
+    .probe          = raw_probe,
+    .open           = raw_open,
+    .close          = raw_close,
+    .create         = raw_create,
+    .read           = raw_read,
+    .write          = raw_write,
+    .write_zeroes   = raw_write_zeroes,
+    .discard        = raw_discard,
+    .flush          = raw_flush,
+    .block_status   = raw_block_status,
+    .info           = raw_info,
+    .resize         = raw_resize,
+    .measure        = raw_measure,
+    .has_zero_init  = raw_has_zero_init,
+};

@@ -1,0 +1,31 @@
+/* qimg - the table of format drivers.  A new format adds one line here. */
+#include "internal.h"
+
+const struct qimg_driver *const qimg_drivers[] = {
+    &qimg_driver_raw,
+    NULL,
+};
+
+const struct qimg_driver *qimg_driver_find(const char *name)
+{
+    for (size_t i = 0; qimg_drivers[i]; i++)
+        if (strcmp(qimg_drivers[i]->name, name) == 0)
+            return qimg_drivers[i];
+    return NULL;
+}
+
+/* Highest score wins; on a tie the driver listed first keeps it. */
+const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
+                                            uint64_t file_size, const char *filename)
+{
+    const struct qimg_driver *best = &qimg_driver_raw;
+    int best_score = 0;
+    for (size_t i = 0; qimg_drivers[i]; i++) {
+        int score = qimg_drivers[i]->probe(buf, len, file_size, filename);
+        if (score > best_score) {
+            best_score = score;
+            best = qimg_drivers[i];
+        }
+    }
+    return best;
+}

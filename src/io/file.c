@@ -1,0 +1,419 @@
+/* qimg - the "file" storage backend: a local regular file or block device.
+ *
+ * Full-length pread/pwrite loops (EINTR, short I/O), fallocate for zeroing
+ * and discard, SEEK_DATA/SEEK_HOLE for extents, O_DIRECT/O_DSYNC for the
+ * cache modes, and qemu-compatible OFD locks so an image that a running VM
+ * holds is not opened for writing behind its back.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct file_state {
+    bool is_block;           /* a block device: size from ioctl, no truncate */
+    bool no_punch;           /* fallocate punch-hole unsupported here */
+    bool no_zero_range;
+    bool no_seek_data;
+};
+
+/* ---- qemu's lock protocol ----
+ * qemu locks one byte per permission: 100+bit while it holds the
+ * permission, 200+bit while it refuses to share it.  Before taking a
+ * permission it tests the other side's "refuse" byte and the other way
+ * round.  Bits: 0 consistent read, 1 write, 2 write unchanged, 3 resize. */
+#define LOCK_PERM_BASE 100
+#define LOCK_SHARED_BASE 200
+enum { PERM_READ = 0, PERM_WRITE = 1, PERM_RESIZE = 3 };
+static const char *const perm_names[] = { "consistent read", "write", "write unchanged", "resize" };
+
+static int lock_byte(int fd, off_t off, short type, int cmd)
+{
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = off, .l_len = 1 };
+    int r;
+    do
+        r = fcntl(fd, cmd, &fl);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    if (cmd == F_OFD_GETLK && fl.l_type != F_UNLCK)
+        return -EAGAIN;
+    return 0;
+}
+
+static int take_locks(struct qimg_io *io, unsigned take, unsigned unshare)
+{
+    for (unsigned bit = 0; bit < 4; bit++) {
+        if ((take & (1u << bit)) && lock_byte(io->fd, LOCK_PERM_BASE + bit, F_RDLCK, F_OFD_SETLK) < 0)
+            goto failed_set;
+        if ((unshare & (1u << bit)) && lock_byte(io->fd, LOCK_SHARED_BASE + bit, F_RDLCK, F_OFD_SETLK) < 0)
+            goto failed_set;
+    }
+    for (unsigned bit = 0; bit < 4; bit++) {
+        if ((take & (1u << bit)) && lock_byte(io->fd, LOCK_SHARED_BASE + bit, F_WRLCK, F_OFD_GETLK) == -EAGAIN)
+            return qimg_error(-EAGAIN, "Failed to get \"%s\" lock\nIs another process using the image [%s]?",
+                              perm_names[bit], io->filename);
+        if ((unshare & (1u << bit)) && lock_byte(io->fd, LOCK_PERM_BASE + bit, F_WRLCK, F_OFD_GETLK) == -EAGAIN)
+            return qimg_error(-EAGAIN, "Failed to get shared \"%s\" lock\nIs another process using the image [%s]?",
+                              perm_names[bit], io->filename);
+    }
+    return 0;
+failed_set:
+    /* A filesystem without OFD locks (some network ones): go on
+     * unlocked, as qemu does when locking is unsupported. */
+    return 0;
+}
+
+/* ---- open ---- */
+
+static int check_file_type(const char *filename, const struct stat *st, bool *is_block)
+{
+    *is_block = S_ISBLK(st->st_mode);
+    if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode) || S_ISCHR(st->st_mode))
+        return 0;
+    if (S_ISDIR(st->st_mode))
+        return qimg_error(-EISDIR, "'file' driver requires '%s' to be a regular file", filename);
+    return qimg_error(-EINVAL, "'file' driver requires '%s' to be a regular file", filename);
+}
+
+static int open_fd(const char *filename, unsigned flags)
+{
+    int oflags = O_CLOEXEC | O_NONBLOCK;   /* O_NONBLOCK: never hang on a FIFO */
+    oflags |= (flags & QIMG_IO_RDWR) ? O_RDWR : O_RDONLY;
+    if (flags & QIMG_IO_CREATE) oflags |= O_CREAT;
+    if (flags & QIMG_IO_TRUNC) oflags |= O_TRUNC;
+    if (flags & QIMG_IO_EXCL) oflags |= O_EXCL;
+    if (flags & QIMG_IO_DIRECT) oflags |= O_DIRECT;
+    if (flags & QIMG_IO_DSYNC) oflags |= O_DSYNC;
+    int fd;
+    do
+        fd = open(filename, oflags, 0644);
+    while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+static int file_open(struct qimg_io *io)
+{
+    struct stat st;
+    struct file_state *s = qimg_xcalloc(1, sizeof *s);
+    io->priv = s;
+    /* Look before opening: opening a FIFO for writing would block and
+     * opening a socket fails with an unclear error. */
+    if (stat(io->filename, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        bool blk;
+        return check_file_type(io->filename, &st, &blk);
+    }
+    int fd = open_fd(io->filename, io->flags);
+    if (fd < 0)
+        return qimg_error_errno(fd, "Could not open '%s'", io->filename);
+    io->fd = fd;
+    if (fstat(fd, &st) < 0)
+        return qimg_error_errno(-errno, "Could not stat '%s'", io->filename);
+    int r = check_file_type(io->filename, &st, &s->is_block);
+    if (r < 0)
+        return r;
+    /* drop O_NONBLOCK now that we know it is a file */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    io->align = (io->flags & QIMG_IO_DIRECT) ? 4096 : 1;
+    if (!(io->flags & QIMG_IO_NOLOCK)) {
+        unsigned take = 1u << PERM_READ, unshare = 1u << PERM_WRITE;
+        if (io->flags & QIMG_IO_RDWR) {
+            take |= 1u << PERM_WRITE | 1u << PERM_RESIZE;
+            unshare |= 1u << PERM_RESIZE;
+        }
+        r = take_locks(io, take, unshare);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- I/O ---- */
+
+static int file_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pread(io->fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return qimg_error_errno(-errno, "Could not read from '%s'", io->filename);
+        }
+        if (n == 0) {           /* past EOF reads as zeros */
+            memset(p, 0, len);
+            return 0;
+        }
+        p += n, off += (uint64_t)n, len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int file_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(io->fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return qimg_error_errno(-errno, "Could not write to '%s'", io->filename);
+        }
+        p += n, off += (uint64_t)n, len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int write_zero_buffers(struct qimg_io *io, uint64_t off, uint64_t len)
+{
+    size_t chunk = (size_t)QIMG_MIN(len, (uint64_t)1 << 20);
+    CLEANUP_FREE void *zeros = qimg_io_buffer(chunk);
+    memset(zeros, 0, chunk);
+    while (len > 0) {
+        size_t n = (size_t)QIMG_MIN(len, (uint64_t)chunk);
+        int r = file_pwrite(io, zeros, n, off);
+        if (r < 0)
+            return r;
+        off += n, len -= n;
+    }
+    return 0;
+}
+
+static int try_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+    int r;
+    do
+        r = fallocate(fd, mode, (off_t)off, (off_t)len);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+static bool unsupported(int r) { return r == -EOPNOTSUPP || r == -ENOSYS || r == -EINVAL; }
+
+static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap)
+{
+    struct file_state *s = io->priv;
+    uint64_t size;
+    int r;
+    if (len == 0)
+        return 0;
+    /* Past EOF a file reads as zeros already; extending with ftruncate keeps it sparse. */
+    if (!s->is_block && qimg_io_get_size(io, &size) == 0 && off >= size)
+        return (io->ops->truncate(io, off + len));
+    if (may_unmap && !s->no_punch) {
+        r = try_fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+        if (r == 0)
+            return 0;
+        if (unsupported(r))
+            s->no_punch = true;
+    }
+    if (!s->no_zero_range) {
+        r = try_fallocate(io->fd, FALLOC_FL_ZERO_RANGE, off, len);
+        if (r == 0)
+            return 0;
+        if (unsupported(r))
+            s->no_zero_range = true;
+    }
+    return write_zero_buffers(io, off, len);
+}
+
+static int file_discard(struct qimg_io *io, uint64_t off, uint64_t len)
+{
+    struct file_state *s = io->priv;
+    if (s->no_punch || len == 0)
+        return 0;
+    int r = try_fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+    if (unsupported(r))
+        s->no_punch = true;
+    return 0;   /* discard is advisory */
+}
+
+static int file_flush(struct qimg_io *io)
+{
+    if (io->flags & QIMG_IO_UNSAFE)
+        return 0;
+    if (fdatasync(io->fd) < 0)
+        return qimg_error_errno(-errno, "Could not flush '%s'", io->filename);
+    return 0;
+}
+
+static int file_get_size(struct qimg_io *io, uint64_t *size)
+{
+    struct file_state *s = io->priv;
+    if (s->is_block) {
+        uint64_t v;
+        if (ioctl(io->fd, BLKGETSIZE64, &v) < 0)
+            return qimg_error_errno(-errno, "Could not get size of '%s'", io->filename);
+        *size = v;
+        return 0;
+    }
+    struct stat st;
+    if (fstat(io->fd, &st) < 0)
+        return qimg_error_errno(-errno, "Could not stat '%s'", io->filename);
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int file_truncate(struct qimg_io *io, uint64_t size)
+{
+    struct file_state *s = io->priv;
+    if (s->is_block) {
+        uint64_t cur;
+        int r = file_get_size(io, &cur);
+        if (r == 0 && size > cur)
+            return qimg_error(-EINVAL, "Cannot grow device files");
+        return r;
+    }
+    if (ftruncate(io->fd, (off_t)size) < 0)
+        return qimg_error_errno(-errno, "Failed to resize file");
+    return 0;
+}
+
+static int file_preallocate(struct qimg_io *io, uint64_t off, uint64_t len, bool full)
+{
+    if (len == 0)
+        return 0;
+    if (!full) {
+        int r = try_fallocate(io->fd, 0, off, len);
+        if (r < 0)
+            return qimg_error(r, "Could not preallocate new data: %s", strerror(-r));
+        return 0;
+    }
+    return write_zero_buffers(io, off, len);
+}
+
+static int file_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
+{
+    struct file_state *s = io->priv;
+    uint64_t size;
+    int r = file_get_size(io, &size);
+    if (r < 0)
+        return r;
+    if (off >= size) {        /* past EOF: a hole */
+        *kind = QIMG_IO_EXT_HOLE;
+        *pnum = len;
+        return 0;
+    }
+    if (s->no_seek_data || s->is_block)
+        goto all_data;
+    off_t data = lseek(io->fd, (off_t)off, SEEK_DATA);
+    if (data < 0) {
+        if (errno == ENXIO) {     /* no data after off: hole to EOF */
+            *kind = QIMG_IO_EXT_HOLE;
+            *pnum = QIMG_MIN(len, size - off);
+            return 0;
+        }
+        s->no_seek_data = true;
+        goto all_data;
+    }
+    if ((uint64_t)data > off) {
+        *kind = QIMG_IO_EXT_HOLE;
+        *pnum = QIMG_MIN(len, (uint64_t)data - off);
+        return 0;
+    }
+    off_t hole = lseek(io->fd, (off_t)off, SEEK_HOLE);
+    if (hole < 0 || (uint64_t)hole <= off)
+        goto all_data;
+    *kind = QIMG_IO_EXT_DATA;
+    *pnum = QIMG_MIN(len, (uint64_t)hole - off);
+    return 0;
+all_data:
+    *kind = QIMG_IO_EXT_DATA;
+    *pnum = QIMG_MIN(len, size - off);
+    return 0;
+}
+
+static int64_t file_allocated_size(struct qimg_io *io)
+{
+    struct stat st;
+    if (fstat(io->fd, &st) < 0)
+        return -errno;
+    return (int64_t)st.st_blocks * 512;
+}
+
+static int file_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *dst,
+                           uint64_t doff, uint64_t len)
+{
+    if (src->ops != dst->ops)
+        return -ENOTSUP;
+    while (len > 0) {
+        loff_t in = (loff_t)soff, out = (loff_t)doff;
+        ssize_t n = copy_file_range(src->fd, &in, dst->fd, &out, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;   /* caller falls back to read+write */
+        }
+        if (n == 0)
+            return -ENOTSUP;
+        soff += (uint64_t)n, doff += (uint64_t)n, len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+static void file_close(struct qimg_io *io)
+{
+    if (io->fd >= 0)
+        close(io->fd);
+    free(io->priv);
+}
+
+const struct qimg_io_ops qimg_io_file_ops = {
+    .name           = "file",
+    .pread          = file_pread,
+    .pwrite         = file_pwrite,
+    .zero           = file_zero,
+    .discard        = file_discard,
+    .flush          = file_flush,
+    .get_size       = file_get_size,
+    .truncate       = file_truncate,
+    .preallocate    = file_preallocate,
+    .extent         = file_extent,
+    .allocated_size = file_allocated_size,
+    .copy_range     = file_copy_range,
+    .close          = file_close,
+};
+
+/* ---- generic entry points (io.c would be overkill for one backend) ---- */
+
+int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags)
+{
+    struct qimg_io *io = qimg_xcalloc(1, sizeof *io);
+    io->ops = &qimg_io_file_ops;
+    io->filename = qimg_strdup(filename);
+    io->flags = flags;
+    io->fd = -1;
+    io->align = 1;
+    int r = file_open(io);
+    if (r < 0) {
+        qimg_io_close(io);
+        return r;
+    }
+    *out = io;
+    return 0;
+}
+
+void qimg_io_close(struct qimg_io *io)
+{
+    if (!io)
+        return;
+    io->ops->close(io);
+    free(io->filename);
+    free(io);
+}
+
+int qimg_io_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap)
+{ return io->ops->zero(io, off, len, may_unmap); }
+int qimg_io_flush(struct qimg_io *io) { return io->ops->flush(io); }
+int qimg_io_get_size(struct qimg_io *io, uint64_t *size) { return io->ops->get_size(io, size); }
+int qimg_io_truncate(struct qimg_io *io, uint64_t size) { return io->ops->truncate(io, size); }
+int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
+{ return io->ops->extent(io, off, len, pnum, kind); }
+int64_t qimg_io_allocated_size(struct qimg_io *io) { return io->ops->allocated_size(io); }

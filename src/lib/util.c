@@ -1,0 +1,147 @@
+/* qimg - helpers: allocation with a budget, zero detection, paths. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void out_of_memory(void)
+{
+    fputs("qimg: out of memory\n", stderr);
+    abort();
+}
+
+void *qimg_xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (!p)
+        out_of_memory();
+    return p;
+}
+
+void *qimg_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        out_of_memory();
+    return p;
+}
+
+void *qimg_xrealloc(void *old, size_t size)
+{
+    void *p = realloc(old, size ? size : 1);
+    if (!p)
+        out_of_memory();
+    return p;
+}
+
+char *qimg_strdup(const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        out_of_memory();
+    return p;
+}
+
+char *qimg_asprintf(const char *fmt, ...)
+{
+    char *s;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        out_of_memory();
+    va_end(ap);
+    return s;
+}
+
+static uint64_t mem_budget(void)
+{
+    const char *env = getenv("QIMG_MEM_BUDGET");
+    uint64_t v;
+    if (env && qimg_parse_size(env, &v) == 0 && v > 0)
+        return v;
+    return QIMG_MEM_BUDGET_DEFAULT;
+}
+
+void *qimg_alloc_from_image(uint64_t size, const char *what)
+{
+    void *p;
+    if (size > mem_budget() || size > SIZE_MAX) {
+        qimg_error(-EFBIG, "%s is too large (%" PRIu64 " bytes)", what, size);
+        return NULL;
+    }
+    p = malloc(size ? size : 1);
+    if (!p)
+        qimg_error(-ENOMEM, "Could not allocate %s", what);
+    return p;
+}
+
+void *qimg_calloc_from_image(uint64_t nmemb, uint64_t size, const char *what)
+{
+    uint64_t total;
+    void *p;
+    if (!qimg_mul_ok(nmemb, size, &total)) {
+        qimg_error(-EFBIG, "%s is too large", what);
+        return NULL;
+    }
+    p = qimg_alloc_from_image(total, what);
+    if (p)
+        memset(p, 0, total);
+    return p;
+}
+
+void *qimg_io_buffer(size_t size)
+{
+    void *p;
+    if (posix_memalign(&p, 4096, size ? size : 1) != 0)
+        out_of_memory();
+    return p;
+}
+
+/* Word-at-a-time scan after checking the first bytes: most non-zero
+ * buffers fail in the first 16 bytes, most zero buffers are long. */
+bool qimg_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    size_t head = QIMG_MIN(len, (size_t)16);
+    for (size_t i = 0; i < head; i++)
+        if (p[i])
+            return false;
+    if (len <= 16)
+        return true;
+    /* buffer[0..16) are zero: compare the rest with itself shifted */
+    return memcmp(p, p + 16, len - 16) == 0;
+}
+
+bool qimg_path_has_protocol(const char *path)
+{
+    /* "proto:" before any '/' (qemu's rule; "json:" and "nbd:" included) */
+    const char *colon = strchr(path, ':');
+    const char *slash = strchr(path, '/');
+    if (!colon || colon == path)
+        return false;
+    return !slash || colon < slash;
+}
+
+char *qimg_path_dirname(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return qimg_strdup(".");
+    if (slash == path)
+        return qimg_strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+char *qimg_path_combine(const char *image, const char *backing)
+{
+    const char *slash;
+    if (backing[0] == '/' || qimg_path_has_protocol(backing))
+        return qimg_strdup(backing);
+    slash = strrchr(image, '/');
+    if (!slash || qimg_path_has_protocol(image))
+        return qimg_strdup(backing);
+    return qimg_asprintf("%.*s%s", (int)(slash - image + 1), image, backing);
+}
