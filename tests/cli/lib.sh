@@ -12,7 +12,7 @@
 #   expect_eq NAME A B      PASS when the strings are equal
 set -u
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-QIMG=$TOP/build/qimg
+QIMG=${QIMG:-$TOP/build/qimg}
 QEMU_IMG=${QEMU_IMG:-/usr/bin/qemu-img}
 QEMU_IO=${QEMU_IO:-/usr/bin/qemu-io}
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/qimg-test.XXXXXX")
