@@ -69,6 +69,7 @@ struct command {
     const char *name;
     int (*fn)(int argc, char **argv);
     const char *synopsis;    /* the line after the name in --help */
+    const char *summary;     /* one sentence for the man page */
 };
 extern const struct command commands[];
 
