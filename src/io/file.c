@@ -31,7 +31,6 @@ struct file_state {
  * round.  Bits: 0 consistent read, 1 write, 2 write unchanged, 3 resize. */
 #define LOCK_PERM_BASE 100
 #define LOCK_SHARED_BASE 200
-enum { PERM_READ = 0, PERM_WRITE = 1, PERM_RESIZE = 3 };
 static const char *const perm_names[] = { "consistent read", "write", "write unchanged", "resize" };
 
 static int lock_byte(int fd, off_t off, short type, int cmd)
@@ -48,8 +47,10 @@ static int lock_byte(int fd, off_t off, short type, int cmd)
     return 0;
 }
 
-static int take_locks(struct qimg_io *io, unsigned take, unsigned unshare)
+static int file_lock(struct qimg_io *io, unsigned take, unsigned unshare)
 {
+    if (io->flags & QIMG_IO_NOLOCK)
+        return 0;
     for (unsigned bit = 0; bit < 4; bit++) {
         if ((take & (1u << bit)) && lock_byte(io->fd, LOCK_PERM_BASE + bit, F_RDLCK, F_OFD_SETLK) < 0)
             goto failed_set;
@@ -122,16 +123,6 @@ static int file_open(struct qimg_io *io)
     /* drop O_NONBLOCK now that we know it is a file */
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     io->align = (io->flags & QIMG_IO_DIRECT) ? 4096 : 1;
-    if (!(io->flags & QIMG_IO_NOLOCK)) {
-        unsigned take = 1u << PERM_READ, unshare = 1u << PERM_WRITE;
-        if (io->flags & QIMG_IO_RDWR) {
-            take |= 1u << PERM_WRITE | 1u << PERM_RESIZE;
-            unshare |= 1u << PERM_RESIZE;
-        }
-        r = take_locks(io, take, unshare);
-        if (r < 0)
-            return r;
-    }
     return 0;
 }
 
@@ -378,6 +369,7 @@ const struct qimg_io_ops qimg_io_file_ops = {
     .extent         = file_extent,
     .allocated_size = file_allocated_size,
     .copy_range     = file_copy_range,
+    .lock           = file_lock,
     .close          = file_close,
 };
 
@@ -417,3 +409,5 @@ int qimg_io_truncate(struct qimg_io *io, uint64_t size) { return io->ops->trunca
 int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
 { return io->ops->extent(io, off, len, pnum, kind); }
 int64_t qimg_io_allocated_size(struct qimg_io *io) { return io->ops->allocated_size(io); }
+int qimg_io_lock(struct qimg_io *io, unsigned take, unsigned unshare)
+{ return io->ops->lock ? io->ops->lock(io, take, unshare) : 0; }

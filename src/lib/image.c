@@ -56,6 +56,22 @@ static void warn_probed_raw(const char *filename)
               filename);
 }
 
+/* Take qemu's locks: a reader holds "consistent read" (not for info,
+ * which does no I/O), a writer also "write" and "resize"; a format with
+ * metadata of its own refuses to share write and resize, since another
+ * writer would change its metadata under it.  raw shares everything. */
+static int lock_image(qimg_image *img)
+{
+    unsigned take = 0, unshare = 0;
+    if (!(img->flags & QIMG_OPEN_NO_IO))
+        take |= QIMG_PERM_READ;
+    if (img->flags & QIMG_OPEN_RDWR)
+        take |= QIMG_PERM_READ | QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
+    if (!(img->drv->flags & QIMG_DRV_PROTOCOL_ONLY))
+        unshare = QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
+    return qimg_io_lock(img->file, take, unshare);
+}
+
 /* Open one node (no backing) on an already-named storage object. */
 static int open_node(qimg_image **out, const char *display_name, const char *file_name,
                      const char *fmt, unsigned flags)
@@ -89,6 +105,11 @@ static int open_node(qimg_image **out, const char *display_name, const char *fil
         }
     }
     img->drv = drv;
+    r = lock_image(img);
+    if (r < 0) {
+        img->drv = NULL;
+        goto fail;
+    }
     r = drv->open(img, flags);
     if (r < 0) {
         img->drv = NULL;

@@ -67,8 +67,16 @@ struct qimg_io_ops {
     /* Copy offload (copy_file_range); may be NULL or return -ENOTSUP. */
     int (*copy_range)(struct qimg_io *src, uint64_t soff, struct qimg_io *dst,
                       uint64_t doff, uint64_t len);
+    /* qemu's lock protocol: hold the permissions in take, refuse to share
+     * those in unshare (QIMG_PERM_* bits); fails when another process
+     * conflicts.  May be NULL (no locking). */
+    int (*lock)(struct qimg_io *io, unsigned take, unsigned unshare);
     void (*close)(struct qimg_io *io);
 };
+
+/* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
+ * refused to others). */
+enum { QIMG_PERM_READ = 1u << 0, QIMG_PERM_WRITE = 1u << 1, QIMG_PERM_RESIZE = 1u << 3 };
 
 struct qimg_io {
     const struct qimg_io_ops *ops;
@@ -95,6 +103,7 @@ int qimg_io_get_size(struct qimg_io *io, uint64_t *size);
 int qimg_io_truncate(struct qimg_io *io, uint64_t size);
 int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind);
 int64_t qimg_io_allocated_size(struct qimg_io *io);
+int qimg_io_lock(struct qimg_io *io, unsigned take, unsigned unshare);
 
 extern const struct qimg_io_ops qimg_io_file_ops;
 
@@ -163,6 +172,9 @@ void qimg_json_free(struct qimg_json *v);
 /* Pretty text as qemu-img prints it (4-space indent, hash key order),
  * without trailing newline; malloc'ed. */
 char *qimg_json_to_string(const struct qimg_json *v);
+struct qimg_json *qimg_json_double(double v);   /* prints as %.17g */
+/* One-line form as in qemu's json:{...} filenames: {"a": 1, "b": [1, 2]}. */
+char *qimg_json_to_string_compact(const struct qimg_json *v);
 /* qemu's human "QDict dump" used for "Format specific information:":
  * appended to *out at the given indent (spaces). */
 void qimg_json_dump_human(const struct qimg_json *v, int indent, char **out);

@@ -68,21 +68,33 @@ TEST(fifo_and_directory_refused_without_blocking)
     CHECK_EQ_INT(qimg_last_errno(), EISDIR);
 }
 
-TEST(writer_lock_excludes_second_writer)
+/* qemu's protocol: a writer that refuses to share write (a VM, or qcow2
+ * opened read-write) keeps other writers and metadata readers out. */
+TEST(locks_follow_qemu_protocol)
 {
     CLEANUP_FREE char *p = path("locked");
     make_file(p, 1 << 20);
-    struct qimg_io *a, *b;
-    CHECK_EQ_INT(qimg_io_open(&a, p, QIMG_IO_RDWR), 0);
-    CHECK(qimg_io_open(&b, p, QIMG_IO_RDWR) < 0);
-    CHECK(strstr(qimg_last_error(), "lock") != NULL);
-    CHECK(qimg_io_open(&b, p, 0) < 0);   /* a reader refuses to share write */
-    CHECK_EQ_INT(qimg_io_open(&b, p, QIMG_IO_NOLOCK), 0);   /* -U */
+    struct qimg_io *vm, *b;
+    unsigned rw = QIMG_PERM_READ | QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
+    CHECK_EQ_INT(qimg_io_open(&vm, p, QIMG_IO_RDWR), 0);
+    CHECK_EQ_INT(qimg_io_lock(vm, rw, QIMG_PERM_WRITE), 0);
+    CHECK_EQ_INT(qimg_io_open(&b, p, QIMG_IO_RDWR), 0);
+    CHECK_EQ_INT(qimg_io_lock(b, rw, 0), -EAGAIN);
+    CHECK(strstr(qimg_last_error(), "Failed to get \"write\" lock") != NULL);
     qimg_io_close(b);
-    qimg_io_close(a);
-    CHECK_EQ_INT(qimg_io_open(&a, p, 0), 0);
-    CHECK_EQ_INT(qimg_io_open(&b, p, 0), 0);                /* readers share */
-    qimg_io_close(a);
+    CHECK_EQ_INT(qimg_io_open(&b, p, 0), 0);
+    CHECK_EQ_INT(qimg_io_lock(b, QIMG_PERM_READ, 0), 0);    /* raw reader shares write */
+    qimg_io_close(b);
+    CHECK_EQ_INT(qimg_io_open(&b, p, 0), 0);
+    CHECK_EQ_INT(qimg_io_lock(b, QIMG_PERM_READ, QIMG_PERM_WRITE), -EAGAIN);
+    CHECK(strstr(qimg_last_error(), "Failed to get shared \"write\" lock") != NULL);
+    qimg_io_close(b);
+    CHECK_EQ_INT(qimg_io_open(&b, p, QIMG_IO_NOLOCK), 0);   /* -U */
+    CHECK_EQ_INT(qimg_io_lock(b, QIMG_PERM_READ, QIMG_PERM_WRITE), 0);
+    qimg_io_close(b);
+    qimg_io_close(vm);
+    CHECK_EQ_INT(qimg_io_open(&b, p, 0), 0);
+    CHECK_EQ_INT(qimg_io_lock(b, QIMG_PERM_READ, QIMG_PERM_WRITE), 0);
     qimg_io_close(b);
 }
 
@@ -205,7 +217,7 @@ int main(void)
     RUN(pread_past_eof_reads_zeros);
     RUN(extents_follow_holes);
     RUN(fifo_and_directory_refused_without_blocking);
-    RUN(writer_lock_excludes_second_writer);
+    RUN(locks_follow_qemu_protocol);
     RUN(raw_image_read_write_status);
     RUN(read_only_image_refuses_writes);
     RUN(probed_raw_guards_block0);
