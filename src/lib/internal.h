@@ -142,6 +142,10 @@ int qimg_opts_check_text(const char *text);
 /* Parse qemu's key=value option string with ",," escapes, for --image-opts,
  * --object and -l; keys without "=" get the value of implied_key (or "on"). */
 int qimg_keyval_parse(qimg_opts **opts, const char *text, const char *implied_key);
+/* The same; with bare_is_error a non-first key without "=" fails with
+ * qemu's "Expected '=' after parameter 'x'" (as --object does). */
+int qimg_keyval_parse_strict(qimg_opts **opts, const char *text, const char *implied_key,
+                             bool bare_is_error);
 /* Parse a "json:{...}" filename into flattened dotted keys
  * ({"file":{"filename":"x"}} -> file.filename=x). */
 int qimg_json_filename_parse(qimg_opts **opts, const char *json_text);

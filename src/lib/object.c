@@ -1,0 +1,254 @@
+/* qimg - --object definitions; only "secret" objects carry anything qimg
+ * uses (passwords for encrypted images).  Other user-creatable types qemu
+ * knows are accepted and ignored, so command lines written for qemu-img
+ * keep working.  Error texts are those qemu-img 7.2 prints. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#include "json-priv.h"
+
+struct object {
+    char *id;
+    char *data;             /* secrets only; NULL for other types */
+    size_t len;
+    struct object *next;
+};
+
+static struct object *objects;
+static pthread_mutex_t objects_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* What "qemu-img --object help" lists. */
+static const char *const known_types[] = {
+    "authz-list", "authz-list-file", "authz-simple", "main-loop", "pr-manager-helper",
+    "secret", "secret_keyring", "thread-context", "throttle-group", "tls-cipher-suites",
+    "tls-creds-anon", "tls-creds-psk", "tls-creds-x509",
+};
+
+static bool is_known_type(const char *type)
+{
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(known_types); i++)
+        if (strcmp(type, known_types[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Letters, digits, '-', '.', '_', starting with a letter. */
+static bool is_identifier(const char *s)
+{
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '-' || *s == '.' || *s == '_'))
+            return false;
+    return true;
+}
+
+/* ---------------------------------------------------------------- base64 */
+
+static int base64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+/* Lenient like qemu (glib): '=' counts as zero bits and shortens its group,
+ * an incomplete last group is dropped. */
+static int base64_decode(const char *in, char **out, size_t *outlen)
+{
+    size_t n = strlen(in), len = 0;
+    for (size_t i = 0; i < n; i++)
+        if (in[i] != '=' && base64_value(in[i]) < 0)
+            return qimg_error(-EINVAL, "Base64 data contains invalid characters");
+    char *buf = qimg_xmalloc(n / 4 * 3 + 1);
+    for (size_t i = 0; i + 4 <= n; i += 4) {
+        uint32_t bits = 0;
+        int pads = 0;
+        for (int k = 0; k < 4; k++) {
+            int v = base64_value(in[i + k]);
+            pads += v < 0;
+            bits = bits << 6 | (uint32_t)(v < 0 ? 0 : v);
+        }
+        int bytes = 3 - (pads > 2 ? 2 : pads);
+        for (int k = 0; k < bytes; k++)
+            buf[len++] = (char)(bits >> (16 - 8 * k));
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- secrets */
+
+/* The whole file, binary-safe (a NUL is added after *outlen bytes). */
+static int read_secret_file(const char *path, char **out, size_t *outlen)
+{
+    char chunk[4096], *buf = qimg_xmalloc(1);
+    size_t len = 0;
+    ssize_t got;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        free(buf);
+        /* glib's wording, with its curly quotes */
+        return qimg_error(-err, "Unable to read %s: Failed to open file \xe2\x80\x9c%s\xe2\x80\x9d: %s",
+                          path, path, strerror(err));
+    }
+    while ((got = read(fd, chunk, sizeof chunk)) > 0) {
+        buf = qimg_xrealloc(buf, len + (size_t)got + 1);
+        memcpy(buf + len, chunk, (size_t)got);
+        len += (size_t)got;
+    }
+    int err = got < 0 ? errno : 0;
+    close(fd);
+    if (err) {
+        free(buf);
+        return qimg_error(-err, "Unable to read %s: %s", path, strerror(err));
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+/* Only these properties exist on a secret (keyid/iv are not supported). */
+static int check_secret_props(qimg_opts *o)
+{
+    static const char *const allowed[] = { "qom-type", "id", "data", "file", "format" };
+    for (size_t i = 0; i < o->n; i++) {
+        bool ok = false;
+        for (size_t k = 0; k < QIMG_ARRAY_SIZE(allowed); k++)
+            ok |= strcmp(o->v[i].name, allowed[k]) == 0;
+        if (!ok)
+            return qimg_error(-EINVAL, "Parameter '%s' is unexpected", o->v[i].name);
+    }
+    const char *format = qimg_opts_get(o, "format");
+    if (format && strcmp(format, "raw") != 0 && strcmp(format, "base64") != 0)
+        return qimg_error(-EINVAL, "Parameter 'format' does not accept value '%s'", format);
+    return 0;
+}
+
+static int load_secret(qimg_opts *o, char **data, size_t *len)
+{
+    const char *inline_data = qimg_opts_get(o, "data");
+    const char *file = qimg_opts_get(o, "file");
+    const char *format = qimg_opts_get(o, "format");
+    CLEANUP_FREE char *raw = NULL;
+    size_t raw_len;
+    int ret;
+
+    if (inline_data && file)
+        return qimg_error(-EINVAL, "'file' and 'data' are mutually exclusive");
+    if (!inline_data && !file)
+        return qimg_error(-EINVAL, "Either 'file' or 'data' must be provided");
+    if (file) {
+        ret = read_secret_file(file, &raw, &raw_len);
+        if (ret < 0)
+            return ret;
+    } else {
+        raw = qimg_strdup(inline_data);
+        raw_len = strlen(raw);
+    }
+    if (format && strcmp(format, "base64") == 0)
+        return base64_decode(raw, data, len);
+    *data = raw;
+    *len = raw_len;
+    raw = NULL;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- registry */
+
+static struct object *find_object(const char *id)
+{
+    for (struct object *ob = objects; ob; ob = ob->next)
+        if (strcmp(ob->id, id) == 0)
+            return ob;
+    return NULL;
+}
+
+static int register_object(const char *id, char *data, size_t len)
+{
+    pthread_mutex_lock(&objects_lock);
+    if (find_object(id)) {
+        pthread_mutex_unlock(&objects_lock);
+        free(data);
+        return qimg_error(-EEXIST, "attempt to add duplicate property '%s' to object (type 'container')", id);
+    }
+    struct object *ob = qimg_xcalloc(1, sizeof *ob);
+    ob->id = qimg_strdup(id);
+    ob->data = data;
+    ob->len = len;
+    ob->next = objects;
+    objects = ob;
+    pthread_mutex_unlock(&objects_lock);
+    return 0;
+}
+
+static int parse_object_text(qimg_opts **o, const char *text)
+{
+    if (text[0] == '{')
+        return qimg_json_filename_parse(o, text);
+    return qimg_keyval_parse_strict(o, text, "qom-type", true);
+}
+
+static int add_object(qimg_opts *o)
+{
+    const char *type = qimg_opts_get(o, "qom-type");
+    const char *id = qimg_opts_get(o, "id");
+    char *data = NULL;
+    size_t len = 0;
+    int ret;
+
+    if (!type)
+        return qimg_error(-EINVAL, "Parameter 'qom-type' is missing");
+    if (!is_known_type(type))
+        return qimg_error(-EINVAL, "Parameter 'qom-type' does not accept value '%s'", type);
+    if (!id)
+        return qimg_error(-EINVAL, "Parameter 'id' is missing");
+    if (!is_identifier(id))
+        return qimg_error(-EINVAL, "Parameter 'id' expects an identifier\n"
+                          "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.");
+    if (strcmp(type, "secret") == 0) {
+        ret = check_secret_props(o);
+        if (ret == 0)
+            ret = load_secret(o, &data, &len);
+        if (ret < 0)
+            return ret;
+    }
+    return register_object(id, data, len);
+}
+
+int qimg_object_add(const char *text)
+{
+    qimg_opts *o = NULL;
+    int ret = parse_object_text(&o, text);
+    if (ret == 0)
+        ret = add_object(o);
+    qimg_opts_free(o);
+    return ret;
+}
+
+int qimg_secret_lookup(const char *id, char **data, size_t *len)
+{
+    int ret = 0;
+    pthread_mutex_lock(&objects_lock);
+    struct object *ob = find_object(id);
+    if (!ob || !ob->data) {
+        ret = qimg_error(-ENOENT, "No secret with id '%s'", id);
+    } else {
+        *data = qimg_xmalloc(ob->len + 1);
+        memcpy(*data, ob->data, ob->len);
+        (*data)[ob->len] = '\0';
+        *len = ob->len;
+    }
+    pthread_mutex_unlock(&objects_lock);
+    return ret;
+}
