@@ -166,6 +166,8 @@ int qimg_convert(const struct qimg_convert_params *p);
 struct qimg_compare_result {
     bool size_mismatch;
     uint64_t mismatch_offset;
+    bool status_mismatch;         /* strict: block status differs at mismatch_offset */
+    bool status_error;            /* on error: block status failed (else a read) */
 };
 int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
                  struct qimg_compare_result *res,

@@ -42,6 +42,16 @@ void progress_print(struct progress *p, double percent);
 void progress_end(struct progress *p);   /* final 100% and newline */
 void progress_callback(double percent, void *opaque);   /* opaque = struct progress * */
 
+/* qemu-img's exact progress rule (a record when the value moved by more
+ * than 1% or is 0 or 100), used by convert and compare (src/cli/convert.c). */
+void cli_progress_init(struct progress *p, bool enabled);   /* prints 0% */
+void cli_progress(struct progress *p, double percent);
+void cli_progress_cb(double percent, void *opaque);          /* opaque = struct progress * */
+
+/* qemu-img's cvtnum: a size in [min, max]; prints "Invalid NAME specified. ..."
+ * and returns -1 on a bad value (src/cli/convert.c). */
+int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out);
+
 /* --object handling shared by every command. */
 void cli_object_add(const char *text);
 

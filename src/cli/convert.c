@@ -1,0 +1,581 @@
+/* qimg - the convert command: copy one or more (concatenated) images into
+ * a new or existing target, as qemu-img 7.2 convert does.
+ *
+ * Checks and messages follow qemu-img's order (observed): option values
+ * while parsing, then option combinations, then the sources are opened,
+ * then the target format and options are checked, the target is created
+ * (under a temporary name, see create_target), opened and filled.
+ *
+ * Differences from qemu-img (deliberate):
+ *  - a new target is written under a temporary name in the same directory
+ *    and renamed into place only when the copy succeeded: a failed or
+ *    killed convert never leaves a target that looks complete, and a
+ *    failure after the creation (e.g. a bad -t value) leaves nothing;
+ *  - the copy uses -m threads and skips ranges the target already reads as
+ *    zeros, so the output is at least as sparse as qemu-img's.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* ---- helpers shared with dd and compare (declared in cli.h) ---- */
+
+int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out)
+{
+    uint64_t v;
+    int r = qimg_parse_size(arg, &v);
+    if (r == -ERANGE || (r == 0 && (v > (uint64_t)max || (int64_t)v < min))) {
+        error_report("Invalid %s specified. Must be between %" PRId64 " and %" PRId64 ".",
+                     name, min, max);
+        return -1;
+    }
+    if (r < 0) {
+        error_report("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", name);
+        error_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* qemu-img's progress records: one each time the value moved by more than
+ * 1% since the last record, and at 0 and 100. */
+void cli_progress_init(struct progress *p, bool enabled)
+{
+    p->enabled = enabled;
+    p->last = 0;
+    cli_progress(p, 0);
+}
+
+void cli_progress(struct progress *p, double percent)
+{
+    if (!p->enabled)
+        return;
+    if (percent > 100)
+        percent = 100;
+    if (percent > p->last + 1.0 || percent < p->last - 1.0 || percent == 0 || percent == 100) {
+        p->last = percent;
+        printf("    (%3.2f/100%%)\r", percent);
+        fflush(stdout);
+    }
+}
+
+void cli_progress_cb(double percent, void *opaque) { cli_progress(opaque, percent); }
+
+/* ---- options ---- */
+
+struct convert_opts {
+    const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
+    const char *cache, *src_cache;
+    char *options;                 /* the -o texts joined with ',' */
+    bool compress, copy_range, progress, quiet, skip_create, out_of_order;
+    bool force_share, image_opts, target_image_opts, salvage, target_is_zero;
+    bool bitmaps, skip_broken_bitmaps, explicit_sparse;
+    int64_t sparse_size, rate_limit, coroutines;
+};
+
+enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_TARGET_IMAGE_OPTS, OPT_SALVAGE,
+       OPT_TARGET_IS_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN };
+
+static void add_options(struct convert_opts *o, const char *text)
+{
+    if (qimg_opts_check_text(text) < 0) {
+        error_report("Invalid option list: %s", text);
+        exit(1);
+    }
+    char *joined = o->options ? qimg_asprintf("%s,%s", o->options, text) : qimg_strdup(text);
+    free(o->options);
+    o->options = joined;
+}
+
+static void parse_sparse(struct convert_opts *o, const char *arg)
+{
+    int64_t v;
+    if (cli_cvtnum("buffer size for sparse output", arg, 0, INT64_MAX, &v) < 0)
+        exit(1);
+    if (v % 512 || v > 16 * 1024 * 1024) {
+        error_report("Invalid buffer size for sparse output specified. Valid sizes are "
+                     "multiples of 512 up to 16777216. Select 0 to disable sparse detection "
+                     "(fully allocates output).");
+        exit(1);
+    }
+    o->sparse_size = v;
+    o->explicit_sparse = true;
+}
+
+static void parse_coroutines(struct convert_opts *o, const char *arg)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 0);
+    if (errno || end == arg || *end || v < 1 || v > 16) {
+        error_report("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+        exit(1);
+    }
+    o->coroutines = v;
+}
+
+/* -l: "snapshot.id=..,snapshot.name=.." or an id-or-name. */
+static void parse_snapshot(struct convert_opts *o, const char *arg)
+{
+    if (strncmp(arg, "snapshot.", 9) == 0) {
+        qimg_opts *kv = NULL;
+        bool ok = qimg_keyval_parse(&kv, arg, NULL) == 0;
+        if (!ok)
+            error_report("%s", qimg_last_error());
+        for (size_t i = 0; ok && kv && i < kv->n; i++) {
+            if (strcmp(kv->v[i].name, "snapshot.id") && strcmp(kv->v[i].name, "snapshot.name")) {
+                error_report("Invalid parameter '%s'", kv->v[i].name);
+                ok = false;
+            }
+        }
+        qimg_opts_free(kv);
+        if (!ok) {
+            error_report("Failed in parsing snapshot param '%s'", arg);
+            exit(1);
+        }
+    }
+    o->snapshot = arg;
+}
+
+static void parse_args(int argc, char **argv, struct convert_opts *o)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "force-share", no_argument, NULL, 'U' },
+        { "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
+        { "salvage", no_argument, NULL, OPT_SALVAGE },
+        { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
+        { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+        { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = cli_getopt(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", longopts)) != -1) {
+        switch (c) {
+        case 'h': help();
+        case 'f': o->fmt = optarg; break;
+        case 'O': o->out_fmt = optarg; break;
+        case 'B': o->backing = optarg; break;
+        case 'F': o->backing_fmt = optarg; break;
+        case 'C': o->copy_range = true; break;
+        case 'c': o->compress = true; break;
+        case 'o': add_options(o, optarg); break;
+        case 'l': parse_snapshot(o, optarg); break;
+        case 'S': parse_sparse(o, optarg); break;
+        case 'p': o->progress = true; break;
+        case 't': o->cache = optarg; break;
+        case 'T': o->src_cache = optarg; break;
+        case 'q': o->quiet = true; break;
+        case 'n': o->skip_create = true; break;
+        case 'm': parse_coroutines(o, optarg); break;
+        case 'W': o->out_of_order = true; break;
+        case 'U': o->force_share = true; break;
+        case 'r':
+            if (cli_cvtnum("rate limit", optarg, 0, INT64_MAX, &o->rate_limit) < 0)
+                exit(1);
+            break;
+        case OPT_OBJECT: cli_object_add(optarg); break;
+        case OPT_IMAGE_OPTS: o->image_opts = true; break;
+        case OPT_TARGET_IMAGE_OPTS: o->target_image_opts = true; break;
+        case OPT_SALVAGE: o->salvage = true; break;
+        case OPT_TARGET_IS_ZERO: o->target_is_zero = true; break;
+        case OPT_BITMAPS: o->bitmaps = true; break;
+        case OPT_SKIP_BROKEN: o->skip_broken_bitmaps = true; break;
+        }
+    }
+}
+
+/* Option combinations qemu-img refuses before opening anything. */
+static void check_combinations(const struct convert_opts *o)
+{
+    const char *msg = NULL;
+    if (o->skip_broken_bitmaps && !o->bitmaps)
+        msg = "Use of --skip-broken-bitmaps requires --bitmaps";
+    else if (o->compress && o->copy_range)
+        msg = "Cannot enable copy offloading when -c is used";
+    else if (o->explicit_sparse && o->copy_range)
+        msg = "Cannot enable copy offloading when -S is used";
+    else if (o->copy_range && o->salvage)
+        msg = "Cannot use copy offloading in salvaging mode";
+    else if (o->target_image_opts && !o->skip_create)
+        msg = "--target-image-opts requires use of -n flag";
+    else if (o->skip_create && o->options)
+        msg = "-o has no effect when skipping image creation";
+    else if (o->target_is_zero && !o->skip_create)
+        msg = "--target-is-zero requires use of -n flag";
+    if (msg) {
+        error_report("%s", msg);
+        exit(1);
+    }
+}
+
+/* "-o help": the target format's creation options. */
+static int print_create_help(const char *fmt)
+{
+    const struct qimg_driver *drv = qimg_driver_find(fmt);
+    if (!drv || !drv->create) {
+        error_report("Unknown file format '%s'", fmt);
+        return 1;
+    }
+    printf("Supported %s options:\n", fmt);
+    for (const struct qimg_opt_desc *d = drv->create_opts; d && d->name; d++) {
+        static const char *const types[] = { "str", "size", "bool (on/off)", "num" };
+        char *left = qimg_asprintf("%s=<%s>", d->name, types[d->type]);
+        printf("  %-22s - %s\n", left, d->help);
+        free(left);
+    }
+    printf("\nThe protocol level may support further options.\n"
+           "Specify the target filename to include those options.\n");
+    return 0;
+}
+
+static bool options_ask_help(const char *options)
+{
+    CLEANUP_FREE char *copy = qimg_strdup(options);
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (qimg_opts_is_help(t))
+            return true;
+    return false;
+}
+
+/* ---- the target ---- */
+
+struct target {
+    const char *name;        /* as the user gave it */
+    char *final;             /* where it ends up (symlinks resolved) */
+    char *tmp;               /* temporary name while being written, or NULL */
+    mode_t mode;             /* mode of the file it replaces */
+    bool replaces;
+};
+
+/* A plain local path that is a regular file or does not exist can be
+ * written under a temporary name and renamed into place. */
+static void plan_target(struct target *t, const char *name)
+{
+    struct stat st;
+    t->name = name;
+    t->final = qimg_strdup(name);
+    if (strncmp(name, "json:", 5) == 0 || qimg_path_has_protocol(name))
+        return;
+    if (lstat(name, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char *real = realpath(name, NULL);
+        if (!real)
+            return;                       /* dangling: let create report it */
+        free(t->final);
+        t->final = real;
+    }
+    if (stat(t->final, &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            return;
+        t->replaces = true;
+        t->mode = st.st_mode & 07777;
+    }
+    CLEANUP_FREE char *dir = qimg_path_dirname(t->final);
+    const char *base = strrchr(t->final, '/');
+    base = base ? base + 1 : t->final;
+    t->tmp = qimg_asprintf("%s/.%s.qimg-%ld.tmp", dir, base, (long)getpid());
+}
+
+/* The library names the temporary file in its messages: show the user's. */
+static char *message_for_user(const struct target *t, const char *msg)
+{
+    struct qimg_strbuf b = { 0 };
+    const char *p = msg, *hit;
+    if (!t->tmp)
+        return qimg_strdup(msg);
+    while ((hit = strstr(p, t->tmp))) {
+        char *piece = strndup(p, (size_t)(hit - p));
+        qimg_strbuf_add(&b, piece);
+        free(piece);
+        qimg_strbuf_add(&b, t->name);
+        p = hit + strlen(t->tmp);
+    }
+    qimg_strbuf_add(&b, p);
+    return b.s ? b.s : qimg_strdup("");
+}
+
+static void discard_target(struct target *t)
+{
+    if (t->tmp)
+        unlink(t->tmp);
+}
+
+static int commit_target(struct target *t)
+{
+    if (!t->tmp)
+        return 0;
+    if (t->replaces)
+        chmod(t->tmp, t->mode);
+    if (rename(t->tmp, t->final) < 0) {
+        error_report("Could not rename '%s' to '%s': %s", t->tmp, t->name, strerror(errno));
+        unlink(t->tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the command ---- */
+
+struct sources {
+    qimg_image **img;
+    size_t n;
+    uint64_t total;
+};
+
+static void close_sources(struct sources *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        qimg_close(s->img[i]);
+    free(s->img);
+}
+
+static int open_sources(struct sources *s, char **names, size_t n, const struct convert_opts *o,
+                        unsigned flags)
+{
+    s->img = qimg_xcalloc(n, sizeof *s->img);
+    for (size_t i = 0; i < n; i++) {
+        s->img[i] = cli_open(names[i], o->fmt, flags, o->image_opts);
+        if (!s->img[i])
+            return -1;
+        s->n++;
+        uint64_t size = qimg_size(s->img[i]);
+        size = (size + 511) & ~(uint64_t)511;
+        if (!qimg_add_ok(s->total, size, &s->total)) {
+            error_report("Image size is too large");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int check_target_format(const struct convert_opts *o, const struct qimg_driver **drv)
+{
+    *drv = qimg_driver_find(o->out_fmt);
+    if (!*drv || !(*drv)->create) {
+        error_report("Unknown file format '%s'", o->out_fmt);
+        return -1;
+    }
+    return 0;
+}
+
+/* -o values and the format's abilities, checked before creating. */
+static int check_create_options(const struct convert_opts *o, const struct qimg_driver *drv,
+                                qimg_opts **opts)
+{
+    if (o->options && qimg_opts_parse(opts, o->options) < 0) {
+        error_report("%s", qimg_last_error());
+        return -1;
+    }
+    if (*opts) {
+        for (size_t i = 0; i < (*opts)->n; i++) {
+            const char *name = (*opts)->v[i].name;
+            bool known = strcmp(name, "preallocation") == 0 ||
+                         strcmp(name, "extent_size_hint") == 0 || strcmp(name, "nocow") == 0;
+            for (const struct qimg_opt_desc *d = drv->create_opts; d && d->name && !known; d++)
+                known = strcmp(d->name, name) == 0;
+            if (!known) {
+                error_report("Invalid parameter '%s'", name);
+                return -1;
+            }
+        }
+    }
+    bool has_backing = o->backing || (*opts && qimg_opts_get(*opts, "backing_file"));
+    if (has_backing && !(drv->flags & QIMG_DRV_SUPPORTS_BACKING)) {
+        error_report("Backing file not supported for file format '%s'", o->out_fmt);
+        return -1;
+    }
+    if (o->compress && strcmp(drv->name, "qcow2") && strcmp(drv->name, "qcow") &&
+        strcmp(drv->name, "vmdk")) {
+        error_report("Compression not supported for this file format");
+        return -1;
+    }
+    return 0;
+}
+
+static int create_target(struct target *t, const struct convert_opts *o, uint64_t size,
+                         const qimg_opts *opts)
+{
+    struct qimg_create_params cp = {
+        .filename = t->tmp ? t->tmp : t->name, .fmt = o->out_fmt,
+        .size = size, .has_size = true,
+        .backing_file = o->backing, .backing_fmt = o->backing_fmt,
+        .opts = opts, .quiet = true,
+    };
+    int r = qimg_create(&cp);
+    if (r < 0) {
+        CLEANUP_FREE char *msg = message_for_user(t, qimg_last_error());
+        error_report("%s: error while converting %s: %s", t->name, o->out_fmt, msg);
+        discard_target(t);
+        return -1;
+    }
+    return 0;
+}
+
+static qimg_image *open_target(struct target *t, const struct convert_opts *o, unsigned flags)
+{
+    qimg_image *img;
+    int r;
+    if (o->target_image_opts)
+        r = qimg_open_opts(&img, t->name, flags);
+    else
+        r = qimg_open(&img, t->tmp ? t->tmp : t->name, o->out_fmt, flags);
+    if (r < 0) {
+        CLEANUP_FREE char *msg = message_for_user(t, qimg_last_error());
+        error_report("Could not open '%s': %s", t->name, msg);
+        return NULL;
+    }
+    return img;
+}
+
+static int do_convert(struct sources *s, qimg_image *target, const struct convert_opts *o,
+                      bool fresh)
+{
+    struct progress prog;
+    bool target_backing = o->backing || qimg_backing(target) || (target->backing_file != NULL);
+    bool zero_init = o->target_is_zero ||
+        (fresh && !target_backing && target->drv->has_zero_init && target->drv->has_zero_init(target));
+    struct qimg_convert_params p = {
+        .sources = s->img, .nsources = s->n, .target = target,
+        .sparse_size = (uint64_t)o->sparse_size, .has_sparse_size = o->explicit_sparse,
+        .coroutines = (unsigned)o->coroutines, .out_of_order = o->out_of_order,
+        .target_is_zero = zero_init, .target_has_backing = target_backing,
+        .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
+        .progress = o->progress ? cli_progress_cb : NULL, .progress_opaque = &prog,
+    };
+    cli_progress_init(&prog, o->progress);
+    int r = qimg_convert(&p);
+    if (r < 0) {
+        error_report("%s", qimg_last_error());
+        return -1;
+    }
+    if (o->progress) {
+        /* qemu-img ends with one more 100% record and a newline */
+        prog.last = -100;
+        cli_progress(&prog, 100);
+        printf("\n");
+        fflush(stdout);
+    }
+    return 0;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+    struct convert_opts o = { .sparse_size = 4096, .coroutines = 8 };
+    parse_args(argc, argv, &o);
+    if (!o.out_fmt && !o.target_image_opts)
+        o.out_fmt = "raw";
+    if (o.quiet)
+        o.progress = false;
+    check_combinations(&o);
+    int nsrc = argc - optind - 1;
+    if (o.options && options_ask_help(o.options))
+        return print_create_help(o.out_fmt ? o.out_fmt : "raw");
+    if (nsrc < 1) {
+        error_report("Must specify image file name");
+        return 1;
+    }
+    if (nsrc > 1 && o.snapshot) {
+        error_report("No support for concatenating multiple snapshot");
+        return 1;
+    }
+    if (nsrc > 1 && o.bitmaps) {
+        error_report("Only one source file supported with --bitmaps");
+        return 1;
+    }
+    if (o.copy_range)
+        o.sparse_size = 0;        /* offload copies every allocated byte */
+
+    unsigned src_flags = QIMG_OPEN_NO_PROBE_WARNING;
+    if (o.force_share)
+        src_flags |= QIMG_OPEN_FORCE_SHARE;
+    if (parse_cache_mode(o.src_cache ? o.src_cache : "writeback", &src_flags) < 0) {
+        error_report("Invalid source cache option: %s", o.src_cache);
+        return 1;
+    }
+
+    struct sources s = { 0 };
+    struct target t = { 0 };
+    qimg_opts *opts = NULL;
+    qimg_image *target = NULL;
+    int ret = 1;
+    if (open_sources(&s, argv + optind, (size_t)nsrc, &o, src_flags) < 0)
+        goto out;
+    if (o.bitmaps) {
+        error_report("Source lacks bitmap support");
+        goto out;
+    }
+    if (o.snapshot) {
+        error_report("Failed to load snapshot: Block format '%s' used by device '' does not "
+                     "support temporarily loading internal snapshots", qimg_format(s.img[0]));
+        goto out;
+    }
+
+    const char *out_name = argv[argc - 1];
+    plan_target(&t, out_name);
+    if (!o.skip_create) {
+        const struct qimg_driver *drv;
+        if (check_target_format(&o, &drv) < 0 || check_create_options(&o, drv, &opts) < 0)
+            goto out;
+        if (create_target(&t, &o, s.total, opts) < 0)
+            goto out;
+    } else {
+        free(t.tmp);
+        t.tmp = NULL;             /* -n writes the existing target in place */
+    }
+
+    unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING;
+    if (parse_cache_mode(o.cache ? o.cache : "unsafe", &tgt_flags) < 0) {
+        error_report("Invalid cache option: %s", o.cache);
+        discard_target(&t);
+        goto out;
+    }
+    target = open_target(&t, &o, tgt_flags);
+    if (!target) {
+        discard_target(&t);
+        goto out;
+    }
+    if (o.skip_create && qimg_size(target) < s.total) {
+        error_report("output file is smaller than input file");
+        goto out;
+    }
+    bool target_backing = o.backing || target->backing_file;
+    if (o.target_is_zero && target_backing) {
+        /* qemu-img 7.2 reports this and exits with status 0 */
+        error_report("Cannot use --target-is-zero when the destination image has a backing file");
+        ret = 0;
+        goto out;
+    }
+    if (do_convert(&s, target, &o, !o.skip_create) < 0) {
+        discard_target(&t);
+        goto out;
+    }
+    int r = qimg_close(target);
+    target = NULL;
+    if (r < 0) {
+        error_report("%s", qimg_last_error());
+        discard_target(&t);
+        goto out;
+    }
+    ret = commit_target(&t) < 0 ? 1 : 0;
+out:
+    if (target && qimg_close(target) < 0 && ret == 0)
+        ret = 1;
+    if (ret && target)
+        discard_target(&t);
+    close_sources(&s);
+    qimg_opts_free(opts);
+    free(o.options);
+    free(t.final);
+    free(t.tmp);
+    return ret;
+}

@@ -1,0 +1,435 @@
+/* qimg - the copy engine behind convert: concatenates the sources into the
+ * target, skipping what already reads as zeros and turning zero runs into
+ * holes.
+ *
+ * How it works: one walker (under a mutex) turns the sources' block status
+ * into units of work of at most CHUNK bytes; -m worker threads take units
+ * in order, read and scan them in parallel and write them one after the
+ * other in guest order (unless out_of_order, qemu's -W).
+ *
+ * Geometry, as qemu-img 7.2 does it: every source counts for its size
+ * rounded up to 512 bytes (a 1000-byte raw file is a 1024-byte disk), so
+ * the next source starts at a multiple of 512 and the padding reads as
+ * zeros.  Zero detection (-S) works on 512-byte sectors: a run of zero
+ * sectors at least sparse_size long is not written (or is written as a
+ * zero range when the target does not already read as zeros).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define CHUNK (2u << 20)          /* bytes per unit of work, as qemu's buffer */
+#define ZERO_UNIT_MAX (1ull << 30) /* zero ranges need no buffer: larger units */
+#define SECTOR 512u
+
+enum unit_kind { UNIT_DATA, UNIT_ZERO };
+
+struct unit {
+    uint64_t seq;            /* order of the writes */
+    size_t src;              /* index of the source */
+    uint64_t soff;           /* offset in the source */
+    uint64_t doff;           /* offset in the target */
+    uint64_t len;
+    enum unit_kind kind;
+    bool counted;            /* counts for progress */
+    bool from_file;          /* data held at host_offset == soff in the source's own file */
+};
+
+struct convert {
+    const struct qimg_convert_params *p;
+    pthread_mutex_t lock;
+    pthread_cond_t turn;
+
+    /* the walker: position and the cached status of the current extent */
+    size_t src;
+    uint64_t off, base;
+    uint64_t ext_end;
+    unsigned ext_flags, ext_depth;
+    uint64_t seq_next, seq_write;
+
+    /* first failure, carried back to the caller's thread */
+    int err;
+    char *errmsg;
+
+    /* progress and rate limit */
+    uint64_t total, done;
+    uint64_t written;
+    struct timespec start;
+
+    const uint8_t *zeros;    /* CHUNK zero bytes for -S 0 */
+};
+
+static uint64_t padded_size(const qimg_image *img)
+{
+    uint64_t v = qimg_size(img);
+    /* sizes are < 2^63: no overflow */
+    return (v + SECTOR - 1) & ~(uint64_t)(SECTOR - 1);
+}
+
+/* ---- errors across threads ---- */
+
+static void fail(struct convert *c, int err)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!c->err) {
+        c->err = err;
+        c->errmsg = qimg_strdup(qimg_last_error());
+    }
+    pthread_cond_broadcast(&c->turn);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- the walker ---- */
+
+/* Status of the source at c->off, cached until the extent ends. */
+static int source_status(struct convert *c, qimg_image *img, uint64_t size)
+{
+    if (c->off < c->ext_end)
+        return 0;
+    if (c->off >= qimg_size(img)) {        /* padding up to 512 */
+        c->ext_flags = QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED;
+        c->ext_depth = 0;
+        c->ext_end = size;
+        return 0;
+    }
+    struct qimg_extent ext;
+    int r = qimg_block_status_chain(img, c->off, qimg_size(img) - c->off, &ext);
+    if (r < 0)
+        return r;
+    c->ext_flags = ext.flags;
+    c->ext_depth = ext.depth;
+    c->ext_end = c->off + ext.length;
+    if (c->ext_end >= qimg_size(img))
+        c->ext_end = size;                 /* the padding goes with the last extent */
+    return 0;
+}
+
+enum walk_action { ACT_SKIP, ACT_DATA, ACT_ZERO };
+
+/* What to do with the current extent. */
+static enum walk_action classify(const struct convert *c, bool *counted)
+{
+    const struct qimg_convert_params *p = c->p;
+    bool zero = c->ext_flags & QIMG_STATUS_ZERO;
+    *counted = false;
+    if (p->target_has_backing &&
+        (!(c->ext_flags & QIMG_STATUS_ALLOCATED) || c->ext_depth > 0))
+        return ACT_SKIP;                   /* the target's backing provides it */
+    if (!zero) {
+        *counted = true;
+        return ACT_DATA;
+    }
+    if (p->sparse_size == 0) {             /* -S 0: write every byte */
+        *counted = true;
+        return ACT_ZERO;
+    }
+    return p->target_is_zero ? ACT_SKIP : ACT_ZERO;
+}
+
+/* Next unit of work, or 0 at the end (or after a failure).  Called with
+ * the lock held. */
+static int next_unit(struct convert *c, struct unit *u)
+{
+    const struct qimg_convert_params *p = c->p;
+    while (!c->err && c->src < p->nsources) {
+        qimg_image *img = p->sources[c->src];
+        uint64_t size = padded_size(img);
+        if (c->off >= size) {
+            c->base += size;
+            c->src++;
+            c->off = 0;
+            c->ext_end = 0;
+            continue;
+        }
+        int r = source_status(c, img, size);
+        if (r < 0)
+            return r;
+        bool counted;
+        enum walk_action act = classify(c, &counted);
+        uint64_t avail = c->ext_end - c->off;
+        if (act == ACT_SKIP) {
+            c->off = c->ext_end;
+            continue;
+        }
+        uint64_t max = (act == ACT_DATA || counted) ? CHUNK : ZERO_UNIT_MAX;
+        *u = (struct unit){
+            .seq = c->seq_next++, .src = c->src, .soff = c->off,
+            .doff = c->base + c->off, .len = QIMG_MIN(avail, max),
+            .kind = act == ACT_DATA ? UNIT_DATA : UNIT_ZERO, .counted = counted,
+            .from_file = c->ext_depth == 0 && (c->ext_flags & QIMG_STATUS_OFFSET),
+        };
+        c->off += u->len;
+        return 1;
+    }
+    return 0;
+}
+
+/* Bytes that count for progress: data, and zeros too with -S 0. */
+static int count_total(struct convert *c)
+{
+    const struct qimg_convert_params *p = c->p;
+    for (size_t i = 0; i < p->nsources; i++) {
+        qimg_image *img = p->sources[i];
+        uint64_t size = padded_size(img);
+        c->off = 0;
+        c->ext_end = 0;
+        while (c->off < size) {
+            int r = source_status(c, img, size);
+            if (r < 0)
+                return r;
+            bool counted;
+            classify(c, &counted);
+            if (counted)
+                c->total += c->ext_end - c->off;
+            c->off = c->ext_end;
+        }
+    }
+    c->off = 0;
+    c->ext_end = 0;
+    return 0;
+}
+
+/* ---- workers ---- */
+
+static void wait_turn(struct convert *c, const struct unit *u)
+{
+    if (c->p->out_of_order)
+        return;
+    pthread_mutex_lock(&c->lock);
+    while (c->seq_write != u->seq && !c->err)
+        pthread_cond_wait(&c->turn, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static double elapsed(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* After a unit: let the next one write, report progress, keep to -r. */
+static void finish_unit(struct convert *c, const struct unit *u, uint64_t bytes_written)
+{
+    double delay = 0;
+    pthread_mutex_lock(&c->lock);
+    if (!c->p->out_of_order)
+        c->seq_write = u->seq + 1;
+    pthread_cond_broadcast(&c->turn);
+    if (u->counted) {
+        c->done += u->len;
+        if (c->p->progress && c->total)
+            c->p->progress(100.0 * (double)c->done / (double)c->total, c->p->progress_opaque);
+    }
+    if (c->p->rate_limit) {
+        c->written += bytes_written;
+        delay = (double)c->written / (double)c->p->rate_limit - elapsed(&c->start);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (delay > 0) {
+        struct timespec ts = { (time_t)delay, (long)((delay - (double)(time_t)delay) * 1e9) };
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Read a unit; the part past the source's real end reads as zeros. */
+static int read_unit(const struct convert *c, const struct unit *u, uint8_t *buf)
+{
+    qimg_image *img = c->p->sources[u->src];
+    uint64_t size = qimg_size(img);
+    size_t real = u->soff < size ? (size_t)QIMG_MIN(u->len, size - u->soff) : 0;
+    if (real) {
+        int r = qimg_read(img, u->soff, buf, real);
+        if (r < 0) {
+            return qimg_error(r, "error while reading at byte %" PRIu64 ": %s",
+                              u->doff, strerror(-r));
+        }
+    }
+    memset(buf + real, 0, (size_t)u->len - real);
+    return 0;
+}
+
+static int write_error(int r, uint64_t off)
+{
+    return qimg_error(r, "error while writing at byte %" PRIu64 ": %s", off, strerror(-r));
+}
+
+static int write_zeros(const struct convert *c, uint64_t off, uint64_t len)
+{
+    const struct qimg_convert_params *p = c->p;
+    int r;
+    if (p->sparse_size == 0) {             /* -S 0: allocate, write real zeros */
+        while (len > 0) {
+            size_t n = (size_t)QIMG_MIN(len, (uint64_t)CHUNK);
+            r = qimg_write(p->target, off, c->zeros, n);
+            if (r < 0)
+                return write_error(r, off);
+            off += n, len -= n;
+        }
+        return 0;
+    }
+    if (p->target_is_zero)
+        return 0;
+    /* with a backing file a hole would show the backing's data */
+    r = qimg_write_zeroes(p->target, off, len, p->target_has_backing ? 0 : QIMG_ZERO_MAY_UNMAP);
+    return r < 0 ? write_error(r, off) : 0;
+}
+
+/* Length of the run starting at buf[pos] of sectors that are all zero
+ * (zero == true) or not all zero; the last sector may be short. */
+static size_t sector_run(const uint8_t *buf, size_t pos, size_t len, bool zero)
+{
+    size_t end = pos;
+    while (end < len) {
+        size_t n = QIMG_MIN((size_t)SECTOR, len - end);
+        if (qimg_is_zero(buf + end, n) != zero)
+            break;
+        end += n;
+    }
+    return end - pos;
+}
+
+/* Write a data buffer as qemu does with -S: a run of zero sectors at the
+ * start (of the buffer, or after a written run) is never written; a zero
+ * run that follows data is written with it when shorter than sparse_size,
+ * so small gaps do not split the writes. */
+static int write_scanned(const struct convert *c, uint64_t off, const uint8_t *buf, size_t len)
+{
+    const struct qimg_convert_params *p = c->p;
+    size_t pos = 0;
+    size_t zrun = sector_run(buf, 0, len, true);
+    while (pos < len) {
+        if (zrun) {
+            int r = write_zeros(c, off + pos, zrun);
+            if (r < 0)
+                return r;
+            pos += zrun;
+        }
+        size_t start = pos;
+        zrun = 0;
+        while (pos < len) {
+            pos += sector_run(buf, pos, len, false);
+            zrun = sector_run(buf, pos, len, true);
+            if (zrun >= p->sparse_size)
+                break;
+            pos += zrun;
+            zrun = 0;
+        }
+        if (pos > start) {
+            int r = qimg_write(p->target, off + start, buf + start, pos - start);
+            if (r < 0)
+                return write_error(r, off + start);
+        }
+    }
+    return 0;
+}
+
+/* Copy offload (-C): the kernel copies raw data between the two files. */
+static int try_copy_range(const struct convert *c, const struct unit *u)
+{
+    const struct qimg_convert_params *p = c->p;
+    qimg_image *src = p->sources[u->src];
+    struct qimg_io *in = src->file, *out = p->target->file;
+    if (!p->copy_range || !u->from_file || src->drv != &qimg_driver_raw ||
+        p->target->drv != &qimg_driver_raw || !in->ops->copy_range ||
+        u->soff + u->len > qimg_size(src))
+        return -ENOTSUP;
+    return in->ops->copy_range(in, u->soff, out, u->doff, u->len);
+}
+
+static int do_unit(struct convert *c, const struct unit *u, uint8_t *buf)
+{
+    const struct qimg_convert_params *p = c->p;
+    int r;
+    if (u->kind == UNIT_ZERO) {
+        wait_turn(c, u);
+        return write_zeros(c, u->doff, u->len);
+    }
+    if (p->copy_range) {
+        wait_turn(c, u);
+        r = try_copy_range(c, u);
+        if (r == 0)
+            return 0;
+    }
+    r = read_unit(c, u, buf);
+    if (r < 0)
+        return r;
+    wait_turn(c, u);
+    if (p->sparse_size == 0 || p->copy_range) {
+        r = qimg_write(p->target, u->doff, buf, (size_t)u->len);
+        return r < 0 ? write_error(r, u->doff) : 0;
+    }
+    return write_scanned(c, u->doff, buf, (size_t)u->len);
+}
+
+static void worker(void *opaque)
+{
+    struct convert *c = opaque;
+    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(CHUNK);
+    struct unit u;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        int r = next_unit(c, &u);
+        pthread_mutex_unlock(&c->lock);
+        if (r < 0)
+            fail(c, r);
+        if (r <= 0)
+            return;
+        r = do_unit(c, &u, buf);
+        if (r < 0) {
+            fail(c, r);
+            return;
+        }
+        finish_unit(c, &u, u.kind == UNIT_DATA ? u.len : 0);
+    }
+}
+
+static int check_params(const struct qimg_convert_params *p)
+{
+    uint64_t total = 0;
+    if (!p->target || (p->nsources && !p->sources))
+        return qimg_error(-EINVAL, "No source or target image");
+    if (p->coroutines < 1 || p->coroutines > 16)
+        return qimg_error(-EINVAL, "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+    if (p->sparse_size % SECTOR || p->sparse_size > (16u << 20))
+        return qimg_error(-EINVAL, "Invalid sparse size");
+    for (size_t i = 0; i < p->nsources; i++)
+        if (!qimg_add_ok(total, padded_size(p->sources[i]), &total))
+            return qimg_error(-EFBIG, "Sources too large");
+    if (qimg_size(p->target) < total)
+        return qimg_error(-ENOSPC, "output file is smaller than input file");
+    return 0;
+}
+
+int qimg_convert(const struct qimg_convert_params *p)
+{
+    int r = check_params(p);
+    if (r < 0)
+        return r;
+    struct convert c = { .p = p };
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_cond_init(&c.turn, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &c.start);
+    CLEANUP_FREE uint8_t *zeros = NULL;
+    if (p->sparse_size == 0)
+        c.zeros = zeros = qimg_xcalloc(1, CHUNK);
+    if (p->progress)
+        r = count_total(&c);
+    struct qimg_pool *pool = NULL;
+    if (r == 0)
+        r = qimg_pool_new(&pool, p->coroutines);
+    if (r == 0) {
+        for (unsigned i = 0; i < p->coroutines && r == 0; i++)
+            r = qimg_pool_submit(pool, worker, &c);
+        qimg_pool_wait(pool);
+        qimg_pool_free(pool);
+    }
+    if (r == 0 && c.err)
+        r = qimg_error(c.err, "%s", c.errmsg);
+    free(c.errmsg);
+    pthread_cond_destroy(&c.turn);
+    pthread_mutex_destroy(&c.lock);
+    return r;
+}
