@@ -293,6 +293,22 @@ struct qimg_driver {
     int (*make_empty)(struct qimg_image *img);
     /* Does a new image read as zeros? (raw on a fresh file: yes) */
     bool (*has_zero_init)(struct qimg_image *img);
+
+    /* Persistent dirty bitmaps (qemu-img bitmap).  A driver without
+     * bitmap_add cannot store bitmaps; without bitmap_list it has none.
+     * Names are checked by the core (non-empty); granularity is a power of
+     * two >= 512, chosen by the core when the user gave none. */
+    int (*bitmap_list)(struct qimg_image *img, struct qimg_bitmap_info **list, size_t *n);
+    int (*bitmap_add)(struct qimg_image *img, const char *name, uint32_t granularity);
+    int (*bitmap_remove)(struct qimg_image *img, const char *name);
+    int (*bitmap_clear)(struct qimg_image *img, const char *name);
+    int (*bitmap_set_enabled)(struct qimg_image *img, const char *name, bool enabled);
+    /* First dirty byte range at or after off: 0 with start and len set, or 1
+     * when the rest of the bitmap is clean. */
+    int (*bitmap_next_dirty)(struct qimg_image *img, const char *name, uint64_t off,
+                             uint64_t *start, uint64_t *len);
+    /* Mark [off, off+len) dirty (rounded out to the granularity). */
+    int (*bitmap_set_dirty)(struct qimg_image *img, const char *name, uint64_t off, uint64_t len);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */
@@ -344,5 +360,43 @@ int qimg_pool_new(struct qimg_pool **out, unsigned nthreads);
 int qimg_pool_submit(struct qimg_pool *p, void (*fn)(void *), void *arg);
 void qimg_pool_wait(struct qimg_pool *p);      /* until the queue is empty and idle */
 void qimg_pool_free(struct qimg_pool *p);      /* waits, joins */
+
+/* ============================================================ chains */
+
+/* Is [off, off+len) allocated in a layer from top down to (not including)
+ * base (NULL = the whole chain)?  1 yes, 0 no, <0 error; *pnum is the
+ * length of the prefix with that answer.  A layer shorter than the range
+ * reads as zeros there, which counts as allocated in it (as in qemu). */
+int qimg_chain_is_allocated_above(qimg_image *top, qimg_image *base, uint64_t off,
+                                  uint64_t len, uint64_t *pnum);
+
+/* ============================================================ commands */
+
+/* create.c: the "-o help" text of a format; with_protocol adds the file
+ * protocol's options (qemu lists those only when a filename is given). */
+int qimg_create_help(const char *fmt, bool with_protocol, char **out);
+/* Check -o options against the driver's create options plus the file
+ * protocol's ("Invalid parameter 'x'", typed values), as create and
+ * measure do.  Marks every option used. */
+int qimg_create_opts_validate(const struct qimg_driver *drv, qimg_opts *opts);
+
+/* info.c: ImageInfo of one image (no backing walk) as a JSON tree with
+ * qemu's keys; qimg_info_json/human print it. */
+int qimg_info_build(struct qimg_image *img, struct qimg_json **out);
+
+/* check.c: the driver's consistency check (-ENOTSUP when it has none).
+ * Drivers report each problem ("Leaked cluster 5 refcount=1 reference=0")
+ * with qimg_check_log; the caller's handler prints it (the CLI: stderr). */
+int qimg_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix);
+typedef void (*qimg_check_log_fn)(const char *line, void *opaque);
+void qimg_check_set_log(qimg_check_log_fn fn, void *opaque);
+void qimg_check_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* resize.c: change the virtual size (prealloc "off" unless given). */
+int qimg_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
+/* Size a new image of format fmt would need: for size bytes, or for the
+ * content of src when src is not NULL.  opts: validated -o options. */
+int qimg_measure(const char *fmt, qimg_opts *opts, struct qimg_image *src, uint64_t size,
+                 struct qimg_measure *out);
 
 #endif

@@ -1,0 +1,444 @@
+/* qimg - image creation: option lists, the "Formatting ..." line, backing
+ * file checks, and atomic creation (temporary name, rename when done).
+ *
+ * Behaviour observed with qemu-img 7.2:
+ *  - the options a format accepts are its own create options followed by
+ *    those of the file protocol that it does not define itself (size,
+ *    nocow, preallocation, extent_size_hint), in that order;
+ *  - "-o help" lists them sorted by name; without a filename only the
+ *    format's own options are listed, with a note about the protocol;
+ *  - the "Formatting" line prints every option that has a value, or a
+ *    default, in list order; sizes and numbers as signed 64-bit values;
+ *  - errors before the "Formatting" line: unknown/badly typed options,
+ *    size given twice, backing file problems, missing size; after it:
+ *    what the driver and the protocol refuse.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+#define MAX_OPTS 64
+#define SECTOR 512
+
+/* Options of the "file" protocol that qemu merges into every format's. */
+static const struct qimg_opt_desc file_create_opts[] = {
+    { "size", QIMG_OPT_SIZE, "Virtual disk size", NULL },
+    { "nocow", QIMG_OPT_BOOL, "Turn off copy-on-write (valid only on btrfs)", NULL },
+    { "preallocation", QIMG_OPT_STRING, "Preallocation mode (allowed values: off, falloc, full)", NULL },
+    { "extent_size_hint", QIMG_OPT_SIZE, "Extent size hint for the image file, 0 to disable", NULL },
+    { NULL, 0, NULL, NULL },
+};
+
+struct opt_list {
+    const struct qimg_opt_desc *v[MAX_OPTS];
+    size_t n;
+};
+
+static const struct qimg_opt_desc *list_find(const struct opt_list *l, const char *name)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i]->name, name) == 0)
+            return l->v[i];
+    return NULL;
+}
+
+/* Append descs not already in the list (the first definition wins). */
+static void list_append(struct opt_list *l, const struct qimg_opt_desc *descs)
+{
+    for (; descs && descs->name; descs++)
+        if (!list_find(l, descs->name) && l->n < MAX_OPTS)
+            l->v[l->n++] = descs;
+}
+
+static void merged_opts(const struct qimg_driver *drv, bool with_protocol, struct opt_list *l)
+{
+    l->n = 0;
+    list_append(l, drv->create_opts);
+    if (with_protocol)
+        list_append(l, file_create_opts);
+}
+
+static const struct qimg_driver *find_format(const char *fmt)
+{
+    const struct qimg_driver *drv = qimg_driver_find(fmt);
+    if (!drv)
+        qimg_error(-EINVAL, "Unknown file format '%s'", fmt);
+    return drv;
+}
+
+/* ---------------------------------------------------------------- help */
+
+static const char *type_name(enum qimg_opt_type t)
+{
+    switch (t) {
+    case QIMG_OPT_SIZE: return "size";
+    case QIMG_OPT_BOOL: return "bool (on/off)";
+    case QIMG_OPT_NUMBER: return "num";
+    default: return "str";
+    }
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const struct qimg_opt_desc *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+int qimg_create_help(const char *fmt, bool with_protocol, char **out)
+{
+    struct qimg_strbuf b = { 0 };
+    struct opt_list l;
+    const struct qimg_driver *drv = find_format(fmt ? fmt : "raw");
+    *out = NULL;
+    if (!drv)
+        return -EINVAL;
+    if (!drv->create)
+        return qimg_error(-ENOTSUP, "Format driver '%s' does not support image creation", drv->name);
+    merged_opts(drv, with_protocol, &l);
+    qsort(l.v, l.n, sizeof l.v[0], by_name);
+    if (with_protocol)
+        qimg_strbuf_add(&b, "Supported options:\n");
+    else
+        qimg_strbuf_addf(&b, "Supported %s options:\n", drv->name);
+    for (size_t i = 0; i < l.n; i++) {
+        CLEANUP_FREE char *item = qimg_asprintf("  %s=<%s>", l.v[i]->name, type_name(l.v[i]->type));
+        qimg_strbuf_addf(&b, "%-24s - %s\n", item, l.v[i]->help ? l.v[i]->help : "");
+    }
+    if (!with_protocol)
+        qimg_strbuf_add(&b, "\nThe protocol level may support further options.\n"
+                            "Specify the target filename to include those options.\n");
+    *out = b.s;
+    return 0;
+}
+
+/* ---------------------------------------------------------- validation */
+
+static int validate_list(const struct opt_list *l, qimg_opts *opts)
+{
+    for (size_t i = 0; opts && i < opts->n; i++) {
+        const char *name = opts->v[i].name;
+        const struct qimg_opt_desc *d = list_find(l, name);
+        uint64_t u;
+        bool b;
+        int r = 1;
+        if (!d)
+            return qimg_error(-EINVAL, "Invalid parameter '%s'", name);
+        switch (d->type) {
+        case QIMG_OPT_SIZE: r = qimg_opts_get_size(opts, name, &u); break;
+        case QIMG_OPT_BOOL: r = qimg_opts_get_bool(opts, name, &b); break;
+        case QIMG_OPT_NUMBER: r = qimg_opts_get_number(opts, name, &u); break;
+        default: opts->v[i].used = true; break;
+        }
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int qimg_create_opts_validate(const struct qimg_driver *drv, qimg_opts *opts)
+{
+    struct opt_list l;
+    merged_opts(drv, true, &l);
+    return validate_list(&l, opts);
+}
+
+/* ---------------------------------------------------------------- plan */
+
+/* Everything qemu decides before printing "Formatting ...". */
+struct plan {
+    const struct qimg_driver *drv;
+    struct opt_list list;
+    qimg_opts *opts;          /* -o options plus size/backing, validated */
+    uint64_t size;
+};
+
+static void plan_free(struct plan *pl)
+{
+    qimg_opts_free(pl->opts);
+    pl->opts = NULL;
+}
+
+static void copy_opts(qimg_opts **dst, const qimg_opts *src)
+{
+    for (size_t i = 0; src && i < src->n; i++)
+        qimg_opts_set(dst, src->v[i].name, src->v[i].value);
+    if (!*dst)
+        qimg_opts_parse(dst, "");   /* an empty list, never NULL */
+}
+
+static int set_number(qimg_opts **o, const char *name, uint64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return qimg_opts_set(o, name, buf);
+}
+
+/* The size of a missing-size image is its backing file's; opening it also
+ * tells the user early that the backing file is unusable. */
+static int check_backing(const struct qimg_create_params *p, struct plan *pl,
+                         const char *backing, const char *backing_fmt, bool need_size)
+{
+    CLEANUP_FREE char *path = qimg_path_combine(p->filename, backing);
+    qimg_image *b;
+    int r = qimg_open(&b, path, backing_fmt,
+                      QIMG_OPEN_NO_BACKING | QIMG_OPEN_FORCE_SHARE | QIMG_OPEN_NO_IO);
+    if (r < 0) {
+        CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
+        return qimg_error(r, "%s\nCould not open backing image.", msg);
+    }
+    if (!backing_fmt) {
+        r = qimg_error(-EINVAL, "Backing file specified without backing format\n"
+                       "Detected format of %s.", qimg_format(b));
+    } else if (need_size) {
+        pl->size = qimg_size(b);
+        set_number(&pl->opts, "size", pl->size);
+    }
+    qimg_close(b);
+    return r;
+}
+
+static int make_plan(const struct qimg_create_params *p, struct plan *pl)
+{
+    const char *fmt = p->fmt ? p->fmt : "raw";
+    uint64_t size = 0;
+    int r;
+    memset(pl, 0, sizeof *pl);
+    pl->drv = find_format(fmt);
+    if (!pl->drv)
+        return -EINVAL;
+    if (!pl->drv->create)
+        return qimg_error(-ENOTSUP, "Format driver '%s' does not support image creation", fmt);
+    merged_opts(pl->drv, true, &pl->list);
+    copy_opts(&pl->opts, p->opts);
+    r = validate_list(&pl->list, pl->opts);
+    if (r < 0)
+        return r;
+
+    bool has_size = qimg_opts_get(pl->opts, "size") != NULL;
+    if (has_size && p->has_size)
+        return qimg_error(-EINVAL, "The image size must be specified only once");
+    if (!has_size && p->has_size)
+        set_number(&pl->opts, "size", p->size);
+
+    if (p->backing_file) {
+        if (!list_find(&pl->list, "backing_file"))
+            return qimg_error(-ENOTSUP, "Backing file not supported for file format '%s'", fmt);
+        qimg_opts_set(&pl->opts, "backing_file", p->backing_file);
+    }
+    if (p->backing_fmt) {
+        if (!list_find(&pl->list, "backing_fmt"))
+            return qimg_error(-ENOTSUP, "Backing file format not supported for file format '%s'", fmt);
+        qimg_opts_set(&pl->opts, "backing_fmt", p->backing_fmt);
+    }
+    const char *backing = qimg_opts_get(pl->opts, "backing_file");
+    const char *backing_fmt = qimg_opts_get(pl->opts, "backing_fmt");
+    if (backing && strcmp(backing, p->filename) == 0)
+        return qimg_error(-EINVAL, "Error: Trying to create an image with the same filename as the backing file");
+    if (backing && !backing[0])
+        return qimg_error(-EINVAL, "Expected backing file name, got empty string");
+
+    has_size = qimg_opts_get_size(pl->opts, "size", &size) == 1;
+    pl->size = size;
+    if (backing && !p->no_open_backing) {
+        r = check_backing(p, pl, backing, backing_fmt, !has_size);
+        if (r < 0)
+            return r;
+        has_size = true;
+    } else if (backing && !backing_fmt) {
+        return qimg_error(-EINVAL, "Backing file specified without backing format");
+    }
+    if (!has_size)
+        return qimg_error(-EINVAL, "Image creation needs a size parameter");
+    return 0;
+}
+
+static char *describe(const struct qimg_create_params *p, struct plan *pl)
+{
+    struct qimg_strbuf b = { 0 };
+    qimg_strbuf_addf(&b, "Formatting '%s', fmt=%s", p->filename, pl->drv->name);
+    for (size_t i = 0; i < pl->list.n; i++) {
+        const struct qimg_opt_desc *d = pl->list.v[i];
+        const char *v = qimg_opts_get(pl->opts, d->name);
+        uint64_t u = 0;
+        if (!v) {
+            if (d->def_value)
+                qimg_strbuf_addf(&b, " %s=%s", d->name, d->def_value);
+            continue;
+        }
+        if (d->type == QIMG_OPT_SIZE && qimg_parse_size(v, &u) == 0)
+            qimg_strbuf_addf(&b, " %s=%" PRId64, d->name, (int64_t)u);
+        else if (d->type == QIMG_OPT_NUMBER && qimg_opts_get_number(pl->opts, d->name, &u) == 1)
+            qimg_strbuf_addf(&b, " %s=%" PRId64, d->name, (int64_t)u);
+        else
+            qimg_strbuf_addf(&b, " %s=%s", d->name, v);
+    }
+    return b.s;
+}
+
+char *qimg_create_describe(const struct qimg_create_params *p)
+{
+    struct plan pl;
+    char *text = NULL;
+    if (make_plan(p, &pl) == 0)
+        text = describe(p, &pl);
+    plan_free(&pl);
+    return text;
+}
+
+/* ------------------------------------------------------------- creation */
+
+/* What the file protocol checks when it creates the file. */
+static int check_protocol_opts(struct plan *pl, const char *prealloc, uint64_t *file_size)
+{
+    uint64_t hint = 0;
+    if (strcmp(prealloc, "off") && strcmp(prealloc, "falloc") && strcmp(prealloc, "full"))
+        return qimg_error(-EINVAL, "invalid parameter value: %s", prealloc);
+    if (qimg_opts_get_size(pl->opts, "extent_size_hint", &hint) == 1 && hint > UINT32_MAX)
+        return qimg_error(-EINVAL, "Extent size hint is too large");
+    /* the protocol works in whole sectors; past 2^63 ftruncate refuses */
+    if (!qimg_round_up_ok(pl->size, SECTOR, file_size) || *file_size > INT64_MAX)
+        return qimg_error(-EINVAL, "Could not resize file: Invalid argument");
+    return 0;
+}
+
+/* Fail now, as qemu does, when another process uses the image we would
+ * replace; the lock is held until the new file is in place. */
+static int lock_existing(const char *target, struct qimg_io **io)
+{
+    struct stat st;
+    *io = NULL;
+    if (stat(target, &st) < 0 || !S_ISREG(st.st_mode))
+        return 0;
+    int r = qimg_io_open(io, target, QIMG_IO_RDWR);
+    if (r < 0) {
+        *io = NULL;
+        return 0;   /* unreadable: creating the new file will report it */
+    }
+    r = qimg_io_lock(*io, QIMG_PERM_WRITE | QIMG_PERM_RESIZE, QIMG_PERM_RESIZE);
+    if (r < 0) {
+        qimg_io_close(*io);
+        *io = NULL;
+    }
+    return r;
+}
+
+/* A temporary file next to target, with the mode a new file would get (or
+ * the existing file's).  Returns NULL when creating in place is better
+ * (target is a device or a dangling link, or the directory is not ours). */
+static char *make_temp(const char *target, bool nocow)
+{
+    struct stat st;
+    mode_t mode;
+    if (lstat(target, &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            return NULL;
+        mode = st.st_mode & 07777;
+    } else {
+        mode_t mask = umask(0);
+        umask(mask);
+        mode = 0644 & ~mask;
+    }
+    CLEANUP_FREE char *dir = qimg_path_dirname(target);
+    const char *base = strrchr(target, '/');
+    base = base ? base + 1 : target;
+    char *tmp = qimg_asprintf("%s/.%s.qimg-XXXXXX", dir, base);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        free(tmp);
+        return NULL;
+    }
+    if (fchmod(fd, mode) < 0) { /* keep the 0600 of mkstemp */ }
+    if (nocow) {
+        /* as qemu: best effort, only btrfs knows the flag */
+        int attr = 0;
+        if (ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0) {
+            attr |= FS_NOCOW_FL;
+            if (ioctl(fd, FS_IOC_SETFLAGS, &attr) < 0) { /* ignored */ }
+        }
+    }
+    close(fd);
+    return tmp;
+}
+
+/* The path to replace: symlinks are followed so the link keeps working. */
+static char *resolve_target(const char *filename)
+{
+    struct stat st;
+    if (lstat(filename, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char *real = realpath(filename, NULL);
+        return real;   /* NULL for a dangling link: create in place */
+    }
+    return qimg_strdup(filename);
+}
+
+static int run_driver(const struct qimg_create_params *p, struct plan *pl, const char *path,
+                      const char *prealloc, uint64_t size)
+{
+    struct qimg_create_ctx ctx = {
+        .filename = path,
+        .size = size,
+        .backing_file = qimg_opts_get(pl->opts, "backing_file"),
+        .backing_fmt = qimg_opts_get(pl->opts, "backing_fmt"),
+        .opts = pl->opts,
+        .prealloc = prealloc,
+    };
+    int r = pl->drv->create(&ctx);
+    if (r == -EFBIG) {
+        uint64_t cs = 0;
+        bool hint = qimg_opts_get_size(pl->opts, "cluster_size", &cs) == 1 && cs;
+        r = qimg_error(-EFBIG, "The image size is too large for file format '%s'%s",
+                       pl->drv->name, hint ? " (try using a larger cluster size)" : "");
+    }
+    return r;
+}
+
+int qimg_create(const struct qimg_create_params *p)
+{
+    struct plan pl;
+    struct qimg_io *held = NULL;
+    CLEANUP_FREE char *target = NULL;
+    CLEANUP_FREE char *tmp = NULL;
+    const char *prealloc = "off";
+    bool nocow = false;
+    uint64_t size;
+    int r;
+
+    qimg_error_clear();
+    r = make_plan(p, &pl);
+    if (r < 0)
+        goto out;
+    qimg_opts_get_string(pl.opts, "preallocation", &prealloc);
+    qimg_opts_get_bool(pl.opts, "nocow", &nocow);
+    size = pl.size;
+    if (pl.drv->flags & QIMG_DRV_PROTOCOL_ONLY) {
+        r = check_protocol_opts(&pl, prealloc, &size);
+        if (r < 0)
+            goto out;
+    }
+    if (p->atomic && !qimg_path_has_protocol(p->filename)) {
+        target = resolve_target(p->filename);
+        if (target)
+            tmp = make_temp(target, nocow);
+    }
+    if (target) {
+        r = lock_existing(target, &held);
+        if (r < 0)
+            goto out;
+    }
+    r = run_driver(p, &pl, tmp ? tmp : p->filename, prealloc, size);
+    if (r == 0 && tmp && rename(tmp, target) < 0)
+        r = qimg_error_errno(-errno, "Could not create '%s'", p->filename);
+    if (r < 0 && tmp)
+        unlink(tmp);
+out:
+    if (held)
+        qimg_io_close(held);
+    plan_free(&pl);
+    return r;
+}
