@@ -193,6 +193,7 @@ void qimg_strbuf_add(struct qimg_strbuf *b, const char *s);
 /* ============================================================ drivers */
 
 struct qimg_image;
+struct qimg_bitmap_info;   /* defined in qimg.h */
 
 /* What a driver reports for info. */
 struct qimg_driver_info {
