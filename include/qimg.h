@@ -173,6 +173,74 @@ int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
                  struct qimg_compare_result *res,
                  qimg_progress_fn progress, void *opaque);
 
+/* ------------------------------ backing chains, snapshots, bitmaps, amend */
+
+/* The layer below img that `name` designates, as qemu-img commit -b and
+ * rebase find it: the backing name as recorded in the layer above, or a
+ * path naming the same file (relative names are taken from the directory
+ * of the layer above).  NULL when no layer matches. */
+qimg_image *qimg_find_backing_image(qimg_image *img, const char *name);
+
+struct qimg_commit_params {
+    qimg_image *top;              /* opened read-write with its backing chain */
+    qimg_image *base;             /* a layer below top; NULL = top's backing */
+    bool keep_top;                /* -d: do not empty top afterwards */
+    uint64_t rate_limit;          /* bytes per second, 0 = unlimited */
+    qimg_progress_fn progress;    /* percent done, may be NULL */
+    void *progress_opaque;
+};
+/* Copy what top and the layers between it and base hold into base (base
+ * grows when smaller than top), then empty top when its format can. */
+int qimg_commit(const struct qimg_commit_params *p);
+
+struct qimg_rebase_params {
+    qimg_image *img;              /* read-write; with its old chain unless unsafe */
+    const char *backing_file;     /* name to record; NULL or "" = no backing file */
+    const char *backing_fmt;      /* format to record (required with a name) */
+    qimg_image *new_backing;      /* safe mode: the new backing, opened (may be a
+                                     layer of img's chain); NULL = none */
+    bool unsafe;                  /* only rewrite the header */
+    qimg_progress_fn progress;    /* percent done, may be NULL */
+    void *progress_opaque;
+};
+/* Safe mode first writes into img every range it does not hold itself
+ * where the old and the new backing differ, so its content stays the
+ * same; then records the new backing file. */
+int qimg_rebase(const struct qimg_rebase_params *p);
+
+/* Internal snapshots.  The list is freed with qimg_snapshot_list_free. */
+struct qimg_snapshot_info;
+int qimg_snapshot_list(qimg_image *img, struct qimg_snapshot_info **list, size_t *n);
+void qimg_snapshot_list_free(struct qimg_snapshot_info *list, size_t n);
+int qimg_snapshot_create(qimg_image *img, const char *name);
+int qimg_snapshot_apply(qimg_image *img, const char *id_or_name);
+/* Delete by name; when no snapshot has that name, by id. */
+int qimg_snapshot_delete(qimg_image *img, const char *name_or_id);
+
+/* Persistent dirty bitmaps. */
+struct qimg_bitmap_info {
+    char *name;
+    uint32_t granularity;
+    bool enabled;                 /* "auto": records writes */
+    bool in_use;                  /* inconsistent (not stored cleanly) */
+};
+int qimg_bitmap_list(qimg_image *img, struct qimg_bitmap_info **list, size_t *n);
+void qimg_bitmap_list_free(struct qimg_bitmap_info *list, size_t n);
+/* granularity 0: the format's default (its cluster size, at least 4 KiB) */
+int qimg_bitmap_add(qimg_image *img, const char *name, uint64_t granularity);
+int qimg_bitmap_remove(qimg_image *img, const char *name);
+int qimg_bitmap_clear(qimg_image *img, const char *name);
+int qimg_bitmap_set_enabled(qimg_image *img, const char *name, bool enabled);
+/* Add src_name's dirty ranges (from src, which may be img) to name. */
+int qimg_bitmap_merge(qimg_image *img, const char *name, qimg_image *src, const char *src_name);
+
+/* Check opts against the format's amend options (qemu's messages). */
+int qimg_amend_check(qimg_image *img, qimg_opts *opts);
+/* Change format options in place (-o of qemu-img amend); opts are checked
+ * with qimg_amend_check first. */
+int qimg_amend(qimg_image *img, qimg_opts *opts, bool force,
+               qimg_progress_fn progress, void *opaque);
+
 #ifdef __cplusplus
 }
 #endif

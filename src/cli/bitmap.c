@@ -1,0 +1,136 @@
+/* qimg - "bitmap": edit the persistent dirty bitmaps of an image.  The
+ * actions run in the order given; the first failure stops them. */
+#include <errno.h>
+
+#include "chain-common.h"
+
+enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE,
+       OPT_DISABLE, OPT_MERGE };
+
+struct action { int op; const char *src; };
+
+static const char *op_name(int op)
+{
+    switch (op) {
+    case OPT_ADD: return "add";
+    case OPT_REMOVE: return "remove";
+    case OPT_CLEAR: return "clear";
+    case OPT_ENABLE: return "enable";
+    case OPT_DISABLE: return "disable";
+    default: return "merge";
+    }
+}
+
+static int run_action(const struct action *a, qimg_image *img, qimg_image *src,
+                      const char *bitmap, uint64_t granularity)
+{
+    switch (a->op) {
+    case OPT_ADD: return qimg_bitmap_add(img, bitmap, granularity);
+    case OPT_REMOVE: return qimg_bitmap_remove(img, bitmap);
+    case OPT_CLEAR: return qimg_bitmap_clear(img, bitmap);
+    case OPT_ENABLE: return qimg_bitmap_set_enabled(img, bitmap, true);
+    case OPT_DISABLE: return qimg_bitmap_set_enabled(img, bitmap, false);
+    default: return qimg_bitmap_merge(img, bitmap, src, a->src);
+    }
+}
+
+/* The usage checks qemu-img makes after parsing, in its order. */
+static bool usage_ok(size_t nact, bool add, bool merge, int64_t granularity,
+                     const char *src_file, const char *src_fmt, int nargs)
+{
+    const char *msg = NULL;
+    if (nact == 0)
+        msg = "Need at least one of --add, --remove, --clear, --enable, --disable, or --merge";
+    else if (granularity && !add)
+        msg = "granularity only supported with --add";
+    else if (src_fmt && !src_file)
+        msg = "-F only supported with -b";
+    else if (src_file && !merge)
+        msg = "Merge bitmap source file only supported with --merge";
+    else if (nargs != 2)
+        msg = "Expecting filename and bitmap name";
+    if (msg)
+        error_report("%s", msg);
+    return msg == NULL;
+}
+
+static int run_all(const struct action *acts, size_t nact, qimg_image *img, qimg_image *src,
+                   const char *bitmap, uint64_t granularity)
+{
+    for (size_t i = 0; i < nact; i++) {
+        if (run_action(&acts[i], img, src, bitmap, granularity) < 0) {
+            error_report("Operation %s on bitmap %s failed: %s", op_name(acts[i].op), bitmap,
+                         qimg_last_error());
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cmd_bitmap(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "add", no_argument, NULL, OPT_ADD },
+        { "remove", no_argument, NULL, OPT_REMOVE },
+        { "clear", no_argument, NULL, OPT_CLEAR },
+        { "enable", no_argument, NULL, OPT_ENABLE },
+        { "disable", no_argument, NULL, OPT_DISABLE },
+        { "merge", required_argument, NULL, OPT_MERGE },
+        { "granularity", required_argument, NULL, 'g' },
+        { "source-file", required_argument, NULL, 'b' },
+        { "source-format", required_argument, NULL, 'F' },
+        { NULL, 0, NULL, 0 },
+    };
+    CLEANUP_FREE struct action *acts = qimg_xcalloc((size_t)argc + 1, sizeof *acts);
+    size_t nact = 0;
+    const char *fmt = NULL, *src_file = NULL, *src_fmt = NULL;
+    bool image_opts = false, add = false, merge = false;
+    int64_t granularity = 0;
+    int c;
+    while ((c = cli_getopt(argc, argv, ":b:f:F:g:h", longopts)) != -1) {
+        switch (c) {
+        case 'h': help();
+        case 'b': src_file = optarg; break;
+        case 'f': fmt = optarg; break;
+        case 'F': src_fmt = optarg; break;
+        case 'g':
+            granularity = chain_cvtnum("granularity", optarg);
+            if (granularity < 0)
+                return 1;
+            break;
+        case OPT_ADD: case OPT_REMOVE: case OPT_CLEAR: case OPT_ENABLE: case OPT_DISABLE:
+        case OPT_MERGE:
+            acts[nact].op = c;
+            acts[nact++].src = c == OPT_MERGE ? optarg : NULL;
+            add |= c == OPT_ADD;
+            merge |= c == OPT_MERGE;
+            break;
+        case OPT_OBJECT: cli_object_add(optarg); break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
+        }
+    }
+    if (!usage_ok(nact, add, merge, granularity, src_file, src_fmt, argc - optind))
+        return 1;
+    const char *filename = argv[optind], *bitmap = argv[optind + 1];
+
+    /* bitmaps live in this image only: no backing chain needed */
+    qimg_image *img = cli_open(filename, fmt, QIMG_OPEN_RDWR | QIMG_OPEN_NO_BACKING, image_opts);
+    if (!img)
+        return 1;
+    qimg_image *src = img;
+    if (src_file) {
+        src = cli_open(src_file, src_fmt, QIMG_OPEN_NO_BACKING, false);
+        if (!src) {
+            qimg_close(img);
+            return 1;
+        }
+    }
+    int ret = run_all(acts, nact, img, src, bitmap, (uint64_t)granularity);
+    if (src != img)
+        qimg_close(src);
+    qimg_close(img);
+    return ret;
+}

@@ -1,0 +1,90 @@
+/* qimg - "commit": write an image's data into its backing file (or a
+ * deeper layer with -b), then empty the image unless -d. */
+#include <errno.h>
+
+#include "chain-common.h"
+
+enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
+
+static int commit_image(qimg_image *img, const char *filename, const char *base, bool drop,
+                        int64_t rate, struct qprogress *prog)
+{
+    qimg_image *base_img;
+    if (base) {
+        base_img = qimg_find_backing_image(img, base);
+        if (!base_img) {
+            error_report("Did not find '%s' in the backing chain of '%s'", base, filename);
+            return 1;
+        }
+    } else {
+        /* qemu-img's default is the immediate backing file, not the bottom */
+        base_img = qimg_backing(img);
+        if (!base_img) {
+            error_report("Image does not have a backing file");
+            return 1;
+        }
+    }
+    struct qimg_commit_params p = {
+        .top = img, .base = base_img, .keep_top = drop, .rate_limit = (uint64_t)rate,
+        .progress = qprogress_callback, .progress_opaque = prog,
+    };
+    if (qimg_commit(&p) < 0) {
+        error_report("%s", qimg_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_commit(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *fmt = NULL, *cache = "writeback", *base = NULL;
+    bool drop = false, progress = false, quiet = false, image_opts = false;
+    int64_t rate = 0;
+    int c;
+    while ((c = cli_getopt(argc, argv, ":f:ht:b:dpqr:", longopts)) != -1) {
+        switch (c) {
+        case 'h': help();
+        case 'f': fmt = optarg; break;
+        case 't': cache = optarg; break;
+        case 'b': base = optarg; drop = true; break;   /* -b implies -d */
+        case 'd': drop = true; break;
+        case 'p': progress = true; break;
+        case 'q': quiet = true; break;
+        case 'r':
+            rate = chain_cvtnum("rate limit", optarg);
+            if (rate < 0)
+                return 1;
+            break;
+        case OPT_OBJECT: cli_object_add(optarg); break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
+        }
+    }
+    if (quiet)
+        progress = false;
+    if (optind != argc - 1)
+        error_exit("Expecting one image file name");
+    const char *filename = argv[optind];
+    unsigned flags = QIMG_OPEN_RDWR;
+    if (parse_cache_mode(cache, &flags) < 0) {
+        error_report("Invalid cache option: %s", cache);
+        return 1;
+    }
+    qimg_image *img = cli_open(filename, fmt, flags, image_opts);
+    if (!img)
+        return 1;
+    struct qprogress prog;
+    qprogress_init(&prog, progress, 1.0f);
+    qprogress_print(&prog, 0, 100);
+    int ret = commit_image(img, filename, base, drop, rate, &prog);
+    qprogress_end(&prog);
+    qimg_close(img);
+    if (ret == 0 && !quiet)
+        printf("Image committed.\n");
+    return ret;
+}

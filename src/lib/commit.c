@@ -1,0 +1,207 @@
+/* qimg - commit: copy what the upper layers of a backing chain hold into a
+ * lower one, generically over block status and guest I/O.  Also finds a
+ * layer of a chain by name (commit -b, rebase). */
+#include <errno.h>
+#include <limits.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define COMMIT_CHUNK ((uint64_t)1 << 20)
+
+/* ---- finding a layer by name ---- */
+
+static bool same_real_path(const char *a, const char *b)
+{
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (!realpath(a, ra) || !realpath(b, rb))
+        return false;
+    return strcmp(ra, rb) == 0;
+}
+
+qimg_image *qimg_find_backing_image(qimg_image *img, const char *name)
+{
+    bool protocol = qimg_path_has_protocol(name);
+    for (qimg_image *cur = img; cur && cur->backing; cur = cur->backing) {
+        const char *recorded = cur->backing_file ? cur->backing_file : "";
+        if (protocol || qimg_path_has_protocol(recorded)) {
+            if (strcmp(name, recorded) == 0 ||
+                (cur->full_backing_filename && strcmp(name, cur->full_backing_filename) == 0))
+                return cur->backing;
+            continue;
+        }
+        if (strcmp(name, recorded) == 0)
+            return cur->backing;
+        CLEANUP_FREE char *wanted = qimg_path_combine(cur->file->filename, name);
+        if (cur->full_backing_filename && same_real_path(wanted, cur->full_backing_filename))
+            return cur->backing;
+    }
+    return NULL;
+}
+
+/* ---- allocation across layers ---- */
+
+int qimg_chain_is_allocated_above(qimg_image *top, qimg_image *base, uint64_t off,
+                                  uint64_t len, uint64_t *pnum)
+{
+    for (qimg_image *l = top; l && l != base; l = l->backing) {
+        if (off >= l->size) {
+            *pnum = len;
+            return 1;
+        }
+        struct qimg_extent ext;
+        int r = qimg_block_status(l, off, len, &ext);
+        if (r < 0)
+            return r;
+        if (ext.flags & QIMG_STATUS_ALLOCATED) {
+            *pnum = ext.length;
+            return 1;
+        }
+        len = ext.length;   /* unallocated here for this long */
+    }
+    *pnum = len;
+    return 0;
+}
+
+/* ---- reopening the base read-write ---- */
+
+static unsigned io_flags_for(unsigned flags)
+{
+    unsigned io = QIMG_IO_RDWR;
+    if (flags & QIMG_OPEN_CACHE_DIRECT) io |= QIMG_IO_DIRECT;
+    if (flags & QIMG_OPEN_CACHE_SYNC) io |= QIMG_IO_DSYNC;
+    if (flags & QIMG_OPEN_CACHE_UNSAFE) io |= QIMG_IO_UNSAFE;
+    return io;
+}
+
+/* Backing layers are opened read-only; commit writes into one.  Close the
+ * driver and the file, and open both again read-write in place, keeping
+ * the layers below. */
+static int reopen_rw(qimg_image *l, unsigned top_flags)
+{
+    unsigned flags = (l->flags | QIMG_OPEN_RDWR) & ~(unsigned)QIMG_OPEN_FORCE_SHARE;
+    flags |= top_flags & (QIMG_OPEN_CACHE_DIRECT | QIMG_OPEN_CACHE_SYNC | QIMG_OPEN_CACHE_UNSAFE);
+    CLEANUP_FREE char *path = qimg_strdup(l->file->filename);
+    struct qimg_io *io;
+    int r = qimg_io_open(&io, path, io_flags_for(flags));
+    if (r < 0)
+        return r;
+    unsigned unshare = (l->drv->flags & QIMG_DRV_PROTOCOL_ONLY) ? 0 : QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
+    l->drv->close(l);
+    l->opaque = NULL;
+    qimg_io_close(l->file);
+    l->file = io;
+    free(l->backing_file);
+    free(l->backing_fmt);
+    free(l->full_backing_filename);
+    l->backing_file = l->backing_fmt = l->full_backing_filename = NULL;
+    l->flags = flags;
+    l->read_only = false;
+    r = qimg_io_lock(io, QIMG_PERM_READ | QIMG_PERM_WRITE | QIMG_PERM_RESIZE, unshare);
+    if (r == 0)
+        r = l->drv->open(l, flags);
+    if (r < 0) {
+        l->drv = NULL;   /* qimg_close must not call close on a failed open */
+        return r;
+    }
+    if (l->backing_file && l->backing_file[0])
+        l->full_backing_filename = qimg_path_combine(path, l->backing_file);
+    return 0;
+}
+
+/* ---- rate limit ---- */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleep until `done` bytes since `start` fit the rate. */
+static void rate_wait(double start, uint64_t done, uint64_t rate)
+{
+    if (rate == 0)
+        return;
+    double ahead = (double)done / (double)rate - (now_seconds() - start);
+    if (ahead <= 0)
+        return;
+    struct timespec ts = { (time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9) };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* ---- commit ---- */
+
+static bool in_chain(qimg_image *top, qimg_image *layer)
+{
+    for (qimg_image *l = top->backing; l; l = l->backing)
+        if (l == layer)
+            return true;
+    return false;
+}
+
+static int copy_range(qimg_image *top, qimg_image *base, uint64_t off, uint64_t len, uint8_t *buf)
+{
+    int r = qimg_read(top, off, buf, (size_t)len);
+    if (r < 0)
+        return r;
+    if (qimg_is_zero(buf, (size_t)len))
+        return qimg_write_zeroes(base, off, len, 0);
+    return qimg_write(base, off, buf, (size_t)len);
+}
+
+static int grow_base(qimg_image *base, uint64_t size)
+{
+    if (base->size >= size)
+        return 0;
+    if (!base->drv->resize)
+        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
+    return base->drv->resize(base, size, "off", false);
+}
+
+int qimg_commit(const struct qimg_commit_params *p)
+{
+    qimg_image *top = p->top;
+    qimg_image *base = p->base ? p->base : top->backing;
+    if (!base)
+        return qimg_error(-EINVAL, "Image does not have a backing file");
+    if (!in_chain(top, base))
+        return qimg_error(-EINVAL, "Base image is not in the backing chain of '%s'", top->filename);
+    int r = 0;
+    if (base->read_only)
+        r = reopen_rw(base, top->flags);
+    if (r == 0)
+        r = grow_base(base, top->size);
+    if (r < 0)
+        return r;
+
+    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(COMMIT_CHUNK);
+    double start = now_seconds();
+    uint64_t copied = 0;
+    for (uint64_t off = 0; off < top->size;) {
+        uint64_t n = QIMG_MIN(COMMIT_CHUNK, top->size - off);
+        r = qimg_chain_is_allocated_above(top, base, off, n, &n);
+        if (r < 0)
+            return r;
+        if (r == 1) {
+            r = copy_range(top, base, off, n, buf);
+            if (r < 0)
+                return r;
+            copied += n;
+            rate_wait(start, copied, p->rate_limit);
+        }
+        off += n;
+        if (p->progress)
+            p->progress((double)off * 100.0 / (double)top->size, p->progress_opaque);
+    }
+    r = qimg_flush(base);
+    if (r < 0)
+        return r;
+    if (!p->keep_top && top->drv->make_empty) {
+        r = top->drv->make_empty(top);
+        if (r < 0 && r != -ENOTSUP)
+            return r;
+    }
+    return 0;
+}
