@@ -36,6 +36,11 @@ static int bitmap_exists(qimg_image *img, const char *name)
     return found;
 }
 
+static int unsupported(qimg_image *img)
+{
+    return qimg_error(-ENOTSUP, "Format driver '%s' does not support bitmaps", img->drv->name);
+}
+
 static int need_bitmap(qimg_image *img, const char *name)
 {
     int r = bitmap_exists(img, name);
@@ -81,7 +86,7 @@ int qimg_bitmap_remove(qimg_image *img, const char *name)
 {
     int r = need_bitmap(img, name);
     if (r == 0)
-        r = img->drv->bitmap_remove ? img->drv->bitmap_remove(img, name) : -ENOTSUP;
+        r = img->drv->bitmap_remove ? img->drv->bitmap_remove(img, name) : unsupported(img);
     return r;
 }
 
@@ -89,7 +94,7 @@ int qimg_bitmap_clear(qimg_image *img, const char *name)
 {
     int r = need_bitmap(img, name);
     if (r == 0)
-        r = img->drv->bitmap_clear ? img->drv->bitmap_clear(img, name) : -ENOTSUP;
+        r = img->drv->bitmap_clear ? img->drv->bitmap_clear(img, name) : unsupported(img);
     return r;
 }
 
@@ -97,7 +102,7 @@ int qimg_bitmap_set_enabled(qimg_image *img, const char *name, bool enabled)
 {
     int r = need_bitmap(img, name);
     if (r == 0)
-        r = img->drv->bitmap_set_enabled ? img->drv->bitmap_set_enabled(img, name, enabled) : -ENOTSUP;
+        r = img->drv->bitmap_set_enabled ? img->drv->bitmap_set_enabled(img, name, enabled) : unsupported(img);
     return r;
 }
 

@@ -32,7 +32,7 @@ qimg_image *qimg_find_backing_image(qimg_image *img, const char *name)
         }
         if (strcmp(name, recorded) == 0)
             return cur->backing;
-        CLEANUP_FREE char *wanted = qimg_path_combine(cur->file->filename, name);
+        CLEANUP_FREE char *wanted = qimg_path_combine(cur->file ? cur->file->filename : cur->filename, name);
         if (cur->full_backing_filename && same_real_path(wanted, cur->full_backing_filename))
             return cur->backing;
     }
