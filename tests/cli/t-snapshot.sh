@@ -25,6 +25,7 @@ same missing-file    snapshot -l nofile
 same missing-file-c  snapshot -c s nofile
 same U-rw            snapshot -U -c s r.raw
 same U-none          snapshot -U r.raw
+same U-rw-missing    snapshot -U -c s nofile
 same missing-arg     snapshot -c
 same unknown-opt     snapshot -x r.raw
 same after-file      snapshot r.raw -c s
