@@ -1,0 +1,164 @@
+/* qimg - qemu-img measure: the file size a new image needs, for a given
+ * virtual size or for the content of an existing image. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT, OPT_SIZE };
+
+static void accumulate_options(char **options, const char *text)
+{
+    if (qimg_opts_check_text(text) < 0) {
+        error_report("%s", qimg_last_error());
+        exit(1);
+    }
+    char *joined = *options ? qimg_asprintf("%s,%s", *options, text) : qimg_strdup(text);
+    free(*options);
+    *options = joined;
+}
+
+/* -l: "snapshot.id=X,snapshot.name=Y" or a plain id-or-name. */
+static int check_snapshot_param(const char *text)
+{
+    if (strncmp(text, "snapshot.", 9) != 0)
+        return 0;
+    qimg_opts *o = NULL;
+    int r = qimg_keyval_parse(&o, text, NULL);
+    for (size_t i = 0; r == 0 && i < o->n; i++) {
+        if (strcmp(o->v[i].name, "snapshot.id") && strcmp(o->v[i].name, "snapshot.name")) {
+            error_report("Invalid parameter '%s'", o->v[i].name);
+            r = -1;
+        }
+    }
+    if (r < 0)
+        error_report("Failed in parsing snapshot param '%s'", text);
+    qimg_opts_free(o);
+    return r;
+}
+
+static void print_measure(enum output_format of, const struct qimg_measure *m)
+{
+    if (of == OUTPUT_HUMAN) {
+        printf("required size: %" PRIu64 "\n", m->required);
+        printf("fully allocated size: %" PRIu64 "\n", m->fully_allocated);
+        if (m->has_bitmaps)
+            printf("bitmaps size: %" PRIu64 "\n", m->bitmaps);
+        return;
+    }
+    struct qimg_json *o = qimg_json_object();
+    qimg_json_set(o, "required", qimg_json_uint(m->required));
+    qimg_json_set(o, "fully-allocated", qimg_json_uint(m->fully_allocated));
+    if (m->has_bitmaps)
+        qimg_json_set(o, "bitmaps", qimg_json_uint(m->bitmaps));
+    CLEANUP_FREE char *text = qimg_json_to_string(o);
+    printf("%s\n", text);
+    qimg_json_free(o);
+}
+
+int cmd_measure(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { "output", required_argument, NULL, OPT_OUTPUT },
+        { "size", required_argument, NULL, OPT_SIZE },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *fmt = NULL, *out_fmt = "raw", *snapshot = NULL, *filename = NULL;
+    CLEANUP_FREE char *options = NULL;
+    enum output_format of = OUTPUT_HUMAN;
+    bool image_opts = false, force_share = false, has_size = false;
+    int64_t size = 0;
+    int c;
+    while ((c = cli_getopt(argc, argv, ":hf:O:o:l:U", longopts)) != -1) {
+        switch (c) {
+        case 'h': help();
+        case 'f': fmt = optarg; break;
+        case 'O': out_fmt = optarg; break;
+        case 'o': accumulate_options(&options, optarg); break;
+        case 'l':
+            if (check_snapshot_param(optarg) < 0)
+                return 1;
+            snapshot = optarg;
+            break;
+        case 'U': force_share = true; break;
+        case OPT_OBJECT: cli_object_add(optarg); break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
+        case OPT_OUTPUT: of = parse_output_format(optarg); break;
+        case OPT_SIZE:
+            if (cli_cvtnum("image size", optarg, 0, INT64_MAX, &size) < 0)
+                return 1;
+            has_size = true;
+            break;
+        }
+    }
+    if (argc - optind > 1) {
+        error_report("At most one filename argument is allowed.");
+        return 1;
+    }
+    if (argc - optind == 1)
+        filename = argv[optind];
+    if (!filename && (image_opts || fmt || snapshot)) {
+        error_report("--image-opts, -f, and -l require a filename argument.");
+        return 1;
+    }
+    if (filename && has_size) {
+        error_report("--size N cannot be used together with a filename.");
+        return 1;
+    }
+    if (!filename && !has_size) {
+        error_report("Either --size N or one filename must be specified.");
+        return 1;
+    }
+
+    qimg_image *src = NULL;
+    qimg_opts *opts = NULL;
+    int ret = 1;
+    if (filename) {
+        src = cli_open(filename, fmt, force_share ? QIMG_OPEN_FORCE_SHARE : 0, image_opts);
+        if (!src)
+            return 1;
+        if (snapshot) {
+            /* no driver can load a snapshot temporarily yet */
+            error_report("Failed to load snapshot: Block format '%s' used by device '' does not "
+                         "support temporarily loading internal snapshots", qimg_format(src));
+            goto out;
+        }
+    }
+    const struct qimg_driver *drv = qimg_driver_find(out_fmt);
+    if (!drv) {
+        error_report("Unknown file format '%s'", out_fmt);
+        goto out;
+    }
+    if (!drv->create) {
+        error_report("Format driver '%s' does not support image creation", out_fmt);
+        goto out;
+    }
+    if (options)
+        qimg_opts_parse(&opts, options);
+    if (opts && qimg_create_opts_validate(drv, opts) < 0) {
+        error_report("%s", qimg_last_error());
+        error_report("Invalid options for file format '%s'", out_fmt);
+        goto out;
+    }
+    if (has_size) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%" PRId64, size);
+        qimg_opts_set(&opts, "size", buf);
+    }
+    struct qimg_measure m;
+    if (qimg_measure(out_fmt, opts, src, (uint64_t)size, &m) < 0) {
+        error_report("%s", qimg_last_error());
+        goto out;
+    }
+    print_measure(of, &m);
+    ret = 0;
+out:
+    qimg_opts_free(opts);
+    qimg_close(src);
+    return ret;
+}
