@@ -3,13 +3,13 @@
 # under DESTDIR/PREFIX, and a program builds against the installed library.
 . "$(dirname "$0")/lib.sh"
 dest=$SCRATCH/dest
-if make -s -C "$TOP" install DESTDIR="$dest" PREFIX=/usr B="$(dirname "$QIMG")" >/dev/null 2>&1; then
+if make -s -C "$TOP" install DESTDIR="$dest" PREFIX=/opt/qimg B="$(dirname "$QIMG")" >/dev/null 2>&1; then
     pass "make install"
 else
     fail "make install"; exit 0
 fi
-for f in usr/bin/qimg usr/lib/libqimg.a usr/lib/libqimg.so usr/include/qimg.h \
-         usr/lib/pkgconfig/qimg.pc usr/share/man/man1/qimg.1; do
+for f in opt/qimg/bin/qimg opt/qimg/lib/libqimg.a opt/qimg/lib/libqimg.so opt/qimg/include/qimg.h \
+         opt/qimg/lib/pkgconfig/qimg.pc opt/qimg/share/man/man1/qimg.1; do
     if [ -e "$dest/$f" ]; then pass "installed $f"; else fail "installed $f"; fi
 done
 cat > "$SCRATCH/prog.c" <<'C'
@@ -23,9 +23,9 @@ int main(int argc, char **argv)
     return qimg_close(img) < 0;
 }
 C
-export PKG_CONFIG_SYSROOT_DIR=$dest PKG_CONFIG_LIBDIR=$dest/usr/lib/pkgconfig
+export PKG_CONFIG_SYSROOT_DIR=$dest PKG_CONFIG_LIBDIR=$dest/opt/qimg/lib/pkgconfig
 if cc -o "$SCRATCH/prog" "$SCRATCH/prog.c" $(pkg-config --cflags qimg) \
-      -L"$dest/usr/lib" -Wl,-Bstatic -lqimg -Wl,-Bdynamic $(pkg-config --libs --static qimg | sed 's/-L[^ ]*//g; s/-lqimg//') 2>"$SCRATCH/cc.err"; then
+      -L"$dest/opt/qimg/lib" -Wl,-Bstatic -lqimg -Wl,-Bdynamic $(pkg-config --libs --static qimg | sed 's/-L[^ ]*//g; s/-lqimg//') 2>"$SCRATCH/cc.err"; then
     pass "program links against the installed library"
 else
     fail "program links against the installed library" "$(head -5 "$SCRATCH/cc.err")"; exit 0
