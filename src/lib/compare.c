@@ -22,6 +22,7 @@
 #define STRICT_FLAGS (QIMG_STATUS_DATA | QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED | \
                       QIMG_STATUS_OFFSET | QIMG_STATUS_EOF)
 #define NO_MISMATCH UINT64_MAX
+#define MAX_THREADS 4
 
 struct side {
     qimg_image *img;
@@ -31,6 +32,7 @@ struct side {
 };
 
 struct cunit {
+    uint64_t seq;
     uint64_t off, len;
     bool zero_a, zero_b;      /* that side reads as zeros: no read */
     bool tail;                /* past the end of the smaller image */
@@ -47,6 +49,11 @@ struct compare {
     bool status_error;
     char *errmsg;
     uint64_t err_off;         /* errors past a mismatch do not count */
+    /* progress is reported in guest order: units in flight, each with the
+     * skipped (zero in both) bytes that followed it */
+    struct { uint64_t seq, len, skipped; bool done; } pend[MAX_THREADS + 1];
+    unsigned pend_head, pend_count;
+    uint64_t seq_next;
     uint64_t done;
     qimg_progress_fn progress;
     void *opaque;
@@ -91,6 +98,38 @@ static int side_status(struct side *s, uint64_t off, uint64_t limit)
 
 static bool reads_zero(unsigned flags) { return flags & QIMG_STATUS_ZERO; }
 
+static void report_progress(struct compare *c, uint64_t bytes)
+{
+    c->done += bytes;
+    if (c->progress && bytes)
+        c->progress(100.0 * (double)c->done / (double)c->total, c->opaque);
+}
+
+/* Zero-in-both bytes after the units in flight count when they do. */
+static void skipped(struct compare *c, uint64_t bytes)
+{
+    if (c->pend_count == 0)
+        report_progress(c, bytes);
+    else
+        c->pend[(c->pend_head + c->pend_count - 1) % (MAX_THREADS + 1)].skipped += bytes;
+}
+
+/* A unit compared equal: report what is now done in order. */
+static void unit_done(struct compare *c, uint64_t seq)
+{
+    for (unsigned i = 0; i < c->pend_count; i++) {
+        unsigned slot = (c->pend_head + i) % (MAX_THREADS + 1);
+        if (c->pend[slot].seq == seq)
+            c->pend[slot].done = true;
+    }
+    while (c->pend_count && c->pend[c->pend_head].done) {
+        report_progress(c, c->pend[c->pend_head].len);
+        report_progress(c, c->pend[c->pend_head].skipped);
+        c->pend_head = (c->pend_head + 1) % (MAX_THREADS + 1);
+        c->pend_count--;
+    }
+}
+
 /* Next unit to compare; 0 at the end or once a mismatch lies before the
  * walker.  Called with the lock held. */
 static int next_unit(struct compare *c, struct cunit *u)
@@ -132,13 +171,17 @@ static int next_unit(struct compare *c, struct cunit *u)
         }
         if (za && zb) {                    /* nothing to read */
             c->off = end;
-            c->done += end - off;
-            if (c->progress)
-                c->progress(100.0 * (double)c->done / (double)c->total, c->opaque);
+            skipped(c, end - off);
             continue;
         }
-        *u = (struct cunit){ .off = off, .len = QIMG_MIN(end - off, (uint64_t)CHUNK),
+        *u = (struct cunit){ .seq = c->seq_next++, .off = off,
+                             .len = QIMG_MIN(end - off, (uint64_t)CHUNK),
                              .zero_a = za, .zero_b = zb, .tail = tail };
+        unsigned slot = (c->pend_head + c->pend_count++) % (MAX_THREADS + 1);
+        c->pend[slot].seq = u->seq;
+        c->pend[slot].len = u->len;
+        c->pend[slot].skipped = 0;
+        c->pend[slot].done = false;
         c->off = off + u->len;
         return 1;
     }
@@ -193,9 +236,7 @@ static void compare_unit(struct compare *c, const struct cunit *u, struct worker
             if (at < c->mismatch)
                 c->mismatch = at;
         } else {
-            c->done += u->len;
-            if (c->progress)
-                c->progress(100.0 * (double)c->done / (double)c->total, c->opaque);
+            unit_done(c, u->seq);
         }
     }
     pthread_mutex_unlock(&c->lock);
@@ -250,7 +291,7 @@ int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
     c.common = QIMG_MIN(c.a.size, c.b.size);
     c.total = QIMG_MAX(c.a.size, c.b.size);
     pthread_mutex_init(&c.lock, NULL);
-    int r = run(&c, 4);
+    int r = run(&c, MAX_THREADS);
     pthread_mutex_destroy(&c.lock);
     /* a mismatch before the failing offset is the answer; else the error */
     uint64_t first = QIMG_MIN(c.mismatch, c.status_mismatch);
