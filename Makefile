@@ -76,9 +76,13 @@ $(B)/libqimg.so: $(LIB_OBJ)
 $(B)/qimg: $(CLI_OBJ) $(B)/libqimg.a
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/libqimg.a $(LIBS)
 
+# The .pc file names the install paths: made at build time for the default
+# PREFIX and again by install for the PREFIX given there.
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(PKG_LIBS) -lpthread -lm|'
+
 $(B)/qimg.pc: qimg.pc.in include/qimg.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(PKG_LIBS) -lpthread -lm|' $< > $@
+	$(PC_SED) $< > $@
 
 $(B)/tests/%: tests/unit/%.c $(B)/libqimg.a tests/unit/unit.h
 	@mkdir -p $(@D)
@@ -116,7 +120,7 @@ install: all
 	install -m 755 $(B)/libqimg.so $(DESTDIR)$(LIBDIR)/libqimg.so.0
 	ln -sf libqimg.so.0 $(DESTDIR)$(LIBDIR)/libqimg.so
 	install -m 644 include/qimg.h $(DESTDIR)$(INCDIR)/qimg.h
-	install -m 644 $(B)/qimg.pc $(DESTDIR)$(PKGDIR)/qimg.pc
+	$(PC_SED) qimg.pc.in > $(DESTDIR)$(PKGDIR)/qimg.pc
 	install -m 644 docs/qimg.1 $(DESTDIR)$(MANDIR)/man1/qimg.1
 
 clean:
