@@ -492,8 +492,6 @@ int cmd_convert(int argc, char **argv)
         error_report("Only one source file supported with --bitmaps");
         return 1;
     }
-    if (o.copy_range)
-        o.sparse_size = 0;        /* offload copies every allocated byte */
 
     unsigned src_flags = QIMG_OPEN_NO_PROBE_WARNING;
     if (o.force_share)
@@ -544,15 +542,15 @@ int cmd_convert(int argc, char **argv)
         discard_target(&t);
         goto out;
     }
-    if (o.skip_create && qimg_size(target) < s.total) {
-        error_report("output file is smaller than input file");
-        goto out;
-    }
     bool target_backing = o.backing || target->backing_file;
     if (o.target_is_zero && target_backing) {
         /* qemu-img 7.2 reports this and exits with status 0 */
         error_report("Cannot use --target-is-zero when the destination image has a backing file");
         ret = 0;
+        goto out;
+    }
+    if (o.skip_create && qimg_size(target) < s.total) {
+        error_report("output file is smaller than input file");
         goto out;
     }
     if (do_convert(&s, target, &o, !o.skip_create) < 0) {

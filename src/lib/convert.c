@@ -314,6 +314,17 @@ static int write_scanned(const struct convert *c, uint64_t off, const uint8_t *b
             zrun = sector_run(buf, pos, len, true);
             if (zrun >= p->sparse_size)
                 break;
+            if (zrun && pos + zrun == len) {
+                /* a short zero tail: written only up to the next 4 KiB
+                 * boundary of the target, so it does not allocate a block
+                 * of zeros beyond it */
+                size_t boundary = (size_t)(((off + pos + 4095) & ~(uint64_t)4095) - off);
+                if (boundary < len) {
+                    pos = QIMG_MAX(pos, boundary);
+                    zrun = len - pos;
+                    break;
+                }
+            }
             pos += zrun;
             zrun = 0;
         }

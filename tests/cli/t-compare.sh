@@ -30,9 +30,9 @@ truncate -s 1M u5
 truncate -s 40M big
 for i in 0 3 7 11 19 23 31 37; do qio big "write -P $((i + 1)) ${i}M 1M"; done
 cp big big2
-qio big2 'write -P 99 23M+4097 1'        # the first difference is late...
+qio big2 'write -P 99 24121345 1'        # the first difference is late...
 cp big2 big3
-qio big3 'write -P 99 37M+3 1'           # ...and an earlier one must win in big3 vs big
+qio big3 'write -P 99 38797315 1'           # ...and an earlier one must win in big3 vs big
 
 same identical        compare c1 c1
 same diff-1000        compare c1 c2
