@@ -48,10 +48,11 @@ static void print_measure(enum output_format of, const struct qimg_measure *m)
         return;
     }
     struct qimg_json *o = qimg_json_object();
-    qimg_json_set(o, "required", qimg_json_uint(m->required));
-    qimg_json_set(o, "fully-allocated", qimg_json_uint(m->fully_allocated));
+    /* qemu prints these as signed 64-bit numbers */
+    qimg_json_set(o, "required", qimg_json_int((int64_t)m->required));
+    qimg_json_set(o, "fully-allocated", qimg_json_int((int64_t)m->fully_allocated));
     if (m->has_bitmaps)
-        qimg_json_set(o, "bitmaps", qimg_json_uint(m->bitmaps));
+        qimg_json_set(o, "bitmaps", qimg_json_int((int64_t)m->bitmaps));
     CLEANUP_FREE char *text = qimg_json_to_string(o);
     printf("%s\n", text);
     qimg_json_free(o);
@@ -74,8 +75,13 @@ int cmd_measure(int argc, char **argv)
     bool image_opts = false, force_share = false, has_size = false;
     int64_t size = 0;
     int c;
-    while ((c = cli_getopt(argc, argv, ":hf:O:o:l:U", longopts)) != -1) {
+    /* qemu-img's measure has no ':' in its option string: getopt prints
+     * its own message ("measure: invalid option -- 'Z'") and the command
+     * shows the help, exit code 0. */
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "hf:O:o:l:U", longopts, NULL)) != -1) {
         switch (c) {
+        case '?':
         case 'h': help();
         case 'f': fmt = optarg; break;
         case 'O': out_fmt = optarg; break;

@@ -1,0 +1,36 @@
+#!/bin/bash
+# Global command line behaviour and errors shared by the commands.
+. "$(dirname "$0")/lib.sh"
+
+"$QEMU_IMG" create -q -f raw "$IN/a.raw" 1M
+
+same "no arguments" 
+same "unknown command" foo
+same "unknown global option" -Z info a.raw
+same "global option missing argument" -T
+same "command after file" a.raw info
+for cmd in info map check create resize; do
+    same "$cmd unknown option" $cmd --no-such-option a.raw
+    same "$cmd unknown short option" $cmd -Z a.raw
+done
+# measure lets getopt complain and shows the help (ours by design): rc 0
+for opt in -Z --no-such-option --size; do
+    run_in_copy ref "$QEMU_IMG" measure $opt
+    run_in_copy new "$QIMG_AS_QEMU" measure $opt
+    expect_eq "measure $opt stderr" "$(cat "$SCRATCH/run.new/err")" "$(cat "$SCRATCH/run.ref/err")"
+    expect_eq "measure $opt rc" "$(cat "$SCRATCH/run.new/rc")" "$(cat "$SCRATCH/run.ref/rc")"
+done
+same "info -f missing argument" info -f
+same "map --output missing argument" map a.raw --output
+same "check -r missing argument" check a.raw -r
+same "create -o missing argument" create a.raw -o
+same "resize -h alone: not enough arguments" resize -h
+# help is ours by design: rc 0 and the usage line
+for cmd in info map check measure create resize; do
+    out=$("$QIMG_AS_QEMU" $cmd -h a.raw 1M 2>&1); rc=$?
+    expect_eq "$cmd -h rc" "$rc" 0
+    case "$out" in *"usage: qemu-img"*) pass "$cmd -h usage" ;; *) fail "$cmd -h usage" "$out" ;; esac
+done
+out=$("$QIMG_AS_QEMU" -V 2>&1); rc=$?
+expect_eq "-V rc" "$rc" 0
+case "$out" in "qemu-img version 7.2.0"*) pass "-V text" ;; *) fail "-V text" "$out" ;; esac
