@@ -1,4 +1,5 @@
 /* qimg - entry point and the table of commands (feeds --help too). */
+#include <errno.h>
 #include <locale.h>
 #include <signal.h>
 #include <string.h>
@@ -56,6 +57,59 @@ static void set_prog_name(const char *argv0)
         prog_name = "qimg";
 }
 
+/* -T/--trace: qimg has no trace events.  Like qemu, warn about a pattern
+ * without wildcards (it names an event that does not exist) and read an
+ * events file the same way, one pattern per line. */
+static void warn_trace_pattern(const char *where, const char *pattern)
+{
+    if (*pattern && !strpbrk(pattern, "*?["))
+        fprintf(stderr, "%s%s: warning: trace event '%s' does not exist\n", prog_name, where, pattern);
+}
+
+static void trace_events_file(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    char line[1024];
+    unsigned lineno = 0;
+    if (!f) {
+        fprintf(stderr, "%s:%s: %s\n", prog_name, file, strerror(errno));
+        exit(1);
+    }
+    while (fgets(line, sizeof line, f)) {
+        char where[1100];
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || !line[0])
+            continue;
+        snprintf(where, sizeof where, ":%s:%u", file, lineno);
+        warn_trace_pattern(where, line[0] == '-' ? line + 1 : line);
+    }
+    fclose(f);
+}
+
+static void parse_trace(const char *arg)
+{
+    qimg_opts *o = NULL;
+    if (qimg_keyval_parse(&o, arg, "enable") < 0) {
+        error_report("%s", qimg_last_error());
+        exit(1);
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        const char *k = o->v[i].name;
+        if (strcmp(k, "enable") && strcmp(k, "events") && strcmp(k, "file")) {
+            error_report("Invalid parameter '%s'", k);
+            exit(1);
+        }
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        if (strcmp(o->v[i].name, "enable") == 0)
+            warn_trace_pattern("", o->v[i].value);
+        else if (strcmp(o->v[i].name, "events") == 0)
+            trace_events_file(o->v[i].value);
+    }
+    qimg_opts_free(o);
+}
+
 static void cli_warn(const char *msg)
 {
     if (strncmp(msg, "WARNING:", 8) == 0)
@@ -84,7 +138,7 @@ int main(int argc, char **argv)
         switch (c) {
         case 'h': help();
         case 'V': print_version(); return 0;
-        case 'T': break;   /* tracing: accepted and ignored */
+        case 'T': parse_trace(optarg); break;
         case ':': error_exit("missing argument for option '%s'", argv[optind - 1]);
         default: error_exit("unrecognized option '%s'", argv[optind - 1]);
         }

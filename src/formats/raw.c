@@ -14,9 +14,17 @@ static int raw_probe(const uint8_t *buf, size_t len, uint64_t file_size, const c
     return 1;   /* anything is a raw image; every real format scores higher */
 }
 
+/* qemu shows a raw image's size rounded up to whole 512-byte sectors;
+ * the tail past EOF reads as zeros. */
 static int raw_open(struct qimg_image *img, unsigned flags)
 {
-    return qimg_io_get_size(img->file, &img->size);
+    uint64_t size;
+    int r = qimg_io_get_size(img->file, &size);
+    if (r < 0)
+        return r;
+    if (!qimg_round_up_ok(size, 512, &img->size))
+        return qimg_error(-EFBIG, "Image size is too large");
+    return 0;
 }
 
 static void raw_close(struct qimg_image *img) {}
@@ -114,8 +122,9 @@ static int raw_create(struct qimg_create_ctx *ctx)
     if (r == 0)
         r = preallocate(io, 0, ctx->size, ctx->prealloc);
     /* Like qemu, allocate the first block so that later probing and
-     * O_DIRECT alignment detection see real data there. */
-    if (r == 0 && strcmp(ctx->prealloc, "off") == 0 && ctx->size > 0) {
+     * O_DIRECT alignment detection see real data there ("full" has
+     * written it already). */
+    if (r == 0 && strcmp(ctx->prealloc, "full") != 0 && ctx->size > 0) {
         uint8_t zeros[4096] = { 0 };
         r = qimg_io_pwrite(io, zeros, (size_t)QIMG_MIN(ctx->size, sizeof zeros), 0);
     }

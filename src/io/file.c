@@ -263,7 +263,7 @@ static int file_truncate(struct qimg_io *io, uint64_t size)
         return r;
     }
     if (ftruncate(io->fd, (off_t)size) < 0)
-        return qimg_error_errno(-errno, "Failed to resize file");
+        return qimg_error_errno(-errno, "Could not resize file");
     return 0;
 }
 

@@ -158,6 +158,19 @@ int qimg_open_backing_chain(qimg_image *top)
     return 0;
 }
 
+static bool only_simple_keys(const qimg_opts *o)
+{
+    static const char *const simple[] = { "driver", "file", "filename", "file.driver", "file.filename" };
+    for (size_t i = 0; i < o->n; i++) {
+        bool known = false;
+        for (size_t k = 0; k < QIMG_ARRAY_SIZE(simple); k++)
+            known |= strcmp(o->v[i].name, simple[k]) == 0;
+        if (!known)
+            return false;
+    }
+    return true;
+}
+
 /* json:{"driver":"raw","file":{"driver":"file","filename":"x"}} and
  * --image-opts strings name the format and the file with dotted keys. */
 static int open_from_opts(qimg_image **out, qimg_opts *o, const char *display, const char *fmt,
@@ -177,6 +190,10 @@ static int open_from_opts(qimg_image **out, qimg_opts *o, const char *display, c
         return qimg_error(-EINVAL, "A block device must be specified for \"file\"");
     if (fmt && driver && strcmp(fmt, driver) != 0)
         return qimg_error(-EINVAL, "Cannot use image format '%s' with driver '%s'", fmt, driver);
+    /* qemu names the image after its file when the options say nothing
+     * more than driver and file name. */
+    if (only_simple_keys(o))
+        display = file;
     int r = open_node(out, display, file, driver ? driver : fmt, flags);
     if (r == 0 && !(flags & QIMG_OPEN_NO_BACKING))
         r = qimg_open_backing_chain(*out);

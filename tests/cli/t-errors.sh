@@ -34,3 +34,11 @@ done
 out=$("$QIMG_AS_QEMU" -V 2>&1); rc=$?
 expect_eq "-V rc" "$rc" 0
 case "$out" in "qemu-img version 7.2.0"*) pass "-V text" ;; *) fail "-V text" "$out" ;; esac
+
+# -T/--trace: qimg has no trace events; warnings and errors as qemu-img's
+printf 'foo\n# comment\nbar*\n' > "$IN/events"
+same "trace: unknown event warns" -T foo info a.raw
+same "trace: wildcard is silent" -T 'enable=foo*' info a.raw
+same "trace: events file" -T events=events info a.raw
+same "trace: missing events file" -T events=/nonexistent/ev info a.raw
+same "trace: bad parameter" -T enable=foo,bogus=1 info a.raw

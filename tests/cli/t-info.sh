@@ -44,3 +44,11 @@ mkfifo "$SCRATCH/fifo"
 out=$(cd "$SCRATCH" && "$QIMG_AS_QEMU" info fifo 2>&1); rc=$?
 expect_eq "info FIFO message" "$out" "qemu-img: Could not open 'fifo': 'file' driver requires 'fifo' to be a regular file"
 expect_eq "info FIFO rc" "$rc" 1
+
+# raw sizes that are not whole sectors: qemu rounds the virtual size up to 512
+for n in 1 511 513 1000; do
+    head -c $n /dev/zero | tr '\0' 'x' > "$IN/odd$n.raw"
+    same "info of a $n-byte raw" info -f raw odd$n.raw
+    same "info json of a $n-byte raw" info --output=json -f raw odd$n.raw
+    same "map of a $n-byte raw" map --output=json -f raw odd$n.raw
+done
