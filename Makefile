@@ -102,7 +102,7 @@ $(B)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 fuzz-build: $(FUZZ_BIN)
 
 check: all unit san-unit fuzz-build
-	@tests/run-tests.sh
+	@B=$(B) tests/run-tests.sh
 
 fuzz: deps fuzz-build
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh long

@@ -6,6 +6,8 @@
 set -u
 cd "$(dirname "$0")/.."
 export LC_ALL=C
+B=${B:-build}
+export QIMG=${QIMG:-$PWD/$B/qimg}
 passed=0 failed=0
 failures=()
 
@@ -40,10 +42,10 @@ run_one() {   # name, command...
 }
 
 start=$(date +%s)
-for t in build/tests/test-*; do
+for t in $B/tests/test-*; do
     [ -x "$t" ] && run_one "unit/$(basename "$t")" "$t"
 done
-for t in build/san-tests/test-*; do
+for t in $B/san-tests/test-*; do
     [ -x "$t" ] && run_one "asan/$(basename "$t")" env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$t"
 done
 for t in tests/cli/t-*.sh tests/interop/t-*.sh; do
