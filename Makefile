@@ -51,6 +51,9 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz-*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -O1 -g
 
+# keep sanitizer objects between runs
+.SECONDARY:
+
 .PHONY: all deps check demo install clean fuzz bench unit san-unit fuzz-build
 
 all: deps $(B)/qimg $(B)/libqimg.a $(B)/libqimg.so $(B)/qimg.pc
