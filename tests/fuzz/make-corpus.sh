@@ -1,0 +1,57 @@
+#!/bin/bash
+# Regenerates the seed corpus in tests/fuzz/corpus/ (committed; run this
+# only to change it).  Seeds: trivial files, the small real images of
+# shared/testdata (bzip2, kept when under 64 KiB unpacked) and small images
+# made by qemu-img 7.2, some with data written by qemu-io and some with
+# hostile backing names.  The whole corpus stays under 1 MiB.
+set -eu
+cd "$(dirname "$0")"
+TESTDATA=${TESTDATA:-$(cd ../.. && pwd)/../shared/testdata}
+QEMU_IMG=${QEMU_IMG:-qemu-img}
+QEMU_IO=${QEMU_IO:-qemu-io}
+OUT=corpus
+rm -rf "$OUT" && mkdir -p "$OUT"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# trivial inputs
+: > "$OUT/empty"
+head -c 512 /dev/zero > "$OUT/zero-512"
+python3 -c 'import sys; sys.stdout.buffer.write(bytes((i * 7) & 0xff for i in range(4096)))' > "$OUT/raw-4k"
+
+# real images from other tools
+if [ -d "$TESTDATA" ]; then
+    for f in "$TESTDATA"/*.bz2; do
+        b=$(basename "$f" .bz2)
+        bzcat "$f" > "$tmp/$b"
+        [ "$(stat -c %s "$tmp/$b")" -le 65536 ] && cp "$tmp/$b" "$OUT/real-$b"
+    done
+fi
+
+# images made by qemu-img (small clusters keep them small)
+mk() { "$QEMU_IMG" create -q "$@"; }
+io() { local f=$1 fmt=$2; shift 2; for c in "$@"; do "$QEMU_IO" -f "$fmt" -c "$c" "$f" >/dev/null; done; }
+mk -f qcow2 -o cluster_size=512 "$OUT/qcow2-data" 1M
+io "$OUT/qcow2-data" qcow2 'write -P 0x11 0 2k' 'write -z 4k 1k'
+"$QEMU_IMG" snapshot -c snap1 "$OUT/qcow2-data"
+mk -f qcow2 -o cluster_size=512,compat=0.10 "$OUT/qcow2-v2" 1M
+mk -f qcow2 -o cluster_size=512 -u -b qcow2-data -F qcow2 "$OUT/qcow2-backing-rel" 1M
+mk -f qcow2 -o cluster_size=512 -u -b /etc/passwd -F raw "$OUT/qcow2-backing-host" 1M
+mk -f qcow2 -o cluster_size=512 -u -F raw \
+   -b 'json:{"driver":"raw","file":{"driver":"file","filename":"/etc/passwd"}}' "$OUT/qcow2-backing-json" 1M
+mk -f qcow2 -o cluster_size=16384,extended_l2=on "$OUT/qcow2-subclusters" 1M
+io "$OUT/qcow2-subclusters" qcow2 'write -P 0x12 1k 1k'
+mk -f qcow "$OUT/qcow-data" 1M
+io "$OUT/qcow-data" qcow 'write -P 0x22 0 1k'
+mk -f vdi "$OUT/vdi" 1M
+mk -f vpc "$OUT/vpc" 1M
+mk -f vmdk "$OUT/vmdk-sparse" 1M
+mk -f vmdk -o subformat=streamOptimized "$OUT/vmdk-stream" 1M
+mk -f vmdk -o subformat=monolithicFlat "$tmp/flat.vmdk" 64k
+cp "$tmp/flat.vmdk" "$OUT/vmdk-descriptor"
+mk -f parallels -o cluster_size=4k "$OUT/parallels" 1M
+io "$OUT/parallels" parallels 'write -P 0x66 0 1k'
+mk -f qed -o cluster_size=4k "$OUT/qed" 1M
+total=$(cat "$OUT"/* | wc -c)
+echo "corpus: $(ls "$OUT" | wc -l) files, $total bytes"
+[ "$total" -le 1048576 ] || { echo "corpus over 1 MiB" >&2; exit 1; }
