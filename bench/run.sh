@@ -1,0 +1,160 @@
+#!/bin/bash
+# Times qimg against qemu-img on the same command lines, in one run,
+# alternating the two tools, and prints a markdown table of medians.
+#
+#   bench/run.sh                 full sizes (needs ~12 GiB free in BENCH_DIR)
+#   BENCH_QUICK=1 bench/run.sh   small sizes, a sanity run of a few seconds
+#
+# Environment:
+#   QIMG        the qimg binary (default build/qimg)
+#   QEMU_IMG    the reference (default /usr/bin/qemu-img)
+#   BENCH_DIR   scratch directory for the images (default /var/tmp/qimg-bench);
+#               removed at the end unless BENCH_KEEP=1 (kept images are
+#               reused when their parameters match)
+#   BENCH_RUNS  runs per tool and workload (default 5; 3 with BENCH_QUICK)
+#   BENCH_CACHE cold (drop the page cache before each run: needs root and a
+#               writable /proc/sys/vm/drop_caches) or warm; default cold
+#               when possible
+#   BENCH_ONLY  a pattern: run only the workloads whose name matches
+#   BENCH_OUT   also write the table to this file
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+QIMG=${QIMG:-$TOP/build/qimg}
+QEMU_IMG=${QEMU_IMG:-/usr/bin/qemu-img}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/qimg-bench}
+QUICK=${BENCH_QUICK:-0}
+RUNS=${BENCH_RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+GEN="python3 $TOP/bench/gen.py"
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ -x "$QIMG" ] || die "no qimg binary at $QIMG (make first, or set QIMG)"
+[ -x "$QEMU_IMG" ] || die "no qemu-img at $QEMU_IMG"
+QIMG=$(cd "$(dirname "$QIMG")" && pwd)/$(basename "$QIMG")
+
+can_drop_caches() { [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/drop_caches ]; }
+CACHE=${BENCH_CACHE:-$(can_drop_caches && echo cold || echo warm)}
+if [ "$CACHE" = cold ] && ! can_drop_caches; then
+    echo "bench: cannot drop the page cache (needs root); measuring with a warm cache" >&2
+    CACHE=warm
+fi
+
+if [ "$QUICK" = 1 ]; then
+    SPARSE_SIZE=256M SPARSE_DATA=16M DENSE_SIZE=64M CMP_SIZE=128M CMP_DATA=32M FRAG_COUNT=2000
+else
+    SPARSE_SIZE=16G SPARSE_DATA=1G DENSE_SIZE=2G CMP_SIZE=4G CMP_DATA=1G FRAG_COUNT=20000
+fi
+
+mkdir -p "$BENCH_DIR/in" "$BENCH_DIR/out" || die "cannot create $BENCH_DIR"
+cleanup() {
+    rm -rf "$BENCH_DIR/out"
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$BENCH_DIR"
+}
+trap cleanup EXIT
+IN=$BENCH_DIR/in OUT=$BENCH_DIR/out
+
+# make NAME GEN-ARGS...: an input image, regenerated when its parameters
+# changed since a kept run.
+make_input() {
+    local name=$1; shift
+    local stamp="$*"
+    if [ -f "$IN/$name" ] && [ "$(cat "$IN/$name.stamp" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    echo "bench: generating $name ($stamp)" >&2
+    rm -f "$IN/$name" "$IN/$name.stamp"
+    $GEN "$@" >/dev/null || die "generating $name failed"
+    echo "$stamp" > "$IN/$name.stamp"
+}
+
+make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
+make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
+make_input cmp-b.raw sparse "$IN/cmp-b.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3 --fill-holes
+make_input frag.raw frag "$IN/frag.raw" "$FRAG_COUNT" --seed 4
+sync
+
+# Workloads: name | description | arguments | check after qimg's last run
+# ($IN/$OUT expanded at run time).  Plain command lines, as a user types
+# them (formats probed, no -p).
+WORKLOADS=(
+    "convert-sparse|convert raw→raw, $SPARSE_SIZE sparse, $SPARSE_DATA scattered data|convert -O raw \$IN/sparse.raw \$OUT/t.raw|compare -f raw -F raw \$IN/sparse.raw \$OUT/t.raw"
+    "convert-dense|convert raw→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense.raw \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw"
+    "compare|compare $CMP_SIZE, $CMP_DATA data, sparse vs fully allocated|compare \$IN/cmp-a.raw \$IN/cmp-b.raw|"
+    "map|map --output=json, $FRAG_COUNT data extents|map --output=json \$IN/frag.raw|"
+)
+# qcow2 output once qimg can create qcow2
+if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
+    WORKLOADS+=("convert-qcow2|convert raw→qcow2, $SPARSE_SIZE sparse, $SPARSE_DATA data|convert -O qcow2 \$IN/sparse.raw \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/sparse.raw \$OUT/t.qcow2")
+fi
+
+prepare_run() {
+    rm -rf "$OUT" && mkdir -p "$OUT"
+    sync
+    [ "$CACHE" = cold ] && echo 3 > /proc/sys/vm/drop_caches
+}
+
+# time_one TOOL ARGS...: seconds (6 decimals) on stdout; output discarded;
+# fails (and prints the error) on a non-zero exit.
+time_one() {
+    local tool=$1; shift
+    local t0 t1 rc
+    t0=$EPOCHREALTIME
+    "$tool" "$@" >/dev/null 2>"$BENCH_DIR/stderr"
+    rc=$?
+    t1=$EPOCHREALTIME
+    if [ $rc -ne 0 ]; then
+        echo "bench: '$tool $*' failed (exit $rc):" >&2
+        cat "$BENCH_DIR/stderr" >&2
+        return 1
+    fi
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+rows=()
+for w in "${WORKLOADS[@]}"; do
+    IFS='|' read -r name desc argtext verify <<<"$w"
+    case "$name" in *${BENCH_ONLY:-}*) ;; *) continue ;; esac
+    eval "args=($argtext)"
+    cmd=$(printf '%s' "$argtext" | sed 's/\$IN\///g; s/\$OUT\///g')
+    ref_times=() new_times=() failed=""
+    for ((i = 1; i <= RUNS; i++)); do
+        # alternate which tool goes first
+        if ((i % 2)); then order="ref new"; else order="new ref"; fi
+        for who in $order; do
+            prepare_run
+            if [ $who = ref ]; then
+                t=$(time_one "$QEMU_IMG" "${args[@]}") || { failed="qemu-img failed"; break 2; }
+                ref_times+=("$t")
+            else
+                t=$(time_one "$QIMG" "${args[@]}") || { failed="qimg failed"; break 2; }
+                new_times+=("$t")
+            fi
+        done
+        echo "bench: $name run $i/$RUNS: qemu-img ${ref_times[-1]} s, qimg ${new_times[-1]} s" >&2
+    done
+    # qimg's output of the last run, checked by qemu-img (not timed)
+    if [ -z "$failed" ] && [ -n "$verify" ]; then
+        eval "vargs=($verify)"
+        if ! "$QEMU_IMG" "${vargs[@]}" >/dev/null 2>&1; then
+            failed="qimg's output differs from the source"
+        fi
+    fi
+    if [ -n "$failed" ]; then
+        rows+=("| $name | $desc | \`$cmd\` | | | $failed |")
+        continue
+    fi
+    ref_med=$(printf '%s\n' "${ref_times[@]}" | median)
+    new_med=$(printf '%s\n' "${new_times[@]}" | median)
+    ratio=$(awk -v a="$new_med" -v b="$ref_med" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+    rows+=("| $name | $desc | \`$cmd\` | $(printf '%.3f' "$ref_med") | $(printf '%.3f' "$new_med") | $ratio |")
+done
+
+{
+    echo "Medians of $RUNS runs each, tools alternating; page cache: $CACHE."
+    echo
+    echo "| workload | input | command | qemu-img (s) | qimg (s) | qimg/qemu-img |"
+    echo "|---|---|---|---:|---:|---:|"
+    printf '%s\n' "${rows[@]}"
+} | tee ${BENCH_OUT:+"$BENCH_OUT"}
