@@ -91,6 +91,19 @@ static int side_status(struct side *s, uint64_t off, uint64_t limit)
         return qimg_error(r, "Sector allocation test failed for %s", qimg_filename(s->img));
     s->flags = ext.flags;
     s->ext_end = off + ext.length;
+    /* a hole ending where a file ends inside a sector goes on past it, as
+     * qemu reports it: merge the extents that follow with the same status */
+    while (s->ext_end % SECTOR && s->ext_end < QIMG_MIN(limit, qimg_size(s->img))) {
+        struct qimg_extent next;
+        uint64_t end = QIMG_MIN(limit, qimg_size(s->img));
+        r = qimg_block_status_chain(s->img, s->ext_end, end - s->ext_end, &next);
+        if (r < 0)
+            return qimg_error(r, "Sector allocation test failed for %s", qimg_filename(s->img));
+        if ((next.flags & ~QIMG_STATUS_EOF) != (s->flags & ~QIMG_STATUS_EOF))
+            break;
+        s->flags = next.flags;
+        s->ext_end += next.length;
+    }
     if (s->ext_end >= qimg_size(s->img))
         s->ext_end = s->size;
     return 0;

@@ -112,7 +112,7 @@ conv_same m16            -m 16 sp o
 conv_same W              -W sp o
 conv_same W-m16          -W -m 16 big o
 conv_same copy-offload   -C sp o
-conv_same cache-modes    -t none -T none sp o
+conv_same cache-modes    -f raw -t none -T none sp o
 conv_same rate           -r 1G a o
 conv_same force-share    -U sp o
 conv_same image-opts     --image-opts driver=raw,file.filename=sp o
