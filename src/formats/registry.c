@@ -2,6 +2,7 @@
 #include "internal.h"
 
 const struct qimg_driver *const qimg_drivers[] = {
+    &qimg_driver_qcow2,
     &qimg_driver_raw,
     NULL,
 };

@@ -399,8 +399,12 @@ int qimg_block_status_chain(qimg_image *img, uint64_t off, uint64_t len, struct 
         len = ext->length;
     }
     if (!(ext->flags & QIMG_STATUS_ALLOCATED)) {
-        ext->flags = (ext->flags & QIMG_STATUS_EOF) | QIMG_STATUS_ZERO;
-        ext->host_file = NULL;
+        /* Zeros from the last layer visited; a host offset it reported
+         * (a qcow2 subcluster unallocated in an allocated cluster) is
+         * kept, as qemu-img map shows it. */
+        ext->flags = (ext->flags & (QIMG_STATUS_EOF | QIMG_STATUS_OFFSET)) | QIMG_STATUS_ZERO;
+        if (!(ext->flags & QIMG_STATUS_OFFSET))
+            ext->host_file = NULL;
     }
     ext->depth = depth;
     /* EOF is about the top image */

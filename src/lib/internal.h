@@ -320,6 +320,7 @@ const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
                                             uint64_t file_size, const char *filename);
 
 extern const struct qimg_driver qimg_driver_raw;
+extern const struct qimg_driver qimg_driver_qcow2;
 
 /* ============================================================ image node */
 

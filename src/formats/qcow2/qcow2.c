@@ -1,0 +1,787 @@
+/* qimg - the qcow2 format: probe, open (header, extensions, tables), close,
+ * info and the snapshot and bitmap lists.  Reading is in qcow2-read.c. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "qcow2.h"
+
+/* ------------------------------------------------------------------ probe */
+
+static int qcow2_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
+{
+    /* Version 1 is the qcow format; any later version is ours, so that an
+     * unknown one gets "Unsupported qcow2 version" rather than raw. */
+    if (len >= 8 && qimg_be32(buf) == QCOW2_MAGIC && qimg_be32(buf + 4) >= 2)
+        return 100;
+    return 0;
+}
+
+/* ------------------------------------------------------------ geometry */
+
+bool qcow2_l1_entries_for_size(uint64_t size, uint32_t cluster_bits, bool extended_l2,
+                               uint64_t *entries)
+{
+    uint32_t l2_bits = cluster_bits - (extended_l2 ? 4 : 3);
+    uint32_t shift = cluster_bits + l2_bits;
+    uint64_t rounded;
+    if (shift >= 64) {
+        *entries = size ? 1 : 0;
+        return true;
+    }
+    if (!qimg_round_up_ok(size, 1ull << shift, &rounded))
+        return false;
+    *entries = rounded >> shift;
+    return true;
+}
+
+static void set_geometry(struct qcow2_state *s)
+{
+    s->cluster_size = 1ull << s->cluster_bits;
+    s->extended_l2 = s->incompatible_features & QCOW2_INCOMPAT_EXTL2;
+    s->l2_entry_bytes = s->extended_l2 ? 16 : 8;
+    s->l2_bits = s->cluster_bits - (s->extended_l2 ? 4 : 3);
+    s->l2_entries = 1ull << s->l2_bits;
+    s->l2_table_bytes = s->cluster_size;
+    s->subclusters_per_cluster = s->extended_l2 ? QCOW2_SUBCLUSTERS : 1;
+    s->subcluster_size = s->cluster_size / s->subclusters_per_cluster;
+    s->csize_shift = 62 - (s->cluster_bits - 8);
+    s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
+    s->cluster_offset_mask = (1ull << s->csize_shift) - 1;
+    s->refcount_bits = 1u << s->refcount_order;
+    s->refcount_block_entries = (s->cluster_size * 8) >> s->refcount_order;
+}
+
+/* -------------------------------------------------------------- header */
+
+static int parse_header(struct qcow2_state *s, const uint8_t *h)
+{
+    s->version = qimg_be32(h + QCOW2_HDR_VERSION);
+    s->backing_file_offset = qimg_be64(h + QCOW2_HDR_BACKING_FILE_OFFSET);
+    s->backing_file_size = qimg_be32(h + QCOW2_HDR_BACKING_FILE_SIZE);
+    s->cluster_bits = qimg_be32(h + QCOW2_HDR_CLUSTER_BITS);
+    s->size = qimg_be64(h + QCOW2_HDR_SIZE);
+    s->crypt_method = qimg_be32(h + QCOW2_HDR_CRYPT_METHOD);
+    s->l1_size = qimg_be32(h + QCOW2_HDR_L1_SIZE);
+    s->l1_table_offset = qimg_be64(h + QCOW2_HDR_L1_TABLE_OFFSET);
+    s->refcount_table_offset = qimg_be64(h + QCOW2_HDR_REFCOUNT_TABLE_OFFSET);
+    s->refcount_table_clusters = qimg_be32(h + QCOW2_HDR_REFCOUNT_TABLE_CLUSTERS);
+    s->nb_snapshots = qimg_be32(h + QCOW2_HDR_NB_SNAPSHOTS);
+    s->snapshots_offset = qimg_be64(h + QCOW2_HDR_SNAPSHOTS_OFFSET);
+
+    if (qimg_be32(h) != QCOW2_MAGIC)
+        return qimg_error(-EINVAL, "Image is not in qcow2 format");
+    if (s->version < 2 || s->version > 3)
+        return qimg_error(-ENOTSUP, "Unsupported qcow2 version %" PRIu32, s->version);
+    if (s->cluster_bits < QCOW2_MIN_CLUSTER_BITS || s->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
+        return qimg_error(-EINVAL, "Unsupported cluster size: 2^%" PRIu32, s->cluster_bits);
+
+    if (s->version == 2) {
+        s->header_length = QCOW2_HDR_V2_LENGTH;
+        s->refcount_order = 4;
+        return 0;
+    }
+    s->incompatible_features = qimg_be64(h + QCOW2_HDR_INCOMPATIBLE_FEATURES);
+    s->compatible_features = qimg_be64(h + QCOW2_HDR_COMPATIBLE_FEATURES);
+    s->autoclear_features = qimg_be64(h + QCOW2_HDR_AUTOCLEAR_FEATURES);
+    s->refcount_order = qimg_be32(h + QCOW2_HDR_REFCOUNT_ORDER);
+    s->header_length = qimg_be32(h + QCOW2_HDR_HEADER_LENGTH);
+    if (s->header_length < QCOW2_HDR_V3_MIN_LENGTH)
+        return qimg_error(-EINVAL, "qcow2 header too short");
+    if (s->header_length > (1ull << s->cluster_bits))
+        return qimg_error(-EINVAL, "qcow2 header exceeds cluster size");
+    if (s->header_length > QCOW2_HDR_COMPRESSION_TYPE)
+        s->compression_type = h[QCOW2_HDR_COMPRESSION_TYPE];
+    return 0;
+}
+
+/* ------------------------------------------------------- header extensions */
+
+static void free_extensions(struct qcow2_state *s)
+{
+    free(s->backing_fmt);
+    free(s->data_file_name);
+    free(s->features);
+    for (size_t i = 0; i < s->nb_unknown_exts; i++)
+        free(s->unknown_exts[i].data);
+    free(s->unknown_exts);
+    s->backing_fmt = s->data_file_name = NULL;
+    s->features = NULL;
+    s->unknown_exts = NULL;
+    s->nb_features = s->nb_unknown_exts = 0;
+}
+
+static char *string_ext(const uint8_t *data, uint32_t len)
+{
+    char *str = qimg_xmalloc(len + 1);
+    memcpy(str, data, len);
+    str[len] = '\0';
+    return str;
+}
+
+static int parse_feature_table(struct qcow2_state *s, const uint8_t *data, uint32_t len)
+{
+    size_t n = len / QCOW2_FEATURE_ENTRY_LEN;
+    free(s->features);
+    s->features = qimg_xcalloc(n ? n : 1, sizeof *s->features);
+    s->nb_features = n;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *e = data + i * QCOW2_FEATURE_ENTRY_LEN;
+        s->features[i].type = e[0];
+        s->features[i].bit = e[1];
+        memcpy(s->features[i].name, e + 2, QCOW2_FEATURE_NAME_LEN);
+        s->features[i].name[QCOW2_FEATURE_NAME_LEN] = '\0';
+    }
+    return 0;
+}
+
+static int parse_bitmaps_ext(struct qcow2_state *s, const uint8_t *data, uint32_t len)
+{
+    if (len != QCOW2_EXT_BITMAPS_LEN)
+        return qimg_error(-EINVAL, "bitmaps_ext: Invalid extension length");
+    if (!(s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
+        /* Written by a program that did not know bitmaps: inconsistent. */
+        qimg_warn("a program lacking bitmap support modified this file, so all bitmaps "
+                  "are now considered inconsistent");
+        return 0;
+    }
+    uint32_t reserved = qimg_be32(data + 4);
+    s->nb_bitmaps = qimg_be32(data);
+    s->bitmap_directory_size = qimg_be64(data + 8);
+    s->bitmap_directory_offset = qimg_be64(data + 16);
+    if (reserved != 0)
+        return qimg_error(-EINVAL, "bitmaps_ext: Reserved field is not zero");
+    if (s->nb_bitmaps > QCOW2_MAX_BITMAPS)
+        return qimg_error(-EINVAL, "bitmaps_ext: Image has %" PRIu32 " bitmaps, exceeding the "
+                          "QEMU supported maximum of %u", s->nb_bitmaps, QCOW2_MAX_BITMAPS);
+    if (s->nb_bitmaps == 0)
+        return qimg_error(-EINVAL, "found bitmaps extension with zero bitmaps");
+    if (!qimg_is_aligned(s->bitmap_directory_offset, s->cluster_size))
+        return qimg_error(-EINVAL, "bitmaps_ext: invalid bitmap directory offset");
+    if (s->bitmap_directory_size > QCOW2_MAX_BITMAP_DIR)
+        return qimg_error(-EINVAL, "bitmaps_ext: bitmap directory size (%" PRIu64 ") exceeds "
+                          "the maximum supported size (%llu)", s->bitmap_directory_size,
+                          QCOW2_MAX_BITMAP_DIR);
+    s->has_bitmaps_ext = true;
+    return 0;
+}
+
+static void keep_unknown_ext(struct qcow2_state *s, uint32_t type, const uint8_t *data, uint32_t len)
+{
+    s->unknown_exts = qimg_xrealloc(s->unknown_exts, (s->nb_unknown_exts + 1) * sizeof *s->unknown_exts);
+    struct qcow2_unknown_ext *e = &s->unknown_exts[s->nb_unknown_exts++];
+    e->type = type;
+    e->len = len;
+    e->data = qimg_xmalloc(len ? len : 1);
+    memcpy(e->data, data, len);
+}
+
+static int parse_one_ext(struct qcow2_state *s, uint32_t type, const uint8_t *data, uint32_t len)
+{
+    switch (type) {
+    case QCOW2_EXT_BACKING_FORMAT:
+        if (len >= 16)   /* qemu's buffer for a format name */
+            return qimg_error(-EINVAL, "ERROR: ext_backing_format: len=%" PRIu32 " too large (>=16)", len);
+        free(s->backing_fmt);
+        s->backing_fmt = string_ext(data, len);
+        return 0;
+    case QCOW2_EXT_FEATURE_TABLE:
+        return parse_feature_table(s, data, len);
+    case QCOW2_EXT_CRYPTO:
+        if (s->crypt_method != QCOW2_CRYPT_LUKS)
+            return qimg_error(-EINVAL, "CRYPTO header extension only expected with LUKS encryption method");
+        if (len != QCOW2_EXT_CRYPTO_LEN)
+            return qimg_error(-EINVAL, "CRYPTO header extension size %" PRIu32 ", but expected size %u",
+                              len, QCOW2_EXT_CRYPTO_LEN);
+        s->has_crypto_ext = true;
+        s->crypto_header_offset = qimg_be64(data);
+        s->crypto_header_length = qimg_be64(data + 8);
+        return 0;
+    case QCOW2_EXT_BITMAPS:
+        return parse_bitmaps_ext(s, data, len);
+    case QCOW2_EXT_DATA_FILE:
+        free(s->data_file_name);
+        s->data_file_name = string_ext(data, len);
+        return 0;
+    default:
+        keep_unknown_ext(s, type, data, len);
+        return 0;
+    }
+}
+
+/* Walk the extensions in [header_length, end) of the first cluster.
+ * features_only: the first pass, for the names of unsupported features. */
+static int parse_extensions(struct qcow2_state *s, const uint8_t *cluster, uint64_t end,
+                            bool features_only)
+{
+    uint64_t off = s->header_length;
+    while (off < end) {
+        if (end - off < 8)
+            return qimg_error(-EINVAL, "qcow2_read_extension: ERROR: pread fail from offset %" PRIu64, off);
+        uint32_t type = qimg_be32(cluster + off);
+        uint32_t len = qimg_be32(cluster + off + 4);
+        off += 8;
+        if (type == QCOW2_EXT_END)
+            break;
+        if (len > end - off)
+            return qimg_error(-EINVAL, "Header extension too large");
+        const uint8_t *data = cluster + off;
+        if (features_only) {
+            if (type == QCOW2_EXT_FEATURE_TABLE)
+                parse_feature_table(s, data, len);
+        } else {
+            int r = parse_one_ext(s, type, data, len);
+            if (r < 0)
+                return r;
+        }
+        uint64_t padded;
+        if (!qimg_round_up_ok(len, 8, &padded))
+            return qimg_error(-EINVAL, "Header extension too large");
+        off += padded;
+    }
+    return 0;
+}
+
+/* "Unsupported qcow2 feature(s): <names from the table>, Unknown
+ * incompatible feature: <hex of the rest>" */
+static int report_unsupported(struct qcow2_state *s, uint64_t mask)
+{
+    struct qimg_strbuf b = { 0 };
+    for (size_t i = 0; i < s->nb_features; i++) {
+        const struct qcow2_feature_name *f = &s->features[i];
+        if (f->type != QCOW2_FEAT_INCOMPAT || f->bit >= 64 || !(mask & (1ull << f->bit)))
+            continue;
+        qimg_strbuf_addf(&b, "%s%s", b.len ? ", " : "", f->name);
+        mask &= ~(1ull << f->bit);
+    }
+    if (mask)
+        qimg_strbuf_addf(&b, "%sUnknown incompatible feature: %" PRIx64, b.len ? ", " : "", mask);
+    int r = qimg_error(-ENOTSUP, "Unsupported qcow2 feature(s): %s", b.s ? b.s : "");
+    free(b.s);
+    return r;
+}
+
+static int check_compression_type(const struct qcow2_state *s)
+{
+    switch (s->compression_type) {
+    case QCOW2_COMPRESSION_ZLIB:
+    case QCOW2_COMPRESSION_ZSTD:
+        break;
+    default:
+        return qimg_error(-EINVAL, "qcow2: unknown compression type: %u", s->compression_type);
+    }
+    bool has_bit = s->incompatible_features & QCOW2_INCOMPAT_COMPRESSION;
+    if (s->compression_type == QCOW2_COMPRESSION_ZLIB && has_bit)
+        return qimg_error(-EINVAL, "qcow2: Compression type incompatible feature bit must not be set");
+    if (s->compression_type != QCOW2_COMPRESSION_ZLIB && !has_bit)
+        return qimg_error(-EINVAL, "qcow2: Compression type incompatible feature bit must be set");
+    return 0;
+}
+
+/* A table of entries*entry_len bytes at offset: aligned, no overflow, and
+ * (our own rule) inside the file. */
+static int check_table(const struct qcow2_state *s, uint64_t offset, uint64_t entries,
+                       uint64_t entry_len, const char *invalid_msg)
+{
+    uint64_t bytes;
+    if (!qimg_mul_ok(entries, entry_len, &bytes) || bytes > INT64_MAX ||
+        !qimg_range_ok(offset, bytes, INT64_MAX) || !qimg_is_aligned(offset, s->cluster_size))
+        return qimg_error(-EINVAL, "%s", invalid_msg);
+    if (!qimg_range_ok(offset, bytes, s->file_size))
+        return qimg_error(-EINVAL, "%s: it extends past the end of the file", invalid_msg);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tables */
+
+static int read_be64_table(struct qimg_image *img, uint64_t offset, uint64_t n, uint64_t **out,
+                           const char *what)
+{
+    uint64_t *t = qimg_calloc_from_image(n ? n : 1, sizeof(uint64_t), what);
+    if (!t)
+        return -ENOMEM;
+    if (n > 0) {
+        int r = qimg_io_pread(img->file, t, n * sizeof(uint64_t), offset);
+        if (r < 0) {
+            free(t);
+            return qimg_error(r, "Could not read %s: %s", what, strerror(-r));
+        }
+        for (uint64_t i = 0; i < n; i++)
+            t[i] = qimg_be64(&t[i]);
+    }
+    *out = t;
+    return 0;
+}
+
+static int load_l1(struct qimg_image *img, struct qcow2_state *s)
+{
+    uint64_t needed;
+    if ((uint64_t)s->l1_size * sizeof(uint64_t) > QCOW2_MAX_L1_BYTES)
+        return qimg_error(-EFBIG, "Active L1 table too large");
+    if (!qcow2_l1_entries_for_size(s->size, s->cluster_bits, s->extended_l2, &needed) ||
+        s->l1_size < needed)
+        return qimg_error(-EINVAL, "L1 table is too small");
+    s->l1_vm_state_index = (uint32_t)needed;
+    int r = check_table(s, s->l1_table_offset, s->l1_size, sizeof(uint64_t),
+                        "Active L1 table offset invalid");
+    if (r < 0)
+        return r;
+    return read_be64_table(img, s->l1_table_offset, s->l1_size, &s->l1_table, "L1 table");
+}
+
+static int load_refcount_table(struct qimg_image *img, struct qcow2_state *s)
+{
+    uint64_t bytes = (uint64_t)s->refcount_table_clusters << s->cluster_bits;
+    if (bytes > QCOW2_MAX_REFTABLE_BYTES)
+        return qimg_error(-EINVAL, "Reference count table too large");
+    if (s->refcount_table_clusters == 0)
+        return qimg_error(-EINVAL, "Image does not contain a reference count table");
+    s->refcount_table_size = bytes / sizeof(uint64_t);
+    int r = check_table(s, s->refcount_table_offset, s->refcount_table_size, sizeof(uint64_t),
+                        "Reference count table offset invalid");
+    if (r < 0)
+        return r;
+    return read_be64_table(img, s->refcount_table_offset, s->refcount_table_size,
+                           &s->refcount_table, "refcount table");
+}
+
+/* ------------------------------------------------------------- snapshots */
+
+static void free_snapshots(struct qcow2_state *s)
+{
+    for (uint32_t i = 0; s->snapshots && i < s->nb_snapshots; i++) {
+        free(s->snapshots[i].id);
+        free(s->snapshots[i].name);
+        free(s->snapshots[i].extra_data);
+    }
+    free(s->snapshots);
+    s->snapshots = NULL;
+}
+
+static int read_snapshot(struct qimg_image *img, struct qcow2_state *s, uint32_t i, uint64_t *off)
+{
+    struct qcow2_snapshot *sn = &s->snapshots[i];
+    uint8_t h[QCOW2_SNAPSHOT_HEADER_LEN];
+    uint64_t end = s->snapshots_offset + QCOW2_MAX_SNAPSHOT_TABLE;
+    if (!qimg_range_ok(*off, sizeof h, end) || !qimg_range_ok(*off, sizeof h, s->file_size))
+        return qimg_error(-EFBIG, "Snapshot table too large");
+    int r = qimg_io_pread(img->file, h, sizeof h, *off);
+    if (r < 0)
+        return qimg_error(r, "Failed to read snapshot table: %s", strerror(-r));
+    *off += sizeof h;
+    sn->l1_table_offset = qimg_be64(h);
+    sn->l1_size = qimg_be32(h + 8);
+    uint16_t id_len = qimg_be16(h + 12), name_len = qimg_be16(h + 14);
+    sn->date_sec = qimg_be32(h + 16);
+    sn->date_nsec = qimg_be32(h + 20);
+    sn->vm_clock_nsec = qimg_be64(h + 24);
+    sn->vm_state_size = qimg_be32(h + 32);
+    sn->extra_data_size = qimg_be32(h + 36);
+    sn->icount = -1;
+    if (sn->extra_data_size > QCOW2_MAX_SNAPSHOT_EXTRA)
+        return qimg_error(-EFBIG, "Too much extra metadata in snapshot table entry %" PRIu32, i);
+    uint64_t rest = (uint64_t)sn->extra_data_size + id_len + name_len;
+    if (!qimg_range_ok(*off, rest, end) || !qimg_range_ok(*off, rest, s->file_size))
+        return qimg_error(-EFBIG, "Snapshot table too large");
+    CLEANUP_FREE uint8_t *buf = qimg_xmalloc(rest ? rest : 1);
+    r = qimg_io_pread(img->file, buf, rest, *off);
+    if (r < 0)
+        return qimg_error(r, "Failed to read snapshot table: %s", strerror(-r));
+    *off += rest;
+    uint8_t *extra = buf;
+    sn->extra_data = qimg_xmalloc(sn->extra_data_size ? sn->extra_data_size : 1);
+    memcpy(sn->extra_data, extra, sn->extra_data_size);
+    sn->disk_size = s->size;
+    if (sn->extra_data_size >= QCOW2_SNAPSHOT_EXTRA_VMSTATE)
+        sn->vm_state_size = qimg_be64(extra);
+    if (sn->extra_data_size >= QCOW2_SNAPSHOT_EXTRA_DISKSIZE)
+        sn->disk_size = qimg_be64(extra + 8);
+    if (sn->extra_data_size >= QCOW2_SNAPSHOT_EXTRA_ICOUNT)
+        sn->icount = (int64_t)qimg_be64(extra + 16);
+    sn->id = string_ext(buf + sn->extra_data_size, id_len);
+    sn->name = string_ext(buf + sn->extra_data_size + id_len, name_len);
+    /* entries are 8-byte aligned */
+    *off = (*off + 7) & ~7ull;
+    return 0;
+}
+
+static int load_snapshots(struct qimg_image *img, struct qcow2_state *s)
+{
+    if (s->nb_snapshots == 0)
+        return 0;
+    s->snapshots = qimg_calloc_from_image(s->nb_snapshots, sizeof *s->snapshots, "snapshot table");
+    if (!s->snapshots)
+        return -ENOMEM;
+    uint64_t off = s->snapshots_offset;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        int r = read_snapshot(img, s, i, &off);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int check_snapshot_table(const struct qcow2_state *s)
+{
+    if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
+        return qimg_error(-EINVAL, "Snapshot table too large");
+    return check_table(s, s->snapshots_offset, s->nb_snapshots, QCOW2_SNAPSHOT_HEADER_LEN,
+                       "Snapshot table offset invalid");
+}
+
+/* --------------------------------------------------------------- bitmaps */
+
+static void free_bitmaps(struct qcow2_state *s)
+{
+    for (uint32_t i = 0; s->bitmaps && i < s->nb_bitmaps; i++)
+        free(s->bitmaps[i].name);
+    free(s->bitmaps);
+    s->bitmaps = NULL;
+}
+
+static int parse_bitmap_entry(struct qcow2_state *s, const uint8_t *dir, uint64_t size,
+                              uint64_t *pos, struct qcow2_bitmap *bm)
+{
+    if (size - *pos < QCOW2_BME_HEADER_LEN)
+        return qimg_error(-EINVAL, "Bitmap directory is incomplete");
+    const uint8_t *e = dir + *pos;
+    bm->table_offset = qimg_be64(e);
+    bm->table_size = qimg_be32(e + 8);
+    bm->flags = qimg_be32(e + 12);
+    bm->type = e[16];
+    bm->granularity_bits = e[17];
+    uint16_t name_size = qimg_be16(e + 18);
+    bm->extra_data_size = qimg_be32(e + 20);
+    uint64_t len = QCOW2_BME_HEADER_LEN + (uint64_t)bm->extra_data_size + name_size;
+    if (size - *pos < len)
+        return qimg_error(-EINVAL, "Bitmap directory is incomplete");
+    if (name_size == 0 || name_size > QCOW2_MAX_BITMAP_NAME || bm->granularity_bits < 9 ||
+        bm->granularity_bits > 31 || (bm->flags & QCOW2_BME_RESERVED) || bm->type != 1 ||
+        !qimg_is_aligned(bm->table_offset, s->cluster_size))
+        return qimg_error(-EINVAL, "Bitmap directory is corrupted");
+    bm->name = string_ext(e + QCOW2_BME_HEADER_LEN + bm->extra_data_size, name_size);
+    *pos += (len + 7) & ~7ull;
+    return 0;
+}
+
+static int load_bitmaps(struct qimg_image *img, struct qcow2_state *s)
+{
+    if (!s->has_bitmaps_ext)
+        return 0;
+    uint64_t size = s->bitmap_directory_size;
+    if (!qimg_range_ok(s->bitmap_directory_offset, size, s->file_size))
+        return qimg_error(-EINVAL, "Bitmap directory extends past the end of the file");
+    CLEANUP_FREE uint8_t *dir = qimg_alloc_from_image(size ? size : 1, "bitmap directory");
+    if (!dir)
+        return -ENOMEM;
+    int r = qimg_io_pread(img->file, dir, size, s->bitmap_directory_offset);
+    if (r < 0)
+        return qimg_error(r, "Failed to read bitmap directory: %s", strerror(-r));
+    s->bitmaps = qimg_xcalloc(s->nb_bitmaps, sizeof *s->bitmaps);
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        r = parse_bitmap_entry(s, dir, size, &pos, &s->bitmaps[i]);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+static void qcow2_free_state(struct qcow2_state *s)
+{
+    if (!s)
+        return;
+    qcow2_l2_cache_free(s);
+    if (s->own_data_io)
+        qimg_io_close(s->data_io);
+    free_snapshots(s);
+    free_bitmaps(s);
+    free_extensions(s);
+    free(s->l1_table);
+    free(s->refcount_table);
+    free(s);
+}
+
+static void qcow2_close(struct qimg_image *img)
+{
+    qcow2_free_state(img->opaque);
+    img->opaque = NULL;
+}
+
+static int read_backing_name(struct qimg_image *img, struct qcow2_state *s, const uint8_t *cluster)
+{
+    if (s->backing_file_offset == 0)
+        return 0;
+    uint32_t len = s->backing_file_size;
+    if (len > QCOW2_MAX_BACKING_NAME)
+        return qimg_error(-EINVAL, "Backing file name too long");
+    if (!qimg_range_ok(s->backing_file_offset, len, s->cluster_size))
+        return qimg_error(-EINVAL, "Backing file name extends past the first cluster");
+    img->backing_file = string_ext(cluster + s->backing_file_offset, len);
+    if (s->backing_fmt)
+        img->backing_fmt = qimg_strdup(s->backing_fmt);
+    return 0;
+}
+
+static int open_data_file(struct qimg_image *img, struct qcow2_state *s, unsigned flags)
+{
+    s->data_io = img->file;
+    if (!qcow2_has_data_file(s)) {
+        if (s->data_file_name)
+            return qimg_error(-EINVAL, "data-file can only be set for images that use an external data file");
+        return 0;
+    }
+    /* info never opens the data file: its name may point anywhere */
+    if (flags & QIMG_OPEN_NO_IO)
+        return 0;
+    if (!s->data_file_name)
+        return qimg_error(-EINVAL, "'data-file' is required for this image");
+    if (qcow2_data_file_is_raw(s) && s->backing_file_offset)
+        return qimg_error(-EINVAL, "data-file-raw cannot be set on images with backing files");
+    CLEANUP_FREE char *path = qimg_path_combine(img->file->filename, s->data_file_name);
+    unsigned ioflags = (img->file->flags & ~(QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_EXCL)) |
+                       QIMG_IO_NOLOCK;
+    struct qimg_io *io;
+    int r = qimg_io_open(&io, path, ioflags);
+    if (r < 0)
+        return r;
+    s->data_io = io;
+    s->own_data_io = true;
+    return 0;
+}
+
+/* Everything the first cluster tells: header fields, feature checks,
+ * extensions and the backing file name. */
+static int open_header(struct qimg_image *img, struct qcow2_state *s, unsigned flags)
+{
+    uint8_t h[QCOW2_HDR_V3_MIN_LENGTH + 8];
+    memset(h, 0, sizeof h);
+    int r = qimg_io_pread(img->file, h, (size_t)QIMG_MIN(sizeof h, s->file_size), 0);
+    if (r < 0)
+        return qimg_error(r, "Could not read qcow2 header: %s", strerror(-r));
+    r = parse_header(s, h);
+    if (r < 0)
+        return r;
+    uint64_t csize = 1ull << s->cluster_bits;
+    CLEANUP_FREE uint8_t *cluster = qimg_alloc_from_image(csize, "qcow2 header cluster");
+    if (!cluster)
+        return -ENOMEM;
+    memset(cluster, 0, csize);
+    r = qimg_io_pread(img->file, cluster, (size_t)QIMG_MIN(csize, s->file_size), 0);
+    if (r < 0)
+        return qimg_error(r, "Could not read qcow2 header: %s", strerror(-r));
+    if (s->backing_file_offset > csize)
+        return qimg_error(-EINVAL, "Invalid backing file offset");
+    uint64_t ext_end = s->backing_file_offset ? s->backing_file_offset : csize;
+
+    uint64_t unsupported = s->incompatible_features & ~QCOW2_INCOMPAT_KNOWN;
+    if (unsupported) {
+        parse_extensions(s, cluster, ext_end, true);
+        return report_unsupported(s, unsupported);
+    }
+    if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && (flags & QIMG_OPEN_RDWR))
+        return qimg_error(-EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
+    r = check_compression_type(s);
+    if (r < 0)
+        return r;
+    if (s->refcount_order > QCOW2_MAX_REFCOUNT_ORDER)
+        return qimg_error(-EINVAL, "Reference count entry width too large; may not exceed 64 bits");
+    set_geometry(s);
+    if (s->extended_l2 && s->cluster_bits < QCOW2_MIN_CLUSTER_BITS_EXTL2)
+        return qimg_error(-EINVAL, "The cluster size must be at least %u bytes for images "
+                          "with extended L2 entries", 1u << QCOW2_MIN_CLUSTER_BITS_EXTL2);
+    if (s->crypt_method > QCOW2_CRYPT_LUKS)
+        return qimg_error(-EINVAL, "Unsupported encryption method %" PRIu32, s->crypt_method);
+
+    r = parse_extensions(s, cluster, ext_end, false);
+    if (r < 0)
+        return r;
+    return read_backing_name(img, s, cluster);
+}
+
+static int open_tables(struct qimg_image *img, struct qcow2_state *s)
+{
+    int r = load_refcount_table(img, s);
+    if (r == 0)
+        r = check_snapshot_table(s);
+    if (r == 0)
+        r = load_l1(img, s);
+    if (r == 0)
+        r = load_snapshots(img, s);
+    if (r == 0)
+        r = load_bitmaps(img, s);
+    return r;
+}
+
+static int qcow2_open(struct qimg_image *img, unsigned flags)
+{
+    struct qcow2_state *s = qimg_xcalloc(1, sizeof *s);
+    int r = qimg_io_get_size(img->file, &s->file_size);
+    if (r == 0)
+        r = open_header(img, s, flags);
+    if (r == 0)
+        r = open_tables(img, s);
+    if (r == 0 && s->crypt_method != QCOW2_CRYPT_NONE && !(flags & QIMG_OPEN_NO_IO))
+        r = qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
+    if (r == 0)
+        r = open_data_file(img, s, flags);
+    if (r == 0 && s->size > (uint64_t)INT64_MAX - 511)
+        r = qimg_error(-EFBIG, "Could not refresh total sector count: File too large");
+    if (r == 0)
+        r = qcow2_l2_cache_init(s);
+    if (r < 0) {
+        free(img->backing_file);
+        free(img->backing_fmt);
+        img->backing_file = img->backing_fmt = NULL;
+        qcow2_free_state(s);
+        return r;
+    }
+    img->opaque = s;
+    img->size = s->size;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ info */
+
+static struct qimg_json *bitmaps_json(const struct qcow2_state *s)
+{
+    struct qimg_json *arr = qimg_json_array();
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        const struct qcow2_bitmap *bm = &s->bitmaps[i];
+        struct qimg_json *o = qimg_json_object();
+        struct qimg_json *fl = qimg_json_array();
+        if (bm->flags & QCOW2_BME_IN_USE)
+            qimg_json_append(fl, qimg_json_string("in-use"));
+        if (bm->flags & QCOW2_BME_AUTO)
+            qimg_json_append(fl, qimg_json_string("auto"));
+        qimg_json_set(o, "flags", fl);
+        qimg_json_set(o, "name", qimg_json_string(bm->name));
+        qimg_json_set(o, "granularity", qimg_json_int((int64_t)1 << bm->granularity_bits));
+        qimg_json_append(arr, o);
+    }
+    return arr;
+}
+
+static struct qimg_json *format_specific(const struct qcow2_state *s)
+{
+    struct qimg_json *d = qimg_json_object();
+    bool v3 = s->version >= 3;
+    qimg_json_set(d, "compat", qimg_json_string(v3 ? "1.1" : "0.10"));
+    qimg_json_set(d, "compression-type",
+                  qimg_json_string(s->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib"));
+    if (v3) {
+        qimg_json_set(d, "lazy-refcounts",
+                      qimg_json_bool(s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS));
+        if (s->bitmaps && s->nb_bitmaps > 0)
+            qimg_json_set(d, "bitmaps", bitmaps_json(s));
+    }
+    qimg_json_set(d, "refcount-bits", qimg_json_int(s->refcount_bits));
+    if (v3) {
+        if (s->data_file_name)
+            qimg_json_set(d, "data-file", qimg_json_string(s->data_file_name));
+        if (qcow2_has_data_file(s))
+            qimg_json_set(d, "data-file-raw", qimg_json_bool(qcow2_data_file_is_raw(s)));
+    }
+    if (s->crypt_method != QCOW2_CRYPT_NONE) {
+        struct qimg_json *e = qimg_json_object();
+        qimg_json_set(e, "format", qimg_json_string(s->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks"));
+        qimg_json_set(d, "encrypt", e);
+    }
+    if (v3) {
+        qimg_json_set(d, "corrupt", qimg_json_bool(s->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
+        qimg_json_set(d, "extended-l2", qimg_json_bool(s->extended_l2));
+    }
+    struct qimg_json *spec = qimg_json_object();
+    qimg_json_set(spec, "type", qimg_json_string("qcow2"));
+    qimg_json_set(spec, "data", d);
+    return spec;
+}
+
+static int qcow2_info(struct qimg_image *img, struct qimg_driver_info *info)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    info->cluster_size = (int64_t)s->cluster_size;
+    info->has_dirty = true;
+    info->dirty = s->incompatible_features & QCOW2_INCOMPAT_DIRTY;
+    info->encrypted = s->crypt_method != QCOW2_CRYPT_NONE;
+    info->format_specific = format_specific(s);
+    return 0;
+}
+
+static int qcow2_snapshot_list(struct qimg_image *img, struct qimg_snapshot_info **list, size_t *n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    *list = NULL;
+    *n = 0;
+    if (s->nb_snapshots == 0)
+        return 0;
+    struct qimg_snapshot_info *l = qimg_xcalloc(s->nb_snapshots, sizeof *l);
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        const struct qcow2_snapshot *sn = &s->snapshots[i];
+        l[i].id = qimg_strdup(sn->id);
+        l[i].name = qimg_strdup(sn->name);
+        l[i].vm_state_size = sn->vm_state_size;
+        l[i].date_sec = sn->date_sec;
+        l[i].date_nsec = sn->date_nsec;
+        l[i].vm_clock_nsec = sn->vm_clock_nsec;
+        l[i].icount = sn->icount;
+    }
+    *list = l;
+    *n = s->nb_snapshots;
+    return 0;
+}
+
+static int qcow2_bitmap_list(struct qimg_image *img, struct qimg_bitmap_info **list, size_t *n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    *list = NULL;
+    *n = 0;
+    if (!s->bitmaps || s->nb_bitmaps == 0)
+        return 0;
+    struct qimg_bitmap_info *l = qimg_xcalloc(s->nb_bitmaps, sizeof *l);
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        l[i].name = qimg_strdup(s->bitmaps[i].name);
+        l[i].granularity = 1u << s->bitmaps[i].granularity_bits;
+        l[i].enabled = s->bitmaps[i].flags & QCOW2_BME_AUTO;
+        l[i].in_use = s->bitmaps[i].flags & QCOW2_BME_IN_USE;
+    }
+    *list = l;
+    *n = s->nb_bitmaps;
+    return 0;
+}
+
+/* Until the write path lands, a read-write image refuses guest writes. */
+static int qcow2_write_unsupported(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    return qimg_error(-ENOTSUP, "qcow2: writing is not supported yet");
+}
+
+static int qcow2_flush(struct qimg_image *img)
+{
+    return 0;
+}
+
+static bool qcow2_has_zero_init(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    /* a raw external data file may hold anything */
+    return !(qcow2_has_data_file(s) && qcow2_data_file_is_raw(s));
+}
+
+const struct qimg_driver qimg_driver_qcow2 = {
+    .name           = "qcow2",
+    .flags          = QIMG_DRV_SUPPORTS_BACKING,
+    .probe          = qcow2_probe,
+    .open           = qcow2_open,
+    .close          = qcow2_close,
+    .read           = qcow2_read,
+    .write          = qcow2_write_unsupported,
+    .flush          = qcow2_flush,
+    .block_status   = qcow2_block_status,
+    .info           = qcow2_info,
+    .snapshot_list  = qcow2_snapshot_list,
+    .bitmap_list    = qcow2_bitmap_list,
+    .has_zero_init  = qcow2_has_zero_init,
+};
