@@ -302,14 +302,11 @@ int qcow2_map(struct qimg_image *img, uint64_t off, uint64_t len, struct qcow2_m
 
 /* ================================================================ read */
 
-/* Data of a NORMAL run: its start must lie inside the data file (the
- * image file; a data file may be shorter, it reads as zeros past its end). */
+/* Data of a NORMAL run.  Past the end of the file it reads as zeros, as
+ * in qemu (and block status calls such a range zero). */
 static int read_data(struct qimg_image *img, uint64_t host, void *buf, size_t len)
 {
-    struct qcow2_state *s = qcow2_state(img);
-    if (s->data_io == img->file && host >= s->file_size)
-        return qimg_error(-EIO, "qcow2: data cluster at %#" PRIx64 " is past the end of the file", host);
-    return qimg_io_pread(s->data_io, buf, len, host);
+    return qimg_io_pread(qcow2_state(img)->data_io, buf, len, host);
 }
 
 struct pending_run { uint64_t host; uint8_t *buf; size_t len; };

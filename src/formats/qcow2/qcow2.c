@@ -24,15 +24,10 @@ bool qcow2_l1_entries_for_size(uint64_t size, uint32_t cluster_bits, bool extend
 {
     uint32_t l2_bits = cluster_bits - (extended_l2 ? 4 : 3);
     uint32_t shift = cluster_bits + l2_bits;
-    uint64_t rounded;
-    if (shift >= 64) {
-        *entries = size ? 1 : 0;
-        return true;
-    }
-    if (!qimg_round_up_ok(size, 1ull << shift, &rounded))
-        return false;
-    *entries = rounded >> shift;
-    return true;
+    /* qemu rounds up with wrapping arithmetic: a size within a table span
+     * of 2^64 needs no entry; the size check comes later and refuses it */
+    *entries = (size + ((1ull << shift) - 1)) >> shift;
+    return *entries <= INT32_MAX;
 }
 
 static void set_geometry(struct qcow2_state *s)
@@ -221,10 +216,11 @@ static int parse_extensions(struct qcow2_state *s, const uint8_t *cluster, uint6
         uint32_t type = qimg_be32(cluster + off);
         uint32_t len = qimg_be32(cluster + off + 4);
         off += 8;
-        if (type == QCOW2_EXT_END)
-            break;
+        /* the length is checked first, even for the end marker */
         if (len > end - off)
             return qimg_error(-EINVAL, "Header extension too large");
+        if (type == QCOW2_EXT_END)
+            break;
         const uint8_t *data = cluster + off;
         if (features_only) {
             if (type == QCOW2_EXT_FEATURE_TABLE)
@@ -318,8 +314,9 @@ static int load_l1(struct qimg_image *img, struct qcow2_state *s)
     uint64_t needed;
     if ((uint64_t)s->l1_size * sizeof(uint64_t) > QCOW2_MAX_L1_BYTES)
         return qimg_error(-EFBIG, "Active L1 table too large");
-    if (!qcow2_l1_entries_for_size(s->size, s->cluster_bits, s->extended_l2, &needed) ||
-        s->l1_size < needed)
+    if (!qcow2_l1_entries_for_size(s->size, s->cluster_bits, s->extended_l2, &needed))
+        return qimg_error(-EFBIG, "Image is too big");
+    if (s->l1_size < needed)
         return qimg_error(-EINVAL, "L1 table is too small");
     s->l1_vm_state_index = (uint32_t)needed;
     int r = check_table(s, s->l1_table_offset, s->l1_size, sizeof(uint64_t),
@@ -363,8 +360,10 @@ static int read_snapshot(struct qimg_image *img, struct qcow2_state *s, uint32_t
     struct qcow2_snapshot *sn = &s->snapshots[i];
     uint8_t h[QCOW2_SNAPSHOT_HEADER_LEN];
     uint64_t end = s->snapshots_offset + QCOW2_MAX_SNAPSHOT_TABLE;
-    if (!qimg_range_ok(*off, sizeof h, end) || !qimg_range_ok(*off, sizeof h, s->file_size))
+    if (!qimg_range_ok(*off, sizeof h, end))
         return qimg_error(-EFBIG, "Snapshot table too large");
+    if (!qimg_range_ok(*off, sizeof h, s->file_size))
+        return qimg_error(-EINVAL, "Snapshot table entry %" PRIu32 " extends past the end of the file", i);
     int r = qimg_io_pread(img->file, h, sizeof h, *off);
     if (r < 0)
         return qimg_error(r, "Failed to read snapshot table: %s", strerror(-r));
@@ -381,8 +380,10 @@ static int read_snapshot(struct qimg_image *img, struct qcow2_state *s, uint32_t
     if (sn->extra_data_size > QCOW2_MAX_SNAPSHOT_EXTRA)
         return qimg_error(-EFBIG, "Too much extra metadata in snapshot table entry %" PRIu32, i);
     uint64_t rest = (uint64_t)sn->extra_data_size + id_len + name_len;
-    if (!qimg_range_ok(*off, rest, end) || !qimg_range_ok(*off, rest, s->file_size))
+    if (!qimg_range_ok(*off, rest, end))
         return qimg_error(-EFBIG, "Snapshot table too large");
+    if (!qimg_range_ok(*off, rest, s->file_size))
+        return qimg_error(-EINVAL, "Snapshot table entry %" PRIu32 " extends past the end of the file", i);
     CLEANUP_FREE uint8_t *buf = qimg_xmalloc(rest ? rest : 1);
     r = qimg_io_pread(img->file, buf, rest, *off);
     if (r < 0)
