@@ -1,7 +1,7 @@
 /* qimg - "amend": change format options of an existing image in place. */
 #include <errno.h>
 
-#include "chain-common.h"
+#include "cli.h"
 
 enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_FORCE };
 
@@ -69,9 +69,9 @@ static int accumulate(char **options, const char *arg)
 }
 
 /* After the image is open: help, checks, then the driver's amend. */
-static int amend_image(qimg_image *img, const char *options, bool force, struct qprogress *prog)
+static int amend_image(qimg_image *img, const char *options, bool force, struct progress *prog)
 {
-    if (chain_has_help_option(options))
+    if (cli_has_help_option(options))
         return print_amend_help(qimg_format(img));
     if (!img->drv->amend) {
         error_report("Format driver '%s' does not support option amendment", qimg_format(img));
@@ -82,9 +82,9 @@ static int amend_image(qimg_image *img, const char *options, bool force, struct 
     if (r == 0)
         r = qimg_amend_check(img, opts);
     if (r == 0) {
-        qprogress_print(prog, 0, 0);
-        r = qimg_amend(img, opts, force, qprogress_callback, prog);
-        qprogress_print(prog, 100, 0);
+        progress_print(prog, 0, 0);
+        r = qimg_amend(img, opts, force, progress_callback, prog);
+        progress_print(prog, 100, 0);
     }
     if (r < 0)
         error_report("%s", qimg_last_error());
@@ -124,12 +124,12 @@ int cmd_amend(int argc, char **argv)
     if (!options)
         error_exit("Must specify options (-o)");
 
-    struct qprogress prog;
-    qprogress_init(&prog, progress && !quiet, 1.0f);
+    struct progress prog;
+    progress_init(&prog, progress && !quiet, 1.0f);
     int ret = 1;
     unsigned flags = QIMG_OPEN_RDWR;
     qimg_image *img = NULL;
-    if (fmt && chain_has_help_option(options)) {
+    if (fmt && cli_has_help_option(options)) {
         /* a format was given: help without opening anything */
         ret = print_amend_help(fmt);
     } else if (optind != argc - 1) {
@@ -139,7 +139,7 @@ int cmd_amend(int argc, char **argv)
     } else if ((img = cli_open(argv[argc - 1], fmt, flags, image_opts)) != NULL) {
         ret = amend_image(img, options, force, &prog);
     }
-    qprogress_end(&prog);
+    progress_end(&prog);
     if (img)
         qimg_close(img);
     return ret;

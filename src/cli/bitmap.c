@@ -2,7 +2,7 @@
  * actions run in the order given; the first failure stops them. */
 #include <errno.h>
 
-#include "chain-common.h"
+#include "cli.h"
 
 enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE,
        OPT_DISABLE, OPT_MERGE };
@@ -97,8 +97,7 @@ int cmd_bitmap(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'F': src_fmt = optarg; break;
         case 'g':
-            granularity = chain_cvtnum("granularity", optarg);
-            if (granularity < 0)
+            if (cli_cvtnum("granularity", optarg, 0, INT64_MAX, &granularity) < 0)
                 return 1;
             break;
         case OPT_ADD: case OPT_REMOVE: case OPT_CLEAR: case OPT_ENABLE: case OPT_DISABLE:

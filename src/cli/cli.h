@@ -35,22 +35,20 @@ int parse_cache_mode(const char *mode, unsigned *flags);
  * "Could not open 'F': <error>" on failure and returns NULL. */
 qimg_image *cli_open(const char *filename, const char *fmt, unsigned flags, bool image_opts);
 
-/* Progress records "    (NN.NN/100%)\r" on stdout, as qemu-img prints them. */
-struct progress { bool enabled; double last; };
-void progress_init(struct progress *p, bool enabled);
-void progress_print(struct progress *p, double percent);
-void progress_end(struct progress *p);   /* final 100% and newline */
+/* Progress records "    (NN.NN/100%)\r" on stdout, as qemu-img prints them.
+ * progress_print(p, delta, max): max == 0 sets the value to delta percent,
+ * otherwise adds delta percent of max (qemu's meter semantics). */
+struct progress { bool enabled; float current, last_print, min_skip; };
+void progress_init(struct progress *p, bool enabled, float min_skip);
+void progress_print(struct progress *p, float delta, int max);
+void progress_end(struct progress *p);                  /* the final newline */
 void progress_callback(double percent, void *opaque);   /* opaque = struct progress * */
 
-/* qemu-img's exact progress rule (a record when the value moved by more
- * than 1% or is 0 or 100), used by convert and compare (src/cli/convert.c). */
-void cli_progress_init(struct progress *p, bool enabled);   /* prints 0% */
-void cli_progress(struct progress *p, double percent);
-void cli_progress_cb(double percent, void *opaque);          /* opaque = struct progress * */
-
-/* qemu-img's cvtnum: a size in [min, max]; prints "Invalid NAME specified. ..."
- * and returns -1 on a bad value (src/cli/convert.c). */
+/* A number option as qemu-img's cvtnum reads it, in [min, max]; prints
+ * qemu's message and returns -1 when invalid. */
 int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out);
+/* Does an -o text hold a "help" or "?" item? */
+bool cli_has_help_option(const char *text);
 
 /* --object handling shared by every command. */
 void cli_object_add(const char *text);

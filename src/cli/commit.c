@@ -2,12 +2,12 @@
  * deeper layer with -b), then empty the image unless -d. */
 #include <errno.h>
 
-#include "chain-common.h"
+#include "cli.h"
 
 enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
 static int commit_image(qimg_image *img, const char *filename, const char *base, bool drop,
-                        int64_t rate, struct qprogress *prog)
+                        int64_t rate, struct progress *prog)
 {
     qimg_image *base_img;
     if (base) {
@@ -26,7 +26,7 @@ static int commit_image(qimg_image *img, const char *filename, const char *base,
     }
     struct qimg_commit_params p = {
         .top = img, .base = base_img, .keep_top = drop, .rate_limit = (uint64_t)rate,
-        .progress = qprogress_callback, .progress_opaque = prog,
+        .progress = progress_callback, .progress_opaque = prog,
     };
     if (qimg_commit(&p) < 0) {
         error_report("%s", qimg_last_error());
@@ -57,8 +57,7 @@ int cmd_commit(int argc, char **argv)
         case 'p': progress = true; break;
         case 'q': quiet = true; break;
         case 'r':
-            rate = chain_cvtnum("rate limit", optarg);
-            if (rate < 0)
+            if (cli_cvtnum("rate limit", optarg, 0, INT64_MAX, &rate) < 0)
                 return 1;
             break;
         case OPT_OBJECT: cli_object_add(optarg); break;
@@ -78,11 +77,11 @@ int cmd_commit(int argc, char **argv)
     qimg_image *img = cli_open(filename, fmt, flags, image_opts);
     if (!img)
         return 1;
-    struct qprogress prog;
-    qprogress_init(&prog, progress, 1.0f);
-    qprogress_print(&prog, 0, 100);
+    struct progress prog;
+    progress_init(&prog, progress, 1.0f);
+    progress_print(&prog, 0, 100);
     int ret = commit_image(img, filename, base, drop, rate, &prog);
-    qprogress_end(&prog);
+    progress_end(&prog);
     qimg_close(img);
     if (ret == 0 && !quiet)
         printf("Image committed.\n");

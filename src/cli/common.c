@@ -1,6 +1,7 @@
 /* qimg - helpers every command uses: messages, option parsing, opening
  * images, progress, help. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,44 +112,85 @@ void cli_object_add(const char *text)
     }
 }
 
-/* ---- progress ---- */
+/* ---- numbers ---- */
 
-void progress_init(struct progress *p, bool enabled)
+int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out)
 {
-    p->enabled = enabled;
-    p->last = -1;
-    if (enabled)
-        progress_print(p, 0);
+    uint64_t v;
+    int r = qimg_parse_size(arg, &v);
+    if (r == -ERANGE || (r == 0 && (v > (uint64_t)max || (int64_t)v < min))) {
+        error_report("Invalid %s specified. Must be between %" PRId64 " and %" PRId64 ".",
+                     name, min, max);
+        return -1;
+    }
+    if (r < 0) {
+        error_report("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", name);
+        error_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
 }
 
-/* qemu prints when the value moved by at least 1% or hit 0/100. */
-void progress_print(struct progress *p, double percent)
+/* Does an -o text hold a "help" or "?" item?  Items are split at single
+ * commas (",," is a literal comma). */
+bool cli_has_help_option(const char *text)
 {
-    if (!p->enabled)
-        return;
-    if (percent > 100)
-        percent = 100;
-    if (p->last >= 0 && percent - p->last < 1.0 && percent < 100 && percent != 0)
-        return;
-    if (percent == p->last)
-        return;
-    p->last = percent;
-    printf("    (%3.2f/100%%)\r", percent);
-    fflush(stdout);
+    const char *p = text;
+    while (*p) {
+        const char *start = p;
+        while (*p && !(*p == ',' && p[1] != ',')) {
+            if (*p == ',')
+                p++;   /* escaped comma */
+            p++;
+        }
+        size_t len = (size_t)(p - start);
+        if ((len == 4 && strncmp(start, "help", 4) == 0) || (len == 1 && *start == '?'))
+            return true;
+        if (*p)
+            p++;
+    }
+    return false;
+}
+
+/* ---- progress ---- */
+
+void progress_init(struct progress *p, bool enabled, float min_skip)
+{
+    p->enabled = enabled;
+    p->current = p->last_print = 0;
+    p->min_skip = min_skip;
+}
+
+/* qemu-img prints a record when the value moved by more than min_skip
+ * since the last one, and every time it is 0 or 100. */
+void progress_print(struct progress *p, float delta, int max)
+{
+    float current = max == 0 ? delta : p->current + delta / 100 * (float)max;
+    if (current > 100)
+        current = 100;
+    p->current = current;
+    if (current > p->last_print + p->min_skip || current < p->last_print - p->min_skip ||
+        current == 0 || current == 100) {
+        p->last_print = current;
+        if (p->enabled) {
+            printf("    (%3.2f/100%%)\r", current);
+            fflush(stdout);
+        }
+    }
 }
 
 void progress_end(struct progress *p)
 {
-    if (!p->enabled)
-        return;
-    progress_print(p, 100);
-    printf("\n");
-    fflush(stdout);
+    if (p->enabled) {
+        printf("\n");
+        fflush(stdout);
+    }
 }
 
 void progress_callback(double percent, void *opaque)
 {
-    progress_print(opaque, percent);
+    progress_print(opaque, (float)percent, 0);
 }
 
 /* ---- help ---- */

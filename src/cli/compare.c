@@ -107,14 +107,12 @@ int cmd_compare(int argc, char **argv)
         return 2;
     }
     struct progress prog;
-    cli_progress_init(&prog, o.progress);
+    progress_init(&prog, o.progress, 2.0f);
+    progress_print(&prog, 0, 100);
     struct qimg_compare_result res;
-    int r = qimg_compare(a, b, o.strict, &res, o.progress ? cli_progress_cb : NULL, &prog);
+    int r = qimg_compare(a, b, o.strict, &res, o.progress ? progress_callback : NULL, &prog);
     int ret = report(&o, &res, r);
-    if (o.progress) {
-        printf("\n");
-        fflush(stdout);
-    }
+    progress_end(&prog);
     qimg_close(b);
     qimg_close(a);
     return ret;

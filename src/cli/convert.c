@@ -24,50 +24,6 @@
 
 #include "cli.h"
 
-/* ---- helpers shared with dd and compare (declared in cli.h) ---- */
-
-int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out)
-{
-    uint64_t v;
-    int r = qimg_parse_size(arg, &v);
-    if (r == -ERANGE || (r == 0 && (v > (uint64_t)max || (int64_t)v < min))) {
-        error_report("Invalid %s specified. Must be between %" PRId64 " and %" PRId64 ".",
-                     name, min, max);
-        return -1;
-    }
-    if (r < 0) {
-        error_report("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", name);
-        error_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-        return -1;
-    }
-    *out = (int64_t)v;
-    return 0;
-}
-
-/* qemu-img's progress records: one each time the value moved by more than
- * 1% since the last record, and at 0 and 100. */
-void cli_progress_init(struct progress *p, bool enabled)
-{
-    p->enabled = enabled;
-    p->last = 0;
-    cli_progress(p, 0);
-}
-
-void cli_progress(struct progress *p, double percent)
-{
-    if (!p->enabled)
-        return;
-    if (percent > 100)
-        percent = 100;
-    if (percent > p->last + 1.0 || percent < p->last - 1.0 || percent == 0 || percent == 100) {
-        p->last = percent;
-        printf("    (%3.2f/100%%)\r", percent);
-        fflush(stdout);
-    }
-}
-
-void cli_progress_cb(double percent, void *opaque) { cli_progress(opaque, percent); }
-
 /* ---- options ---- */
 
 struct convert_opts {
@@ -450,21 +406,18 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
         .coroutines = (unsigned)o->coroutines, .out_of_order = o->out_of_order,
         .target_is_zero = zero_init, .target_has_backing = target_backing,
         .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
-        .progress = o->progress ? cli_progress_cb : NULL, .progress_opaque = &prog,
+        .progress = o->progress ? progress_callback : NULL, .progress_opaque = &prog,
     };
-    cli_progress_init(&prog, o->progress);
+    progress_init(&prog, o->progress, 1.0f);
+    progress_print(&prog, 0, 100);
     int r = qimg_convert(&p);
     if (r < 0) {
         error_report("%s", qimg_last_error());
         return -1;
     }
-    if (o->progress) {
-        /* qemu-img ends with one more 100% record and a newline */
-        prog.last = -100;
-        cli_progress(&prog, 100);
-        printf("\n");
-        fflush(stdout);
-    }
+    /* qemu-img ends with one more 100% record and a newline */
+    progress_print(&prog, 100, 0);
+    progress_end(&prog);
     return 0;
 }
 

@@ -2,7 +2,7 @@
  * content (safe mode) or only rewriting the header (-u). */
 #include <errno.h>
 
-#include "chain-common.h"
+#include "cli.h"
 
 enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
@@ -34,7 +34,7 @@ static int open_new_backing(qimg_image *img, const struct rebase_args *a, unsign
     return 0;
 }
 
-static int rebase_image(const char *filename, const struct rebase_args *a, struct qprogress *prog)
+static int rebase_image(const char *filename, const struct rebase_args *a, struct progress *prog)
 {
     unsigned flags = QIMG_OPEN_RDWR | (a->unsafe ? QIMG_OPEN_NO_BACKING : 0);
     unsigned src_flags = 0;
@@ -58,7 +58,7 @@ static int rebase_image(const char *filename, const struct rebase_args *a, struc
         struct qimg_rebase_params p = {
             .img = img, .backing_file = a->base, .backing_fmt = a->base_fmt,
             .new_backing = new_backing, .unsafe = a->unsafe,
-            .progress = qprogress_callback, .progress_opaque = prog,
+            .progress = progress_callback, .progress_opaque = prog,
         };
         ret = qimg_rebase(&p) < 0;
         if (ret)
@@ -103,10 +103,10 @@ int cmd_rebase(int argc, char **argv)
     if (!a.unsafe && !a.base)
         error_exit("Must specify backing file (-b) or use unsafe mode (-u)");
 
-    struct qprogress prog;
-    qprogress_init(&prog, progress && !a.quiet, 2.0f);
-    qprogress_print(&prog, 0, 100);
+    struct progress prog;
+    progress_init(&prog, progress && !a.quiet, 2.0f);
+    progress_print(&prog, 0, 100);
     int ret = rebase_image(argv[optind], &a, &prog);
-    qprogress_end(&prog);
+    progress_end(&prog);
     return ret;
 }

@@ -5,7 +5,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "chain-common.h"
+#include "cli.h"
 
 enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 enum action { ACT_NONE, ACT_LIST, ACT_APPLY, ACT_CREATE, ACT_DELETE };

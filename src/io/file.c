@@ -18,6 +18,7 @@
 #include "internal.h"
 
 struct file_state {
+    int buffered_fd;         /* with O_DIRECT: a second fd without it, for unaligned I/O */
     bool is_block;           /* a block device: size from ioctl, no truncate */
     bool no_punch;           /* fallocate punch-hole unsupported here */
     bool no_zero_range;
@@ -104,6 +105,7 @@ static int file_open(struct qimg_io *io)
 {
     struct stat st;
     struct file_state *s = qimg_xcalloc(1, sizeof *s);
+    s->buffered_fd = -1;
     io->priv = s;
     /* Look before opening: opening a FIFO for writing would block and
      * opening a socket fails with an unclear error. */
@@ -113,7 +115,8 @@ static int file_open(struct qimg_io *io)
     }
     int fd = open_fd(io->filename, io->flags);
     if (fd < 0)
-        return qimg_error_errno(fd, "Could not open '%s'", io->filename);
+        return qimg_error_errno(fd, (io->flags & QIMG_IO_CREATE) ? "Could not create '%s'" : "Could not open '%s'",
+                                io->filename);
     io->fd = fd;
     if (fstat(fd, &st) < 0)
         return qimg_error_errno(-errno, "Could not stat '%s'", io->filename);
@@ -122,17 +125,36 @@ static int file_open(struct qimg_io *io)
         return r;
     /* drop O_NONBLOCK now that we know it is a file */
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    io->align = (io->flags & QIMG_IO_DIRECT) ? 4096 : 1;
+    io->align = 1;
+    if (io->flags & QIMG_IO_DIRECT) {
+        /* Unaligned requests (probing, headers) go through a buffered fd;
+         * the kernel keeps the two coherent. */
+        s->buffered_fd = open_fd(io->filename, io->flags & ~(QIMG_IO_DIRECT | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_EXCL));
+        if (s->buffered_fd < 0)
+            return qimg_error_errno(s->buffered_fd, "Could not open '%s'", io->filename);
+        fcntl(s->buffered_fd, F_SETFL, fcntl(s->buffered_fd, F_GETFL) & ~O_NONBLOCK);
+    }
     return 0;
 }
 
 /* ---- I/O ---- */
 
+/* O_DIRECT needs buffer, length and offset aligned to the logical block
+ * size; 4096 covers every device. */
+static int fd_for(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
+{
+    struct file_state *s = io->priv;
+    if (s->buffered_fd >= 0 && (((uintptr_t)buf | len | off) & 4095))
+        return s->buffered_fd;
+    return io->fd;
+}
+
 static int file_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
 {
     uint8_t *p = buf;
     while (len > 0) {
-        ssize_t n = pread(io->fd, p, len, (off_t)off);
+        /* after a short read the rest may be unaligned: choose again */
+        ssize_t n = pread(fd_for(io, p, len, off), p, len, (off_t)off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -151,7 +173,7 @@ static int file_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t
 {
     const uint8_t *p = buf;
     while (len > 0) {
-        ssize_t n = pwrite(io->fd, p, len, (off_t)off);
+        ssize_t n = pwrite(fd_for(io, p, len, off), p, len, (off_t)off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -351,9 +373,12 @@ static int file_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *d
 
 static void file_close(struct qimg_io *io)
 {
+    struct file_state *s = io->priv;
     if (io->fd >= 0)
         close(io->fd);
-    free(io->priv);
+    if (s && s->buffered_fd >= 0)
+        close(s->buffered_fd);
+    free(s);
 }
 
 const struct qimg_io_ops qimg_io_file_ops = {

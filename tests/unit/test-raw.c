@@ -32,6 +32,26 @@ TEST(pread_past_eof_reads_zeros)
     qimg_io_close(io);
 }
 
+/* O_DIRECT: unaligned requests (probe sector, odd tails) still work */
+TEST(direct_io_unaligned_requests)
+{
+    CLEANUP_FREE char *p = path("direct");
+    make_file(p, 10000);
+    struct qimg_io *io;
+    CHECK_EQ_INT(qimg_io_open(&io, p, QIMG_IO_RDWR | QIMG_IO_DIRECT), 0);
+    uint8_t small[100];
+    memset(small, 0x42, sizeof small);
+    CHECK_EQ_INT(qimg_io_pwrite(io, small, sizeof small, 4097), 0);
+    uint8_t *big = qimg_io_buffer(12288);
+    CHECK_EQ_INT(qimg_io_pread(io, big, 12288, 0), 0);   /* aligned, crosses EOF */
+    CHECK(big[4097] == 0x42 && big[4196] == 0x42 && big[4197] == 0 && big[11000] == 0);
+    memset(small, 0, sizeof small);
+    CHECK_EQ_INT(qimg_io_pread(io, small, 7, 4100), 0);
+    CHECK(small[0] == 0x42 && small[6] == 0x42);
+    free(big);
+    qimg_io_close(io);
+}
+
 TEST(extents_follow_holes)
 {
     CLEANUP_FREE char *p = path("holes");
@@ -215,6 +235,7 @@ int main(void)
     if (!mkdtemp(dir))
         return 2;
     RUN(pread_past_eof_reads_zeros);
+    RUN(direct_io_unaligned_requests);
     RUN(extents_follow_holes);
     RUN(fifo_and_directory_refused_without_blocking);
     RUN(locks_follow_qemu_protocol);
