@@ -100,7 +100,7 @@ san-unit: $(SAN_UNIT_BIN)
 
 $(B)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
-	$(CLANG) $(filter-out -Werror,$(ALL_CFLAGS)) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+	$(CLANG) $(filter-out -Werror -Wno-format-truncation,$(ALL_CFLAGS)) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
 
 fuzz-build: $(FUZZ_BIN)
 
@@ -108,7 +108,7 @@ check: all unit san-unit fuzz-build
 	@B=$(B) tests/run-tests.sh
 
 fuzz: deps fuzz-build
-	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh long
+	@B=$(B) FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh long
 
 demo: all
 	@scripts/demo.sh

@@ -10,7 +10,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 mode=${1:-short}
-FUZZ_DIR=${FUZZ_DIR:-build/fuzz}
+FUZZ_DIR=${FUZZ_DIR:-${B:-build}/fuzz}
 FUZZ_OUT=${FUZZ_OUT:-$FUZZ_DIR/artifacts}
 SEEDS=tests/fuzz/corpus
 
