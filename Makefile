@@ -111,7 +111,7 @@ fuzz: deps fuzz-build
 	@B=$(B) FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh long
 
 demo: all
-	@scripts/demo.sh
+	@QIMG=$(CURDIR)/$(B)/qimg scripts/demo.sh
 
 bench: all
 	@bench/run.sh
