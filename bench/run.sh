@@ -148,19 +148,22 @@ for w in "${WORKLOADS[@]}"; do
         fi
     fi
     if [ -n "$failed" ]; then
-        rows+=("| $name | $desc | \`$cmd\` | | | $failed |")
+        rows+=("| $name | $desc | \`$cmd\` | | | $failed | | | |")
         continue
     fi
     ref_med=$(printf '%s\n' "${ref_times[@]}" | median)
     new_med=$(printf '%s\n' "${new_times[@]}" | median)
+    ref_min=$(printf '%s\n' "${ref_times[@]}" | sort -g | head -1)
+    new_min=$(printf '%s\n' "${new_times[@]}" | sort -g | head -1)
     ratio=$(awk -v a="$new_med" -v b="$ref_med" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-    rows+=("| $name | $desc | \`$cmd\` | $(printf '%.3f' "$ref_med") | $(printf '%.3f' "$new_med") | $ratio |")
+    ratio_min=$(awk -v a="$new_min" -v b="$ref_min" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+    rows+=("| $name | $desc | \`$cmd\` | $(printf '%.3f' "$ref_med") | $(printf '%.3f' "$new_med") | **$ratio** | $(printf '%.3f' "$ref_min") | $(printf '%.3f' "$new_min") | $ratio_min |")
 done
 
 {
-    echo "Medians of $RUNS runs each, tools alternating; page cache: $CACHE."
+    echo "$RUNS runs of each tool, alternating; page cache: $CACHE."
     echo
-    echo "| workload | input | command | qemu-img (s) | qimg (s) | qimg/qemu-img |"
-    echo "|---|---|---|---:|---:|---:|"
+    echo "| workload | input | command | qemu-img median (s) | qimg median (s) | qimg/qemu-img | qemu-img min (s) | qimg min (s) | ratio of mins |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 } | tee ${BENCH_OUT:+"$BENCH_OUT"}
