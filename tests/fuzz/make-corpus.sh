@@ -1,5 +1,5 @@
 #!/bin/bash
-# Regenerates the seed corpus in tests/fuzz/corpus/ (committed; run this
+# Regenerates its seeds in tests/fuzz/corpus/ (committed; run this
 # only to change it).  Seeds: trivial files, the small real images of
 # shared/testdata (bzip2, kept when under 64 KiB unpacked) and small images
 # made by qemu-img 7.2, some with data written by qemu-io and some with
@@ -10,7 +10,7 @@ TESTDATA=${TESTDATA:-$(cd ../.. && pwd)/../shared/testdata}
 QEMU_IMG=${QEMU_IMG:-qemu-img}
 QEMU_IO=${QEMU_IO:-qemu-io}
 OUT=corpus
-rm -rf "$OUT" && mkdir -p "$OUT"
+mkdir -p "$OUT"   # other seeds in it (added by hand) are kept
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
