@@ -392,6 +392,10 @@ static int run_driver(const struct qimg_create_params *p, struct plan *pl, const
     if (r == -EFBIG) {
         uint64_t cs = 0;
         bool hint = qimg_opts_get_size(pl->opts, "cluster_size", &cs) == 1 && cs;
+        /* qemu looks the option up with its default (qcow2: 65536) */
+        const struct qimg_opt_desc *d = list_find(&pl->list, "cluster_size");
+        if (!hint && d && d->def_value && qimg_parse_size(d->def_value, &cs) == 0 && cs)
+            hint = true;
         r = qimg_error(-EFBIG, "The image size is too large for file format '%s'%s",
                        pl->drv->name, hint ? " (try using a larger cluster size)" : "");
     }
