@@ -782,6 +782,7 @@ const struct qimg_driver qimg_driver_qcow2 = {
     .flush          = qcow2_flush,
     .block_status   = qcow2_block_status,
     .info           = qcow2_info,
+    .check          = qcow2_check,
     .snapshot_list  = qcow2_snapshot_list,
     .bitmap_list    = qcow2_bitmap_list,
     .has_zero_init  = qcow2_has_zero_init,

@@ -347,4 +347,10 @@ int qcow2_decompress(const struct qcow2_state *s, void *dst, size_t dst_len,
  * cluster (cluster_size bytes). */
 int qcow2_read_compressed_cluster(struct qimg_image *img, uint64_t l2_entry, uint8_t *cluster);
 
+/* -------------------------------------------------------- qcow2-check.c */
+
+/* qemu-img check: counts references, compares them with the stored
+ * refcounts, checks COPIED flags; problems go to qimg_check_log. */
+int qcow2_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix);
+
 #endif
