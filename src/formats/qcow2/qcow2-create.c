@@ -152,7 +152,7 @@ static int parse_encryption(qimg_opts *o, struct create_opts *c)
     if (has_enc && enc)
         fmt = "aes";
     qimg_opts_get_string(o, "encrypt.key-secret", &c->key_secret);
-    bool any = has_enc;
+    bool any = has_enc && enc;
     for (size_t i = 0; i < o->n; i++)
         if (strncmp(o->v[i].name, "encrypt.", 8) == 0) {
             any = true;
@@ -198,9 +198,11 @@ static int parse_create_opts(struct qimg_create_ctx *ctx, struct create_opts *c)
     qimg_opts_get_string(o, "backing_file", &c->backing_file);
     qimg_opts_get_string(o, "backing_fmt", &c->backing_fmt);
 
-    r = parse_encryption(o, c);
-    if (r < 0)
-        return r;
+    bool enc = false;
+    const char *efmt = NULL;
+    if (qimg_opts_get_bool(o, "encryption", &enc) == 1 && enc &&
+        qimg_opts_get_string(o, "encrypt.format", &efmt) == 1)
+        return qimg_error(-EINVAL, "'encrypt.format' and its alias 'encryption' can't be used at the same time");
     if (c->backing_fmt && !c->backing_file)
         return qimg_error(-EINVAL, "Backing format cannot be used without backing file");
 
@@ -213,6 +215,9 @@ static int parse_create_opts(struct qimg_create_ctx *ctx, struct create_opts *c)
     }
     if (c->backing_fmt && !in_list(blockdev_drivers, c->backing_fmt))
         return not_accepted("backing-fmt", c->backing_fmt);
+    r = parse_encryption(o, c);
+    if (r < 0)
+        return r;
     if (parse_prealloc(prealloc, &c->prealloc) < 0)
         return not_accepted("preallocation", prealloc);
     if (ctype && strcmp(ctype, "zlib") && strcmp(ctype, "zstd"))
@@ -605,10 +610,9 @@ static int prealloc_metadata(struct layout *L, uint64_t size)
         if (!L->data_file)
             file_written(L, L->cow_off, L->cow_len);
     }
-    /* the file must cover the last allocated cluster (sparse) */
-    uint64_t end = qimg_div_round_up(host + cur, L->cs) * L->cs;
-    if (size && !L->data_file && end > L->file_len)
-        L->file_len = end;
+    /* the file must reach the last allocated byte (sparse) */
+    if (size && !L->data_file && host + cur > L->file_len)
+        L->file_len = host + cur;
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "qcow2.h"
+#include "qcow2-create.h"
 
 /* ------------------------------------------------------------------ probe */
 
@@ -774,6 +775,9 @@ static bool qcow2_has_zero_init(struct qimg_image *img)
 const struct qimg_driver qimg_driver_qcow2 = {
     .name           = "qcow2",
     .flags          = QIMG_DRV_SUPPORTS_BACKING,
+    .create_opts    = qcow2_create_opts,
+    .create         = qcow2_create,
+    .measure        = qcow2_measure,
     .probe          = qcow2_probe,
     .open           = qcow2_open,
     .close          = qcow2_close,
