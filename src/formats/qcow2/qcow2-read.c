@@ -72,7 +72,11 @@ static int write_back(struct qimg_image *img, struct qcow2_l2_entry *e)
     struct qcow2_state *s = qcow2_state(img);
     if (!e->dirty)
         return 0;
-    int r = qimg_io_pwrite(img->file, e->table, s->l2_table_bytes, e->offset);
+    /* the refcounts of what the table points to reach the disk first */
+    int r = s->ws ? qcow2_refcount_flush(img) : 0;
+    if (r < 0)
+        return r;
+    r = qimg_io_pwrite(img->file, e->table, s->l2_table_bytes, e->offset);
     if (r < 0)
         return r;
     e->dirty = false;
@@ -88,6 +92,45 @@ int qcow2_l2_cache_flush(struct qimg_image *img)
             return r;
     }
     return 0;
+}
+
+static struct qcow2_l2_entry *l2_lookup(struct qcow2_l2_cache *c, uint64_t l2_offset)
+{
+    for (struct qcow2_l2_entry *e = c->buckets[l2_hash(c, l2_offset)]; e; e = e->hash_next)
+        if (e->offset == l2_offset)
+            return e;
+    return NULL;
+}
+
+void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset)
+{
+    struct qcow2_l2_entry *e = l2_lookup(&qcow2_state(img)->l2_cache, l2_offset);
+    if (e)
+        e->dirty = true;
+}
+
+int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset)
+{
+    struct qcow2_l2_entry *e = l2_lookup(&qcow2_state(img)->l2_cache, l2_offset);
+    return e ? write_back(img, e) : 0;
+}
+
+void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset)
+{
+    struct qcow2_l2_cache *c = &qcow2_state(img)->l2_cache;
+    struct qcow2_l2_entry *e = l2_lookup(c, l2_offset);
+    if (!e)
+        return;
+    /* an empty slot, least recently used (offset 0 never matches a table) */
+    hash_remove(c, e);
+    lru_unlink(c, e);
+    e->offset = 0;
+    e->dirty = false;
+    e->hash_next = c->buckets[l2_hash(c, 0)];
+    c->buckets[l2_hash(c, 0)] = e;
+    e->lru_prev = c->lru_tail;
+    if (c->lru_tail) c->lru_tail->lru_next = e; else c->lru_head = e;
+    c->lru_tail = e;
 }
 
 /* A slot for a new table: a never-used one, else the least recently used. */

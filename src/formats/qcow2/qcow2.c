@@ -508,6 +508,7 @@ static void qcow2_free_state(struct qcow2_state *s)
 
 static void qcow2_close(struct qimg_image *img)
 {
+    qcow2_write_close(img);
     qcow2_free_state(img->opaque);
     img->opaque = NULL;
 }
@@ -633,7 +634,12 @@ static int qcow2_open(struct qimg_image *img, unsigned flags)
         r = qimg_error(-EFBIG, "Could not refresh total sector count: File too large");
     if (r == 0)
         r = qcow2_l2_cache_init(s);
+    img->opaque = s;
+    if (r == 0)
+        r = qcow2_write_open(img, flags);
     if (r < 0) {
+        qcow2_write_close(img);
+        img->opaque = NULL;
         free(img->backing_file);
         free(img->backing_fmt);
         img->backing_file = img->backing_fmt = NULL;
@@ -754,24 +760,6 @@ static int qcow2_bitmap_list(struct qimg_image *img, struct qimg_bitmap_info **l
     return 0;
 }
 
-/* Until the write path lands, a read-write image refuses guest writes. */
-static int qcow2_write_unsupported(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
-{
-    return qimg_error(-ENOTSUP, "qcow2: writing is not supported yet");
-}
-
-static int qcow2_flush(struct qimg_image *img)
-{
-    return 0;
-}
-
-static bool qcow2_has_zero_init(struct qimg_image *img)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    /* a raw external data file may hold anything */
-    return !(qcow2_has_data_file(s) && qcow2_data_file_is_raw(s));
-}
-
 const struct qimg_driver qimg_driver_qcow2 = {
     .name           = "qcow2",
     .flags          = QIMG_DRV_SUPPORTS_BACKING,
@@ -782,12 +770,17 @@ const struct qimg_driver qimg_driver_qcow2 = {
     .open           = qcow2_open,
     .close          = qcow2_close,
     .read           = qcow2_read,
-    .write          = qcow2_write_unsupported,
-    .flush          = qcow2_flush,
+    .write          = qcow2_write,
+    .write_zeroes   = qcow2_write_zeroes,
+    .discard        = qcow2_discard,
+    .flush          = qcow2_write_flush,
     .block_status   = qcow2_block_status,
     .info           = qcow2_info,
     .check          = qcow2_check,
     .snapshot_list  = qcow2_snapshot_list,
     .bitmap_list    = qcow2_bitmap_list,
-    .has_zero_init  = qcow2_has_zero_init,
+    .has_zero_init  = qcow2_has_zero_init_w,
+    .resize         = qcow2_resize,
+    .change_backing = qcow2_change_backing,
+    .make_empty     = qcow2_make_empty,
 };

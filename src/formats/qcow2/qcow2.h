@@ -263,6 +263,8 @@ struct qcow2_state {
      * file holds); decided once, under img->lock. */
     bool metadata_prealloc_checked;
     bool metadata_prealloc;
+
+    struct qcow2_wstate *ws;         /* write path (qcow2-write.c); NULL read-only */
 };
 
 static inline struct qcow2_state *qcow2_state(struct qimg_image *img)
@@ -352,5 +354,82 @@ int qcow2_read_compressed_cluster(struct qimg_image *img, uint64_t l2_entry, uin
 /* qemu-img check: counts references, compares them with the stored
  * refcounts, checks COPIED flags; problems go to qimg_check_log. */
 int qcow2_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix);
+
+/* ====================================== write path (refcount, alloc, write) */
+
+/* A cached refcount block (on-disk bytes). */
+struct qcow2_refblock {
+    uint64_t offset;               /* host offset; 0 = free slot */
+    uint8_t *data;
+    bool dirty;
+    uint64_t last_use;
+};
+#define QCOW2_REFBLOCK_CACHE 32
+
+/* A guest range whose clusters are being allocated and written outside
+ * the lock: other writers to it wait until it is linked. */
+struct qcow2_inflight {
+    uint64_t start, end;           /* guest bytes, cluster aligned */
+    struct qcow2_inflight *next;
+};
+
+struct qcow2_wstate {
+    struct qcow2_refblock refblocks[QCOW2_REFBLOCK_CACHE];
+    uint64_t refblock_clock;
+    uint64_t refcount_max;
+    uint64_t free_cluster_index;   /* no free cluster below it */
+    uint64_t free_byte_offset;     /* compressed data: next free byte, 0 = none */
+    struct qcow2_inflight *inflight;
+    pthread_cond_t inflight_done;
+    bool marked_dirty;             /* lazy refcounts: dirty bit set by us */
+    bool header_dirty;
+};
+
+/* qcow2-refcount.c, all with img->lock held */
+int qcow2_refcount_init(struct qimg_image *img);
+void qcow2_refcount_free(struct qcow2_state *s);
+int qcow2_get_refcount(struct qimg_image *img, uint64_t cluster, uint64_t *rc);
+/* Add delta (may be negative) to the refcounts of count clusters. Every
+ * refcount block they need must exist (qcow2_ensure_refblocks). */
+int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t count, int64_t delta);
+/* Make sure refcount blocks cover [cluster, cluster+count): 0 when they
+ * all existed, 1 when clusters were allocated for new metadata (the
+ * caller must look for free clusters again), <0 on error. */
+int qcow2_ensure_refblocks(struct qimg_image *img, uint64_t cluster, uint64_t count);
+/* Write every dirty refcount block. */
+int qcow2_refcount_flush(struct qimg_image *img);
+/* Grow s->file_size to cover a cluster range handed out. */
+void qcow2_note_used(struct qcow2_state *s, uint64_t cluster, uint64_t count);
+
+/* qcow2-alloc.c, with img->lock held */
+/* Allocate a run of 1..n contiguous clusters (refcount 1): *host the byte
+ * offset, *got the number. */
+int qcow2_alloc_clusters(struct qimg_image *img, uint64_t n, uint64_t *host, uint64_t *got);
+/* Allocate size bytes (< one cluster) for compressed data. */
+int qcow2_alloc_bytes(struct qimg_image *img, uint64_t size, uint64_t *host);
+/* Drop one reference of each cluster of [host, host+bytes); discard:
+ * punch clusters that become free. */
+int qcow2_free_clusters(struct qimg_image *img, uint64_t host, uint64_t bytes, bool discard);
+/* Drop the reference an L2 entry holds (normal or compressed cluster). */
+int qcow2_free_l2_entry(struct qimg_image *img, uint64_t entry, bool discard);
+
+/* qcow2-write.c */
+int qcow2_write_open(struct qimg_image *img, unsigned flags);
+void qcow2_write_close(struct qimg_image *img);
+int qcow2_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len);
+int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags);
+int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len);
+int qcow2_write_flush(struct qimg_image *img);
+int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *buf, size_t len);
+int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
+int qcow2_change_backing(struct qimg_image *img, const char *backing, const char *fmt);
+int qcow2_make_empty(struct qimg_image *img);
+bool qcow2_has_zero_init_w(struct qimg_image *img);
+/* Write the L2 table cached for l2_offset now (crash ordering). */
+int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
+/* Mark the cached table at l2_offset modified (qcow2-read.c). */
+void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset);
+/* Forget a cached table (its cluster was freed) without writing it. */
+void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset);
 
 #endif
