@@ -242,6 +242,23 @@ static int stored_refcount(struct check_ctx *c, uint64_t k, uint64_t *refcount)
     return err;
 }
 
+/* ============================================ step 0: snapshot table */
+
+/* Version 3 snapshot entries carry at least the 64-bit VM state size and
+ * the disk size in their extra data. */
+static void check_snapshot_table(struct check_ctx *c)
+{
+    struct qcow2_state *s = c->s;
+    if (s->version < 3)
+        return;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        if (s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_DISKSIZE) {
+            c->res->corruptions++;
+            qimg_check_log("ERROR snapshot table entry %" PRIu32 " is incomplete", i);
+        }
+    }
+}
+
 /* ================================================== step 1: count */
 
 /* One more reference to every cluster of [offset, offset + size).  A range
@@ -863,6 +880,7 @@ static int run_check(struct check_ctx *c)
         return -ENOMEM;
     }
 
+    check_snapshot_table(c);
     r = count_references(c);
     if (r < 0)
         return r;
