@@ -159,6 +159,7 @@ struct qimg_convert_params {
     uint64_t rate_limit;          /* -r bytes/s, 0 = none */
     qimg_progress_fn progress;
     void *progress_opaque;
+    bool compress;                /* -c: compressed clusters (qcow2) */
 };
 int qimg_convert(const struct qimg_convert_params *p);
 

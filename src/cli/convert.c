@@ -406,6 +406,7 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
         .coroutines = (unsigned)o->coroutines, .out_of_order = o->out_of_order,
         .target_is_zero = zero_init, .target_has_backing = target_backing,
         .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
+        .compress = o->compress,
         .progress = o->progress ? progress_callback : NULL, .progress_opaque = &prog,
     };
     progress_init(&prog, o->progress, 1.0f);

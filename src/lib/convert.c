@@ -59,6 +59,10 @@ struct convert {
     struct timespec start;
 
     const uint8_t *zeros;    /* CHUNK zero bytes for -S 0 */
+
+    /* -c: units are whole target clusters, compressed by the workers */
+    uint64_t cluster;        /* the target's cluster size */
+    uint64_t total_len;      /* sum of the padded source sizes */
 };
 
 static uint64_t padded_size(const qimg_image *img)
@@ -108,14 +112,15 @@ static int source_status(struct convert *c, qimg_image *img, uint64_t size)
 
 enum walk_action { ACT_SKIP, ACT_DATA, ACT_ZERO };
 
-/* What to do with the current extent. */
-static enum walk_action classify(const struct convert *c, bool *counted)
+/* What to do with an extent of these flags at this depth. */
+static enum walk_action classify_flags(const struct convert *c, unsigned flags, unsigned depth,
+                                       bool *counted)
 {
     const struct qimg_convert_params *p = c->p;
-    bool zero = c->ext_flags & QIMG_STATUS_ZERO;
+    bool zero = flags & QIMG_STATUS_ZERO;
     *counted = false;
     if (p->target_has_backing &&
-        (!(c->ext_flags & QIMG_STATUS_ALLOCATED) || c->ext_depth > 0))
+        (!(flags & QIMG_STATUS_ALLOCATED) || depth > 0))
         return ACT_SKIP;                   /* the target's backing provides it */
     if (!zero) {
         *counted = true;
@@ -128,11 +133,27 @@ static enum walk_action classify(const struct convert *c, bool *counted)
     return p->target_is_zero ? ACT_SKIP : ACT_ZERO;
 }
 
+/* What to do with the current extent. */
+static enum walk_action classify(const struct convert *c, bool *counted)
+{
+    return classify_flags(c, c->ext_flags, c->ext_depth, counted);
+}
+
 /* Next unit of work, or 0 at the end (or after a failure).  Called with
  * the lock held. */
 static int next_unit(struct convert *c, struct unit *u)
 {
     const struct qimg_convert_params *p = c->p;
+    if (p->compress) {
+        /* target-relative, cluster-aligned units; c->off runs over the target */
+        if (c->err || c->off >= c->total_len)
+            return 0;
+        uint64_t step = QIMG_MAX(c->cluster, (uint64_t)CHUNK / c->cluster * c->cluster);
+        *u = (struct unit){ .seq = c->seq_next++, .doff = c->off, .kind = UNIT_DATA, .counted = true,
+                            .len = QIMG_MIN(step, c->total_len - c->off) };
+        c->off += u->len;
+        return 1;
+    }
     while (!c->err && c->src < p->nsources) {
         qimg_image *img = p->sources[c->src];
         uint64_t size = padded_size(img);
@@ -350,10 +371,133 @@ static int try_copy_range(const struct convert *c, const struct unit *u)
     return in->ops->copy_range(in, u->soff, out, u->doff, u->len);
 }
 
+/* ---- -c: compressed clusters ---- */
+
+/* The source holding target offset doff, its offset there and how many
+ * bytes of it follow (up to the source's padded end). */
+static size_t source_at(const struct convert *c, uint64_t doff, uint64_t *soff, uint64_t *avail)
+{
+    const struct qimg_convert_params *p = c->p;
+    uint64_t base = 0;
+    for (size_t i = 0; i < p->nsources; i++) {
+        uint64_t size = padded_size(p->sources[i]);
+        if (doff < base + size) {
+            *soff = doff - base;
+            *avail = base + size - doff;
+            return i;
+        }
+        base += size;
+    }
+    *soff = *avail = 0;
+    return p->nsources;
+}
+
+/* What a target range needs: data when any part is data, else zeros
+ * unless all of it can be skipped. */
+static int range_action(const struct convert *c, uint64_t doff, uint64_t len, enum walk_action *act)
+{
+    bool data = false, skip = true;
+    while (len > 0 && !data) {
+        uint64_t soff, avail, n;
+        size_t i = source_at(c, doff, &soff, &avail);
+        if (i >= c->p->nsources)
+            break;
+        qimg_image *img = c->p->sources[i];
+        unsigned flags = QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED, depth = 0;
+        n = QIMG_MIN(len, avail);
+        if (soff < qimg_size(img)) {
+            struct qimg_extent ext;
+            int r = qimg_block_status_chain(img, soff, QIMG_MIN(n, qimg_size(img) - soff), &ext);
+            if (r < 0)
+                return r;
+            flags = ext.flags, depth = ext.depth, n = ext.length;
+        }
+        bool counted;
+        enum walk_action a = classify_flags(c, flags, depth, &counted);
+        data |= a == ACT_DATA;
+        skip &= a == ACT_SKIP;
+        doff += n, len -= n;
+    }
+    *act = data ? ACT_DATA : skip ? ACT_SKIP : ACT_ZERO;
+    return 0;
+}
+
+/* Read target range [doff, doff+len) from the concatenated sources. */
+static int read_target_range(const struct convert *c, uint64_t doff, uint8_t *buf, uint64_t len)
+{
+    while (len > 0) {
+        uint64_t soff, avail;
+        size_t i = source_at(c, doff, &soff, &avail);
+        if (i >= c->p->nsources) {
+            memset(buf, 0, len);
+            return 0;
+        }
+        struct unit u = { .src = i, .soff = soff, .doff = doff, .len = QIMG_MIN(len, avail) };
+        int r = read_unit(c, &u, buf);
+        if (r < 0)
+            return r;
+        buf += u.len, doff += u.len, len -= u.len;
+    }
+    return 0;
+}
+
+/* Per cluster of the unit: skip, zeros, or data compressed into out
+ * (clen 0: stored as it is). */
+struct ccluster { enum walk_action act; size_t clen; };
+
+static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *buf)
+{
+    const struct qimg_convert_params *p = c->p;
+    qimg_image *t = p->target;
+    uint64_t cs = c->cluster;
+    size_t n = (size_t)qimg_div_round_up(u->len, cs);
+    CLEANUP_FREE struct ccluster *cl = qimg_xcalloc(n, sizeof *cl);
+    CLEANUP_FREE uint8_t *out = qimg_xmalloc(n * cs);
+    int r = 0;
+    for (size_t k = 0; k < n && r == 0; k++) {
+        uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
+        r = range_action(c, off, len, &cl[k].act);
+        if (r < 0 || cl[k].act != ACT_DATA)
+            continue;
+        r = read_target_range(c, off, buf + k * cs, len);
+        if (r < 0)
+            break;
+        if (qimg_is_zero(buf + k * cs, len)) {
+            cl[k].act = p->target_is_zero ? ACT_SKIP : ACT_ZERO;
+            continue;
+        }
+        /* a partial cluster that is not the disk's last one is stored as it is */
+        if (len < cs && off + len != qimg_size(t))
+            continue;
+        r = t->drv->compress(t, buf + k * cs, len, out + k * cs, &cl[k].clen);
+        if (r == -ENOSPC) {
+            cl[k].clen = 0;
+            r = 0;
+        }
+    }
+    if (r < 0)
+        return r;
+    wait_turn(c, u);
+    for (size_t k = 0; k < n && r == 0; k++) {
+        uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
+        if (cl[k].act == ACT_ZERO)
+            r = write_zeros(c, off, len);
+        else if (cl[k].act == ACT_DATA && cl[k].clen)
+            r = t->drv->write_compressed(t, off, out + k * cs, cl[k].clen);
+        else if (cl[k].act == ACT_DATA)
+            r = qimg_write(t, off, buf + k * cs, (size_t)len);
+        if (r < 0)
+            r = write_error(r, off);
+    }
+    return r;
+}
+
 static int do_unit(struct convert *c, const struct unit *u, uint8_t *buf)
 {
     const struct qimg_convert_params *p = c->p;
     int r;
+    if (p->compress)
+        return do_compressed_unit(c, u, buf);
     if (u->kind == UNIT_ZERO) {
         wait_turn(c, u);
         return write_zeros(c, u->doff, u->len);
@@ -378,7 +522,7 @@ static int do_unit(struct convert *c, const struct unit *u, uint8_t *buf)
 static void worker(void *opaque)
 {
     struct convert *c = opaque;
-    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(CHUNK);
+    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(QIMG_MAX((uint64_t)CHUNK, c->cluster));
     struct unit u;
     for (;;) {
         pthread_mutex_lock(&c->lock);
@@ -414,6 +558,22 @@ static int check_params(const struct qimg_convert_params *p)
     return 0;
 }
 
+static int setup_compress(struct convert *c)
+{
+    qimg_image *t = c->p->target;
+    struct qimg_driver_info info = { 0 };
+    if (!t->drv->compress || !t->drv->write_compressed)
+        return qimg_error(-ENOTSUP, "Compression not supported for this file format");
+    int r = t->drv->info ? t->drv->info(t, &info) : -ENOTSUP;
+    qimg_json_free(info.format_specific);
+    if (r < 0 || info.cluster_size <= 0 || !qimg_is_pow2((uint64_t)info.cluster_size))
+        return qimg_error(-ENOTSUP, "Compression not supported for this file format");
+    c->cluster = (uint64_t)info.cluster_size;
+    for (size_t i = 0; i < c->p->nsources; i++)
+        c->total_len += padded_size(c->p->sources[i]);
+    return 0;
+}
+
 /* -m asks for that many requests in flight; more threads than twice the
  * CPUs only add switching (measured: 8 threads on 2 CPUs are slower than
  * 4), so the threads are capped and each works on 2 MiB at a time. */
@@ -436,8 +596,10 @@ int qimg_convert(const struct qimg_convert_params *p)
     CLEANUP_FREE uint8_t *zeros = NULL;
     if (p->sparse_size == 0)
         c.zeros = zeros = qimg_xcalloc(1, CHUNK);
-    if (p->progress)
-        r = count_total(&c);
+    if (p->compress)
+        r = setup_compress(&c);
+    if (r == 0 && p->progress)
+        r = p->compress ? (c.total = c.total_len, 0) : count_total(&c);
     struct qimg_pool *pool = NULL;
     unsigned nthreads = worker_threads(p->coroutines);
     if (r == 0)

@@ -310,6 +310,13 @@ struct qimg_driver {
                              uint64_t *start, uint64_t *len);
     /* Mark [off, off+len) dirty (rounded out to the granularity). */
     int (*bitmap_set_dirty)(struct qimg_image *img, const char *name, uint64_t off, uint64_t len);
+
+    /* Compressed clusters (convert -c).  compress: one whole cluster (or
+     * the disk's last, partial one) into out (cluster_size bytes); -ENOSPC
+     * when it does not get smaller.  No lock, any thread.  write_compressed:
+     * store what compress made for the cluster at off. */
+    int (*compress)(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len);
+    int (*write_compressed)(struct qimg_image *img, uint64_t off, const void *data, size_t len);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */

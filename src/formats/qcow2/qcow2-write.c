@@ -83,6 +83,19 @@ int qcow2_write_open(struct qimg_image *img, unsigned flags)
     return qcow2_refcount_init(img);
 }
 
+/* Compressed data ends anywhere: the file is rounded up to a sector, as
+ * qemu leaves it, so that sector-based readers see whole sectors. */
+static int align_file_end(struct qimg_image *img)
+{
+    uint64_t size;
+    int r = qimg_io_get_size(img->file, &size);
+    if (r == 0 && size % 512)
+        r = qimg_io_truncate(img->file, (size + 511) & ~511ull);
+    if (r == 0)
+        qcow2_state(img)->ws->compressed_written = false;
+    return r;
+}
+
 static int flush_locked(struct qimg_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -91,6 +104,8 @@ static int flush_locked(struct qimg_image *img)
         r = qimg_io_flush(img->file);
     if (r == 0)
         r = qcow2_l2_cache_flush(img);
+    if (r == 0 && s->ws->compressed_written)
+        r = align_file_end(img);
     if (r == 0 && s->data_io != img->file)
         r = qimg_io_flush(s->data_io);
     if (r == 0)
@@ -744,11 +759,64 @@ int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len)
 
 /* ======================================================== compressed */
 
-/* Raw deflate as qemu writes it (window 4 KiB, default level); 0 and
- * *out_len set, or -ENOSPC when it does not fit in max bytes. */
+/* Compression contexts are expensive to set up: one per thread, kept. */
+static pthread_key_t ctx_key;
+static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+
+struct compress_ctx {
+#ifdef HAVE_LIBDEFLATE
+    struct libdeflate_compressor *deflate;
+#endif
+#ifdef HAVE_LIBZSTD
+    ZSTD_CCtx *zstd;
+#endif
+    int unused;
+};
+
+static void free_ctx(void *p)
+{
+    struct compress_ctx *c = p;
+#ifdef HAVE_LIBDEFLATE
+    if (c->deflate)
+        libdeflate_free_compressor(c->deflate);
+#endif
+#ifdef HAVE_LIBZSTD
+    if (c->zstd)
+        ZSTD_freeCCtx(c->zstd);
+#endif
+    free(c);
+}
+
+static void make_key(void)
+{
+    pthread_key_create(&ctx_key, free_ctx);
+}
+
+static struct compress_ctx *thread_ctx(void)
+{
+    pthread_once(&ctx_once, make_key);
+    struct compress_ctx *c = pthread_getspecific(ctx_key);
+    if (!c) {
+        c = qimg_xcalloc(1, sizeof *c);
+        pthread_setspecific(ctx_key, c);
+    }
+    return c;
+}
+
+/* Raw deflate at qemu's level (zlib's default, 6); qemu reads it back
+ * with a 4 KiB window, which is fine for distances inside one cluster
+ * decoded in one go.  0 and *out_len, or -ENOSPC when over max bytes. */
 static int compress_deflate(const void *src, size_t len, uint8_t *dst, size_t max, size_t *out_len)
 {
-#ifdef HAVE_ZLIB
+#ifdef HAVE_LIBDEFLATE
+    struct compress_ctx *c = thread_ctx();
+    if (!c->deflate)
+        c->deflate = libdeflate_alloc_compressor(6);
+    if (!c->deflate)
+        return -ENOMEM;
+    *out_len = libdeflate_deflate_compress(c->deflate, src, len, dst, max);
+    return *out_len ? 0 : -ENOSPC;
+#elif defined(HAVE_ZLIB)
     z_stream z;
     memset(&z, 0, sizeof z);
     if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
@@ -761,13 +829,6 @@ static int compress_deflate(const void *src, size_t len, uint8_t *dst, size_t ma
     *out_len = max - z.avail_out;
     deflateEnd(&z);
     return ret == Z_STREAM_END ? 0 : -ENOSPC;
-#elif defined(HAVE_LIBDEFLATE)
-    struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
-    if (!c)
-        return -ENOMEM;
-    *out_len = libdeflate_deflate_compress(c, src, len, dst, max);
-    libdeflate_free_compressor(c);
-    return *out_len ? 0 : -ENOSPC;
 #else
     return qimg_error(-ENOTSUP, "qcow2: zlib compression is not available");
 #endif
@@ -776,7 +837,12 @@ static int compress_deflate(const void *src, size_t len, uint8_t *dst, size_t ma
 static int compress_zstd(const void *src, size_t len, uint8_t *dst, size_t max, size_t *out_len)
 {
 #ifdef HAVE_LIBZSTD
-    size_t n = ZSTD_compress(dst, max, src, len, ZSTD_CLEVEL_DEFAULT);
+    struct compress_ctx *c = thread_ctx();
+    if (!c->zstd)
+        c->zstd = ZSTD_createCCtx();
+    if (!c->zstd)
+        return -ENOMEM;
+    size_t n = ZSTD_compressCCtx(c->zstd, dst, max, src, len, ZSTD_CLEVEL_DEFAULT);
     if (ZSTD_isError(n))
         return -ENOSPC;   /* too large (or failed): stored as it is */
     *out_len = n;
@@ -786,18 +852,14 @@ static int compress_zstd(const void *src, size_t len, uint8_t *dst, size_t max, 
 #endif
 }
 
-int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+int qcow2_compress(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size;
-    if (!s->ws)
-        return qimg_error(-EACCES, "qcow2: image is read-only");
+    if (len > cs)
+        return qimg_error(-EINVAL, "qcow2: compressed writes must be whole clusters");
     if (qcow2_has_data_file(s))
         return qimg_error(-ENOTSUP, "Cannot use compression with an external data file");
-    if (!qimg_is_aligned(off, cs) || len > cs || (len < cs && off + len != s->size))
-        return qimg_error(-EINVAL, "qcow2: compressed writes must be whole clusters");
-    if (qimg_is_zero(buf, len))
-        return qcow2_write_zeroes(img, off, len, QIMG_ZERO_MAY_UNMAP);
     /* the last cluster of a disk that ends inside it is padded with zeros */
     CLEANUP_FREE uint8_t *whole = NULL;
     if (len < cs) {
@@ -805,33 +867,39 @@ int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *buf
         memcpy(whole, buf, len);
         buf = whole;
     }
-    CLEANUP_FREE uint8_t *out = qimg_xmalloc(cs);
-    size_t out_len = 0;
-    int r = s->compression_type == QCOW2_COMPRESSION_ZSTD ?
-            compress_zstd(buf, cs, out, cs - 1, &out_len) :
-            compress_deflate(buf, cs, out, cs - 1, &out_len);
-    if (r == -ENOSPC)
-        return qcow2_write(img, off, buf, len);   /* stored as it is */
-    if (r < 0)
-        return r;
+    /* stored compressed only when smaller than a cluster */
+    return s->compression_type == QCOW2_COMPRESSION_ZSTD ?
+           compress_zstd(buf, cs, out, cs - 1, out_len) :
+           compress_deflate(buf, cs, out, cs - 1, out_len);
+}
 
+int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *data, size_t len)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size;
+    if (!s->ws)
+        return qimg_error(-EACCES, "qcow2: image is read-only");
+    if (!qimg_is_aligned(off, cs) || len == 0 || len >= cs || off >= s->size)
+        return qimg_error(-EINVAL, "qcow2: bad compressed cluster write");
     pthread_mutex_lock(&img->lock);
     wait_inflight(img, off, off + cs);
     uint64_t l2_offset, host = 0, entry, bitmap;
     uint8_t *table;
-    r = l2_for_write(img, off, &l2_offset, &table);
+    int r = l2_for_write(img, off, &l2_offset, &table);
     if (r == 0)
         r = prepare_metadata_change(img);
     if (r == 0)
-        r = qcow2_alloc_bytes(img, out_len, &host);
+        r = qcow2_alloc_bytes(img, len, &host);
     if (r == 0)
-        r = qimg_io_pwrite(img->file, out, out_len, host);
+        r = qimg_io_pwrite(img->file, data, len, host);
+    if (r == 0)
+        s->ws->compressed_written = true;
     if (r == 0)
         r = qcow2_l2_cache_get(img, l2_offset, &table);
     if (r == 0) {
         uint64_t idx = qcow2_l2_index(s, off);
         get_entry(s, table, idx, &entry, &bitmap);
-        uint64_t sectors = ((host + out_len - 1) >> 9) - (host >> 9);
+        uint64_t sectors = ((host + len - 1) >> 9) - (host >> 9);
         set_entry(s, table, idx, host | QCOW2_OFLAG_COMPRESSED | sectors << s->csize_shift, 0);
         qcow2_l2_cache_mark_dirty(img, l2_offset);
         if (holds_cluster(s, entry)) {

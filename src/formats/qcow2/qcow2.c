@@ -783,4 +783,6 @@ const struct qimg_driver qimg_driver_qcow2 = {
     .resize         = qcow2_resize,
     .change_backing = qcow2_change_backing,
     .make_empty     = qcow2_make_empty,
+    .compress       = qcow2_compress,
+    .write_compressed = qcow2_write_compressed,
 };

@@ -382,7 +382,7 @@ struct qcow2_wstate {
     struct qcow2_inflight *inflight;
     pthread_cond_t inflight_done;
     bool marked_dirty;             /* lazy refcounts: dirty bit set by us */
-    bool header_dirty;
+    bool compressed_written;       /* round the file up to 512 bytes at flush */
 };
 
 /* qcow2-refcount.c, all with img->lock held */
@@ -420,7 +420,8 @@ int qcow2_write(struct qimg_image *img, uint64_t off, const void *buf, size_t le
 int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags);
 int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len);
 int qcow2_write_flush(struct qimg_image *img);
-int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *buf, size_t len);
+int qcow2_compress(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len);
+int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *data, size_t len);
 int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
 int qcow2_change_backing(struct qimg_image *img, const char *backing, const char *fmt);
 int qcow2_make_empty(struct qimg_image *img);
