@@ -497,6 +497,10 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
     bool target_backing = o.backing || target->backing_file;
+    /* partial clusters written into the target copy the rest from its
+     * backing file, as qemu-img does: open the chain when it is there */
+    if (target->backing_file && !qimg_backing(target) && qimg_open_backing_chain(target) < 0)
+        qimg_error_clear();
     if (o.target_is_zero && target_backing) {
         /* qemu-img 7.2 reports this and exits with status 0 */
         error_report("Cannot use --target-is-zero when the destination image has a backing file");

@@ -683,11 +683,42 @@ static int write_zero_bytes(struct qimg_image *img, uint64_t off, uint64_t len)
     return 0;
 }
 
+/* Does [off, off+len) read as zeros by block status (this image and its
+ * backing chain)?  Past the end of the disk counts as zeros. */
+static bool status_zero(struct qimg_image *img, uint64_t off, uint64_t len)
+{
+    uint64_t size = qcow2_state(img)->size;
+    if (off >= size)
+        return true;
+    len = QIMG_MIN(len, size - off);
+    while (len > 0) {
+        struct qimg_extent ext;
+        if (qimg_block_status_chain(img, off, len, &ext) < 0) {
+            qimg_error_clear();
+            return false;
+        }
+        if (!(ext.flags & QIMG_STATUS_ZERO) || ext.length == 0)
+            return false;
+        off += ext.length, len -= QIMG_MIN(len, ext.length);
+    }
+    return true;
+}
+
 /* A piece smaller than a cluster: subcluster zero bits where they are
- * whole, zero bytes for the rest. */
+ * whole, zero bytes for the rest.  As qemu does, a piece whose cluster
+ * (subcluster) reads as zeros around it zeroes the whole unit. */
 static int zero_partial(struct qimg_image *img, uint64_t off, uint64_t len)
 {
     struct qcow2_state *s = qcow2_state(img);
+    uint64_t unit = s->subcluster_size;
+    uint64_t us = qimg_round_down(off, unit), ue = qimg_round_down(off + len + unit - 1, unit);
+    if (s->version >= 3 && (us < off || ue > off + len) &&
+        status_zero(img, us, off - us) && status_zero(img, off + len, ue - off - len)) {
+        if (!s->extended_l2)
+            return zero_clusters(img, us, unit, true, false, false);
+        off = us;
+        len = ue - us;
+    }
     if (s->extended_l2) {
         uint64_t sc = s->subcluster_size;
         uint64_t a, b = qimg_round_down(off + len, sc);
