@@ -175,12 +175,13 @@ ok_image lazy-refcounts lz.qcow2
 # a kill -9 in the middle of a convert leaves at worst leaked clusters
 truncate -s 256M big.raw
 "$QEMU_IO" -f raw -c "write -P 0x42 0 96M" -c "write -P 0x43 128M 96M" big.raw >/dev/null
-"$QEMU_IMG" create -q -f qcow2 big.qcow2 256M
+"$QEMU_IMG" create -q -f qcow2 -o cluster_size=4k big.qcow2 256M
 "$QEMU_IO" -f qcow2 -c "write -P 0x41 32M 64M" big.qcow2 >/dev/null
-"$QIMG" convert -n -m 4 -O qcow2 big.raw big.qcow2 &
+# rate-limited so that the kill lands in the middle (about 1 s of work)
+"$QIMG" convert -n -m 4 -r 192M -O qcow2 big.raw big.qcow2 &
 pid=$!
-sleep 0.3
-kill -9 $pid 2>/dev/null
+sleep 0.5
+kill -9 $pid 2>/dev/null || fail crash-kill9-timing "convert ended before the kill"
 wait $pid 2>/dev/null
 "$QEMU_IMG" check big.qcow2 >check.out 2>&1; rc=$?
 if [ $rc = 0 ] || [ $rc = 3 ]; then pass crash-kill9; else fail crash-kill9 "check rc=$rc" "$(head -5 check.out)"; fi
