@@ -1078,8 +1078,6 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
         return qimg_error(-EACCES, "Image is read-only");
     if (prealloc && strcmp(prealloc, "off"))
         return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
-    if (s->nb_snapshots && size < s->size)
-        return qimg_error(-ENOTSUP, "Can't resize an image which has snapshots");
     if (s->version < 3 && s->nb_snapshots)
         return qimg_error(-ENOTSUP, "Can't resize a v2 image which has snapshots");
     if (size % 512)
