@@ -223,6 +223,39 @@ sdamage "snapshot L1 entry cleared" 3 'poke64 "$S" "$SL1" 0'
 sdamage "snapshot entry incomplete" 2 'poke32 "$S" $((SN + 36)) 8; poke16 "$S" $((SN + 12)) 17'
 sdamage "shared cluster refcount 1" 2 'REFB=$(($(peek64 "$S" "$(peek64 "$S" 48)") & MASK)); poke16 "$S" $((REFB + 2 * 6)) 1'
 
+# bitmaps: directory, tables and their data clusters are counted
+peek32() { od -An -tu4 --endian=big -j "$2" -N 4 "$1" | tr -d ' '; }
+bitmap_dir() {   # offset of the bitmap directory, from the header extension
+    local o t l
+    o=$(peek32 "$1" 100)
+    while :; do
+        t=$(peek32 "$1" "$o"); l=$(peek32 "$1" $((o + 4)))
+        [ "$t" = 0 ] && { echo 0; return; }
+        [ "$t" = $((0x23852875)) ] && { peek64 "$1" $((o + 24)); return; }
+        o=$((o + 8 + (l + 7) / 8 * 8))
+    done
+}
+mkb() {
+    fresh
+    mk bm.qcow2 64M
+    "$QEMU_IMG" bitmap --add "$IN/bm.qcow2" b1 || fail "bitmap --add"
+    qw bm.qcow2 "write 0 64k" "write 32M 1M"
+    BM=$IN/bm.qcow2
+    # bitmaps extension: directory offset, first entry's table, its first entry
+    BDIR=$(bitmap_dir "$BM")
+    BTAB=$(peek64 "$BM" "$BDIR")
+    BDATA=$(peek64 "$BM" "$BTAB")
+    BREFB=$(($(peek64 "$BM" "$(peek64 "$BM" 48)") & MASK))
+}
+bdamage() { mkb; eval "$3"; both "$1" bm.qcow2; ref_rc "$1" "$2"; }
+bdamage "bitmap clean" 0 true
+bdamage "bitmap data on a data cluster" 2 'poke64 "$BM" "$BTAB" 0x50000'
+bdamage "bitmap data past EOF" 2 'poke64 "$BM" "$BTAB" 0x9000000'
+bdamage "bitmap data all ones" 3 'poke64 "$BM" "$BTAB" 1'
+bdamage "bitmap data refcount 0" 2 'poke16 "$BM" $((BREFB + 2 * (BDATA >> 16))) 0'
+bdamage "bitmap table refcount 0" 2 'poke16 "$BM" $((BREFB + 2 * (BTAB >> 16))) 0'
+bdamage "bitmap directory refcount 2" 3 'poke16 "$BM" $((BREFB + 2 * (BDIR >> 16))) 2'
+
 # ================================================== memory bound
 # qemu needs memory for every cluster of the file; qimg only where
 # something points.  512-byte clusters, file sparse up to 64 GiB.
