@@ -901,6 +901,10 @@ int qcow2_check(struct qimg_image *img, struct qimg_check_result *res, unsigned 
     pthread_mutex_lock(&img->lock);
     int r = run_check(&c);
     pthread_mutex_unlock(&img->lock);
+    /* Repair needs the write path: until it is wired in here, -r leaks and
+     * -r all report what they would fix and change nothing. */
+    if (r == 0 && fix && (res->leaks || res->corruptions))
+        qimg_check_log("qcow2 check: repair is not implemented yet; the image was not changed");
     refmap_free(&c.refs);
     refblock_cache_free(&c.refblocks);
     free(c.l2_buf);
