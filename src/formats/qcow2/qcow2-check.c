@@ -657,7 +657,8 @@ static int count_bitmaps(struct check_ctx *c)
         r = qimg_io_pread(c->img->file, t, bytes, bm->table_offset);
         for (uint32_t i = 0; r == 0 && i < bm->table_size; i++)
             if (check_bitmap_entry(qimg_be64(&t[i]), s->cluster_size) < 0)
-                r = -EINVAL;
+                r = qimg_error(-EINVAL, "Could not read bitmap_table table from image for "
+                               "bitmap '%s'", bm->name);
         if (r < 0) {
             c->res->corruptions++;
             return r;
