@@ -28,7 +28,8 @@ fresh() { rm -rf "${IN:?}"/*; }
 
 mk() {   # mk FILE SIZE [create options]: qcow2 made by qemu-img
     local f=$1 size=$2; shift 2
-    "$QEMU_IMG" create -q -f qcow2 "$@" "$IN/$f" "$size" || fail "create $f"
+    # relative data_file names are created relative to the working directory
+    (cd "$IN" && "$QEMU_IMG" create -q -f qcow2 "$@" "$f" "$size") || fail "create $f"
 }
 qw() {   # qw FILE qemu-io commands...
     local f=$1; shift

@@ -28,7 +28,7 @@ mk() {
     local name=$1 opts=$2; shift 2
     local args=()
     for c in "$@"; do args+=(-c "$c"); done
-    if ! "$QEMU_IMG" create -q -f qcow2 ${opts:+-o "$opts"} "$IN/$name" 4M; then
+    if ! (cd "$IN" && "$QEMU_IMG" create -q -f qcow2 ${opts:+-o "$opts"} "$name" 4M); then
         fail "create $name" "qemu-img create -o $opts"
         return 1
     fi
