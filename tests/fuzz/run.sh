@@ -48,9 +48,12 @@ for t in "${targets[@]}"; do
         work=$(mktemp -d "${TMPDIR:-/tmp}/qimg-fuzz.XXXXXX")
     fi
     log=$FUZZ_OUT/$t.log
+    # make check wants the same exploration each run: a fixed seed
+    seed=()
+    [ "$mode" = short ] && seed=(-seed=1)
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-        "$bin" -max_total_time="$per_target" -timeout=10 -rss_limit_mb=2048 \
+        "$bin" "${seed[@]}" -max_total_time="$per_target" -timeout=10 -rss_limit_mb=2048 \
         -max_len=1048576 -print_final_stats=1 \
         -artifact_prefix="$FUZZ_OUT/$t-" "$work" "$SEEDS" >"$log" 2>&1
     rc=$?
