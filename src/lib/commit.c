@@ -141,14 +141,48 @@ static bool in_chain(qimg_image *top, qimg_image *layer)
     return false;
 }
 
-static int copy_range(qimg_image *top, qimg_image *base, uint64_t off, uint64_t len, uint8_t *buf)
+/* Where [off, off+*n) of the chain above base comes from: the first layer
+ * from top down (base excluded) that allocates it, or NULL when none
+ * does.  *n shrinks to the run with one answer; *flags are the status
+ * flags of that layer (ZERO past the end of a layer shorter than the
+ * range, which reads as zeros). */
+static int find_source(qimg_image *top, qimg_image *base, uint64_t off, uint64_t *n,
+                       qimg_image **src, unsigned *flags)
 {
-    int r = qimg_read(top, off, buf, (size_t)len);
-    if (r < 0)
-        return r;
-    if (qimg_is_zero(buf, (size_t)len))
+    *src = NULL;
+    *flags = 0;
+    for (qimg_image *l = top; l && l != base; l = l->backing) {
+        if (off >= l->size) {
+            *src = l;
+            *flags = QIMG_STATUS_ZERO;
+            return 0;
+        }
+        struct qimg_extent ext;
+        int r = qimg_block_status(l, off, *n, &ext);
+        if (r < 0)
+            return r;
+        *n = ext.length;
+        if (ext.flags & QIMG_STATUS_ALLOCATED) {
+            *src = l;
+            *flags = ext.flags;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Copy one run into base as qemu's commit job does: ranges the layer
+ * reports as zeros (no data) become zero writes, everything else is
+ * copied as data, zeros or not. */
+static int copy_run(qimg_image *src, unsigned flags, qimg_image *base, uint64_t off, uint64_t len,
+                    uint8_t *buf)
+{
+    if ((flags & QIMG_STATUS_ZERO) && !(flags & QIMG_STATUS_DATA))
         return qimg_write_zeroes(base, off, len, 0);
-    return qimg_write(base, off, buf, (size_t)len);
+    int r = qimg_read(src, off, buf, (size_t)len);
+    if (r == 0)
+        r = qimg_write(base, off, buf, (size_t)len);
+    return r;
 }
 
 static int grow_base(qimg_image *base, uint64_t size)
@@ -156,8 +190,40 @@ static int grow_base(qimg_image *base, uint64_t size)
     if (base->size >= size)
         return 0;
     if (!base->drv->resize)
-        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
+        return -ENOTSUP;
     return base->drv->resize(base, size, "off", false);
+}
+
+/* The copy itself, qemu's block job: its failures are reported as
+ * "Block job failed: <reason>". */
+static int commit_job(const struct qimg_commit_params *p, qimg_image *base)
+{
+    qimg_image *top = p->top;
+    int r = grow_base(base, top->size);
+    if (r < 0)
+        return r;
+    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(COMMIT_CHUNK);
+    double start = now_seconds();
+    uint64_t copied = 0;
+    for (uint64_t off = 0; off < top->size;) {
+        uint64_t n = QIMG_MIN(COMMIT_CHUNK, top->size - off);
+        qimg_image *src;
+        unsigned flags;
+        r = find_source(top, base, off, &n, &src, &flags);
+        if (r < 0)
+            return r;
+        if (src) {
+            r = copy_run(src, flags, base, off, n, buf);
+            if (r < 0)
+                return r;
+            copied += n;
+            rate_wait(start, copied, p->rate_limit);
+        }
+        off += n;
+        if (p->progress)
+            p->progress((double)off * 100.0 / (double)top->size, p->progress_opaque);
+    }
+    return qimg_flush(base);
 }
 
 int qimg_commit(const struct qimg_commit_params *p)
@@ -171,33 +237,11 @@ int qimg_commit(const struct qimg_commit_params *p)
     int r = 0;
     if (base->read_only)
         r = reopen_rw(base, top->flags);
-    if (r == 0)
-        r = grow_base(base, top->size);
     if (r < 0)
         return r;
-
-    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(COMMIT_CHUNK);
-    double start = now_seconds();
-    uint64_t copied = 0;
-    for (uint64_t off = 0; off < top->size;) {
-        uint64_t n = QIMG_MIN(COMMIT_CHUNK, top->size - off);
-        r = qimg_chain_is_allocated_above(top, base, off, n, &n);
-        if (r < 0)
-            return r;
-        if (r == 1) {
-            r = copy_range(top, base, off, n, buf);
-            if (r < 0)
-                return r;
-            copied += n;
-            rate_wait(start, copied, p->rate_limit);
-        }
-        off += n;
-        if (p->progress)
-            p->progress((double)off * 100.0 / (double)top->size, p->progress_opaque);
-    }
-    r = qimg_flush(base);
+    r = commit_job(p, base);
     if (r < 0)
-        return r;
+        return qimg_error(r, "Block job failed: %s", strerror(-r));
     if (!p->keep_top && top->drv->make_empty) {
         r = top->drv->make_empty(top);
         if (r < 0 && r != -ENOTSUP)
