@@ -111,7 +111,9 @@ static int file_open(struct qimg_io *io)
      * opening a socket fails with an unclear error. */
     if (stat(io->filename, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
         bool blk;
-        return check_file_type(io->filename, &st, &blk);
+        int r = check_file_type(io->filename, &st, &blk);
+        if (r < 0)
+            return r;   /* a character device goes on to be opened */
     }
     int fd = open_fd(io->filename, io->flags);
     if (fd < 0)
