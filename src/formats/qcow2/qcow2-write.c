@@ -20,6 +20,7 @@
 #include <inttypes.h>
 
 #include "qcow2.h"
+#include "qcow2-empty.h"
 
 #ifdef HAVE_LIBDEFLATE
 #include <libdeflate.h>
@@ -1228,6 +1229,8 @@ int qcow2_make_empty(struct qimg_image *img)
     struct qcow2_state *s = qcow2_state(img);
     if (!s->ws)
         return -EACCES;
+    if (qcow2_can_empty_completely(img))
+        return qcow2_make_completely_empty(img);   /* qcow2-empty.c */
     uint64_t cs = s->cluster_size;
     uint64_t end = qimg_round_down(s->size + cs - 1, cs);
     return zero_clusters(img, 0, end, false, true, true);
