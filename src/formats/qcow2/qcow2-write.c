@@ -21,6 +21,7 @@
 
 #include "qcow2.h"
 #include "qcow2-empty.h"
+#include "qcow2-zerocow.h"
 
 #ifdef HAVE_LIBDEFLATE
 #include <libdeflate.h>
@@ -369,9 +370,12 @@ static void complete_job(const struct qcow2_state *s, struct cjob *j, enum plan 
 /* Copy-on-write: the old content of the fill ranges (read through the
  * image, so backing files, zeros and compressed clusters all work), then
  * written to the new place. */
-static int do_fill(struct qimg_image *img, const struct cjob *j, uint8_t **bounce)
+static int do_fill(struct qimg_image *img, const struct cjob *j, uint8_t **bounce, bool zero_cow)
 {
     struct qcow2_state *s = qcow2_state(img);
+    int z = zero_cow ? qcow2_fill_zero(img, j->host, j->fill, j->nfill) : 0;
+    if (z != 0)
+        return z < 0 ? z : 0;   /* qcow2-zerocow.c: zeros made on the host */
     for (int k = 0; k < j->nfill; k++) {
         uint64_t a = j->fill[k][0], b = j->fill[k][1];
         if (!*bounce)
@@ -515,8 +519,11 @@ static int write_step(struct qimg_image *img, uint64_t off, const uint8_t *buf, 
     pthread_mutex_unlock(&img->lock);
 
     CLEANUP_FREE uint8_t *bounce = NULL;
+    bool zero_cow = plan == PLAN_ALLOC && !qcow2_has_data_file(s);
+    for (uint64_t i = 0; i < n && zero_cow; i++)
+        zero_cow = qcow2_fill_reads_zero(img, jobs[i].guest, jobs[i].fill, jobs[i].nfill);
     for (uint64_t i = 0; i < n && r == 0; i++)
-        r = do_fill(img, &jobs[i], &bounce);
+        r = do_fill(img, &jobs[i], &bounce, zero_cow);
     if (r == 0)
         r = qimg_io_pwrite(s->data_io, buf, bytes, jobs[0].host + jobs[0].ws);
 
