@@ -35,7 +35,8 @@ qw() {   # qw FILE qemu-io commands...
     local f=$1; shift
     local args=()
     for c in "$@"; do args+=(-c "$c"); done
-    "$QEMU_IO" -f qcow2 "${args[@]}" "$IN/$f" >/dev/null || fail "qemu-io $f $*"
+    # qemu opens relative data files relative to the working directory
+    (cd "$IN" && "$QEMU_IO" -f qcow2 "${args[@]}" "$f" >/dev/null) || fail "qemu-io $f $*"
 }
 
 # ================================================== clean images

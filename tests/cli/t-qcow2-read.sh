@@ -32,7 +32,7 @@ mk() {
         fail "create $name" "qemu-img create -o $opts"
         return 1
     fi
-    if [ ${#args[@]} -gt 0 ] && ! "$QEMU_IO" -f qcow2 "${args[@]}" "$IN/$name" >/dev/null; then
+    if [ ${#args[@]} -gt 0 ] && ! (cd "$IN" && "$QEMU_IO" -f qcow2 "${args[@]}" "$name" >/dev/null); then
         fail "write $name" "qemu-io ${args[*]}"
         return 1
     fi
