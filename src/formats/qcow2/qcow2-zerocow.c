@@ -8,6 +8,9 @@
  * cluster maps as zero).  As in qemu, it is all or nothing for the
  * clusters one write allocates together. */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdint.h>
 
 #include "qcow2.h"
 #include "qcow2-zerocow.h"
@@ -39,13 +42,20 @@ bool qcow2_fill_reads_zero(struct qimg_image *img, uint64_t guest, const uint64_
     return true;
 }
 
+/* fallocate(ZERO_RANGE) directly on the file, as qemu zeroes: it never
+ * shrinks the file, unlike extending by ftruncate, which could cut data
+ * that a concurrent writer has just put further out. */
 int qcow2_fill_zero(struct qimg_image *img, uint64_t host, const uint64_t (*fill)[2], int nfill)
 {
-    if (nfill == 0)
+    struct qimg_io *io = qcow2_state(img)->data_io;
+    if (nfill == 0 || io->fd < 0)
         return 0;
-    uint64_t start = fill[0][0], end = fill[nfill - 1][1];
-    int r = qimg_io_zero(qcow2_state(img)->data_io, host + start, end - start, false);
-    if (r == -ENOTSUP)
+    uint64_t start = host + fill[0][0], len = fill[nfill - 1][1] - fill[0][0];
+    if (start > INT64_MAX || len > INT64_MAX)
         return 0;
-    return r < 0 ? r : 1;
+    int r;
+    do
+        r = fallocate(io->fd, FALLOC_FL_ZERO_RANGE, (off_t)start, (off_t)len);
+    while (r < 0 && errno == EINTR);
+    return r == 0 ? 1 : 0;   /* on any failure the caller copies the zeros */
 }
