@@ -2,6 +2,7 @@
  * lower one, generically over block status and guest I/O.  Also finds a
  * layer of a chain by name (commit -b, rebase). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <time.h>
 
@@ -194,36 +195,121 @@ static int grow_base(qimg_image *base, uint64_t size)
     return base->drv->resize(base, size, "off", false);
 }
 
+/* The copy runs on a few worker threads, each taking the next chunk of
+ * the disk (the order clusters land in base does not matter: qemu's own
+ * job copies with concurrent requests too).  With a rate limit, one. */
+#define COMMIT_THREADS 4
+
+struct commit_job {
+    const struct qimg_commit_params *p;
+    qimg_image *base;
+    pthread_mutex_t lock;
+    uint64_t next;              /* next chunk to hand out */
+    uint64_t done;              /* bytes of the disk handled */
+    uint64_t copied;            /* bytes written (rate limit) */
+    double start;
+    int err;                    /* first failure */
+};
+
+static bool take_chunk(struct commit_job *j, uint64_t *off, uint64_t *len)
+{
+    uint64_t size = j->p->top->size;
+    pthread_mutex_lock(&j->lock);
+    bool ok = j->err == 0 && j->next < size;
+    if (ok) {
+        *off = j->next;
+        *len = QIMG_MIN(COMMIT_CHUNK, size - *off);
+        j->next += *len;
+    }
+    pthread_mutex_unlock(&j->lock);
+    return ok;
+}
+
+/* With a writeback cache, the data written stays dirty in the page cache
+ * until the final flush, which then writes all of it while nothing else
+ * happens.  Starting the writeback every WRITEBACK_STEP bytes overlaps it
+ * with the copy (it does not wait, and changes nothing on durability). */
+#define WRITEBACK_STEP ((uint64_t)32 << 20)
+
+static void start_writeback(struct qimg_io *io)
+{
+    if (io->fd >= 0 && !(io->flags & (QIMG_IO_UNSAFE | QIMG_IO_DIRECT)))
+        sync_file_range(io->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+/* Account for a handled run; progress as the share of the disk handled. */
+static void note_done(struct commit_job *j, uint64_t handled, uint64_t copied)
+{
+    const struct qimg_commit_params *p = j->p;
+    pthread_mutex_lock(&j->lock);
+    j->done += handled;
+    bool writeback = (j->copied + copied) / WRITEBACK_STEP != j->copied / WRITEBACK_STEP;
+    j->copied += copied;
+    uint64_t total = j->copied;
+    if (p->progress)
+        p->progress((double)j->done * 100.0 / (double)p->top->size, p->progress_opaque);
+    pthread_mutex_unlock(&j->lock);
+    if (writeback)
+        start_writeback(j->base->file);
+    rate_wait(j->start, total, p->rate_limit);
+}
+
+static int commit_chunk(struct commit_job *j, uint64_t off, uint64_t len, uint8_t *buf)
+{
+    qimg_image *top = j->p->top;
+    for (uint64_t end = off + len; off < end;) {
+        uint64_t n = end - off;
+        qimg_image *src;
+        unsigned flags;
+        int r = find_source(top, j->base, off, &n, &src, &flags);
+        if (r == 0 && src)
+            r = copy_run(src, flags, j->base, off, n, buf);
+        if (r < 0)
+            return r;
+        note_done(j, n, src ? n : 0);
+        off += n;
+    }
+    return 0;
+}
+
+static void commit_worker(void *opaque)
+{
+    struct commit_job *j = opaque;
+    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(COMMIT_CHUNK);
+    uint64_t off, len;
+    while (take_chunk(j, &off, &len)) {
+        int r = commit_chunk(j, off, len, buf);
+        if (r < 0) {
+            pthread_mutex_lock(&j->lock);
+            if (j->err == 0)
+                j->err = r;
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+}
+
 /* The copy itself, qemu's block job: its failures are reported as
  * "Block job failed: <reason>". */
 static int commit_job(const struct qimg_commit_params *p, qimg_image *base)
 {
-    qimg_image *top = p->top;
-    int r = grow_base(base, top->size);
+    int r = grow_base(base, p->top->size);
     if (r < 0)
         return r;
-    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(COMMIT_CHUNK);
-    double start = now_seconds();
-    uint64_t copied = 0;
-    for (uint64_t off = 0; off < top->size;) {
-        uint64_t n = QIMG_MIN(COMMIT_CHUNK, top->size - off);
-        qimg_image *src;
-        unsigned flags;
-        r = find_source(top, base, off, &n, &src, &flags);
-        if (r < 0)
-            return r;
-        if (src) {
-            r = copy_run(src, flags, base, off, n, buf);
-            if (r < 0)
-                return r;
-            copied += n;
-            rate_wait(start, copied, p->rate_limit);
-        }
-        off += n;
-        if (p->progress)
-            p->progress((double)off * 100.0 / (double)top->size, p->progress_opaque);
+    struct commit_job j = { .p = p, .base = base, .start = now_seconds() };
+    pthread_mutex_init(&j.lock, NULL);
+    unsigned nthreads = p->rate_limit ? 1 : COMMIT_THREADS;
+    struct qimg_pool *pool = NULL;
+    r = qimg_pool_new(&pool, nthreads);
+    for (unsigned i = 0; i < nthreads && r == 0; i++)
+        r = qimg_pool_submit(pool, commit_worker, &j);
+    if (pool) {
+        qimg_pool_wait(pool);
+        qimg_pool_free(pool);
     }
-    return qimg_flush(base);
+    pthread_mutex_destroy(&j.lock);
+    if (r == 0)
+        r = j.err;
+    return r < 0 ? r : qimg_flush(base);
 }
 
 int qimg_commit(const struct qimg_commit_params *p)
