@@ -3,6 +3,7 @@
  * the old and the new backing read differently, is first written into
  * the image; then the driver records the new name. */
 #include <errno.h>
+#include <fcntl.h>
 
 #include "internal.h"
 
@@ -33,34 +34,72 @@ static size_t same_status_run(const uint8_t *a, const uint8_t *b, size_t len, bo
     return done;
 }
 
-/* Read [off, off+*n) of a backing image into buf, clamping *n to the
- * backing's end; zeros when there is none or off is past its end. */
-static int read_backing(qimg_image *b, uint64_t off, uint64_t *n, uint8_t *buf, bool *zero,
-                        const char *which)
+/* A step of the walk, as qemu's rebase loop takes them: from off, n bytes
+ * with one answer.  Steps that need I/O read the old and the new backing
+ * over [off, off+n); old_zero: the old backing has nothing there. */
+struct step {
+    uint64_t off, n;
+    bool io, old_zero, new_zero;
+};
+
+/* Plan the step at off from metadata only (the image's block status,
+ * the layers between the old and the new backing, the backing sizes). */
+static int plan_step(const struct qimg_rebase_params *p, bool prefix, uint64_t off,
+                     struct step *st)
 {
-    *zero = false;
-    if (!b || off >= b->size) {
-        memset(buf, 0, (size_t)*n);
-        *zero = true;
+    qimg_image *img = p->img, *old_b = img->backing, *new_b = p->new_backing;
+    struct qimg_extent ext;
+    memset(st, 0, sizeof *st);
+    st->off = off;
+    st->n = QIMG_MIN(REBASE_CHUNK, img->size - off);
+    int r = qimg_block_status(img, off, st->n, &ext);
+    if (r < 0)
+        return qimg_error(r, "error while reading image metadata: %s", strerror(-r));
+    st->n = ext.length;
+    if (ext.flags & QIMG_STATUS_ALLOCATED)
+        return 0;
+    if (prefix) {
+        /* unchanged since the new backing: nothing to do */
+        r = qimg_chain_is_allocated_above(old_b, new_b, off, st->n, &st->n);
+        if (r < 0)
+            return qimg_error(r, "error while reading image metadata: %s", strerror(-r));
+        if (r == 0)
+            return 0;
+    }
+    st->io = true;
+    st->old_zero = !old_b || off >= old_b->size;
+    if (!st->old_zero)
+        st->n = QIMG_MIN(st->n, old_b->size - off);
+    st->new_zero = !new_b || off >= new_b->size;
+    if (!st->new_zero)
+        st->n = QIMG_MIN(st->n, new_b->size - off);
+    return 0;
+}
+
+static int read_side(qimg_image *b, bool zero, const struct step *st, uint8_t *buf,
+                     const char *which)
+{
+    if (zero) {
+        memset(buf, 0, (size_t)st->n);
         return 0;
     }
-    *n = QIMG_MIN(*n, b->size - off);
-    int r = qimg_read(b, off, buf, (size_t)*n);
+    int r = qimg_read(b, st->off, buf, (size_t)st->n);
     if (r < 0)
         return qimg_error(r, "error while reading from %s backing file", which);
     return 0;
 }
 
-static int write_differences(qimg_image *img, uint64_t off, uint64_t n, const uint8_t *old_buf,
-                             const uint8_t *new_buf, bool old_is_zero)
+static int write_differences(qimg_image *img, const struct step *st, const uint8_t *old_buf,
+                             const uint8_t *new_buf)
 {
     uint64_t done = 0;
-    while (done < n) {
+    while (done < st->n) {
         bool differ;
-        size_t run = same_status_run(old_buf + done, new_buf + done, (size_t)(n - done), &differ);
+        size_t run = same_status_run(old_buf + done, new_buf + done, (size_t)(st->n - done), &differ);
         if (differ) {
-            int r = old_is_zero ? qimg_write_zeroes(img, off + done, run, 0)
-                                : qimg_write(img, off + done, old_buf + done, run);
+            uint64_t at = st->off + done;
+            int r = st->old_zero ? qimg_write_zeroes(img, at, run, 0)
+                                 : qimg_write(img, at, old_buf + done, run);
             if (r < 0)
                 return qimg_error(r, "Error while writing to COW image: %s", strerror(-r));
         }
@@ -69,60 +108,189 @@ static int write_differences(qimg_image *img, uint64_t off, uint64_t n, const ui
     return 0;
 }
 
-/* One step of the safe-mode walk from off; *n is set to the bytes handled. */
-static int rebase_step(const struct qimg_rebase_params *p, bool prefix, uint64_t off, uint64_t *n,
-                       uint8_t *old_buf, uint8_t *new_buf, bool *did_io)
+/* ---- the walk, with the backing reads done ahead on worker threads ----
+ *
+ * Steps are planned ahead and their reads run on workers, but each step
+ * is checked again and written in order: a write can allocate the cluster
+ * a later step starts in (steps need not be cluster aligned), and then
+ * that step is planned again, so the image ends up exactly as with one
+ * step after the other (same writes, same order, same progress). */
+#define REBASE_SLOTS 8
+#define REBASE_THREADS 2
+
+struct slot {
+    struct step st;
+    uint8_t *old_buf, *new_buf;
+    bool ready;
+    int err;
+    char *errmsg;
+    struct rebase_walk *w;
+};
+
+struct rebase_walk {
+    const struct qimg_rebase_params *p;
+    bool prefix;
+    struct slot slots[REBASE_SLOTS];
+    unsigned head, count;          /* ring of planned steps, in order */
+    uint64_t plan_off;             /* where planning goes on */
+    pthread_mutex_t lock;
+    pthread_cond_t ready;
+    struct qimg_pool *pool;
+};
+
+static void read_job(void *opaque)
 {
-    qimg_image *img = p->img;
-    struct qimg_extent ext;
-    *did_io = false;
-    int r = qimg_block_status(img, off, *n, &ext);
-    if (r < 0)
-        return qimg_error(r, "error while reading image metadata: %s", strerror(-r));
-    *n = ext.length;
-    if (ext.flags & QIMG_STATUS_ALLOCATED)
-        return 0;
-    if (prefix) {
-        /* unchanged since the new backing: nothing to do */
-        r = qimg_chain_is_allocated_above(img->backing, p->new_backing, off, *n, n);
+    struct slot *sl = opaque;
+    struct rebase_walk *w = sl->w;
+    const struct qimg_rebase_params *p = w->p;
+    int r = read_side(p->img->backing, sl->st.old_zero, &sl->st, sl->old_buf, "old");
+    if (r == 0)
+        r = read_side(p->new_backing, sl->st.new_zero, &sl->st, sl->new_buf, "new");
+    pthread_mutex_lock(&w->lock);
+    sl->err = r;
+    sl->errmsg = r < 0 ? qimg_strdup(qimg_last_error()) : NULL;
+    sl->ready = true;
+    pthread_cond_broadcast(&w->ready);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Plan steps into the free slots, starting their reads. */
+static int plan_ahead(struct rebase_walk *w)
+{
+    uint64_t size = w->p->img->size;
+    while (w->count < REBASE_SLOTS && w->plan_off < size) {
+        struct slot *sl = &w->slots[(w->head + w->count) % REBASE_SLOTS];
+        int r = plan_step(w->p, w->prefix, w->plan_off, &sl->st);
         if (r < 0)
-            return qimg_error(r, "error while reading image metadata: %s", strerror(-r));
-        if (r == 0)
-            return 0;
+            return r;
+        w->plan_off += sl->st.n;
+        w->count++;
+        free(sl->errmsg);
+        sl->errmsg = NULL;
+        sl->err = 0;
+        sl->ready = !sl->st.io;
+        if (sl->st.io) {
+            r = qimg_pool_submit(w->pool, read_job, sl);
+            if (r < 0)
+                return r;
+        }
     }
-    bool old_is_zero, new_is_zero;
-    r = read_backing(img->backing, off, n, old_buf, &old_is_zero, "old");
-    if (r == 0)
-        r = read_backing(p->new_backing, off, n, new_buf, &new_is_zero, "new");
-    if (r == 0)
-        r = write_differences(img, off, *n, old_buf, new_buf, old_is_zero);
-    *did_io = true;
+    return 0;
+}
+
+static void wait_ready(struct rebase_walk *w, struct slot *sl)
+{
+    pthread_mutex_lock(&w->lock);
+    while (!sl->ready)
+        pthread_cond_wait(&w->ready, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Drop every planned step (their reads finish first). */
+static void drop_plan(struct rebase_walk *w, uint64_t from)
+{
+    for (unsigned i = 0; i < w->count; i++)
+        wait_ready(w, &w->slots[(w->head + i) % REBASE_SLOTS]);
+    w->count = 0;
+    w->plan_off = from;
+}
+
+static bool same_step(const struct step *a, const struct step *b)
+{
+    return a->off == b->off && a->n == b->n && a->io == b->io &&
+           a->old_zero == b->old_zero && a->new_zero == b->new_zero;
+}
+
+/* Take the next step in order: 1 with *out set, 0 at the end, <0 error. */
+static int next_step(struct rebase_walk *w, struct slot **out)
+{
+    for (;;) {
+        int r = plan_ahead(w);
+        if (r < 0)
+            return r;
+        if (w->count == 0)
+            return 0;
+        struct slot *sl = &w->slots[w->head];
+        struct step now;
+        r = plan_step(w->p, w->prefix, sl->st.off, &now);
+        if (r < 0)
+            return r;
+        if (!same_step(&now, &sl->st)) {
+            drop_plan(w, sl->st.off);
+            continue;
+        }
+        wait_ready(w, sl);
+        w->head = (w->head + 1) % REBASE_SLOTS;
+        w->count--;
+        *out = sl;
+        return 1;
+    }
+}
+
+/* Start the writeback of what was written every WRITEBACK_STEP bytes, so
+ * that the final flush does not write it all at once (see commit.c). */
+#define WRITEBACK_STEP ((uint64_t)32 << 20)
+
+static void start_writeback(struct qimg_io *io)
+{
+    if (io->fd >= 0 && !(io->flags & (QIMG_IO_UNSAFE | QIMG_IO_DIRECT)))
+        sync_file_range(io->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+static int walk(struct rebase_walk *w)
+{
+    const struct qimg_rebase_params *p = w->p;
+    uint64_t size = p->img->size;
+    /* qemu advances its progress by one chunk's share per step with I/O */
+    double step = size ? 100.0 / (double)(size / QIMG_MIN(size, REBASE_CHUNK)) : 0;
+    double percent = 0;
+    uint64_t handled = 0;
+    struct slot *sl;
+    int r;
+    while ((r = next_step(w, &sl)) == 1) {
+        if (!sl->st.io)
+            continue;
+        if (sl->err < 0)
+            return qimg_error(sl->err, "%s", sl->errmsg);
+        r = write_differences(p->img, &sl->st, sl->old_buf, sl->new_buf);
+        if (r < 0)
+            return r;
+        if ((handled + sl->st.n) / WRITEBACK_STEP != handled / WRITEBACK_STEP)
+            start_writeback(p->img->file);
+        handled += sl->st.n;
+        if (p->progress) {
+            percent = QIMG_MIN(percent + step, 100.0);
+            p->progress(percent, p->progress_opaque);
+        }
+    }
     return r;
 }
 
 static int copy_differences(const struct qimg_rebase_params *p)
 {
-    qimg_image *img = p->img;
-    uint64_t size = img->size;
-    bool prefix = p->new_backing && in_chain_of(img, p->new_backing);
-    CLEANUP_FREE uint8_t *old_buf = qimg_io_buffer(REBASE_CHUNK);
-    CLEANUP_FREE uint8_t *new_buf = qimg_io_buffer(REBASE_CHUNK);
-    /* qemu advances its progress by one chunk's share per chunk read */
-    double step = size ? 100.0 / (double)(size / QIMG_MIN(size, REBASE_CHUNK)) : 0;
-    double percent = 0;
-    for (uint64_t off = 0; off < size;) {
-        uint64_t n = QIMG_MIN(REBASE_CHUNK, size - off);
-        bool did_io;
-        int r = rebase_step(p, prefix, off, &n, old_buf, new_buf, &did_io);
-        if (r < 0)
-            return r;
-        off += n;
-        if (did_io && p->progress) {
-            percent = QIMG_MIN(percent + step, 100.0);
-            p->progress(percent, p->progress_opaque);
-        }
+    struct rebase_walk w = { .p = p };
+    w.prefix = p->new_backing && in_chain_of(p->img, p->new_backing);
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.ready, NULL);
+    for (int i = 0; i < REBASE_SLOTS; i++) {
+        w.slots[i].old_buf = qimg_io_buffer(REBASE_CHUNK);
+        w.slots[i].new_buf = qimg_io_buffer(REBASE_CHUNK);
+        w.slots[i].w = &w;
     }
-    return 0;
+    int r = qimg_pool_new(&w.pool, REBASE_THREADS);
+    if (r == 0) {
+        r = walk(&w);
+        drop_plan(&w, 0);
+        qimg_pool_free(w.pool);
+    }
+    for (int i = 0; i < REBASE_SLOTS; i++) {
+        free(w.slots[i].old_buf);
+        free(w.slots[i].new_buf);
+        free(w.slots[i].errmsg);
+    }
+    pthread_cond_destroy(&w.ready);
+    pthread_mutex_destroy(&w.lock);
+    return r;
 }
 
 static int change_backing(const struct qimg_rebase_params *p)
