@@ -1208,6 +1208,24 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
     return 0;
 }
 
+int qcow2_begin_metadata_change(struct qimg_image *img)
+{
+    return prepare_metadata_change(img);
+}
+
+int qcow2_flush_locked(struct qimg_image *img)
+{
+    return flush_locked(img);
+}
+
+int qcow2_rewrite_header_locked(struct qimg_image *img)
+{
+    /* rewrite_header replaces s->backing_fmt: hand it a copy */
+    CLEANUP_FREE char *fmt = qcow2_state(img)->backing_fmt ? qimg_strdup(qcow2_state(img)->backing_fmt) : NULL;
+    int r = rewrite_header(img, img->backing_file, fmt);
+    return r < 0 ? qimg_error(r, "Could not update qcow2 header: %s", strerror(-r)) : 0;
+}
+
 int qcow2_change_backing(struct qimg_image *img, const char *backing, const char *fmt)
 {
     struct qcow2_state *s = qcow2_state(img);

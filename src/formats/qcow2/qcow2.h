@@ -265,6 +265,8 @@ struct qcow2_state {
     bool metadata_prealloc;
 
     struct qcow2_wstate *ws;         /* write path (qcow2-write.c); NULL read-only */
+
+    struct qcow2_bm_state *bm;       /* bitmaps in memory (qcow2-bitmap.c); NULL until used */
 };
 
 static inline struct qcow2_state *qcow2_state(struct qimg_image *img)
@@ -426,6 +428,12 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
 int qcow2_change_backing(struct qimg_image *img, const char *backing, const char *fmt);
 int qcow2_make_empty(struct qimg_image *img);
 bool qcow2_has_zero_init_w(struct qimg_image *img);
+/* For other metadata writers (bitmaps), with img->lock held: the checks
+ * and dirty bit before a first metadata change; flush every cache; write
+ * cluster 0 again from the state (extensions included). */
+int qcow2_begin_metadata_change(struct qimg_image *img);
+int qcow2_flush_locked(struct qimg_image *img);
+int qcow2_rewrite_header_locked(struct qimg_image *img);
 /* Write the L2 table cached for l2_offset now (crash ordering). */
 int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 /* Mark the cached table at l2_offset modified (qcow2-read.c). */
