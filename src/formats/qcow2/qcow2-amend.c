@@ -515,13 +515,36 @@ static bool range_in_use(const struct rc_map *m, uint64_t from, uint64_t to)
     return false;
 }
 
-/* Place the new refcount table (contiguous) and one new block for every
- * block range with a cluster in use, the new clusters counted too. */
+/* Place one new block for every block range with a cluster in use, then
+ * the new refcount table (contiguous) after them, as qemu does; the new
+ * clusters are counted too, so placing them may call for more. */
 struct new_refs {
     uint64_t table_start, table_clusters;
     uint64_t *blocks;              /* cluster of block ti, 0 = none */
-    uint64_t nblocks;              /* table entries used */
+    uint64_t nblocks;              /* entries of blocks[] */
 };
+
+static int place_blocks(struct rc_map *m, uint64_t E, struct new_refs *nr)
+{
+    for (bool added = true; added;) {
+        added = false;
+        uint64_t nranges = qimg_div_round_up(m->n, E);
+        if (nranges > nr->nblocks) {
+            nr->blocks = qimg_xrealloc(nr->blocks, nranges * sizeof *nr->blocks);
+            memset(nr->blocks + nr->nblocks, 0, (nranges - nr->nblocks) * sizeof *nr->blocks);
+            nr->nblocks = nranges;
+        }
+        for (uint64_t ti = 0; ti < nranges; ti++) {
+            if (nr->blocks[ti] || !range_in_use(m, ti * E, (ti + 1) * E))
+                continue;
+            int r = map_alloc(m, 1, &nr->blocks[ti]);
+            if (r < 0)
+                return r;
+            added = true;
+        }
+    }
+    return 0;
+}
 
 static int place_new_structures(struct qcow2_state *s, struct rc_map *m, unsigned order,
                                 struct new_refs *nr)
@@ -529,57 +552,25 @@ static int place_new_structures(struct qcow2_state *s, struct rc_map *m, unsigne
     uint64_t cs = s->cluster_size;
     uint64_t E = (cs * 8) >> order;
     uint64_t per_cluster = cs / 8;
-    uint64_t tclusters = qimg_div_round_up(qimg_div_round_up(m->n, E), per_cluster);
-    if (tclusters == 0)
-        tclusters = 1;
     for (;;) {
-        uint64_t saved_hint = m->hint;
-        uint64_t tstart;
-        int r = map_alloc(m, tclusters, &tstart);
+        int r = place_blocks(m, E, nr);
         if (r < 0)
             return r;
-        uint64_t cap = tclusters * per_cluster;
-        uint64_t *blocks = qimg_xcalloc(cap, sizeof *blocks);
-        bool fits = true;
-        /* blocks placed may start using a range of their own: repeat */
-        for (bool added = true; added && fits;) {
-            added = false;
-            uint64_t nranges = qimg_div_round_up(m->n, E);
-            if (nranges > cap) {
-                fits = false;
-                break;
-            }
-            for (uint64_t ti = 0; ti < nranges; ti++) {
-                if (blocks[ti] || !range_in_use(m, ti * E, (ti + 1) * E))
-                    continue;
-                r = map_alloc(m, 1, &blocks[ti]);
-                if (r < 0) {
-                    free(blocks);
-                    return r;
-                }
-                added = true;
-            }
-        }
-        if (fits) {
-            nr->table_start = tstart;
-            nr->table_clusters = tclusters;
-            nr->blocks = blocks;
-            nr->nblocks = cap;
+        uint64_t need = QIMG_MAX(qimg_div_round_up(nr->nblocks, per_cluster), 1);
+        if (nr->table_clusters >= need)
             return 0;
-        }
-        /* the table is too small: give back what was placed, try larger */
-        for (uint64_t ti = 0; ti < cap; ti++)
-            if (blocks[ti])
-                map_set(m, blocks[ti], 0);
-        for (uint64_t k = 0; k < tclusters; k++)
-            map_set(m, tstart + k, 0);
-        free(blocks);
-        m->hint = saved_hint;
-        uint64_t need = qimg_div_round_up(m->n + tclusters + 1, E);
-        tclusters = QIMG_MAX(tclusters + 1, qimg_div_round_up(need, per_cluster));
-        if (tclusters * cs > QCOW2_MAX_REFTABLE_BYTES)
+        if (need * cs > QCOW2_MAX_REFTABLE_BYTES)
             return qimg_error(-EFBIG, "qcow2: the refcount table would exceed %llu bytes",
                               QCOW2_MAX_REFTABLE_BYTES);
+        /* a larger table: the smaller one goes back */
+        for (uint64_t k = 0; k < nr->table_clusters; k++)
+            map_set(m, nr->table_start + k, 0);
+        if (nr->table_clusters && nr->table_start < m->hint)
+            m->hint = nr->table_start;
+        nr->table_clusters = need;
+        r = map_alloc(m, need, &nr->table_start);
+        if (r < 0)
+            return r;
     }
 }
 
