@@ -40,6 +40,8 @@ enum qimg_open_flags {
     QIMG_OPEN_CACHE_SYNC  = 1u << 5,  /* O_DSYNC (writethrough / directsync) */
     QIMG_OPEN_CACHE_UNSAFE = 1u << 6, /* never flush */
     QIMG_OPEN_NO_PROBE_WARNING = 1u << 7, /* do not print the probed-raw warning */
+    QIMG_OPEN_CHECK       = 1u << 8,  /* for check -r: a corrupt image opens read-write
+                                         and a dirty one is not repaired at open */
 };
 
 /* Open an image.  fmt may be NULL to probe.  filename may be a plain path,

@@ -13,9 +13,17 @@ enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT };
 
 #define RC_NOT_SUPPORTED 63
 
-static void log_to_stderr(const char *line, void *opaque)
+/* Check lines go to stderr as they come; error reports after the program
+ * name.  Installed for every command: a dirty image repaired when it is
+ * opened read-write reports as check -r all does. */
+void cli_check_log(const char *line, void *opaque)
 {
-    fprintf(stderr, "%s\n", line);
+    (void)opaque;
+    size_t n = strlen(QIMG_CHECK_LOG_REPORT);
+    if (strncmp(line, QIMG_CHECK_LOG_REPORT, n) == 0)
+        fprintf(stderr, "%s: %s\n", prog_name, line + n);
+    else
+        fprintf(stderr, "%s\n", line);
 }
 
 static void print_human(const struct qimg_check_result *r)
@@ -155,7 +163,7 @@ int cmd_check(int argc, char **argv)
         return 1;
     }
     if (fix)
-        flags |= QIMG_OPEN_RDWR;
+        flags |= QIMG_OPEN_RDWR | QIMG_OPEN_CHECK;
     if (force_share) {
         if (fix) {
             error_report("Could not open '%s': force-share=on can only be used with "
@@ -167,9 +175,7 @@ int cmd_check(int argc, char **argv)
     qimg_image *img = cli_open(filename, fmt, flags, image_opts);
     if (!img)
         return 1;
-    qimg_check_set_log(log_to_stderr, NULL);
     int ret = run_check(img, fix, of, quiet, filename);
-    qimg_check_set_log(NULL, NULL);
     qimg_close(img);
     return ret;
 }

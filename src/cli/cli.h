@@ -11,6 +11,8 @@
 /* Program name for messages: basename of argv[0] ("qemu-img" through a
  * symlink named so, else "qimg"). */
 extern const char *prog_name;
+/* check.c: prints the check log lines of the library (qimg_check_log). */
+void cli_check_log(const char *line, void *opaque);
 
 /* "prog: message\n" on stderr. */
 void error_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -125,6 +125,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     set_prog_name(argv[0]);
     qimg_set_warn_handler(cli_warn);
+    qimg_check_set_log(cli_check_log, NULL);
 
     /* Global options come before the command. */
     static const struct option longopts[] = {

@@ -400,6 +400,9 @@ int qimg_check(struct qimg_image *img, struct qimg_check_result *res, unsigned f
 typedef void (*qimg_check_log_fn)(const char *line, void *opaque);
 void qimg_check_set_log(qimg_check_log_fn fn, void *opaque);
 void qimg_check_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A check log line starting with this is an error report: the CLI prints
+ * it after the program name, as qemu's error_report. */
+#define QIMG_CHECK_LOG_REPORT "\001"
 
 /* resize.c: change the virtual size (prealloc "off" unless given). */
 int qimg_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);

@@ -28,6 +28,7 @@
 #include <stdio.h>
 
 #include "qcow2.h"
+#include "qcow2-repair.h"
 
 /* Entry masks as the check interprets them. */
 #define L1E_OFFSET_MASK     0x00fffffffffffe00ull
@@ -181,6 +182,13 @@ static void refblock_cache_free(struct refblock_cache *c)
     memset(c, 0, sizeof *c);
 }
 
+/* Repair changed stored refcounts (or the whole table): read again. */
+static void refblock_cache_reset(struct refblock_cache *c, const struct qcow2_state *s)
+{
+    refblock_cache_free(c);
+    refblock_cache_init(c, s);
+}
+
 struct check_ctx {
     struct qimg_image *img;
     struct qcow2_state *s;
@@ -193,6 +201,8 @@ struct check_ctx {
     bool rebuild;                  /* refcount structures need rebuilding (repair) */
     bool signaled_corruption;      /* qemu reports a broken refblock offset once */
     uint64_t copied_mismatches;    /* found while counting; reported by check_copied */
+    bool refcounts_repaired;       /* stored refcounts changed: COPIED flags to look at */
+    bool marked_corrupt;           /* read-write: a fatal problem set the corrupt bit */
     uint8_t *l2_buf;               /* a batch of L2 tables */
     uint64_t l2_batch;             /* tables per batch */
 };
@@ -372,8 +382,24 @@ static int count_compressed(struct check_ctx *c, uint64_t entry, uint64_t bitmap
     return 0;
 }
 
+/* -r all: an unaligned preallocated zero cluster becomes a plain zero
+ * cluster (its reads give zeros either way); 1 when repaired. */
+static int repair_unaligned_zero(struct check_ctx *c, uint64_t l2_offset, uint64_t index)
+{
+    uint64_t entry = c->s->extended_l2 ? 0 : QCOW2_OFLAG_ZERO;
+    int r = qcow2_repair_l2_entry(c->img, l2_offset, index, entry);
+    if (r < 0) {
+        qimg_check_log("ERROR: Overlap check failed");
+        c->res->check_errors++;
+        return r;
+    }
+    c->res->corruptions--;
+    c->res->corruptions_fixed++;
+    return 1;
+}
+
 static int count_allocated(struct check_ctx *c, uint64_t entry, uint64_t bitmap, bool active,
-                           struct frag_state *frag)
+                           struct frag_state *frag, uint64_t l2_offset, uint64_t index)
 {
     struct qcow2_state *s = c->s;
     uint64_t offset = entry & L2E_OFFSET_MASK;
@@ -385,12 +411,17 @@ static int count_allocated(struct check_ctx *c, uint64_t entry, uint64_t bitmap,
     if (!qimg_is_aligned(offset, s->cluster_size)) {
         bool contains_data = s->extended_l2 ? (uint32_t)bitmap != 0 : !(entry & QCOW2_OFLAG_ZERO);
         c->res->corruptions++;
+        bool fix = !contains_data && (c->fix & QIMG_FIX_ERRORS);
         if (contains_data)
             qimg_check_log("ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; "
                            "L2 entry corrupted.", offset);
         else
-            qimg_check_log("ERROR offset=%" PRIx64 ": Preallocated cluster is not properly "
-                           "aligned; L2 entry corrupted.", offset);
+            qimg_check_log("%s offset=%" PRIx64 ": Preallocated cluster is not properly "
+                           "aligned; L2 entry corrupted.", fix ? "Repairing" : "ERROR", offset);
+        if (fix) {
+            int r = repair_unaligned_zero(c, l2_offset, index);
+            return r < 0 ? r : 0;
+        }
     }
     if (active) {
         c->res->allocated_clusters++;
@@ -404,8 +435,8 @@ static int count_allocated(struct check_ctx *c, uint64_t entry, uint64_t bitmap,
 }
 
 /* The entries of one L2 table. */
-static int count_l2_table(struct check_ctx *c, const uint8_t *table, bool active,
-                          bool check_copied_flags)
+static int count_l2_table(struct check_ctx *c, uint64_t l2_offset, const uint8_t *table,
+                          bool active, bool check_copied_flags)
 {
     struct qcow2_state *s = c->s;
     struct frag_state frag = { 0 };
@@ -427,7 +458,7 @@ static int count_l2_table(struct check_ctx *c, const uint8_t *table, bool active
             break;
         case CT_ZERO_ALLOC:
         case CT_NORMAL: {
-            r = count_allocated(c, entry, bitmap, active, &frag);
+            r = count_allocated(c, entry, bitmap, active, &frag, l2_offset, i);
             uint64_t rc;
             if (r == 0 && check_copied_flags &&
                 copied_wrong(c, entry, entry & L2E_OFFSET_MASK, true, &rc) > 0)
@@ -472,7 +503,7 @@ static int count_l1_entry(struct check_ctx *c, uint32_t l1_index, uint64_t l1_en
     if (wrong > 0)
         c->copied_mismatches++;
     (void)l1_index;
-    return count_l2_table(c, table, active, wrong >= 0);
+    return count_l2_table(c, l2_offset, table, active, wrong >= 0);
 }
 
 struct l2_item { uint64_t offset; uint8_t *table; };
@@ -675,6 +706,21 @@ static int count_bitmaps(struct check_ctx *c)
     return 0;
 }
 
+/* -r all: the file grows to hold a refcount block that lies past its end
+ * (the block reads as zeros; the rebuild that follows replaces it). */
+static int repair_refblock_outside(struct check_ctx *c, uint64_t offset)
+{
+    uint64_t end = offset + c->s->cluster_size;
+    int r = qcow2_repair_extend_file(c->img, end);
+    if (r < 0) {
+        qimg_check_log("ERROR could not resize image: %s", strerror(-r));
+        qimg_error_clear();
+        return r;
+    }
+    c->file_len = end;
+    return 0;
+}
+
 /* The refcount blocks themselves: each must be referenced exactly once. */
 static int count_refblocks(struct check_ctx *c)
 {
@@ -698,9 +744,11 @@ static int count_refblocks(struct check_ctx *c)
         }
         if (cluster >= c->refs.nb_clusters) {
             c->res->corruptions++;
-            qimg_check_log("ERROR refcount block %" PRIu64 " is outside image", i);
-            c->rebuild = true;
-            continue;
+            bool fix = c->fix & QIMG_FIX_ERRORS;
+            qimg_check_log("%s refcount block %" PRIu64 " is outside image",
+                           fix ? "Repairing" : "ERROR", i);
+            if (!fix || repair_refblock_outside(c, offset) < 0)
+                continue;
         }
         if (offset == 0)
             continue;
@@ -738,6 +786,34 @@ static int count_references(struct check_ctx *c)
 
 /* ================================================== step 2: compare */
 
+/* -r: a refcount that is too high (leaks) or too low but not 0 (all) is
+ * set to the number of references; qemu says "Repairing" instead. */
+static bool repair_mismatch(struct check_ctx *c, unsigned fix, uint64_t k, uint64_t stored,
+                            uint64_t counted)
+{
+    bool leak = stored > counted;
+    if (!(fix & (leak ? QIMG_FIX_LEAKS : QIMG_FIX_ERRORS)) || stored == 0)
+        return false;
+    qimg_check_log("Repairing cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+                   k, stored, counted);
+    int r = qcow2_repair_refcount(c->img, k, stored, counted);
+    if (r < 0) {
+        qimg_check_log("ERROR could not repair cluster %" PRIu64 ": %s", k, strerror(-r));
+        qimg_error_clear();
+        if (leak)
+            c->res->leaks++;
+        else
+            c->res->corruptions++;
+        return true;
+    }
+    c->refcounts_repaired = true;
+    if (leak)
+        c->res->leaks_fixed++;
+    else
+        c->res->corruptions_fixed++;
+    return true;
+}
+
 static void report_mismatch(struct check_ctx *c, uint64_t k, uint64_t stored, uint64_t counted)
 {
     if (stored == 0)
@@ -755,9 +831,19 @@ static void report_unreadable(struct check_ctx *c, uint64_t ti, uint64_t from, u
 {
     if (err == -EIO && !c->signaled_corruption) {
         uint64_t off = c->s->refcount_table[ti] & REFT_OFFSET_MASK;
-        qimg_check_log("qcow2: Image is corrupt: Refblock offset %#" PRIx64 " unaligned "
-                       "(reftable index: %#" PRIx64 "); further non-fatal corruption events "
-                       "will be suppressed", off, ti);
+        if (c->img->read_only) {
+            qimg_check_log("qcow2: Image is corrupt: Refblock offset %#" PRIx64 " unaligned "
+                           "(reftable index: %#" PRIx64 "); further non-fatal corruption "
+                           "events will be suppressed", off, ti);
+        } else {
+            /* read-write, qemu marks the image corrupt and writes no more */
+            qimg_check_log("qcow2: Marking image as corrupt: Refblock offset %#" PRIx64
+                           " unaligned (reftable index: %#" PRIx64 "); further corruption "
+                           "events will be suppressed", off, ti);
+            if (qcow2_repair_mark_corrupt(c->img) < 0)
+                qimg_error_clear();
+            c->marked_corrupt = true;
+        }
         c->signaled_corruption = true;
     }
     for (uint64_t k = from; k < to; k++) {
@@ -768,7 +854,7 @@ static void report_unreadable(struct check_ctx *c, uint64_t ti, uint64_t from, u
 
 /* Stored against counted for every cluster of the file; *highest gets the
  * last cluster in use by either. */
-static void compare_refcounts(struct check_ctx *c, uint64_t *highest)
+static void compare_refcounts(struct check_ctx *c, uint64_t *highest, unsigned fix)
 {
     struct qcow2_state *s = c->s;
     uint64_t per_block = s->refcount_block_entries;
@@ -795,7 +881,7 @@ static void compare_refcounts(struct check_ctx *c, uint64_t *highest)
             uint64_t counted = refmap_get(&c->refs, k);
             if (stored || counted)
                 *highest = k;
-            if (stored != counted)
+            if (stored != counted && !repair_mismatch(c, fix, k, stored, counted))
                 report_mismatch(c, k, stored, counted);
         }
     }
@@ -805,12 +891,19 @@ static void compare_refcounts(struct check_ctx *c, uint64_t *highest)
 
 /* Report the COPIED flags of the active L1 and L2 tables that disagree
  * with the stored refcounts.  The counting pass already found how many
- * there are; this pass (reading the L2 tables again) runs only then. */
+ * there are; this pass (reading the L2 tables again) runs only then, or
+ * after a repair changed refcounts.  -r all repairs them; -r leaks only
+ * when nothing else is wrong (the refcounts are then known to be right). */
 static int check_copied(struct check_ctx *c)
 {
     struct qcow2_state *s = c->s;
-    if (c->copied_mismatches == 0)
+    struct qimg_check_result *res = c->res;
+    if (c->copied_mismatches == 0 && !c->refcounts_repaired)
         return 0;
+    bool repair = (c->fix & QIMG_FIX_ERRORS) ||
+                  ((c->fix & QIMG_FIX_LEAKS) && !res->check_errors && !res->corruptions &&
+                   !res->leaks);
+    const char *what = repair ? "Repairing" : "ERROR";
     CLEANUP_FREE uint8_t *table = qimg_alloc_from_image(s->cluster_size, "L2 table");
     if (!table)
         return -ENOMEM;
@@ -824,25 +917,49 @@ static int check_copied(struct check_ctx *c)
         if (wrong < 0)
             continue;
         if (wrong) {
-            c->res->corruptions++;
-            qimg_check_log("ERROR OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%"
-                           PRIx64 " refcount=%" PRIu64, i, l1_entry, rc);
+            qimg_check_log("%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%"
+                           PRIx64 " refcount=%" PRIu64, what, i, l1_entry, rc);
+            if (repair && qcow2_repair_l1_entry(c->img, i, rc == 1 ? l1_entry | QCOW2_OFLAG_COPIED
+                                                : l1_entry & ~QCOW2_OFLAG_COPIED) == 0) {
+                res->corruptions_fixed++;
+            } else {
+                qimg_error_clear();
+                res->corruptions++;
+            }
         }
         int r = qimg_io_pread(c->img->file, table, s->cluster_size, l2_offset);
         if (r < 0) {
             qimg_check_log("ERROR: Could not read L2 table: %s", strerror(-r));
-            c->res->check_errors++;
+            res->check_errors++;
             return r;
         }
+        bool modified = false;
         for (uint64_t j = 0; j < s->l2_entries; j++) {
-            uint64_t entry = qimg_be64(table + j * s->l2_entry_bytes);
+            uint8_t *p = table + j * s->l2_entry_bytes;
+            uint64_t entry = qimg_be64(p);
             enum check_type t = entry_type(s, entry);
             if (t != CT_NORMAL && t != CT_ZERO_ALLOC)
                 continue;
-            if (copied_wrong(c, entry, entry & L2E_OFFSET_MASK, true, &rc) > 0) {
-                c->res->corruptions++;
-                qimg_check_log("ERROR OFLAG_COPIED data cluster: l2_entry=%" PRIx64
-                               " refcount=%" PRIu64, entry, rc);
+            if (copied_wrong(c, entry, entry & L2E_OFFSET_MASK, true, &rc) <= 0)
+                continue;
+            qimg_check_log("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
+                           " refcount=%" PRIu64, what, entry, rc);
+            if (repair) {
+                qimg_put_be64(p, rc == 1 ? entry | QCOW2_OFLAG_COPIED
+                                         : entry & ~QCOW2_OFLAG_COPIED);
+                modified = true;
+                res->corruptions_fixed++;
+            } else {
+                res->corruptions++;
+            }
+        }
+        if (modified) {
+            r = qcow2_repair_write_l2(c->img, l2_offset, table);
+            if (r < 0) {
+                qimg_check_log("ERROR: Could not write L2 table: %s", strerror(-r));
+                qimg_error_clear();
+                res->check_errors++;
+                return r;
             }
         }
     }
@@ -850,6 +967,115 @@ static int check_copied(struct check_ctx *c)
 }
 
 /* ============================================================ entry */
+
+/* The reference map as the rebuild sees it. */
+static uint64_t map_get(void *opaque, uint64_t k)
+{
+    return refmap_get(&((struct check_ctx *)opaque)->refs, k);
+}
+
+static int map_set(void *opaque, uint64_t k, uint64_t v)
+{
+    struct refmap *m = &((struct check_ctx *)opaque)->refs;
+    int r = refmap_reserve(m, k);
+    if (r < 0)
+        return r;
+    if (k >= m->nb_clusters)
+        m->nb_clusters = k + 1;
+    refmap_set(m, k, v);
+    return 0;
+}
+
+static uint64_t map_nb_clusters(void *opaque)
+{
+    return ((struct check_ctx *)opaque)->refs.nb_clusters;
+}
+
+/* Count every reference into a fresh map, for a file of c->file_len. */
+static int count_fresh(struct check_ctx *c)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t nb_clusters = qimg_div_round_up(c->file_len, s->cluster_size);
+    if (nb_clusters > MAX_CHECK_CLUSTERS) {
+        c->res->check_errors++;
+        return qimg_error(-EFBIG, "Image file has too many clusters to check");
+    }
+    refmap_free(&c->refs);
+    int r = refmap_init(&c->refs, nb_clusters, s->refcount_order);
+    if (r < 0) {
+        c->res->check_errors++;
+        return r;
+    }
+    c->rebuild = false;
+    c->copied_mismatches = 0;
+    return count_references(c);
+}
+
+/* -r all with broken refcount structures: new ones from the counted
+ * references, then everything counted again against them; the old
+ * structures are leaks now, freed without being reported as such. */
+static int rebuild_refcounts(struct check_ctx *c, uint64_t *highest)
+{
+    struct qimg_check_result *res = c->res, again = { 0 };
+    qimg_check_log("Rebuilding refcount structure");
+    struct qcow2_refcount_map map = {
+        .opaque = c, .get = map_get, .set = map_set, .nb_clusters = map_nb_clusters,
+    };
+    int r = qcow2_repair_rebuild_refcounts(c->img, &map, c->marked_corrupt);
+    if (r < 0) {
+        res->check_errors++;
+        return r;
+    }
+    refblock_cache_reset(&c->refblocks, c->s);
+    c->refcounts_repaired = true;
+    r = qimg_io_get_size(c->img->file, &c->file_len);
+    c->res = &again;
+    if (r == 0)
+        r = count_fresh(c);
+    if (r == 0) {
+        compare_refcounts(c, highest, c->fix & QIMG_FIX_LEAKS);
+        if (c->rebuild)
+            qimg_check_log("ERROR rebuilt refcount structure is still broken");
+        r = qcow2_repair_refcounts_flush(c->img);
+    }
+    c->res = res;
+    refblock_cache_reset(&c->refblocks, c->s);
+    if (r < 0) {
+        res->check_errors++;
+        return r;
+    }
+    /* what the first count found is fixed, but for what is still there */
+    if (res->corruptions > again.corruptions)
+        res->corruptions_fixed += res->corruptions - again.corruptions;
+    res->corruptions = again.corruptions;
+    res->leaks_fixed += res->leaks;
+    res->leaks = again.leaks;
+    res->check_errors += again.check_errors;
+    return 0;
+}
+
+/* -r leaks / -r all after the first comparison (which only reported). */
+static int repair_refcounts(struct check_ctx *c, const struct qimg_check_result *before_compare,
+                            uint64_t *highest)
+{
+    if (c->rebuild && (c->fix & QIMG_FIX_ERRORS))
+        return rebuild_refcounts(c, highest);
+    if (c->rebuild) {
+        qimg_check_log("ERROR need to rebuild refcount structures");
+        c->res->check_errors++;
+        return -EIO;
+    }
+    if (!c->res->leaks && !c->res->corruptions)
+        return 0;
+    /* compare again, repairing this time */
+    *c->res = *before_compare;
+    compare_refcounts(c, highest, c->fix);
+    refblock_cache_reset(&c->refblocks, c->s);
+    int r = qcow2_repair_refcounts_flush(c->img);
+    if (r < 0)
+        c->res->check_errors++;
+    return r;
+}
 
 static int run_check(struct check_ctx *c)
 {
@@ -885,7 +1111,13 @@ static int run_check(struct check_ctx *c)
     if (r < 0)
         return r;
     uint64_t highest;
-    compare_refcounts(c, &highest);
+    struct qimg_check_result before_compare = *c->res;
+    compare_refcounts(c, &highest, 0);
+    if (c->fix) {
+        r = repair_refcounts(c, &before_compare, &highest);
+        if (r < 0)
+            return r;
+    }
     r = check_copied(c);
     if (r < 0)
         return r;
@@ -901,11 +1133,13 @@ int qcow2_check(struct qimg_image *img, struct qimg_check_result *res, unsigned 
     memset(res, 0, sizeof *res);
     pthread_mutex_lock(&img->lock);
     int r = run_check(&c);
+    /* a repair that left nothing wrong: the image is clean and consistent */
+    if (r == 0 && fix && !res->check_errors && !res->corruptions) {
+        r = qcow2_repair_mark_clean(img);
+        if (r < 0)
+            res->check_errors++;
+    }
     pthread_mutex_unlock(&img->lock);
-    /* Repair needs the write path: until it is wired in here, -r leaks and
-     * -r all report what they would fix and change nothing. */
-    if (r == 0 && fix && (res->leaks || res->corruptions))
-        qimg_check_log("qcow2 check: repair is not implemented yet; the image was not changed");
     refmap_free(&c.refs);
     refblock_cache_free(&c.refblocks);
     free(c.l2_buf);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "qcow2.h"
+#include "qcow2-repair.h"
 #include "qcow2-create.h"
 
 /* ------------------------------------------------------------------ probe */
@@ -584,7 +585,8 @@ static int open_header(struct qimg_image *img, struct qcow2_state *s, unsigned f
         parse_extensions(s, cluster, ext_end, true);
         return report_unsupported(s, unsupported);
     }
-    if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && (flags & QIMG_OPEN_RDWR))
+    if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && (flags & QIMG_OPEN_RDWR) &&
+        !(flags & QIMG_OPEN_CHECK))
         return qimg_error(-EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
     r = check_compression_type(s);
     if (r < 0)
@@ -637,6 +639,8 @@ static int qcow2_open(struct qimg_image *img, unsigned flags)
     img->opaque = s;
     if (r == 0)
         r = qcow2_write_open(img, flags);
+    if (r == 0)
+        r = qcow2_repair_dirty_on_open(img, flags);
     if (r < 0) {
         qcow2_write_close(img);
         img->opaque = NULL;
