@@ -236,6 +236,10 @@ int qimg_bitmap_clear(qimg_image *img, const char *name);
 int qimg_bitmap_set_enabled(qimg_image *img, const char *name, bool enabled);
 /* Add src_name's dirty ranges (from src, which may be img) to name. */
 int qimg_bitmap_merge(qimg_image *img, const char *name, qimg_image *src, const char *src_name);
+/* The first dirty byte range of a bitmap at or after off: 0 with start
+ * and len set, 1 when the rest is clean, <0 on error. */
+int qimg_bitmap_next_dirty(qimg_image *img, const char *name, uint64_t off, uint64_t *start,
+                           uint64_t *len);
 
 /* Check opts against the format's amend options (qemu's messages). */
 int qimg_amend_check(qimg_image *img, qimg_opts *opts);

@@ -117,6 +117,10 @@ int qimg_bitmap_merge(qimg_image *img, const char *name, qimg_image *src, const 
         return qimg_error(-EINVAL, "Bitmaps are incompatible and can't be merged");
     if (!src->drv->bitmap_next_dirty || !img->drv->bitmap_set_dirty)
         return qimg_error(-ENOTSUP, "Bitmaps are incompatible and can't be merged");
+    /* the target must take changes (an inconsistent one does not) */
+    r = img->drv->bitmap_set_dirty(img, name, 0, 0);
+    if (r < 0)
+        return r;
     uint64_t off = 0, start, len;
     while (off < src->size &&
            (r = src->drv->bitmap_next_dirty(src, src_name, off, &start, &len)) == 0) {
@@ -126,5 +130,20 @@ int qimg_bitmap_merge(qimg_image *img, const char *name, qimg_image *src, const 
         if (r < 0)
             return r;
     }
-    return r < 0 ? r : 0;
+    if (r < 0)
+        return r;
+    return img->drv->bitmap_store ? img->drv->bitmap_store(img) : 0;
+}
+
+int qimg_bitmap_next_dirty(qimg_image *img, const char *name, uint64_t off, uint64_t *start,
+                           uint64_t *len)
+{
+    int r = need_bitmap(img, name);
+    if (r < 0)
+        return r;
+    if (!img->drv->bitmap_next_dirty)
+        return unsupported(img);
+    if (off >= img->size)
+        return 1;
+    return img->drv->bitmap_next_dirty(img, name, off, start, len);
 }

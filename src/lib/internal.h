@@ -317,6 +317,11 @@ struct qimg_driver {
      * store what compress made for the cluster at off. */
     int (*compress)(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len);
     int (*write_compressed)(struct qimg_image *img, uint64_t off, const void *data, size_t len);
+
+    /* Bitmaps: write what bitmap_set_dirty changed in memory (merge calls
+     * it once at the end).  bitmap_set_dirty with len 0 only checks that
+     * the bitmap can take changes. */
+    int (*bitmap_store)(struct qimg_image *img);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */
