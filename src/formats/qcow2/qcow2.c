@@ -7,6 +7,7 @@
 #include "qcow2.h"
 #include "qcow2-repair.h"
 #include "qcow2-create.h"
+#include "qcow2-amend.h"
 
 /* ------------------------------------------------------------------ probe */
 
@@ -789,4 +790,6 @@ const struct qimg_driver qimg_driver_qcow2 = {
     .make_empty     = qcow2_make_empty,
     .compress       = qcow2_compress,
     .write_compressed = qcow2_write_compressed,
+    .amend_opts     = qcow2_amend_opts,
+    .amend          = qcow2_amend,
 };
