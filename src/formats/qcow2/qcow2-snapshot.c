@@ -1,0 +1,674 @@
+/* qimg - qcow2 internal snapshots: create, apply (revert to) and delete.
+ *
+ * A snapshot is a copy of the active L1 table plus an entry in the
+ * snapshot table.  An L2 table or data cluster holds one reference for
+ * every L1 table that reaches it, so taking a snapshot adds a reference
+ * to everything the active L1 reaches, and the COPIED flag (refcount
+ * exactly 1) leaves the active tables: the write path then copies shared
+ * clusters before writing into them.  After apply and delete the COPIED
+ * flags of the active tables are set again wherever the refcount fell
+ * back to 1.
+ *
+ * Crash ordering, so that a crash leaves at worst leaked clusters: the L1
+ * copy and the raised refcounts reach the disk before the snapshot table
+ * that names the copy; a new table is written before the header points
+ * to it, and the old one is freed after.  Apply raises the snapshot's
+ * references before the active L1 is overwritten, and drops the old ones
+ * after.  Delete takes the entry out of the table before dropping what it
+ * referenced.  Clusters that become free are discarded on the host.
+ *
+ * All of it runs with img->lock held; concurrent guest writes through
+ * the same handle are not expected while a snapshot operation runs.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/time.h>
+
+#include "qcow2-snapshot.h"
+
+/* ============================================================ references */
+
+/* A walk over everything an L1 table reaches, changing each refcount by
+ * addend (+1 or -1); it stops after limit changes, to undo a walk that
+ * failed half-way. */
+struct ref_walk {
+    int addend;
+    bool discard;               /* punch clusters that become free */
+    uint64_t limit;
+    uint64_t done;
+};
+
+/* 0 done, 1 the limit was reached, <0 error. */
+static int change_ref(struct qimg_image *img, struct ref_walk *w, uint64_t cluster)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (w->done == w->limit)
+        return 1;
+    int r;
+    if (w->addend > 0)
+        r = qcow2_update_refcounts(img, cluster, 1, 1);
+    else
+        r = qcow2_free_clusters(img, cluster << s->cluster_bits, s->cluster_size, w->discard);
+    if (r == -ERANGE)
+        r = -EINVAL;            /* a refcount overflow: qemu says EINVAL */
+    if (r < 0)
+        return r;
+    w->done++;
+    return 0;
+}
+
+/* The host clusters an L2 entry holds a reference to: [*first, +*count). */
+static void entry_clusters(const struct qcow2_state *s, uint64_t entry, uint64_t *first,
+                           uint64_t *count)
+{
+    *first = *count = 0;
+    if (entry & QCOW2_OFLAG_COMPRESSED) {
+        uint64_t off, len;
+        qcow2_compressed_range(s, entry, &off, &len);
+        *first = off >> s->cluster_bits;
+        *count = ((off + len - 1) >> s->cluster_bits) - *first + 1;
+        return;
+    }
+    uint64_t off = entry & QCOW2_OFFSET_MASK;
+    if (off == 0 || qcow2_has_data_file(s))
+        return;                 /* unallocated, plain zeros, or not refcounted */
+    *first = off >> s->cluster_bits;
+    *count = 1;
+}
+
+static int check_l2_offset(const struct qcow2_state *s, uint64_t l2, uint64_t l1i)
+{
+    if (!qimg_is_aligned(l2, s->cluster_size))
+        return qimg_error(-EIO, "qcow2: L2 table offset %#" PRIx64 " unaligned (L1 index: %#"
+                          PRIx64 ")", l2, l1i);
+    return 0;
+}
+
+static int walk_l2(struct qimg_image *img, struct ref_walk *w, uint64_t l2_offset)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint8_t *table;
+    int r = qcow2_l2_cache_get(img, l2_offset, &table);
+    if (r < 0)
+        return r;
+    /* the table pointer stays valid: refcount changes do not touch the L2 cache */
+    for (uint64_t i = 0; i < s->l2_entries; i++) {
+        uint64_t first, count;
+        entry_clusters(s, qimg_be64(table + i * s->l2_entry_bytes), &first, &count);
+        for (uint64_t k = 0; k < count; k++) {
+            r = change_ref(img, w, first + k);
+            if (r != 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+/* The data clusters of each L2 table, then the table itself. */
+static int walk_l1(struct qimg_image *img, struct ref_walk *w, const uint64_t *l1, uint32_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2 = l1[i] & QCOW2_OFFSET_MASK;
+        if (!l2)
+            continue;
+        int r = check_l2_offset(s, l2, i);
+        if (r == 0)
+            r = walk_l2(img, w, l2);
+        if (r != 0)
+            return r;
+        if (w->addend < 0 && w->done < w->limit) {
+            uint64_t rc;
+            r = qcow2_get_refcount(img, l2 >> s->cluster_bits, &rc);
+            if (r < 0)
+                return r;
+            if (rc == 1)
+                qcow2_l2_cache_drop(img, l2);   /* freed now: never write it back */
+        }
+        r = change_ref(img, w, l2 >> s->cluster_bits);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* One more reference to everything l1 reaches, all or nothing. */
+static int ref_l1(struct qimg_image *img, const uint64_t *l1, uint32_t n)
+{
+    struct ref_walk up = { .addend = 1, .limit = UINT64_MAX };
+    int r = walk_l1(img, &up, l1, n);
+    if (r >= 0)
+        return 0;
+    struct ref_walk undo = { .addend = -1, .limit = up.done };
+    char *msg = qimg_strdup(qimg_last_error());
+    walk_l1(img, &undo, l1, n);
+    qimg_error(r, "%s", msg);
+    free(msg);
+    return r;
+}
+
+/* One reference less to everything l1 reaches; what becomes free is
+ * discarded. */
+static int unref_l1(struct qimg_image *img, const uint64_t *l1, uint32_t n)
+{
+    struct ref_walk down = { .addend = -1, .discard = true, .limit = UINT64_MAX };
+    int r = walk_l1(img, &down, l1, n);
+    return r < 0 ? r : 0;
+}
+
+/* ============================================================ COPIED flags */
+
+static uint64_t with_copied(uint64_t entry, bool copied)
+{
+    return copied ? entry | QCOW2_OFLAG_COPIED : entry & ~QCOW2_OFLAG_COPIED;
+}
+
+static int write_l1(struct qimg_image *img, uint64_t offset, const uint64_t *l1, uint32_t n)
+{
+    if (n == 0)
+        return 0;
+    CLEANUP_FREE uint8_t *be = qimg_xmalloc((size_t)n * 8);
+    for (uint32_t i = 0; i < n; i++)
+        qimg_put_be64(be + 8 * (size_t)i, l1[i]);
+    int r = qimg_io_pwrite(img->file, be, (size_t)n * 8, offset);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    return r < 0 ? qimg_error(r, "Could not write L1 table: %s", strerror(-r)) : 0;
+}
+
+/* The COPIED flags of one active L2 table; *changed when any moved. */
+static int fix_l2_copied(struct qimg_image *img, uint64_t l2_offset)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint8_t *table;
+    int r = qcow2_l2_cache_get(img, l2_offset, &table);
+    if (r < 0)
+        return r;
+    bool changed = false;
+    for (uint64_t i = 0; i < s->l2_entries; i++) {
+        uint8_t *p = table + i * s->l2_entry_bytes;
+        uint64_t entry = qimg_be64(p);
+        uint64_t off = entry & QCOW2_OFFSET_MASK;
+        if ((entry & QCOW2_OFLAG_COMPRESSED) || off == 0 || qcow2_has_data_file(s))
+            continue;
+        uint64_t rc;
+        r = qcow2_get_refcount(img, off >> s->cluster_bits, &rc);
+        if (r < 0)
+            return r;
+        uint64_t ne = with_copied(entry, rc == 1);
+        if (ne != entry) {
+            qimg_put_be64(p, ne);
+            changed = true;
+        }
+    }
+    if (changed)
+        qcow2_l2_cache_mark_dirty(img, l2_offset);
+    return 0;
+}
+
+/* COPIED exactly where the refcount is 1, in the active L1 and L2 tables. */
+static int fix_copied(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    bool l1_changed = false;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t l2 = s->l1_table[i] & QCOW2_OFFSET_MASK;
+        if (!l2)
+            continue;
+        uint64_t rc = 0;
+        int r = check_l2_offset(s, l2, i);
+        if (r == 0)
+            r = qcow2_get_refcount(img, l2 >> s->cluster_bits, &rc);
+        if (r == 0)
+            r = fix_l2_copied(img, l2);
+        if (r < 0)
+            return r;
+        uint64_t ne = with_copied(s->l1_table[i], rc == 1);
+        if (ne != s->l1_table[i]) {
+            s->l1_table[i] = ne;
+            l1_changed = true;
+        }
+    }
+    int r = qcow2_l2_cache_flush(img);
+    if (r == 0 && l1_changed)
+        r = write_l1(img, s->l1_table_offset, s->l1_table, s->l1_size);
+    return r;
+}
+
+/* ============================================================ allocation */
+
+/* bytes in one run of contiguous clusters (refcount 1). */
+static int alloc_run(struct qimg_image *img, uint64_t bytes, uint64_t *host)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t n = qimg_div_round_up(bytes, s->cluster_size);
+    for (;;) {
+        uint64_t got;
+        int r = qcow2_alloc_clusters(img, n, host, &got);
+        if (r < 0)
+            return r;
+        if (got == n)
+            return 0;
+        /* a hole too small: give it back and look beyond it */
+        r = qcow2_free_clusters(img, *host, got * s->cluster_size, false);
+        if (r < 0)
+            return r;
+        s->ws->free_cluster_index = (*host >> s->cluster_bits) + got;
+    }
+}
+
+static int read_l1(struct qimg_image *img, uint64_t offset, uint32_t n, uint32_t entries,
+                   uint64_t **out)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if ((uint64_t)n * 8 > QCOW2_MAX_L1_BYTES)
+        return qimg_error(-EFBIG, "Snapshot L1 table too large");
+    if (n && (!qimg_is_aligned(offset, s->cluster_size) ||
+              !qimg_range_ok(offset, (uint64_t)n * 8, s->file_size)))
+        return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
+    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(QIMG_MAX(n, entries), 1u), 8, "L1 table");
+    if (!l1)
+        return -ENOMEM;
+    int r = n ? qimg_io_pread(img->file, l1, (size_t)n * 8, offset) : 0;
+    if (r < 0) {
+        free(l1);
+        return qimg_error(r, "Could not read snapshot L1 table: %s", strerror(-r));
+    }
+    for (uint32_t i = 0; i < n; i++)
+        l1[i] = qimg_be64(&l1[i]);
+    *out = l1;
+    return 0;
+}
+
+/* The active L1 table grown to entries, in new clusters (the snapshot to
+ * apply has a larger one: it holds VM state beyond the disk). */
+static int grow_active_l1(struct qimg_image *img, uint32_t entries)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t host;
+    int r = alloc_run(img, (uint64_t)entries * 8, &host);
+    if (r == 0)
+        r = qcow2_refcount_flush(img);
+    if (r < 0)
+        return r;
+    uint64_t *t = qimg_xcalloc(entries, 8);
+    memcpy(t, s->l1_table, (size_t)s->l1_size * 8);
+    r = write_l1(img, host, t, entries);
+    uint8_t hdr[12];
+    qimg_put_be32(hdr, entries);
+    qimg_put_be64(hdr + 4, host);
+    if (r == 0)
+        r = qimg_io_pwrite(img->file, hdr, sizeof hdr, QCOW2_HDR_L1_SIZE);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r < 0) {
+        free(t);
+        return qimg_error(r, "Could not grow the L1 table: %s", strerror(-r));
+    }
+    uint64_t old_off = s->l1_table_offset, old_bytes = (uint64_t)s->l1_size * 8;
+    free(s->l1_table);
+    s->l1_table = t;
+    s->l1_table_offset = host;
+    s->l1_size = entries;
+    return old_bytes ? qcow2_free_clusters(img, old_off, old_bytes, false) : 0;
+}
+
+/* ========================================================= snapshot table */
+
+static uint32_t written_extra_len(const struct qcow2_snapshot *sn)
+{
+    return QIMG_MAX(sn->extra_data_size, QCOW2_SNAPSHOT_EXTRA_ICOUNT);
+}
+
+static uint64_t entry_len(const struct qcow2_snapshot *sn, uint32_t extra)
+{
+    return QCOW2_SNAPSHOT_HEADER_LEN + (uint64_t)extra + strlen(sn->id) + strlen(sn->name);
+}
+
+/* Bytes of a table: each entry starts 8-aligned, the last one ends
+ * unpadded (qemu writes and frees it so).  as_written: with the extra
+ * data every entry gets when written, else as stored. */
+static uint64_t table_len(const struct qcow2_snapshot *sn, uint32_t n, bool as_written)
+{
+    uint64_t len = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t extra = as_written ? written_extra_len(&sn[i]) : sn[i].extra_data_size;
+        len = ((len + 7) & ~7ull) + entry_len(&sn[i], extra);
+    }
+    return len;
+}
+
+/* Every entry with the version 3 extra data (vm_state_size_large,
+ * disk_size, icount); extra bytes beyond those are kept as they were. */
+static void encode_table(const struct qcow2_snapshot *sn, uint32_t n, uint8_t *buf)
+{
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < n; i++, sn++) {
+        pos = (pos + 7) & ~7ull;
+        uint8_t *h = buf + pos;
+        uint32_t extra = written_extra_len(sn);
+        size_t id_len = strlen(sn->id), name_len = strlen(sn->name);
+        qimg_put_be64(h, sn->l1_table_offset);
+        qimg_put_be32(h + 8, sn->l1_size);
+        qimg_put_be16(h + 12, (uint16_t)id_len);
+        qimg_put_be16(h + 14, (uint16_t)name_len);
+        qimg_put_be32(h + 16, sn->date_sec);
+        qimg_put_be32(h + 20, sn->date_nsec);
+        qimg_put_be64(h + 24, sn->vm_clock_nsec);
+        qimg_put_be32(h + 32, (uint32_t)sn->vm_state_size);
+        qimg_put_be32(h + 36, extra);
+        uint8_t *e = h + QCOW2_SNAPSHOT_HEADER_LEN;
+        memcpy(e, sn->extra_data, sn->extra_data_size);
+        qimg_put_be64(e, sn->vm_state_size);
+        qimg_put_be64(e + 8, sn->disk_size);
+        qimg_put_be64(e + 16, (uint64_t)sn->icount);
+        memcpy(e + extra, sn->id, id_len);
+        memcpy(e + extra + id_len, sn->name, name_len);
+        pos += entry_len(sn, extra);
+    }
+}
+
+/* In memory as on disk after encode_table. */
+static void upgrade_extra(struct qcow2_snapshot *sn)
+{
+    uint32_t extra = written_extra_len(sn);
+    if (extra != sn->extra_data_size) {
+        sn->extra_data = qimg_xrealloc(sn->extra_data, extra);
+        memset(sn->extra_data + sn->extra_data_size, 0, extra - sn->extra_data_size);
+        sn->extra_data_size = extra;
+    }
+    qimg_put_be64(sn->extra_data, sn->vm_state_size);
+    qimg_put_be64(sn->extra_data + 8, sn->disk_size);
+    qimg_put_be64(sn->extra_data + 16, (uint64_t)sn->icount);
+}
+
+/* Write snaps[0..n) as the new table in new clusters, point the header
+ * to it, free the old one.  s->snapshots is not touched. */
+static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t old_off = s->snapshots_offset;
+    uint64_t old_len = table_len(s->snapshots, s->nb_snapshots, false);
+    uint64_t len = table_len(snaps, n, true);
+    uint64_t off = 0;
+    int r = 0;
+    if (len > QCOW2_MAX_SNAPSHOT_TABLE)
+        return qimg_error(-EFBIG, "Snapshot table too large");
+    if (n > 0) {
+        CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, len);
+        encode_table(snaps, n, buf);
+        r = alloc_run(img, len, &off);
+        if (r == 0)
+            r = qcow2_refcount_flush(img);
+        if (r == 0)
+            r = qimg_io_pwrite(img->file, buf, len, off);
+        if (r == 0)
+            r = qimg_io_flush(img->file);
+        if (r < 0)
+            return qimg_error(r, "Could not write the snapshot table: %s", strerror(-r));
+    }
+    uint8_t hdr[12];
+    qimg_put_be32(hdr, n);
+    qimg_put_be64(hdr + 4, off);
+    r = qimg_io_pwrite(img->file, hdr, sizeof hdr, QCOW2_HDR_NB_SNAPSHOTS);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r < 0)
+        return qimg_error(r, "Could not update qcow2 header: %s", strerror(-r));
+    for (uint32_t i = 0; i < n; i++)
+        upgrade_extra(&snaps[i]);
+    s->snapshots_offset = off;
+    if (old_off && old_len)
+        return qcow2_free_clusters(img, old_off, old_len, true);
+    return 0;
+}
+
+static void free_snapshot(struct qcow2_snapshot *sn)
+{
+    free(sn->id);
+    free(sn->name);
+    free(sn->extra_data);
+}
+
+/* ================================================================ common */
+
+static int check_writable(const struct qcow2_state *s)
+{
+    if (!s->ws)
+        return qimg_error(-EACCES, "qcow2: image is read-only");
+    if ((s->incompatible_features & QCOW2_INCOMPAT_DIRTY) && !s->ws->marked_dirty)
+        return qimg_error(-EACCES, "qcow2: the image was not closed cleanly and its refcounts "
+                          "must be rebuilt first (run 'qemu-img check -r all')");
+    return 0;
+}
+
+/* The next id: one more than the largest numeric id in use (as qemu). */
+static char *new_id(const struct qcow2_state *s)
+{
+    unsigned long max = 0;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        unsigned long v = strtoul(s->snapshots[i].id, NULL, 10);
+        if (v > max)
+            max = v;
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lu", max + 1);
+    return qimg_strdup(buf);
+}
+
+/* ================================================================ create */
+
+static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
+    int r = 0;
+    if (l1_bytes) {
+        r = alloc_run(img, l1_bytes, &sn->l1_table_offset);
+        if (r == 0)
+            r = qcow2_refcount_flush(img);
+        if (r == 0)
+            r = write_l1(img, sn->l1_table_offset, s->l1_table, s->l1_size);
+        if (r < 0)
+            return r;
+    }
+    r = ref_l1(img, s->l1_table, s->l1_size);
+    if (r < 0) {
+        /* nothing else changed: the copy goes too */
+        if (l1_bytes)
+            qcow2_free_clusters(img, sn->l1_table_offset, l1_bytes, true);
+        qcow2_refcount_flush(img);
+        return r;
+    }
+    r = qcow2_refcount_flush(img);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r == 0)
+        r = fix_copied(img);          /* every refcount is 2 or more: COPIED goes */
+    if (r < 0)
+        return r;
+    struct qcow2_snapshot *arr = qimg_xcalloc((size_t)s->nb_snapshots + 1, sizeof *arr);
+    if (s->nb_snapshots)
+        memcpy(arr, s->snapshots, s->nb_snapshots * sizeof *arr);
+    arr[s->nb_snapshots] = *sn;
+    r = write_table(img, arr, s->nb_snapshots + 1);
+    if (r < 0) {
+        free(arr);
+        return r;
+    }
+    *sn = arr[s->nb_snapshots];       /* upgraded extra data */
+    free(s->snapshots);
+    s->snapshots = arr;
+    s->nb_snapshots++;
+    return 0;
+}
+
+int qcow2_snapshot_create(struct qimg_image *img, const char *name)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (qcow2_has_data_file(s))
+        return qimg_error(-ENOTSUP, "qcow2: internal snapshots are not supported with an "
+                          "external data file");
+    if (s->nb_snapshots >= QCOW2_MAX_SNAPSHOTS)
+        return qimg_error(-EFBIG, "qcow2: too many snapshots");
+    if (strlen(name) > UINT16_MAX)
+        return qimg_error(-EINVAL, "qcow2: snapshot name too long");
+    int r = check_writable(s);
+    if (r == 0)
+        r = qcow2_write_flush(img);
+    if (r < 0)
+        return r;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct qcow2_snapshot sn = {
+        .l1_size = s->l1_size,
+        .date_sec = (uint32_t)tv.tv_sec,
+        .date_nsec = (uint32_t)tv.tv_usec * 1000,
+        .disk_size = s->size,
+        .icount = 0,                  /* what qemu-img records */
+        .extra_data_size = QCOW2_SNAPSHOT_EXTRA_ICOUNT,
+    };
+    sn.extra_data = qimg_xcalloc(1, QCOW2_SNAPSHOT_EXTRA_ICOUNT);
+    sn.name = qimg_strdup(name);
+    pthread_mutex_lock(&img->lock);
+    sn.id = new_id(s);
+    r = create_locked(img, &sn);
+    pthread_mutex_unlock(&img->lock);
+    if (r < 0)
+        free_snapshot(&sn);
+    return r;
+}
+
+/* ================================================================= apply */
+
+/* By id first, then by name (qemu's order for apply). */
+static int find_by_id_or_name(const struct qcow2_state *s, const char *key)
+{
+    for (uint32_t i = 0; i < s->nb_snapshots; i++)
+        if (strcmp(s->snapshots[i].id, key) == 0)
+            return (int)i;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++)
+        if (strcmp(s->snapshots[i].name, key) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int r = 0;
+    if (sn->l1_size > s->l1_size)
+        r = grow_active_l1(img, sn->l1_size);
+    uint64_t *l1 = NULL;
+    if (r == 0)
+        r = read_l1(img, sn->l1_table_offset, sn->l1_size, s->l1_size, &l1);
+    if (r < 0)
+        return r;
+    r = ref_l1(img, l1, s->l1_size);
+    if (r == 0)
+        r = qcow2_refcount_flush(img);
+    if (r == 0)
+        r = write_l1(img, s->l1_table_offset, l1, s->l1_size);
+    if (r < 0) {
+        free(l1);
+        return r;
+    }
+    uint64_t *old = s->l1_table;
+    s->l1_table = l1;
+    r = unref_l1(img, old, s->l1_size);
+    free(old);
+    if (r == 0)
+        r = fix_copied(img);
+    return r;
+}
+
+int qcow2_snapshot_apply(struct qimg_image *img, const char *id_or_name)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (qcow2_has_data_file(s))
+        return qimg_error(-ENOTSUP, "qcow2: internal snapshots are not supported with an "
+                          "external data file");
+    int r = check_writable(s);
+    if (r < 0)
+        return r;
+    int i = find_by_id_or_name(s, id_or_name);
+    if (i < 0)
+        return qimg_error(-ENOENT, "snapshot not found");
+    /* the disk takes the size it had when the snapshot was taken */
+    uint64_t disk_size = s->snapshots[i].disk_size;
+    if (disk_size != s->size && (r = qcow2_resize(img, disk_size, NULL, true)) < 0)
+        return r;
+    r = qcow2_write_flush(img);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&img->lock);
+    r = apply_locked(img, &s->snapshots[i]);
+    if (r == 0)
+        r = qcow2_refcount_flush(img);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* ================================================================ delete */
+
+static int delete_locked(struct qimg_image *img, uint32_t idx)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_snapshot sn = s->snapshots[idx];
+    uint64_t *l1;
+    int r = read_l1(img, sn.l1_table_offset, sn.l1_size, 0, &l1);
+    if (r < 0)
+        return r;
+    uint32_t n = s->nb_snapshots - 1;
+    struct qcow2_snapshot *arr = qimg_xcalloc(QIMG_MAX(n, 1u), sizeof *arr);
+    memcpy(arr, s->snapshots, idx * sizeof *arr);
+    memcpy(arr + idx, s->snapshots + idx + 1, (n - idx) * sizeof *arr);
+    r = write_table(img, arr, n);
+    if (r < 0) {
+        free(arr);
+        free(l1);
+        return r;
+    }
+    free(s->snapshots);
+    s->snapshots = arr;
+    s->nb_snapshots = n;
+    /* out of the table: what only the snapshot held goes */
+    r = unref_l1(img, l1, sn.l1_size);
+    free(l1);
+    if (r == 0 && sn.l1_size)
+        r = qcow2_free_clusters(img, sn.l1_table_offset, (uint64_t)sn.l1_size * 8, true);
+    if (r == 0)
+        r = fix_copied(img);
+    free_snapshot(&sn);
+    return r;
+}
+
+int qcow2_snapshot_delete(struct qimg_image *img, const char *id, const char *name)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int r = check_writable(s);
+    if (r < 0)
+        return r;
+    uint32_t idx;
+    for (idx = 0; idx < s->nb_snapshots; idx++) {
+        const struct qcow2_snapshot *sn = &s->snapshots[idx];
+        if ((!id || strcmp(sn->id, id) == 0) && (!name || strcmp(sn->name, name) == 0))
+            break;
+    }
+    if (idx == s->nb_snapshots)
+        return qimg_error(-ENOENT, "snapshot not found");
+    r = qcow2_write_flush(img);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&img->lock);
+    r = delete_locked(img, idx);
+    if (r == 0)
+        r = qcow2_refcount_flush(img);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
