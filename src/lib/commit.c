@@ -142,45 +142,105 @@ static bool in_chain(qimg_image *top, qimg_image *layer)
     return false;
 }
 
-/* Where [off, off+*n) of the chain above base comes from: the first layer
- * from top down (base excluded) that allocates it, or NULL when none
- * does.  *n shrinks to the run with one answer; *flags are the status
- * flags of that layer (ZERO past the end of a layer shorter than the
- * range, which reads as zeros). */
-static int find_source(qimg_image *top, qimg_image *base, uint64_t off, uint64_t *n,
-                       qimg_image **src, unsigned *flags)
+/* ---- what the job copies ----
+ *
+ * qemu's commit job works in granules of the base's cluster size (at
+ * least 4 KiB; 64 KiB when the format has none): a granule is copied when
+ * any byte of it is allocated above base.  For a run of such granules it
+ * asks the status of the whole chain at the run's start: a uniform prefix
+ * of at least one granule without data becomes a zero write (or a discard
+ * when it does not even read as zeros), anything else is copied as data,
+ * read through the chain - so a partly allocated granule lands in base
+ * whole. */
+static uint64_t base_granularity(qimg_image *base)
 {
-    *src = NULL;
-    *flags = 0;
-    for (qimg_image *l = top; l && l != base; l = l->backing) {
-        if (off >= l->size) {
-            *src = l;
-            *flags = QIMG_STATUS_ZERO;
-            return 0;
-        }
-        struct qimg_extent ext;
-        int r = qimg_block_status(l, off, *n, &ext);
+    struct qimg_driver_info info;
+    memset(&info, 0, sizeof info);
+    uint64_t g = 65536;
+    if (base->drv->info && base->drv->info(base, &info) == 0 && info.cluster_size > 0 &&
+        info.cluster_size <= (int64_t)1 << 30)
+        g = (uint64_t)QIMG_MAX(info.cluster_size, (int64_t)4096);
+    qimg_json_free(info.format_specific);
+    return g;
+}
+
+/* Bytes from off (up to end) where nothing is allocated above base. */
+static int clean_prefix(qimg_image *top, qimg_image *base, uint64_t off, uint64_t end,
+                        uint64_t *len)
+{
+    uint64_t pos = off;
+    while (pos < end) {
+        uint64_t n;
+        int r = qimg_chain_is_allocated_above(top, base, pos, end - pos, &n);
         if (r < 0)
             return r;
-        *n = ext.length;
-        if (ext.flags & QIMG_STATUS_ALLOCATED) {
-            *src = l;
-            *flags = ext.flags;
-            return 0;
-        }
+        if (r == 1)
+            break;
+        pos += n;
     }
+    *len = pos - off;
     return 0;
 }
 
-/* Copy one run into base as qemu's commit job does: ranges the layer
- * reports as zeros (no data) become zero writes, everything else is
- * copied as data, zeros or not. */
-static int copy_run(qimg_image *src, unsigned flags, qimg_image *base, uint64_t off, uint64_t len,
-                    uint8_t *buf)
+/* off is a dirty granule's start: the end of the run of dirty granules. */
+static int dirty_run_end(qimg_image *top, qimg_image *base, uint64_t g, uint64_t off,
+                         uint64_t end, uint64_t *run_end)
 {
-    if ((flags & QIMG_STATUS_ZERO) && !(flags & QIMG_STATUS_DATA))
-        return qimg_write_zeroes(base, off, len, 0);
-    int r = qimg_read(src, off, buf, (size_t)len);
+    uint64_t pos = off;
+    while (pos < end) {
+        uint64_t clean;
+        int r = clean_prefix(top, base, pos, end, &clean);
+        if (r < 0)
+            return r;
+        uint64_t gend = QIMG_MIN(qimg_round_down(pos, g) + g, end);
+        if (pos + clean >= gend && pos == qimg_round_down(pos, g))
+            break;                         /* a whole clean granule */
+        if (pos + clean >= gend) {
+            pos = gend;                    /* the granule was dirty before pos */
+            continue;
+        }
+        /* allocated at pos + clean: dirty through that granule at least */
+        uint64_t n;
+        r = qimg_chain_is_allocated_above(top, base, pos + clean, end - pos - clean, &n);
+        if (r < 0)
+            return r;
+        pos = QIMG_MIN(qimg_round_down(pos + clean + n + g - 1, g), end);
+    }
+    *run_end = pos;
+    return 0;
+}
+
+enum method { COPY, ZERO, DISCARD };
+
+/* From off (a granule start) inside a dirty run ending at end: how many
+ * bytes to handle at once and how. */
+static int plan_io(qimg_image *top, uint64_t g, uint64_t off, uint64_t end, uint64_t *len,
+                   enum method *how)
+{
+    struct qimg_extent ext;
+    int r = qimg_block_status_chain(top, off, end - off, &ext);
+    if (r < 0)
+        return r;
+    uint64_t io = qimg_round_down(ext.length, g);
+    *how = COPY;
+    if (io < g)
+        io = g;
+    else if (!(ext.flags & QIMG_STATUS_DATA))
+        *how = (ext.flags & QIMG_STATUS_ZERO) ? ZERO : DISCARD;
+    else
+        io = QIMG_MIN(io, COMMIT_CHUNK);
+    *len = QIMG_MIN(io, end - off);
+    return 0;
+}
+
+static int do_io(qimg_image *top, qimg_image *base, enum method how, uint64_t off, uint64_t len,
+                 uint8_t *buf)
+{
+    if (how == ZERO)
+        return qimg_write_zeroes(base, off, len, QIMG_ZERO_MAY_UNMAP);
+    if (how == DISCARD)
+        return qimg_discard(base, off, len);
+    int r = qimg_read(top, off, buf, (size_t)len);
     if (r == 0)
         r = qimg_write(base, off, buf, (size_t)len);
     return r;
@@ -203,6 +263,8 @@ static int grow_base(qimg_image *base, uint64_t size)
 struct commit_job {
     const struct qimg_commit_params *p;
     qimg_image *base;
+    uint64_t granularity;       /* base's cluster size, see plan_io */
+    uint64_t chunk;             /* bytes handed out at once (granules) */
     pthread_mutex_t lock;
     uint64_t next;              /* next chunk to hand out */
     uint64_t done;              /* bytes of the disk handled */
@@ -218,7 +280,7 @@ static bool take_chunk(struct commit_job *j, uint64_t *off, uint64_t *len)
     bool ok = j->err == 0 && j->next < size;
     if (ok) {
         *off = j->next;
-        *len = QIMG_MIN(COMMIT_CHUNK, size - *off);
+        *len = QIMG_MIN(j->chunk, size - *off);
         j->next += *len;
     }
     pthread_mutex_unlock(&j->lock);
@@ -254,20 +316,38 @@ static void note_done(struct commit_job *j, uint64_t handled, uint64_t copied)
     rate_wait(j->start, total, p->rate_limit);
 }
 
+/* One chunk (granule aligned): clean granules skipped, dirty runs handled
+ * in pieces as plan_io says. */
 static int commit_chunk(struct commit_job *j, uint64_t off, uint64_t len, uint8_t *buf)
 {
     qimg_image *top = j->p->top;
-    for (uint64_t end = off + len; off < end;) {
-        uint64_t n = end - off;
-        qimg_image *src;
-        unsigned flags;
-        int r = find_source(top, j->base, off, &n, &src, &flags);
-        if (r == 0 && src)
-            r = copy_run(src, flags, j->base, off, n, buf);
+    uint64_t g = j->granularity, end = off + len;
+    while (off < end) {
+        uint64_t clean;
+        int r = clean_prefix(top, j->base, off, end, &clean);
         if (r < 0)
             return r;
-        note_done(j, n, src ? n : 0);
-        off += n;
+        uint64_t skip = off + clean == end ? clean : qimg_round_down(clean, g);
+        if (skip) {
+            note_done(j, skip, 0);
+            off += skip;
+            continue;
+        }
+        uint64_t run;
+        r = dirty_run_end(top, j->base, g, off, end, &run);
+        if (r < 0)
+            return r;
+        while (off < run) {
+            uint64_t n;
+            enum method how;
+            r = plan_io(top, g, off, run, &n, &how);
+            if (r == 0)
+                r = do_io(top, j->base, how, off, n, buf);
+            if (r < 0)
+                return r;
+            note_done(j, n, n);
+            off += n;
+        }
     }
     return 0;
 }
@@ -275,7 +355,7 @@ static int commit_chunk(struct commit_job *j, uint64_t off, uint64_t len, uint8_
 static void commit_worker(void *opaque)
 {
     struct commit_job *j = opaque;
-    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(COMMIT_CHUNK);
+    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(j->chunk);
     uint64_t off, len;
     while (take_chunk(j, &off, &len)) {
         int r = commit_chunk(j, off, len, buf);
@@ -296,6 +376,8 @@ static int commit_job(const struct qimg_commit_params *p, qimg_image *base)
     if (r < 0)
         return r;
     struct commit_job j = { .p = p, .base = base, .start = now_seconds() };
+    j.granularity = base_granularity(base);
+    j.chunk = QIMG_MAX(COMMIT_CHUNK, j.granularity);
     pthread_mutex_init(&j.lock, NULL);
     unsigned nthreads = p->rate_limit ? 1 : COMMIT_THREADS;
     struct qimg_pool *pool = NULL;

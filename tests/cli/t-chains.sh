@@ -29,14 +29,15 @@ layer_data() {
 mkchain() {
     local dir=$1 depth=$2 bsize=${3:-4M} i
     rm -rf "$dir" && mkdir -p "$dir" || return 1
-    "$Q" create -q -f qcow2 "$dir/l0.qcow2" "$bsize" || return 1
+    "$Q" create -q -f qcow2 ${CREATE_OPTS:+-o "$CREATE_OPTS"} "$dir/l0.qcow2" "$bsize" || return 1
     if [ "$bsize" = 4M ]; then
         layer_data "$dir/l0.qcow2" 0 || return 1
     else
         "$QEMU_IO" -f qcow2 -c "write -P 1 0 200k" -c "write -P 2 1M 65k" "$dir/l0.qcow2" >/dev/null || return 1
     fi
     for ((i = 1; i <= depth; i++)); do
-        "$Q" create -q -f qcow2 -b "l$((i - 1)).qcow2" -F qcow2 "$dir/l$i.qcow2" 4M || return 1
+        "$Q" create -q -f qcow2 ${CREATE_OPTS:+-o "$CREATE_OPTS"} -b "l$((i - 1)).qcow2" -F qcow2 \
+            "$dir/l$i.qcow2" 4M || return 1
         layer_data "$dir/l$i.qcow2" "$i" || return 1
     done
 }
@@ -215,6 +216,26 @@ t0=$EPOCHREALTIME
 "$QIMG_AS_QEMU" commit -q -r 4M "$SCRATCH/rate/l1.qcow2"
 t1=$EPOCHREALTIME
 expect_eq commit-rate-slow "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a >= 0.2) }')" 1
+
+# ---- other image options: version 2 (no zero clusters; emptied cluster
+# by cluster), subclusters, small clusters, 1-bit refcounts, lazy refcounts
+for o in compat=0.10 extended_l2=on cluster_size=4k refcount_bits=1 lazy_refcounts=on; do
+    CREATE_OPTS=$o mkchain "$IN" 3 || { fail "mkchain-$o"; continue; }
+    mkother "$IN/other.qcow2"
+    snapshot_top l3.qcow2
+    same "$o-rebase-base" rebase -b l0.qcow2 -F qcow2 l3.qcow2
+    verify "$o-rebase-base" l3.qcow2; verify_kept "$o-rebase-base" l3.qcow2
+    same "$o-rebase-other" rebase -b other.qcow2 -F qcow2 l3.qcow2
+    verify "$o-rebase-other" l3.qcow2; verify_kept "$o-rebase-other" l3.qcow2
+    same "$o-rebase-flat" rebase -b "" l3.qcow2
+    verify "$o-rebase-flat" l3.qcow2; verify_kept "$o-rebase-flat" l3.qcow2
+    same "$o-rebase-u-flat" rebase -u -b "" l3.qcow2
+    verify_backing "$o-rebase-u-flat" l3.qcow2
+    same "$o-commit" commit l3.qcow2
+    MAPFILTER=no_offsets verify "$o-commit" l3.qcow2 l2.qcow2; verify_kept "$o-commit" l3.qcow2
+    same "$o-commit-b" commit -b l0.qcow2 l3.qcow2
+    MAPFILTER=no_offsets verify "$o-commit-b" l0.qcow2 l1.qcow2 l2.qcow2 l3.qcow2
+done
 
 # ---- a smaller base grows; a longer top over a shorter backing
 mkchain "$IN" 2 2M || fail mkchain-small
