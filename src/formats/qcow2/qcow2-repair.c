@@ -143,11 +143,12 @@ static uint64_t map_size(struct rebuild *b)
     return b->map->nb_clusters(b->map->opaque);
 }
 
-/* First fit: the first run of n clusters with no reference (clusters past
- * the end of the map are free), counted as used from now on. */
-static int alloc_run(struct rebuild *b, uint64_t n, uint64_t *start)
+/* First fit from cluster `from`: the first run of n clusters with no
+ * reference (clusters past the end of the map are free), counted as used
+ * from now on. */
+static int alloc_run(struct rebuild *b, uint64_t from, uint64_t n, uint64_t *start)
 {
-    uint64_t size = map_size(b), k = b->first_free, run = 0;
+    uint64_t size = map_size(b), k = QIMG_MAX(from, b->first_free), run = 0;
     while (run < n) {
         if (k >= size || b->map->get(b->map->opaque, k) == 0)
             run++;
@@ -191,8 +192,10 @@ static bool range_in_use(struct rebuild *b, uint64_t ti)
 }
 
 /* A refcount block for every range of clusters that holds a cluster in
- * use, ranges in order; a block may land in a later range, which then
- * needs a block of its own (the loop reaches it). */
+ * use, ranges in order.  A block goes to the first free cluster at or
+ * after the start of its own range (as qemu places them: never into a
+ * range whose block is already done); it may land in a later range,
+ * which then needs a block of its own (the loop reaches it). */
 static int place_refblocks(struct rebuild *b)
 {
     uint64_t E = b->s->refcount_block_entries;
@@ -203,7 +206,7 @@ static int place_refblocks(struct rebuild *b)
         if (b->blocks[ti] || !range_in_use(b, ti))
             continue;
         uint64_t k;
-        r = alloc_run(b, 1, &k);
+        r = alloc_run(b, ti * E, 1, &k);
         if (r < 0)
             return r;
         r = grow_blocks(b, ti + 1);
@@ -313,7 +316,7 @@ int qcow2_repair_rebuild_refcounts(struct qimg_image *img, struct qcow2_refcount
             goto out;
         }
         table_clusters = want;
-        r = alloc_run(&b, table_clusters, &table_cluster);
+        r = alloc_run(&b, 0, table_clusters, &table_cluster);
         if (r < 0)
             goto out;
     }

@@ -53,17 +53,14 @@ static int write_incompat(struct qimg_image *img, uint64_t features)
     return r;
 }
 
-/* Before the first metadata change: refuse a dirty image (its refcounts
- * may be stale), and with lazy refcounts set the dirty bit. */
+/* Before the first metadata change: with lazy refcounts set the dirty
+ * bit.  (A dirty image was repaired when it was opened read-write.) */
 static int prepare_metadata_change(struct qimg_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_wstate *w = s->ws;
     if (w->marked_dirty)
         return 0;
-    if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY)
-        return qimg_error(-EACCES, "qcow2: the image was not closed cleanly and its refcounts "
-                          "must be rebuilt first (run 'qemu-img check -r all')");
     if (s->version >= 3 && (s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)) {
         int r = write_incompat(img, s->incompatible_features | QCOW2_INCOMPAT_DIRTY);
         if (r < 0)

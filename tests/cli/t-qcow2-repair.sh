@@ -1,0 +1,209 @@
+#!/bin/bash
+# qemu-img check -r leaks / -r all on qcow2 images damaged on purpose, and
+# the repair of dirty images at a read-write open: qemu-img and qimg run
+# on copies of the same image; stdout, stderr and exit code must be the
+# same, the repaired files byte for byte the same, qemu-img check clean
+# on qimg's result where it is on qemu's, and the guest data that was
+# readable before the repair unchanged.
+. "$(dirname "$0")/lib.sh"
+
+peek64() { od -An -tu8 --endian=big -j "$2" -N 8 "$1" | tr -d ' '; }
+poke_hex() {   # poke_hex FILE OFFSET HEXDIGITS (big-endian)
+    printf "$(echo "$3" | sed 's/../\\x&/g')" |
+        dd of="$1" bs=1 seek="$2" conv=notrunc status=none || fail "poke $*"
+}
+poke64() { poke_hex "$1" "$2" "$(printf '%016x' "$3")"; }
+poke32() { poke_hex "$1" "$2" "$(printf '%08x' "$3")"; }
+poke16() { poke_hex "$1" "$2" "$(printf '%04x' "$3")"; }
+COPIED=$((1 << 63))
+MASK=$((0x00fffffffffffe00))
+REF=$SCRATCH/run.ref/work
+NEW=$SCRATCH/run.new/work
+
+fresh() { rm -rf "${IN:?}"/*; }
+qw() {   # qw FILE qemu-io commands...
+    local f=$1; shift
+    local args=()
+    for c in "$@"; do args+=(-c "$c"); done
+    "$QEMU_IO" -f qcow2 "${args[@]}" "$IN/$f" >/dev/null || fail "qemu-io $f $*"
+}
+# the exit code qemu-img gave in the last `same`: each case states it, so
+# that a poke that missed its target cannot pass unnoticed
+ref_rc() { expect_eq "$1 (exit code $2)" "$(cat "$SCRATCH/run.ref/rc")" "$2"; }
+
+# After `same NAME check -r MODE IMG`: both repaired files identical,
+# qemu-img check of qimg's result as of qemu's, and the guest data of
+# qimg's result equal to qemu's and (KEEP=1) to the data before.
+after_repair() {
+    local name=$1 img=$2
+    if cmp -s "$REF/$img" "$NEW/$img"; then pass "$name: same file as qemu-img's"
+    else fail "$name: same file as qemu-img's" "$(cmp "$REF/$img" "$NEW/$img" 2>&1 | head -1)"; fi
+    local a b
+    a=$("$QEMU_IMG" check "$REF/$img" >/dev/null 2>&1; echo $?)
+    b=$("$QEMU_IMG" check "$NEW/$img" >/dev/null 2>&1; echo $?)
+    expect_eq "$name: qemu-img check after (exit code)" "$b" "$a"
+    if [ "$a" = 0 ]; then
+        # a broken compressed cluster fails the read of both alike
+        a=$("$QEMU_IMG" convert -O raw "$REF/$img" "$SCRATCH/ref.raw" 2>&1; echo $?)
+        b=$("$QEMU_IMG" convert -O raw "$NEW/$img" "$SCRATCH/new.raw" 2>&1; echo $?)
+        a=${a//$REF/}; b=${b//$NEW/}
+        expect_eq "$name: reading the result as qemu-img's repair" "$b" "$a"
+        [ "$a" = 0 ] || return 0
+        cmp -s "$SCRATCH/ref.raw" "$SCRATCH/new.raw"
+        expect_eq "$name: guest data as qemu-img's repair" "$?" 0
+        # what could be read before (the image may grow: its old size)
+        if [ "${KEEP:-1}" = 1 ] && [ -f "$SCRATCH/before.raw" ]; then
+            cmp -s -n "$(stat -c %s "$SCRATCH/before.raw")" "$SCRATCH/before.raw" "$SCRATCH/new.raw"
+            expect_eq "$name: guest data unchanged by the repair" "$?" 0
+        fi
+    fi
+}
+
+# The guest data before a repair, when the damaged image can be read.
+save_before() {
+    rm -f "$SCRATCH/before.raw"
+    "$QEMU_IMG" convert -O raw "$IN/$1" "$SCRATCH/before.raw" 2>/dev/null ||
+        rm -f "$SCRATCH/before.raw"
+}
+
+# repair NAME IMG RC_LEAKS RC_ALL: both modes on copies of $IN
+repair() {
+    local name=$1 img=$2 rc_leaks=$3 rc_all=$4
+    save_before "$img"
+    same "$name -r leaks" check -r leaks "$img"
+    ref_rc "$name -r leaks" "$rc_leaks"
+    after_repair "$name -r leaks" "$img"
+    same "$name -r all" check -r all "$img"
+    ref_rc "$name -r all" "$rc_all"
+    after_repair "$name -r all" "$img"
+}
+
+# ================================================== damaged images
+# Base: 64 KiB clusters, fresh layout: reftable, refblock, L1, L2, data.
+mkbase() {
+    fresh
+    "$QEMU_IMG" create -q -f qcow2 "$IN/b.qcow2" 64M || fail "create"
+    qw b.qcow2 "write -P 1 0 1M" "write -P 2 10M 64k" "write 5M 4k"
+    B=$IN/b.qcow2
+    REFT=$(peek64 "$B" 48)
+    REFB=$(($(peek64 "$B" "$REFT") & MASK))
+    L1=$(peek64 "$B" 40)
+    L2=$(($(peek64 "$B" "$L1") & MASK))
+    D0=$(($(peek64 "$B" "$L2") & MASK))      # data cluster of guest cluster 0
+    DC=$((D0 >> 16))
+}
+damage() {   # damage NAME RC_LEAKS RC_ALL COMMANDS
+    mkbase
+    eval "$4"
+    repair "$1" b.qcow2 "$2" "$3"
+}
+
+damage "refcount too high" 0 0 'poke16 "$B" $((REFB + 2 * DC)) 2'
+damage "refcount too low" 1 0 'poke16 "$B" $((REFB + 2 * DC)) 0'
+damage "refcount too low, not 0" 2 0 'poke64 "$B" $((L2 + 8)) $((COPIED | D0)); poke64 "$B" $((L2 + 16)) $((COPIED | D0))'
+damage "refcount of the header 0" 1 0 'poke16 "$B" "$REFB" 0'
+damage "refcount of the refcount block 2" 0 0 'poke16 "$B" $((REFB + 2 * (REFB >> 16))) 2'
+damage "refcount of the L1 table 0" 1 0 'poke16 "$B" $((REFB + 2 * (L1 >> 16))) 0'
+damage "leaked clusters" 0 0 'truncate -s +128k "$B"; poke16 "$B" $((REFB + 2 * 23)) 1; poke16 "$B" $((REFB + 2 * 24)) 3'
+damage "leak past the end of the file" 0 0 'poke16 "$B" $((REFB + 2 * 30)) 1'
+damage "zeroed refcount block" 1 0 'dd if=/dev/zero of="$B" bs=64k seek=$((REFB >> 16)) count=1 conv=notrunc status=none'
+KEEP=0 damage "two L2 entries share a cluster" 2 0 'poke64 "$B" $((L2 + 8)) $((COPIED | D0))'
+KEEP=0 damage "L2 entry past EOF" 2 2 'poke64 "$B" "$L2" $((COPIED | 0x10000000))'
+KEEP=0 damage "L2 entry just past EOF" 2 2 'poke64 "$B" "$L2" $((COPIED | 0x170000))'
+KEEP=0 damage "L2 entry unaligned" 2 2 'poke64 "$B" "$L2" $((COPIED | D0 | 0x200))'
+damage "L2 entry reserved bits" 2 2 'poke64 "$B" $((L2 + 24)) $((COPIED | D0 + 0x30000 | 2))'
+damage "COPIED missing on data" 0 0 'poke64 "$B" "$L2" "$D0"'
+damage "COPIED missing on L1" 0 0 'poke64 "$B" "$L1" "$L2"'
+damage "COPIED set on shared data" 0 0 'poke16 "$B" $((REFB + 2 * DC)) 2; poke16 "$B" $((REFB + 2 * 23)) 0'
+damage "L1 entry reserved bits" 2 2 'poke64 "$B" "$L1" $((COPIED | (1 << 56) | L2))'
+damage "L1 entry unaligned" 2 2 'poke64 "$B" "$L1" $((COPIED | L2 | 0x200))'
+damage "L1 entry past EOF" 2 2 'poke64 "$B" "$L1" $((COPIED | 0x9000000))'
+damage "L1 entry without table" 2 1 'poke64 "$B" "$L1" "$COPIED"'
+damage "preallocated zero cluster" 0 0 'poke64 "$B" $((L2 + 24)) $((D0 + 0x30000 | 1))'
+damage "preallocated zero cluster unaligned" 2 0 'poke64 "$B" $((L2 + 24)) $((D0 + 0x30200 | 1))'
+damage "compressed entry over a data cluster" 0 0 'poke64 "$B" $((L2 + 24)) $(((1 << 62) | D0 + 0x30000))'
+KEEP=0 damage "compressed entry shares a data cluster" 2 0 'poke64 "$B" $((L2 + 24)) $(((1 << 62) | D0 + 0x20100))'
+damage "compressed entry with COPIED" 2 2 'poke64 "$B" $((L2 + 24)) $(((3 << 62) | 0x80000))'
+damage "compressed entry past EOF" 2 2 'poke64 "$B" $((L2 + 24)) $(((1 << 62) | (0x3fff << 48) | 0xf0000))'
+damage "refcount block unaligned" 1 1 'poke64 "$B" "$REFT" $((REFB | 0x200))'
+damage "refcount table reserved bits" 1 1 'poke64 "$B" "$REFT" $((REFB | 1))'
+damage "refcount block outside the image" 2 0 'poke64 "$B" $((REFT + 8)) 0x7000000'
+damage "refcount block on a data cluster" 1 0 'poke64 "$B" $((REFT + 8)) "$D0"'
+damage "corrupt bit" 0 0 'poke64 "$B" 72 2'
+damage "dirty bit" 0 0 'poke64 "$B" 72 1'
+damage "holes, refcount 0" 1 0 'qw b.qcow2 "discard 128k 256k"; poke16 "$B" $((REFB + 2 * DC)) 0'
+KEEP=0 damage "past EOF and refcount 0" 1 2 'poke64 "$B" "$L2" $((COPIED | 0x10000000)); poke16 "$B" $((REFB + 2 * (DC + 1))) 0'
+damage "leaks, refcount 0, COPIED missing" 1 0 'poke16 "$B" $((REFB + 2 * (DC + 1))) 0; poke16 "$B" $((REFB + 2 * (DC + 2))) 3; poke64 "$B" "$L2" "$D0"; truncate -s +64k "$B"; poke16 "$B" $((REFB + 2 * 23)) 1'
+
+# many refcount blocks (512-byte clusters), holes: the rebuild places new
+# blocks and a two-cluster table first fit, as qemu
+fresh
+"$QEMU_IMG" create -q -f qcow2 -o cluster_size=512 "$IN/m.qcow2" 12M
+qw m.qcow2 "write -P 1 0 12M" "discard 1M 8k" "discard 3M 4k" "discard 5M 64k"
+M=$IN/m.qcow2
+MREFB=$(($(peek64 "$M" "$(peek64 "$M" 48)") & MASK))
+dd if=/dev/zero of="$M" bs=512 seek=$((MREFB / 512)) count=1 conv=notrunc status=none
+repair "many refcount blocks, first one zeroed" m.qcow2 1 0
+
+# other refcount widths and an external data file
+for o in refcount_bits=1 refcount_bits=8 refcount_bits=64 extended_l2=on data_file=d.raw; do
+    fresh
+    (cd "$IN" && "$QEMU_IMG" create -q -f qcow2 -o "$o" w.qcow2 8M) || fail "create $o"
+    (cd "$IN" && "$QEMU_IO" -f qcow2 -c "write -P 7 0 256k" -c "write -P 8 3M 64k" w.qcow2 >/dev/null)
+    W=$IN/w.qcow2
+    WREFB=$(($(peek64 "$W" "$(peek64 "$W" 48)") & MASK))
+    poke64 "$W" "$WREFB" 0
+    truncate -s +64k "$W"
+    repair "$o: refcounts cleared, file grown" w.qcow2 1 0
+done
+
+# snapshots: shared clusters, a snapshot's L1 table lost
+mks() {
+    fresh
+    "$QEMU_IMG" create -q -f qcow2 "$IN/s.qcow2" 16M
+    qw s.qcow2 "write -P 1 0 2M"
+    "$QEMU_IMG" snapshot -c s1 "$IN/s.qcow2"
+    qw s.qcow2 "write -P 3 1M 64k"
+    S=$IN/s.qcow2; SN=$(peek64 "$S" 64); SL1=$(peek64 "$S" "$SN")
+    SREFB=$(($(peek64 "$S" "$(peek64 "$S" 48)") & MASK))
+}
+mks; poke16 "$S" $((SREFB + 2 * 6)) 1; repair "snapshot: shared cluster refcount 1" s.qcow2 2 0
+mks; poke64 "$S" "$SL1" 0; repair "snapshot: L1 entry cleared" s.qcow2 0 0
+mks; poke16 "$S" $((SREFB + 2 * 6)) 0; repair "snapshot: shared cluster refcount 0" s.qcow2 1 0
+
+# ================================================== dirty images
+# lazy refcounts, writer killed: refcounts stale, dirty bit set
+mklazy() {
+    fresh
+    "$QEMU_IMG" create -q -f qcow2 -o lazy_refcounts=on "$IN/lazy.qcow2" 8M
+    "$QEMU_IO" -c 'write -P 1 0 1M' -c 'write -P 2 4M 64k' -c 'sigraise 9' "$IN/lazy.qcow2" \
+        >/dev/null 2>&1
+    expect_eq "lazy image is dirty" "$(($(peek64 "$IN/lazy.qcow2" 72) & 1))" 1
+}
+mklazy
+save_before lazy.qcow2
+same "dirty, stale refcounts -r all" check -r all lazy.qcow2
+ref_rc "dirty, stale refcounts -r all" 0
+after_repair "dirty, stale refcounts -r all" lazy.qcow2
+expect_eq "dirty bit cleared" "$(peek64 "$NEW/lazy.qcow2" 72)" 0
+same "dirty, stale refcounts -r leaks" check -r leaks lazy.qcow2
+ref_rc "dirty, stale refcounts -r leaks" 1
+# a read-write open repairs first (the check's lines on stderr), then works
+for cmd in "resize lazy.qcow2 16M" "commit lazy.qcow2" "rebase -u -b '' lazy.qcow2" \
+           "convert -n -O qcow2 before.raw lazy.qcow2"; do
+    mklazy
+    cp "$SCRATCH/before.raw" "$IN/before.raw"
+    eval "same \"dirty image: $cmd\" $cmd"
+    after_repair "dirty image: $cmd" lazy.qcow2
+done
+# a read-only open leaves it as it is
+mklazy
+same "dirty image: info" info lazy.qcow2
+same "dirty image: map" map lazy.qcow2
+expect_eq "dirty image: read-only open keeps the bit" "$(($(peek64 "$NEW/lazy.qcow2" 72) & 1))" 1
+# qimg's own writer, killed: dirty, then repaired at the next open
+mklazy
+"$QIMG_AS_QEMU" resize "$IN/lazy.qcow2" 32M >/dev/null 2>&1
+expect_eq "dirty image: qimg resize clears the bit" "$(peek64 "$IN/lazy.qcow2" 72)" 0
+out=$("$QEMU_IMG" check "$IN/lazy.qcow2" 2>&1); rc=$?
+expect_eq "dirty image: clean after qimg's repair at open" "$rc" 0
