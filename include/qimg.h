@@ -240,6 +240,8 @@ int qimg_bitmap_merge(qimg_image *img, const char *name, qimg_image *src, const 
  * and len set, 1 when the rest is clean, <0 on error. */
 int qimg_bitmap_next_dirty(qimg_image *img, const char *name, uint64_t off, uint64_t *start,
                            uint64_t *len);
+/* Can the image hold persistent bitmaps at all? */
+bool qimg_bitmap_supported(qimg_image *img);
 
 /* Check opts against the format's amend options (qemu's messages). */
 int qimg_amend_check(qimg_image *img, qimg_opts *opts);

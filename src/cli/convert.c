@@ -422,6 +422,102 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
     return 0;
 }
 
+/* ---- --bitmaps ---- */
+
+/* Before anything is created: the source must hold bitmaps, and an
+ * inconsistent one stops the copy unless it is to be skipped. */
+static int check_source_bitmaps(qimg_image *src, bool skip_broken)
+{
+    if (!qimg_bitmap_supported(src)) {
+        error_report("Source lacks bitmap support");
+        return -1;
+    }
+    struct qimg_bitmap_info *list;
+    size_t n;
+    if (qimg_bitmap_list(src, &list, &n) < 0) {
+        error_report("%s", qimg_last_error());
+        return -1;
+    }
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        if (!list[i].in_use)
+            continue;
+        if (skip_broken) {
+            error_report("warning: Skipping inconsistent bitmap '%s'", list[i].name);
+        } else {
+            error_report("Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, or "
+                         "use 'qemu-img bitmap --remove' to delete it", list[i].name);
+            r = -1;
+        }
+    }
+    qimg_bitmap_list_free(list, n);
+    return r;
+}
+
+static bool has_bitmap(const struct qimg_bitmap_info *list, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* One bitmap: same name, granularity, contents and enabled state. */
+static int copy_bitmap(qimg_image *src, qimg_image *dst, const struct qimg_bitmap_info *b)
+{
+    if (qimg_bitmap_add(dst, b->name, b->granularity) < 0) {
+        error_report("Failed to create bitmap %s: %s", b->name, qimg_last_error());
+        return -1;
+    }
+    if (qimg_bitmap_merge(dst, b->name, src, b->name) < 0 ||
+        (!b->enabled && qimg_bitmap_set_enabled(dst, b->name, false) < 0)) {
+        error_report("Failed to populate bitmap %s: %s", b->name, qimg_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* After the data: the consistent bitmaps of the source, in its order.
+ * qemu takes the source's bitmaps from the last one and stops at the
+ * first name the target has already: those after it are copied, then
+ * the error. */
+static int copy_bitmaps(qimg_image *src, qimg_image *dst, bool skip_broken)
+{
+    struct qimg_bitmap_info *list, *have;
+    size_t n, nhave;
+    if (qimg_bitmap_list(src, &list, &n) < 0) {
+        error_report("%s", qimg_last_error());
+        return -1;
+    }
+    if (qimg_bitmap_list(dst, &have, &nhave) < 0) {
+        qimg_bitmap_list_free(list, n);
+        error_report("%s", qimg_last_error());
+        return -1;
+    }
+    size_t first = 0;
+    bool clash = false;
+    for (size_t i = n; i-- > 0 && !clash;) {
+        if (list[i].in_use && skip_broken)
+            continue;
+        if (has_bitmap(have, nhave, list[i].name)) {
+            clash = true;
+            first = i + 1;
+        }
+    }
+    int r = 0;
+    for (size_t i = first; i < n && r == 0; i++)
+        if (!list[i].in_use || !skip_broken)
+            r = copy_bitmap(src, dst, &list[i]);
+    if (r == 0 && clash) {
+        error_report("Failed to create bitmap %s: Bitmap already exists: %s", list[first - 1].name,
+                     list[first - 1].name);
+        r = -1;
+    }
+    qimg_bitmap_list_free(list, n);
+    qimg_bitmap_list_free(have, nhave);
+    return r;
+}
+
 int cmd_convert(int argc, char **argv)
 {
     struct convert_opts o = { .sparse_size = 4096, .coroutines = 8 };
@@ -462,10 +558,8 @@ int cmd_convert(int argc, char **argv)
     int ret = 1;
     if (open_sources(&s, argv + optind, (size_t)nsrc, &o, src_flags) < 0)
         goto out;
-    if (o.bitmaps) {
-        error_report("Source lacks bitmap support");
+    if (o.bitmaps && check_source_bitmaps(s.img[0], o.skip_broken_bitmaps) < 0)
         goto out;
-    }
     if (o.snapshot) {
         error_report("Failed to load snapshot: Block format '%s' used by device '' does not "
                      "support temporarily loading internal snapshots", qimg_format(s.img[0]));
@@ -496,6 +590,14 @@ int cmd_convert(int argc, char **argv)
         discard_target(&t);
         goto out;
     }
+    if (o.bitmaps && !qimg_bitmap_supported(target)) {
+        /* qemu-img leaves the new target behind */
+        error_report("Format driver '%s' does not support bitmaps", qimg_format(target));
+        qimg_close(target);
+        target = NULL;
+        commit_target(&t);
+        goto out;
+    }
     bool target_backing = o.backing || target->backing_file;
     /* partial clusters written into the target copy the rest from its
      * backing file, as qemu-img does: open the chain when it is there */
@@ -515,6 +617,7 @@ int cmd_convert(int argc, char **argv)
         discard_target(&t);
         goto out;
     }
+    bool bitmaps_failed = o.bitmaps && copy_bitmaps(s.img[0], target, o.skip_broken_bitmaps) < 0;
     int r = qimg_close(target);
     target = NULL;
     if (r < 0) {
@@ -522,7 +625,7 @@ int cmd_convert(int argc, char **argv)
         discard_target(&t);
         goto out;
     }
-    ret = commit_target(&t) < 0 ? 1 : 0;
+    ret = commit_target(&t) < 0 || bitmaps_failed ? 1 : 0;
 out:
     if (target && qimg_close(target) < 0 && ret == 0)
         ret = 1;

@@ -147,3 +147,8 @@ int qimg_bitmap_next_dirty(qimg_image *img, const char *name, uint64_t off, uint
         return 1;
     return img->drv->bitmap_next_dirty(img, name, off, start, len);
 }
+
+bool qimg_bitmap_supported(qimg_image *img)
+{
+    return img->drv->bitmap_supported && img->drv->bitmap_supported(img);
+}

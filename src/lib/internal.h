@@ -322,6 +322,8 @@ struct qimg_driver {
      * it once at the end).  bitmap_set_dirty with len 0 only checks that
      * the bitmap can take changes. */
     int (*bitmap_store)(struct qimg_image *img);
+    /* Can this image hold persistent bitmaps? (qcow2: version 3 only) */
+    bool (*bitmap_supported)(struct qimg_image *img);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */

@@ -799,3 +799,9 @@ int qcow2_bitmap_store(struct qimg_image *img)
         changed |= s->bm->e[i].changed;
     return changed ? store_now(img) : 0;
 }
+
+bool qcow2_bitmap_supported(struct qimg_image *img)
+{
+    /* version 2 has no autoclear bits to say the bitmaps are consistent */
+    return qcow2_state(img)->version >= 3;
+}

@@ -18,6 +18,7 @@ int qcow2_bitmap_next_dirty(struct qimg_image *img, const char *name, uint64_t o
                             uint64_t *start, uint64_t *len);
 int qcow2_bitmap_set_dirty(struct qimg_image *img, const char *name, uint64_t off, uint64_t len);
 int qcow2_bitmap_store(struct qimg_image *img);
+bool qcow2_bitmap_supported(struct qimg_image *img);
 
 /* Write path: the guest range [off, off+len) is about to change.  The
  * first call of an open loads the enabled bitmaps and marks them in use
