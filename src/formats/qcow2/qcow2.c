@@ -8,6 +8,7 @@
 #include "qcow2-repair.h"
 #include "qcow2-create.h"
 #include "qcow2-amend.h"
+#include "qcow2-snapshot.h"
 
 /* ------------------------------------------------------------------ probe */
 
@@ -783,6 +784,9 @@ const struct qimg_driver qimg_driver_qcow2 = {
     .info           = qcow2_info,
     .check          = qcow2_check,
     .snapshot_list  = qcow2_snapshot_list,
+    .snapshot_create = qcow2_snapshot_create,
+    .snapshot_apply = qcow2_snapshot_apply,
+    .snapshot_delete = qcow2_snapshot_delete,
     .bitmap_list    = qcow2_bitmap_list,
     .has_zero_init  = qcow2_has_zero_init_w,
     .resize         = qcow2_resize,
