@@ -98,7 +98,10 @@ sequence() {
     local img=$tag.qcow2
     "$QEMU_IMG" create -q -f qcow2 "$@" "$A/$img" 4M
     cp "$A/$img" "$B/$img"
-    io "$img" 'write -P 1 0 1M' 'write -P 1 3M 64k' 'write -z 1M 64k'
+    # data, a preallocated zero cluster, plain zeros, and compressed
+    # clusters sharing host clusters
+    io "$img" 'write -P 1 0 1M' 'write -z 64k 64k' 'write -P 1 3M 64k' 'write -z 1M 64k' \
+        'write -c -P 6 3584k 128k'
     both "$tag-c1" "$img" -c s1
     io "$img" 'write -P 2 0 512k' 'write -P 2 2M 128k' 'discard 3M 64k'
     both "$tag-c2" "$img" -c s2
@@ -194,6 +197,21 @@ both rs-a1 rs.qcow2 -a small
 info_both rs rs.qcow2
 both rs-a2 rs.qcow2 -a big
 info_both rs2 rs.qcow2
+
+# ---- a snapshot whose L1 table is larger than the active one (as with VM
+# state past the disk): apply grows the active table
+"$QEMU_IMG" create -q -f qcow2 -o cluster_size=512 "$A/g.qcow2" 1M
+cp "$A/g.qcow2" "$B/g.qcow2"
+io g.qcow2 'write -P 1 0 64k'
+both g-c g.qcow2 -c s
+for d in "$A" "$B"; do
+    # l1_size of the entry: 64 (its cluster holds 64 entries, the rest zeros)
+    off=$(od -An -tx1 -j64 -N8 "$d/g.qcow2" | tr -d ' \n')
+    printf '\x00\x00\x00\x40' | dd of="$d/g.qcow2" bs=1 seek=$((16#$off + 8)) conv=notrunc status=none
+done
+io g.qcow2 'write -P 2 0 32k'
+both g-a g.qcow2 -a s
+if reads "$B/g.qcow2" 0 64k 1; then pass g-reads; else fail g-reads; fi
 
 # ---- mixed: qimg's snapshots used by qemu-img and the other way round
 M=$SCRATCH/m
