@@ -40,9 +40,13 @@ fi
 
 if [ "$QUICK" = 1 ]; then
     SPARSE_SIZE=256M SPARSE_DATA=16M DENSE_SIZE=64M CMP_SIZE=128M CMP_DATA=32M FRAG_COUNT=2000
+    CHAIN_CHUNKS=8
 else
     SPARSE_SIZE=16G SPARSE_DATA=1G DENSE_SIZE=2G CMP_SIZE=4G CMP_DATA=1G FRAG_COUNT=20000
+    CHAIN_CHUNKS=100
 fi
+QEMU_IO=${QEMU_IO:-/usr/bin/qemu-io}
+CHAIN_LAYERS=10
 
 mkdir -p "$BENCH_DIR/in" "$BENCH_DIR/out" || die "cannot create $BENCH_DIR"
 cleanup() {
@@ -71,9 +75,45 @@ make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
 make_input cmp-b.raw sparse "$IN/cmp-b.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3 --fill-holes
 make_input frag.raw frag "$IN/frag.raw" "$FRAG_COUNT" --seed 4
+
+# A backing chain of qcow2 images l0 (the base) .. l9 (the top), 2 GiB
+# virtual: layer i holds CHAIN_CHUNKS MiB of pattern i+1, in 1 MiB pieces
+# at offsets no other layer writes (written by qemu-io, deterministic).
+make_chain() {
+    local dir=$IN/chain stamp="chain $CHAIN_LAYERS x $CHAIN_CHUNKS MiB" i k args
+    if [ "$(cat "$dir/stamp" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    echo "bench: generating the chain ($stamp)" >&2
+    rm -rf "$dir" && mkdir -p "$dir" || die "cannot create $dir"
+    for ((i = 0; i < CHAIN_LAYERS; i++)); do
+        if ((i == 0)); then
+            "$QEMU_IMG" create -q -f qcow2 "$dir/l0.qcow2" 2G
+        else
+            "$QEMU_IMG" create -q -f qcow2 -b "l$((i - 1)).qcow2" -F qcow2 "$dir/l$i.qcow2" 2G
+        fi || die "creating layer $i failed"
+        args=()
+        for ((k = 0; k < CHAIN_CHUNKS; k++)); do
+            args+=(-c "write -P $((i + 1)) $(((k * CHAIN_LAYERS + i) * 2))M 1M")
+        done
+        "$QEMU_IO" -f qcow2 "${args[@]}" "$dir/l$i.qcow2" >/dev/null || die "writing layer $i failed"
+    done
+    echo "$stamp" > "$dir/stamp"
+}
+CHAIN_TOP=l$((CHAIN_LAYERS - 1)).qcow2
+# A run's copy of the chain in $OUT: hard links to the layers it only
+# reads, a real copy of the one it writes.
+chain_copy() {
+    local written=$1 f
+    for f in "$IN"/chain/*.qcow2; do
+        if [ "$(basename "$f")" = "$written" ]; then cp "$f" "$OUT/"; else ln "$f" "$OUT/"; fi
+    done
+}
+make_chain
 sync
 
 # Workloads: name | description | arguments | check after qimg's last run
+# [| preparation of $OUT before each run, not timed]
 # ($IN/$OUT expanded at run time).  Plain command lines, as a user types
 # them (formats probed, no -p).
 WORKLOADS=(
@@ -87,8 +127,16 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("convert-qcow2|convert raw→qcow2, $SPARSE_SIZE sparse, $SPARSE_DATA data|convert -O qcow2 \$IN/sparse.raw \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/sparse.raw \$OUT/t.qcow2")
 fi
 
+# The backing-chain workloads need qimg's qcow2 write path.
+if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
+    CHAIN_DATA=$((CHAIN_LAYERS * CHAIN_CHUNKS))
+    WORKLOADS+=("rebase-chain|rebase onto the base of a $CHAIN_LAYERS-layer qcow2 chain, $CHAIN_DATA MiB of data|rebase -b l0.qcow2 -F qcow2 \$OUT/$CHAIN_TOP|compare -f qcow2 -F qcow2 \$OUT/$CHAIN_TOP \$IN/chain/$CHAIN_TOP|chain_copy $CHAIN_TOP")
+    WORKLOADS+=("commit-chain|commit a $CHAIN_LAYERS-layer qcow2 chain into its base, $CHAIN_DATA MiB of data|commit -b l0.qcow2 \$OUT/$CHAIN_TOP|compare -f qcow2 -F qcow2 \$OUT/l0.qcow2 \$IN/chain/$CHAIN_TOP|chain_copy l0.qcow2")
+fi
+
 prepare_run() {
     rm -rf "$OUT" && mkdir -p "$OUT"
+    if [ -n "${1:-}" ]; then eval "$1" || die "preparing the run failed"; fi
     sync
     [ "$CACHE" = cold ] && echo 3 > /proc/sys/vm/drop_caches
 }
@@ -114,7 +162,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 
 rows=()
 for w in "${WORKLOADS[@]}"; do
-    IFS='|' read -r name desc argtext verify <<<"$w"
+    IFS='|' read -r name desc argtext verify prep <<<"$w"
     case "$name" in *${BENCH_ONLY:-}*) ;; *) continue ;; esac
     eval "args=($argtext)"
     cmd=$(printf '%s' "$argtext" | sed 's/\$IN\///g; s/\$OUT\///g')
@@ -122,14 +170,14 @@ for w in "${WORKLOADS[@]}"; do
     # with a warm cache, one untimed run first so that neither tool pays
     # for reading the input into the cache
     if [ "$CACHE" = warm ]; then
-        prepare_run
+        prepare_run "$prep"
         time_one "$QEMU_IMG" "${args[@]}" >/dev/null || failed="qemu-img failed"
     fi
     for ((i = 1; i <= RUNS && ${#failed} == 0; i++)); do
         # alternate which tool goes first
         if ((i % 2)); then order="ref new"; else order="new ref"; fi
         for who in $order; do
-            prepare_run
+            prepare_run "$prep"
             if [ $who = ref ]; then
                 t=$(time_one "$QEMU_IMG" "${args[@]}") || { failed="qemu-img failed"; break 2; }
                 ref_times+=("$t")
