@@ -177,7 +177,7 @@ static int write_l1(struct qimg_image *img, uint64_t offset, const uint64_t *l1,
     return r < 0 ? qimg_error(r, "Could not write L1 table: %s", strerror(-r)) : 0;
 }
 
-/* The COPIED flags of one active L2 table; *changed when any moved. */
+/* COPIED exactly where the refcount is 1 in one L2 table (marked dirty). */
 static int fix_l2_copied(struct qimg_image *img, uint64_t l2_offset)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -207,13 +207,14 @@ static int fix_l2_copied(struct qimg_image *img, uint64_t l2_offset)
     return 0;
 }
 
-/* COPIED exactly where the refcount is 1, in the active L1 and L2 tables. */
-static int fix_copied(struct qimg_image *img)
+/* COPIED exactly where the refcount is 1, in an L1 table (in memory) and
+ * its L2 tables (written back); *l1_changed when an L1 entry moved. */
+static int fix_copied_tables(struct qimg_image *img, uint64_t *l1, uint32_t n, bool *l1_changed)
 {
     struct qcow2_state *s = qcow2_state(img);
-    bool l1_changed = false;
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t l2 = s->l1_table[i] & QCOW2_OFFSET_MASK;
+    *l1_changed = false;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2 = l1[i] & QCOW2_OFFSET_MASK;
         if (!l2)
             continue;
         uint64_t rc = 0;
@@ -224,13 +225,21 @@ static int fix_copied(struct qimg_image *img)
             r = fix_l2_copied(img, l2);
         if (r < 0)
             return r;
-        uint64_t ne = with_copied(s->l1_table[i], rc == 1);
-        if (ne != s->l1_table[i]) {
-            s->l1_table[i] = ne;
-            l1_changed = true;
+        uint64_t ne = with_copied(l1[i], rc == 1);
+        if (ne != l1[i]) {
+            l1[i] = ne;
+            *l1_changed = true;
         }
     }
-    int r = qcow2_l2_cache_flush(img);
+    return qcow2_l2_cache_flush(img);
+}
+
+/* The same for the active tables, the L1 table written when it changed. */
+static int fix_copied(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    bool l1_changed;
+    int r = fix_copied_tables(img, s->l1_table, s->l1_size, &l1_changed);
     if (r == 0 && l1_changed)
         r = write_l1(img, s->l1_table_offset, s->l1_table, s->l1_size);
     return r;
@@ -568,6 +577,11 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
     r = ref_l1(img, l1, s->l1_size);
     if (r == 0)
         r = qcow2_refcount_flush(img);
+    /* the snapshot's tables are shared from now on: no COPIED flag may
+     * reach the active L1 (or stay in its L2 tables) before the switch */
+    bool changed;
+    if (r == 0)
+        r = fix_copied_tables(img, l1, s->l1_size, &changed);
     if (r == 0)
         r = write_l1(img, s->l1_table_offset, l1, s->l1_size);
     if (r < 0) {
