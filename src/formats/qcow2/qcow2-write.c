@@ -20,6 +20,7 @@
 #include <inttypes.h>
 
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 #include "qcow2-empty.h"
 #include "qcow2-zerocow.h"
 
@@ -540,6 +541,9 @@ int qcow2_write(struct qimg_image *img, uint64_t off, const void *buf, size_t le
     struct qcow2_state *s = qcow2_state(img);
     if (!s->ws)
         return qimg_error(-EACCES, "qcow2: image is read-only");
+    int rb = qcow2_bitmap_note_write(img, off, len);   /* enabled bitmaps record it */
+    if (rb < 0)
+        return rb;
     const uint8_t *p = buf;
     while (len > 0) {
         uint64_t done = 0;
@@ -748,6 +752,9 @@ int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsig
     struct qcow2_state *s = qcow2_state(img);
     if (!s->ws)
         return qimg_error(-EACCES, "qcow2: image is read-only");
+    int rb = qcow2_bitmap_note_write(img, off, len);   /* enabled bitmaps record it */
+    if (rb < 0)
+        return rb;
     bool has_zero_flag = s->version >= 3;
     bool backing = img->backing_file != NULL;
     if (!has_zero_flag && backing)
@@ -782,6 +789,9 @@ int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len)
     struct qcow2_state *s = qcow2_state(img);
     if (!s->ws)
         return qimg_error(-EACCES, "qcow2: image is read-only");
+    int rb = qcow2_bitmap_note_write(img, off, len);   /* enabled bitmaps record it */
+    if (rb < 0)
+        return rb;
     uint64_t cs = s->cluster_size;
     uint64_t end = off + len;
     uint64_t a = qimg_round_down(off + cs - 1, cs);
@@ -917,6 +927,9 @@ int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *dat
         return qimg_error(-EACCES, "qcow2: image is read-only");
     if (!qimg_is_aligned(off, cs) || len == 0 || len >= cs || off >= s->size)
         return qimg_error(-EINVAL, "qcow2: bad compressed cluster write");
+    int rb = qcow2_bitmap_note_write(img, off, cs);   /* enabled bitmaps record it */
+    if (rb < 0)
+        return rb;
     pthread_mutex_lock(&img->lock);
     wait_inflight(img, off, off + cs);
     uint64_t l2_offset, host = 0, entry, bitmap;

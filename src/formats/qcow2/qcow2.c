@@ -7,6 +7,7 @@
 #include "qcow2.h"
 #include "qcow2-repair.h"
 #include "qcow2-create.h"
+#include "qcow2-bitmap.h"
 #include "qcow2-amend.h"
 #include "qcow2-snapshot.h"
 
@@ -444,11 +445,14 @@ static void free_bitmaps(struct qcow2_state *s)
     s->bitmaps = NULL;
 }
 
+/* qemu's rules for an entry, with its messages: the extra data and the
+ * name first ("Broken bitmap directory" when they do not fit), then the
+ * values ("doesn't satisfy the constraints"). */
 static int parse_bitmap_entry(struct qcow2_state *s, const uint8_t *dir, uint64_t size,
                               uint64_t *pos, struct qcow2_bitmap *bm)
 {
     if (size - *pos < QCOW2_BME_HEADER_LEN)
-        return qimg_error(-EINVAL, "Bitmap directory is incomplete");
+        return qimg_error(-EINVAL, "Broken bitmap directory");
     const uint8_t *e = dir + *pos;
     bm->table_offset = qimg_be64(e);
     bm->table_size = qimg_be32(e + 8);
@@ -457,15 +461,29 @@ static int parse_bitmap_entry(struct qcow2_state *s, const uint8_t *dir, uint64_
     bm->granularity_bits = e[17];
     uint16_t name_size = qimg_be16(e + 18);
     bm->extra_data_size = qimg_be32(e + 20);
-    uint64_t len = QCOW2_BME_HEADER_LEN + (uint64_t)bm->extra_data_size + name_size;
+    if (name_size == 0 || name_size > QCOW2_MAX_BITMAP_NAME)
+        return qimg_error(-EINVAL, "Broken bitmap directory");
+    if (bm->extra_data_size != 0)
+        return qimg_error(-ENOTSUP, "Bitmap extra data is not supported");
+    uint64_t len = QCOW2_BME_HEADER_LEN + (uint64_t)name_size;
     if (size - *pos < len)
-        return qimg_error(-EINVAL, "Bitmap directory is incomplete");
-    if (name_size == 0 || name_size > QCOW2_MAX_BITMAP_NAME || bm->granularity_bits < 9 ||
-        bm->granularity_bits > 31 || (bm->flags & QCOW2_BME_RESERVED) || bm->type != 1 ||
-        !qimg_is_aligned(bm->table_offset, s->cluster_size))
-        return qimg_error(-EINVAL, "Bitmap directory is corrupted");
-    bm->name = string_ext(e + QCOW2_BME_HEADER_LEN + bm->extra_data_size, name_size);
-    *pos += (len + 7) & ~7ull;
+        return qimg_error(-EINVAL, "Broken bitmap directory");
+    bm->name = string_ext(e + QCOW2_BME_HEADER_LEN, name_size);
+    *pos += QIMG_MIN((len + 7) & ~7ull, size - *pos);
+    uint64_t bits = qimg_div_round_up(s->size, 1ull << QIMG_MIN(bm->granularity_bits, 63));
+    uint64_t data_bytes = qimg_div_round_up(bits, 8);
+    if (bm->type != 1 || bm->granularity_bits < 9 || bm->granularity_bits > 31 ||
+        (bm->flags & QCOW2_BME_RESERVED) || (bm->flags & QCOW2_BME_EXTRA_COMPAT) ||
+        bm->table_offset == 0 || !qimg_is_aligned(bm->table_offset, s->cluster_size) ||
+        bm->table_size == 0 || bm->table_size > QCOW2_MAX_BITMAP_TABLE ||
+        data_bytes > QCOW2_MAX_BITMAP_BYTES)
+        return qimg_error(-EINVAL, "Bitmap '%s' doesn't satisfy the constraints", bm->name);
+    /* qemu reads the data of every consistent bitmap at open: a table of
+     * the wrong size fails then */
+    if (!(bm->flags & QCOW2_BME_IN_USE) &&
+        bm->table_size != qimg_div_round_up(data_bytes, s->cluster_size))
+        return qimg_error(-EINVAL, "Could not read bitmap '%s' from image: %s", bm->name,
+                          strerror(EINVAL));
     return 0;
 }
 
@@ -474,9 +492,11 @@ static int load_bitmaps(struct qimg_image *img, struct qcow2_state *s)
     if (!s->has_bitmaps_ext)
         return 0;
     uint64_t size = s->bitmap_directory_size;
+    if (size == 0)
+        return qimg_error(-EINVAL, "Requested bitmap directory size is zero");
     if (!qimg_range_ok(s->bitmap_directory_offset, size, s->file_size))
         return qimg_error(-EINVAL, "Bitmap directory extends past the end of the file");
-    CLEANUP_FREE uint8_t *dir = qimg_alloc_from_image(size ? size : 1, "bitmap directory");
+    CLEANUP_FREE uint8_t *dir = qimg_alloc_from_image(size, "bitmap directory");
     if (!dir)
         return -ENOMEM;
     int r = qimg_io_pread(img->file, dir, size, s->bitmap_directory_offset);
@@ -485,10 +505,17 @@ static int load_bitmaps(struct qimg_image *img, struct qcow2_state *s)
     s->bitmaps = qimg_xcalloc(s->nb_bitmaps, sizeof *s->bitmaps);
     uint64_t pos = 0;
     for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        if (pos >= size)
+            return qimg_error(-EINVAL, "Less bitmaps found than specified in header extension");
         r = parse_bitmap_entry(s, dir, size, &pos, &s->bitmaps[i]);
         if (r < 0)
             return r;
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp(s->bitmaps[j].name, s->bitmaps[i].name) == 0)
+                return qimg_error(-EINVAL, "Broken bitmap directory");
     }
+    if (pos < size)
+        return qimg_error(-EINVAL, "More bitmaps found than specified in header extension");
     return 0;
 }
 
@@ -511,6 +538,7 @@ static void qcow2_free_state(struct qcow2_state *s)
 
 static void qcow2_close(struct qimg_image *img)
 {
+    qcow2_bitmap_close(img);     /* stores bitmaps: needs the write state */
     qcow2_write_close(img);
     qcow2_free_state(img->opaque);
     img->opaque = NULL;
@@ -788,6 +816,14 @@ const struct qimg_driver qimg_driver_qcow2 = {
     .snapshot_apply = qcow2_snapshot_apply,
     .snapshot_delete = qcow2_snapshot_delete,
     .bitmap_list    = qcow2_bitmap_list,
+    .bitmap_add     = qcow2_bitmap_add,
+    .bitmap_remove  = qcow2_bitmap_remove,
+    .bitmap_clear   = qcow2_bitmap_clear,
+    .bitmap_set_enabled = qcow2_bitmap_set_enabled,
+    .bitmap_next_dirty = qcow2_bitmap_next_dirty,
+    .bitmap_set_dirty = qcow2_bitmap_set_dirty,
+    .bitmap_store   = qcow2_bitmap_store,
+    .bitmap_supported = qcow2_bitmap_supported,
     .has_zero_init  = qcow2_has_zero_init_w,
     .resize         = qcow2_resize,
     .change_backing = qcow2_change_backing,

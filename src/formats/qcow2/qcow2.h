@@ -92,7 +92,9 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 #define QCOW2_MAX_SNAPSHOT_TABLE (64ull << 20)
 #define QCOW2_MAX_SNAPSHOT_EXTRA 1024u
 #define QCOW2_MAX_BITMAPS       65535u
-#define QCOW2_MAX_BITMAP_DIR    (64ull << 20)
+#define QCOW2_MAX_BITMAP_DIR    (1024ull * QCOW2_MAX_BITMAPS)
+#define QCOW2_MAX_BITMAP_TABLE  0x8000000u      /* entries */
+#define QCOW2_MAX_BITMAP_BYTES  (512ull << 20)  /* data of one bitmap */
 #define QCOW2_MAX_BITMAP_NAME   1023u
 /* Memory for cached L2 tables (qemu's default maximum on Linux). */
 #define QCOW2_L2_CACHE_MAX_BYTES (32ull << 20)
