@@ -207,3 +207,97 @@ mklazy
 expect_eq "dirty image: qimg resize clears the bit" "$(peek64 "$IN/lazy.qcow2" 72)" 0
 out=$("$QEMU_IMG" check "$IN/lazy.qcow2" 2>&1); rc=$?
 expect_eq "dirty image: clean after qimg's repair at open" "$rc" 0
+
+# ================================================== crash safety
+# A writer killed with -9 at random points; then qimg check -r all must
+# leave an image that qemu-img check finds clean, in which every cluster
+# holds either its old or its new content, and every write that completed
+# (was flushed) before the kill is there.
+fresh
+cd "$IN" || exit 1
+truncate -s 16M src.raw
+"$QEMU_IO" -f raw -c "write -P 0x42 0 16M" -c "write -P 0x43 5M 1M" -c "write -z 9M 1M" src.raw >/dev/null
+truncate -s 16M new.raw
+"$QEMU_IO" -f raw -c "write -P 0x42 0 16M" new.raw >/dev/null
+# check_clusters MODE RESULT OLD NEW CLUSTER: prints the clusters that break
+#   old-or-new: each cluster is its old or its new content
+#   prefix:     new content up to some cluster, old content from there on
+check_clusters() {
+    python3 - "$@" <<'PY'
+import sys
+mode, cs = sys.argv[1], int(sys.argv[5])
+res, old, new = (open(f, 'rb').read() for f in sys.argv[2:5])
+chunks = range(0, len(res), cs)
+if mode == 'old-or-new':
+    bad = [i for i in chunks if res[i:i + cs] not in (old[i:i + cs], new[i:i + cs])]
+else:
+    k = next((i for i in chunks if res[i:i + cs] != new[i:i + cs]), len(res))
+    bad = [i for i in chunks if i >= k and res[i:i + cs] != old[i:i + cs]]
+print(len(bad))
+PY
+}
+after_kill() {   # after_kill NAME: repair, then the checks
+    local name=$1 out rc
+    "$QIMG_AS_QEMU" check -r all t.qcow2 >repair.out 2>&1
+    expect_eq "$name: check -r all" "$?" 0
+    out=$("$QEMU_IMG" check t.qcow2 2>&1); rc=$?
+    if [ $rc = 0 ]; then pass "$name: qemu-img check clean"
+    else fail "$name: qemu-img check clean" "rc=$rc" "$(echo "$out" | head -3)"; fi
+    "$QEMU_IMG" convert -O raw t.qcow2 t.raw
+}
+RANDOM=4242   # fixed kill points, different for each run
+for o in cluster_size=4k cluster_size=4k,lazy_refcounts=on cluster_size=64k,refcount_bits=1 \
+         cluster_size=16k,extended_l2=on; do
+    rm -f old.qcow2
+    "$QEMU_IMG" create -q -f qcow2 -o "$o" old.qcow2 16M
+    "$QEMU_IO" -f qcow2 -c "write -P 0x41 2M 8M" -c "write -P 0x44 12M 64k" old.qcow2 >/dev/null
+    "$QEMU_IMG" convert -O raw old.qcow2 old.raw
+    cs=$(echo "$o" | sed 's/.*cluster_size=\([0-9]*\)k.*/\1/'); cs=$((cs * 1024))
+    # convert -n (rate-limited: about a second of work); it writes its
+    # tables back at the end (writeback cache, as qemu-img): any cluster
+    # may keep its old content, none may hold anything else
+    for run in 1 2; do
+        name="kill -9 during convert -n ($o, run $run)"
+        cp old.qcow2 t.qcow2
+        "$QIMG_AS_QEMU" convert -n -m 1 -r 16M -O qcow2 src.raw t.qcow2 >/dev/null 2>&1 &
+        pid=$!
+        sleep "0.$((RANDOM % 8 + 1))"
+        kill -9 $pid 2>/dev/null || fail "$name: timing" "convert ended before the kill"
+        wait $pid 2>/dev/null
+        after_kill "$name"
+        expect_eq "$name: every cluster old or new" \
+            "$(check_clusters old-or-new t.raw old.raw src.raw "$cs")" 0
+    done
+    # bench -w with a flush after every write, in order: a prefix of the
+    # writes is there, the rest not at all
+    name="kill -9 during bench -w --flush-interval=1 ($o)"
+    cp old.qcow2 t.qcow2
+    "$QIMG_AS_QEMU" bench -w -c $((16 * 1024 * 1024 / cs)) -d 1 -s "$cs" -S "$cs" --pattern=0x42 \
+        --flush-interval=1 -f qcow2 t.qcow2 >/dev/null 2>&1 &
+    pid=$!
+    sleep "0.$((RANDOM % 5 + 2))"
+    kill -9 $pid 2>/dev/null || fail "$name: timing" "bench ended before the kill"
+    wait $pid 2>/dev/null
+    after_kill "$name"
+    expect_eq "$name: flushed writes there, the others not" \
+        "$(check_clusters prefix t.raw old.raw new.raw "$cs")" 0
+    cmp -s -n "$cs" t.raw new.raw
+    expect_eq "$name: the kill came after the first write" "$?" 0
+done
+# a killed writer on a lazy-refcounts image: the next read-write open by
+# qimg repairs it, and the convert run again completes
+"$QEMU_IMG" create -q -f qcow2 -o cluster_size=4k,lazy_refcounts=on t.qcow2 16M
+"$QIMG_AS_QEMU" bench -w -c 4096 -d 1 -s 4k -S 4k --flush-interval=1 -f qcow2 t.qcow2 >/dev/null 2>&1 &
+pid=$!
+sleep 0.4
+kill -9 $pid 2>/dev/null || fail "lazy kill -9: timing" "bench ended before the kill"
+wait $pid 2>/dev/null
+expect_eq "lazy kill -9: left dirty" "$(($(peek64 t.qcow2 72) & 1))" 1
+"$QIMG_AS_QEMU" convert -n -O qcow2 src.raw t.qcow2 2>repair.err
+expect_eq "lazy kill -9: convert again" "$?" 0
+expect_eq "lazy kill -9: dirty bit cleared" "$(peek64 t.qcow2 72)" 0
+out=$("$QEMU_IMG" check t.qcow2 2>&1); rc=$?
+expect_eq "lazy kill -9: qemu-img check clean" "$rc" 0
+"$QEMU_IMG" compare -q src.raw t.qcow2
+expect_eq "lazy kill -9: content" "$?" 0
+cd "$TOP" || exit 1
