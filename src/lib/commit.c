@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "readahead.h"
 
 #define COMMIT_CHUNK ((uint64_t)1 << 20)
 
@@ -279,6 +280,9 @@ struct commit_job {
     int err;                    /* first failure */
 };
 
+/* Chunks read ahead of the one handed out (see readahead.c). */
+#define COMMIT_READAHEAD 8
+
 static bool take_chunk(struct commit_job *j, uint64_t *off, uint64_t *len)
 {
     uint64_t size = j->p->top->size;
@@ -290,6 +294,9 @@ static bool take_chunk(struct commit_job *j, uint64_t *off, uint64_t *len)
         j->next += *len;
     }
     pthread_mutex_unlock(&j->lock);
+    uint64_t ahead = ok ? *off + COMMIT_READAHEAD * j->chunk : size;
+    if (ahead < size)
+        qimg_chain_readahead(j->p->top, j->base, ahead, j->chunk);
     return ok;
 }
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 
 #include "internal.h"
+#include "readahead.h"
 
 #define REBASE_CHUNK ((uint64_t)2 << 20)
 #define SECTOR 512
@@ -170,6 +171,10 @@ static int plan_ahead(struct rebase_walk *w)
         sl->err = 0;
         sl->ready = !sl->st.io;
         if (sl->st.io) {
+            if (!sl->st.old_zero)
+                qimg_chain_readahead(w->p->img->backing, NULL, sl->st.off, sl->st.n);
+            if (!sl->st.new_zero)
+                qimg_chain_readahead(w->p->new_backing, NULL, sl->st.off, sl->st.n);
             r = qimg_pool_submit(w->pool, read_job, sl);
             if (r < 0)
                 return r;

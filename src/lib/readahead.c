@@ -1,0 +1,35 @@
+/* qimg - read-ahead hints for chain walks (rebase, commit).  They read a
+ * guest range through block status and then in order; with a cold cache
+ * every read waits for the disk.  Telling the kernel early which host
+ * ranges come next lets the disk work while we compare and write, without
+ * threads (so it keeps working when the CPUs are busy). */
+#include <fcntl.h>
+
+#include "readahead.h"
+
+/* The layer at depth, or NULL when it is stop or below it. */
+static qimg_image *layer_at(qimg_image *img, qimg_image *stop, unsigned depth)
+{
+    for (; img && img != stop; img = img->backing)
+        if (depth-- == 0)
+            return img;
+    return NULL;
+}
+
+void qimg_chain_readahead(qimg_image *img, qimg_image *stop, uint64_t off, uint64_t len)
+{
+    uint64_t end = off < img->size ? QIMG_MIN(off + len, img->size) : off;
+    while (off < end) {
+        struct qimg_extent ext;
+        if (qimg_block_status_chain(img, off, end - off, &ext) < 0)
+            break;
+        qimg_image *l = layer_at(img, stop, ext.depth);
+        bool local = l && l->file && l->file->fd >= 0 && ext.host_file &&
+                     strcmp(ext.host_file, l->file->filename) == 0;
+        if ((ext.flags & QIMG_STATUS_DATA) && (ext.flags & QIMG_STATUS_OFFSET) && local &&
+            ext.host_offset <= INT64_MAX && ext.length <= INT64_MAX)
+            posix_fadvise(l->file->fd, (off_t)ext.host_offset, (off_t)ext.length,
+                          POSIX_FADV_WILLNEED);
+        off += ext.length;
+    }
+}
