@@ -590,6 +590,7 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
     }
     uint64_t *old = s->l1_table;
     s->l1_table = l1;
+    s->ws->free_byte_offset = 0;      /* its cluster may be freed now */
     r = unref_l1(img, old, s->l1_size);
     free(old);
     if (r == 0)
@@ -650,6 +651,7 @@ static int delete_locked(struct qimg_image *img, uint32_t idx)
     s->snapshots = arr;
     s->nb_snapshots = n;
     /* out of the table: what only the snapshot held goes */
+    s->ws->free_byte_offset = 0;      /* its cluster may be freed now */
     r = unref_l1(img, l1, sn.l1_size);
     free(l1);
     if (r == 0 && sn.l1_size)
