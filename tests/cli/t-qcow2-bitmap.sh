@@ -322,3 +322,14 @@ conv "convert --bitmaps --skip-broken" o.qcow2 --bitmaps --skip-broken-bitmaps -
 same "measure with bitmaps" measure -O qcow2 s.qcow2
 same "measure with bitmaps json" measure --output=json -O qcow2 -o cluster_size=4k s.qcow2
 same "measure into v2" measure -O qcow2 -o compat=0.10 s.qcow2
+
+# ================================================= resize: bitmaps follow the size
+for sz in 100G 3M 4M; do
+    same "resize $sz" resize --shrink s.qcow2 $sz
+    expect_eq "resize $sz: info" "$(info_of "$SCRATCH/run.new/work/s.qcow2")" \
+        "$(info_of "$SCRATCH/run.ref/work/s.qcow2")"
+    expect_eq "resize $sz: dumps" "$(dumps_all "$SCRATCH/run.new/work/s.qcow2")" \
+        "$(dumps_all "$SCRATCH/run.ref/work/s.qcow2")"
+    check "resize $sz: check" "$QEMU_IMG" check "$SCRATCH/run.new/work/s.qcow2"
+done
+same "resize with an in-use bitmap" resize iu.qcow2 8M

@@ -805,3 +805,43 @@ bool qcow2_bitmap_supported(struct qimg_image *img)
     /* version 2 has no autoclear bits to say the bitmaps are consistent */
     return qcow2_state(img)->version >= 3;
 }
+
+/* Resize: every bitmap follows the disk (qemu resizes them and stores
+ * them with the new size); an inconsistent one stops it. */
+int qcow2_bitmap_resize_prepare(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!s->has_bitmaps_ext)
+        return 0;
+    pthread_mutex_lock(&img->lock);
+    int r = ensure_model(img);
+    for (uint32_t i = 0; r == 0 && i < s->bm->n; i++)
+        r = load_bits(img, &s->bm->e[i]);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+int qcow2_bitmap_resized(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!s->has_bitmaps_ext || !s->bm)
+        return 0;
+    for (uint32_t i = 0; i < s->bm->n; i++) {
+        struct bm_ent *e = &s->bm->e[i];
+        uint64_t nbytes = data_bytes_for(s->size, e->gran_bits);
+        if (nbytes > BM_MAX_DATA_BYTES)
+            return qimg_error(-EFBIG, "Bitmap '%s' is too large", e->name);
+        uint8_t *bits = qimg_calloc_from_image(nbytes ? nbytes : 1, 1, "bitmap");
+        if (!bits)
+            return -ENOMEM;
+        memcpy(bits, e->bits, QIMG_MIN(nbytes, e->nbytes));
+        uint64_t nbits = bits_for(s->size, e->gran_bits);
+        if (nbits % 8)
+            bits[nbytes - 1] &= (uint8_t)((1u << (nbits % 8)) - 1);
+        free(e->bits);
+        e->bits = bits;
+        e->nbytes = nbytes;
+        e->changed = true;
+    }
+    return store_now(img);
+}

@@ -26,6 +26,11 @@ bool qcow2_bitmap_supported(struct qimg_image *img);
  * call it without the lock held. */
 int qcow2_bitmap_note_write(struct qimg_image *img, uint64_t off, uint64_t len);
 
+/* Resize: load every bitmap before the size changes (an inconsistent
+ * one refuses); after it, resize and store them. */
+int qcow2_bitmap_resize_prepare(struct qimg_image *img);
+int qcow2_bitmap_resized(struct qimg_image *img);
+
 /* Close: store what changed (in-use flags cleared) and free the state.
  * Runs before the write state goes. */
 void qcow2_bitmap_close(struct qimg_image *img);

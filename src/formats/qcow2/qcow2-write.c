@@ -1100,10 +1100,14 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
         return qimg_error(-ENOTSUP, "Can't resize a v2 image which has snapshots");
     if (size % 512)
         return qimg_error(-EINVAL, "The new size must be a multiple of 512");
+    if (size < s->size && !shrink_ok)
+        return qimg_error(-ENOTSUP, "qcow2 doesn't support shrinking images yet");
+    int rb = qcow2_bitmap_resize_prepare(img);    /* bitmaps follow the size */
+    if (rb < 0)
+        return rb;
     if (size < s->size) {
-        if (!shrink_ok)
-            return qimg_error(-ENOTSUP, "qcow2 doesn't support shrinking images yet");
-        return shrink(img, size);
+        int rs = shrink(img, size);
+        return rs == 0 ? qcow2_bitmap_resized(img) : rs;
     }
     uint64_t needed;
     if (!qcow2_l1_entries_for_size(size, s->cluster_bits, s->extended_l2, &needed))
@@ -1119,7 +1123,7 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
         r = flush_locked(img);
     }
     pthread_mutex_unlock(&img->lock);
-    return r;
+    return r == 0 ? qcow2_bitmap_resized(img) : r;
 }
 
 /* ============================================= backing file, make empty */
