@@ -171,6 +171,22 @@ mks; poke16 "$S" $((SREFB + 2 * 6)) 1; repair "snapshot: shared cluster refcount
 mks; poke64 "$S" "$SL1" 0; repair "snapshot: L1 entry cleared" s.qcow2 0 0
 mks; poke16 "$S" $((SREFB + 2 * 6)) 0; repair "snapshot: shared cluster refcount 0" s.qcow2 1 0
 
+# extended L2 entries: subcluster bitmaps, unaligned entries
+mkx() {
+    fresh
+    "$QEMU_IMG" create -q -f qcow2 -o extended_l2=on "$IN/x.qcow2" 8M
+    qw x.qcow2 "write -P 1 0 4k" "write -P 1 64k 64k"
+    X=$IN/x.qcow2
+    XL2=$(($(peek64 "$X" "$(peek64 "$X" 40)") & MASK))
+    XD0=$(($(peek64 "$X" "$XL2") & MASK))
+}
+mkx; poke64 "$X" $((XL2 + 8)) 0x3ffffffff
+KEEP=0 repair "subcluster allocated and zero" x.qcow2 2 2
+mkx; poke64 "$X" $((XL2 + 40)) 1
+repair "unallocated cluster with bitmap" x.qcow2 2 2
+mkx; poke64 "$X" "$XL2" $((COPIED | XD0 | 0x200)); poke64 "$X" $((XL2 + 8)) 0x300000000
+repair "extended L2 zero cluster unaligned" x.qcow2 2 0
+
 # ================================================== dirty images
 # lazy refcounts, writer killed: refcounts stale, dirty bit set
 mklazy() {
@@ -268,11 +284,11 @@ for o in cluster_size=4k cluster_size=4k,lazy_refcounts=on cluster_size=64k,refc
         expect_eq "$name: every cluster old or new" \
             "$(check_clusters old-or-new t.raw old.raw src.raw "$cs")" 0
     done
-    # bench -w with a flush after every write, in order: a prefix of the
-    # writes is there, the rest not at all
+    # bench -w with a flush after every 4 KiB write, in order: a prefix of
+    # the writes is there, the rest not at all
     name="kill -9 during bench -w --flush-interval=1 ($o)"
     cp old.qcow2 t.qcow2
-    "$QIMG_AS_QEMU" bench -w -c $((16 * 1024 * 1024 / cs)) -d 1 -s "$cs" -S "$cs" --pattern=0x42 \
+    "$QIMG_AS_QEMU" bench -w -c 4096 -d 1 -s 4k -S 4k --pattern=0x42 \
         --flush-interval=1 -f qcow2 t.qcow2 >/dev/null 2>&1 &
     pid=$!
     sleep "0.$((RANDOM % 5 + 2))"
@@ -280,8 +296,8 @@ for o in cluster_size=4k cluster_size=4k,lazy_refcounts=on cluster_size=64k,refc
     wait $pid 2>/dev/null
     after_kill "$name"
     expect_eq "$name: flushed writes there, the others not" \
-        "$(check_clusters prefix t.raw old.raw new.raw "$cs")" 0
-    cmp -s -n "$cs" t.raw new.raw
+        "$(check_clusters prefix t.raw old.raw new.raw 4096)" 0
+    cmp -s -n 4096 t.raw new.raw
     expect_eq "$name: the kill came after the first write" "$?" 0
 done
 # a killed writer on a lazy-refcounts image: the next read-write open by

@@ -954,6 +954,13 @@ static int check_copied(struct check_ctx *c)
             }
         }
         if (modified) {
+            r = qcow2_repair_overlap_check(c->img, l2_offset, s->l2_table_bytes);
+            if (r < 0) {
+                qimg_check_log("ERROR: Could not write L2 table; metadata overlap check "
+                               "failed: %s", strerror(-r));
+                res->check_errors++;
+                return r;
+            }
             r = qcow2_repair_write_l2(c->img, l2_offset, table);
             if (r < 0) {
                 qimg_check_log("ERROR: Could not write L2 table: %s", strerror(-r));

@@ -370,12 +370,14 @@ int qcow2_repair_l1_entry(struct qimg_image *img, uint32_t l1_index, uint64_t en
     return 0;
 }
 
+int qcow2_repair_overlap_check(struct qimg_image *img, uint64_t offset, uint64_t len)
+{
+    return overlap_check(img, offset, len, NULL);
+}
+
 int qcow2_repair_write_l2(struct qimg_image *img, uint64_t l2_offset, const uint8_t *table)
 {
     struct qcow2_state *s = qcow2_state(img);
-    int r = overlap_check(img, l2_offset, s->l2_table_bytes, NULL);
-    if (r < 0)
-        return r;
     qcow2_l2_cache_drop(img, l2_offset);
     return qimg_io_pwrite(img->file, table, s->l2_table_bytes, l2_offset);
 }

@@ -43,7 +43,11 @@ int qcow2_repair_l1_entry(struct qimg_image *img, uint32_t l1_index, uint64_t en
 /* Write one L2 entry (the first word of an extended one), host order. */
 int qcow2_repair_l2_entry(struct qimg_image *img, uint64_t l2_offset, uint64_t index,
                           uint64_t entry);
-/* Write back an L2 table whose COPIED flags were fixed in place. */
+/* qemu's check before a metadata write: <0 (the image marked corrupt,
+ * the reason logged) when [offset, offset + len) holds other metadata. */
+int qcow2_repair_overlap_check(struct qimg_image *img, uint64_t offset, uint64_t len);
+/* Write back an L2 table whose COPIED flags were fixed in place (after
+ * qcow2_repair_overlap_check). */
 int qcow2_repair_write_l2(struct qimg_image *img, uint64_t l2_offset, const uint8_t *table);
 
 /* Incompatible feature bits on disk: set the corrupt bit (a fatal
