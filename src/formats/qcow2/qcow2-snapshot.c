@@ -37,21 +37,46 @@ struct ref_walk {
     bool discard;               /* punch clusters that become free */
     uint64_t limit;
     uint64_t done;
+    uint64_t punch_start, punch_count;   /* freed clusters not punched yet */
 };
+
+/* Give the host space of the pending run of freed clusters back, in one
+ * request (one per cluster is slow on large images). */
+static void punch_pending(struct qimg_image *img, struct ref_walk *w)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (w->punch_count && img->file->ops->discard)
+        img->file->ops->discard(img->file, w->punch_start << s->cluster_bits,
+                                w->punch_count << s->cluster_bits);
+    w->punch_count = 0;
+}
+
+static int note_freed(struct qimg_image *img, struct ref_walk *w, uint64_t cluster)
+{
+    uint64_t rc;
+    int r = qcow2_get_refcount(img, cluster, &rc);
+    if (r < 0 || rc != 0)
+        return r;
+    if (w->punch_count && cluster == w->punch_start + w->punch_count) {
+        w->punch_count++;
+        return 0;
+    }
+    punch_pending(img, w);
+    w->punch_start = cluster;
+    w->punch_count = 1;
+    return 0;
+}
 
 /* 0 done, 1 the limit was reached, <0 error. */
 static int change_ref(struct qimg_image *img, struct ref_walk *w, uint64_t cluster)
 {
-    struct qcow2_state *s = qcow2_state(img);
     if (w->done == w->limit)
         return 1;
-    int r;
-    if (w->addend > 0)
-        r = qcow2_update_refcounts(img, cluster, 1, 1);
-    else
-        r = qcow2_free_clusters(img, cluster << s->cluster_bits, s->cluster_size, w->discard);
+    int r = qcow2_update_refcounts(img, cluster, 1, w->addend);
     if (r == -ERANGE)
         r = -EINVAL;            /* a refcount overflow: qemu says EINVAL */
+    if (r == 0 && w->addend < 0 && w->discard)
+        r = note_freed(img, w, cluster);
     if (r < 0)
         return r;
     w->done++;
@@ -154,6 +179,7 @@ static int unref_l1(struct qimg_image *img, const uint64_t *l1, uint32_t n)
 {
     struct ref_walk down = { .addend = -1, .discard = true, .limit = UINT64_MAX };
     int r = walk_l1(img, &down, l1, n);
+    punch_pending(img, &down);
     return r < 0 ? r : 0;
 }
 
