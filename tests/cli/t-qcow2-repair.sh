@@ -300,6 +300,28 @@ for o in cluster_size=4k cluster_size=4k,lazy_refcounts=on cluster_size=64k,refc
     cmp -s -n 4096 t.raw new.raw
     expect_eq "$name: the kill came after the first write" "$?" 0
 done
+# snapshot -c and amend (refcount width rewritten) killed at random points
+# of their short run (512-byte clusters make them last): the guest data
+# never changes, and after qimg check -r all the image is clean
+rm -f sa.qcow2
+"$QEMU_IMG" create -q -f qcow2 -o cluster_size=512 sa.qcow2 32M
+"$QEMU_IO" -f qcow2 -c "write -P 5 0 32M" sa.qcow2 >/dev/null
+for run in 1 2 3 4; do
+    for op in "snapshot -c s$run" "amend -o refcount_bits=64"; do
+        name="kill -9 during $op (run $run)"
+        cp sa.qcow2 t.qcow2
+        # shellcheck disable=SC2086 # op is split into its words
+        "$QIMG_AS_QEMU" $op t.qcow2 >/dev/null 2>&1 &
+        pid=$!
+        sleep "0.0$((RANDOM % 9 + 1))"
+        kill -9 $pid 2>/dev/null
+        wait $pid 2>/dev/null
+        after_kill "$name"
+        "$QEMU_IMG" compare -q sa.qcow2 t.qcow2
+        expect_eq "$name: guest data unchanged" "$?" 0
+    done
+done
+
 # a killed writer on a lazy-refcounts image: the next read-write open by
 # qimg repairs it, and the convert run again completes
 "$QEMU_IMG" create -q -f qcow2 -o cluster_size=4k,lazy_refcounts=on t.qcow2 16M
