@@ -127,6 +127,22 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("convert-qcow2|convert raw→qcow2, $SPARSE_SIZE sparse, $SPARSE_DATA data|convert -O qcow2 \$IN/sparse.raw \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/sparse.raw \$OUT/t.qcow2")
 fi
 
+# qcow2 sources (issue 3): the sparse image as qcow2, and 256 MiB of
+# compressible data (base64 text of random bytes) for -c, both made by
+# qemu-img so the two tools read the same files.
+if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
+    [ -f "$IN/sparse.qcow2" ] || "$QEMU_IMG" convert -O qcow2 "$IN/sparse.raw" "$IN/sparse.qcow2" ||
+        die "making sparse.qcow2 failed"
+    if [ ! -f "$IN/c.qcow2" ]; then
+        head -c $((192 << 20)) "$IN/dense.raw" | base64 -w 0 | head -c $((256 << 20)) > "$IN/c.raw" &&
+            "$QEMU_IMG" convert -f raw -O qcow2 "$IN/c.raw" "$IN/c.qcow2" || die "making c.qcow2 failed"
+        rm -f "$IN/c.raw"
+    fi
+    WORKLOADS+=("qcow2-to-raw|convert qcow2→raw, $SPARSE_SIZE with $SPARSE_DATA data|convert -O raw \$IN/sparse.qcow2 \$OUT/t.raw|compare -f qcow2 -F raw \$IN/sparse.qcow2 \$OUT/t.raw")
+    WORKLOADS+=("qcow2-c-zlib|convert qcow2→qcow2 -c (zlib)|convert -c -O qcow2 \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
+    WORKLOADS+=("qcow2-c-zstd|convert qcow2→qcow2 -c (zstd)|convert -c -O qcow2 -o compression_type=zstd \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
+fi
+
 # The backing-chain workloads need qimg's qcow2 write path.
 if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     CHAIN_DATA=$((CHAIN_LAYERS * CHAIN_CHUNKS))

@@ -85,6 +85,11 @@ refused at once instead of blocking.
 .IP \(bu 2
 .B snapshot
 also accepts \fB\-f\fR, and \fB\-d\fR also takes a snapshot id.
+.IP \(bu 2
+.B bitmap \-\-dump
+.I filename bitmap
+[\fB\-\-output=json\fR] prints the dirty ranges of a persistent bitmap
+(one "start length" line per range, in bytes), which qemu\-img cannot do.
 .SH SEE ALSO
 .BR qemu\-img (1)
 EOF
