@@ -143,6 +143,24 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("qcow2-c-zstd|convert qcow2→qcow2 -c (zstd)|convert -c -O qcow2 -o compression_type=zstd \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
 fi
 
+# check (issue 4): 16 GiB qcow2 images, 64 KiB and 4 KiB clusters, with
+# 16384 writes of 64 KiB at seeded random places (1 GiB of data).
+make_check_image() {   # NAME CLUSTER_SIZE
+    [ -f "$IN/$1" ] && return 0
+    local n=$((QUICK == 1 ? 512 : 16384)) size=$((QUICK == 1 ? 1 : 16))
+    "$QEMU_IMG" create -q -f qcow2 -o cluster_size=$2 "$IN/$1" ${size}G || die "creating $1 failed"
+    python3 -c "import random; r = random.Random(5)
+for _ in range($n): print('write -P %d %d 64k' % (r.randrange(1, 255), r.randrange(0, $size * 16384) * 65536))" |
+        "$QEMU_IO" -f qcow2 "$IN/$1" >/dev/null || die "writing $1 failed"
+}
+CHECK_SIZE=$([ "$QUICK" = 1 ] && echo 1G || echo 16G)
+case check-qcow2 in *${BENCH_ONLY:-}*)
+    make_check_image check64k.qcow2 64k
+    make_check_image check4k.qcow2 4k
+    WORKLOADS+=("check-qcow2-64k|check, $CHECK_SIZE qcow2, 64 KiB clusters, random 64 KiB writes|check \$IN/check64k.qcow2|")
+    WORKLOADS+=("check-qcow2-4k|check, $CHECK_SIZE qcow2, 4 KiB clusters, random 64 KiB writes|check \$IN/check4k.qcow2|")
+esac
+
 # The backing-chain workloads need qimg's qcow2 write path.
 if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     CHAIN_DATA=$((CHAIN_LAYERS * CHAIN_CHUNKS))
