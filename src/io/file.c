@@ -219,9 +219,14 @@ static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_un
     int r;
     if (len == 0)
         return 0;
-    /* Past EOF a file reads as zeros already; extending with ftruncate keeps it sparse. */
-    if (!s->is_block && qimg_io_get_size(io, &size) == 0 && off >= size)
-        return (io->ops->truncate(io, off + len));
+    /* Past EOF a file reads as zeros already: only its size must grow.
+     * Writing the last byte grows it and, unlike ftruncate, can never cut
+     * data that another writer has put further out meanwhile; only that
+     * one block gets allocated. */
+    if (!s->is_block && qimg_io_get_size(io, &size) == 0 && off >= size) {
+        uint8_t zero = 0;
+        return file_pwrite(io, &zero, 1, off + len - 1);
+    }
     if (may_unmap && !s->no_punch) {
         r = try_fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
         if (r == 0)

@@ -42,9 +42,9 @@ bool qcow2_fill_reads_zero(struct qimg_image *img, uint64_t guest, const uint64_
     return true;
 }
 
-/* fallocate(ZERO_RANGE) directly on the file, as qemu zeroes: it never
- * shrinks the file, unlike extending by ftruncate, which could cut data
- * that a concurrent writer has just put further out. */
+/* fallocate(ZERO_RANGE) directly on the file, as qemu zeroes: all or
+ * nothing, so on failure the caller copies the zeros itself (the file
+ * backend's zero would fall back to writing zero buffers on its own). */
 int qcow2_fill_zero(struct qimg_image *img, uint64_t host, const uint64_t (*fill)[2], int nfill)
 {
     struct qimg_io *io = qcow2_state(img)->data_io;
