@@ -17,7 +17,7 @@ B       := build
 VERSION := $(shell sed -n 's/^\#define QIMG_VERSION_STRING "\(.*\)"/\1/p' include/qimg.h)
 
 # Optional libraries, found with pkg-config (all installed by scripts/install-deps).
-PKGS    := $(shell for p in zlib libzstd libdeflate; do pkg-config --exists $$p 2>/dev/null && echo $$p; done)
+PKGS    := $(shell for p in zlib libzstd libdeflate ext2fs libarchive; do pkg-config --exists $$p 2>/dev/null && echo $$p; done)
 PKG_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS)))
 PKG_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS)))
 # libdeflate's Debian package ships no .pc file: fall back to the header.
@@ -32,10 +32,10 @@ HAVE_DEFS := $(foreach p,$(PKGS),-DHAVE_$(shell echo $(p) | tr a-z- A-Z_)=1)
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla -Wno-format-truncation
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
-              -Iinclude -Isrc/lib $(PKG_CFLAGS) $(HAVE_DEFS) -DQIMG_VERSION='"$(VERSION)"'
+              -Iinclude -Isrc/lib -Isrc/fs $(PKG_CFLAGS) $(HAVE_DEFS) -DQIMG_VERSION='"$(VERSION)"'
 LIBS    := $(PKG_LIBS) -lpthread -lm
 
-LIB_SRC := $(sort $(wildcard src/lib/*.c src/io/*.c src/formats/*.c src/formats/*/*.c))
+LIB_SRC := $(sort $(wildcard src/lib/*.c src/io/*.c src/formats/*.c src/formats/*/*.c src/fs/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(B)/obj/%.o)

@@ -250,6 +250,64 @@ int qimg_amend_check(qimg_image *img, qimg_opts *opts);
 int qimg_amend(qimg_image *img, qimg_opts *opts, bool force,
                qimg_progress_fn progress, void *opaque);
 
+/* ------------------------------------------- files inside images (issue 7) */
+
+/* A filesystem (ext2/3/4 or FAT) on a whole disk image or on one of its
+ * partitions.  Reads go through the image's backing chain; writes land in
+ * the top image only. */
+typedef struct qimg_fs qimg_fs;
+
+/* partition: 0 = the whole disk, N = the Nth partition of its MBR/GPT. */
+int qimg_fs_open(qimg_fs **out, qimg_image *img, unsigned partition, bool writable);
+int qimg_fs_close(qimg_fs *fs);
+/* "ext2", "ext3", "ext4", "fat12", "fat16", "fat32". */
+const char *qimg_fs_type(const qimg_fs *fs);
+
+struct qimg_fs_entry {
+    char *name;
+    uint32_t mode;                /* S_IFMT | permission bits */
+    uint32_t uid, gid;
+    uint64_t size;
+    uint32_t nlink;
+    uint64_t ino;
+    int64_t mtime;                /* seconds since the epoch */
+    uint32_t mtime_ns;
+    char *link_target;            /* symlinks, else NULL */
+};
+/* The entries of a directory sorted by name ("." and ".." left out), or the
+ * one entry of a path that is not a directory. */
+int qimg_fs_list(qimg_fs *fs, const char *path, struct qimg_fs_entry **list, size_t *n);
+void qimg_fs_list_free(struct qimg_fs_entry *list, size_t n);
+/* Write the content of a regular file to fd. */
+int qimg_fs_cat(qimg_fs *fs, const char *path, int fd);
+/* Copy a file or a directory tree out into the existing local directory
+ * localdir (sparse files stay sparse; modes and times kept, owners when
+ * running as root). */
+int qimg_fs_copy_out(qimg_fs *fs, const char *path, const char *localdir);
+/* Copy a local file or directory tree into the directory dir of fs; an
+ * existing file of the same name is replaced. */
+int qimg_fs_copy_in(qimg_fs *fs, const char *localpath, const char *dir);
+
+struct qimg_create_from_params {
+    const char *filename;         /* the image to create */
+    const char *fmt;              /* NULL = raw */
+    const qimg_opts *opts;        /* -o of the format, may be NULL */
+    const char *source;           /* a directory, a tar archive, or "-" (tar on stdin) */
+    const char *fs_type;          /* "ext4" (NULL), "ext3", "ext2", "vfat" */
+    const char *partition;        /* "none" (NULL), "mbr", "gpt" */
+    uint64_t size;                /* with has_size: the disk size */
+    bool has_size;
+    uint64_t extra;               /* without has_size: bytes added to the minimum */
+    const char *label;
+    bool reproducible;            /* --reproducible or SOURCE_DATE_EPOCH */
+    int64_t source_date_epoch;    /* with reproducible: times clamped to it */
+    qimg_progress_fn progress;
+    void *progress_opaque;
+    uint64_t chosen_size;         /* out: the disk size used */
+};
+/* Make an image holding a new filesystem filled from source. */
+int qimg_create_from(struct qimg_create_from_params *p);
+
 #ifdef __cplusplus
 }
 #endif
