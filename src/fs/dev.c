@@ -1,6 +1,7 @@
 /* The device under a filesystem (a byte range of an image), the table of
  * filesystem drivers, and derived bytes for reproducible builds. */
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 
 #include "fs.h"
