@@ -162,6 +162,10 @@ struct qimg_convert_params {
     qimg_progress_fn progress;
     void *progress_opaque;
     bool compress;                /* -c: compressed clusters (qcow2) */
+    /* -D: the target's backing file (opened) is the diff base: write only
+     * the clusters where the single source differs from it (zero clusters
+     * where the source reads zeros and the base does not). */
+    bool diff;
 };
 int qimg_convert(const struct qimg_convert_params *p);
 

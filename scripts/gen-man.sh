@@ -38,6 +38,31 @@ while IFS=$'\t' read -r name syn summary; do
     printf '.TP\n.B %s\n%s\n.br\n%s\n' "$name" "$(printf '%s' "$syn" | esc)" "$(printf '%s' "$summary" | esc)"
 done <<<"$table"
 cat <<'EOF'
+.SH EXTENSIONS
+Options qemu\-img does not have:
+.TP
+.BI "convert \-D " base " [\-F " base_fmt "] [\-c] \-O " fmt " " "source output"
+Write
+.I output
+as an overlay of
+.I base
+(recorded as its backing file, with its format probed when \fB\-F\fR is
+omitted) holding only what differs between
+.I source
+and
+.IR base :
+clusters equal in both stay unallocated, clusters that read as zeros in
+.I source
+but not in
+.I base
+become zero clusters, the rest is copied (compressed with \fB\-c\fR).
+A relative
+.I base
+is taken from the directory of
+.IR output .
+One source image only; not with \fB\-B\fR, \fB\-n\fR or \fB\-\-bitmaps\fR.
+EOF
+cat <<'EOF'
 .SH COMMON OPTIONS
 .TP
 .BI \-f " fmt"

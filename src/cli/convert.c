@@ -28,6 +28,7 @@
 
 struct convert_opts {
     const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
+    const char *diff_base;         /* -D (qimg): write only what differs from it */
     const char *cache, *src_cache;
     char *options;                 /* the -o texts joined with ',' */
     bool compress, copy_range, progress, quiet, skip_create, out_of_order;
@@ -115,12 +116,13 @@ static void parse_args(int argc, char **argv, struct convert_opts *o)
         { NULL, 0, NULL, 0 },
     };
     int c;
-    while ((c = cli_getopt(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", longopts)) != -1) {
+    while ((c = cli_getopt(argc, argv, ":hf:O:B:CcD:F:o:l:S:pt:T:qnm:WUr:", longopts)) != -1) {
         switch (c) {
         case 'h': help();
         case 'f': o->fmt = optarg; break;
         case 'O': o->out_fmt = optarg; break;
         case 'B': o->backing = optarg; break;
+        case 'D': o->diff_base = optarg; break;
         case 'F': o->backing_fmt = optarg; break;
         case 'C': o->copy_range = true; break;
         case 'c': o->compress = true; break;
@@ -168,6 +170,12 @@ static void check_combinations(const struct convert_opts *o)
         msg = "-o has no effect when skipping image creation";
     else if (o->target_is_zero && !o->skip_create)
         msg = "--target-is-zero requires use of -n flag";
+    else if (o->diff_base && o->backing)
+        msg = "-B and -D cannot be used together";
+    else if (o->diff_base && o->skip_create)
+        msg = "-D creates the target: it cannot be used with -n";
+    else if (o->diff_base && o->bitmaps)
+        msg = "-D cannot be used with --bitmaps";
     if (msg) {
         error_report("%s", msg);
         exit(1);
@@ -406,7 +414,7 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
         .coroutines = (unsigned)o->coroutines, .out_of_order = o->out_of_order,
         .target_is_zero = zero_init, .target_has_backing = target_backing,
         .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
-        .compress = o->compress,
+        .compress = o->compress, .diff = o->diff_base != NULL,
         .progress = o->progress ? progress_callback : NULL, .progress_opaque = &prog,
     };
     progress_init(&prog, o->progress, 1.0f);
@@ -518,6 +526,28 @@ static int copy_bitmaps(qimg_image *src, qimg_image *dst, bool skip_broken)
     return r;
 }
 
+/* -D BASE: the target is created with BASE as its backing file.  Without
+ * -F the base's format is probed (opened as the target will open it:
+ * a relative name from the target's directory) and recorded. */
+static int diff_base_format(struct convert_opts *o, const char *out_name)
+{
+    o->backing = o->diff_base;
+    if (o->backing_fmt)
+        return 0;
+    CLEANUP_FREE char *path = qimg_path_combine(out_name, o->diff_base);
+    qimg_image *base;
+    if (qimg_open(&base, path, NULL, QIMG_OPEN_NO_BACKING | QIMG_OPEN_NO_IO |
+                  QIMG_OPEN_FORCE_SHARE | QIMG_OPEN_NO_PROBE_WARNING) < 0) {
+        error_report("Could not open backing file '%s': %s", o->diff_base, qimg_last_error());
+        return -1;
+    }
+    static char fmt[32];
+    snprintf(fmt, sizeof fmt, "%s", qimg_format(base));
+    qimg_close(base);
+    o->backing_fmt = fmt;
+    return 0;
+}
+
 int cmd_convert(int argc, char **argv)
 {
     struct convert_opts o = { .sparse_size = 4096, .coroutines = 8 };
@@ -538,6 +568,12 @@ int cmd_convert(int argc, char **argv)
         error_report("No support for concatenating multiple snapshot");
         return 1;
     }
+    if (nsrc > 1 && o.diff_base) {
+        error_report("Only one source file supported with -D");
+        return 1;
+    }
+    if (o.diff_base && diff_base_format(&o, argv[argc - 1]) < 0)
+        return 1;
     if (nsrc > 1 && o.bitmaps) {
         error_report("Only one source file supported with --bitmaps");
         return 1;

@@ -589,6 +589,8 @@ int qimg_convert(const struct qimg_convert_params *p)
     int r = check_params(p);
     if (r < 0)
         return r;
+    if (p->diff)
+        return qimg_convert_diff(p, worker_threads(p->coroutines));
     struct convert c = { .p = p };
     pthread_mutex_init(&c.lock, NULL);
     pthread_cond_init(&c.turn, NULL);

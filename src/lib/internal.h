@@ -370,6 +370,9 @@ int qimg_open_backing_chain(struct qimg_image *img);
 
 /* ============================================================ threads */
 
+/* convert -D (convert-diff.c), called by qimg_convert */
+int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads);
+
 struct qimg_pool;
 /* A fixed pool of n worker threads running jobs from a queue. */
 int qimg_pool_new(struct qimg_pool **out, unsigned nthreads);
