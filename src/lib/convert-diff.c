@@ -15,9 +15,11 @@
 #include <inttypes.h>
 
 #include "internal.h"
+#include "readahead.h"
 
 #define DIFF_CHUNK (2u << 20)
 #define DEFAULT_CLUSTER 65536u
+#define READAHEAD_UNITS 4       /* how far ahead of the walker the kernel reads */
 
 enum diff_op { OP_SKIP, OP_ZERO, OP_DATA };
 
@@ -114,6 +116,12 @@ static int next_unit(struct diff *d, struct diff_unit *u)
         *u = (struct diff_unit){ .seq = d->seq_next++, .off = d->off,
                                  .len = QIMG_MIN(d->chunk, d->size - d->off) };
         d->off += u->len;
+        /* both files are read cold: start the kernel on units to come */
+        uint64_t ahead = d->off + (READAHEAD_UNITS - 1) * d->chunk;
+        if (ahead < d->size) {
+            qimg_chain_readahead(d->src, NULL, ahead, QIMG_MIN(d->chunk, d->size - ahead));
+            qimg_chain_readahead(d->base, NULL, ahead, QIMG_MIN(d->chunk, d->size - ahead));
+        }
         return 1;
     }
     return 0;
@@ -314,6 +322,9 @@ int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads)
     d.chunk = QIMG_MAX(d.cluster, (uint64_t)DIFF_CHUNK / d.cluster * d.cluster);
     if (qimg_size(d.t) < d.size)
         return qimg_error(-ENOSPC, "output file is smaller than input file");
+    uint64_t first = QIMG_MIN((READAHEAD_UNITS - 1) * d.chunk, d.size);
+    qimg_chain_readahead(d.src, NULL, 0, first);
+    qimg_chain_readahead(d.base, NULL, 0, first);
     pthread_mutex_init(&d.lock, NULL);
     pthread_cond_init(&d.turn, NULL);
     struct qimg_pool *pool = NULL;
