@@ -30,6 +30,11 @@ struct qimg_fs_dev {
     uint64_t offset;          /* start of the filesystem in the image */
     uint64_t size;            /* its length in bytes */
     bool writable;
+    /* Reproducible builds: when non-zero, the time (seconds since the
+     * epoch) a driver records for its own bookkeeping, such as the ext
+     * superblock's last write time; 0 = the current time.  mkfs with
+     * params->reproducible sets it to params->now. */
+    int64_t now;
 };
 
 int qimg_fs_dev_read(struct qimg_fs_dev *dev, uint64_t off, void *buf, size_t len);
