@@ -17,7 +17,7 @@ B       := build
 VERSION := $(shell sed -n 's/^\#define QIMG_VERSION_STRING "\(.*\)"/\1/p' include/qimg.h)
 
 # Optional libraries, found with pkg-config (all installed by scripts/install-deps).
-PKGS    := $(shell for p in zlib libzstd libdeflate ext2fs libarchive; do pkg-config --exists $$p 2>/dev/null && echo $$p; done)
+PKGS    := $(shell for p in zlib libzstd libdeflate ext2fs com_err libarchive; do pkg-config --exists $$p 2>/dev/null && echo $$p; done)
 PKG_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS)))
 PKG_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS)))
 # libdeflate's Debian package ships no .pc file: fall back to the header.

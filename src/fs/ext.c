@@ -1,0 +1,1095 @@
+/* ext2/3/4 through libext2fs: our I/O manager (libext2fs reads and writes
+ * the device through qimg_fs_dev_*, with a small write-back block cache so
+ * that metadata updates do not become one image write each), probe, open,
+ * close and the read callbacks.  Creating and writing is in ext-write.c,
+ * mkfs in ext-mkfs.c. */
+#ifdef HAVE_EXT2FS
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <et/com_err.h>
+
+#include "ext.h"
+#include "internal.h"
+#include "util.h"
+
+/* ----------------------------------------------------------- error codes */
+
+static int errno_of(errcode_t code)
+{
+    if (code > 0 && code < 4096)
+        return -(int)code;
+    switch (code) {
+    case EXT2_ET_NO_MEMORY: return -ENOMEM;
+    case EXT2_ET_BLOCK_ALLOC_FAIL:
+    case EXT2_ET_INODE_ALLOC_FAIL:
+    case EXT2_ET_DIR_NO_SPACE:
+    case EXT2_ET_DIR_NO_SPACE_FOR_CSUM:
+    case EXT2_ET_EA_NO_SPACE:
+        return -ENOSPC;
+    case EXT2_ET_FILE_NOT_FOUND: return -ENOENT;
+    case EXT2_ET_DIR_EXISTS: return -EEXIST;
+    case EXT2_ET_RO_FILSYS: return -EROFS;
+    case EXT2_ET_NO_DIRECTORY: return -ENOTDIR;
+    case EXT2_ET_UNSUPP_FEATURE:
+    case EXT2_ET_RO_UNSUPP_FEATURE:
+        return -ENOTSUP;
+    case EXT2_ET_FILE_TOO_BIG: return -EFBIG;
+    default: return -EIO;
+    }
+}
+
+int ext_err(struct ext_io *io, errcode_t code, const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (io && io->err && code == (errcode_t)-io->err) {
+        int r = io->err;
+        io->err = 0;
+        qimg_error_prefix("%s", what);
+        return r;
+    }
+    return qimg_error(errno_of(code), "%s: %s", what, error_message(code));
+}
+
+/* ------------------------------------------------------------ I/O manager */
+
+#define EXT_CACHE_SLOTS 4096u     /* 16 MiB of 4 KiB blocks at most */
+
+static struct ext_io *chan_io(io_channel ch) { return ch->private_data; }
+
+static errcode_t io_fail(struct ext_io *io, int r)
+{
+    io->err = r;
+    return (errcode_t)-r;
+}
+
+static errcode_t dev_pread(struct ext_io *io, uint64_t off, void *buf, size_t len)
+{
+    int r = qimg_fs_dev_read(io->dev, off, buf, len);
+    return r < 0 ? io_fail(io, r) : 0;
+}
+
+static errcode_t dev_pwrite(struct ext_io *io, uint64_t off, const void *buf, size_t len)
+{
+    int r = qimg_fs_dev_write(io->dev, off, buf, len);
+    return r < 0 ? io_fail(io, r) : 0;
+}
+
+static errcode_t slot_writeback(struct ext_io *io, struct ext_cache_slot *s)
+{
+    if (!s->valid || !s->dirty)
+        return 0;
+    errcode_t e = dev_pwrite(io, s->blk * (uint64_t)io->block_size, s->data,
+                             (size_t)io->block_size);
+    if (!e)
+        s->dirty = false;
+    return e;
+}
+
+static errcode_t cache_writeback_all(struct ext_io *io)
+{
+    errcode_t first = 0;
+    if (!io->cache)
+        return 0;
+    for (unsigned i = 0; i < EXT_CACHE_SLOTS; i++) {
+        errcode_t e = slot_writeback(io, &io->cache[i]);
+        if (e && !first)
+            first = e;
+    }
+    return first;
+}
+
+static void cache_free(struct ext_io *io)
+{
+    if (!io->cache)
+        return;
+    for (unsigned i = 0; i < EXT_CACHE_SLOTS; i++)
+        free(io->cache[i].data);
+    free(io->cache);
+    io->cache = NULL;
+}
+
+/* Calls fn for every valid slot holding a block of the byte range. */
+static void cache_each_in_range(struct ext_io *io, uint64_t off, uint64_t len,
+                                void (*fn)(struct ext_io *, struct ext_cache_slot *, uint64_t,
+                                           uint64_t, void *),
+                                void *arg)
+{
+    if (!io->cache || len == 0)
+        return;
+    uint64_t bs = (uint64_t)io->block_size;
+    uint64_t first = off / bs, last = (off + len - 1) / bs;
+    if (last - first + 1 <= EXT_CACHE_SLOTS) {
+        for (uint64_t b = first; b <= last; b++) {
+            struct ext_cache_slot *s = &io->cache[b % EXT_CACHE_SLOTS];
+            if (s->valid && s->blk == b)
+                fn(io, s, off, len, arg);
+        }
+    } else {
+        for (unsigned i = 0; i < EXT_CACHE_SLOTS; i++) {
+            struct ext_cache_slot *s = &io->cache[i];
+            if (s->valid && s->blk >= first && s->blk <= last)
+                fn(io, s, off, len, arg);
+        }
+    }
+}
+
+/* The overlap of a slot's block with [off, off+len): block-relative and
+ * range-relative offsets and the length. */
+static void slot_overlap(struct ext_io *io, struct ext_cache_slot *s, uint64_t off, uint64_t len,
+                         size_t *in_block, size_t *in_range, size_t *n)
+{
+    uint64_t bs = (uint64_t)io->block_size;
+    uint64_t bstart = s->blk * bs;
+    uint64_t start = QIMG_MAX(bstart, off), end = QIMG_MIN(bstart + bs, off + len);
+    *in_block = (size_t)(start - bstart);
+    *in_range = (size_t)(start - off);
+    *n = (size_t)(end - start);
+}
+
+/* After a direct read: dirty cached blocks are newer than the device. */
+static void overlay_dirty(struct ext_io *io, struct ext_cache_slot *s, uint64_t off,
+                          uint64_t len, void *buf)
+{
+    if (!s->dirty)
+        return;
+    size_t ib, ir, n;
+    slot_overlap(io, s, off, len, &ib, &ir, &n);
+    memcpy((char *)buf + ir, s->data + ib, n);
+}
+
+/* After a direct write (buf) or zeroing (buf NULL): cached copies follow. */
+static void update_slot(struct ext_io *io, struct ext_cache_slot *s, uint64_t off,
+                        uint64_t len, void *buf)
+{
+    size_t ib, ir, n;
+    slot_overlap(io, s, off, len, &ib, &ir, &n);
+    if (buf)
+        memcpy(s->data + ib, (const char *)buf + ir, n);
+    else
+        memset(s->data + ib, 0, n);
+}
+
+static errcode_t cached_read_block(struct ext_io *io, blk64_t blk, void *data)
+{
+    size_t bs = (size_t)io->block_size;
+    if (!io->cache)
+        io->cache = qimg_xcalloc(EXT_CACHE_SLOTS, sizeof *io->cache);
+    struct ext_cache_slot *s = &io->cache[blk % EXT_CACHE_SLOTS];
+    if (!(s->valid && s->blk == blk)) {
+        errcode_t e = slot_writeback(io, s);
+        if (e)
+            return e;
+        if (!s->data)
+            s->data = qimg_xmalloc(bs);
+        s->valid = false;
+        e = dev_pread(io, blk * (uint64_t)bs, s->data, bs);
+        if (e)
+            return e;
+        s->blk = blk;
+        s->valid = true;
+        s->dirty = false;
+    }
+    memcpy(data, s->data, bs);
+    return 0;
+}
+
+static errcode_t cached_write_block(struct ext_io *io, blk64_t blk, const void *data)
+{
+    size_t bs = (size_t)io->block_size;
+    if (!io->cache)
+        io->cache = qimg_xcalloc(EXT_CACHE_SLOTS, sizeof *io->cache);
+    struct ext_cache_slot *s = &io->cache[blk % EXT_CACHE_SLOTS];
+    if (!(s->valid && s->blk == blk)) {
+        errcode_t e = slot_writeback(io, s);
+        if (e)
+            return e;
+        if (!s->data)
+            s->data = qimg_xmalloc(bs);
+    }
+    memcpy(s->data, data, bs);
+    s->blk = blk;
+    s->valid = true;
+    s->dirty = true;
+    return 0;
+}
+
+/* count > 0: blocks; count < 0: -count bytes. */
+static errcode_t io_range(io_channel ch, unsigned long long block, int count, uint64_t *off,
+                          uint64_t *len)
+{
+    struct ext_io *io = chan_io(ch);
+    uint64_t bs = (uint64_t)io->block_size;
+    *len = count < 0 ? (uint64_t)-(int64_t)count : (uint64_t)count * bs;
+    if (!qimg_mul_ok(block, bs, off))
+        return io_fail(io, qimg_error(-EIO, "ext: block %llu is out of range", block));
+    return 0;
+}
+
+static errcode_t qio_read_blk64(io_channel ch, unsigned long long block, int count, void *data)
+{
+    struct ext_io *io = chan_io(ch);
+    if (count == 1)
+        return cached_read_block(io, block, data);
+    uint64_t off, len;
+    errcode_t e = io_range(ch, block, count, &off, &len);
+    if (e)
+        return e;
+    e = dev_pread(io, off, data, (size_t)len);
+    if (e)
+        return e;
+    cache_each_in_range(io, off, len, overlay_dirty, data);
+    return 0;
+}
+
+static errcode_t qio_write_blk64(io_channel ch, unsigned long long block, int count,
+                                 const void *data)
+{
+    struct ext_io *io = chan_io(ch);
+    if (count == 1)
+        return cached_write_block(io, block, data);
+    uint64_t off, len;
+    errcode_t e = io_range(ch, block, count, &off, &len);
+    if (e)
+        return e;
+    e = dev_pwrite(io, off, data, (size_t)len);
+    if (e)
+        return e;
+    cache_each_in_range(io, off, len, update_slot, (void *)data);
+    return 0;
+}
+
+static errcode_t qio_read_blk(io_channel ch, unsigned long block, int count, void *data)
+{
+    return qio_read_blk64(ch, block, count, data);
+}
+
+static errcode_t qio_write_blk(io_channel ch, unsigned long block, int count, const void *data)
+{
+    return qio_write_blk64(ch, block, count, data);
+}
+
+static errcode_t qio_write_byte(io_channel ch, unsigned long offset, int count, const void *data)
+{
+    struct ext_io *io = chan_io(ch);
+    if (count < 0)
+        return EXT2_ET_INVALID_ARGUMENT;
+    errcode_t e = dev_pwrite(io, offset, data, (size_t)count);
+    if (e)
+        return e;
+    cache_each_in_range(io, offset, (uint64_t)count, update_slot, (void *)data);
+    return 0;
+}
+
+static errcode_t qio_zeroout(io_channel ch, unsigned long long block, unsigned long long count)
+{
+    struct ext_io *io = chan_io(ch);
+    uint64_t bs = (uint64_t)io->block_size, off, len;
+    if (!qimg_mul_ok(block, bs, &off) || !qimg_mul_ok(count, bs, &len))
+        return EXT2_ET_INVALID_ARGUMENT;
+    int r = qimg_fs_dev_zero(io->dev, off, len);
+    if (r < 0)
+        return io_fail(io, r);
+    cache_each_in_range(io, off, len, update_slot, NULL);
+    return 0;
+}
+
+static errcode_t qio_set_blksize(io_channel ch, int blksize)
+{
+    struct ext_io *io = chan_io(ch);
+    if (blksize <= 0 || blksize > EXT2_MAX_BLOCK_SIZE)
+        return EXT2_ET_INVALID_ARGUMENT;
+    if (blksize == io->block_size)
+        return 0;
+    errcode_t e = cache_writeback_all(io);
+    if (e)
+        return e;
+    cache_free(io);
+    io->block_size = ch->block_size = blksize;
+    return 0;
+}
+
+static errcode_t qio_flush(io_channel ch)
+{
+    struct ext_io *io = chan_io(ch);
+    errcode_t e = cache_writeback_all(io);
+    if (e)
+        return e;
+    int r = qimg_fs_dev_flush(io->dev);
+    return r < 0 ? io_fail(io, r) : 0;
+}
+
+static errcode_t qio_set_option(io_channel ch, const char *option, const char *arg)
+{
+    return EXT2_ET_INVALID_ARGUMENT;
+}
+
+static errcode_t qio_close(io_channel ch)
+{
+    if (--ch->refcount > 0)
+        return 0;
+    struct ext_io *io = chan_io(ch);
+    errcode_t e = cache_writeback_all(io);
+    cache_free(io);
+    free(ch->name);
+    free(ch);
+    return e;
+}
+
+static errcode_t qio_open(const char *name, int flags, io_channel *out)
+{
+    void *ptr = NULL;
+    if (!name || sscanf(name, "qimg:%p", &ptr) != 1 || !ptr)
+        return EXT2_ET_BAD_DEVICE_NAME;
+    struct ext_io *io = ptr;
+    io_channel ch = calloc(1, sizeof *ch);
+    if (!ch)
+        return EXT2_ET_NO_MEMORY;
+    ch->magic = EXT2_ET_MAGIC_IO_CHANNEL;
+    ch->manager = qimg_ext_io_manager;
+    ch->name = strdup(name);
+    if (!ch->name) {
+        free(ch);
+        return EXT2_ET_NO_MEMORY;
+    }
+    ch->block_size = 1024;
+    ch->refcount = 1;
+    ch->private_data = io;
+    io->block_size = 1024;
+    io->err = 0;
+    io->cache = NULL;
+    *out = ch;
+    return 0;
+}
+
+static struct struct_io_manager qimg_io_manager_struct = {
+    .magic = EXT2_ET_MAGIC_IO_MANAGER,
+    .name = "qimg I/O manager",
+    .open = qio_open,
+    .close = qio_close,
+    .set_blksize = qio_set_blksize,
+    .read_blk = qio_read_blk,
+    .write_blk = qio_write_blk,
+    .flush = qio_flush,
+    .write_byte = qio_write_byte,
+    .set_option = qio_set_option,
+    .read_blk64 = qio_read_blk64,
+    .write_blk64 = qio_write_blk64,
+    .zeroout = qio_zeroout,
+};
+
+io_manager qimg_ext_io_manager = &qimg_io_manager_struct;
+
+char *ext_io_name(struct ext_io *io)
+{
+    return qimg_asprintf("qimg:%p", (void *)io);
+}
+
+/* ---------------------------------------------------------------- inodes */
+
+int ext_check_ino(struct ext_fs *x, qimg_fs_ino ino)
+{
+    if (ino < 1 || ino > x->e2->super->s_inodes_count)
+        return qimg_error(-EIO, "%s: inode number %" PRIu64 " is out of range (1-%u)",
+                          x->base.type, ino, x->e2->super->s_inodes_count);
+    return 0;
+}
+
+int ext_read_inode(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode)
+{
+    int r = ext_check_ino(x, ino);
+    if (r < 0)
+        return r;
+    memset(inode, 0, sizeof *inode);
+    errcode_t e = ext2fs_read_inode_full(x->e2, ino, EXT_SMALL(inode), sizeof *inode);
+    if (e)
+        return ext_err(&x->io, e, "%s: reading inode %u", x->base.type, ino);
+    if (EXT2_INODE_SIZE(x->e2->super) <= EXT2_GOOD_OLD_INODE_SIZE)
+        inode->i_extra_isize = 0;
+    else if (inode->i_extra_isize > EXT2_INODE_SIZE(x->e2->super) - EXT2_GOOD_OLD_INODE_SIZE)
+        return qimg_error(-EIO, "%s: inode %u: bad extra size %u", x->base.type, ino,
+                          inode->i_extra_isize);
+    return 0;
+}
+
+int ext_write_inode(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode)
+{
+    size_t size = QIMG_MIN(sizeof *inode, (size_t)EXT2_INODE_SIZE(x->e2->super));
+    errcode_t e = ext2fs_write_inode_full(x->e2, ino, EXT_SMALL(inode), (int)size);
+    if (e)
+        return ext_err(&x->io, e, "%s: writing inode %u", x->base.type, ino);
+    return 0;
+}
+
+int ext_write_new_inode(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode)
+{
+    size_t isize = (size_t)EXT2_INODE_SIZE(x->e2->super);
+    CLEANUP_FREE unsigned char *buf = qimg_xcalloc(1, isize);
+    memcpy(buf, inode, QIMG_MIN(sizeof *inode, isize));
+    errcode_t e = ext2fs_write_inode_full(x->e2, ino, (struct ext2_inode *)buf, (int)isize);
+    if (e)
+        return ext_err(&x->io, e, "%s: writing inode %u", x->base.type, ino);
+    return 0;
+}
+
+uint64_t ext_max_file_size(ext2_filsys fs)
+{
+    uint64_t bs = fs->blocksize;
+    if (ext2fs_has_feature_extents(fs->super))
+        return (1ull << 32) * bs;
+    uint64_t a = bs / 4;
+    return (12 + a + a * a + a * a * a) * bs;
+}
+
+static int check_size(struct ext_fs *x, ext2_ino_t ino, const ext_inode *inode, uint64_t *size)
+{
+    *size = EXT2_I_SIZE(inode);
+    if (*size > ext_max_file_size(x->e2))
+        return qimg_error(-EIO, "%s: inode %u claims a size of %" PRIu64
+                          " bytes, more than the filesystem can hold", x->base.type, ino, *size);
+    return 0;
+}
+
+/* Whether an extra field (offset, size) is present in this inode. */
+static bool has_extra(const ext_inode *inode, size_t field_end)
+{
+    return inode->i_extra_isize &&
+           EXT2_GOOD_OLD_INODE_SIZE + (size_t)inode->i_extra_isize >= field_end;
+}
+#define HAS_EXTRA(inode, field) \
+    has_extra(inode, offsetof(struct ext2_inode_large, field) + sizeof((inode)->field))
+
+static void get_time(uint32_t lo, const uint32_t *extra, int64_t *sec, uint32_t *ns)
+{
+    *sec = (int32_t)lo;
+    *ns = 0;
+    if (extra) {
+        *sec += (int64_t)(*extra & EXT4_EPOCH_MASK) << 32;
+        *ns = *extra >> EXT4_EPOCH_BITS;
+        if (*ns > 999999999u)
+            *ns = 0;
+    }
+}
+
+static void put_time(int64_t sec, uint32_t ns, uint32_t *lo, uint32_t *extra)
+{
+    int64_t min = INT32_MIN, max = INT32_MIN + (4ll << 32) - 1;
+    if (!extra)
+        max = INT32_MAX;
+    sec = QIMG_MAX(min, QIMG_MIN(max, sec));
+    *lo = (uint32_t)sec;
+    if (extra) {
+        uint32_t epoch = (uint32_t)(((sec - (int64_t)(int32_t)*lo) >> 32) & EXT4_EPOCH_MASK);
+        *extra = (QIMG_MIN(ns, 999999999u) << EXT4_EPOCH_BITS) | epoch;
+    }
+}
+
+void ext_set_times(ext2_filsys fs, ext_inode *in, const struct qimg_fs_attr *a)
+{
+    put_time(a->atime, a->atime_ns, &in->i_atime,
+             HAS_EXTRA(in, i_atime_extra) ? &in->i_atime_extra : NULL);
+    put_time(a->mtime, a->mtime_ns, &in->i_mtime,
+             HAS_EXTRA(in, i_mtime_extra) ? &in->i_mtime_extra : NULL);
+    put_time(a->ctime, a->ctime_ns, &in->i_ctime,
+             HAS_EXTRA(in, i_ctime_extra) ? &in->i_ctime_extra : NULL);
+    if (HAS_EXTRA(in, i_crtime_extra))
+        put_time(a->crtime, a->crtime_ns, &in->i_crtime, &in->i_crtime_extra);
+}
+
+/* --------------------------------------------------------------- mapping */
+
+static int check_run(struct ext_fs *x, ext2_ino_t ino, blk64_t pblk, blk64_t len)
+{
+    blk64_t end;
+    if (pblk < x->e2->super->s_first_data_block ||
+        __builtin_add_overflow(pblk, len, &end) || end > ext2fs_blocks_count(x->e2->super))
+        return qimg_error(-EIO, "%s: inode %u maps blocks %llu+%llu outside the filesystem",
+                          x->base.type, ino, (unsigned long long)pblk, (unsigned long long)len);
+    return 0;
+}
+
+/* The leaf extent after a failed goto that starts past lblk: bounds the hole. */
+static int next_extent_start(struct ext_fs *x, ext2_extent_handle_t h, blk64_t lblk,
+                             blk64_t *next)
+{
+    struct ext2fs_extent ex;
+    *next = ~0ull;
+    errcode_t e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
+    uint64_t limit = ext2fs_blocks_count(x->e2->super) + 16;
+    for (uint64_t i = 0; !e && i < limit; i++) {
+        if ((ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) && ex.e_lblk > lblk) {
+            *next = ex.e_lblk;
+            return 0;
+        }
+        e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ex);
+    }
+    if (e && e != EXT2_ET_EXTENT_NO_NEXT && e != EXT2_ET_NO_CURRENT_NODE &&
+        e != EXT2_ET_EXTENT_NOT_FOUND)
+        return ext_err(&x->io, e, "%s: reading the extents of an inode", x->base.type);
+    return 0;
+}
+
+static int map_extents(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk64_t lblk,
+                       blk64_t max, blk64_t *pblk, blk64_t *len)
+{
+    ext2_extent_handle_t h;
+    errcode_t e = ext2fs_extent_open2(x->e2, ino, EXT_SMALL(inode), &h);
+    if (e)
+        return ext_err(&x->io, e, "%s: inode %u: reading its extent tree", x->base.type, ino);
+    int r = 0;
+    struct ext2fs_extent ex;
+    e = ext2fs_extent_goto(h, lblk);
+    if (!e)
+        e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
+    if (!e && ex.e_lblk <= lblk && lblk - ex.e_lblk < ex.e_len) {
+        *len = QIMG_MIN(max, (blk64_t)ex.e_lblk + ex.e_len - lblk);
+        if (ex.e_flags & EXT2_EXTENT_FLAGS_UNINIT) {
+            *pblk = 0;
+        } else {
+            *pblk = ex.e_pblk + (lblk - ex.e_lblk);
+            r = check_run(x, ino, *pblk, *len);
+        }
+    } else if (!e || e == EXT2_ET_EXTENT_NOT_FOUND) {
+        blk64_t next;
+        r = next_extent_start(x, h, lblk, &next);
+        *pblk = 0;
+        *len = next == ~0ull ? max : QIMG_MIN(max, next - lblk);
+    } else {
+        r = ext_err(&x->io, e, "%s: inode %u: looking up block %llu", x->base.type, ino,
+                    (unsigned long long)lblk);
+    }
+    ext2fs_extent_free(h);
+    return r;
+}
+
+/* Block-mapped (ext2/ext3) files, one bmap per block, at most 1024 blocks a
+ * call (holes in such files are bounded by their size, itself bounded). */
+static int map_indirect(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk64_t lblk,
+                        blk64_t max, blk64_t *pblk, blk64_t *len)
+{
+    max = QIMG_MIN(max, (blk64_t)1024);
+    blk64_t first = 0, n = 0;
+    for (; n < max; n++) {
+        blk64_t p = 0;
+        errcode_t e = ext2fs_bmap2(x->e2, ino, EXT_SMALL(inode), NULL, 0, lblk + n, NULL, &p);
+        if (e)
+            return ext_err(&x->io, e, "%s: inode %u: mapping block %llu", x->base.type, ino,
+                           (unsigned long long)(lblk + n));
+        if (n == 0)
+            first = p;
+        else if ((first == 0) != (p == 0) || (first && p != first + n))
+            break;
+    }
+    *pblk = first;
+    *len = n;
+    return first ? check_run(x, ino, first, n) : 0;
+}
+
+int ext_map_run(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk64_t lblk,
+                blk64_t max, blk64_t *pblk, blk64_t *len)
+{
+    if (max == 0)
+        return qimg_error(-EINVAL, "ext: empty mapping request");
+    int r = (inode->i_flags & EXT4_EXTENTS_FL)
+                ? map_extents(x, ino, inode, lblk, max, pblk, len)
+                : map_indirect(x, ino, inode, lblk, max, pblk, len);
+    if (r == 0 && *len == 0)
+        return qimg_error(-EIO, "%s: inode %u: empty mapping at block %llu", x->base.type, ino,
+                          (unsigned long long)lblk);
+    return r;
+}
+
+/* ----------------------------------------------------------------- probe */
+
+static int ext_probe(struct qimg_fs_dev *dev)
+{
+    uint8_t sb[1024];
+    if (dev->size < 2048)
+        return 0;
+    int r = qimg_fs_dev_read(dev, 1024, sb, sizeof sb);
+    if (r < 0)
+        return r;
+    uint32_t log_bs = qimg_le32(sb + 24);
+    return qimg_le16(sb + 56) == EXT2_SUPER_MAGIC && log_bs <= 6 && qimg_le32(sb + 4) != 0 &&
+           qimg_le32(sb + 0) != 0;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+static const char *type_of(ext2_filsys fs)
+{
+    struct ext2_super_block *s = fs->super;
+    if (s->s_feature_incompat & ~(EXT2_FEATURE_INCOMPAT_FILETYPE | EXT2_FEATURE_INCOMPAT_META_BG |
+                                  EXT3_FEATURE_INCOMPAT_RECOVER |
+                                  EXT3_FEATURE_INCOMPAT_JOURNAL_DEV))
+        return "ext4";
+    if (s->s_feature_ro_compat & ~(EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER |
+                                   EXT2_FEATURE_RO_COMPAT_LARGE_FILE))
+        return "ext4";
+    return ext2fs_has_feature_journal(s) ? "ext3" : "ext2";
+}
+
+/* A writable open refuses, before anything is written, what it cannot
+ * change safely. */
+static int check_writable(struct ext_fs *x)
+{
+    struct ext2_super_block *s = x->e2->super;
+    const char *t = x->base.type;
+    if (!(s->s_state & EXT2_VALID_FS) || (s->s_state & EXT2_ERROR_FS))
+        return qimg_error(-EUCLEAN, "%s: the filesystem is not clean (it was not unmounted "
+                          "cleanly or has errors): run e2fsck on it first", t);
+    if (ext2fs_has_feature_journal_needs_recovery(s))
+        return qimg_error(-EUCLEAN, "%s: the filesystem's journal needs recovery: mount it "
+                          "once or run e2fsck on it first", t);
+    if (s->s_last_orphan || ext2fs_has_feature_orphan_present(s))
+        return qimg_error(-EUCLEAN, "%s: the filesystem has orphan inodes: run e2fsck on it "
+                          "first", t);
+    static const struct { int (*has)(struct ext2_super_block *); const char *name; } bad[] = {
+        { ext2fs_has_feature_encrypt, "encrypt" },
+        { ext2fs_has_feature_casefold, "casefold" },
+        { ext2fs_has_feature_verity, "verity" },
+        { ext2fs_has_feature_inline_data, "inline_data" },
+        { ext2fs_has_feature_mmp, "mmp" },
+        { ext2fs_has_feature_quota, "quota" },
+        { ext2fs_has_feature_project, "project" },
+        { ext2fs_has_feature_journal_dev, "journal_dev" },
+        { ext2fs_has_feature_bigalloc, "bigalloc" },
+        { ext2fs_has_feature_ea_inode, "ea_inode" },
+        { ext2fs_has_feature_compression, "compression" },
+    };
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(bad); i++)
+        if (bad[i].has(s))
+            return qimg_error(-ENOTSUP, "%s: the filesystem uses the feature %s, which qimg "
+                              "does not write: open it read-only", t, bad[i].name);
+    uint64_t bytes;
+    if (!qimg_mul_ok(ext2fs_blocks_count(s), x->e2->blocksize, &bytes) || bytes > x->base.dev.size)
+        return qimg_error(-EIO, "%s: the filesystem (%" PRIu64 " blocks) is larger than its "
+                          "device (%" PRIu64 " bytes)", t, (uint64_t)ext2fs_blocks_count(s),
+                          x->base.dev.size);
+    return 0;
+}
+
+static int ext_open(struct qimg_fs_dev *dev, struct qimg_fs **out)
+{
+    struct ext_fs *x = qimg_xcalloc(1, sizeof *x);
+    x->base.drv = &qimg_fs_ext;
+    x->base.dev = *dev;
+    x->base.root = EXT2_ROOT_INO;
+    x->base.type = "ext";
+    x->io.dev = &x->base.dev;
+    CLEANUP_FREE char *name = ext_io_name(&x->io);
+    int flags = EXT2_FLAG_64BITS | (dev->writable ? EXT2_FLAG_RW : 0);
+    errcode_t e = ext2fs_open2(name, NULL, flags, 0, 0, qimg_ext_io_manager, &x->e2);
+    if (e) {
+        int r;
+        if (e == EXT2_ET_RO_UNSUPP_FEATURE)
+            r = qimg_error(-ENOTSUP, "ext: the filesystem has features libext2fs cannot write: "
+                           "open it read-only");
+        else if (e == EXT2_ET_UNSUPP_FEATURE)
+            r = qimg_error(-ENOTSUP, "ext: the filesystem has features libext2fs does not "
+                           "support");
+        else
+            r = ext_err(&x->io, e, "ext: cannot open the filesystem");
+        free(x);
+        return r;
+    }
+    x->base.type = type_of(x->e2);
+    if (dev->writable) {
+        int r = check_writable(x);
+        if (r == 0) {
+            e = ext2fs_read_bitmaps(x->e2);
+            if (e)
+                r = ext_err(&x->io, e, "%s: reading the allocation bitmaps", x->base.type);
+        }
+        if (r < 0) {
+            /* nothing was written: free without flushing */
+            x->e2->flags &= ~EXT2_FLAG_DIRTY;
+            ext2fs_free(x->e2);
+            free(x);
+            return r;
+        }
+        if (dev->now)
+            x->e2->now = (time_t)dev->now;
+    }
+    *out = &x->base;
+    return 0;
+}
+
+static int ext_close(struct qimg_fs *fs)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    int r = 0;
+    errcode_t e = ext2fs_close2(x->e2, 0);
+    if (e) {
+        r = ext_err(&x->io, e, "%s: writing the filesystem back", x->base.type);
+        ext2fs_free(x->e2);
+    }
+    free(x);
+    return r;
+}
+
+/* --------------------------------------------------------------- reading */
+
+static int check_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > EXT2_NAME_LEN || strchr(name, '/') || !strcmp(name, ".") ||
+        !strcmp(name, ".."))
+        return qimg_error(-EINVAL, "ext: invalid file name '%s'", name);
+    return 0;
+}
+
+static int ext_lookup(struct qimg_fs *fs, qimg_fs_ino dir, const char *name, qimg_fs_ino *out)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    int r = check_name(name);
+    if (r < 0)
+        return r;
+    if ((r = ext_check_ino(x, dir)) < 0)
+        return r;
+    ext2_ino_t ino = 0;
+    errcode_t e = ext2fs_lookup(x->e2, (ext2_ino_t)dir, name, (int)strlen(name), NULL, &ino);
+    if (e == EXT2_ET_FILE_NOT_FOUND)
+        return -ENOENT;
+    if (e)
+        return ext_err(&x->io, e, "%s: looking up '%s' in directory %" PRIu64, x->base.type,
+                       name, dir);
+    if ((r = ext_check_ino(x, ino)) < 0)
+        return r;
+    *out = ino;
+    return 0;
+}
+
+static int ext_getattr(struct qimg_fs *fs, qimg_fs_ino ino, struct qimg_fs_attr *a)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    ext_inode in;
+    int r = ext_read_inode(x, (ext2_ino_t)ino, &in);
+    if (r < 0)
+        return r;
+    memset(a, 0, sizeof *a);
+    a->mode = in.i_mode;
+    a->uid = inode_uid(in);
+    a->gid = inode_gid(in);
+    if ((r = check_size(x, (ext2_ino_t)ino, &in, &a->size)) < 0)
+        return r;
+    a->nlink = in.i_links_count;
+    if (LINUX_S_ISCHR(in.i_mode) || LINUX_S_ISBLK(in.i_mode)) {
+        uint32_t old = in.i_block[0], dev = in.i_block[1];
+        if (old)
+            a->rdev = makedev((old >> 8) & 0xff, old & 0xff);
+        else
+            a->rdev = makedev((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00));
+    }
+    get_time(in.i_atime, HAS_EXTRA(&in, i_atime_extra) ? &in.i_atime_extra : NULL, &a->atime,
+             &a->atime_ns);
+    get_time(in.i_mtime, HAS_EXTRA(&in, i_mtime_extra) ? &in.i_mtime_extra : NULL, &a->mtime,
+             &a->mtime_ns);
+    get_time(in.i_ctime, HAS_EXTRA(&in, i_ctime_extra) ? &in.i_ctime_extra : NULL, &a->ctime,
+             &a->ctime_ns);
+    if (HAS_EXTRA(&in, i_crtime_extra))
+        get_time(in.i_crtime, &in.i_crtime_extra, &a->crtime, &a->crtime_ns);
+    return 0;
+}
+
+struct readdir_ctx {
+    struct ext_fs *x;
+    ext2_ino_t dir;
+    qimg_fs_dir_cb cb;
+    void *opaque;
+    int ret;
+};
+
+static int readdir_entry(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, int offset,
+                         int blocksize, char *buf, void *priv)
+{
+    struct readdir_ctx *c = priv;
+    int len = ext2fs_dirent_name_len(de);
+    if (de->inode == 0 || (len == 1 && de->name[0] == '.') ||
+        (len == 2 && de->name[0] == '.' && de->name[1] == '.'))
+        return 0;
+    char name[EXT2_NAME_LEN + 1];
+    memcpy(name, de->name, (size_t)len);
+    name[len] = '\0';
+    if (len == 0 || memchr(name, '/', (size_t)len) || memchr(name, '\0', (size_t)len)) {
+        c->ret = qimg_error(-EIO, "%s: directory %u has an entry with an invalid name",
+                            c->x->base.type, c->dir);
+        return DIRENT_ABORT;
+    }
+    if ((c->ret = ext_check_ino(c->x, de->inode)) < 0)
+        return DIRENT_ABORT;
+    if (de->inode == c->dir) {
+        c->ret = qimg_error(-ELOOP, "%s: directory %u contains itself (as '%s')",
+                            c->x->base.type, c->dir, name);
+        return DIRENT_ABORT;
+    }
+    c->ret = c->cb(c->opaque, name, de->inode);
+    return c->ret ? DIRENT_ABORT : 0;
+}
+
+static int ext_readdir(struct qimg_fs *fs, qimg_fs_ino dir, qimg_fs_dir_cb cb, void *opaque)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    int r = ext_check_ino(x, dir);
+    if (r < 0)
+        return r;
+    ext_inode in;
+    if ((r = ext_read_inode(x, (ext2_ino_t)dir, &in)) < 0)
+        return r;
+    uint64_t size;
+    if ((r = check_size(x, (ext2_ino_t)dir, &in, &size)) < 0)
+        return r;
+    if (!LINUX_S_ISDIR(in.i_mode))
+        return qimg_error(-ENOTDIR, "%s: inode %" PRIu64 " is not a directory", x->base.type,
+                          dir);
+    struct readdir_ctx c = { x, (ext2_ino_t)dir, cb, opaque, 0 };
+    errcode_t e = ext2fs_dir_iterate2(x->e2, (ext2_ino_t)dir, 0, NULL, readdir_entry, &c);
+    if (c.ret)
+        return c.ret;
+    if (e)
+        return ext_err(&x->io, e, "%s: reading directory %" PRIu64, x->base.type, dir);
+    return 0;
+}
+
+/* Reads [off, off+len) of the device through the channel (so the cache
+ * stays coherent): whole blocks straight into buf, partial ones bounced. */
+static int read_bytes(struct ext_fs *x, uint64_t off, void *buf, size_t len)
+{
+    uint64_t bs = x->e2->blocksize;
+    unsigned char *dst = buf;
+    CLEANUP_FREE unsigned char *bounce = NULL;
+    while (len > 0) {
+        blk64_t blk = off / bs;
+        size_t in_blk = (size_t)(off % bs);
+        errcode_t e;
+        size_t n;
+        if (in_blk == 0 && len >= bs) {
+            n = (size_t)QIMG_MIN((uint64_t)len / bs, (uint64_t)(16u << 20) / bs) * bs;
+            e = io_channel_read_blk64(x->e2->io, blk, (int)(n / bs), dst);
+        } else {
+            if (!bounce)
+                bounce = qimg_xmalloc(bs);
+            n = QIMG_MIN(len, (size_t)bs - in_blk);
+            e = io_channel_read_blk64(x->e2->io, blk, 1, bounce);
+            if (!e)
+                memcpy(dst, bounce + in_blk, n);
+        }
+        if (e)
+            return ext_err(&x->io, e, "%s: reading block %llu", x->base.type,
+                           (unsigned long long)blk);
+        dst += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int read_inline(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, uint64_t off, void *buf,
+                       size_t len, size_t *got)
+{
+    size_t size = 0;
+    errcode_t e = ext2fs_inline_data_size(x->e2, ino, &size);
+    if (e)
+        return ext_err(&x->io, e, "%s: inode %u: reading its inline data", x->base.type, ino);
+    if (size > x->e2->blocksize)
+        return qimg_error(-EIO, "%s: inode %u: inline data too large", x->base.type, ino);
+    CLEANUP_FREE unsigned char *tmp = qimg_xcalloc(1, x->e2->blocksize);
+    e = ext2fs_inline_data_get(x->e2, ino, EXT_SMALL(in), tmp, &size);
+    if (e)
+        return ext_err(&x->io, e, "%s: inode %u: reading its inline data", x->base.type, ino);
+    /* bytes between the inline data and i_size read as zeros */
+    for (size_t i = 0; i < len; i++)
+        ((unsigned char *)buf)[i] = off + i < size ? tmp[off + i] : 0;
+    *got = len;
+    return 0;
+}
+
+int ext_read_data(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, uint64_t off, void *buf,
+                  size_t len, size_t *got)
+{
+    if (in->i_flags & EXT4_INLINE_DATA_FL)
+        return read_inline(x, ino, in, off, buf, len, got);
+    uint64_t bs = x->e2->blocksize, pos = off, end = off + len;
+    unsigned char *dst = buf;
+    while (pos < end) {
+        blk64_t lblk = pos / bs, pblk, n;
+        int r = ext_map_run(x, ino, in, lblk, (end - 1) / bs - lblk + 1, &pblk, &n);
+        if (r < 0)
+            return r;
+        uint64_t run_end = QIMG_MIN(end, (lblk + n) * bs);
+        size_t chunk = (size_t)(run_end - pos);
+        if (pblk == 0)
+            memset(dst, 0, chunk);
+        else if ((r = read_bytes(x, pblk * bs + pos % bs, dst, chunk)) < 0)
+            return r;
+        dst += chunk;
+        pos = run_end;
+    }
+    *got = len;
+    return 0;
+}
+
+static int ext_read(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, void *buf, size_t len,
+                    size_t *got)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    ext_inode in;
+    uint64_t size;
+    int r = ext_read_inode(x, (ext2_ino_t)ino, &in);
+    if (r < 0 || (r = check_size(x, (ext2_ino_t)ino, &in, &size)) < 0)
+        return r;
+    if (LINUX_S_ISDIR(in.i_mode))
+        return qimg_error(-EISDIR, "%s: inode %" PRIu64 " is a directory", x->base.type, ino);
+    *got = 0;
+    if (off >= size)
+        return 0;
+    len = (size_t)QIMG_MIN((uint64_t)len, size - off);
+    return ext_read_data(x, (ext2_ino_t)ino, &in, off, buf, len, got);
+}
+
+static int ext_next_data(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, uint64_t *start,
+                         uint64_t *end)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    ext_inode in;
+    uint64_t size;
+    int r = ext_read_inode(x, (ext2_ino_t)ino, &in);
+    if (r < 0 || (r = check_size(x, (ext2_ino_t)ino, &in, &size)) < 0)
+        return r;
+    *start = *end = size;
+    if (off >= size)
+        return 0;
+    if ((in.i_flags & EXT4_INLINE_DATA_FL) || ext2fs_is_fast_symlink(EXT_SMALL(&in))) {
+        *start = off;
+        return 0;
+    }
+    uint64_t bs = x->e2->blocksize;
+    blk64_t last = (size - 1) / bs, lblk = off / bs;
+    bool in_data = false;
+    /* every step moves at least one block forward and a hole of an extent
+     * file is skipped in one step: bounded by the file's mapped runs */
+    while (lblk <= last) {
+        blk64_t pblk, n;
+        if ((r = ext_map_run(x, (ext2_ino_t)ino, &in, lblk, last - lblk + 1, &pblk, &n)) < 0)
+            return r;
+        if (pblk && !in_data) {
+            in_data = true;
+            *start = QIMG_MAX(off, lblk * bs);
+        } else if (!pblk && in_data) {
+            break;
+        }
+        lblk += n;
+    }
+    if (in_data)
+        *end = QIMG_MIN(size, lblk * bs);
+    return 0;
+}
+
+static int ext_readlink(struct qimg_fs *fs, qimg_fs_ino ino, char *buf, size_t len)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    ext_inode in;
+    uint64_t size;
+    int r = ext_read_inode(x, (ext2_ino_t)ino, &in);
+    if (r < 0 || (r = check_size(x, (ext2_ino_t)ino, &in, &size)) < 0)
+        return r;
+    if (!LINUX_S_ISLNK(in.i_mode))
+        return qimg_error(-EINVAL, "%s: inode %" PRIu64 " is not a symbolic link", x->base.type,
+                          ino);
+    if (size == 0 || size > x->e2->blocksize)
+        return qimg_error(-EIO, "%s: symbolic link %" PRIu64 " has a bad size %" PRIu64,
+                          x->base.type, ino, size);
+    if (size >= len)
+        return qimg_error(-ENAMETOOLONG, "%s: the target of symbolic link %" PRIu64
+                          " is too long", x->base.type, ino);
+    size_t got = 0;
+    if (!(in.i_flags & EXT4_INLINE_DATA_FL) && ext2fs_is_fast_symlink(EXT_SMALL(&in))) {
+        if (size > sizeof in.i_block)
+            return qimg_error(-EIO, "%s: fast symbolic link %" PRIu64 " is too long",
+                              x->base.type, ino);
+        memcpy(buf, in.i_block, (size_t)size);
+    } else if ((r = ext_read_data(x, (ext2_ino_t)ino, &in, 0, buf, (size_t)size, &got)) < 0) {
+        return r;
+    }
+    buf[size] = '\0';
+    if (strlen(buf) != size)
+        return qimg_error(-EIO, "%s: symbolic link %" PRIu64 " holds a NUL byte", x->base.type,
+                          ino);
+    return 0;
+}
+
+struct xattr_ctx {
+    int (*cb)(void *opaque, const char *name, const void *value, size_t len);
+    void *opaque;
+    int ret;
+};
+
+static int xattr_entry(char *name, char *value, size_t value_len, void *data)
+{
+    struct xattr_ctx *c = data;
+    c->ret = c->cb(c->opaque, name, value, value_len);
+    return c->ret ? XATTR_ABORT : 0;
+}
+
+static int ext_listxattr(struct qimg_fs *fs, qimg_fs_ino ino,
+                         int (*cb)(void *opaque, const char *name, const void *value, size_t len),
+                         void *opaque)
+{
+    struct ext_fs *x = (struct ext_fs *)fs;
+    int r = ext_check_ino(x, ino);
+    if (r < 0)
+        return r;
+    if (!ext2fs_has_feature_xattr(x->e2->super))
+        return 0;
+    struct ext2_xattr_handle *h = NULL;
+    errcode_t e = ext2fs_xattrs_open(x->e2, (ext2_ino_t)ino, &h);
+    if (!e)
+        e = ext2fs_xattrs_read(h);
+    struct xattr_ctx c = { cb, opaque, 0 };
+    if (!e)
+        e = ext2fs_xattrs_iterate(h, xattr_entry, &c);
+    if (h)
+        ext2fs_xattrs_close(&h);
+    if (c.ret)
+        return c.ret;
+    if (e)
+        return ext_err(&x->io, e, "%s: reading the extended attributes of inode %" PRIu64,
+                       x->base.type, ino);
+    return 0;
+}
+
+const struct qimg_fs_driver qimg_fs_ext = {
+    .name = "ext",
+    .probe = ext_probe,
+    .open = ext_open,
+    .close = ext_close,
+    .lookup = ext_lookup,
+    .getattr = ext_getattr,
+    .readdir = ext_readdir,
+    .read = ext_read,
+    .next_data = ext_next_data,
+    .readlink = ext_readlink,
+    .listxattr = ext_listxattr,
+    .create = ext_create,
+    .write = ext_write,
+    .truncate = ext_truncate,
+    .setattr = ext_setattr,
+    .link = ext_link,
+    .unlink = ext_unlink,
+    .setxattr = ext_setxattr,
+    .min_size = ext_min_size,
+    .mkfs = ext_mkfs,
+};
+
+#endif /* HAVE_EXT2FS */

@@ -1,0 +1,404 @@
+/* Unit tests: the ext2/3/4 driver (src/fs/ext*.c) through fs.h, checked by
+ * e2fsprogs' own tools (e2fsck -fn, debugfs) on the raw images. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "internal.h"
+#include "unit.h"
+
+#ifdef HAVE_EXT2FS
+
+static char dir[] = "/tmp/qimg-unit-fs-ext.XXXXXX";
+static bool have_tools;
+
+static char *path(const char *name) { return qimg_asprintf("%s/%s", dir, name); }
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Output of a command (at most 64 KiB), malloc'ed. */
+static char *capture(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *capture(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *f = popen(cmd, "r");
+    char *buf = qimg_xcalloc(1, 65537);
+    if (!f)
+        return buf;
+    size_t n = fread(buf, 1, 65536, f);
+    buf[n] = '\0';
+    pclose(f);
+    return buf;
+}
+
+static qimg_image *make_raw(const char *p, uint64_t size)
+{
+    struct qimg_create_params cp = { .filename = p, .fmt = "raw", .size = size,
+                                     .has_size = true, .quiet = true };
+    unlink(p);
+    CHECK_EQ_INT(qimg_create(&cp), 0);
+    qimg_image *img = NULL;
+    CHECK_EQ_INT(qimg_open(&img, p, "raw", QIMG_OPEN_RDWR), 0);
+    return img;
+}
+
+static qimg_image *open_raw(const char *p, bool rw)
+{
+    qimg_image *img = NULL;
+    int r = qimg_open(&img, p, "raw", rw ? QIMG_OPEN_RDWR : 0);
+    CHECK_EQ_INT(r, 0);
+    return img;
+}
+
+static struct qimg_fs_dev dev_of(qimg_image *img, bool rw)
+{
+    struct qimg_fs_dev d = { .img = img, .offset = 0, .size = qimg_size(img), .writable = rw };
+    return d;
+}
+
+static struct qimg_fs *mkfs_open(qimg_image *img, const char *type, bool repro)
+{
+    struct qimg_fs_dev d = dev_of(img, true);
+    struct qimg_mkfs_params p = { .type = type, .label = "qimgtest", .reproducible = repro,
+                                  .seed = 42, .now = 1700000000 };
+    int r = qimg_fs_ext.mkfs(&d, &p);
+    if (r < 0)
+        fprintf(stderr, "  mkfs: %s\n", qimg_last_error());
+    CHECK_EQ_INT(r, 0);
+    struct qimg_fs *fs = NULL;
+    r = qimg_fs_ext.open(&d, &fs);
+    if (r < 0)
+        fprintf(stderr, "  open: %s\n", qimg_last_error());
+    CHECK_EQ_INT(r, 0);
+    return fs;
+}
+
+static bool fsck_clean(const char *p)
+{
+    if (!have_tools)
+        return true;
+    int rc = run("e2fsck -fn '%s' >'%s.fsck' 2>&1", p, p);
+    if (rc != 0) {
+        CLEANUP_FREE char *out = capture("cat '%s.fsck'", p);
+        fprintf(stderr, "  e2fsck -fn %s: exit %d\n%s", p, rc, out);
+    }
+    return rc == 0;
+}
+
+static struct qimg_fs_attr attr_of(uint32_t mode, int64_t t)
+{
+    struct qimg_fs_attr a;
+    memset(&a, 0, sizeof a);
+    a.mode = mode;
+    a.uid = 1000;
+    a.gid = 100;
+    a.atime = a.mtime = a.ctime = a.crtime = t;
+    a.atime_ns = 1;
+    a.mtime_ns = 123456789;
+    a.ctime_ns = 999999999;
+    return a;
+}
+
+static qimg_fs_ino mk(struct qimg_fs *fs, qimg_fs_ino parent, const char *name, uint32_t mode,
+                      const char *target)
+{
+    struct qimg_fs_attr a = attr_of(mode, 1600000000);
+    if (S_ISCHR(mode))
+        a.rdev = makedev(4, 64);
+    if (S_ISBLK(mode))
+        a.rdev = makedev(259, 300000);
+    qimg_fs_ino ino = 0;
+    int r = fs->drv->create(fs, parent, name, &a, target, &ino);
+    if (r < 0)
+        fprintf(stderr, "  create %s: %s\n", name, qimg_last_error());
+    CHECK_EQ_INT(r, 0);
+    return ino;
+}
+
+static void put(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, const void *buf, size_t len)
+{
+    int r = fs->drv->write(fs, ino, off, buf, len);
+    if (r < 0)
+        fprintf(stderr, "  write: %s\n", qimg_last_error());
+    CHECK_EQ_INT(r, 0);
+}
+
+static void fill(unsigned char *b, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(i * 31 + seed + (i >> 12));
+}
+
+/* The tree every type gets; returns nothing, checked by debugfs later. */
+static void populate(struct qimg_fs *fs)
+{
+    const struct qimg_fs_driver *d = fs->drv;
+    qimg_fs_ino root = fs->root;
+    qimg_fs_ino sub = mk(fs, root, "sub", S_IFDIR | 0750, NULL);
+    qimg_fs_ino deep = mk(fs, sub, "deep", S_IFDIR | 0700, NULL);
+    qimg_fs_ino small = mk(fs, deep, "small.txt", S_IFREG | 0644, NULL);
+    put(fs, small, 0, "hello\n", 6);
+
+    /* 10 MB of data in odd-sized chunks */
+    qimg_fs_ino big = mk(fs, root, "big", S_IFREG | 0600, NULL);
+    size_t bigsz = 10 * 1000 * 1000;
+    unsigned char *b = qimg_xmalloc(bigsz);
+    fill(b, bigsz, 7);
+    for (size_t off = 0; off < bigsz; off += 1234567)
+        put(fs, big, off, b + off, QIMG_MIN((size_t)1234567, bigsz - off));
+    free(b);
+
+    /* sparse: data at 1 MiB and at 64 MiB + 100, zeros in between */
+    qimg_fs_ino sparse = mk(fs, root, "sparse", S_IFREG | 0644, NULL);
+    unsigned char blk[8192];
+    fill(blk, sizeof blk, 3);
+    put(fs, sparse, 1 << 20, blk, sizeof blk);
+    memset(blk, 0, sizeof blk);
+    put(fs, sparse, 2 << 20, blk, sizeof blk);        /* zeros: stay a hole */
+    fill(blk, sizeof blk, 5);
+    put(fs, sparse, (64u << 20) + 100, blk, 1000);
+
+    mk(fs, root, "short-link", S_IFLNK | 0777, "sub/deep/small.txt");
+    char longt[300];
+    memset(longt, 'x', sizeof longt - 1);
+    longt[sizeof longt - 1] = '\0';
+    memcpy(longt, "/very/long/", 11);
+    mk(fs, root, "long-link", S_IFLNK | 0777, longt);
+
+    CHECK_EQ_INT(d->link(fs, root, "hardlink", small), 0);
+    mk(fs, root, "tty", S_IFCHR | 0620, NULL);
+    mk(fs, root, "nvme", S_IFBLK | 0660, NULL);
+    mk(fs, root, "fifo", S_IFIFO | 0644, NULL);
+    mk(fs, root, "sock", S_IFSOCK | 0755, NULL);
+
+    char name255[256];
+    memset(name255, 'n', 255);
+    name255[255] = '\0';
+    mk(fs, root, name255, S_IFREG | 0644, NULL);
+    mk(fs, root, "h\xc3\xa9llo w\xc3\xb6rld \xe2\x98\x83", S_IFREG | 0644, NULL);
+
+    qimg_fs_ino many = mk(fs, root, "many", S_IFDIR | 0755, NULL);
+    for (int i = 0; i < 2000; i++) {
+        char n[64];
+        snprintf(n, sizeof n, "entry-with-a-longish-name-%05d", i);
+        qimg_fs_ino f = mk(fs, many, n, (i % 10 == 0 ? S_IFDIR : S_IFREG) | 0644, NULL);
+        if (i % 7 == 0 && i % 10 != 0)
+            put(fs, f, 0, n, strlen(n));
+    }
+
+    CHECK_EQ_INT(d->setxattr(fs, small, "user.comment", "a comment", 9), 0);
+    char bigval[800];
+    memset(bigval, 'v', sizeof bigval);
+    CHECK_EQ_INT(d->setxattr(fs, big, "user.big", bigval, sizeof bigval), 0);
+    CHECK_EQ_INT(d->setxattr(fs, sub, "trusted.t", "1", 1), 0);
+
+    /* duplicate names are refused */
+    struct qimg_fs_attr a = attr_of(S_IFREG | 0644, 0);
+    qimg_fs_ino dummy;
+    CHECK_EQ_INT(d->create(fs, root, "big", &a, NULL, &dummy), -EEXIST);
+    CHECK_EQ_INT(d->link(fs, root, "sparse", small), -EEXIST);
+
+    /* unlink frees: a file made and removed leaves nothing behind */
+    qimg_fs_ino gone = mk(fs, root, "gone", S_IFREG | 0644, NULL);
+    fill(blk, sizeof blk, 9);
+    put(fs, gone, 0, blk, sizeof blk);
+    CHECK_EQ_INT(d->setxattr(fs, gone, "user.big", bigval, sizeof bigval), 0);
+    CHECK_EQ_INT(d->unlink(fs, root, "gone"), 0);
+    qimg_fs_ino x;
+    CHECK_EQ_INT(d->lookup(fs, root, "gone", &x), -ENOENT);
+
+    /* truncate: shrink into a block, extend with a hole */
+    qimg_fs_ino t = mk(fs, root, "truncated", S_IFREG | 0644, NULL);
+    fill(blk, sizeof blk, 11);
+    put(fs, t, 0, blk, sizeof blk);
+    CHECK_EQ_INT(d->truncate(fs, t, 5000), 0);
+    CHECK_EQ_INT(d->truncate(fs, t, 20000), 0);
+
+    /* setattr after the data: times stick */
+    struct qimg_fs_attr sa = attr_of(S_IFREG | 0640, 1234567890);
+    sa.uid = 70000;
+    sa.gid = 80000;
+    sa.mtime = 4102444800ll;  /* 2100-01-01: needs the epoch bits */
+    CHECK_EQ_INT(d->setattr(fs, big, &sa), 0);
+    struct qimg_fs_attr ra;
+    CHECK_EQ_INT(d->getattr(fs, big, &ra), 0);
+    CHECK_EQ_INT(ra.mode, S_IFREG | 0640);
+    CHECK_EQ_INT(ra.uid, 70000);
+    CHECK_EQ_INT(ra.gid, 80000);
+    CHECK_EQ_INT(ra.size, bigsz);
+    CHECK_EQ_INT(ra.mtime, 4102444800ll);
+    CHECK_EQ_INT(ra.mtime_ns, 123456789);
+}
+
+/* Reads back what populate wrote, through the driver. */
+static void verify_tree(struct qimg_fs *fs)
+{
+    const struct qimg_fs_driver *d = fs->drv;
+    qimg_fs_ino big, sparse, sub, deep, small, link, many;
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "big", &big), 0);
+    size_t bigsz = 10 * 1000 * 1000, got = 0;
+    unsigned char *b = qimg_xmalloc(bigsz), *want = qimg_xmalloc(bigsz);
+    fill(want, bigsz, 7);
+    CHECK_EQ_INT(d->read(fs, big, 0, b, bigsz, &got), 0);
+    CHECK_EQ_INT(got, bigsz);
+    CHECK(memcmp(b, want, bigsz) == 0);
+    CHECK_EQ_INT(d->read(fs, big, bigsz - 10, b, 100, &got), 0);
+    CHECK_EQ_INT(got, 10);
+    free(b);
+    free(want);
+
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "sparse", &sparse), 0);
+    uint64_t s, e;
+    CHECK_EQ_INT(d->next_data(fs, sparse, 0, &s, &e), 0);
+    CHECK_EQ_INT(s, 1 << 20);
+    CHECK_EQ_INT(e, (1 << 20) + 8192);
+    CHECK_EQ_INT(d->next_data(fs, sparse, e, &s, &e), 0);
+    CHECK_EQ_INT(s, 64u << 20);
+    CHECK_EQ_INT(e, (64u << 20) + 1100);
+    CHECK_EQ_INT(d->next_data(fs, sparse, e, &s, &e), 0);
+    CHECK_EQ_INT(s, (64u << 20) + 1100);
+    CHECK_EQ_INT(e, s);
+
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "sub", &sub), 0);
+    CHECK_EQ_INT(d->lookup(fs, sub, "deep", &deep), 0);
+    CHECK_EQ_INT(d->lookup(fs, deep, "small.txt", &small), 0);
+    char buf[512];
+    CHECK_EQ_INT(d->read(fs, small, 0, buf, sizeof buf, &got), 0);
+    CHECK_EQ_INT(got, 6);
+    CHECK(memcmp(buf, "hello\n", 6) == 0);
+    struct qimg_fs_attr a;
+    CHECK_EQ_INT(d->getattr(fs, small, &a), 0);
+    CHECK_EQ_INT(a.nlink, 2);
+    CHECK_EQ_INT(a.mtime, 1600000000);
+    CHECK_EQ_INT(d->getattr(fs, sub, &a), 0);
+    CHECK_EQ_INT(a.nlink, 3);
+    CHECK_EQ_INT(a.mode, S_IFDIR | 0750);
+
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "short-link", &link), 0);
+    CHECK_EQ_INT(d->readlink(fs, link, buf, sizeof buf), 0);
+    CHECK_EQ_STR(buf, "sub/deep/small.txt");
+    CHECK_EQ_INT(d->readlink(fs, link, buf, 5), -ENAMETOOLONG);
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "long-link", &link), 0);
+    CHECK_EQ_INT(d->readlink(fs, link, buf, sizeof buf), 0);
+    CHECK_EQ_INT(strlen(buf), 299);
+    CHECK(strncmp(buf, "/very/long/xxx", 14) == 0);
+
+    qimg_fs_ino dev;
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "nvme", &dev), 0);
+    CHECK_EQ_INT(d->getattr(fs, dev, &a), 0);
+    CHECK_EQ_INT(a.rdev, makedev(259, 300000));
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "tty", &dev), 0);
+    CHECK_EQ_INT(d->getattr(fs, dev, &a), 0);
+    CHECK_EQ_INT(a.rdev, makedev(4, 64));
+
+    CHECK_EQ_INT(d->lookup(fs, fs->root, "many", &many), 0);
+    CHECK_EQ_INT(d->getattr(fs, many, &a), 0);
+    CHECK_EQ_INT(a.nlink, 202);
+}
+
+struct count_ctx { int n; };
+static int count_entry(void *opaque, const char *name, qimg_fs_ino ino)
+{
+    ((struct count_ctx *)opaque)->n++;
+    return 0;
+}
+
+static void test_type(const char *type)
+{
+    CLEANUP_FREE char *p = path(type);
+    qimg_image *img = make_raw(p, 256ull << 20);
+    struct qimg_fs *fs = mkfs_open(img, type, false);
+    if (!fs) {
+        qimg_close(img);
+        return;
+    }
+    CHECK_EQ_STR(fs->type, type);
+    populate(fs);
+    verify_tree(fs);
+    CHECK_EQ_INT(fs->drv->close(fs), 0);
+    CHECK_EQ_INT(qimg_close(img), 0);
+    CHECK(fsck_clean(p));
+
+    /* read back through a read-only open */
+    img = open_raw(p, false);
+    struct qimg_fs_dev d = dev_of(img, false);
+    fs = NULL;
+    CHECK_EQ_INT(qimg_fs_ext.probe(&d), 1);
+    CHECK_EQ_INT(qimg_fs_ext.open(&d, &fs), 0);
+    if (fs) {
+        CHECK_EQ_STR(fs->type, type);
+        verify_tree(fs);
+        qimg_fs_ino many;
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "many", &many), 0);
+        struct count_ctx c = { 0 };
+        CHECK_EQ_INT(fs->drv->readdir(fs, many, count_entry, &c), 0);
+        CHECK_EQ_INT(c.n, 2000);
+        CHECK_EQ_INT(fs->drv->close(fs), 0);
+    }
+    qimg_close(img);
+
+    if (!have_tools)
+        return;
+    /* debugfs sees the same things */
+    CLEANUP_FREE char *st = capture("debugfs -R 'stat /big' '%s' 2>/dev/null", p);
+    CHECK(strstr(st, "User: 70000") != NULL);
+    CHECK(strstr(st, "Size: 10000000") != NULL);
+    if (strcmp(type, "ext4") == 0)
+        CHECK(strstr(st, "mtime: 0xf4865700:1d6f3455") != NULL);
+    CLEANUP_FREE char *out = path("rdump");
+    run("rm -rf '%s' && mkdir -p '%s'", out, out);
+    CHECK_EQ_INT(run("debugfs -R 'rdump / %s' '%s' >/dev/null 2>&1", out, p), 0);
+    CHECK_EQ_INT(run("printf 'hello\\n' | cmp - '%s/sub/deep/small.txt'", out), 0);
+    CHECK_EQ_INT(run("test \"$(readlink '%s/short-link')\" = sub/deep/small.txt", out), 0);
+    CHECK_EQ_INT(run("test $(ls '%s/many' | wc -l) = 2000", out), 0);
+    CHECK_EQ_INT(run("test $(stat -c %%s '%s/sparse') = %u", out, (64u << 20) + 1100), 0);
+    CLEANUP_FREE char *x = capture("debugfs -R 'ea_get /sub/deep/small.txt user.comment' "
+                                   "'%s' 2>/dev/null", p);
+    CHECK(strstr(x, "a comment") != NULL);
+    /* the unlinked file's blocks and inode are free again: e2fsck agreed */
+    run("rm -rf '%s'", out);
+}
+
+TEST(ext4_tree) { test_type("ext4"); }
+TEST(ext3_tree) { test_type("ext3"); }
+TEST(ext2_tree) { test_type("ext2"); }
+
+int main(void)
+{
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    have_tools = run("command -v e2fsck >/dev/null && command -v debugfs >/dev/null") == 0;
+    RUN(ext4_tree);
+    RUN(ext3_tree);
+    RUN(ext2_tree);
+    if (!getenv("KEEP")) run("rm -rf '%s'", dir);
+    return UNIT_DONE();
+}
+
+#else
+int main(void)
+{
+    printf("SKIP test-fs-ext (built without libext2fs)\n");
+    return 0;
+}
+#endif
