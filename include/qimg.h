@@ -308,6 +308,14 @@ struct qimg_create_from_params {
     qimg_progress_fn progress;
     void *progress_opaque;
     uint64_t chosen_size;         /* out: the disk size used */
+    /* Added with create --from's command line: */
+    bool epoch_from_source;       /* with reproducible: the epoch is the newest
+                                     mtime in source (no SOURCE_DATE_EPOCH) */
+    /* Called once chosen_size is known, before anything is written; may be NULL. */
+    void (*planned)(const struct qimg_create_from_params *p, void *opaque);
+    void *planned_opaque;
+    uint64_t skipped;             /* out: entries the filesystem cannot hold
+                                     (vfat: symlinks, devices...), each warned */
 };
 /* Make an image holding a new filesystem filled from source. */
 int qimg_create_from(struct qimg_create_from_params *p);
