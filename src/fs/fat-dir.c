@@ -1,0 +1,592 @@
+/* FAT directories: loading a directory's entries, long names (assembled
+ * and checked against the short entry's checksum), lookup, readdir, and
+ * creating and removing entries (long-name entries, a unique 8.3 alias,
+ * directories grown by clusters). */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fat-int.h"
+#include "internal.h"
+#include "util.h"
+
+/* Directories cached beyond this are dropped between operations. */
+#define DIR_CACHE_BUDGET (64ull << 20)
+
+void fat_dir_free(struct fat_dir *d)
+{
+    if (!d)
+        return;
+    free(d->data);
+    free(d->clusters);
+    free(d);
+}
+
+void fat_dir_cache_trim(struct fat_fs *f)
+{
+    if (f->dir_cache_bytes <= DIR_CACHE_BUDGET || f->walking)
+        return;
+    for (uint32_t i = 0; i < f->nnodes; i++) {
+        fat_dir_free(f->nodes[i].dir);
+        f->nodes[i].dir = NULL;
+    }
+    f->dir_cache_bytes = 0;
+}
+
+static int load_fixed_root(struct fat_fs *f, struct fat_dir *d)
+{
+    const struct fat_bpb *b = &f->bpb;
+    d->nent = b->root_entries;
+    d->data = qimg_alloc_from_image((uint64_t)d->nent * FAT_DIRENT_SIZE, "FAT root directory");
+    if (!d->data)
+        return -ENOMEM;
+    return qimg_fs_dev_read(&f->base.dev, (uint64_t)b->first_root_sector * b->bytes_per_sector,
+                            d->data, (size_t)d->nent * FAT_DIRENT_SIZE);
+}
+
+/* Reads a directory's chain, at most FAT_MAX_DIR_ENTRIES entries long (a
+ * longer chain is a loop or garbage). */
+static int load_chain(struct fat_fs *f, uint32_t first, struct fat_dir *d)
+{
+    uint32_t cs = f->bpb.cluster_bytes;
+    uint32_t max_cl = (uint32_t)((uint64_t)FAT_MAX_DIR_ENTRIES * FAT_DIRENT_SIZE / cs);
+    if (max_cl == 0)
+        max_cl = 1;
+    d->clusters = qimg_xmalloc(sizeof *d->clusters * 16);
+    uint32_t cap = 16;
+    for (uint32_t c = first; c != FAT_EOC;) {
+        if (d->ncl == max_cl)
+            return qimg_error(-EIO, "FAT: directory at cluster %" PRIu32 " is longer than %d "
+                              "entries (a loop in its cluster chain?)", first, FAT_MAX_DIR_ENTRIES);
+        if (d->ncl == cap) {
+            cap *= 2;
+            d->clusters = qimg_xrealloc(d->clusters, sizeof *d->clusters * cap);
+        }
+        d->clusters[d->ncl++] = c;
+        int r = fat_next(f, c, &c, "directory");
+        if (r < 0)
+            return r;
+    }
+    d->nent = (uint32_t)((uint64_t)d->ncl * cs / FAT_DIRENT_SIZE);
+    d->data = qimg_xmalloc((size_t)d->ncl * cs);
+    /* read runs of consecutive clusters at once */
+    for (uint32_t i = 0; i < d->ncl;) {
+        uint32_t j = i + 1;
+        while (j < d->ncl && d->clusters[j] == d->clusters[j - 1] + 1)
+            j++;
+        int r = qimg_fs_dev_read(&f->base.dev, fat_cluster_offset(f, d->clusters[i]),
+                                 d->data + (size_t)i * cs, (size_t)(j - i) * cs);
+        if (r < 0)
+            return r;
+        i = j;
+    }
+    return 0;
+}
+
+int fat_dir_load(struct fat_fs *f, uint32_t idx, struct fat_dir **out)
+{
+    struct fat_node *n = &f->nodes[idx];
+    if (!n->is_dir)
+        return qimg_error(-ENOTDIR, "FAT: not a directory");
+    if (n->dir) {
+        *out = n->dir;
+        return 0;
+    }
+    struct fat_dir *d = qimg_xcalloc(1, sizeof *d);
+    int r = (idx == 0 && f->bpb.type != FAT32) ? load_fixed_root(f, d)
+                                                : load_chain(f, fat_ent_cluster(n->ent), d);
+    if (r < 0) {
+        fat_dir_free(d);
+        return r;
+    }
+    n->dir = d;
+    f->dir_cache_bytes += (uint64_t)d->nent * FAT_DIRENT_SIZE;
+    *out = d;
+    return 0;
+}
+
+/* Device offset of a directory slot. */
+static uint64_t slot_offset(struct fat_fs *f, struct fat_dir *d, uint32_t slot)
+{
+    uint64_t byte = (uint64_t)slot * FAT_DIRENT_SIZE;
+    if (!d->clusters)
+        return (uint64_t)f->bpb.first_root_sector * f->bpb.bytes_per_sector + byte;
+    uint32_t cs = f->bpb.cluster_bytes;
+    return fat_cluster_offset(f, d->clusters[byte / cs]) + byte % cs;
+}
+
+int fat_dir_write_slots(struct fat_fs *f, struct fat_dir *d, uint32_t first, uint32_t n)
+{
+    uint32_t per_cl = f->bpb.cluster_bytes / FAT_DIRENT_SIZE;
+    while (n > 0) {
+        uint32_t k = d->clusters ? QIMG_MIN(n, per_cl - first % per_cl) : n;
+        int r = qimg_fs_dev_write(&f->base.dev, slot_offset(f, d, first),
+                                  d->data + (size_t)first * FAT_DIRENT_SIZE,
+                                  (size_t)k * FAT_DIRENT_SIZE);
+        if (r < 0)
+            return r;
+        first += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ iteration */
+
+struct dir_item {
+    uint32_t slot;                    /* the short entry */
+    uint8_t nlfn;                     /* valid long-name entries before it */
+    const uint8_t *raw;
+    uint16_t lname[FAT_LFN_CHARS * 20];
+    size_t llen;                      /* 0: no valid long name */
+    uint16_t sname[12];
+    size_t slen;
+};
+
+typedef int (*dir_item_fn)(struct fat_fs *f, uint32_t dir, struct dir_item *it, void *opaque);
+
+/* Calls fn for every live file or directory entry, in order. */
+static int dir_walk(struct fat_fs *f, uint32_t dir, dir_item_fn fn, void *opaque)
+{
+    struct fat_dir *d;
+    int r = fat_dir_load(f, dir, &d);
+    if (r < 0)
+        return r;
+    struct dir_item *it = qimg_xmalloc(sizeof *it);
+    f->walking++;   /* no cache trim while d is in use (callbacks may call us) */
+    unsigned expect = 0, count = 0;   /* next long-name ordinal, 0: none pending */
+    uint8_t sum = 0;
+    r = 0;
+    for (uint32_t i = 0; i < d->nent && r == 0; i++) {
+        const uint8_t *raw = d->data + (size_t)i * FAT_DIRENT_SIZE;
+        if (raw[0] == 0)
+            break;
+        if (raw[0] == FAT_DELETED) {
+            expect = 0;
+            continue;
+        }
+        if (fat_raw_is_lfn(raw)) {
+            unsigned ord = raw[0] & 0x3F;
+            if (raw[0] & FAT_LFN_LAST) {
+                expect = ord;
+                count = ord;
+                sum = raw[13];
+                if (ord == 0 || ord > 20) {
+                    expect = 0;
+                    continue;
+                }
+            } else if (!expect || ord != expect || raw[13] != sum) {
+                expect = 0;
+                continue;
+            }
+            fat_lfn_units(raw, it->lname + (size_t)(ord - 1) * FAT_LFN_CHARS);
+            expect = ord - 1 ? ord - 1 : 0x80;   /* 0x80: complete */
+            continue;
+        }
+        bool have_lfn = expect == 0x80 && fat_lfn_checksum(raw) == sum;
+        expect = 0;
+        if ((raw[11] & FAT_ATTR_VOLUME_ID) || fat_raw_is_dot(raw))
+            continue;
+        it->slot = i;
+        it->raw = raw;
+        it->llen = 0;
+        it->nlfn = 0;
+        if (have_lfn) {
+            size_t max = (size_t)count * FAT_LFN_CHARS, len = 0;
+            while (len < max && it->lname[len] != 0)
+                len++;
+            if (len > 0 && len <= FAT_MAX_LFN) {
+                it->llen = len;
+                it->nlfn = (uint8_t)count;
+            }
+        }
+        it->slen = fat_short_name_utf16(raw, raw[12], it->sname);
+        r = fn(f, dir, it, opaque);
+        /* fn may have loaded other directories; this one stays cached */
+    }
+    f->walking--;
+    free(it);
+    return r;
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+struct lookup_ctx {
+    const uint16_t *name;
+    size_t len;
+    uint32_t found;
+};
+
+static int lookup_item(struct fat_fs *f, uint32_t dir, struct dir_item *it, void *opaque)
+{
+    struct lookup_ctx *c = opaque;
+    bool match = it->llen && fat_name_equal_nocase(it->lname, it->llen, c->name, c->len);
+    if (!match)
+        match = fat_name_equal_nocase(it->sname, it->slen, c->name, c->len);
+    if (!match)
+        return 0;
+    int r = fat_node_get(f, dir, it->slot, it->nlfn, it->raw, &c->found);
+    return r < 0 ? r : 1;
+}
+
+/* Finds name in dir: 0 with *idx, -ENOENT (no message) when absent. */
+static int lookup_idx(struct fat_fs *f, uint32_t dir, const char *name, uint32_t *idx)
+{
+    uint16_t u16[FAT_MAX_LFN];
+    struct lookup_ctx c = { .name = u16 };
+    if (fat_utf8_to_utf16(name, u16, FAT_MAX_LFN, &c.len) < 0 || c.len == 0)
+        return -ENOENT;
+    int r = dir_walk(f, dir, lookup_item, &c);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return -ENOENT;
+    *idx = c.found;
+    return 0;
+}
+
+int fat_lookup(struct qimg_fs *fs, qimg_fs_ino dir, const char *name, qimg_fs_ino *out)
+{
+    struct fat_fs *f = FATFS(fs);
+    fat_dir_cache_trim(f);
+    uint32_t d, idx;
+    int r = fat_node_by_ino(f, dir, &d);
+    if (r < 0)
+        return r;
+    r = lookup_idx(f, d, name, &idx);
+    if (r < 0)
+        return r;
+    *out = (qimg_fs_ino)idx + 1;
+    return 0;
+}
+
+/* --------------------------------------------------------------- readdir */
+
+struct readdir_ctx {
+    qimg_fs_dir_cb cb;
+    void *opaque;
+    char name[FAT_MAX_LFN * 3 + 1];
+};
+
+static int readdir_item(struct fat_fs *f, uint32_t dir, struct dir_item *it, void *opaque)
+{
+    struct readdir_ctx *c = opaque;
+    uint32_t idx;
+    int r = fat_node_get(f, dir, it->slot, it->nlfn, it->raw, &idx);
+    if (r < 0)
+        return r;
+    if (it->llen)
+        fat_utf16_to_utf8(it->lname, it->llen, c->name);
+    else
+        fat_utf16_to_utf8(it->sname, it->slen, c->name);
+    if (strchr(c->name, '/') || !strcmp(c->name, ".") || !strcmp(c->name, ".."))
+        return 0;   /* not a name we can give (hostile long name) */
+    return c->cb(c->opaque, c->name, (qimg_fs_ino)idx + 1);
+}
+
+int fat_readdir(struct qimg_fs *fs, qimg_fs_ino dir, qimg_fs_dir_cb cb, void *opaque)
+{
+    struct fat_fs *f = FATFS(fs);
+    fat_dir_cache_trim(f);
+    uint32_t d;
+    int r = fat_node_by_ino(f, dir, &d);
+    if (r < 0)
+        return r;
+    struct readdir_ctx *c = qimg_xmalloc(sizeof *c);
+    c->cb = cb;
+    c->opaque = opaque;
+    r = dir_walk(f, d, readdir_item, c);
+    free(c);
+    return r;
+}
+
+/* ---------------------------------------------------------------- create */
+
+/* A free run of n slots in d (deleted or past the end marker): its start,
+ * or d->nent when none. */
+static uint32_t find_free_slots(struct fat_dir *d, uint32_t n)
+{
+    uint32_t run = 0;
+    for (uint32_t i = 0; i < d->nent; i++) {
+        uint8_t c = d->data[(size_t)i * FAT_DIRENT_SIZE];
+        if (c == 0) {
+            /* everything after the end marker is free */
+            return d->nent - i >= n - run ? i - run : d->nent;
+        }
+        if (c == FAT_DELETED) {
+            if (++run == n)
+                return i + 1 - n;
+        } else {
+            run = 0;
+        }
+    }
+    return d->nent;
+}
+
+/* Free slots at the end of d (after its last used entry). */
+static uint32_t trailing_free(struct fat_dir *d)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < d->nent; i++) {
+        uint8_t c = d->data[(size_t)i * FAT_DIRENT_SIZE];
+        if (c == 0)
+            return d->nent - i + n;
+        n = c == FAT_DELETED ? n + 1 : 0;
+    }
+    return n;
+}
+
+/* Grows directory idx by enough zeroed clusters for n more slots at its end. */
+static int dir_grow(struct fat_fs *f, uint32_t idx, struct fat_dir *d, uint32_t n)
+{
+    if (!d->clusters)
+        return qimg_error(-ENOSPC, "the FAT root directory is full (%" PRIu32 " entries)",
+                          d->nent);
+    uint32_t cs = f->bpb.cluster_bytes;
+    uint32_t add = (uint32_t)qimg_div_round_up((uint64_t)n * FAT_DIRENT_SIZE, cs);
+    if ((uint64_t)d->nent + (uint64_t)add * cs / FAT_DIRENT_SIZE > FAT_MAX_DIR_ENTRIES)
+        return qimg_error(-ENOSPC, "the FAT directory is full (%d entries at most)",
+                          FAT_MAX_DIR_ENTRIES);
+    uint32_t last = d->clusters[d->ncl - 1], first, end;
+    int r = fat_alloc_chain(f, last, last + 1, add, &first, &end);
+    if (r < 0)
+        return r;
+    d->clusters = qimg_xrealloc(d->clusters, sizeof *d->clusters * (d->ncl + add));
+    d->data = qimg_xrealloc(d->data, (size_t)(d->ncl + add) * cs);
+    memset(d->data + (size_t)d->ncl * cs, 0, (size_t)add * cs);
+    for (uint32_t i = 0, c = first; i < add; i++) {
+        d->clusters[d->ncl + i] = c;
+        r = qimg_fs_dev_zero(&f->base.dev, fat_cluster_offset(f, c), cs);
+        if (r < 0)
+            return r;
+        if (i + 1 < add)
+            c = fat_entry_get(f->fat, f->bpb.type, c);
+    }
+    d->ncl += add;
+    d->nent += (uint32_t)((uint64_t)add * cs / FAT_DIRENT_SIZE);
+    f->dir_cache_bytes += (uint64_t)add * cs;
+    (void)idx;
+    return 0;
+}
+
+struct tail_ctx {
+    const uint8_t *basis;
+    uint8_t *used;            /* used[n] for tails 1..max */
+    uint32_t max;
+    bool basis_taken;
+};
+
+/* Picks the short name: the basis when it is free and needs no tail, else
+ * the basis with the smallest free "~N". */
+static int pick_short_name(struct fat_dir *d, const uint8_t basis[11], bool needs_tail,
+                           uint8_t out[11])
+{
+    uint32_t max = d->nent + 2;
+    CLEANUP_FREE uint8_t *used = qimg_xcalloc(max + 1, 1);
+    bool basis_taken = false;
+    for (uint32_t i = 0; i < d->nent; i++) {
+        const uint8_t *raw = d->data + (size_t)i * FAT_DIRENT_SIZE;
+        if (raw[0] == 0)
+            break;
+        if (raw[0] == FAT_DELETED || fat_raw_is_lfn(raw))
+            continue;
+        unsigned n;
+        if (!memcmp(raw, basis, 11))
+            basis_taken = true;
+        else if (fat_short_name_tail_of(basis, raw, &n) && n <= max)
+            used[n] = 1;
+    }
+    if (!needs_tail && !basis_taken) {
+        memcpy(out, basis, 11);
+        return 0;
+    }
+    for (uint32_t n = 1; n <= max && n <= 999999; n++) {
+        if (!used[n]) {
+            fat_short_name_with_tail(basis, n, out);
+            return 0;
+        }
+    }
+    return qimg_error(-ENOSPC, "FAT: no free short name for this long name");
+}
+
+/* Writes "." and ".." into the new directory's zeroed first cluster. */
+static int init_dir_cluster(struct fat_fs *f, uint32_t c, uint32_t parent_cluster,
+                            const uint8_t *ent)
+{
+    uint32_t cs = f->bpb.cluster_bytes;
+    int r = qimg_fs_dev_zero(&f->base.dev, fat_cluster_offset(f, c), cs);
+    if (r < 0)
+        return r;
+    uint8_t dots[2 * FAT_DIRENT_SIZE];
+    memcpy(dots, ent, FAT_DIRENT_SIZE);
+    memcpy(dots, ".          ", 11);
+    fat_ent_set_cluster(dots, c);
+    memcpy(dots + FAT_DIRENT_SIZE, ent, FAT_DIRENT_SIZE);
+    memcpy(dots + FAT_DIRENT_SIZE, "..         ", 11);
+    fat_ent_set_cluster(dots + FAT_DIRENT_SIZE, parent_cluster);
+    dots[12] = dots[FAT_DIRENT_SIZE + 12] = 0;
+    return qimg_fs_dev_write(&f->base.dev, fat_cluster_offset(f, c), dots, sizeof dots);
+}
+
+static void fill_entry(uint8_t *e, const uint8_t sn[11], uint8_t ntres, bool dir,
+                       const struct qimg_fs_attr *a)
+{
+    memset(e, 0, FAT_DIRENT_SIZE);
+    memcpy(e, sn, 11);
+    e[11] = dir ? FAT_ATTR_DIRECTORY : FAT_ATTR_ARCHIVE;
+    if (!(a->mode & 0200))
+        e[11] |= FAT_ATTR_READ_ONLY;
+    e[12] = ntres;
+    uint16_t date, time;
+    uint8_t tenth;
+    fat_time_encode(a->crtime ? a->crtime : a->mtime, a->crtime ? a->crtime_ns : a->mtime_ns,
+                    &date, &time, &tenth);
+    e[13] = tenth;
+    qimg_put_le16(e + 14, time);
+    qimg_put_le16(e + 16, date);
+    fat_time_encode(a->atime, 0, &date, &time, NULL);
+    qimg_put_le16(e + 18, date);
+    fat_time_encode(a->mtime, a->mtime_ns, &date, &time, NULL);
+    qimg_put_le16(e + 22, time);
+    qimg_put_le16(e + 24, date);
+}
+
+int fat_create(struct qimg_fs *fs, qimg_fs_ino dir, const char *name,
+               const struct qimg_fs_attr *attr, const char *symlink_target, qimg_fs_ino *out)
+{
+    struct fat_fs *f = FATFS(fs);
+    fat_dir_cache_trim(f);
+    uint32_t didx, existing;
+    int r = fat_node_by_ino(f, dir, &didx);
+    if (r < 0)
+        return r;
+    bool is_dir = S_ISDIR(attr->mode);
+    if (!is_dir && !S_ISREG(attr->mode))
+        return qimg_error(-ENOTSUP, "FAT cannot hold '%s': only regular files and directories "
+                          "(no symbolic links, devices, fifos or sockets)", name);
+    uint16_t u16[FAT_MAX_LFN];
+    size_t len;
+    r = fat_check_long_name(name, u16, &len);
+    if (r < 0)
+        return r;
+    r = lookup_idx(f, didx, name, &existing);
+    if (r == 0)
+        return qimg_error(-EEXIST, "'%s' already exists", name);
+    if (r != -ENOENT)
+        return r;
+    struct fat_dir *d;
+    r = fat_dir_load(f, didx, &d);
+    if (r < 0)
+        return r;
+
+    uint8_t basis[11], sn[11], ntres;
+    bool needs_lfn, needs_tail;
+    fat_short_name_basis(u16, len, basis, &ntres, &needs_lfn, &needs_tail);
+    if (needs_lfn) {
+        r = pick_short_name(d, basis, needs_tail, sn);
+        if (r < 0)
+            return r;
+    } else {
+        memcpy(sn, basis, 11);
+    }
+    uint32_t nlfn = needs_lfn ? fat_lfn_entries(len) : 0, need = nlfn + 1;
+
+    r = fat_begin_change(f);
+    if (r < 0)
+        return r;
+    uint32_t slot = find_free_slots(d, need);
+    if (slot == d->nent) {
+        uint32_t tail = trailing_free(d);
+        r = dir_grow(f, didx, d, need - tail);
+        if (r < 0)
+            return r;
+        slot = find_free_slots(d, need);
+        if (slot == d->nent)
+            return qimg_error(-EIO, "FAT: no room in a grown directory");
+    }
+
+    uint8_t ent[FAT_DIRENT_SIZE];
+    fill_entry(ent, sn, ntres, is_dir, attr);
+    if (is_dir) {
+        uint32_t c, last;
+        r = fat_alloc_chain(f, 0, 0, 1, &c, &last);
+        if (r < 0)
+            return r;
+        fat_ent_set_cluster(ent, c);
+        uint32_t pc = didx == 0 ? 0 : fat_ent_cluster(f->nodes[didx].ent);
+        r = init_dir_cluster(f, c, pc, ent);
+        if (r < 0)
+            return r;
+    }
+    uint8_t sum = fat_lfn_checksum(sn);
+    for (uint32_t i = 0; i < nlfn; i++) {
+        unsigned ord = nlfn - i;
+        fat_lfn_encode(d->data + (size_t)(slot + i) * FAT_DIRENT_SIZE, ord, i == 0, u16, len, sum);
+    }
+    memcpy(d->data + (size_t)(slot + nlfn) * FAT_DIRENT_SIZE, ent, FAT_DIRENT_SIZE);
+    r = fat_dir_write_slots(f, d, slot, need);
+    if (r < 0)
+        return r;
+    uint32_t idx;
+    r = fat_node_get(f, didx, slot + nlfn, (uint8_t)nlfn, ent, &idx);
+    if (r < 0)
+        return r;
+    if (is_dir) {
+        /* an empty directory: cache it without reading */
+        struct fat_dir *nd = qimg_xcalloc(1, sizeof *nd);
+        uint32_t cs = f->bpb.cluster_bytes;
+        nd->ncl = 1;
+        nd->clusters = qimg_xmalloc(sizeof *nd->clusters);
+        nd->clusters[0] = fat_ent_cluster(ent);
+        nd->nent = cs / FAT_DIRENT_SIZE;
+        nd->data = qimg_xcalloc(1, cs);
+        memcpy(nd->data, ".          ", 11);
+        nd->data[11] = FAT_ATTR_DIRECTORY;
+        memcpy(nd->data + FAT_DIRENT_SIZE, "..         ", 11);
+        nd->data[FAT_DIRENT_SIZE + 11] = FAT_ATTR_DIRECTORY;
+        f->nodes[idx].dir = nd;
+        f->dir_cache_bytes += cs;
+    }
+    *out = (qimg_fs_ino)idx + 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- unlink */
+
+int fat_unlink(struct qimg_fs *fs, qimg_fs_ino dir, const char *name)
+{
+    struct fat_fs *f = FATFS(fs);
+    fat_dir_cache_trim(f);
+    uint32_t didx, idx;
+    int r = fat_node_by_ino(f, dir, &didx);
+    if (r < 0)
+        return r;
+    r = lookup_idx(f, didx, name, &idx);
+    if (r == -ENOENT)
+        return qimg_error(r, "'%s' does not exist", name);
+    if (r < 0)
+        return r;
+    struct fat_node *n = &f->nodes[idx];
+    if (n->is_dir)
+        return qimg_error(-EISDIR, "'%s' is a directory", name);
+    r = fat_begin_change(f);
+    if (r < 0)
+        return r;
+    struct fat_dir *d;
+    r = fat_dir_load(f, didx, &d);
+    if (r < 0)
+        return r;
+    n = &f->nodes[idx];
+    uint32_t first = n->slot - n->nlfn;
+    for (uint32_t i = first; i <= n->slot; i++)
+        d->data[(size_t)i * FAT_DIRENT_SIZE] = FAT_DELETED;
+    r = fat_dir_write_slots(f, d, first, n->slot - first + 1);
+    if (r < 0)
+        return r;
+    uint32_t c = fat_ent_cluster(n->ent);
+    n->dead = true;
+    if (c)
+        fat_free_chain(f, c);
+    return 0;
+}
