@@ -8,7 +8,7 @@ version=$(sed -n 's/^#define QIMG_VERSION_STRING "\(.*\)"/\1/p' include/qimg.h)
 # Rows of the table: { "name", cmd_name, "synopsis",\n "summary" },
 table=$(awk '/^const struct command commands\[\]/,/^};/' src/cli/main.c |
         tr -d '\n' | sed 's/},/}\n/g' |
-        sed -n 's/.*{ "\([a-z]*\)", cmd_[a-z]*, "\(.*\)", *"\(.*\)" }.*/\1\t\2\t\3/p')
+        sed -n 's/.*{ "\([a-z-]*\)", cmd_[a-z_]*, "\(.*\)", *"\(.*\)" }.*/\1\t\2\t\3/p')
 
 esc() { sed -e 's/\\/\\\\/g' -e 's/-/\\-/g'; }
 
@@ -115,6 +115,32 @@ also accepts \fB\-f\fR, and \fB\-d\fR also takes a snapshot id.
 .I filename bitmap
 [\fB\-\-output=json\fR] prints the dirty ranges of a persistent bitmap
 (one "start length" line per range, in bytes), which qemu\-img cannot do.
+.SH FILES INSIDE IMAGES
+.BR ls ", " cat ", " copy\-out " and " copy\-in
+work on an ext2/3/4 or FAT12/16/32 filesystem on the whole disk or, with
+\fB\-\-partition\fR \fIN\fR, on partition \fIN\fR of its MBR or GPT
+(numbered as Linux does: MBR primaries 1\-4, logical partitions from 5; GPT
+entries in table order), in any image format and through backing chains.
+Paths are taken from the root of the filesystem; symlinks inside the image
+are followed within it, never on the host.
+.B copy\-in
+opens the image read\-write and writes to the top image of a chain only;
+it refuses a filesystem that is dirty or needs recovery.
+.PP
+.B ls
+prints one name per line; with \fB\-R\fR the whole tree below the path,
+as full paths.  With \fB\-l\fR each line is
+.IP
+\fImode nlink uid gid size date time name\fR [\fB\->\fR \fItarget\fR]
+.PP
+for example "drwxr\-xr\-x 2 0 0 4096 2026\-11\-25 06:36 etc" or
+"lrwxrwxrwx 1 0 0 7 2026\-11\-25 06:36 lib \-> usr/lib": the mode as ls(1)
+shows it, the numeric owner and group, the size in bytes and the
+modification time in the local time zone (TZ).
+\fB\-\-output=json\fR prints an array of objects with the keys name, type
+(file, directory, symlink, char, block, fifo, socket), mode, uid, gid, size,
+nlink, mtime (seconds since the epoch) and, for symlinks, target.
+FAT has no owners, no symlinks and 2\-second times, kept as UTC.
 .SH SEE ALSO
 .BR qemu\-img (1)
 EOF

@@ -74,6 +74,30 @@ int cmd_measure(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
+/* files inside images (qimg only) */
+int cmd_ls(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_copy_out(int argc, char **argv);
+int cmd_copy_in(int argc, char **argv);
+
+/* fs-common.c: options shared by ls, cat, copy-out and copy-in
+ * (-f, -U, --image-opts, --object, --partition N). */
+enum { CLI_FS_OPT_IMAGE_OPTS = 0x1000, CLI_FS_OPT_OBJECT, CLI_FS_OPT_PARTITION };
+#define CLI_FS_LONGOPTS \
+    { "help", no_argument, NULL, 'h' }, \
+    { "format", required_argument, NULL, 'f' }, \
+    { "force-share", no_argument, NULL, 'U' }, \
+    { "image-opts", no_argument, NULL, CLI_FS_OPT_IMAGE_OPTS }, \
+    { "object", required_argument, NULL, CLI_FS_OPT_OBJECT }, \
+    { "partition", required_argument, NULL, CLI_FS_OPT_PARTITION }
+struct cli_fs_opts { const char *fmt; bool image_opts, force_share; unsigned partition; };
+/* Handles option c when it is one of those; exits on a bad value. */
+bool cli_fs_option(int c, const char *arg, struct cli_fs_opts *o);
+/* Opens the image and the filesystem on it (messages printed on failure). */
+struct qimg_fs *cli_fs_open(const char *filename, const struct cli_fs_opts *o, bool writable,
+                            qimg_image **img);
+/* Closes both, printing errors; -1 when one failed. */
+int cli_fs_close(struct qimg_fs *fs, qimg_image *img);
 
 struct command {
     const char *name;
@@ -82,5 +106,8 @@ struct command {
     const char *summary;     /* one sentence for the man page */
 };
 extern const struct command commands[];
+/* Commands qemu-img does not have (main.c): --help leaves them out when
+ * run as qemu-img, whose --help output is compared with qemu-img's. */
+bool cli_command_is_qimg_only(const char *name);
 
 #endif

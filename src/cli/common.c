@@ -216,8 +216,12 @@ void help(void)
            "\n"
            "Command syntax:\n",
            prog_name, QIMG_VERSION_STRING, prog_name);
-    for (const struct command *c = commands; c->name; c++)
+    for (const struct command *c = commands; c->name; c++) {
+        /* as qemu-img, only qemu-img's commands (its --help is compared) */
+        if (cli_command_is_qimg_only(c->name) && strcmp(prog_name, "qemu-img") == 0)
+            continue;
         printf("  %s %s\n", c->name, c->synopsis);
+    }
     printf("\n"
            "Command parameters:\n"
            "  'filename' names a disk image file\n"

@@ -37,8 +37,25 @@ const struct command commands[] = {
       "Change the backing file of an image, keeping its content (or not, with -u)." },
     { "resize", cmd_resize, "[--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size",
       "Grow or shrink an image." },
+    { "ls", cmd_ls, "[-f fmt] [--image-opts] [-U] [--partition N] [-l] [-R] [--output=ofmt] filename [path]",
+      "List a directory of the ext2/3/4 or FAT filesystem inside an image (qimg only)." },
+    { "cat", cmd_cat, "[-f fmt] [--image-opts] [-U] [--partition N] filename path",
+      "Write a file of the filesystem inside an image to standard output (qimg only)." },
+    { "copy-out", cmd_copy_out, "[-f fmt] [--image-opts] [-U] [--partition N] filename path [path...] localdir",
+      "Copy files or trees out of the filesystem inside an image into a local directory (qimg only)." },
+    { "copy-in", cmd_copy_in, "[-f fmt] [--image-opts] [--partition N] filename localpath [localpath...] dir",
+      "Copy local files or trees into a directory of the filesystem inside an image, writing to the top image only (qimg only)." },
     { NULL, NULL, NULL, NULL },
 };
+
+bool cli_command_is_qimg_only(const char *name)
+{
+    static const char *const names[] = { "ls", "cat", "copy-out", "copy-in" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
 
 static void print_version(void)
 {
