@@ -377,6 +377,279 @@ static void test_type(const char *type)
     run("rm -rf '%s'", out);
 }
 
+
+/* Two reproducible mkfs + populate runs give byte-identical images. */
+TEST(reproducible)
+{
+    for (int i = 0; i < 2; i++) {
+        CLEANUP_FREE char *p = path(i ? "repro-b" : "repro-a");
+        qimg_image *img = make_raw(p, 64ull << 20);
+        struct qimg_fs_dev d = dev_of(img, true);
+        struct qimg_mkfs_params mp = { .type = "ext4", .label = "r", .reproducible = true,
+                                       .seed = 7, .now = 1600000000 };
+        CHECK_EQ_INT(qimg_fs_ext.mkfs(&d, &mp), 0);
+        CHECK_EQ_INT(d.now, 1600000000);
+        struct qimg_fs *fs = NULL;
+        CHECK_EQ_INT(qimg_fs_ext.open(&d, &fs), 0);
+        if (fs) {
+            qimg_fs_ino f = mk(fs, fs->root, "f", S_IFREG | 0644, NULL);
+            unsigned char b[20000];
+            fill(b, sizeof b, 1);
+            put(fs, f, 0, b, sizeof b);
+            mk(fs, fs->root, "d", S_IFDIR | 0755, NULL);
+            CHECK_EQ_INT(fs->drv->close(fs), 0);
+        }
+        CHECK_EQ_INT(qimg_close(img), 0);
+        CHECK(fsck_clean(p));
+        sleep(i == 0 ? 1 : 0);   /* a clock second passes between the runs */
+    }
+    CLEANUP_FREE char *a = path("repro-a");
+    CLEANUP_FREE char *b = path("repro-b");
+    CHECK_EQ_INT(run("cmp -s '%s' '%s'", a, b), 0);
+    if (have_tools) {
+        CLEANUP_FREE char *uuid = capture("dumpe2fs -h '%s' 2>/dev/null | grep -E "
+                                          "'^(Filesystem UUID|Filesystem created|Last write)'", a);
+        CHECK(strstr(uuid, "2020") != NULL);
+    }
+}
+
+/* A tree made by mke2fs -d reads back through the driver; then a writable
+ * open adds, replaces and removes files and e2fsck stays happy. */
+struct tree_ctx { struct qimg_fs *fs; const char *local; int files; int bad; };
+
+static int compare_entry(void *opaque, const char *name, qimg_fs_ino ino)
+{
+    struct tree_ctx *c = opaque;
+    struct qimg_fs *fs = c->fs;
+    CLEANUP_FREE char *lp = qimg_asprintf("%s/%s", c->local, name);
+    struct stat st;
+    if (!strcmp(name, "lost+found"))
+        return 0;
+    if (lstat(lp, &st) < 0) {
+        fprintf(stderr, "  %s: not in the source\n", lp);
+        c->bad++;
+        return 0;
+    }
+    struct qimg_fs_attr a;
+    CHECK_EQ_INT(fs->drv->getattr(fs, ino, &a), 0);
+    if (a.mode != st.st_mode || (S_ISREG(st.st_mode) && a.size != (uint64_t)st.st_size) ||
+        a.mtime != st.st_mtim.tv_sec) {
+        fprintf(stderr, "  %s: mode/size/mtime differ\n", lp);
+        c->bad++;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        struct tree_ctx sub = { fs, lp, 0, 0 };
+        CHECK_EQ_INT(fs->drv->readdir(fs, ino, compare_entry, &sub), 0);
+        c->files += sub.files;
+        c->bad += sub.bad;
+    } else if (S_ISLNK(st.st_mode)) {
+        char t1[4096], t2[4096];
+        ssize_t n = readlink(lp, t2, sizeof t2 - 1);
+        t2[n < 0 ? 0 : n] = '\0';
+        CHECK_EQ_INT(fs->drv->readlink(fs, ino, t1, sizeof t1), 0);
+        CHECK_EQ_STR(t1, t2);
+    } else if (S_ISREG(st.st_mode)) {
+        unsigned char *want = qimg_xmalloc((size_t)st.st_size + 1);
+        unsigned char *got = qimg_xmalloc((size_t)st.st_size + 1);
+        int fd = open(lp, O_RDONLY);
+        CHECK(fd >= 0 && read(fd, want, (size_t)st.st_size) == st.st_size);
+        close(fd);
+        size_t n = 0;
+        CHECK_EQ_INT(fs->drv->read(fs, ino, 0, got, (size_t)st.st_size + 1, &n), 0);
+        if (n != (size_t)st.st_size || memcmp(want, got, n) != 0) {
+            fprintf(stderr, "  %s: content differs\n", lp);
+            c->bad++;
+        }
+        free(want);
+        free(got);
+    }
+    c->files++;
+    return 0;
+}
+
+static void make_source_tree(const char *src)
+{
+    CHECK_EQ_INT(run("mkdir -p '%s/d/e' '%s/wide' && printf 'hello\\n' > '%s/a.txt' && "
+                     "ln -s a.txt '%s/link' && ln -s /%0200d '%s/longlink' && "
+                     "head -c 3000000 /dev/urandom > '%s/d/rand' && "
+                     "truncate -s 50M '%s/d/sparse' && printf x | dd of='%s/d/sparse' bs=1 "
+                     "seek=20000000 conv=notrunc 2>/dev/null && ln '%s/a.txt' '%s/d/e/hard' && "
+                     "for i in $(seq 1 400); do echo $i > '%s/wide/file-number-'$i; done",
+                     src, src, src, src, 0, src, src, src, src, src, src, src), 0);
+}
+
+TEST(read_mke2fs_image)
+{
+    if (!have_tools)
+        return;
+    CLEANUP_FREE char *src = path("src");
+    CLEANUP_FREE char *p = path("mke2fs.img");
+    make_source_tree(src);
+    CHECK_EQ_INT(run("truncate -s 64M '%s' && mke2fs -q -F -t ext4 -d '%s' '%s'", p, src, p), 0);
+    qimg_image *img = open_raw(p, false);
+    struct qimg_fs_dev d = dev_of(img, false);
+    struct qimg_fs *fs = NULL;
+    CHECK_EQ_INT(qimg_fs_ext.open(&d, &fs), 0);
+    if (fs) {
+        CHECK_EQ_STR(fs->type, "ext4");
+        struct tree_ctx c = { fs, src, 0, 0 };
+        CHECK_EQ_INT(fs->drv->readdir(fs, fs->root, compare_entry, &c), 0);
+        CHECK_EQ_INT(c.bad, 0);
+        CHECK(c.files >= 408);
+        qimg_fs_ino sp, dd;
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "d", &dd), 0);
+        CHECK_EQ_INT(fs->drv->lookup(fs, dd, "sparse", &sp), 0);
+        uint64_t s, e;
+        CHECK_EQ_INT(fs->drv->next_data(fs, sp, 0, &s, &e), 0);
+        CHECK(s >= 19 * 1000 * 1000 && s <= 20000000 && e > 20000000 && e <= 20004096 + 4096);
+        /* writing is refused on a read-only open */
+        struct qimg_fs_attr a = attr_of(S_IFREG | 0644, 0);
+        qimg_fs_ino x;
+        CHECK_EQ_INT(fs->drv->create(fs, fs->root, "new", &a, NULL, &x), -EROFS);
+        CHECK_EQ_INT(fs->drv->close(fs), 0);
+    }
+    qimg_close(img);
+
+    /* copy-in style changes on the mke2fs image (htree directory included) */
+    img = open_raw(p, true);
+    d = dev_of(img, true);
+    fs = NULL;
+    CHECK_EQ_INT(qimg_fs_ext.open(&d, &fs), 0);
+    if (fs) {
+        qimg_fs_ino wide, f;
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "wide", &wide), 0);
+        for (int i = 0; i < 300; i++) {
+            char n[64];
+            snprintf(n, sizeof n, "added-%d", i);
+            f = mk(fs, wide, n, S_IFREG | 0644, NULL);
+            put(fs, f, 0, n, strlen(n));
+        }
+        CHECK_EQ_INT(fs->drv->unlink(fs, wide, "file-number-7"), 0);
+        CHECK_EQ_INT(fs->drv->unlink(fs, fs->root, "a.txt"), 0);   /* one of two links */
+        CHECK_EQ_INT(fs->drv->unlink(fs, fs->root, "a.txt"), -ENOENT);
+        CHECK_EQ_INT(fs->drv->close(fs), 0);
+    }
+    CHECK_EQ_INT(qimg_close(img), 0);
+    CHECK(fsck_clean(p));
+    CLEANUP_FREE char *cat = capture("debugfs -R 'cat /wide/added-299' '%s' 2>/dev/null", p);
+    CHECK_EQ_STR(cat, "added-299");
+    CLEANUP_FREE char *cat2 = capture("debugfs -R 'cat /d/e/hard' '%s' 2>/dev/null", p);
+    CHECK_EQ_STR(cat2, "hello\n");
+}
+
+/* Writable opens refuse a dirty filesystem, one whose journal needs
+ * recovery and unsupported features, and write nothing. */
+static void expect_refused(const char *p, const char *debugfs_cmd, int err)
+{
+    CHECK_EQ_INT(run("truncate -s 16M '%s' && mke2fs -q -F -t ext4 '%s' && "
+                     "debugfs -w -R '%s' '%s' >/dev/null 2>&1", p, p, debugfs_cmd, p), 0);
+    CLEANUP_FREE char *before = capture("md5sum < '%s'", p);
+    qimg_image *img = open_raw(p, true);
+    struct qimg_fs_dev d = dev_of(img, true);
+    struct qimg_fs *fs = NULL;
+    CHECK_EQ_INT(qimg_fs_ext.open(&d, &fs), err);
+    CHECK(strlen(qimg_last_error()) > 10);
+    if (fs)
+        fs->drv->close(fs);
+    qimg_close(img);
+    CLEANUP_FREE char *after = capture("md5sum < '%s'", p);
+    CHECK_EQ_STR(after, before);
+    /* read-only opens still work */
+    img = open_raw(p, false);
+    d = dev_of(img, false);
+    fs = NULL;
+    CHECK_EQ_INT(qimg_fs_ext.open(&d, &fs), 0);
+    if (fs)
+        fs->drv->close(fs);
+    qimg_close(img);
+}
+
+TEST(writable_open_refusals)
+{
+    if (!have_tools)
+        return;
+    CLEANUP_FREE char *p = path("refuse.img");
+    expect_refused(p, "ssv state 0", -EUCLEAN);
+    expect_refused(p, "ssv state 3", -EUCLEAN);
+    expect_refused(p, "feature needs_recovery", -EUCLEAN);
+    expect_refused(p, "ssv last_orphan 12", -EUCLEAN);
+    expect_refused(p, "feature casefold", -ENOTSUP);
+}
+
+/* Hostile images: errors with messages, never crashes or hangs. */
+static struct qimg_fs *open_ro(const char *p, qimg_image **img)
+{
+    *img = open_raw(p, false);
+    struct qimg_fs_dev d = dev_of(*img, false);
+    struct qimg_fs *fs = NULL;
+    CHECK_EQ_INT(qimg_fs_ext.open(&d, &fs), 0);
+    return fs;
+}
+
+static int ignore_entry(void *opaque, const char *name, qimg_fs_ino ino) { return 0; }
+
+TEST(hostile_images)
+{
+    if (!have_tools)
+        return;
+    CLEANUP_FREE char *src = path("hsrc");
+    CLEANUP_FREE char *p = path("hostile.img");
+    CHECK_EQ_INT(run("mkdir -p '%s/dir' && echo data > '%s/dir/f' && "
+                     "head -c 100000 /dev/urandom > '%s/file'", src, src, src), 0);
+
+    /* a directory entry with rec_len 0 (ext2: no checksum hides it) */
+    CHECK_EQ_INT(run("truncate -s 8M '%s' && mke2fs -q -F -t ext2 -d '%s' '%s'", p, src, p), 0);
+    CLEANUP_FREE char *blk = capture("debugfs -R 'blocks /dir' '%s' 2>/dev/null", p);
+    long b = atol(blk);
+    CHECK(b > 0);
+    CHECK_EQ_INT(run("printf '\\000\\000' | dd of='%s' bs=1 seek=%ld conv=notrunc 2>/dev/null",
+                     p, b * 1024 + 4), 0);
+    qimg_image *img;
+    struct qimg_fs *fs = open_ro(p, &img);
+    if (fs) {
+        qimg_fs_ino dd, x;
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "dir", &dd), 0);
+        qimg_error_clear();
+        int r = fs->drv->readdir(fs, dd, ignore_entry, NULL);
+        CHECK(r < 0 && qimg_last_error()[0]);
+        r = fs->drv->lookup(fs, dd, "f", &x);
+        CHECK(r < 0);
+        fs->drv->close(fs);
+    }
+    qimg_close(img);
+
+    /* an exabyte-sized file, an extent past the device, a directory that
+     * contains itself (ext4: debugfs keeps the checksums right) */
+    CHECK_EQ_INT(run("truncate -s 8M '%s' && mke2fs -q -F -t ext4 -d '%s' '%s' && "
+                     "debugfs -w -R 'sif /dir/f size 0x1000000000000000' '%s' 2>/dev/null && "
+                     "debugfs -w -R 'sif /file block[5] 0xfffff000' '%s' 2>/dev/null && "
+                     "debugfs -w -R 'ln /dir /dir/self' '%s' 2>/dev/null", p, src, p, p, p, p),
+                 0);
+    fs = open_ro(p, &img);
+    if (fs) {
+        qimg_fs_ino dd, f, big;
+        struct qimg_fs_attr a;
+        unsigned char buf[4096];
+        size_t got;
+        uint64_t s, e;
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "dir", &dd), 0);
+        CHECK_EQ_INT(fs->drv->lookup(fs, dd, "f", &f), 0);
+        qimg_error_clear();
+        CHECK(fs->drv->getattr(fs, f, &a) < 0 && qimg_last_error()[0]);
+        CHECK(fs->drv->read(fs, f, 0, buf, sizeof buf, &got) < 0);
+        CHECK(fs->drv->next_data(fs, f, 0, &s, &e) < 0);
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "file", &big), 0);
+        qimg_error_clear();
+        CHECK(fs->drv->read(fs, big, 0, buf, sizeof buf, &got) < 0 && qimg_last_error()[0]);
+        CHECK(fs->drv->next_data(fs, big, 0, &s, &e) < 0);
+        qimg_error_clear();
+        CHECK_EQ_INT(fs->drv->readdir(fs, dd, ignore_entry, NULL), -ELOOP);
+        CHECK(strstr(qimg_last_error(), "contains itself") != NULL);
+        fs->drv->close(fs);
+    }
+    qimg_close(img);
+}
+
 TEST(ext4_tree) { test_type("ext4"); }
 TEST(ext3_tree) { test_type("ext3"); }
 TEST(ext2_tree) { test_type("ext2"); }
@@ -391,6 +664,10 @@ int main(void)
     RUN(ext4_tree);
     RUN(ext3_tree);
     RUN(ext2_tree);
+    RUN(reproducible);
+    RUN(read_mke2fs_image);
+    RUN(writable_open_refusals);
+    RUN(hostile_images);
     if (!getenv("KEEP")) run("rm -rf '%s'", dir);
     return UNIT_DONE();
 }
