@@ -49,6 +49,7 @@ extern uint64_t qimg_part_overhead(enum qimg_part_scheme scheme) __attribute__((
 #ifdef HAVE_EXT2FS
 __attribute__((used)) static const struct qimg_fs_driver *const link_ext = &qimg_fs_ext;
 #endif
+__attribute__((used)) static const struct qimg_fs_driver *const link_vfat = &qimg_fs_vfat;
 
 /* --------------------------------------------------------------- target */
 

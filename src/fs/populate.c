@@ -1556,6 +1556,9 @@ int qimg_fs_source_populate(struct qimg_fs_source *src, struct qimg_fs *fs,
         qimg_warn("%" PRIu64 " extended attributes not copied: only the user., trusted., "
                   "security. and system.posix_acl_ namespaces are", p.foreign_xattrs);
     st->xattrs_dropped += p.foreign_xattrs;
+    if (r == 0 && st->link_copies)
+        qimg_warn("%" PRIu64 " hard links stored as separate copies: %s has no hard links",
+                  st->link_copies, fs->type);
     hmap_free(&p.links);
     hmap_free(&p.dirs);
     free(p.buf);
