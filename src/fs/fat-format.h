@@ -3,8 +3,9 @@
  * the FSInfo sector, FAT entries, directory entries, long-name entries,
  * short-name (8.3) generation and date/time fields.
  *
- * Pure functions over byte buffers, no I/O: shared by the FAT filesystem
- * driver (fat.c) and the synthesized-FAT (vvfat) driver.
+ * Pure functions over byte buffers, no I/O (fat-format.c: boot sector,
+ * FAT entries, directory entries, times; fat-names.c: names), shared by the
+ * FAT filesystem driver (fat*.c) and the synthesized-FAT (vvfat) driver.
  *
  * Times: FAT stores local time with no zone.  We read and write it as UTC. */
 #ifndef QIMG_FAT_FORMAT_H

@@ -499,6 +499,23 @@ TEST(dirty_volume_refused_for_writing)
     CHECK(fs != NULL);
     if (fs)
         fs_close(&m, fs);
+    /* FAT32: the BPB's dirty flag (byte 65) */
+    mkfs_at(p, 600ull << 20, NULL, true);
+    fs = fs_open(&m, p, true);
+    CHECK(fs != NULL);
+    if (fs)
+        fs_close(&m, fs);
+    fd = open(p, O_RDWR);
+    uint8_t one = 1;
+    CHECK(pwrite(fd, &one, 1, 65) == 1);
+    close(fd);
+    fs = fs_open(&m, p, true);
+    CHECK(fs == NULL);
+    CHECK(strstr(qimg_last_error(), "marked dirty") != NULL);
+    fs = fs_open(&m, p, false);
+    CHECK(fs != NULL);
+    if (fs)
+        fs_close(&m, fs);
     unlink(p);
 }
 
