@@ -11,6 +11,11 @@ same bytes on every machine).
       SIZE bytes of pseudo-random data, no holes
   gen.py frag PATH COUNT [--seed N]
       COUNT data extents of 4..16 KiB separated by holes of 4..64 KiB
+  gen.py tree DIR TOTAL [--seed N]
+      a directory tree of about TOTAL bytes of pseudo-random data: a few
+      thousand files (most 1..64 KiB, some 64 KiB..4 MiB, a few of
+      16..128 MiB) in two levels of directories, plus symlinks and fixed
+      mtimes
 
 Sizes take K, M, G suffixes (powers of 1024).
 """
@@ -128,10 +133,49 @@ def gen_frag(path, count, seed):
         os.close(fd)
 
 
+def gen_tree(root, total, seed):
+    src = Source(seed)
+    rng = src.rng
+    os.makedirs(root, exist_ok=True)
+    dirs = []
+    for i in range(16):
+        for j in range(rng.randrange(2, 8)):
+            d = os.path.join(root, "dir%02d" % i, "sub%d" % j)
+            os.makedirs(d, exist_ok=True)
+            dirs.append(d)
+    done = files = 0
+    while done < total:
+        r = rng.random()
+        if r < 0.90:
+            size = rng.randrange(1, 65) * KIB - rng.randrange(0, KIB)
+        elif r < 0.995:
+            size = rng.randrange(64 * KIB, 4 * MIB)
+        else:
+            size = rng.randrange(16 * MIB, 128 * MIB)
+        size = min(size, total - done)
+        path = os.path.join(rng.choice(dirs), "file%05d.bin" % files)
+        with open(path, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 4 * MIB)
+                f.write(src.block(n))
+                left -= n
+        if files % 50 == 0:
+            os.symlink(os.path.basename(path), path + ".link")
+        done += size
+        files += 1
+    stamp = 1700000000
+    for dp, dns, fns in os.walk(root, topdown=False):
+        for n in fns + dns:
+            os.utime(os.path.join(dp, n), (stamp, stamp), follow_symlinks=False)
+    os.utime(root, (stamp, stamp))
+    return files, done
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kind", choices=["sparse", "dense", "frag"])
+    ap.add_argument("kind", choices=["sparse", "dense", "frag", "tree"])
     ap.add_argument("path")
     ap.add_argument("args", nargs="+")
     ap.add_argument("--seed", type=int, default=1)
@@ -143,6 +187,9 @@ def main():
         print(f"{a.path}: {n} extents, {total} data bytes")
     elif a.kind == "dense":
         gen_dense(a.path, parse_size(a.args[0]), a.seed)
+    elif a.kind == "tree":
+        n, total = gen_tree(a.path, parse_size(a.args[0]), a.seed)
+        print(f"{a.path}: {n} files, {total} data bytes")
     else:
         gen_frag(a.path, int(a.args[0]), a.seed)
 
