@@ -399,6 +399,32 @@ static int load_fat(struct fat_fs *f)
     return 0;
 }
 
+/* Before writing: every link in the FAT points inside the volume and no
+ * cluster follows two others (chains that merge are cross-linked files, and
+ * freeing one would free part of the other). */
+static int check_fat_links(struct fat_fs *f)
+{
+    uint32_t max = fat_max_cluster(f);
+    CLEANUP_FREE uint8_t *seen = qimg_calloc_from_image((uint64_t)max / 8 + 1, 1, "FAT check");
+    if (!seen)
+        return -ENOMEM;
+    for (uint32_t c = 2; c <= max; c++) {
+        uint32_t v = fat_entry_get(f->fat, f->bpb.type, c);
+        if (v == FAT_FREE || v == FAT_BAD || v == FAT_EOC)
+            continue;
+        if (v < 2 || v > max)
+            return qimg_error(-EUCLEAN, "the FAT of this filesystem is damaged (cluster %" PRIu32
+                              " links to %" PRIu32 ", outside the volume): check it with "
+                              "fsck.fat before writing to it", c, v);
+        if (seen[v / 8] & (1u << (v % 8)))
+            return qimg_error(-EUCLEAN, "the FAT of this filesystem has cross-linked clusters "
+                              "(cluster %" PRIu32 " follows two others): check it with fsck.fat "
+                              "before writing to it", v);
+        seen[v / 8] |= (uint8_t)(1u << (v % 8));
+    }
+    return 0;
+}
+
 static int make_root(struct fat_fs *f)
 {
     uint32_t idx;
@@ -450,6 +476,11 @@ static int fat_open(struct qimg_fs_dev *dev, struct qimg_fs **out)
         r = qimg_error(-EUCLEAN, "the FAT filesystem was not cleanly unmounted (FAT entry 1): "
                        "check it with fsck.fat before writing to it");
         goto fail;
+    }
+    if (dev->writable) {
+        r = check_fat_links(f);
+        if (r < 0)
+            goto fail;
     }
     if (f->bpb.type == FAT32 && f->bpb.fsinfo_sector &&
         f->bpb.fsinfo_sector < f->bpb.reserved_sectors) {

@@ -627,6 +627,17 @@ TEST(hostile_cluster_chains)
         close(fd);
     }
     CHECK(walk_all(p) < 0);
+    /* cross-linked chains: the directory's chain joins the file's; and a
+     * link past the end: writable opens are refused */
+    for (int k = 0; k < 2; k++) {
+        make_victim(p, &l);
+        put16(p, l.fat0 + 2 * l.dir_cl, k ? 0xFFF0 : (uint16_t)(l.file_cl + 1));
+        struct img m;
+        struct qimg_fs *fs = fs_open(&m, p, true);
+        CHECK(fs == NULL);
+        CHECK(strstr(qimg_last_error(), k ? "outside the volume" : "cross-linked") != NULL);
+        walk_all(p);   /* read-only: whatever it finds, it ends */
+    }
     unlink(p);
 }
 
