@@ -61,6 +61,33 @@ A relative
 is taken from the directory of
 .IR output .
 One source image only; not with \fB\-B\fR, \fB\-n\fR or \fB\-\-bitmaps\fR.
+.TP
+.BI "create [\-q] [\-p] [\-f " fmt "] [\-o " options "] \-\-from " source " [\-\-fs ext4|ext3|ext2|vfat] [\-\-partition none|mbr|gpt] [\-\-size " size "|+" extra "] [\-\-label " label "] [\-\-reproducible] " output " [" size ]
+Make
+.I output
+(any writable format) holding a new filesystem (default ext4, on the whole
+disk) filled from
+.IR source :
+a directory (walked without following its symlinks), a tar archive (plain
+or compressed; members in any order) or \fB\-\fR for a tar archive on
+standard input (spooled to an unlinked file in $TMPDIR, default /var/tmp,
+so that it can be read twice).
+Regular files (sparse ones stay sparse), directories, symlinks, hard links,
+devices, FIFOs and sockets, modes, numeric owners, times and extended
+attributes (user., trusted., security., POSIX ACLs) are copied where the
+filesystem can hold them.  On vfat, hard links become copies and symlinks,
+devices, FIFOs and sockets are skipped with a warning; FAT times are written
+as UTC.  A \fB\-\-partition\fR table holds one partition from 1 MiB to the
+end (type Linux, or FAT for vfat).
+Without a size, the smallest disk that holds the tree with some headroom is
+chosen (\fB+\fR\fIextra\fR adds to it), rounded up to 1 MiB, and printed:
+"Creating 'out.qcow2' (qcow2, ext4, 124 MiB) from 'dir'".  A size too small
+for the tree is refused before anything is written.  The data is written
+once, straight into the image; no root, loop device or VM is needed.
+With \fBSOURCE_DATE_EPOCH\fR set, or \fB\-\-reproducible\fR (then the epoch
+is the newest mtime in the source), two runs give byte\-identical images:
+UUIDs and hash seeds are derived from the epoch, every time is clamped to
+it, atime is taken from mtime, and directories are read in sorted order.
 EOF
 cat <<'EOF'
 .SH COMMON OPTIONS
