@@ -94,7 +94,7 @@ static void json_string(const char *s)
 static void print_entry(struct ls_state *st, const struct qimg_fs_entry *e, const char *name)
 {
     if (st->of == OUTPUT_JSON) {
-        printf("%s{\"name\": ", st->first_json ? "" : ",\n");
+        printf("%s{\"name\": ", st->first_json ? "[" : ",\n");
         st->first_json = false;
         json_string(name);
         printf(", \"type\": \"%s\", \"mode\": %" PRIu32 ", \"uid\": %" PRIu32
@@ -131,17 +131,32 @@ static char *join(const char *dir, const char *name)
     return qimg_asprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
 }
 
+/* Remembers a directory's node id; true when it was listed before (a loop
+ * or a directory with two names in a damaged filesystem).  A hash set. */
 static bool seen_before(struct ls_state *st, uint64_t ino)
 {
-    for (size_t i = 0; i < st->nseen; i++)
-        if (st->seen[i] == ino)
-            return true;
-    if (st->nseen == st->capseen) {
-        st->capseen = st->capseen ? st->capseen * 2 : 64;
-        st->seen = qimg_xrealloc(st->seen, st->capseen * sizeof *st->seen);
+    uint64_t key = ino + 1;             /* 0 marks a free slot */
+    if ((st->nseen + 1) * 2 > st->capseen) {
+        size_t ocap = st->capseen;
+        uint64_t *old = st->seen;
+        st->capseen = ocap ? ocap * 2 : 256;
+        st->seen = qimg_xcalloc(st->capseen, sizeof *st->seen);
+        st->nseen = 0;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i])
+                seen_before(st, old[i] - 1);
+        free(old);
     }
-    st->seen[st->nseen++] = ino;
-    return false;
+    size_t mask = st->capseen - 1;
+    for (size_t i = (size_t)(key * 0x9e3779b97f4a7c15ull >> 20) & mask;; i = (i + 1) & mask) {
+        if (st->seen[i] == key)
+            return true;
+        if (!st->seen[i]) {
+            st->seen[i] = key;
+            st->nseen++;
+            return false;
+        }
+    }
 }
 
 /* Does path name a non-directory?  (A listing of one entry may also be a
@@ -221,11 +236,10 @@ int cmd_ls(int argc, char **argv)
     st.fs = cli_fs_open(filename, &o, false, &img);
     if (!st.fs)
         return 1;
-    if (st.of == OUTPUT_JSON)
-        printf("[");
     int ret = ls_path(&st, path, 0);
-    if (st.of == OUTPUT_JSON)
-        printf("]\n");
+    /* JSON: a whole array, or nothing when the listing failed at once */
+    if (st.of == OUTPUT_JSON && (ret == 0 || !st.first_json))
+        printf("%s]\n", st.first_json ? "[" : "");
     free(st.seen);
     if (cli_fs_close(st.fs, img) < 0)
         ret = -1;
