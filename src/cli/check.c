@@ -162,8 +162,11 @@ int cmd_check(int argc, char **argv)
         error_report("Invalid source cache option: %s", cache);
         return 1;
     }
+    /* qemu opens for a check even without -r: a broken snapshot table is
+     * then reported by the check instead of failing the open */
+    flags |= QIMG_OPEN_CHECK;
     if (fix)
-        flags |= QIMG_OPEN_RDWR | QIMG_OPEN_CHECK;
+        flags |= QIMG_OPEN_RDWR;
     if (force_share) {
         if (fix) {
             error_report("Could not open '%s': force-share=on can only be used with "

@@ -2,6 +2,9 @@
  *
  * The check runs in separate steps so that repair can be added between
  * them without touching the others:
+ *   0. the snapshot table, read again as qemu's check reads it
+ *      (qcow2-snaptable.c: tolerant, with -r all repaired; an image
+ *      opened for a check has not read it);
  *   1. count references (count_*): walk every structure that points at a
  *      host cluster - the header, the L1 and L2 tables of the image and of
  *      every snapshot, data and compressed clusters, the snapshot table,
@@ -29,6 +32,7 @@
 
 #include "qcow2.h"
 #include "qcow2-repair.h"
+#include "qcow2-snaptable.h"
 
 /* Entry masks as the check interprets them. */
 #define L1E_OFFSET_MASK     0x00fffffffffffe00ull
@@ -205,6 +209,7 @@ struct check_ctx {
     bool marked_corrupt;           /* read-write: a fatal problem set the corrupt bit */
     uint8_t *l2_buf;               /* a batch of L2 tables */
     uint64_t l2_batch;             /* tables per batch */
+    struct qcow2_snaptable_check snaptable;   /* the table as this check read it */
 };
 
 /* The refcount block for refcount table index ti: NULL when there is
@@ -250,23 +255,6 @@ static int stored_refcount(struct check_ctx *c, uint64_t k, uint64_t *refcount)
     const uint8_t *b = stored_refblock(c, k >> c->refblock_bits, &err);
     *refcount = b ? qcow2_refblock_get(c->s, b, k & (c->s->refcount_block_entries - 1)) : 0;
     return err;
-}
-
-/* ============================================ step 0: snapshot table */
-
-/* Version 3 snapshot entries carry at least the 64-bit VM state size and
- * the disk size in their extra data. */
-static void check_snapshot_table(struct check_ctx *c)
-{
-    struct qcow2_state *s = c->s;
-    if (s->version < 3)
-        return;
-    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-        if (s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_DISKSIZE) {
-            c->res->corruptions++;
-            qimg_check_log("ERROR snapshot table entry %" PRIu32 " is incomplete", i);
-        }
-    }
 }
 
 /* ================================================== step 1: count */
@@ -599,26 +587,6 @@ static int count_l1(struct check_ctx *c, uint64_t l1_offset, uint32_t l1_size, b
     return 0;
 }
 
-/* Byte length of the snapshot table as qemu measures it: entries padded
- * to 8 bytes, but not the last one. */
-static int snapshot_table_size(struct check_ctx *c, uint64_t *size)
-{
-    struct qcow2_state *s = c->s;
-    uint64_t off = s->snapshots_offset, len = 0;
-    *size = 0;
-    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-        uint8_t h[QCOW2_SNAPSHOT_HEADER_LEN];
-        len = (len + 7) & ~7ull;
-        off = s->snapshots_offset + len;
-        int r = qimg_io_pread(c->img->file, h, sizeof h, off);
-        if (r < 0)
-            return r;
-        len += sizeof h + qimg_be32(h + 36) + qimg_be16(h + 12) + qimg_be16(h + 14);
-    }
-    *size = len;
-    return 0;
-}
-
 static int count_snapshots(struct check_ctx *c)
 {
     struct qcow2_state *s = c->s;
@@ -645,13 +613,7 @@ static int count_snapshots(struct check_ctx *c)
         if (r < 0)
             return r;
     }
-    uint64_t size;
-    int r = snapshot_table_size(c, &size);
-    if (r < 0) {
-        c->res->check_errors++;
-        return r;
-    }
-    return count_range(c, s->snapshots_offset, size);
+    return count_range(c, s->snapshots_offset, c->snaptable.table_size);
 }
 
 static int check_bitmap_entry(uint64_t entry, uint64_t cluster_size)
@@ -1113,7 +1075,9 @@ static int run_check(struct check_ctx *c)
     /* a fixed 8 MiB (or one 2 MiB table), whatever the image says */
     c->l2_buf = qimg_xmalloc(c->l2_batch * s->cluster_size);
 
-    check_snapshot_table(c);
+    r = qcow2_snaptable_check(c->img, c->res, c->fix, &c->snaptable);
+    if (r < 0)
+        return r;
     r = count_references(c);
     if (r < 0)
         return r;
@@ -1126,6 +1090,10 @@ static int run_check(struct check_ctx *c)
             return r;
     }
     r = check_copied(c);
+    if (r < 0)
+        return r;
+    /* last, as qemu: the snapshot table written anew */
+    r = qcow2_snaptable_check_fix(c->img, c->res, c->fix, &c->snaptable);
     if (r < 0)
         return r;
     c->res->image_end_offset = (int64_t)((highest + 1) << s->cluster_bits);

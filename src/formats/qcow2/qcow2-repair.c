@@ -87,9 +87,12 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 /* The metadata structure (qemu's name for it) that a write of
  * [offset, offset + len) would overwrite, NULL when none; `own` is the
  * kind being written (never reported).  Refcount blocks are taken from
- * the refcount table in memory, as they are before a rebuild switches. */
-static const char *overlapped_metadata(struct qcow2_state *s, uint64_t offset, uint64_t len,
-                                       const char *own)
+ * the refcount table in memory, as they are before a rebuild switches.
+ * The snapshot table is [snaptable, snaptable + snaptable_len) (length 0:
+ * not checked).  qemu reports the first kind in its order. */
+static const char *overlapped_metadata_with(struct qcow2_state *s, uint64_t offset, uint64_t len,
+                                            const char *own, uint64_t snaptable,
+                                            uint64_t snaptable_len)
 {
     uint64_t cs = s->cluster_size;
     const char *hit = NULL;
@@ -105,7 +108,10 @@ static const char *overlapped_metadata(struct qcow2_state *s, uint64_t offset, u
         if (b && overlaps(offset, len, b, cs))
             hit = "refcount block";
     }
-    for (uint32_t i = 0; !hit && i < s->nb_snapshots; i++)
+    if (!hit && overlaps(offset, len, snaptable, snaptable_len))
+        hit = "snapshot table";
+    /* the check reads the table first: NULL only before it did */
+    for (uint32_t i = 0; !hit && s->snapshots && i < s->nb_snapshots; i++)
         if (overlaps(offset, len, s->snapshots[i].l1_table_offset,
                      (uint64_t)s->snapshots[i].l1_size * 8))
             hit = "inactive L1 table";
@@ -114,17 +120,34 @@ static const char *overlapped_metadata(struct qcow2_state *s, uint64_t offset, u
     return hit;
 }
 
-/* qemu refuses a write over other metadata: the image is marked corrupt. */
-static int overlap_check(struct qimg_image *img, uint64_t offset, uint64_t len, const char *own)
+static const char *overlapped_metadata(struct qcow2_state *s, uint64_t offset, uint64_t len,
+                                       const char *own)
 {
-    const char *hit = overlapped_metadata(qcow2_state(img), offset, len, own);
-    if (!hit)
-        return 0;
+    return overlapped_metadata_with(s, offset, len, own, 0, 0);
+}
+
+static int report_overlap(struct qimg_image *img, const char *hit)
+{
     qimg_check_log("qcow2: Marking image as corrupt: Preventing invalid write on metadata "
                    "(overlaps with %s); further corruption events will be suppressed", hit);
     if (qcow2_repair_mark_corrupt(img) < 0)
         qimg_error_clear();
     return -EIO;
+}
+
+int qcow2_repair_overlap_check_snaptable(struct qimg_image *img, uint64_t offset, uint64_t len,
+                                         uint64_t old_table, uint64_t old_len)
+{
+    const char *hit = overlapped_metadata_with(qcow2_state(img), offset, len, NULL,
+                                               old_table, old_len);
+    return hit ? report_overlap(img, hit) : 0;
+}
+
+/* qemu refuses a write over other metadata: the image is marked corrupt. */
+static int overlap_check(struct qimg_image *img, uint64_t offset, uint64_t len, const char *own)
+{
+    const char *hit = overlapped_metadata(qcow2_state(img), offset, len, own);
+    return hit ? report_overlap(img, hit) : 0;
 }
 
 /* ============================================================ rebuild */

@@ -46,6 +46,11 @@ int qcow2_repair_l2_entry(struct qimg_image *img, uint64_t l2_offset, uint64_t i
 /* qemu's check before a metadata write: <0 (the image marked corrupt,
  * the reason logged) when [offset, offset + len) holds other metadata. */
 int qcow2_repair_overlap_check(struct qimg_image *img, uint64_t offset, uint64_t len);
+/* The same for a new snapshot table at [offset, offset + len) written by
+ * the check's repair, the old table at [old_table, old_table + old_len)
+ * still counting as metadata (qemu checks against it too). */
+int qcow2_repair_overlap_check_snaptable(struct qimg_image *img, uint64_t offset, uint64_t len,
+                                         uint64_t old_table, uint64_t old_len);
 /* Write back an L2 table whose COPIED flags were fixed in place (after
  * qcow2_repair_overlap_check). */
 int qcow2_repair_write_l2(struct qimg_image *img, uint64_t l2_offset, const uint8_t *table);

@@ -26,6 +26,8 @@
 #include <sys/time.h>
 
 #include "qcow2-snapshot.h"
+#include "qcow2-snaptable.h"
+#include "qcow2-repair.h"
 
 /* ============================================================ references */
 
@@ -419,12 +421,14 @@ static void upgrade_extra(struct qcow2_snapshot *sn)
 }
 
 /* Write snaps[0..n) as the new table in new clusters, point the header
- * to it, free the old one.  s->snapshots is not touched. */
-static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n)
+ * to it, free the old one (old_len bytes).  s->snapshots is not touched.
+ * lenient_free: a failure to free the old table is only logged (qemu's
+ * check repair). */
+static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n,
+                            uint64_t old_len, bool lenient_free)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t old_off = s->snapshots_offset;
-    uint64_t old_len = table_len(s->snapshots, s->nb_snapshots, false);
     uint64_t len = table_len(snaps, n, true);
     uint64_t off = 0;
     int r = 0;
@@ -436,6 +440,10 @@ static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uin
         r = alloc_run(img, len, &off);
         if (r == 0)
             r = qcow2_refcount_flush(img);
+        /* a repair may have freed clusters of the old table as leaks:
+         * qemu refuses to write over them */
+        if (r == 0 && lenient_free)
+            r = qcow2_repair_overlap_check_snaptable(img, off, len, old_off, old_len);
         if (r == 0)
             r = qimg_io_pwrite(img->file, buf, len, off);
         if (r == 0)
@@ -454,9 +462,34 @@ static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uin
     for (uint32_t i = 0; i < n; i++)
         upgrade_extra(&snaps[i]);
     s->snapshots_offset = off;
-    if (old_off && old_len)
-        return qcow2_free_clusters(img, old_off, old_len, true);
-    return 0;
+    if (!old_off || !old_len)
+        return 0;
+    r = qcow2_free_clusters(img, old_off, old_len, true);
+    if (r < 0 && lenient_free) {
+        /* qemu reports a refcount that would drop below zero or a
+         * missing refcount block as EINVAL */
+        qimg_check_log("qcow2_free_clusters failed: %s", strerror(r == -EIO ? EINVAL : -r));
+        qimg_error_clear();
+        r = 0;
+    }
+    return r;
+}
+
+static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    return write_table_from(img, snaps, n, table_len(s->snapshots, s->nb_snapshots, false), false);
+}
+
+int qcow2_snapshot_rewrite_table(struct qimg_image *img, uint64_t old_size)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int r = write_table_from(img, s->snapshots, s->nb_snapshots, old_size, true);
+    if (r == 0)
+        r = qcow2_refcount_flush(img);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    return r;
 }
 
 static void free_snapshot(struct qcow2_snapshot *sn)

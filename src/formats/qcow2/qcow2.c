@@ -10,6 +10,7 @@
 #include "qcow2-bitmap.h"
 #include "qcow2-amend.h"
 #include "qcow2-snapshot.h"
+#include "qcow2-snaptable.h"
 
 /* ------------------------------------------------------------------ probe */
 
@@ -349,91 +350,7 @@ static int load_refcount_table(struct qimg_image *img, struct qcow2_state *s)
 
 /* ------------------------------------------------------------- snapshots */
 
-static void free_snapshots(struct qcow2_state *s)
-{
-    for (uint32_t i = 0; s->snapshots && i < s->nb_snapshots; i++) {
-        free(s->snapshots[i].id);
-        free(s->snapshots[i].name);
-        free(s->snapshots[i].extra_data);
-    }
-    free(s->snapshots);
-    s->snapshots = NULL;
-}
-
-static int read_snapshot(struct qimg_image *img, struct qcow2_state *s, uint32_t i, uint64_t *off)
-{
-    struct qcow2_snapshot *sn = &s->snapshots[i];
-    uint8_t h[QCOW2_SNAPSHOT_HEADER_LEN];
-    uint64_t end = s->snapshots_offset + QCOW2_MAX_SNAPSHOT_TABLE;
-    if (!qimg_range_ok(*off, sizeof h, end))
-        return qimg_error(-EFBIG, "Snapshot table too large");
-    if (!qimg_range_ok(*off, sizeof h, s->file_size))
-        return qimg_error(-EINVAL, "Snapshot table entry %" PRIu32 " extends past the end of the file", i);
-    int r = qimg_io_pread(img->file, h, sizeof h, *off);
-    if (r < 0)
-        return qimg_error(r, "Failed to read snapshot table: %s", strerror(-r));
-    *off += sizeof h;
-    sn->l1_table_offset = qimg_be64(h);
-    sn->l1_size = qimg_be32(h + 8);
-    uint16_t id_len = qimg_be16(h + 12), name_len = qimg_be16(h + 14);
-    sn->date_sec = qimg_be32(h + 16);
-    sn->date_nsec = qimg_be32(h + 20);
-    sn->vm_clock_nsec = qimg_be64(h + 24);
-    sn->vm_state_size = qimg_be32(h + 32);
-    sn->extra_data_size = qimg_be32(h + 36);
-    sn->icount = -1;
-    if (sn->extra_data_size > QCOW2_MAX_SNAPSHOT_EXTRA)
-        return qimg_error(-EFBIG, "Too much extra metadata in snapshot table entry %" PRIu32, i);
-    uint64_t rest = (uint64_t)sn->extra_data_size + id_len + name_len;
-    if (!qimg_range_ok(*off, rest, end))
-        return qimg_error(-EFBIG, "Snapshot table too large");
-    if (!qimg_range_ok(*off, rest, s->file_size))
-        return qimg_error(-EINVAL, "Snapshot table entry %" PRIu32 " extends past the end of the file", i);
-    CLEANUP_FREE uint8_t *buf = qimg_xmalloc(rest ? rest : 1);
-    r = qimg_io_pread(img->file, buf, rest, *off);
-    if (r < 0)
-        return qimg_error(r, "Failed to read snapshot table: %s", strerror(-r));
-    *off += rest;
-    uint8_t *extra = buf;
-    sn->extra_data = qimg_xmalloc(sn->extra_data_size ? sn->extra_data_size : 1);
-    memcpy(sn->extra_data, extra, sn->extra_data_size);
-    sn->disk_size = s->size;
-    if (sn->extra_data_size >= QCOW2_SNAPSHOT_EXTRA_VMSTATE)
-        sn->vm_state_size = qimg_be64(extra);
-    if (sn->extra_data_size >= QCOW2_SNAPSHOT_EXTRA_DISKSIZE)
-        sn->disk_size = qimg_be64(extra + 8);
-    if (sn->extra_data_size >= QCOW2_SNAPSHOT_EXTRA_ICOUNT)
-        sn->icount = (int64_t)qimg_be64(extra + 16);
-    sn->id = string_ext(buf + sn->extra_data_size, id_len);
-    sn->name = string_ext(buf + sn->extra_data_size + id_len, name_len);
-    /* entries are 8-byte aligned */
-    *off = (*off + 7) & ~7ull;
-    return 0;
-}
-
-static int load_snapshots(struct qimg_image *img, struct qcow2_state *s)
-{
-    if (s->nb_snapshots == 0)
-        return 0;
-    s->snapshots = qimg_calloc_from_image(s->nb_snapshots, sizeof *s->snapshots, "snapshot table");
-    if (!s->snapshots)
-        return -ENOMEM;
-    uint64_t off = s->snapshots_offset;
-    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-        int r = read_snapshot(img, s, i, &off);
-        if (r < 0)
-            return r;
-    }
-    return 0;
-}
-
-static int check_snapshot_table(const struct qcow2_state *s)
-{
-    if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
-        return qimg_error(-EINVAL, "Snapshot table too large");
-    return check_table(s, s->snapshots_offset, s->nb_snapshots, QCOW2_SNAPSHOT_HEADER_LEN,
-                       "Snapshot table offset invalid");
-}
+/* Read by qcow2-snaptable.c (tolerantly again by the check). */
 
 /* --------------------------------------------------------------- bitmaps */
 
@@ -528,7 +445,7 @@ static void qcow2_free_state(struct qcow2_state *s)
     qcow2_l2_cache_free(s);
     if (s->own_data_io)
         qimg_io_close(s->data_io);
-    free_snapshots(s);
+    qcow2_snaptable_free(s);
     free_bitmaps(s);
     free_extensions(s);
     free(s->l1_table);
@@ -636,15 +553,19 @@ static int open_header(struct qimg_image *img, struct qcow2_state *s, unsigned f
     return read_backing_name(img, s, cluster);
 }
 
-static int open_tables(struct qimg_image *img, struct qcow2_state *s)
+/* For a check (QIMG_OPEN_CHECK) the snapshot table is read by the check
+ * itself, which tolerates what qemu's check tolerates: until then
+ * s->snapshots is NULL. */
+static int open_tables(struct qimg_image *img, struct qcow2_state *s, unsigned flags)
 {
+    bool for_check = flags & QIMG_OPEN_CHECK;
     int r = load_refcount_table(img, s);
-    if (r == 0)
-        r = check_snapshot_table(s);
+    if (r == 0 && !for_check)
+        r = qcow2_snaptable_validate(s);
     if (r == 0)
         r = load_l1(img, s);
-    if (r == 0)
-        r = load_snapshots(img, s);
+    if (r == 0 && !for_check)
+        r = qcow2_snaptable_read(img, s, false, NULL, NULL, NULL);
     if (r == 0)
         r = load_bitmaps(img, s);
     return r;
@@ -657,7 +578,7 @@ static int qcow2_open(struct qimg_image *img, unsigned flags)
     if (r == 0)
         r = open_header(img, s, flags);
     if (r == 0)
-        r = open_tables(img, s);
+        r = open_tables(img, s, flags);
     if (r == 0 && s->crypt_method != QCOW2_CRYPT_NONE && !(flags & QIMG_OPEN_NO_IO))
         r = qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
     if (r == 0)
