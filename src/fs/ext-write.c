@@ -72,6 +72,12 @@ static int read_dir(struct ext_fs *x, qimg_fs_ino dir, ext_inode *in)
 static int name_exists(struct ext_fs *x, qimg_fs_ino dir, const char *name, ext2_ino_t *ino)
 {
     ext2_ino_t found = 0;
+    int known = ext_dirs_lookup(x, (ext2_ino_t)dir, name, &found);
+    if (known >= 0) {
+        if (known && ino)
+            *ino = found;
+        return known;
+    }
     errcode_t e = ext2fs_lookup(x->e2, (ext2_ino_t)dir, name, (int)strlen(name), NULL, &found);
     if (e == EXT2_ET_FILE_NOT_FOUND)
         return 0;
@@ -86,6 +92,9 @@ static int name_exists(struct ext_fs *x, qimg_fs_ino dir, const char *name, ext2
 static int add_entry(struct ext_fs *x, qimg_fs_ino dir, const char *name, ext2_ino_t ino,
                      int ftype)
 {
+    int r = ext_dirs_add(x, (ext2_ino_t)dir, name, ino, ftype);
+    if (r != 0)
+        return r < 0 ? r : 0;
     errcode_t e = 0;
     for (int tries = 0; tries < 3; tries++) {
         e = ext2fs_link(x->e2, (ext2_ino_t)dir, name, ino, ftype);
@@ -198,6 +207,8 @@ static int allocate_for_write(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, u
     return 0;
 }
 
+#define SMALL_RUN_BLOCKS 32
+
 /* Writes the data of one mapped run [pos, end) at device block pblk (the
  * block of pos).  Whole blocks go straight from buf; a partial block is
  * merged with its old content (zeros when it was a hole before). */
@@ -213,7 +224,15 @@ static int write_run(struct ext_fs *x, blk64_t pblk, uint64_t pos, uint64_t end,
         size_t n;
         if (in_blk == 0 && end - pos >= bs) {
             n = (size_t)QIMG_MIN((end - pos) / bs, (uint64_t)(16u << 20) / bs) * bs;
-            e = io_channel_write_blk64(x->e2->io, pblk, (int)(n / bs), src);
+            if (n / bs < SMALL_RUN_BLOCKS) {
+                /* small files go through the block cache, which writes
+                 * neighbouring blocks back together */
+                e = 0;
+                for (size_t i = 0; !e && i < n / bs; i++)
+                    e = io_channel_write_blk64(x->e2->io, pblk + i, 1, src + i * bs);
+            } else {
+                e = io_channel_write_blk64(x->e2->io, pblk, (int)(n / bs), src);
+            }
         } else {
             if (!bounce)
                 bounce = qimg_xmalloc(bs);
@@ -499,6 +518,8 @@ int ext_create(struct qimg_fs *fs, qimg_fs_ino dir, const char *name,
             in.i_size = e2->blocksize;
             ext2fs_iblk_set(e2, EXT_SMALL(&in), 1);
             r = map_dir_block(x, ino, &in, blk);
+            if (r == 0)
+                ext_dirs_track_new(x, ino, blk);
         }
     }
     if (r == 0)
@@ -592,6 +613,8 @@ int ext_unlink(struct qimg_fs *fs, qimg_fs_ino dir, const char *name)
     errcode_t e = ext2fs_unlink(x->e2, (ext2_ino_t)dir, name, ino, 0);
     if (e)
         return ext_err(&x->io, e, "%s: removing '%s'", x->base.type, name);
+    if ((r = ext_dirs_removed(x, (ext2_ino_t)dir, name)) < 0)
+        return r;
     if (in.i_links_count > 1) {
         in.i_links_count--;
         return ext_write_inode(x, ino, &in);

@@ -64,7 +64,8 @@ int ext_err(struct ext_io *io, errcode_t code, const char *fmt, ...)
 
 /* ------------------------------------------------------------ I/O manager */
 
-#define EXT_CACHE_SLOTS 4096u     /* 16 MiB of 4 KiB blocks at most */
+#define EXT_CACHE_BYTES (16u << 20)
+#define EXT_RUN_BLOCKS 256u       /* write-back requests of up to 256 blocks */
 
 static struct ext_io *chan_io(io_channel ch) { return ch->private_data; }
 
@@ -86,14 +87,50 @@ static errcode_t dev_pwrite(struct ext_io *io, uint64_t off, const void *buf, si
     return r < 0 ? io_fail(io, r) : 0;
 }
 
+static void cache_alloc(struct ext_io *io)
+{
+    if (io->cache)
+        return;
+    io->nslots = EXT_CACHE_BYTES / (unsigned)io->block_size;
+    io->cache = qimg_xcalloc(io->nslots, sizeof *io->cache);
+}
+
+static bool slot_follows(const struct ext_cache_slot *t, blk64_t blk)
+{
+    return t->valid && t->dirty && t->blk == blk;
+}
+
+/* Writes back a dirty slot together with its dirty neighbours holding the
+ * blocks next to it (blocks allocated one after the other sit in
+ * consecutive slots): one request per run of consecutive blocks. */
 static errcode_t slot_writeback(struct ext_io *io, struct ext_cache_slot *s)
 {
     if (!s->valid || !s->dirty)
         return 0;
-    errcode_t e = dev_pwrite(io, s->blk * (uint64_t)io->block_size, s->data,
-                             (size_t)io->block_size);
+    size_t bs = (size_t)io->block_size;
+    unsigned first = (unsigned)(s - io->cache), n = 1;
+    while (first > 0 && n < EXT_RUN_BLOCKS && s->blk >= n &&
+           slot_follows(&io->cache[first - 1], s->blk - n)) {
+        first--;
+        n++;
+    }
+    blk64_t start = io->cache[first].blk;
+    while (first + n < io->nslots && n < EXT_RUN_BLOCKS &&
+           slot_follows(&io->cache[first + n], start + n))
+        n++;
+    errcode_t e;
+    if (n == 1) {
+        e = dev_pwrite(io, start * bs, io->cache[first].data, bs);
+    } else {
+        if (!io->run_buf)
+            io->run_buf = qimg_xmalloc(EXT_RUN_BLOCKS * bs);
+        for (unsigned i = 0; i < n; i++)
+            memcpy(io->run_buf + i * bs, io->cache[first + i].data, bs);
+        e = dev_pwrite(io, start * bs, io->run_buf, n * bs);
+    }
     if (!e)
-        s->dirty = false;
+        for (unsigned i = 0; i < n; i++)
+            io->cache[first + i].dirty = false;
     return e;
 }
 
@@ -102,7 +139,7 @@ static errcode_t cache_writeback_all(struct ext_io *io)
     errcode_t first = 0;
     if (!io->cache)
         return 0;
-    for (unsigned i = 0; i < EXT_CACHE_SLOTS; i++) {
+    for (unsigned i = 0; i < io->nslots; i++) {
         errcode_t e = slot_writeback(io, &io->cache[i]);
         if (e && !first)
             first = e;
@@ -114,10 +151,12 @@ static void cache_free(struct ext_io *io)
 {
     if (!io->cache)
         return;
-    for (unsigned i = 0; i < EXT_CACHE_SLOTS; i++)
+    for (unsigned i = 0; i < io->nslots; i++)
         free(io->cache[i].data);
     free(io->cache);
     io->cache = NULL;
+    free(io->run_buf);
+    io->run_buf = NULL;
 }
 
 /* Calls fn for every valid slot holding a block of the byte range. */
@@ -130,14 +169,14 @@ static void cache_each_in_range(struct ext_io *io, uint64_t off, uint64_t len,
         return;
     uint64_t bs = (uint64_t)io->block_size;
     uint64_t first = off / bs, last = (off + len - 1) / bs;
-    if (last - first + 1 <= EXT_CACHE_SLOTS) {
+    if (last - first + 1 <= io->nslots) {
         for (uint64_t b = first; b <= last; b++) {
-            struct ext_cache_slot *s = &io->cache[b % EXT_CACHE_SLOTS];
+            struct ext_cache_slot *s = &io->cache[b % io->nslots];
             if (s->valid && s->blk == b)
                 fn(io, s, off, len, arg);
         }
     } else {
-        for (unsigned i = 0; i < EXT_CACHE_SLOTS; i++) {
+        for (unsigned i = 0; i < io->nslots; i++) {
             struct ext_cache_slot *s = &io->cache[i];
             if (s->valid && s->blk >= first && s->blk <= last)
                 fn(io, s, off, len, arg);
@@ -184,9 +223,8 @@ static void update_slot(struct ext_io *io, struct ext_cache_slot *s, uint64_t of
 static errcode_t cached_read_block(struct ext_io *io, blk64_t blk, void *data)
 {
     size_t bs = (size_t)io->block_size;
-    if (!io->cache)
-        io->cache = qimg_xcalloc(EXT_CACHE_SLOTS, sizeof *io->cache);
-    struct ext_cache_slot *s = &io->cache[blk % EXT_CACHE_SLOTS];
+    cache_alloc(io);
+    struct ext_cache_slot *s = &io->cache[blk % io->nslots];
     if (!(s->valid && s->blk == blk)) {
         errcode_t e = slot_writeback(io, s);
         if (e)
@@ -208,9 +246,8 @@ static errcode_t cached_read_block(struct ext_io *io, blk64_t blk, void *data)
 static errcode_t cached_write_block(struct ext_io *io, blk64_t blk, const void *data)
 {
     size_t bs = (size_t)io->block_size;
-    if (!io->cache)
-        io->cache = qimg_xcalloc(EXT_CACHE_SLOTS, sizeof *io->cache);
-    struct ext_cache_slot *s = &io->cache[blk % EXT_CACHE_SLOTS];
+    cache_alloc(io);
+    struct ext_cache_slot *s = &io->cache[blk % io->nslots];
     if (!(s->valid && s->blk == blk)) {
         errcode_t e = slot_writeback(io, s);
         if (e)
@@ -369,6 +406,8 @@ static errcode_t qio_open(const char *name, int flags, io_channel *out)
     io->block_size = 1024;
     io->err = 0;
     io->cache = NULL;
+    io->run_buf = NULL;
+    io->nslots = 0;
     *out = ch;
     return 0;
 }
@@ -730,6 +769,7 @@ static int ext_close(struct qimg_fs *fs)
 {
     struct ext_fs *x = (struct ext_fs *)fs;
     int r = 0;
+    ext_dirs_free(x);
     errcode_t e = ext2fs_close2(x->e2, 0);
     if (e) {
         r = ext_err(&x->io, e, "%s: writing the filesystem back", x->base.type);
@@ -759,7 +799,11 @@ static int ext_lookup(struct qimg_fs *fs, qimg_fs_ino dir, const char *name, qim
     if ((r = ext_check_ino(x, dir)) < 0)
         return r;
     ext2_ino_t ino = 0;
-    errcode_t e = ext2fs_lookup(x->e2, (ext2_ino_t)dir, name, (int)strlen(name), NULL, &ino);
+    int known = ext_dirs_lookup(x, (ext2_ino_t)dir, name, &ino);
+    if (known == 0)
+        return -ENOENT;
+    errcode_t e = known > 0 ? 0 : ext2fs_lookup(x->e2, (ext2_ino_t)dir, name,
+                                                (int)strlen(name), NULL, &ino);
     if (e == EXT2_ET_FILE_NOT_FOUND)
         return -ENOENT;
     if (e)

@@ -22,13 +22,18 @@ struct ext_io {
     struct qimg_fs_dev *dev;
     int block_size;
     int err;                      /* the last device error (negative errno) */
-    struct ext_cache_slot *cache; /* direct-mapped, EXT_CACHE_SLOTS entries */
+    struct ext_cache_slot *cache; /* direct-mapped by block number */
+    unsigned nslots;
+    unsigned char *run_buf;       /* gathers runs of dirty blocks */
 };
+
+struct ext_dirs;
 
 struct ext_fs {
     struct qimg_fs base;
     ext2_filsys e2;
     struct ext_io io;
+    struct ext_dirs *dirs;        /* ext-dir.c: directories we add names to */
 };
 
 extern io_manager qimg_ext_io_manager;
@@ -81,6 +86,15 @@ int ext_link(struct qimg_fs *fs, qimg_fs_ino dir, const char *name, qimg_fs_ino 
 int ext_unlink(struct qimg_fs *fs, qimg_fs_ino dir, const char *name);
 int ext_setxattr(struct qimg_fs *fs, qimg_fs_ino ino, const char *name, const void *value,
                  size_t len);
+
+/* ext-dir.c: names added without rescanning directories.
+ * lookup: 1 found, 0 absent, -1 not known here (ask libext2fs).
+ * add: 1 added, 0 not handled here (use ext2fs_link), <0 error. */
+int ext_dirs_lookup(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t *ino);
+int ext_dirs_add(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
+void ext_dirs_track_new(struct ext_fs *x, ext2_ino_t dir, blk64_t pblk);
+int ext_dirs_removed(struct ext_fs *x, ext2_ino_t dir, const char *name);
+void ext_dirs_free(struct ext_fs *x);
 
 /* ext-mkfs.c */
 int ext_min_size(const struct qimg_fs_usage *u, const struct qimg_mkfs_params *p,
