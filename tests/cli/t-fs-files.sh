@@ -297,6 +297,22 @@ expect_eq "dirty FAT: copy-in refused" "$rc" 1
 case "$out" in *dirty*|*"not cleanly"*) pass "dirty FAT: message" ;; *) fail "dirty FAT: message" "$out" ;; esac
 expect_eq "dirty FAT: image unchanged" "$(sha dirty-fat.raw)" "$before"
 
+# a copy that runs out of space stops with an error and leaves a clean
+# filesystem without the half-copied file
+mkdir -p full && echo small > full/a && head -c 12000000 /dev/urandom > full/z
+mke2fs -q -F -t ext4 full-ext.raw 8M
+out=$(q copy-in -f raw full-ext.raw full / 2>&1); rc=$?
+expect_eq "ext full: copy-in fails" "$rc" 1
+check "ext full: e2fsck -fn clean" e2fsck -fn full-ext.raw
+expect_eq "ext full: what was copied stays, the partial file does not" \
+    "$(q ls -f raw full-ext.raw /full | tr '\n' ' ')" "a "
+rm -f full-fat.raw && mkfs.fat -C full-fat.raw 8192 >/dev/null
+out=$(q copy-in -f raw full-fat.raw full / 2>&1); rc=$?
+expect_eq "FAT full: copy-in fails" "$rc" 1
+check "FAT full: fsck.fat -n clean" fsck.fat -n full-fat.raw
+expect_eq "FAT full: what was copied stays, the partial file does not" \
+    "$(mdir -/ -b -i full-fat.raw ::/ | tr '\n' ' ')" "::/full/ ::/full/a "
+
 # --------------------------------------------------------------- errors
 err_is() {   # name, expected message, qimg args...
     local name=$1 want=$2 out rc; shift 2
