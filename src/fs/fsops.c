@@ -622,6 +622,22 @@ static int out_owner_mode_times(struct copy_out *c, int dirfd, const char *name,
     return 0;
 }
 
+/* The same through a descriptor of the file or directory we created, so
+ * nothing can redirect it (owner first: chown clears set-id bits). */
+static int out_owner_mode_times_fd(struct copy_out *c, int fd, const char *name,
+                                   const struct qimg_fs_attr *a)
+{
+    struct timespec ts[2];
+    if (c->as_root && fchown(fd, a->uid, a->gid) < 0)
+        return local_error(errno, "cannot set the owner of", name);
+    if (fchmod(fd, a->mode & 07777) < 0)
+        return local_error(errno, "cannot set the mode of", name);
+    local_times(a, ts);
+    if (futimens(fd, ts) < 0)
+        return local_error(errno, "cannot set the times of", name);
+    return 0;
+}
+
 static int out_node(struct copy_out *c, int dirfd, const char *relpath, const char *name,
                     qimg_fs_ino ino, unsigned depth);
 
@@ -668,9 +684,9 @@ static int out_dir(struct copy_out *c, int dirfd, const char *relpath, const cha
     if (fd < 0)
         return local_error(errno, "cannot open directory", name);
     r = out_dir_entries(c, fd, relpath, ino, depth);
-    close(fd);
     if (r == 0)
-        r = out_owner_mode_times(c, dirfd, name, a, false);
+        r = out_owner_mode_times_fd(c, fd, relpath, a);
+    close(fd);
     return r;
 }
 
@@ -692,9 +708,9 @@ static int out_regular(struct copy_out *c, int dirfd, const char *relpath, const
     if (fd < 0)
         return local_error(errno, "cannot create", relpath);
     r = out_file_data(c, ino, a, fd, relpath);
-    close(fd);
     if (r == 0)
-        r = out_owner_mode_times(c, dirfd, name, a, false);
+        r = out_owner_mode_times_fd(c, fd, relpath, a);
+    close(fd);
     if (r == 0 && a->nlink > 1)
         idmap_insert(&c->links, 0, ino)->path = qimg_strdup(relpath);
     return r;

@@ -300,7 +300,7 @@ expect_eq "dirty FAT: image unchanged" "$(sha dirty-fat.raw)" "$before"
 # a copy that runs out of space stops with an error and leaves a clean
 # filesystem without the half-copied file
 mkdir -p full && echo small > full/a && head -c 12000000 /dev/urandom > full/z
-mke2fs -q -F -t ext4 full-ext.raw 8M
+mke2fs -q -F -t ext4 full-ext.raw 8M >/dev/null 2>&1
 out=$(q copy-in -f raw full-ext.raw full / 2>&1); rc=$?
 expect_eq "ext full: copy-in fails" "$rc" 1
 check "ext full: e2fsck -fn clean" e2fsck -fn full-ext.raw
