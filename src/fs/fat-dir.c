@@ -20,6 +20,8 @@ void fat_dir_free(struct fat_dir *d)
         return;
     free(d->data);
     free(d->clusters);
+    fat_ix_free(&d->names);
+    fat_ix_free(&d->shorts);
     free(d);
 }
 
@@ -144,9 +146,46 @@ struct dir_item {
     size_t slen;
 };
 
+/* The names of the entry at slot when it is a live file or directory: its
+ * short name, and the long name of the entries just before it when they
+ * are complete (ordinals 1, 2, ... up to the one marked last) and carry
+ * the short name's checksum.  False for free, long-name, label and dot
+ * entries. */
+static bool entry_names(const struct fat_dir *d, uint32_t slot, struct dir_item *it)
+{
+    const uint8_t *raw = d->data + (size_t)slot * FAT_DIRENT_SIZE;
+    if (raw[0] == 0 || raw[0] == FAT_DELETED || fat_raw_is_lfn(raw) ||
+        (raw[11] & FAT_ATTR_VOLUME_ID) || fat_raw_is_dot(raw))
+        return false;
+    it->slot = slot;
+    it->raw = raw;
+    it->llen = 0;
+    it->nlfn = 0;
+    it->slen = fat_short_name_utf16(raw, raw[12], it->sname);
+    uint8_t sum = fat_lfn_checksum(raw);
+    for (unsigned k = 1; k <= 20 && k <= slot; k++) {
+        const uint8_t *l = raw - (size_t)k * FAT_DIRENT_SIZE;
+        if (!fat_raw_is_lfn(l) || l[0] == FAT_DELETED || (l[0] & 0x3F) != k || l[13] != sum)
+            break;
+        fat_lfn_units(l, it->lname + (size_t)(k - 1) * FAT_LFN_CHARS);
+        if (l[0] & FAT_LFN_LAST) {
+            size_t max = (size_t)k * FAT_LFN_CHARS, len = 0;
+            while (len < max && it->lname[len] != 0)
+                len++;
+            if (len > 0 && len <= FAT_MAX_LFN) {
+                it->llen = len;
+                it->nlfn = (uint8_t)k;
+            }
+            break;
+        }
+    }
+    return true;
+}
+
 typedef int (*dir_item_fn)(struct fat_fs *f, uint32_t dir, struct dir_item *it, void *opaque);
 
-/* Calls fn for every live file or directory entry, in order. */
+/* Calls fn for every live file or directory entry, in order, up to the end
+ * marker. */
 static int dir_walk(struct fat_fs *f, uint32_t dir, dir_item_fn fn, void *opaque)
 {
     struct fat_dir *d;
@@ -155,95 +194,86 @@ static int dir_walk(struct fat_fs *f, uint32_t dir, dir_item_fn fn, void *opaque
         return r;
     struct dir_item *it = qimg_xmalloc(sizeof *it);
     f->walking++;   /* no cache trim while d is in use (callbacks may call us) */
-    unsigned expect = 0, count = 0;   /* next long-name ordinal, 0: none pending */
-    uint8_t sum = 0;
     r = 0;
+    /* d stays valid; fn may grow it (d->data and d->nent are re-read) */
     for (uint32_t i = 0; i < d->nent && r == 0; i++) {
-        const uint8_t *raw = d->data + (size_t)i * FAT_DIRENT_SIZE;
-        if (raw[0] == 0)
+        if (d->data[(size_t)i * FAT_DIRENT_SIZE] == 0)
             break;
-        if (raw[0] == FAT_DELETED) {
-            expect = 0;
-            continue;
-        }
-        if (fat_raw_is_lfn(raw)) {
-            unsigned ord = raw[0] & 0x3F;
-            if (raw[0] & FAT_LFN_LAST) {
-                expect = ord;
-                count = ord;
-                sum = raw[13];
-                if (ord == 0 || ord > 20) {
-                    expect = 0;
-                    continue;
-                }
-            } else if (!expect || ord != expect || raw[13] != sum) {
-                expect = 0;
-                continue;
-            }
-            fat_lfn_units(raw, it->lname + (size_t)(ord - 1) * FAT_LFN_CHARS);
-            expect = ord - 1 ? ord - 1 : 0x80;   /* 0x80: complete */
-            continue;
-        }
-        bool have_lfn = expect == 0x80 && fat_lfn_checksum(raw) == sum;
-        expect = 0;
-        if ((raw[11] & FAT_ATTR_VOLUME_ID) || fat_raw_is_dot(raw))
-            continue;
-        it->slot = i;
-        it->raw = raw;
-        it->llen = 0;
-        it->nlfn = 0;
-        if (have_lfn) {
-            size_t max = (size_t)count * FAT_LFN_CHARS, len = 0;
-            while (len < max && it->lname[len] != 0)
-                len++;
-            if (len > 0 && len <= FAT_MAX_LFN) {
-                it->llen = len;
-                it->nlfn = (uint8_t)count;
-            }
-        }
-        it->slen = fat_short_name_utf16(raw, raw[12], it->sname);
-        r = fn(f, dir, it, opaque);
-        /* fn may have loaded other directories; this one stays cached */
+        if (entry_names(d, i, it))
+            r = fn(f, dir, it, opaque);
     }
     f->walking--;
     free(it);
     return r;
 }
 
-/* ---------------------------------------------------------------- lookup */
-
-struct lookup_ctx {
-    const uint16_t *name;
-    size_t len;
-    uint32_t found;
-};
-
-static int lookup_item(struct fat_fs *f, uint32_t dir, struct dir_item *it, void *opaque)
+/* Builds the name indexes of a loaded directory. */
+static void index_add(struct fat_dir *d, const struct dir_item *it)
 {
-    struct lookup_ctx *c = opaque;
-    bool match = it->llen && fat_name_equal_nocase(it->lname, it->llen, c->name, c->len);
-    if (!match)
-        match = fat_name_equal_nocase(it->sname, it->slen, c->name, c->len);
-    if (!match)
-        return 0;
-    int r = fat_node_get(f, dir, it->slot, it->nlfn, it->raw, &c->found);
-    return r < 0 ? r : 1;
+    if (it->llen)
+        fat_ix_insert(&d->names, fat_name_hash(it->lname, it->llen), it->slot);
+    fat_ix_insert(&d->names, fat_name_hash(it->sname, it->slen), it->slot);
+    fat_ix_insert(&d->shorts, fat_short_hash(it->raw), it->slot);
 }
+
+static void index_build(struct fat_dir *d)
+{
+    if (d->indexed)
+        return;
+    struct dir_item *it = qimg_xmalloc(sizeof *it);
+    for (uint32_t i = 0; i < d->nent; i++) {
+        if (d->data[(size_t)i * FAT_DIRENT_SIZE] == 0)
+            break;
+        if (entry_names(d, i, it))
+            index_add(d, it);
+    }
+    free(it);
+    d->indexed = true;
+}
+
+/* True when a live entry of d has the 8.3 name sn. */
+static bool short_exists(const struct fat_dir *d, const uint8_t sn[11])
+{
+    uint32_t h = fat_short_hash(sn);
+    for (uint32_t j = fat_ix_first(&d->shorts, h); j != UINT32_MAX; j = fat_ix_next(&d->shorts, h, j)) {
+        uint32_t slot = d->shorts.slot1[j] - 1;
+        const uint8_t *raw = d->data + (size_t)slot * FAT_DIRENT_SIZE;
+        if (slot < d->nent && raw[0] != 0 && raw[0] != FAT_DELETED && !fat_raw_is_lfn(raw) &&
+            !memcmp(raw, sn, 11))
+            return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- lookup */
 
 /* Finds name in dir: 0 with *idx, -ENOENT (no message) when absent. */
 static int lookup_idx(struct fat_fs *f, uint32_t dir, const char *name, uint32_t *idx)
 {
     uint16_t u16[FAT_MAX_LFN];
-    struct lookup_ctx c = { .name = u16 };
-    if (fat_utf8_to_utf16(name, u16, FAT_MAX_LFN, &c.len) < 0 || c.len == 0)
+    size_t len;
+    if (fat_utf8_to_utf16(name, u16, FAT_MAX_LFN, &len) < 0 || len == 0)
         return -ENOENT;
-    int r = dir_walk(f, dir, lookup_item, &c);
+    struct fat_dir *d;
+    int r = fat_dir_load(f, dir, &d);
     if (r < 0)
         return r;
-    if (r == 0)
-        return -ENOENT;
-    *idx = c.found;
-    return 0;
+    index_build(d);
+    struct dir_item *it = qimg_xmalloc(sizeof *it);
+    uint32_t h = fat_name_hash(u16, len);
+    r = -ENOENT;
+    for (uint32_t j = fat_ix_first(&d->names, h); j != UINT32_MAX; j = fat_ix_next(&d->names, h, j)) {
+        uint32_t slot = d->names.slot1[j] - 1;
+        if (slot >= d->nent || !entry_names(d, slot, it))
+            continue;
+        if ((it->llen && fat_name_equal_nocase(it->lname, it->llen, u16, len)) ||
+            fat_name_equal_nocase(it->sname, it->slen, u16, len)) {
+            r = fat_node_get(f, dir, slot, it->nlfn, it->raw, idx);
+            break;
+        }
+    }
+    free(it);
+    return r;
 }
 
 int fat_lookup(struct qimg_fs *fs, qimg_fs_ino dir, const char *name, qimg_fs_ino *out)
@@ -308,8 +338,13 @@ int fat_readdir(struct qimg_fs *fs, qimg_fs_ino dir, qimg_fs_dir_cb cb, void *op
 static uint32_t find_free_slots(struct fat_dir *d, uint32_t n)
 {
     uint32_t run = 0;
-    for (uint32_t i = 0; i < d->nent; i++) {
+    bool first_seen = false;
+    for (uint32_t i = QIMG_MIN(d->free_hint, d->nent); i < d->nent; i++) {
         uint8_t c = d->data[(size_t)i * FAT_DIRENT_SIZE];
+        if ((c == 0 || c == FAT_DELETED) && !first_seen) {
+            d->free_hint = i;   /* everything before is in use */
+            first_seen = true;
+        }
         if (c == 0) {
             /* everything after the end marker is free */
             return d->nent - i >= n - run ? i - run : d->nent;
@@ -370,40 +405,27 @@ static int dir_grow(struct fat_fs *f, uint32_t idx, struct fat_dir *d, uint32_t 
     return 0;
 }
 
-struct tail_ctx {
-    const uint8_t *basis;
-    uint8_t *used;            /* used[n] for tails 1..max */
-    uint32_t max;
-    bool basis_taken;
-};
-
 /* Picks the short name: the basis when it is free and needs no tail, else
- * the basis with the smallest free "~N". */
+ * the basis with a free "~N": the smallest, except that a run of names with
+ * the same basis continues from the last N given (so that thousands of
+ * similar names do not each try every N).  Each live entry takes at most
+ * one N, so one is free by nent + 1. */
 static int pick_short_name(struct fat_dir *d, const uint8_t basis[11], bool needs_tail,
                            uint8_t out[11])
 {
-    uint32_t max = d->nent + 2;
-    CLEANUP_FREE uint8_t *used = qimg_xcalloc(max + 1, 1);
-    bool basis_taken = false;
-    for (uint32_t i = 0; i < d->nent; i++) {
-        const uint8_t *raw = d->data + (size_t)i * FAT_DIRENT_SIZE;
-        if (raw[0] == 0)
-            break;
-        if (raw[0] == FAT_DELETED || fat_raw_is_lfn(raw))
-            continue;
-        unsigned n;
-        if (!memcmp(raw, basis, 11))
-            basis_taken = true;
-        else if (fat_short_name_tail_of(basis, raw, &n) && n <= max)
-            used[n] = 1;
-    }
-    if (!needs_tail && !basis_taken) {
+    if (!needs_tail && !short_exists(d, basis)) {
         memcpy(out, basis, 11);
         return 0;
     }
-    for (uint32_t n = 1; n <= max && n <= 999999; n++) {
-        if (!used[n]) {
-            fat_short_name_with_tail(basis, n, out);
+    uint32_t limit = QIMG_MIN(d->nent + 1, 999999u);
+    uint32_t start = !memcmp(basis, d->tail_basis, 11) && d->tail_next >= 1 &&
+                     d->tail_next <= limit ? d->tail_next : 1;
+    for (uint32_t i = 0; i < limit; i++) {
+        uint32_t n = (start - 1 + i) % limit + 1;
+        fat_short_name_with_tail(basis, n, out);
+        if (!short_exists(d, out)) {
+            memcpy(d->tail_basis, basis, 11);
+            d->tail_next = n + 1;
             return 0;
         }
     }
@@ -528,6 +550,12 @@ int fat_create(struct qimg_fs *fs, qimg_fs_ino dir, const char *name,
     r = fat_dir_write_slots(f, d, slot, need);
     if (r < 0)
         return r;
+    if (d->indexed) {
+        struct dir_item *it = qimg_xmalloc(sizeof *it);
+        if (entry_names(d, slot + nlfn, it))
+            index_add(d, it);
+        free(it);
+    }
     uint32_t idx;
     r = fat_node_get(f, didx, slot + nlfn, (uint8_t)nlfn, ent, &idx);
     if (r < 0)
@@ -581,6 +609,7 @@ int fat_unlink(struct qimg_fs *fs, qimg_fs_ino dir, const char *name)
     uint32_t first = n->slot - n->nlfn;
     for (uint32_t i = first; i <= n->slot; i++)
         d->data[(size_t)i * FAT_DIRENT_SIZE] = FAT_DELETED;
+    d->free_hint = QIMG_MIN(d->free_hint, first);
     r = fat_dir_write_slots(f, d, first, n->slot - first + 1);
     if (r < 0)
         return r;

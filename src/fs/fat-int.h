@@ -7,6 +7,21 @@
 #include "fat-format.h"
 #include "fs.h"
 
+/* A hash index from a 32-bit hash to directory slots (several slots may
+ * share a hash; stale slots are possible and checked by the caller). */
+struct fat_ix {
+    uint32_t cap, used;       /* cap: a power of two or 0 */
+    uint32_t *hash, *slot1;   /* slot1: slot + 1, 0 = empty */
+};
+void fat_ix_free(struct fat_ix *ix);
+void fat_ix_insert(struct fat_ix *ix, uint32_t h, uint32_t slot);
+/* Position of the first / next entry with hash h, UINT32_MAX at the end. */
+uint32_t fat_ix_first(const struct fat_ix *ix, uint32_t h);
+uint32_t fat_ix_next(const struct fat_ix *ix, uint32_t h, uint32_t pos);
+/* Hash of a name folded with fat_upcase, and of a raw 8.3 name. */
+uint32_t fat_name_hash(const uint16_t *name, size_t len);
+uint32_t fat_short_hash(const uint8_t name[11]);
+
 /* A directory's entries, loaded whole and kept while the handle is open
  * (within a byte budget); writes go to both the copy and the device. */
 struct fat_dir {
@@ -14,6 +29,12 @@ struct fat_dir {
     uint32_t nent;
     uint32_t *clusters;       /* its cluster chain; NULL for the fixed root */
     uint32_t ncl;
+    uint32_t free_hint;       /* no free slot before this one */
+    bool indexed;             /* names and shorts built (lookups, creates) */
+    struct fat_ix names;      /* long and short names, case-folded -> slot */
+    struct fat_ix shorts;     /* raw 8.3 names -> slot */
+    uint8_t tail_basis[11];   /* the last basis given a "~N" tail... */
+    uint32_t tail_next;       /* ...and the N to try first next time */
 };
 
 /* A node: a file or directory named by an entry of its parent directory.
