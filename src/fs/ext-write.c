@@ -167,6 +167,18 @@ static bool slice_is_zero(uint64_t bs, uint64_t off, const void *buf, size_t len
 
 static int allocate(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, blk64_t start, blk64_t n)
 {
+    if (!(in->i_flags & EXT4_EXTENTS_FL)) {
+        /* block-mapped files: ext2fs_fallocate would zero every block
+         * before we write it; bmap allocates without zeroing */
+        for (blk64_t b = start; b < start + n; b++) {
+            blk64_t p = 0;
+            errcode_t e = ext2fs_bmap2(x->e2, ino, EXT_SMALL(in), NULL, BMAP_ALLOC, b, NULL, &p);
+            if (e)
+                return ext_err(&x->io, e, "%s: inode %u: allocating block %llu", x->base.type,
+                               ino, (unsigned long long)b);
+        }
+        return 0;
+    }
     errcode_t e = ext2fs_fallocate(x->e2, EXT2_FALLOCATE_FORCE_INIT |
                                    EXT2_FALLOCATE_INIT_BEYOND_EOF, ino, EXT_SMALL(in), ~0ull,
                                    start, n);
