@@ -128,10 +128,8 @@ static void print_plan(const struct qimg_create_from_params *p, void *opaque)
            p->fs_type ? p->fs_type : "ext4", part ? " in a " : "", part ? part : "",
            part ? " partition" : "", size, strcmp(p->source, "-") ? p->source : "stdin");
     fflush(stdout);
-    if (c->progress) {
+    if (c->progress)
         progress_init(&c->prog, true, 1.0f);
-        progress_print(&c->prog, 0, 100);
-    }
 }
 
 static int create_from(int argc, char **argv)

@@ -575,7 +575,9 @@ static int make_dir(struct populate *p, const char *path, qimg_fs_ino dir, const
         qimg_error_prefix("'%s'", path);
         return r;
     }
-    return S_ISDIR(old.mode) ? 0 : exists_error(p, path);
+    if (!S_ISDIR(old.mode))
+        return qimg_error(-ENOTDIR, "'%s' is both a directory and a file in the source", path);
+    return 0;
 }
 
 /* Another name for the node target: a hard link, or a copy of its data

@@ -299,6 +299,36 @@ if build "tar out of order" -f qcow2 --from "$SCRATCH/shuf.tar" "$W/s.qcow2"; th
 fi
 rm -f "$W"/*
 
+# devices (as root), sockets, an ext lost+found in the source, progress
+mkdir -p "$SCRATCH/dev/lost+found"
+echo found > "$SCRATCH/dev/lost+found/x"
+python3 -c "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$SCRATCH/dev/sock"
+if [ "$ROOT" = 1 ]; then mknod "$SCRATCH/dev/null" c 1 3; mknod "$SCRATCH/dev/loop" b 7 0; fi
+if "$Q" create -p -f qcow2 --from "$SCRATCH/dev" "$W/n.qcow2" >"$SCRATCH/build.out" 2>"$SCRATCH/build.err"; then
+    pass "special files: built"
+    grep -q "(100.00/100%)" "$SCRATCH/build.out" && pass "-p prints progress" || fail "-p prints progress" "$(od -c "$SCRATCH/build.out" | tail -3)"
+    extract "special files" "$W/n.qcow2" qcow2 none
+    check "special files: e2fsck -fn" e2fsck -fn "$SCRATCH/fs.raw"
+    l=$(debugfs -R "ls -l /" "$SCRATCH/fs.raw" 2>/dev/null)
+    grep -q '140755 .* sock$' <<<"$l" && pass "special files: socket" || fail "special files: socket" "$l"
+    if [ "$ROOT" = 1 ]; then
+        s=$(debugfs -R "stat /null" "$SCRATCH/fs.raw" 2>/dev/null; debugfs -R "stat /loop" "$SCRATCH/fs.raw" 2>/dev/null)
+        grep -q "Type: character special" <<<"$s" && grep -q "Device major/minor number: 01:03" <<<"$s" &&
+            grep -q "Type: block special" <<<"$s" && pass "special files: devices" || fail "special files: devices" "$s"
+    fi
+    c=$(debugfs -R "cat /lost+found/x" "$SCRATCH/fs.raw" 2>/dev/null)
+    expect_eq "special files: lost+found of the source merged" "$c" found
+else
+    fail "special files: built" "$(cat "$SCRATCH/build.err")"
+fi
+if "$Q" create -q -f raw --fs vfat --from "$SCRATCH/dev" "$W/n.raw" 2>"$SCRATCH/build.err"; then
+    grep -q "'$SCRATCH/dev/sock' skipped: fat[0-9]* cannot hold sockets" "$SCRATCH/build.err" &&
+        pass "vfat: sockets skipped with a warning" || fail "vfat: sockets skipped with a warning" "$(cat "$SCRATCH/build.err")"
+else
+    fail "vfat: special files" "$(cat "$SCRATCH/build.err")"
+fi
+rm -f "$W"/*
+
 # ---------------------------------------------------------- reproducible
 
 for fmt in qcow2 raw; do
