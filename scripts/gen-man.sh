@@ -150,8 +150,22 @@ work on an ext2/3/4 or FAT12/16/32 filesystem on the whole disk or, with
 entries in table order), in any image format and through backing chains.
 Paths are taken from the root of the filesystem; symlinks inside the image
 are followed within it, never on the host.
+.PP
+.B copy\-out
+copies a file, or a directory with everything below it, into an existing
+local directory under its own name (the root: its content); a symlink given
+as the path is followed, symlinks inside a tree are copied as symlinks.
+Sparse files stay sparse; modes, times, symlinks and hard links within the
+copy are kept, owners only when run as root.  It writes nowhere but below
+the local directory.
+.PP
 .B copy\-in
-opens the image read\-write and writes to the top image of a chain only;
+copies local files or trees into a directory of the filesystem: an existing
+file of the same name is replaced, directories are merged; modes, owners,
+times, symlinks, hard links and extended attributes are kept where the
+filesystem can hold them (FAT: no symlinks, devices or hard links; those
+are skipped with a warning, hard links become copies).
+It opens the image read\-write and writes to the top image of a chain only;
 it refuses a filesystem that is dirty or needs recovery.
 .PP
 .B ls
