@@ -222,6 +222,14 @@ TEST(mkfs_matches_mkfs_fat)
     unlink(p);
 }
 
+/* The checks by independent tools are the point: their absence fails. */
+TEST(tools_present)
+{
+    if (!have_tools)
+        fprintf(stderr, "  fsck.fat, mkfs.fat or mtools missing (scripts/install-deps)\n");
+    CHECK(have_tools);
+}
+
 TEST(mkfs_reproducible)
 {
     CLEANUP_FREE char *a = path("repro-a.img");
@@ -727,9 +735,13 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    have_tools = sh("command -v fsck.fat >/dev/null && command -v mcopy >/dev/null") == 0;
-    if (!have_tools)
-        printf("(fsck.fat or mtools missing: tool checks skipped)\n");
+    const char *old_path = getenv("PATH");
+    char *new_path = qimg_asprintf("%s:/usr/sbin:/sbin", old_path ? old_path : "/usr/bin:/bin");
+    setenv("PATH", new_path, 1);
+    free(new_path);
+    have_tools = sh("command -v fsck.fat >/dev/null && command -v mkfs.fat >/dev/null && "
+                    "command -v mcopy >/dev/null") == 0;
+    RUN(tools_present);
     RUN(mkfs_matches_mkfs_fat);
     RUN(mkfs_reproducible);
     RUN(populate_fat12);
