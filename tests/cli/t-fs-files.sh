@@ -378,3 +378,24 @@ cp ext.raw sloop.raw
 debugfs -w -R "symlink /l1 /l2" sloop.raw >/dev/null 2>&1
 debugfs -w -R "symlink /l2 /l1" sloop.raw >/dev/null 2>&1
 err_is "symlink loop" "qimg: '/l1/x': Too many levels of symbolic links" cat -f raw sloop.raw /l1/x
+# a FAT subdirectory whose entry points back at its parent's cluster
+rm -f floop.raw && mkfs.fat -C floop.raw 8192 >/dev/null && mmd -i floop.raw ::/DIR ::/DIR/SUB
+python3 - floop.raw <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b"); b = f.read(512)
+bps, spc, res, nf = struct.unpack("<H", b[11:13])[0], b[13], struct.unpack("<H", b[14:16])[0], b[16]
+roots, fsz = struct.unpack("<H", b[17:19])[0], struct.unpack("<H", b[22:24])[0]
+rootoff = (res + nf * fsz) * bps; dataoff = rootoff + roots * 32
+f.seek(rootoff); root = f.read(roots * 32)
+dircl = [struct.unpack("<H", root[i + 26:i + 28])[0] for i in range(0, len(root), 32) if root[i:i + 11] == b"DIR        "][0]
+off = dataoff + (dircl - 2) * spc * bps
+f.seek(off); d = f.read(spc * bps)
+for i in range(0, len(d), 32):
+    if d[i:i + 11] == b"SUB        ":
+        f.seek(off + i + 26); f.write(struct.pack("<H", dircl))
+PY
+out=$(qt ls -R -f raw floop.raw / 2>&1 >/dev/null); rc=$?
+case "$rc:$out" in 1:*loop*) pass "FAT directory loop: ls -R errors" ;; *) fail "FAT directory loop: ls -R errors" "rc $rc: $out" ;; esac
+rm -rf out && mkdir out
+out=$(qt copy-out -f raw floop.raw / out 2>&1); rc=$?
+case "$rc:$out" in 1:*loop*) pass "FAT directory loop: copy-out errors" ;; *) fail "FAT directory loop: copy-out errors" "rc $rc: $out" ;; esac
