@@ -541,12 +541,7 @@ int fat_create(struct qimg_fs *fs, qimg_fs_ino dir, const char *name,
         if (r < 0)
             return r;
     }
-    uint8_t sum = fat_lfn_checksum(sn);
-    for (uint32_t i = 0; i < nlfn; i++) {
-        unsigned ord = nlfn - i;
-        fat_lfn_encode(d->data + (size_t)(slot + i) * FAT_DIRENT_SIZE, ord, i == 0, u16, len, sum);
-    }
-    memcpy(d->data + (size_t)(slot + nlfn) * FAT_DIRENT_SIZE, ent, FAT_DIRENT_SIZE);
+    fat_name_entries(u16, len, nlfn, ent, d->data + (size_t)slot * FAT_DIRENT_SIZE);
     r = fat_dir_write_slots(f, d, slot, need);
     if (r < 0)
         return r;

@@ -149,6 +149,12 @@ uint8_t fat_lfn_checksum(const uint8_t name[11]);
  * last), holding units [13 * (ord-1), 13 * ord) of the name of len units. */
 void fat_lfn_encode(uint8_t *raw, unsigned ord, bool last, const uint16_t *name, size_t len,
                     uint8_t checksum);
+/* Lays out the directory entries of one name at out: nlfn long-name
+ * entries (0 when the name needs none; the last ordinal first, as on disk)
+ * then the short entry ent, whose name gives the checksum.  Returns
+ * nlfn + 1, the entries written. */
+unsigned fat_name_entries(const uint16_t *name, size_t len, unsigned nlfn, const uint8_t *ent,
+                          uint8_t *out);
 /* Copies the 13 units of a long-name entry into out (13 units). */
 void fat_lfn_units(const uint8_t *raw, uint16_t *out);
 /* Number of long-name entries for a name of len units. */

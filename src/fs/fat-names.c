@@ -97,6 +97,16 @@ void fat_lfn_encode(uint8_t *raw, unsigned ord, bool last, const uint16_t *name,
     }
 }
 
+unsigned fat_name_entries(const uint16_t *name, size_t len, unsigned nlfn, const uint8_t *ent,
+                          uint8_t *out)
+{
+    uint8_t sum = fat_lfn_checksum(ent);
+    for (unsigned i = 0; i < nlfn; i++)
+        fat_lfn_encode(out + (size_t)i * FAT_DIRENT_SIZE, nlfn - i, i == 0, name, len, sum);
+    memcpy(out + (size_t)nlfn * FAT_DIRENT_SIZE, ent, FAT_DIRENT_SIZE);
+    return nlfn + 1;
+}
+
 void fat_lfn_units(const uint8_t *raw, uint16_t *out)
 {
     for (size_t i = 0; i < FAT_LFN_CHARS; i++)
