@@ -251,8 +251,9 @@ static void on_progress(uint64_t done, void *opaque)
 }
 
 static int fill(struct qimg_create_from_params *p, struct plan *pl, struct qimg_fs_source *src,
-                qimg_image *img)
+                qimg_image *img, const char *path)
 {
+    struct stat self;
     struct qimg_fs_dev dev = { .img = img, .offset = 0, .size = pl->size, .writable = true };
     struct qimg_fs *fs = NULL;
     int r;
@@ -273,6 +274,9 @@ static int fill(struct qimg_create_from_params *p, struct plan *pl, struct qimg_
         .now = pl->mkfs.now,
         .progress = p->progress ? on_progress : NULL,
         .opaque = &pc,
+        .has_exclude = stat(path, &self) == 0,
+        .exclude_dev = self.st_dev,
+        .exclude_ino = self.st_ino,
     };
     struct qimg_populate_stats st;
     r = qimg_fs_source_populate(src, fs, &o, &st);
@@ -320,7 +324,7 @@ int qimg_create_from(struct qimg_create_from_params *p)
         goto fail;
     if (p->progress)
         p->progress(0, p->progress_opaque);
-    r = fill(p, &pl, src, img);
+    r = fill(p, &pl, src, img, target_path(&t));
     int rc = qimg_close(img);
     img = NULL;
     if (r == 0)

@@ -875,6 +875,9 @@ static int populate_entry(struct populate *p, const char *path, qimg_fs_ino dir,
     int r;
     if ((r = lstatx(path, &sx)) < 0)
         return r;
+    if (p->o->has_exclude && S_ISREG(sx.stx_mode) && sx.stx_ino == p->o->exclude_ino &&
+        makedev(sx.stx_dev_major, sx.stx_dev_minor) == p->o->exclude_dev)
+        return 0;                           /* our own temporary image */
     attr_from_statx(&sx, &a);
     clamp_attr(p->o, &a);
 

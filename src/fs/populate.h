@@ -27,6 +27,9 @@ struct qimg_populate_opts {
      * (about data_blocks_4k * 4096 of the usage pass in the end). */
     void (*progress)(uint64_t done, void *opaque);
     void *opaque;
+    /* A directory source may hold the image being written: never copied. */
+    bool has_exclude;
+    uint64_t exclude_dev, exclude_ino;
 };
 
 struct qimg_populate_stats {

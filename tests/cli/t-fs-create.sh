@@ -332,19 +332,29 @@ rm -f "$W"/*
 # ---------------------------------------------------------- reproducible
 
 for fmt in qcow2 raw; do
-    SOURCE_DATE_EPOCH=1600000000 "$Q" create -q -f $fmt --from "$SMALL" "$W/r1.$fmt" &&
+    part=$([ $fmt = raw ] && echo gpt || echo none)
+    SOURCE_DATE_EPOCH=1600000000 "$Q" create -q -f $fmt --partition $part --from "$SMALL" "$W/r1.$fmt" &&
     sleep 1 &&
-    SOURCE_DATE_EPOCH=1600000000 "$Q" create -q -f $fmt --from "$SMALL" "$W/r2.$fmt"
-    check "reproducible $fmt: byte-identical" cmp "$W/r1.$fmt" "$W/r2.$fmt"
+    SOURCE_DATE_EPOCH=1600000000 "$Q" create -q -f $fmt --partition $part --from "$SMALL" "$W/r2.$fmt"
+    check "reproducible $fmt ($part): byte-identical" cmp "$W/r1.$fmt" "$W/r2.$fmt"
 done
-"$Q" create -q -f raw --fs vfat --reproducible --from "$FATSMALL" "$W/v1.raw" 2>/dev/null &&
-    sleep 1 && "$Q" create -q -f raw --fs vfat --reproducible --from "$FATSMALL" "$W/v2.raw" 2>/dev/null
+"$Q" create -q -f raw --fs vfat --partition gpt --reproducible --from "$FATSMALL" "$W/v1.raw" 2>/dev/null &&
+    sleep 1 && "$Q" create -q -f raw --fs vfat --partition gpt --reproducible --from "$FATSMALL" "$W/v2.raw" 2>/dev/null
 check "reproducible vfat (--reproducible): byte-identical" cmp "$W/v1.raw" "$W/v2.raw"
 # times later than SOURCE_DATE_EPOCH are clamped to it
 SOURCE_DATE_EPOCH=1600000000 "$Q" create -q -f raw --from "$SMALL" "$W/r.raw"
 m=$(debugfs -R "stat /big.bin" "$W/r.raw" 2>/dev/null | sed -n 's/^ *mtime: 0x\([0-9a-f]*\).*/\1/p')
 expect_eq "reproducible: mtime clamped" "$((16#${m:-0}))" 1600000000
 rm -f "$W"/*
+
+# the image written inside its own source is not copied into itself
+mkdir -p "$SCRATCH/self" && echo self > "$SCRATCH/self/f"
+if (cd "$SCRATCH/self" && "$Q" create -q -f raw --from . img.raw); then
+    l=$(debugfs -R "ls /" "$SCRATCH/self/img.raw" 2>/dev/null)
+    if grep -q ' f ' <<<"$l" && ! grep -q 'qimg' <<<"$l"; then pass "output inside the source: not copied"; else fail "output inside the source: not copied" "$l"; fi
+else
+    fail "output inside the source: built"
+fi
 
 # --------------------------------------------------------------- errors
 
