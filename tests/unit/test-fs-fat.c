@@ -222,6 +222,88 @@ TEST(mkfs_matches_mkfs_fat)
     unlink(p);
 }
 
+/* The shared encodings of fat-format.h (also used by vvfat). */
+static void check_basis(const char *name, const char *sn, bool lfn, bool tail, uint8_t ntres)
+{
+    uint16_t u[FAT_MAX_LFN];
+    size_t len;
+    uint8_t out[11], nt;
+    bool need_lfn, need_tail;
+    CHECK_EQ_INT(fat_utf8_to_utf16(name, u, FAT_MAX_LFN, &len), 0);
+    fat_short_name_basis(u, len, out, &nt, &need_lfn, &need_tail);
+    if (memcmp(out, sn, 11) || need_lfn != lfn || need_tail != tail || nt != ntres)
+        fprintf(stderr, "  basis of '%s': '%.11s' lfn %d tail %d nt %#x\n", name, (char *)out,
+                need_lfn, need_tail, nt);
+    CHECK(!memcmp(out, sn, 11) && need_lfn == lfn && need_tail == tail && nt == ntres);
+}
+
+TEST(format_helpers)
+{
+    check_basis("README.TXT", "README  TXT", false, false, 0);
+    check_basis("lower.txt", "LOWER   TXT", false, false, 0x18);
+    check_basis("UPPER.txt", "UPPER   TXT", false, false, 0x10);
+    check_basis("Foo.txt", "FOO     TXT", true, false, 0);
+    check_basis("Long File Name 1.txt", "LONGFILETXT", true, true, 0);
+    check_basis(".bashrc", "BASHRC     ", true, true, 0);
+    check_basis("a.b.c", "AB      C  ", true, true, 0);
+    check_basis("ünï.txt", "_N_     TXT", true, true, 0);
+    check_basis("x.jpeg", "X       JPE", true, true, 0);
+    uint8_t t[11];
+    fat_short_name_with_tail((const uint8_t *)"LONGFILETXT", 1, t);
+    CHECK(!memcmp(t, "LONGFI~1TXT", 11));
+    fat_short_name_with_tail((const uint8_t *)"LONGFILETXT", 12345, t);
+    CHECK(!memcmp(t, "LO~12345TXT", 11));
+    fat_short_name_with_tail((const uint8_t *)"AB      C  ", 3, t);
+    CHECK(!memcmp(t, "AB~3    C  ", 11));
+    unsigned n = 0;
+    CHECK(fat_short_name_tail_of((const uint8_t *)"LONGFILETXT", (const uint8_t *)"LONGF~10TXT", &n));
+    CHECK_EQ_INT(n, 10);
+    CHECK(!fat_short_name_tail_of((const uint8_t *)"LONGFILETXT", (const uint8_t *)"LONGFILETXT", &n));
+    /* the checksum of fatgen103's rotate-and-add over the 11 bytes */
+    uint8_t sum = 0;
+    for (int i = 0; i < 11; i++)
+        sum = (uint8_t)(((sum & 1) ? 0x80 : 0) + (sum >> 1) + (uint8_t)"LONGFI~1TXT"[i]);
+    CHECK_EQ_INT(fat_lfn_checksum((const uint8_t *)"LONGFI~1TXT"), sum);
+    /* times: 2-second resolution, the tenth field carries the odd second */
+    uint16_t date, tm;
+    uint8_t tenth;
+    uint32_t ns;
+    fat_time_encode(T0 + 1, 250000000, &date, &tm, &tenth);
+    CHECK_EQ_INT(date, (2020 - 1980) << 9 | 9 << 5 | 13);
+    CHECK_EQ_INT(tm, 12 << 11 | 26 << 5 | 20);
+    CHECK_EQ_INT(tenth, 125);
+    CHECK_EQ_INT(fat_time_decode(date, tm, tenth, &ns), T0 + 1);
+    CHECK_EQ_INT(ns, 250000000);
+    CHECK_EQ_INT(fat_time_decode(date, tm, 0, NULL), T0);
+    fat_time_encode(0, 0, &date, &tm, NULL);            /* clamped to 1980-01-01 */
+    CHECK_EQ_INT(date, 1 << 5 | 1);
+    CHECK_EQ_INT(fat_time_decode(date, tm, 0, NULL), 315532800);
+    /* UTF-8 <-> UTF-16 with a surrogate pair; bad UTF-8 refused */
+    uint16_t u[8];
+    size_t len;
+    char back[32];
+    CHECK_EQ_INT(fat_utf8_to_utf16("a\xc3\xa9\xf0\x9f\x98\x80", u, 8, &len), 0);
+    CHECK_EQ_INT(len, 4);
+    CHECK_EQ_INT(u[2], 0xD83D);
+    fat_utf16_to_utf8(u, len, back);
+    CHECK_EQ_STR(back, "a\xc3\xa9\xf0\x9f\x98\x80");
+    CHECK_EQ_INT(fat_utf8_to_utf16("\xc3", u, 8, &len), -EINVAL);
+    CHECK_EQ_INT(fat_utf8_to_utf16("\xc0\xaf", u, 8, &len), -EINVAL);   /* overlong */
+    /* FAT12 entries share bytes */
+    uint8_t fat[12] = { 0 };
+    size_t lo, hi;
+    fat_entry_set(fat, FAT12, 2, 0x123, &lo, &hi);
+    fat_entry_set(fat, FAT12, 3, 0x456, &lo, &hi);
+    CHECK_EQ_INT(fat[3], 0x23);
+    CHECK_EQ_INT(fat[4], 0x61);
+    CHECK_EQ_INT(fat[5], 0x45);
+    CHECK_EQ_INT(fat_entry_get(fat, FAT12, 2), 0x123);
+    CHECK_EQ_INT(fat_entry_get(fat, FAT12, 3), 0x456);
+    fat_entry_set(fat, FAT12, 3, FAT_EOC, &lo, &hi);
+    CHECK_EQ_INT(fat_entry_get(fat, FAT12, 3), FAT_EOC);
+    CHECK_EQ_INT(fat_entry_get(fat, FAT12, 2), 0x123);
+}
+
 /* The checks by independent tools are the point: their absence fails. */
 TEST(tools_present)
 {
@@ -742,6 +824,7 @@ int main(void)
     have_tools = sh("command -v fsck.fat >/dev/null && command -v mkfs.fat >/dev/null && "
                     "command -v mcopy >/dev/null") == 0;
     RUN(tools_present);
+    RUN(format_helpers);
     RUN(mkfs_matches_mkfs_fat);
     RUN(mkfs_reproducible);
     RUN(populate_fat12);
