@@ -497,6 +497,50 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* Reads the data of a file range by range (holes, as next_data gives them,
+ * are skipped) and hands each chunk to emit.  Every byte read counts
+ * against *budget: a sound filesystem cannot hold more data than its
+ * device, so a file whose blocks or clusters are mapped many times over (a
+ * hostile image) ends with an error instead of reading for hours. */
+typedef int (*data_emit_fn)(void *opaque, uint64_t pos, const char *buf, size_t len);
+
+static int read_ranges(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t size, const char *name,
+                       char *buf, uint64_t *budget, data_emit_fn emit, void *opaque)
+{
+    uint64_t off = 0;
+    while (off < size) {
+        uint64_t start = off, end = size;
+        if (fs->drv->next_data) {
+            int r = fs->drv->next_data(fs, ino, off, &start, &end);
+            if (r < 0)
+                return r;
+            if (start >= size)
+                break;
+            if (start < off || end <= start)
+                return qimg_error(-EIO, "'%s': the filesystem gave a bad data range", name);
+            end = QIMG_MIN(end, size);
+        }
+        for (uint64_t pos = start; pos < end;) {
+            size_t want = (size_t)QIMG_MIN((uint64_t)FS_COPY_CHUNK, end - pos), got = 0;
+            if (*budget < want)
+                return qimg_error(-EFBIG, "'%s': the files map more data than the filesystem "
+                                  "holds (damaged filesystem)", name);
+            int r = fs->drv->read(fs, ino, pos, buf, want, &got);
+            if (r < 0)
+                return r;
+            if (got == 0 || got > want)
+                return qimg_error(-EIO, "'%s': the file ends before its size", name);
+            *budget -= got;
+            r = emit(opaque, pos, buf, got);
+            if (r < 0)
+                return r;
+            pos += got;
+        }
+        off = end;
+    }
+    return 0;
+}
+
 static int need_regular(const char *path, const struct qimg_fs_attr *attr)
 {
     if (S_ISDIR(attr->mode))
@@ -504,6 +548,36 @@ static int need_regular(const char *path, const struct qimg_fs_attr *attr)
     if (!S_ISREG(attr->mode))
         return qimg_error(-EINVAL, "'%s': not a regular file", path);
     return 0;
+}
+
+struct cat_out {
+    int fd;
+    uint64_t done;            /* bytes written so far */
+    const char *zeros;        /* FS_COPY_CHUNK zero bytes */
+};
+
+/* Writes zeros up to pos (the holes before a data range). */
+static int cat_zeros_to(struct cat_out *o, uint64_t pos)
+{
+    while (o->done < pos) {
+        size_t n = (size_t)QIMG_MIN((uint64_t)FS_COPY_CHUNK, pos - o->done);
+        int r = write_all(o->fd, o->zeros, n);
+        if (r < 0)
+            return r;
+        o->done += n;
+    }
+    return 0;
+}
+
+static int cat_emit(void *opaque, uint64_t pos, const char *buf, size_t len)
+{
+    struct cat_out *o = opaque;
+    int r = cat_zeros_to(o, pos);
+    if (r == 0)
+        r = write_all(o->fd, buf, len);
+    if (r == 0)
+        o->done += len;
+    return r;
 }
 
 int qimg_fs_cat(qimg_fs *fs, const char *path, int fd)
@@ -515,21 +589,14 @@ int qimg_fs_cat(qimg_fs *fs, const char *path, int fd)
     if (r < 0)
         return r;
     char *buf = qimg_xmalloc(FS_COPY_CHUNK);
-    for (uint64_t off = 0; off < res.attr.size;) {
-        size_t want = (size_t)QIMG_MIN((uint64_t)FS_COPY_CHUNK, res.attr.size - off), got = 0;
-        r = fs->drv->read(fs, res.ino, off, buf, want, &got);
-        if (r < 0)
-            break;
-        if (got == 0 || got > want) {
-            r = qimg_error(-EIO, "'%s': the file ends before its size", path);
-            break;
-        }
-        r = write_all(fd, buf, got);
-        if (r < 0)
-            break;
-        off += got;
-    }
+    char *zeros = qimg_xcalloc(1, FS_COPY_CHUNK);
+    struct cat_out o = { .fd = fd, .zeros = zeros };
+    uint64_t budget = fs->dev.size;
+    r = read_ranges(fs, res.ino, res.attr.size, path, buf, &budget, cat_emit, &o);
+    if (r == 0)
+        r = cat_zeros_to(&o, res.attr.size);
     free(buf);
+    free(zeros);
     return r;
 }
 
@@ -541,6 +608,7 @@ struct copy_out {
     struct idmap dirs;          /* directories visited (by node id) */
     struct idmap links;         /* files with several names: node id -> local path */
     char *buf;
+    uint64_t budget;            /* data bytes the copy may still read */
     bool as_root;
 };
 
@@ -570,40 +638,28 @@ static void local_times(const struct qimg_fs_attr *a, struct timespec ts[2])
     ts[1].tv_nsec = a->mtime_ns < 1000000000u ? a->mtime_ns : 0;
 }
 
+struct out_file {
+    int fd;
+    const char *name;
+};
+
+static int out_emit(void *opaque, uint64_t pos, const char *buf, size_t len)
+{
+    struct out_file *o = opaque;
+    if (qimg_is_zero(buf, len))
+        return 0;             /* stays a hole */
+    int r = pwrite_all(o->fd, buf, len, pos);
+    return r < 0 ? local_error(-r, "cannot write", o->name) : 0;
+}
+
 static int out_file_data(struct copy_out *c, qimg_fs_ino ino, const struct qimg_fs_attr *a,
                          int fd, const char *name)
 {
-    struct qimg_fs *fs = c->fs;
-    uint64_t off = 0, size = a->size;
-    while (off < size) {
-        uint64_t start = off, end = size;
-        if (fs->drv->next_data) {
-            int r = fs->drv->next_data(fs, ino, off, &start, &end);
-            if (r < 0)
-                return r;
-            if (start >= size)
-                break;
-            if (start < off || end <= start)
-                return qimg_error(-EIO, "'%s': the filesystem gave a bad data range", name);
-            end = QIMG_MIN(end, size);
-        }
-        for (uint64_t pos = start; pos < end;) {
-            size_t want = (size_t)QIMG_MIN((uint64_t)FS_COPY_CHUNK, end - pos), got = 0;
-            int r = fs->drv->read(fs, ino, pos, c->buf, want, &got);
-            if (r < 0)
-                return r;
-            if (got == 0 || got > want)
-                return qimg_error(-EIO, "'%s': the file ends before its size", name);
-            if (!qimg_is_zero(c->buf, got)) {
-                r = pwrite_all(fd, c->buf, got, pos);
-                if (r < 0)
-                    return local_error(-r, "cannot write", name);
-            }
-            pos += got;
-        }
-        off = end;
-    }
-    if (ftruncate(fd, (off_t)size) < 0)
+    struct out_file o = { .fd = fd, .name = name };
+    int r = read_ranges(c->fs, ino, a->size, name, c->buf, &c->budget, out_emit, &o);
+    if (r < 0)
+        return r;
+    if (ftruncate(fd, (off_t)a->size) < 0)
         return local_error(errno, "cannot write", name);
     return 0;
 }
@@ -766,7 +822,7 @@ int qimg_fs_copy_out(qimg_fs *fs, const char *path, const char *localdir)
     int r = resolve(fs, path, true, &res);
     if (r < 0)
         return r;
-    struct copy_out c = { .fs = fs, .as_root = geteuid() == 0 };
+    struct copy_out c = { .fs = fs, .as_root = geteuid() == 0, .budget = fs->dev.size };
     c.rootfd = open(localdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (c.rootfd < 0)
         return local_error(errno, "cannot open directory", localdir);
