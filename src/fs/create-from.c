@@ -19,7 +19,9 @@
  * on failure.
  *
  * Reproducible builds: the filesystem's UUIDs and hash seeds come from a
- * seed derived from the epoch, every time it records is the epoch or
+ * seed derived from the epoch (mixed with the filesystem type, the label
+ * and the shape of the tree, so that different images made with one epoch
+ * get different UUIDs), every time it records is the epoch or
  * earlier (source times clamped, mkfs and superblock times set to it), and
  * a directory source is walked in sorted order.  The epoch is
  * SOURCE_DATE_EPOCH, or with epoch_from_source the newest mtime of the
@@ -204,9 +206,16 @@ static int make_plan(struct qimg_create_from_params *p, struct qimg_fs_source *s
         .reproducible = p->reproducible,
         .now = p->reproducible ? pl->epoch : (int64_t)time(NULL),
     };
-    /* the seed: the epoch, spread over 64 bits */
-    qimg_fs_derive_bytes((uint64_t)pl->epoch, "create-from seed", &pl->mkfs.seed,
-                         sizeof pl->mkfs.seed);
+    /* The seed: the epoch, mixed with what tells builds apart (type, label,
+     * shape of the tree), so that two different reproducible images made
+     * with one SOURCE_DATE_EPOCH do not share their UUIDs. */
+    const struct qimg_fs_usage *u = &pl->usage;
+    CLEANUP_FREE char *what = qimg_asprintf(
+        "create-from %s %s %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+        " %" PRIu64 " %" PRIu64 " %" PRIu64, type, p->partition ? p->partition : "none",
+        pl->mkfs.label ? pl->mkfs.label : "", u->files, u->dirs, u->symlinks, u->others,
+        u->hardlinks, u->data_bytes, u->name_bytes, u->xattr_bytes);
+    qimg_fs_derive_bytes((uint64_t)pl->epoch, what, &pl->mkfs.seed, sizeof pl->mkfs.seed);
     if ((r = pl->drv->min_size(&pl->usage, &pl->mkfs, &pl->fs_min)) < 0)
         return r;
 
