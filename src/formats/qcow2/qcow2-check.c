@@ -1075,7 +1075,7 @@ static int run_check(struct check_ctx *c)
     /* a fixed 8 MiB (or one 2 MiB table), whatever the image says */
     c->l2_buf = qimg_xmalloc(c->l2_batch * s->cluster_size);
 
-    r = qcow2_snaptable_check(c->img, c->res, c->fix, &c->snaptable);
+    r = qcow2_snaptable_check(c->img, c->fix, &c->snaptable);
     if (r < 0)
         return r;
     r = count_references(c);
@@ -1093,9 +1093,13 @@ static int run_check(struct check_ctx *c)
     if (r < 0)
         return r;
     /* last, as qemu: the snapshot table written anew */
-    r = qcow2_snaptable_check_fix(c->img, c->res, c->fix, &c->snaptable);
+    r = qcow2_snaptable_check_fix(c->img, c->fix, &c->snaptable);
     if (r < 0)
         return r;
+    const struct qimg_check_result *sr = &c->snaptable.res;
+    c->res->corruptions += sr->corruptions;
+    c->res->corruptions_fixed += sr->corruptions_fixed;
+    c->res->check_errors += sr->check_errors;
     c->res->image_end_offset = (int64_t)((highest + 1) << s->cluster_bits);
     return 0;
 }

@@ -207,10 +207,10 @@ static int check_failed(struct qcow2_state *s, uint32_t header_nb, int r)
     return r;
 }
 
-int qcow2_snaptable_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix,
-                          struct qcow2_snaptable_check *st)
+int qcow2_snaptable_check(struct qimg_image *img, unsigned fix, struct qcow2_snaptable_check *st)
 {
     struct qcow2_state *s = qcow2_state(img);
+    struct qimg_check_result *res = &st->res;
     bool repair = fix & QIMG_FIX_ERRORS;
     memset(st, 0, sizeof *st);
     qcow2_snaptable_free(s);
@@ -272,9 +272,10 @@ int qcow2_snaptable_check(struct qimg_image *img, struct qimg_check_result *res,
     return 0;
 }
 
-int qcow2_snaptable_check_fix(struct qimg_image *img, struct qimg_check_result *res,
-                              unsigned fix, const struct qcow2_snaptable_check *st)
+int qcow2_snaptable_check_fix(struct qimg_image *img, unsigned fix,
+                              struct qcow2_snaptable_check *st)
 {
+    struct qimg_check_result *res = &st->res;
     if (!(fix & QIMG_FIX_ERRORS) || st->to_fix == 0)
         return 0;
     int r = qcow2_snapshot_rewrite_table(img, st->old_size);

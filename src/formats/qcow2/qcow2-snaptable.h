@@ -27,17 +27,20 @@ struct qcow2_snaptable_check {
     uint64_t table_size;     /* bytes counted as referenced */
     uint64_t old_size;       /* what the table occupied when read */
     uint32_t to_fix;         /* corruptions that rewriting the table fixes */
+    /* what the table adds to the check's result, kept apart (as qemu
+     * does) so that a refcount rebuild does not count it as fixed: the
+     * caller adds it at the end */
+    struct qimg_check_result res;
 };
 
 /* First step of qemu-img check: read the table again, tolerating (and
  * with -r all repairing) what qemu tolerates: too many entries, too much
  * extra data, a table beyond 64 MiB; report entries of a version 3 image
  * without the disk size in their extra data.  <0 stops the check. */
-int qcow2_snaptable_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix,
-                          struct qcow2_snaptable_check *st);
+int qcow2_snaptable_check(struct qimg_image *img, unsigned fix, struct qcow2_snaptable_check *st);
 /* Last step with -r all: write the table anew when an entry needed it. */
-int qcow2_snaptable_check_fix(struct qimg_image *img, struct qimg_check_result *res,
-                              unsigned fix, const struct qcow2_snaptable_check *st);
+int qcow2_snaptable_check_fix(struct qimg_image *img, unsigned fix,
+                              struct qcow2_snaptable_check *st);
 
 /* qcow2-snapshot.c: write s->snapshots as a new table, point the header to
  * it, then drop the old one (old_size bytes at its offset).  A failure to
