@@ -18,19 +18,29 @@
 #include "internal.h"
 #include "util.h"
 
-/* mke2fs's size classes (floppy < 3 MiB, small < 512 MiB, big, huge). */
-static void size_class(uint64_t size, unsigned *bs, unsigned *ratio)
+/* mke2fs's size classes (floppy < 3 MiB, small < 512 MiB, default, big,
+ * huge) with two changes: 4 KiB blocks from 32 MiB on (mke2fs takes 1 KiB
+ * below 512 MiB), so that the size min_size derives from the tree (counted
+ * in 4 KiB blocks) is what the files take, extended attributes up to 4 KiB
+ * fit, and there are fewer blocks to map; and 1 KiB blocks when the inodes
+ * asked for need more than one inode per 4 KiB block (a group's inode
+ * bitmap is one block, so a group cannot have more inodes than blocks). */
+static void size_class(uint64_t size, uint64_t inodes, unsigned *bs, unsigned *ratio)
 {
     if (size < (3ull << 20)) {
         *bs = 1024;
         *ratio = 8192;
-    } else if (size < (512ull << 20)) {
-        *bs = 1024;
+        return;
+    }
+    if (size < (512ull << 20)) {
+        *bs = size < (32ull << 20) ? 1024 : 4096;
         *ratio = 4096;
     } else {
         *bs = 4096;
         *ratio = size >= (16ull << 40) ? 65536 : size >= (4ull << 40) ? 32768 : 16384;
     }
+    if (*bs == 4096 && inodes > size / 4096 / 10 * 9)
+        *bs = 1024;
 }
 
 static int type_level(const char *type)
@@ -180,7 +190,7 @@ int ext_mkfs(struct qimg_fs_dev *dev, const struct qimg_mkfs_params *p)
         return qimg_error(-EINVAL, "mkfs: the label '%s' is longer than %d bytes", p->label,
                           EXT2_LABEL_LEN);
     unsigned bs, ratio;
-    size_class(dev->size, &bs, &ratio);
+    size_class(dev->size, p->inodes + EXT2_GOOD_OLD_FIRST_INO, &bs, &ratio);
     uint64_t blocks = dev->size / bs;
     if (blocks < 64)
         return qimg_error(-ENOSPC, "mkfs: %" PRIu64 " bytes is too small for an %s filesystem",
@@ -261,7 +271,7 @@ static uint64_t journal_blocks(uint64_t blocks)
 static uint64_t overhead_bytes(uint64_t size, uint64_t inodes_needed, int level)
 {
     unsigned bs, ratio;
-    size_class(size, &bs, &ratio);
+    size_class(size, inodes_needed, &bs, &ratio);
     uint64_t blocks = size / bs;
     uint64_t inodes = QIMG_MAX(size / ratio, inodes_needed);
     uint64_t groups = qimg_div_round_up(blocks, 8ull * bs);
@@ -291,10 +301,14 @@ int ext_min_size(const struct qimg_fs_usage *u, const struct qimg_mkfs_params *p
     need += u->xattr_bytes * 4;
     need += 16384;                                            /* lost+found */
     uint64_t want = need + need / 10 + (4ull << 20);
+    /* extended attribute values of up to a block: 4 KiB blocks (32 MiB on) */
+    if (u->xattr_bytes)
+        want = QIMG_MAX(want, 32ull << 20);
     uint64_t s = want;
     for (int i = 0; i < 64; i++) {
         uint64_t total = want + overhead_bytes(s, inodes, level);
-        total = QIMG_MAX(total, inodes * 4096);   /* inodes per group cap */
+        /* at most one inode per 1 KiB block (size_class then takes 1 KiB) */
+        total = QIMG_MAX(total, inodes * 1024 + inodes * 1024 / 8);
         if (total <= s)
             break;
         s = total;

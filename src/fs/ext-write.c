@@ -666,7 +666,7 @@ int ext_setxattr(struct qimg_fs *fs, qimg_fs_ino ino, const char *name, const vo
         e == EXT2_ET_EA_NO_SPACE || e == EXT2_ET_EA_INODE_CORRUPTED)
         return qimg_error(e == EXT2_ET_EA_NO_SPACE ? -ENOSPC : -ENOTSUP,
                           "%s: cannot set extended attribute '%s' (%zu bytes): %s",
-                          x->base.type, name, len, error_message(e));
+                          x->base.type, name, len, ext_error_message(e));
     if (e)
         return ext_err(&x->io, e, "%s: setting extended attribute '%s'", x->base.type, name);
     return 0;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,6 +47,21 @@ static int errno_of(errcode_t code)
     }
 }
 
+static pthread_once_t error_table_once = PTHREAD_ONCE_INIT;
+
+static void add_error_table_once(void)
+{
+    /* libext2fs registers its messages only when one of its calls fails
+     * in certain paths; error_message() needs them from the start */
+    initialize_ext2_error_table();
+}
+
+const char *ext_error_message(errcode_t code)
+{
+    pthread_once(&error_table_once, add_error_table_once);
+    return error_message(code);
+}
+
 int ext_err(struct ext_io *io, errcode_t code, const char *fmt, ...)
 {
     char what[512];
@@ -59,7 +75,7 @@ int ext_err(struct ext_io *io, errcode_t code, const char *fmt, ...)
         qimg_error_prefix("%s", what);
         return r;
     }
-    return qimg_error(errno_of(code), "%s: %s", what, error_message(code));
+    return qimg_error(errno_of(code), "%s: %s", what, ext_error_message(code));
 }
 
 /* ------------------------------------------------------------ I/O manager */

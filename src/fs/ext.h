@@ -46,6 +46,9 @@ char *ext_io_name(struct ext_io *io);
 int ext_err(struct ext_io *io, errcode_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* com_err's message for a libext2fs error code. */
+const char *ext_error_message(errcode_t code);
+
 /* Inodes are read and written as the large structure; fields a small
  * (128-byte) inode lacks read as zero.  The in-inode extended attributes
  * past it are kept on disk by libext2fs. */

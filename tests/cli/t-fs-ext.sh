@@ -126,3 +126,29 @@ check_fail "hostile: extent past the device gives an error" q cat -f raw h.raw /
 mkdir -p hout
 rc=0; timeout 60 "$QIMG" copy-out -f raw h.raw /dir hout >/dev/null 2>&1 || rc=$?
 check "hostile: copy-out of a self-containing directory ends (rc $rc)" test $rc -ne 124
+
+# ------------------------------------------------------------ sizes chosen
+# Without --size the driver's minimum must hold trees of every shape.
+python3 - <<'PY'
+import os
+os.makedirs('shapes/empty')
+d = 'shapes/inodes'; os.makedirs(d)
+for i in range(8000): open('%s/f%05d' % (d, i), 'w').close()
+for i in range(1500): os.makedirs('shapes/dirs/d%04d' % i)
+p = 'shapes/deep'
+for i in range(60): p += '/level%03d' % i
+os.makedirs(p)
+d = 'shapes/links'; os.makedirs(d)
+for i in range(1500): os.symlink('/' + 't' * 199, '%s/l%04d' % (d, i))
+d = 'shapes/xattrs'; os.makedirs(d)
+for i in range(200):
+    f = '%s/x%03d' % (d, i); open(f, 'w').write('x')
+    try: os.setxattr(f, 'user.big', b'v' * 3000)
+    except OSError: pass
+PY
+for shape in empty inodes dirs deep links xattrs; do
+    rm -f s.qcow2
+    check "minimum size holds a tree of $shape" q create -f qcow2 --from shapes/$shape s.qcow2
+    raw_of s.qcow2 s.raw
+    check "minimum size, $shape: e2fsck -fn clean" fsck_ok s.raw
+done
