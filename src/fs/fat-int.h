@@ -60,7 +60,8 @@ struct fat_fs {
     size_t fat_bytes;
     uint8_t *fat_dirty;       /* one flag per FAT sector */
     uint32_t free_clusters, next_free;
-    bool marked_dirty;        /* the on-disk FAT says "not cleanly unmounted" */
+    bool marked_dirty;        /* the volume is marked "not cleanly unmounted" on disk */
+    uint8_t boot[512];        /* the boot sector as read */
     bool changed;
     struct fat_node *nodes;
     uint32_t nnodes, node_cap;

@@ -159,19 +159,34 @@ static void set_clean_bit(struct fat_fs *f, bool clean)
     }
 }
 
+/* Sets or clears bit 0 of the boot sector's dirty byte (the "reserved1"
+ * byte of the extended boot record, which Linux and fsck.fat use). */
+static int set_boot_dirty(struct fat_fs *f, bool dirty)
+{
+    uint8_t *b = f->boot + (f->bpb.type == FAT32 ? 65 : 37);
+    *b = dirty ? (uint8_t)(*b | 1) : (uint8_t)(*b & ~1);
+    return qimg_fs_dev_write(&f->base.dev, 0, f->boot, sizeof f->boot);
+}
+
 int fat_begin_change(struct fat_fs *f)
 {
     if (!f->base.dev.writable)
         return qimg_error(-EROFS, "the filesystem is open read-only");
     f->changed = true;
-    if (f->marked_dirty || f->bpb.type == FAT12)
+    if (f->marked_dirty)
         return 0;
-    /* An interrupted session leaves the volume marked for fsck. */
-    set_clean_bit(f, false);
+    /* An interrupted session leaves the volume marked for fsck: the boot
+     * sector's dirty flag, and on FAT16/32 the clean bit of FAT entry 1. */
     f->marked_dirty = true;
-    int r = write_fat_sector(f, 0);
+    int r = set_boot_dirty(f, true);
     if (r < 0)
         return r;
+    if (f->bpb.type != FAT12) {
+        set_clean_bit(f, false);
+        r = write_fat_sector(f, 0);
+        if (r < 0)
+            return r;
+    }
     return qimg_fs_dev_flush(&f->base.dev);
 }
 
@@ -458,6 +473,7 @@ static int fat_open(struct qimg_fs_dev *dev, struct qimg_fs **out)
     r = fat_bpb_parse(s, dev->size, &f->bpb);
     if (r < 0)
         goto fail;
+    memcpy(f->boot, s, sizeof f->boot);
     f->base.type = f->bpb.type == FAT12 ? "fat12" : f->bpb.type == FAT16 ? "fat16" : "fat32";
     f->mirror = true;
     if (f->bpb.type == FAT32 && (f->bpb.ext_flags & 0x80)) {
@@ -538,6 +554,14 @@ static int write_back(struct fat_fs *f)
         if (r < 0)
             return r;
     }
+    int r = qimg_fs_dev_flush(&f->base.dev);
+    if (r < 0 || !f->marked_dirty)
+        return r;
+    /* Clean only once everything else is on disk. */
+    r = set_boot_dirty(f, false);
+    if (r < 0)
+        return r;
+    f->marked_dirty = false;
     return qimg_fs_dev_flush(&f->base.dev);
 }
 

@@ -567,6 +567,43 @@ TEST(read_mkfs_fat_images)
     unlink(p);
 }
 
+/* While a writable session changes the volume, it is marked dirty on disk
+ * (so a crash leaves it for fsck); close clears the marks. */
+TEST(dirty_marks_during_a_session)
+{
+    CLEANUP_FREE char *p = path("session.img");
+    for (int k = 0; k < 2; k++) {
+        mkfs_at(p, k ? (2ull << 20) : (32ull << 20), NULL, true);   /* FAT16, FAT12 */
+        struct img m;
+        struct qimg_fs *fs = fs_open(&m, p, true);
+        CHECK(fs != NULL);
+        if (!fs)
+            continue;
+        int fd = open(p, O_RDONLY);
+        uint8_t s[512];
+        CHECK(pread(fd, s, 512, 0) == 512);
+        CHECK_EQ_INT(s[37], 0);                 /* nothing written by the open */
+        mk(fs, fs->root, "x", false);
+        CHECK(pread(fd, s, 512, 0) == 512);
+        CHECK_EQ_INT(s[37] & 1, 1);
+        if (!k) {
+            uint8_t e[4];
+            CHECK(pread(fd, e, 4, (off_t)qimg_le16(s + 14) * 512) == 4);
+            CHECK_EQ_INT(e[3] & 0x80, 0);       /* FAT16 clean bit cleared */
+        }
+        /* a second writable open meanwhile is refused (image lock, dirty marks) */
+        struct img m2;
+        CHECK(fs_open(&m2, p, true) == NULL);
+        fs_close(&m, fs);
+        CHECK(pread(fd, s, 512, 0) == 512);
+        CHECK_EQ_INT(s[37], 0);
+        close(fd);
+        if (have_tools)
+            CHECK_EQ_INT(fsck_clean(p), 0);
+    }
+    unlink(p);
+}
+
 TEST(dirty_volume_refused_for_writing)
 {
     CLEANUP_FREE char *p = path("dirty.img");
@@ -831,6 +868,7 @@ int main(void)
     RUN(populate_fat16);
     RUN(populate_fat32);
     RUN(read_mkfs_fat_images);
+    RUN(dirty_marks_during_a_session);
     RUN(dirty_volume_refused_for_writing);
     RUN(hostile_cluster_chains);
     RUN(hostile_bpb);
