@@ -527,6 +527,7 @@ TEST(read_mkfs_fat_images)
     }
     static const struct { const char *opt; const char *size; const char *type; } kinds[] = {
         { "-F 12", "2M", "fat12" }, { "-F 16", "20M", "fat16" }, { "-F 32", "40M", "fat32" },
+        { "-F 16 -S 4096 -s 1", "24M", "fat16" }, { "-F 32 -f 1", "40M", "fat32" },
     };
     for (size_t i = 0; i < QIMG_ARRAY_SIZE(kinds); i++) {
         unlink(p);
