@@ -313,6 +313,14 @@ int qimg_create_from(struct qimg_create_from_params *p)
     p->skipped = 0;
     if (!p->filename || !p->source)
         return qimg_error(-EINVAL, "create --from needs a source and an image name");
+    /* the format and its -o options, checked before the source is read */
+    struct qimg_create_params check = {
+        .filename = p->filename, .fmt = p->fmt, .size = MIB, .has_size = true, .opts = p->opts,
+    };
+    char *text = qimg_create_describe(&check);
+    if (!text)
+        return -qimg_last_errno() ? -qimg_last_errno() : -EINVAL;
+    free(text);
     if ((r = qimg_fs_source_open(&src, p->source)) < 0)
         return r;
     if ((r = make_plan(p, src, &pl)) < 0)

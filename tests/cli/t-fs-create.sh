@@ -374,6 +374,11 @@ rc=0; "$Q" create -f qcow2 --from "$SMALL" --fs xfs "$W/x.qcow2" 2>"$SCRATCH/err
 expect_eq "unknown --fs: exit 1" "$rc" 1
 grep -q "Unknown filesystem type 'xfs'" "$SCRATCH/err" && pass "unknown --fs: message" || fail "unknown --fs: message" "$(cat "$SCRATCH/err")"
 
+rc=0; "$Q" create -f nosuchfmt --from "$SMALL" "$W/x.img" 2>"$SCRATCH/err" || rc=$?
+expect_eq "unknown format: exit 1" "$rc" 1
+grep -q "Unknown file format 'nosuchfmt'" "$SCRATCH/err" && pass "unknown format: message" || fail "unknown format: message" "$(cat "$SCRATCH/err")"
+rc=0; "$Q" create -f qcow2 -o nosuchopt=1 --from "$SMALL" "$W/x.qcow2" 2>"$SCRATCH/err" || rc=$?
+expect_eq "unknown -o option: exit 1" "$rc" 1
 rc=0; "$Q" create -f qcow2 --from "$SMALL" --partition apm "$W/x.qcow2" 2>"$SCRATCH/err" || rc=$?
 expect_eq "unknown --partition: exit 1" "$rc" 1
 rc=0; "$Q" create -f qcow2 -b base.qcow2 --from "$SMALL" "$W/x.qcow2" 2>"$SCRATCH/err" || rc=$?
