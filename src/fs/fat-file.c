@@ -163,6 +163,27 @@ static int grow_chain(struct fat_fs *f, uint32_t idx, uint32_t need)
     return 0;
 }
 
+/* Shrinks a checked chain to `need` clusters, freeing the rest. */
+static void shrink_chain(struct fat_fs *f, uint32_t idx, uint32_t need)
+{
+    struct fat_node *n = &f->nodes[idx];
+    if (need >= n->nclusters)
+        return;
+    if (need == 0) {
+        fat_free_chain(f, fat_ent_cluster(n->ent));
+        fat_ent_set_cluster(n->ent, 0);
+        n->last_cluster = 0;
+    } else {
+        uint32_t c = seek_cluster(f, n, need - 1);
+        uint32_t next = fat_entry_get(f->fat, f->bpb.type, c);
+        fat_set(f, c, FAT_EOC);
+        fat_free_chain(f, next);
+        n->last_cluster = c;
+    }
+    n->nclusters = need;
+    n->cur_cluster = 0;
+}
+
 int fat_write(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, const void *buf, size_t len)
 {
     struct fat_fs *f = FATFS(fs);
@@ -180,17 +201,18 @@ int fat_write(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, const void *buf
         return r;
     uint64_t old = fat_ent_size(f->nodes[idx].ent);
     uint32_t old_first = fat_ent_cluster(f->nodes[idx].ent);
+    uint32_t old_ncl = f->nodes[idx].nclusters;
     r = grow_chain(f, idx, (uint32_t)qimg_div_round_up(end, f->bpb.cluster_bytes));
     if (r < 0)
         return r;
-    if (off > old) {
+    if (off > old)
         r = io_range(f, idx, old, NULL, off - old, IO_ZERO);   /* FAT has no holes */
-        if (r < 0)
-            return r;
-    }
-    r = io_range(f, idx, off, (uint8_t *)buf, len, IO_WRITE);
-    if (r < 0)
+    if (r == 0)
+        r = io_range(f, idx, off, (uint8_t *)buf, len, IO_WRITE);
+    if (r < 0) {
+        shrink_chain(f, idx, old_ncl);   /* the chain matches the size again */
         return r;
+    }
     if (end <= old && fat_ent_cluster(f->nodes[idx].ent) == old_first)
         return 0;
     if (end > old)
@@ -213,28 +235,19 @@ int fat_truncate(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t size)
     struct fat_node *n = &f->nodes[idx];
     uint64_t old = fat_ent_size(n->ent);
     uint32_t need = (uint32_t)qimg_div_round_up(size, f->bpb.cluster_bytes);
+    uint32_t old_ncl = n->nclusters;
     if (need < n->nclusters) {
-        if (need == 0) {
-            fat_free_chain(f, fat_ent_cluster(n->ent));
-            fat_ent_set_cluster(n->ent, 0);
-            n->last_cluster = 0;
-        } else {
-            uint32_t c = seek_cluster(f, n, need - 1);
-            uint32_t next = fat_entry_get(f->fat, f->bpb.type, c);
-            fat_set(f, c, FAT_EOC);
-            fat_free_chain(f, next);
-            n->last_cluster = c;
-        }
-        n->nclusters = need;
-        n->cur_cluster = 0;
+        shrink_chain(f, idx, need);
     } else {
         r = grow_chain(f, idx, need);
         if (r < 0)
             return r;
         if (size > old) {
             r = io_range(f, idx, old, NULL, size - old, IO_ZERO);
-            if (r < 0)
+            if (r < 0) {
+                shrink_chain(f, idx, old_ncl);
                 return r;
+            }
         }
     }
     n = &f->nodes[idx];

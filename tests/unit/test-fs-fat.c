@@ -813,6 +813,40 @@ TEST(hostile_bpb)
     unlink(p);
 }
 
+/* A full volume: -ENOSPC with a message, the file keeps what was written,
+ * the volume stays consistent. */
+TEST(volume_full)
+{
+    CLEANUP_FREE char *p = path("full.img");
+    mkfs_at(p, 2ull << 20, NULL, true);
+    struct img m;
+    struct qimg_fs *fs = fs_open(&m, p, true);
+    CHECK(fs != NULL);
+    if (!fs)
+        return;
+    qimg_fs_ino ino = mk(fs, fs->root, "filler", false);
+    uint8_t *buf = qimg_xmalloc(512 << 10);
+    int r = 0;
+    uint64_t off = 0;
+    for (; off < (4 << 20); off += 512 << 10) {
+        fill(buf, off, 512 << 10, 1);
+        r = qimg_fs_vfat.write(fs, ino, off, buf, 512 << 10);
+        if (r < 0)
+            break;
+    }
+    free(buf);
+    CHECK_EQ_INT(r, -ENOSPC);
+    CHECK(strstr(qimg_last_error(), "no space left") != NULL);
+    CHECK(off > 0);
+    CHECK(ino_has_pattern(fs, ino, off, 1));
+    /* the space is still usable by a smaller file */
+    mkfile(fs, fs->root, "small", 1000, 2, T0);
+    fs_close(&m, fs);
+    if (have_tools)
+        CHECK_EQ_INT(fsck_clean(p), 0);
+    unlink(p);
+}
+
 /* min_size gives a size that holds the tree it describes. */
 TEST(min_size_fits)
 {
@@ -873,6 +907,7 @@ int main(void)
     RUN(dirty_volume_refused_for_writing);
     RUN(hostile_cluster_chains);
     RUN(hostile_bpb);
+    RUN(volume_full);
     RUN(min_size_fits);
     sh("rm -rf '%s'", dir);
     return UNIT_DONE();
