@@ -216,7 +216,7 @@ static void index_add(struct fat_dir *d, const struct dir_item *it)
     fat_ix_insert(&d->shorts, fat_short_hash(it->raw), it->slot);
 }
 
-static void index_build(struct fat_dir *d)
+static void index_build(struct fat_fs *f, struct fat_dir *d)
 {
     if (d->indexed)
         return;
@@ -229,6 +229,8 @@ static void index_build(struct fat_dir *d)
     }
     free(it);
     d->indexed = true;
+    /* counted with the cached entries (roughly: the tables double later) */
+    f->dir_cache_bytes += 2 * (uint64_t)(d->names.cap + d->shorts.cap) * 2 * sizeof(uint32_t);
 }
 
 /* True when a live entry of d has the 8.3 name sn. */
@@ -258,7 +260,7 @@ static int lookup_idx(struct fat_fs *f, uint32_t dir, const char *name, uint32_t
     int r = fat_dir_load(f, dir, &d);
     if (r < 0)
         return r;
-    index_build(d);
+    index_build(f, d);
     struct dir_item *it = qimg_xmalloc(sizeof *it);
     uint32_t h = fat_name_hash(u16, len);
     r = -ENOENT;
