@@ -196,7 +196,7 @@ static int make_plan(struct qimg_create_from_params *p, struct qimg_fs_source *s
     if ((r = find_driver(type, &pl->drv)) < 0 || (r = parse_scheme(p->partition, &pl->scheme)) < 0)
         return r;
     pl->part_kind = strcmp(type, "vfat") ? "linux" : "fat";
-    if ((r = qimg_fs_source_usage(src, &pl->usage, &newest)) < 0)
+    if ((r = qimg_fs_source_usage(src, &pl->usage, &newest, !strcmp(type, "vfat"))) < 0)
         return r;
     pl->epoch = p->epoch_from_source ? newest : p->source_date_epoch;
     pl->mkfs = (struct qimg_mkfs_params) {

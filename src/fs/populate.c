@@ -735,6 +735,7 @@ static int local_xattrs(const char *path,
 
 struct usage_ctx {
     struct qimg_fs_usage *u;
+    bool links_as_copies;     /* each name of a file holds its own data */
     int64_t newest;
     struct hmap seen;         /* (dev, ino) of files with several links */
 };
@@ -773,6 +774,11 @@ static int usage_dir(struct usage_ctx *c, const char *path, unsigned depth)
         c->newest = QIMG_MAX(c->newest, (int64_t)sx.stx_mtime.tv_sec);
         if (!S_ISDIR(sx.stx_mode) && sx.stx_nlink > 1 && !first_link(&c->seen, &sx)) {
             c->u->hardlinks++;
+            if (c->links_as_copies && S_ISREG(sx.stx_mode)) {
+                c->u->files++;
+                c->u->data_bytes += sx.stx_size;
+                c->u->data_blocks_4k += data_blocks(sx.stx_size, sx.stx_blocks);
+            }
             continue;
         }
         if ((r = local_xattrs(child, count_xattr, c)) < 0)
@@ -1164,11 +1170,13 @@ static uint64_t entry_blocks(struct archive_entry *e, uint64_t size)
     return QIMG_MIN(blocks, qimg_div_round_up(size, 4096));
 }
 
-static int usage_tar(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_t *newest)
+static int usage_tar(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_t *newest,
+                     bool links_as_copies)
 {
     struct archive *a;
     struct archive_entry *e;
     struct hmap dirs = { 0 };
+    struct hmap files = { 0 };    /* with links_as_copies: regular files' sizes */
     int r = tar_open(src, &a);
     if (r < 0)
         return r;
@@ -1192,16 +1200,31 @@ static int usage_tar(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_
         if (entry_hardlink(e)) {
             u->hardlinks++;
             count_in_parent(u, &dirs, path);
+            CLEANUP_FREE char *target = normalize(entry_hardlink(e));
+            struct hent *f = links_as_copies && target ? hmap_str(&files, target, false, NULL)
+                                                       : NULL;
+            if (f) {                    /* u: its size, ptr: its 4 KiB blocks */
+                u->files++;
+                u->data_bytes += f->u;
+                u->data_blocks_4k += (uint64_t)(uintptr_t)f->ptr;
+            }
         } else if (archive_entry_filetype(e) == AE_IFDIR) {
             usage_tar_dir(u, &dirs, path);
         } else {
             count_in_parent(u, &dirs, path);
             switch (archive_entry_filetype(e)) {
-            case AE_IFREG:
+            case AE_IFREG: {
+                uint64_t blocks = entry_blocks(e, size);
                 u->files++;
                 u->data_bytes += size;
-                u->data_blocks_4k += entry_blocks(e, size);
+                u->data_blocks_4k += blocks;
+                if (links_as_copies) {
+                    struct hent *f = hmap_str(&files, path, true, NULL);
+                    f->u = size;
+                    f->ptr = (void *)(uintptr_t)blocks;
+                }
                 break;
+            }
             case AE_IFLNK:
                 u->symlinks++;
                 u->symlink_bytes += entry_symlink(e) ? strlen(entry_symlink(e)) : 0;
@@ -1220,6 +1243,9 @@ static int usage_tar(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_
         if (dirs.v[i].key)
             u->max_dir_entries = QIMG_MAX(u->max_dir_entries, dirs.v[i].u);
     hmap_free(&dirs);
+    for (size_t i = 0; i < files.cap; i++)
+        files.v[i].ptr = NULL;    /* a count, not memory */
+    hmap_free(&files);
     archive_read_free(a);
     return r;
 }
@@ -1510,7 +1536,8 @@ static int populate_from_tar(struct populate *p, struct qimg_fs_source *src)
 }
 
 #else
-static int usage_tar(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_t *newest)
+static int usage_tar(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_t *newest,
+                     bool links_as_copies)
 {
     return qimg_error(-ENOTSUP, "this qimg was built without libarchive");
 }
@@ -1522,13 +1549,14 @@ static int populate_from_tar(struct populate *p, struct qimg_fs_source *src)
 
 /* ------------------------------------------------------------- the API */
 
-int qimg_fs_source_usage(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_t *newest)
+int qimg_fs_source_usage(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_t *newest,
+                         bool links_as_copies)
 {
     memset(u, 0, sizeof *u);
     *newest = 0;
     if (src->is_tar)
-        return usage_tar(src, u, newest);
-    struct usage_ctx c = { .u = u };
+        return usage_tar(src, u, newest, links_as_copies);
+    struct usage_ctx c = { .u = u, .links_as_copies = links_as_copies };
     struct statx sx;
     int r = 0;
     if (statx(AT_FDCWD, src->path, 0, STATX_BASIC_STATS, &sx) < 0)

@@ -46,9 +46,11 @@ void qimg_fs_source_close(struct qimg_fs_source *src);
 bool qimg_fs_source_is_tar(const struct qimg_fs_source *src);
 
 /* First pass: what the tree holds.  *newest: the latest mtime found (the
- * epoch of a --reproducible build without SOURCE_DATE_EPOCH). */
+ * epoch of a --reproducible build without SOURCE_DATE_EPOCH).  With
+ * links_as_copies (a filesystem without hard links), every further name of
+ * a regular file also counts as a file with its data. */
 int qimg_fs_source_usage(struct qimg_fs_source *src, struct qimg_fs_usage *u,
-                         int64_t *newest);
+                         int64_t *newest, bool links_as_copies);
 
 /* Second pass: copy the tree into fs (opened writable, empty). */
 int qimg_fs_source_populate(struct qimg_fs_source *src, struct qimg_fs *fs,
