@@ -11,8 +11,15 @@
 #include "internal.h"
 #include "util.h"
 
-/* Directories cached beyond this are dropped between operations. */
+/* Directories cached beyond this are dropped between operations
+ * (QIMG_FAT_DIR_CACHE overrides it, for tests). */
 #define DIR_CACHE_BUDGET (64ull << 20)
+
+uint64_t fat_dir_cache_budget(void)
+{
+    const char *e = getenv("QIMG_FAT_DIR_CACHE");
+    return e ? strtoull(e, NULL, 0) : DIR_CACHE_BUDGET;
+}
 
 void fat_dir_free(struct fat_dir *d)
 {
@@ -27,7 +34,7 @@ void fat_dir_free(struct fat_dir *d)
 
 void fat_dir_cache_trim(struct fat_fs *f)
 {
-    if (f->dir_cache_bytes <= DIR_CACHE_BUDGET || f->walking)
+    if (f->dir_cache_bytes <= f->dir_cache_budget || f->walking)
         return;
     for (uint32_t i = 0; i < f->nnodes; i++) {
         fat_dir_free(f->nodes[i].dir);

@@ -68,7 +68,7 @@ struct fat_fs {
     uint64_t *hkeys;          /* hash: (parent, slot) and dir cluster -> node */
     uint32_t *hvals;
     uint32_t hcap, hcount;
-    uint64_t dir_cache_bytes;
+    uint64_t dir_cache_bytes, dir_cache_budget;
     unsigned walking;         /* directory walks in progress */
 };
 
@@ -118,6 +118,7 @@ int fat_node_store(struct fat_fs *f, uint32_t idx);
 int fat_dir_load(struct fat_fs *f, uint32_t idx, struct fat_dir **out);
 void fat_dir_free(struct fat_dir *d);
 void fat_dir_cache_trim(struct fat_fs *f);
+uint64_t fat_dir_cache_budget(void);
 int fat_dir_write_slots(struct fat_fs *f, struct fat_dir *d, uint32_t first, uint32_t n);
 int fat_lookup(struct qimg_fs *fs, qimg_fs_ino dir, const char *name, qimg_fs_ino *out);
 int fat_readdir(struct qimg_fs *fs, qimg_fs_ino dir, qimg_fs_dir_cb cb, void *opaque);

@@ -474,6 +474,7 @@ static int fat_open(struct qimg_fs_dev *dev, struct qimg_fs **out)
     if (r < 0)
         goto fail;
     memcpy(f->boot, s, sizeof f->boot);
+    f->dir_cache_budget = fat_dir_cache_budget();
     f->base.type = f->bpb.type == FAT12 ? "fat12" : f->bpb.type == FAT16 ? "fat16" : "fat32";
     f->mirror = true;
     if (f->bpb.type == FAT32 && (f->bpb.ext_flags & 0x80)) {

@@ -470,6 +470,13 @@ static void populate_and_check(uint64_t size, const char *type, uint64_t big)
 TEST(populate_fat12) { populate_and_check(4ull << 20, "fat12", 1500000); }
 TEST(populate_fat16) { populate_and_check(64ull << 20, "fat16", 10ull << 20); }
 TEST(populate_fat32) { populate_and_check(600ull << 20, "fat32", 10ull << 20); }
+/* With no directory cache: every operation reloads what it needs. */
+TEST(populate_no_dir_cache)
+{
+    setenv("QIMG_FAT_DIR_CACHE", "0", 1);
+    populate_and_check(64ull << 20, "fat16", 100000);
+    unsetenv("QIMG_FAT_DIR_CACHE");
+}
 
 /* Images made by mkfs.fat and mcopy read back through the driver. */
 struct walk {
@@ -902,6 +909,7 @@ int main(void)
     RUN(populate_fat12);
     RUN(populate_fat16);
     RUN(populate_fat32);
+    RUN(populate_no_dir_cache);
     RUN(read_mkfs_fat_images);
     RUN(dirty_marks_during_a_session);
     RUN(dirty_volume_refused_for_writing);
