@@ -271,6 +271,17 @@ if build "vfat qcow2 gpt" -f qcow2 --fs vfat --partition gpt --size 64M --label 
 fi
 rm -f "$W"/*
 
+# vfat: a big file with many names needs the room of all its copies
+mkdir -p "$SCRATCH/links"
+head -c 8M "$SCRATCH/random" > "$SCRATCH/links/a"
+for i in 1 2 3 4 5 6; do ln "$SCRATCH/links/a" "$SCRATCH/links/l$i"; done
+if build "vfat hard links as copies" -f raw --fs vfat --from "$SCRATCH/links" "$W/l.raw"; then
+    grep -q "6 hard links stored as separate copies" "$SCRATCH/build.err" &&
+        pass "vfat hard links as copies: warned" || fail "vfat hard links as copies: warned" "$(cat "$SCRATCH/build.err")"
+    verify_fat "vfat hard links as copies" "$W/l.raw" raw none "$SCRATCH/links"
+fi
+rm -f "$W"/*
+
 # ------------------------------------------------------------------ tar
 
 tar --sort=name --xattrs -C "$SMALL" -cf "$SCRATCH/small.tar" .
