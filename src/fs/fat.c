@@ -599,7 +599,22 @@ static int fat_getattr(struct qimg_fs *fs, qimg_fs_ino ino, struct qimg_fs_attr 
     }
     if (d.attr & FAT_ATTR_READ_ONLY)
         a->mode &= ~0222u;
-    if (idx != 0) {
+    if (idx == 0) {
+        /* The root has no entry: the volume label's times stand in. */
+        struct fat_dir *root;
+        if (fat_dir_load(f, 0, &root) < 0) {
+            qimg_error_clear();
+            return 0;
+        }
+        for (uint32_t i = 0; i < root->nent && root->data[(size_t)i * FAT_DIRENT_SIZE]; i++) {
+            const uint8_t *raw = root->data + (size_t)i * FAT_DIRENT_SIZE;
+            if (raw[0] != FAT_DELETED && !fat_raw_is_lfn(raw) && (raw[11] & FAT_ATTR_VOLUME_ID)) {
+                fat_dirent_decode(raw, &d);
+                break;
+            }
+        }
+    }
+    if (idx != 0 || (d.attr & FAT_ATTR_VOLUME_ID)) {
         a->mtime = fat_time_decode(d.wrt_date, d.wrt_time, 0, NULL);
         a->crtime = fat_time_decode(d.crt_date, d.crt_time, d.crt_tenth, &a->crtime_ns);
         a->atime = fat_time_decode(d.acc_date, 0, 0, NULL);

@@ -321,6 +321,16 @@ TEST(mkfs_reproducible)
         mkfs_at(a, size, "Repro", true);
         mkfs_at(b, size, "Repro", true);
         CHECK_EQ_INT(sh("cmp -s '%s' '%s'", a, b), 0);
+        struct img m;
+        struct qimg_fs *fs = fs_open(&m, a, false);
+        CHECK(fs != NULL);
+        if (fs) {
+            struct qimg_fs_attr at;
+            CHECK_EQ_INT(qimg_fs_vfat.getattr(fs, fs->root, &at), 0);
+            CHECK_EQ_INT(at.mtime, 1700000000);   /* mkfs time, on the label entry */
+            CHECK_EQ_INT(at.mode, S_IFDIR | 0755);
+            fs_close(&m, fs);
+        }
         if (have_tools) {
             CHECK_EQ_INT(fsck_clean(a), 0);
             CHECK_EQ_INT(sh("MTOOLS_SKIP_CHECK=1 mlabel -s -i '%s' :: | grep -q 'REPRO'", a), 0);
