@@ -872,6 +872,39 @@ static int copy_local_data(struct populate *p, const char *path, qimg_fs_ino ino
 
 static int populate_dir(struct populate *p, const char *path, qimg_fs_ino dir, unsigned depth);
 
+/* Reading many files one after the other waits for the disk at each one:
+ * ask the kernel to start reading the next files of the directory (up to
+ * READ_AHEAD bytes ahead), so that their I/O overlaps our work. */
+#define READ_AHEAD (32u << 20)
+struct lookahead {
+    uint64_t *sizes;          /* bytes asked for, per entry */
+    size_t next;              /* first entry not looked at */
+    uint64_t pending;         /* bytes asked for entries not copied yet */
+};
+
+static void read_ahead(struct lookahead *la, const char *dir, char **names, size_t n, size_t i)
+{
+    if (i < la->next)
+        la->pending -= QIMG_MIN(la->pending, la->sizes[i]);
+    else
+        la->next = i + 1;     /* entry i is read now anyway */
+    while (la->next < n && la->pending < READ_AHEAD) {
+        size_t j = la->next++;
+        CLEANUP_FREE char *child = join(dir, names[j]);
+        struct stat st;
+        if (lstat(child, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+            continue;
+        int fd = open_noatime(child, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+            continue;
+        uint64_t len = QIMG_MIN((uint64_t)st.st_size, READ_AHEAD);
+        posix_fadvise(fd, 0, (off_t)len, POSIX_FADV_WILLNEED);
+        close(fd);
+        la->sizes[j] = len;
+        la->pending += len;
+    }
+}
+
 static int populate_entry(struct populate *p, const char *path, qimg_fs_ino dir,
                           const char *name, unsigned depth)
 {
@@ -943,10 +976,13 @@ static int populate_dir(struct populate *p, const char *path, qimg_fs_ino dir, u
         return qimg_error(-ELOOP, "'%s': directories nested too deep", path);
     if ((r = read_names(path, &names, &n)) < 0)
         return r;
+    struct lookahead la = { .sizes = qimg_xcalloc(n ? n : 1, sizeof *la.sizes) };
     for (size_t i = 0; i < n && r == 0; i++) {
+        read_ahead(&la, path, names, n, i);
         CLEANUP_FREE char *child = join(path, names[i]);
         r = populate_entry(p, child, dir, names[i], depth);
     }
+    free(la.sizes);
     free_names(names, n);
     return r;
 }
