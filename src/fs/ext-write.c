@@ -131,7 +131,7 @@ static void init_extent_root(ext_inode *in)
 }
 
 /* A directory gained a subdirectory: one more link, or 1 ("many") past
- * the limit with dir_nlink, as the kernel counts. */
+ * EXT2_LINK_MAX with dir_nlink, as the kernel counts and e2fsck expects. */
 static int inc_dir_links(struct ext_fs *x, ext2_ino_t dir)
 {
     ext_inode in;
@@ -139,7 +139,7 @@ static int inc_dir_links(struct ext_fs *x, ext2_ino_t dir)
     if (r < 0)
         return r;
     if (in.i_links_count != 1) {
-        if (in.i_links_count + 1u >= EXT2_LINK_MAX) {
+        if (in.i_links_count + 1u > EXT2_LINK_MAX) {
             if (!ext2fs_has_feature_dir_nlink(x->e2->super)) {
                 if (!ext2fs_has_feature_extents(x->e2->super))
                     return qimg_error(-EMLINK, "%s: directory %u has too many subdirectories",
