@@ -440,6 +440,31 @@ static int check_fat_links(struct fat_fs *f)
     return 0;
 }
 
+/* Before writing with mirrored FATs: the copies agree (we write only the
+ * sectors we change, to every copy, so copies that differ would stay so);
+ * entries 0 and 1 are left out (some systems mark only the first copy). */
+static int check_fat_copies(struct fat_fs *f)
+{
+    const size_t chunk = 1 << 20;
+    unsigned bps = f->bpb.bytes_per_sector;
+    CLEANUP_FREE uint8_t *buf = qimg_xmalloc(chunk);
+    for (unsigned k = 1; k < f->bpb.num_fats; k++) {
+        uint64_t base = ((uint64_t)f->bpb.first_fat_sector + (uint64_t)k * f->bpb.fat_sectors) * bps;
+        for (size_t off = 0; off < f->fat_bytes; off += chunk) {
+            size_t n = QIMG_MIN(chunk, f->fat_bytes - off);
+            int r = qimg_fs_dev_read(&f->base.dev, base + off, buf, n);
+            if (r < 0)
+                return r;
+            /* entries 0 and 1 (media, clean bits) may differ between copies */
+            size_t skip = off ? 0 : (size_t)fat_bytes_for_entries(f->bpb.type, 2);
+            if (memcmp(buf + skip, f->fat + off + skip, n - skip))
+                return qimg_error(-EUCLEAN, "the copies of the FAT of this filesystem differ: "
+                                  "check it with fsck.fat before writing to it");
+        }
+    }
+    return 0;
+}
+
 static int make_root(struct fat_fs *f)
 {
     uint32_t idx;
@@ -496,6 +521,8 @@ static int fat_open(struct qimg_fs_dev *dev, struct qimg_fs **out)
     }
     if (dev->writable) {
         r = check_fat_links(f);
+        if (r == 0 && f->mirror)
+            r = check_fat_copies(f);
         if (r < 0)
             goto fail;
     }

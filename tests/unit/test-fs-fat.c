@@ -772,6 +772,19 @@ TEST(hostile_cluster_chains)
         close(fd);
     }
     CHECK(walk_all(p) < 0);
+    /* FAT copies that differ: writable opens are refused */
+    make_victim(p, &l);
+    {
+        uint8_t s[512];
+        int fd = open(p, O_RDONLY);
+        CHECK(pread(fd, s, 512, 0) == 512);
+        close(fd);
+        put16(p, l.fat0 + (uint64_t)qimg_le16(s + 22) * 512 + 2 * 100, 0xFFFF);
+        struct img m;
+        CHECK(fs_open(&m, p, true) == NULL);
+        CHECK(strstr(qimg_last_error(), "copies of the FAT") != NULL);
+        CHECK_EQ_INT(walk_all(p), 0);   /* reading is fine */
+    }
     /* cross-linked chains: the directory's chain joins the file's; and a
      * link past the end: writable opens are refused */
     for (int k = 0; k < 2; k++) {
