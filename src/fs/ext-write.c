@@ -188,10 +188,27 @@ static int allocate(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, blk64_t sta
     return 0;
 }
 
-/* Allocates the blocks of [first, last] that are holes now and get
- * non-zero data. */
-static int allocate_for_write(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, uint64_t off,
-                              const void *buf, size_t len)
+struct runs {
+    blk64_t (*r)[2];              /* start, length */
+    size_t n, cap;
+    blk64_t blocks;
+};
+
+static void add_run(struct runs *rs, blk64_t start, blk64_t n)
+{
+    if (rs->n == rs->cap) {
+        rs->cap = rs->cap ? rs->cap * 2 : 16;
+        rs->r = qimg_xrealloc(rs->r, rs->cap * sizeof *rs->r);
+    }
+    rs->r[rs->n][0] = start;
+    rs->r[rs->n][1] = n;
+    rs->n++;
+    rs->blocks += n;
+}
+
+/* The blocks of [first, last] that are holes now and get non-zero data. */
+static int runs_to_allocate(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, uint64_t off,
+                            const void *buf, size_t len, struct runs *rs)
 {
     uint64_t bs = x->e2->blocksize;
     blk64_t first = off / bs, last = (off + len - 1) / bs, lblk = first;
@@ -207,16 +224,35 @@ static int allocate_for_write(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, u
                     run++;
                     continue;
                 }
-                if (run && (r = allocate(x, ino, in, b - run, run)) < 0)
-                    return r;
+                if (run)
+                    add_run(rs, b - run, run);
                 run = 0;
             }
-            if (run && (r = allocate(x, ino, in, lblk + n - run, run)) < 0)
-                return r;
+            if (run)
+                add_run(rs, lblk + n - run, run);
         }
         lblk += n;
     }
     return 0;
+}
+
+/* Allocates what the write needs, after checking that it fits: a failed
+ * allocation half way would leave counted blocks outside the file. */
+static int allocate_for_write(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, uint64_t off,
+                              const void *buf, size_t len)
+{
+    struct runs rs = { NULL, 0, 0, 0 };
+    int r = runs_to_allocate(x, ino, in, off, buf, len, &rs);
+    /* room for the mapping blocks too (extent tree or indirect blocks) */
+    blk64_t need = rs.blocks + rs.blocks / 256 + 2 * rs.n + 4;
+    if (r == 0 && rs.blocks && need > ext2fs_free_blocks_count(x->e2->super))
+        r = qimg_error(-ENOSPC, "%s: no space left for %llu more blocks (%llu free)",
+                       x->base.type, (unsigned long long)rs.blocks,
+                       (unsigned long long)ext2fs_free_blocks_count(x->e2->super));
+    for (size_t i = 0; r == 0 && i < rs.n; i++)
+        r = allocate(x, ino, in, rs.r[i][0], rs.r[i][1]);
+    free(rs.r);
+    return r;
 }
 
 #define SMALL_RUN_BLOCKS 32
