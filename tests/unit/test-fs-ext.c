@@ -650,6 +650,45 @@ TEST(hostile_images)
     qimg_close(img);
 }
 
+/* Running out of blocks or inodes gives -ENOSPC and leaves a filesystem
+ * e2fsck finds clean once the partial file is removed. */
+TEST(out_of_space)
+{
+    CLEANUP_FREE char *p = path("full");
+    qimg_image *img = make_raw(p, 8ull << 20);
+    struct qimg_fs *fs = mkfs_open(img, "ext4", false);
+    if (fs) {
+        const struct qimg_fs_driver *d = fs->drv;
+        qimg_fs_ino f = mk(fs, fs->root, "big", S_IFREG | 0644, NULL);
+        size_t chunk = 1 << 20;
+        unsigned char *b = qimg_xmalloc(chunk);
+        int r = 0;
+        for (uint64_t off = 0; r == 0 && off < (64u << 20); off += chunk) {
+            fill(b, chunk, (unsigned)off);
+            r = d->write(fs, f, off, b, chunk);
+        }
+        free(b);
+        CHECK_EQ_INT(r, -ENOSPC);
+        CHECK_EQ_INT(d->unlink(fs, fs->root, "big"), 0);
+        int made = 0;
+        for (int i = 0; i < 100000; i++) {
+            char n[32];
+            struct qimg_fs_attr a = attr_of(S_IFREG | 0644, 0);
+            qimg_fs_ino x;
+            snprintf(n, sizeof n, "f%d", i);
+            r = d->create(fs, fs->root, n, &a, NULL, &x);
+            if (r < 0)
+                break;
+            made++;
+        }
+        CHECK_EQ_INT(r, -ENOSPC);
+        CHECK(made > 100);
+        CHECK_EQ_INT(d->close(fs), 0);
+    }
+    CHECK_EQ_INT(qimg_close(img), 0);
+    CHECK(fsck_clean(p));
+}
+
 TEST(ext4_tree) { test_type("ext4"); }
 TEST(ext3_tree) { test_type("ext3"); }
 TEST(ext2_tree) { test_type("ext2"); }
@@ -668,6 +707,7 @@ int main(void)
     RUN(read_mke2fs_image);
     RUN(writable_open_refusals);
     RUN(hostile_images);
+    RUN(out_of_space);
     if (!getenv("KEEP")) run("rm -rf '%s'", dir);
     return UNIT_DONE();
 }
