@@ -772,6 +772,20 @@ TEST(hostile_cluster_chains)
         close(fd);
     }
     CHECK(walk_all(p) < 0);
+    /* a huge size (4 GiB - 1) on a small volume, then one cluster too many */
+    for (int k = 0; k < 2; k++) {
+        make_victim(p, &l);
+        int fd = open(p, O_RDWR);
+        uint8_t ent[32 * 8];
+        uint64_t off = l.data + (uint64_t)(l.dir_cl - 2) * l.cs;
+        CHECK(pread(fd, ent, sizeof ent, (off_t)off) == (ssize_t)sizeof ent);
+        for (int i = 2; i < 8; i++)
+            if (!memcmp(ent + 32 * i, "FILE       ", 11))
+                qimg_put_le32(ent + 32 * i + 28, k ? 3 * l.cs + 1 : 0xFFFFFFFFu);
+        CHECK(pwrite(fd, ent, sizeof ent, (off_t)off) == (ssize_t)sizeof ent);
+        close(fd);
+        CHECK(walk_all(p) < 0);
+    }
     /* FAT copies that differ: writable opens are refused */
     make_victim(p, &l);
     {
