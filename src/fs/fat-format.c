@@ -237,25 +237,44 @@ bool fat_fsinfo_parse(const uint8_t *s, uint32_t *free_count, uint32_t *next_fre
     return true;
 }
 
-/* Sizes the FAT for total sectors: the smallest FAT (rounded to align
- * sectors) that covers the clusters left after it.  Returns the clusters. */
+/* Data clusters left when each FAT has fatsz sectors. */
+static uint64_t fat_clusters_with(const struct fat_bpb *b, uint64_t fixed, uint64_t fatsz)
+{
+    uint64_t used = fixed + (uint64_t)b->num_fats * fatsz;
+    return used < b->total_sectors ? (b->total_sectors - used) / b->sectors_per_cluster : 0;
+}
+
+static uint64_t fat_sectors_for(const struct fat_bpb *b, enum fat_type type, uint64_t clusters,
+                                uint32_t align)
+{
+    uint64_t need = qimg_div_round_up(fat_bytes_for_entries(type, clusters + 2),
+                                      b->bytes_per_sector);
+    return qimg_div_round_up(need, align) * align;
+}
+
+/* Sizes the FAT: the smallest FAT (a multiple of align sectors) that covers
+ * the clusters left after it.  Returns the clusters. */
 static uint32_t size_fat(struct fat_bpb *b, enum fat_type type, uint32_t align)
 {
     uint64_t fixed = (uint64_t)b->reserved_sectors +
                      qimg_div_round_up((uint64_t)b->root_entries * 32, b->bytes_per_sector);
-    uint64_t fatsz = 1, clusters = 0;
+    uint64_t fatsz = align;
+    /* grow until the FAT covers the clusters left after it... */
     for (int i = 0; i < 64; i++) {
-        uint64_t used = fixed + (uint64_t)b->num_fats * fatsz;
-        clusters = used < b->total_sectors ? (b->total_sectors - used) / b->sectors_per_cluster : 0;
-        uint64_t need = qimg_div_round_up(fat_bytes_for_entries(type, clusters + 2),
-                                          b->bytes_per_sector);
-        need = qimg_div_round_up(need, align) * align;
+        uint64_t need = fat_sectors_for(b, type, fat_clusters_with(b, fixed, fatsz), align);
         if (need <= fatsz)
             break;
         fatsz = need;
     }
+    /* ...then take the smallest size that still does */
+    while (fatsz > align) {
+        uint64_t smaller = fatsz - align;
+        if (fat_sectors_for(b, type, fat_clusters_with(b, fixed, smaller), align) > smaller)
+            break;
+        fatsz = smaller;
+    }
     b->fat_sectors = (uint32_t)fatsz;
-    return (uint32_t)clusters;
+    return (uint32_t)fat_clusters_with(b, fixed, fatsz);
 }
 
 int fat_choose_geometry(uint64_t size, struct fat_bpb *b)
@@ -265,11 +284,25 @@ int fat_choose_geometry(uint64_t size, struct fat_bpb *b)
     b->num_fats = 2;
     b->media = 0xF8;
     b->drive_number = 0x80;
-    b->sectors_per_track = 63;
-    b->heads = 255;
+    /* The disk geometry mkfs.fat gives by size (sectors per track, heads);
+     * like it, the volume ends on a whole track. */
+    static const struct { uint64_t max_mib; uint16_t spt, heads; } geometry[] = {
+        { 2, 16, 2 }, { 16, 32, 2 }, { 32, 32, 4 }, { 128, 32, 8 }, { 256, 32, 16 },
+        { 504, 63, 16 }, { 1008, 63, 32 }, { 2016, 63, 64 }, { 4032, 63, 128 },
+        { UINT64_MAX, 63, 255 },
+    };
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(geometry); i++) {
+        if ((size >> 20) < geometry[i].max_mib ||
+            ((size >> 20) == geometry[i].max_mib && !(size & ((1u << 20) - 1)))) {
+            b->sectors_per_track = geometry[i].spt;
+            b->heads = geometry[i].heads;
+            break;
+        }
+    }
     uint64_t total = size / 512;
     if (total > 0xFFFFFFFFu)
         total = 0xFFFFFFFFu;
+    total -= total % b->sectors_per_track;
     if (total < 128)
         return qimg_error(-ENOSPC, "a FAT filesystem needs at least 64 KiB (the device has %"
                           PRIu64 " bytes)", size);
