@@ -139,11 +139,19 @@ static uint64_t clusters_needed(const struct qimg_fs_usage *u, uint64_t cs, bool
 
 int fat_min_size(const struct qimg_fs_usage *u, const struct qimg_mkfs_params *p, uint64_t *size)
 {
-    /* The root directory of FAT12/16 has 512 entries: a tree whose largest
-     * directory needs more (with long names) gets FAT32. */
-    uint64_t avg_name = (u->files + u->dirs) ? u->name_bytes / (u->files + u->dirs + u->symlinks + u->others + 1) : 0;
-    uint64_t big_dir_slots = u->max_dir_entries * (1 + qimg_div_round_up(avg_name + 1, FAT_LFN_CHARS));
-    uint64_t s = big_dir_slots > 400 ? (512ull << 20) : (1ull << 20);
+    /* The root directory of FAT12/16 has 512 entries: a tree whose top
+     * directory needs more (with long names and the label) gets FAT32.
+     * When the walker did not count the top directory alone, the largest
+     * directory stands in for it. */
+    uint64_t root_slots;
+    if (u->root_entries) {
+        root_slots = 1 + u->root_entries * 2 + u->root_name_bytes / FAT_LFN_CHARS;
+    } else {
+        uint64_t names = u->files + u->dirs + u->symlinks + u->others;
+        uint64_t avg_name = names ? u->name_bytes / names : 0;
+        root_slots = 1 + u->max_dir_entries * (1 + qimg_div_round_up(avg_name + 1, FAT_LFN_CHARS));
+    }
+    uint64_t s = root_slots > 512 ? (512ull << 20) : (1ull << 20);
     for (int i = 0; i < 200; i++) {
         struct fat_bpb b;
         int r = fat_choose_geometry(s, &b);

@@ -67,6 +67,10 @@ struct qimg_fs_usage {
     uint64_t xattr_bytes;     /* sum of xattr names + values */
     uint64_t symlink_bytes;   /* sum of symlink target lengths */
     uint64_t max_dir_entries; /* entries of the largest directory */
+    /* The top directory alone (FAT12/16 have a fixed-size root): its
+     * entries and the sum of their name lengths; both 0 when not counted
+     * (then drivers assume the largest directory may be the top one). */
+    uint64_t root_entries, root_name_bytes;
 };
 
 /* How to make a new filesystem. */

@@ -909,6 +909,19 @@ TEST(min_size_fits)
     uint64_t size = 0;
     CHECK_EQ_INT(qimg_fs_vfat.min_size(&u, &mp, &size), 0);
     CHECK(size >= (30ull << 20) && size < (40ull << 20));
+    /* a directory of 2000 names: FAT32 unless we know it is not the top one */
+    struct qimg_fs_usage big = { .files = 2000, .dirs = 1, .data_bytes = 1 << 20,
+                                 .name_bytes = 2000 * 20, .max_dir_entries = 2000 };
+    CHECK_EQ_INT(qimg_fs_vfat.min_size(&big, &mp, &size), 0);
+    CHECK(size >= (512ull << 20));
+    big.root_entries = 1;
+    big.root_name_bytes = 3;
+    CHECK_EQ_INT(qimg_fs_vfat.min_size(&big, &mp, &size), 0);
+    CHECK(size < (16ull << 20));
+    big.root_entries = 300;     /* 300 names of 20 bytes: 2-3 slots each */
+    big.root_name_bytes = 300 * 20;
+    CHECK_EQ_INT(qimg_fs_vfat.min_size(&big, &mp, &size), 0);
+    CHECK(size >= (512ull << 20));
     /* fill a volume of that size with the tree: it fits */
     CLEANUP_FREE char *p = path("min.img");
     mkfs_at(p, size, NULL, true);
