@@ -270,7 +270,7 @@ static int count_range(struct check_ctx *c, uint64_t offset, uint64_t size)
     uint64_t end;
     if (!qimg_add_ok(offset, size, &end) || (end >= c->file_len && end - c->file_len >= s->cluster_size)) {
         qimg_check_log("ERROR: counting reference for region exceeding the end of the file by "
-                       "one cluster or more: offset %#" PRIx64 " size %#" PRIx64, offset, size);
+                       "one cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64, offset, size);
         c->res->corruptions++;
         return 0;
     }
@@ -916,7 +916,9 @@ static int check_copied(struct check_ctx *c)
             }
         }
         if (modified) {
-            r = qcow2_repair_overlap_check(c->img, l2_offset, s->l2_table_bytes);
+            r = qcow2_repair_overlap_check_snaptable(c->img, l2_offset, s->l2_table_bytes,
+                                                     s->snapshots_offset,
+                                                     c->snaptable.table_size);
             if (r < 0) {
                 qimg_check_log("ERROR: Could not write L2 table; metadata overlap check "
                                "failed: %s", strerror(-r));
@@ -989,6 +991,7 @@ static int rebuild_refcounts(struct check_ctx *c, uint64_t *highest)
     qimg_check_log("Rebuilding refcount structure");
     struct qcow2_refcount_map map = {
         .opaque = c, .get = map_get, .set = map_set, .nb_clusters = map_nb_clusters,
+        .snaptable_offset = c->s->snapshots_offset, .snaptable_size = c->snaptable.table_size,
     };
     int r = qcow2_repair_rebuild_refcounts(c->img, &map, c->marked_corrupt);
     if (r < 0) {

@@ -254,7 +254,9 @@ static int write_refblocks(struct rebuild *b)
         uint64_t end = QIMG_MIN((ti + 1) * E, map_size(b));
         for (uint64_t k = ti * E; k < end; k++)
             refblock_put(s, buf, k - ti * E, b->map->get(b->map->opaque, k));
-        int r = overlap_check(b->img, b->blocks[ti] << s->cluster_bits, s->cluster_size, NULL);
+        int r = qcow2_repair_overlap_check_snaptable(b->img, b->blocks[ti] << s->cluster_bits,
+                                                     s->cluster_size, b->map->snaptable_offset,
+                                                     b->map->snaptable_size);
         if (r == 0)
             r = qimg_io_pwrite(b->img->file, buf, s->cluster_size,
                                b->blocks[ti] << s->cluster_bits);
@@ -292,7 +294,9 @@ static int install_reftable(struct rebuild *b, uint64_t table_cluster, uint64_t 
         qimg_put_be64(be + 8 * ti, table[ti]);
     }
     uint64_t offset = table_cluster << s->cluster_bits;
-    int r = overlap_check(b->img, offset, clusters * s->cluster_size, NULL);
+    int r = qcow2_repair_overlap_check_snaptable(b->img, offset, clusters * s->cluster_size,
+                                                 b->map->snaptable_offset,
+                                                 b->map->snaptable_size);
     if (r == 0)
         r = qimg_io_pwrite(b->img->file, be, clusters * s->cluster_size, offset);
     free(be);

@@ -16,6 +16,9 @@ struct qcow2_refcount_map {
     uint64_t (*get)(void *opaque, uint64_t cluster);
     int (*set)(void *opaque, uint64_t cluster, uint64_t value);
     uint64_t (*nb_clusters)(void *opaque);   /* clusters the map covers */
+    /* the snapshot table as the check read it: metadata the new
+     * structures must not overwrite (qemu's overlap check) */
+    uint64_t snaptable_offset, snaptable_size;
 };
 
 /* Set the stored refcount of a cluster (its refcount block exists) from
@@ -46,9 +49,9 @@ int qcow2_repair_l2_entry(struct qimg_image *img, uint64_t l2_offset, uint64_t i
 /* qemu's check before a metadata write: <0 (the image marked corrupt,
  * the reason logged) when [offset, offset + len) holds other metadata. */
 int qcow2_repair_overlap_check(struct qimg_image *img, uint64_t offset, uint64_t len);
-/* The same for a new snapshot table at [offset, offset + len) written by
- * the check's repair, the old table at [old_table, old_table + old_len)
- * still counting as metadata (qemu checks against it too). */
+/* The same with the snapshot table at [old_table, old_table + old_len)
+ * (as the check read it) counting as metadata too, as in qemu: for the
+ * check's writes (COPIED fixes, a rebuild, a new snapshot table). */
 int qcow2_repair_overlap_check_snaptable(struct qimg_image *img, uint64_t offset, uint64_t len,
                                          uint64_t old_table, uint64_t old_len);
 /* Write back an L2 table whose COPIED flags were fixed in place (after

@@ -24,8 +24,7 @@
 
 #define HINT_EXTRA "You can force-remove this extra metadata with qemu-img check -r all"
 
-/* Read [off, off + len) of the file; what lies past its end reads as zeros. */
-static int read_zero_filled(struct qimg_image *img, uint64_t file_size, void *buf,
+int qcow2_pread_zero_filled(struct qimg_image *img, uint64_t file_size, void *buf,
                             uint64_t len, uint64_t off)
 {
     if (len == 0)
@@ -87,7 +86,7 @@ static int read_entry(struct reader *rd, uint32_t i, uint64_t *pos, struct qcow2
 {
     struct qcow2_state *s = rd->s;
     uint8_t h[QCOW2_SNAPSHOT_HEADER_LEN];
-    int r = read_zero_filled(rd->img, rd->file_size, h, sizeof h, s->snapshots_offset + *pos);
+    int r = qcow2_pread_zero_filled(rd->img, rd->file_size, h, sizeof h, s->snapshots_offset + *pos);
     if (r < 0)
         return read_failed(r);
     *pos += sizeof h;
@@ -113,7 +112,7 @@ static int read_entry(struct reader *rd, uint32_t i, uint64_t *pos, struct qcow2
     /* extra data as kept, then id and name after all of it */
     uint64_t rest = (uint64_t)extra_on_disk + id_len + name_len;
     CLEANUP_FREE uint8_t *buf = qimg_xmalloc(rest ? rest : 1);
-    r = read_zero_filled(rd->img, rd->file_size, buf, rest, s->snapshots_offset + *pos);
+    r = qcow2_pread_zero_filled(rd->img, rd->file_size, buf, rest, s->snapshots_offset + *pos);
     if (r < 0)
         return read_failed(r);
     *pos += rest;
@@ -143,7 +142,7 @@ int qcow2_snaptable_read(struct qimg_image *img, struct qcow2_state *s, bool rep
     if (r < 0)
         return qimg_error(r, "Failed to read snapshot table: %s", strerror(-r));
     /* qemu's 64 MiB limit counts entries as kept (extra data cut to 1024
-     * bytes), while the table occupies what is on disk */
+     * bytes), while the table occupies what is on disk (pos) */
     uint64_t kept = 0;
     struct qcow2_snapshot *t = NULL;
     if (nb) {
@@ -161,7 +160,9 @@ int qcow2_snaptable_read(struct qimg_image *img, struct qcow2_state *s, bool rep
         if (r < 0)
             return r;
         kept = ((kept + 7) & ~7ull) + kept_len;
-        if (kept > QCOW2_MAX_SNAPSHOT_TABLE) {
+        /* on disk, qemu's table size must also fit an int (only extra
+         * data cut to 1024 bytes can make it that large) */
+        if (kept > QCOW2_MAX_SNAPSHOT_TABLE || pos > INT32_MAX) {
             dropped = nb - i;
             if (!repair)
                 return qimg_error(-EFBIG, "Snapshot table is too big\nYou can force-remove "

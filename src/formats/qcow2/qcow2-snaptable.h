@@ -5,6 +5,12 @@
 
 #include "qcow2.h"
 
+/* Read [off, off + len) of the image file (file_size bytes long); what
+ * lies past its end reads as zeros, as qemu's block layer returns it.  A
+ * request ending beyond qemu's largest offset fails with -EIO. */
+int qcow2_pread_zero_filled(struct qimg_image *img, uint64_t file_size, void *buf,
+                            uint64_t len, uint64_t off);
+
 /* The header fields of the table (count, offset) with qemu's open rules
  * and messages. */
 int qcow2_snaptable_validate(const struct qcow2_state *s);

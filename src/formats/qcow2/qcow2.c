@@ -281,29 +281,29 @@ static int check_compression_type(const struct qcow2_state *s)
 }
 
 /* A table of entries*entry_len bytes at offset: aligned, no overflow, and
- * (our own rule) inside the file. */
+ * (our own rule, but for a check: qemu reads zeros there) inside the file. */
 static int check_table(const struct qcow2_state *s, uint64_t offset, uint64_t entries,
-                       uint64_t entry_len, const char *invalid_msg)
+                       uint64_t entry_len, const char *invalid_msg, bool for_check)
 {
     uint64_t bytes;
     if (!qimg_mul_ok(entries, entry_len, &bytes) || bytes > INT64_MAX ||
         !qimg_range_ok(offset, bytes, INT64_MAX) || !qimg_is_aligned(offset, s->cluster_size))
         return qimg_error(-EINVAL, "%s", invalid_msg);
-    if (!qimg_range_ok(offset, bytes, s->file_size))
+    if (!for_check && !qimg_range_ok(offset, bytes, s->file_size))
         return qimg_error(-EINVAL, "%s: it extends past the end of the file", invalid_msg);
     return 0;
 }
 
 /* ---------------------------------------------------------------- tables */
 
-static int read_be64_table(struct qimg_image *img, uint64_t offset, uint64_t n, uint64_t **out,
-                           const char *what)
+static int read_be64_table(struct qimg_image *img, const struct qcow2_state *s, uint64_t offset,
+                           uint64_t n, uint64_t **out, const char *what)
 {
     uint64_t *t = qimg_calloc_from_image(n ? n : 1, sizeof(uint64_t), what);
     if (!t)
         return -ENOMEM;
     if (n > 0) {
-        int r = qimg_io_pread(img->file, t, n * sizeof(uint64_t), offset);
+        int r = qcow2_pread_zero_filled(img, s->file_size, t, n * sizeof(uint64_t), offset);
         if (r < 0) {
             free(t);
             return qimg_error(r, "Could not read %s: %s", what, strerror(-r));
@@ -315,7 +315,7 @@ static int read_be64_table(struct qimg_image *img, uint64_t offset, uint64_t n, 
     return 0;
 }
 
-static int load_l1(struct qimg_image *img, struct qcow2_state *s)
+static int load_l1(struct qimg_image *img, struct qcow2_state *s, bool for_check)
 {
     uint64_t needed;
     if ((uint64_t)s->l1_size * sizeof(uint64_t) > QCOW2_MAX_L1_BYTES)
@@ -326,25 +326,26 @@ static int load_l1(struct qimg_image *img, struct qcow2_state *s)
         return qimg_error(-EINVAL, "L1 table is too small");
     s->l1_vm_state_index = (uint32_t)needed;
     int r = check_table(s, s->l1_table_offset, s->l1_size, sizeof(uint64_t),
-                        "Active L1 table offset invalid");
+                        "Active L1 table offset invalid", for_check);
     if (r < 0)
         return r;
-    return read_be64_table(img, s->l1_table_offset, s->l1_size, &s->l1_table, "L1 table");
+    return read_be64_table(img, s, s->l1_table_offset, s->l1_size, &s->l1_table, "L1 table");
 }
 
-static int load_refcount_table(struct qimg_image *img, struct qcow2_state *s)
+static int load_refcount_table(struct qimg_image *img, struct qcow2_state *s, bool for_check)
 {
     uint64_t bytes = (uint64_t)s->refcount_table_clusters << s->cluster_bits;
     if (bytes > QCOW2_MAX_REFTABLE_BYTES)
         return qimg_error(-EINVAL, "Reference count table too large");
-    if (s->refcount_table_clusters == 0)
+    /* a check finds every refcount 0 and may rebuild them */
+    if (s->refcount_table_clusters == 0 && !for_check)
         return qimg_error(-EINVAL, "Image does not contain a reference count table");
     s->refcount_table_size = bytes / sizeof(uint64_t);
     int r = check_table(s, s->refcount_table_offset, s->refcount_table_size, sizeof(uint64_t),
-                        "Reference count table offset invalid");
+                        "Reference count table offset invalid", for_check);
     if (r < 0)
         return r;
-    return read_be64_table(img, s->refcount_table_offset, s->refcount_table_size,
+    return read_be64_table(img, s, s->refcount_table_offset, s->refcount_table_size,
                            &s->refcount_table, "refcount table");
 }
 
@@ -559,11 +560,11 @@ static int open_header(struct qimg_image *img, struct qcow2_state *s, unsigned f
 static int open_tables(struct qimg_image *img, struct qcow2_state *s, unsigned flags)
 {
     bool for_check = flags & QIMG_OPEN_CHECK;
-    int r = load_refcount_table(img, s);
+    int r = load_refcount_table(img, s, for_check);
     if (r == 0 && !for_check)
         r = qcow2_snaptable_validate(s);
     if (r == 0)
-        r = load_l1(img, s);
+        r = load_l1(img, s, for_check);
     if (r == 0 && !for_check)
         r = qcow2_snaptable_read(img, s, false, NULL, NULL, NULL);
     if (r == 0)
