@@ -381,8 +381,8 @@ static uint32_t trailing_free(struct fat_dir *d)
     return n;
 }
 
-/* Grows directory idx by enough zeroed clusters for n more slots at its end. */
-static int dir_grow(struct fat_fs *f, uint32_t idx, struct fat_dir *d, uint32_t n)
+/* Grows a directory by enough zeroed clusters for n more slots at its end. */
+static int dir_grow(struct fat_fs *f, struct fat_dir *d, uint32_t n)
 {
     if (!d->clusters)
         return qimg_error(-ENOSPC, "the FAT root directory is full (%" PRIu32 " entries)",
@@ -410,7 +410,6 @@ static int dir_grow(struct fat_fs *f, uint32_t idx, struct fat_dir *d, uint32_t 
     d->ncl += add;
     d->nent += (uint32_t)((uint64_t)add * cs / FAT_DIRENT_SIZE);
     f->dir_cache_bytes += (uint64_t)add * cs;
-    (void)idx;
     return 0;
 }
 
@@ -529,7 +528,7 @@ int fat_create(struct qimg_fs *fs, qimg_fs_ino dir, const char *name,
     uint32_t slot = find_free_slots(d, need);
     if (slot == d->nent) {
         uint32_t tail = trailing_free(d);
-        r = dir_grow(f, didx, d, need - tail);
+        r = dir_grow(f, d, need - tail);
         if (r < 0)
             return r;
         slot = find_free_slots(d, need);

@@ -119,7 +119,7 @@ int fat_mkfs(struct qimg_fs_dev *dev, const struct qimg_mkfs_params *p)
 }
 
 /* Clusters a tree needs with clusters of cs bytes (upper bound). */
-static uint64_t clusters_needed(const struct qimg_fs_usage *u, uint64_t cs, bool fixed_root)
+static uint64_t clusters_needed(const struct qimg_fs_usage *u, uint64_t cs)
 {
     /* files: their data, each rounded up to whole clusters; hard links
      * become copies on FAT, counted at the average file size */
@@ -133,7 +133,6 @@ static uint64_t clusters_needed(const struct qimg_fs_usage *u, uint64_t cs, bool
     uint64_t names = files + u->dirs + u->symlinks + u->others;
     uint64_t slots = names * 2 + u->name_bytes / FAT_LFN_CHARS + u->dirs * 2;
     n += qimg_div_round_up(slots * FAT_DIRENT_SIZE, cs) + u->dirs + 1;
-    (void)fixed_root;
     return n;
 }
 
@@ -157,7 +156,7 @@ int fat_min_size(const struct qimg_fs_usage *u, const struct qimg_mkfs_params *p
         int r = fat_choose_geometry(s, &b);
         if (r == 0) {
             uint64_t cs = b.cluster_bytes;
-            uint64_t need = clusters_needed(u, cs, b.type != FAT32) * cs;
+            uint64_t need = clusters_needed(u, cs) * cs;
             uint64_t want = need + need / 10 + (1ull << 20);
             uint64_t have = (uint64_t)b.clusters * cs;
             if (have >= want) {
