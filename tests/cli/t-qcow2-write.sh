@@ -20,9 +20,23 @@ qio src.raw "write -P 0x55 3000k 513"
 qio src.raw "write -P 0x66 4000k 700k"
 qio src.raw "write -P 0x77 $((SIZE - 1024)) 1024"
 
-# ok_image NAME FILE [REFERENCE]: no errors, no leaks, same content
+# same_views NAME FILE: qimg's info (human, json), map (json, human) and
+# measure -O qcow2 of an image print what qemu-img's print for it
+same_views() {
+    local name=$1 img=$2 view x y what=""
+    for view in "info" "info --output=json" "map --output=json" "map" "measure -O qcow2"; do
+        x=$("$QEMU_IMG" $view "$img" 2>&1; echo "rc=$?")
+        y=$("$QIMG_AS_QEMU" $view "$img" 2>&1; echo "rc=$?")
+        [ "$x" = "$y" ] || what="$what$view differs:\n$(diff <(echo "$x") <(echo "$y") | head -8)\n"
+    done
+    if [ -z "$what" ]; then pass "$name: info, map, measure"; else fail "$name: info, map, measure" "$(printf "$what")"; fi
+}
+
+# ok_image NAME FILE [REFERENCE]: no errors, no leaks, same content; and
+# qimg describes the image as qemu-img does
 ok_image() {
     local name=$1 img=$2 ref=${3:-src.raw} out rc
+    same_views "$name" "$img"
     out=$("$QEMU_IMG" check "$img" 2>&1); rc=$?
     if [ $rc != 0 ]; then
         fail "$name check" "qemu-img check rc=$rc" "$(echo "$out" | head -5)"

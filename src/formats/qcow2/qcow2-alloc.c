@@ -1,6 +1,7 @@
-/* qimg - qcow2 cluster allocation: first-fit search for free clusters
- * from a hint (the lowest cluster that may be free), contiguous runs for
- * large writes, a byte allocator for compressed data, and freeing.
+/* qimg - qcow2 cluster allocation as qemu does it: the first run of n
+ * contiguous free clusters from a hint (runs too short are passed over),
+ * new refcount blocks placed right after the run they are needed for, a
+ * byte allocator for compressed data, and freeing.
  * All with img->lock held. */
 #include <errno.h>
 #include <inttypes.h>
@@ -10,28 +11,154 @@
 /* Host offsets must fit the L2 entry's offset bits. */
 #define QCOW2_MAX_HOST_OFFSET (QCOW2_OFFSET_MASK + 512)
 
-/* First run of free clusters at or after `from`: its start and length,
- * capped at n. */
-static int find_free_run(struct qimg_image *img, uint64_t from, uint64_t n,
-                         uint64_t *start, uint64_t *len)
+/* Refcount blocks are scanned in place, a block at a time: the search
+ * for free clusters looks at the cached block's bytes directly (a word at
+ * a time over runs of zeros) instead of asking for each cluster. */
+
+/* First entry in [i, end) of refcount block b that is nonzero, or end. */
+static uint64_t first_used(const struct qcow2_state *s, const uint8_t *b, uint64_t i, uint64_t end)
 {
+    if (s->refcount_order < 3) {
+        for (; i < end; i++)
+            if (qcow2_refblock_get(s, b, i))
+                return i;
+        return end;
+    }
+    unsigned shift = s->refcount_order - 3;      /* bytes per entry: 1 << shift */
+    uint64_t p = i << shift, pend = end << shift;
+    while (p < pend && (p & 7))
+        if (b[p++])
+            return (p - 1) >> shift;
+    for (; p + 8 <= pend; p += 8) {
+        uint64_t w;
+        memcpy(&w, b + p, 8);
+        if (w)
+            break;
+    }
+    for (; p < pend; p++)
+        if (b[p])
+            return p >> shift;
+    return end;
+}
+
+/* First entry in [i, end) of refcount block b that is zero, or end. */
+static uint64_t first_free(const struct qcow2_state *s, const uint8_t *b, uint64_t i, uint64_t end)
+{
+    if (s->refcount_order == 4) {           /* the default: 16 bits */
+        for (; i < end; i++)
+            if ((b[2 * i] | b[2 * i + 1]) == 0)
+                return i;
+        return end;
+    }
+    for (; i < end; i++)
+        if (qcow2_refblock_get(s, b, i) == 0)
+            return i;
+    return end;
+}
+
+static int too_large(void)
+{
+    return qimg_error(-EFBIG, "qcow2: the image file would become too large");
+}
+
+/* The first n contiguous free clusters at or after `from` (clusters
+ * without a refcount block are free). */
+static int find_free_run(struct qimg_image *img, uint64_t from, uint64_t n, uint64_t *start)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t E = s->refcount_block_entries;
+    uint64_t max_cluster = QCOW2_MAX_HOST_OFFSET >> s->cluster_bits;
     uint64_t c = from, run = 0;
-    for (;;) {
-        uint64_t rc;
-        int r = qcow2_get_refcount(img, c, &rc);
+    while (run < n) {
+        if (c > max_cluster)
+            return too_large();
+        uint64_t ti = c / E, i = c % E;
+        const uint8_t *b;
+        int r = qcow2_refblock_peek(img, ti, &b);
         if (r < 0)
             return r;
-        if (rc == 0) {
-            if (run++ == 0)
+        if (!b) {                       /* no block: all free */
+            uint64_t take = QIMG_MIN(n - run, E - i);
+            if (run == 0)
                 *start = c;
-            if (run == n)
-                break;
-        } else if (run) {
-            break;
+            run += take;
+            c += take;
+            continue;
         }
-        c++;
+        if (run == 0) {
+            uint64_t j = first_free(s, b, i, E);
+            c = ti * E + j;
+            if (j == E)
+                continue;           /* the whole rest of the block is used */
+            *start = c;
+            i = j;
+        }
+        uint64_t limit = QIMG_MIN(E, i + (n - run));
+        uint64_t k = first_used(s, b, i, limit);
+        if (k < limit) {            /* too short: look again after it */
+            run = 0;
+            c = ti * E + k + 1;
+        } else {
+            run += k - i;
+            c = ti * E + k;
+        }
     }
-    *len = run;
+    return 0;
+}
+
+/* The refcount table is full and block ti (for `cluster`) is missing:
+ * the block goes to free cluster `at` in its own range, then a new table
+ * (room to grow by half) with the blocks it lacks is built after the
+ * range of every block in use, as qemu does. */
+static int grow_with_block(struct qimg_image *img, uint64_t ti, uint64_t cluster, uint64_t at)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t E = s->refcount_block_entries, cs = s->cluster_size;
+    CLEANUP_FREE uint8_t *blk = qimg_xcalloc(1, cs);
+    uint64_t i = at % E;
+    if (s->refcount_order < 3)
+        blk[i >> (3 - s->refcount_order)] |= (uint8_t)(1u << ((i << s->refcount_order) & 7));
+    else
+        blk[((i + 1) << (s->refcount_order - 3)) - 1] = 1;
+    int r = qimg_io_pwrite(img->file, blk, cs, at * cs);
+    if (r < 0)
+        return qimg_error(r, "Could not write refcount block: %s", strerror(-r));
+    qcow2_note_used(s, at, 1);
+    uint64_t blocks_used = qimg_div_round_up(QIMG_MAX(cluster, at) + 1, E);
+    uint64_t end;
+    return qcow2_refcount_area(img, blocks_used * E * cs, 0, false, ti, at * cs, &end);
+}
+
+/* qemu's placement of a missing refcount block that [start, start+n)
+ * needs: at the first free cluster after the run, when that lies in the
+ * range the block describes (it then counts itself); the search then
+ * starts over from the run.  1: placed, 0: not applicable. */
+static int place_refblock_after(struct qimg_image *img, uint64_t start, uint64_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t E = s->refcount_block_entries;
+    for (uint64_t ti = start / E; ti <= (start + n - 1) / E; ti++) {
+        const uint8_t *b;
+        int r = qcow2_refblock_peek(img, ti, &b);
+        if (r < 0)
+            return r;
+        if (b)
+            continue;
+        uint64_t at = 0;
+        r = find_free_run(img, start + n, 1, &at);
+        if (r < 0)
+            return r;
+        if (at / E != ti)
+            return 0;
+        if (ti < s->refcount_table_size)
+            r = qcow2_new_refblock_at(img, ti, at);
+        else
+            r = grow_with_block(img, ti, QIMG_MAX(start, ti * E), at);
+        if (r < 0)
+            return r;
+        s->ws->free_cluster_index = start;
+        return 1;
+    }
     return 0;
 }
 
@@ -40,26 +167,27 @@ int qcow2_alloc_clusters(struct qimg_image *img, uint64_t n, uint64_t *host, uin
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_wstate *w = s->ws;
     for (;;) {
-        uint64_t start, len;
-        int r = find_free_run(img, w->free_cluster_index, n, &start, &len);
+        uint64_t start = 0;
+        int r = find_free_run(img, w->free_cluster_index, n, &start);
         if (r < 0)
             return r;
-        if (((start + len) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET ||
-            start + len > (UINT64_MAX >> s->cluster_bits))
-            return qimg_error(-EFBIG, "qcow2: the image file would become too large");
-        r = qcow2_ensure_refblocks(img, start, len);
+        if (((start + n) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET ||
+            start + n > (UINT64_MAX >> s->cluster_bits))
+            return too_large();
+        r = place_refblock_after(img, start, n);
+        if (r == 0)
+            r = qcow2_ensure_refblocks(img, start, n);
         if (r < 0)
             return r;
         if (r > 0)
             continue;       /* new metadata took clusters: look again */
-        r = qcow2_update_refcounts(img, start, len, 1);
+        r = qcow2_update_refcounts(img, start, n, 1);
         if (r < 0)
             return r;
-        if (start == w->free_cluster_index)
-            w->free_cluster_index = start + len;
-        qcow2_note_used(s, start, len);
+        w->free_cluster_index = start + n;
+        qcow2_note_used(s, start, n);
         *host = start << s->cluster_bits;
-        *got = len;
+        *got = n;
         return 0;
     }
 }

@@ -188,6 +188,19 @@ int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t co
     return 0;
 }
 
+int qcow2_refblock_peek(struct qimg_image *img, uint64_t ti, const uint8_t **data)
+{
+    uint64_t off = block_offset(qcow2_state(img), ti);
+    *data = NULL;
+    if (off == 0)
+        return 0;
+    struct qcow2_refblock *rb;
+    int r = load_refblock(img, off, ti, &rb);
+    if (r == 0)
+        *data = rb->data;
+    return r;
+}
+
 /* ------------------------------------------------------ table growth */
 
 static int write_table_entry(struct qimg_image *img, uint64_t ti)
@@ -288,6 +301,11 @@ static int grow_table(struct qimg_image *img, uint64_t ti, uint64_t at)
     qcow2_note_used(s, at, area_end - at);
     /* the old table's clusters are free now */
     return qcow2_free_clusters(img, old_off, old_clusters * cs, false);
+}
+
+int qcow2_new_refblock_at(struct qimg_image *img, uint64_t ti, uint64_t at)
+{
+    return new_refblock(img, ti, at);
 }
 
 int qcow2_ensure_refblocks(struct qimg_image *img, uint64_t cluster, uint64_t count)

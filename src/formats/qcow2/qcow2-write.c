@@ -129,10 +129,13 @@ void qcow2_write_close(struct qimg_image *img)
     struct qcow2_state *s = qcow2_state(img);
     if (!s || !s->ws)
         return;
-    /* a clean close: everything written, the dirty bit goes */
+    /* a clean close: everything written, the dirty bit goes; qemu then
+     * writes the whole first cluster again (its header update), which
+     * allocates all of it on the host */
     if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY && s->ws->marked_dirty &&
-        flush_locked(img) == 0)
-        write_incompat(img, s->incompatible_features & ~QCOW2_INCOMPAT_DIRTY);
+        flush_locked(img) == 0 &&
+        write_incompat(img, s->incompatible_features & ~QCOW2_INCOMPAT_DIRTY) == 0)
+        qcow2_rewrite_header_locked(img);
     qcow2_refcount_free(s);
     pthread_cond_destroy(&s->ws->inflight_done);
     free(s->ws);
@@ -240,6 +243,11 @@ static int l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offse
         return r;
     *l2_offset = host;
     return qcow2_l2_cache_get(img, host, table);
+}
+
+int qcow2_l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offset, uint8_t **table)
+{
+    return l2_for_write(img, off, l2_offset, table);
 }
 
 static void get_entry(const struct qcow2_state *s, const uint8_t *table, uint64_t idx,
@@ -998,8 +1006,8 @@ static int grow_l1(struct qimg_image *img, uint64_t entries)
     for (uint64_t i = 0; i < entries; i++)
         qimg_put_be64(be + 8 * i, t[i]);
     r = qcow2_refcount_flush(img);
-    if (r == 0)
-        r = qimg_io_pwrite(img->file, be, clusters * cs, host);
+    if (r == 0)    /* the entries only, as qemu (the rest of the cluster stays a hole) */
+        r = qimg_io_pwrite(img->file, be, entries * 8, host);
     if (r == 0)
         r = qimg_io_flush(img->file);
     uint64_t old_off = s->l1_table_offset, old_size = s->l1_size;
@@ -1094,7 +1102,9 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
     struct qcow2_state *s = qcow2_state(img);
     if (!s->ws)
         return qimg_error(-EACCES, "Image is read-only");
-    if (prealloc && strcmp(prealloc, "off"))
+    bool prealloc_on = prealloc && strcmp(prealloc, "off");
+    if (prealloc_on && strcmp(prealloc, "metadata") && strcmp(prealloc, "falloc") &&
+        strcmp(prealloc, "full"))
         return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
     if (s->version < 3 && s->nb_snapshots)
         return qimg_error(-ENOTSUP, "Can't resize a v2 image which has snapshots");
@@ -1105,6 +1115,8 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
     int rb = qcow2_bitmap_resize_prepare(img);    /* bitmaps follow the size */
     if (rb < 0)
         return rb;
+    if (size < s->size && prealloc_on)
+        return qimg_error(-EINVAL, "Preallocation can't be used for shrinking an image");
     if (size < s->size) {
         int rs = shrink(img, size);
         return rs == 0 ? qcow2_bitmap_resized(img) : rs;
@@ -1113,9 +1125,25 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
     if (!qcow2_l1_entries_for_size(size, s->cluster_bits, s->extended_l2, &needed))
         return qimg_error(-EFBIG, "Image is too big");
     pthread_mutex_lock(&img->lock);
-    int r = prepare_metadata_change(img);
+    int r = 0;     /* the dirty bit only for preallocation (as qemu): qcow2-prealloc.c */
     if (r == 0 && needed > s->l1_size)
         r = grow_l1(img, needed);
+    uint64_t old_size = s->size;
+    if (r == 0 && prealloc_on) {
+        pthread_mutex_unlock(&img->lock);
+        r = qcow2_resize_prealloc(img, s->size, size, prealloc);    /* qcow2-prealloc.c */
+        pthread_mutex_lock(&img->lock);
+    } else if (r == 0 && qcow2_has_data_file(s) && qcow2_data_file_is_raw(s)) {
+        /* a raw data file is mapped one to one: always preallocated */
+        pthread_mutex_unlock(&img->lock);
+        r = qcow2_resize_prealloc(img, s->size, size, "metadata");
+        pthread_mutex_lock(&img->lock);
+    } else if (r == 0) {
+        r = qcow2_resize_data_file(img, size);
+    }
+    bool zero_new = qcow2_resize_needs_zeroing(img, old_size, prealloc);
+    if (r == 0 && zero_new && s->version < 3)
+        r = qimg_error(-ENOTSUP, "Failed to zero out new clusters: %s", strerror(ENOTSUP));
     if (r == 0)
         r = write_size(img, size);
     if (r == 0) {
@@ -1123,6 +1151,8 @@ int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bo
         r = flush_locked(img);
     }
     pthread_mutex_unlock(&img->lock);
+    if (r == 0 && zero_new)
+        r = qcow2_resize_zero_new(img, old_size, size);
     return r == 0 ? qcow2_bitmap_resized(img) : r;
 }
 

@@ -402,6 +402,12 @@ int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t co
 int qcow2_ensure_refblocks(struct qimg_image *img, uint64_t cluster, uint64_t count);
 /* Write every dirty refcount block. */
 int qcow2_refcount_flush(struct qimg_image *img);
+/* The cached bytes of refcount block ti (valid until the next refcount
+ * call), or NULL when the table has no block there. */
+int qcow2_refblock_peek(struct qimg_image *img, uint64_t ti, const uint8_t **data);
+/* A new refcount block for table index ti at free cluster `at`, inside
+ * the range it describes (it counts itself). */
+int qcow2_new_refblock_at(struct qimg_image *img, uint64_t ti, uint64_t at);
 /* Grow s->file_size to cover a cluster range handed out. */
 void qcow2_note_used(struct qcow2_state *s, uint64_t cluster, uint64_t count);
 
@@ -442,5 +448,28 @@ int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset);
 /* Forget a cached table (its cluster was freed) without writing it. */
 void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset);
+/* With img->lock held: the L2 table for guest offset off, allocated (or
+ * copied from a shared one) when needed. */
+int qcow2_l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offset, uint8_t **table);
+
+/* qcow2-prealloc.c: grow from old to new bytes with preallocation mode
+ * metadata, falloc or full (takes img->lock); the L1 table already covers
+ * the new size, the header size is written by the caller. */
+int qcow2_resize_prealloc(struct qimg_image *img, uint64_t old, uint64_t new, const char *mode);
+/* A new refcount table (and the refcount blocks it lacks) at `start`,
+ * counting start/cluster_size + additional clusters, exactly or with room
+ * to grow; new_block (nonzero): a block written for new_index beyond the
+ * old table.  *end: the end of the new metadata. */
+int qcow2_refcount_area(struct qimg_image *img, uint64_t start, uint64_t additional, bool exact,
+                        uint64_t new_index, uint64_t new_block, uint64_t *end);
+/* A backing file longer than the old size would show through the new
+ * area: qemu makes it read as zeros (zero clusters, zeros written in the
+ * old last subcluster), except where falloc/full preallocated it. */
+bool qcow2_resize_backing_covers(struct qimg_image *img, uint64_t old);
+bool qcow2_resize_needs_zeroing(struct qimg_image *img, uint64_t old, const char *mode);
+/* With the new size already set. */
+int qcow2_resize_zero_new(struct qimg_image *img, uint64_t old, uint64_t new);
+/* Without preallocation: an external data file grows to the new size. */
+int qcow2_resize_data_file(struct qimg_image *img, uint64_t new);
 
 #endif
