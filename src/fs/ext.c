@@ -193,14 +193,53 @@ static int map_extents(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk64
     return r;
 }
 
-/* Block-mapped (ext2/ext3) files, one bmap per block, at most 1024 blocks a
- * call (holes in such files are bounded by their size, itself bounded). */
+/* Where the hole at lblk of a block-mapped file ends: the coverage of the
+ * first zero pointer on the way down the indirect tree, so that a hole of
+ * any size is skipped in at most four block reads. */
+static int indirect_hole_end(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, blk64_t lblk,
+                             blk64_t *end)
+{
+    uint64_t a = x->e2->blocksize / 4, base = EXT2_NDIR_BLOCKS, span = a;
+    if (lblk < EXT2_NDIR_BLOCKS) {
+        *end = lblk + 1;
+        return 0;
+    }
+    for (int level = 1; level <= 3; level++, base += span, span *= a) {
+        if (lblk >= base + span)
+            continue;
+        uint32_t ptr = in->i_block[EXT2_NDIR_BLOCKS - 1 + level];
+        uint64_t start = base, cover = span;
+        CLEANUP_FREE unsigned char *blk = NULL;
+        while (ptr != 0 && cover > 1) {
+            if (ptr < x->e2->super->s_first_data_block ||
+                ptr >= ext2fs_blocks_count(x->e2->super))
+                return qimg_error(-EIO, "%s: inode %u: indirect block %u is outside the "
+                                  "filesystem", x->base.type, ino, ptr);
+            if (!blk)
+                blk = qimg_xmalloc(x->e2->blocksize);
+            errcode_t e = io_channel_read_blk64(x->e2->io, ptr, 1, blk);
+            if (e)
+                return ext_err(&x->io, e, "%s: inode %u: reading an indirect block",
+                               x->base.type, ino);
+            cover /= a;
+            uint64_t idx = (lblk - start) / cover;
+            ptr = qimg_le32(blk + idx * 4);
+            start += idx * cover;
+        }
+        *end = ptr ? lblk + 1 : start + cover;
+        return 0;
+    }
+    *end = ~0ull;
+    return 0;
+}
+
+/* Block-mapped (ext2/ext3) files: one bmap per mapped block, at most 1024
+ * a call; holes are skipped whole. */
 static int map_indirect(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk64_t lblk,
                         blk64_t max, blk64_t *pblk, blk64_t *len)
 {
-    max = QIMG_MIN(max, (blk64_t)1024);
     blk64_t first = 0, n = 0;
-    for (; n < max; n++) {
+    for (; n < QIMG_MIN(max, (blk64_t)1024); n++) {
         blk64_t p = 0;
         errcode_t e = ext2fs_bmap2(x->e2, ino, EXT_SMALL(inode), NULL, 0, lblk + n, NULL, &p);
         if (e)
@@ -208,12 +247,21 @@ static int map_indirect(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk6
                            (unsigned long long)(lblk + n));
         if (n == 0)
             first = p;
-        else if ((first == 0) != (p == 0) || (first && p != first + n))
+        else if (!p || p != first + n)
             break;
+        if (!first) {
+            blk64_t end;
+            int r = indirect_hole_end(x, ino, inode, lblk, &end);
+            if (r < 0)
+                return r;
+            *pblk = 0;
+            *len = QIMG_MIN(max, end > lblk ? end - lblk : 1);
+            return 0;
+        }
     }
     *pblk = first;
     *len = n;
-    return first ? check_run(x, ino, first, n) : 0;
+    return check_run(x, ino, first, n);
 }
 
 int ext_map_run(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk64_t lblk,
