@@ -203,13 +203,10 @@ struct adopt_ctx {
     ext2_ino_t dir;
 };
 
-static int adopt_entry(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, int offset,
-                       int blocksize, char *buf, void *priv)
+static int adopt_entry(void *opaque, const char *name, size_t len, ext2_ino_t ino)
 {
-    struct adopt_ctx *c = priv;
-    int len = ext2fs_dirent_name_len(de);
-    if (de->inode)
-        add_name(c->d, c->dir, de->name, (size_t)len, de->inode);
+    struct adopt_ctx *c = opaque;
+    add_name(c->d, c->dir, name, len, ino);
     return 0;
 }
 
@@ -251,9 +248,8 @@ static int adopt(struct ext_fs *x, ext2_ino_t dir, struct dir_state **out)
     if (r <= 0)
         return r;
     struct adopt_ctx c = { d, dir };
-    errcode_t e = ext2fs_dir_iterate2(x->e2, dir, 0, NULL, adopt_entry, &c);
-    if (e)
-        return ext_err(&x->io, e, "%s: reading directory %u", x->base.type, dir);
+    if ((r = ext_dir_walk(x, dir, adopt_entry, &c)) < 0)
+        return r;
     st->tracked = true;
     *out = st;
     return 0;

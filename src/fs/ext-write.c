@@ -73,19 +73,11 @@ static int name_exists(struct ext_fs *x, qimg_fs_ino dir, const char *name, ext2
 {
     ext2_ino_t found = 0;
     int known = ext_dirs_lookup(x, (ext2_ino_t)dir, name, &found);
-    if (known >= 0) {
-        if (known && ino)
-            *ino = found;
+    if (known < 0 && (known = ext_dir_lookup(x, (ext2_ino_t)dir, name, &found)) < 0)
         return known;
-    }
-    errcode_t e = ext2fs_lookup(x->e2, (ext2_ino_t)dir, name, (int)strlen(name), NULL, &found);
-    if (e == EXT2_ET_FILE_NOT_FOUND)
-        return 0;
-    if (e)
-        return ext_err(&x->io, e, "%s: looking up '%s'", x->base.type, name);
-    if (ino)
+    if (known && ino)
         *ino = found;
-    return 1;
+    return known;
 }
 
 /* Adds the entry, growing the directory by a block when it is full. */

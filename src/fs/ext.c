@@ -146,7 +146,10 @@ static int next_extent_start(struct ext_fs *x, ext2_extent_handle_t h, blk64_t l
     struct ext2fs_extent ex;
     *next = ~0ull;
     errcode_t e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
-    uint64_t limit = ext2fs_blocks_count(x->e2->super) + 16;
+    /* a file has at most one leaf extent per block of the device; a tree
+     * whose index blocks are shared could list far more */
+    uint64_t limit = QIMG_MIN((uint64_t)ext2fs_blocks_count(x->e2->super),
+                              x->base.dev.size / x->e2->blocksize) + 16;
     for (uint64_t i = 0; !e && i < limit; i++) {
         if ((ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) && ex.e_lblk > lblk) {
             *next = ex.e_lblk;
@@ -428,16 +431,11 @@ static int ext_lookup(struct qimg_fs *fs, qimg_fs_ino dir, const char *name, qim
     if ((r = ext_check_ino(x, dir)) < 0)
         return r;
     ext2_ino_t ino = 0;
-    int known = ext_dirs_lookup(x, (ext2_ino_t)dir, name, &ino);
-    if (known == 0)
+    int found = ext_dirs_lookup(x, (ext2_ino_t)dir, name, &ino);
+    if (found < 0 && (found = ext_dir_lookup(x, (ext2_ino_t)dir, name, &ino)) < 0)
+        return found;
+    if (found == 0)
         return -ENOENT;
-    errcode_t e = known > 0 ? 0 : ext2fs_lookup(x->e2, (ext2_ino_t)dir, name,
-                                                (int)strlen(name), NULL, &ino);
-    if (e == EXT2_ET_FILE_NOT_FOUND)
-        return -ENOENT;
-    if (e)
-        return ext_err(&x->io, e, "%s: looking up '%s' in directory %" PRIu64, x->base.type,
-                       name, dir);
     if ((r = ext_check_ino(x, ino)) < 0)
         return r;
     *out = ino;
@@ -476,18 +474,26 @@ static int ext_getattr(struct qimg_fs *fs, qimg_fs_ino ino, struct qimg_fs_attr 
     return 0;
 }
 
-struct readdir_ctx {
+struct walk_ctx {
     struct ext_fs *x;
     ext2_ino_t dir;
-    qimg_fs_dir_cb cb;
+    ext_dir_fn fn;
     void *opaque;
+    uint64_t calls, limit;
     int ret;
 };
 
-static int readdir_entry(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, int offset,
-                         int blocksize, char *buf, void *priv)
+static int walk_entry(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, int offset,
+                      int blocksize, char *buf, void *priv)
 {
-    struct readdir_ctx *c = priv;
+    struct walk_ctx *c = priv;
+    /* Every block gives at least one call (empty entries included): a
+     * directory whose blocks are shared many times over ends here. */
+    if (++c->calls > c->limit) {
+        c->ret = qimg_error(-ELOOP, "%s: directory %u has more entries than its size "
+                            "allows (its blocks are shared)", c->x->base.type, c->dir);
+        return DIRENT_ABORT;
+    }
     int len = ext2fs_dirent_name_len(de);
     if (de->inode == 0 || (len == 1 && de->name[0] == '.') ||
         (len == 2 && de->name[0] == '.' && de->name[1] == '.'))
@@ -507,8 +513,65 @@ static int readdir_entry(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, i
                             c->x->base.type, c->dir, name);
         return DIRENT_ABORT;
     }
-    c->ret = c->cb(c->opaque, name, de->inode);
+    c->ret = c->fn(c->opaque, name, (size_t)len, de->inode);
     return c->ret ? DIRENT_ABORT : 0;
+}
+
+int ext_dir_walk(struct ext_fs *x, ext2_ino_t dir, ext_dir_fn fn, void *opaque)
+{
+    ext_inode in;
+    uint64_t size;
+    int r = ext_read_inode(x, dir, &in);
+    if (r < 0 || (r = check_size(x, dir, &in, &size)) < 0)
+        return r;
+    if (!LINUX_S_ISDIR(in.i_mode))
+        return qimg_error(-ENOTDIR, "%s: inode %u is not a directory", x->base.type, dir);
+    struct walk_ctx c = { x, dir, fn, opaque, 0, 0, 0 };
+    c.limit = QIMG_MIN(size, x->base.dev.size) / 8 + 64;
+    errcode_t e = ext2fs_dir_iterate2(x->e2, dir, DIRENT_FLAG_INCLUDE_EMPTY, NULL, walk_entry,
+                                      &c);
+    if (c.ret)
+        return c.ret;
+    if (e)
+        return ext_err(&x->io, e, "%s: reading directory %u", x->base.type, dir);
+    return 0;
+}
+
+struct lookup_ctx {
+    const char *name;
+    size_t len;
+    ext2_ino_t ino;
+};
+
+static int lookup_entry(void *opaque, const char *name, size_t len, ext2_ino_t ino)
+{
+    struct lookup_ctx *c = opaque;
+    if (len != c->len || memcmp(name, c->name, len) != 0)
+        return 0;
+    c->ino = ino;
+    return 1;
+}
+
+int ext_dir_lookup(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t *ino)
+{
+    struct lookup_ctx c = { name, strlen(name), 0 };
+    int r = ext_dir_walk(x, dir, lookup_entry, &c);
+    if (r < 0)
+        return r;
+    if (r > 0)
+        *ino = c.ino;
+    return r > 0;
+}
+
+struct readdir_ctx {
+    qimg_fs_dir_cb cb;
+    void *opaque;
+};
+
+static int readdir_entry(void *opaque, const char *name, size_t len, ext2_ino_t ino)
+{
+    struct readdir_ctx *c = opaque;
+    return c->cb(c->opaque, name, ino);
 }
 
 static int ext_readdir(struct qimg_fs *fs, qimg_fs_ino dir, qimg_fs_dir_cb cb, void *opaque)
@@ -517,22 +580,8 @@ static int ext_readdir(struct qimg_fs *fs, qimg_fs_ino dir, qimg_fs_dir_cb cb, v
     int r = ext_check_ino(x, dir);
     if (r < 0)
         return r;
-    ext_inode in;
-    if ((r = ext_read_inode(x, (ext2_ino_t)dir, &in)) < 0)
-        return r;
-    uint64_t size;
-    if ((r = check_size(x, (ext2_ino_t)dir, &in, &size)) < 0)
-        return r;
-    if (!LINUX_S_ISDIR(in.i_mode))
-        return qimg_error(-ENOTDIR, "%s: inode %" PRIu64 " is not a directory", x->base.type,
-                          dir);
-    struct readdir_ctx c = { x, (ext2_ino_t)dir, cb, opaque, 0 };
-    errcode_t e = ext2fs_dir_iterate2(x->e2, (ext2_ino_t)dir, 0, NULL, readdir_entry, &c);
-    if (c.ret)
-        return c.ret;
-    if (e)
-        return ext_err(&x->io, e, "%s: reading directory %" PRIu64, x->base.type, dir);
-    return 0;
+    struct readdir_ctx c = { cb, opaque };
+    return ext_dir_walk(x, (ext2_ino_t)dir, readdir_entry, &c);
 }
 
 /* Reads [off, off+len) of the device through the channel (so the cache

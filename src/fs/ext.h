@@ -68,6 +68,14 @@ int ext_check_ino(struct ext_fs *x, qimg_fs_ino ino);
 int ext_map_run(struct ext_fs *x, ext2_ino_t ino, ext_inode *inode, blk64_t lblk,
                 blk64_t max, blk64_t *pblk, blk64_t *len);
 
+/* Calls fn for each entry of a directory ("." and ".." left out, entries
+ * checked), bounded even when its blocks are shared; fn returning non-zero
+ * stops the walk and is returned. */
+typedef int (*ext_dir_fn)(void *opaque, const char *name, size_t len, ext2_ino_t ino);
+int ext_dir_walk(struct ext_fs *x, ext2_ino_t dir, ext_dir_fn fn, void *opaque);
+/* 1 found (*ino set), 0 absent, <0 error. */
+int ext_dir_lookup(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t *ino);
+
 /* Reads file data at off (the caller clips it to the file size). */
 int ext_read_data(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, uint64_t off, void *buf,
                   size_t len, size_t *got);

@@ -618,6 +618,26 @@ TEST(hostile_images)
     }
     qimg_close(img);
 
+    /* a directory whose triple-indirect tree points 16 million times at its
+     * own block: ends with an error at once */
+    CHECK_EQ_INT(run("truncate -s 8M '%s' && mke2fs -q -F -t ext2 -d '%s' '%s'", p, src, p), 0);
+    CLEANUP_FREE char *blk2 = capture("debugfs -R 'blocks /dir' '%s' 2>/dev/null", p);
+    CHECK_EQ_INT(run("python3 -c \"import struct\nf = open('%s', 'r+b')\n"
+                     "for b, v in ((7000, 7001), (7001, 7002), (7002, %ld)):\n"
+                     "    f.seek(b * 1024); f.write(struct.pack('<I', v) * 256)\" && "
+                     "debugfs -w -R 'sif /dir block[TIND] 7000' '%s' 2>/dev/null",
+                     p, atol(blk2), p), 0);
+    fs = open_ro(p, &img);
+    if (fs) {
+        qimg_fs_ino dd;
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "dir", &dd), 0);
+        qimg_error_clear();
+        CHECK_EQ_INT(fs->drv->readdir(fs, dd, ignore_entry, NULL), -ELOOP);
+        CHECK(strstr(qimg_last_error(), "shared") != NULL);
+        fs->drv->close(fs);
+    }
+    qimg_close(img);
+
     /* an exabyte-sized file, an extent past the device, a directory that
      * contains itself (ext4: debugfs keeps the checksums right) */
     CHECK_EQ_INT(run("truncate -s 8M '%s' && mke2fs -q -F -t ext4 -d '%s' '%s' && "
