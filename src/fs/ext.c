@@ -699,6 +699,7 @@ static int ext_next_data(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, uint
     uint64_t bs = x->e2->blocksize;
     blk64_t last = (size - 1) / bs, lblk = off / bs;
     bool in_data = false;
+    uint64_t owned = ext2fs_get_stat_i_blocks(x->e2, EXT_SMALL(&in)) * 512;
     /* every step moves at least one block forward and a hole of an extent
      * file is skipped in one step: bounded by the file's mapped runs */
     while (lblk <= last) {
@@ -712,6 +713,11 @@ static int ext_next_data(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, uint
             break;
         }
         lblk += n;
+        /* a run of data longer than the blocks the file owns: its mapping
+         * shares blocks (a hostile tree); stop before walking all of it */
+        if (in_data && lblk * bs - *start > owned + bs)
+            return qimg_error(-EIO, "%s: inode %" PRIu64 " maps more data than the %" PRIu64
+                              " bytes of blocks it owns", x->base.type, ino, owned);
     }
     if (in_data)
         *end = QIMG_MIN(size, lblk * bs);

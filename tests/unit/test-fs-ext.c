@@ -627,13 +627,27 @@ TEST(hostile_images)
                      "    f.seek(b * 1024); f.write(struct.pack('<I', v) * 256)\" && "
                      "debugfs -w -R 'sif /dir block[TIND] 7000' '%s' 2>/dev/null",
                      p, atol(blk2), p), 0);
+    /* and a 16 GiB file made of one block shared the same way */
+    CHECK_EQ_INT(run("python3 -c \"import struct\nf = open('%s', 'r+b')\n"
+                     "for b, v in ((7010, 7011), (7011, 7012), (7012, 7013)):\n"
+                     "    f.seek(b * 1024); f.write(struct.pack('<I', v) * 256)\" && "
+                     "debugfs -w -R 'sif /file block[TIND] 7010' '%s' 2>/dev/null && "
+                     "debugfs -w -R 'sif /file size 0x400000000' '%s' 2>/dev/null", p, p, p), 0);
     fs = open_ro(p, &img);
     if (fs) {
-        qimg_fs_ino dd;
+        qimg_fs_ino dd, f;
         CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "dir", &dd), 0);
         qimg_error_clear();
         CHECK_EQ_INT(fs->drv->readdir(fs, dd, ignore_entry, NULL), -ELOOP);
         CHECK(strstr(qimg_last_error(), "shared") != NULL);
+        CHECK_EQ_INT(fs->drv->lookup(fs, fs->root, "file", &f), 0);
+        uint64_t s0 = 0, e0 = 0, off = 0;
+        int r = 0;
+        for (int i = 0; i < 1000 && r == 0 && off < (16ull << 30); i++) {
+            r = fs->drv->next_data(fs, f, off, &s0, &e0);
+            off = e0 > off ? e0 : off + 1;
+        }
+        CHECK_EQ_INT(r, -EIO);
         fs->drv->close(fs);
     }
     qimg_close(img);
