@@ -399,3 +399,7 @@ case "$rc:$out" in 1:*loop*) pass "FAT directory loop: ls -R errors" ;; *) fail 
 rm -rf out && mkdir out
 out=$(qt copy-out -f raw floop.raw / out 2>&1); rc=$?
 case "$rc:$out" in 1:*loop*) pass "FAT directory loop: copy-out errors" ;; *) fail "FAT directory loop: copy-out errors" "rc $rc: $out" ;; esac
+long=$(printf 'n%.0s' $(seq 1 300))
+err_is "a name longer than 255 bytes" "qimg: '/$long': a name in the path is too long" cat -f raw ext.raw "/$long"
+err_is "copy-in into a missing image" "qimg: Could not open 'nofile.raw': Could not open 'nofile.raw': No such file or directory" \
+    copy-in -f raw nofile.raw cin /
