@@ -52,7 +52,18 @@ int qimg_fs_open(qimg_fs **out, qimg_image *img, unsigned partition, bool writab
         if (r < 0)
             return r;
     }
-    return qimg_fs_probe_open(&dev, out);
+    int r = qimg_fs_probe_open(&dev, out);
+    if (r == -EINVAL && !partition && !*out) {
+        /* nothing on the whole disk: say so when it is partitioned */
+        char msg[512];
+        uint64_t off, size;
+        snprintf(msg, sizeof msg, "%s", qimg_last_error());
+        if (qimg_part_find(img, 1, &off, &size) == 0 || qimg_part_find(img, 2, &off, &size) == 0)
+            return qimg_error(r, "%s (the disk has a partition table: choose a partition, "
+                              "--partition N)", msg);
+        return qimg_error(r, "%s", msg);
+    }
+    return r;
 }
 
 int qimg_fs_close(qimg_fs *fs)

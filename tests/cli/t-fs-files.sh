@@ -324,7 +324,11 @@ err_is "path through a file" "qimg: '/a.txt/x': Not a directory" ls -f raw ext.r
 err_is "cat of a directory" "qimg: '/dir': Is a directory" cat -f raw ext.raw /dir
 err_is "no such partition" "qimg: mbr.raw: partition 2 not found" ls -f raw --partition 2 mbr.raw
 err_is "no partition table" "qimg: ext.raw: no partition table (no MBR or GPT found)" ls -f raw --partition 1 ext.raw
-err_is "not a filesystem" "qimg: mbr.raw: no ext2/3/4 or FAT filesystem found" ls -f raw mbr.raw
+err_is "a partitioned disk without --partition" \
+    "qimg: mbr.raw: no ext2/3/4 or FAT filesystem found (the disk has a partition table: choose a partition, --partition N)" \
+    ls -f raw mbr.raw
+truncate -s 1M zero.raw
+err_is "not a filesystem" "qimg: zero.raw: no ext2/3/4 or FAT filesystem found" ls -f raw zero.raw
 err_is "bad partition number" "qimg: Invalid partition number 'x'" ls -f raw --partition x mbr.raw
 err_is "not enough arguments" "qimg: Expecting an image file name
 Try 'qimg --help' for more information" ls
