@@ -1,4 +1,5 @@
 /* qimg cat: write a file of a filesystem inside an image to stdout. */
+#include <errno.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -27,7 +28,9 @@ int cmd_cat(int argc, char **argv)
     int ret = 0;
     fflush(stdout);
     if (qimg_fs_cat(fs, argv[optind + 1], STDOUT_FILENO) < 0) {
-        report_lib_error("%s", "");
+        /* a reader that went away (cat ... | head) is no error to report */
+        if (qimg_last_errno() != EPIPE)
+            report_lib_error("%s", "");
         ret = -1;
     }
     if (cli_fs_close(fs, img) < 0)
