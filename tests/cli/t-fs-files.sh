@@ -407,3 +407,16 @@ long=$(printf 'n%.0s' $(seq 1 300))
 err_is "a name longer than 255 bytes" "qimg: '/$long': a name in the path is too long" cat -f raw ext.raw "/$long"
 err_is "copy-in into a missing image" "qimg: Could not open 'nofile.raw': Could not open 'nofile.raw': No such file or directory" \
     copy-in -f raw nofile.raw cin /
+# copy-out without privileges: owners are the caller's, the rest as before
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+    chmod 711 "$SCRATCH" "$W"
+    rm -rf nobody && mkdir nobody && chmod 777 nobody
+    cp ext-base.qcow2 nb.qcow2 && chmod 644 nb.qcow2
+    if setpriv --reuid=65534 --regid=65534 --clear-groups "$QIMG" copy-out -f qcow2 nb.qcow2 / nobody; then
+        rm -rf nobody/lost+found
+        same_tree "copy-out as an unprivileged user" tree nobody
+        expect_eq "copy-out as an unprivileged user: owner" "$(stat -c %u nobody/a.txt)" 65534
+    else
+        fail "copy-out as an unprivileged user"
+    fi
+fi
