@@ -765,6 +765,12 @@ static int usage_dir(struct usage_ctx *c, const char *path, unsigned depth)
     if ((r = read_names(path, &names, &n)) < 0)
         return r;
     c->u->max_dir_entries = QIMG_MAX(c->u->max_dir_entries, n);
+    if (depth == 0) {
+        /* FAT12/16 hold the top directory in a fixed area: counted apart */
+        c->u->root_entries = n;
+        for (size_t i = 0; i < n; i++)
+            c->u->root_name_bytes += strlen(names[i]);
+    }
     for (size_t i = 0; i < n && r == 0; i++) {
         CLEANUP_FREE char *child = join(path, names[i]);
         struct statx sx;
@@ -1278,6 +1284,10 @@ static int usage_tar(struct qimg_fs_source *src, struct qimg_fs_usage *u, int64_
     for (size_t i = 0; i < dirs.cap; i++)
         if (dirs.v[i].key)
             u->max_dir_entries = QIMG_MAX(u->max_dir_entries, dirs.v[i].u);
+    /* the top directory: its entry count (names are not kept per directory,
+     * so the longest case is assumed: 255 bytes each) */
+    u->root_entries = hmap_str(&dirs, "", false, NULL)->u;
+    u->root_name_bytes = u->root_entries * 255;
     hmap_free(&dirs);
     for (size_t i = 0; i < files.cap; i++)
         files.v[i].ptr = NULL;    /* a count, not memory */
