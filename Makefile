@@ -50,6 +50,9 @@ SAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/san-tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz-*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -O1 -g
+FUZZ_OBJ_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -O1 -g
+FUZZ_CFLAGS = $(filter-out -Werror -Wno-format-truncation,$(ALL_CFLAGS))
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(B)/fuzzobj/%.o)
 
 # keep sanitizer objects between runs
 .SECONDARY:
@@ -98,9 +101,15 @@ $(B)/san-tests/%: tests/unit/%.c $(SAN_LIB_OBJ) tests/unit/unit.h
 unit: $(UNIT_BIN)
 san-unit: $(SAN_UNIT_BIN)
 
-$(B)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+# The library is compiled once for all fuzz targets (instrumented, not linked
+# with libFuzzer's main); each target links those objects.
+$(B)/fuzzobj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CLANG) $(filter-out -Werror -Wno-format-truncation,$(ALL_CFLAGS)) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_OBJ_FLAGS) -MMD -MP -c $< -o $@
+
+$(B)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_OBJ) $(LIBS)
 
 fuzz-build: $(FUZZ_BIN)
 
@@ -129,4 +138,4 @@ install: all
 clean:
 	rm -rf $(B)
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SAN_LIB_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SAN_LIB_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)
