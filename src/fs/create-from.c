@@ -40,19 +40,6 @@
 
 #define MIB (1ull << 20)
 
-/* part.c may be missing from a partial build: then partitions are refused. */
-extern int qimg_part_write(qimg_image *img, enum qimg_part_scheme scheme, const char *kind,
-                           bool reproducible, uint64_t seed, uint64_t *offset,
-                           uint64_t *size) __attribute__((weak));
-extern uint64_t qimg_part_overhead(enum qimg_part_scheme scheme) __attribute__((weak));
-
-/* A static link pulls a driver's object out of libqimg.a only for a strong
- * reference (dev.c's table refers to the drivers weakly): these are. */
-#ifdef HAVE_EXT2FS
-__attribute__((used)) static const struct qimg_fs_driver *const link_ext = &qimg_fs_ext;
-#endif
-__attribute__((used)) static const struct qimg_fs_driver *const link_vfat = &qimg_fs_vfat;
-
 /* --------------------------------------------------------------- target */
 
 struct target {
@@ -162,8 +149,6 @@ static int parse_scheme(const char *name, enum qimg_part_scheme *out)
         *out = QIMG_PART_GPT;
     else
         return qimg_error(-EINVAL, "Unknown partition table '%s' (none, mbr or gpt)", name);
-    if (*out != QIMG_PART_NONE && (!qimg_part_write || !qimg_part_overhead))
-        return qimg_error(-ENOTSUP, "partition tables are not available in this build");
     return 0;
 }
 

@@ -53,15 +53,13 @@ int qimg_fs_dev_flush(struct qimg_fs_dev *dev)
 
 /* ------------------------------------------------------------ the drivers */
 
-/* Weak so that a build without libext2fs (or before a driver lands) still
- * links: a missing driver is simply not in the table. */
-extern const struct qimg_fs_driver qimg_fs_ext __attribute__((weak));
-extern const struct qimg_fs_driver qimg_fs_vfat __attribute__((weak));
-
+/* The ext driver needs libext2fs: without it the slot is empty. */
 static const struct qimg_fs_driver *fs_driver_at(size_t i)
 {
     switch (i) {
+#ifdef HAVE_EXT2FS
     case 0: return &qimg_fs_ext;
+#endif
     case 1: return &qimg_fs_vfat;
     default: return NULL;
     }
@@ -71,9 +69,9 @@ static const struct qimg_fs_driver *fs_driver_at(size_t i)
 const struct qimg_fs_driver *qimg_fs_driver_by_type(const char *type)
 {
     if (!strcmp(type, "ext2") || !strcmp(type, "ext3") || !strcmp(type, "ext4"))
-        return &qimg_fs_ext ? &qimg_fs_ext : NULL;
+        return fs_driver_at(0);
     if (!strcmp(type, "vfat") || !strcmp(type, "fat"))
-        return &qimg_fs_vfat ? &qimg_fs_vfat : NULL;
+        return fs_driver_at(1);
     return NULL;
 }
 
