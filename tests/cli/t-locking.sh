@@ -28,7 +28,10 @@ else fail "reader opens a locked raw image"; fi
 size=$(stat -c %s locked.img)
 expect_eq "locked image untouched" "$size" 1048576
 
-kill "$(cat "$pidfile")"; sleep 0.3
+# wait until the holder is really gone (a loaded machine may take seconds)
+nbd_pid=$(cat "$pidfile")
+kill "$nbd_pid"
+for _ in $(seq 100); do kill -0 "$nbd_pid" 2>/dev/null || break; sleep 0.1; done
 # once the holder is gone, our resize works and qemu sees it
 if "$QIMG" resize -f raw locked.img 2M >/dev/null 2>&1; then pass "resize after unlock"
 else fail "resize after unlock"; fi
