@@ -5,8 +5,8 @@
  * n^2 block reads.  A directory we add to is "adopted" once: its names go
  * into an in-memory index and we remember where its last entry is; later
  * names are appended to its last block (a new block when it is full)
- * without reading the rest.  Indexed (htree) and inline directories are left
- * to libext2fs. */
+ * without reading the rest.  Indexed (htree) and inline directories get
+ * the name index too, but their entries are added by ext2fs_link. */
 #ifdef HAVE_EXT2FS
 
 #include <errno.h>
@@ -19,7 +19,8 @@
 
 struct dir_state {
     ext2_ino_t dir;               /* 0 = free slot */
-    bool tracked;                 /* false: left to libext2fs */
+    bool tracked;                 /* its names are in the index */
+    bool appendable;              /* we append to its last block (else ext2fs_link) */
     blk64_t pblk;                 /* the last block */
     unsigned last_off;            /* offset of the last entry in it */
 };
@@ -245,8 +246,9 @@ static int adopt(struct ext_fs *x, ext2_ino_t dir, struct dir_state **out)
         return 0;
     st->pblk = ~0ull;             /* not adoptable unless shown otherwise */
     int r = locate_last_block(x, dir, st);
-    if (r <= 0)
+    if (r < 0)
         return r;
+    st->appendable = r > 0;
     struct adopt_ctx c = { d, dir };
     if ((r = ext_dir_walk(x, dir, adopt_entry, &c)) < 0)
         return r;
@@ -274,6 +276,7 @@ void ext_dirs_track_new(struct ext_fs *x, ext2_ino_t dir, blk64_t pblk)
 {
     struct dir_state *st = find_dir(dirs_of(x), dir, true);
     st->tracked = true;
+    st->appendable = true;
     st->pblk = pblk;
     st->last_off = 12;            /* "." takes 12 bytes, ".." the rest */
 }
@@ -287,11 +290,20 @@ int ext_dirs_removed(struct ext_fs *x, ext2_ino_t dir, const char *name)
     struct name_entry *n = find_name(x->dirs, dir, name, len, name_hash(dir, name, len));
     if (n)
         n->dir = REMOVED;
+    if (!st->appendable)
+        return 0;
     /* the removed entry may have been the last one */
     int r = locate_last_block(x, dir, st);
     if (r <= 0)
-        st->tracked = false;     /* names stay, but are no longer consulted */
+        st->appendable = false;
     return r < 0 ? r : 0;
+}
+
+void ext_dirs_added(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t ino)
+{
+    struct dir_state *st = x->dirs ? find_dir(x->dirs, dir, false) : NULL;
+    if (st && st->tracked && !st->appendable)
+        add_name(x->dirs, dir, name, strlen(name), ino);
 }
 
 static int grow(struct ext_fs *x, ext2_ino_t dir, struct dir_state *st)
@@ -310,7 +322,7 @@ int ext_dirs_add(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t 
 {
     struct dir_state *st;
     int r = adopt(x, dir, &st);
-    if (r < 0 || !st)
+    if (r < 0 || !st || !st->appendable)
         return r;
     ext2_filsys fs = x->e2;
     struct ext_dirs *d = x->dirs;

@@ -99,6 +99,7 @@ static int add_entry(struct ext_fs *x, qimg_fs_ino dir, const char *name, ext2_i
     if (e)
         return ext_err(&x->io, e, "%s: adding '%s' to directory %" PRIu64, x->base.type, name,
                        dir);
+    ext_dirs_added(x, (ext2_ino_t)dir, name, ino);
     return 0;
 }
 

@@ -100,11 +100,14 @@ int ext_setxattr(struct qimg_fs *fs, qimg_fs_ino ino, const char *name, const vo
 
 /* ext-dir.c: names added without rescanning directories.
  * lookup: 1 found, 0 absent, -1 not known here (ask libext2fs).
- * add: 1 added, 0 not handled here (use ext2fs_link), <0 error. */
+ * add: 1 added, 0 not handled here (use ext2fs_link, then ext_dirs_added),
+ * <0 error. */
 int ext_dirs_lookup(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t *ino);
 int ext_dirs_add(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
 void ext_dirs_track_new(struct ext_fs *x, ext2_ino_t dir, blk64_t pblk);
 int ext_dirs_removed(struct ext_fs *x, ext2_ino_t dir, const char *name);
+/* An entry ext2fs_link added (to an indexed directory). */
+void ext_dirs_added(struct ext_fs *x, ext2_ino_t dir, const char *name, ext2_ino_t ino);
 void ext_dirs_free(struct ext_fs *x);
 
 /* ext-mkfs.c */
