@@ -267,6 +267,13 @@ static int count_range(struct check_ctx *c, uint64_t offset, uint64_t size)
     struct qcow2_state *s = c->s;
     if (size == 0 || (int64_t)size < 0)
         return 0;
+    /* qemu takes an offset from 2^63 up (a snapshot's L1 table offset is
+     * not masked) as negative: no "exceeding" report, its counter array
+     * cannot grow that far and the check fails */
+    if ((int64_t)offset < 0) {
+        c->res->check_errors++;
+        return qimg_error(-ENOMEM, "qcow2 check: reference at offset %#" PRIx64, offset);
+    }
     uint64_t end;
     if (!qimg_add_ok(offset, size, &end) || (end >= c->file_len && end - c->file_len >= s->cluster_size)) {
         qimg_check_log("ERROR: counting reference for region exceeding the end of the file by "
@@ -881,11 +888,17 @@ static int check_copied(struct check_ctx *c)
         if (wrong) {
             qimg_check_log("%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%"
                            PRIx64 " refcount=%" PRIu64, what, i, l1_entry, rc);
-            if (repair && qcow2_repair_l1_entry(c->img, i, rc == 1 ? l1_entry | QCOW2_OFLAG_COPIED
-                                                : l1_entry & ~QCOW2_OFLAG_COPIED) == 0) {
+            if (repair) {
+                /* a failed write stops the check, as in qemu */
+                int r = qcow2_repair_l1_entry(c->img, i, rc == 1 ? l1_entry | QCOW2_OFLAG_COPIED
+                                              : l1_entry & ~QCOW2_OFLAG_COPIED);
+                if (r < 0) {
+                    qimg_error_clear();
+                    res->check_errors++;
+                    return r;
+                }
                 res->corruptions_fixed++;
             } else {
-                qimg_error_clear();
                 res->corruptions++;
             }
         }
@@ -962,6 +975,15 @@ static uint64_t map_nb_clusters(void *opaque)
     return ((struct check_ctx *)opaque)->refs.nb_clusters;
 }
 
+/* The file's length as qemu sees it: in whole 512-byte sectors. */
+static int get_file_len(struct check_ctx *c)
+{
+    int r = qimg_io_get_size(c->img->file, &c->file_len);
+    if (r == 0)
+        c->file_len = (c->file_len + 511) & ~511ull;
+    return r;
+}
+
 /* Count every reference into a fresh map, for a file of c->file_len. */
 static int count_fresh(struct check_ctx *c)
 {
@@ -987,7 +1009,7 @@ static int count_fresh(struct check_ctx *c)
  * structures are leaks now, freed without being reported as such. */
 static int rebuild_refcounts(struct check_ctx *c, uint64_t *highest)
 {
-    struct qimg_check_result *res = c->res, again = { 0 };
+    struct qimg_check_result *res = c->res, again = { 0 }, counted = { 0 };
     qimg_check_log("Rebuilding refcount structure");
     struct qcow2_refcount_map map = {
         .opaque = c, .get = map_get, .set = map_set, .nb_clusters = map_nb_clusters,
@@ -1000,10 +1022,11 @@ static int rebuild_refcounts(struct check_ctx *c, uint64_t *highest)
     }
     refblock_cache_reset(&c->refblocks, c->s);
     c->refcounts_repaired = true;
-    r = qimg_io_get_size(c->img->file, &c->file_len);
+    r = get_file_len(c);
     c->res = &again;
     if (r == 0)
         r = count_fresh(c);
+    counted = again;
     if (r == 0) {
         compare_refcounts(c, highest, c->fix & QIMG_FIX_LEAKS);
         if (c->rebuild)
@@ -1016,13 +1039,15 @@ static int rebuild_refcounts(struct check_ctx *c, uint64_t *highest)
         res->check_errors++;
         return r;
     }
-    /* what the first count found is fixed, but for what is still there */
-    if (res->corruptions > again.corruptions)
-        res->corruptions_fixed += res->corruptions - again.corruptions;
-    res->corruptions = again.corruptions;
+    /* what the first count found is fixed, but for what counting again
+     * still finds (as qemu: what the comparison with the new structures
+     * finds counts only as leaks left over) */
+    if (res->corruptions > counted.corruptions)
+        res->corruptions_fixed += res->corruptions - counted.corruptions;
+    res->corruptions = counted.corruptions;
     res->leaks_fixed += res->leaks;
     res->leaks = again.leaks;
-    res->check_errors += again.check_errors;
+    res->check_errors += counted.check_errors;
     return 0;
 }
 
@@ -1052,7 +1077,7 @@ static int repair_refcounts(struct check_ctx *c, const struct qimg_check_result 
 static int run_check(struct check_ctx *c)
 {
     struct qcow2_state *s = c->s;
-    int r = qimg_io_get_size(c->img->file, &c->file_len);
+    int r = get_file_len(c);
     if (r < 0) {
         c->res->check_errors++;
         return r;

@@ -94,30 +94,33 @@ static const char *overlapped_metadata_with(struct qcow2_state *s, uint64_t offs
                                             const char *own, uint64_t snaptable,
                                             uint64_t snaptable_len)
 {
+    /* the kind being written is skipped, the others still count */
+#define OTHER(kind) (!own || strcmp(own, kind) != 0)
     uint64_t cs = s->cluster_size;
-    const char *hit = NULL;
-    if (overlaps(offset, len, 0, cs))
-        hit = "qcow2_header";
-    else if (overlaps(offset, len, s->l1_table_offset, (uint64_t)s->l1_size * 8))
-        hit = "active L1 table";
-    else if (overlaps(offset, len, s->refcount_table_offset,
-                      (uint64_t)s->refcount_table_clusters * cs))
-        hit = "refcount table";
-    for (uint64_t i = 0; !hit && i < s->refcount_table_size; i++) {
+    if (OTHER("qcow2_header") && overlaps(offset, len, 0, cs))
+        return "qcow2_header";
+    if (OTHER("active L1 table") &&
+        overlaps(offset, len, s->l1_table_offset, (uint64_t)s->l1_size * 8))
+        return "active L1 table";
+    if (OTHER("refcount table") && overlaps(offset, len, s->refcount_table_offset,
+                                            (uint64_t)s->refcount_table_clusters * cs))
+        return "refcount table";
+    for (uint64_t i = 0; OTHER("refcount block") && i < s->refcount_table_size; i++) {
         uint64_t b = qimg_round_down(s->refcount_table[i] & ~QCOW2_REFT_RESERVED, cs);
         if (b && overlaps(offset, len, b, cs))
-            hit = "refcount block";
+            return "refcount block";
     }
-    if (!hit && overlaps(offset, len, snaptable, snaptable_len))
-        hit = "snapshot table";
-    /* the check reads the table first: NULL only before it did */
-    for (uint32_t i = 0; !hit && s->snapshots && i < s->nb_snapshots; i++)
+    /* the check reads the table first: NULL only before it did.  Where
+     * both overlap, qemu names an inactive L1 table before the snapshot
+     * table. */
+    for (uint32_t i = 0; OTHER("inactive L1 table") && s->snapshots && i < s->nb_snapshots; i++)
         if (overlaps(offset, len, s->snapshots[i].l1_table_offset,
                      (uint64_t)s->snapshots[i].l1_size * 8))
-            hit = "inactive L1 table";
-    if (hit && own && strcmp(hit, own) == 0)
-        return NULL;
-    return hit;
+            return "inactive L1 table";
+    if (OTHER("snapshot table") && overlaps(offset, len, snaptable, snaptable_len))
+        return "snapshot table";
+#undef OTHER
+    return NULL;
 }
 
 static const char *overlapped_metadata(struct qcow2_state *s, uint64_t offset, uint64_t len,
@@ -385,7 +388,9 @@ int qcow2_repair_extend_file(struct qimg_image *img, uint64_t end)
 int qcow2_repair_l1_entry(struct qimg_image *img, uint32_t l1_index, uint64_t entry)
 {
     struct qcow2_state *s = qcow2_state(img);
-    int r = overlap_check(img, s->l1_table_offset, (uint64_t)s->l1_size * 8, "active L1 table");
+    /* qemu writes (and checks) the 512 bytes of the table around the entry */
+    uint64_t sector = s->l1_table_offset + 8ull * (l1_index & ~63u);
+    int r = overlap_check(img, sector, 512, "active L1 table");
     if (r < 0)
         return r;
     uint8_t be[8];

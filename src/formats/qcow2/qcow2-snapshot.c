@@ -393,7 +393,8 @@ static void encode_table(const struct qcow2_snapshot *sn, uint32_t n, uint8_t *b
         qimg_put_be32(h + 16, sn->date_sec);
         qimg_put_be32(h + 20, sn->date_nsec);
         qimg_put_be64(h + 24, sn->vm_clock_nsec);
-        qimg_put_be32(h + 32, (uint32_t)sn->vm_state_size);
+        /* the old 32-bit field: 0 when the size does not fit (as qemu) */
+        qimg_put_be32(h + 32, sn->vm_state_size > UINT32_MAX ? 0 : (uint32_t)sn->vm_state_size);
         qimg_put_be32(h + 36, extra);
         uint8_t *e = h + QCOW2_SNAPSHOT_HEADER_LEN;
         memcpy(e, sn->extra_data, sn->extra_data_size);
