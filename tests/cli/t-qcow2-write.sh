@@ -186,6 +186,38 @@ ok_image rebase-u ct.qcow2 src.raw
 expect_eq lazy-clean "$("$QEMU_IMG" info lz.qcow2 | grep 'corrupt:')" "    corrupt: false"
 ok_image lazy-refcounts lz.qcow2
 
+# the layout of a fresh convert equals qemu-img's, byte for byte: the
+# allocator places refcount blocks and grows the refcount table as qemu
+# (512 B clusters: a block per 128 KiB, the table grows at 8 MiB)
+truncate -s 12M lay.raw
+"$QEMU_IO" -f raw -c "write -P 0x3c 0 12M" lay.raw >/dev/null
+for o in "" "cluster_size=512" "cluster_size=512,refcount_bits=64" "cluster_size=4k" "cluster_size=1k,refcount_bits=1" "lazy_refcounts=on"; do
+    rm -f lay-qemu.qcow2 lay-qimg.qcow2
+    "$QEMU_IMG" convert -O qcow2 ${o:+-o "$o"} lay.raw lay-qemu.qcow2
+    "$QIMG" convert -O qcow2 ${o:+-o "$o"} lay.raw lay-qimg.qcow2
+    check "layout of convert ${o:-default} equals qemu-img's" cmp lay-qemu.qcow2 lay-qimg.qcow2
+done
+rm -f lay.raw lay-qemu.qcow2 lay-qimg.qcow2
+
+# -t writethrough: every request is on disk (data and metadata) when it
+# completes, as with qemu-img: killed at the 30th pwrite of a sequential
+# bench, the requests before the kill read back (writeback keeps the L2
+# table in memory until the end: none would)
+if command -v strace >/dev/null; then
+    "$QEMU_IMG" create -q -f qcow2 wt.qcow2 2M
+    (strace -f -o /dev/null -e trace=pwrite64 -e inject=pwrite64:signal=KILL:when=30 \
+        "$QIMG" bench -w -t writethrough -c 20 -d 1 -s 4096 -S 65536 --pattern=90 wt.qcow2 >/dev/null 2>&1) 2>/dev/null
+    durable=0
+    for i in $(seq 0 19); do
+        out=$("$QEMU_IO" -f qcow2 -c "read -P 90 $((i * 65536)) 4096" wt.qcow2 2>&1)
+        case $out in *"Pattern verification failed"*) break ;; "read 4096/4096"*) durable=$((i + 1)) ;; *) break ;; esac
+    done
+    expect_eq "writethrough: requests before the kill are durable" "$([ $durable -ge 5 ] && echo yes || echo "no ($durable)")" yes
+    "$QEMU_IMG" check wt.qcow2 >check.out 2>&1; rc=$?
+    if [ $rc = 0 ] || [ $rc = 3 ]; then pass writethrough-kill-check; else fail writethrough-kill-check "check rc=$rc" "$(head -5 check.out)"; fi
+    rm -f wt.qcow2
+fi
+
 # a kill -9 in the middle of a convert leaves at worst leaked clusters
 truncate -s 256M big.raw
 "$QEMU_IO" -f raw -c "write -P 0x42 0 96M" -c "write -P 0x43 128M 96M" big.raw >/dev/null

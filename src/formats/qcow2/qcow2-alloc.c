@@ -129,10 +129,42 @@ static int grow_with_block(struct qimg_image *img, uint64_t ti, uint64_t cluster
     return qcow2_refcount_area(img, blocks_used * E * cs, 0, false, ti, at * cs, &end);
 }
 
-/* qemu's placement of a missing refcount block that [start, start+n)
- * needs: at the first free cluster after the run, when that lies in the
- * range the block describes (it then counts itself); the search then
- * starts over from the run.  1: placed, 0: not applicable. */
+/* qemu's placement of missing refcount block ti, needed for `cluster`:
+ * the first free cluster from `from` (right after the run being
+ * allocated).  Inside the range the block describes, it counts itself
+ * (a full table is rebuilt then); elsewhere it is counted by the block of
+ * its own range, which is placed first the same way when missing (the
+ * caller then starts over).  1: placed, 0: left to the generic path. */
+static int place_refblock(struct qimg_image *img, uint64_t ti, uint64_t cluster, uint64_t from, int depth)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t E = s->refcount_block_entries;
+    uint64_t at = 0;
+    int r = find_free_run(img, from, 1, &at);
+    if (r < 0)
+        return r;
+    if (at / E == ti) {
+        r = ti < s->refcount_table_size ? qcow2_new_refblock_at(img, ti, at)
+                                        : grow_with_block(img, ti, cluster, at);
+        return r < 0 ? r : 1;
+    }
+    if (ti >= s->refcount_table_size || depth > 2)
+        return 0;
+    const uint8_t *b;
+    r = qcow2_refblock_peek(img, at / E, &b);
+    if (r < 0)
+        return r;
+    if (!b)            /* the block that would count it first */
+        return place_refblock(img, at / E, at, at + 1, depth + 1);
+    r = qcow2_update_refcounts(img, at, 1, 1);
+    if (r == 0)
+        r = qcow2_new_refblock_at(img, ti, at);
+    return r < 0 ? r : 1;
+}
+
+/* The first refcount block [start, start+n) lacks, placed as qemu does;
+ * the search then starts over from the run.  1: placed, 0: none missing
+ * (or left to the generic path). */
 static int place_refblock_after(struct qimg_image *img, uint64_t start, uint64_t n)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -144,20 +176,10 @@ static int place_refblock_after(struct qimg_image *img, uint64_t start, uint64_t
             return r;
         if (b)
             continue;
-        uint64_t at = 0;
-        r = find_free_run(img, start + n, 1, &at);
-        if (r < 0)
-            return r;
-        if (at / E != ti)
-            return 0;
-        if (ti < s->refcount_table_size)
-            r = qcow2_new_refblock_at(img, ti, at);
-        else
-            r = grow_with_block(img, ti, QIMG_MAX(start, ti * E), at);
-        if (r < 0)
-            return r;
-        s->ws->free_cluster_index = start;
-        return 1;
+        r = place_refblock(img, ti, QIMG_MAX(start, ti * E), start + n, 0);
+        if (r > 0)
+            s->ws->free_cluster_index = start;
+        return r;
     }
     return 0;
 }
@@ -238,6 +260,61 @@ int qcow2_alloc_bytes(struct qimg_image *img, uint64_t size, uint64_t *host)
     return 0;
 }
 
+static void queue_discard(struct qcow2_wstate *w, uint64_t start, uint64_t end)
+{
+    if (w->nb_discards && w->discards[w->nb_discards - 1][1] == start) {
+        w->discards[w->nb_discards - 1][1] = end;
+        return;
+    }
+    if (w->nb_discards == w->discards_cap) {
+        w->discards_cap = w->discards_cap ? w->discards_cap * 2 : 64;
+        w->discards = qimg_xrealloc(w->discards, w->discards_cap * sizeof *w->discards);
+    }
+    w->discards[w->nb_discards][0] = start;
+    w->discards[w->nb_discards][1] = end;
+    w->nb_discards++;
+}
+
+void qcow2_discards_begin(struct qimg_image *img)
+{
+    qcow2_state(img)->ws->batch_discards = true;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+int qcow2_discards_end(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_wstate *w = s->ws;
+    w->batch_discards = false;
+    qsort(w->discards, w->nb_discards, sizeof *w->discards, cmp_range);
+    int r = 0;
+    for (size_t i = 0; i < w->nb_discards && r == 0; ) {
+        uint64_t start = w->discards[i][0], end = w->discards[i][1];
+        for (i++; i < w->nb_discards && w->discards[i][0] <= end; i++)
+            end = QIMG_MAX(end, w->discards[i][1]);
+        /* only what is still free, in runs */
+        uint64_t c = start >> s->cluster_bits, last = end >> s->cluster_bits, run = c;
+        for (; c <= last && r == 0; c++) {
+            uint64_t rc = 1;
+            if (c < last)
+                r = qcow2_get_refcount(img, c, &rc);
+            if (rc && c > run && img->file->ops->discard)
+                img->file->ops->discard(img->file, run << s->cluster_bits, (c - run) << s->cluster_bits);
+            if (rc)
+                run = c + 1;
+        }
+    }
+    free(w->discards);
+    w->discards = NULL;
+    w->nb_discards = w->discards_cap = 0;
+    return r;
+}
+
 int qcow2_free_clusters(struct qimg_image *img, uint64_t host, uint64_t bytes, bool discard)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -248,6 +325,10 @@ int qcow2_free_clusters(struct qimg_image *img, uint64_t host, uint64_t bytes, b
     int r = qcow2_update_refcounts(img, first, last - first + 1, -1);
     if (r < 0 || !discard)
         return r;
+    if (s->ws->batch_discards) {
+        queue_discard(s->ws, first << s->cluster_bits, (last + 1) << s->cluster_bits);
+        return 0;
+    }
     /* give the host space back where clusters became free */
     for (uint64_t c = first; c <= last; c++) {
         uint64_t rc;

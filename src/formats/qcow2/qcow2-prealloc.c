@@ -387,6 +387,8 @@ int qcow2_refcount_area(struct qimg_image *img, uint64_t start, uint64_t additio
                 r = qcow2_update_refcounts(img, lo, hi - lo, 1);
             continue;
         }
+        if (!off)
+            qcow2_refblock_forget(img, next);   /* no stale copy of what was there */
         if (off) {             /* new_block: on disk only */
             r = qimg_io_pread(img->file, blk, cs, off);
         } else {
@@ -424,6 +426,54 @@ int qcow2_refcount_area(struct qimg_image *img, uint64_t start, uint64_t additio
     qcow2_note_used(s, area_first, area_end - area_first);
     *end = area_end * cs;
     return qcow2_free_clusters(img, old_off, old_clusters * cs, false);
+}
+
+/* Does refcount block b count nothing, its own entry `self` aside? */
+static bool counts_nothing(const struct qcow2_state *s, const uint8_t *b, int64_t self)
+{
+    uint64_t E = s->refcount_block_entries;
+    for (uint64_t i = 0; i < E; i++)
+        if ((int64_t)i != self && qcow2_refblock_get(s, b, i))
+            return false;
+    return true;
+}
+
+int qcow2_shrink_reftable(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size, E = s->refcount_block_entries, n = s->refcount_table_size;
+    CLEANUP_FREE uint64_t *table = qimg_xmalloc(n * 8);
+    memcpy(table, s->refcount_table, n * 8);
+    int r = 0;
+    for (uint64_t i = 0; i < n && r == 0; i++) {
+        uint64_t off = table[i] & ~QCOW2_REFT_RESERVED;
+        const uint8_t *b;
+        if (!off || (r = qcow2_refblock_peek(img, i, &b)) < 0)
+            continue;
+        int64_t self = (off / cs) / E == i ? (int64_t)((off / cs) % E) : -1;
+        if (counts_nothing(s, b, self))
+            table[i] = 0;
+    }
+    if (r == 0)
+        r = write_reftable(img, table, n, s->refcount_table_offset);
+    if (r < 0)
+        return qimg_error(r, "Could not write the refcount table: %s", strerror(-r));
+    for (uint64_t i = 0; i < n && r == 0; i++) {
+        uint64_t off = s->refcount_table[i] & ~QCOW2_REFT_RESERVED;
+        if (!off || table[i])
+            continue;
+        qcow2_refblock_forget(img, off);
+        s->refcount_table[i] = 0;
+        if ((off / cs) / E != i) {      /* counted by another block */
+            r = qcow2_free_clusters(img, off, cs, true);
+            continue;
+        }
+        if (off / cs < s->ws->free_cluster_index)
+            s->ws->free_cluster_index = off / cs;   /* free now: nothing counts it */
+        if (img->file->ops->discard)
+            img->file->ops->discard(img->file, off, cs);
+    }
+    return r;
 }
 
 /* Point the entries of guest clusters [gc, gc+n) to host clusters from

@@ -224,7 +224,8 @@ static int new_refblock(struct qimg_image *img, uint64_t ti, uint64_t at)
     if (r < 0)
         return r;
     memset(rb->data, 0, s->cluster_size);
-    refblock_set(s, rb->data, at % s->refcount_block_entries, 1);
+    if (at / s->refcount_block_entries == ti)     /* in its own range: counts itself */
+        refblock_set(s, rb->data, at % s->refcount_block_entries, 1);
     rb->offset = offset;
     rb->dirty = true;
     qcow2_note_used(s, at, 1);
@@ -301,6 +302,16 @@ static int grow_table(struct qimg_image *img, uint64_t ti, uint64_t at)
     qcow2_note_used(s, at, area_end - at);
     /* the old table's clusters are free now */
     return qcow2_free_clusters(img, old_off, old_clusters * cs, false);
+}
+
+void qcow2_refblock_forget(struct qimg_image *img, uint64_t offset)
+{
+    struct qcow2_wstate *w = qcow2_state(img)->ws;
+    for (int i = 0; i < QCOW2_REFBLOCK_CACHE; i++)
+        if (w->refblocks[i].offset == offset) {
+            w->refblocks[i].offset = 0;
+            w->refblocks[i].dirty = false;
+        }
 }
 
 int qcow2_new_refblock_at(struct qimg_image *img, uint64_t ti, uint64_t at)

@@ -79,6 +79,7 @@ int qcow2_write_open(struct qimg_image *img, unsigned flags)
     if (!(flags & QIMG_OPEN_RDWR) || (flags & QIMG_OPEN_NO_IO))
         return 0;
     s->ws = qimg_xcalloc(1, sizeof *s->ws);
+    s->ws->writethrough = flags & QIMG_OPEN_CACHE_SYNC;
     pthread_cond_init(&s->ws->inflight_done, NULL);
     return qcow2_refcount_init(img);
 }
@@ -121,6 +122,15 @@ int qcow2_write_flush(struct qimg_image *img)
     pthread_mutex_lock(&img->lock);
     int r = flush_locked(img);
     pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* Writethrough (-t writethrough): as qemu, every request that succeeded
+ * is followed by a flush of the L2 and refcount caches and the file. */
+static int request_done(struct qimg_image *img, int r)
+{
+    if (r == 0 && qcow2_state(img)->ws->writethrough)
+        r = qcow2_write_flush(img);
     return r;
 }
 
@@ -560,7 +570,7 @@ int qcow2_write(struct qimg_image *img, uint64_t off, const void *buf, size_t le
             return r;
         off += done, p += done, len -= done;
     }
-    return 0;
+    return request_done(img, 0);
 }
 
 /* ======================================================= zero, discard */
@@ -780,7 +790,7 @@ int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsig
         b = qimg_round_down(end + cs - 1, cs);   /* the last partial cluster counts whole */
     a = qimg_round_down(off + cs - 1, cs);
     if (a >= b)
-        return zero_partial(img, off, len);
+        return request_done(img, zero_partial(img, off, len));
     int r = 0;
     if (off < a)
         r = zero_partial(img, off, a - off);
@@ -789,7 +799,7 @@ int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsig
                           false);
     if (r == 0 && b < end)
         r = zero_partial(img, b, end - b);
-    return r;
+    return request_done(img, r);
 }
 
 int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len)
@@ -808,7 +818,7 @@ int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len)
         return 0;                 /* partial clusters are not discarded */
     /* v3 keeps discarded clusters reading as zeros over a backing file */
     bool zero = s->version >= 3 && img->backing_file != NULL;
-    return zero_clusters(img, a, b - a, zero, true, true);
+    return request_done(img, zero_clusters(img, a, b - a, zero, true, true));
 }
 
 /* ======================================================== compressed */
@@ -966,7 +976,7 @@ int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *dat
         }
     }
     pthread_mutex_unlock(&img->lock);
-    return r;
+    return request_done(img, r);
 }
 
 /* ============================================================ resize */
@@ -1064,13 +1074,19 @@ static int shrink(struct qimg_image *img, uint64_t size)
     uint64_t from = qimg_round_down(size + cs - 1, cs);
     uint64_t old_end = qimg_round_down(s->size + cs - 1, cs);
     int r = 0;
+    qcow2_discards_begin(img);      /* freed clusters discarded in merged runs, as qemu */
     if (from < old_end)
         r = zero_clusters(img, from, old_end - from, false, true, true);
-    if (r < 0)
+    if (r < 0) {
+        pthread_mutex_lock(&img->lock);
+        qcow2_discards_end(img);
+        pthread_mutex_unlock(&img->lock);
         return r;
+    }
     uint64_t needed;
     qcow2_l1_entries_for_size(size, s->cluster_bits, s->extended_l2, &needed);
     pthread_mutex_lock(&img->lock);
+    r = qcow2_discards_end(img);    /* L2 tables are discarded one by one */
     for (uint64_t i = needed; i < s->l1_size && r == 0; i++) {
         uint64_t l2 = s->l1_table[i] & QCOW2_OFFSET_MASK;
         if (!l2)
@@ -1086,6 +1102,8 @@ static int shrink(struct qimg_image *img, uint64_t size)
         r = write_size(img, size);
     if (r == 0)
         r = flush_locked(img);
+    if (r == 0)
+        r = qcow2_shrink_reftable(img);     /* qcow2-prealloc.c */
     if (r == 0) {
         int64_t last = last_used_cluster(img);
         uint64_t new_len = (uint64_t)(last + 1) * cs;

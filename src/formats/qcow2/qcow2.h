@@ -387,6 +387,10 @@ struct qcow2_wstate {
     pthread_cond_t inflight_done;
     bool marked_dirty;             /* lazy refcounts: dirty bit set by us */
     bool compressed_written;       /* round the file up to 512 bytes at flush */
+    bool writethrough;             /* flush after every request (-t writethrough) */
+    bool batch_discards;           /* collect freed ranges, discard them merged */
+    uint64_t (*discards)[2];       /* host [start, end) byte ranges, merged */
+    size_t nb_discards, discards_cap;
 };
 
 /* qcow2-refcount.c, all with img->lock held */
@@ -405,9 +409,13 @@ int qcow2_refcount_flush(struct qimg_image *img);
 /* The cached bytes of refcount block ti (valid until the next refcount
  * call), or NULL when the table has no block there. */
 int qcow2_refblock_peek(struct qimg_image *img, uint64_t ti, const uint8_t **data);
-/* A new refcount block for table index ti at free cluster `at`, inside
- * the range it describes (it counts itself). */
+/* A new refcount block for table index ti at free cluster `at`: inside
+ * the range it describes it counts itself, else the caller has counted
+ * it already. */
 int qcow2_new_refblock_at(struct qimg_image *img, uint64_t ti, uint64_t at);
+/* Drop the cached copy of the refcount block at offset (not written):
+ * its cluster was rewritten directly or freed. */
+void qcow2_refblock_forget(struct qimg_image *img, uint64_t offset);
 /* Grow s->file_size to cover a cluster range handed out. */
 void qcow2_note_used(struct qcow2_state *s, uint64_t cluster, uint64_t count);
 
@@ -420,6 +428,11 @@ int qcow2_alloc_bytes(struct qimg_image *img, uint64_t size, uint64_t *host);
 /* Drop one reference of each cluster of [host, host+bytes); discard:
  * punch clusters that become free. */
 int qcow2_free_clusters(struct qimg_image *img, uint64_t host, uint64_t bytes, bool discard);
+/* Batched discards (qemu merges the discards of one operation): between
+ * begin and end, clusters freed with discard are collected; end discards
+ * the merged ranges whose clusters are still free. */
+void qcow2_discards_begin(struct qimg_image *img);
+int qcow2_discards_end(struct qimg_image *img);
 /* Drop the reference an L2 entry holds (normal or compressed cluster). */
 int qcow2_free_l2_entry(struct qimg_image *img, uint64_t entry, bool discard);
 
@@ -462,6 +475,10 @@ int qcow2_resize_prealloc(struct qimg_image *img, uint64_t old, uint64_t new, co
  * old table.  *end: the end of the new metadata. */
 int qcow2_refcount_area(struct qimg_image *img, uint64_t start, uint64_t additional, bool exact,
                         uint64_t new_index, uint64_t new_block, uint64_t *end);
+/* After a shrink (img->lock held, caches flushed): refcount blocks that
+ * count nothing but themselves leave the table, which is written whole;
+ * the clusters of those counted elsewhere are freed, as qemu does. */
+int qcow2_shrink_reftable(struct qimg_image *img);
 /* A backing file longer than the old size would show through the new
  * area: qemu makes it read as zeros (zero clusters, zeros written in the
  * old last subcluster), except where falloc/full preallocated it. */
