@@ -17,14 +17,13 @@
 
 #include "fs.h"
 #include "internal.h"
+#include "fuzz-input.h"
 
 #define MAX_ENTRIES 512
 #define MAX_DEPTH 8
 #define READ_LEN 65536
 #define MAX_RANGES 32
 
-static int memfd = -1;
-static char memfd_path[64];
 static unsigned char read_buf[READ_LEN];
 
 static void expect_message(int r, const char *what)
@@ -106,22 +105,14 @@ static void visit(struct walk *w, qimg_fs_ino ino)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    setenv("QIMG_MEM_BUDGET", "64M", 1);
-    memfd = memfd_create("fuzz-fs-ext", 0);
-    if (memfd < 0) {
-        perror("memfd_create");
-        abort();
-    }
-    snprintf(memfd_path, sizeof memfd_path, "/proc/self/fd/%d", memfd);
+    fuzz_input_init("fuzz-fs-ext");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size)
-        abort();
     qimg_image *img = NULL;
-    if (qimg_open(&img, memfd_path, "raw", QIMG_OPEN_FORCE_SHARE) < 0)
+    if (qimg_open(&img, fuzz_input_load(data, size), "raw", QIMG_OPEN_FORCE_SHARE) < 0)
         abort();
     struct qimg_fs_dev dev = { .img = img, .offset = 0, .size = qimg_size(img) };
     int r = qimg_fs_ext.probe(&dev);

@@ -20,6 +20,7 @@
 
 #include "fs.h"
 #include "internal.h"
+#include "fuzz-input.h"
 
 #define MAX_NODES 4096
 #define MAX_DEPTH 64
@@ -137,17 +138,14 @@ static void write_some(struct qimg_fs *fs, qimg_fs_ino dir)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    setenv("QIMG_MEM_BUDGET", "64M", 1);
+    fuzz_input_init("fuzz-fs-fat");
     return 0;
 }
-
-static int memfd = -1;
-static char memfd_path[64];
 
 static void run(bool writable)
 {
     qimg_image *img = NULL;
-    int r = qimg_open(&img, memfd_path, "raw", writable ? QIMG_OPEN_RDWR : QIMG_OPEN_FORCE_SHARE);
+    int r = qimg_open(&img, fuzz_input_path, "raw", writable ? QIMG_OPEN_RDWR : QIMG_OPEN_FORCE_SHARE);
     if (r < 0)
         return;
     struct qimg_fs_dev dev = { .img = img, .size = qimg_size(img), .writable = writable };
@@ -173,14 +171,7 @@ static void run(bool writable)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (memfd < 0) {
-        memfd = memfd_create("fuzz-fat", 0);
-        if (memfd < 0)
-            abort();
-        snprintf(memfd_path, sizeof memfd_path, "/proc/self/fd/%d", memfd);
-    }
-    if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size)
-        abort();
+    fuzz_input_load(data, size);
     run(false);
     run(true);
     qimg_error_clear();

@@ -20,13 +20,13 @@
 
 #include "fs.h"
 #include "internal.h"
+#include "fuzz-input.h"
 
 #define MAX_LISTED 256
 #define MAX_DEPTH 6
 #define MAX_CAT_SIZE (1u << 20)
 
-static int memfd = -1, nullfd = -1;
-static char memfd_path[64];
+static int nullfd = -1;
 static char scratch[] = "/tmp/qimg-fuzz-fsops.XXXXXX";
 
 static void expect_message(int r, const char *what)
@@ -103,23 +103,19 @@ static void exercise(qimg_image *img, unsigned partition)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    setenv("QIMG_MEM_BUDGET", "64M", 1);
-    memfd = memfd_create("fuzz-fsops", 0);
+    fuzz_input_init("fuzz-fsops");
     nullfd = open("/dev/null", O_WRONLY);
-    if (memfd < 0 || nullfd < 0 || !mkdtemp(scratch)) {
+    if (nullfd < 0 || !mkdtemp(scratch)) {
         perror("fuzz-fsops setup");
         abort();
     }
-    snprintf(memfd_path, sizeof memfd_path, "/proc/self/fd/%d", memfd);
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size)
-        abort();
     qimg_image *img = NULL;
-    if (qimg_open(&img, memfd_path, "raw", QIMG_OPEN_FORCE_SHARE) < 0)
+    if (qimg_open(&img, fuzz_input_load(data, size), "raw", QIMG_OPEN_FORCE_SHARE) < 0)
         abort();
     exercise(img, 0);
     exercise(img, 1);

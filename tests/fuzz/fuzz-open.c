@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "fuzz-input.h"
 
 #define READ_CHUNK (64u * 1024)
 #define MAX_EXTENTS 256
@@ -136,32 +137,21 @@ static void open_and_exercise(const char *path, const char *fmt, unsigned extra)
     qimg_close(img);
 }
 
-static int memfd = -1;
-static char memfd_path[64];
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    /* One hostile table may not take more than this at once. */
-    setenv("QIMG_MEM_BUDGET", "64M", 1);
-    memfd = memfd_create("fuzz-image", 0);
-    if (memfd < 0) {
-        perror("memfd_create");
-        abort();
-    }
-    snprintf(memfd_path, sizeof memfd_path, "/proc/self/fd/%d", memfd);
+    fuzz_input_init("fuzz-image");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size)
-        abort();
+    const char *path = fuzz_input_load(data, size);
 
-    open_and_exercise(memfd_path, NULL, 0);                 /* probed, as the CLI */
-    open_and_exercise(memfd_path, NULL, QIMG_OPEN_NO_IO);   /* as info opens */
+    open_and_exercise(path, NULL, 0);                 /* probed, as the CLI */
+    open_and_exercise(path, NULL, QIMG_OPEN_NO_IO);   /* as info opens */
     for (size_t i = 0; qimg_drivers[i]; i++) {
         if (qimg_drivers[i] != &qimg_driver_raw)
-            open_and_exercise(memfd_path, qimg_drivers[i]->name, 0);
+            open_and_exercise(path, qimg_drivers[i]->name, 0);
     }
     qimg_error_clear();
     return 0;

@@ -12,29 +12,19 @@
 
 #include "fs.h"
 #include "internal.h"
-
-static int memfd = -1;
-static char memfd_path[64];
+#include "fuzz-input.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    setenv("QIMG_MEM_BUDGET", "64M", 1);
-    memfd = memfd_create("fuzz-part", 0);
-    if (memfd < 0) {
-        perror("memfd_create");
-        abort();
-    }
-    snprintf(memfd_path, sizeof memfd_path, "/proc/self/fd/%d", memfd);
+    fuzz_input_init("fuzz-part");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const unsigned numbers[] = { 1, 2, 3, 4, 5, 6, 7, 9, 128, 300 };
-    if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size)
-        abort();
     qimg_image *img = NULL;
-    if (qimg_open(&img, memfd_path, "raw", QIMG_OPEN_FORCE_SHARE) < 0)
+    if (qimg_open(&img, fuzz_input_load(data, size), "raw", QIMG_OPEN_FORCE_SHARE) < 0)
         abort();
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
         uint64_t off = 0, len = 0;
