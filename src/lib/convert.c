@@ -312,48 +312,67 @@ static size_t sector_run(const uint8_t *buf, size_t pos, size_t len, bool zero)
     return end - pos;
 }
 
-/* Write a data buffer as qemu does with -S: a run of zero sectors at the
- * start (of the buffer, or after a written run) is never written; a zero
- * run that follows data is written with it when shorter than sparse_size,
- * so small gaps do not split the writes. */
+/* The run of sectors at buf[pos] that is all zeros (*zero) or data, with
+ * its end moved onto the alignment as qemu-img 7.2 does (unless it reaches
+ * the end of the buffer): a zero run ends
+ * aligned down, and one that does not reach the next boundary counts as
+ * data; a data run ends aligned up (at most to len).  off is buf's offset
+ * in the target. */
+static size_t aligned_run(const uint8_t *buf, size_t pos, size_t len, uint64_t off,
+                          uint64_t align, bool *zero)
+{
+    *zero = qimg_is_zero(buf + pos, QIMG_MIN((size_t)SECTOR, len - pos));
+    size_t n = sector_run(buf, pos, len, *zero);
+    if (pos + n == len)
+        return n;                 /* the rest is all alike: kept whole */
+    size_t tail = (size_t)((off + pos + n) % align);
+    if (tail) {
+        if (*zero && n <= tail)
+            *zero = false;
+        if (*zero)
+            n -= tail;
+        else
+            n = QIMG_MIN(n + align - tail, len - pos);
+    }
+    return n;
+}
+
+/* Write a data buffer as qemu does with -S: runs of zero sectors are left
+ * out (or written as zero ranges) where they are at least sparse_size long
+ * or start the buffer; shorter ones between data go with the data.  Run
+ * ends follow the alignment: sparse_size rounded down to a power of two,
+ * at most 4 KiB (what qemu-img 7.2's maps show for every -S). */
 static int write_scanned(const struct convert *c, uint64_t off, const uint8_t *buf, size_t len)
 {
     const struct qimg_convert_params *p = c->p;
+    uint64_t align = SECTOR;
+    while (align * 2 <= QIMG_MIN(p->sparse_size, (uint64_t)4096))
+        align *= 2;
     size_t pos = 0;
-    size_t zrun = sector_run(buf, 0, len, true);
     while (pos < len) {
-        if (zrun) {
-            int r = write_zeros(c, off + pos, zrun);
+        bool zero;
+        size_t n = aligned_run(buf, pos, len, off, align, &zero);
+        if (zero) {
+            int r = write_zeros(c, off + pos, n);
             if (r < 0)
                 return r;
-            pos += zrun;
+            pos += n;
+            continue;
         }
-        size_t start = pos;
-        zrun = 0;
-        while (pos < len) {
-            pos += sector_run(buf, pos, len, false);
-            zrun = sector_run(buf, pos, len, true);
-            if (zrun >= p->sparse_size)
+        /* data: take in the short zero runs that follow, up to the last data */
+        size_t end = pos + n, q = end;
+        while (q < len) {
+            size_t m = aligned_run(buf, q, len, off, align, &zero);
+            q += m;
+            if (!zero)
+                end = q;
+            else if (m >= p->sparse_size)
                 break;
-            if (zrun && pos + zrun == len) {
-                /* a short zero tail: written only up to the next 4 KiB
-                 * boundary of the target, so it does not allocate a block
-                 * of zeros beyond it */
-                size_t boundary = (size_t)(((off + pos + 4095) & ~(uint64_t)4095) - off);
-                if (boundary < len) {
-                    pos = QIMG_MAX(pos, boundary);
-                    zrun = len - pos;
-                    break;
-                }
-            }
-            pos += zrun;
-            zrun = 0;
         }
-        if (pos > start) {
-            int r = qimg_write(p->target, off + start, buf + start, pos - start);
-            if (r < 0)
-                return write_error(r, off + start);
-        }
+        int r = qimg_write(p->target, off + pos, buf + pos, end - pos);
+        if (r < 0)
+            return write_error(r, off + pos);
+        pos = end;
     }
     return 0;
 }
