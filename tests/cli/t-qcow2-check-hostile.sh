@@ -100,6 +100,13 @@ done
 fresh snap; be16 0xffff | poke t.qcow2 $((SN + 14));  checks snapshot-name-past-eof
 fresh snap; be64 0x400200 | poke t.qcow2 "$SN";       checks snapshot-l1-unaligned
 fresh snap; be32 0x10000000 | poke t.qcow2 $((SN + 8)); checks snapshot-l1-too-large
+# refcount table entries with bit 63 set: the block is read with EIO (as
+# qemu), -r all cannot grow the file to it (a size from 2^63 is refused
+# before the file is asked) and rebuilds.  (A block merely far past EOF
+# would make both grow the file to it, where the file system allows.)
+RT=$(rd64 "$SCRATCH/base.qcow2" 48)
+fresh base; be64 0x8000000000110000 | poke t.qcow2 "$RT";             checks reftable-bit63
+fresh base; be64 0xfffffffffff00000 | poke t.qcow2 $((RT + 40));      checks reftable-past-2-63
 
 # ------------------------------------ random damage to snapshot tables
 # Seeded byte and field changes in the table of images with three

@@ -239,7 +239,8 @@ static const uint8_t *stored_refblock(struct check_ctx *c, uint64_t ti, int *err
         }
     }
     rc->tags[slot] = 0;
-    int r = qimg_io_pread(c->img->file, rc->blocks[slot], s->cluster_size, off);
+    /* an offset beyond what qemu can address fails with EIO, as in qemu */
+    int r = qcow2_pread_zero_filled(c->img, UINT64_MAX, rc->blocks[slot], s->cluster_size, off);
     if (r < 0) {
         *err = r;
         return NULL;
@@ -680,10 +681,19 @@ static int count_bitmaps(struct check_ctx *c)
 static int repair_refblock_outside(struct check_ctx *c, uint64_t offset)
 {
     uint64_t end = offset + c->s->cluster_size;
-    int r = qcow2_repair_extend_file(c->img, end);
+    /* a size from 2^63 up is negative to qemu: refused before the file
+     * is asked; a file that cannot grow adds the file layer's report.
+     * Either way the refcount structures are rebuilt instead. */
+    int r = -EINVAL;
+    if (end <= INT64_MAX) {
+        r = qcow2_repair_extend_file(c->img, end);
+        if (r < 0)
+            qimg_check_log(QIMG_CHECK_LOG_REPORT "Could not resize file: %s", strerror(-r));
+    }
     if (r < 0) {
         qimg_check_log("ERROR could not resize image: %s", strerror(-r));
         qimg_error_clear();
+        c->rebuild = true;
         return r;
     }
     c->file_len = end;
@@ -798,8 +808,8 @@ static void report_mismatch(struct check_ctx *c, uint64_t k, uint64_t stored, ui
 /* Clusters whose refcount block cannot be read: each is a check error. */
 static void report_unreadable(struct check_ctx *c, uint64_t ti, uint64_t from, uint64_t to, int err)
 {
-    if (err == -EIO && !c->signaled_corruption) {
-        uint64_t off = c->s->refcount_table[ti] & REFT_OFFSET_MASK;
+    uint64_t off = c->s->refcount_table[ti] & REFT_OFFSET_MASK;
+    if (err == -EIO && !qimg_is_aligned(off, c->s->cluster_size) && !c->signaled_corruption) {
         if (c->img->read_only) {
             qimg_check_log("qcow2: Image is corrupt: Refblock offset %#" PRIx64 " unaligned "
                            "(reftable index: %#" PRIx64 "); further non-fatal corruption "
