@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "fat-format.h"
 #include "populate.h"
 
 #define MIB (1ull << 20)
@@ -244,6 +245,20 @@ static void on_progress(uint64_t done, void *opaque)
     }
 }
 
+/* An MBR names the FAT type of its partition: once the partition's size is
+ * known, the table is written again (same layout) with FAT12's or FAT16's
+ * type when mkfs will pick one of those. */
+static int mark_fat_partition(qimg_image *img, struct plan *pl, struct qimg_fs_dev *dev)
+{
+    struct fat_bpb bpb;
+    if (fat_choose_geometry(dev->size, &bpb) < 0 || bpb.type == FAT32) {
+        qimg_error_clear();
+        return 0;
+    }
+    return qimg_part_write(img, QIMG_PART_MBR, bpb.type == FAT16 ? "fat16" : "fat12",
+                           pl->mkfs.reproducible, pl->mkfs.seed, &dev->offset, &dev->size);
+}
+
 static int fill(struct qimg_create_from_params *p, struct plan *pl, struct qimg_fs_source *src,
                 qimg_image *img, const char *path)
 {
@@ -254,6 +269,8 @@ static int fill(struct qimg_create_from_params *p, struct plan *pl, struct qimg_
     if (pl->scheme != QIMG_PART_NONE) {
         r = qimg_part_write(img, pl->scheme, pl->part_kind, p->reproducible, pl->mkfs.seed,
                             &dev.offset, &dev.size);
+        if (r == 0 && pl->scheme == QIMG_PART_MBR && !strcmp(pl->part_kind, "fat"))
+            r = mark_fat_partition(img, pl, &dev);
         if (r < 0)
             return r;
     }

@@ -438,8 +438,9 @@ static int kind_types(const char *kind, uint8_t *mbr_type, const char **gpt_type
         *gpt_type = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";   /* Linux filesystem */
         return 0;
     }
-    if (!strcmp(kind, "fat")) {
-        *mbr_type = 0x0c;                                     /* FAT32 LBA */
+    if (!strcmp(kind, "fat") || !strcmp(kind, "fat16") || !strcmp(kind, "fat12")) {
+        /* MBR types: FAT32 LBA, FAT16 LBA, FAT12 */
+        *mbr_type = !strcmp(kind, "fat16") ? 0x0e : !strcmp(kind, "fat12") ? 0x01 : 0x0c;
         *gpt_type = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";   /* Microsoft basic data */
         return 0;
     }

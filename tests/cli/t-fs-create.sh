@@ -144,6 +144,17 @@ extract() {
     size=$(sed -n 's/.*disk.raw1 : .*size= *\([0-9]*\),.*/\1/p' <<<"$dump")
     dd if="$SCRATCH/disk.raw" of="$SCRATCH/fs.raw" bs=512 skip="$start" count="$size" conv=sparse status=none
     rm -f "$SCRATCH/disk.raw"
+    # an MBR names the FAT type of its partition (FAT12 0x01, FAT16 LBA 0x0e, FAT32 LBA 0x0c)
+    local bits want type
+    # the type string of the boot sector: at 54 (FAT12/16) or 82 (FAT32)
+    bits=$( (dd if="$SCRATCH/fs.raw" bs=1 skip=54 count=5 status=none
+             dd if="$SCRATCH/fs.raw" bs=1 skip=82 count=5 status=none) | grep -ao 'FAT[0-9][0-9]' | head -1)
+    bits=${bits#FAT}
+    if [ "$part" = mbr ] && [ -n "$bits" ]; then
+        case $bits in 12) want=1 ;; 16) want=e ;; *) want=c ;; esac
+        type=$(sed -n 's/.*disk.raw1 : .*type=\([0-9a-f]*\).*/\1/p' <<<"$dump")
+        expect_eq "$name: MBR type for FAT$bits" "$type" "$want"
+    fi
 }
 
 # verify_ext NAME IMG FMT PART SRC FSTYPE
