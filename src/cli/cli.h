@@ -93,6 +93,8 @@ enum { CLI_FS_OPT_IMAGE_OPTS = 0x1000, CLI_FS_OPT_OBJECT, CLI_FS_OPT_PARTITION }
 struct cli_fs_opts { const char *fmt; bool image_opts, force_share; unsigned partition; };
 /* Handles option c when it is one of those; exits on a bad value. */
 bool cli_fs_option(int c, const char *arg, struct cli_fs_opts *o);
+/* Parses a command line of only those options (cat, copy-out, copy-in). */
+void cli_fs_parse(int argc, char **argv, struct cli_fs_opts *o);
 /* Opens the image and the filesystem on it (messages printed on failure). */
 struct qimg_fs *cli_fs_open(const char *filename, const struct cli_fs_opts *o, bool writable,
                             qimg_image **img);

@@ -214,75 +214,11 @@ static bool options_ask_help(const char *options)
 
 /* ---- the target ---- */
 
-struct target {
-    const char *name;        /* as the user gave it */
-    char *final;             /* where it ends up (symlinks resolved) */
-    char *tmp;               /* temporary name while being written, or NULL */
-    mode_t mode;             /* mode of the file it replaces */
-    bool replaces;
-};
-
-/* A plain local path that is a regular file or does not exist can be
- * written under a temporary name and renamed into place. */
-static void plan_target(struct target *t, const char *name)
+static int commit_target(struct qimg_target *t)
 {
-    struct stat st;
-    t->name = name;
-    t->final = qimg_strdup(name);
-    if (strncmp(name, "json:", 5) == 0 || qimg_path_has_protocol(name))
-        return;
-    if (lstat(name, &st) == 0 && S_ISLNK(st.st_mode)) {
-        char *real = realpath(name, NULL);
-        if (!real)
-            return;                       /* dangling: let create report it */
-        free(t->final);
-        t->final = real;
-    }
-    if (stat(t->final, &st) == 0) {
-        if (!S_ISREG(st.st_mode))
-            return;
-        t->replaces = true;
-        t->mode = st.st_mode & 07777;
-    }
-    CLEANUP_FREE char *dir = qimg_path_dirname(t->final);
-    const char *base = strrchr(t->final, '/');
-    base = base ? base + 1 : t->final;
-    t->tmp = qimg_asprintf("%s/.%s.qimg-%ld.tmp", dir, base, (long)getpid());
-}
-
-/* The library names the temporary file in its messages: show the user's. */
-static char *message_for_user(const struct target *t, const char *msg)
-{
-    struct qimg_strbuf b = { 0 };
-    const char *p = msg, *hit;
-    if (!t->tmp)
-        return qimg_strdup(msg);
-    while ((hit = strstr(p, t->tmp))) {
-        char *piece = strndup(p, (size_t)(hit - p));
-        qimg_strbuf_add(&b, piece);
-        free(piece);
-        qimg_strbuf_add(&b, t->name);
-        p = hit + strlen(t->tmp);
-    }
-    qimg_strbuf_add(&b, p);
-    return b.s ? b.s : qimg_strdup("");
-}
-
-static void discard_target(struct target *t)
-{
-    if (t->tmp)
-        unlink(t->tmp);
-}
-
-static int commit_target(struct target *t)
-{
-    if (!t->tmp)
-        return 0;
-    if (t->replaces)
-        chmod(t->tmp, t->mode);
-    if (rename(t->tmp, t->final) < 0) {
-        error_report("Could not rename '%s' to '%s': %s", t->tmp, t->name, strerror(errno));
-        unlink(t->tmp);
+    if (qimg_target_commit(t) < 0) {
+        error_report("%s", qimg_last_error());
+        qimg_target_discard(t);
         return -1;
     }
     return 0;
@@ -366,35 +302,35 @@ static int check_create_options(const struct convert_opts *o, const struct qimg_
     return 0;
 }
 
-static int create_target(struct target *t, const struct convert_opts *o, uint64_t size,
+static int create_target(struct qimg_target *t, const struct convert_opts *o, uint64_t size,
                          const qimg_opts *opts)
 {
     struct qimg_create_params cp = {
-        .filename = t->tmp ? t->tmp : t->name, .fmt = o->out_fmt,
+        .filename = qimg_target_path(t), .fmt = o->out_fmt,
         .size = size, .has_size = true,
         .backing_file = o->backing, .backing_fmt = o->backing_fmt,
         .opts = opts, .quiet = true,
     };
     int r = qimg_create(&cp);
     if (r < 0) {
-        CLEANUP_FREE char *msg = message_for_user(t, qimg_last_error());
+        CLEANUP_FREE char *msg = qimg_target_message(t, qimg_last_error());
         error_report("%s: error while converting %s: %s", t->name, o->out_fmt, msg);
-        discard_target(t);
+        qimg_target_discard(t);
         return -1;
     }
     return 0;
 }
 
-static qimg_image *open_target(struct target *t, const struct convert_opts *o, unsigned flags)
+static qimg_image *open_target(struct qimg_target *t, const struct convert_opts *o, unsigned flags)
 {
     qimg_image *img;
     int r;
     if (o->target_image_opts)
         r = qimg_open_opts(&img, t->name, flags);
     else
-        r = qimg_open(&img, t->tmp ? t->tmp : t->name, o->out_fmt, flags);
+        r = qimg_open(&img, qimg_target_path(t), o->out_fmt, flags);
     if (r < 0) {
-        CLEANUP_FREE char *msg = message_for_user(t, qimg_last_error());
+        CLEANUP_FREE char *msg = qimg_target_message(t, qimg_last_error());
         error_report("Could not open '%s': %s", t->name, msg);
         return NULL;
     }
@@ -588,7 +524,7 @@ int cmd_convert(int argc, char **argv)
     }
 
     struct sources s = { 0 };
-    struct target t = { 0 };
+    struct qimg_target t = { 0 };
     qimg_opts *opts = NULL;
     qimg_image *target = NULL;
     int ret = 1;
@@ -603,7 +539,7 @@ int cmd_convert(int argc, char **argv)
     }
 
     const char *out_name = argv[argc - 1];
-    plan_target(&t, out_name);
+    qimg_target_plan(&t, out_name);
     if (!o.skip_create) {
         const struct qimg_driver *drv;
         if (check_target_format(&o, &drv) < 0 || check_create_options(&o, drv, &opts) < 0)
@@ -618,12 +554,12 @@ int cmd_convert(int argc, char **argv)
     unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING;
     if (parse_cache_mode(o.cache ? o.cache : "unsafe", &tgt_flags) < 0) {
         error_report("Invalid cache option: %s", o.cache);
-        discard_target(&t);
+        qimg_target_discard(&t);
         goto out;
     }
     target = open_target(&t, &o, tgt_flags);
     if (!target) {
-        discard_target(&t);
+        qimg_target_discard(&t);
         goto out;
     }
     if (o.bitmaps && !qimg_bitmap_supported(target)) {
@@ -650,7 +586,7 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
     if (do_convert(&s, target, &o, !o.skip_create) < 0) {
-        discard_target(&t);
+        qimg_target_discard(&t);
         goto out;
     }
     bool bitmaps_failed = o.bitmaps && copy_bitmaps(s.img[0], target, o.skip_broken_bitmaps) < 0;
@@ -658,7 +594,7 @@ int cmd_convert(int argc, char **argv)
     target = NULL;
     if (r < 0) {
         error_report("%s", qimg_last_error());
-        discard_target(&t);
+        qimg_target_discard(&t);
         goto out;
     }
     ret = commit_target(&t) < 0 || bitmaps_failed ? 1 : 0;
@@ -666,11 +602,10 @@ out:
     if (target && qimg_close(target) < 0 && ret == 0)
         ret = 1;
     if (ret && target)
-        discard_target(&t);
+        qimg_target_discard(&t);
     close_sources(&s);
     qimg_opts_free(opts);
     free(o.options);
-    free(t.final);
-    free(t.tmp);
+    qimg_target_free(&t);
     return ret;
 }

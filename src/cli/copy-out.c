@@ -7,18 +7,8 @@
 
 int cmd_copy_out(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        CLI_FS_LONGOPTS,
-        { NULL, 0, NULL, 0 },
-    };
     struct cli_fs_opts o = { 0 };
-    int c;
-    while ((c = cli_getopt(argc, argv, ":f:hU", longopts)) != -1) {
-        if (cli_fs_option(c, optarg, &o))
-            continue;
-        if (c == 'h')
-            help();
-    }
+    cli_fs_parse(argc, argv, &o);
     if (argc - optind < 3)
         error_exit("Expecting an image file name, paths and a local directory");
     const char *localdir = argv[argc - 1];

@@ -28,6 +28,18 @@ bool cli_fs_option(int c, const char *arg, struct cli_fs_opts *o)
     return false;
 }
 
+void cli_fs_parse(int argc, char **argv, struct cli_fs_opts *o)
+{
+    static const struct option longopts[] = {
+        CLI_FS_LONGOPTS,
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = cli_getopt(argc, argv, ":f:hU", longopts)) != -1)
+        if (!cli_fs_option(c, optarg, o) && c == 'h')
+            help();
+}
+
 qimg_fs *cli_fs_open(const char *filename, const struct cli_fs_opts *o, bool writable,
                      qimg_image **imgp)
 {

@@ -43,88 +43,23 @@
 
 /* --------------------------------------------------------------- target */
 
-struct target {
-    const char *name;         /* as given */
-    char *final;              /* where it ends up (symlinks resolved) */
-    char *tmp;                /* written under this name, or NULL: in place */
-    bool existed;             /* in place: the file was there before */
-    bool replaces;            /* final exists: keep its mode */
-    mode_t mode;
-};
-
-static void plan_target(struct target *t, const char *name)
-{
-    struct stat st;
-    memset(t, 0, sizeof *t);
-    t->name = name;
-    t->final = qimg_strdup(name);
-    t->existed = stat(name, &st) == 0;
-    if (strncmp(name, "json:", 5) == 0 || qimg_path_has_protocol(name))
-        return;
-    if (lstat(name, &st) == 0 && S_ISLNK(st.st_mode)) {
-        char *real = realpath(name, NULL);
-        if (!real)
-            return;               /* dangling: create in place */
-        free(t->final);
-        t->final = real;
-    }
-    if (stat(t->final, &st) == 0) {
-        if (!S_ISREG(st.st_mode))
-            return;               /* a device: write in place */
-        t->replaces = true;
-        t->mode = st.st_mode & 07777;
-    }
-    CLEANUP_FREE char *dir = qimg_path_dirname(t->final);
-    const char *base = strrchr(t->final, '/');
-    base = base ? base + 1 : t->final;
-    t->tmp = qimg_asprintf("%s/.%s.qimg-%ld.tmp", dir, base, (long)getpid());
-}
-
-static const char *target_path(const struct target *t)
-{
-    return t->tmp ? t->tmp : t->name;
-}
-
 /* Messages name the temporary file: show the user's name instead. */
-static void rename_in_error(const struct target *t)
+static void rename_in_error(const struct qimg_target *t)
 {
     if (!t->tmp)
         return;
-    const char *msg = qimg_last_error();
-    const char *hit = strstr(msg, t->tmp);
-    if (!hit)
-        return;
-    struct qimg_strbuf b = { 0 };
-    const char *p = msg;
-    for (; hit; p = hit + strlen(t->tmp), hit = strstr(p, t->tmp)) {
-        CLEANUP_FREE char *piece = qimg_xmalloc((size_t)(hit - p) + 1);
-        memcpy(piece, p, (size_t)(hit - p));
-        piece[hit - p] = '\0';
-        qimg_strbuf_add(&b, piece);
-        qimg_strbuf_add(&b, t->name);
-    }
-    qimg_strbuf_add(&b, p);
-    qimg_error(-qimg_last_errno(), "%s", b.s);
-    free(b.s);
+    CLEANUP_FREE char *msg = qimg_target_message(t, qimg_last_error());
+    qimg_error(-qimg_last_errno(), "%s", msg);
 }
 
-static void discard_target(const struct target *t)
+/* A failed run leaves nothing: the temporary file, or a file it created in
+ * place, goes. */
+static void discard_target(const struct qimg_target *t)
 {
-    if (t->tmp)
-        unlink(t->tmp);
-    else if (!t->existed && !qimg_path_has_protocol(t->name) && strncmp(t->name, "json:", 5))
+    qimg_target_discard(t);
+    if (!t->tmp && !t->existed && !qimg_path_has_protocol(t->name) &&
+        strncmp(t->name, "json:", 5))
         unlink(t->name);
-}
-
-static int commit_target(const struct target *t)
-{
-    if (!t->tmp)
-        return 0;
-    if (t->replaces)
-        chmod(t->tmp, t->mode);
-    if (rename(t->tmp, t->final) < 0)
-        return qimg_error_errno(-errno, "Could not rename '%s' to '%s'", t->tmp, t->name);
-    return 0;
 }
 
 /* ---------------------------------------------------------------- plan */
@@ -305,7 +240,7 @@ static int fill(struct qimg_create_from_params *p, struct plan *pl, struct qimg_
 int qimg_create_from(struct qimg_create_from_params *p)
 {
     struct qimg_fs_source *src = NULL;
-    struct target t = { 0 };
+    struct qimg_target t = { 0 };
     struct plan pl;
     qimg_image *img = NULL;
     int r;
@@ -331,25 +266,25 @@ int qimg_create_from(struct qimg_create_from_params *p)
     if (p->planned)
         p->planned(p, p->planned_opaque);
 
-    plan_target(&t, p->filename);
+    qimg_target_plan(&t, p->filename);
     struct qimg_create_params cp = {
-        .filename = target_path(&t), .fmt = p->fmt, .size = pl.size, .has_size = true,
+        .filename = qimg_target_path(&t), .fmt = p->fmt, .size = pl.size, .has_size = true,
         .opts = p->opts, .quiet = true,
     };
     if ((r = qimg_create(&cp)) < 0)
         goto fail;
-    if ((r = qimg_open(&img, target_path(&t), p->fmt ? p->fmt : "raw",
+    if ((r = qimg_open(&img, qimg_target_path(&t), p->fmt ? p->fmt : "raw",
                        QIMG_OPEN_RDWR | QIMG_OPEN_CACHE_UNSAFE)) < 0)
         goto fail;
     if (p->progress)
         p->progress(0, p->progress_opaque);
-    r = fill(p, &pl, src, img, target_path(&t));
+    r = fill(p, &pl, src, img, qimg_target_path(&t));
     int rc = qimg_close(img);
     img = NULL;
     if (r == 0)
         r = rc;
     if (r == 0)
-        r = commit_target(&t);
+        r = qimg_target_commit(&t);
     if (r < 0)
         goto fail;
     if (p->progress)
@@ -360,7 +295,6 @@ fail:
     discard_target(&t);
 out:
     qimg_fs_source_close(src);
-    free(t.final);
-    free(t.tmp);
+    qimg_target_free(&t);
     return r;
 }

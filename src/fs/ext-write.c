@@ -351,18 +351,27 @@ static int set_size(struct ext_fs *x, ext2_ino_t ino, ext_inode *in, uint64_t si
     return 0;
 }
 
+/* The inode of a regular file about to be written or truncated. */
+static int regular_file_to_write(struct ext_fs *x, qimg_fs_ino ino, ext_inode *in)
+{
+    int r = need_writable(x);
+    if (r < 0 || (r = ext_read_inode(x, (ext2_ino_t)ino, in)) < 0)
+        return r;
+    if (!LINUX_S_ISREG(in->i_mode))
+        return qimg_error(-EINVAL, "%s: inode %" PRIu64 " is not a regular file", x->base.type,
+                          ino);
+    if (in->i_flags & EXT4_INLINE_DATA_FL)
+        return qimg_error(-ENOTSUP, "%s: inode %" PRIu64 " has inline data", x->base.type, ino);
+    return 0;
+}
+
 int ext_write(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t off, const void *buf, size_t len)
 {
     struct ext_fs *x = EXT(fs);
     ext_inode in;
-    int r = need_writable(x);
-    if (r < 0 || (r = ext_read_inode(x, (ext2_ino_t)ino, &in)) < 0)
+    int r = regular_file_to_write(x, ino, &in);
+    if (r < 0)
         return r;
-    if (!LINUX_S_ISREG(in.i_mode))
-        return qimg_error(-EINVAL, "%s: inode %" PRIu64 " is not a regular file", x->base.type,
-                          ino);
-    if (in.i_flags & EXT4_INLINE_DATA_FL)
-        return qimg_error(-ENOTSUP, "%s: inode %" PRIu64 " has inline data", x->base.type, ino);
     uint64_t end;
     if (!qimg_add_ok(off, len, &end) || end > ext_max_file_size(x->e2))
         return qimg_error(-EFBIG, "%s: a write at %" PRIu64 " would pass the largest file size",
@@ -390,14 +399,9 @@ int ext_truncate(struct qimg_fs *fs, qimg_fs_ino ino, uint64_t size)
 {
     struct ext_fs *x = EXT(fs);
     ext_inode in;
-    int r = need_writable(x);
-    if (r < 0 || (r = ext_read_inode(x, (ext2_ino_t)ino, &in)) < 0)
+    int r = regular_file_to_write(x, ino, &in);
+    if (r < 0)
         return r;
-    if (!LINUX_S_ISREG(in.i_mode))
-        return qimg_error(-EINVAL, "%s: inode %" PRIu64 " is not a regular file", x->base.type,
-                          ino);
-    if (in.i_flags & EXT4_INLINE_DATA_FL)
-        return qimg_error(-ENOTSUP, "%s: inode %" PRIu64 " has inline data", x->base.type, ino);
     if (size > ext_max_file_size(x->e2))
         return qimg_error(-EFBIG, "%s: %" PRIu64 " bytes is more than the largest file size",
                           x->base.type, size);

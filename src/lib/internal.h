@@ -370,6 +370,25 @@ int qimg_open_backing_chain(struct qimg_image *img);
 
 /* ============================================================ threads */
 
+/* A new image written under a temporary name, renamed into place when
+ * complete (target.c).  Paths that are not plain local files (json:,
+ * protocols, devices, dangling symlinks) are written in place (tmp NULL). */
+struct qimg_target {
+    const char *name;             /* as the user gave it */
+    char *final;                  /* where it ends up (symlinks resolved) */
+    char *tmp;                    /* written under this name, or NULL: in place */
+    bool existed;                 /* name was there before */
+    bool replaces;                /* final exists: its mode is kept */
+    mode_t mode;
+};
+void qimg_target_plan(struct qimg_target *t, const char *name);
+const char *qimg_target_path(const struct qimg_target *t);
+/* msg with the temporary name replaced by the user's (malloc'ed). */
+char *qimg_target_message(const struct qimg_target *t, const char *msg);
+void qimg_target_discard(const struct qimg_target *t);    /* removes tmp */
+int qimg_target_commit(const struct qimg_target *t);      /* chmod + rename */
+void qimg_target_free(struct qimg_target *t);
+
 /* convert -D (convert-diff.c), called by qimg_convert */
 int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads);
 
