@@ -42,6 +42,9 @@ enum qimg_open_flags {
     QIMG_OPEN_NO_PROBE_WARNING = 1u << 7, /* do not print the probed-raw warning */
     QIMG_OPEN_CHECK       = 1u << 8,  /* for check -r: a corrupt image opens read-write
                                          and a dirty one is not repaired at open */
+    QIMG_OPEN_STREAM      = 1u << 9,  /* a hint: the data is read once, in order (convert);
+                                         local files not already in the page cache are
+                                         read around it (O_DIRECT) */
 };
 
 /* Open an image.  fmt may be NULL to probe.  filename may be a plain path,

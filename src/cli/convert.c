@@ -516,6 +516,10 @@ int cmd_convert(int argc, char **argv)
     }
 
     unsigned src_flags = QIMG_OPEN_NO_PROBE_WARNING;
+    /* each source byte is read once: keep it out of the page cache
+     * (convert -D reads both images with its own read-ahead instead) */
+    if (!o.diff_base)
+        src_flags |= QIMG_OPEN_STREAM;
     if (o.force_share)
         src_flags |= QIMG_OPEN_FORCE_SHARE;
     if (parse_cache_mode(o.src_cache ? o.src_cache : "writeback", &src_flags) < 0) {

@@ -13,12 +13,18 @@
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 struct file_state {
     int buffered_fd;         /* with O_DIRECT: a second fd without it, for unaligned I/O */
+    int stream_fd;           /* QIMG_IO_STREAM: O_DIRECT, for data not in the cache */
+    bool stream;             /* streaming (cleared, atomically, if O_DIRECT fails) */
+    uint64_t last_end;       /* streaming: where the last buffered read ended */
+    uint64_t ra_end;         /* streaming: where our read-ahead window ends */
+    uint64_t ra_size;        /* streaming: its size (0: no sequential run yet) */
     bool is_block;           /* a block device: size from ioctl, no truncate */
     bool no_punch;           /* fallocate punch-hole unsupported here */
     bool no_zero_range;
@@ -73,6 +79,103 @@ failed_set:
     return 0;
 }
 
+/* ---- read-once streaming (QIMG_IO_STREAM) ----
+ * convert reads every source byte once, in order.  What the page cache does
+ * not hold yet is read with O_DIRECT into the caller's buffer: one copy less
+ * and no cache filled with data nobody reads again (in a VM that hands freed
+ * memory back to its host, each newly cached page also costs a host page
+ * fault: twice the time on our bench machine).  The kernel keeps O_DIRECT
+ * reads coherent with dirty cached pages, so the residency check (cachestat,
+ * Linux 6.5) is only a guess about speed, never about content.
+ *
+ * Requests that are not aligned for O_DIRECT (headers, compressed clusters,
+ * 512-byte clusters) or that find some of their range cached are read
+ * through the cache.  The kernel's own read-ahead is off for the file: it
+ * plants markers in the pages it reads, and any later read of a marked page
+ * (even of one that was cached for a header) starts more read-ahead, so the
+ * whole file would end up cached ahead of us.  Small sequential reads still
+ * need read-ahead, so we ask for a window ourselves (POSIX_FADV_WILLNEED
+ * plants no markers) when a read that misses the cache starts near where
+ * the previous buffered read ended. */
+
+#define STREAM_WINDOW_FIRST ((uint64_t)128 << 10)
+#define STREAM_WINDOW ((uint64_t)4 << 20)
+
+#if !defined(__NR_cachestat) && (defined(__x86_64__) || defined(__aarch64__) || \
+                                 defined(__i386__) || defined(__riscv) || defined(__arm__))
+#define __NR_cachestat 451
+#endif
+
+struct cache_range { uint64_t off, len; };
+struct cache_stat { uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted; };
+
+/* How many pages of [off, off+len) are cached; -1 when the kernel cannot say. */
+static int64_t cached_pages(int fd, uint64_t off, uint64_t len)
+{
+#ifdef __NR_cachestat
+    struct cache_range range = { off, len };
+    struct cache_stat st;
+    if (syscall(__NR_cachestat, fd, &range, &st, 0) == 0)
+        return (int64_t)QIMG_MIN(st.nr_cache, (uint64_t)INT64_MAX);
+#else
+    (void)fd, (void)off, (void)len;
+#endif
+    return -1;
+}
+
+static int open_fd(const char *filename, unsigned flags);
+
+static void stream_setup(struct qimg_io *io)
+{
+    struct file_state *s = io->priv;
+    if (cached_pages(io->fd, 0, 1) < 0)
+        return;                 /* no cachestat (old kernel, or not allowed) */
+    s->stream_fd = open_fd(io->filename, (io->flags & ~QIMG_IO_STREAM) | QIMG_IO_DIRECT);
+    if (s->stream_fd < 0)
+        return;                 /* no O_DIRECT here (tmpfs...) */
+    fcntl(s->stream_fd, F_SETFL, fcntl(s->stream_fd, F_GETFL) & ~O_NONBLOCK);
+    posix_fadvise(io->fd, 0, 0, POSIX_FADV_RANDOM);
+    s->stream = true;
+}
+
+/* Before a read too small or unaligned for O_DIRECT: when it continues the
+ * previous such read, keep the kernel reading ahead of it, in windows that
+ * start small and double up to STREAM_WINDOW as the run goes on (a new one
+ * when less than half of the last is left), as the kernel's read-ahead
+ * does.  Aligned reads never move the window: those that find their range
+ * cached would otherwise drag the window, and the cache, through the file. */
+static void stream_read_ahead(struct qimg_io *io, uint64_t off, size_t len)
+{
+    struct file_state *s = io->priv;
+    if (off > INT64_MAX - STREAM_WINDOW - len)
+        return;
+    uint64_t end = off + len;
+    uint64_t last = __atomic_exchange_n(&s->last_end, end, __ATOMIC_RELAXED);
+    if (off + STREAM_WINDOW < last || off > last + STREAM_WINDOW) {
+        __atomic_store_n(&s->ra_size, 0, __ATOMIC_RELAXED);   /* not sequential */
+        return;
+    }
+    uint64_t ra = __atomic_load_n(&s->ra_end, __ATOMIC_RELAXED);
+    uint64_t size = __atomic_load_n(&s->ra_size, __ATOMIC_RELAXED);
+    if (size && ra >= end + size / 2)
+        return;                         /* far enough ahead already */
+    size = size ? QIMG_MIN(size * 2, STREAM_WINDOW) : STREAM_WINDOW_FIRST;
+    uint64_t from = QIMG_MAX(ra, off), to = end + size;
+    if (from < to && __atomic_compare_exchange_n(&s->ra_end, &ra, to, false, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED)) {
+        __atomic_store_n(&s->ra_size, size, __ATOMIC_RELAXED);
+        posix_fadvise(io->fd, (off_t)from, (off_t)(to - from), POSIX_FADV_WILLNEED);
+    }
+}
+
+/* Stop streaming: read everything through the cache, with read-ahead. */
+static void stream_stop(struct qimg_io *io)
+{
+    struct file_state *s = io->priv;
+    if (__atomic_exchange_n(&s->stream, false, __ATOMIC_RELAXED))
+        posix_fadvise(io->fd, 0, 0, POSIX_FADV_NORMAL);
+}
+
 /* ---- open ---- */
 
 static int check_file_type(const char *filename, const struct stat *st, bool *is_block)
@@ -106,6 +209,7 @@ static int file_open(struct qimg_io *io)
     struct stat st;
     struct file_state *s = qimg_xcalloc(1, sizeof *s);
     s->buffered_fd = -1;
+    s->stream_fd = -1;
     io->priv = s;
     /* Look before opening: opening a FIFO for writing would block and
      * opening a socket fails with an unclear error. */
@@ -136,6 +240,8 @@ static int file_open(struct qimg_io *io)
             return qimg_error_errno(s->buffered_fd, "Could not open '%s'", io->filename);
         fcntl(s->buffered_fd, F_SETFL, fcntl(s->buffered_fd, F_GETFL) & ~O_NONBLOCK);
     }
+    if ((io->flags & (QIMG_IO_STREAM | QIMG_IO_RDWR | QIMG_IO_DIRECT)) == QIMG_IO_STREAM)
+        stream_setup(io);
     return 0;
 }
 
@@ -153,20 +259,34 @@ static int fd_for(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
 
 static int file_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
 {
+    struct file_state *s = io->priv;
     uint8_t *p = buf;
+    int fd = -1;
+    if (len && __atomic_load_n(&s->stream, __ATOMIC_RELAXED)) {
+        if (((uintptr_t)buf | len | off) & 4095)
+            stream_read_ahead(io, off, len);
+        else if (cached_pages(io->fd, off, len) == 0)
+            fd = s->stream_fd;         /* aligned and not cached: O_DIRECT */
+    }
     while (len > 0) {
-        /* after a short read the rest may be unaligned: choose again */
-        ssize_t n = pread(fd_for(io, p, len, off), p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return qimg_error_errno(-errno, "Could not read from '%s'", io->filename);
+        if (fd < 0)
+            fd = fd_for(io, p, len, off);
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && fd == s->stream_fd) {
+            stream_stop(io);   /* O_DIRECT refused after all */
+            fd = -1;
+            continue;
         }
+        if (n < 0)
+            return qimg_error_errno(-errno, "Could not read from '%s'", io->filename);
         if (n == 0) {           /* past EOF reads as zeros */
             memset(p, 0, len);
             return 0;
         }
         p += n, off += (uint64_t)n, len -= (size_t)n;
+        fd = -1;                /* after a short read the rest may be unaligned: choose again */
     }
     return 0;
 }
@@ -385,6 +505,8 @@ static void file_close(struct qimg_io *io)
         close(io->fd);
     if (s && s->buffered_fd >= 0)
         close(s->buffered_fd);
+    if (s && s->stream_fd >= 0)
+        close(s->stream_fd);
     free(s);
 }
 

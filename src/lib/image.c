@@ -26,6 +26,7 @@ static unsigned io_flags_for(unsigned flags)
     if (flags & QIMG_OPEN_CACHE_DIRECT) io |= QIMG_IO_DIRECT;
     if (flags & QIMG_OPEN_CACHE_SYNC) io |= QIMG_IO_DSYNC;
     if (flags & QIMG_OPEN_CACHE_UNSAFE) io |= QIMG_IO_UNSAFE;
+    if (flags & QIMG_OPEN_STREAM) io |= QIMG_IO_STREAM;
     return io;
 }
 

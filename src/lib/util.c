@@ -72,9 +72,12 @@ void *qimg_alloc_from_image(uint64_t size, const char *what)
         qimg_error(-EFBIG, "%s is too large (%" PRIu64 " bytes)", what, size);
         return NULL;
     }
-    p = malloc(size ? size : 1);
-    if (!p)
+    /* page-aligned from a page up: tables and clusters read into these can
+     * go around the page cache (O_DIRECT) */
+    if (size >= 4096 ? posix_memalign(&p, 4096, (size_t)size) != 0 : !(p = malloc(size ? size : 1))) {
         qimg_error(-ENOMEM, "Could not allocate %s", what);
+        return NULL;
+    }
     return p;
 }
 
