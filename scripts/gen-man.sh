@@ -132,6 +132,12 @@ A new target of convert, dd or create is written under a temporary name and
 renamed into place when complete: an interrupted run leaves no file that
 looks finished.
 .IP \(bu 2
+.B convert
+reads the parts of its sources that are not in the page cache with O_DIRECT
+(Linux 6.5 or later), so a large conversion neither copies them through the
+cache nor evicts other files to hold them; what is cached is read from the
+cache. \fB\-T\fR still sets the cache mode as in qemu\-img.
+.IP \(bu 2
 An image, backing file or extent that is a FIFO, socket or directory is
 refused at once instead of blocking.
 .IP \(bu 2
