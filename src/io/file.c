@@ -94,9 +94,8 @@ failed_set:
  * plants markers in the pages it reads, and any later read of a marked page
  * (even of one that was cached for a header) starts more read-ahead, so the
  * whole file would end up cached ahead of us.  Small sequential reads still
- * need read-ahead, so we ask for a window ourselves (POSIX_FADV_WILLNEED
- * plants no markers) when a read that misses the cache starts near where
- * the previous buffered read ended. */
+ * need read-ahead, so we ask for windows ourselves (POSIX_FADV_WILLNEED
+ * plants no markers) while unaligned reads follow each other. */
 
 #define STREAM_WINDOW_FIRST ((uint64_t)128 << 10)
 #define STREAM_WINDOW ((uint64_t)4 << 20)
@@ -147,12 +146,14 @@ static void stream_setup(struct qimg_io *io)
 static void stream_read_ahead(struct qimg_io *io, uint64_t off, size_t len)
 {
     struct file_state *s = io->priv;
-    if (off > INT64_MAX - STREAM_WINDOW - len)
+    if (off > INT64_MAX / 2 || len > INT64_MAX / 2)
         return;
     uint64_t end = off + len;
     uint64_t last = __atomic_exchange_n(&s->last_end, end, __ATOMIC_RELAXED);
     if (off + STREAM_WINDOW < last || off > last + STREAM_WINDOW) {
-        __atomic_store_n(&s->ra_size, 0, __ATOMIC_RELAXED);   /* not sequential */
+        /* not sequential: the next run starts its own window */
+        __atomic_store_n(&s->ra_size, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->ra_end, 0, __ATOMIC_RELAXED);
         return;
     }
     uint64_t ra = __atomic_load_n(&s->ra_end, __ATOMIC_RELAXED);
