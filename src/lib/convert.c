@@ -473,14 +473,22 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
     CLEANUP_FREE struct ccluster *cl = qimg_xcalloc(n, sizeof *cl);
     CLEANUP_FREE uint8_t *out = qimg_xmalloc(n * cs);
     int r = 0;
+    for (size_t k = 0; k < n && r == 0; k++)
+        r = range_action(c, u->doff + k * cs, QIMG_MIN(cs, u->len - k * cs), &cl[k].act);
+    /* runs of data clusters in one read each: few, large requests */
+    for (size_t k = 0; k < n && r == 0;) {
+        size_t end = k;
+        while (end < n && cl[end].act == ACT_DATA)
+            end++;
+        if (end > k)
+            r = read_target_range(c, u->doff + k * cs, buf + k * cs,
+                                  QIMG_MIN((end - k) * cs, u->len - k * cs));
+        k = end > k ? end : k + 1;
+    }
     for (size_t k = 0; k < n && r == 0; k++) {
         uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
-        r = range_action(c, off, len, &cl[k].act);
-        if (r < 0 || cl[k].act != ACT_DATA)
+        if (cl[k].act != ACT_DATA)
             continue;
-        r = read_target_range(c, off, buf + k * cs, len);
-        if (r < 0)
-            break;
         if (qimg_is_zero(buf + k * cs, len)) {
             cl[k].act = p->target_is_zero ? ACT_SKIP : ACT_ZERO;
             continue;

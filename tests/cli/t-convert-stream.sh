@@ -134,3 +134,16 @@ rm -f new.raw
 uncache src.qcow2
 check "cold qcow2 -T none: convert" "$QIMG" convert -T none -O raw src.qcow2 new.raw
 check "cold qcow2 -T none: identical" "$QEMU_IMG" compare -f qcow2 -F raw src.qcow2 new.raw
+
+# -c reads each unit's data clusters in runs; sources of odd sizes put
+# their boundaries inside those runs and inside clusters
+head -c 1000 /dev/urandom >s1.raw
+head -c $(((1 << 20) + 7)) /dev/urandom >s2.raw
+"$QEMU_IMG" create -q -f qcow2 s3.qcow2 3M
+"$QEMU_IO" -f qcow2 -c 'write -P 0x5c 64k 200k' -c 'write -z 1M 64k' -c 'write -P 0x5d 2M 1M' s3.qcow2 >/dev/null
+uncache s1.raw s2.raw s3.qcow2
+rm -f new.qcow2 ref.raw
+"$QEMU_IMG" convert -O raw s1.raw s2.raw s3.qcow2 ref.raw
+check "-c, three sources: convert" "$QIMG" convert -c -O qcow2 s1.raw s2.raw s3.qcow2 new.qcow2
+check "-c, three sources: identical to qemu-img's raw" "$QEMU_IMG" compare -f raw -F qcow2 ref.raw new.qcow2
+check "-c, three sources: check clean" "$QEMU_IMG" check -q new.qcow2
