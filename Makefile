@@ -19,7 +19,9 @@ VERSION := $(shell sed -n 's/^\#define QIMG_VERSION_STRING "\(.*\)"/\1/p' includ
 # Optional libraries, found with pkg-config (all installed by scripts/install-deps).
 PKGS    := $(shell for p in zlib libzstd libdeflate ext2fs com_err libarchive; do pkg-config --exists $$p 2>/dev/null && echo $$p; done)
 PKG_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS)))
-PKG_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS)))
+# libarchive is opened at run time, when an archive is read (src/fs/archive-dl.h)
+LINK_PKGS  := $(filter-out libarchive,$(PKGS))
+PKG_LIBS   := $(if $(LINK_PKGS),$(shell pkg-config --libs $(LINK_PKGS)))
 # libdeflate's Debian package ships no .pc file: fall back to the header.
 ifeq ($(filter libdeflate,$(PKGS)),)
 ifneq ($(wildcard /usr/include/libdeflate.h),)
@@ -33,7 +35,7 @@ WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla -Wno-forma
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
               -Iinclude -Isrc/lib -Isrc/fs $(PKG_CFLAGS) $(HAVE_DEFS) -DQIMG_VERSION='"$(VERSION)"'
-LIBS    := $(PKG_LIBS) -lpthread -lm
+LIBS    := $(PKG_LIBS) -lpthread -lm -ldl
 
 LIB_SRC := $(sort $(wildcard src/lib/*.c src/io/*.c src/formats/*.c src/formats/*/*.c src/fs/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
@@ -85,7 +87,7 @@ $(B)/qimg: $(CLI_OBJ) $(B)/libqimg.a
 # The .pc file names the install paths: made at build time for the default
 # PREFIX and again by install for the PREFIX given there.
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(PKG_LIBS) -lpthread -lm|'
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(PKG_LIBS) -lpthread -lm -ldl|'
 
 $(B)/qimg.pc: qimg.pc.in include/qimg.h
 	$(PC_SED) $< > $@

@@ -44,8 +44,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #ifdef HAVE_LIBARCHIVE
-#include <archive.h>
-#include <archive_entry.h>
+#include "archive-dl.h"
 #endif
 
 #include "internal.h"
@@ -1028,13 +1027,16 @@ static int tar_open(struct qimg_fs_source *src, struct archive **out)
 {
     if (lseek(src->fd, src->start, SEEK_SET) < 0)
         return qimg_error_errno(-errno, "Could not read '%s'", src->path);
+    int r = qimg_archive_load();
+    if (r < 0)
+        return r;
     struct archive *a = archive_read_new();
     if (!a)
         return qimg_error(-ENOMEM, "Could not read '%s': out of memory", src->path);
     archive_read_support_filter_all(a);
     archive_read_support_format_all(a);
     if (archive_read_open_fd(a, src->fd, CHUNK) != ARCHIVE_OK) {
-        int r = archive_fail(a, "Could not read the archive", src->path);
+        r = archive_fail(a, "Could not read the archive", src->path);
         archive_read_free(a);
         return r;
     }
