@@ -36,6 +36,8 @@ CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
               -Iinclude -Isrc/lib -Isrc/fs $(PKG_CFLAGS) $(HAVE_DEFS) -DQIMG_VERSION='"$(VERSION)"'
 LIBS    := $(PKG_LIBS) -lpthread -lm -ldl
+# unit tests write tar files with libarchive themselves
+TEST_LIBS := $(LIBS) $(if $(filter libarchive,$(PKGS)),$(shell pkg-config --libs libarchive))
 
 LIB_SRC := $(sort $(wildcard src/lib/*.c src/io/*.c src/formats/*.c src/formats/*/*.c src/fs/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
@@ -94,11 +96,11 @@ $(B)/qimg.pc: qimg.pc.in include/qimg.h
 
 $(B)/tests/%: tests/unit/%.c $(B)/libqimg.a tests/unit/unit.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(B)/libqimg.a $(LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(B)/libqimg.a $(TEST_LIBS)
 
 $(B)/san-tests/%: tests/unit/%.c $(SAN_LIB_OBJ) tests/unit/unit.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -Itests/unit -o $@ $< $(SAN_LIB_OBJ) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -Itests/unit -o $@ $< $(SAN_LIB_OBJ) $(TEST_LIBS)
 
 unit: $(UNIT_BIN)
 san-unit: $(SAN_UNIT_BIN)
