@@ -136,7 +136,9 @@ looks finished.
 reads the parts of its sources that are not in the page cache with O_DIRECT
 (Linux 6.5 or later), so a large conversion neither copies them through the
 cache nor evicts other files to hold them; what is cached is read from the
-cache. \fB\-T\fR still sets the cache mode as in qemu\-img.
+cache. A source read this way is not in the cache afterwards; with an explicit
+\fB\-T\fR (\fB\-T writeback\fR: qemu\-img's default) sources are read in that
+cache mode exactly as qemu\-img reads them.
 .IP \(bu 2
 An image, backing file or extent that is a FIFO, socket or directory is
 refused at once instead of blocking.

@@ -516,9 +516,10 @@ int cmd_convert(int argc, char **argv)
     }
 
     unsigned src_flags = QIMG_OPEN_NO_PROBE_WARNING;
-    /* each source byte is read once: keep it out of the page cache
-     * (convert -D reads both images with its own read-ahead instead) */
-    if (!o.diff_base)
+    /* each source byte is read once: keep it out of the page cache, unless
+     * -T names a cache mode (then exactly that, as qemu-img) or convert -D
+     * reads both images with its own read-ahead */
+    if (!o.diff_base && !o.src_cache)
         src_flags |= QIMG_OPEN_STREAM;
     if (o.force_share)
         src_flags |= QIMG_OPEN_FORCE_SHARE;

@@ -147,3 +147,11 @@ rm -f new.qcow2 ref.raw
 check "-c, three sources: convert" "$QIMG" convert -c -O qcow2 s1.raw s2.raw s3.qcow2 new.qcow2
 check "-c, three sources: identical to qemu-img's raw" "$QEMU_IMG" compare -f raw -F qcow2 ref.raw new.qcow2
 check "-c, three sources: check clean" "$QEMU_IMG" check -q new.qcow2
+
+# an explicit -T: that cache mode, as qemu-img (writeback: through the cache)
+rm -f new.raw
+uncache src.qcow2
+check "cold qcow2 -T writeback: convert" "$QIMG" convert -T writeback -O raw src.qcow2 new.raw
+check "cold qcow2 -T writeback: identical" "$QEMU_IMG" compare -f qcow2 -F raw src.qcow2 new.raw
+after=$(cached_pages src.qcow2)
+check "cold qcow2 -T writeback: read through the cache ($after pages)" test "$after" -gt 6000
