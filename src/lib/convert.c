@@ -415,7 +415,7 @@ static size_t source_at(const struct convert *c, uint64_t doff, uint64_t *soff, 
  * unless all of it can be skipped. */
 static int range_action(const struct convert *c, uint64_t doff, uint64_t len, enum walk_action *act)
 {
-    bool data = false, skip = true;
+    bool data = false, skip = true, any_skip = false;
     while (len > 0 && !data) {
         uint64_t soff, avail, n;
         size_t i = source_at(c, doff, &soff, &avail);
@@ -435,9 +435,13 @@ static int range_action(const struct convert *c, uint64_t doff, uint64_t len, en
         enum walk_action a = classify_flags(c, flags, depth, &counted);
         data |= a == ACT_DATA;
         skip &= a == ACT_SKIP;
+        any_skip |= a == ACT_SKIP;
         doff += n, len -= n;
     }
-    *act = data ? ACT_DATA : skip ? ACT_SKIP : ACT_ZERO;
+    /* A cluster is written whole: when part of it comes from the target's
+     * backing file and the rest is zeros, the backing part must be copied
+     * too, so it is data (read, and written as zeros if it all reads so). */
+    *act = data || (any_skip && !skip) ? ACT_DATA : skip ? ACT_SKIP : ACT_ZERO;
     return 0;
 }
 
@@ -473,8 +477,14 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
     CLEANUP_FREE struct ccluster *cl = qimg_xcalloc(n, sizeof *cl);
     CLEANUP_FREE uint8_t *out = qimg_xmalloc(n * cs);
     int r = 0;
-    for (size_t k = 0; k < n && r == 0; k++)
-        r = range_action(c, u->doff + k * cs, QIMG_MIN(cs, u->len - k * cs), &cl[k].act);
+    for (size_t k = 0; k < n && r == 0; k++) {
+        uint64_t len = QIMG_MIN(cs, u->len - k * cs);
+        r = range_action(c, u->doff + k * cs, len, &cl[k].act);
+        /* qemu-img copies a short last cluster even where the target's
+         * backing file would provide it */
+        if (len < cs && cl[k].act == ACT_SKIP)
+            cl[k].act = ACT_DATA;
+    }
     /* runs of data clusters in one read each: few, large requests */
     for (size_t k = 0; k < n && r == 0;) {
         size_t end = k;

@@ -167,10 +167,21 @@ bool qcow2_has_zero_init_w(struct qimg_image *img)
 
 static bool overlaps_inflight(struct qcow2_state *s, uint64_t start, uint64_t end)
 {
+    pthread_t self = pthread_self();
     for (struct qcow2_inflight *f = s->ws->inflight; f; f = f->next)
-        if (f->start < end && start < f->end)
+        if (f->start < end && start < f->end && !pthread_equal(f->owner, self))
             return true;
     return false;
+}
+
+/* Called with the lock held, after wait_inflight. */
+static void inflight_add(struct qimg_image *img, struct qcow2_inflight *f, uint64_t start,
+                         uint64_t end)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    *f = (struct qcow2_inflight){ .start = start, .end = end, .owner = pthread_self(),
+                                  .next = s->ws->inflight };
+    s->ws->inflight = f;
 }
 
 static void wait_inflight(struct qimg_image *img, uint64_t start, uint64_t end)
@@ -529,9 +540,8 @@ static int write_step(struct qimg_image *img, uint64_t off, const uint8_t *buf, 
         complete_job(s, j, plan);
         pos = j->guest + j->we;
     }
-    struct qcow2_inflight f = { .start = cstart, .end = jobs[n - 1].guest + cs };
-    f.next = s->ws->inflight;
-    s->ws->inflight = &f;
+    struct qcow2_inflight f;
+    inflight_add(img, &f, cstart, jobs[n - 1].guest + cs);
     pthread_mutex_unlock(&img->lock);
 
     CLEANUP_FREE uint8_t *bounce = NULL;
@@ -731,10 +741,31 @@ static bool status_zero(struct qimg_image *img, uint64_t off, uint64_t len)
     return true;
 }
 
+static int zero_partial_owned(struct qimg_image *img, uint64_t off, uint64_t len);
+
 /* A piece smaller than a cluster: subcluster zero bits where they are
  * whole, zero bytes for the rest.  As qemu does, a piece whose cluster
- * (subcluster) reads as zeros around it zeroes the whole unit. */
+ * (subcluster) reads as zeros around it zeroes the whole unit.  The
+ * cluster is in flight meanwhile: a concurrent write into the rest of it
+ * must not land between "reads as zeros" and the zeroing of it all. */
 static int zero_partial(struct qimg_image *img, uint64_t off, uint64_t len)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size;
+    struct qcow2_inflight f;
+    pthread_mutex_lock(&img->lock);
+    wait_inflight(img, qimg_round_down(off, cs), qimg_round_down(off + len + cs - 1, cs));
+    inflight_add(img, &f, qimg_round_down(off, cs), qimg_round_down(off + len + cs - 1, cs));
+    pthread_mutex_unlock(&img->lock);
+    int r = zero_partial_owned(img, off, len);
+    pthread_mutex_lock(&img->lock);
+    inflight_remove(img, &f);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* zero_partial, with the cluster in flight, owned by this thread. */
+static int zero_partial_owned(struct qimg_image *img, uint64_t off, uint64_t len)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t unit = s->subcluster_size;

@@ -374,6 +374,7 @@ struct qcow2_refblock {
  * the lock: other writers to it wait until it is linked. */
 struct qcow2_inflight {
     uint64_t start, end;           /* guest bytes, cluster aligned */
+    pthread_t owner;               /* its own nested requests do not wait for it */
     struct qcow2_inflight *next;
 };
 
