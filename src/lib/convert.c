@@ -481,8 +481,8 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         uint64_t len = QIMG_MIN(cs, u->len - k * cs);
         r = range_action(c, u->doff + k * cs, len, &cl[k].act);
         /* qemu-img copies a short last cluster even where the target's
-         * backing file would provide it */
-        if (len < cs && cl[k].act == ACT_SKIP)
+         * backing file would provide it, and with -S 0 compresses zeros too */
+        if ((len < cs && cl[k].act == ACT_SKIP) || (p->sparse_size == 0 && cl[k].act == ACT_ZERO))
             cl[k].act = ACT_DATA;
     }
     /* runs of data clusters in one read each: few, large requests */
@@ -499,7 +499,7 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
         if (cl[k].act != ACT_DATA)
             continue;
-        if (qimg_is_zero(buf + k * cs, len)) {
+        if (p->sparse_size && qimg_is_zero(buf + k * cs, len)) {
             cl[k].act = p->target_is_zero ? ACT_SKIP : ACT_ZERO;
             continue;
         }
