@@ -61,7 +61,7 @@ FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(B)/fuzzobj/%.o)
 # keep sanitizer objects between runs
 .SECONDARY:
 
-.PHONY: all deps check demo install clean fuzz bench unit san-unit fuzz-build
+.PHONY: all deps check demo install clean fuzz bench unit san-unit fuzz-build soak
 
 all: deps $(B)/qimg $(B)/libqimg.a $(B)/libqimg.so $(B)/qimg.pc
 
@@ -122,6 +122,12 @@ check: all unit san-unit fuzz-build
 
 fuzz: deps fuzz-build
 	@B=$(B) FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh long
+
+# Randomized comparison of convert with qemu-img (tests/soak/convert.py):
+# SOAK_SECONDS per seed, two seeds in parallel.
+soak: all
+	@s=$${SOAK_SECONDS:-300}; QIMG=$(CURDIR)/$(B)/qimg tests/soak/convert.py 1 $$s & \
+	QIMG=$(CURDIR)/$(B)/qimg tests/soak/convert.py 2 $$s; r=$$?; wait $$! && exit $$r
 
 demo: all
 	@QIMG=$(CURDIR)/$(B)/qimg scripts/demo.sh
