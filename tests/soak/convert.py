@@ -123,24 +123,43 @@ def one_case(rng, work, seed, case):
         make_layer(rng, path, size, chain[-1] if chain else None)
         chain.append(path)
     fmt, opts = convert_options(rng, depth, "l0.qcow2")
+    # sometimes a second source, raw or qcow2, of an odd size: the two are
+    # concatenated (no -B then: it would apply to both)
+    sources = [chain[-1]]
+    if "-B" not in opts and rng.random() < 0.15:
+        extra = os.path.join(work, "x.img")
+        xsize = rng.choice([1000, 65536 + 512, 3 << 20])
+        if rng.random() < 0.5:
+            with open(extra, "wb") as f:
+                f.write(rng.randbytes(xsize // 2) + bytes(xsize - xsize // 2))
+        else:
+            run(QEMU, "create", "-q", "-f", "qcow2", extra, str(xsize - xsize % 512 or 512))
+            run(QIO, "-f", "qcow2", "-c", "write -P 7 0 %d" % min(xsize - xsize % 512, 65536), extra)
+        sources.append(extra)
     ref, new = os.path.join(work, "ref." + fmt), os.path.join(work, "new." + fmt)
-    r1 = run(QEMU, "convert", *opts, chain[-1], ref, check=False, cwd=work)
+    r1 = run(QEMU, "convert", *opts, *sources, ref, check=False, cwd=work)
     if rng.random() < 0.5:
         uncache(*chain)
-    r2 = run(QIMG, "convert", *opts, chain[-1], new, check=False, cwd=work)
-    what = "seed %d case %d: size %d, depth %d, convert %s" % (seed, case, size, depth, " ".join(opts))
+    r2 = run(QIMG, "convert", *opts, *sources, new, check=False, cwd=work)
+    what = "seed %d case %d: size %d, depth %d, convert %s %s" % (
+        seed, case, size, depth, " ".join(opts), " ".join(os.path.basename(x) for x in sources))
     if r1.returncode != r2.returncode:
         return "exit status", what + "\n  qemu-img: %s  qimg: %s" % (r1.stderr, r2.stderr)
     if r1.returncode:
         return None
     # -B only ever names the source's own backing file: the output must read
     # as the source does
-    c = run(QEMU, "compare", chain[-1], new, check=False)
-    if c.returncode != 0:
-        return "content", what + "\n  " + c.stdout.strip()
-    c = run(QEMU, "compare", chain[-1], ref, check=False)
-    if c.returncode != 0:   # seen once with -W: qemu-img's own output was wrong
-        return "qemu-img content", what + "\n  " + c.stdout.strip()
+    if len(sources) == 1:
+        c = run(QEMU, "compare", chain[-1], new, check=False)
+        if c.returncode != 0:
+            return "content", what + "\n  " + c.stdout.strip()
+        c = run(QEMU, "compare", chain[-1], ref, check=False)
+        if c.returncode != 0:   # seen once with -W: qemu-img's own output was wrong
+            return "qemu-img content", what + "\n  " + c.stdout.strip()
+    else:
+        c = run(QEMU, "compare", ref, new, check=False)
+        if c.returncode != 0:
+            return "content", what + " (two sources)\n  " + c.stdout.strip()
     if fmt == "qcow2":
         k = run(QEMU, "check", new, check=False)
         if k.returncode != 0:
