@@ -123,11 +123,11 @@ check: all unit san-unit fuzz-build
 fuzz: deps fuzz-build
 	@B=$(B) FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh long
 
-# Randomized comparison of convert with qemu-img (tests/soak/convert.py):
-# SOAK_SECONDS per seed, two seeds in parallel.
+# Randomized comparisons with qemu-img (tests/soak/): convert, and rebase/
+# commit/compare on chains, side by side for SOAK_SECONDS each.
 soak: all
 	@s=$${SOAK_SECONDS:-300}; QIMG=$(CURDIR)/$(B)/qimg tests/soak/convert.py 1 $$s & \
-	QIMG=$(CURDIR)/$(B)/qimg tests/soak/convert.py 2 $$s; r=$$?; wait $$! && exit $$r
+	QIMG=$(CURDIR)/$(B)/qimg tests/soak/chains.py 1 $$s; r=$$?; wait $$! && exit $$r
 
 demo: all
 	@QIMG=$(CURDIR)/$(B)/qimg scripts/demo.sh
