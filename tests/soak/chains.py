@@ -13,13 +13,11 @@ Failing cases are kept under SOAK_DIR/chains-fail-SEED-CASE.
     tests/soak/chains.py [SEED [SECONDS]]
 """
 import os
-import random
 import shutil
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from convert import DIR, QEMU, QIMG, make_layer, run  # noqa: E402
+from convert import QEMU, QIMG, make_layer, run, soak  # noqa: E402
 
 
 def raw_export(path, out):
@@ -93,27 +91,5 @@ def one_case(rng, work, seed, case):
     return None
 
 
-def main():
-    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300
-    rng = random.Random(seed)
-    work = os.path.join(DIR, "chains-work-%d" % seed)
-    counts, case, start = {}, 0, time.time()
-    while time.time() - start < seconds:
-        case += 1
-        shutil.rmtree(work, ignore_errors=True)
-        os.makedirs(work)
-        found = one_case(rng, work, seed, case)
-        if found:
-            kind, what = found
-            counts[kind] = counts.get(kind, 0) + 1
-            print("%s differs: %s" % (kind, what), flush=True)
-            shutil.copytree(work, os.path.join(DIR, "chains-fail-%d-%d" % (seed, case)), dirs_exist_ok=True)
-    shutil.rmtree(work, ignore_errors=True)
-    print("seed %d: %d cases, %s" % (seed, case, ", ".join(
-        "%d %s" % (v, k) for k, v in sorted(counts.items())) or "no differences"))
-    return 1 if counts else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(soak(one_case, "chains-"))

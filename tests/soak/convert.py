@@ -174,12 +174,15 @@ def one_case(rng, work, seed, case):
     return None
 
 
-def main():
+def soak(one_case, prefix, tolerated=()):
+    """Run one_case(rng, work, seed, case) for SECONDS (argv: SEED SECONDS);
+    keep failing cases as DIR/PREFIXfail-SEED-CASE.  Exit status 1 when a
+    difference not in `tolerated` was found."""
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300
     rng = random.Random(seed)
     os.makedirs(DIR, exist_ok=True)
-    work = os.path.join(DIR, "work-%d" % seed)
+    work = os.path.join(DIR, "%swork-%d" % (prefix, seed))
     counts, serious, case, start = {}, 0, 0, time.time()
     while time.time() - start < seconds:
         case += 1
@@ -189,9 +192,10 @@ def main():
         if found:
             kind, what = found
             counts[kind] = counts.get(kind, 0) + 1
-            serious += kind not in ("map", "qemu-img content")
+            serious += kind not in tolerated
             print("%s differs: %s" % (kind, what), flush=True)
-            shutil.copytree(work, os.path.join(DIR, "fail-%d-%d" % (seed, case)), dirs_exist_ok=True)
+            shutil.copytree(work, os.path.join(DIR, "%sfail-%d-%d" % (prefix, seed, case)),
+                            dirs_exist_ok=True)
     shutil.rmtree(work, ignore_errors=True)
     print("seed %d: %d cases, %s" % (seed, case, ", ".join(
         "%d %s" % (v, k) for k, v in sorted(counts.items())) or "no differences"))
@@ -199,4 +203,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(soak(one_case, "", tolerated=("map", "qemu-img content")))
