@@ -34,3 +34,20 @@ rm -f ref.qcow2 out.qcow2
 check "-c -B, short last cluster: convert" \
     "$QIMG" convert -c -O qcow2 -o cluster_size=4096 -B l0.qcow2 -F qcow2 l2.qcow2 out.qcow2
 check "-c -B, short last cluster: same content as qemu-img's" "$QEMU_IMG" compare ref.qcow2 out.qcow2
+
+# zeros across a cluster boundary, without a whole cluster between, over a
+# backing file with data: both pieces must read as zeros (the second one
+# was once left to the backing file)
+"$QEMU_IMG" create -q -f qcow2 zb.qcow2 1M
+"$QEMU_IO" -f qcow2 -c 'write -P 0xc3 0 1M' zb.qcow2 >/dev/null
+"$QEMU_IMG" create -q -f qcow2 -o cluster_size=4096 -b zb.qcow2 -F qcow2 zt.qcow2
+"$QEMU_IO" -f qcow2 -c 'write -P 0 897024 73728' -c 'write -P 0x55 970752 4096' zt.qcow2 >/dev/null
+for o in "" "-o extended_l2=on" "-o compat=0.10"; do
+    rm -f out.qcow2
+    if "$QIMG" convert -m 1 -O qcow2 $o -B zb.qcow2 -F qcow2 zt.qcow2 out.qcow2 2>err; then
+        check "zeros across a cluster boundary over a backing file ($o): same content" \
+            "$QEMU_IMG" compare zt.qcow2 out.qcow2
+    else
+        fail "zeros across a cluster boundary over a backing file ($o): convert" "$(cat err)"
+    fi
+done

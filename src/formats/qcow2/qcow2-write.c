@@ -820,7 +820,9 @@ int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsig
     if (end == s->size)
         b = qimg_round_down(end + cs - 1, cs);   /* the last partial cluster counts whole */
     a = qimg_round_down(off + cs - 1, cs);
-    if (a >= b)
+    /* within one cluster; a range across a boundary without a whole
+     * cluster (a == b) goes below as two partial pieces */
+    if (a > b)
         return request_done(img, zero_partial(img, off, len));
     int r = 0;
     if (off < a)
