@@ -57,8 +57,7 @@ static void rename_in_error(const struct qimg_target *t)
 static void discard_target(const struct qimg_target *t)
 {
     qimg_target_discard(t);
-    if (!t->tmp && !t->existed && !qimg_path_has_protocol(t->name) &&
-        strncmp(t->name, "json:", 5))
+    if (!t->tmp && !t->existed && t->local)
         unlink(t->name);
 }
 

@@ -431,18 +431,24 @@ static void guid_parse(const char *s, uint8_t g[16])
         g[i] = raw[order[i]];
 }
 
+#define GPT_LINUX "0FC63DAF-8483-4772-8E79-3D69D8477DE4"   /* Linux filesystem */
+#define GPT_BASIC "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"   /* Microsoft basic data */
+
+static const struct { const char *kind; uint8_t mbr_type; const char *gpt_type; } kinds[] = {
+    { "linux", 0x83, GPT_LINUX },
+    { "fat",   0x0c, GPT_BASIC },         /* FAT32 LBA */
+    { "fat16", 0x0e, GPT_BASIC },         /* FAT16 LBA */
+    { "fat12", 0x01, GPT_BASIC },
+};
+
 static int kind_types(const char *kind, uint8_t *mbr_type, const char **gpt_type)
 {
-    if (!kind || !strcmp(kind, "linux")) {
-        *mbr_type = 0x83;
-        *gpt_type = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";   /* Linux filesystem */
-        return 0;
-    }
-    if (!strcmp(kind, "fat") || !strcmp(kind, "fat16") || !strcmp(kind, "fat12")) {
-        /* MBR types: FAT32 LBA, FAT16 LBA, FAT12 */
-        *mbr_type = !strcmp(kind, "fat16") ? 0x0e : !strcmp(kind, "fat12") ? 0x01 : 0x0c;
-        *gpt_type = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";   /* Microsoft basic data */
-        return 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (!strcmp(kind ? kind : "linux", kinds[i].kind)) {
+            *mbr_type = kinds[i].mbr_type;
+            *gpt_type = kinds[i].gpt_type;
+            return 0;
+        }
     }
     return qimg_error(-EINVAL, "unknown partition kind '%s'", kind);
 }

@@ -123,6 +123,7 @@ static int64_t cached_pages(int fd, uint64_t off, uint64_t len)
 }
 
 static int open_fd(const char *filename, unsigned flags);
+static void set_blocking(int fd);
 
 static void stream_setup(struct qimg_io *io)
 {
@@ -132,7 +133,7 @@ static void stream_setup(struct qimg_io *io)
     s->stream_fd = open_fd(io->filename, (io->flags & ~QIMG_IO_STREAM) | QIMG_IO_DIRECT);
     if (s->stream_fd < 0)
         return;                 /* no O_DIRECT here (tmpfs...) */
-    fcntl(s->stream_fd, F_SETFL, fcntl(s->stream_fd, F_GETFL) & ~O_NONBLOCK);
+    set_blocking(s->stream_fd);
     posix_fadvise(io->fd, 0, 0, POSIX_FADV_RANDOM);
     s->stream = true;
 }
@@ -205,6 +206,12 @@ static int open_fd(const char *filename, unsigned flags)
     return fd < 0 ? -errno : fd;
 }
 
+/* Drop O_NONBLOCK once the file is known to be a file. */
+static void set_blocking(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+}
+
 static int file_open(struct qimg_io *io)
 {
     struct stat st;
@@ -230,8 +237,7 @@ static int file_open(struct qimg_io *io)
     int r = check_file_type(io->filename, &st, &s->is_block);
     if (r < 0)
         return r;
-    /* drop O_NONBLOCK now that we know it is a file */
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    set_blocking(fd);
     io->align = 1;
     if (io->flags & QIMG_IO_DIRECT) {
         /* Unaligned requests (probing, headers) go through a buffered fd;
@@ -239,7 +245,7 @@ static int file_open(struct qimg_io *io)
         s->buffered_fd = open_fd(io->filename, io->flags & ~(QIMG_IO_DIRECT | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_EXCL));
         if (s->buffered_fd < 0)
             return qimg_error_errno(s->buffered_fd, "Could not open '%s'", io->filename);
-        fcntl(s->buffered_fd, F_SETFL, fcntl(s->buffered_fd, F_GETFL) & ~O_NONBLOCK);
+        set_blocking(s->buffered_fd);
     }
     if ((io->flags & (QIMG_IO_STREAM | QIMG_IO_RDWR | QIMG_IO_DIRECT)) == QIMG_IO_STREAM)
         stream_setup(io);
@@ -250,10 +256,15 @@ static int file_open(struct qimg_io *io)
 
 /* O_DIRECT needs buffer, length and offset aligned to the logical block
  * size; 4096 covers every device. */
+static bool direct_ok(const void *buf, size_t len, uint64_t off)
+{
+    return !(((uintptr_t)buf | len | off) & 4095);
+}
+
 static int fd_for(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
 {
     struct file_state *s = io->priv;
-    if (s->buffered_fd >= 0 && (((uintptr_t)buf | len | off) & 4095))
+    if (s->buffered_fd >= 0 && !direct_ok(buf, len, off))
         return s->buffered_fd;
     return io->fd;
 }
@@ -264,7 +275,7 @@ static int file_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     uint8_t *p = buf;
     int fd = -1;
     if (len && __atomic_load_n(&s->stream, __ATOMIC_RELAXED)) {
-        if (((uintptr_t)buf | len | off) & 4095)
+        if (!direct_ok(buf, len, off))
             stream_read_ahead(io, off, len);
         else if (cached_pages(io->fd, off, len) == 0)
             fd = s->stream_fd;         /* aligned and not cached: O_DIRECT */

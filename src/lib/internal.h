@@ -369,7 +369,7 @@ int qimg_open_backing_chain(struct qimg_image *img);
 /* Byte-size limit of one chain. */
 #define QIMG_MAX_CHAIN_DEPTH 1000
 
-/* ============================================================ threads */
+/* ============================================================ targets */
 
 /* A new image written under a temporary name, renamed into place when
  * complete (target.c).  Paths that are not plain local files (json:,
@@ -379,6 +379,7 @@ struct qimg_target {
     char *final;                  /* where it ends up (symlinks resolved) */
     char *tmp;                    /* written under this name, or NULL: in place */
     bool existed;                 /* name was there before */
+    bool local;                   /* a local path (not json: nor a protocol) */
     bool replaces;                /* final exists: its mode is kept */
     mode_t mode;
 };
@@ -389,6 +390,8 @@ char *qimg_target_message(const struct qimg_target *t, const char *msg);
 void qimg_target_discard(const struct qimg_target *t);    /* removes tmp */
 int qimg_target_commit(const struct qimg_target *t);      /* chmod + rename */
 void qimg_target_free(struct qimg_target *t);
+
+/* ============================================================ threads */
 
 /* convert -D (convert-diff.c), called by qimg_convert */
 int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads);

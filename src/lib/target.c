@@ -16,7 +16,8 @@ void qimg_target_plan(struct qimg_target *t, const char *name)
     t->name = name;
     t->final = qimg_strdup(name);
     t->existed = stat(name, &st) == 0;
-    if (strncmp(name, "json:", 5) == 0 || qimg_path_has_protocol(name))
+    t->local = strncmp(name, "json:", 5) != 0 && !qimg_path_has_protocol(name);
+    if (!t->local)
         return;
     if (lstat(name, &st) == 0 && S_ISLNK(st.st_mode)) {
         char *real = realpath(name, NULL);

@@ -74,10 +74,12 @@ void *qimg_alloc_from_image(uint64_t size, const char *what)
     }
     /* page-aligned from a page up: tables and clusters read into these can
      * go around the page cache (O_DIRECT) */
-    if (size >= 4096 ? posix_memalign(&p, 4096, (size_t)size) != 0 : !(p = malloc(size ? size : 1))) {
+    if (size < 4096)
+        p = malloc(size ? size : 1);
+    else if (posix_memalign(&p, 4096, (size_t)size) != 0)
+        p = NULL;
+    if (!p)
         qimg_error(-ENOMEM, "Could not allocate %s", what);
-        return NULL;
-    }
     return p;
 }
 

@@ -387,11 +387,10 @@ int qcow2_refcount_area(struct qimg_image *img, uint64_t start, uint64_t additio
                 r = qcow2_update_refcounts(img, lo, hi - lo, 1);
             continue;
         }
-        if (!off)
-            qcow2_refblock_forget(img, next);   /* no stale copy of what was there */
         if (off) {             /* new_block: on disk only */
             r = qimg_io_pread(img->file, blk, cs, off);
         } else {
+            qcow2_refblock_forget(img, next);   /* no stale copy of what was there */
             memset(blk, 0, cs);
             off = next;
             next += cs;

@@ -750,12 +750,12 @@ static int zero_partial_owned(struct qimg_image *img, uint64_t off, uint64_t len
  * must not land between "reads as zeros" and the zeroing of it all. */
 static int zero_partial(struct qimg_image *img, uint64_t off, uint64_t len)
 {
-    struct qcow2_state *s = qcow2_state(img);
-    uint64_t cs = s->cluster_size;
+    uint64_t cs = qcow2_state(img)->cluster_size;
+    uint64_t cstart = qimg_round_down(off, cs), cend = qimg_round_down(off + len + cs - 1, cs);
     struct qcow2_inflight f;
     pthread_mutex_lock(&img->lock);
-    wait_inflight(img, qimg_round_down(off, cs), qimg_round_down(off + len + cs - 1, cs));
-    inflight_add(img, &f, qimg_round_down(off, cs), qimg_round_down(off + len + cs - 1, cs));
+    wait_inflight(img, cstart, cend);
+    inflight_add(img, &f, cstart, cend);
     pthread_mutex_unlock(&img->lock);
     int r = zero_partial_owned(img, off, len);
     pthread_mutex_lock(&img->lock);
