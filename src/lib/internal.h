@@ -133,6 +133,12 @@ int qimg_opts_get_size(qimg_opts *o, const char *name, uint64_t *out);
 int qimg_opts_get_bool(qimg_opts *o, const char *name, bool *out);
 int qimg_opts_get_number(qimg_opts *o, const char *name, uint64_t *out);
 int qimg_opts_get_string(qimg_opts *o, const char *name, const char **out);
+/* Options under "prefix." with the prefix removed (a bare "prefix" key
+ * becomes "filename"), marked used in o; NULL when none.  This is how an
+ * option tree (flattened dotted keys, as json:{...} and --image-opts give
+ * them) is handed down one layer: image -> driver -> child -> storage. */
+qimg_opts *qimg_opts_subtree(qimg_opts *o, const char *prefix);
+qimg_opts *qimg_opts_copy(const qimg_opts *o);
 /* First option not used by anyone, or NULL (for "Invalid parameter 'x'"). */
 const char *qimg_opts_first_unused(const qimg_opts *o);
 /* True when text is "help" or "?" (qemu's -o help). */

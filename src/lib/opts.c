@@ -70,6 +70,41 @@ void qimg_opts_free(qimg_opts *opts)
     free(opts);
 }
 
+/* The options under "prefix." with the prefix taken off, in their order
+ * ("file.driver=x" under "file" is "driver=x").  A bare key equal to the
+ * prefix (json's "file": "name" flattened to file=name) becomes
+ * "filename".  NULL when there are none.  The pairs taken are marked
+ * used in the parent. */
+qimg_opts *qimg_opts_subtree(qimg_opts *o, const char *prefix)
+{
+    qimg_opts *sub = NULL;
+    size_t plen = strlen(prefix);
+    for (size_t i = 0; o && i < o->n; i++) {
+        const char *name = o->v[i].name;
+        if (strncmp(name, prefix, plen) != 0)
+            continue;
+        if (name[plen] == '\0')
+            qimg_opts_set(&sub, "filename", o->v[i].value);
+        else if (name[plen] == '.' && name[plen + 1])
+            qimg_opts_set(&sub, name + plen + 1, o->v[i].value);
+        else
+            continue;
+        o->v[i].used = true;
+    }
+    return sub;
+}
+
+/* A copy with the same pairs and used marks (NULL stays NULL). */
+qimg_opts *qimg_opts_copy(const qimg_opts *o)
+{
+    qimg_opts *c = NULL;
+    for (size_t i = 0; o && i < o->n; i++) {
+        qimg_opts_set(&c, o->v[i].name, o->v[i].value);
+        c->v[c->n - 1].used = o->v[i].used;
+    }
+    return c;
+}
+
 const char *qimg_opts_first_unused(const qimg_opts *o)
 {
     for (size_t i = 0; o && i < o->n; i++)
