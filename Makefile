@@ -14,30 +14,43 @@ CC      ?= cc
 CLANG   ?= clang
 B       := build
 
+# Quiet build lines ("CC file"); V=1 shows the commands.
+ifeq ($(V),1)
+Q :=
+say = @true
+else
+Q := @
+say = @printf '  %-7s %s\n' $(1) $(2)
+endif
+
 VERSION := $(shell sed -n 's/^\#define QIMG_VERSION_STRING "\(.*\)"/\1/p' include/qimg.h)
 
-# Optional libraries, found with pkg-config (all installed by scripts/install-deps).
-PKGS    := $(shell for p in zlib libzstd libdeflate ext2fs com_err libarchive; do pkg-config --exists $$p 2>/dev/null && echo $$p; done)
-PKG_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS)))
-# libarchive is opened at run time, when an archive is read (src/fs/archive-dl.h)
-LINK_PKGS  := $(filter-out libarchive,$(PKGS))
-PKG_LIBS   := $(if $(LINK_PKGS),$(shell pkg-config --libs $(LINK_PKGS)))
-# libdeflate's Debian package ships no .pc file: fall back to the header.
-ifeq ($(filter libdeflate,$(PKGS)),)
-ifneq ($(wildcard /usr/include/libdeflate.h),)
-PKGS += libdeflate
-PKG_LIBS += -ldeflate
+# The configure step (scripts/configure) writes $(B)/config.mk and
+# $(B)/config.h after scripts/install-deps has installed what is missing.
+# config.mk is included below: when it is missing or older than the scripts,
+# make runs the rule that builds it and then restarts, so the flags are read
+# only after the packages exist.  Every object depends on config.h, which is
+# rewritten only when the configuration changes.  WITHOUT="zstd ..." builds
+# without those features (see config-matrix).
+CONFIG_GOALS := $(filter-out clean help,$(or $(MAKECMDGOALS),all))
+ifneq ($(CONFIG_GOALS),)
+-include $(B)/config.mk
 endif
+CONFIG_H := $(B)/config.h
+
+# Use both cores (or all) unless the caller chose -j.
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
 endif
-HAVE_DEFS := $(foreach p,$(PKGS),-DHAVE_$(shell echo $(p) | tr a-z- A-Z_)=1)
 
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla -Wno-format-truncation
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
-              -Iinclude -Isrc/lib -Isrc/fs $(PKG_CFLAGS) $(HAVE_DEFS) -DQIMG_VERSION='"$(VERSION)"'
-LIBS    := $(PKG_LIBS) -lpthread -lm -ldl
+              -include $(CONFIG_H) -Iinclude -Isrc/lib -Isrc/fs $(CONFIG_CFLAGS) \
+              -DQIMG_VERSION='"$(VERSION)"'
+LIBS    := $(CONFIG_LIBS) -lpthread -lm -ldl
 # unit tests write tar files with libarchive themselves
-TEST_LIBS := $(LIBS) $(if $(filter libarchive,$(PKGS)),$(shell pkg-config --libs libarchive))
+TEST_LIBS := $(LIBS) $(CONFIG_TEST_LIBS)
 
 LIB_SRC := $(sort $(wildcard src/lib/*.c src/io/*.c src/formats/*.c src/formats/*/*.c src/fs/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
@@ -61,66 +74,98 @@ FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(B)/fuzzobj/%.o)
 # keep sanitizer objects between runs
 .SECONDARY:
 
-.PHONY: all deps check demo install clean fuzz bench unit san-unit fuzz-build soak
+.PHONY: all configure config-matrix deps check demo install clean fuzz bench unit san-unit fuzz-build soak
 
-all: deps $(B)/qimg $(B)/libqimg.a $(B)/libqimg.so $(B)/qimg.pc
+all: $(B)/qimg $(B)/libqimg.a $(B)/libqimg.so $(B)/qimg.pc
 
 deps:
 	@./scripts/install-deps
 
-$(B)/obj/%.o: %.c
-	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+# The configure step.  WITHOUT is part of the configuration: a variant
+# build uses its own B (see config-matrix).
+$(B)/config.mk: scripts/configure scripts/install-deps
+	@./scripts/install-deps || echo "qimg: building without the packages that are missing"
+	@B=$(B) WITHOUT="$(WITHOUT)" QUIET=$(QUIET) ./scripts/configure
+$(CONFIG_H): $(B)/config.mk
+	@test -f $@ || { rm -f $(B)/config.mk; echo "qimg: run make again: $@ was removed"; exit 1; }
 
-$(B)/san/%.o: %.c
+# Print the configuration again (and pick up libraries installed since).
+configure:
+	@B=$(B) WITHOUT="$(WITHOUT)" ./scripts/configure
+
+$(B)/obj/%.o: %.c $(CONFIG_H)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -MMD -MP -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/san/%.o: %.c $(CONFIG_H)
+	@mkdir -p $(@D)
+	$(call say,CC-SAN,$<)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -MMD -MP -c $< -o $@
 
 $(B)/libqimg.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(call say,AR,$@)
+	$(Q)ar rcs $@ $^
 
 $(B)/libqimg.so: $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libqimg.so.0 -o $@ $^ $(LIBS)
+	$(call say,LD,$@)
+	$(Q)$(CC) -shared -Wl,-soname,libqimg.so.0 -o $@ $^ $(LIBS)
 
 $(B)/qimg: $(CLI_OBJ) $(B)/libqimg.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/libqimg.a $(LIBS)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/libqimg.a $(LIBS)
 
 # The .pc file names the install paths: made at build time for the default
 # PREFIX and again by install for the PREFIX given there.
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(PKG_LIBS) -lpthread -lm -ldl|'
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIBS)|'
 
 $(B)/qimg.pc: qimg.pc.in include/qimg.h
-	$(PC_SED) $< > $@
+	$(Q)$(PC_SED) $< > $@
 
 $(B)/tests/%: tests/unit/%.c $(B)/libqimg.a tests/unit/unit.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(B)/libqimg.a $(TEST_LIBS)
+	$(call say,CC-TEST,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(B)/libqimg.a $(TEST_LIBS)
 
 $(B)/san-tests/%: tests/unit/%.c $(SAN_LIB_OBJ) tests/unit/unit.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -Itests/unit -o $@ $< $(SAN_LIB_OBJ) $(TEST_LIBS)
+	$(call say,CC-TEST,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -Itests/unit -o $@ $< $(SAN_LIB_OBJ) $(TEST_LIBS)
 
 unit: $(UNIT_BIN)
 san-unit: $(SAN_UNIT_BIN)
 
 # The library is compiled once for all fuzz targets (instrumented, not linked
 # with libFuzzer's main); each target links those objects.
-$(B)/fuzzobj/%.o: %.c
+$(B)/fuzzobj/%.o: %.c $(CONFIG_H)
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_OBJ_FLAGS) -MMD -MP -c $< -o $@
+	$(call say,CC-FUZZ,$<)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_OBJ_FLAGS) -MMD -MP -c $< -o $@
 
 $(B)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ)
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_OBJ) $(LIBS)
+	$(call say,LD-FUZZ,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_OBJ) $(LIBS)
 
 fuzz-build: $(FUZZ_BIN)
 
-check: all unit san-unit fuzz-build
+# A build without each optional library must still compile with -Werror and
+# link: each variant in its own directory, unoptimised (quick), binary only.
+MATRIX_FEATURES := zlib libdeflate zstd bzip2 ext2fs libarchive
+config-matrix: $(B)/qimg
+	@for f in $(MATRIX_FEATURES) all; do \
+	    w=$$f; [ $$f = all ] && w="$(MATRIX_FEATURES)"; d=$(B)/without-$$f; \
+	    $(MAKE) --no-print-directory B=$$d WITHOUT="$$w" CFLAGS=-O0 QUIET=1 $$d/qimg >$$d.log 2>&1 || \
+	        { echo "config-matrix: the build without $$f failed:"; tail -20 $$d.log; exit 1; }; \
+	    echo "config-matrix: without $$f: $$($$d/qimg --help | grep -i '^supported formats')"; \
+	done
+
+check: all unit san-unit fuzz-build config-matrix
 	@B=$(B) tests/run-tests.sh
 
-fuzz: deps fuzz-build
+fuzz: fuzz-build
 	@B=$(B) FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh long
 
 # Randomized comparisons with qemu-img (tests/soak/): convert, and rebase/

@@ -128,6 +128,8 @@ static struct hent *hmap_find(struct hmap *m, const void *key, size_t klen, bool
     return e;
 }
 
+/* (unused in a build without libarchive: only the tar reader needs it) */
+__attribute__((unused))
 static struct hent *hmap_str(struct hmap *m, const char *s, bool insert, bool *added)
 {
     return hmap_find(m, s, strlen(s), insert, added);
@@ -465,7 +467,9 @@ static int stage_flush(struct populate *p, struct wstate *w)
     return r;
 }
 
-/* Tar pieces can be small: gather contiguous ones into CHUNK-sized writes. */
+/* Tar pieces can be small: gather contiguous ones into CHUNK-sized writes.
+ * (unused in a build without libarchive) */
+__attribute__((unused))
 static int stage_add(struct populate *p, struct wstate *w, uint64_t off, const uint8_t *buf,
                      size_t len)
 {

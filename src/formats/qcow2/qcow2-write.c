@@ -889,6 +889,7 @@ static void make_key(void)
     pthread_key_create(&ctx_key, free_ctx);
 }
 
+__attribute__((unused))   /* no compressor library built in */
 static struct compress_ctx *thread_ctx(void)
 {
     pthread_once(&ctx_once, make_key);
