@@ -30,6 +30,11 @@ PKG_LIBS += -ldeflate
 endif
 endif
 HAVE_DEFS := $(foreach p,$(PKGS),-DHAVE_$(shell echo $(p) | tr a-z- A-Z_)=1)
+# libbz2 ships no .pc file either (codec.h's bzip2)
+ifneq ($(wildcard /usr/include/bzlib.h),)
+HAVE_DEFS += -DHAVE_BZIP2=1
+PKG_LIBS += -lbz2
+endif
 
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla -Wno-format-truncation
 CFLAGS  ?= -O2 -g
