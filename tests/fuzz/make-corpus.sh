@@ -19,6 +19,27 @@ trap 'rm -rf "$tmp"' EXIT
 head -c 512 /dev/zero > "$OUT/zero-512"
 python3 -c 'import sys; sys.stdout.buffer.write(bytes((i * 7) & 0xff for i in range(4096)))' > "$OUT/raw-4k"
 
+# compressed streams for fuzz-codec: a size byte (0x07: 4 KiB out), then
+# the stream of 4 KiB of text in each codec
+python3 - "$OUT" <<'PY'
+import bz2, sys, zlib
+out = sys.argv[1]
+text = b"".join(b"cluster %d sector %d\n" % (i, i * 7) for i in range(400))[:4096]
+def raw(level):
+    c = zlib.compressobj(level, zlib.DEFLATED, -12, 9)
+    return c.compress(text) + c.flush()
+g = zlib.compressobj(6, zlib.DEFLATED, 31)
+seeds = {"codec-deflate": raw(6), "codec-zlib": zlib.compress(text),
+         "codec-gzip": g.compress(text) + g.flush(), "codec-bzip2": bz2.compress(text)}
+for name, data in seeds.items():
+    open(f"{out}/{name}", "wb").write(b"\x07" + data)
+open(f"{out}/codec-text", "wb").write(text)
+PY
+if command -v zstd >/dev/null; then
+    { printf '\007'; zstd -q -c "$OUT/codec-text"; } > "$OUT/codec-zstd"
+fi
+rm -f "$OUT/codec-text"
+
 # real images from other tools
 if [ -d "$TESTDATA" ]; then
     for f in "$TESTDATA"/*.bz2; do

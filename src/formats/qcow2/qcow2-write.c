@@ -19,20 +19,12 @@
 #include <errno.h>
 #include <inttypes.h>
 
+#include "codec.h"
 #include "qcow2.h"
 #include "qcow2-bitmap.h"
 #include "qcow2-empty.h"
 #include "qcow2-zerocow.h"
 
-#ifdef HAVE_LIBDEFLATE
-#include <libdeflate.h>
-#endif
-#ifdef HAVE_ZLIB
-#include <zlib.h>
-#endif
-#ifdef HAVE_LIBZSTD
-#include <zstd.h>
-#endif
 
 /* ============================================================ header */
 
@@ -856,100 +848,6 @@ int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len)
 
 /* ======================================================== compressed */
 
-/* Compression contexts are expensive to set up: one per thread, kept. */
-static pthread_key_t ctx_key;
-static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
-
-struct compress_ctx {
-#ifdef HAVE_LIBDEFLATE
-    struct libdeflate_compressor *deflate;
-#endif
-#ifdef HAVE_LIBZSTD
-    ZSTD_CCtx *zstd;
-#endif
-    int unused;
-};
-
-static void free_ctx(void *p)
-{
-    struct compress_ctx *c = p;
-#ifdef HAVE_LIBDEFLATE
-    if (c->deflate)
-        libdeflate_free_compressor(c->deflate);
-#endif
-#ifdef HAVE_LIBZSTD
-    if (c->zstd)
-        ZSTD_freeCCtx(c->zstd);
-#endif
-    free(c);
-}
-
-static void make_key(void)
-{
-    pthread_key_create(&ctx_key, free_ctx);
-}
-
-__attribute__((unused))   /* no compressor library built in */
-static struct compress_ctx *thread_ctx(void)
-{
-    pthread_once(&ctx_once, make_key);
-    struct compress_ctx *c = pthread_getspecific(ctx_key);
-    if (!c) {
-        c = qimg_xcalloc(1, sizeof *c);
-        pthread_setspecific(ctx_key, c);
-    }
-    return c;
-}
-
-/* Raw deflate at qemu's level (zlib's default, 6); qemu reads it back
- * with a 4 KiB window, which is fine for distances inside one cluster
- * decoded in one go.  0 and *out_len, or -ENOSPC when over max bytes. */
-static int compress_deflate(const void *src, size_t len, uint8_t *dst, size_t max, size_t *out_len)
-{
-#ifdef HAVE_LIBDEFLATE
-    struct compress_ctx *c = thread_ctx();
-    if (!c->deflate)
-        c->deflate = libdeflate_alloc_compressor(6);
-    if (!c->deflate)
-        return -ENOMEM;
-    *out_len = libdeflate_deflate_compress(c->deflate, src, len, dst, max);
-    return *out_len ? 0 : -ENOSPC;
-#elif defined(HAVE_ZLIB)
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-        return -ENOMEM;
-    z.next_in = (Bytef *)src;
-    z.avail_in = (uInt)len;
-    z.next_out = dst;
-    z.avail_out = (uInt)max;
-    int ret = deflate(&z, Z_FINISH);
-    *out_len = max - z.avail_out;
-    deflateEnd(&z);
-    return ret == Z_STREAM_END ? 0 : -ENOSPC;
-#else
-    return qimg_error(-ENOTSUP, "qcow2: zlib compression is not available");
-#endif
-}
-
-static int compress_zstd(const void *src, size_t len, uint8_t *dst, size_t max, size_t *out_len)
-{
-#ifdef HAVE_LIBZSTD
-    struct compress_ctx *c = thread_ctx();
-    if (!c->zstd)
-        c->zstd = ZSTD_createCCtx();
-    if (!c->zstd)
-        return -ENOMEM;
-    size_t n = ZSTD_compressCCtx(c->zstd, dst, max, src, len, ZSTD_CLEVEL_DEFAULT);
-    if (ZSTD_isError(n))
-        return -ENOSPC;   /* too large (or failed): stored as it is */
-    *out_len = n;
-    return 0;
-#else
-    return qimg_error(-ENOTSUP, "qcow2: zstd compression is not available");
-#endif
-}
-
 int qcow2_compress(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -965,10 +863,15 @@ int qcow2_compress(struct qimg_image *img, const void *buf, size_t len, void *ou
         memcpy(whole, buf, len);
         buf = whole;
     }
-    /* stored compressed only when smaller than a cluster */
-    return s->compression_type == QCOW2_COMPRESSION_ZSTD ?
-           compress_zstd(buf, cs, out, cs - 1, out_len) :
-           compress_deflate(buf, cs, out, cs - 1, out_len);
+    /* type zlib is raw deflate (qemu's level, zlib's default); stored
+     * compressed only when smaller than a cluster */
+    bool zstd = s->compression_type == QCOW2_COMPRESSION_ZSTD;
+    int r = qimg_codec_compress(zstd ? QIMG_CODEC_ZSTD : QIMG_CODEC_DEFLATE,
+                                QIMG_CODEC_LEVEL_DEFAULT, buf, cs, out, cs - 1, out_len);
+    if (r == -ENOTSUP)
+        return qimg_error(-ENOTSUP, "qcow2: %s compression is not available",
+                          zstd ? "zstd" : "zlib");
+    return r;
 }
 
 int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *data, size_t len)
