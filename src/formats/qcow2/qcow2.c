@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "codec.h"
 #include "qcow2.h"
 #include "qcow2-repair.h"
 #include "qcow2-create.h"
@@ -277,6 +278,11 @@ static int check_compression_type(const struct qcow2_state *s)
         return qimg_error(-EINVAL, "qcow2: Compression type incompatible feature bit must not be set");
     if (s->compression_type != QCOW2_COMPRESSION_ZLIB && !has_bit)
         return qimg_error(-EINVAL, "qcow2: Compression type incompatible feature bit must be set");
+    /* as a qemu built without zstd, refuse the image at open: a read error
+     * on the first compressed cluster would not say why */
+    if (s->compression_type == QCOW2_COMPRESSION_ZSTD && !qimg_codec_available(QIMG_CODEC_ZSTD))
+        return qimg_error(-ENOTSUP, "qcow2: compression type zstd is not supported: "
+                          "this qimg was built without libzstd");
     return 0;
 }
 
