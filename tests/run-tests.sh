@@ -3,9 +3,10 @@
 #   unit tests (plain and under ASan+UBSan), CLI tests against qemu-img
 #   (tests/cli), and a short fuzz run.
 # TESTS=pattern limits the shell tests to matching file names.
-# JOBS=n runs n tests at a time (default: the number of CPUs); each test
-# writes its own log, and the logs are reported in the order of the list
-# as soon as a test and all before it have ended.
+# JOBS=n runs n tests at a time (default: the number of CPUs), the longest
+# of the last run first; each test writes its own log, and the logs are
+# reported in the order of the list as soon as a test and all before it
+# have ended.  VERBOSE=1: a line per test with its counts and time.
 set -u
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -15,7 +16,9 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
 passed=0 failed=0 skipped=0
 failures=()
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/qimg-run.XXXXXX")
-trap 'rm -rf "$LOGS"' EXIT
+# interrupted: the tests still running are stopped (by their job ids)
+trap 'kill $(jobs -rp) 2>/dev/null; rm -rf "$LOGS"' EXIT
+trap 'exit 130' INT TERM
 
 names=()     # test i: names[i], its command in cmds[i] (one string, eval'd)
 cmds=()
@@ -78,7 +81,16 @@ report_ended() {   # the tests that have ended, in list order, up to the first s
         next_report=$((next_report + 1))
     done
 }
-for i in "${!names[@]}"; do
+# Longest first (times of the last run, in $B/.test-times; a new test
+# counts as long), so that a slow test does not start last.
+TIMES=$B/.test-times
+declare -A last_secs=()
+if [ -f "$TIMES" ]; then
+    while read -r secs name; do last_secs[$name]=$secs; done <"$TIMES"
+fi
+order=$(for i in "${!names[@]}"; do echo "${last_secs[${names[$i]}]:-999999} $i"; done |
+        sort -k1,1nr -k2,2n | cut -d' ' -f2)
+for i in $order; do
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do
         wait -n
         report_ended
@@ -87,6 +99,10 @@ for i in "${!names[@]}"; do
 done
 wait
 report_ended
+for i in "${!names[@]}"; do
+    read -r _ secs <"$LOGS/$i.rc" && last_secs[${names[$i]}]=$secs
+done
+for name in "${!last_secs[@]}"; do echo "${last_secs[$name]} $name"; done >"$TIMES" 2>/dev/null
 
 echo
 echo "time: $(( $(date +%s) - start )) s ($JOBS jobs)"
