@@ -12,15 +12,7 @@ cd "$IN" || exit 1
 
 hostile_bases   # $SCRATCH/{base,comp,snap}.qcow2
 
-be64() { printf "$(printf '%016x' "$1" | sed 's/../\\x&/g')"; }
-be32() { printf "$(printf '%08x' "$1" | sed 's/../\\x&/g')"; }
-be16() { printf "$(printf '%04x' "$1" | sed 's/../\\x&/g')"; }
-poke() { dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
-fresh() { rm -f ./*; cp "$SCRATCH/$1.qcow2" t.qcow2; }
-hdr_be() {   # hdr_be FIELD-OFFSET WIDTH VALUE [SRC]
-    fresh "${4:-base}"
-    "be$2" "$3" | poke t.qcow2 "$1"
-}
+# be64/be32/be16, poke, fresh SRC, hdr_be: lib.sh
 
 # checks NAME: the three commands on t.qcow2, then the repaired files
 checks() {
