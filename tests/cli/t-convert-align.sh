@@ -4,6 +4,7 @@
 # qemu-img's (qcow2 with 512-byte, 4 KiB and 64 KiB clusters, extended L2,
 # and raw), for several -S values.
 . "$(dirname "$0")/lib.sh"
+need_cmd python3
 Q=$QEMU_IMG
 cd "$SCRATCH" || exit 1
 for seed in 1 2 3 4; do

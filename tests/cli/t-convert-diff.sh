@@ -7,6 +7,7 @@
 # the previous layer), and the top converted to raw must give back the last
 # source byte for byte.
 . "$(dirname "$0")/lib.sh"
+need_cmd python3
 Q=$QEMU_IMG
 D=$SCRATCH/diff
 mkdir -p "$D"

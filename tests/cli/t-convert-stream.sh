@@ -6,6 +6,7 @@
 # compressed clusters, backing chains, external data files, an unaligned
 # raw tail.  And a cold source must not end up in the page cache.
 . "$(dirname "$0")/lib.sh"
+need_cmd python3
 cd "$SCRATCH" || exit 1
 
 # Drop a file's clean pages from the page cache (no root needed).

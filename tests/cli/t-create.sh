@@ -147,8 +147,13 @@ chmod 644 "$IN/b.raw"
 # The image is in use by another process (qemu-io holds a qcow2 open):
 # create refuses, as qemu-img does.
 "$QEMU_IMG" create -q -f qcow2 "$SCRATCH/busy.qcow2" 1M
-(sleep 3 | "$QEMU_IO" -f qcow2 "$SCRATCH/busy.qcow2" >/dev/null 2>&1 &)
-sleep 0.5
+# qemu-io reads its commands from a fifo held open until the end: the image
+# stays locked however slowly the machine runs (tests run side by side)
+mkfifo "$SCRATCH/hold"
+"$QEMU_IO" -f qcow2 "$SCRATCH/busy.qcow2" <"$SCRATCH/hold" >/dev/null 2>&1 &
+io_pid=$!
+exec 9>"$SCRATCH/hold"
+for _ in $(seq 200); do "$QEMU_IMG" info "$SCRATCH/busy.qcow2" >/dev/null 2>&1 || break; sleep 0.05; done
 cd "$SCRATCH"
 "$QEMU_IMG" create -f raw busy.qcow2 2M >ref.out 2>ref.err; echo $? >ref.rc
 "$QIMG_AS_QEMU" create -f raw busy.qcow2 2M >new.out 2>new.err; echo $? >new.rc
@@ -159,4 +164,5 @@ else
 fi
 expect_eq "image in use is untouched" "$("$QEMU_IMG" info -U --output=json busy.qcow2 | grep -c "\"format\": \"qcow2\"")" 1
 cd - >/dev/null
-sleep 3
+exec 9>&-
+wait "$io_pid"

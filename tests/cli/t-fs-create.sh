@@ -11,12 +11,8 @@
 export TZ=UTC MTOOLS_SKIP_CHECK=1
 Q=$QIMG
 ROOT=$([ "$(id -u)" = 0 ] && echo 1 || echo 0)
-command -v debugfs >/dev/null && command -v e2fsck >/dev/null && command -v mcopy >/dev/null &&
-    command -v fsck.fat >/dev/null && command -v sfdisk >/dev/null && command -v sgdisk >/dev/null || {
-    echo "SKIP t-fs-create: e2fsprogs, mtools, dosfstools, fdisk and gdisk are needed"
-    pass "tools missing: skipped"
-    exit 0
-}
+# e2fsprogs, mtools, dosfstools, fdisk and gdisk check what we make
+need_cmd debugfs e2fsck mcopy fsck.fat sfdisk sgdisk
 
 # ------------------------------------------------------------- the trees
 

@@ -8,18 +8,12 @@
 . "$(dirname "$0")/lib.sh"
 PATH=$PATH:/usr/sbin:/sbin
 
-for tool in mke2fs debugfs e2fsck dumpe2fs; do
-    if ! command -v "$tool" >/dev/null; then
-        fail "tool $tool is installed (scripts/install-deps)"
-        exit 0
-    fi
-done
+need_cmd mke2fs debugfs e2fsck dumpe2fs   # scripts/install-deps
 
 W=$SCRATCH/w
 mkdir -p "$W"
 cd "$W" || exit 1
 q() { timeout 60 "$QIMG" "$@"; }
-sha() { sha256sum "$1" | cut -d' ' -f1; }
 raw_of() { rm -f "$2" && "$QEMU_IMG" convert -O raw "$1" "$2"; }
 fsck_ok() { e2fsck -fn "$1" >"$1.fsck" 2>&1; }
 features() { dumpe2fs -h "$1" 2>/dev/null | sed -n 's/^Filesystem features: *//p'; }

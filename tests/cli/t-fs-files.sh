@@ -8,18 +8,12 @@
 export MTOOLS_SKIP_CHECK=1 TZ=UTC
 PATH=$PATH:/usr/sbin:/sbin
 
-for tool in mke2fs debugfs e2fsck mkfs.fat fsck.fat mcopy mdir sfdisk sgdisk python3; do
-    if ! command -v "$tool" >/dev/null; then
-        fail "tool $tool is installed (scripts/install-deps)"
-        exit 0
-    fi
-done
+need_cmd mke2fs debugfs e2fsck mkfs.fat fsck.fat mcopy mdir sfdisk sgdisk python3   # scripts/install-deps
 
 W=$SCRATCH/w
 mkdir -p "$W"
 cd "$W" || exit 1
 q() { "$QIMG" "$@"; }
-sha() { sha256sum "$1" | cut -d' ' -f1; }
 # qimg command with a time limit: hostile images must end quickly
 qt() { timeout 30 "$QIMG" "$@"; }
 
@@ -408,7 +402,9 @@ err_is "a name longer than 255 bytes" "qimg: '/$long': a name in the path is too
 err_is "copy-in into a missing image" "qimg: Could not open 'nofile.raw': Could not open 'nofile.raw': No such file or directory" \
     copy-in -f raw nofile.raw cin /
 # copy-out without privileges: owners are the caller's, the rest as before
-if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+if [ "$(id -u)" != 0 ]; then
+    SKIP_WHAT="copy-out as an unprivileged user" skip "needs root"
+elif has_cmd "copy-out as an unprivileged user" setpriv; then
     chmod 711 "$SCRATCH" "$W"
     rm -rf nobody && mkdir nobody && chmod 777 nobody
     cp ext-base.qcow2 nb.qcow2 && chmod 644 nb.qcow2

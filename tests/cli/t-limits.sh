@@ -3,7 +3,7 @@
 # space, 2 s of CPU): info of any hostile header must finish within that,
 # with a clear error or a normal answer, never a crash.
 . "$(dirname "$0")/lib.sh"
-command -v prlimit >/dev/null || { fail "prlimit available"; exit 0; }
+need_cmd prlimit
 
 base=$IN/base.qcow2
 "$QEMU_IMG" create -q -f qcow2 "$base" 64M

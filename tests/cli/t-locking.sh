@@ -3,7 +3,7 @@
 # qemu-nbd serving a raw image refuses to share "resize"; a resize must then
 # fail in qimg exactly as in qemu-img, and -U / readers must still work.
 . "$(dirname "$0")/lib.sh"
-command -v qemu-nbd >/dev/null || { fail "qemu-nbd available"; exit 0; }
+need_cmd qemu-nbd
 
 img=$SCRATCH/locked.img
 sock=$SCRATCH/nbd.sock

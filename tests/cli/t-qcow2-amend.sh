@@ -4,6 +4,7 @@
 # clean on qimg's result, qemu-img compare of the two results identical and
 # qemu-img info --output=json equal (actual-size aside).  Every refusal too.
 . "$(dirname "$0")/lib.sh"
+need_cmd python3
 
 # info without the fields that depend on the layout
 info_json() {

@@ -6,28 +6,6 @@
 # measure, hostile bitmap directories.
 . "$(dirname "$0")/lib.sh"
 
-peek64() { od -An -tu8 --endian=big -j "$2" -N 8 "$1" | tr -d ' '; }
-peek32() { od -An -tu4 --endian=big -j "$2" -N 4 "$1" | tr -d ' '; }
-poke_hex() {   # poke_hex FILE OFFSET HEXDIGITS (big-endian)
-    printf "$(echo "$3" | sed 's/../\\x&/g')" |
-        dd of="$1" bs=1 seek="$2" conv=notrunc status=none || fail "poke $*"
-}
-poke64() { poke_hex "$1" "$2" "$(printf '%016x' "$3")"; }
-poke32() { poke_hex "$1" "$2" "$(printf '%08x' "$3")"; }
-poke16() { poke_hex "$1" "$2" "$(printf '%04x' "$3")"; }
-poke8() { poke_hex "$1" "$2" "$(printf '%02x' "$3")"; }
-
-fresh() { rm -rf "${IN:?}"/*; }
-mk() {   # mk FILE SIZE [create options]
-    local f=$1 size=$2; shift 2
-    "$QEMU_IMG" create -q -f qcow2 "$@" "$IN/$f" "$size" || fail "create $f"
-}
-qw() {   # qw FILE qemu-io commands...
-    local f=$1; shift
-    local args=()
-    for c in "$@"; do args+=(-c "$c"); done
-    "$QEMU_IO" -f qcow2 "${args[@]}" "$f" >/dev/null || fail "qemu-io $f $*"
-}
 # Offset of the bitmaps extension's data in cluster 0 (0 when none).
 ext_offset() {
     local f=$1 off type len

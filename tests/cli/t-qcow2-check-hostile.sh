@@ -7,25 +7,12 @@
 # tables past the end of the file read as zeros, no refcount table is
 # tolerated, the snapshot table is read by the check itself.
 . "$(dirname "$0")/lib.sh"
+need_cmd python3
 cd "$IN" || exit 1
 
-"$QEMU_IMG" create -q -f qcow2 base.qcow2 1M
-"$QEMU_IO" -f qcow2 -c "write -P 0xaa 0 128k" base.qcow2 >/dev/null
-"$QEMU_IMG" convert -c -O qcow2 base.qcow2 comp.qcow2
-cp base.qcow2 snap.qcow2
-"$QEMU_IMG" snapshot -c s1 snap.qcow2
-mv base.qcow2 comp.qcow2 snap.qcow2 "$SCRATCH/"
+hostile_bases   # $SCRATCH/{base,comp,snap}.qcow2
 
-be64() { printf "$(printf '%016x' "$1" | sed 's/../\\x&/g')"; }
-be32() { printf "$(printf '%08x' "$1" | sed 's/../\\x&/g')"; }
-be16() { printf "$(printf '%04x' "$1" | sed 's/../\\x&/g')"; }
-poke() { dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
-fresh() { rm -f ./*; cp "$SCRATCH/$1.qcow2" t.qcow2; }
-hdr_be() {   # hdr_be FIELD-OFFSET WIDTH VALUE [SRC]
-    fresh "${4:-base}"
-    "be$2" "$3" | poke t.qcow2 "$1"
-}
-rd64() { echo $(( 0x$(od -An -t x8 --endian=big -j "$2" -N 8 "$1" | tr -d ' ') )); }
+# be64/be32/be16, poke, fresh SRC, hdr_be: lib.sh
 
 # checks NAME: the three commands on t.qcow2, then the repaired files
 checks() {
@@ -74,7 +61,7 @@ L1=$((0x30000))
 fresh base; be64 0x80000000ffff0000 | poke t.qcow2 $L1;  checks l2-past-eof
 fresh base; be64 0x8000000000050200 | poke t.qcow2 $L1;  checks l2-unaligned
 fresh base; be64 0x8000000000042a00 | poke t.qcow2 $L1;  checks l1-entry-unaligned
-L2=$(( $(rd64 "$SCRATCH/base.qcow2" $L1) & 0x00fffffffffffe00 ))
+L2=$(( $(peek64 "$SCRATCH/base.qcow2" $L1) & 0x00fffffffffffe00 ))
 l2e_at() { fresh base; be64 "$1" | poke t.qcow2 "$L2"; }
 l2e_at 0x8000000fffff0000;             checks data-past-eof
 l2e_at 0xbfffffffffff0000;             checks data-huge-offset
@@ -82,18 +69,18 @@ l2e_at 0x80000000ffff0000;             checks data-huge-physical-offset
 l2e_at 0x8000000000050200;             checks data-unaligned
 l2e_at 0x8000000000000000;             checks data-at-offset-0
 l2e_at 0x40003fffffff0000;             checks compressed-huge-offset
-CL2=$(( $(rd64 "$SCRATCH/comp.qcow2" $L1) & 0x00fffffffffffe00 ))
+CL2=$(( $(peek64 "$SCRATCH/comp.qcow2" $L1) & 0x00fffffffffffe00 ))
 fresh comp; be64 $(( 0x4000000000000000 | (0xff << 54) | 0xfffff00 )) | poke t.qcow2 "$CL2"
 checks compressed-past-eof
 fresh comp; be64 $(( 0x4000000000000000 | 0 )) | poke t.qcow2 "$CL2"
 checks compressed-over-header
-fresh comp; CDATA=$(( $(rd64 "$SCRATCH/comp.qcow2" "$CL2") & ((1 << 54) - 1) ))
+fresh comp; CDATA=$(( $(peek64 "$SCRATCH/comp.qcow2" "$CL2") & ((1 << 54) - 1) ))
 head -c 64 /dev/zero | tr '\0' '\377' | poke t.qcow2 "$CDATA"
 checks compressed-garbage
 # snapshot entries: extra data over 1024 bytes (cut by -r all); with the
 # cut data qemu's table size must still fit an int: one byte more and the
 # entry is dropped as overhanging
-SN=$(rd64 "$SCRATCH/snap.qcow2" 64)
+SN=$(peek64 "$SCRATCH/snap.qcow2" 64)
 for extra in 0x04040404 0x7fffffd4 0x7fffffd5 0xfffffff0; do
     fresh snap; be32 $extra | poke t.qcow2 $((SN + 36)); checks "snapshot-extra-$extra"
 done
@@ -104,7 +91,7 @@ fresh snap; be32 0x10000000 | poke t.qcow2 $((SN + 8)); checks snapshot-l1-too-l
 # qemu), -r all cannot grow the file to it (a size from 2^63 is refused
 # before the file is asked) and rebuilds.  (A block merely far past EOF
 # would make both grow the file to it, where the file system allows.)
-RT=$(rd64 "$SCRATCH/base.qcow2" 48)
+RT=$(peek64 "$SCRATCH/base.qcow2" 48)
 fresh base; be64 0x8000000000110000 | poke t.qcow2 "$RT";             checks reftable-bit63
 fresh base; be64 0xfffffffffff00000 | poke t.qcow2 $((RT + 40));      checks reftable-past-2-63
 

@@ -5,18 +5,6 @@
 # stderr lines and exit codes compared with qemu-img.
 . "$(dirname "$0")/lib.sh"
 
-# ---- helpers: big-endian fields of an image (offsets in decimal) ----
-peek64() { od -An -tu8 --endian=big -j "$2" -N 8 "$1" | tr -d ' '; }
-poke_hex() {   # poke_hex FILE OFFSET HEXDIGITS (2*bytes digits, big-endian)
-    printf "$(echo "$3" | sed 's/../\\x&/g')" |
-        dd of="$1" bs=1 seek="$2" conv=notrunc status=none || fail "poke $*"
-}
-poke64() { poke_hex "$1" "$2" "$(printf '%016x' "$3")"; }
-poke32() { poke_hex "$1" "$2" "$(printf '%08x' "$3")"; }
-poke16() { poke_hex "$1" "$2" "$(printf '%04x' "$3")"; }
-COPIED=$((1 << 63))
-MASK=$((0x00fffffffffffe00))
-
 # Run check human and JSON on $IN/$1 (a fresh $IN holds just that image).
 both() {
     local name=$1 img=$2
@@ -24,20 +12,6 @@ both() {
     same "$name (json)" check --output=json "$img"
 }
 
-fresh() { rm -rf "${IN:?}"/*; }
-
-mk() {   # mk FILE SIZE [create options]: qcow2 made by qemu-img
-    local f=$1 size=$2; shift 2
-    # relative data_file names are created relative to the working directory
-    (cd "$IN" && "$QEMU_IMG" create -q -f qcow2 "$@" "$f" "$size") || fail "create $f"
-}
-qw() {   # qw FILE qemu-io commands...
-    local f=$1; shift
-    local args=()
-    for c in "$@"; do args+=(-c "$c"); done
-    # qemu opens relative data files relative to the working directory
-    (cd "$IN" && "$QEMU_IO" -f qcow2 "${args[@]}" "$f" >/dev/null) || fail "qemu-io $f $*"
-}
 
 # ================================================== clean images
 for o in cluster_size=512 cluster_size=4k cluster_size=64k cluster_size=2M \
@@ -117,22 +91,7 @@ truncate -s 1T "$IN/h.qcow2"
 both "file sparse up to 1 TiB" h.qcow2
 
 # ================================================== damaged images
-# Base: 64 KiB clusters, fresh layout: reftable, refblock, L1, L2, data.
-mkbase() {
-    fresh
-    mk b.qcow2 64M
-    qw b.qcow2 "write -P 1 0 1M" "write -P 2 10M 64k" "write 5M 4k"
-    B=$IN/b.qcow2
-    REFT=$(peek64 "$B" 48)
-    REFB=$(($(peek64 "$B" "$REFT") & MASK))
-    L1=$(peek64 "$B" 40)
-    L2=$(($(peek64 "$B" "$L1") & MASK))
-    D0=$(($(peek64 "$B" "$L2") & MASK))      # data cluster of guest cluster 0
-    DC=$((D0 >> 16))
-}
-# the exit code qemu-img gave in the last `same` (each case states it, so
-# that a poke that missed its target cannot pass unnoticed)
-ref_rc() { expect_eq "$1 (exit code $2)" "$(cat "$SCRATCH/run.ref/rc")" "$2"; }
+# Base (mkbase, lib.sh): 64 KiB clusters, reftable, refblock, L1, L2, data.
 damage() {   # damage NAME RC COMMANDS: fresh base, run COMMANDS, compare
     mkbase
     eval "$3"
@@ -188,15 +147,7 @@ L1=$(peek64 "$IN/r1.qcow2" 40); L2=$(($(peek64 "$IN/r1.qcow2" "$L1") & MASK))
 poke64 "$IN/r1.qcow2" $((L2 + 16)) "$(peek64 "$IN/r1.qcow2" "$L2")"
 both "refcount overflow (1 bit)" r1.qcow2
 
-# extended L2 entries: subcluster bitmaps
-mkx() {
-    fresh
-    mk x.qcow2 8M -o extended_l2=on
-    qw x.qcow2 "write -P 1 0 4k" "write -P 1 64k 64k"
-    X=$IN/x.qcow2
-    XL2=$(($(peek64 "$X" "$(peek64 "$X" 40)") & MASK))
-    XD0=$(($(peek64 "$X" "$XL2") & MASK))
-}
+# extended L2 entries (mkx, lib.sh): subcluster bitmaps
 xdamage() { mkx; eval "$3"; both "$1" x.qcow2; ref_rc "$1" "$2"; }
 xdamage "extended L2 clean" 0 true
 xdamage "subcluster allocated and zero" 2 'poke64 "$X" $((XL2 + 8)) 0x3ffffffff'
@@ -205,17 +156,7 @@ xdamage "compressed cluster with bitmap" 2 'poke64 "$X" "$XL2" $(((1 << 62) | XD
 xdamage "extended L2 data unaligned" 2 'poke64 "$X" "$XL2" $((COPIED | XD0 | 0x200))'
 xdamage "extended L2 zero cluster unaligned" 2 'poke64 "$X" "$XL2" $((COPIED | XD0 | 0x200)); poke64 "$X" $((XL2 + 8)) 0x300000000'
 
-# snapshots: entries pointing at bad L1 tables, refcounts of shared clusters
-mks() {
-    fresh
-    mk s.qcow2 16M
-    qw s.qcow2 "write -P 1 0 2M"
-    "$QEMU_IMG" snapshot -c s1 "$IN/s.qcow2"
-    qw s.qcow2 "write -P 3 1M 64k"
-    S=$IN/s.qcow2
-    SN=$(peek64 "$S" 64)                       # first snapshot entry
-    SL1=$(peek64 "$S" "$SN")
-}
+# snapshots (mks, lib.sh): entries pointing at bad L1 tables, refcounts of shared clusters
 sdamage() { mks; eval "$3"; both "$1" s.qcow2; ref_rc "$1" "$2"; }
 sdamage "snapshot clean" 0 true
 sdamage "snapshot L1 unaligned" 2 'poke64 "$S" "$SN" $((SL1 | 0x200))'
@@ -226,7 +167,6 @@ sdamage "snapshot entry incomplete" 2 'poke32 "$S" $((SN + 36)) 8; poke16 "$S" $
 sdamage "shared cluster refcount 1" 2 'REFB=$(($(peek64 "$S" "$(peek64 "$S" 48)") & MASK)); poke16 "$S" $((REFB + 2 * 6)) 1'
 
 # bitmaps: directory, tables and their data clusters are counted
-peek32() { od -An -tu4 --endian=big -j "$2" -N 4 "$1" | tr -d ' '; }
 bitmap_dir() {   # offset of the bitmap directory, from the header extension
     local o t l
     o=$(peek32 "$1" 100)

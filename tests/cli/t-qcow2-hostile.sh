@@ -5,27 +5,9 @@
 . "$(dirname "$0")/lib.sh"
 cd "$IN" || exit 1
 
-"$QEMU_IMG" create -q -f qcow2 base.qcow2 1M
-"$QEMU_IO" -f qcow2 -c "write -P 0xaa 0 128k" base.qcow2 >/dev/null
-# a compressed image and one with snapshots
-"$QEMU_IMG" convert -c -O qcow2 base.qcow2 comp.qcow2
-cp base.qcow2 snap.qcow2
-"$QEMU_IMG" snapshot -c s1 snap.qcow2
-mv base.qcow2 "$SCRATCH/base.qcow2"
-mv comp.qcow2 "$SCRATCH/comp.qcow2"
-mv snap.qcow2 "$SCRATCH/snap.qcow2"
+hostile_bases   # $SCRATCH/{base,comp,snap}.qcow2
 
-be64() { printf "$(printf '%016x' "$1" | sed 's/../\\x&/g')"; }
-be32() { printf "$(printf '%08x' "$1" | sed 's/../\\x&/g')"; }
-be16() { printf "$(printf '%04x' "$1" | sed 's/../\\x&/g')"; }
-# poke FILE OFFSET BYTES-FROM-STDIN
-poke() { dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
-# fresh SRC: t.qcow2 = a copy of SRC (base, comp or snap)
-fresh() { cp "$SCRATCH/$1.qcow2" t.qcow2; }
-hdr_be() {   # hdr_be FIELD-OFFSET WIDTH VALUE [SRC]
-    fresh "${4:-base}"
-    "be$2" "$3" | poke t.qcow2 "$1"
-}
+# be64/be32/be16, poke, fresh SRC, hdr_be: lib.sh
 
 # qimg fails with exit 1 and one line on stderr naming the file
 refuses() {
@@ -116,19 +98,18 @@ l2e_at 0xbfffffffffff0000;             same data-huge-offset-map map --output=js
 l2e_at 0x8000000000050200;             refuses data-unaligned convert -O raw t.qcow2 o.raw
 l2e_at 0x40003fffffff0000;             refuses compressed-huge-offset convert -O raw t.qcow2 o.raw
 # a compressed descriptor past EOF, and one over the header (garbage data)
-rd64() { echo $(( 0x$(od -An -t x8 --endian=big -j "$2" -N 8 "$1" | tr -d ' ') )); }
-CL2=$(( $(rd64 "$SCRATCH/comp.qcow2" $((0x30000))) & 0x00fffffffffffe00 ))
+CL2=$(( $(peek64 "$SCRATCH/comp.qcow2" $((0x30000))) & 0x00fffffffffffe00 ))
 fresh comp; be64 $(( 0x4000000000000000 | (0xff << 54) | 0xfffff00 )) | poke t.qcow2 "$CL2"
 refuses compressed-past-eof convert -O raw t.qcow2 o.raw
 fresh comp; be64 $(( 0x4000000000000000 | 0 )) | poke t.qcow2 "$CL2"
 refuses compressed-over-header convert -O raw t.qcow2 o.raw
-fresh comp; CDATA=$(( $(rd64 "$SCRATCH/comp.qcow2" "$CL2") & ((1 << 54) - 1) ))
+fresh comp; CDATA=$(( $(peek64 "$SCRATCH/comp.qcow2" "$CL2") & ((1 << 54) - 1) ))
 head -c 64 /dev/zero | tr '\0' '\377' | poke t.qcow2 "$CDATA"
 refuses compressed-garbage convert -O raw t.qcow2 o.raw
 # snapshot table entries: extra data too large (refused with qemu's hint),
 # and a table past EOF (read as zeros, as qemu does; see also
 # t-qcow2-snaprepair.sh)
-SN=$(rd64 "$SCRATCH/snap.qcow2" 64)
+SN=$(peek64 "$SCRATCH/snap.qcow2" 64)
 fresh snap; be32 0x7fffffff | poke t.qcow2 $((SN + 36))
 same snapshot-extra-huge info t.qcow2
 fresh snap; be16 0xffff | poke t.qcow2 $((SN + 14))

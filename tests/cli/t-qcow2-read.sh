@@ -5,23 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 cd "$IN" || exit 1
 
-# same_ro NAME ARGS...: like `same`, but both tools read the very same files
-# in $IN (read-only commands): "disk size" depends on how a copy's blocks
-# fall on the host file system.
-same_ro() {
-    local name=$1; shift
-    local a=$SCRATCH/ro.ref b=$SCRATCH/ro.new
-    mkdir -p "$a" "$b"
-    (cd "$IN" && "$QEMU_IMG" "$@" >"$a/out" 2>"$a/err"; echo $? >"$a/rc")
-    (cd "$IN" && "$QIMG_AS_QEMU" "$@" >"$b/out" 2>"$b/err"; echo $? >"$b/rc")
-    local f what=""
-    for f in out err rc; do
-        cmp -s "$a/$f" "$b/$f" || what="$what $f differs:
-$(diff "$a/$f" "$b/$f" | head -20)
-"
-    done
-    if [ -z "$what" ]; then pass "$name"; else fail "$name" "qemu-img $*" "$what"; fi
-}
+# same_ro (lib.sh): both tools read the very same files in $IN
 
 # mk NAME "CREATE-OPTS" [qemu-io commands...]: a 4 MiB image written by qemu-io
 mk() {

@@ -6,30 +6,11 @@
 # on qimg's result where it is on qemu's, and the guest data that was
 # readable before the repair unchanged.
 . "$(dirname "$0")/lib.sh"
+need_cmd python3
 
-peek64() { od -An -tu8 --endian=big -j "$2" -N 8 "$1" | tr -d ' '; }
-poke_hex() {   # poke_hex FILE OFFSET HEXDIGITS (big-endian)
-    printf "$(echo "$3" | sed 's/../\\x&/g')" |
-        dd of="$1" bs=1 seek="$2" conv=notrunc status=none || fail "poke $*"
-}
-poke64() { poke_hex "$1" "$2" "$(printf '%016x' "$3")"; }
-poke32() { poke_hex "$1" "$2" "$(printf '%08x' "$3")"; }
-poke16() { poke_hex "$1" "$2" "$(printf '%04x' "$3")"; }
-COPIED=$((1 << 63))
-MASK=$((0x00fffffffffffe00))
 REF=$SCRATCH/run.ref/work
 NEW=$SCRATCH/run.new/work
 
-fresh() { rm -rf "${IN:?}"/*; }
-qw() {   # qw FILE qemu-io commands...
-    local f=$1; shift
-    local args=()
-    for c in "$@"; do args+=(-c "$c"); done
-    "$QEMU_IO" -f qcow2 "${args[@]}" "$IN/$f" >/dev/null || fail "qemu-io $f $*"
-}
-# the exit code qemu-img gave in the last `same`: each case states it, so
-# that a poke that missed its target cannot pass unnoticed
-ref_rc() { expect_eq "$1 (exit code $2)" "$(cat "$SCRATCH/run.ref/rc")" "$2"; }
 
 # After `same NAME check -r MODE IMG`: both repaired files identical,
 # qemu-img check of qimg's result as of qemu's, and the guest data of
@@ -79,19 +60,7 @@ repair() {
 }
 
 # ================================================== damaged images
-# Base: 64 KiB clusters, fresh layout: reftable, refblock, L1, L2, data.
-mkbase() {
-    fresh
-    "$QEMU_IMG" create -q -f qcow2 "$IN/b.qcow2" 64M || fail "create"
-    qw b.qcow2 "write -P 1 0 1M" "write -P 2 10M 64k" "write 5M 4k"
-    B=$IN/b.qcow2
-    REFT=$(peek64 "$B" 48)
-    REFB=$(($(peek64 "$B" "$REFT") & MASK))
-    L1=$(peek64 "$B" 40)
-    L2=$(($(peek64 "$B" "$L1") & MASK))
-    D0=$(($(peek64 "$B" "$L2") & MASK))      # data cluster of guest cluster 0
-    DC=$((D0 >> 16))
-}
+# Base (mkbase, lib.sh): 64 KiB clusters, reftable, refblock, L1, L2, data.
 damage() {   # damage NAME RC_LEAKS RC_ALL COMMANDS
     mkbase
     eval "$4"
@@ -157,29 +126,12 @@ for o in refcount_bits=1 refcount_bits=8 refcount_bits=64 extended_l2=on data_fi
     repair "$o: refcounts cleared, file grown" w.qcow2 1 0
 done
 
-# snapshots: shared clusters, a snapshot's L1 table lost
-mks() {
-    fresh
-    "$QEMU_IMG" create -q -f qcow2 "$IN/s.qcow2" 16M
-    qw s.qcow2 "write -P 1 0 2M"
-    "$QEMU_IMG" snapshot -c s1 "$IN/s.qcow2"
-    qw s.qcow2 "write -P 3 1M 64k"
-    S=$IN/s.qcow2; SN=$(peek64 "$S" 64); SL1=$(peek64 "$S" "$SN")
-    SREFB=$(($(peek64 "$S" "$(peek64 "$S" 48)") & MASK))
-}
+# snapshots (mks, lib.sh): shared clusters, a snapshot's L1 table lost
 mks; poke16 "$S" $((SREFB + 2 * 6)) 1; repair "snapshot: shared cluster refcount 1" s.qcow2 2 0
 mks; poke64 "$S" "$SL1" 0; repair "snapshot: L1 entry cleared" s.qcow2 0 0
 mks; poke16 "$S" $((SREFB + 2 * 6)) 0; repair "snapshot: shared cluster refcount 0" s.qcow2 1 0
 
-# extended L2 entries: subcluster bitmaps, unaligned entries
-mkx() {
-    fresh
-    "$QEMU_IMG" create -q -f qcow2 -o extended_l2=on "$IN/x.qcow2" 8M
-    qw x.qcow2 "write -P 1 0 4k" "write -P 1 64k 64k"
-    X=$IN/x.qcow2
-    XL2=$(($(peek64 "$X" "$(peek64 "$X" 40)") & MASK))
-    XD0=$(($(peek64 "$X" "$XL2") & MASK))
-}
+# extended L2 entries (mkx, lib.sh): subcluster bitmaps, unaligned entries
 mkx; poke64 "$X" $((XL2 + 8)) 0x3ffffffff
 KEEP=0 repair "subcluster allocated and zero" x.qcow2 2 2
 mkx; poke64 "$X" $((XL2 + 40)) 1
@@ -325,7 +277,7 @@ writes() {
         fail "strace: full run of $*"
     grep -c 'pwrite64(' writes.log
 }
-if command -v strace >/dev/null 2>&1; then
+if has_cmd "SIGKILL during writes" strace; then
     for op in "snapshot -c snap" "amend -o refcount_bits=64"; do
         total=$(writes $op)
         [ "$total" -ge 10 ] || fail "$op: writes counted" "$total"
@@ -351,8 +303,6 @@ if command -v strace >/dev/null 2>&1; then
         [ $((differs_before * 2)) -gt $runs ] && [ $((differs_after * 2)) -gt $runs ]
         expect_eq "$op: killed images differ from before ($differs_before/$runs) and from a full run ($differs_after/$runs)" "$?" 0
     done
-else
-    fail crash-strace "strace is not installed (scripts/install-deps)"
 fi
 
 # a killed writer on a lazy-refcounts image: the next read-write open by

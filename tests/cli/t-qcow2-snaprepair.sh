@@ -12,6 +12,7 @@
 # byte for byte, qemu-img check is clean where it is on qemu's result, and
 # the guest data (of the disk and of a snapshot) is what it was.
 . "$(dirname "$0")/lib.sh"
+need_cmd python3
 
 REF=$SCRATCH/run.ref/work
 NEW=$SCRATCH/run.new/work
@@ -154,9 +155,6 @@ after_repair() {
     fi
 }
 
-# What qemu-img's check of the damaged image exits with: each case states
-# it, so that a damage that missed its target cannot pass unnoticed.
-ref_rc() { expect_eq "$1 (qemu-img exit code)" "$(cat "$SCRATCH/run.ref/rc")" "$2"; }
 
 # every_view NAME RC: all the commands on $IN/t.qcow2; RC: qemu's check
 every_view() {

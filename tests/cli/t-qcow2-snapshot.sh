@@ -307,7 +307,7 @@ crash_point() {
     return 0
 }
 
-if command -v strace >/dev/null 2>&1; then
+if has_cmd "crash points" strace; then
     for op in "create -c new" "apply -a old" "delete -d old"; do
         set -- $op
         for sc in pwrite64 fallocate; do
@@ -316,6 +316,4 @@ if command -v strace >/dev/null 2>&1; then
             [ $n -gt 1 ] || [ $sc = fallocate ] || fail "$1-$sc-no-crash-point"
         done
     done
-else
-    fail crash-strace "strace is not installed (scripts/install-deps)"
 fi

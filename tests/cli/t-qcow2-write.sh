@@ -203,7 +203,7 @@ rm -f lay.raw lay-qemu.qcow2 lay-qimg.qcow2
 # completes, as with qemu-img: killed at the 30th pwrite of a sequential
 # bench, the requests before the kill read back (writeback keeps the L2
 # table in memory until the end: none would)
-if command -v strace >/dev/null; then
+if has_cmd "writethrough kill" strace; then
     "$QEMU_IMG" create -q -f qcow2 wt.qcow2 2M
     (strace -f -o /dev/null -e trace=pwrite64 -e inject=pwrite64:signal=KILL:when=30 \
         "$QIMG" bench -w -t writethrough -c 20 -d 1 -s 4096 -S 65536 --pattern=90 wt.qcow2 >/dev/null 2>&1) 2>/dev/null

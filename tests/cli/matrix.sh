@@ -1,0 +1,62 @@
+# The rows of matrix.tbl and their fixtures, for the generic tests
+# (t-matrix-*.sh).  Source it after lib.sh.
+#   FMT[i], OPTS[i]   row i's format and create options ("-" for none)
+#   ROWS              the row numbers; label I: "FORMAT OPTIONS"
+#   co I              CO=(-o OPTIONS) or () for row I
+#   BACKING[i]        1 when qemu-img says the format has a backing file
+#   CHECK_RC[i]       what qemu-img check exits with on a clean image
+# Fixtures in $FIX, made by qemu-img and qemu-io:
+#   a<i>.<fmt>   4 MiB: data, zeroes, a discard, the last KiB written
+#   b<i>.<fmt>   a<i> with one byte changed
+#   d<i>.raw     a<i>'s guest data
+#   base<i>.<fmt>, top<i>.<fmt> (backing base<i>, relative), top<i>.raw
+# use FILE...: $IN holds just copies of these fixtures.
+TBL=$(dirname "${BASH_SOURCE[0]}")/matrix.tbl
+
+FMT=() OPTS=()
+while read -r fmt opts _; do
+    case $fmt in '' | '#'*) continue ;; esac
+    FMT+=("$fmt") OPTS+=("${opts:--}")
+done <"$TBL"
+[ ${#FMT[@]} -gt 1 ] || { fail "matrix.tbl has rows"; exit 0; }
+ROWS=${!FMT[*]}
+
+label() { if [ "${OPTS[$1]}" = - ]; then echo "${FMT[$1]}"; else echo "${FMT[$1]} ${OPTS[$1]}"; fi; }
+co() { CO=(); [ "${OPTS[$1]}" = - ] || CO=(-o "${OPTS[$1]}"); }
+has_backing() { "$QEMU_IMG" create -f "$1" -o help 2>/dev/null | grep -q '^ *backing_file='; }
+# io FILE FORMAT qemu-io commands...
+io() {
+    local file=$1 fmt=$2 c args=(); shift 2
+    for c in "$@"; do args+=(-c "$c"); done
+    "$QEMU_IO" -f "$fmt" "${args[@]}" "$file" >/dev/null || fail "qemu-io $file $*"
+}
+
+FIX=$SCRATCH/fix
+mkdir -p "$FIX"
+BACKING=() CHECK_RC=()
+make_fixtures() {
+    local i fm a
+    for i in $ROWS; do
+        fm=${FMT[$i]} a=$FIX/a$i.${FMT[$i]}
+        co "$i"
+        "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$a" 4M || { fail "create $(label "$i")"; continue; }
+        io "$a" "$fm" "write -P 0x11 0 64k" "write -P 0x22 1000k 8k" "write -z 2M 128k" \
+            "write -P 0x33 3M 256k" "discard 3M 64k" "write -P 0x44 4095k 1k"
+        "$QEMU_IMG" convert -f "$fm" -O raw "$a" "$FIX/d$i.raw" || fail "guest data of $(label "$i")"
+        CHECK_RC[i]=$("$QEMU_IMG" check -f "$fm" "$a" >/dev/null 2>&1; echo $?)
+        cp "$a" "$FIX/b$i.$fm"
+        io "$FIX/b$i.$fm" "$fm" "write -P 0x77 1234567 1"
+        BACKING[i]=0
+        has_backing "$fm" || continue
+        BACKING[i]=1
+        "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$FIX/base$i.$fm" 4M
+        io "$FIX/base$i.$fm" "$fm" "write -P 0x55 0 2M" "write -P 0x56 3M 64k"
+        (cd "$FIX" && "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" -b "base$i.$fm" -F "$fm" "top$i.$fm" 4M) ||
+            fail "create top of $(label "$i")"
+        io "$FIX/top$i.$fm" "$fm" "write -P 0x66 512k 64k" "write -z 1M 64k" "discard 1536k 64k"
+        "$QEMU_IMG" convert -f "$fm" -O raw "$FIX/top$i.$fm" "$FIX/top$i.raw" || fail "guest data of top $(label "$i")"
+    done
+}
+make_fixtures
+
+use() { rm -rf "${IN:?}"/*; local x; for x in "$@"; do cp -a "$FIX/$x" "$IN/"; done; }
