@@ -65,7 +65,7 @@ static int write_block(struct qimg_image *img, struct qcow2_refblock *rb)
     struct qcow2_state *s = qcow2_state(img);
     if (!rb->dirty)
         return 0;
-    qimg_io_event(img->file, QIMG_EV_REFBLOCK_UPDATE);
+    qimg_io_event(img->file, QIMG_EV_REFBLOCK_UPDATE_PART);
     int r = qimg_io_pwrite(img->file, rb->data, s->cluster_size, rb->offset);
     if (r < 0)
         return qimg_error(r, "Could not write refcount block: %s", strerror(-r));

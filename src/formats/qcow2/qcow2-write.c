@@ -100,7 +100,6 @@ static int align_file_end(struct qimg_image *img)
 static int flush_locked(struct qimg_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
-    qimg_io_event(img->file, QIMG_EV_FLUSH_TO_OS);
     int r = qcow2_refcount_flush(img);
     if (r == 0)
         r = qimg_io_flush(img->file);
@@ -110,7 +109,6 @@ static int flush_locked(struct qimg_image *img)
         r = align_file_end(img);
     if (r == 0 && s->data_io != img->file)
         r = qimg_io_flush(s->data_io);
-    qimg_io_event(img->file, QIMG_EV_FLUSH_TO_DISK);
     if (r == 0)
         r = qimg_io_flush(img->file);
     return r;
@@ -124,6 +122,24 @@ int qcow2_write_flush(struct qimg_image *img)
     pthread_mutex_lock(&img->lock);
     int r = flush_locked(img);
     pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* The image layer's flush (the driver's .flush), with the debug events
+ * qemu's flush of a format node gives its file: flush_to_os before the
+ * caches are written, flush_to_disk before the file is flushed (the
+ * second flush finds nothing left to write).  Internal flushes (snapshot,
+ * make_empty ...) announce nothing, as in qemu. */
+int qcow2_flush(struct qimg_image *img)
+{
+    if (!qcow2_state(img)->ws)
+        return 0;
+    qimg_io_event(img->file, QIMG_EV_FLUSH_TO_OS);
+    int r = qcow2_write_flush(img);
+    if (r == 0 && !(img->file->flags & QIMG_IO_UNSAFE)) {
+        qimg_io_event(img->file, QIMG_EV_FLUSH_TO_DISK);
+        r = qimg_io_flush(img->file);
+    }
     return r;
 }
 
