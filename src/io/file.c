@@ -27,6 +27,9 @@ struct file_state {
     uint64_t ra_end;         /* streaming: where our read-ahead window ends */
     uint64_t ra_size;        /* streaming: its size (0: no sequential run yet) */
     bool is_block;           /* a block device: size from ioctl, no truncate */
+    /* Learnt "unsupported here" flags, set and read by many threads at
+     * once (the thread contract): atomic, relaxed (a stale read only costs
+     * one more failing syscall). */
     bool no_punch;           /* fallocate punch-hole unsupported here */
     bool no_zero_range;
     bool no_seek_data;
@@ -406,19 +409,19 @@ static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned fl
         uint8_t zero = 0;
         return file_pwrite(io, &zero, 1, off + len - 1);
     }
-    if (may_unmap && !s->no_punch) {
+    if (may_unmap && !__atomic_load_n(&s->no_punch, __ATOMIC_RELAXED)) {
         r = try_fallocate(file_fd(io), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
         if (r == 0)
             return 0;
         if (unsupported(r))
-            s->no_punch = true;
+            __atomic_store_n(&s->no_punch, true, __ATOMIC_RELAXED);
     }
-    if (!s->no_zero_range) {
+    if (!__atomic_load_n(&s->no_zero_range, __ATOMIC_RELAXED)) {
         r = try_fallocate(file_fd(io), FALLOC_FL_ZERO_RANGE, off, len);
         if (r == 0)
             return 0;
         if (unsupported(r))
-            s->no_zero_range = true;
+            __atomic_store_n(&s->no_zero_range, true, __ATOMIC_RELAXED);
     }
     return write_zero_buffers(io, off, len);
 }
@@ -426,11 +429,11 @@ static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned fl
 static int file_discard(struct qimg_io *io, uint64_t off, uint64_t len)
 {
     struct file_state *s = io->priv;
-    if (s->no_punch || len == 0)
+    if (__atomic_load_n(&s->no_punch, __ATOMIC_RELAXED) || len == 0)
         return 0;
     int r = try_fallocate(file_fd(io), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
     if (unsupported(r))
-        s->no_punch = true;
+        __atomic_store_n(&s->no_punch, true, __ATOMIC_RELAXED);
     return 0;   /* discard is advisory */
 }
 
@@ -500,7 +503,7 @@ static int file_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t 
         *pnum = len;
         return 0;
     }
-    if (s->no_seek_data || s->is_block)
+    if (__atomic_load_n(&s->no_seek_data, __ATOMIC_RELAXED) || s->is_block)
         goto all_data;
     off_t data = lseek(file_fd(io), (off_t)off, SEEK_DATA);
     if (data < 0) {
@@ -509,7 +512,7 @@ static int file_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t 
             *pnum = QIMG_MIN(len, size - off);
             return 0;
         }
-        s->no_seek_data = true;
+        __atomic_store_n(&s->no_seek_data, true, __ATOMIC_RELAXED);
         goto all_data;
     }
     if ((uint64_t)data > off) {
@@ -595,6 +598,7 @@ const struct qimg_io_ops qimg_io_file_ops = {
     .name           = "file",
     .prefix         = "file:",
     .parse_filename = file_parse_filename,
+    .can_create     = true,
     .open           = file_open,
     .pread          = file_pread,
     .pwrite         = file_pwrite,

@@ -112,6 +112,8 @@ static int filename_opts(const struct qimg_io_ops *ops, const char *filename, qi
 static int open_backend(struct qimg_io **out, const struct qimg_io_ops *ops, const char *name,
                         qimg_opts *opts, unsigned flags)
 {
+    if ((flags & QIMG_IO_CREATE) && !ops->can_create)
+        return qimg_error(-ENOTSUP, "Protocol driver '%s' does not support image creation", ops->name);
     struct qimg_io *io = qimg_xcalloc(1, sizeof *io);
     io->ops = ops;
     io->filename = qimg_strdup(name);
@@ -269,7 +271,7 @@ int qimg_io_get_size(struct qimg_io *io, uint64_t *size)
 int qimg_io_truncate(struct qimg_io *io, uint64_t size)
 {
     if (!io->ops->truncate)
-        return qimg_error(-ENOTSUP, "Image file cannot be resized");
+        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
     return io->ops->truncate(io, size);
 }
 

@@ -118,6 +118,7 @@ struct qimg_io_ops {
     /* Turn a filename with the prefix into options (e.g. blkdebug's
      * "config" and "image"); NULL: the name goes to "filename" as is. */
     int (*parse_filename)(const char *filename, qimg_opts *opts);
+    bool can_create;        /* QIMG_IO_CREATE makes a new object (file) */
     /* Open io (filename and flags set) with its options; mark what is used. */
     int (*open)(struct qimg_io *io, qimg_opts *opts);
     /* Full-length I/O: short reads past EOF are zero-filled by pread. */

@@ -29,6 +29,9 @@ same "info --output=json null-co://" info --output=json null-co://
 same "info null-aio://" info null-aio://
 same "info null-co:// with a name" info null-co://x
 same "map null-co:// (human)" map null-co://
+same "resize null-co:// (unsupported)" resize null-co:// 2G
+same "check null-co:// (no check)" check null-co://
+same "compare null-co:// null-aio://" compare null-co:// null-aio://
 same "convert -n to null-co://" convert -n -O raw img.qcow2 null-co://
 same "convert null-co:// to qcow2" convert -O qcow2 null-co:// out.qcow2
 expect_eq "convert null-co:// to qcow2: same map" \
