@@ -454,6 +454,9 @@ static int open_child(struct qimg_io *io, qimg_opts *opts)
 {
     struct blkdebug *bd = io->priv;
     qimg_opts *sub = qimg_opts_subtree(opts, "image");
+    const char *name = qimg_opts_get(opts, "filename");
+    if (!sub && name && strncmp(name, "blkdebug:", 9) != 0)   /* as qemu: a plain name is the image */
+        qimg_opts_set(&sub, "filename", name);
     if (!sub)
         return qimg_error(-EINVAL, "A block device must be specified for \"image\"");
     int r = qimg_io_open_opts(&bd->child, sub, io->flags);

@@ -261,6 +261,15 @@ TEST(blkdebug_options_and_align)
     CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
     CHECK_EQ_STR(qimg_last_error(), "Cannot meet constraints with align 3000");
     qimg_opts_free(o);
+    o = NULL;   /* a plain filename is the image, as in qemu */
+    qimg_opts_set(&o, "driver", "blkdebug");
+    qimg_opts_set(&o, "filename", p);
+    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), 0);
+    uint64_t size = 0;
+    CHECK_EQ_INT(qimg_io_get_size(io, &size), 0);
+    CHECK_EQ_INT(size, 1 << 20);
+    qimg_io_close(io);
+    qimg_opts_free(o);
 }
 
 int main(void)
