@@ -89,8 +89,9 @@ static int map_image(qimg_image *img, enum output_format of, uint64_t start, int
     for (uint64_t off = start; off < end; off += next.length) {
         struct qimg_extent x;
         uint64_t n = QIMG_MIN(MAP_CHUNK, end - off);
-        if (qimg_block_status_chain(img, off, n, &x) < 0) {
-            report_lib_error("%s", "");
+        int r = qimg_block_status_chain(img, off, n, &x);
+        if (r < 0) {
+            error_report("Could not read file metadata: %s", strerror(-r));
             ret = -1;
             goto out;
         }

@@ -65,11 +65,14 @@ static int raw_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, 
 
 static int raw_discard(struct qimg_image *img, uint64_t off, uint64_t len)
 {
-    return img->file->ops->discard(img->file, off, len);
+    return qimg_io_discard(img->file, off, len);
 }
 
 static int raw_flush(struct qimg_image *img)
 {
+    /* what qemu's flush of a format node announces to its file */
+    qimg_io_event(img->file, QIMG_EV_FLUSH_TO_OS);
+    qimg_io_event(img->file, QIMG_EV_FLUSH_TO_DISK);
     return qimg_io_flush(img->file);
 }
 
@@ -83,6 +86,8 @@ static int raw_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
     ext->length = pnum;
     ext->flags = QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET |
                  (kind == QIMG_IO_EXT_DATA ? QIMG_STATUS_DATA : QIMG_STATUS_ZERO);
+    if (kind == QIMG_IO_EXT_UNKNOWN)
+        ext->flags = 0;         /* the storage cannot say (null-co): as qemu */
     ext->host_offset = off;
     ext->host_file = img->file->filename;
     return 0;
@@ -90,7 +95,8 @@ static int raw_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
 
 static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
 {
-    info->has_dirty = true;
+    /* qemu asks the storage: null-co has no such information */
+    info->has_dirty = img->file->ops != &qimg_io_null_co_ops && img->file->ops != &qimg_io_null_aio_ops;
     info->dirty = false;
     return 0;
 }
@@ -99,7 +105,7 @@ static int preallocate(struct qimg_io *io, uint64_t from, uint64_t to, const cha
 {
     if (to <= from || strcmp(prealloc, "off") == 0)
         return 0;
-    return io->ops->preallocate(io, from, to - from, strcmp(prealloc, "full") == 0);
+    return qimg_io_preallocate(io, from, to - from, strcmp(prealloc, "full") == 0);
 }
 
 static int check_prealloc(const char *prealloc)

@@ -19,6 +19,7 @@
 #include "internal.h"
 
 struct file_state {
+    int fd;                  /* the file (O_DIRECT with cache=none) */
     int buffered_fd;         /* with O_DIRECT: a second fd without it, for unaligned I/O */
     int stream_fd;           /* QIMG_IO_STREAM: O_DIRECT, for data not in the cache */
     bool stream;             /* streaming (cleared, atomically, if O_DIRECT fails) */
@@ -26,6 +27,9 @@ struct file_state {
     uint64_t ra_end;         /* streaming: where our read-ahead window ends */
     uint64_t ra_size;        /* streaming: its size (0: no sequential run yet) */
     bool is_block;           /* a block device: size from ioctl, no truncate */
+    /* Learnt "unsupported here" flags, set and read by many threads at
+     * once (the thread contract): atomic, relaxed (a stale read only costs
+     * one more failing syscall). */
     bool no_punch;           /* fallocate punch-hole unsupported here */
     bool no_zero_range;
     bool no_seek_data;
@@ -36,6 +40,12 @@ struct file_state {
  * permission, 200+bit while it refuses to share it.  Before taking a
  * permission it tests the other side's "refuse" byte and the other way
  * round.  Bits: 0 consistent read, 1 write, 2 write unchanged, 3 resize. */
+/* The main descriptor of an open file io. */
+static inline int file_fd(const struct qimg_io *io)
+{
+    return ((const struct file_state *)io->priv)->fd;
+}
+
 #define LOCK_PERM_BASE 100
 #define LOCK_SHARED_BASE 200
 static const char *const perm_names[] = { "consistent read", "write", "write unchanged", "resize" };
@@ -59,16 +69,16 @@ static int file_lock(struct qimg_io *io, unsigned take, unsigned unshare)
     if (io->flags & QIMG_IO_NOLOCK)
         return 0;
     for (unsigned bit = 0; bit < 4; bit++) {
-        if ((take & (1u << bit)) && lock_byte(io->fd, LOCK_PERM_BASE + bit, F_RDLCK, F_OFD_SETLK) < 0)
+        if ((take & (1u << bit)) && lock_byte(file_fd(io), LOCK_PERM_BASE + bit, F_RDLCK, F_OFD_SETLK) < 0)
             goto failed_set;
-        if ((unshare & (1u << bit)) && lock_byte(io->fd, LOCK_SHARED_BASE + bit, F_RDLCK, F_OFD_SETLK) < 0)
+        if ((unshare & (1u << bit)) && lock_byte(file_fd(io), LOCK_SHARED_BASE + bit, F_RDLCK, F_OFD_SETLK) < 0)
             goto failed_set;
     }
     for (unsigned bit = 0; bit < 4; bit++) {
-        if ((take & (1u << bit)) && lock_byte(io->fd, LOCK_SHARED_BASE + bit, F_WRLCK, F_OFD_GETLK) == -EAGAIN)
+        if ((take & (1u << bit)) && lock_byte(file_fd(io), LOCK_SHARED_BASE + bit, F_WRLCK, F_OFD_GETLK) == -EAGAIN)
             return qimg_error(-EAGAIN, "Failed to get \"%s\" lock\nIs another process using the image [%s]?",
                               perm_names[bit], io->filename);
-        if ((unshare & (1u << bit)) && lock_byte(io->fd, LOCK_PERM_BASE + bit, F_WRLCK, F_OFD_GETLK) == -EAGAIN)
+        if ((unshare & (1u << bit)) && lock_byte(file_fd(io), LOCK_PERM_BASE + bit, F_WRLCK, F_OFD_GETLK) == -EAGAIN)
             return qimg_error(-EAGAIN, "Failed to get shared \"%s\" lock\nIs another process using the image [%s]?",
                               perm_names[bit], io->filename);
     }
@@ -128,13 +138,13 @@ static void set_blocking(int fd);
 static void stream_setup(struct qimg_io *io)
 {
     struct file_state *s = io->priv;
-    if (cached_pages(io->fd, 0, 1) < 0)
+    if (cached_pages(file_fd(io), 0, 1) < 0)
         return;                 /* no cachestat (old kernel, or not allowed) */
     s->stream_fd = open_fd(io->filename, (io->flags & ~QIMG_IO_STREAM) | QIMG_IO_DIRECT);
     if (s->stream_fd < 0)
         return;                 /* no O_DIRECT here (tmpfs...) */
     set_blocking(s->stream_fd);
-    posix_fadvise(io->fd, 0, 0, POSIX_FADV_RANDOM);
+    posix_fadvise(file_fd(io), 0, 0, POSIX_FADV_RANDOM);
     s->stream = true;
 }
 
@@ -166,7 +176,7 @@ static void stream_read_ahead(struct qimg_io *io, uint64_t off, size_t len)
     if (from < to && __atomic_compare_exchange_n(&s->ra_end, &ra, to, false, __ATOMIC_RELAXED,
                                                  __ATOMIC_RELAXED)) {
         __atomic_store_n(&s->ra_size, size, __ATOMIC_RELAXED);
-        posix_fadvise(io->fd, (off_t)from, (off_t)(to - from), POSIX_FADV_WILLNEED);
+        posix_fadvise(file_fd(io), (off_t)from, (off_t)(to - from), POSIX_FADV_WILLNEED);
     }
 }
 
@@ -175,7 +185,7 @@ static void stream_stop(struct qimg_io *io)
 {
     struct file_state *s = io->priv;
     if (__atomic_exchange_n(&s->stream, false, __ATOMIC_RELAXED))
-        posix_fadvise(io->fd, 0, 0, POSIX_FADV_NORMAL);
+        posix_fadvise(file_fd(io), 0, 0, POSIX_FADV_NORMAL);
 }
 
 /* ---- open ---- */
@@ -212,18 +222,43 @@ static void set_blocking(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 }
 
-static int file_open(struct qimg_io *io)
+/* "file:NAME" is the local file NAME, colons and all. */
+static int file_parse_filename(const char *filename, qimg_opts *opts)
+{
+    qimg_opts_set(&opts, "filename", filename + strlen("file:"));
+    return 0;
+}
+
+/* Options: "filename" (used by io.c already), "locking" (on, off, auto). */
+static int file_options(struct qimg_io *io, qimg_opts *opts)
+{
+    const char *v;
+    qimg_opts_get_string(opts, "filename", &v);
+    if (qimg_opts_get_string(opts, "locking", &v) == 1) {
+        if (strcmp(v, "off") == 0)
+            io->flags |= QIMG_IO_NOLOCK;
+        else if (strcmp(v, "on") && strcmp(v, "auto"))
+            return qimg_error(-EINVAL, "Parameter 'locking' does not accept value '%s'", v);
+    }
+    return 0;
+}
+
+static int file_open(struct qimg_io *io, qimg_opts *opts)
 {
     struct stat st;
     struct file_state *s = qimg_xcalloc(1, sizeof *s);
+    s->fd = -1;
     s->buffered_fd = -1;
     s->stream_fd = -1;
     io->priv = s;
+    int r = file_options(io, opts);
+    if (r < 0)
+        return r;
     /* Look before opening: opening a FIFO for writing would block and
      * opening a socket fails with an unclear error. */
     if (stat(io->filename, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
         bool blk;
-        int r = check_file_type(io->filename, &st, &blk);
+        r = check_file_type(io->filename, &st, &blk);
         if (r < 0)
             return r;   /* a character device goes on to be opened */
     }
@@ -231,10 +266,10 @@ static int file_open(struct qimg_io *io)
     if (fd < 0)
         return qimg_error_errno(fd, (io->flags & QIMG_IO_CREATE) ? "Could not create '%s'" : "Could not open '%s'",
                                 io->filename);
-    io->fd = fd;
+    s->fd = fd;
     if (fstat(fd, &st) < 0)
         return qimg_error_errno(-errno, "Could not stat '%s'", io->filename);
-    int r = check_file_type(io->filename, &st, &s->is_block);
+    r = check_file_type(io->filename, &st, &s->is_block);
     if (r < 0)
         return r;
     set_blocking(fd);
@@ -266,7 +301,7 @@ static int fd_for(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
     struct file_state *s = io->priv;
     if (s->buffered_fd >= 0 && !direct_ok(buf, len, off))
         return s->buffered_fd;
-    return io->fd;
+    return file_fd(io);
 }
 
 static int file_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
@@ -277,7 +312,7 @@ static int file_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     if (len && __atomic_load_n(&s->stream, __ATOMIC_RELAXED)) {
         if (!direct_ok(buf, len, off))
             stream_read_ahead(io, off, len);
-        else if (cached_pages(io->fd, off, len) == 0)
+        else if (cached_pages(file_fd(io), off, len) == 0)
             fd = s->stream_fd;         /* aligned and not cached: O_DIRECT */
     }
     while (len > 0) {
@@ -342,36 +377,51 @@ static int try_fallocate(int fd, int mode, uint64_t off, uint64_t len)
     return r < 0 ? -errno : 0;
 }
 
+static int file_get_size(struct qimg_io *io, uint64_t *size);
+
 static bool unsupported(int r) { return r == -EOPNOTSUPP || r == -ENOSYS || r == -EINVAL; }
 
-static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap)
+/* NO_FALLBACK (qcow2's copy-on-write from zeros, as qemu zeroes): one
+ * fallocate(ZERO_RANGE), all or nothing, even past EOF. */
+static int zero_range_only(struct qimg_io *io, uint64_t off, uint64_t len)
+{
+    if (off > INT64_MAX || len > INT64_MAX)
+        return -ENOTSUP;
+    int r = try_fallocate(file_fd(io), FALLOC_FL_ZERO_RANGE, off, len);
+    return r == 0 ? 0 : -ENOTSUP;
+}
+
+static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flags)
 {
     struct file_state *s = io->priv;
+    bool may_unmap = flags & QIMG_IO_ZERO_MAY_UNMAP;
     uint64_t size;
     int r;
+    if (flags & QIMG_IO_ZERO_NO_FALLBACK)
+        return zero_range_only(io, off, len);
     if (len == 0)
         return 0;
     /* Past EOF a file reads as zeros already: only its size must grow.
      * Writing the last byte grows it and, unlike ftruncate, can never cut
      * data that another writer has put further out meanwhile; only that
      * one block gets allocated. */
-    if (!s->is_block && qimg_io_get_size(io, &size) == 0 && off >= size) {
+    if (!s->is_block && file_get_size(io, &size) == 0 && off >= size) {
         uint8_t zero = 0;
         return file_pwrite(io, &zero, 1, off + len - 1);
     }
-    if (may_unmap && !s->no_punch) {
-        r = try_fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+    if (may_unmap && !__atomic_load_n(&s->no_punch, __ATOMIC_RELAXED)) {
+        r = try_fallocate(file_fd(io), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
         if (r == 0)
             return 0;
         if (unsupported(r))
-            s->no_punch = true;
+            __atomic_store_n(&s->no_punch, true, __ATOMIC_RELAXED);
     }
-    if (!s->no_zero_range) {
-        r = try_fallocate(io->fd, FALLOC_FL_ZERO_RANGE, off, len);
+    if (!__atomic_load_n(&s->no_zero_range, __ATOMIC_RELAXED)) {
+        r = try_fallocate(file_fd(io), FALLOC_FL_ZERO_RANGE, off, len);
         if (r == 0)
             return 0;
         if (unsupported(r))
-            s->no_zero_range = true;
+            __atomic_store_n(&s->no_zero_range, true, __ATOMIC_RELAXED);
     }
     return write_zero_buffers(io, off, len);
 }
@@ -379,11 +429,11 @@ static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_un
 static int file_discard(struct qimg_io *io, uint64_t off, uint64_t len)
 {
     struct file_state *s = io->priv;
-    if (s->no_punch || len == 0)
+    if (__atomic_load_n(&s->no_punch, __ATOMIC_RELAXED) || len == 0)
         return 0;
-    int r = try_fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+    int r = try_fallocate(file_fd(io), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
     if (unsupported(r))
-        s->no_punch = true;
+        __atomic_store_n(&s->no_punch, true, __ATOMIC_RELAXED);
     return 0;   /* discard is advisory */
 }
 
@@ -391,7 +441,7 @@ static int file_flush(struct qimg_io *io)
 {
     if (io->flags & QIMG_IO_UNSAFE)
         return 0;
-    if (fdatasync(io->fd) < 0)
+    if (fdatasync(file_fd(io)) < 0)
         return qimg_error_errno(-errno, "Could not flush '%s'", io->filename);
     return 0;
 }
@@ -401,13 +451,13 @@ static int file_get_size(struct qimg_io *io, uint64_t *size)
     struct file_state *s = io->priv;
     if (s->is_block) {
         uint64_t v;
-        if (ioctl(io->fd, BLKGETSIZE64, &v) < 0)
+        if (ioctl(file_fd(io), BLKGETSIZE64, &v) < 0)
             return qimg_error_errno(-errno, "Could not get size of '%s'", io->filename);
         *size = v;
         return 0;
     }
     struct stat st;
-    if (fstat(io->fd, &st) < 0)
+    if (fstat(file_fd(io), &st) < 0)
         return qimg_error_errno(-errno, "Could not stat '%s'", io->filename);
     *size = (uint64_t)st.st_size;
     return 0;
@@ -423,7 +473,7 @@ static int file_truncate(struct qimg_io *io, uint64_t size)
             return qimg_error(-EINVAL, "Cannot grow device files");
         return r;
     }
-    if (ftruncate(io->fd, (off_t)size) < 0)
+    if (ftruncate(file_fd(io), (off_t)size) < 0)
         return qimg_error_errno(-errno, "Could not resize file");
     return 0;
 }
@@ -433,7 +483,7 @@ static int file_preallocate(struct qimg_io *io, uint64_t off, uint64_t len, bool
     if (len == 0)
         return 0;
     if (!full) {
-        int r = try_fallocate(io->fd, 0, off, len);
+        int r = try_fallocate(file_fd(io), 0, off, len);
         if (r < 0)
             return qimg_error(r, "Could not preallocate new data: %s", strerror(-r));
         return 0;
@@ -453,16 +503,16 @@ static int file_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t 
         *pnum = len;
         return 0;
     }
-    if (s->no_seek_data || s->is_block)
+    if (__atomic_load_n(&s->no_seek_data, __ATOMIC_RELAXED) || s->is_block)
         goto all_data;
-    off_t data = lseek(io->fd, (off_t)off, SEEK_DATA);
+    off_t data = lseek(file_fd(io), (off_t)off, SEEK_DATA);
     if (data < 0) {
         if (errno == ENXIO) {     /* no data after off: hole to EOF */
             *kind = QIMG_IO_EXT_HOLE;
             *pnum = QIMG_MIN(len, size - off);
             return 0;
         }
-        s->no_seek_data = true;
+        __atomic_store_n(&s->no_seek_data, true, __ATOMIC_RELAXED);
         goto all_data;
     }
     if ((uint64_t)data > off) {
@@ -470,7 +520,7 @@ static int file_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t 
         *pnum = QIMG_MIN(len, (uint64_t)data - off);
         return 0;
     }
-    off_t hole = lseek(io->fd, (off_t)off, SEEK_HOLE);
+    off_t hole = lseek(file_fd(io), (off_t)off, SEEK_HOLE);
     if (hole < 0 || (uint64_t)hole <= off)
         goto all_data;
     *kind = QIMG_IO_EXT_DATA;
@@ -485,7 +535,7 @@ all_data:
 static int64_t file_allocated_size(struct qimg_io *io)
 {
     struct stat st;
-    if (fstat(io->fd, &st) < 0)
+    if (fstat(file_fd(io), &st) < 0)
         return -errno;
     return (int64_t)st.st_blocks * 512;
 }
@@ -497,7 +547,7 @@ static int file_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *d
         return -ENOTSUP;
     while (len > 0) {
         loff_t in = (loff_t)soff, out = (loff_t)doff;
-        ssize_t n = copy_file_range(src->fd, &in, dst->fd, &out, len, 0);
+        ssize_t n = copy_file_range(file_fd(src), &in, file_fd(dst), &out, len, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -510,11 +560,33 @@ static int file_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *d
     return 0;
 }
 
+/* WILLNEED: read-ahead of a range.  WRITEBACK: start writing back the
+ * dirty pages (sync_file_range without waiting); pointless when nothing is
+ * cached dirty (O_DIRECT) or nothing will be flushed (cache=unsafe). */
+static void file_hint(struct qimg_io *io, enum qimg_io_hint kind, uint64_t off, uint64_t len)
+{
+    if (off > INT64_MAX || len > INT64_MAX)
+        return;
+    if (kind == QIMG_IO_HINT_WILLNEED)
+        posix_fadvise(file_fd(io), (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+    else if (kind == QIMG_IO_HINT_WRITEBACK && !(io->flags & (QIMG_IO_UNSAFE | QIMG_IO_DIRECT)))
+        sync_file_range(file_fd(io), (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
+/* The same file: device and inode. */
+static bool file_same(struct qimg_io *a, struct qimg_io *b)
+{
+    struct stat sa, sb;
+    if (fstat(file_fd(a), &sa) < 0 || fstat(file_fd(b), &sb) < 0)
+        return strcmp(a->filename, b->filename) == 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static void file_close(struct qimg_io *io)
 {
     struct file_state *s = io->priv;
-    if (io->fd >= 0)
-        close(io->fd);
+    if (s && s->fd >= 0)
+        close(s->fd);
     if (s && s->buffered_fd >= 0)
         close(s->buffered_fd);
     if (s && s->stream_fd >= 0)
@@ -524,6 +596,10 @@ static void file_close(struct qimg_io *io)
 
 const struct qimg_io_ops qimg_io_file_ops = {
     .name           = "file",
+    .prefix         = "file:",
+    .parse_filename = file_parse_filename,
+    .can_create     = true,
+    .open           = file_open,
     .pread          = file_pread,
     .pwrite         = file_pwrite,
     .zero           = file_zero,
@@ -536,44 +612,7 @@ const struct qimg_io_ops qimg_io_file_ops = {
     .allocated_size = file_allocated_size,
     .copy_range     = file_copy_range,
     .lock           = file_lock,
+    .hint           = file_hint,
+    .same           = file_same,
     .close          = file_close,
 };
-
-/* ---- generic entry points (io.c would be overkill for one backend) ---- */
-
-int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags)
-{
-    struct qimg_io *io = qimg_xcalloc(1, sizeof *io);
-    io->ops = &qimg_io_file_ops;
-    io->filename = qimg_strdup(filename);
-    io->flags = flags;
-    io->fd = -1;
-    io->align = 1;
-    int r = file_open(io);
-    if (r < 0) {
-        qimg_io_close(io);
-        return r;
-    }
-    *out = io;
-    return 0;
-}
-
-void qimg_io_close(struct qimg_io *io)
-{
-    if (!io)
-        return;
-    io->ops->close(io);
-    free(io->filename);
-    free(io);
-}
-
-int qimg_io_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap)
-{ return io->ops->zero(io, off, len, may_unmap); }
-int qimg_io_flush(struct qimg_io *io) { return io->ops->flush(io); }
-int qimg_io_get_size(struct qimg_io *io, uint64_t *size) { return io->ops->get_size(io, size); }
-int qimg_io_truncate(struct qimg_io *io, uint64_t size) { return io->ops->truncate(io, size); }
-int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
-{ return io->ops->extent(io, off, len, pnum, kind); }
-int64_t qimg_io_allocated_size(struct qimg_io *io) { return io->ops->allocated_size(io); }
-int qimg_io_lock(struct qimg_io *io, unsigned take, unsigned unshare)
-{ return io->ops->lock ? io->ops->lock(io, take, unshare) : 0; }

@@ -308,8 +308,7 @@ static bool take_chunk(struct commit_job *j, uint64_t *off, uint64_t *len)
 
 static void start_writeback(struct qimg_io *io)
 {
-    if (io->fd >= 0 && !(io->flags & (QIMG_IO_UNSAFE | QIMG_IO_DIRECT)))
-        sync_file_range(io->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    qimg_io_hint(io, QIMG_IO_HINT_WRITEBACK, 0, 0);   /* 0, 0: the whole file */
 }
 
 /* Account for a handled run; progress as the share of the disk handled. */

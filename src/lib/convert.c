@@ -100,8 +100,9 @@ static int source_status(struct convert *c, qimg_image *img, uint64_t size)
     }
     struct qimg_extent ext;
     int r = qimg_block_status_chain(img, c->off, qimg_size(img) - c->off, &ext);
-    if (r < 0)
-        return r;
+    if (r < 0)   /* qemu's words (a storage error reaches here through blkdebug) */
+        return qimg_error(r, "error while reading block status at offset %" PRIu64 ": %s", c->off,
+                          strerror(-r));
     c->ext_flags = ext.flags;
     c->ext_depth = ext.depth;
     c->ext_end = c->off + ext.length;

@@ -24,12 +24,10 @@ void qimg_chain_readahead(qimg_image *img, qimg_image *stop, uint64_t off, uint6
         if (qimg_block_status_chain(img, off, end - off, &ext) < 0)
             break;
         qimg_image *l = layer_at(img, stop, ext.depth);
-        bool local = l && l->file && l->file->fd >= 0 && ext.host_file &&
+        bool local = l && l->file && ext.host_file &&
                      strcmp(ext.host_file, l->file->filename) == 0;
-        if ((ext.flags & QIMG_STATUS_DATA) && (ext.flags & QIMG_STATUS_OFFSET) && local &&
-            ext.host_offset <= INT64_MAX && ext.length <= INT64_MAX)
-            posix_fadvise(l->file->fd, (off_t)ext.host_offset, (off_t)ext.length,
-                          POSIX_FADV_WILLNEED);
+        if ((ext.flags & QIMG_STATUS_DATA) && (ext.flags & QIMG_STATUS_OFFSET) && local)
+            qimg_io_hint(l->file, QIMG_IO_HINT_WILLNEED, ext.host_offset, ext.length);
         off += ext.length;
     }
 }

@@ -238,8 +238,7 @@ static int next_step(struct rebase_walk *w, struct slot **out)
 
 static void start_writeback(struct qimg_io *io)
 {
-    if (io->fd >= 0 && !(io->flags & (QIMG_IO_UNSAFE | QIMG_IO_DIRECT)))
-        sync_file_range(io->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    qimg_io_hint(io, QIMG_IO_HINT_WRITEBACK, 0, 0);   /* 0, 0: the whole file */
 }
 
 static int walk(struct rebase_walk *w)

@@ -120,6 +120,7 @@ static int grow_with_block(struct qimg_image *img, uint64_t ti, uint64_t cluster
         blk[i >> (3 - s->refcount_order)] |= (uint8_t)(1u << ((i << s->refcount_order) & 7));
     else
         blk[((i + 1) << (s->refcount_order - 3)) - 1] = 1;
+    qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC_WRITE);
     int r = qimg_io_pwrite(img->file, blk, cs, at * cs);
     if (r < 0)
         return qimg_error(r, "Could not write refcount block: %s", strerror(-r));
@@ -186,6 +187,7 @@ static int place_refblock_after(struct qimg_image *img, uint64_t start, uint64_t
 
 int qcow2_alloc_clusters(struct qimg_image *img, uint64_t n, uint64_t *host, uint64_t *got)
 {
+    qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_wstate *w = s->ws;
     for (;;) {
@@ -219,6 +221,7 @@ int qcow2_alloc_clusters(struct qimg_image *img, uint64_t n, uint64_t *host, uin
  * grow, or spilling into the next cluster when that one is free. */
 int qcow2_alloc_bytes(struct qimg_image *img, uint64_t size, uint64_t *host)
 {
+    qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC_BYTES);
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_wstate *w = s->ws;
     uint64_t cs = s->cluster_size;

@@ -48,6 +48,7 @@ int qcow2_read_compressed_cluster(struct qimg_image *img, uint64_t l2_entry, uin
     CLEANUP_FREE uint8_t *src = qimg_alloc_from_image(nbytes, "compressed cluster");
     if (!src)
         return -ENOMEM;
+    qimg_io_event(img->file, QIMG_EV_READ_COMPRESSED);
     int r = qimg_io_pread(img->file, src, nbytes, host);
     if (r < 0)
         return qimg_error(r, "qcow2: could not read compressed cluster: %s", strerror(-r));

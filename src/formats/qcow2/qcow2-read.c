@@ -76,6 +76,7 @@ static int write_back(struct qimg_image *img, struct qcow2_l2_entry *e)
     int r = s->ws ? qcow2_refcount_flush(img) : 0;
     if (r < 0)
         return r;
+    qimg_io_event(img->file, QIMG_EV_L2_UPDATE);
     r = qimg_io_pwrite(img->file, e->table, s->l2_table_bytes, e->offset);
     if (r < 0)
         return r;
@@ -180,6 +181,7 @@ int qcow2_l2_cache_get(struct qimg_image *img, uint64_t l2_offset, uint8_t **tab
     int r = take_slot(img, &e);
     if (r < 0)
         return r;
+    qimg_io_event(img->file, QIMG_EV_L2_LOAD);
     r = qimg_io_pread(img->file, e->table, s->l2_table_bytes, l2_offset);
     if (r < 0) {
         /* give the slot back as the least recently used, empty */
@@ -349,6 +351,7 @@ int qcow2_map(struct qimg_image *img, uint64_t off, uint64_t len, struct qcow2_m
  * in qemu (and block status calls such a range zero). */
 static int read_data(struct qimg_image *img, uint64_t host, void *buf, size_t len)
 {
+    qimg_io_event(qcow2_state(img)->data_io, QIMG_EV_READ_AIO);
     return qimg_io_pread(qcow2_state(img)->data_io, buf, len, host);
 }
 
@@ -449,6 +452,7 @@ int qcow2_read_refcount(struct qimg_image *img, uint64_t cluster_index, uint8_t 
         return qimg_error(-EIO, "qcow2: Refblock offset %#" PRIx64 " is invalid (reftable index %#"
                           PRIx64 ")", off, table_index);
     if (*refblock_offset != off) {
+        qimg_io_event(img->file, QIMG_EV_REFBLOCK_LOAD);
         int r = qimg_io_pread(img->file, refblock, s->cluster_size, off);
         if (r < 0)
             return r;

@@ -65,6 +65,7 @@ static int write_block(struct qimg_image *img, struct qcow2_refblock *rb)
     struct qcow2_state *s = qcow2_state(img);
     if (!rb->dirty)
         return 0;
+    qimg_io_event(img->file, QIMG_EV_REFBLOCK_UPDATE_PART);
     int r = qimg_io_pwrite(img->file, rb->data, s->cluster_size, rb->offset);
     if (r < 0)
         return qimg_error(r, "Could not write refcount block: %s", strerror(-r));
@@ -123,6 +124,7 @@ static int load_refblock(struct qimg_image *img, uint64_t offset, uint64_t table
     int r = refblock_slot(img, offset, out, &hit);
     if (r < 0 || hit)
         return r;
+    qimg_io_event(img->file, QIMG_EV_REFBLOCK_LOAD);
     r = qimg_io_pread(img->file, (*out)->data, s->cluster_size, offset);
     if (r < 0)
         return qimg_error(r, "Could not read refcount block: %s", strerror(-r));
@@ -208,6 +210,7 @@ static int write_table_entry(struct qimg_image *img, uint64_t ti)
     struct qcow2_state *s = qcow2_state(img);
     uint8_t be[8];
     qimg_put_be64(be, s->refcount_table[ti]);
+    qimg_io_event(img->file, QIMG_EV_REFTABLE_UPDATE);
     int r = qimg_io_pwrite(img->file, be, 8, s->refcount_table_offset + ti * 8);
     return r < 0 ? qimg_error(r, "Could not write refcount table: %s", strerror(-r)) : 0;
 }
@@ -273,6 +276,7 @@ static int grow_table(struct qimg_image *img, uint64_t ti, uint64_t at)
         for (uint64_t c = QIMG_MAX(bti * E, at); c < QIMG_MIN((bti + 1) * E, area_end); c++)
             refblock_set(s, blk, c % E, 1);
         uint64_t boff = (blocks_start + k) << s->cluster_bits;
+        qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC_WRITE_BLOCKS);
         r = qimg_io_pwrite(img->file, blk, cs, boff);
         table[bti] = boff;
     }
@@ -280,6 +284,7 @@ static int grow_table(struct qimg_image *img, uint64_t ti, uint64_t at)
     memset(be, 0, tclusters * cs);
     for (uint64_t k = 0; k < new_entries; k++)
         qimg_put_be64(be + 8 * k, table[k]);
+    qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC_WRITE_TABLE);
     if (r == 0)
         r = qimg_io_pwrite(img->file, be, tclusters * cs, table_start << s->cluster_bits);
     if (r == 0)
@@ -287,6 +292,7 @@ static int grow_table(struct qimg_image *img, uint64_t ti, uint64_t at)
     uint8_t hdr[12];
     qimg_put_be64(hdr, table_start << s->cluster_bits);
     qimg_put_be32(hdr + 8, (uint32_t)tclusters);
+    qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC_SWITCH_TABLE);
     if (r == 0)
         r = qimg_io_pwrite(img->file, hdr, 12, QCOW2_HDR_REFCOUNT_TABLE_OFFSET);
     if (r < 0) {

@@ -117,6 +117,24 @@ int qcow2_write_flush(struct qimg_image *img)
     return r;
 }
 
+/* The image layer's flush (the driver's .flush), with the debug events
+ * qemu's flush of a format node gives its file: flush_to_os before the
+ * caches are written, flush_to_disk before the file is flushed (the
+ * second flush finds nothing left to write).  Internal flushes (snapshot,
+ * make_empty ...) announce nothing, as in qemu. */
+int qcow2_flush(struct qimg_image *img)
+{
+    if (!qcow2_state(img)->ws)
+        return 0;
+    qimg_io_event(img->file, QIMG_EV_FLUSH_TO_OS);
+    int r = qcow2_write_flush(img);
+    if (r == 0 && !(img->file->flags & QIMG_IO_UNSAFE)) {
+        qimg_io_event(img->file, QIMG_EV_FLUSH_TO_DISK);
+        r = qimg_io_flush(img->file);
+    }
+    return r;
+}
+
 /* Writethrough (-t writethrough): as qemu, every request that succeeded
  * is followed by a flush of the L2 and refcount caches and the file. */
 static int request_done(struct qimg_image *img, int r)
@@ -202,6 +220,7 @@ static int write_l1_entry(struct qimg_image *img, uint64_t l1i)
     struct qcow2_state *s = qcow2_state(img);
     uint8_t be[8];
     qimg_put_be64(be, s->l1_table[l1i]);
+    qimg_io_event(img->file, QIMG_EV_L1_UPDATE);
     int r = qimg_io_pwrite(img->file, be, 8, s->l1_table_offset + l1i * 8);
     return r < 0 ? qimg_error(r, "Could not write L1 table: %s", strerror(-r)) : 0;
 }
@@ -239,9 +258,11 @@ static int l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offse
             return r;
     }
     uint64_t host, got;
+    qimg_io_event(img->file, QIMG_EV_L2_ALLOC_COW_READ);
     r = qcow2_alloc_clusters(img, 1, &host, &got);
     if (r == 0)
         r = qcow2_refcount_flush(img);
+    qimg_io_event(img->file, QIMG_EV_L2_ALLOC_WRITE);
     if (r == 0)
         r = qimg_io_pwrite(img->file, buf, s->cluster_size, host);
     if (r < 0)
@@ -404,7 +425,9 @@ static int do_fill(struct qimg_image *img, const struct cjob *j, uint8_t **bounc
         uint64_t size = s->size;
         uint64_t ga = j->guest + a;
         uint64_t readable = ga < size ? QIMG_MIN(b - a, size - ga) : 0;
+        qimg_io_event(s->data_io, QIMG_EV_COW_READ);
         int r = readable ? qcow2_read(img, ga, *bounce, readable) : 0;
+        qimg_io_event(s->data_io, QIMG_EV_COW_WRITE);
         if (r == 0)
             r = qimg_io_pwrite(s->data_io, *bounce, b - a, j->host + a);
         if (r < 0)
@@ -496,6 +519,7 @@ static int write_step(struct qimg_image *img, uint64_t off, const uint8_t *buf, 
         get_entry(s, table, idx, &entry, &bitmap);
         uint64_t host = qcow2_has_data_file(s) ? cstart : entry & QCOW2_OFFSET_MASK;
         pthread_mutex_unlock(&img->lock);
+        qimg_io_event(s->data_io, QIMG_EV_WRITE_AIO);
         r = qimg_io_pwrite(s->data_io, buf, bytes, host + qcow2_offset_into_cluster(s, off));
         *done = bytes;
         return r < 0 ? qimg_error(r, "Could not write: %s", strerror(-r)) : 0;
@@ -542,6 +566,7 @@ static int write_step(struct qimg_image *img, uint64_t off, const uint8_t *buf, 
         zero_cow = qcow2_fill_reads_zero(img, jobs[i].guest, jobs[i].fill, jobs[i].nfill);
     for (uint64_t i = 0; i < n && r == 0; i++)
         r = do_fill(img, &jobs[i], &bounce, zero_cow);
+    qimg_io_event(s->data_io, QIMG_EV_WRITE_AIO);
     if (r == 0)
         r = qimg_io_pwrite(s->data_io, buf, bytes, jobs[0].host + jobs[0].ws);
 
@@ -894,6 +919,7 @@ int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *dat
         r = prepare_metadata_change(img);
     if (r == 0)
         r = qcow2_alloc_bytes(img, len, &host);
+    qimg_io_event(img->file, QIMG_EV_WRITE_COMPRESSED);
     if (r == 0)
         r = qimg_io_pwrite(img->file, data, len, host);
     if (r == 0)
@@ -953,6 +979,7 @@ static int grow_l1(struct qimg_image *img, uint64_t entries)
     for (uint64_t i = 0; i < entries; i++)
         qimg_put_be64(be + 8 * i, t[i]);
     r = qcow2_refcount_flush(img);
+    qimg_io_event(img->file, QIMG_EV_L1_GROW_WRITE_TABLE);
     if (r == 0)    /* the entries only, as qemu (the rest of the cluster stays a hole) */
         r = qimg_io_pwrite(img->file, be, entries * 8, host);
     if (r == 0)

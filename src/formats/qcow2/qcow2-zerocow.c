@@ -7,9 +7,6 @@
  * same gives the same file layout and the same `map` (a hole in a data
  * cluster maps as zero).  As in qemu, it is all or nothing for the
  * clusters one write allocates together. */
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/falloc.h>
 #include <stdint.h>
 
 #include "qcow2.h"
@@ -42,20 +39,14 @@ bool qcow2_fill_reads_zero(struct qimg_image *img, uint64_t guest, const uint64_
     return true;
 }
 
-/* fallocate(ZERO_RANGE) directly on the file, as qemu zeroes: all or
- * nothing, so on failure the caller copies the zeros itself (the file
- * backend's zero would fall back to writing zero buffers on its own). */
+/* An efficient zeroing of the file (fallocate ZERO_RANGE), as qemu
+ * zeroes: all or nothing, so on failure the caller copies the zeros itself
+ * (a plain zero op would fall back to writing zero buffers on its own). */
 int qcow2_fill_zero(struct qimg_image *img, uint64_t host, const uint64_t (*fill)[2], int nfill)
 {
     struct qimg_io *io = qcow2_state(img)->data_io;
-    if (nfill == 0 || io->fd < 0)
+    if (nfill == 0)
         return 0;
     uint64_t start = host + fill[0][0], len = fill[nfill - 1][1] - fill[0][0];
-    if (start > INT64_MAX || len > INT64_MAX)
-        return 0;
-    int r;
-    do
-        r = fallocate(io->fd, FALLOC_FL_ZERO_RANGE, (off_t)start, (off_t)len);
-    while (r < 0 && errno == EINTR);
-    return r == 0 ? 1 : 0;   /* on any failure the caller copies the zeros */
+    return qimg_io_zero_fast(io, start, len) == 0 ? 1 : 0;
 }

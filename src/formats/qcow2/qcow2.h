@@ -444,6 +444,7 @@ int qcow2_write(struct qimg_image *img, uint64_t off, const void *buf, size_t le
 int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags);
 int qcow2_discard(struct qimg_image *img, uint64_t off, uint64_t len);
 int qcow2_write_flush(struct qimg_image *img);
+int qcow2_flush(struct qimg_image *img);   /* the driver's .flush: with qemu's flush events */
 int qcow2_compress(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len);
 int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *data, size_t len);
 int qcow2_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);

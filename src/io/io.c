@@ -1,0 +1,322 @@
+/* qimg - the storage layer's generic half: the backend registry, opening
+ * by filename or by option tree, and the qimg_io_* wrappers that give every
+ * optional op its default (see the thread contract in internal.h). */
+#include <errno.h>
+
+#include "internal.h"
+
+const struct qimg_io_ops *const qimg_io_backends[] = {
+    &qimg_io_file_ops,
+    &qimg_io_null_co_ops,
+    &qimg_io_null_aio_ops,
+    &qimg_io_blkdebug_ops,
+    NULL,
+};
+
+const struct qimg_io_ops *qimg_io_backend_find(const char *name)
+{
+    for (size_t i = 0; qimg_io_backends[i]; i++)
+        if (strcmp(qimg_io_backends[i]->name, name) == 0)
+            return qimg_io_backends[i];
+    return NULL;
+}
+
+/* ---- events: qemu's BlkdebugEvent names, in enum order ---- */
+
+static const char *const event_names[QIMG_EV__MAX] = {
+    [QIMG_EV_L1_UPDATE] = "l1_update",
+    [QIMG_EV_L1_GROW_ALLOC_TABLE] = "l1_grow_alloc_table",
+    [QIMG_EV_L1_GROW_WRITE_TABLE] = "l1_grow_write_table",
+    [QIMG_EV_L1_GROW_ACTIVATE_TABLE] = "l1_grow_activate_table",
+    [QIMG_EV_L2_LOAD] = "l2_load",
+    [QIMG_EV_L2_UPDATE] = "l2_update",
+    [QIMG_EV_L2_UPDATE_COMPRESSED] = "l2_update_compressed",
+    [QIMG_EV_L2_ALLOC_COW_READ] = "l2_alloc_cow_read",
+    [QIMG_EV_L2_ALLOC_WRITE] = "l2_alloc_write",
+    [QIMG_EV_READ_AIO] = "read_aio",
+    [QIMG_EV_READ_BACKING_AIO] = "read_backing_aio",
+    [QIMG_EV_READ_COMPRESSED] = "read_compressed",
+    [QIMG_EV_WRITE_AIO] = "write_aio",
+    [QIMG_EV_WRITE_COMPRESSED] = "write_compressed",
+    [QIMG_EV_VMSTATE_LOAD] = "vmstate_load",
+    [QIMG_EV_VMSTATE_SAVE] = "vmstate_save",
+    [QIMG_EV_COW_READ] = "cow_read",
+    [QIMG_EV_COW_WRITE] = "cow_write",
+    [QIMG_EV_REFTABLE_LOAD] = "reftable_load",
+    [QIMG_EV_REFTABLE_GROW] = "reftable_grow",
+    [QIMG_EV_REFTABLE_UPDATE] = "reftable_update",
+    [QIMG_EV_REFBLOCK_LOAD] = "refblock_load",
+    [QIMG_EV_REFBLOCK_UPDATE] = "refblock_update",
+    [QIMG_EV_REFBLOCK_UPDATE_PART] = "refblock_update_part",
+    [QIMG_EV_REFBLOCK_ALLOC] = "refblock_alloc",
+    [QIMG_EV_REFBLOCK_ALLOC_HOOKUP] = "refblock_alloc_hookup",
+    [QIMG_EV_REFBLOCK_ALLOC_WRITE] = "refblock_alloc_write",
+    [QIMG_EV_REFBLOCK_ALLOC_WRITE_BLOCKS] = "refblock_alloc_write_blocks",
+    [QIMG_EV_REFBLOCK_ALLOC_WRITE_TABLE] = "refblock_alloc_write_table",
+    [QIMG_EV_REFBLOCK_ALLOC_SWITCH_TABLE] = "refblock_alloc_switch_table",
+    [QIMG_EV_CLUSTER_ALLOC] = "cluster_alloc",
+    [QIMG_EV_CLUSTER_ALLOC_BYTES] = "cluster_alloc_bytes",
+    [QIMG_EV_CLUSTER_FREE] = "cluster_free",
+    [QIMG_EV_FLUSH_TO_OS] = "flush_to_os",
+    [QIMG_EV_FLUSH_TO_DISK] = "flush_to_disk",
+    [QIMG_EV_PWRITEV_RMW_HEAD] = "pwritev_rmw_head",
+    [QIMG_EV_PWRITEV_RMW_AFTER_HEAD] = "pwritev_rmw_after_head",
+    [QIMG_EV_PWRITEV_RMW_TAIL] = "pwritev_rmw_tail",
+    [QIMG_EV_PWRITEV_RMW_AFTER_TAIL] = "pwritev_rmw_after_tail",
+    [QIMG_EV_PWRITEV] = "pwritev",
+    [QIMG_EV_PWRITEV_ZERO] = "pwritev_zero",
+    [QIMG_EV_PWRITEV_DONE] = "pwritev_done",
+    [QIMG_EV_EMPTY_IMAGE_PREPARE] = "empty_image_prepare",
+    [QIMG_EV_L1_SHRINK_WRITE_TABLE] = "l1_shrink_write_table",
+    [QIMG_EV_L1_SHRINK_FREE_L2_CLUSTERS] = "l1_shrink_free_l2_clusters",
+    [QIMG_EV_COR_WRITE] = "cor_write",
+    [QIMG_EV_CLUSTER_ALLOC_SPACE] = "cluster_alloc_space",
+    [QIMG_EV_NONE] = "none",
+};
+
+const char *qimg_io_event_name(enum qimg_io_event ev)
+{
+    return (unsigned)ev < QIMG_EV__MAX ? event_names[ev] : NULL;
+}
+
+int qimg_io_event_lookup(const char *name)
+{
+    for (int i = 0; i < QIMG_EV__MAX; i++)
+        if (strcmp(event_names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- open ---- */
+
+/* The backend whose prefix starts filename, or NULL (a local file). */
+static const struct qimg_io_ops *backend_for_name(const char *filename)
+{
+    for (size_t i = 0; qimg_io_backends[i]; i++) {
+        const char *prefix = qimg_io_backends[i]->prefix;
+        if (prefix && strncmp(filename, prefix, strlen(prefix)) == 0)
+            return qimg_io_backends[i];
+    }
+    return NULL;
+}
+
+/* Options a filename stands for: its backend's parse, or the name itself. */
+static int filename_opts(const struct qimg_io_ops *ops, const char *filename, qimg_opts *opts)
+{
+    if (ops->parse_filename)
+        return ops->parse_filename(filename, opts);
+    qimg_opts_set(&opts, "filename", filename);
+    return 0;
+}
+
+static int open_backend(struct qimg_io **out, const struct qimg_io_ops *ops, const char *name,
+                        qimg_opts *opts, unsigned flags)
+{
+    if ((flags & QIMG_IO_CREATE) && !ops->can_create)
+        return qimg_error(-ENOTSUP, "Protocol driver '%s' does not support image creation", ops->name);
+    struct qimg_io *io = qimg_xcalloc(1, sizeof *io);
+    io->ops = ops;
+    io->filename = qimg_strdup(name);
+    io->flags = flags;
+    io->align = 1;
+    int r = ops->open(io, opts);
+    if (r < 0) {
+        qimg_io_close(io);
+        return r;
+    }
+    *out = io;
+    return 0;
+}
+
+int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags)
+{
+    if (!backend_for_name(filename))
+        return open_backend(out, &qimg_io_file_ops, filename, NULL, flags);
+    qimg_opts *opts = NULL;
+    qimg_opts_set(&opts, "filename", filename);
+    int r = qimg_io_open_opts(out, opts, flags);
+    qimg_opts_free(opts);
+    return r;
+}
+
+/* A filename with ops' prefix stands for options (blkdebug's config and
+ * image, file:'s path): they join opts; those given explicitly win, except
+ * "filename", which becomes what the prefix wrapped. */
+static int merge_filename_opts(const struct qimg_io_ops *ops, const char *filename, qimg_opts *opts)
+{
+    qimg_opts *parsed = NULL;
+    qimg_opts_set(&parsed, "filename", filename);
+    int r = filename_opts(ops, filename, parsed);
+    for (size_t i = 0; r == 0 && i < parsed->n; i++) {
+        const char *key = parsed->v[i].name;
+        if (strcmp(key, "filename") == 0 || !qimg_opts_get(opts, key))
+            qimg_opts_set(&opts, key, parsed->v[i].value);
+    }
+    qimg_opts_free(parsed);
+    return r;
+}
+
+int qimg_io_open_opts(struct qimg_io **out, qimg_opts *opts, unsigned flags)
+{
+    const char *driver = NULL;
+    qimg_opts_get_string(opts, "driver", &driver);
+    const char *filename = qimg_opts_get(opts, "filename");
+    const struct qimg_io_ops *ops = NULL;
+    if (driver) {
+        ops = qimg_io_backend_find(driver);
+        if (!ops)
+            return qimg_error(-EINVAL, "Unknown driver '%s'", driver);
+    } else if (filename) {
+        ops = backend_for_name(filename);
+    }
+    if (!ops)
+        ops = &qimg_io_file_ops;
+    CLEANUP_FREE char *given = filename ? qimg_strdup(filename) : NULL;
+    if (given && ops->prefix && strncmp(given, ops->prefix, strlen(ops->prefix)) == 0) {
+        int r = merge_filename_opts(ops, given, opts);
+        if (r < 0)
+            return r;
+    }
+    /* The io is named as the user named it; file: names the path. */
+    const char *name = given ? given : ops->prefix ? ops->prefix : ops->name;
+    if (ops == &qimg_io_file_ops)
+        name = qimg_opts_get(opts, "filename");
+    if (!name)
+        return qimg_error(-EINVAL, "The '%s' driver requires a filename", ops->name);
+    return open_backend(out, ops, name, opts, flags);
+}
+
+void qimg_io_close(struct qimg_io *io)
+{
+    if (!io)
+        return;
+    if (io->ops->close)
+        io->ops->close(io);
+    free(io->filename);
+    free(io);
+}
+
+bool qimg_io_same(struct qimg_io *a, struct qimg_io *b)
+{
+    if (a == b)
+        return true;
+    if (!a || !b || a->ops != b->ops)
+        return false;
+    if (a->ops->same)
+        return a->ops->same(a, b);
+    return strcmp(a->filename, b->filename) == 0;
+}
+
+/* ---- I/O wrappers with defaults ---- */
+
+int qimg_io_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
+{
+    return io->ops->pread(io, buf, len, off);
+}
+
+int qimg_io_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
+{
+    if (!io->ops->pwrite)
+        return qimg_error(-EACCES, "'%s' is read-only", io->filename);
+    return io->ops->pwrite(io, buf, len, off);
+}
+
+/* Default zeroing: zero buffers of at most 1 MiB. */
+static int write_zero_buffers(struct qimg_io *io, uint64_t off, uint64_t len)
+{
+    size_t chunk = (size_t)QIMG_MIN(len, (uint64_t)1 << 20);
+    CLEANUP_FREE void *zeros = qimg_io_buffer(chunk);
+    memset(zeros, 0, chunk);
+    while (len > 0) {
+        size_t n = (size_t)QIMG_MIN(len, (uint64_t)chunk);
+        int r = qimg_io_pwrite(io, zeros, n, off);
+        if (r < 0)
+            return r;
+        off += n, len -= n;
+    }
+    return 0;
+}
+
+int qimg_io_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap)
+{
+    if (len == 0)
+        return 0;
+    if (!io->ops->zero)
+        return write_zero_buffers(io, off, len);
+    return io->ops->zero(io, off, len, may_unmap ? QIMG_IO_ZERO_MAY_UNMAP : 0);
+}
+
+int qimg_io_zero_fast(struct qimg_io *io, uint64_t off, uint64_t len)
+{
+    if (!io->ops->zero)
+        return -ENOTSUP;
+    return io->ops->zero(io, off, len, QIMG_IO_ZERO_NO_FALLBACK);
+}
+
+int qimg_io_discard(struct qimg_io *io, uint64_t off, uint64_t len)
+{
+    return io->ops->discard ? io->ops->discard(io, off, len) : 0;
+}
+
+int qimg_io_flush(struct qimg_io *io)
+{
+    return io->ops->flush ? io->ops->flush(io) : 0;
+}
+
+int qimg_io_get_size(struct qimg_io *io, uint64_t *size)
+{
+    return io->ops->get_size(io, size);
+}
+
+int qimg_io_truncate(struct qimg_io *io, uint64_t size)
+{
+    if (!io->ops->truncate)
+        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
+    return io->ops->truncate(io, size);
+}
+
+int qimg_io_preallocate(struct qimg_io *io, uint64_t off, uint64_t len, bool full)
+{
+    if (!io->ops->preallocate)
+        return qimg_error(-ENOTSUP, "Preallocation is not supported on '%s'", io->filename);
+    return io->ops->preallocate(io, off, len, full);
+}
+
+int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
+{
+    if (io->ops->extent)
+        return io->ops->extent(io, off, len, pnum, kind);
+    *kind = QIMG_IO_EXT_DATA;
+    *pnum = len;
+    return 0;
+}
+
+int64_t qimg_io_allocated_size(struct qimg_io *io)
+{
+    return io->ops->allocated_size ? io->ops->allocated_size(io) : -ENOTSUP;
+}
+
+int qimg_io_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *dst,
+                       uint64_t doff, uint64_t len)
+{
+    if (!src->ops->copy_range || src->ops != dst->ops)
+        return -ENOTSUP;
+    return src->ops->copy_range(src, soff, dst, doff, len);
+}
+
+int qimg_io_lock(struct qimg_io *io, unsigned take, unsigned unshare)
+{
+    return io->ops->lock ? io->ops->lock(io, take, unshare) : 0;
+}
+
+void qimg_io_hint(struct qimg_io *io, enum qimg_io_hint kind, uint64_t off, uint64_t len)
+{
+    if (io->ops->hint)
+        io->ops->hint(io, kind, off, len);
+}
+
+void qimg_io_event(struct qimg_io *io, enum qimg_io_event ev)
+{
+    if (io && io->ops->event)
+        io->ops->event(io, ev);
+}

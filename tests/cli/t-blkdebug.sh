@@ -1,0 +1,136 @@
+#!/bin/bash
+# The null-co and blkdebug storage backends against qemu-img: info, map,
+# convert from and to null-co, and convert, check, map, snapshot and
+# commit with errors injected by blkdebug rules (qemu's rules file format).
+# After a failure, what the command left behind must be what qemu leaves,
+# or less: a convert that failed leaves no target that looks complete.
+. "$(dirname "$0")/lib.sh"
+
+if [ ! -x "$QEMU_IO" ]; then
+    echo "SKIP t-blkdebug: no qemu-io to write test data"
+    exit 0
+fi
+
+"$QEMU_IMG" create -q -f qcow2 "$IN/img.qcow2" 4M
+"$QEMU_IO" -c 'write -P 0x11 0 1M' -c 'write -P 0x22 2M 64k' "$IN/img.qcow2" >/dev/null
+"$QEMU_IMG" create -q -f raw "$IN/r.raw" 1M
+"$QEMU_IO" -f raw -c 'write -P 0x33 0 4k' "$IN/r.raw" >/dev/null
+
+rule() {   # rule FILE EVENT [KEY VALUE]... : one inject-error section
+    local f=$IN/$1 ev=$2; shift 2
+    { echo '[inject-error]'; echo "event = \"$ev\""
+      while [ $# -ge 2 ]; do echo "$1 = \"$2\""; shift 2; done; } >"$f"
+}
+printf '' >"$IN/empty.cfg"
+
+# ---- null-co
+same "info null-co://" info null-co://
+same "info --output=json null-co://" info --output=json null-co://
+same "info null-aio://" info null-aio://
+same "info null-co:// with a name" info null-co://x
+same "map null-co:// (human)" map null-co://
+same "resize null-co:// (unsupported)" resize null-co:// 2G
+same "check null-co:// (no check)" check null-co://
+same "compare null-co:// null-aio://" compare null-co:// null-aio://
+same "convert -n to null-co://" convert -n -O raw img.qcow2 null-co://
+same "convert null-co:// to qcow2" convert -O qcow2 null-co:// out.qcow2
+expect_eq "convert null-co:// to qcow2: same map" \
+    "$("$QEMU_IMG" map --output=json "$SCRATCH/run.new/work/out.qcow2" 2>&1)" \
+    "$("$QEMU_IMG" map --output=json "$SCRATCH/run.ref/work/out.qcow2" 2>&1)"
+
+# ---- blkdebug: names and rules files
+same "info blkdebug: no rules" info blkdebug:empty.cfg:img.qcow2
+same "info blkdebug: empty rules name" info blkdebug::img.qcow2
+same "info --output=json blkdebug: raw" info --output=json blkdebug::r.raw
+same "map blkdebug: raw" map --output=json blkdebug::r.raw
+same "map blkdebug: qcow2" map blkdebug::img.qcow2
+same "blkdebug: no image part" info blkdebug:img.qcow2
+same "blkdebug: missing rules file" info blkdebug:nonexist.cfg:img.qcow2
+printf 'garbage\n' >"$IN/bad1.cfg"
+same "rules: no group" info blkdebug:bad1.cfg:img.qcow2
+printf '[inject-error]\ngarbage\n' >"$IN/bad2.cfg"
+same "rules: bare word" info blkdebug:bad2.cfg:img.qcow2
+printf '[inject-error]\nevent = "read_aio"\n  \n' >"$IN/bad3.cfg"
+same "rules: blank line with spaces" info blkdebug:bad3.cfg:img.qcow2
+printf '[nosuch]\nevent = "read_aio"\n' >"$IN/bad4.cfg"
+same "rules: unknown group" info blkdebug:bad4.cfg:img.qcow2
+printf '[inject-error\nevent = "read_aio"\n' >"$IN/bad5.cfg"
+same "rules: unclosed group" info blkdebug:bad5.cfg:img.qcow2
+rule bad6.cfg nosuch_event
+same "rules: unknown event" info blkdebug:bad6.cfg:img.qcow2
+printf '[inject-error]\nerrno = "5"\n' >"$IN/bad7.cfg"
+same "rules: no event" info blkdebug:bad7.cfg:img.qcow2
+rule bad8.cfg read_aio errno ""
+same "rules: errno not a number" info blkdebug:bad8.cfg:img.qcow2
+rule bad9.cfg read_aio once maybe
+same "rules: once not a bool" info blkdebug:bad9.cfg:img.qcow2
+rule bad10.cfg read_aio iotype bogus
+same "rules: unknown iotype" info blkdebug:bad10.cfg:img.qcow2
+rule bad11.cfg read_aio bogus 1
+same "rules: unknown key" info blkdebug:bad11.cfg:img.qcow2
+printf '# a comment\n\n[inject-error "r1"]\nevent = "read_aio"\n' >"$IN/ok1.cfg"
+same "rules: comment and section id" info blkdebug:ok1.cfg:img.qcow2
+rule none.cfg none
+same "event none: armed at open (probe fails)" info blkdebug:none.cfg:img.qcow2
+
+# ---- injected errors: convert (one worker, as qemu's messages depend on order)
+no_target() {   # NAME FILE: a failed convert left no file of that name
+    if [ -e "$SCRATCH/run.new/work/$2" ]; then fail "$1" "$2 left behind"; else pass "$1"; fi
+}
+for ev in read_aio l2_load refblock_load write_aio flush_to_disk pwritev cluster_alloc \
+          l1_update l2_update refblock_update_part; do
+    for once in on off; do
+        rule ev.cfg $ev once $once
+        same "convert, $ev once=$once" convert -m 1 -O raw blkdebug:ev.cfg:img.qcow2 out.raw
+        if [ "$(cat "$SCRATCH/run.ref/rc")" != 0 ]; then
+            no_target "convert, $ev once=$once: no target" out.raw
+        else
+            check "convert, $ev once=$once: content" cmp "$SCRATCH/run.new/work/out.raw" "$SCRATCH/run.ref/work/out.raw"
+        fi
+        same "check, $ev once=$once" check blkdebug:ev.cfg:img.qcow2
+        same "map, $ev once=$once" map --output=json blkdebug:ev.cfg:img.qcow2
+    done
+done
+rule sector.cfg read_aio sector 4096
+same "convert, error at one sector" convert -m 1 -O raw blkdebug:sector.cfg:img.qcow2 out.raw
+rule errno.cfg read_aio errno 28
+same "convert, errno 28" convert -m 1 -O raw blkdebug:errno.cfg:img.qcow2 out.raw
+rule iot.cfg l2_load iotype flush
+same "convert, rule for flushes only" convert -m 1 -O raw blkdebug:iot.cfg:img.qcow2 out.raw
+# state machine: l2_load moves to state 2, where reads fail
+printf '[set-state]\nevent = "l2_load"\nstate = "1"\nnew_state = "2"\n[inject-error]\nevent = "read_aio"\nstate = "2"\n' >"$IN/state.cfg"
+same "convert, set-state then inject" convert -m 1 -O raw blkdebug:state.cfg:img.qcow2 out.raw
+printf '[set-state]\nevent = "l2_load"\nstate = "3"\nnew_state = "2"\n[inject-error]\nevent = "read_aio"\nstate = "2"\n' >"$IN/state2.cfg"
+same "convert, state never reached" convert -m 1 -O raw blkdebug:state2.cfg:img.qcow2 out.raw
+
+# ---- injected errors: snapshot, and the image left behind must check alike
+check_same() {   # NAME FILE: qemu-img check of both results agree
+    expect_eq "$1" "$("$QEMU_IMG" check "$SCRATCH/run.new/work/$2" 2>&1 | sed 's|.*/work/||'; echo "rc=$?")" \
+        "$("$QEMU_IMG" check "$SCRATCH/run.ref/work/$2" 2>&1 | sed 's|.*/work/||'; echo "rc=$?")"
+}
+for spec in l1_update:on l1_update:off read_aio:off write_aio:off flush_to_disk:on flush_to_disk:off \
+            cluster_alloc:on cluster_alloc:off reftable_update:off pwritev:on l2_update:on \
+            l2_alloc_write:off refblock_load:on; do
+    ev=${spec%:*} once=${spec#*:}
+    rule ev.cfg $ev once $once
+    same "snapshot -c, $ev once=$once" snapshot -c s1 blkdebug:ev.cfg:img.qcow2
+    check_same "snapshot -c, $ev once=$once: image checks alike" img.qcow2
+done
+
+# ---- injected errors: commit into a backing file behind blkdebug
+"$QEMU_IMG" create -q -f qcow2 "$IN/base.qcow2" 4M
+"$QEMU_IO" -c 'write -P 0x11 0 1M' "$IN/base.qcow2" >/dev/null
+: >"$IN/w.cfg"
+(cd "$IN" && "$QEMU_IMG" create -q -f qcow2 -b blkdebug:w.cfg:base.qcow2 -F qcow2 top.qcow2)
+(cd "$IN" && "$QEMU_IO" -c 'write -P 0x22 512k 1M' top.qcow2 >/dev/null)   # rules name relative to the cwd
+for once in on; do
+    rule w.cfg write_aio once $once
+    same "commit, write_aio once=$once" commit top.qcow2
+    # our workers write in parallel: blocks other than the failed one may
+    # have reached the base (qemu's job stops earlier); base must be sound
+    check "commit, write_aio: base checks clean" "$QEMU_IMG" check "$SCRATCH/run.new/work/base.qcow2"
+    check "commit failed: top left as it was" cmp "$SCRATCH/run.new/work/top.qcow2" "$IN/top.qcow2"
+done
+: >"$IN/w.cfg"
+same "commit through blkdebug, no rules" commit top.qcow2
+check "commit through blkdebug: same content" "$QEMU_IMG" compare "$SCRATCH/run.new/work/base.qcow2" "$SCRATCH/run.ref/work/base.qcow2"
