@@ -215,7 +215,7 @@ for fmt in $FMTS; do
     qimg_tap="$DIR/qimg-$fmt.tap"
     run_check qimg "$fmt" "${passing[*]}" "$qimg_tap" || { status=2; continue; }
     mapfile -t failing < <(printf '%s\n' "${passing[@]}" |
-                               grep -vxF -f <(tests_with "$qimg_tap" pass))
+                               grep -vxF -f <(tests_with "$qimg_tap" pass) | sort)
     npass=$(( ${#passing[@]} - ${#failing[@]} ))
     {
         echo "$fmt: $npass of ${#passing[@]} baseline-passing tests pass with qimg"
