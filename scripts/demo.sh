@@ -43,9 +43,10 @@ chain() {  # the images of a backing chain and what each one is backed by
     grep -E '^(image|backing file):' chain.txt || fail "no chain in info's output"
 }
 show_sizes() {
-    local f
+    local f size
     for f in "$@"; do
-        printf '    %-12s %6s KiB on disk\n' "$f" $(( $(disk_size "$f") / 1024 ))
+        size=$(disk_size "$f") && [ -n "$size" ] || fail "qimg info $f"
+        printf '    %-12s %6s KiB on disk\n' "$f" $(( size / 1024 ))
     done
 }
 
