@@ -177,6 +177,12 @@ soak: all
 demo: all
 	@QIMG=$(CURDIR)/$(B)/qimg scripts/demo.sh
 
+# QEMU's own qemu-iotests with qemu-img replaced by qimg (long, not part of
+# check; FMT=qcow2|raw, IOTESTS=group or tests, IOTESTS_JOBS): scripts/iotests.sh
+.PHONY: iotests
+iotests: deps $(B)/qimg
+	@QIMG=$(CURDIR)/$(B)/qimg scripts/iotests.sh
+
 bench: all
 	@bench/run.sh
 
