@@ -16,7 +16,7 @@ static int raw_probe(const uint8_t *buf, size_t len, uint64_t file_size, const c
 
 /* qemu shows a raw image's size rounded up to whole 512-byte sectors;
  * the tail past EOF reads as zeros. */
-static int raw_open(struct qimg_image *img, unsigned flags)
+static int raw_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 {
     uint64_t size;
     int r = qimg_io_get_size(img->file, &size);

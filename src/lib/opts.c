@@ -113,6 +113,24 @@ const char *qimg_opts_first_unused(const qimg_opts *o)
     return NULL;
 }
 
+/* The unused option qemu names first: it walks its option dictionary in
+ * hash-bucket order, the latest insertion first within a bucket. */
+const char *qimg_opts_first_unused_qemu(const qimg_opts *o)
+{
+    const char *best = NULL;
+    unsigned best_bucket = 0;
+    for (size_t i = 0; o && i < o->n; i++) {
+        if (o->v[i].used)
+            continue;
+        unsigned b = qimg_json_key_bucket(o->v[i].name);
+        if (!best || b <= best_bucket) {
+            best = o->v[i].name;
+            best_bucket = b;
+        }
+    }
+    return best;
+}
+
 /* ---------------------------------------------------------------- text */
 
 /* A value up to the next single ',', with ",," read as ','.  *pp ends on
