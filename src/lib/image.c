@@ -136,7 +136,7 @@ static int storage_tree(qimg_opts *o, const struct qimg_driver *drv, const char 
  * reported, as qemu does. */
 static void take_backing_tree(qimg_image *img, qimg_opts *o)
 {
-    if ((img->flags & QIMG_OPEN_NO_BACKING) || !(img->drv->flags & QIMG_DRV_SUPPORTS_BACKING))
+    if (img->flags & QIMG_OPEN_NO_BACKING)
         return;
     const char *ref = qimg_opts_get(o, "backing");
     qimg_opts *sub = qimg_opts_subtree(o, "backing");
@@ -244,6 +244,16 @@ static int backing_tree(qimg_image *img, qimg_opts **o, char **display)
     return r;
 }
 
+/* Backing options given to a format without backing files. */
+static int check_backing_supported(const qimg_image *top)
+{
+    for (const qimg_image *img = top; img; img = img->backing)
+        if ((img->backing_opts || img->backing_ref) &&
+            !(img->drv->flags & QIMG_DRV_SUPPORTS_BACKING))
+            return qimg_error(-EINVAL, "Driver doesn't support backing files");
+    return 0;
+}
+
 int qimg_open_backing_chain(qimg_image *top)
 {
     unsigned flags = (top->flags & ~(unsigned)(QIMG_OPEN_RDWR | QIMG_OPEN_NO_BACKING)) |
@@ -272,21 +282,30 @@ int qimg_open_backing_chain(qimg_image *top)
     }
     if (r < 0)
         qimg_error_prefix("Could not open backing file");
-    return r;
+    return r < 0 ? r : check_backing_supported(top);
 }
 
-/* The name an image opened from a tree is shown by: its file's name when
- * the tree says no more than the driver and the file name (as qemu). */
+/* Does a key change what the image reads (qemu's "strong" options), so
+ * that qemu names the image by its options rather than its file? */
+static bool strong_key(const qimg_opts *o, const char *key)
+{
+    const char *file_driver = qimg_opts_get(o, "file.driver");
+    if (strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
+        strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
+        strncmp(key, "backing.", 8) == 0)
+        return true;
+    /* a storage node other than a plain file names itself */
+    return strncmp(key, "file.", 5) == 0 && file_driver && strcmp(file_driver, "file") != 0;
+}
+
+/* The name an image opened from a tree is shown by: its file's name unless
+ * the tree holds an option that changes the content (then the name given;
+ * qemu prints a json:{...} of its own there). */
 static const char *tree_display(const qimg_opts *o, const char *given)
 {
-    static const char *const simple[] = { "driver", "file", "filename", "file.driver", "file.filename" };
-    for (size_t i = 0; i < o->n; i++) {
-        bool known = false;
-        for (size_t k = 0; k < QIMG_ARRAY_SIZE(simple); k++)
-            known |= strcmp(o->v[i].name, simple[k]) == 0;
-        if (!known)
+    for (size_t i = 0; i < o->n; i++)
+        if (strong_key(o, o->v[i].name))
             return given;
-    }
     const char *file = qimg_opts_get(o, "file.filename");
     if (!file)
         file = qimg_opts_get(o, "file");

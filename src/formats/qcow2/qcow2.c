@@ -485,12 +485,15 @@ static int open_data_file(struct qimg_image *img, struct qcow2_state *s, qimg_op
 {
     s->data_io = img->file;
     const char *ref = qimg_opts_get(opts, "data-file");
-    if (ref)
-        return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'", ref, ref);
     CLEANUP_OPTS qimg_opts *user = qimg_opts_subtree(opts, "data-file");
+    /* a node name (qimg has no named nodes); info opens no data file */
+    if (ref && !(flags & QIMG_OPEN_NO_IO))
+        return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'", ref, ref);
     if (!qcow2_has_data_file(s)) {
-        if (s->data_file_name || user)
+        if (s->data_file_name)
             return qimg_error(-EINVAL, "data-file can only be set for images that use an external data file");
+        if (user && !(flags & QIMG_OPEN_NO_IO))
+            return qimg_error(-EINVAL, "'data-file' can only be set for images with an external data file");
         return 0;
     }
     /* info never opens the data file: its name may point anywhere */
