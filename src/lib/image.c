@@ -319,7 +319,7 @@ static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const 
                      unsigned flags)
 {
     struct node_req req = { .display = display, .fmt = fmt, .flags = flags };
-    qimg_budget_begin();
+    qimg_budget_begin((flags & QIMG_OPEN_SAFE) || qimg_safe_mode());
     int r = open_node(out, o, &req);
     if (r == 0 && !(flags & QIMG_OPEN_NO_BACKING))
         r = qimg_open_backing_chain(*out);

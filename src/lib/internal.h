@@ -446,10 +446,11 @@ void qimg_opts_take_common(qimg_opts *o);
 /* Open a storage node from its tree and report an option left unused. */
 int qimg_open_storage(struct qimg_io **out, qimg_opts *opts, unsigned ioflags);
 
-/* The per-open budget of safe mode (thread-local): begin/end nest; while
- * active, qimg_alloc_from_image charges it and every charge or
- * qimg_budget_check checks the deadline. */
-void qimg_budget_begin(void);
+/* The per-open budget of safe mode (thread-local): begin/end nest (the
+ * outermost decides whether it is active: safe); while active,
+ * qimg_alloc_from_image charges it, and every charge or qimg_budget_check
+ * checks the deadline. */
+void qimg_budget_begin(bool safe);
 void qimg_budget_end(void);
 int qimg_budget_check(void);
 

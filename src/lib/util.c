@@ -87,9 +87,12 @@ static uint64_t env_number(const char *name, uint64_t def)
     return def;
 }
 
-void qimg_budget_begin(void)
+void qimg_budget_begin(bool safe)
 {
-    if (budget.depth++ > 0 || !qimg_safe_mode())
+    if (budget.depth++ > 0)
+        return;
+    budget.limit = 0;            /* inactive */
+    if (!safe)
         return;
     budget.used = 0;
     budget.limit = env_number("QIMG_SAFE_MEM", SAFE_MEM_DEFAULT);

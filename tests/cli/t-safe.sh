@@ -159,6 +159,14 @@ ok_rc "safe: convert -o data_file (named by the user)"
 if "$QEMU_IMG" compare -q src.raw conv-df.qcow2; then pass "safe: convert -o data_file content"; else fail "safe: convert -o data_file content"; fi
 qsafe info top.qcow2
 ok_rc "safe: info without the chain"
+# commands that read no backing file do not open it in safe mode
+for cmd in "check top.qcow2" "snapshot -l top.qcow2"; do
+    qsafe $cmd
+    ok_rc "safe: $cmd"
+    (cd "$IN" && "$QEMU_IMG" $cmd >"$SCRATCH/ref.out" 2>&1)
+    if cmp -s "$SCRATCH/ref.out" "$SCRATCH/q.out"; then pass "safe: $cmd output as qemu-img's"
+    else fail "safe: $cmd output as qemu-img's" "$(diff "$SCRATCH/ref.out" "$SCRATCH/q.out")"; fi
+done
 
 # ---- the memory budget of one open ----
 "$QEMU_IMG" create -q -f qcow2 big.qcow2 100T                 # an L1 table of 1.6 MB
