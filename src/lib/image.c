@@ -298,20 +298,52 @@ static bool strong_key(const qimg_opts *o, const char *key)
     return strncmp(key, "file.", 5) == 0 && file_driver && strcmp(file_driver, "file") != 0;
 }
 
+/* A raw window (offset/size over a plain file) is named as qemu names it:
+ * json:{...} of the driver, the options and the file node; any other
+ * tree by the name given. */
+static char *window_name(const qimg_opts *o, const char *given)
+{
+    const char *driver = qimg_opts_get(o, "driver");
+    const char *file = qimg_opts_get(o, "file.filename");
+    const char *file_driver = qimg_opts_get(o, "file.driver");
+    static const char *const allowed[] = { "driver", "offset", "size", "file.filename", "file.driver" };
+    if (!driver || strcmp(driver, "raw") != 0 || !file ||
+        (file_driver && strcmp(file_driver, "file") != 0))
+        return qimg_strdup(given);
+    for (size_t i = 0; i < o->n; i++) {
+        bool ok = false;
+        for (size_t k = 0; k < QIMG_ARRAY_SIZE(allowed); k++)
+            ok |= strcmp(o->v[i].name, allowed[k]) == 0;
+        if (!ok)
+            return qimg_strdup(given);
+    }
+    struct qimg_json *top = qimg_json_object(), *node = qimg_json_object();
+    qimg_json_set(top, "driver", qimg_json_string(driver));
+    for (size_t k = 1; k <= 2; k++)
+        if (qimg_opts_get(o, allowed[k]))
+            qimg_json_set(top, allowed[k], qimg_json_string(qimg_opts_get(o, allowed[k])));
+    qimg_json_set(node, "driver", qimg_json_string("file"));
+    qimg_json_set(node, "filename", qimg_json_string(file));
+    qimg_json_set(top, "file", node);
+    CLEANUP_FREE char *text = qimg_json_to_string_compact(top);
+    qimg_json_free(top);
+    return qimg_asprintf("json:%s", text);
+}
+
 /* The name an image opened from a tree is shown by: its file's name unless
  * the tree holds an option that changes the content (then the name given;
  * qemu prints a json:{...} of its own there). */
-static const char *tree_display(const qimg_opts *o, const char *given)
+static char *tree_display(const qimg_opts *o, const char *given)
 {
     for (size_t i = 0; i < o->n; i++)
         if (strong_key(o, o->v[i].name))
-            return given;
+            return window_name(o, given);
     const char *file = qimg_opts_get(o, "file.filename");
     if (!file)
         file = qimg_opts_get(o, "file");
     if (!file)
         file = qimg_opts_get(o, "filename");
-    return file ? file : given;
+    return qimg_strdup(file ? file : given);
 }
 
 /* Open a top image and its chain from its tree, within safe mode's budget. */
@@ -336,6 +368,7 @@ static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const 
 int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned flags)
 {
     qimg_opts *o = NULL;
+    CLEANUP_FREE char *shown = NULL;
     const char *display = filename;
     int r = 0;
     *out = NULL;
@@ -343,7 +376,7 @@ int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned 
     if (strncmp(filename, "json:", 5) == 0) {
         r = qimg_json_filename_parse(&o, filename + 5);
         if (r == 0)
-            display = tree_display(o, filename);
+            display = shown = tree_display(o, filename);
     } else {
         qimg_opts_set(&o, "file.filename", filename);
     }
@@ -359,8 +392,10 @@ int qimg_open_opts(qimg_image **out, const char *optstr, unsigned flags)
     *out = NULL;
     qimg_error_clear();
     int r = qimg_keyval_parse(&o, optstr, NULL);
-    if (r == 0)
-        r = open_tree(out, o, tree_display(o, optstr), NULL, flags);
+    if (r == 0) {
+        CLEANUP_FREE char *shown = tree_display(o, optstr);
+        r = open_tree(out, o, shown, NULL, flags);
+    }
     qimg_opts_free(o);
     return r;
 }

@@ -67,6 +67,28 @@ driver=qcow2,file.filename=df.qcow2,data-file=other.raw
 driver=qcow2,file.filename=a.qcow2,data-file=x
 EOF
 
+# raw's offset and size: a window of the file, named as qemu names it
+head -c 100000 /dev/urandom >r.bin
+while IFS= read -r opts; do
+    same "raw window info: $opts" info --image-opts "$opts"
+    same "raw window info json: $opts" info --output=json --image-opts "$opts"
+    same "raw window map: $opts" map --output=json --image-opts "$opts"
+    same "raw window convert: $opts" convert -O raw --image-opts "$opts" out.raw
+    same "raw window compare: $opts" compare --image-opts "$opts" "driver=raw,file.filename=r.bin"
+done <<'EOF'
+driver=raw,file.filename=r.bin,offset=512
+driver=raw,file.filename=r.bin,offset=1024,size=5120
+driver=raw,file.driver=file,file.filename=r.bin,size=5120
+driver=raw,file.filename=r.bin,offset=99000,size=5000
+driver=raw,file.filename=r.bin,size=1000
+driver=raw,file.filename=r.bin,offset=200000
+driver=raw,file.filename=r.bin,offset=abc
+EOF
+same "raw window json: name" info 'json:{"driver":"raw","file":{"driver":"file","filename":"r.bin"},"offset":"0","size":"1024"}'
+(cd "$IN" && "$QIMG_AS_QEMU" convert -O raw --image-opts "driver=raw,file.filename=r.bin,offset=1024,size=5120" "$SCRATCH/w.raw")
+if cmp -s "$SCRATCH/w.raw" <(tail -c +1025 "$IN/r.bin" | head -c 5120); then pass "raw window content"
+else fail "raw window content"; fi
+
 # the user's backing and data-file subtrees reach the data
 same "convert with a user-named backing" convert -O raw --image-opts \
     "driver=qcow2,file.filename=top.qcow2,backing.driver=qcow2,backing.file.filename=other.qcow2" out.raw
