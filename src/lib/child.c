@@ -136,8 +136,12 @@ int qimg_child_opts(struct qimg_image *parent, enum qimg_child_kind kind,
         return r;
     if (kind == QIMG_CHILD_BACKING && is_json_name(name_in_image)) {
         r = qimg_json_filename_parse(out, name_in_image);
-        if (r == 0 && display)
+        if (r < 0) {
+            qimg_opts_free(*out);
+            *out = NULL;
+        } else if (display) {
             *display = qimg_strdup(name_in_image);
+        }
         return r;
     }
     /* a plain path (for a backing file a protocol prefix is kept and picks
