@@ -136,9 +136,14 @@ static int storage_tree(qimg_opts *o, const struct qimg_driver *drv, const char 
  * reported, as qemu does. */
 static void take_backing_tree(qimg_image *img, qimg_opts *o)
 {
+    const char *ref = qimg_opts_get(o, "backing");
+    if (ref && strcmp(ref, QIMG_OPTS_NULL) == 0) {
+        img->no_backing = true;      /* "backing": null, taken in any case */
+        qimg_opts_free(qimg_opts_subtree(o, "backing"));
+        return;
+    }
     if (img->flags & QIMG_OPEN_NO_BACKING)
         return;
-    const char *ref = qimg_opts_get(o, "backing");
     qimg_opts *sub = qimg_opts_subtree(o, "backing");
     if (ref) {
         img->backing_ref = qimg_strdup(ref);
@@ -233,6 +238,8 @@ static int backing_tree(qimg_image *img, qimg_opts **o, char **display)
 {
     *o = NULL;
     *display = NULL;
+    if (img->no_backing)
+        return 0;
     if (img->backing_ref)
         return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'",
                           img->backing_ref, img->backing_ref);
@@ -290,6 +297,8 @@ int qimg_open_backing_chain(qimg_image *top)
 static bool strong_key(const qimg_opts *o, const char *key)
 {
     const char *file_driver = qimg_opts_get(o, "file.driver");
+    if (strcmp(key, "backing") == 0 && strcmp(qimg_opts_get(o, key), QIMG_OPTS_NULL) == 0)
+        return false;
     if (strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
         strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
         strncmp(key, "backing.", 8) == 0)

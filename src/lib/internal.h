@@ -165,6 +165,9 @@ int qimg_keyval_parse(qimg_opts **opts, const char *text, const char *implied_ke
  * qemu's "Expected '=' after parameter 'x'" (as --object does). */
 int qimg_keyval_parse_strict(qimg_opts **opts, const char *text, const char *implied_key,
                              bool bare_is_error);
+/* The value json's null leaves for a "backing" key ("backing": null:
+ * no backing image); no text option can spell it. */
+#define QIMG_OPTS_NULL "\001null"
 /* Parse a "json:{...}" filename into flattened dotted keys
  * ({"file":{"filename":"x"}} -> file.filename=x). */
 int qimg_json_filename_parse(qimg_opts **opts, const char *json_text);
@@ -381,6 +384,7 @@ struct qimg_image {
                                        with, unmarked (qimg_reopen_rw) */
     qimg_opts *backing_opts;        /* the user's "backing" subtree, or NULL */
     char *backing_ref;              /* a bare "backing=NAME" (a node reference) */
+    bool no_backing;                /* "backing": null */
 
     pthread_mutex_t lock;           /* drivers serialize metadata with it */
 };

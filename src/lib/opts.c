@@ -337,8 +337,12 @@ static void flatten_member(qimg_opts **opts, const char *prefix, const char *key
 {
     CLEANUP_FREE char *name = prefix ? qimg_asprintf("%s.%s", prefix, key) : qimg_strdup(key);
     bool container = v->type == QIMG_JSON_OBJECT || v->type == QIMG_JSON_ARRAY;
-    if (v->is_null)
-        return;                  /* null: as if not given */
+    if (v->is_null) {
+        /* null: as if not given, but for "backing": no backing image */
+        if (strcmp(key, "backing") == 0)
+            qimg_opts_set(opts, name, QIMG_OPTS_NULL);
+        return;
+    }
     if (container && v->n == 0) {
         qimg_opts_set(opts, name, v->type == QIMG_JSON_OBJECT ? "{}" : "[]");
     } else if (container) {

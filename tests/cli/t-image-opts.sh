@@ -89,6 +89,14 @@ same "raw window json: name" info 'json:{"driver":"raw","file":{"driver":"file",
 if cmp -s "$SCRATCH/w.raw" <(tail -c +1025 "$IN/r.bin" | head -c 5120); then pass "raw window content"
 else fail "raw window content"; fi
 
+# "backing": null (json only): no backing image
+for name in 'json:{"driver":"qcow2","file":{"filename":"top.qcow2"},"backing":null}' \
+            'json:{"driver":"qcow2","file":{"filename":"top.qcow2"},"l2-cache-size":null}'; do
+    same "null: map $name" map --output=json "$name"
+    same "null: convert $name" convert -O raw "$name" out.raw
+    same "null: info --backing-chain $name" info --backing-chain "$name"
+done
+
 # the user's backing and data-file subtrees reach the data
 same "convert with a user-named backing" convert -O raw --image-opts \
     "driver=qcow2,file.filename=top.qcow2,backing.driver=qcow2,backing.file.filename=other.qcow2" out.raw
