@@ -45,7 +45,17 @@ enum qimg_open_flags {
     QIMG_OPEN_STREAM      = 1u << 9,  /* a hint: the data is read once, in order (convert);
                                          local files not already in the page cache are
                                          read around it (O_DIRECT) */
+    QIMG_OPEN_SAFE        = 1u << 10, /* safe mode for this open (see qimg_set_safe_mode) */
 };
+
+/* Safe mode: an image may not make qimg open a file the user did not name
+ * (backing files, external data files; a child given through
+ * --image-opts/json: keys such as backing.file.filename, or as -b/-B, is
+ * allowed), and opening an image is bounded in memory and time
+ * (QIMG_SAFE_MEM, default 512 MiB; QIMG_SAFE_SECONDS, default 30).
+ * Process-wide; QIMG_OPEN_SAFE asks for it on one open. */
+void qimg_set_safe_mode(bool on);
+bool qimg_safe_mode(void);
 
 /* Open an image.  fmt may be NULL to probe.  filename may be a plain path,
  * a "json:{...}" filename, or (with QIMG_OPEN_IMAGE_OPTS semantics through

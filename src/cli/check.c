@@ -175,6 +175,9 @@ int cmd_check(int argc, char **argv)
         }
         flags |= QIMG_OPEN_FORCE_SHARE;
     }
+    /* safe mode: this command reads no backing file, so none is opened */
+    if (qimg_safe_mode())
+        flags |= QIMG_OPEN_NO_BACKING;
     qimg_image *img = cli_open(filename, fmt, flags, image_opts);
     if (!img)
         return 1;

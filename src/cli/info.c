@@ -114,7 +114,11 @@ static int collect(const char *filename, const char *fmt, bool image_opts, unsig
         free(cur_fmt);
         name = NULL;
         cur_fmt = NULL;
-        if (chain && img->full_backing_filename) {
+        if (chain && img->full_backing_filename &&
+            qimg_child_permitted(img, QIMG_CHILD_BACKING, img->backing_file) < 0) {
+            report_lib_error("Could not open '%s'", img->full_backing_filename);
+            ret = 1;
+        } else if (chain && img->full_backing_filename) {
             name = qimg_strdup(img->full_backing_filename);
             cur_fmt = img->backing_fmt ? qimg_strdup(img->backing_fmt) : NULL;
         }

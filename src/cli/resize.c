@@ -79,7 +79,9 @@ int cmd_resize(int argc, char **argv)
     if (parse_size_param(size_text + (relative != 0), &n) < 0)
         return 1;
 
-    qimg_image *img = cli_open(filename, fmt, QIMG_OPEN_RDWR, image_opts);
+    /* safe mode: this command reads no backing file, so none is opened */
+    unsigned flags = QIMG_OPEN_RDWR | (qimg_safe_mode() ? QIMG_OPEN_NO_BACKING : 0);
+    qimg_image *img = cli_open(filename, fmt, flags, image_opts);
     if (!img)
         return 1;
     int ret = 1;

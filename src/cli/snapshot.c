@@ -123,6 +123,9 @@ int cmd_snapshot(int argc, char **argv)
                      filename);
         return 1;
     }
+    /* safe mode: this command reads no backing file, so none is opened */
+    if (qimg_safe_mode())
+        flags |= QIMG_OPEN_NO_BACKING;
     qimg_image *img = cli_open(filename, fmt, flags, image_opts);
     if (!img)
         return 1;

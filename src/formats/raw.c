@@ -14,24 +14,76 @@ static int raw_probe(const uint8_t *buf, size_t len, uint64_t file_size, const c
     return 1;   /* anything is a raw image; every real format scores higher */
 }
 
-/* qemu shows a raw image's size rounded up to whole 512-byte sectors;
- * the tail past EOF reads as zeros. */
-static int raw_open(struct qimg_image *img, unsigned flags)
+/* The window of the file the image is: "offset" and "size" options. */
+struct raw_state {
+    uint64_t offset;
+    bool has_size;             /* a fixed size: no resizing */
+};
+
+static uint64_t raw_offset(const struct qimg_image *img)
 {
-    uint64_t size;
-    int r = qimg_io_get_size(img->file, &size);
-    if (r < 0)
-        return r;
-    if (!qimg_round_up_ok(size, 512, &img->size))
-        return qimg_error(-EFBIG, "Image size is too large");
+    const struct raw_state *s = img->opaque;
+    return s ? s->offset : 0;
+}
+
+/* qemu's checks of offset and size against the file (its size in whole
+ * sectors), with its messages. */
+static int raw_window(struct qimg_image *img, struct raw_state *s, uint64_t file_size,
+                      uint64_t size)
+{
+    if (s->offset > file_size)
+        return qimg_error(-EINVAL, "Offset (%" PRIu64 ") cannot be greater than size of the "
+                          "containing file (%" PRIu64 ")", s->offset, file_size);
+    if (!s->has_size) {
+        img->size = file_size - s->offset;
+        return 0;
+    }
+    if (size > file_size - s->offset)
+        return qimg_error(-EINVAL, "The sum of offset (%" PRIu64 ") and size (%" PRIu64 ") has "
+                          "to be smaller or equal to the  actual size of the containing file (%"
+                          PRIu64 ")", s->offset, size, file_size);
+    if (size % 512)
+        return qimg_error(-EINVAL, "Specified size is not multiple of 512");
+    img->size = size;
     return 0;
 }
 
-static void raw_close(struct qimg_image *img) {}
+/* qemu shows a raw image's size rounded up to whole 512-byte sectors;
+ * the tail past EOF reads as zeros. */
+static int raw_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
+{
+    uint64_t size = 0, file_size;
+    struct raw_state st = { 0 };
+    int r = qimg_opts_get_size(opts, "offset", &st.offset);
+    if (r >= 0)
+        r = qimg_opts_get_size(opts, "size", &size);
+    if (r < 0)
+        return r;
+    st.has_size = r == 1;
+    r = qimg_io_get_size(img->file, &file_size);
+    if (r < 0)
+        return r;
+    if (!qimg_round_up_ok(file_size, 512, &file_size))
+        return qimg_error(-EFBIG, "Image size is too large");
+    r = raw_window(img, &st, file_size, size);
+    if (r < 0)
+        return r;
+    if (st.offset || st.has_size) {
+        img->opaque = qimg_xmalloc(sizeof st);
+        memcpy(img->opaque, &st, sizeof st);
+    }
+    return 0;
+}
+
+static void raw_close(struct qimg_image *img)
+{
+    free(img->opaque);
+    img->opaque = NULL;
+}
 
 static int raw_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {
-    return qimg_io_pread(img->file, buf, len, off);
+    return qimg_io_pread(img->file, buf, len, off + raw_offset(img));
 }
 
 /* A raw image whose format was guessed must not get a header of another
@@ -55,17 +107,17 @@ static int raw_write(struct qimg_image *img, uint64_t off, const void *buf, size
     int r = guard_block0(img, off, buf, len);
     if (r < 0)
         return r;
-    return qimg_io_pwrite(img->file, buf, len, off);
+    return qimg_io_pwrite(img->file, buf, len, off + raw_offset(img));
 }
 
 static int raw_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags)
 {
-    return qimg_io_zero(img->file, off, len, flags & QIMG_ZERO_MAY_UNMAP);
+    return qimg_io_zero(img->file, off + raw_offset(img), len, flags & QIMG_ZERO_MAY_UNMAP);
 }
 
 static int raw_discard(struct qimg_image *img, uint64_t off, uint64_t len)
 {
-    return qimg_io_discard(img->file, off, len);
+    return qimg_io_discard(img->file, off + raw_offset(img), len);
 }
 
 static int raw_flush(struct qimg_image *img)
@@ -80,7 +132,7 @@ static int raw_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
 {
     int kind;
     uint64_t pnum;
-    int r = qimg_io_extent(img->file, off, len, &pnum, &kind);
+    int r = qimg_io_extent(img->file, off + raw_offset(img), len, &pnum, &kind);
     if (r < 0)
         return r;
     ext->length = pnum;
@@ -88,7 +140,7 @@ static int raw_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
                  (kind == QIMG_IO_EXT_DATA ? QIMG_STATUS_DATA : QIMG_STATUS_ZERO);
     if (kind == QIMG_IO_EXT_UNKNOWN)
         ext->flags = 0;         /* the storage cannot say (null-co): as qemu */
-    ext->host_offset = off;
+    ext->host_offset = off + raw_offset(img);
     ext->host_file = img->file->filename;
     return 0;
 }
@@ -144,12 +196,18 @@ static int raw_resize(struct qimg_image *img, uint64_t size, const char *preallo
     int r = check_prealloc(prealloc);
     if (r < 0)
         return r;
+    const struct raw_state *s = img->opaque;
+    if (s && s->has_size)
+        return qimg_error(-ENOTSUP, "Cannot resize fixed-size raw disks");
+    uint64_t end;
+    if (!qimg_add_ok(size, raw_offset(img), &end))
+        return qimg_error(-EFBIG, "Image size is too large");
     r = qimg_io_get_size(img->file, &old);
     if (r < 0)
         return r;
-    r = qimg_io_truncate(img->file, size);
+    r = qimg_io_truncate(img->file, end);
     if (r == 0)
-        r = preallocate(img->file, old, size, prealloc);
+        r = preallocate(img->file, old, end, prealloc);
     if (r == 0)
         img->size = size;
     return r;

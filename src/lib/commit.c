@@ -65,52 +65,6 @@ int qimg_chain_is_allocated_above(qimg_image *top, qimg_image *base, uint64_t of
     return 0;
 }
 
-/* ---- reopening the base read-write ---- */
-
-static unsigned io_flags_for(unsigned flags)
-{
-    unsigned io = QIMG_IO_RDWR;
-    if (flags & QIMG_OPEN_CACHE_DIRECT) io |= QIMG_IO_DIRECT;
-    if (flags & QIMG_OPEN_CACHE_SYNC) io |= QIMG_IO_DSYNC;
-    if (flags & QIMG_OPEN_CACHE_UNSAFE) io |= QIMG_IO_UNSAFE;
-    return io;
-}
-
-/* Backing layers are opened read-only; commit writes into one.  Close the
- * driver and the file, and open both again read-write in place, keeping
- * the layers below. */
-static int reopen_rw(qimg_image *l, unsigned top_flags)
-{
-    unsigned flags = (l->flags | QIMG_OPEN_RDWR) & ~(unsigned)QIMG_OPEN_FORCE_SHARE;
-    flags |= top_flags & (QIMG_OPEN_CACHE_DIRECT | QIMG_OPEN_CACHE_SYNC | QIMG_OPEN_CACHE_UNSAFE);
-    CLEANUP_FREE char *path = qimg_strdup(l->file->filename);
-    struct qimg_io *io;
-    int r = qimg_io_open(&io, path, io_flags_for(flags));
-    if (r < 0)
-        return r;
-    unsigned unshare = (l->drv->flags & QIMG_DRV_PROTOCOL_ONLY) ? 0 : QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
-    l->drv->close(l);
-    l->opaque = NULL;
-    qimg_io_close(l->file);
-    l->file = io;
-    free(l->backing_file);
-    free(l->backing_fmt);
-    free(l->full_backing_filename);
-    l->backing_file = l->backing_fmt = l->full_backing_filename = NULL;
-    l->flags = flags;
-    l->read_only = false;
-    r = qimg_io_lock(io, QIMG_PERM_READ | QIMG_PERM_WRITE | QIMG_PERM_RESIZE, unshare);
-    if (r == 0)
-        r = l->drv->open(l, flags);
-    if (r < 0) {
-        l->drv = NULL;   /* qimg_close must not call close on a failed open */
-        return r;
-    }
-    if (l->backing_file && l->backing_file[0])
-        l->full_backing_filename = qimg_path_combine(path, l->backing_file);
-    return 0;
-}
-
 /* ---- rate limit ---- */
 
 static double now_seconds(void)
@@ -417,7 +371,7 @@ int qimg_commit(const struct qimg_commit_params *p)
         return qimg_error(-EINVAL, "Base image is not in the backing chain of '%s'", top->filename);
     int r = 0;
     if (base->read_only)
-        r = reopen_rw(base, top->flags);
+        r = qimg_reopen_rw(base, top->flags);
     if (r < 0)
         return r;
     r = commit_job(p, base);

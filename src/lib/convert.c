@@ -386,6 +386,7 @@ static int try_copy_range(const struct convert *c, const struct unit *u)
     struct qimg_io *in = src->file, *out = p->target->file;
     if (!p->copy_range || !u->from_file || src->drv != &qimg_driver_raw ||
         p->target->drv != &qimg_driver_raw || !in->ops->copy_range ||
+        src->opaque || p->target->opaque ||  /* raw with an offset/size window */
         u->soff + u->len > qimg_size(src))
         return -ENOTSUP;
     return in->ops->copy_range(in, u->soff, out, u->doff, u->len);

@@ -402,6 +402,20 @@ static int run_driver(const struct qimg_create_params *p, struct plan *pl, const
     return r;
 }
 
+/* The backing and data files the user named for a new image: in safe mode
+ * the image may make qimg open them later (convert -B, create -b). */
+static void allow_named_files(const char *filename, const struct plan *pl)
+{
+    static const char *const keys[] = { "backing_file", "data_file" };
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(keys); i++) {
+        const char *name = qimg_opts_get(pl->opts, keys[i]);
+        if (!name || !name[0])
+            continue;
+        CLEANUP_FREE char *path = qimg_path_combine(filename, name);
+        qimg_safe_allow_file(path);
+    }
+}
+
 int qimg_create(const struct qimg_create_params *p)
 {
     struct plan pl;
@@ -440,6 +454,8 @@ int qimg_create(const struct qimg_create_params *p)
         r = qimg_error_errno(-errno, "Could not create '%s'", p->filename);
     if (r < 0 && tmp)
         unlink(tmp);
+    if (r == 0)
+        allow_named_files(p->filename, &pl);
 out:
     if (held)
         qimg_io_close(held);

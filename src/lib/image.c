@@ -73,51 +73,149 @@ static int lock_image(qimg_image *img)
     return qimg_io_lock(img->file, take, unshare);
 }
 
-/* Open one node (no backing) on an already-named storage object. */
-static int open_node(qimg_image **out, const char *display_name, const char *file_name,
-                     const char *fmt, unsigned flags)
-{
-    const struct qimg_driver *drv = NULL;
-    int r;
-    if (fmt) {
-        drv = qimg_driver_find(fmt);
-        if (!drv)
-            return qimg_error(-EINVAL, "Unknown driver '%s'", fmt);
-    }
-    if ((flags & QIMG_OPEN_RDWR) && drv && (drv->flags & QIMG_DRV_READ_ONLY))
-        return qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices", fmt);
+/*
+ * Opening by option tree.  A name is parsed once into one flat tree of
+ * dotted keys (a plain path or protocol name is {file.filename=NAME},
+ * json:{...} and --image-opts are flattened) and the tree flows down:
+ * "driver" picks the format, the "file" subtree goes to the storage node
+ * (qimg_open_storage), the "backing" subtree to the backing image
+ * (qimg_open_backing_chain through qimg_child_opts), the rest to the
+ * driver's open.  Whatever nobody marked used is reported as qemu does.
+ */
 
-    qimg_image *img = qimg_xcalloc(1, sizeof *img);
-    pthread_mutex_init(&img->lock, NULL);
-    img->filename = qimg_strdup(display_name);
-    img->flags = flags;
-    img->read_only = !(flags & QIMG_OPEN_RDWR);
-    r = qimg_io_open(&img->file, file_name, io_flags_for(flags));
-    if (r < 0)
-        goto fail;
-    if (!drv) {
-        r = probe_format(img->file, file_name, &drv);
-        if (r < 0)
-            goto fail;
-        if (drv == &qimg_driver_raw && (flags & QIMG_OPEN_RDWR)) {
+/* What a node is opened as. */
+struct node_req {
+    const char *display;      /* the image's name in messages and info */
+    const char *fmt;          /* -f: must agree with "driver" */
+    unsigned flags;
+    qimg_image *chain_top;    /* for a backing node: the chain above it */
+};
+
+/* "driver" (or -f): a format driver, or NULL with *name set for a
+ * protocol named at the top (json:{"driver":"file",...}), or nothing. */
+static int pick_driver(qimg_opts *o, const struct node_req *req, const char **name,
+                       const struct qimg_driver **drv)
+{
+    const char *driver = NULL;
+    qimg_opts_get_string(o, "driver", &driver);
+    if (req->fmt && driver && strcmp(req->fmt, driver) != 0)
+        return qimg_error(-EINVAL, "Cannot use image format '%s' with driver '%s'", req->fmt, driver);
+    *name = driver ? driver : req->fmt;
+    *drv = *name ? qimg_driver_find(*name) : NULL;
+    if (!*drv && *name && !driver)
+        return qimg_error(-EINVAL, "Unknown driver '%s'", req->fmt);
+    if ((req->flags & QIMG_OPEN_RDWR) && *drv && ((*drv)->flags & QIMG_DRV_READ_ONLY))
+        return qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices", *name);
+    return 0;
+}
+
+/* The storage node's tree: the "file" subtree of a format node, or the
+ * whole node when the top names a protocol (qimg then probes the format). */
+static int storage_tree(qimg_opts *o, const struct qimg_driver *drv, const char *driver,
+                        qimg_opts **out)
+{
+    *out = NULL;
+    if (driver && !drv) {
+        *out = qimg_opts_copy(o);
+        for (size_t i = 0; i < o->n; i++)
+            o->v[i].used = true;
+        return 0;
+    }
+    const char *ref = qimg_opts_get(o, "file");
+    if (ref)
+        return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'", ref, ref);
+    *out = qimg_opts_subtree(o, "file");
+    if (!*out)
+        return qimg_error(-EINVAL, drv ? "A block device must be specified for \"file\""
+                                       : "Must specify either driver or file");
+    return 0;
+}
+
+/* The user's "backing" subtree, taken when this node opens backing files:
+ * otherwise (info, a format without backing files) it stays unused and is
+ * reported, as qemu does. */
+static void take_backing_tree(qimg_image *img, qimg_opts *o)
+{
+    const char *ref = qimg_opts_get(o, "backing");
+    if (ref && strcmp(ref, QIMG_OPTS_NULL) == 0) {
+        img->no_backing = true;      /* "backing": null, taken in any case */
+        qimg_opts_free(qimg_opts_subtree(o, "backing"));
+        return;
+    }
+    if (img->flags & QIMG_OPEN_NO_BACKING)
+        return;
+    qimg_opts *sub = qimg_opts_subtree(o, "backing");
+    if (ref) {
+        img->backing_ref = qimg_strdup(ref);
+        qimg_opts_free(sub);
+    } else {
+        img->backing_opts = sub;
+    }
+}
+
+static int check_loop(const qimg_image *img, const struct node_req *req)
+{
+    for (const qimg_image *seen = req->chain_top; seen; seen = seen->backing)
+        if (qimg_io_same(seen->file, img->file))
+            return qimg_error(-ELOOP, "Backing file '%s' creates an infinite loop.", req->display);
+    return 0;
+}
+
+/* Storage, loop check, format, locks. */
+static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct node_req *req,
+                           const struct qimg_driver **drv)
+{
+    int r = qimg_open_storage(&img->file, file_opts, io_flags_for(req->flags));
+    if (r == 0)
+        r = check_loop(img, req);
+    if (r == 0 && !*drv) {
+        r = probe_format(img->file, img->file->filename, drv);
+        if (r == 0 && *drv == &qimg_driver_raw && (req->flags & QIMG_OPEN_RDWR)) {
             img->probed_raw = true;
-            if (!(flags & QIMG_OPEN_NO_PROBE_WARNING))
-                warn_probed_raw(display_name);
+            if (!(req->flags & QIMG_OPEN_NO_PROBE_WARNING))
+                warn_probed_raw(req->display);
         }
     }
-    img->drv = drv;
+    if (r < 0)
+        return r;
+    img->drv = *drv;
     r = lock_image(img);
-    if (r < 0) {
+    if (r < 0)
         img->drv = NULL;
+    return r;
+}
+
+/* Open one node (not its backing chain) from its option tree o; the
+ * caller reports what o leaves unused (check_unused). */
+static int open_node(qimg_image **out, qimg_opts *o, const struct node_req *req)
+{
+    const struct qimg_driver *drv = NULL;
+    const char *driver = NULL;
+    qimg_opts *file_opts = NULL;
+    *out = NULL;
+    qimg_image *img = qimg_xcalloc(1, sizeof *img);
+    pthread_mutex_init(&img->lock, NULL);
+    img->filename = qimg_strdup(req->display);
+    img->flags = req->flags;
+    img->read_only = !(req->flags & QIMG_OPEN_RDWR);
+    img->node_opts = qimg_opts_copy(o);
+    int r = pick_driver(o, req, &driver, &drv);
+    if (r == 0)
+        r = storage_tree(o, drv, driver, &file_opts);
+    if (r == 0)
+        r = open_storage_of(img, file_opts, req, &drv);
+    qimg_opts_free(file_opts);
+    if (r < 0)
         goto fail;
-    }
-    r = drv->open(img, flags);
+    qimg_opts_take_common(o);
+    take_backing_tree(img, o);
+    r = drv->open(img, o, req->flags);
     if (r < 0) {
         img->drv = NULL;
         goto fail;
     }
     if (img->backing_file && img->backing_file[0])
-        img->full_backing_filename = qimg_path_combine(file_name, img->backing_file);
+        img->full_backing_filename = qimg_path_combine(img->file->filename, img->backing_file);
     *out = img;
     return 0;
 fail:
@@ -125,102 +223,175 @@ fail:
     return r;
 }
 
-/* Identity of a file for loop detection. */
-static bool same_file(const char *a, const char *b)
+static int check_unused(const qimg_image *img, const qimg_opts *o)
 {
-    struct stat sa, sb;
-    if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
-        return strcmp(a, b) == 0;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    const char *unused = qimg_opts_first_unused_qemu(o);
+    if (unused)
+        return qimg_error(-EINVAL, "Block format '%s' does not support the option '%s'",
+                          img->drv->name, unused);
+    return 0;
+}
+
+/* The tree of img's backing image: the user's "backing" subtree or the
+ * name the image records, by the child policy; NULL when none. */
+static int backing_tree(qimg_image *img, qimg_opts **o, char **display)
+{
+    *o = NULL;
+    *display = NULL;
+    if (img->no_backing)
+        return 0;
+    if (img->backing_ref)
+        return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'",
+                          img->backing_ref, img->backing_ref);
+    int r = qimg_child_opts(img, QIMG_CHILD_BACKING, img->backing_file, img->backing_opts,
+                            o, display);
+    /* the recorded format applies unless the tree names one */
+    if (r == 0 && *o && img->backing_fmt && !qimg_opts_get(*o, "driver"))
+        qimg_opts_set(o, "driver", img->backing_fmt);
+    return r;
+}
+
+/* Backing options given to a format without backing files. */
+static int check_backing_supported(const qimg_image *top)
+{
+    for (const qimg_image *img = top; img; img = img->backing)
+        if ((img->backing_opts || img->backing_ref) &&
+            !(img->drv->flags & QIMG_DRV_SUPPORTS_BACKING))
+            return qimg_error(-EINVAL, "Driver doesn't support backing files");
+    return 0;
 }
 
 int qimg_open_backing_chain(qimg_image *top)
 {
-    qimg_image *img = top;
+    unsigned flags = (top->flags & ~(unsigned)(QIMG_OPEN_RDWR | QIMG_OPEN_NO_BACKING)) |
+                     QIMG_OPEN_NO_PROBE_WARNING;
     unsigned depth = 0;
-    unsigned flags = (top->flags & ~QIMG_OPEN_RDWR) | QIMG_OPEN_NO_PROBE_WARNING;
-    while (img->full_backing_filename) {
-        if (++depth > QIMG_MAX_CHAIN_DEPTH)
+    int r = 0;
+    for (qimg_image *img = top; r == 0; img = img->backing) {
+        qimg_opts *o;
+        CLEANUP_FREE char *display = NULL;
+        r = backing_tree(img, &o, &display);
+        if (r < 0 || !o)
+            break;
+        if (++depth > QIMG_MAX_CHAIN_DEPTH) {
+            qimg_opts_free(o);
             return qimg_error(-ELOOP, "Backing chain of '%s' is too long", top->filename);
-        for (qimg_image *seen = top; seen; seen = seen->backing)
-            if (same_file(seen->file->filename, img->full_backing_filename))
-                return qimg_error(-ELOOP, "Backing file '%s' creates an infinite loop.",
-                                  img->full_backing_filename);
-        qimg_image *b;
-        int r = open_node(&b, img->full_backing_filename, img->full_backing_filename,
-                          img->backing_fmt, flags);
-        if (r < 0) {
-            qimg_error_prefix("Could not open backing file");
-            return r;
         }
-        img->backing = b;
-        img = b;
+        struct node_req req = { .display = display, .flags = flags, .chain_top = top };
+        r = qimg_budget_check();
+        if (r == 0)
+            r = open_node(&img->backing, o, &req);
+        if (r == 0)
+            r = check_unused(img->backing, o);
+        qimg_opts_free(o);
+        if (r == -ELOOP)
+            return r;
     }
-    return 0;
+    if (r < 0)
+        qimg_error_prefix("Could not open backing file");
+    return r < 0 ? r : check_backing_supported(top);
 }
 
-static bool only_simple_keys(const qimg_opts *o)
+/* Does a key change what the image reads (qemu's "strong" options), so
+ * that qemu names the image by its options rather than its file? */
+static bool strong_key(const qimg_opts *o, const char *key)
 {
-    static const char *const simple[] = { "driver", "file", "filename", "file.driver", "file.filename" };
-    for (size_t i = 0; i < o->n; i++) {
-        bool known = false;
-        for (size_t k = 0; k < QIMG_ARRAY_SIZE(simple); k++)
-            known |= strcmp(o->v[i].name, simple[k]) == 0;
-        if (!known)
-            return false;
-    }
-    return true;
+    const char *file_driver = qimg_opts_get(o, "file.driver");
+    if (strcmp(key, "backing") == 0 && strcmp(qimg_opts_get(o, key), QIMG_OPTS_NULL) == 0)
+        return false;
+    if (strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
+        strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
+        strncmp(key, "backing.", 8) == 0)
+        return true;
+    /* a storage node other than a plain file names itself */
+    return strncmp(key, "file.", 5) == 0 && file_driver && strcmp(file_driver, "file") != 0;
 }
 
-/* json:{"driver":"raw","file":{"driver":"file","filename":"x"}} and
- * --image-opts strings name the format and the file with dotted keys. */
-static int open_from_opts(qimg_image **out, qimg_opts *o, const char *display, const char *fmt,
-                          unsigned flags)
+/* A raw window (offset/size over a plain file) is named as qemu names it:
+ * json:{...} of the driver, the options and the file node; any other
+ * tree by the name given. */
+static char *window_name(const qimg_opts *o, const char *given)
 {
     const char *driver = qimg_opts_get(o, "driver");
+    const char *file = qimg_opts_get(o, "file.filename");
+    const char *file_driver = qimg_opts_get(o, "file.driver");
+    static const char *const allowed[] = { "driver", "offset", "size", "file.filename", "file.driver" };
+    if (!driver || strcmp(driver, "raw") != 0 || !file ||
+        (file_driver && strcmp(file_driver, "file") != 0))
+        return qimg_strdup(given);
+    for (size_t i = 0; i < o->n; i++) {
+        bool ok = false;
+        for (size_t k = 0; k < QIMG_ARRAY_SIZE(allowed); k++)
+            ok |= strcmp(o->v[i].name, allowed[k]) == 0;
+        if (!ok)
+            return qimg_strdup(given);
+    }
+    struct qimg_json *top = qimg_json_object(), *node = qimg_json_object();
+    qimg_json_set(top, "driver", qimg_json_string(driver));
+    for (size_t k = 1; k <= 2; k++)
+        if (qimg_opts_get(o, allowed[k]))
+            qimg_json_set(top, allowed[k], qimg_json_string(qimg_opts_get(o, allowed[k])));
+    qimg_json_set(node, "driver", qimg_json_string("file"));
+    qimg_json_set(node, "filename", qimg_json_string(file));
+    qimg_json_set(top, "file", node);
+    CLEANUP_FREE char *text = qimg_json_to_string_compact(top);
+    qimg_json_free(top);
+    return qimg_asprintf("json:%s", text);
+}
+
+/* The name an image opened from a tree is shown by: its file's name unless
+ * the tree holds an option that changes the content (then the name given;
+ * qemu prints a json:{...} of its own there). */
+static char *tree_display(const qimg_opts *o, const char *given)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (strong_key(o, o->v[i].name))
+            return window_name(o, given);
     const char *file = qimg_opts_get(o, "file.filename");
     if (!file)
         file = qimg_opts_get(o, "file");
     if (!file)
         file = qimg_opts_get(o, "filename");
-    if (driver && strcmp(driver, "file") == 0) {
-        driver = NULL;
-        file = qimg_opts_get(o, "filename");
-    }
-    if (!file)
-        return qimg_error(-EINVAL, "A block device must be specified for \"file\"");
-    if (fmt && driver && strcmp(fmt, driver) != 0)
-        return qimg_error(-EINVAL, "Cannot use image format '%s' with driver '%s'", fmt, driver);
-    /* qemu names the image after its file when the options say nothing
-     * more than driver and file name. */
-    if (only_simple_keys(o))
-        display = file;
-    int r = open_node(out, display, file, driver ? driver : fmt, flags);
+    return qimg_strdup(file ? file : given);
+}
+
+/* Open a top image and its chain from its tree, within safe mode's budget. */
+static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const char *fmt,
+                     unsigned flags)
+{
+    struct node_req req = { .display = display, .fmt = fmt, .flags = flags };
+    qimg_budget_begin((flags & QIMG_OPEN_SAFE) || qimg_safe_mode());
+    int r = open_node(out, o, &req);
     if (r == 0 && !(flags & QIMG_OPEN_NO_BACKING))
         r = qimg_open_backing_chain(*out);
+    if (r == 0)
+        r = check_unused(*out, o);
+    qimg_budget_end();
+    if (r < 0 && *out) {
+        qimg_close(*out);
+        *out = NULL;
+    }
     return r;
 }
 
 int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned flags)
 {
+    qimg_opts *o = NULL;
+    CLEANUP_FREE char *shown = NULL;
+    const char *display = filename;
+    int r = 0;
     *out = NULL;
     qimg_error_clear();
     if (strncmp(filename, "json:", 5) == 0) {
-        qimg_opts *o = NULL;
-        int r = qimg_json_filename_parse(&o, filename + 5);
+        r = qimg_json_filename_parse(&o, filename + 5);
         if (r == 0)
-            r = open_from_opts(out, o, filename, fmt, flags);
-        qimg_opts_free(o);
-        return r;
+            display = shown = tree_display(o, filename);
+    } else {
+        qimg_opts_set(&o, "file.filename", filename);
     }
-    int r = open_node(out, filename, filename, fmt, flags);
-    if (r == 0 && !(flags & QIMG_OPEN_NO_BACKING)) {
-        r = qimg_open_backing_chain(*out);
-        if (r < 0) {
-            qimg_close(*out);
-            *out = NULL;
-        }
-    }
+    if (r == 0)
+        r = open_tree(out, o, display, fmt, flags);
+    qimg_opts_free(o);
     return r;
 }
 
@@ -228,11 +399,61 @@ int qimg_open_opts(qimg_image **out, const char *optstr, unsigned flags)
 {
     qimg_opts *o = NULL;
     *out = NULL;
+    qimg_error_clear();
     int r = qimg_keyval_parse(&o, optstr, NULL);
-    if (r == 0)
-        r = open_from_opts(out, o, optstr, NULL, flags);
+    if (r == 0) {
+        CLEANUP_FREE char *shown = tree_display(o, optstr);
+        r = open_tree(out, o, shown, NULL, flags);
+    }
     qimg_opts_free(o);
     return r;
+}
+
+/* ---- reopening read-write (commit) ---- */
+
+int qimg_reopen_rw(qimg_image *l, unsigned cache_flags)
+{
+    const unsigned cache = QIMG_OPEN_CACHE_DIRECT | QIMG_OPEN_CACHE_SYNC | QIMG_OPEN_CACHE_UNSAFE;
+    unsigned flags = (l->flags | QIMG_OPEN_RDWR) &
+                     ~(unsigned)(QIMG_OPEN_FORCE_SHARE | QIMG_OPEN_STREAM | cache);
+    flags |= cache_flags & cache;
+    qimg_opts *o = qimg_opts_copy(l->node_opts);
+    qimg_opts *file_opts = NULL;
+    const char *driver = NULL;
+    struct qimg_io *io = NULL;
+    qimg_opts_get_string(o, "driver", &driver);
+    bool protocol_top = driver && !qimg_driver_find(driver);
+    int r = storage_tree(o, protocol_top ? NULL : l->drv, protocol_top ? driver : NULL, &file_opts);
+    if (r == 0)
+        r = qimg_open_storage(&io, file_opts, io_flags_for(flags));
+    qimg_opts_free(file_opts);
+    if (r < 0) {
+        qimg_opts_free(o);
+        return r;
+    }
+    l->drv->close(l);
+    l->opaque = NULL;
+    qimg_io_close(l->file);
+    l->file = io;
+    free(l->backing_file);
+    free(l->backing_fmt);
+    free(l->full_backing_filename);
+    l->backing_file = l->backing_fmt = l->full_backing_filename = NULL;
+    l->flags = flags;
+    l->read_only = false;
+    qimg_opts_take_common(o);
+    qimg_opts_free(qimg_opts_subtree(o, "backing"));
+    r = lock_image(l);
+    if (r == 0)
+        r = l->drv->open(l, o, flags);
+    qimg_opts_free(o);
+    if (r < 0) {
+        l->drv = NULL;   /* qimg_close must not call close on a failed open */
+        return r;
+    }
+    if (l->backing_file && l->backing_file[0])
+        l->full_backing_filename = qimg_path_combine(l->file->filename, l->backing_file);
+    return 0;
 }
 
 int qimg_close(qimg_image *img)
@@ -250,6 +471,9 @@ int qimg_close(qimg_image *img)
         free(img->backing_file);
         free(img->backing_fmt);
         free(img->full_backing_filename);
+        qimg_opts_free(img->node_opts);
+        qimg_opts_free(img->backing_opts);
+        free(img->backing_ref);
         pthread_mutex_destroy(&img->lock);
         free(img);
         img = next;

@@ -236,10 +236,15 @@ qimg_opts *qimg_opts_subtree(qimg_opts *o, const char *prefix);
 qimg_opts *qimg_opts_copy(const qimg_opts *o);
 /* First option not used by anyone, or NULL (for "Invalid parameter 'x'"). */
 const char *qimg_opts_first_unused(const qimg_opts *o);
+/* The same in the order qemu reports it (its dictionary's hash order). */
+const char *qimg_opts_first_unused_qemu(const qimg_opts *o);
 /* True when text is "help" or "?" (qemu's -o help). */
 bool qimg_opts_is_help(const char *text);
 /* Validate an -o text the way qemu does before parsing ("Invalid option list"). */
 int qimg_opts_check_text(const char *text);
+
+static inline void qimg_cleanup_opts(qimg_opts **o) { qimg_opts_free(*o); }
+#define CLEANUP_OPTS __attribute__((cleanup(qimg_cleanup_opts)))
 
 /* Parse qemu's key=value option string with ",," escapes, for --image-opts,
  * --object and -l; keys without "=" get the value of implied_key (or "on"). */
@@ -248,6 +253,9 @@ int qimg_keyval_parse(qimg_opts **opts, const char *text, const char *implied_ke
  * qemu's "Expected '=' after parameter 'x'" (as --object does). */
 int qimg_keyval_parse_strict(qimg_opts **opts, const char *text, const char *implied_key,
                              bool bare_is_error);
+/* The value json's null leaves for a "backing" key ("backing": null:
+ * no backing image); no text option can spell it. */
+#define QIMG_OPTS_NULL "\001null"
 /* Parse a "json:{...}" filename into flattened dotted keys
  * ({"file":{"filename":"x"}} -> file.filename=x). */
 int qimg_json_filename_parse(qimg_opts **opts, const char *json_text);
@@ -360,8 +368,12 @@ struct qimg_driver {
      * name: highest wins, raw answers 1. */
     int (*probe)(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename);
 
-    /* img->file is open; fill img->size, img->opaque, backing names. */
-    int (*open)(struct qimg_image *img, unsigned flags);
+    /* img->file is open; fill img->size, img->opaque, backing names.
+     * opts: the node's option tree without "driver" and the "file" and
+     * "backing" subtrees (already marked used); the driver marks what it
+     * takes (qimg_opts_get_*) and hands child subtrees ("data-file") to
+     * qimg_open_child; the image layer reports the first option left. */
+    int (*open)(struct qimg_image *img, qimg_opts *opts, unsigned flags);
     void (*close)(struct qimg_image *img);
 
     int (*create)(struct qimg_create_ctx *ctx);
@@ -456,6 +468,12 @@ struct qimg_image {
     char *full_backing_filename;    /* resolved against the image's dir */
     struct qimg_image *backing;     /* opened chain (NULL with NO_BACKING) */
 
+    qimg_opts *node_opts;           /* the option tree this node was opened
+                                       with, unmarked (qimg_reopen_rw) */
+    qimg_opts *backing_opts;        /* the user's "backing" subtree, or NULL */
+    char *backing_ref;              /* a bare "backing=NAME" (a node reference) */
+    bool no_backing;                /* "backing": null */
+
     pthread_mutex_t lock;           /* drivers serialize metadata with it */
 };
 
@@ -466,6 +484,67 @@ int qimg_read_backing(struct qimg_image *img, uint64_t off, void *buf, size_t le
 
 /* Open the backing chain below img (depth-limited, loop-detected). */
 int qimg_open_backing_chain(struct qimg_image *img);
+
+/* Close img's driver and storage and open both again read-write in place
+ * from the same option tree, keeping the layers below (commit writes into
+ * a backing layer).  cache_flags: QIMG_OPEN_CACHE_* to use. */
+int qimg_reopen_rw(struct qimg_image *img, unsigned cache_flags);
+
+/* ---- child files: one policy for every file an image names ----
+ *
+ * kind says what the parent's metadata names: a backing image, an
+ * external data file (qcow2), later VMDK extents and VHD parents.
+ *
+ *  - user_opts: the subtree the user gave for this child (--image-opts or
+ *    json: keys such as backing.file.filename, data-file.filename); it is
+ *    used as given, in any mode, and name_in_image is ignored.
+ *  - otherwise name_in_image, the name stored in the image:
+ *    * refused in safe mode (unless the user named that file with -b/-B,
+ *      see qimg_safe_allow_file);
+ *    * a data file or extent name is a plain local path, never json: or a
+ *      protocol (CVE-2024-4467): {driver=file, filename=NAME};
+ *    * a backing name keeps qemu's forms: json:{...} is parsed into the
+ *      child's tree, a protocol prefix picks a storage backend, a plain name
+ *      is resolved against the parent's directory (qimg_path_combine);
+ *  - FIFOs, sockets and directories are refused by the file backend before
+ *    anything blocks.
+ *
+ * qimg_child_opts gives the child's option tree (an image node for
+ * QIMG_CHILD_BACKING, a storage node otherwise; *out NULL: no child) and
+ * its display name; qimg_open_child opens a storage child with ioflags and
+ * reports options nobody used ("Block protocol 'file' doesn't support the
+ * option 'x'").  *out is NULL (and 0 returned) when there is no child. */
+enum qimg_child_kind {
+    QIMG_CHILD_BACKING,
+    QIMG_CHILD_DATA_FILE,
+    QIMG_CHILD_EXTENT,
+    QIMG_CHILD_PARENT_LOCATOR,
+};
+int qimg_child_opts(struct qimg_image *parent, enum qimg_child_kind kind,
+                    const char *name_in_image, const qimg_opts *user_opts,
+                    qimg_opts **out, char **display);
+int qimg_open_child(struct qimg_image *parent, enum qimg_child_kind kind,
+                    const char *name_in_image, qimg_opts *user_opts, unsigned ioflags,
+                    struct qimg_io **out);
+/* May a child the image names be opened?  0, or the safe-mode error. */
+int qimg_child_permitted(struct qimg_image *parent, enum qimg_child_kind kind,
+                         const char *name_in_image);
+/* Is safe mode on for this image (process-wide or QIMG_OPEN_SAFE)? */
+bool qimg_image_safe(const struct qimg_image *img);
+/* A file the user named (-b, -B): safe mode lets images name it. */
+void qimg_safe_allow_file(const char *path);
+/* Mark the options every node accepts (node-name, read-only, cache.*...). */
+void qimg_opts_take_common(qimg_opts *o);
+/* Open a storage node from its tree and report an option left unused. */
+int qimg_open_storage(struct qimg_io **out, qimg_opts *opts, unsigned ioflags);
+
+/* The per-open budget of safe mode (thread-local): begin/end nest (the
+ * outermost decides whether it is active: safe); while active,
+ * qimg_alloc_from_image charges it, and every charge or qimg_budget_check
+ * checks the deadline. */
+void qimg_budget_begin(bool safe);
+void qimg_budget_end(void);
+int qimg_budget_check(void);
 
 /* Byte-size limit of one chain. */
 #define QIMG_MAX_CHAIN_DEPTH 1000

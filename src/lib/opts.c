@@ -113,6 +113,24 @@ const char *qimg_opts_first_unused(const qimg_opts *o)
     return NULL;
 }
 
+/* The unused option qemu names first: it walks its option dictionary in
+ * hash-bucket order, the latest insertion first within a bucket. */
+const char *qimg_opts_first_unused_qemu(const qimg_opts *o)
+{
+    const char *best = NULL;
+    unsigned best_bucket = 0;
+    for (size_t i = 0; o && i < o->n; i++) {
+        if (o->v[i].used)
+            continue;
+        unsigned b = qimg_json_key_bucket(o->v[i].name);
+        if (!best || b <= best_bucket) {
+            best = o->v[i].name;
+            best_bucket = b;
+        }
+    }
+    return best;
+}
+
 /* ---------------------------------------------------------------- text */
 
 /* A value up to the next single ',', with ",," read as ','.  *pp ends on
@@ -319,8 +337,12 @@ static void flatten_member(qimg_opts **opts, const char *prefix, const char *key
 {
     CLEANUP_FREE char *name = prefix ? qimg_asprintf("%s.%s", prefix, key) : qimg_strdup(key);
     bool container = v->type == QIMG_JSON_OBJECT || v->type == QIMG_JSON_ARRAY;
-    if (v->is_null)
-        return;                  /* null: as if not given */
+    if (v->is_null) {
+        /* null: as if not given, but for "backing": no backing image */
+        if (strcmp(key, "backing") == 0)
+            qimg_opts_set(opts, name, QIMG_OPTS_NULL);
+        return;
+    }
     if (container && v->n == 0) {
         qimg_opts_set(opts, name, v->type == QIMG_JSON_OBJECT ? "{}" : "[]");
     } else if (container) {

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -65,6 +66,77 @@ static uint64_t mem_budget(void)
     return QIMG_MEM_BUDGET_DEFAULT;
 }
 
+/* ---- the per-open budget of safe mode ---- */
+
+#define SAFE_MEM_DEFAULT (512ull << 20)
+#define SAFE_SECONDS_DEFAULT 30
+
+static __thread struct {
+    unsigned depth;          /* nested begin/end */
+    uint64_t used, limit;    /* bytes charged by qimg_alloc_from_image */
+    struct timespec deadline;
+    unsigned seconds;
+} budget;
+
+static uint64_t env_number(const char *name, uint64_t def)
+{
+    const char *env = getenv(name);
+    uint64_t v;
+    if (env && qimg_parse_size(env, &v) == 0 && v > 0)
+        return v;
+    return def;
+}
+
+void qimg_budget_begin(bool safe)
+{
+    if (budget.depth++ > 0)
+        return;
+    budget.limit = 0;            /* inactive */
+    if (!safe)
+        return;
+    budget.used = 0;
+    budget.limit = env_number("QIMG_SAFE_MEM", SAFE_MEM_DEFAULT);
+    budget.seconds = (unsigned)QIMG_MIN(env_number("QIMG_SAFE_SECONDS", SAFE_SECONDS_DEFAULT),
+                                        (uint64_t)UINT32_MAX);
+    clock_gettime(CLOCK_MONOTONIC, &budget.deadline);
+    budget.deadline.tv_sec += budget.seconds;
+}
+
+void qimg_budget_end(void)
+{
+    if (budget.depth > 0)
+        budget.depth--;
+}
+
+static bool budget_active(void)
+{
+    return budget.depth > 0 && budget.limit > 0;
+}
+
+int qimg_budget_check(void)
+{
+    struct timespec now;
+    if (!budget_active())
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > budget.deadline.tv_sec ||
+        (now.tv_sec == budget.deadline.tv_sec && now.tv_nsec >= budget.deadline.tv_nsec))
+        return qimg_error(-ETIMEDOUT, "safe mode: opening the image took more than %u seconds "
+                          "(QIMG_SAFE_SECONDS)", budget.seconds);
+    return 0;
+}
+
+static int budget_charge(uint64_t size, const char *what)
+{
+    if (!budget_active())
+        return 0;
+    if (size > budget.limit - QIMG_MIN(budget.used, budget.limit))
+        return qimg_error(-EFBIG, "safe mode: opening the image needs more than %" PRIu64
+                          " bytes of memory (%s; QIMG_SAFE_MEM)", budget.limit, what);
+    budget.used += size;
+    return qimg_budget_check();
+}
+
 void *qimg_alloc_from_image(uint64_t size, const char *what)
 {
     void *p;
@@ -72,6 +144,8 @@ void *qimg_alloc_from_image(uint64_t size, const char *what)
         qimg_error(-EFBIG, "%s is too large (%" PRIu64 " bytes)", what, size);
         return NULL;
     }
+    if (budget_charge(size, what) < 0)
+        return NULL;
     /* page-aligned from a page up: tables and clusters read into these can
      * go around the page cache (O_DIRECT) */
     if (size < 4096)

@@ -85,7 +85,7 @@ static int mem_make_empty(struct qimg_image *img)
     return 0;
 }
 
-static int mem_open(struct qimg_image *img, unsigned flags) { return 0; }
+static int mem_open(struct qimg_image *img, qimg_opts *opts, unsigned flags) { return 0; }
 static void mem_close(struct qimg_image *img) {}
 
 static const struct qimg_driver mem_driver = {

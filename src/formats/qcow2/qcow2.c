@@ -483,31 +483,73 @@ static int read_backing_name(struct qimg_image *img, struct qcow2_state *s, cons
     return 0;
 }
 
-static int open_data_file(struct qimg_image *img, struct qcow2_state *s, unsigned flags)
+/* The external data file: the one the user named (data-file.* options)
+ * or the name the image records, through the child policy (a plain local
+ * path, refused in safe mode). */
+static int open_data_file(struct qimg_image *img, struct qcow2_state *s, qimg_opts *opts,
+                          unsigned flags)
 {
     s->data_io = img->file;
+    const char *ref = qimg_opts_get(opts, "data-file");
+    CLEANUP_OPTS qimg_opts *user = qimg_opts_subtree(opts, "data-file");
+    /* a node name (qimg has no named nodes); info opens no data file */
+    if (ref && !(flags & QIMG_OPEN_NO_IO))
+        return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'", ref, ref);
     if (!qcow2_has_data_file(s)) {
         if (s->data_file_name)
             return qimg_error(-EINVAL, "data-file can only be set for images that use an external data file");
+        if (user && !(flags & QIMG_OPEN_NO_IO))
+            return qimg_error(-EINVAL, "'data-file' can only be set for images with an external data file");
         return 0;
     }
     /* info never opens the data file: its name may point anywhere */
     if (flags & QIMG_OPEN_NO_IO)
         return 0;
-    if (!s->data_file_name)
+    if (!s->data_file_name && !user)
         return qimg_error(-EINVAL, "'data-file' is required for this image");
     if (qcow2_data_file_is_raw(s) && s->backing_file_offset)
         return qimg_error(-EINVAL, "data-file-raw cannot be set on images with backing files");
-    CLEANUP_FREE char *path = qimg_path_combine(img->file->filename, s->data_file_name);
     unsigned ioflags = (img->file->flags & ~(QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_EXCL)) |
                        QIMG_IO_NOLOCK;
     struct qimg_io *io;
-    int r = qimg_io_open(&io, path, ioflags);
+    int r = qimg_open_child(img, QIMG_CHILD_DATA_FILE, s->data_file_name, user, ioflags, &io);
     if (r < 0)
         return r;
     s->data_io = io;
     s->own_data_io = true;
     return 0;
+}
+
+/* qemu's qcow2 runtime options: accepted (and their values checked) but
+ * without effect here, the caches being sized by qimg itself. */
+static int take_runtime_opts(qimg_opts *opts)
+{
+    static const char *const sizes[] = {
+        "cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
+    };
+    static const char *const bools[] = {
+        "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other",
+    };
+    static const char *const strings[] = {
+        "overlap-check", "overlap-check.template", "overlap-check.main-header",
+        "overlap-check.active-l1", "overlap-check.active-l2", "overlap-check.refcount-table",
+        "overlap-check.refcount-block", "overlap-check.snapshot-table",
+        "overlap-check.inactive-l1", "overlap-check.inactive-l2",
+        "overlap-check.bitmap-directory",
+    };
+    uint64_t n;
+    bool b;
+    const char *str;
+    int r = 0;
+    for (size_t i = 0; r >= 0 && i < QIMG_ARRAY_SIZE(sizes); i++)
+        r = qimg_opts_get_size(opts, sizes[i], &n);
+    for (size_t i = 0; r >= 0 && i < QIMG_ARRAY_SIZE(bools); i++)
+        r = qimg_opts_get_bool(opts, bools[i], &b);
+    for (size_t i = 0; r >= 0 && i < QIMG_ARRAY_SIZE(strings); i++)
+        r = qimg_opts_get_string(opts, strings[i], &str);
+    if (r >= 0)
+        r = qimg_opts_get_number(opts, "cache-clean-interval", &n);
+    return r < 0 ? r : 0;
 }
 
 /* Everything the first cluster tells: header fields, feature checks,
@@ -578,10 +620,12 @@ static int open_tables(struct qimg_image *img, struct qcow2_state *s, unsigned f
     return r;
 }
 
-static int qcow2_open(struct qimg_image *img, unsigned flags)
+static int qcow2_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 {
     struct qcow2_state *s = qimg_xcalloc(1, sizeof *s);
-    int r = qimg_io_get_size(img->file, &s->file_size);
+    int r = take_runtime_opts(opts);
+    if (r == 0)
+        r = qimg_io_get_size(img->file, &s->file_size);
     if (r == 0)
         r = open_header(img, s, flags);
     if (r == 0)
@@ -589,7 +633,7 @@ static int qcow2_open(struct qimg_image *img, unsigned flags)
     if (r == 0 && s->crypt_method != QCOW2_CRYPT_NONE && !(flags & QIMG_OPEN_NO_IO))
         r = qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
     if (r == 0)
-        r = open_data_file(img, s, flags);
+        r = open_data_file(img, s, opts, flags);
     if (r == 0 && s->size > (uint64_t)INT64_MAX - 511)
         r = qimg_error(-EFBIG, "Could not refresh total sector count: File too large");
     if (r == 0)

@@ -1,0 +1,208 @@
+/* qimg - the files an image names (backing image, external data file,
+ * later VMDK extents and VHD parents), opened under one policy, and safe
+ * mode.  See "child files" in internal.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+/* ---- safe mode ---- */
+
+static bool safe_mode_on;
+
+void qimg_set_safe_mode(bool on)
+{
+    __atomic_store_n(&safe_mode_on, on, __ATOMIC_RELAXED);
+}
+
+bool qimg_safe_mode(void)
+{
+    if (__atomic_load_n(&safe_mode_on, __ATOMIC_RELAXED))
+        return true;
+    /* TEMP(opts): the CLI branch parses --safe and QIMG_SAFE=1 and calls
+     * qimg_set_safe_mode; until then the tests set the variable. */
+    const char *env = getenv("QIMG_SAFE");
+    return env && strcmp(env, "1") == 0;
+}
+
+bool qimg_image_safe(const struct qimg_image *img)
+{
+    return (img->flags & QIMG_OPEN_SAFE) || qimg_safe_mode();
+}
+
+/* Files the user named on the command line (-b, -B, -o data_file=):
+ * an image may name them in safe mode.  Kept by identity, so another
+ * spelling of the same file matches and a later file under the name
+ * does not. */
+struct allowed_file { dev_t dev; ino_t ino; };
+static struct allowed_file *allowed;
+static size_t nb_allowed;
+static pthread_mutex_t allowed_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void qimg_safe_allow_file(const char *path)
+{
+    struct stat st;
+    if (!path || qimg_path_has_protocol(path) || stat(path, &st) < 0)
+        return;
+    pthread_mutex_lock(&allowed_lock);
+    allowed = qimg_xrealloc(allowed, (nb_allowed + 1) * sizeof *allowed);
+    allowed[nb_allowed++] = (struct allowed_file){ st.st_dev, st.st_ino };
+    pthread_mutex_unlock(&allowed_lock);
+}
+
+static bool file_allowed(const char *path)
+{
+    struct stat st;
+    bool found = false;
+    if (stat(path, &st) < 0)
+        return false;
+    pthread_mutex_lock(&allowed_lock);
+    for (size_t i = 0; i < nb_allowed && !found; i++)
+        found = allowed[i].dev == st.st_dev && allowed[i].ino == st.st_ino;
+    pthread_mutex_unlock(&allowed_lock);
+    return found;
+}
+
+/* ---- the policy ---- */
+
+static const char *kind_text(enum qimg_child_kind kind)
+{
+    switch (kind) {
+    case QIMG_CHILD_BACKING:        return "a backing file";
+    case QIMG_CHILD_DATA_FILE:      return "a data file";
+    case QIMG_CHILD_EXTENT:         return "an extent file";
+    case QIMG_CHILD_PARENT_LOCATOR: return "a parent image";
+    }
+    return "a file";
+}
+
+/* Names are resolved against the file holding the parent image. */
+static const char *parent_path(const struct qimg_image *parent)
+{
+    return parent->file ? parent->file->filename : parent->filename;
+}
+
+static bool is_json_name(const char *name)
+{
+    return strncmp(name, "json:", 5) == 0;
+}
+
+int qimg_child_permitted(struct qimg_image *parent, enum qimg_child_kind kind,
+                         const char *name_in_image)
+{
+    if (!qimg_image_safe(parent))
+        return 0;
+    /* a json: or protocol name is never one the user gave as a file */
+    if (!is_json_name(name_in_image) &&
+        (kind != QIMG_CHILD_BACKING || !qimg_path_has_protocol(name_in_image))) {
+        CLEANUP_FREE char *path = qimg_path_combine(parent_path(parent), name_in_image);
+        if (file_allowed(path))
+            return 0;
+    }
+    return qimg_error(-EPERM, "safe mode: image names %s '%s' that was not given",
+                      kind_text(kind), name_in_image);
+}
+
+/* The file name a tree opens, for messages: "filename" or "file.filename". */
+static const char *tree_file_name(const qimg_opts *o)
+{
+    const char *name = qimg_opts_get(o, "filename");
+    if (!name)
+        name = qimg_opts_get(o, "file.filename");
+    if (!name)
+        name = qimg_opts_get(o, "file");
+    return name;
+}
+
+int qimg_child_opts(struct qimg_image *parent, enum qimg_child_kind kind,
+                    const char *name_in_image, const qimg_opts *user_opts,
+                    qimg_opts **out, char **display)
+{
+    *out = NULL;
+    if (display)
+        *display = NULL;
+    if (user_opts) {
+        *out = qimg_opts_copy(user_opts);
+        const char *name = tree_file_name(user_opts);
+        if (display)
+            *display = qimg_strdup(name ? name : name_in_image ? name_in_image : "");
+        return 0;
+    }
+    if (!name_in_image || !name_in_image[0])
+        return 0;
+    int r = qimg_child_permitted(parent, kind, name_in_image);
+    if (r < 0)
+        return r;
+    if (kind == QIMG_CHILD_BACKING && is_json_name(name_in_image)) {
+        r = qimg_json_filename_parse(out, name_in_image);
+        if (r < 0) {
+            qimg_opts_free(*out);
+            *out = NULL;
+        } else if (display) {
+            *display = qimg_strdup(name_in_image);
+        }
+        return r;
+    }
+    /* a plain path (for a backing file a protocol prefix is kept and picks
+     * the storage backend); data files and extents are local files by
+     * name, whatever the name looks like */
+    char *path = qimg_path_combine(parent_path(parent), name_in_image);
+    if (kind == QIMG_CHILD_BACKING) {
+        qimg_opts_set(out, "file.filename", path);
+    } else {
+        qimg_opts_set(out, "driver", "file");
+        qimg_opts_set(out, "filename", path);
+    }
+    if (display)
+        *display = path;
+    else
+        free(path);
+    return 0;
+}
+
+/* Options every node accepts (qemu's common block options); qimg takes
+ * them and, but for force-share, leaves their effect to the command line. */
+void qimg_opts_take_common(qimg_opts *o)
+{
+    static const char *const common[] = {
+        "node-name", "read-only", "auto-read-only", "discard", "cache.direct",
+        "cache.no-flush", "detect-zeroes", "force-share",
+    };
+    const char *unused;
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(common); i++)
+        qimg_opts_get_string(o, common[i], &unused);
+}
+
+int qimg_open_storage(struct qimg_io **out, qimg_opts *opts, unsigned ioflags)
+{
+    *out = NULL;
+    qimg_opts_take_common(opts);
+    int r = qimg_io_open_opts(out, opts, ioflags);
+    if (r < 0)
+        return r;
+    const char *unused = qimg_opts_first_unused_qemu(opts);
+    if (unused) {
+        const char *driver = qimg_opts_get(opts, "driver");
+        r = qimg_error(-EINVAL, "Block protocol '%s' doesn't support the option '%s'",
+                       driver ? driver : (*out)->ops->name, unused);
+        qimg_io_close(*out);
+        *out = NULL;
+    }
+    return r;
+}
+
+int qimg_open_child(struct qimg_image *parent, enum qimg_child_kind kind,
+                    const char *name_in_image, qimg_opts *user_opts, unsigned ioflags,
+                    struct qimg_io **out)
+{
+    qimg_opts *o = NULL;
+    *out = NULL;
+    int r = qimg_child_opts(parent, kind, name_in_image, user_opts, &o, NULL);
+    if (r == 0 && o)
+        r = qimg_budget_check();
+    if (r == 0 && o)
+        r = qimg_open_storage(out, o, ioflags);
+    qimg_opts_free(o);
+    return r;
+}
