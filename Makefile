@@ -72,6 +72,13 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
+# The command line uses include/qimg.h only: it is built without the
+# library's private include paths, so reaching past the API fails to compile.
+CLI_CFLAGS = $(filter-out -Isrc/lib -Isrc/fs,$(ALL_CFLAGS))
+$(B)/obj/src/cli/%.o: src/cli/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CLI_CFLAGS) -MMD -MP -c $< -o $@
+
 $(B)/san/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -MMD -MP -c $< -o $@

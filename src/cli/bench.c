@@ -271,7 +271,7 @@ static int bench_run(struct bench_run *b)
     const struct bench_opts *o = b->o;
     if (b->image_size == 0)
         return run_empty_image(b);
-    int nworkers = QIMG_MIN(QIMG_MIN(o->depth, o->count), MAX_WORKERS);
+    int nworkers = MIN(MIN(o->depth, o->count), MAX_WORKERS);
     pthread_t threads[MAX_WORKERS];
     int started = 0;
     for (; started < nworkers; started++)

@@ -174,7 +174,7 @@ int cmd_bitmap(int argc, char **argv)
         { "source-format", required_argument, NULL, 'F' },
         { NULL, 0, NULL, 0 },
     };
-    CLEANUP_FREE struct action *acts = qimg_xcalloc((size_t)argc + 1, sizeof *acts);
+    CLEANUP_FREE struct action *acts = xcalloc((size_t)argc + 1, sizeof *acts);
     size_t nact = 0;
     const char *fmt = NULL, *src_file = NULL, *src_fmt = NULL;
     bool image_opts = false, add = false, merge = false;

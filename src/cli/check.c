@@ -70,7 +70,7 @@ static void print_json(const struct qimg_check_result *r, const char *filename, 
         { "fragmented-clusters", r->fragmented_clusters },
         { "compressed-clusters", r->compressed_clusters },
     };
-    for (size_t i = 0; i < QIMG_ARRAY_SIZE(opt); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(opt); i++)
         if (opt[i].v)
             qimg_json_set(o, opt[i].key, qimg_json_int(opt[i].v));
     CLEANUP_FREE char *text = qimg_json_to_string(o);

@@ -4,9 +4,27 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "internal.h"
+/* The command line is a client of the library like any other: it uses
+ * include/qimg.h and nothing else of it. */
+#include "qimg.h"
+
+/* ---- small helpers of the CLI's own (common.c) ---- */
+static inline void cli_cleanup_free(void *ptr) { free(*(void **)ptr); }
+#define CLEANUP_FREE __attribute__((cleanup(cli_cleanup_free)))
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* These abort when out of memory. */
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t size);
 
 /* Program name for messages: basename of argv[0] ("qemu-img" through a
  * symlink named so, else "qimg"). */
@@ -16,6 +34,10 @@ void cli_check_log(const char *line, void *opaque);
 
 /* "prog: message\n" on stderr. */
 void error_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "prog: warning: message\n" on stderr. */
+void warn_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The library's warning handler (qimg_set_warn_handler). */
+void cli_warn(const char *msg);
 /* error_report + "Try 'prog --help' for more information"; exit(1). */
 __attribute__((noreturn, format(printf, 1, 2))) void error_exit(const char *fmt, ...);
 /* Print qimg_last_error() after a prefix: "prog: <prefix>: <error>". */
@@ -51,6 +73,15 @@ void progress_callback(double percent, void *opaque);   /* opaque = struct progr
 int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out);
 /* Does an -o text hold a "help" or "?" item? */
 bool cli_has_help_option(const char *text);
+/* -o given several times: the texts joined with ',', each checked first
+ * (qemu's "Invalid option list"); exits on a bad one. */
+void cli_accumulate_options(char **options, const char *text);
+/* "-o help" of a format's create options (with the protocol's when a
+ * target filename was given); 0, or 1 after printing the error. */
+int cli_print_create_help(const char *fmt, const char *filename);
+/* -l: "snapshot.id=X,snapshot.name=Y" or a plain id-or-name; -1 after
+ * printing qemu's messages. */
+int cli_check_snapshot_param(const char *text);
 
 /* --object handling shared by every command. */
 void cli_object_add(const char *text);

@@ -25,6 +25,25 @@ void error_report(const char *fmt, ...)
     va_end(ap);
 }
 
+void warn_report(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: warning: ", prog_name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Warnings of the library: "WARNING: ..." texts come as qemu prints them. */
+void cli_warn(const char *msg)
+{
+    if (strncmp(msg, "WARNING:", 8) == 0)
+        fprintf(stderr, "%s\n", msg);
+    else
+        warn_report("%s", msg);
+}
+
 void error_exit(const char *fmt, ...)
 {
     va_list ap;
@@ -153,6 +172,74 @@ bool cli_has_help_option(const char *text)
     return false;
 }
 
+void cli_accumulate_options(char **options, const char *text)
+{
+    if (qimg_opts_check_text(text) < 0) {
+        error_report("%s", qimg_last_error());
+        exit(1);
+    }
+    char *joined = *options ? xasprintf("%s,%s", *options, text) : xstrdup(text);
+    free(*options);
+    *options = joined;
+}
+
+int cli_print_create_help(const char *fmt, const char *filename)
+{
+    CLEANUP_FREE char *text = NULL;
+    if (qimg_create_help(fmt, filename != NULL, &text) < 0) {
+        error_report("%s", qimg_last_error());
+        return 1;
+    }
+    fputs(text, stdout);
+    return 0;
+}
+
+int cli_check_snapshot_param(const char *text)
+{
+    if (strncmp(text, "snapshot.", 9) != 0)
+        return 0;
+    qimg_opts *kv = NULL;
+    bool ok = qimg_keyval_parse(&kv, text, NULL) == 0;
+    if (!ok)
+        error_report("%s", qimg_last_error());
+    for (size_t i = 0; ok && i < qimg_opts_count(kv); i++) {
+        const char *name = qimg_opts_name(kv, i);
+        if (strcmp(name, "snapshot.id") && strcmp(name, "snapshot.name")) {
+            error_report("Invalid parameter '%s'", name);
+            ok = false;
+        }
+    }
+    qimg_opts_free(kv);
+    if (!ok)
+        error_report("Failed in parsing snapshot param '%s'", text);
+    return ok ? 0 : -1;
+}
+
+/* ---- memory ---- */
+
+static void *check_alloc(void *p)
+{
+    if (!p) {
+        fprintf(stderr, "%s: out of memory\n", prog_name);
+        abort();
+    }
+    return p;
+}
+
+char *xstrdup(const char *s) { return check_alloc(strdup(s)); }
+void *xcalloc(size_t n, size_t size) { return check_alloc(calloc(n ? n : 1, size ? size : 1)); }
+void *xrealloc(void *p, size_t size) { return check_alloc(realloc(p, size ? size : 1)); }
+
+char *xasprintf(const char *fmt, ...)
+{
+    char *s;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    return check_alloc(n < 0 ? NULL : s);
+}
+
 /* ---- progress ---- */
 
 void progress_init(struct progress *p, bool enabled, float min_skip)
@@ -198,8 +285,8 @@ void progress_callback(double percent, void *opaque)
 static void print_formats(void)
 {
     printf("Supported formats:");
-    for (size_t i = 0; qimg_drivers[i]; i++)
-        printf(" %s", qimg_drivers[i]->name);
+    for (size_t i = 0; qimg_format_name(i); i++)
+        printf(" %s", qimg_format_name(i));
     printf("\n");
 }
 

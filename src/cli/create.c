@@ -6,41 +6,6 @@
 
 #include "cli.h"
 
-/* Several -o are joined with ',' as qemu does; each must be a valid list. */
-static void accumulate_options(char **options, const char *text)
-{
-    if (qimg_opts_check_text(text) < 0) {
-        error_report("%s", qimg_last_error());
-        exit(1);
-    }
-    char *joined = *options ? qimg_asprintf("%s,%s", *options, text) : qimg_strdup(text);
-    free(*options);
-    *options = joined;
-}
-
-/* qemu's has_help_option: any option named "help" or "?". */
-static bool has_help_option(const char *text)
-{
-    qimg_opts *o = NULL;
-    bool help = false;
-    if (qimg_opts_parse(&o, text) == 0)
-        for (size_t i = 0; i < o->n; i++)
-            help = help || qimg_opts_is_help(o->v[i].name);
-    qimg_opts_free(o);
-    return help;
-}
-
-static int print_option_help(const char *filename, const char *fmt)
-{
-    CLEANUP_FREE char *text = NULL;
-    if (qimg_create_help(fmt, filename != NULL, &text) < 0) {
-        error_report("%s", qimg_last_error());
-        return 1;
-    }
-    fputs(text, stdout);
-    return 0;
-}
-
 /* ------------------------------------------------------- create --from */
 
 /* Is this a create --from command line?  Only then are the options below
@@ -157,7 +122,7 @@ static int create_from(int argc, char **argv)
             error_report("create --from makes a new filesystem: it takes no backing file");
             return 1;
         case 'f': p.fmt = optarg; break;
-        case 'o': accumulate_options(&options, optarg); break;
+        case 'o': cli_accumulate_options(&options, optarg); break;
         case 'p': cli.progress = true; break;
         case 'q': cli.quiet = true; break;
         case OPT_OBJECT: cli_object_add(optarg); break;
@@ -176,8 +141,8 @@ static int create_from(int argc, char **argv)
         }
     }
     const char *filename = optind < argc ? argv[optind] : NULL;
-    if (options && has_help_option(options))
-        return print_option_help(filename, p.fmt);
+    if (options && cli_has_help_option(options))
+        return cli_print_create_help(p.fmt, filename);
     if (optind >= argc)
         error_exit("Expecting image file name");
     p.filename = argv[optind++];
@@ -225,7 +190,7 @@ int cmd_create(int argc, char **argv)
         case 'F': p.backing_fmt = optarg; break;
         case 'b': p.backing_file = optarg; break;
         case 'f': p.fmt = optarg; break;
-        case 'o': accumulate_options(&options, optarg); break;
+        case 'o': cli_accumulate_options(&options, optarg); break;
         case 'q': p.quiet = true; break;
         case 'u': p.no_open_backing = true; break;
         case 256: cli_object_add(optarg); break;
@@ -233,8 +198,8 @@ int cmd_create(int argc, char **argv)
     }
 
     const char *filename = optind < argc ? argv[optind] : NULL;
-    if (options && has_help_option(options))
-        return print_option_help(filename, p.fmt);
+    if (options && cli_has_help_option(options))
+        return cli_print_create_help(p.fmt, filename);
     if (optind >= argc)
         error_exit("Expecting image file name");
     p.filename = argv[optind++];

@@ -111,28 +111,20 @@ static void parse_trace(const char *arg)
         error_report("%s", qimg_last_error());
         exit(1);
     }
-    for (size_t i = 0; i < o->n; i++) {
-        const char *k = o->v[i].name;
+    for (size_t i = 0; i < qimg_opts_count(o); i++) {
+        const char *k = qimg_opts_name(o, i);
         if (strcmp(k, "enable") && strcmp(k, "events") && strcmp(k, "file")) {
             error_report("Invalid parameter '%s'", k);
             exit(1);
         }
     }
-    for (size_t i = 0; i < o->n; i++) {
-        if (strcmp(o->v[i].name, "enable") == 0)
-            warn_trace_pattern("", o->v[i].value);
-        else if (strcmp(o->v[i].name, "events") == 0)
-            trace_events_file(o->v[i].value);
+    for (size_t i = 0; i < qimg_opts_count(o); i++) {
+        if (strcmp(qimg_opts_name(o, i), "enable") == 0)
+            warn_trace_pattern("", qimg_opts_value(o, i));
+        else if (strcmp(qimg_opts_name(o, i), "events") == 0)
+            trace_events_file(qimg_opts_value(o, i));
     }
     qimg_opts_free(o);
-}
-
-static void cli_warn(const char *msg)
-{
-    if (strncmp(msg, "WARNING:", 8) == 0)
-        fprintf(stderr, "%s\n", msg);
-    else
-        fprintf(stderr, "%s: warning: %s\n", prog_name, msg);
 }
 
 int main(int argc, char **argv)

@@ -32,7 +32,7 @@ static void entry_from_extent(struct map_entry *e, const struct qimg_extent *x)
     e->has_offset = x->flags & QIMG_STATUS_OFFSET;
     e->offset = e->has_offset ? x->host_offset : 0;
     free(e->file_copy);
-    e->file_copy = x->host_file && e->has_offset ? qimg_strdup(x->host_file) : NULL;
+    e->file_copy = x->host_file && e->has_offset ? xstrdup(x->host_file) : NULL;
     e->file = e->file_copy;
 }
 
@@ -88,7 +88,7 @@ static int map_image(qimg_image *img, enum output_format of, uint64_t start, int
         printf("[");
     for (uint64_t off = start; off < end; off += next.length) {
         struct qimg_extent x;
-        uint64_t n = QIMG_MIN(MAP_CHUNK, end - off);
+        uint64_t n = MIN(MAP_CHUNK, end - off);
         if (qimg_block_status_chain(img, off, n, &x) < 0) {
             report_lib_error("%s", "");
             ret = -1;

@@ -20,7 +20,7 @@ static int open_new_backing(qimg_image *img, const struct rebase_args *a, unsign
     *opened = false;
     if (a->unsafe || !a->base[0])
         return 0;
-    CLEANUP_FREE char *path = qimg_path_combine(img->file->filename, a->base);
+    CLEANUP_FREE char *path = qimg_backing_path(img, a->base);
     *out = qimg_find_backing_image(img, path);
     if (*out)
         return 0;
@@ -52,7 +52,7 @@ static int rebase_image(const char *filename, const struct rebase_args *a, struc
     int ret = 1;
     qimg_image *new_backing = NULL;
     bool opened = false;
-    if (a->base_fmt && !qimg_driver_find(a->base_fmt))
+    if (a->base_fmt && !qimg_format_known(a->base_fmt))
         error_report("Invalid format name: '%s'", a->base_fmt);
     else if (open_new_backing(img, a, src_flags, &new_backing, &opened) == 0) {
         struct qimg_rebase_params p = {

@@ -15,7 +15,7 @@ enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_PREALLOCATION, OPT_SHRINK };
 static bool valid_prealloc(const char *mode)
 {
     static const char *const modes[] = { "off", "metadata", "falloc", "full" };
-    for (size_t i = 0; i < QIMG_ARRAY_SIZE(modes); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(modes); i++)
         if (strcmp(mode, modes[i]) == 0)
             return true;
     return false;
@@ -97,7 +97,7 @@ int cmd_resize(int argc, char **argv)
     }
     if (total < current && !shrink) {
         error_report("Use the --shrink option to perform a shrink operation.");
-        qimg_warn("Shrinking an image will delete all data beyond the shrunken image's end. "
+        warn_report("Shrinking an image will delete all data beyond the shrunken image's end. "
                   "Before performing such an operation, make sure there is no important data there.");
         goto out;
     }

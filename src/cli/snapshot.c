@@ -41,18 +41,6 @@ static void list_snapshots(qimg_image *img)
     qimg_snapshot_list_free(list, n);
 }
 
-/* qemu falls back to the raw file for a format without snapshots: it
- * closes and reopens the format, and a probed raw image warns again. */
-static void reopen_warning(qimg_image *img)
-{
-    if (img->probed_raw)
-        qimg_warn("WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-                  "         Automatically detecting the format is dangerous for raw images, "
-                  "write operations on block 0 will be restricted.\n"
-                  "         Specify the 'raw' format explicitly to remove the restrictions.",
-                  qimg_filename(img));
-}
-
 static int run_action(qimg_image *img, enum action act, const char *name)
 {
     int r;
@@ -66,8 +54,6 @@ static int run_action(qimg_image *img, enum action act, const char *name)
             error_report("Could not create snapshot '%s': %d (%s)", name, r, strerror(-r));
         return r < 0;
     case ACT_APPLY:
-        if (!img->drv->snapshot_apply)
-            reopen_warning(img);
         r = qimg_snapshot_apply(img, name);
         if (r < 0)
             error_report("Could not apply snapshot '%s': %s", name, qimg_last_error());
