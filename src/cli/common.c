@@ -299,10 +299,16 @@ void help(void)
            "    '-h', '--help'       display this help and exit\n"
            "    '-V', '--version'    output version information and exit\n"
            "    '-T', '--trace'      [[enable=]<pattern>][,events=<file>][,file=<file>]\n"
-           "                         specify tracing options (accepted, ignored)\n"
-           "\n"
-           "Command syntax:\n",
+           "                         specify tracing options (accepted, ignored)\n",
            prog_name, QIMG_VERSION_STRING, prog_name);
+    /* qimg's own options are left out as qemu-img (its --help is compared) */
+    if (strcmp(prog_name, "qemu-img") != 0)
+        printf("    '--safe'             (any command, or QIMG_SAFE=1) the images are untrusted:\n"
+               "                         they may not name files to open (backing files...)\n"
+               "                         that the command line did not, and opening one is\n"
+               "                         bounded in memory and time\n");
+    printf("\n"
+           "Command syntax:\n");
     for (const struct command *c = commands; c->name; c++) {
         /* as qemu-img, only qemu-img's commands (its --help is compared) */
         if (cli_command_is_qimg_only(c->name) && strcmp(prog_name, "qemu-img") == 0)

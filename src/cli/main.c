@@ -127,6 +127,30 @@ static void parse_trace(const char *arg)
     qimg_opts_free(o);
 }
 
+/* --safe (qimg's own, for every command, before or after the command
+ * name) and QIMG_SAFE=1 turn safe mode on.  The option is taken out of
+ * argv before any getopt runs, so the commands parse exactly what
+ * qemu-img would; a "--" ends the search with the options. */
+static int take_safe_option(int argc, char **argv)
+{
+    bool safe = false, options_ended = false;
+    int out = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!options_ended && strcmp(argv[i], "--safe") == 0) {
+            safe = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--") == 0)
+            options_ended = true;
+        argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    const char *env = getenv("QIMG_SAFE");
+    if (safe || (env && strcmp(env, "1") == 0))
+        qimg_set_safe_mode(true);
+    return out;
+}
+
 int main(int argc, char **argv)
 {
     /* Output never depends on the locale: numbers, dates, messages. */
@@ -135,6 +159,7 @@ int main(int argc, char **argv)
     set_prog_name(argv[0]);
     qimg_set_warn_handler(cli_warn);
     qimg_check_set_log(cli_check_log, NULL);
+    argc = take_safe_option(argc, argv);
 
     /* Global options come before the command. */
     static const struct option longopts[] = {
