@@ -3,7 +3,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_FORCE };
+enum { OPT_FORCE = CLI_OPT_COMMAND };
 
 static int print_amend_help(const char *fmt)
 {
@@ -43,11 +43,11 @@ static int amend_image(qimg_image *img, const char *options, bool force, struct 
 int cmd_amend(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
         { "force", no_argument, NULL, OPT_FORCE },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     CLEANUP_FREE char *options = NULL;
     const char *fmt = NULL, *cache = "writeback";
@@ -55,15 +55,13 @@ int cmd_amend(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":ho:f:t:pq", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'o': cli_accumulate_options(&options, optarg); break;
         case 'f': fmt = optarg; break;
         case 't': cache = optarg; break;
         case 'p': progress = true; break;
         case 'q': quiet = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_FORCE: force = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (!options)

@@ -48,6 +48,19 @@ void report_lib_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))
  * Returns the option character, or -1 at the end. */
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);
 
+/* Long options shared by most commands; ids past every short option.
+ * A command numbers its own long options from CLI_OPT_COMMAND. */
+enum { CLI_OPT_OBJECT = 0x100, CLI_OPT_IMAGE_OPTS, CLI_OPT_COMMAND };
+#define CLI_LONGOPT_HELP        { "help", no_argument, NULL, 'h' }
+#define CLI_LONGOPT_OBJECT      { "object", required_argument, NULL, CLI_OPT_OBJECT }
+#define CLI_LONGOPT_IMAGE_OPTS  { "image-opts", no_argument, NULL, CLI_OPT_IMAGE_OPTS }
+#define CLI_LONGOPT_FORCE_SHARE { "force-share", no_argument, NULL, 'U' }
+#define CLI_LONGOPT_END         { NULL, 0, NULL, 0 }
+/* -h, --object and --image-opts mean the same in every command: handles
+ * option c when it is one of them (image_opts may be NULL for a command
+ * without --image-opts). */
+bool cli_common_option(int c, bool *image_opts);
+
 /* --output: 0 human, 1 json; exits on bad values as qemu-img does. */
 enum output_format { OUTPUT_HUMAN, OUTPUT_JSON };
 enum output_format parse_output_format(const char *arg);

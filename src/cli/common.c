@@ -131,6 +131,23 @@ void cli_object_add(const char *text)
     }
 }
 
+bool cli_common_option(int c, bool *image_opts)
+{
+    switch (c) {
+    case 'h':
+        help();
+    case CLI_OPT_OBJECT:
+        cli_object_add(optarg);
+        return true;
+    case CLI_OPT_IMAGE_OPTS:
+        if (image_opts)
+            *image_opts = true;
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* ---- numbers ---- */
 
 int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out)

@@ -37,8 +37,7 @@ struct convert_opts {
     int64_t sparse_size, rate_limit, coroutines;
 };
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_TARGET_IMAGE_OPTS, OPT_SALVAGE,
-       OPT_TARGET_IS_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN };
+enum { OPT_TARGET_IMAGE_OPTS = CLI_OPT_COMMAND, OPT_SALVAGE, OPT_TARGET_IS_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN };
 
 static void parse_sparse(struct convert_opts *o, const char *arg)
 {
@@ -70,21 +69,20 @@ static void parse_coroutines(struct convert_opts *o, const char *arg)
 static void parse_args(int argc, char **argv, struct convert_opts *o)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
         { "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
         { "salvage", no_argument, NULL, OPT_SALVAGE },
         { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
         { "bitmaps", no_argument, NULL, OPT_BITMAPS },
         { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     int c;
     while ((c = cli_getopt(argc, argv, ":hf:O:B:CcD:F:o:l:S:pt:T:qnm:WUr:", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': o->fmt = optarg; break;
         case 'O': o->out_fmt = optarg; break;
         case 'B': o->backing = optarg; break;
@@ -111,13 +109,12 @@ static void parse_args(int argc, char **argv, struct convert_opts *o)
             if (cli_cvtnum("rate limit", optarg, 0, INT64_MAX, &o->rate_limit) < 0)
                 exit(1);
             break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: o->image_opts = true; break;
         case OPT_TARGET_IMAGE_OPTS: o->target_image_opts = true; break;
         case OPT_SALVAGE: o->salvage = true; break;
         case OPT_TARGET_IS_ZERO: o->target_is_zero = true; break;
         case OPT_BITMAPS: o->bitmaps = true; break;
         case OPT_SKIP_BROKEN: o->skip_broken_bitmaps = true; break;
+        default: cli_common_option(c, &o->image_opts); break;
         }
     }
 }

@@ -21,7 +21,6 @@
 
 #define DD_CHUNK (2u << 20)
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
 struct dd_opts {
     const char *fmt, *out_fmt, *in, *out;
@@ -33,21 +32,19 @@ struct dd_opts {
 static void parse_args(int argc, char **argv, struct dd_opts *o)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     int c;
     while ((c = cli_getopt(argc, argv, ":hf:O:U", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': o->fmt = optarg; break;
         case 'O': o->out_fmt = optarg; break;
         case 'U': o->force_share = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: o->image_opts = true; break;
+        default: cli_common_option(c, &o->image_opts); break;
         }
     }
 }

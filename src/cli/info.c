@@ -11,7 +11,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT, OPT_BACKING_CHAIN };
+enum { OPT_OUTPUT = CLI_OPT_COMMAND, OPT_BACKING_CHAIN };
 
 struct seen {
     char **names;
@@ -128,27 +128,25 @@ static int collect(const char *filename, const char *fmt, bool image_opts, unsig
 int cmd_info(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
+        CLI_LONGOPT_HELP,
         { "format", required_argument, NULL, 'f' },
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *output = NULL;
     bool chain = false, image_opts = false, force_share = false;
     int c;
     while ((c = cli_getopt(argc, argv, ":f:hU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 'U': force_share = true; break;
         case OPT_OUTPUT: output = optarg; break;
         case OPT_BACKING_CHAIN: chain = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT, OPT_START, OPT_MAX_LENGTH };
+enum { OPT_OUTPUT = CLI_OPT_COMMAND, OPT_START, OPT_MAX_LENGTH };
 
 /* qemu-img asks for at most this much at a time. */
 #define MAP_CHUNK (1ull << 30)
@@ -119,15 +119,15 @@ out:
 int cmd_map(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
+        CLI_LONGOPT_HELP,
         { "format", required_argument, NULL, 'f' },
         { "output", required_argument, NULL, OPT_OUTPUT },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
         { "start-offset", required_argument, NULL, OPT_START },
         { "max-length", required_argument, NULL, OPT_MAX_LENGTH },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *output = NULL;
     bool image_opts = false, force_share = false;
@@ -135,12 +135,9 @@ int cmd_map(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":f:hU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 'U': force_share = true; break;
         case OPT_OUTPUT: output = optarg; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_START:
             if (cli_cvtnum("start offset", optarg, 0, INT64_MAX, &start) < 0)
                 return 1;
@@ -149,6 +146,7 @@ int cmd_map(int argc, char **argv)
             if (cli_cvtnum("max length", optarg, 0, INT64_MAX, &max_length) < 0)
                 return 1;
             break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)

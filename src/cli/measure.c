@@ -6,7 +6,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT, OPT_SIZE };
+enum { OPT_OUTPUT = CLI_OPT_COMMAND, OPT_SIZE };
 
 static void print_measure(enum output_format of, const struct qimg_measure *m)
 {
@@ -31,13 +31,13 @@ static void print_measure(enum output_format of, const struct qimg_measure *m)
 int cmd_measure(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "object", required_argument, NULL, OPT_OBJECT },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_OBJECT,
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "size", required_argument, NULL, OPT_SIZE },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *out_fmt = "raw", *snapshot = NULL, *filename = NULL;
     CLEANUP_FREE char *options = NULL;
@@ -62,14 +62,13 @@ int cmd_measure(int argc, char **argv)
             snapshot = optarg;
             break;
         case 'U': force_share = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OUTPUT: of = parse_output_format(optarg); break;
         case OPT_SIZE:
             if (cli_cvtnum("image size", optarg, 0, INT64_MAX, &size) < 0)
                 return 1;
             has_size = true;
             break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (argc - optind > 1) {

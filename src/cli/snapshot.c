@@ -7,7 +7,6 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 enum action { ACT_NONE, ACT_LIST, ACT_APPLY, ACT_CREATE, ACT_DELETE };
 
 static void print_row(const struct qimg_snapshot_info *sn)
@@ -71,11 +70,11 @@ static int run_action(qimg_image *img, enum action act, const char *name)
 int cmd_snapshot(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     enum action act = ACT_NONE;
     const char *name = NULL, *fmt = NULL;
@@ -84,7 +83,6 @@ int cmd_snapshot(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":la:c:d:f:hqU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'l': case 'a': case 'c': case 'd':
             if (act != ACT_NONE)
                 error_exit("Cannot mix '-l', '-a', '-c', '-d'");
@@ -97,8 +95,7 @@ int cmd_snapshot(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'q': break;   /* snapshot prints nothing but errors anyway */
         case 'U': flags |= QIMG_OPEN_FORCE_SHARE; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)
