@@ -229,7 +229,7 @@ char *qimg_create_describe(const struct qimg_create_params *p);
 /* A new image written under a temporary name next to its final one and
  * renamed into place when complete, so a failed run leaves no file that
  * looks finished.  in_place (or a name that is not a plain local file):
- * the name itself is written. */
+ * the name itself is written.  name is kept, not copied. */
 typedef struct qimg_target qimg_target;
 qimg_target *qimg_target_new(const char *name, bool in_place);
 const char *qimg_target_path(const qimg_target *t);       /* the name to write */
