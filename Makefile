@@ -93,6 +93,14 @@ $(CONFIG_H): $(B)/config.mk
 configure:
 	@B=$(B) WITHOUT="$(WITHOUT)" ./scripts/configure
 
+# The command line uses include/qimg.h only: it is built without the
+# library's private include paths, so reaching past the API fails to compile.
+CLI_CFLAGS = $(filter-out -Isrc/lib -Isrc/fs,$(ALL_CFLAGS))
+$(B)/obj/src/cli/%.o: src/cli/%.c $(CONFIG_H)
+	@mkdir -p $(@D)
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CLI_CFLAGS) -MMD -MP -c $< -o $@
+
 $(B)/obj/%.o: %.c $(CONFIG_H)
 	@mkdir -p $(@D)
 	$(call say,CC,$<)

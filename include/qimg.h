@@ -26,6 +26,16 @@ extern "C" {
 const char *qimg_last_error(void);
 /* errno of the last failure in this thread (positive), 0 when none. */
 int qimg_last_errno(void);
+/* Forget this thread's last failure (after one the caller chose to ignore). */
+void qimg_error_clear(void);
+
+/* The library prints nothing: its warnings (a probed raw image opened for
+ * writing, a dirty image repaired...) go to this handler, one message
+ * without a trailing newline.  None is installed: warnings are dropped.
+ * A message starting with "WARNING:" is meant to be printed as it is;
+ * others are qemu's "warning: ..." lines. */
+typedef void (*qimg_warn_fn)(const char *msg);
+void qimg_set_warn_handler(qimg_warn_fn fn);
 
 /* ------------------------------------------------------------ open/close */
 
@@ -53,9 +63,13 @@ enum qimg_open_flags {
  * --image-opts/json: keys such as backing.file.filename, or as -b/-B, is
  * allowed), and opening an image is bounded in memory and time
  * (QIMG_SAFE_MEM, default 512 MiB; QIMG_SAFE_SECONDS, default 30).
- * Process-wide; QIMG_OPEN_SAFE asks for it on one open. */
+ * Process-wide (the CLI: --safe, QIMG_SAFE=1); QIMG_OPEN_SAFE asks for it
+ * on one open. */
 void qimg_set_safe_mode(bool on);
 bool qimg_safe_mode(void);
+/* May img's recorded backing file be opened (info --backing-chain walks the
+ * chain itself)?  0, or <0 with the safe-mode error set. */
+int qimg_backing_permitted(qimg_image *img);
 
 /* Open an image.  fmt may be NULL to probe.  filename may be a plain path,
  * a "json:{...}" filename, or (with QIMG_OPEN_IMAGE_OPTS semantics through
@@ -72,6 +86,25 @@ uint64_t qimg_size(const qimg_image *img);            /* virtual size */
 const char *qimg_filename(const qimg_image *img);
 const char *qimg_format(const qimg_image *img);        /* "raw", "qcow2"... */
 qimg_image *qimg_backing(const qimg_image *img);       /* NULL when none */
+/* The backing file as the image records it (NULL when none), the same
+ * name resolved against the image's directory, and the recorded format
+ * (NULL when not recorded).  Known without opening the chain. */
+const char *qimg_backing_filename(const qimg_image *img);
+const char *qimg_full_backing_filename(const qimg_image *img);
+const char *qimg_backing_format(const qimg_image *img);
+/* Open the backing chain of an image opened with QIMG_OPEN_NO_BACKING
+ * (0 when it records none). */
+int qimg_open_backing_chain(qimg_image *img);
+/* name resolved as img resolves its own backing file name (relative to the
+ * directory of its file); malloc'ed. */
+char *qimg_backing_path(const qimg_image *img, const char *name);
+/* A backing name resolved against the directory of the image file that
+ * names it, as qemu does: absolute and protocol names are kept. */
+char *qimg_path_combine(const char *image, const char *backing);
+/* The image's cluster size in bytes, 0 when its format has none. */
+int64_t qimg_image_cluster_size(qimg_image *img);
+/* Does the image, freshly created, read as zeros without being written? */
+bool qimg_image_has_zero_init(qimg_image *img);
 
 /* Guest reads see the whole chain: unallocated ranges read from the
  * backing image, or as zeros past its end. */
@@ -85,6 +118,11 @@ enum qimg_zero_flags {
 int qimg_write_zeroes(qimg_image *img, uint64_t offset, uint64_t len, unsigned flags);
 int qimg_discard(qimg_image *img, uint64_t offset, uint64_t len);
 int qimg_flush(qimg_image *img);
+/* A buffer for qimg_read/qimg_write suited to every open mode (aligned
+ * for O_DIRECT); free it with free().  Aborts when out of memory. */
+void *qimg_io_buffer(size_t size);
+/* Does buf hold only zero bytes? */
+bool qimg_is_zero(const void *buf, size_t len);
 
 /* ---------------------------------------------------------- block status */
 
@@ -121,15 +159,64 @@ int qimg_parse_size(const char *str, uint64_t *out);
 /* Human size as qemu prints it ("10 GiB", "408 KiB", "0 B"); buf >= 32 bytes. */
 void qimg_format_size(uint64_t size, char *buf, size_t buflen);
 
+/* --------------------------------------------------------------- formats */
+
+/* What a format can do.  The answer comes from its driver, so every
+ * command follows when a driver gains a callback. */
+enum qimg_capability {
+    QIMG_CAP_CREATE,        /* create new images (qemu-img create, convert -O) */
+    QIMG_CAP_WRITE,         /* open images read-write */
+    QIMG_CAP_COMPRESS,      /* compressed clusters (convert -c) */
+    QIMG_CAP_BACKING,       /* images with a backing file */
+    QIMG_CAP_SNAPSHOTS,     /* internal snapshots */
+    QIMG_CAP_BITMAPS,       /* persistent dirty bitmaps (in some of its images) */
+    QIMG_CAP_AMEND,         /* amend -o */
+    QIMG_CAP_CHECK,         /* consistency checks */
+    QIMG_CAP_RESIZE,
+    QIMG_CAP_MEASURE,
+    QIMG_CAP_MAKE_EMPTY,    /* emptied after commit */
+    QIMG_CAP_METADATA,      /* metadata of its own (every format but raw) */
+};
+/* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
+const char *qimg_format_name(size_t i);
+bool qimg_format_known(const char *fmt);
+/* false for an unknown format too. */
+bool qimg_format_supports(const char *fmt, enum qimg_capability cap);
+
 /* ---------------------------------------------------------------- create */
 
 typedef struct qimg_opts qimg_opts;   /* a parsed -o option list */
 
 /* Parse "-o" text ("a=b,c=d,,e"); several calls merge into *opts. */
 int qimg_opts_parse(qimg_opts **opts, const char *text);
+/* Check an -o text the way qemu does before parsing ("Invalid option list"). */
+int qimg_opts_check_text(const char *text);
+/* qemu's key=value syntax with ",," escapes (--image-opts, --object, -l,
+ * --trace); keys without "=" get the value of implied_key (or "on"). */
+int qimg_keyval_parse(qimg_opts **opts, const char *text, const char *implied_key);
 int qimg_opts_set(qimg_opts **opts, const char *name, const char *value);
 const char *qimg_opts_get(const qimg_opts *opts, const char *name);
+/* A size value as qemu reads "size": 0 when absent, 1 when found, <0
+ * with qemu's message when it is not a size. */
+int qimg_opts_get_size(qimg_opts *o, const char *name, uint64_t *out);
+/* The options in order: count, then name and value of each. */
+size_t qimg_opts_count(const qimg_opts *opts);
+const char *qimg_opts_name(const qimg_opts *opts, size_t i);
+const char *qimg_opts_value(const qimg_opts *opts, size_t i);
 void qimg_opts_free(qimg_opts *opts);
+
+/* --object secret,id=X,data=..|file=..[,format=raw|base64]. */
+int qimg_object_add(const char *text);
+
+/* The "-o help" text of a format (malloc'ed): its create options, sorted;
+ * with_protocol adds those of the file protocol (qemu lists them only
+ * when a filename is given). */
+int qimg_create_help(const char *fmt, bool with_protocol, char **out);
+/* The same for amend ("Amend options for 'F':"). */
+int qimg_amend_help(const char *fmt, char **out);
+/* Check -o options against fmt's create options plus the file protocol's
+ * ("Invalid parameter 'x'", typed values), as create and measure do. */
+int qimg_create_opts_validate(const char *fmt, qimg_opts *opts);
 
 struct qimg_create_params {
     const char *filename;
@@ -149,12 +236,77 @@ int qimg_create(const struct qimg_create_params *p);
 /* The "Formatting 'F', fmt=X ..." text (malloc'ed, no newline). */
 char *qimg_create_describe(const struct qimg_create_params *p);
 
+/* A new image written under a temporary name next to its final one and
+ * renamed into place when complete, so a failed run leaves no file that
+ * looks finished.  in_place (or a name that is not a plain local file):
+ * the name itself is written.  name is kept, not copied. */
+typedef struct qimg_target qimg_target;
+qimg_target *qimg_target_new(const char *name, bool in_place);
+const char *qimg_target_path(const qimg_target *t);       /* the name to write */
+/* msg with the temporary name replaced by the user's (malloc'ed). */
+char *qimg_target_message(const qimg_target *t, const char *msg);
+void qimg_target_discard(const qimg_target *t);            /* removes the temporary */
+int qimg_target_commit(const qimg_target *t);              /* rename into place */
+void qimg_target_free(qimg_target *t);
+
+/* ------------------------------------------------------------------ JSON */
+
+/* A JSON value printed exactly as qemu-img prints its output (objects
+ * keep qemu's key order).  Containers take ownership of what is put in. */
+typedef struct qimg_json qimg_json;
+qimg_json *qimg_json_object(void);
+qimg_json *qimg_json_array(void);
+qimg_json *qimg_json_string(const char *s);
+qimg_json *qimg_json_int(int64_t v);
+qimg_json *qimg_json_uint(uint64_t v);
+qimg_json *qimg_json_bool(bool v);
+void qimg_json_set(qimg_json *obj, const char *key, qimg_json *val);
+void qimg_json_append(qimg_json *arr, qimg_json *val);
+/* Pretty text (4-space indent), no trailing newline; malloc'ed. */
+char *qimg_json_to_string(const qimg_json *v);
+void qimg_json_free(qimg_json *v);
+
 /* ------------------------------------------------------------------ info */
 
 /* JSON text of ImageInfo as qemu-img info --output=json prints it (one
  * image), and the human text.  Both malloc'ed. */
 int qimg_info_json(qimg_image *img, char **out);
 int qimg_info_human(qimg_image *img, char **out);
+/* ImageInfo of one image (no backing walk) as a JSON tree. */
+int qimg_info_build(qimg_image *img, qimg_json **out);
+
+/* ----------------------------------------------------------------- check */
+
+/* Results of a consistency check, as qemu's ImageCheck. */
+struct qimg_check_result {
+    int64_t corruptions, leaks, check_errors;
+    int64_t corruptions_fixed, leaks_fixed;
+    int64_t image_end_offset;
+    int64_t total_clusters, allocated_clusters, fragmented_clusters, compressed_clusters;
+    bool has_stats;              /* totals known */
+};
+enum qimg_check_fix { QIMG_FIX_LEAKS = 1, QIMG_FIX_ERRORS = 2 };
+/* -ENOTSUP when the format has no check. */
+int qimg_check(qimg_image *img, struct qimg_check_result *res, unsigned fix);
+/* Each problem a check finds ("Leaked cluster 5 refcount=1 reference=0")
+ * goes to this handler as it is found (also the repairs of a dirty image
+ * opened read-write).  A line starting with QIMG_CHECK_LOG_REPORT is an
+ * error report (qemu-img prints it after its name). */
+typedef void (*qimg_check_log_fn)(const char *line, void *opaque);
+void qimg_check_set_log(qimg_check_log_fn fn, void *opaque);
+#define QIMG_CHECK_LOG_REPORT "\001"
+
+/* ---------------------------------------------------------- resize, measure */
+
+/* Change the virtual size (prealloc: "off" when NULL). */
+int qimg_resize(qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
+
+/* Size a new image needs (BlockMeasureInfo). */
+struct qimg_measure { uint64_t required, fully_allocated, bitmaps; bool has_bitmaps; };
+/* For size bytes, or for the content of src when not NULL.  opts:
+ * validated -o options (qimg_create_opts_validate), may be NULL. */
+int qimg_measure(const char *fmt, qimg_opts *opts, qimg_image *src, uint64_t size,
+                 struct qimg_measure *out);
 
 /* ------------------------------------------------------------- operations */
 
@@ -229,7 +381,13 @@ struct qimg_rebase_params {
 int qimg_rebase(const struct qimg_rebase_params *p);
 
 /* Internal snapshots.  The list is freed with qimg_snapshot_list_free. */
-struct qimg_snapshot_info;
+struct qimg_snapshot_info {
+    char *id, *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    int64_t icount;             /* -1 when absent */
+};
 int qimg_snapshot_list(qimg_image *img, struct qimg_snapshot_info **list, size_t *n);
 void qimg_snapshot_list_free(struct qimg_snapshot_info *list, size_t n);
 int qimg_snapshot_create(qimg_image *img, const char *name);

@@ -41,6 +41,16 @@ cat <<'EOF'
 .SH EXTENSIONS
 Options qemu\-img does not have:
 .TP
+.BI "\-\-safe"
+Safe mode for images from untrusted sources, with any command, before or
+after the command name (or \fBQIMG_SAFE=1\fR in the environment): an image
+may not make qimg open a file the command line did not name (backing files,
+external data files; those given with \fB\-b\fR, \fB\-B\fR, \fB\-o\fR or
+\fB\-\-image\-opts\fR are allowed), and opening an image is bounded in
+memory (\fBQIMG_SAFE_MEM\fR, default 512 MiB) and time
+(\fBQIMG_SAFE_SECONDS\fR, default 30 seconds).  An argument \fB\-\-safe\fR
+after \fB\-\-\fR is left alone.
+.TP
 .BI "convert \-D " base " [\-F " base_fmt "] [\-c] \-O " fmt " " "source output"
 Write
 .I output

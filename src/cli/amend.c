@@ -3,68 +3,16 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_FORCE };
-
-static const char *type_name(enum qimg_opt_type t)
-{
-    switch (t) {
-    case QIMG_OPT_SIZE: return "size";
-    case QIMG_OPT_BOOL: return "bool (on/off)";
-    case QIMG_OPT_NUMBER: return "num";
-    default: return "str";
-    }
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* qemu lists the options sorted, "  name=<type>" padded to 24, " - help". */
-static void print_opts_help(const struct qimg_opt_desc *d)
-{
-    size_t n = 0;
-    while (d[n].name)
-        n++;
-    char **lines = qimg_xcalloc(n ? n : 1, sizeof *lines);
-    for (size_t i = 0; i < n; i++) {
-        CLEANUP_FREE char *head = qimg_asprintf("  %s=<%s>", d[i].name, type_name(d[i].type));
-        lines[i] = d[i].help ? qimg_asprintf("%-24s - %s", head, d[i].help) : qimg_strdup(head);
-    }
-    qsort(lines, n, sizeof *lines, cmp_str);
-    for (size_t i = 0; i < n; i++) {
-        printf("%s\n", lines[i]);
-        free(lines[i]);
-    }
-    free(lines);
-}
+enum { OPT_FORCE = CLI_OPT_COMMAND };
 
 static int print_amend_help(const char *fmt)
 {
-    const struct qimg_driver *drv = qimg_driver_find(fmt);
-    if (!drv) {
-        error_report("Unknown file format '%s'", fmt);
-        return 1;
-    }
-    if (!drv->amend || !drv->amend_opts) {
-        error_report("Format driver '%s' does not support option amendment", fmt);
-        return 1;
-    }
-    printf("Amend options for '%s':\n", fmt);
-    print_opts_help(drv->amend_opts);
-    return 0;
-}
-
-/* -o values are joined with commas, each checked first. */
-static int accumulate(char **options, const char *arg)
-{
-    if (qimg_opts_check_text(arg) < 0) {
+    CLEANUP_FREE char *text = NULL;
+    if (qimg_amend_help(fmt, &text) < 0) {
         error_report("%s", qimg_last_error());
-        return -1;
+        return 1;
     }
-    char *joined = *options ? qimg_asprintf("%s,%s", *options, arg) : qimg_strdup(arg);
-    free(*options);
-    *options = joined;
+    fputs(text, stdout);
     return 0;
 }
 
@@ -73,7 +21,7 @@ static int amend_image(qimg_image *img, const char *options, bool force, struct 
 {
     if (cli_has_help_option(options))
         return print_amend_help(qimg_format(img));
-    if (!img->drv->amend) {
+    if (!qimg_format_supports(qimg_format(img), QIMG_CAP_AMEND)) {
         error_report("Format driver '%s' does not support option amendment", qimg_format(img));
         return 1;
     }
@@ -95,11 +43,11 @@ static int amend_image(qimg_image *img, const char *options, bool force, struct 
 int cmd_amend(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
         { "force", no_argument, NULL, OPT_FORCE },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     CLEANUP_FREE char *options = NULL;
     const char *fmt = NULL, *cache = "writeback";
@@ -107,18 +55,13 @@ int cmd_amend(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":ho:f:t:pq", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
-        case 'o':
-            if (accumulate(&options, optarg) < 0)
-                return 1;
-            break;
+        case 'o': cli_accumulate_options(&options, optarg); break;
         case 'f': fmt = optarg; break;
         case 't': cache = optarg; break;
         case 'p': progress = true; break;
         case 'q': quiet = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_FORCE: force = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (!options)

@@ -18,7 +18,7 @@
 
 #include "cli.h"
 
-enum { OPT_FLUSH_INTERVAL = 256, OPT_IMAGE_OPTS, OPT_PATTERN, OPT_NO_DRAIN };
+enum { OPT_FLUSH_INTERVAL = CLI_OPT_COMMAND, OPT_PATTERN, OPT_NO_DRAIN };
 
 /* More threads than this only add contention: the kernel queue is what
  * keeps requests in flight. */
@@ -85,18 +85,17 @@ static unsigned parse_pattern(const char *arg)
 static void parse_args(int argc, char **argv, struct bench_opts *o, const char **filename)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
+        CLI_LONGOPT_HELP,
         { "flush-interval", required_argument, NULL, OPT_FLUSH_INTERVAL },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        CLI_LONGOPT_IMAGE_OPTS,
         { "pattern", required_argument, NULL, OPT_PATTERN },
         { "no-drain", no_argument, NULL, OPT_NO_DRAIN },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     int c;
     while ((c = cli_getopt(argc, argv, ":hc:d:f:ni:o:qs:S:t:wU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'c': o->count = parse_count(optarg, "request count"); break;
         case 'd': o->depth = parse_count(optarg, "queue depth"); break;
         case 'f': o->fmt = optarg; break;
@@ -134,9 +133,9 @@ static void parse_args(int argc, char **argv, struct bench_opts *o, const char *
         case OPT_FLUSH_INTERVAL:
             o->flush_interval = parse_count(optarg, "flush interval");
             break;
-        case OPT_IMAGE_OPTS: o->image_opts = true; break;
         case OPT_PATTERN: o->pattern = parse_pattern(optarg); break;
         case OPT_NO_DRAIN: o->drain = false; break;
+        default: cli_common_option(c, &o->image_opts); break;
         }
     }
     if (optind != argc - 1)
@@ -271,7 +270,7 @@ static int bench_run(struct bench_run *b)
     const struct bench_opts *o = b->o;
     if (b->image_size == 0)
         return run_empty_image(b);
-    int nworkers = QIMG_MIN(QIMG_MIN(o->depth, o->count), MAX_WORKERS);
+    int nworkers = MIN(MIN(o->depth, o->count), MAX_WORKERS);
     pthread_t threads[MAX_WORKERS];
     int started = 0;
     for (; started < nworkers; started++)

@@ -15,8 +15,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE,
-       OPT_DISABLE, OPT_MERGE };
+enum { OPT_ADD = CLI_OPT_COMMAND, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE, OPT_MERGE };
 
 struct action { int op; const char *src; };
 
@@ -107,15 +106,15 @@ static int print_ranges(qimg_image *img, const char *bitmap, enum output_format 
 
 static int cmd_bitmap_dump(int argc, char **argv)
 {
-    enum { D_OBJECT = 256, D_IMAGE_OPTS, D_DUMP, D_OUTPUT };
+    enum { D_DUMP = CLI_OPT_COMMAND, D_OUTPUT };
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, D_OBJECT },
-        { "image-opts", no_argument, NULL, D_IMAGE_OPTS },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
         { "dump", no_argument, NULL, D_DUMP },
         { "output", required_argument, NULL, D_OUTPUT },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL;
     bool image_opts = false, force_share = false;
@@ -123,13 +122,11 @@ static int cmd_bitmap_dump(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":f:hU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 'U': force_share = true; break;
-        case D_OBJECT: cli_object_add(optarg); break;
-        case D_IMAGE_OPTS: image_opts = true; break;
         case D_OUTPUT: out = parse_output_format(optarg); break;
         case D_DUMP: break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (argc - optind != 2) {
@@ -160,9 +157,9 @@ int cmd_bitmap(int argc, char **argv)
         return cmd_bitmap_dump(argc, argv);
 
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
         { "add", no_argument, NULL, OPT_ADD },
         { "remove", no_argument, NULL, OPT_REMOVE },
         { "clear", no_argument, NULL, OPT_CLEAR },
@@ -172,9 +169,9 @@ int cmd_bitmap(int argc, char **argv)
         { "granularity", required_argument, NULL, 'g' },
         { "source-file", required_argument, NULL, 'b' },
         { "source-format", required_argument, NULL, 'F' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
-    CLEANUP_FREE struct action *acts = qimg_xcalloc((size_t)argc + 1, sizeof *acts);
+    CLEANUP_FREE struct action *acts = xcalloc((size_t)argc + 1, sizeof *acts);
     size_t nact = 0;
     const char *fmt = NULL, *src_file = NULL, *src_fmt = NULL;
     bool image_opts = false, add = false, merge = false;
@@ -182,7 +179,6 @@ int cmd_bitmap(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":b:f:F:g:h", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'b': src_file = optarg; break;
         case 'f': fmt = optarg; break;
         case 'F': src_fmt = optarg; break;
@@ -197,8 +193,7 @@ int cmd_bitmap(int argc, char **argv)
             add |= c == OPT_ADD;
             merge |= c == OPT_MERGE;
             break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (!usage_ok(nact, add, merge, granularity, src_file, src_fmt, argc - optind))

@@ -9,7 +9,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT };
+enum { OPT_OUTPUT = CLI_OPT_COMMAND };
 
 #define RC_NOT_SUPPORTED 63
 
@@ -70,7 +70,7 @@ static void print_json(const struct qimg_check_result *r, const char *filename, 
         { "fragmented-clusters", r->fragmented_clusters },
         { "compressed-clusters", r->compressed_clusters },
     };
-    for (size_t i = 0; i < QIMG_ARRAY_SIZE(opt); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(opt); i++)
         if (opt[i].v)
             qimg_json_set(o, opt[i].key, qimg_json_int(opt[i].v));
     CLEANUP_FREE char *text = qimg_json_to_string(o);
@@ -119,14 +119,14 @@ static int run_check(qimg_image *img, unsigned fix, enum output_format of, bool 
 int cmd_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
+        CLI_LONGOPT_HELP,
         { "format", required_argument, NULL, 'f' },
         { "repair", required_argument, NULL, 'r' },
         { "output", required_argument, NULL, OPT_OUTPUT },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *output = NULL, *cache = "writeback";
     bool image_opts = false, force_share = false, quiet = false;
@@ -134,7 +134,6 @@ int cmd_check(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":hf:r:T:qU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 'r':
             if (strcmp(optarg, "leaks") == 0)
@@ -148,8 +147,7 @@ int cmd_check(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'U': force_share = true; break;
         case OPT_OUTPUT: output = optarg; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)

@@ -4,9 +4,27 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "internal.h"
+/* The command line is a client of the library like any other: it uses
+ * include/qimg.h and nothing else of it. */
+#include "qimg.h"
+
+/* ---- small helpers of the CLI's own (common.c) ---- */
+static inline void cli_cleanup_free(void *ptr) { free(*(void **)ptr); }
+#define CLEANUP_FREE __attribute__((cleanup(cli_cleanup_free)))
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* These abort when out of memory. */
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t size);
 
 /* Program name for messages: basename of argv[0] ("qemu-img" through a
  * symlink named so, else "qimg"). */
@@ -16,6 +34,10 @@ void cli_check_log(const char *line, void *opaque);
 
 /* "prog: message\n" on stderr. */
 void error_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "prog: warning: message\n" on stderr. */
+void warn_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The library's warning handler (qimg_set_warn_handler). */
+void cli_warn(const char *msg);
 /* error_report + "Try 'prog --help' for more information"; exit(1). */
 __attribute__((noreturn, format(printf, 1, 2))) void error_exit(const char *fmt, ...);
 /* Print qimg_last_error() after a prefix: "prog: <prefix>: <error>". */
@@ -25,6 +47,19 @@ void report_lib_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))
  * leading optstring; '?' and ':' become qemu-img's messages + exit 1.
  * Returns the option character, or -1 at the end. */
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);
+
+/* Long options shared by most commands; ids past every short option.
+ * A command numbers its own long options from CLI_OPT_COMMAND. */
+enum { CLI_OPT_OBJECT = 0x100, CLI_OPT_IMAGE_OPTS, CLI_OPT_COMMAND };
+#define CLI_LONGOPT_HELP        { "help", no_argument, NULL, 'h' }
+#define CLI_LONGOPT_OBJECT      { "object", required_argument, NULL, CLI_OPT_OBJECT }
+#define CLI_LONGOPT_IMAGE_OPTS  { "image-opts", no_argument, NULL, CLI_OPT_IMAGE_OPTS }
+#define CLI_LONGOPT_FORCE_SHARE { "force-share", no_argument, NULL, 'U' }
+#define CLI_LONGOPT_END         { NULL, 0, NULL, 0 }
+/* -h, --object and --image-opts mean the same in every command: handles
+ * option c when it is one of them (image_opts may be NULL for a command
+ * without --image-opts). */
+bool cli_common_option(int c, bool *image_opts);
 
 /* --output: 0 human, 1 json; exits on bad values as qemu-img does. */
 enum output_format { OUTPUT_HUMAN, OUTPUT_JSON };
@@ -51,6 +86,15 @@ void progress_callback(double percent, void *opaque);   /* opaque = struct progr
 int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out);
 /* Does an -o text hold a "help" or "?" item? */
 bool cli_has_help_option(const char *text);
+/* -o given several times: the texts joined with ',', each checked first
+ * (qemu's "Invalid option list"); exits on a bad one. */
+void cli_accumulate_options(char **options, const char *text);
+/* "-o help" of a format's create options (with the protocol's when a
+ * target filename was given); 0, or 1 after printing the error. */
+int cli_print_create_help(const char *fmt, const char *filename);
+/* -l: "snapshot.id=X,snapshot.name=Y" or a plain id-or-name; -1 after
+ * printing qemu's messages. */
+int cli_check_snapshot_param(const char *text);
 
 /* --object handling shared by every command. */
 void cli_object_add(const char *text);

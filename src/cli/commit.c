@@ -4,7 +4,6 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
 static int commit_image(qimg_image *img, const char *filename, const char *base, bool drop,
                         int64_t rate, struct progress *prog)
@@ -38,10 +37,10 @@ static int commit_image(qimg_image *img, const char *filename, const char *base,
 int cmd_commit(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *cache = "writeback", *base = NULL;
     bool drop = false, progress = false, quiet = false, image_opts = false;
@@ -49,7 +48,6 @@ int cmd_commit(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":f:ht:b:dpqr:", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 't': cache = optarg; break;
         case 'b': base = optarg; drop = true; break;   /* -b implies -d */
@@ -60,8 +58,7 @@ int cmd_commit(int argc, char **argv)
             if (cli_cvtnum("rate limit", optarg, 0, INT64_MAX, &rate) < 0)
                 return 1;
             break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (quiet)

@@ -25,6 +25,25 @@ void error_report(const char *fmt, ...)
     va_end(ap);
 }
 
+void warn_report(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: warning: ", prog_name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Warnings of the library: "WARNING: ..." texts come as qemu prints them. */
+void cli_warn(const char *msg)
+{
+    if (strncmp(msg, "WARNING:", 8) == 0)
+        fprintf(stderr, "%s\n", msg);
+    else
+        warn_report("%s", msg);
+}
+
 void error_exit(const char *fmt, ...)
 {
     va_list ap;
@@ -112,6 +131,23 @@ void cli_object_add(const char *text)
     }
 }
 
+bool cli_common_option(int c, bool *image_opts)
+{
+    switch (c) {
+    case 'h':
+        help();
+    case CLI_OPT_OBJECT:
+        cli_object_add(optarg);
+        return true;
+    case CLI_OPT_IMAGE_OPTS:
+        if (image_opts)
+            *image_opts = true;
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* ---- numbers ---- */
 
 int cli_cvtnum(const char *name, const char *arg, int64_t min, int64_t max, int64_t *out)
@@ -151,6 +187,74 @@ bool cli_has_help_option(const char *text)
             p++;
     }
     return false;
+}
+
+void cli_accumulate_options(char **options, const char *text)
+{
+    if (qimg_opts_check_text(text) < 0) {
+        error_report("%s", qimg_last_error());
+        exit(1);
+    }
+    char *joined = *options ? xasprintf("%s,%s", *options, text) : xstrdup(text);
+    free(*options);
+    *options = joined;
+}
+
+int cli_print_create_help(const char *fmt, const char *filename)
+{
+    CLEANUP_FREE char *text = NULL;
+    if (qimg_create_help(fmt, filename != NULL, &text) < 0) {
+        error_report("%s", qimg_last_error());
+        return 1;
+    }
+    fputs(text, stdout);
+    return 0;
+}
+
+int cli_check_snapshot_param(const char *text)
+{
+    if (strncmp(text, "snapshot.", 9) != 0)
+        return 0;
+    qimg_opts *kv = NULL;
+    bool ok = qimg_keyval_parse(&kv, text, NULL) == 0;
+    if (!ok)
+        error_report("%s", qimg_last_error());
+    for (size_t i = 0; ok && i < qimg_opts_count(kv); i++) {
+        const char *name = qimg_opts_name(kv, i);
+        if (strcmp(name, "snapshot.id") && strcmp(name, "snapshot.name")) {
+            error_report("Invalid parameter '%s'", name);
+            ok = false;
+        }
+    }
+    qimg_opts_free(kv);
+    if (!ok)
+        error_report("Failed in parsing snapshot param '%s'", text);
+    return ok ? 0 : -1;
+}
+
+/* ---- memory ---- */
+
+static void *check_alloc(void *p)
+{
+    if (!p) {
+        fprintf(stderr, "%s: out of memory\n", prog_name);
+        abort();
+    }
+    return p;
+}
+
+char *xstrdup(const char *s) { return check_alloc(strdup(s)); }
+void *xcalloc(size_t n, size_t size) { return check_alloc(calloc(n ? n : 1, size ? size : 1)); }
+void *xrealloc(void *p, size_t size) { return check_alloc(realloc(p, size ? size : 1)); }
+
+char *xasprintf(const char *fmt, ...)
+{
+    char *s;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    return check_alloc(n < 0 ? NULL : s);
 }
 
 /* ---- progress ---- */
@@ -198,8 +302,8 @@ void progress_callback(double percent, void *opaque)
 static void print_formats(void)
 {
     printf("Supported formats:");
-    for (size_t i = 0; qimg_drivers[i]; i++)
-        printf(" %s", qimg_drivers[i]->name);
+    for (size_t i = 0; qimg_format_name(i); i++)
+        printf(" %s", qimg_format_name(i));
     printf("\n");
 }
 
@@ -212,10 +316,16 @@ void help(void)
            "    '-h', '--help'       display this help and exit\n"
            "    '-V', '--version'    output version information and exit\n"
            "    '-T', '--trace'      [[enable=]<pattern>][,events=<file>][,file=<file>]\n"
-           "                         specify tracing options (accepted, ignored)\n"
-           "\n"
-           "Command syntax:\n",
+           "                         specify tracing options (accepted, ignored)\n",
            prog_name, QIMG_VERSION_STRING, prog_name);
+    /* qimg's own options are left out as qemu-img (its --help is compared) */
+    if (strcmp(prog_name, "qemu-img") != 0)
+        printf("    '--safe'             (any command, or QIMG_SAFE=1) the images are untrusted:\n"
+               "                         they may not name files to open (backing files...)\n"
+               "                         that the command line did not, and opening one is\n"
+               "                         bounded in memory and time\n");
+    printf("\n"
+           "Command syntax:\n");
     for (const struct command *c = commands; c->name; c++) {
         /* as qemu-img, only qemu-img's commands (its --help is compared) */
         if (cli_command_is_qimg_only(c->name) && strcmp(prog_name, "qemu-img") == 0)

@@ -12,7 +12,6 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
 struct compare_opts {
     const char *fmt1, *fmt2, *cache;
@@ -22,16 +21,15 @@ struct compare_opts {
 static void parse_args(int argc, char **argv, struct compare_opts *o)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     int c;
     while ((c = cli_getopt(argc, argv, ":hf:F:T:pqsU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': o->fmt1 = optarg; break;
         case 'F': o->fmt2 = optarg; break;
         case 'T': o->cache = optarg; break;
@@ -39,8 +37,7 @@ static void parse_args(int argc, char **argv, struct compare_opts *o)
         case 'q': o->quiet = true; break;
         case 's': o->strict = true; break;
         case 'U': o->force_share = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: o->image_opts = true; break;
+        default: cli_common_option(c, &o->image_opts); break;
         }
     }
 }

@@ -37,19 +37,7 @@ struct convert_opts {
     int64_t sparse_size, rate_limit, coroutines;
 };
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_TARGET_IMAGE_OPTS, OPT_SALVAGE,
-       OPT_TARGET_IS_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN };
-
-static void add_options(struct convert_opts *o, const char *text)
-{
-    if (qimg_opts_check_text(text) < 0) {
-        error_report("Invalid option list: %s", text);
-        exit(1);
-    }
-    char *joined = o->options ? qimg_asprintf("%s,%s", o->options, text) : qimg_strdup(text);
-    free(o->options);
-    o->options = joined;
-}
+enum { OPT_TARGET_IMAGE_OPTS = CLI_OPT_COMMAND, OPT_SALVAGE, OPT_TARGET_IS_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN };
 
 static void parse_sparse(struct convert_opts *o, const char *arg)
 {
@@ -78,47 +66,23 @@ static void parse_coroutines(struct convert_opts *o, const char *arg)
     o->coroutines = v;
 }
 
-/* -l: "snapshot.id=..,snapshot.name=.." or an id-or-name. */
-static void parse_snapshot(struct convert_opts *o, const char *arg)
-{
-    if (strncmp(arg, "snapshot.", 9) == 0) {
-        qimg_opts *kv = NULL;
-        bool ok = qimg_keyval_parse(&kv, arg, NULL) == 0;
-        if (!ok)
-            error_report("%s", qimg_last_error());
-        for (size_t i = 0; ok && kv && i < kv->n; i++) {
-            if (strcmp(kv->v[i].name, "snapshot.id") && strcmp(kv->v[i].name, "snapshot.name")) {
-                error_report("Invalid parameter '%s'", kv->v[i].name);
-                ok = false;
-            }
-        }
-        qimg_opts_free(kv);
-        if (!ok) {
-            error_report("Failed in parsing snapshot param '%s'", arg);
-            exit(1);
-        }
-    }
-    o->snapshot = arg;
-}
-
 static void parse_args(int argc, char **argv, struct convert_opts *o)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
         { "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
         { "salvage", no_argument, NULL, OPT_SALVAGE },
         { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
         { "bitmaps", no_argument, NULL, OPT_BITMAPS },
         { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     int c;
     while ((c = cli_getopt(argc, argv, ":hf:O:B:CcD:F:o:l:S:pt:T:qnm:WUr:", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': o->fmt = optarg; break;
         case 'O': o->out_fmt = optarg; break;
         case 'B': o->backing = optarg; break;
@@ -126,8 +90,12 @@ static void parse_args(int argc, char **argv, struct convert_opts *o)
         case 'F': o->backing_fmt = optarg; break;
         case 'C': o->copy_range = true; break;
         case 'c': o->compress = true; break;
-        case 'o': add_options(o, optarg); break;
-        case 'l': parse_snapshot(o, optarg); break;
+        case 'o': cli_accumulate_options(&o->options, optarg); break;
+        case 'l':
+            if (cli_check_snapshot_param(optarg) < 0)
+                exit(1);
+            o->snapshot = optarg;
+            break;
         case 'S': parse_sparse(o, optarg); break;
         case 'p': o->progress = true; break;
         case 't': o->cache = optarg; break;
@@ -141,13 +109,12 @@ static void parse_args(int argc, char **argv, struct convert_opts *o)
             if (cli_cvtnum("rate limit", optarg, 0, INT64_MAX, &o->rate_limit) < 0)
                 exit(1);
             break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: o->image_opts = true; break;
         case OPT_TARGET_IMAGE_OPTS: o->target_image_opts = true; break;
         case OPT_SALVAGE: o->salvage = true; break;
         case OPT_TARGET_IS_ZERO: o->target_is_zero = true; break;
         case OPT_BITMAPS: o->bitmaps = true; break;
         case OPT_SKIP_BROKEN: o->skip_broken_bitmaps = true; break;
+        default: cli_common_option(c, &o->image_opts); break;
         }
     }
 }
@@ -182,39 +149,9 @@ static void check_combinations(const struct convert_opts *o)
     }
 }
 
-/* "-o help": the target format's creation options. */
-static int print_create_help(const char *fmt)
-{
-    const struct qimg_driver *drv = qimg_driver_find(fmt);
-    if (!drv || !drv->create) {
-        error_report("Unknown file format '%s'", fmt);
-        return 1;
-    }
-    printf("Supported %s options:\n", fmt);
-    for (const struct qimg_opt_desc *d = drv->create_opts; d && d->name; d++) {
-        static const char *const types[] = { "str", "size", "bool (on/off)", "num" };
-        char *left = qimg_asprintf("%s=<%s>", d->name, types[d->type]);
-        printf("  %-22s - %s\n", left, d->help);
-        free(left);
-    }
-    printf("\nThe protocol level may support further options.\n"
-           "Specify the target filename to include those options.\n");
-    return 0;
-}
-
-static bool options_ask_help(const char *options)
-{
-    CLEANUP_FREE char *copy = qimg_strdup(options);
-    char *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
-        if (qimg_opts_is_help(t))
-            return true;
-    return false;
-}
-
 /* ---- the target ---- */
 
-static int commit_target(struct qimg_target *t)
+static int commit_target(qimg_target *t)
 {
     if (qimg_target_commit(t) < 0) {
         error_report("%s", qimg_last_error());
@@ -242,7 +179,7 @@ static void close_sources(struct sources *s)
 static int open_sources(struct sources *s, char **names, size_t n, const struct convert_opts *o,
                         unsigned flags)
 {
-    s->img = qimg_xcalloc(n, sizeof *s->img);
+    s->img = xcalloc(n, sizeof *s->img);
     for (size_t i = 0; i < n; i++) {
         s->img[i] = cli_open(names[i], o->fmt, flags, o->image_opts);
         if (!s->img[i])
@@ -250,7 +187,7 @@ static int open_sources(struct sources *s, char **names, size_t n, const struct 
         s->n++;
         uint64_t size = qimg_size(s->img[i]);
         size = (size + 511) & ~(uint64_t)511;
-        if (!qimg_add_ok(s->total, size, &s->total)) {
+        if (__builtin_add_overflow(s->total, size, &s->total)) {
             error_report("Image size is too large");
             return -1;
         }
@@ -258,10 +195,9 @@ static int open_sources(struct sources *s, char **names, size_t n, const struct 
     return 0;
 }
 
-static int check_target_format(const struct convert_opts *o, const struct qimg_driver **drv)
+static int check_target_format(const struct convert_opts *o)
 {
-    *drv = qimg_driver_find(o->out_fmt);
-    if (!*drv || !(*drv)->create) {
+    if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
         error_report("Unknown file format '%s'", o->out_fmt);
         return -1;
     }
@@ -269,41 +205,27 @@ static int check_target_format(const struct convert_opts *o, const struct qimg_d
 }
 
 /* -o values and the format's abilities, checked before creating. */
-static int check_create_options(const struct convert_opts *o, const struct qimg_driver *drv,
-                                qimg_opts **opts)
+static int check_create_options(const struct convert_opts *o, qimg_opts **opts)
 {
-    if (o->options && qimg_opts_parse(opts, o->options) < 0) {
+    if (o->options && (qimg_opts_parse(opts, o->options) < 0 ||
+                       qimg_create_opts_validate(o->out_fmt, *opts) < 0)) {
         error_report("%s", qimg_last_error());
         return -1;
     }
-    if (*opts) {
-        for (size_t i = 0; i < (*opts)->n; i++) {
-            const char *name = (*opts)->v[i].name;
-            bool known = strcmp(name, "preallocation") == 0 ||
-                         strcmp(name, "extent_size_hint") == 0 || strcmp(name, "nocow") == 0;
-            for (const struct qimg_opt_desc *d = drv->create_opts; d && d->name && !known; d++)
-                known = strcmp(d->name, name) == 0;
-            if (!known) {
-                error_report("Invalid parameter '%s'", name);
-                return -1;
-            }
-        }
-    }
     bool has_backing = o->backing || (*opts && qimg_opts_get(*opts, "backing_file"));
-    if (has_backing && !(drv->flags & QIMG_DRV_SUPPORTS_BACKING)) {
+    if (has_backing && !qimg_format_supports(o->out_fmt, QIMG_CAP_BACKING)) {
         error_report("Backing file not supported for file format '%s'", o->out_fmt);
         return -1;
     }
-    if (o->compress && strcmp(drv->name, "qcow2") && strcmp(drv->name, "qcow") &&
-        strcmp(drv->name, "vmdk")) {
+    if (o->compress && !qimg_format_supports(o->out_fmt, QIMG_CAP_COMPRESS)) {
         error_report("Compression not supported for this file format");
         return -1;
     }
     return 0;
 }
 
-static int create_target(struct qimg_target *t, const struct convert_opts *o, uint64_t size,
-                         const qimg_opts *opts)
+static int create_target(qimg_target *t, const char *name, const struct convert_opts *o,
+                         uint64_t size, const qimg_opts *opts)
 {
     struct qimg_create_params cp = {
         .filename = qimg_target_path(t), .fmt = o->out_fmt,
@@ -314,24 +236,25 @@ static int create_target(struct qimg_target *t, const struct convert_opts *o, ui
     int r = qimg_create(&cp);
     if (r < 0) {
         CLEANUP_FREE char *msg = qimg_target_message(t, qimg_last_error());
-        error_report("%s: error while converting %s: %s", t->name, o->out_fmt, msg);
+        error_report("%s: error while converting %s: %s", name, o->out_fmt, msg);
         qimg_target_discard(t);
         return -1;
     }
     return 0;
 }
 
-static qimg_image *open_target(struct qimg_target *t, const struct convert_opts *o, unsigned flags)
+static qimg_image *open_target(qimg_target *t, const char *name, const struct convert_opts *o,
+                               unsigned flags)
 {
     qimg_image *img;
     int r;
     if (o->target_image_opts)
-        r = qimg_open_opts(&img, t->name, flags);
+        r = qimg_open_opts(&img, name, flags);
     else
         r = qimg_open(&img, qimg_target_path(t), o->out_fmt, flags);
     if (r < 0) {
         CLEANUP_FREE char *msg = qimg_target_message(t, qimg_last_error());
-        error_report("Could not open '%s': %s", t->name, msg);
+        error_report("Could not open '%s': %s", name, msg);
         return NULL;
     }
     return img;
@@ -341,9 +264,10 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
                       bool fresh)
 {
     struct progress prog;
-    bool target_backing = o->backing || qimg_backing(target) || (target->backing_file != NULL);
+    bool target_backing = o->backing || qimg_backing(target) ||
+                          qimg_backing_filename(target) != NULL;
     bool zero_init = o->target_is_zero ||
-        (fresh && !target_backing && target->drv->has_zero_init && target->drv->has_zero_init(target));
+                     (fresh && !target_backing && qimg_image_has_zero_init(target));
     struct qimg_convert_params p = {
         .sources = s->img, .nsources = s->n, .target = target,
         .sparse_size = (uint64_t)o->sparse_size, .has_sparse_size = o->explicit_sparse,
@@ -494,8 +418,10 @@ int cmd_convert(int argc, char **argv)
         o.progress = false;
     check_combinations(&o);
     int nsrc = argc - optind - 1;
-    if (o.options && options_ask_help(o.options))
-        return print_create_help(o.out_fmt ? o.out_fmt : "raw");
+    /* qemu lists the protocol's options too when a target name is given */
+    if (o.options && cli_has_help_option(o.options))
+        return cli_print_create_help(o.out_fmt ? o.out_fmt : "raw",
+                                     nsrc >= 1 ? argv[argc - 1] : NULL);
     if (nsrc < 1) {
         error_report("Must specify image file name");
         return 1;
@@ -529,7 +455,7 @@ int cmd_convert(int argc, char **argv)
     }
 
     struct sources s = { 0 };
-    struct qimg_target t = { 0 };
+    qimg_target *t = NULL;
     qimg_opts *opts = NULL;
     qimg_image *target = NULL;
     int ret = 1;
@@ -544,27 +470,24 @@ int cmd_convert(int argc, char **argv)
     }
 
     const char *out_name = argv[argc - 1];
-    qimg_target_plan(&t, out_name);
+    /* -n writes the existing target in place */
+    t = qimg_target_new(out_name, o.skip_create);
     if (!o.skip_create) {
-        const struct qimg_driver *drv;
-        if (check_target_format(&o, &drv) < 0 || check_create_options(&o, drv, &opts) < 0)
+        if (check_target_format(&o) < 0 || check_create_options(&o, &opts) < 0)
             goto out;
-        if (create_target(&t, &o, s.total, opts) < 0)
+        if (create_target(t, out_name, &o, s.total, opts) < 0)
             goto out;
-    } else {
-        free(t.tmp);
-        t.tmp = NULL;             /* -n writes the existing target in place */
     }
 
     unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING;
     if (parse_cache_mode(o.cache ? o.cache : "unsafe", &tgt_flags) < 0) {
         error_report("Invalid cache option: %s", o.cache);
-        qimg_target_discard(&t);
+        qimg_target_discard(t);
         goto out;
     }
-    target = open_target(&t, &o, tgt_flags);
+    target = open_target(t, out_name, &o, tgt_flags);
     if (!target) {
-        qimg_target_discard(&t);
+        qimg_target_discard(t);
         goto out;
     }
     if (o.bitmaps && !qimg_bitmap_supported(target)) {
@@ -572,13 +495,14 @@ int cmd_convert(int argc, char **argv)
         error_report("Format driver '%s' does not support bitmaps", qimg_format(target));
         qimg_close(target);
         target = NULL;
-        commit_target(&t);
+        commit_target(t);
         goto out;
     }
-    bool target_backing = o.backing || target->backing_file;
+    bool target_backing = o.backing || qimg_backing_filename(target);
     /* partial clusters written into the target copy the rest from its
      * backing file, as qemu-img does: open the chain when it is there */
-    if (target->backing_file && !qimg_backing(target) && qimg_open_backing_chain(target) < 0)
+    if (qimg_backing_filename(target) && !qimg_backing(target) &&
+        qimg_open_backing_chain(target) < 0)
         qimg_error_clear();
     if (o.target_is_zero && target_backing) {
         /* qemu-img 7.2 reports this and exits with status 0 */
@@ -591,7 +515,7 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
     if (do_convert(&s, target, &o, !o.skip_create) < 0) {
-        qimg_target_discard(&t);
+        qimg_target_discard(t);
         goto out;
     }
     bool bitmaps_failed = o.bitmaps && copy_bitmaps(s.img[0], target, o.skip_broken_bitmaps) < 0;
@@ -599,18 +523,18 @@ int cmd_convert(int argc, char **argv)
     target = NULL;
     if (r < 0) {
         error_report("%s", qimg_last_error());
-        qimg_target_discard(&t);
+        qimg_target_discard(t);
         goto out;
     }
-    ret = commit_target(&t) < 0 || bitmaps_failed ? 1 : 0;
+    ret = commit_target(t) < 0 || bitmaps_failed ? 1 : 0;
 out:
     if (target && qimg_close(target) < 0 && ret == 0)
         ret = 1;
     if (ret && target)
-        qimg_target_discard(&t);
+        qimg_target_discard(t);
     close_sources(&s);
     qimg_opts_free(opts);
     free(o.options);
-    qimg_target_free(&t);
+    qimg_target_free(t);
     return ret;
 }

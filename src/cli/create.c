@@ -6,41 +6,6 @@
 
 #include "cli.h"
 
-/* Several -o are joined with ',' as qemu does; each must be a valid list. */
-static void accumulate_options(char **options, const char *text)
-{
-    if (qimg_opts_check_text(text) < 0) {
-        error_report("%s", qimg_last_error());
-        exit(1);
-    }
-    char *joined = *options ? qimg_asprintf("%s,%s", *options, text) : qimg_strdup(text);
-    free(*options);
-    *options = joined;
-}
-
-/* qemu's has_help_option: any option named "help" or "?". */
-static bool has_help_option(const char *text)
-{
-    qimg_opts *o = NULL;
-    bool help = false;
-    if (qimg_opts_parse(&o, text) == 0)
-        for (size_t i = 0; i < o->n; i++)
-            help = help || qimg_opts_is_help(o->v[i].name);
-    qimg_opts_free(o);
-    return help;
-}
-
-static int print_option_help(const char *filename, const char *fmt)
-{
-    CLEANUP_FREE char *text = NULL;
-    if (qimg_create_help(fmt, filename != NULL, &text) < 0) {
-        error_report("%s", qimg_last_error());
-        return 1;
-    }
-    fputs(text, stdout);
-    return 0;
-}
-
 /* ------------------------------------------------------- create --from */
 
 /* Is this a create --from command line?  Only then are the options below
@@ -68,8 +33,7 @@ static bool wants_from(int argc, char **argv)
     return false;
 }
 
-enum { OPT_OBJECT = 256, OPT_FROM, OPT_FS, OPT_PARTITION, OPT_SIZE, OPT_LABEL,
-       OPT_REPRODUCIBLE };
+enum { OPT_FROM = CLI_OPT_COMMAND, OPT_FS, OPT_PARTITION, OPT_SIZE, OPT_LABEL, OPT_REPRODUCIBLE };
 
 /* SIZE or +EXTRA */
 static int parse_from_size(const char *arg, struct qimg_create_from_params *p)
@@ -135,15 +99,15 @@ static void print_plan(const struct qimg_create_from_params *p, void *opaque)
 static int create_from(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
         { "from", required_argument, NULL, OPT_FROM },
         { "fs", required_argument, NULL, OPT_FS },
         { "partition", required_argument, NULL, OPT_PARTITION },
         { "size", required_argument, NULL, OPT_SIZE },
         { "label", required_argument, NULL, OPT_LABEL },
         { "reproducible", no_argument, NULL, OPT_REPRODUCIBLE },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     struct qimg_create_from_params p = { .fmt = "raw" };
     struct from_cli cli = { 0 };
@@ -152,15 +116,13 @@ static int create_from(int argc, char **argv)
 
     while ((c = cli_getopt(argc, argv, ":F:b:f:ho:pqu", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'F': case 'b': case 'u':
             error_report("create --from makes a new filesystem: it takes no backing file");
             return 1;
         case 'f': p.fmt = optarg; break;
-        case 'o': accumulate_options(&options, optarg); break;
+        case 'o': cli_accumulate_options(&options, optarg); break;
         case 'p': cli.progress = true; break;
         case 'q': cli.quiet = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
         case OPT_FROM: p.source = optarg; break;
         case OPT_FS: p.fs_type = optarg; break;
         case OPT_PARTITION: p.partition = optarg; break;
@@ -173,11 +135,12 @@ static int create_from(int argc, char **argv)
             p.reproducible = true;
             p.epoch_from_source = true;
             break;
+        default: cli_common_option(c, NULL); break;
         }
     }
     const char *filename = optind < argc ? argv[optind] : NULL;
-    if (options && has_help_option(options))
-        return print_option_help(filename, p.fmt);
+    if (options && cli_has_help_option(options))
+        return cli_print_create_help(p.fmt, filename);
     if (optind >= argc)
         error_exit("Expecting image file name");
     p.filename = argv[optind++];
@@ -211,9 +174,9 @@ int cmd_create(int argc, char **argv)
         return create_from(argc, argv);
 
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, 256 },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_END,
     };
     struct qimg_create_params p = { .fmt = "raw", .atomic = true };
     CLEANUP_FREE char *options = NULL;
@@ -221,20 +184,19 @@ int cmd_create(int argc, char **argv)
 
     while ((c = cli_getopt(argc, argv, ":F:b:f:ho:qu", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'F': p.backing_fmt = optarg; break;
         case 'b': p.backing_file = optarg; break;
         case 'f': p.fmt = optarg; break;
-        case 'o': accumulate_options(&options, optarg); break;
+        case 'o': cli_accumulate_options(&options, optarg); break;
         case 'q': p.quiet = true; break;
         case 'u': p.no_open_backing = true; break;
-        case 256: cli_object_add(optarg); break;
+        default: cli_common_option(c, NULL); break;
         }
     }
 
     const char *filename = optind < argc ? argv[optind] : NULL;
-    if (options && has_help_option(options))
-        return print_option_help(filename, p.fmt);
+    if (options && cli_has_help_option(options))
+        return cli_print_create_help(p.fmt, filename);
     if (optind >= argc)
         error_exit("Expecting image file name");
     p.filename = argv[optind++];

@@ -21,7 +21,6 @@
 
 #define DD_CHUNK (2u << 20)
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
 struct dd_opts {
     const char *fmt, *out_fmt, *in, *out;
@@ -33,21 +32,19 @@ struct dd_opts {
 static void parse_args(int argc, char **argv, struct dd_opts *o)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     int c;
     while ((c = cli_getopt(argc, argv, ":hf:O:U", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': o->fmt = optarg; break;
         case 'O': o->out_fmt = optarg; break;
         case 'U': o->force_share = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: o->image_opts = true; break;
+        default: cli_common_option(c, &o->image_opts); break;
         }
     }
 }
@@ -91,7 +88,7 @@ static uint64_t copy_length(const struct dd_opts *o, uint64_t in_size, uint64_t 
     *past_end = false;
     *start = 0;
     if (o->has_skip) {
-        if (!qimg_mul_ok((uint64_t)o->skip, (uint64_t)o->bs, &skip_bytes) || skip_bytes > in_size) {
+        if (__builtin_mul_overflow((uint64_t)o->skip, (uint64_t)o->bs, &skip_bytes) || skip_bytes > in_size) {
             *past_end = true;
             *start = in_size;
             return 0;
@@ -100,8 +97,8 @@ static uint64_t copy_length(const struct dd_opts *o, uint64_t in_size, uint64_t 
         len = in_size - skip_bytes;
     }
     uint64_t count_bytes;
-    if (o->has_count && qimg_mul_ok((uint64_t)o->count, (uint64_t)o->bs, &count_bytes))
-        len = QIMG_MIN(len, count_bytes);
+    if (o->has_count && !__builtin_mul_overflow((uint64_t)o->count, (uint64_t)o->bs, &count_bytes))
+        len = MIN(len, count_bytes);
     return len;
 }
 
@@ -113,9 +110,9 @@ static int write_block(qimg_image *out, uint64_t off, const uint8_t *buf, size_t
     size_t pos = 0;
     while (pos < len) {
         size_t start = pos;
-        bool zero = qimg_is_zero(buf + pos, QIMG_MIN(len - pos, (size_t)4096));
-        while (pos < len && qimg_is_zero(buf + pos, QIMG_MIN(len - pos, (size_t)4096)) == zero)
-            pos += QIMG_MIN(len - pos, (size_t)4096);
+        bool zero = qimg_is_zero(buf + pos, MIN(len - pos, (size_t)4096));
+        while (pos < len && qimg_is_zero(buf + pos, MIN(len - pos, (size_t)4096)) == zero)
+            pos += MIN(len - pos, (size_t)4096);
         if (!zero) {
             int r = qimg_write(out, off + start, buf + start, pos - start);
             if (r < 0)
@@ -130,9 +127,9 @@ static int copy_range(qimg_image *in, qimg_image *out, uint64_t start, uint64_t 
     CLEANUP_FREE uint8_t *buf = qimg_io_buffer(DD_CHUNK);
     uint64_t in_real = qimg_size(in);
     for (uint64_t done = 0; done < len;) {
-        size_t n = (size_t)QIMG_MIN(len - done, (uint64_t)DD_CHUNK);
+        size_t n = (size_t)MIN(len - done, (uint64_t)DD_CHUNK);
         uint64_t off = start + done;
-        size_t real = off < in_real ? (size_t)QIMG_MIN((uint64_t)n, in_real - off) : 0;
+        size_t real = off < in_real ? (size_t)MIN((uint64_t)n, in_real - off) : 0;
         if (real && qimg_read(in, off, buf, real) < 0) {
             error_report("error while reading from input image file: %s", qimg_last_error());
             return -1;
@@ -165,8 +162,7 @@ int cmd_dd(int argc, char **argv)
         return 1;
     int ret = 1;
     qimg_image *out = NULL;
-    const struct qimg_driver *drv = qimg_driver_find(o.out_fmt);
-    if (!drv || !drv->create) {
+    if (!qimg_format_supports(o.out_fmt, QIMG_CAP_CREATE)) {
         error_report("Unknown file format");
         goto done;
     }
@@ -189,8 +185,8 @@ int cmd_dd(int argc, char **argv)
     out = cli_open(o.out, o.out_fmt, QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING, false);
     if (!out)
         goto done;
-    bool zero_init = !qimg_backing(out) && out->drv->has_zero_init && out->drv->has_zero_init(out);
-    if (copy_range(in, out, start, QIMG_MIN(len, qimg_size(out)), zero_init) < 0)
+    bool zero_init = !qimg_backing(out) && qimg_image_has_zero_init(out);
+    if (copy_range(in, out, start, MIN(len, qimg_size(out)), zero_init) < 0)
         goto done;
     ret = 0;
 done:

@@ -11,7 +11,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT, OPT_BACKING_CHAIN };
+enum { OPT_OUTPUT = CLI_OPT_COMMAND, OPT_BACKING_CHAIN };
 
 struct seen {
     char **names;
@@ -31,10 +31,10 @@ static bool seen_before(struct seen *s, const char *name)
         if (have_st && s->dev[i] == st.st_dev && s->ino[i] == st.st_ino)
             return true;
     }
-    s->names = qimg_xrealloc(s->names, (s->n + 1) * sizeof *s->names);
-    s->dev = qimg_xrealloc(s->dev, (s->n + 1) * sizeof *s->dev);
-    s->ino = qimg_xrealloc(s->ino, (s->n + 1) * sizeof *s->ino);
-    s->names[s->n] = qimg_strdup(name);
+    s->names = xrealloc(s->names, (s->n + 1) * sizeof *s->names);
+    s->dev = xrealloc(s->dev, (s->n + 1) * sizeof *s->dev);
+    s->ino = xrealloc(s->ino, (s->n + 1) * sizeof *s->ino);
+    s->names[s->n] = xstrdup(name);
     s->dev[s->n] = have_st ? st.st_dev : 0;
     s->ino[s->n] = have_st ? st.st_ino : 0;
     s->n++;
@@ -77,8 +77,8 @@ static int add_info(struct infos *in, qimg_image *img)
         qimg_json_free(json);
         return -1;
     }
-    in->json = qimg_xrealloc(in->json, (in->n + 1) * sizeof *in->json);
-    in->human = qimg_xrealloc(in->human, (in->n + 1) * sizeof *in->human);
+    in->json = xrealloc(in->json, (in->n + 1) * sizeof *in->json);
+    in->human = xrealloc(in->human, (in->n + 1) * sizeof *in->human);
     in->json[in->n] = json;
     in->human[in->n] = human;
     in->n++;
@@ -90,8 +90,8 @@ static int collect(const char *filename, const char *fmt, bool image_opts, unsig
                    bool chain, struct infos *list)
 {
     struct seen seen = { 0 };
-    CLEANUP_FREE char *name = qimg_strdup(filename);
-    CLEANUP_FREE char *cur_fmt = fmt ? qimg_strdup(fmt) : NULL;
+    CLEANUP_FREE char *name = xstrdup(filename);
+    CLEANUP_FREE char *cur_fmt = fmt ? xstrdup(fmt) : NULL;
     int ret = 0;
     while (name) {
         if (seen_before(&seen, name)) {
@@ -114,13 +114,12 @@ static int collect(const char *filename, const char *fmt, bool image_opts, unsig
         free(cur_fmt);
         name = NULL;
         cur_fmt = NULL;
-        if (chain && img->full_backing_filename &&
-            qimg_child_permitted(img, QIMG_CHILD_BACKING, img->backing_file) < 0) {
-            report_lib_error("Could not open '%s'", img->full_backing_filename);
+        if (chain && qimg_full_backing_filename(img) && qimg_backing_permitted(img) < 0) {
+            report_lib_error("Could not open '%s'", qimg_full_backing_filename(img));
             ret = 1;
-        } else if (chain && img->full_backing_filename) {
-            name = qimg_strdup(img->full_backing_filename);
-            cur_fmt = img->backing_fmt ? qimg_strdup(img->backing_fmt) : NULL;
+        } else if (chain && qimg_full_backing_filename(img)) {
+            name = xstrdup(qimg_full_backing_filename(img));
+            cur_fmt = qimg_backing_format(img) ? xstrdup(qimg_backing_format(img)) : NULL;
         }
         image_opts = false;
         qimg_close(img);
@@ -132,27 +131,25 @@ static int collect(const char *filename, const char *fmt, bool image_opts, unsig
 int cmd_info(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
+        CLI_LONGOPT_HELP,
         { "format", required_argument, NULL, 'f' },
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *output = NULL;
     bool chain = false, image_opts = false, force_share = false;
     int c;
     while ((c = cli_getopt(argc, argv, ":f:hU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 'U': force_share = true; break;
         case OPT_OUTPUT: output = optarg; break;
         case OPT_BACKING_CHAIN: chain = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)

@@ -128,7 +128,7 @@ static void print_entry(struct ls_state *st, const struct qimg_fs_entry *e, cons
 static char *join(const char *dir, const char *name)
 {
     size_t n = strlen(dir);
-    return qimg_asprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
+    return xasprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
 }
 
 /* Remembers a directory's node id; true when it was listed before (a loop
@@ -140,7 +140,7 @@ static bool seen_before(struct ls_state *st, uint64_t ino)
         size_t ocap = st->capseen;
         uint64_t *old = st->seen;
         st->capseen = ocap ? ocap * 2 : 256;
-        st->seen = qimg_xcalloc(st->capseen, sizeof *st->seen);
+        st->seen = xcalloc(st->capseen, sizeof *st->seen);
         st->nseen = 0;
         for (size_t i = 0; i < ocap; i++)
             if (old[i])

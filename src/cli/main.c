@@ -111,28 +111,44 @@ static void parse_trace(const char *arg)
         error_report("%s", qimg_last_error());
         exit(1);
     }
-    for (size_t i = 0; i < o->n; i++) {
-        const char *k = o->v[i].name;
+    for (size_t i = 0; i < qimg_opts_count(o); i++) {
+        const char *k = qimg_opts_name(o, i);
         if (strcmp(k, "enable") && strcmp(k, "events") && strcmp(k, "file")) {
             error_report("Invalid parameter '%s'", k);
             exit(1);
         }
     }
-    for (size_t i = 0; i < o->n; i++) {
-        if (strcmp(o->v[i].name, "enable") == 0)
-            warn_trace_pattern("", o->v[i].value);
-        else if (strcmp(o->v[i].name, "events") == 0)
-            trace_events_file(o->v[i].value);
+    for (size_t i = 0; i < qimg_opts_count(o); i++) {
+        if (strcmp(qimg_opts_name(o, i), "enable") == 0)
+            warn_trace_pattern("", qimg_opts_value(o, i));
+        else if (strcmp(qimg_opts_name(o, i), "events") == 0)
+            trace_events_file(qimg_opts_value(o, i));
     }
     qimg_opts_free(o);
 }
 
-static void cli_warn(const char *msg)
+/* --safe (qimg's own, for every command, before or after the command
+ * name) and QIMG_SAFE=1 turn safe mode on.  The option is taken out of
+ * argv before any getopt runs, so the commands parse exactly what
+ * qemu-img would; a "--" ends the search with the options. */
+static int take_safe_option(int argc, char **argv)
 {
-    if (strncmp(msg, "WARNING:", 8) == 0)
-        fprintf(stderr, "%s\n", msg);
-    else
-        fprintf(stderr, "%s: warning: %s\n", prog_name, msg);
+    bool safe = false, options_ended = false;
+    int out = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!options_ended && strcmp(argv[i], "--safe") == 0) {
+            safe = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--") == 0)
+            options_ended = true;
+        argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    const char *env = getenv("QIMG_SAFE");
+    if (safe || (env && strcmp(env, "1") == 0))
+        qimg_set_safe_mode(true);
+    return out;
 }
 
 int main(int argc, char **argv)
@@ -143,6 +159,7 @@ int main(int argc, char **argv)
     set_prog_name(argv[0]);
     qimg_set_warn_handler(cli_warn);
     qimg_check_set_log(cli_check_log, NULL);
+    argc = take_safe_option(argc, argv);
 
     /* Global options come before the command. */
     static const struct option longopts[] = {

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT, OPT_START, OPT_MAX_LENGTH };
+enum { OPT_OUTPUT = CLI_OPT_COMMAND, OPT_START, OPT_MAX_LENGTH };
 
 /* qemu-img asks for at most this much at a time. */
 #define MAP_CHUNK (1ull << 30)
@@ -32,7 +32,7 @@ static void entry_from_extent(struct map_entry *e, const struct qimg_extent *x)
     e->has_offset = x->flags & QIMG_STATUS_OFFSET;
     e->offset = e->has_offset ? x->host_offset : 0;
     free(e->file_copy);
-    e->file_copy = x->host_file && e->has_offset ? qimg_strdup(x->host_file) : NULL;
+    e->file_copy = x->host_file && e->has_offset ? xstrdup(x->host_file) : NULL;
     e->file = e->file_copy;
 }
 
@@ -88,7 +88,7 @@ static int map_image(qimg_image *img, enum output_format of, uint64_t start, int
         printf("[");
     for (uint64_t off = start; off < end; off += next.length) {
         struct qimg_extent x;
-        uint64_t n = QIMG_MIN(MAP_CHUNK, end - off);
+        uint64_t n = MIN(MAP_CHUNK, end - off);
         int r = qimg_block_status_chain(img, off, n, &x);
         if (r < 0) {
             error_report("Could not read file metadata: %s", strerror(-r));
@@ -120,15 +120,15 @@ out:
 int cmd_map(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
+        CLI_LONGOPT_HELP,
         { "format", required_argument, NULL, 'f' },
         { "output", required_argument, NULL, OPT_OUTPUT },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
         { "start-offset", required_argument, NULL, OPT_START },
         { "max-length", required_argument, NULL, OPT_MAX_LENGTH },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *output = NULL;
     bool image_opts = false, force_share = false;
@@ -136,12 +136,9 @@ int cmd_map(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":f:hU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 'U': force_share = true; break;
         case OPT_OUTPUT: output = optarg; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_START:
             if (cli_cvtnum("start offset", optarg, 0, INT64_MAX, &start) < 0)
                 return 1;
@@ -150,6 +147,7 @@ int cmd_map(int argc, char **argv)
             if (cli_cvtnum("max length", optarg, 0, INT64_MAX, &max_length) < 0)
                 return 1;
             break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)

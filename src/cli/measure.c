@@ -6,37 +6,7 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_OUTPUT, OPT_SIZE };
-
-static void accumulate_options(char **options, const char *text)
-{
-    if (qimg_opts_check_text(text) < 0) {
-        error_report("%s", qimg_last_error());
-        exit(1);
-    }
-    char *joined = *options ? qimg_asprintf("%s,%s", *options, text) : qimg_strdup(text);
-    free(*options);
-    *options = joined;
-}
-
-/* -l: "snapshot.id=X,snapshot.name=Y" or a plain id-or-name. */
-static int check_snapshot_param(const char *text)
-{
-    if (strncmp(text, "snapshot.", 9) != 0)
-        return 0;
-    qimg_opts *o = NULL;
-    int r = qimg_keyval_parse(&o, text, NULL);
-    for (size_t i = 0; r == 0 && i < o->n; i++) {
-        if (strcmp(o->v[i].name, "snapshot.id") && strcmp(o->v[i].name, "snapshot.name")) {
-            error_report("Invalid parameter '%s'", o->v[i].name);
-            r = -1;
-        }
-    }
-    if (r < 0)
-        error_report("Failed in parsing snapshot param '%s'", text);
-    qimg_opts_free(o);
-    return r;
-}
+enum { OPT_OUTPUT = CLI_OPT_COMMAND, OPT_SIZE };
 
 static void print_measure(enum output_format of, const struct qimg_measure *m)
 {
@@ -61,13 +31,13 @@ static void print_measure(enum output_format of, const struct qimg_measure *m)
 int cmd_measure(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "object", required_argument, NULL, OPT_OBJECT },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_OBJECT,
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "size", required_argument, NULL, OPT_SIZE },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *out_fmt = "raw", *snapshot = NULL, *filename = NULL;
     CLEANUP_FREE char *options = NULL;
@@ -85,21 +55,20 @@ int cmd_measure(int argc, char **argv)
         case 'h': help();
         case 'f': fmt = optarg; break;
         case 'O': out_fmt = optarg; break;
-        case 'o': accumulate_options(&options, optarg); break;
+        case 'o': cli_accumulate_options(&options, optarg); break;
         case 'l':
-            if (check_snapshot_param(optarg) < 0)
+            if (cli_check_snapshot_param(optarg) < 0)
                 return 1;
             snapshot = optarg;
             break;
         case 'U': force_share = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OUTPUT: of = parse_output_format(optarg); break;
         case OPT_SIZE:
             if (cli_cvtnum("image size", optarg, 0, INT64_MAX, &size) < 0)
                 return 1;
             has_size = true;
             break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (argc - optind > 1) {
@@ -135,18 +104,17 @@ int cmd_measure(int argc, char **argv)
             goto out;
         }
     }
-    const struct qimg_driver *drv = qimg_driver_find(out_fmt);
-    if (!drv) {
+    if (!qimg_format_known(out_fmt)) {
         error_report("Unknown file format '%s'", out_fmt);
         goto out;
     }
-    if (!drv->create) {
+    if (!qimg_format_supports(out_fmt, QIMG_CAP_CREATE)) {
         error_report("Format driver '%s' does not support image creation", out_fmt);
         goto out;
     }
     if (options)
         qimg_opts_parse(&opts, options);
-    if (opts && qimg_create_opts_validate(drv, opts) < 0) {
+    if (opts && qimg_create_opts_validate(out_fmt, opts) < 0) {
         error_report("%s", qimg_last_error());
         error_report("Invalid options for file format '%s'", out_fmt);
         goto out;

@@ -4,7 +4,6 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
 struct rebase_args {
     const char *fmt, *cache, *src_cache, *base, *base_fmt;
@@ -20,7 +19,7 @@ static int open_new_backing(qimg_image *img, const struct rebase_args *a, unsign
     *opened = false;
     if (a->unsafe || !a->base[0])
         return 0;
-    CLEANUP_FREE char *path = qimg_path_combine(img->file->filename, a->base);
+    CLEANUP_FREE char *path = qimg_backing_path(img, a->base);
     *out = qimg_find_backing_image(img, path);
     if (*out)
         return 0;
@@ -52,7 +51,7 @@ static int rebase_image(const char *filename, const struct rebase_args *a, struc
     int ret = 1;
     qimg_image *new_backing = NULL;
     bool opened = false;
-    if (a->base_fmt && !qimg_driver_find(a->base_fmt))
+    if (a->base_fmt && !qimg_format_known(a->base_fmt))
         error_report("Invalid format name: '%s'", a->base_fmt);
     else if (open_new_backing(img, a, src_flags, &new_backing, &opened) == 0) {
         struct qimg_rebase_params p = {
@@ -73,18 +72,17 @@ static int rebase_image(const char *filename, const struct rebase_args *a, struc
 int cmd_rebase(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     struct rebase_args a = { .cache = "writeback", .src_cache = "writeback" };
     bool progress = false;
     int c;
     while ((c = cli_getopt(argc, argv, ":hf:F:b:upt:T:qU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': a.fmt = optarg; break;
         case 'F': a.base_fmt = optarg; break;
         case 'b': a.base = optarg; break;
@@ -94,8 +92,7 @@ int cmd_rebase(int argc, char **argv)
         case 'T': a.src_cache = optarg; break;
         case 'q': a.quiet = true; break;
         case 'U': a.force_share = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: a.image_opts = true; break;
+        default: cli_common_option(c, &a.image_opts); break;
         }
     }
     if (optind != argc - 1)

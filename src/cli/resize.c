@@ -10,12 +10,12 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS, OPT_PREALLOCATION, OPT_SHRINK };
+enum { OPT_PREALLOCATION = CLI_OPT_COMMAND, OPT_SHRINK };
 
 static bool valid_prealloc(const char *mode)
 {
     static const char *const modes[] = { "off", "metadata", "falloc", "full" };
-    for (size_t i = 0; i < QIMG_ARRAY_SIZE(modes); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(modes); i++)
         if (strcmp(mode, modes[i]) == 0)
             return true;
     return false;
@@ -36,12 +36,12 @@ static int parse_size_param(const char *text, uint64_t *out)
 int cmd_resize(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
         { "preallocation", required_argument, NULL, OPT_PREALLOCATION },
         { "shrink", no_argument, NULL, OPT_SHRINK },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_END,
     };
     const char *fmt = NULL, *prealloc = "off";
     bool image_opts = false, quiet = false, shrink = false;
@@ -53,11 +53,8 @@ int cmd_resize(int argc, char **argv)
 
     while ((c = cli_getopt(argc, argv, ":f:hq", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_SHRINK: shrink = true; break;
         case OPT_PREALLOCATION:
             if (!valid_prealloc(optarg)) {
@@ -66,6 +63,7 @@ int cmd_resize(int argc, char **argv)
             }
             prealloc = optarg;
             break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)
@@ -99,7 +97,7 @@ int cmd_resize(int argc, char **argv)
     }
     if (total < current && !shrink) {
         error_report("Use the --shrink option to perform a shrink operation.");
-        qimg_warn("Shrinking an image will delete all data beyond the shrunken image's end. "
+        warn_report("Shrinking an image will delete all data beyond the shrunken image's end. "
                   "Before performing such an operation, make sure there is no important data there.");
         goto out;
     }

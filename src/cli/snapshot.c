@@ -7,7 +7,6 @@
 
 #include "cli.h"
 
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 enum action { ACT_NONE, ACT_LIST, ACT_APPLY, ACT_CREATE, ACT_DELETE };
 
 static void print_row(const struct qimg_snapshot_info *sn)
@@ -41,18 +40,6 @@ static void list_snapshots(qimg_image *img)
     qimg_snapshot_list_free(list, n);
 }
 
-/* qemu falls back to the raw file for a format without snapshots: it
- * closes and reopens the format, and a probed raw image warns again. */
-static void reopen_warning(qimg_image *img)
-{
-    if (img->probed_raw)
-        qimg_warn("WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-                  "         Automatically detecting the format is dangerous for raw images, "
-                  "write operations on block 0 will be restricted.\n"
-                  "         Specify the 'raw' format explicitly to remove the restrictions.",
-                  qimg_filename(img));
-}
-
 static int run_action(qimg_image *img, enum action act, const char *name)
 {
     int r;
@@ -66,8 +53,6 @@ static int run_action(qimg_image *img, enum action act, const char *name)
             error_report("Could not create snapshot '%s': %d (%s)", name, r, strerror(-r));
         return r < 0;
     case ACT_APPLY:
-        if (!img->drv->snapshot_apply)
-            reopen_warning(img);
         r = qimg_snapshot_apply(img, name);
         if (r < 0)
             error_report("Could not apply snapshot '%s': %s", name, qimg_last_error());
@@ -85,11 +70,11 @@ static int run_action(qimg_image *img, enum action act, const char *name)
 int cmd_snapshot(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "object", required_argument, NULL, OPT_OBJECT },
-        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
+        CLI_LONGOPT_HELP,
+        CLI_LONGOPT_OBJECT,
+        CLI_LONGOPT_IMAGE_OPTS,
+        CLI_LONGOPT_FORCE_SHARE,
+        CLI_LONGOPT_END,
     };
     enum action act = ACT_NONE;
     const char *name = NULL, *fmt = NULL;
@@ -98,7 +83,6 @@ int cmd_snapshot(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, ":la:c:d:f:hqU", longopts)) != -1) {
         switch (c) {
-        case 'h': help();
         case 'l': case 'a': case 'c': case 'd':
             if (act != ACT_NONE)
                 error_exit("Cannot mix '-l', '-a', '-c', '-d'");
@@ -111,8 +95,7 @@ int cmd_snapshot(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'q': break;   /* snapshot prints nothing but errors anyway */
         case 'U': flags |= QIMG_OPEN_FORCE_SHARE; break;
-        case OPT_OBJECT: cli_object_add(optarg); break;
-        case OPT_IMAGE_OPTS: image_opts = true; break;
+        default: cli_common_option(c, &image_opts); break;
         }
     }
     if (optind != argc - 1)

@@ -227,7 +227,7 @@ static bool raw_has_zero_init(struct qimg_image *img) { return true; }
 
 const struct qimg_driver qimg_driver_raw = {
     .name           = "raw",
-    .flags          = QIMG_DRV_PROTOCOL_ONLY,
+    .flags          = QIMG_DRV_NO_METADATA,
     .create_opts    = raw_create_opts,
     .probe          = raw_probe,
     .open           = raw_open,

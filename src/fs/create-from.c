@@ -294,6 +294,6 @@ fail:
     discard_target(&t);
 out:
     qimg_fs_source_close(src);
-    qimg_target_free(&t);
+    qimg_target_release(&t);
     return r;
 }

@@ -13,11 +13,7 @@ void qimg_bitmap_list_free(struct qimg_bitmap_info *list, size_t n)
 
 int qimg_bitmap_list(qimg_image *img, struct qimg_bitmap_info **list, size_t *n)
 {
-    *list = NULL;
-    *n = 0;
-    if (!img->drv->bitmap_list)
-        return 0;
-    return img->drv->bitmap_list(img, list, n);
+    return qimg_drv_bitmap_list(img, list, n);
 }
 
 /* 1 when the image has a bitmap of that name, 0 when not, <0 on error. */
@@ -36,11 +32,6 @@ static int bitmap_exists(qimg_image *img, const char *name)
     return found;
 }
 
-static int unsupported(qimg_image *img)
-{
-    return qimg_error(-ENOTSUP, "Format driver '%s' does not support bitmaps", img->drv->name);
-}
-
 static int need_bitmap(qimg_image *img, const char *name)
 {
     int r = bitmap_exists(img, name);
@@ -52,14 +43,10 @@ static int need_bitmap(qimg_image *img, const char *name)
 /* The cluster size, at least 4 KiB; 64 KiB when the format has none. */
 static uint32_t default_granularity(qimg_image *img)
 {
-    struct qimg_driver_info info;
-    memset(&info, 0, sizeof info);
-    uint32_t g = 65536;
-    if (img->drv->info && img->drv->info(img, &info) == 0 && info.cluster_size > 0 &&
-        info.cluster_size <= (int64_t)1 << 31)
-        g = (uint32_t)QIMG_MAX(info.cluster_size, (int64_t)4096);
-    qimg_json_free(info.format_specific);
-    return g;
+    int64_t cluster = qimg_image_cluster_size(img);
+    if (cluster > 0 && cluster <= (int64_t)1 << 31)
+        return (uint32_t)QIMG_MAX(cluster, (int64_t)4096);
+    return 65536;
 }
 
 int qimg_bitmap_add(qimg_image *img, const char *name, uint64_t granularity)
@@ -69,7 +56,7 @@ int qimg_bitmap_add(qimg_image *img, const char *name, uint64_t granularity)
     if (granularity && (granularity < 512 || !qimg_is_pow2(granularity) ||
                         granularity > (uint64_t)1 << 31))
         return qimg_error(-EINVAL, "Granularity must be power of 2 and at least 512");
-    if (!img->drv->bitmap_add)
+    if (!qimg_drv_can(img->drv, QIMG_CAP_BITMAPS))
         /* qemu names the node here ("#block123"), a number that changes
          * from run to run */
         return qimg_error(-ENOTSUP, "Can't store persistent bitmaps to #block%03u: %s",
@@ -79,14 +66,14 @@ int qimg_bitmap_add(qimg_image *img, const char *name, uint64_t granularity)
         return qimg_error(-EEXIST, "Bitmap already exists: %s", name);
     if (r < 0)
         return r;
-    return img->drv->bitmap_add(img, name, granularity ? (uint32_t)granularity : default_granularity(img));
+    return qimg_drv_bitmap_add(img, name, granularity ? (uint32_t)granularity : default_granularity(img));
 }
 
 int qimg_bitmap_remove(qimg_image *img, const char *name)
 {
     int r = need_bitmap(img, name);
     if (r == 0)
-        r = img->drv->bitmap_remove ? img->drv->bitmap_remove(img, name) : unsupported(img);
+        r = qimg_drv_bitmap_remove(img, name);
     return r;
 }
 
@@ -94,7 +81,7 @@ int qimg_bitmap_clear(qimg_image *img, const char *name)
 {
     int r = need_bitmap(img, name);
     if (r == 0)
-        r = img->drv->bitmap_clear ? img->drv->bitmap_clear(img, name) : unsupported(img);
+        r = qimg_drv_bitmap_clear(img, name);
     return r;
 }
 
@@ -102,7 +89,7 @@ int qimg_bitmap_set_enabled(qimg_image *img, const char *name, bool enabled)
 {
     int r = need_bitmap(img, name);
     if (r == 0)
-        r = img->drv->bitmap_set_enabled ? img->drv->bitmap_set_enabled(img, name, enabled) : unsupported(img);
+        r = qimg_drv_bitmap_set_enabled(img, name, enabled);
     return r;
 }
 
@@ -118,21 +105,21 @@ int qimg_bitmap_merge(qimg_image *img, const char *name, qimg_image *src, const 
     if (!src->drv->bitmap_next_dirty || !img->drv->bitmap_set_dirty)
         return qimg_error(-ENOTSUP, "Bitmaps are incompatible and can't be merged");
     /* the target must take changes (an inconsistent one does not) */
-    r = img->drv->bitmap_set_dirty(img, name, 0, 0);
+    r = qimg_drv_bitmap_set_dirty(img, name, 0, 0);
     if (r < 0)
         return r;
     uint64_t off = 0, start, len;
     while (off < src->size &&
-           (r = src->drv->bitmap_next_dirty(src, src_name, off, &start, &len)) == 0) {
+           (r = qimg_drv_bitmap_next_dirty(src, src_name, off, &start, &len)) == 0) {
         if (len == 0 || start < off || !qimg_add_ok(start, len, &off))
             return qimg_error(-EIO, "Bad dirty range in bitmap '%s'", src_name);
-        r = img->drv->bitmap_set_dirty(img, name, start, len);
+        r = qimg_drv_bitmap_set_dirty(img, name, start, len);
         if (r < 0)
             return r;
     }
     if (r < 0)
         return r;
-    return img->drv->bitmap_store ? img->drv->bitmap_store(img) : 0;
+    return qimg_drv_bitmap_store(img);
 }
 
 int qimg_bitmap_next_dirty(qimg_image *img, const char *name, uint64_t off, uint64_t *start,
@@ -141,14 +128,12 @@ int qimg_bitmap_next_dirty(qimg_image *img, const char *name, uint64_t off, uint
     int r = need_bitmap(img, name);
     if (r < 0)
         return r;
-    if (!img->drv->bitmap_next_dirty)
-        return unsupported(img);
-    if (off >= img->size)
+    if (off >= img->size && img->drv->bitmap_next_dirty)
         return 1;
-    return img->drv->bitmap_next_dirty(img, name, off, start, len);
+    return qimg_drv_bitmap_next_dirty(img, name, off, start, len);
 }
 
 bool qimg_bitmap_supported(qimg_image *img)
 {
-    return img->drv->bitmap_supported && img->drv->bitmap_supported(img);
+    return qimg_drv_bitmap_supported(img);
 }

@@ -37,9 +37,7 @@ void qimg_check_log(const char *fmt, ...)
 int qimg_check(qimg_image *img, struct qimg_check_result *res, unsigned fix)
 {
     memset(res, 0, sizeof *res);
-    if (!img->drv->check)
-        return qimg_error(-ENOTSUP, "This image format does not support checks");
-    if (fix && img->read_only)
+    if (fix && img->read_only && qimg_drv_can(img->drv, QIMG_CAP_CHECK))
         return qimg_error(-EACCES, "Image '%s' is read-only", img->filename);
-    return img->drv->check(img, res, fix);
+    return qimg_drv_check(img, res, fix);
 }

@@ -18,12 +18,7 @@ void qimg_set_safe_mode(bool on)
 
 bool qimg_safe_mode(void)
 {
-    if (__atomic_load_n(&safe_mode_on, __ATOMIC_RELAXED))
-        return true;
-    /* TEMP(opts): the CLI branch parses --safe and QIMG_SAFE=1 and calls
-     * qimg_set_safe_mode; until then the tests set the variable. */
-    const char *env = getenv("QIMG_SAFE");
-    return env && strcmp(env, "1") == 0;
+    return __atomic_load_n(&safe_mode_on, __ATOMIC_RELAXED);
 }
 
 bool qimg_image_safe(const struct qimg_image *img)
@@ -86,6 +81,13 @@ static const char *parent_path(const struct qimg_image *parent)
 static bool is_json_name(const char *name)
 {
     return strncmp(name, "json:", 5) == 0;
+}
+
+int qimg_backing_permitted(qimg_image *img)
+{
+    if (!img->backing_file || !img->backing_file[0])
+        return 0;
+    return qimg_child_permitted(img, QIMG_CHILD_BACKING, img->backing_file);
 }
 
 int qimg_child_permitted(struct qimg_image *parent, enum qimg_child_kind kind,

@@ -109,14 +109,10 @@ static bool in_chain(qimg_image *top, qimg_image *layer)
  * whole. */
 static uint64_t base_granularity(qimg_image *base)
 {
-    struct qimg_driver_info info;
-    memset(&info, 0, sizeof info);
-    uint64_t g = 65536;
-    if (base->drv->info && base->drv->info(base, &info) == 0 && info.cluster_size > 0 &&
-        info.cluster_size <= (int64_t)1 << 30)
-        g = (uint64_t)QIMG_MAX(info.cluster_size, (int64_t)4096);
-    qimg_json_free(info.format_specific);
-    return g;
+    int64_t cluster = qimg_image_cluster_size(base);
+    if (cluster > 0 && cluster <= (int64_t)1 << 30)
+        return (uint64_t)QIMG_MAX(cluster, (int64_t)4096);
+    return 65536;
 }
 
 /* Bytes from off (up to end) where nothing is allocated above base. */
@@ -211,9 +207,7 @@ static int grow_base(qimg_image *base, uint64_t size)
 {
     if (base->size >= size)
         return 0;
-    if (!base->drv->resize)
-        return -ENOTSUP;
-    return base->drv->resize(base, size, "off", false);
+    return qimg_drv_resize(base, size, "off", false);
 }
 
 /* The copy runs on a few worker threads, each taking the next chunk of
@@ -377,8 +371,8 @@ int qimg_commit(const struct qimg_commit_params *p)
     r = commit_job(p, base);
     if (r < 0)
         return qimg_error(r, "Block job failed: %s", strerror(-r));
-    if (!p->keep_top && top->drv->make_empty) {
-        r = top->drv->make_empty(top);
+    if (!p->keep_top) {
+        r = qimg_drv_make_empty(top);
         if (r < 0 && r != -ENOTSUP)
             return r;
     }

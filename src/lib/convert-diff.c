@@ -203,7 +203,7 @@ static int decide_clusters(struct diff *d, const struct diff_unit *u, struct dif
         /* -c: whole clusters, and the image's last one even when short */
         if (b->op[k] == OP_DATA && d->p->compress &&
             (len == d->cluster || u->off + at + len == qimg_size(d->t))) {
-            r = d->t->drv->compress(d->t, b->src + at, len, b->out + at, &b->clen[k]);
+            r = qimg_drv_compress(d->t, b->src + at, len, b->out + at, &b->clen[k]);
             if (r == -ENOSPC)
                 b->clen[k] = 0, r = 0;
             if (r < 0)
@@ -227,7 +227,7 @@ static int write_clusters(struct diff *d, const struct diff_unit *u, const struc
         uint64_t at = k * d->cluster;
         int r = 0;
         if (b->op[k] == OP_DATA && b->clen[k]) {
-            r = d->t->drv->write_compressed(d->t, u->off + at, b->out + at, b->clen[k]);
+            r = qimg_drv_write_compressed(d->t, u->off + at, b->out + at, b->clen[k]);
         } else if (b->op[k] != OP_SKIP) {
             while (e < n && b->op[e] == b->op[k] && !b->clen[e])
                 e++;
@@ -299,12 +299,10 @@ static void diff_worker(void *opaque)
 
 static uint64_t target_cluster_size(qimg_image *t)
 {
-    struct qimg_driver_info info = { 0 };
-    int r = t->drv->info ? t->drv->info(t, &info) : -ENOTSUP;
-    qimg_json_free(info.format_specific);
-    if (r < 0 || info.cluster_size < 512 || !qimg_is_pow2((uint64_t)info.cluster_size))
+    int64_t cluster = qimg_image_cluster_size(t);
+    if (cluster < 512 || !qimg_is_pow2((uint64_t)cluster))
         return DEFAULT_CLUSTER;
-    return (uint64_t)info.cluster_size;
+    return (uint64_t)cluster;
 }
 
 int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads)
@@ -315,7 +313,7 @@ int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads)
     d.base = qimg_backing(p->target);
     if (!d.base)
         return qimg_error(-EINVAL, "The target image has no backing file to compare with");
-    if (p->compress && (!d.t->drv->compress || !d.t->drv->write_compressed))
+    if (p->compress && !qimg_drv_can(d.t->drv, QIMG_CAP_COMPRESS))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
     d.size = qimg_size(d.src);
     d.cluster = target_cluster_size(d.t);

@@ -384,8 +384,8 @@ static int try_copy_range(const struct convert *c, const struct unit *u)
     const struct qimg_convert_params *p = c->p;
     qimg_image *src = p->sources[u->src];
     struct qimg_io *in = src->file, *out = p->target->file;
-    if (!p->copy_range || !u->from_file || src->drv != &qimg_driver_raw ||
-        p->target->drv != &qimg_driver_raw || !in->ops->copy_range ||
+    if (!p->copy_range || !u->from_file || qimg_drv_has_metadata(src->drv) ||
+        qimg_drv_has_metadata(p->target->drv) || !in->ops->copy_range ||
         src->opaque || p->target->opaque ||  /* raw with an offset/size window */
         u->soff + u->len > qimg_size(src))
         return -ENOTSUP;
@@ -508,7 +508,7 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         /* a partial cluster that is not the disk's last one is stored as it is */
         if (len < cs && off + len != qimg_size(t))
             continue;
-        r = t->drv->compress(t, buf + k * cs, len, out + k * cs, &cl[k].clen);
+        r = qimg_drv_compress(t, buf + k * cs, len, out + k * cs, &cl[k].clen);
         if (r == -ENOSPC) {
             cl[k].clen = 0;
             r = 0;
@@ -522,7 +522,7 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         if (cl[k].act == ACT_ZERO)
             r = write_zeros(c, off, len);
         else if (cl[k].act == ACT_DATA && cl[k].clen)
-            r = t->drv->write_compressed(t, off, out + k * cs, cl[k].clen);
+            r = qimg_drv_write_compressed(t, off, out + k * cs, cl[k].clen);
         else if (cl[k].act == ACT_DATA)
             r = qimg_write(t, off, buf + k * cs, (size_t)len);
         if (r < 0)
@@ -600,14 +600,11 @@ static int check_params(const struct qimg_convert_params *p)
 static int setup_compress(struct convert *c)
 {
     qimg_image *t = c->p->target;
-    struct qimg_driver_info info = { 0 };
-    if (!t->drv->compress || !t->drv->write_compressed)
+    int64_t cluster = qimg_image_cluster_size(t);
+    if (!qimg_drv_can(t->drv, QIMG_CAP_COMPRESS) || cluster <= 0 ||
+        !qimg_is_pow2((uint64_t)cluster))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
-    int r = t->drv->info ? t->drv->info(t, &info) : -ENOTSUP;
-    qimg_json_free(info.format_specific);
-    if (r < 0 || info.cluster_size <= 0 || !qimg_is_pow2((uint64_t)info.cluster_size))
-        return qimg_error(-ENOTSUP, "Compression not supported for this file format");
-    c->cluster = (uint64_t)info.cluster_size;
+    c->cluster = (uint64_t)cluster;
     for (size_t i = 0; i < c->p->nsources; i++)
         c->total_len += padded_size(c->p->sources[i]);
     return 0;

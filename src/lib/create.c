@@ -84,10 +84,26 @@ static const char *type_name(enum qimg_opt_type t)
     }
 }
 
-static int by_name(const void *a, const void *b)
+static int by_text(const void *a, const void *b)
 {
-    const struct qimg_opt_desc *const *x = a, *const *y = b;
-    return strcmp((*x)->name, (*y)->name);
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* qemu's option help: "  name=<type>" padded to 24, " - help", the lines
+ * sorted. */
+static void add_opts_help(struct qimg_strbuf *b, const struct opt_list *l)
+{
+    char *lines[MAX_OPTS];
+    for (size_t i = 0; i < l->n; i++) {
+        const struct qimg_opt_desc *d = l->v[i];
+        CLEANUP_FREE char *item = qimg_asprintf("  %s=<%s>", d->name, type_name(d->type));
+        lines[i] = d->help ? qimg_asprintf("%-24s - %s", item, d->help) : qimg_strdup(item);
+    }
+    qsort(lines, l->n, sizeof lines[0], by_text);
+    for (size_t i = 0; i < l->n; i++) {
+        qimg_strbuf_addf(b, "%s\n", lines[i]);
+        free(lines[i]);
+    }
 }
 
 int qimg_create_help(const char *fmt, bool with_protocol, char **out)
@@ -98,21 +114,34 @@ int qimg_create_help(const char *fmt, bool with_protocol, char **out)
     *out = NULL;
     if (!drv)
         return -EINVAL;
-    if (!drv->create)
-        return qimg_error(-ENOTSUP, "Format driver '%s' does not support image creation", drv->name);
+    if (!qimg_drv_can(drv, QIMG_CAP_CREATE))
+        return qimg_drv_create(drv, NULL);   /* the error */
     merged_opts(drv, with_protocol, &l);
-    qsort(l.v, l.n, sizeof l.v[0], by_name);
     if (with_protocol)
         qimg_strbuf_add(&b, "Supported options:\n");
     else
         qimg_strbuf_addf(&b, "Supported %s options:\n", drv->name);
-    for (size_t i = 0; i < l.n; i++) {
-        CLEANUP_FREE char *item = qimg_asprintf("  %s=<%s>", l.v[i]->name, type_name(l.v[i]->type));
-        qimg_strbuf_addf(&b, "%-24s - %s\n", item, l.v[i]->help ? l.v[i]->help : "");
-    }
+    add_opts_help(&b, &l);
     if (!with_protocol)
         qimg_strbuf_add(&b, "\nThe protocol level may support further options.\n"
                             "Specify the target filename to include those options.\n");
+    *out = b.s;
+    return 0;
+}
+
+int qimg_amend_help(const char *fmt, char **out)
+{
+    struct qimg_strbuf b = { 0 };
+    struct opt_list l = { .n = 0 };
+    const struct qimg_driver *drv = find_format(fmt);
+    *out = NULL;
+    if (!drv)
+        return -EINVAL;
+    if (!qimg_drv_can(drv, QIMG_CAP_AMEND) || !drv->amend_opts)
+        return qimg_error(-ENOTSUP, "Format driver '%s' does not support option amendment", fmt);
+    list_append(&l, drv->amend_opts);
+    qimg_strbuf_addf(&b, "Amend options for '%s':\n", fmt);
+    add_opts_help(&b, &l);
     *out = b.s;
     return 0;
 }
@@ -141,9 +170,12 @@ static int validate_list(const struct opt_list *l, qimg_opts *opts)
     return 0;
 }
 
-int qimg_create_opts_validate(const struct qimg_driver *drv, qimg_opts *opts)
+int qimg_create_opts_validate(const char *fmt, qimg_opts *opts)
 {
     struct opt_list l;
+    const struct qimg_driver *drv = find_format(fmt);
+    if (!drv)
+        return -EINVAL;
     merged_opts(drv, true, &l);
     return validate_list(&l, opts);
 }
@@ -212,8 +244,8 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
     pl->drv = find_format(fmt);
     if (!pl->drv)
         return -EINVAL;
-    if (!pl->drv->create)
-        return qimg_error(-ENOTSUP, "Format driver '%s' does not support image creation", fmt);
+    if (!qimg_drv_can(pl->drv, QIMG_CAP_CREATE))
+        return qimg_drv_create(pl->drv, NULL);   /* the error */
     merged_opts(pl->drv, true, &pl->list);
     copy_opts(&pl->opts, p->opts);
     r = validate_list(&pl->list, pl->opts);
@@ -388,7 +420,7 @@ static int run_driver(const struct qimg_create_params *p, struct plan *pl, const
         .opts = pl->opts,
         .prealloc = prealloc,
     };
-    int r = pl->drv->create(&ctx);
+    int r = qimg_drv_create(pl->drv, &ctx);
     if (r == -EFBIG) {
         uint64_t cs = 0;
         bool hint = qimg_opts_get_size(pl->opts, "cluster_size", &cs) == 1 && cs;
@@ -434,7 +466,7 @@ int qimg_create(const struct qimg_create_params *p)
     qimg_opts_get_string(pl.opts, "preallocation", &prealloc);
     qimg_opts_get_bool(pl.opts, "nocow", &nocow);
     size = pl.size;
-    if (pl.drv->flags & QIMG_DRV_PROTOCOL_ONLY) {
+    if (!qimg_drv_has_metadata(pl.drv)) {
         r = check_protocol_opts(&pl, prealloc, &size);
         if (r < 0)
             goto out;

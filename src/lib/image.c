@@ -15,6 +15,14 @@ uint64_t qimg_size(const qimg_image *img) { return img->size; }
 const char *qimg_filename(const qimg_image *img) { return img->filename; }
 const char *qimg_format(const qimg_image *img) { return img->drv->name; }
 qimg_image *qimg_backing(const qimg_image *img) { return img->backing; }
+const char *qimg_backing_filename(const qimg_image *img) { return img->backing_file; }
+const char *qimg_full_backing_filename(const qimg_image *img) { return img->full_backing_filename; }
+const char *qimg_backing_format(const qimg_image *img) { return img->backing_fmt; }
+
+char *qimg_backing_path(const qimg_image *img, const char *name)
+{
+    return qimg_path_combine(img->file->filename, name);
+}
 
 /* ---- open ---- */
 
@@ -48,7 +56,7 @@ static int probe_format(struct qimg_io *io, const char *filename, const struct q
     return 0;
 }
 
-static void warn_probed_raw(const char *filename)
+void qimg_warn_probed_raw(const char *filename)
 {
     qimg_warn("WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
               "         Automatically detecting the format is dangerous for raw images, "
@@ -68,7 +76,7 @@ static int lock_image(qimg_image *img)
         take |= QIMG_PERM_READ;
     if (img->flags & QIMG_OPEN_RDWR)
         take |= QIMG_PERM_READ | QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
-    if (!(img->drv->flags & QIMG_DRV_PROTOCOL_ONLY))
+    if (qimg_drv_has_metadata(img->drv))
         unshare = QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
     return qimg_io_lock(img->file, take, unshare);
 }
@@ -170,10 +178,13 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
         r = check_loop(img, req);
     if (r == 0 && !*drv) {
         r = probe_format(img->file, img->file->filename, drv);
+        if (r == 0 && (req->flags & QIMG_OPEN_RDWR) && ((*drv)->flags & QIMG_DRV_READ_ONLY))
+            r = qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices",
+                           (*drv)->name);
         if (r == 0 && *drv == &qimg_driver_raw && (req->flags & QIMG_OPEN_RDWR)) {
             img->probed_raw = true;
             if (!(req->flags & QIMG_OPEN_NO_PROBE_WARNING))
-                warn_probed_raw(req->display);
+                qimg_warn_probed_raw(req->display);
         }
     }
     if (r < 0)

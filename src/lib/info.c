@@ -44,8 +44,8 @@ static int add_snapshots(qimg_image *img, struct qimg_json *o)
     struct qimg_snapshot_info *sn = NULL;
     size_t n = 0;
     if (!img->drv->snapshot_list)
-        return 0;
-    int r = img->drv->snapshot_list(img, &sn, &n);
+        return 0;   /* no "snapshots" key */
+    int r = qimg_drv_snapshot_list(img, &sn, &n);
     if (r < 0)
         return r;
     if (n > 0) {
@@ -60,16 +60,14 @@ static int add_snapshots(qimg_image *img, struct qimg_json *o)
 
 int qimg_info_build(qimg_image *img, struct qimg_json **out)
 {
-    struct qimg_driver_info di = { 0 };
+    struct qimg_driver_info di;
     struct qimg_json *o;
     int r;
     *out = NULL;
-    if (img->drv->info) {
-        r = img->drv->info(img, &di);
-        if (r < 0) {
-            qimg_json_free(di.format_specific);
-            return r;
-        }
+    r = qimg_drv_info(img, &di);
+    if (r < 0) {
+        qimg_json_free(di.format_specific);
+        return r;
     }
     o = qimg_json_object();
     qimg_json_set(o, "filename", qimg_json_string(img->filename));

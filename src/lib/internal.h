@@ -21,12 +21,8 @@ int qimg_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void qimg_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Set an error from errno text: "<msg>: <strerror>". */
 int qimg_error_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void qimg_error_clear(void);
 
-/* Warnings go through one hook so the library never writes to stderr by
- * itself unless the CLI installed one (it does: "qemu-img: warning: ..."). */
-typedef void (*qimg_warn_fn)(const char *msg);
-void qimg_set_warn_handler(qimg_warn_fn fn);
+/* A warning through the handler of qimg_set_warn_handler (qimg.h). */
 void qimg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ======================================================= storage backends */
@@ -224,7 +220,6 @@ struct qimg_opts {
 
 /* Typed getters; they mark the option used.  Return 0 when absent (out
  * untouched), 1 when found, <0 with an error set on a bad value. */
-int qimg_opts_get_size(qimg_opts *o, const char *name, uint64_t *out);
 int qimg_opts_get_bool(qimg_opts *o, const char *name, bool *out);
 int qimg_opts_get_number(qimg_opts *o, const char *name, uint64_t *out);
 int qimg_opts_get_string(qimg_opts *o, const char *name, const char **out);
@@ -240,16 +235,11 @@ const char *qimg_opts_first_unused(const qimg_opts *o);
 const char *qimg_opts_first_unused_qemu(const qimg_opts *o);
 /* True when text is "help" or "?" (qemu's -o help). */
 bool qimg_opts_is_help(const char *text);
-/* Validate an -o text the way qemu does before parsing ("Invalid option list"). */
-int qimg_opts_check_text(const char *text);
 
 static inline void qimg_cleanup_opts(qimg_opts **o) { qimg_opts_free(*o); }
 #define CLEANUP_OPTS __attribute__((cleanup(qimg_cleanup_opts)))
 
-/* Parse qemu's key=value option string with ",," escapes, for --image-opts,
- * --object and -l; keys without "=" get the value of implied_key (or "on"). */
-int qimg_keyval_parse(qimg_opts **opts, const char *text, const char *implied_key);
-/* The same; with bare_is_error a non-first key without "=" fails with
+/* qimg_keyval_parse (qimg.h); with bare_is_error a non-first key without "=" fails with
  * qemu's "Expected '=' after parameter 'x'" (as --object does). */
 int qimg_keyval_parse_strict(qimg_opts **opts, const char *text, const char *implied_key,
                              bool bare_is_error);
@@ -260,8 +250,7 @@ int qimg_keyval_parse_strict(qimg_opts **opts, const char *text, const char *imp
  * ({"file":{"filename":"x"}} -> file.filename=x). */
 int qimg_json_filename_parse(qimg_opts **opts, const char *json_text);
 
-/* --object secret,id=X,data=..|file=..[,format=raw|base64] store. */
-int qimg_object_add(const char *text);
+/* The store of --object secrets (qimg_object_add). */
 /* Secret bytes by id (malloc'ed, NUL-terminated, *len set). */
 int qimg_secret_lookup(const char *id, char **data, size_t *len);
 
@@ -271,21 +260,8 @@ int qimg_secret_lookup(const char *id, char **data, size_t *len);
  * objects print their keys in QDict hash order (see json.c). */
 enum qimg_json_type { QIMG_JSON_OBJECT, QIMG_JSON_ARRAY, QIMG_JSON_STRING,
                       QIMG_JSON_INT, QIMG_JSON_UINT, QIMG_JSON_BOOL, QIMG_JSON_DOUBLE };
-struct qimg_json;
-struct qimg_json *qimg_json_object(void);
-struct qimg_json *qimg_json_array(void);
-struct qimg_json *qimg_json_string(const char *s);
-struct qimg_json *qimg_json_int(int64_t v);
-struct qimg_json *qimg_json_uint(uint64_t v);
-struct qimg_json *qimg_json_bool(bool v);
-/* Object/array building; the container takes ownership of val. */
-void qimg_json_set(struct qimg_json *obj, const char *key, struct qimg_json *val);
-void qimg_json_append(struct qimg_json *arr, struct qimg_json *val);
+/* Building and printing: qimg.h. */
 struct qimg_json *qimg_json_get(const struct qimg_json *obj, const char *key);
-void qimg_json_free(struct qimg_json *v);
-/* Pretty text as qemu-img prints it (4-space indent, hash key order),
- * without trailing newline; malloc'ed. */
-char *qimg_json_to_string(const struct qimg_json *v);
 struct qimg_json *qimg_json_double(double v);   /* prints as %.17g */
 /* One-line form as in qemu's json:{...} filenames: {"a": 1, "b": [1, 2]}. */
 char *qimg_json_to_string_compact(const struct qimg_json *v);
@@ -314,15 +290,6 @@ struct qimg_driver_info {
     struct qimg_json *format_specific; /* {type, data} or NULL; caller frees */
 };
 
-/* Results of a consistency check, as ImageCheck. */
-struct qimg_check_result {
-    int64_t corruptions, leaks, check_errors;
-    int64_t corruptions_fixed, leaks_fixed;
-    int64_t image_end_offset;
-    int64_t total_clusters, allocated_clusters, fragmented_clusters, compressed_clusters;
-    bool has_stats;              /* totals known */
-};
-enum qimg_check_fix { QIMG_FIX_LEAKS = 1, QIMG_FIX_ERRORS = 2 };
 
 /* Values a driver's create sees (already typed and validated by the core). */
 struct qimg_create_ctx {
@@ -334,22 +301,17 @@ struct qimg_create_ctx {
     const char *prealloc;     /* "off" unless given */
 };
 
-/* Measure results (BlockMeasureInfo). */
-struct qimg_measure { uint64_t required, fully_allocated, bitmaps; bool has_bitmaps; };
 
-struct qimg_snapshot_info {
-    char *id, *name;
-    uint64_t vm_state_size;
-    uint32_t date_sec, date_nsec;
-    uint64_t vm_clock_nsec;
-    int64_t icount;             /* -1 when absent */
-};
 
 enum qimg_driver_flags {
-    QIMG_DRV_PROTOCOL_ONLY = 1u << 0, /* raw: no metadata of its own */
+    /* The image is the guest disk itself, with no metadata of its own
+     * (raw): it shares write and resize with other processes, takes the
+     * file protocol's preallocation modes and may use copy offload. */
+    QIMG_DRV_NO_METADATA = 1u << 0,
     QIMG_DRV_SUPPORTS_BACKING = 1u << 1,
-    QIMG_DRV_READ_ONLY = 1u << 2,     /* no write support at all */
-    QIMG_DRV_NEEDS_FILENAME_PROBE = 1u << 3,
+    /* No write support at all: opening read-write fails, probed or not,
+     * and the driver has no write, write_zeroes, discard nor create. */
+    QIMG_DRV_READ_ONLY = 1u << 2,
 };
 
 /*
@@ -450,6 +412,49 @@ const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
 extern const struct qimg_driver qimg_driver_raw;
 extern const struct qimg_driver qimg_driver_qcow2;
 
+/* ====================================================== capability layer */
+
+/* driver.c: the core asks a driver what it can do and calls its optional
+ * callbacks only through these, so a new driver answers once and every
+ * command follows.  Each wrapper decides in one place what a missing
+ * callback means, with qemu-img's message. */
+bool qimg_drv_can(const struct qimg_driver *drv, enum qimg_capability cap);
+static inline bool qimg_drv_has_metadata(const struct qimg_driver *drv)
+{ return !(drv->flags & QIMG_DRV_NO_METADATA); }
+
+int qimg_drv_create(const struct qimg_driver *drv, struct qimg_create_ctx *ctx);
+int qimg_drv_measure(const struct qimg_driver *drv, qimg_opts *opts, struct qimg_image *src,
+                     uint64_t size, struct qimg_measure *out);
+/* info zeroed first; a driver without info reports nothing (0). */
+int qimg_drv_info(struct qimg_image *img, struct qimg_driver_info *info);
+int qimg_drv_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix);
+int qimg_drv_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
+int qimg_drv_amend(struct qimg_image *img, qimg_opts *opts, bool force,
+                   qimg_progress_fn progress, void *opaque);
+int qimg_drv_change_backing(struct qimg_image *img, const char *backing, const char *fmt);
+int qimg_drv_make_empty(struct qimg_image *img);          /* -ENOTSUP when it cannot */
+
+int qimg_drv_snapshot_list(struct qimg_image *img, struct qimg_snapshot_info **list, size_t *n);
+int qimg_drv_snapshot_create(struct qimg_image *img, const char *name);
+int qimg_drv_snapshot_apply(struct qimg_image *img, const char *id_or_name);
+int qimg_drv_snapshot_delete(struct qimg_image *img, const char *id, const char *name);
+
+/* A driver without bitmap_list has no bitmaps (an empty list). */
+int qimg_drv_bitmap_list(struct qimg_image *img, struct qimg_bitmap_info **list, size_t *n);
+int qimg_drv_bitmap_add(struct qimg_image *img, const char *name, uint32_t granularity);
+int qimg_drv_bitmap_remove(struct qimg_image *img, const char *name);
+int qimg_drv_bitmap_clear(struct qimg_image *img, const char *name);
+int qimg_drv_bitmap_set_enabled(struct qimg_image *img, const char *name, bool enabled);
+int qimg_drv_bitmap_next_dirty(struct qimg_image *img, const char *name, uint64_t off,
+                               uint64_t *start, uint64_t *len);
+int qimg_drv_bitmap_set_dirty(struct qimg_image *img, const char *name, uint64_t off, uint64_t len);
+int qimg_drv_bitmap_store(struct qimg_image *img);        /* nothing to store: 0 */
+bool qimg_drv_bitmap_supported(struct qimg_image *img);
+
+int qimg_drv_compress(struct qimg_image *img, const void *buf, size_t len, void *out,
+                      size_t *out_len);
+int qimg_drv_write_compressed(struct qimg_image *img, uint64_t off, const void *data, size_t len);
+
 /* ============================================================ image node */
 
 struct qimg_image {
@@ -477,13 +482,16 @@ struct qimg_image {
     pthread_mutex_t lock;           /* drivers serialize metadata with it */
 };
 
+/* qemu's three-line warning when probing guessed raw for an image
+ * opened for writing. */
+void qimg_warn_probed_raw(const char *filename);
+
 /* Read [off, off+len) of img's backing image into buf: zeros where there
  * is no backing image or past its end.  Drivers call it for unallocated
  * ranges. */
 int qimg_read_backing(struct qimg_image *img, uint64_t off, void *buf, size_t len);
 
-/* Open the backing chain below img (depth-limited, loop-detected). */
-int qimg_open_backing_chain(struct qimg_image *img);
+/* qimg_open_backing_chain (qimg.h) is depth-limited and loop-detected. */
 
 /* Close img's driver and storage and open both again read-write in place
  * from the same option tree, keeping the layers below (commit writes into
@@ -552,8 +560,9 @@ int qimg_budget_check(void);
 /* ============================================================ targets */
 
 /* A new image written under a temporary name, renamed into place when
- * complete (target.c).  Paths that are not plain local files (json:,
- * protocols, devices, dangling symlinks) are written in place (tmp NULL). */
+ * complete (target.c; the public calls are in qimg.h).  Paths that are not
+ * plain local files (json:, protocols, devices, dangling symlinks) are
+ * written in place (tmp NULL). */
 struct qimg_target {
     const char *name;             /* as the user gave it */
     char *final;                  /* where it ends up (symlinks resolved) */
@@ -563,13 +572,9 @@ struct qimg_target {
     bool replaces;                /* final exists: its mode is kept */
     mode_t mode;
 };
+/* A target on the stack: plan fills it, release frees what it holds. */
 void qimg_target_plan(struct qimg_target *t, const char *name);
-const char *qimg_target_path(const struct qimg_target *t);
-/* msg with the temporary name replaced by the user's (malloc'ed). */
-char *qimg_target_message(const struct qimg_target *t, const char *msg);
-void qimg_target_discard(const struct qimg_target *t);    /* removes tmp */
-int qimg_target_commit(const struct qimg_target *t);      /* chmod + rename */
-void qimg_target_free(struct qimg_target *t);
+void qimg_target_release(struct qimg_target *t);
 
 /* ============================================================ threads */
 
@@ -594,34 +599,8 @@ int qimg_chain_is_allocated_above(qimg_image *top, qimg_image *base, uint64_t of
 
 /* ============================================================ commands */
 
-/* create.c: the "-o help" text of a format; with_protocol adds the file
- * protocol's options (qemu lists those only when a filename is given). */
-int qimg_create_help(const char *fmt, bool with_protocol, char **out);
-/* Check -o options against the driver's create options plus the file
- * protocol's ("Invalid parameter 'x'", typed values), as create and
- * measure do.  Marks every option used. */
-int qimg_create_opts_validate(const struct qimg_driver *drv, qimg_opts *opts);
-
-/* info.c: ImageInfo of one image (no backing walk) as a JSON tree with
- * qemu's keys; qimg_info_json/human print it. */
-int qimg_info_build(struct qimg_image *img, struct qimg_json **out);
-
-/* check.c: the driver's consistency check (-ENOTSUP when it has none).
- * Drivers report each problem ("Leaked cluster 5 refcount=1 reference=0")
- * with qimg_check_log; the caller's handler prints it (the CLI: stderr). */
-int qimg_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix);
-typedef void (*qimg_check_log_fn)(const char *line, void *opaque);
-void qimg_check_set_log(qimg_check_log_fn fn, void *opaque);
+/* check.c: drivers report each problem a check finds with qimg_check_log;
+ * the handler of qimg_check_set_log (qimg.h) prints it. */
 void qimg_check_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* A check log line starting with this is an error report: the CLI prints
- * it after the program name, as qemu's error_report. */
-#define QIMG_CHECK_LOG_REPORT "\001"
-
-/* resize.c: change the virtual size (prealloc "off" unless given). */
-int qimg_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
-/* Size a new image of format fmt would need: for size bytes, or for the
- * content of src when src is not NULL.  opts: validated -o options. */
-int qimg_measure(const char *fmt, qimg_opts *opts, struct qimg_image *src, uint64_t size,
-                 struct qimg_measure *out);
 
 #endif

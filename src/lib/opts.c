@@ -58,6 +58,21 @@ const char *qimg_opts_get(const qimg_opts *opts, const char *name)
     return pair ? pair->value : NULL;
 }
 
+size_t qimg_opts_count(const qimg_opts *opts)
+{
+    return opts ? opts->n : 0;
+}
+
+const char *qimg_opts_name(const qimg_opts *opts, size_t i)
+{
+    return opts && i < opts->n ? opts->v[i].name : NULL;
+}
+
+const char *qimg_opts_value(const qimg_opts *opts, size_t i)
+{
+    return opts && i < opts->n ? opts->v[i].value : NULL;
+}
+
 void qimg_opts_free(qimg_opts *opts)
 {
     if (!opts)

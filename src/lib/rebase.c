@@ -307,10 +307,8 @@ static int change_backing(const struct qimg_rebase_params *p)
     int r;
     if (file && !fmt)
         r = -EINVAL;   /* a recorded backing file needs its format (qemu >= 6.1) */
-    else if (!img->drv->change_backing)
-        r = -ENOTSUP;
     else
-        r = img->drv->change_backing(img, file, fmt);
+        r = qimg_drv_change_backing(img, file, fmt);
     if (r == -ENOSPC)
         return qimg_error(r, "Could not change the backing file to '%s': No space left in the file header", shown);
     if (r == -EINVAL && p->backing_file && !p->backing_fmt)

@@ -16,13 +16,11 @@ int qimg_resize(qimg_image *img, uint64_t size, const char *prealloc, bool shrin
     if (size > MAX_IMAGE_LENGTH)
         return qimg_error(-EFBIG, "offset(%" PRIu64 ") exceeds maximum(%" PRIu64 ")",
                           size, (uint64_t)MAX_IMAGE_LENGTH);
-    if (!img->drv->resize)
-        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
     /* the file protocol under a raw image knows only these */
-    if ((img->drv->flags & QIMG_DRV_PROTOCOL_ONLY) && strcmp(prealloc, "off") &&
-        strcmp(prealloc, "falloc") && strcmp(prealloc, "full"))
+    if (qimg_drv_can(img->drv, QIMG_CAP_RESIZE) && !qimg_drv_has_metadata(img->drv) &&
+        strcmp(prealloc, "off") && strcmp(prealloc, "falloc") && strcmp(prealloc, "full"))
         return qimg_error(-ENOTSUP, "Unsupported preallocation mode: %s", prealloc);
-    return img->drv->resize(img, size, prealloc, shrink);
+    return qimg_drv_resize(img, size, prealloc, shrink);
 }
 
 int qimg_measure(const char *fmt, qimg_opts *opts, qimg_image *src, uint64_t size,
@@ -32,7 +30,5 @@ int qimg_measure(const char *fmt, qimg_opts *opts, qimg_image *src, uint64_t siz
     memset(out, 0, sizeof *out);
     if (!drv)
         return qimg_error(-EINVAL, "Unknown file format '%s'", fmt);
-    if (!drv->measure)
-        return qimg_error(-ENOTSUP, "Block driver '%s' does not support size measurement", fmt);
-    return drv->measure(opts, src, size, out);
+    return qimg_drv_measure(drv, opts, src, size, out);
 }

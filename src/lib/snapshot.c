@@ -15,25 +15,24 @@ void qimg_snapshot_list_free(struct qimg_snapshot_info *list, size_t n)
 
 int qimg_snapshot_list(qimg_image *img, struct qimg_snapshot_info **list, size_t *n)
 {
-    *list = NULL;
-    *n = 0;
-    if (!img->drv->snapshot_list)
-        return qimg_error(-ENOTSUP, "Block driver does not support snapshots");
-    return img->drv->snapshot_list(img, list, n);
+    return qimg_drv_snapshot_list(img, list, n);
 }
 
 int qimg_snapshot_create(qimg_image *img, const char *name)
 {
-    if (!img->drv->snapshot_create)
-        return qimg_error(-ENOTSUP, "Block driver does not support snapshots");
-    return img->drv->snapshot_create(img, name);
+    return qimg_drv_snapshot_create(img, name);
 }
 
 int qimg_snapshot_apply(qimg_image *img, const char *id_or_name)
 {
-    if (!img->drv->snapshot_apply)
-        return qimg_error(-ENOTSUP, "Block driver does not support snapshots");
-    int r = img->drv->snapshot_apply(img, id_or_name);
+    if (!img->drv->snapshot_apply) {
+        /* qemu falls back to the file under a format without snapshots:
+         * it reopens it, and a probed raw image warns again */
+        if (img->probed_raw)
+            qimg_warn_probed_raw(qimg_filename(img));
+        return qimg_drv_snapshot_apply(img, id_or_name);
+    }
+    int r = qimg_drv_snapshot_apply(img, id_or_name);
     if (r < 0)
         return qimg_error(r, "Failed to load snapshot: %s", strerror(-r));
     return 0;
@@ -57,10 +56,8 @@ int qimg_snapshot_delete(qimg_image *img, const char *name_or_id)
     int r;
     if (!found)
         r = qimg_error(-ENOENT, "snapshot not found");
-    else if (!img->drv->snapshot_delete)
-        r = qimg_error(-ENOTSUP, "Block driver does not support snapshots");
     else
-        r = img->drv->snapshot_delete(img, found->id, found->name);
+        r = qimg_drv_snapshot_delete(img, found->id, found->name);
     qimg_snapshot_list_free(list, n);
     return r;
 }
@@ -114,9 +111,8 @@ static int check_amend_opts(const struct qimg_driver *drv, qimg_opts *opts)
 
 int qimg_amend_check(qimg_image *img, qimg_opts *opts)
 {
-    if (!img->drv->amend)
-        return qimg_error(-ENOTSUP, "Format driver '%s' does not support option amendment",
-                          img->drv->name);
+    if (!qimg_drv_can(img->drv, QIMG_CAP_AMEND))
+        return qimg_drv_amend(img, opts, false, NULL, NULL);   /* the error */
     return check_amend_opts(img->drv, opts);
 }
 
@@ -125,5 +121,5 @@ int qimg_amend(qimg_image *img, qimg_opts *opts, bool force, qimg_progress_fn pr
     int r = qimg_amend_check(img, opts);
     if (r < 0)
         return r;
-    return img->drv->amend(img, opts, force, progress, opaque);
+    return qimg_drv_amend(img, opts, force, progress, opaque);
 }

@@ -77,9 +77,28 @@ int qimg_target_commit(const struct qimg_target *t)
     return 0;
 }
 
-void qimg_target_free(struct qimg_target *t)
+void qimg_target_release(struct qimg_target *t)
 {
     free(t->final);
     free(t->tmp);
     t->final = t->tmp = NULL;
+}
+
+qimg_target *qimg_target_new(const char *name, bool in_place)
+{
+    qimg_target *t = qimg_xmalloc(sizeof *t);
+    qimg_target_plan(t, name);
+    if (in_place) {
+        free(t->tmp);
+        t->tmp = NULL;
+    }
+    return t;
+}
+
+void qimg_target_free(qimg_target *t)
+{
+    if (t) {
+        qimg_target_release(t);
+        free(t);
+    }
 }

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "qimg.h"
+
 /* ---- cleanup attributes (nbdkit-style) ---- */
 static inline void qimg_cleanup_free(void *ptr) { free(*(void **)ptr); }
 static inline void qimg_cleanup_close(int *fd) { if (*fd >= 0) close(*fd); }
@@ -60,8 +62,7 @@ static inline void qimg_put_le16(void *p, uint16_t v) { uint8_t *b = p; b[1] = v
 static inline void qimg_put_le32(void *p, uint32_t v) { uint8_t *b = p; b[3] = v >> 24; b[2] = v >> 16; b[1] = v >> 8; b[0] = (uint8_t)v; }
 static inline void qimg_put_le64(void *p, uint64_t v) { qimg_put_le32((uint8_t *)p + 4, v >> 32); qimg_put_le32(p, (uint32_t)v); }
 
-/* ---- zero detection ---- */
-bool qimg_is_zero(const void *buf, size_t len);
+/* qimg_is_zero and qimg_io_buffer: qimg.h */
 
 /* ---- allocation sized from image data ----
  * Every buffer whose size comes from an image goes through this: it is
@@ -71,14 +72,10 @@ bool qimg_is_zero(const void *buf, size_t len);
 void *qimg_alloc_from_image(uint64_t size, const char *what);
 void *qimg_calloc_from_image(uint64_t nmemb, uint64_t size, const char *what);
 
-/* aligned buffer for I/O (O_DIRECT needs it); free with free() */
-void *qimg_io_buffer(size_t size);
 
 /* path helpers; results are malloc'ed */
 char *qimg_path_dirname(const char *path);
-/* Resolve a backing name against the directory of the image that names it,
- * as qemu does: absolute names and protocol names are kept as they are. */
-char *qimg_path_combine(const char *image, const char *backing);
+/* qimg_path_combine: qimg.h */
 bool qimg_path_has_protocol(const char *path);
 
 char *qimg_strdup(const char *s);           /* aborts on ENOMEM */

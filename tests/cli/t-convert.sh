@@ -71,6 +71,14 @@ same concat-backing     convert -B x -F raw a a o
 same concat-snapshot    convert -l x a a o
 same imgopts-and-f      convert --image-opts -f raw a o
 same o-help             convert -O raw -o help
+same o-help-qcow2       convert -O qcow2 -o help
+same o-help-one-name    convert -O qcow2 -o help a
+same o-help-target      convert -O qcow2 -o help a o
+same o-help-q-target    convert -o '?' a o
+same o-help-not-item    convert -o size=1,,help a o
+same bad-typed-opt      convert -O qcow2 -o cluster_size=abc a o
+same c-raw              convert -O raw -c a o
+same backing-raw        convert -O raw -B a -F raw a o
 same open-fails-first   convert -c nonexist o
 same n-missing-target   convert -n a nonexist
 same bad-fmt-before-c   convert -O foo -c a o

@@ -60,6 +60,8 @@ same "create -o help" create -o help
 same "create -o ?" create -o '?'
 same "create -f raw -o help" create -f raw -o help
 same "create -o help with file" create -f raw -o help a.raw
+same "create -o help=1 is no help" create -f raw -o help=1 a.raw 1M
+same "create -o escaped help is no help" create -f raw -o size=1,,help a.raw 1M
 same "create -o help,size" create -o help,size=1M a.raw
 same "create -o size,help" create -o size=1M,help a.raw
 same "create -o help bad size ignored" create -o help -f raw a.raw 1x

@@ -42,3 +42,19 @@ same "trace: wildcard is silent" -T 'enable=foo*' info a.raw
 same "trace: events file" -T events=events info a.raw
 same "trace: missing events file" -T events=/nonexistent/ev info a.raw
 same "trace: bad parameter" -T enable=foo,bogus=1 info a.raw
+
+# --safe (qimg's): accepted before and after the command name and through
+# QIMG_SAFE=1, taken out before the command's options are parsed; an
+# argument "--safe" after "--" is left alone; --help shows it only as qimg
+plain=$("$QIMG" info "$IN/a.raw" 2>&1)
+expect_eq "--safe before the command" "$("$QIMG" --safe info "$IN/a.raw" 2>&1)" "$plain"
+expect_eq "--safe after the command" "$("$QIMG" info --safe "$IN/a.raw" 2>&1)" "$plain"
+expect_eq "--safe after the file" "$("$QIMG" info "$IN/a.raw" --safe 2>&1)" "$plain"
+expect_eq "QIMG_SAFE=1" "$(QIMG_SAFE=1 "$QIMG" info "$IN/a.raw" 2>&1)" "$plain"
+out=$(cd "$IN" && "$QIMG" info -- --safe 2>&1)
+expect_eq "--safe after -- is a file name" "$out" \
+    "qimg: Could not open '--safe': Could not open '--safe': No such file or directory"
+case "$("$QIMG" --help)" in *"'--safe'"*) pass "--help shows --safe" ;;
+    *) fail "--help shows --safe" ;; esac
+case "$("$QIMG_AS_QEMU" --help)" in *"--safe"*) fail "--help as qemu-img hides --safe" ;;
+    *) pass "--help as qemu-img hides --safe" ;; esac
