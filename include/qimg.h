@@ -58,6 +58,14 @@ enum qimg_open_flags {
     QIMG_OPEN_SAFE        = 1u << 10, /* safe mode for this open (see qimg_set_safe_mode) */
 };
 
+/* What this build has: storage backends (file, null-co, blkdebug...) by
+ * index (NULL past the end), compression codecs ("deflate zlib zstd ..."),
+ * and the optional libraries it was built without ("zstd bzip2", "" when
+ * none), as named by scripts/configure. */
+const char *qimg_protocol_name(size_t i);
+const char *qimg_codecs(void);
+const char *qimg_features_lacking(void);
+
 /* Safe mode: an image may not make qimg open a file the user did not name
  * (backing files, external data files; a child given through
  * --image-opts/json: keys such as backing.file.filename, or as -b/-B, is

@@ -299,12 +299,33 @@ void progress_callback(double percent, void *opaque)
 
 /* ---- help ---- */
 
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Formats and storage backends in one sorted list, as qemu-img lists its
+ * block drivers; as qimg, also the codecs and what this build left out. */
 static void print_formats(void)
 {
+    const char *names[256];
+    size_t n = 0;
+    for (size_t i = 0; qimg_format_name(i) && n < ARRAY_SIZE(names); i++)
+        names[n++] = qimg_format_name(i);
+    for (size_t i = 0; qimg_protocol_name(i) && n < ARRAY_SIZE(names); i++)
+        names[n++] = qimg_protocol_name(i);
+    qsort(names, n, sizeof names[0], compare_names);
     printf("Supported formats:");
-    for (size_t i = 0; qimg_format_name(i); i++)
-        printf(" %s", qimg_format_name(i));
+    for (size_t i = 0; i < n; i++)
+        printf(" %s", names[i]);
     printf("\n");
+    if (strcmp(prog_name, "qemu-img") == 0)
+        return;
+    const char *codecs = qimg_codecs();
+    printf("Compression codecs: %s\n", *codecs ? codecs : "none");
+    const char *lacking = qimg_features_lacking();
+    if (*lacking)
+        printf("Built without: %s\n", lacking);
 }
 
 void help(void)

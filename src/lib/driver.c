@@ -4,6 +4,7 @@
  * qemu-img's message for it, is decided here once. */
 #include <errno.h>
 
+#include "codec.h"
 #include "internal.h"
 
 bool qimg_drv_can(const struct qimg_driver *drv, enum qimg_capability cap)
@@ -230,4 +231,46 @@ int qimg_drv_write_compressed(qimg_image *img, uint64_t off, const void *data, s
 {
     return img->drv->write_compressed ? img->drv->write_compressed(img, off, data, len)
                                       : no_compression();
+}
+
+/* ---- what this build has (qimg --help) ---- */
+
+const char *qimg_protocol_name(size_t i)
+{
+    for (size_t k = 0; qimg_io_backends[k]; k++)
+        if (k == i)
+            return qimg_io_backends[k]->name;
+    return NULL;
+}
+
+const char *qimg_codecs(void)
+{
+    return qimg_codec_list();
+}
+
+/* QIMG_FEATURES (build/config.h) names the optional libraries configure
+ * found; the others are lacking. */
+static const char *const optional_features[] = { "zlib", "libdeflate", "zstd", "bzip2",
+                                                 "ext2fs", "libarchive" };
+static char lacking_text[128];
+static pthread_once_t lacking_once = PTHREAD_ONCE_INIT;
+
+static void find_lacking(void)
+{
+    const char *have = " " QIMG_FEATURES " ";
+    size_t len = 0;
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(optional_features); i++) {
+        char word[32];
+        snprintf(word, sizeof word, " %s ", optional_features[i]);
+        if (strstr(have, word))
+            continue;
+        len += (size_t)snprintf(lacking_text + len, sizeof lacking_text - len, "%s%s",
+                                len ? " " : "", optional_features[i]);
+    }
+}
+
+const char *qimg_features_lacking(void)
+{
+    pthread_once(&lacking_once, find_lacking);
+    return lacking_text;
 }

@@ -199,10 +199,55 @@ TEST(help_texts)
     }
 }
 
-/* ---- storage backends ----
- * LEAD: the storage helper's backend registry (qimg_io_backends[]) gets its
- * contract checks here: every entry has name, pread, get_size and close,
- * pwrite unless it is read-only, and names are unique. */
+/* ---- storage backends ---- */
+
+/* Every backend opens, reads, sizes and closes itself; the wrappers give
+ * defaults for the rest (io.c).  No backend here is read-only, so each
+ * also writes. */
+TEST(backends_required_callbacks)
+{
+    size_t n = 0;
+    for (size_t i = 0; qimg_io_backends[i]; i++, n++) {
+        const struct qimg_io_ops *o = qimg_io_backends[i];
+        CHECK(o->name && o->name[0]);
+        CHECK(o->open != NULL);
+        CHECK(o->pread != NULL);
+        CHECK(o->pwrite != NULL);
+        CHECK(o->get_size != NULL);
+        CHECK(o->close != NULL);
+    }
+    CHECK(n >= 2);
+    CHECK(qimg_io_backends[0] == &qimg_io_file_ops);
+}
+
+/* Names and filename prefixes pick a backend: each may belong to one. */
+TEST(backends_names_and_prefixes_unique)
+{
+    for (size_t i = 0; qimg_io_backends[i]; i++) {
+        const struct qimg_io_ops *a = qimg_io_backends[i];
+        CHECK(qimg_io_backend_find(a->name) == a);
+        if (a->prefix)
+            CHECK(a->prefix[0] && strchr(a->prefix, ':'));
+        for (size_t k = i + 1; qimg_io_backends[k]; k++) {
+            const struct qimg_io_ops *b = qimg_io_backends[k];
+            CHECK(strcmp(a->name, b->name) != 0);
+            if (a->prefix && b->prefix)
+                CHECK(strcmp(a->prefix, b->prefix) != 0);
+        }
+    }
+}
+
+/* qimg --help lists the registry (qimg_protocol_name), no format shares a
+ * backend's name. */
+TEST(backends_public_list_is_the_registry)
+{
+    size_t i = 0;
+    for (; qimg_io_backends[i]; i++) {
+        CHECK_EQ_STR(qimg_protocol_name(i), qimg_io_backends[i]->name);
+        CHECK(qimg_driver_find(qimg_io_backends[i]->name) == NULL);
+    }
+    CHECK(qimg_protocol_name(i) == NULL);
+}
 
 int main(void)
 {
@@ -216,6 +261,8 @@ int main(void)
     RUN(read_only_flag_wins);
     RUN(public_format_list_is_the_registry);
     RUN(help_texts);
-    /* LEAD: RUN(backends_...) here */
+    RUN(backends_required_callbacks);
+    RUN(backends_names_and_prefixes_unique);
+    RUN(backends_public_list_is_the_registry);
     return UNIT_DONE();
 }
