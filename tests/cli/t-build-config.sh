@@ -1,0 +1,86 @@
+#!/bin/bash
+# The configure step and builds without optional libraries.
+#  - build/config.h names every optional library that is installed;
+#  - qimg --help lists the formats and storage backends (sorted, as qemu-img
+#    lists its drivers) and, as qimg, the codecs;
+#  - each variant that `make config-matrix` built (build/without-X) says what
+#    it lacks, and a missing codec is a clear error, never a wrong image.
+. "$(dirname "$0")/lib.sh"
+B=$(dirname "$QIMG")
+CONFIG_H=$B/config.h
+
+if [ ! -f "$CONFIG_H" ]; then
+    fail "config.h exists" "$CONFIG_H missing"
+    exit 0
+fi
+pass "config.h exists"
+
+# Each library found on this machine must be in the configuration.
+have_pc() { pkg-config --exists "$1" 2>/dev/null; }
+expect_have() {   # MACRO PRESENT(yes/no)
+    if grep -q "^#define $1 1" "$CONFIG_H"; then got=yes; else got=no; fi
+    expect_eq "config.h: $1 matches the machine" "$got" "$2"
+}
+if command -v pkg-config >/dev/null; then
+    have_pc zlib && z=yes || z=no;          expect_have HAVE_ZLIB $z
+    have_pc libzstd && z=yes || z=no;       expect_have HAVE_LIBZSTD $z
+    [ -e /usr/include/libdeflate.h ] && z=yes || z=no; expect_have HAVE_LIBDEFLATE $z
+    [ -e /usr/include/bzlib.h ] && z=yes || z=no;      expect_have HAVE_BZIP2 $z
+    have_pc ext2fs && have_pc com_err && z=yes || z=no; expect_have HAVE_EXT2FS $z
+    have_pc libarchive && z=yes || z=no;    expect_have HAVE_LIBARCHIVE $z
+else
+    skip "pkg-config missing: installed libraries not compared with config.h"
+fi
+
+# --help: one sorted list of formats and backends.
+list=$("$QIMG" --help | sed -n 's/^Supported formats: //p')
+expect_eq "--help: formats and backends sorted" "$list" "$(tr ' ' '\n' <<<"$list" | sort | tr '\n' ' ' | sed 's/ $//')"
+for name in raw qcow2 file null-co null-aio blkdebug; do
+    case " $list " in *" $name "*) pass "--help lists $name" ;; *) fail "--help lists $name" "$list" ;; esac
+done
+check "--help as qimg names the codecs" bash -c "'$QIMG' --help | grep -q '^Compression codecs: '"
+check_fail "--help as qemu-img does not" bash -c "'$QIMG_AS_QEMU' --help | grep -q '^Compression codecs'"
+
+# The variants.
+cd "$SCRATCH" || exit 1
+head -c 307200 "$QIMG" > data.raw
+"$QEMU_IMG" convert -f raw -O qcow2 -c -o compression_type=zstd data.raw zstd.qcow2 || fail "make zstd.qcow2"
+"$QEMU_IMG" convert -f raw -O qcow2 -c data.raw zlib.qcow2 || fail "make zlib.qcow2"
+for f in zlib libdeflate zstd bzip2 ext2fs libarchive all; do
+    v=$B/without-$f/qimg
+    if [ ! -x "$v" ]; then
+        skip "$v not built (make config-matrix)"
+        continue
+    fi
+    lacking=$("$v" --help | sed -n 's/^Built without: //p')
+    if [ $f = all ]; then
+        expect_eq "without all: --help says so" "$lacking" "zlib libdeflate zstd bzip2 ext2fs libarchive"
+    else
+        case " $lacking " in *" $f "*) pass "without $f: --help says so" ;;
+                             *) fail "without $f: --help says so" "$lacking" ;; esac
+    fi
+    # zstd images: read when zstd is there, refused at open with the reason otherwise
+    out=$("$v" convert -O raw zstd.qcow2 "zstd-$f.raw" 2>&1); rc=$?
+    case $f in
+    zstd|all)
+        expect_eq "without $f: zstd image refused" "$rc" 1
+        case $out in *"built without libzstd"*) pass "without $f: the error names libzstd" ;;
+                     *) fail "without $f: the error names libzstd" "$out" ;; esac ;;
+    *)
+        expect_eq "without $f: zstd image read" "$rc" 0
+        check "without $f: zstd image content" cmp "zstd-$f.raw" data.raw ;;
+    esac
+    # writing compressed clusters needs deflate (libdeflate or zlib)
+    out=$("$v" convert -c -O qcow2 data.raw "c-$f.qcow2" 2>&1); rc=$?
+    if [ $f = all ]; then
+        expect_eq "without all: convert -c fails" "$rc" 1
+        case $out in *"compression is not available"*) pass "without all: the error says why" ;;
+                     *) fail "without all: the error says why" "$out" ;; esac
+        check_fail "without all: no half-written target" test -e "c-$f.qcow2"
+    else
+        expect_eq "without $f: convert -c" "$rc" 0
+        check "without $f: compressed image checks clean" "$QEMU_IMG" check "c-$f.qcow2"
+        check "without $f: compressed image reads back" "$QEMU_IMG" compare -f raw -F qcow2 data.raw "c-$f.qcow2"
+        check "without $f: reads qemu's zlib image" "$v" compare zlib.qcow2 data.raw
+    fi
+done
