@@ -62,6 +62,8 @@ struct blkdebug {
     struct bd_rule *rules;   /* in the order given: file first, then options */
     size_t nrules;
     uint64_t align;
+    char *config;            /* the rules file, or NULL */
+    bool named_only;         /* no rule or limit from options: a name opens it again */
 };
 
 /* ---- rules ---- */
@@ -497,6 +499,14 @@ static int bd_open(struct qimg_io *io, qimg_opts *opts)
     const char *config = NULL, *unused;
     qimg_opts_get_string(opts, "filename", &unused);   /* the name we show */
     qimg_opts_get_string(opts, "config", &config);
+    bd->config = config ? qimg_strdup(config) : NULL;
+    bd->named_only = true;
+    for (size_t i = 0; i < qimg_opts_count(opts); i++) {
+        const char *k = qimg_opts_name(opts, i);
+        if (strcmp(k, "driver") != 0 && strcmp(k, "filename") != 0 && strcmp(k, "config") != 0 &&
+            strcmp(k, "image") != 0 && strncmp(k, "image.", 6) != 0)
+            bd->named_only = false;
+    }
     int r = config ? read_rules_file(bd, config) : 0;
     if (r == 0)
         r = rules_from_options(bd, opts, "inject-error", true);
@@ -524,8 +534,22 @@ static void bd_close(struct qimg_io *io)
         return;
     qimg_io_close(bd->child);
     free(bd->rules);
+    free(bd->config);
     pthread_mutex_destroy(&bd->lock);
     free(bd);
+}
+
+/* "blkdebug:RULES:IMAGE" when no rule came from options and the image can
+ * be named (qemu's name for such a node). */
+static char *bd_exact_filename(struct qimg_io *io)
+{
+    struct blkdebug *bd = io->priv;
+    if (!bd || !bd->named_only || !bd->child)
+        return NULL;
+    CLEANUP_FREE char *child = qimg_io_exact_filename(bd->child);
+    if (!child)
+        return NULL;
+    return qimg_asprintf("blkdebug:%s:%s", bd->config ? bd->config : "", child);
 }
 
 const struct qimg_io_ops qimg_io_blkdebug_ops = {
@@ -533,6 +557,7 @@ const struct qimg_io_ops qimg_io_blkdebug_ops = {
     .prefix         = "blkdebug:",
     .parse_filename = bd_parse_filename,
     .open           = bd_open,
+    .exact_filename = bd_exact_filename,
     .pread          = bd_pread,
     .pwrite         = bd_pwrite,
     .zero           = bd_zero,

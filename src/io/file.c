@@ -594,9 +594,20 @@ static void file_close(struct qimg_io *io)
     free(s);
 }
 
+/* A relative name with a colon before any slash would read as a protocol
+ * ("a:b" -> protocol "a"): shown as "./a:b", as qemu does. */
+static char *file_exact_filename(struct qimg_io *io)
+{
+    const char *name = io->filename;
+    if (name[0] != '/' && qimg_path_has_protocol(name))
+        return qimg_asprintf("./%s", name);
+    return qimg_strdup(name);
+}
+
 const struct qimg_io_ops qimg_io_file_ops = {
     .name           = "file",
     .prefix         = "file:",
+    .exact_filename = file_exact_filename,
     .parse_filename = file_parse_filename,
     .can_create     = true,
     .open           = file_open,

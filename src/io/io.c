@@ -291,6 +291,11 @@ int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnu
     return 0;
 }
 
+char *qimg_io_exact_filename(struct qimg_io *io)
+{
+    return io->ops->exact_filename ? io->ops->exact_filename(io) : NULL;
+}
+
 int64_t qimg_io_allocated_size(struct qimg_io *io)
 {
     return io->ops->allocated_size ? io->ops->allocated_size(io) : -ENOTSUP;

@@ -91,9 +91,21 @@ static int lock_image(qimg_image *img)
  * driver's open.  Whatever nobody marked used is reported as qemu does.
  */
 
+/* An image named only by its storage ("file:a:b", blkdebug through
+ * options) takes the name its storage gives itself, as qemu shows it. */
+static void rename_by_storage(qimg_image *img)
+{
+    char *exact = qimg_io_exact_filename(img->file);
+    if (!exact)
+        return;
+    free(img->filename);
+    img->filename = exact;
+}
+
 /* What a node is opened as. */
 struct node_req {
     const char *display;      /* the image's name in messages and info */
+    bool name_by_storage;     /* once open, named by its storage when it can say */
     const char *fmt;          /* -f: must agree with "driver" */
     unsigned flags;
     qimg_image *chain_top;    /* for a backing node: the chain above it */
@@ -218,6 +230,8 @@ static int open_node(qimg_image **out, qimg_opts *o, const struct node_req *req)
     qimg_opts_free(file_opts);
     if (r < 0)
         goto fail;
+    if (req->name_by_storage)
+        rename_by_storage(img);
     qimg_opts_take_common(o);
     take_backing_tree(img, o);
     r = drv->open(img, o, req->flags);
@@ -314,8 +328,8 @@ static bool strong_key(const qimg_opts *o, const char *key)
         strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
         strncmp(key, "backing.", 8) == 0)
         return true;
-    /* a storage node other than a plain file names itself */
-    return strncmp(key, "file.", 5) == 0 && file_driver && strcmp(file_driver, "file") != 0;
+    (void)file_driver;
+    return false;
 }
 
 /* A raw window (offset/size over a plain file) is named as qemu names it:
@@ -353,6 +367,14 @@ static char *window_name(const qimg_opts *o, const char *given)
 /* The name an image opened from a tree is shown by: its file's name unless
  * the tree holds an option that changes the content (then the name given;
  * qemu prints a json:{...} of its own there). */
+static bool has_strong_key(const qimg_opts *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (strong_key(o, o->v[i].name))
+            return true;
+    return false;
+}
+
 static char *tree_display(const qimg_opts *o, const char *given)
 {
     for (size_t i = 0; i < o->n; i++)
@@ -370,7 +392,8 @@ static char *tree_display(const qimg_opts *o, const char *given)
 static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const char *fmt,
                      unsigned flags)
 {
-    struct node_req req = { .display = display, .fmt = fmt, .flags = flags };
+    struct node_req req = { .display = display, .fmt = fmt, .flags = flags,
+                            .name_by_storage = !has_strong_key(o) };
     qimg_budget_begin((flags & QIMG_OPEN_SAFE) || qimg_safe_mode());
     int r = open_node(out, o, &req);
     if (r == 0 && !(flags & QIMG_OPEN_NO_BACKING))

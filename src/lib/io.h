@@ -131,6 +131,11 @@ struct qimg_io_ops {
     /* Same underlying object as b (b has the same ops)?  NULL: same name. */
     bool (*same)(struct qimg_io *a, struct qimg_io *b);
     void (*close)(struct qimg_io *io);
+    /* The name that opens this very storage again, as qemu shows it for an
+     * image given by options ("blkdebug:RULES:IMAGE", "./a:b" for a local
+     * file whose name looks like a protocol); NULL when options are needed
+     * (malloc'ed). */
+    char *(*exact_filename)(struct qimg_io *io);
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
@@ -175,6 +180,8 @@ int qimg_io_truncate(struct qimg_io *io, uint64_t size);
 int qimg_io_preallocate(struct qimg_io *io, uint64_t off, uint64_t len, bool full);
 int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind);
 int64_t qimg_io_allocated_size(struct qimg_io *io);
+/* See exact_filename; NULL when the backend cannot name itself. */
+char *qimg_io_exact_filename(struct qimg_io *io);
 int qimg_io_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *dst,
                        uint64_t doff, uint64_t len);
 int qimg_io_lock(struct qimg_io *io, unsigned take, unsigned unshare);
