@@ -353,21 +353,6 @@ static int file_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t
     return 0;
 }
 
-static int write_zero_buffers(struct qimg_io *io, uint64_t off, uint64_t len)
-{
-    size_t chunk = (size_t)QIMG_MIN(len, (uint64_t)1 << 20);
-    CLEANUP_FREE void *zeros = qimg_io_buffer(chunk);
-    memset(zeros, 0, chunk);
-    while (len > 0) {
-        size_t n = (size_t)QIMG_MIN(len, (uint64_t)chunk);
-        int r = file_pwrite(io, zeros, n, off);
-        if (r < 0)
-            return r;
-        off += n, len -= n;
-    }
-    return 0;
-}
-
 static int try_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 {
     int r;
@@ -423,7 +408,7 @@ static int file_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned fl
         if (unsupported(r))
             __atomic_store_n(&s->no_zero_range, true, __ATOMIC_RELAXED);
     }
-    return write_zero_buffers(io, off, len);
+    return qimg_io_write_zero_buffers(io, off, len);
 }
 
 static int file_discard(struct qimg_io *io, uint64_t off, uint64_t len)
@@ -488,7 +473,7 @@ static int file_preallocate(struct qimg_io *io, uint64_t off, uint64_t len, bool
             return qimg_error(r, "Could not preallocate new data: %s", strerror(-r));
         return 0;
     }
-    return write_zero_buffers(io, off, len);
+    return qimg_io_write_zero_buffers(io, off, len);
 }
 
 static int file_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)

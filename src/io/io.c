@@ -221,8 +221,9 @@ int qimg_io_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t off
     return io->ops->pwrite(io, buf, len, off);
 }
 
-/* Default zeroing: zero buffers of at most 1 MiB. */
-static int write_zero_buffers(struct qimg_io *io, uint64_t off, uint64_t len)
+/* Default zeroing: zero buffers of at most 1 MiB (also the file backend's
+ * last resort). */
+int qimg_io_write_zero_buffers(struct qimg_io *io, uint64_t off, uint64_t len)
 {
     size_t chunk = (size_t)QIMG_MIN(len, (uint64_t)1 << 20);
     CLEANUP_FREE void *zeros = qimg_io_buffer(chunk);
@@ -242,7 +243,7 @@ int qimg_io_zero(struct qimg_io *io, uint64_t off, uint64_t len, bool may_unmap)
     if (len == 0)
         return 0;
     if (!io->ops->zero)
-        return write_zero_buffers(io, off, len);
+        return qimg_io_write_zero_buffers(io, off, len);
     return io->ops->zero(io, off, len, may_unmap ? QIMG_IO_ZERO_MAY_UNMAP : 0);
 }
 

@@ -180,6 +180,9 @@ int qimg_io_truncate(struct qimg_io *io, uint64_t size);
 int qimg_io_preallocate(struct qimg_io *io, uint64_t off, uint64_t len, bool full);
 int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind);
 int64_t qimg_io_allocated_size(struct qimg_io *io);
+/* Zero a range by writing zero buffers (the default for backends without
+ * an efficient zero). */
+int qimg_io_write_zero_buffers(struct qimg_io *io, uint64_t off, uint64_t len);
 /* See exact_filename; NULL when the backend cannot name itself. */
 char *qimg_io_exact_filename(struct qimg_io *io);
 int qimg_io_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *dst,
