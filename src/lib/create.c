@@ -290,6 +290,15 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
     return 0;
 }
 
+/* " name=value" with each comma of the value doubled, as qemu prints an
+ * option list (so that the line reads back as one). */
+static void add_escaped(struct qimg_strbuf *b, const char *name, const char *value)
+{
+    qimg_strbuf_addf(b, " %s=", name);
+    for (const char *c = value; *c; c++)
+        qimg_strbuf_add(b, *c == ',' ? ",," : (char[]){ *c, 0 });
+}
+
 static char *describe(const struct qimg_create_params *p, struct plan *pl)
 {
     struct qimg_strbuf b = { 0 };
@@ -308,7 +317,7 @@ static char *describe(const struct qimg_create_params *p, struct plan *pl)
         else if (d->type == QIMG_OPT_NUMBER && qimg_opts_get_number(pl->opts, d->name, &u) == 1)
             qimg_strbuf_addf(&b, " %s=%" PRId64, d->name, (int64_t)u);
         else
-            qimg_strbuf_addf(&b, " %s=%s", d->name, v);
+            add_escaped(&b, d->name, v);
     }
     return b.s;
 }

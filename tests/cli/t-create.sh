@@ -168,3 +168,7 @@ expect_eq "image in use is untouched" "$("$QEMU_IMG" info -U --output=json busy.
 cd - >/dev/null
 exec 9>&-
 wait "$io_pid"
+
+# the Formatting line doubles commas in string values, as qemu prints option lists
+same "create: comma in backing name" create -f qcow2 -u -o 'backing_file=a,,b,backing_fmt=raw' commas.qcow2 1M
+same "create: json: backing name" create -f qcow2 -u -F qcow2 -b 'json:{"driver":"qcow2","file":{"driver":"file","filename":"b.qcow2"}}' jb.qcow2 1M
