@@ -125,7 +125,7 @@ printf '\x01' | dd of=dirty.qcow2 bs=1 seek=79 conv=notrunc 2>/dev/null
 # a snapshot with vm state: 5 GiB cannot be described by v2, 4 GiB - 1 can
 mk vm5g.qcow2 1M
 "$QEMU_IMG" snapshot -c s vm5g.qcow2
-so=$(( 0x$(xxd -s 64 -l 8 -p vm5g.qcow2) ))
+so=$(peek64 vm5g.qcow2 64)
 cp vm5g.qcow2 vm4g.qcow2
 printf '\x00\x00\x00\x01\x40\x00\x00\x00' | dd of=vm5g.qcow2 bs=1 seek=$((so + 40)) conv=notrunc 2>/dev/null
 printf '\x00\x00\x00\x00\xff\xff\xff\xff' | dd of=vm4g.qcow2 bs=1 seek=$((so + 40)) conv=notrunc 2>/dev/null
