@@ -78,11 +78,13 @@ static __thread struct {
     unsigned seconds;
 } budget;
 
-static uint64_t env_number(const char *name, uint64_t def)
+/* A number from the environment; def when unset or bad (or 0 where 0
+ * makes no sense: a memory limit). */
+static uint64_t env_number(const char *name, uint64_t def, bool zero_ok)
 {
     const char *env = getenv(name);
     uint64_t v;
-    if (env && qimg_parse_size(env, &v) == 0 && v > 0)
+    if (env && qimg_parse_size(env, &v) == 0 && (v > 0 || zero_ok))
         return v;
     return def;
 }
@@ -95,8 +97,8 @@ void qimg_budget_begin(bool safe)
     if (!safe)
         return;
     budget.used = 0;
-    budget.limit = env_number("QIMG_SAFE_MEM", SAFE_MEM_DEFAULT);
-    budget.seconds = (unsigned)QIMG_MIN(env_number("QIMG_SAFE_SECONDS", SAFE_SECONDS_DEFAULT),
+    budget.limit = env_number("QIMG_SAFE_MEM", SAFE_MEM_DEFAULT, false);
+    budget.seconds = (unsigned)QIMG_MIN(env_number("QIMG_SAFE_SECONDS", SAFE_SECONDS_DEFAULT, true),
                                         (uint64_t)UINT32_MAX);
     clock_gettime(CLOCK_MONOTONIC, &budget.deadline);
     budget.deadline.tv_sec += budget.seconds;

@@ -176,3 +176,8 @@ QIMG_SAFE_MEM=64M qsafe info big.qcow2
 ok_rc "safe: open within QIMG_SAFE_MEM"
 QIMG_SAFE_MEM=1M q info big.qcow2
 ok_rc "QIMG_SAFE_MEM has no effect outside safe mode"
+# the time bound: a deadline already past stops the open at its first table
+QIMG_SAFE_SECONDS=0 qsafe info big.qcow2
+err_has "safe: open past QIMG_SAFE_SECONDS refused" 1 "safe mode: opening the image took more than 0 seconds"
+QIMG_SAFE_SECONDS=0 q info big.qcow2
+ok_rc "QIMG_SAFE_SECONDS has no effect outside safe mode"
