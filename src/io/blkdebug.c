@@ -299,8 +299,9 @@ static int read_aligned(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     return r < 0 ? r : qimg_io_pread(bd->child, buf, len, off);
 }
 
-/* [off, off+len) widened to whole align blocks. */
-static int widen(const struct blkdebug *bd, uint64_t off, size_t len, uint64_t *start, size_t *n)
+/* [off, off+len) widened to whole align blocks, and a buffer for them. */
+static int widen(const struct blkdebug *bd, uint64_t off, size_t len, uint64_t *start, size_t *n,
+                 uint8_t **bounce)
 {
     uint64_t end;
     *start = off & ~(bd->align - 1);
@@ -308,6 +309,7 @@ static int widen(const struct blkdebug *bd, uint64_t off, size_t len, uint64_t *
         end - *start > SIZE_MAX / 2)
         return qimg_error(-EINVAL, "Request too large");
     *n = (size_t)(end - *start);
+    *bounce = qimg_io_buffer(*n);
     return 0;
 }
 
@@ -318,10 +320,10 @@ static int bd_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
         return read_aligned(io, buf, len, off);
     uint64_t start = 0;
     size_t n = 0;
-    int r = widen(bd, off, len, &start, &n);
+    CLEANUP_FREE uint8_t *bounce = NULL;
+    int r = widen(bd, off, len, &start, &n, &bounce);
     if (r < 0)
         return r;
-    CLEANUP_FREE uint8_t *bounce = qimg_io_buffer(n);
     r = read_aligned(io, bounce, n, start);
     if (r == 0)
         memcpy(buf, bounce + (off - start), len);
@@ -348,10 +350,10 @@ static int bd_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
         return write_aligned(io, buf, len, off);
     uint64_t start = 0;
     size_t n = 0;
-    int r = widen(bd, off, len, &start, &n);
+    CLEANUP_FREE uint8_t *bounce = NULL;
+    int r = widen(bd, off, len, &start, &n, &bounce);
     if (r < 0)
         return r;
-    CLEANUP_FREE uint8_t *bounce = qimg_io_buffer(n);
     uint64_t last = start + n - bd->align;
     bool head = off > start, tail = off + len < start + n;
     if (head) {

@@ -30,10 +30,10 @@ bool qimg_drv_can(const struct qimg_driver *drv, enum qimg_capability cap)
 
 const char *qimg_format_name(size_t i)
 {
-    for (size_t k = 0; qimg_drivers[k]; k++)
-        if (k == i)
-            return qimg_drivers[k]->name;
-    return NULL;
+    for (size_t k = 0; k < i; k++)
+        if (!qimg_drivers[k])
+            return NULL;
+    return qimg_drivers[i] ? qimg_drivers[i]->name : NULL;
 }
 
 bool qimg_format_known(const char *fmt)
@@ -237,10 +237,10 @@ int qimg_drv_write_compressed(qimg_image *img, uint64_t off, const void *data, s
 
 const char *qimg_protocol_name(size_t i)
 {
-    for (size_t k = 0; qimg_io_backends[k]; k++)
-        if (k == i)
-            return qimg_io_backends[k]->name;
-    return NULL;
+    for (size_t k = 0; k < i; k++)
+        if (!qimg_io_backends[k])
+            return NULL;
+    return qimg_io_backends[i] ? qimg_io_backends[i]->name : NULL;
 }
 
 const char *qimg_codecs(void)

@@ -321,15 +321,11 @@ int qimg_open_backing_chain(qimg_image *top)
  * that qemu names the image by its options rather than its file? */
 static bool strong_key(const qimg_opts *o, const char *key)
 {
-    const char *file_driver = qimg_opts_get(o, "file.driver");
     if (strcmp(key, "backing") == 0 && strcmp(qimg_opts_get(o, key), QIMG_OPTS_NULL) == 0)
         return false;
-    if (strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
-        strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
-        strncmp(key, "backing.", 8) == 0)
-        return true;
-    (void)file_driver;
-    return false;
+    return strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
+           strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
+           strncmp(key, "backing.", 8) == 0;
 }
 
 /* A raw window (offset/size over a plain file) is named as qemu names it:
