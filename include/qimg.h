@@ -402,6 +402,12 @@ int qimg_snapshot_create(qimg_image *img, const char *name);
 int qimg_snapshot_apply(qimg_image *img, const char *id_or_name);
 /* Delete by name; when no snapshot has that name, by id. */
 int qimg_snapshot_delete(qimg_image *img, const char *name_or_id);
+/* Show a snapshot instead of the active state of a read-only image, until
+ * it is closed (convert -l, measure -l).  The image keeps its current
+ * virtual size.  Either or both of id and name (both must then match). */
+int qimg_snapshot_load_tmp(qimg_image *img, const char *id, const char *name);
+/* qemu-img's -l NAME: by id, then, if none has that id, by name. */
+int qimg_snapshot_load_tmp_by_id_or_name(qimg_image *img, const char *id_or_name);
 
 /* Persistent dirty bitmaps. */
 struct qimg_bitmap_info {

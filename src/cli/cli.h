@@ -95,6 +95,9 @@ int cli_print_create_help(const char *fmt, const char *filename);
 /* -l: "snapshot.id=X,snapshot.name=Y" or a plain id-or-name; -1 after
  * printing qemu's messages. */
 int cli_check_snapshot_param(const char *text);
+/* Show the snapshot -l names (a name or id, or snapshot.id=/snapshot.name=)
+ * instead of the active state; reports qemu-img's error. */
+int cli_load_snapshot(qimg_image *img, const char *param);
 
 /* --object handling shared by every command. */
 void cli_object_add(const char *text);

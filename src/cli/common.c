@@ -232,6 +232,24 @@ int cli_check_snapshot_param(const char *text)
     return ok ? 0 : -1;
 }
 
+int cli_load_snapshot(qimg_image *img, const char *param)
+{
+    int r;
+    if (strncmp(param, "snapshot.", 9) == 0) {
+        qimg_opts *kv = NULL;
+        r = qimg_keyval_parse(&kv, param, NULL);
+        if (r == 0)
+            r = qimg_snapshot_load_tmp(img, qimg_opts_get(kv, "snapshot.id"),
+                                       qimg_opts_get(kv, "snapshot.name"));
+        qimg_opts_free(kv);
+    } else {
+        r = qimg_snapshot_load_tmp_by_id_or_name(img, param);
+    }
+    if (r < 0)
+        error_report("Failed to load snapshot: %s", qimg_last_error());
+    return r;
+}
+
 /* ---- memory ---- */
 
 static void *check_alloc(void *p)

@@ -426,10 +426,6 @@ int cmd_convert(int argc, char **argv)
         error_report("Must specify image file name");
         return 1;
     }
-    if (nsrc > 1 && o.snapshot) {
-        error_report("No support for concatenating multiple snapshot");
-        return 1;
-    }
     if (nsrc > 1 && o.diff_base) {
         error_report("Only one source file supported with -D");
         return 1;
@@ -463,11 +459,12 @@ int cmd_convert(int argc, char **argv)
         goto out;
     if (o.bitmaps && check_source_bitmaps(s.img[0], o.skip_broken_bitmaps) < 0)
         goto out;
-    if (o.snapshot) {
-        error_report("Failed to load snapshot: Block format '%s' used by device '' does not "
-                     "support temporarily loading internal snapshots", qimg_format(s.img[0]));
+    if (o.snapshot && nsrc > 1 && strncmp(o.snapshot, "snapshot.", 9) != 0) {
+        error_report("No support for concatenating multiple snapshot");
         goto out;
     }
+    if (o.snapshot && cli_load_snapshot(s.img[0], o.snapshot) < 0)
+        goto out;
 
     const char *out_name = argv[argc - 1];
     /* -n writes the existing target in place */

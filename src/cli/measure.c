@@ -97,12 +97,8 @@ int cmd_measure(int argc, char **argv)
         src = cli_open(filename, fmt, force_share ? QIMG_OPEN_FORCE_SHARE : 0, image_opts);
         if (!src)
             return 1;
-        if (snapshot) {
-            /* no driver can load a snapshot temporarily yet */
-            error_report("Failed to load snapshot: Block format '%s' used by device '' does not "
-                         "support temporarily loading internal snapshots", qimg_format(src));
+        if (snapshot && cli_load_snapshot(src, snapshot) < 0)
             goto out;
-        }
     }
     if (!qimg_format_known(out_fmt)) {
         error_report("Unknown file format '%s'", out_fmt);

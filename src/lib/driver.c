@@ -156,6 +156,14 @@ int qimg_drv_snapshot_delete(qimg_image *img, const char *id, const char *name)
                                      : no_snapshots();
 }
 
+int qimg_drv_snapshot_load_tmp(qimg_image *img, const char *id, const char *name)
+{
+    if (!img->drv->snapshot_load_tmp)
+        return qimg_error(-ENOTSUP, "Block format '%s' used by device '' does not support "
+                          "temporarily loading internal snapshots", img->drv->name);
+    return img->drv->snapshot_load_tmp(img, id, name);
+}
+
 /* ---- bitmaps ---- */
 
 static int no_bitmaps(qimg_image *img)

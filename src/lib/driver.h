@@ -101,6 +101,10 @@ struct qimg_driver {
     int (*snapshot_create)(struct qimg_image *img, const char *name);
     int (*snapshot_apply)(struct qimg_image *img, const char *id_or_name);
     int (*snapshot_delete)(struct qimg_image *img, const char *id, const char *name);
+    /* Read a snapshot instead of the active state until close, without
+     * writing anything (convert -l, measure -l); the image is read-only.
+     * id, name or both (then both must match); -ENOENT when none does. */
+    int (*snapshot_load_tmp)(struct qimg_image *img, const char *id, const char *name);
 
     /* Change the recorded backing file (rebase -u). */
     int (*change_backing)(struct qimg_image *img, const char *backing, const char *fmt);
@@ -176,6 +180,7 @@ int qimg_drv_snapshot_list(struct qimg_image *img, struct qimg_snapshot_info **l
 int qimg_drv_snapshot_create(struct qimg_image *img, const char *name);
 int qimg_drv_snapshot_apply(struct qimg_image *img, const char *id_or_name);
 int qimg_drv_snapshot_delete(struct qimg_image *img, const char *id, const char *name);
+int qimg_drv_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *name);
 
 /* A driver without bitmap_list has no bitmaps (an empty list). */
 int qimg_drv_bitmap_list(struct qimg_image *img, struct qimg_bitmap_info **list, size_t *n);

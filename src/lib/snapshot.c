@@ -38,6 +38,25 @@ int qimg_snapshot_apply(qimg_image *img, const char *id_or_name)
     return 0;
 }
 
+int qimg_snapshot_load_tmp(qimg_image *img, const char *id, const char *name)
+{
+    if (!id && !name)
+        return qimg_error(-EINVAL, "snapshot_id and name are both NULL");
+    if (!img->drv->snapshot_load_tmp)
+        return qimg_drv_snapshot_load_tmp(img, id, name);
+    if (!img->read_only)
+        return qimg_error(-EINVAL, "Device is not readonly");
+    return qimg_drv_snapshot_load_tmp(img, id, name);
+}
+
+int qimg_snapshot_load_tmp_by_id_or_name(qimg_image *img, const char *id_or_name)
+{
+    int r = qimg_snapshot_load_tmp(img, id_or_name, NULL);
+    if (r == -ENOENT || r == -EINVAL)
+        r = qimg_snapshot_load_tmp(img, NULL, id_or_name);
+    return r;
+}
+
 /* Name first (qemu-img's rule), then id (qemu-img has no way to delete
  * one of several snapshots with the same name). */
 int qimg_snapshot_delete(qimg_image *img, const char *name_or_id)

@@ -687,6 +687,55 @@ int qcow2_snapshot_apply(struct qimg_image *img, const char *id_or_name)
     return r;
 }
 
+/* ============================================================ load_tmp */
+
+/* id and name both given: both must match; one given: that one. */
+static int find_by_id_and_name(const struct qcow2_state *s, const char *id, const char *name)
+{
+    for (uint32_t i = 0; s->snapshots && i < s->nb_snapshots; i++) {
+        const struct qcow2_snapshot *sn = &s->snapshots[i];
+        if ((!id || strcmp(sn->id, id) == 0) && (!name || strcmp(sn->name, name) == 0))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* The snapshot's L1 table replaces the active one in memory only: reads
+ * go through it, the size stays the active one (qemu-img does the same),
+ * and guest offsets beyond the snapshot's table read as unallocated.
+ * Like qemu, a table past the end of the file reads as zeros. */
+int qcow2_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *name)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int i = find_by_id_and_name(s, id, name);
+    if (i < 0)
+        return qimg_error(-ENOENT, "Can't find snapshot");
+    const struct qcow2_snapshot *sn = &s->snapshots[i];
+    uint64_t bytes = (uint64_t)sn->l1_size * 8;
+    if (bytes > QCOW2_MAX_L1_BYTES)
+        return qimg_error(-EFBIG, "Snapshot L1 table too large");
+    if (!qimg_is_aligned(sn->l1_table_offset, s->cluster_size) ||
+        sn->l1_table_offset > (uint64_t)INT64_MAX - bytes)
+        return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
+    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(sn->l1_size, 1u), 8, "L1 table");
+    if (!l1)
+        return -ENOMEM;
+    int r = bytes ? qcow2_pread_zero_filled(img, s->file_size, l1, bytes, sn->l1_table_offset) : 0;
+    if (r < 0) {
+        free(l1);
+        return qimg_error(r, "Failed to read l1 table for snapshot");
+    }
+    for (uint32_t k = 0; k < sn->l1_size; k++)
+        l1[k] = qimg_be64(&l1[k]);
+    pthread_mutex_lock(&img->lock);
+    free(s->l1_table);
+    s->l1_table = l1;
+    s->l1_size = sn->l1_size;
+    s->l1_table_offset = sn->l1_table_offset;
+    pthread_mutex_unlock(&img->lock);
+    return 0;
+}
+
 /* ================================================================ delete */
 
 static int delete_locked(struct qimg_image *img, uint32_t idx)

@@ -786,6 +786,7 @@ const struct qimg_driver qimg_driver_qcow2 = {
     .snapshot_list  = qcow2_snapshot_list,
     .snapshot_create = qcow2_snapshot_create,
     .snapshot_apply = qcow2_snapshot_apply,
+    .snapshot_load_tmp = qcow2_snapshot_load_tmp,
     .snapshot_delete = qcow2_snapshot_delete,
     .bitmap_list    = qcow2_bitmap_list,
     .bitmap_add     = qcow2_bitmap_add,
