@@ -6,7 +6,9 @@
 # image touched, and `qemu-img check` clean on qimg's images.
 . "$(dirname "$0")/lib.sh"
 Q=$QEMU_IMG
-DEPTHS=${CHAIN_DEPTHS:-"1 2 3 4 5 6 7 8 9 10"}
+# depths 6 to 9 add nothing 5 and 10 do not (CHAIN_DEPTHS="$(seq 10)" runs
+# them all); the soak test walks random chains for longer
+DEPTHS=${CHAIN_DEPTHS:-"1 2 3 4 5 10"}
 REF=$SCRATCH/run.ref/work
 NEW=$SCRATCH/run.new/work
 
