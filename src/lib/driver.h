@@ -101,10 +101,6 @@ struct qimg_driver {
     int (*snapshot_create)(struct qimg_image *img, const char *name);
     int (*snapshot_apply)(struct qimg_image *img, const char *id_or_name);
     int (*snapshot_delete)(struct qimg_image *img, const char *id, const char *name);
-    /* Read a snapshot instead of the active state until close, without
-     * writing anything (convert -l, measure -l); the image is read-only.
-     * id, name or both (then both must match); -ENOENT when none does. */
-    int (*snapshot_load_tmp)(struct qimg_image *img, const char *id, const char *name);
 
     /* Change the recorded backing file (rebase -u). */
     int (*change_backing)(struct qimg_image *img, const char *backing, const char *fmt);
@@ -142,6 +138,11 @@ struct qimg_driver {
     int (*bitmap_store)(struct qimg_image *img);
     /* Can this image hold persistent bitmaps? (qcow2: version 3 only) */
     bool (*bitmap_supported)(struct qimg_image *img);
+
+    /* Read a snapshot instead of the active state until close, without
+     * writing anything (convert -l, measure -l); the image is read-only.
+     * id, name or both (then both must match); -ENOENT when none does. */
+    int (*snapshot_load_tmp)(struct qimg_image *img, const char *id, const char *name);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */
