@@ -3,7 +3,11 @@
 # under DESTDIR/PREFIX, and a program builds against the installed library.
 . "$(dirname "$0")/lib.sh"
 dest=$SCRATCH/dest
-if make -s -C "$TOP" install DESTDIR="$dest" PREFIX=/opt/qimg B="$(dirname "$QIMG")" >/dev/null 2>&1; then
+# B as the Makefile spells it (relative to the tree): an absolute B names
+# the objects differently, so make would rebuild them and write their
+# dependency files with absolute targets that later builds never match
+bdir=$(realpath --relative-to="$TOP" "$(dirname "$QIMG")")
+if make -s -C "$TOP" install DESTDIR="$dest" PREFIX=/opt/qimg B="$bdir" >/dev/null 2>&1; then
     pass "make install"
 else
     fail "make install"; exit 0
