@@ -124,7 +124,7 @@ int qcow2_write_flush(struct qimg_image *img)
  * make_empty ...) announce nothing, as in qemu. */
 int qcow2_flush(struct qimg_image *img)
 {
-    if (!qcow2_state(img)->ws)
+    if (!qcow2_state(img)->ws || qcow2_state(img)->ws->broken)
         return 0;
     qimg_io_event(img->file, QIMG_EV_FLUSH_TO_OS);
     int r = qcow2_write_flush(img);
@@ -152,7 +152,7 @@ void qcow2_write_close(struct qimg_image *img)
     /* a clean close: everything written, the dirty bit goes; qemu then
      * writes the whole first cluster again (its header update), which
      * allocates all of it on the host */
-    if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY && s->ws->marked_dirty &&
+    if (!s->ws->broken && s->incompatible_features & QCOW2_INCOMPAT_DIRTY && s->ws->marked_dirty &&
         flush_locked(img) == 0 &&
         write_incompat(img, s->incompatible_features & ~QCOW2_INCOMPAT_DIRTY) == 0)
         qcow2_rewrite_header_locked(img);

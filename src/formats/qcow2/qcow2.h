@@ -392,6 +392,8 @@ struct qcow2_wstate {
     bool batch_discards;           /* collect freed ranges, discard them merged */
     uint64_t (*discards)[2];       /* host [start, end) byte ranges, merged */
     size_t nb_discards, discards_cap;
+    bool broken;                   /* on-disk refcounts no longer what we hold
+                                      (a failed make_empty): write nothing more */
 };
 
 /* qcow2-refcount.c, all with img->lock held */
