@@ -33,7 +33,9 @@ void qimg_error_clear(void);
  * writing, a dirty image repaired...) go to this handler, one message
  * without a trailing newline.  None is installed: warnings are dropped.
  * A message starting with "WARNING:" is meant to be printed as it is;
- * others are qemu's "warning: ..." lines. */
+ * one starting with "ERROR: " is an error line that does not stop the
+ * operation (qemu's error_report at close: "PROG: rest"); others are
+ * qemu's "warning: ..." lines. */
 typedef void (*qimg_warn_fn)(const char *msg);
 void qimg_set_warn_handler(qimg_warn_fn fn);
 

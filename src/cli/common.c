@@ -40,6 +40,8 @@ void cli_warn(const char *msg)
 {
     if (strncmp(msg, "WARNING:", 8) == 0)
         fprintf(stderr, "%s\n", msg);
+    else if (strncmp(msg, "ERROR: ", 7) == 0)
+        error_report("%s", msg + 7);
     else
         warn_report("%s", msg);
 }

@@ -140,8 +140,10 @@ static int rebuild_locked(struct qimg_image *img)
     r = write_new_tables(img, l1c);
     if (r == 0) {
         adopt_new_tables(img);
-        qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
-        r = qcow2_update_refcounts(img, 0, 3 + l1c, 1);
+        uint64_t at = 0, got = 0;
+        r = qcow2_alloc_clusters(img, 3 + l1c, &at, &got);
+        if (r == 0 && at != 0)
+            r = qimg_error(-EIO, "First cluster in emptied image is in use");
     }
     if (r < 0) {
         s->ws->broken = true;

@@ -463,6 +463,8 @@ int qcow2_rewrite_header_locked(struct qimg_image *img);
 int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 /* Mark the cached table at l2_offset modified (qcow2-read.c). */
 void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset);
+/* Does any cached L2 table wait to be written? */
+bool qcow2_l2_cache_dirty(struct qimg_image *img);
 /* Forget a cached table (its cluster was freed) without writing it. */
 void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset);
 /* With img->lock held: the L2 table for guest offset off, allocated (or
