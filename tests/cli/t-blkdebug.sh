@@ -188,6 +188,27 @@ same "commit, json: name in the message" commit \
     'json:{"driver":"qcow2","file":{"driver":"blkdebug","config":"c.cfg","image":{"driver":"file","filename":"ctop.qcow2"}}}'
 ref_rc "commit, json: name" 1
 
+# ---- injected errors: amend -o refcount_bits (the new blocks and table
+# are allocated through the old structures, freed there again when the
+# change fails): messages, close-time cache reports, and the image left
+# behind (check: the leaks qemu leaves, or none)
+"$QEMU_IMG" create -q -f qcow2 "$IN/rc.qcow2" 16M
+"$QEMU_IO" -c 'write -P 1 0 1M' -c 'write -P 2 4M 64k' "$IN/rc.qcow2" >/dev/null
+for bits in 1 8 64; do
+    for spec in refblock_alloc:on refblock_alloc:off refblock_load:off refblock_update_part:on \
+                refblock_update_part:off pwritev:on pwritev:off cluster_alloc:off l1_update:off; do
+        ev=${spec%:*} once=${spec#*:}
+        rule a.cfg $ev once $once
+        same "amend refcount_bits=$bits, $ev once=$once" amend -o refcount_bits=$bits blkdebug:a.cfg:rc.qcow2
+        check_same "amend refcount_bits=$bits, $ev once=$once: image checks alike" rc.qcow2
+        expect_eq "amend refcount_bits=$bits, $ev once=$once: same file size" \
+            "$(stat -c %s "$SCRATCH/run.new/work/rc.qcow2")" "$(stat -c %s "$SCRATCH/run.ref/work/rc.qcow2")"
+    done
+done
+rule a.cfg refblock_alloc
+same "amend refcount_bits=8, refblock_alloc" amend -o refcount_bits=8 blkdebug:a.cfg:rc.qcow2
+ref_rc "amend refcount_bits=8, refblock_alloc" 1
+
 # ---- injected errors: rebase (safe: copies what differs, then the header).
 # The new backing file is read through blkdebug (a top named blkdebug:...
 # would have qemu resolve the new backing name against that name).

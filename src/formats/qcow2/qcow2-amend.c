@@ -594,17 +594,70 @@ static int write_new_structures(struct qimg_image *img, const struct rc_map *m, 
             rc_set(order, blk, i, map_get(m, ti * E + i));
         int r = qimg_io_pwrite(img->file, blk, cs, nr->blocks[ti] * cs);
         if (r < 0)
-            return qimg_error(r, "Could not write refcount block: %s", strerror(-r));
+            return qimg_error(r, "Failed to write refblock: %s", strerror(-r));
         qimg_put_be64(table + 8 * ti, nr->blocks[ti] * cs);
     }
     while (step < old_n)
         report_walk(p, old_n, 2, 3, step++);
     int r = qimg_io_pwrite(img->file, table, nr->table_clusters * cs, nr->table_start * cs);
+    if (r < 0)
+        return qimg_error(r, "Failed to write the new reftable: %s", strerror(-r));
+    /* the old structures' counts of the new clusters */
+    r = qcow2_refcount_flush(img);
     if (r == 0)
         r = qimg_io_flush(img->file);
     if (r < 0)
-        return qimg_error(r, "Could not write refcount table: %s", strerror(-r));
+        return qimg_error(r, "Failed to flush the refblock cache: %s", strerror(-r));
     return 0;
+}
+
+/* qemu allocates the new blocks and table through the old structures
+ * (their counts change in the cached old blocks, written before the
+ * switch); they are freed there again when the change fails. */
+static int count_new_clusters(struct qimg_image *img, const struct new_refs *nr, int delta)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int r = 0;
+    for (uint64_t ti = 0; ti <= nr->nblocks && r == 0; ti++) {
+        bool table = ti == nr->nblocks;
+        uint64_t first = table ? nr->table_start : nr->blocks[ti];
+        uint64_t n = table ? nr->table_clusters : 1;
+        if (!first || !n)
+            continue;
+        if (delta < 0) {
+            r = qcow2_free_clusters(img, first << s->cluster_bits, n << s->cluster_bits, false);
+            continue;
+        }
+        /* qemu's walk had the old blocks cached: the look-up reads nothing */
+        uint64_t rc;
+        r = qcow2_get_refcount(img, first, &rc);
+        if (r == 0)
+            r = qcow2_get_refcount(img, first + n - 1, &rc);
+        qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
+        if (r == 0)
+            r = qcow2_update_refcounts(img, first, n, 1);
+    }
+    return r;
+}
+
+/* Do the old structures have blocks for every new cluster?  (Else the
+ * counting is skipped: a block added to them could land on a cluster the
+ * new structures were given.) */
+static bool old_blocks_cover(struct qimg_image *img, const struct new_refs *nr)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t E = s->refcount_block_entries;
+    for (uint64_t ti = 0; ti <= nr->nblocks; ti++) {
+        bool table = ti == nr->nblocks;
+        uint64_t first = table ? nr->table_start : nr->blocks[ti];
+        uint64_t n = table ? nr->table_clusters : 1;
+        if (!first || !n)
+            continue;
+        for (uint64_t b = first / E; b <= (first + n - 1) / E; b++)
+            if (b >= s->refcount_table_size || !(s->refcount_table[b] & ~QCOW2_REFT_RESERVED))
+                return false;
+    }
+    return true;
 }
 
 /* The new structures become the image's: header, then the state. */
@@ -618,6 +671,7 @@ static int switch_structures(struct qimg_image *img, unsigned order, const struc
     s->refcount_table_clusters = (uint32_t)nr->table_clusters;
     int r = write_header(img);
     if (r < 0) {
+        qimg_error(r, "Failed to update the qcow2 header: %s", strerror(-r));
         s->refcount_order = saved.refcount_order;
         s->refcount_table_offset = saved.refcount_table_offset;
         s->refcount_table_clusters = saved.refcount_table_clusters;
@@ -676,10 +730,23 @@ static int change_refcount_order(struct qimg_image *img, unsigned order, struct 
                 r = map_set(&m, off >> s->cluster_bits, 0);
         }
     }
+    bool counted = false;
+    if (r == 0 && old_blocks_cover(img, &nr)) {
+        r = count_new_clusters(img, &nr, 1);
+        counted = r == 0;
+        if (r < 0)
+            qimg_error(r, "Failed to allocate refblock: %s", strerror(-r));
+    }
     if (r == 0)
         r = write_new_structures(img, &m, order, &nr, p);
     if (r == 0)
         r = switch_structures(img, order, &nr);
+    if (r < 0 && counted) {
+        /* keep the message of the failure */
+        CLEANUP_FREE char *why = qimg_strdup(qimg_last_error());
+        count_new_clusters(img, &nr, -1);
+        qimg_error(r, "%s", why);
+    }
     if (r == 0)
         report_walk(p, old_n, 3, 3, 0);
     free(nr.blocks);

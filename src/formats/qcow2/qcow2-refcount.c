@@ -171,6 +171,7 @@ int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t co
         if (off == 0)
             return qimg_error(-EIO, "qcow2: no refcount block for cluster %#" PRIx64, cluster);
         struct qcow2_refblock *rb;
+        qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC);   /* qemu: each block looked up */
         int r = load_refblock(img, off, ti, true, &rb);
         if (r < 0)
             return r;
