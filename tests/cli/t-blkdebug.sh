@@ -117,6 +117,36 @@ for spec in l1_update:on l1_update:off read_aio:off write_aio:off flush_to_disk:
     check_same "snapshot -c, $ev once=$once: image checks alike" img.qcow2
 done
 
+# ---- injected errors: snapshot -d (qemu's order: the entry leaves the
+# table, then references drop, the L1 table is freed - a failure there
+# only leaks), snapshot -a and check -r: messages, exit codes, and the
+# image left behind (check, snapshot list)
+"$QEMU_IMG" create -q -f qcow2 "$IN/sd.qcow2" 16M
+"$QEMU_IO" -c 'write -P 1 0 1M' "$IN/sd.qcow2" >/dev/null
+"$QEMU_IMG" snapshot -c s1 "$IN/sd.qcow2"
+"$QEMU_IO" -c 'write -P 2 512k 1M' "$IN/sd.qcow2" >/dev/null
+snaps_same() {   # NAME: both results list the same snapshots
+    expect_eq "$1" "$("$QEMU_IMG" snapshot -l "$SCRATCH/run.new/work/sd.qcow2" | cut -c1-30)" \
+        "$("$QEMU_IMG" snapshot -l "$SCRATCH/run.ref/work/sd.qcow2" | cut -c1-30)"
+}
+for spec in l1_update:on l1_update:off l2_load:on l2_load:off l2_update:on refblock_alloc:on \
+            refblock_alloc:off refblock_load:on refblock_load:off reftable_update:off \
+            pwritev:on pwritev:off cluster_alloc:on cluster_alloc:off flush_to_disk:off \
+            read_aio:off; do
+    ev=${spec%:*} once=${spec#*:}
+    rule sd.cfg $ev once $once
+    same "snapshot -d, $ev once=$once" snapshot -d s1 blkdebug:sd.cfg:sd.qcow2
+    check_same "snapshot -d, $ev once=$once: image checks alike" sd.qcow2
+    snaps_same "snapshot -d, $ev once=$once: same snapshots"
+    same "snapshot -a, $ev once=$once" snapshot -a s1 blkdebug:sd.cfg:sd.qcow2
+    check_same "snapshot -a, $ev once=$once: image checks alike" sd.qcow2
+    same "check -r all, $ev once=$once" check -r all blkdebug:sd.cfg:sd.qcow2
+    check_same "check -r all, $ev once=$once: image checks alike" sd.qcow2
+done
+rule sd.cfg l2_load
+same "snapshot -d, l2_load: message" snapshot -d s1 blkdebug:sd.cfg:sd.qcow2
+ref_rc "snapshot -d, l2_load" 1
+
 # ---- injected errors: commit into a backing file behind blkdebug
 "$QEMU_IMG" create -q -f qcow2 "$IN/base.qcow2" 4M
 "$QEMU_IO" -c 'write -P 0x11 0 1M' "$IN/base.qcow2" >/dev/null

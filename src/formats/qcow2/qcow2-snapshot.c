@@ -451,6 +451,12 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
             r = qimg_io_flush(img->file);
         if (r < 0)
             return qimg_error(r, "Could not write the snapshot table: %s", strerror(-r));
+    } else {
+        /* qemu allocates (nothing) and flushes for an empty table too */
+        qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
+        r = qimg_io_flush(img->file);
+        if (r < 0)
+            return qimg_error(r, "Could not write the snapshot table: %s", strerror(-r));
     }
     uint8_t hdr[12];
     qimg_put_be32(hdr, n);
@@ -465,15 +471,16 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
     s->snapshots_offset = off;
     if (!old_off || !old_len)
         return 0;
+    /* as qemu, a failure to free the old table only leaks it */
     r = qcow2_free_clusters(img, old_off, old_len, true);
-    if (r < 0 && lenient_free) {
-        /* qemu reports a refcount that would drop below zero or a
-         * missing refcount block as EINVAL */
-        qimg_check_log("qcow2_free_clusters failed: %s", strerror(r == -EIO ? EINVAL : -r));
+    if (r < 0) {
+        /* (in a repair, qemu reports a refcount that would drop below
+         * zero or a missing refcount block as EINVAL) */
+        qimg_check_log("qcow2_free_clusters failed: %s",
+                       strerror(lenient_free && r == -EIO ? EINVAL : -r));
         qimg_error_clear();
-        r = 0;
     }
-    return r;
+    return 0;
 }
 
 static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n)
@@ -738,37 +745,46 @@ int qcow2_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *
 
 /* ================================================================ delete */
 
+/* qemu's order and messages: the entry leaves the table first (a failure
+ * after that only leaks clusters), then what the snapshot referenced
+ * loses a reference, its L1 table is freed (a failure there is not an
+ * error: leaked clusters) and the active tables' COPIED flags are set
+ * again. */
 static int delete_locked(struct qimg_image *img, uint32_t idx)
 {
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_snapshot sn = s->snapshots[idx];
-    uint64_t *l1;
-    int r = read_l1(img, sn.l1_table_offset, sn.l1_size, 0, &l1);
-    if (r < 0)
-        return r;
     uint32_t n = s->nb_snapshots - 1;
     struct qcow2_snapshot *arr = qimg_xcalloc(QIMG_MAX(n, 1u), sizeof *arr);
     memcpy(arr, s->snapshots, idx * sizeof *arr);
     memcpy(arr + idx, s->snapshots + idx + 1, (n - idx) * sizeof *arr);
-    r = write_table(img, arr, n);
+    int r = write_table(img, arr, n);
     if (r < 0) {
         free(arr);
-        free(l1);
-        return r;
+        return qimg_error(r, "Failed to remove snapshot from snapshot list: %s", strerror(-r));
     }
     free(s->snapshots);
     s->snapshots = arr;
     s->nb_snapshots = n;
     /* out of the table: what only the snapshot held goes */
     s->ws->free_byte_offset = 0;      /* its cluster may be freed now */
-    r = unref_l1(img, l1, sn.l1_size);
-    free(l1);
-    if (r == 0 && sn.l1_size)
-        r = qcow2_free_clusters(img, sn.l1_table_offset, (uint64_t)sn.l1_size * 8, true);
+    uint64_t *l1 = NULL;
+    r = read_l1(img, sn.l1_table_offset, sn.l1_size, 0, &l1);
     if (r == 0)
-        r = fix_copied(img);
+        r = unref_l1(img, l1, sn.l1_size);
+    free(l1);
+    if (r < 0) {
+        free_snapshot(&sn);
+        return qimg_error(r, "Failed to free the cluster and L1 table: %s", strerror(-r));
+    }
+    if (sn.l1_size && (r = qcow2_free_clusters(img, sn.l1_table_offset, (uint64_t)sn.l1_size * 8,
+                                               true)) < 0) {
+        qimg_check_log("qcow2_free_clusters failed: %s", strerror(-r));
+        qimg_error_clear();
+    }
+    r = fix_copied(img);
     free_snapshot(&sn);
-    return r;
+    return r < 0 ? qimg_error(r, "Failed to update snapshot status in disk: %s", strerror(-r)) : 0;
 }
 
 int qcow2_snapshot_delete(struct qimg_image *img, const char *id, const char *name)
