@@ -16,8 +16,21 @@ static qimg_image *layer_at(qimg_image *img, qimg_image *stop, unsigned depth)
     return NULL;
 }
 
+/* A layer over a debug filter (blkdebug): its metadata reads are events
+ * and may fail on purpose; a hint must not make them (qemu reads ahead
+ * nothing, so a rule would fire on a read qemu never makes). */
+static bool over_debug_filter(qimg_image *img, qimg_image *stop)
+{
+    for (; img && img != stop; img = img->backing)
+        if (img->file && img->file->ops->event)
+            return true;
+    return false;
+}
+
 void qimg_chain_readahead(qimg_image *img, qimg_image *stop, uint64_t off, uint64_t len)
 {
+    if (over_debug_filter(img, stop))
+        return;
     uint64_t end = off < img->size ? QIMG_MIN(off + len, img->size) : off;
     while (off < end) {
         struct qimg_extent ext;

@@ -146,6 +146,13 @@ done
 rule sd.cfg l2_load
 same "snapshot -d, l2_load: message" snapshot -d s1 blkdebug:sd.cfg:sd.qcow2
 ref_rc "snapshot -d, l2_load" 1
+# an entry whose L1 table offset is invalid is refused before the table
+# changes (qemu validates it first): the image stays as it was
+cp "$IN/sd.qcow2" "$IN/sdbad.qcow2"
+poke64 "$IN/sdbad.qcow2" "$(peek64 "$IN/sdbad.qcow2" 64)" $(($(peek64 "$IN/sdbad.qcow2" "$(peek64 "$IN/sdbad.qcow2" 64)") + 512))
+same "snapshot -d, L1 offset invalid" snapshot -d s1 sdbad.qcow2
+ref_rc "snapshot -d, L1 offset invalid" 1
+check "snapshot -d, L1 offset invalid: file unchanged" cmp "$SCRATCH/run.new/work/sdbad.qcow2" "$IN/sdbad.qcow2"
 
 # ---- injected errors: commit into a backing file behind blkdebug
 "$QEMU_IMG" create -q -f qcow2 "$IN/base.qcow2" 4M
@@ -248,17 +255,20 @@ ref_rc "amend refcount_bits=8, refblock_alloc" 1
 "$QEMU_IO" -c 'write -P 0x33 1M 2M' "$IN/new.qcow2" >/dev/null
 (cd "$IN" && "$QEMU_IMG" create -q -f qcow2 -b old.qcow2 -F qcow2 rtop.qcow2 &&
      "$QEMU_IO" -c 'write -P 0x22 3M 64k' rtop.qcow2 >/dev/null) || fail "make rtop.qcow2"
-# (l2_load once=on: qemu fails, qimg succeeds - left for a later issue)
-for spec in read_aio:on read_aio:off l2_load:off; do
+# (l2_load once=on: a read-ahead hint must not load the L2 table first)
+for spec in read_aio:on read_aio:off l2_load:off l2_load:on refblock_load:off pwritev:on \
+            pwritev:off l2_update:off cluster_alloc:off; do
     ev=${spec%:*} once=${spec#*:}
     rule r.cfg $ev once $once
     same "rebase, new backing $ev once=$once" rebase -b blkdebug:r.cfg:new.qcow2 -F qcow2 rtop.qcow2
     # qemu stops at the first failed read; qimg may have copied a few
     # chunks into the overlay before it: sound, and read as before
-    check "rebase, $ev once=$once: image checks clean" "$QEMU_IMG" check "$SCRATCH/run.new/work/rtop.qcow2"
-    # a failed rebase leaves the overlay reading as it did (old backing file)
+    # (run where the rules file is: a rebase that worked names it relatively)
+    check "rebase, $ev once=$once: image checks clean" \
+        sh -c "cd '$SCRATCH/run.new/work' && '$QEMU_IMG' check rtop.qcow2"
+    # the overlay reads as it did (a failed rebase: through the old backing file)
     check "rebase, $ev once=$once: content unchanged" \
-        "$QEMU_IMG" compare "$SCRATCH/run.new/work/rtop.qcow2" "$IN/rtop.qcow2"
+        sh -c "cd '$SCRATCH/run.new/work' && '$QEMU_IMG' compare rtop.qcow2 '$IN/rtop.qcow2'"
 done
 
 # ---- json: and --image-opts give the blkdebug node its rules inline

@@ -295,8 +295,7 @@ static int alloc_run(struct qimg_image *img, uint64_t bytes, uint64_t *host)
     }
 }
 
-static int read_l1(struct qimg_image *img, uint64_t offset, uint32_t n, uint32_t entries,
-                   uint64_t **out)
+static int validate_l1(struct qimg_image *img, uint64_t offset, uint32_t n)
 {
     struct qcow2_state *s = qcow2_state(img);
     if ((uint64_t)n * 8 > QCOW2_MAX_L1_BYTES)
@@ -304,10 +303,19 @@ static int read_l1(struct qimg_image *img, uint64_t offset, uint32_t n, uint32_t
     if (n && (!qimg_is_aligned(offset, s->cluster_size) ||
               !qimg_range_ok(offset, (uint64_t)n * 8, s->file_size)))
         return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
+    return 0;
+}
+
+static int read_l1(struct qimg_image *img, uint64_t offset, uint32_t n, uint32_t entries,
+                   uint64_t **out)
+{
+    int r = validate_l1(img, offset, n);
+    if (r < 0)
+        return r;
     uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(QIMG_MAX(n, entries), 1u), 8, "L1 table");
     if (!l1)
         return -ENOMEM;
-    int r = n ? qimg_io_pread(img->file, l1, (size_t)n * 8, offset) : 0;
+    r = n ? qimg_io_pread(img->file, l1, (size_t)n * 8, offset) : 0;
     if (r < 0) {
         free(l1);
         return qimg_error(r, "Could not read snapshot L1 table: %s", strerror(-r));
@@ -754,11 +762,14 @@ static int delete_locked(struct qimg_image *img, uint32_t idx)
 {
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_snapshot sn = s->snapshots[idx];
+    int r = validate_l1(img, sn.l1_table_offset, sn.l1_size);
+    if (r < 0)
+        return r;
     uint32_t n = s->nb_snapshots - 1;
     struct qcow2_snapshot *arr = qimg_xcalloc(QIMG_MAX(n, 1u), sizeof *arr);
     memcpy(arr, s->snapshots, idx * sizeof *arr);
     memcpy(arr + idx, s->snapshots + idx + 1, (n - idx) * sizeof *arr);
-    int r = write_table(img, arr, n);
+    r = write_table(img, arr, n);
     if (r < 0) {
         free(arr);
         return qimg_error(r, "Failed to remove snapshot from snapshot list: %s", strerror(-r));
