@@ -1,9 +1,12 @@
 #!/bin/bash
 # The null-co and blkdebug storage backends against qemu-img: info, map,
-# convert from and to null-co, and convert, check, map, snapshot and
-# commit with errors injected by blkdebug rules (qemu's rules file format).
-# After a failure, what the command left behind must be what qemu leaves,
-# or less: a convert that failed leaves no target that looks complete.
+# convert from and to null-co, and convert, check (-r), map, snapshot
+# (-c, -d, -a), commit (into the base, and the emptying of the top),
+# amend -o refcount_bits and rebase with errors injected by blkdebug rules
+# (qemu's rules file format).  After a failure, what the command left
+# behind must be what qemu leaves (its check: leaks and errors alike, the
+# close-time "Failed to flush ..." reports), or less: a convert that failed
+# leaves no target that looks complete.
 . "$(dirname "$0")/lib.sh"
 
 if [ ! -x "$QEMU_IO" ]; then

@@ -3,7 +3,8 @@
 # (messages, exit codes, the bitmaps qemu-img info lists, check clean),
 # bitmaps made by one tool used by the other, dirty tracking of qemu-io's
 # writes and of qimg's own writes (bitmap --dump), convert --bitmaps,
-# measure, hostile bitmap directories.
+# measure, hostile bitmap directories, and where stored bitmaps land in the
+# file (qemu stores them all again at every store).
 . "$(dirname "$0")/lib.sh"
 
 # Offset of the bitmaps extension's data in cluster 0 (0 when none).
