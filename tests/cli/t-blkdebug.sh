@@ -106,6 +106,23 @@ same "convert, set-state then inject" convert -m 1 -O raw blkdebug:state.cfg:img
 printf '[set-state]\nevent = "l2_load"\nstate = "3"\nnew_state = "2"\n[inject-error]\nevent = "read_aio"\nstate = "2"\n' >"$IN/state2.cfg"
 same "convert, state never reached" convert -m 1 -O raw blkdebug:state2.cfg:img.qcow2 out.raw
 
+# ---- injected errors in the target: convert -n into a qcow2 behind
+# blkdebug (new L2 tables in qemu's order: cluster, refcounts, table,
+# L1 entry; the cluster given back when a step fails; nothing read back)
+"$QEMU_IMG" create -q -f qcow2 "$IN/tgt.qcow2" 4M
+for spec in l1_update:on l1_update:off l2_load:on l2_load:off l2_alloc_write:on l2_alloc_write:off \
+            refblock_alloc:on refblock_load:off refblock_update_part:off reftable_update:off \
+            pwritev:on pwritev:off pwritev_zero:off cluster_alloc:on cluster_alloc:off \
+            flush_to_disk:off write_aio:on; do
+    ev=${spec%:*} once=${spec#*:}
+    rule t.cfg $ev once $once
+    same "convert -n into blkdebug, $ev once=$once" convert -m 1 -n -O qcow2 img.qcow2 blkdebug:t.cfg:tgt.qcow2
+    check_same "convert -n into blkdebug, $ev once=$once: target checks alike" tgt.qcow2
+    expect_eq "convert -n into blkdebug, $ev once=$once: target maps alike" \
+        "$("$QEMU_IMG" map --output=json "$SCRATCH/run.new/work/tgt.qcow2" 2>&1)" \
+        "$("$QEMU_IMG" map --output=json "$SCRATCH/run.ref/work/tgt.qcow2" 2>&1)"
+done
+
 # ---- injected errors: snapshot, and the image left behind must check alike
 check_same() {   # NAME FILE: qemu-img check of both results agree
     expect_eq "$1" "$("$QEMU_IMG" check "$SCRATCH/run.new/work/$2" 2>&1 | sed 's|.*/work/||'; echo "rc=$?")" \

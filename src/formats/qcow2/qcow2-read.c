@@ -211,6 +211,27 @@ int qcow2_l2_cache_get(struct qimg_image *img, uint64_t l2_offset, uint8_t **tab
     return 0;
 }
 
+int qcow2_l2_cache_install(struct qimg_image *img, uint64_t l2_offset, const uint8_t *data,
+                           uint8_t **table)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_l2_cache *c = &s->l2_cache;
+    qcow2_l2_cache_drop(img, l2_offset);
+    struct qcow2_l2_entry *e;
+    int r = take_slot(img, &e);
+    if (r < 0)
+        return r;
+    memcpy(e->table, data, s->l2_table_bytes);
+    e->offset = l2_offset;
+    e->dirty = false;
+    uint32_t b = l2_hash(c, l2_offset);
+    e->hash_next = c->buckets[b];
+    c->buckets[b] = e;
+    lru_push_head(c, e);
+    *table = e->table;
+    return 0;
+}
+
 /* ============================================================= mapping */
 
 /* Kind of subcluster sc of an L2 entry (bitmap: second word with extended

@@ -272,38 +272,52 @@ static int l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offse
     int r = prepare_metadata_change(img);
     if (r < 0)
         return r;
-    CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, s->cluster_size);
-    if (old) {
-        uint8_t *t;
-        r = qcow2_l2_cache_get(img, old, &t);
-        if (r < 0)
-            return r;
-        memcpy(buf, t, s->cluster_size);
-        /* write what is cached before the copy replaces it */
-        r = qcow2_l2_cache_write_now(img, old);
-        if (r < 0)
-            return r;
-    }
-    uint64_t host, got;
-    qimg_io_event(img->file, QIMG_EV_L2_ALLOC_COW_READ);
+    /* qemu's order and events: the cluster, its refcount on disk, the
+     * table (a copy of the shared one) written, then the L1
+     * entry; a failure gives the cluster back */
+    uint64_t host = 0, got;
     r = qcow2_alloc_clusters(img, 1, &host, &got);
     if (r == 0)
         r = qcow2_refcount_flush(img);
-    qimg_io_event(img->file, QIMG_EV_L2_ALLOC_WRITE);
-    if (r == 0)
-        r = qimg_io_pwrite(img->file, buf, s->cluster_size, host);
-    if (r < 0)
-        return qimg_error(r, "Could not write L2 table: %s", strerror(-r));
-    s->l1_table[l1i] = host | QCOW2_OFLAG_COPIED;
-    r = write_l1_entry(img, l1i);
+    CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, s->cluster_size);
     if (r == 0 && old) {
+        uint8_t *t;
+        /* what is cached of the old one reaches the disk before it is left */
+        qimg_io_event(img->file, QIMG_EV_L2_ALLOC_COW_READ);
+        r = qcow2_l2_cache_get(img, old, &t);
+        if (r == 0) {
+            memcpy(buf, t, s->cluster_size);
+            r = qcow2_l2_cache_write_now(img, old);
+        }
+    }
+    if (r == 0) {
+        qimg_io_event(img->file, QIMG_EV_L2_ALLOC_WRITE);
+        r = qimg_io_pwrite(img->file, buf, s->cluster_size, host);
+        if (r < 0)
+            qimg_error(r, "Could not write L2 table: %s", strerror(-r));
+    }
+    if (r == 0) {
+        s->l1_table[l1i] = host | QCOW2_OFLAG_COPIED;
+        r = write_l1_entry(img, l1i);
+        if (r < 0)
+            s->l1_table[l1i] = l1e;
+    }
+    if (r < 0) {
+        if (host) {
+            CLEANUP_FREE char *why = qimg_strdup(qimg_last_error());
+            qcow2_free_clusters(img, host, s->cluster_size, false);
+            qimg_error(r, "%s", why);
+        }
+        return r;
+    }
+    if (old) {
         qcow2_l2_cache_drop(img, old);
         r = qcow2_free_clusters(img, old, s->cluster_size, false);
+        if (r < 0)
+            return r;
     }
-    if (r < 0)
-        return r;
     *l2_offset = host;
-    return qcow2_l2_cache_get(img, host, table);
+    return qcow2_l2_cache_install(img, host, buf, table);
 }
 
 int qcow2_l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offset, uint8_t **table)

@@ -463,6 +463,9 @@ int qcow2_rewrite_header_locked(struct qimg_image *img);
 int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 /* Mark the cached table at l2_offset modified (qcow2-read.c). */
 void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset);
+/* Put a table just written at l2_offset into the cache (no read). */
+int qcow2_l2_cache_install(struct qimg_image *img, uint64_t l2_offset, const uint8_t *data,
+                           uint8_t **table);
 /* Does any cached L2 table wait to be written? */
 bool qcow2_l2_cache_dirty(struct qimg_image *img);
 /* Forget a cached table (its cluster was freed) without writing it. */
