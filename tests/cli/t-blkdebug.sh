@@ -113,7 +113,7 @@ same "convert, state never reached" convert -m 1 -O raw blkdebug:state2.cfg:img.
 for spec in l1_update:on l1_update:off l2_load:on l2_load:off l2_alloc_write:on l2_alloc_write:off \
             refblock_alloc:on refblock_load:off refblock_update_part:off reftable_update:off \
             pwritev:on pwritev:off pwritev_zero:off cluster_alloc:on cluster_alloc:off \
-            flush_to_disk:off write_aio:on; do
+            flush_to_disk:off write_aio:on l2_update:on l2_update:off; do
     ev=${spec%:*} once=${spec#*:}
     rule t.cfg $ev once $once
     same "convert -n into blkdebug, $ev once=$once" convert -m 1 -n -O qcow2 img.qcow2 blkdebug:t.cfg:tgt.qcow2

@@ -292,6 +292,7 @@ static int l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offse
     }
     if (r == 0) {
         qimg_io_event(img->file, QIMG_EV_L2_ALLOC_WRITE);
+        qimg_io_event(img->file, QIMG_EV_L2_UPDATE);   /* qemu writes it from its cache */
         r = qimg_io_pwrite(img->file, buf, s->cluster_size, host);
         if (r < 0)
             qimg_error(r, "Could not write L2 table: %s", strerror(-r));
