@@ -549,9 +549,8 @@ static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
     uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
     int r = 0;
     if (l1_bytes) {
+        /* (its refcount reaches the disk with the others below, as in qemu) */
         r = alloc_run(img, l1_bytes, &sn->l1_table_offset);
-        if (r == 0)
-            r = qcow2_refcount_flush(img);
         if (r == 0)
             r = write_l1(img, sn->l1_table_offset, s->l1_table, s->l1_size);
         if (r < 0)
@@ -565,11 +564,13 @@ static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
         qcow2_refcount_flush(img);
         return r;
     }
-    r = qcow2_refcount_flush(img);
+    /* every refcount is 2 or more: COPIED goes, in the cached tables with
+     * the refcounts (as qemu's walk does), then both reach the disk */
+    r = fix_copied(img);
+    if (r == 0)
+        r = qcow2_refcount_flush(img);
     if (r == 0)
         r = qimg_io_flush(img->file);
-    if (r == 0)
-        r = fix_copied(img);          /* every refcount is 2 or more: COPIED goes */
     if (r < 0)
         return r;
     struct qcow2_snapshot *arr = qimg_xcalloc((size_t)s->nb_snapshots + 1, sizeof *arr);
