@@ -1,0 +1,49 @@
+#!/bin/bash
+# Behaviours of convert, create, compare, map and dd that qemu-img 7.2's own
+# test suite checks (issue 13), each run side by side with qemu-img.
+. "$(dirname "$0")/lib.sh"
+
+# ---- convert -B / -o backing_file: the target's backing format must be
+# given (qemu-img 7.2 does not probe it), and one source only
+fresh
+truncate -s 4M "$IN/o.raw"
+mk base.qcow2 4M
+mk old.qcow2 8M
+i=0
+while IFS= read -r args; do
+    i=$((i + 1))
+    # shellcheck disable=SC2086
+    same "convert backing $i: $args" convert $args
+done <<'EOF'
+-O qcow2 -B o.raw o.raw t.qcow2
+-O qcow2 -B o.raw -F raw o.raw t.qcow2
+-O qcow2 -B base.qcow2 o.raw t.qcow2
+-O qcow2 -B base.qcow2 -F qcow2 o.raw t.qcow2
+-O qcow2 -o backing_fmt=qcow2 -B base.qcow2 o.raw t.qcow2
+-O qcow2 -o backing_file=base.qcow2 o.raw t.qcow2
+-O qcow2 -o backing_file=base.qcow2,backing_fmt=qcow2 o.raw t.qcow2
+-O qcow2 -B base.qcow2 -o backing_file=base.qcow2 o.raw t.qcow2
+-O qcow2 -B base.qcow2 -o backing_fmt=raw -F qcow2 o.raw t.qcow2
+-O qcow2 -B base.qcow2 o.raw o.raw t.qcow2
+-O qcow2 -B base.qcow2 -F qcow2 o.raw o.raw t.qcow2
+-O qcow2 -o backing_file=base.qcow2 o.raw o.raw t.qcow2
+-O raw -B base.qcow2 o.raw t.raw
+-O raw -B base.qcow2 -F qcow2 o.raw t.raw
+-O qcow2 -F qcow2 o.raw t.qcow2
+-n -O qcow2 -B base.qcow2 o.raw o.raw old.qcow2
+-n -O qcow2 -B base.qcow2 --target-is-zero o.raw o.raw old.qcow2
+-O qcow2 -B base.qcow2 -F qcow2 -c o.raw t.qcow2
+EOF
+same "convert -B without -F: qemu-img refuses" convert -O qcow2 -B base.qcow2 o.raw t.qcow2
+ref_rc "convert -B without -F: qemu-img refuses" 1
+same "convert -B with two sources: qemu-img refuses" \
+    convert -O qcow2 -B base.qcow2 -F qcow2 o.raw o.raw t.qcow2
+ref_rc "convert -B with two sources: qemu-img refuses" 1
+
+# ---- create -b without -F: the "Detected format of FMT." hint has no newline
+same "create -b qcow2 without -F" create -f qcow2 -b base.qcow2 t.qcow2
+ref_rc "create -b qcow2 without -F" 1
+expect_eq "create -b without -F: the hint ends the output without a newline" \
+    "$(tail -c 6 "$SCRATCH/run.new/err")" "qcow2."
+same "create -q -b raw without -F" create -q -f qcow2 -b o.raw t.qcow2 1M
+same "create -b missing file" create -f qcow2 -b nosuch.qcow2 t.qcow2
