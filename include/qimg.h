@@ -348,6 +348,8 @@ struct qimg_compare_result {
     uint64_t mismatch_offset;
     bool status_mismatch;         /* strict: block status differs at mismatch_offset */
     bool status_error;            /* on error: block status failed (else a read) */
+    /* size_mismatch is also set on error when the error lies past the
+     * smaller size (qemu-img has warned by then) */
 };
 int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
                  struct qimg_compare_result *res,

@@ -47,3 +47,19 @@ expect_eq "create -b without -F: the hint ends the output without a newline" \
     "$(tail -c 6 "$SCRATCH/run.new/err")" "qcow2."
 same "create -q -b raw without -F" create -q -f qcow2 -b o.raw t.qcow2 1M
 same "create -b missing file" create -f qcow2 -b nosuch.qcow2 t.qcow2
+
+# ---- compare: "Warning: Image size mismatch!" is printed once the common
+# part compared equal, also when reading the rest of the larger image fails
+fresh
+mk big.qcow2 1G
+mk empty.qcow2 0
+mk small.qcow2 1M
+qw big.qcow2 "write -P 102 512 512"
+printf '[inject-error]\nevent = "read_aio"\nerrno = "5"\nonce = "off"\n' >"$IN/bd.conf"
+same_ro "compare: error past the common part" compare blkdebug:bd.conf:big.qcow2 empty.qcow2
+expect_eq "compare: error past the common part: warning on stdout" \
+    "$(cat "$SCRATCH/ro.new/out")" "Warning: Image size mismatch!"
+same_ro "compare: error inside the common part" compare blkdebug:bd.conf:big.qcow2 small.qcow2
+same_ro "compare: error inside the common part, -q" compare -q blkdebug:bd.conf:big.qcow2 big.qcow2
+same_ro "compare: content mismatch past the common part" compare big.qcow2 empty.qcow2
+same_ro "compare: sizes differ, -q" compare -q big.qcow2 empty.qcow2
