@@ -63,3 +63,27 @@ same_ro "compare: error inside the common part" compare blkdebug:bd.conf:big.qco
 same_ro "compare: error inside the common part, -q" compare -q blkdebug:bd.conf:big.qcow2 big.qcow2
 same_ro "compare: content mismatch past the common part" compare big.qcow2 empty.qcow2
 same_ro "compare: sizes differ, -q" compare -q big.qcow2 empty.qcow2
+
+# ---- map of a raw file whose length is not a multiple of 4 KiB (nor of
+# 512): the last entries, human and json
+fresh
+"$QEMU_IMG" create -q -f raw "$IN/u.raw" 65537
+"$QEMU_IO" -f raw -c 'discard 0 65537' "$IN/u.raw" >/dev/null
+same_ro "map, raw 65537 bytes discarded, json" map --output=json u.raw
+truncate --size=65537 "$IN/u.raw"
+"$QEMU_IO" -f raw -c 'write 65536 1' "$IN/u.raw" >/dev/null
+same_ro "map, raw one byte written past 64 KiB, json" map --output=json u.raw
+same_ro "map, raw one byte written past 64 KiB, human" map u.raw
+truncate --size=65537 "$IN/u.raw"
+same_ro "map, raw truncated to 65537 again, json" map --output=json u.raw
+expect_eq "map, raw truncated to 65537 again: the tail entry qemu-img shows" \
+    "$(tail -n 1 "$SCRATCH/ro.new/out")" \
+    '{ "start": 65537, "length": 511, "depth": 0, "present": true, "zero": true, "data": false, "offset": 65537}]'
+for spec in "5000 0:512" "9000 4096:100" "9000 8192:100" "70000 65536:4000" "12800 0:4096"; do
+    set -- $spec
+    rm -f "$IN/v.raw"
+    truncate -s "$1" "$IN/v.raw"
+    "$QEMU_IO" -f raw -c "write -P 7 ${2%:*} ${2#*:}" "$IN/v.raw" >/dev/null
+    same_ro "map, raw $1 bytes, data at $2, json" map -f raw --output=json v.raw
+    same_ro "map, raw $1 bytes, data at $2, human" map -f raw v.raw
+done
