@@ -339,6 +339,12 @@ struct qimg_convert_params {
      * the clusters where the single source differs from it (zero clusters
      * where the source reads zeros and the base does not). */
     bool diff;
+    /* --salvage: a source range whose block status fails is copied as
+     * data, sectors that fail to read are copied as zeros; each is reported
+     * through the warning handler (qemu's "error while reading ..."),
+     * unless quiet.  The copy then goes in order, one request at a time. */
+    bool salvage;
+    bool quiet;
 };
 int qimg_convert(const struct qimg_convert_params *p);
 

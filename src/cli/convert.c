@@ -297,6 +297,7 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
         .target_is_zero = zero_init, .target_has_backing = target_backing,
         .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
         .compress = o->compress, .diff = o->diff_base != NULL,
+        .salvage = o->salvage, .quiet = o->quiet,
         .progress = o->progress ? progress_callback : NULL, .progress_opaque = &prog,
     };
     progress_init(&prog, o->progress, 1.0f);

@@ -435,6 +435,11 @@ static bool bd_same(struct qimg_io *a, struct qimg_io *b)
     return qimg_io_same(((struct blkdebug *)a->priv)->child, ((struct blkdebug *)b->priv)->child);
 }
 
+struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io)
+{
+    return io->ops == &qimg_io_blkdebug_ops && io->priv ? ((struct blkdebug *)io->priv)->child : NULL;
+}
+
 /* ---- open ---- */
 
 /* "blkdebug:RULES:IMAGE": the rules file ends at the first colon. */

@@ -164,6 +164,8 @@ int qimg_io_open_opts(struct qimg_io **out, qimg_opts *opts, unsigned flags)
     const struct qimg_io_ops *ops = NULL;
     if (driver) {
         ops = qimg_io_backend_find(driver);
+        if (!ops && qimg_driver_find(driver))
+            return qimg_io_open_image(out, opts, flags);   /* a format node below a filter */
         if (!ops)
             return qimg_error(-EINVAL, "Unknown driver '%s'", driver);
     } else if (filename) {

@@ -188,6 +188,8 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
     int r = qimg_open_storage(&img->file, file_opts, io_flags_for(req->flags));
     if (r == 0)
         r = check_loop(img, req);
+    if (r == 0 && !*drv && qimg_io_holds_image(img->file))
+        *drv = &qimg_driver_filter;     /* a filter over a format node: not probed */
     if (r == 0 && !*drv) {
         r = probe_format(img->file, img->file->filename, drv);
         if (r == 0 && (req->flags & QIMG_OPEN_RDWR) && ((*drv)->flags & QIMG_DRV_READ_ONLY))
@@ -402,6 +404,12 @@ static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const 
         *out = NULL;
     }
     return r;
+}
+
+int qimg_open_tree(qimg_image **out, qimg_opts *o, const char *display, unsigned flags)
+{
+    *out = NULL;
+    return open_tree(out, o, display, NULL, flags);
 }
 
 int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned flags)

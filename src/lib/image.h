@@ -112,6 +112,10 @@ void qimg_budget_begin(bool safe);
 void qimg_budget_end(void);
 int qimg_budget_check(void);
 
+/* Open an image and its backing chain from its option tree (image.c),
+ * reporting options nobody used; display: its name in messages. */
+int qimg_open_tree(struct qimg_image **out, qimg_opts *o, const char *display, unsigned flags);
+
 /* Byte-size limit of one chain. */
 #define QIMG_MAX_CHAIN_DEPTH 1000
 

@@ -196,4 +196,13 @@ extern const struct qimg_io_ops qimg_io_null_co_ops;
 extern const struct qimg_io_ops qimg_io_null_aio_ops;
 extern const struct qimg_io_ops qimg_io_blkdebug_ops;
 
+/* The storage below a blkdebug filter, NULL for any other backend. */
+struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);
+/* image-io.c: a storage tree whose "driver" names a format: the guest disk
+ * of that image as storage (under a filter: json:{"driver":"blkdebug",
+ * "image":{"driver":"qcow2",...}}); and does io hold such an image (itself
+ * or below its filters)? */
+int qimg_io_open_image(struct qimg_io **out, qimg_opts *opts, unsigned ioflags);
+bool qimg_io_holds_image(struct qimg_io *io);
+
 #endif

@@ -87,3 +87,69 @@ for spec in "5000 0:512" "9000 4096:100" "9000 8192:100" "70000 65536:4000" "128
     same_ro "map, raw $1 bytes, data at $2, json" map -f raw --output=json v.raw
     same_ro "map, raw $1 bytes, data at $2, human" map -f raw v.raw
 done
+
+# ---- convert --salvage through blkdebug above the format node: block
+# status failures are warned about (in the counting walk and in the copy)
+# and copied as data, failing sectors are warned about and copied as zeros
+# bdjson FMT FILE IOTYPE@OFFSET...: a json: name with those rules
+bdjson() {
+    local fmt=$1 file=$2 s sep="" spec
+    shift 2
+    s="json:{'driver': 'blkdebug', 'image': {'driver': '$fmt', 'file': {'driver': 'file', 'filename': '$file'}}, 'inject-error': ["
+    for spec in "$@"; do
+        s+="$sep{'event': 'none', 'iotype': '${spec%@*}', 'errno': 5, 'sector': $((${spec#*@} / 512))}"
+        sep=", "
+    done
+    echo "$s]}"
+}
+# same_target NAME: the targets both tools wrote in the last `same` read alike
+same_target() {
+    local a=$SCRATCH/run.ref/work/$2 b=$SCRATCH/run.new/work/$2
+    if [ ! -e "$a" ] || [ ! -e "$b" ]; then
+        fail "$1: both targets written"
+    else
+        check "$1: same content as qemu-img's" "$QEMU_IMG" compare "$a" "$b"
+        [ "${3:-}" = raw ] || check "$1: check clean" "$QEMU_IMG" check -q "$b"
+    fi
+}
+fresh
+mk s.qcow2 4M
+qw s.qcow2 "write -P 42 0 1M" "write -P 43 2M 512k" "write -z 3M 64k"
+"$QEMU_IMG" convert -O raw "$IN/s.qcow2" "$IN/s.raw"
+rules=(block-status@$((512 * 1024 + 4096)) read@$((600 * 1024))
+       block-status@$((2048 * 1024 + 1024)) read@$((2048 * 1024 + 1024))
+       block-status@$((1536 * 1024)) read@$((1536 * 1024)) block-status@$((3072 * 1024 + 512))
+       read@$((3 * 1024 * 1024 - 512)))
+for fmt in qcow2 raw; do
+    J=$(bdjson "$fmt" "s.$fmt" "${rules[@]}")
+    for args in "--salvage" "--salvage -O qcow2" "--salvage -q -O qcow2" "--salvage -m 1 -O qcow2" \
+                "--salvage -S 0 -O qcow2"; do
+        # shellcheck disable=SC2086
+        same "convert $args, $fmt source: warnings" convert $args "$J" o
+        ref_rc "convert $args, $fmt source" 0
+        [[ $args == *qcow2* ]] && same_target "convert $args, $fmt source" o || same_target "convert $args, $fmt source" o raw
+    done
+    same "convert without --salvage, $fmt source: the first error" convert -O qcow2 "$J" o
+    ref_rc "convert without --salvage, $fmt source" 1
+done
+J=$(bdjson qcow2 s.qcow2 "${rules[@]}")
+same "convert --salvage, qcow2 source: warnings" convert --salvage -O qcow2 "$J" o
+expect_eq "convert --salvage: the warnings qemu-img prints" "$(sed 's/^qemu-img: warning: //' "$SCRATCH/run.new/err")" \
+"error while reading block status at offset 528384: Input/output error
+error while reading block status at offset 1572864: Input/output error
+error while reading block status at offset 2098176: Input/output error
+error while reading block status at offset 3146240: Input/output error
+error while reading block status at offset 528384: Input/output error
+error while reading offset 614400: Input/output error
+error while reading block status at offset 1572864: Input/output error
+error while reading offset 1572864: Input/output error
+error while reading block status at offset 2098176: Input/output error
+error while reading offset 2098176: Input/output error
+error while reading block status at offset 3146240: Input/output error"
+# two sources: offsets are those in each source
+same "convert --salvage, two sources" convert --salvage -O qcow2 "$J" "$(bdjson raw s.raw read@4096)" o
+same_target "convert --salvage, two sources" o
+# the io-level filter below a raw image: the same offsets
+printf '[inject-error]\nevent = "none"\niotype = "read"\nsector = "10"\n' >"$IN/rd.conf"
+same "convert --salvage, blkdebug: name" convert --salvage -f raw -O qcow2 blkdebug:rd.conf:s.raw o
+same_target "convert --salvage, blkdebug: name" o
