@@ -93,6 +93,11 @@ static int iimg_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t 
     return 0;
 }
 
+static int64_t iimg_allocated_size(struct qimg_io *io)
+{
+    return qimg_io_allocated_size(io_image(io)->file);
+}
+
 /* The image took its own locks when it was opened. */
 static int iimg_lock(struct qimg_io *io, unsigned take, unsigned unshare)
 {
@@ -118,18 +123,29 @@ static const struct qimg_io_ops image_io_ops = {
     .flush    = iimg_flush,
     .get_size = iimg_get_size,
     .extent   = iimg_extent,
+    .allocated_size = iimg_allocated_size,
     .lock     = iimg_lock,
     .same     = iimg_same,
     .close    = iimg_close,
 };
+
+/* Format nodes inside format nodes: an image's backing name can nest them
+ * (json:{"driver":"qcow2","file":{"driver":"qcow2",...}}), and one that
+ * names the image itself would recurse without end. */
+#define MAX_NESTED_IMAGES 16
+static _Thread_local unsigned nested_images;
 
 int qimg_io_open_image(struct qimg_io **out, qimg_opts *opts, unsigned ioflags)
 {
     *out = NULL;
     const char *file = qimg_opts_get(opts, "file.filename");
     const char *display = file ? file : qimg_opts_get(opts, "driver");
+    if (nested_images >= MAX_NESTED_IMAGES)
+        return qimg_error(-ELOOP, "Too many format nodes nested in each other");
     qimg_image *img;
+    nested_images++;
     int r = qimg_open_tree(&img, opts, display, image_flags_for(ioflags));
+    nested_images--;
     if (r < 0)
         return r;
     struct qimg_io *io = qimg_xcalloc(1, sizeof *io);

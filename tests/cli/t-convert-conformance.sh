@@ -153,3 +153,23 @@ same_target "convert --salvage, two sources" o
 printf '[inject-error]\nevent = "none"\niotype = "read"\nsector = "10"\n' >"$IN/rd.conf"
 same "convert --salvage, blkdebug: name" convert --salvage -f raw -O qcow2 blkdebug:rd.conf:s.raw o
 same_target "convert --salvage, blkdebug: name" o
+
+# ---- format nodes as storage: qcow2 over a raw node (qemu opens it)
+fresh
+mk b.qcow2 1M
+qw b.qcow2 "write -P 5 0 64k"
+J='json:{"driver":"qcow2","file":{"driver":"raw","file":{"driver":"file","filename":"b.qcow2"}}}'
+same "convert from qcow2 over a raw node" convert -O raw "$J" o
+same_target "convert from qcow2 over a raw node" o raw
+same_ro "map of qcow2 over a raw node" map --output=json "$J"
+# deliberate difference: an image whose backing file nests the image itself
+# in format nodes makes qemu-img recurse without end; qimg refuses it
+fresh
+mk a.qcow2 1M
+"$QEMU_IMG" rebase -u -f qcow2 -F qcow2 \
+    -b 'json:{"driver":"qcow2","file":{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2"}}}' \
+    "$IN/a.qcow2"
+(cd "$IN" && timeout 20 "$QIMG_AS_QEMU" convert -O raw a.qcow2 o >"$SCRATCH/nest.out" 2>&1; echo $? >"$SCRATCH/nest.rc")
+expect_eq "backing file nesting the image in format nodes: refused" "$(cat "$SCRATCH/nest.rc")" 1
+expect_eq "backing file nesting the image in format nodes: the message" "$(cat "$SCRATCH/nest.out")" \
+    "qemu-img: Could not open 'a.qcow2': Too many format nodes nested in each other"
