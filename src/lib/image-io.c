@@ -109,6 +109,12 @@ static bool iimg_same(struct qimg_io *a, struct qimg_io *b)
     return qimg_io_same(io_image(a)->file, io_image(b)->file);
 }
 
+/* Named by the image's storage, as qemu names a format node. */
+static char *iimg_exact_filename(struct qimg_io *io)
+{
+    return qimg_io_exact_filename(io_image(io)->file);
+}
+
 static void iimg_close(struct qimg_io *io)
 {
     qimg_close(io_image(io));
@@ -126,6 +132,7 @@ static const struct qimg_io_ops image_io_ops = {
     .allocated_size = iimg_allocated_size,
     .lock     = iimg_lock,
     .same     = iimg_same,
+    .exact_filename = iimg_exact_filename,
     .close    = iimg_close,
 };
 
@@ -158,11 +165,17 @@ int qimg_io_open_image(struct qimg_io **out, qimg_opts *opts, unsigned ioflags)
     return 0;
 }
 
-bool qimg_io_holds_image(struct qimg_io *io)
+/* The image io holds (itself or below its filters), or NULL. */
+static qimg_image *held_image(struct qimg_io *io)
 {
     while (io && io->ops != &image_io_ops)
         io = qimg_io_blkdebug_child(io);
-    return io != NULL;
+    return io ? io_image(io) : NULL;
+}
+
+bool qimg_io_holds_image(struct qimg_io *io)
+{
+    return held_image(io) != NULL;
 }
 
 /* ---- the filter's format: the storage as it is ---- */
@@ -206,6 +219,16 @@ static int filter_flush(struct qimg_image *img)
     return qimg_io_flush(img->file);
 }
 
+/* qemu shows the filtered image's cluster size, nothing more. */
+static int filter_info(struct qimg_image *img, struct qimg_driver_info *info)
+{
+    qimg_image *below = held_image(img->file);
+    int64_t cluster = below ? qimg_image_cluster_size(below) : 0;
+    info->cluster_size = cluster > 0 ? cluster : 0;
+    info->has_dirty = true;     /* "dirty-flag": false */
+    return 0;
+}
+
 static int filter_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
                                struct qimg_extent *ext)
 {
@@ -231,4 +254,5 @@ const struct qimg_driver qimg_driver_filter = {
     .discard      = filter_discard,
     .flush        = filter_flush,
     .block_status = filter_block_status,
+    .info         = filter_info,
 };

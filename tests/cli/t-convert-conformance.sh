@@ -173,3 +173,20 @@ mk a.qcow2 1M
 expect_eq "backing file nesting the image in format nodes: refused" "$(cat "$SCRATCH/nest.rc")" 1
 expect_eq "backing file nesting the image in format nodes: the message" "$(cat "$SCRATCH/nest.out")" \
     "qemu-img: Could not open 'a.qcow2': Too many format nodes nested in each other"
+
+# ---- info of blkdebug above a format node: named by the image's file,
+# format blkdebug, the filtered image's cluster size
+fresh
+mk s.qcow2 1M
+printf '[inject-error]\nevent = "none"\niotype = "read"\nsector = "10"\n' >"$IN/rd.conf"
+for J in "json:{'driver':'blkdebug','image':{'driver':'qcow2','file':{'driver':'file','filename':'s.qcow2'}}}" \
+         "json:{'driver':'blkdebug','image':{'driver':'raw','file':{'driver':'file','filename':'s.qcow2'}}}" \
+         "json:{'driver':'blkdebug','config':'rd.conf','image':{'driver':'qcow2','file':{'driver':'file','filename':'s.qcow2'}}}"; do
+    same_ro "info $J" info "$J"
+    same_ro "info --output=json $J" info --output=json "$J"
+done
+expect_eq "info of blkdebug above qcow2: the name qemu-img shows" "$(head -2 "$SCRATCH/ro.new/out" | tr '\n' '|')" \
+    '{|    "virtual-size": 1048576,|'
+same_ro "info of blkdebug above qcow2, human: first lines" info "json:{'driver':'blkdebug','image':{'driver':'qcow2','file':{'driver':'file','filename':'s.qcow2'}}}"
+expect_eq "info of blkdebug above qcow2: named blkdebug::FILE, format blkdebug" \
+    "$(head -2 "$SCRATCH/ro.new/out" | tr '\n' '|')" 'image: blkdebug::s.qcow2|file format: blkdebug|'
