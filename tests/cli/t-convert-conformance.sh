@@ -190,3 +190,24 @@ expect_eq "info of blkdebug above qcow2: the name qemu-img shows" "$(head -2 "$S
 same_ro "info of blkdebug above qcow2, human: first lines" info "json:{'driver':'blkdebug','image':{'driver':'qcow2','file':{'driver':'file','filename':'s.qcow2'}}}"
 expect_eq "info of blkdebug above qcow2: named blkdebug::FILE, format blkdebug" \
     "$(head -2 "$SCRATCH/ro.new/out" | tr '\n' '|')" 'image: blkdebug::s.qcow2|file format: blkdebug|'
+
+# ---- convert -B: ranges that read as zeros in the source and in the
+# backing file are written as qemu-img writes them (zero clusters where
+# the source's top layer holds zeros; unallocated where it holds nothing)
+fresh
+mk base.qcow2 4M -o cluster_size=4096
+qw base.qcow2 "write -P 1 0 1M" "write -z 1M 256k" "write -P 0 3M 128k"
+mk top.qcow2 4M -b base.qcow2 -F qcow2
+qw top.qcow2 "write -z 0 64k" "write -z 2M 512k" "write -P 2 3M 64k" "write -P 0 1536k 128k" \
+    "write -P 0 128k 64k" "write -z 1M 4k" "discard 3200k 64k"
+"$QEMU_IMG" convert -O raw "$IN/top.qcow2" "$IN/src.raw"
+for src in top.qcow2 src.raw; do
+    for opt in "" "-S 0" "-o cluster_size=4096" "-c"; do
+        # shellcheck disable=SC2086
+        same "convert $opt -B, zeros in $src and backing" convert -O qcow2 $opt -B base.qcow2 -F qcow2 "$src" o
+        same_target "convert $opt -B, zeros in $src and backing" o
+        expect_eq "convert $opt -B, zeros in $src and backing: map as qemu-img's" \
+            "$("$QEMU_IMG" map --output=json "$SCRATCH/run.new/work/o" | sed 's/"offset": [0-9]*/O/')" \
+            "$("$QEMU_IMG" map --output=json "$SCRATCH/run.ref/work/o" | sed 's/"offset": [0-9]*/O/')"
+    done
+done
