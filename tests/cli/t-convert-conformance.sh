@@ -80,6 +80,7 @@ expect_eq "map, raw truncated to 65537 again: the tail entry qemu-img shows" \
     "$(tail -n 1 "$SCRATCH/ro.new/out")" \
     '{ "start": 65537, "length": 511, "depth": 0, "present": true, "zero": true, "data": false, "offset": 65537}]'
 for spec in "5000 0:512" "9000 4096:100" "9000 8192:100" "70000 65536:4000" "12800 0:4096"; do
+    # shellcheck disable=SC2086
     set -- $spec
     rm -f "$IN/v.raw"
     truncate -s "$1" "$IN/v.raw"
@@ -127,7 +128,11 @@ for fmt in qcow2 raw; do
         # shellcheck disable=SC2086
         same "convert $args, $fmt source: warnings" convert $args "$J" o
         ref_rc "convert $args, $fmt source" 0
-        [[ $args == *qcow2* ]] && same_target "convert $args, $fmt source" o || same_target "convert $args, $fmt source" o raw
+        if [[ $args == *qcow2* ]]; then
+            same_target "convert $args, $fmt source" o
+        else
+            same_target "convert $args, $fmt source" o raw
+        fi
     done
     same "convert without --salvage, $fmt source: the first error" convert -O qcow2 "$J" o
     ref_rc "convert without --salvage, $fmt source" 1
