@@ -63,7 +63,7 @@ struct convert {
 
     /* -c: units are whole target clusters, compressed by the workers */
     uint64_t cluster;        /* the target's cluster size */
-    uint64_t total_len;      /* sum of the padded source sizes */
+    uint64_t total_len;      /* sum of the padded source sizes (-c, --salvage) */
 };
 
 static uint64_t padded_size(const qimg_image *img)
@@ -656,8 +656,6 @@ static int setup_compress(struct convert *c)
         !qimg_is_pow2((uint64_t)cluster))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
     c->cluster = (uint64_t)cluster;
-    for (size_t i = 0; i < c->p->nsources; i++)
-        c->total_len += padded_size(c->p->sources[i]);
     return 0;
 }
 
@@ -685,10 +683,10 @@ int qimg_convert(const struct qimg_convert_params *p)
     CLEANUP_FREE uint8_t *zeros = NULL;
     if (p->sparse_size == 0)
         c.zeros = zeros = qimg_xcalloc(1, CHUNK);
+    for (size_t i = 0; i < p->nsources; i++)
+        c.total_len += padded_size(p->sources[i]);   /* checked by check_params */
     if (p->compress)
         r = setup_compress(&c);
-    for (size_t i = 0; i < p->nsources; i++)
-        c.total_len += p->compress ? 0 : padded_size(p->sources[i]);
     /* qemu-img always walks the sources once to count: with --salvage its
      * warnings come from that walk too */
     if (r == 0 && (p->progress || p->salvage))
