@@ -483,7 +483,7 @@ int qimg_reopen_rw(qimg_image *l, unsigned cache_flags)
     qimg_opts_free(qimg_opts_subtree(o, "backing"));
     r = lock_image(l);
     if (r == 0)
-        r = l->drv->open(l, o, flags);
+        r = l->drv->open(l, o, flags | QIMG_OPEN_REOPEN);
     qimg_opts_free(o);
     if (r < 0) {
         l->drv = NULL;   /* qimg_close must not call close on a failed open */

@@ -132,16 +132,24 @@ static void put_fixed_fields(const struct qcow2_state *s, uint8_t *b)
     b[QCOW2_HDR_COMPRESSION_TYPE] = s->compression_type;
 }
 
-static void put_feature_table(uint8_t *buf, size_t *pos)
+_Static_assert(NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN == QCOW2_STD_FEATURE_TABLE_LEN,
+               "the standard feature table's length");
+
+void qcow2_std_feature_table(uint8_t *t)
 {
-    uint8_t t[NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN];
-    memset(t, 0, sizeof t);
+    memset(t, 0, QCOW2_STD_FEATURE_TABLE_LEN);
     for (size_t i = 0; i < NB_STD_FEATURES; i++) {
         uint8_t *e = t + i * QCOW2_FEATURE_ENTRY_LEN;
         e[0] = std_features[i].type;
         e[1] = std_features[i].bit;
         memcpy(e + 2, std_features[i].name, strlen(std_features[i].name));
     }
+}
+
+static void put_feature_table(uint8_t *buf, size_t *pos)
+{
+    uint8_t t[QCOW2_STD_FEATURE_TABLE_LEN];
+    qcow2_std_feature_table(t);
     put_ext(buf, pos, QCOW2_EXT_FEATURE_TABLE, t, sizeof t);
 }
 
@@ -151,7 +159,7 @@ static void set_std_features(struct qcow2_state *s)
     free(s->features);
     s->features = NULL;
     s->nb_features = 0;
-    if (s->version < 3)
+    if (!qcow2_header_has_feature_table(s))
         return;
     s->features = qimg_xcalloc(NB_STD_FEATURES, sizeof *s->features);
     for (size_t i = 0; i < NB_STD_FEATURES; i++) {
@@ -179,7 +187,7 @@ static int write_header(struct qimg_image *img)
         need += ext_bytes(strlen(s->data_file_name));
     if (s->has_crypto_ext)
         need += ext_bytes(QCOW2_EXT_CRYPTO_LEN);
-    if (s->version >= 3)
+    if (qcow2_header_has_feature_table(s))
         need += ext_bytes(NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN);
     if (s->has_bitmaps_ext)
         need += ext_bytes(QCOW2_EXT_BITMAPS_LEN);
@@ -201,7 +209,7 @@ static int write_header(struct qimg_image *img)
         qimg_put_be64(c + 8, s->crypto_header_length);
         put_ext(buf, &pos, QCOW2_EXT_CRYPTO, c, sizeof c);
     }
-    if (s->version >= 3)
+    if (qcow2_header_has_feature_table(s))
         put_feature_table(buf, &pos);
     if (s->has_bitmaps_ext) {
         uint8_t b[QCOW2_EXT_BITMAPS_LEN] = { 0 };

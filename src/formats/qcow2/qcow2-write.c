@@ -1170,8 +1170,8 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         need += ext_size((uint32_t)strlen(s->data_file_name));
     if (s->has_crypto_ext)
         need += ext_size(QCOW2_EXT_CRYPTO_LEN);
-    if (s->nb_features)
-        need += ext_size((uint32_t)(s->nb_features * QCOW2_FEATURE_ENTRY_LEN));
+    if (qcow2_header_has_feature_table(s))
+        need += ext_size(QCOW2_STD_FEATURE_TABLE_LEN);
     if (s->has_bitmaps_ext)
         need += ext_size(QCOW2_EXT_BITMAPS_LEN);
     for (size_t i = 0; i < s->nb_unknown_exts; i++)
@@ -1181,10 +1181,16 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         return -ENOSPC;
 
     CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, cs);
-    /* the header fields as they are on disk now */
+    /* the header fields as they are on disk now, the feature bits as
+     * they are in memory */
     int r = qimg_io_pread(img->file, buf, s->header_length, 0);
     if (r < 0)
         return r;
+    if (s->version >= 3) {
+        qimg_put_be64(buf + QCOW2_HDR_INCOMPATIBLE_FEATURES, s->incompatible_features);
+        qimg_put_be64(buf + QCOW2_HDR_COMPATIBLE_FEATURES, s->compatible_features);
+        qimg_put_be64(buf + QCOW2_HDR_AUTOCLEAR_FEATURES, s->autoclear_features);
+    }
     size_t pos = s->header_length;
     if (fmt)
         put_ext(buf, &pos, QCOW2_EXT_BACKING_FORMAT, fmt, (uint32_t)flen);
@@ -1196,16 +1202,11 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         qimg_put_be64(c + 8, s->crypto_header_length);
         put_ext(buf, &pos, QCOW2_EXT_CRYPTO, c, sizeof c);
     }
-    if (s->nb_features) {
-        size_t n = s->nb_features * QCOW2_FEATURE_ENTRY_LEN;
-        CLEANUP_FREE uint8_t *ft = qimg_xcalloc(1, n);
-        for (size_t i = 0; i < s->nb_features; i++) {
-            ft[i * QCOW2_FEATURE_ENTRY_LEN] = s->features[i].type;
-            ft[i * QCOW2_FEATURE_ENTRY_LEN + 1] = s->features[i].bit;
-            memcpy(ft + i * QCOW2_FEATURE_ENTRY_LEN + 2, s->features[i].name,
-                   strnlen(s->features[i].name, QCOW2_FEATURE_NAME_LEN));
-        }
-        put_ext(buf, &pos, QCOW2_EXT_FEATURE_TABLE, ft, (uint32_t)n);
+    if (qcow2_header_has_feature_table(s)) {
+        /* qemu's table, whatever the image had */
+        uint8_t ft[QCOW2_STD_FEATURE_TABLE_LEN];
+        qcow2_std_feature_table(ft);
+        put_ext(buf, &pos, QCOW2_EXT_FEATURE_TABLE, ft, sizeof ft);
     }
     if (s->has_bitmaps_ext) {
         uint8_t b[QCOW2_EXT_BITMAPS_LEN] = { 0 };
@@ -1250,6 +1251,25 @@ int qcow2_rewrite_header_locked(struct qimg_image *img)
     CLEANUP_FREE char *fmt = qcow2_state(img)->backing_fmt ? qimg_strdup(qcow2_state(img)->backing_fmt) : NULL;
     int r = rewrite_header(img, img->backing_file, fmt);
     return r < 0 ? qimg_error(r, "Could not update qcow2 header: %s", strerror(-r)) : 0;
+}
+
+/* A read-write open (not commit's reopen of its base) updates the header
+ * when it holds autoclear bits unknown to us, which it clears, or an
+ * ignored bitmaps extension, which it drops; the update writes qemu's
+ * feature table and the unknown extensions in reverse order, as qemu's. */
+int qcow2_update_header_on_open(struct qimg_image *img, unsigned flags)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!s->ws || (flags & QIMG_OPEN_REOPEN))
+        return 0;
+    if (!(s->autoclear_features & ~QCOW2_AUTOCLEAR_KNOWN) && !s->bitmaps_ext_ignored)
+        return 0;
+    s->autoclear_features &= QCOW2_AUTOCLEAR_KNOWN;
+    s->bitmaps_ext_ignored = false;
+    pthread_mutex_lock(&img->lock);
+    int r = qcow2_rewrite_header_locked(img);
+    pthread_mutex_unlock(&img->lock);
+    return r;
 }
 
 int qcow2_change_backing(struct qimg_image *img, const char *backing, const char *fmt)

@@ -65,6 +65,12 @@ enum {
 enum qcow2_feature_type { QCOW2_FEAT_INCOMPAT = 0, QCOW2_FEAT_COMPAT = 1, QCOW2_FEAT_AUTOCLEAR = 2 };
 #define QCOW2_FEATURE_NAME_LEN  46
 #define QCOW2_FEATURE_ENTRY_LEN 48
+/* qemu's own feature name table (qcow2-amend.c), written by every header
+ * update of a v3 image in place of the image's */
+#define QCOW2_STD_FEATURE_TABLE_LEN (8 * QCOW2_FEATURE_ENTRY_LEN)
+void qcow2_std_feature_table(uint8_t *table);
+/* qemu writes its feature table into v3 headers of clusters above 4 KiB only */
+#define QCOW2_FEATURE_TABLE_MIN_CLUSTER 8192u
 
 enum { QCOW2_CRYPT_NONE = 0, QCOW2_CRYPT_AES = 1, QCOW2_CRYPT_LUKS = 2 };
 enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
@@ -245,8 +251,9 @@ struct qcow2_state {
     struct qcow2_bitmap *bitmaps;  /* parsed directory (only when consistent) */
     bool has_crypto_ext;
     uint64_t crypto_header_offset, crypto_header_length;
-    struct qcow2_unknown_ext *unknown_exts;
+    struct qcow2_unknown_ext *unknown_exts;   /* last first, as qemu writes them back */
     size_t nb_unknown_exts;
+    bool bitmaps_ext_ignored;      /* no autoclear bit: a rw open drops the extension */
 
     /* tables */
     uint64_t *l1_table;            /* host order, l1_size entries */
@@ -279,6 +286,11 @@ static inline struct qcow2_state *qcow2_state(struct qimg_image *img)
 static inline bool qcow2_has_data_file(const struct qcow2_state *s)
 {
     return s->incompatible_features & QCOW2_INCOMPAT_DATA_FILE;
+}
+
+static inline bool qcow2_header_has_feature_table(const struct qcow2_state *s)
+{
+    return s->version >= 3 && s->cluster_size >= QCOW2_FEATURE_TABLE_MIN_CLUSTER;
 }
 
 static inline bool qcow2_data_file_is_raw(const struct qcow2_state *s)
@@ -457,6 +469,7 @@ bool qcow2_has_zero_init_w(struct qimg_image *img);
 int qcow2_begin_metadata_change(struct qimg_image *img);
 int qcow2_flush_locked(struct qimg_image *img);
 int qcow2_rewrite_header_locked(struct qimg_image *img);
+int qcow2_update_header_on_open(struct qimg_image *img, unsigned flags);
 /* Write the L2 table cached for l2_offset now (crash ordering). */
 int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 /* Mark the cached table at l2_offset modified (qcow2-read.c). */
