@@ -105,6 +105,8 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 /* Memory for cached L2 tables (qemu's default maximum on Linux). */
 #define QCOW2_L2_CACHE_MAX_BYTES (32ull << 20)
 #define QCOW2_L2_CACHE_MIN_TABLES 4u
+/* The cache's tables are allocated this many bytes at a time (qcow2-read.c). */
+#define QCOW2_L2_SLAB_BYTES     (1ull << 20)
 
 /* ----------------------------------------------------- L1 / L2 entries */
 
@@ -200,6 +202,8 @@ struct qcow2_l2_cache {
     uint32_t nbuckets;               /* power of two */
     struct qcow2_l2_entry *lru_head, *lru_tail;
     uint64_t hits, misses;
+    uint8_t **slabs;                 /* table memory, allocated as slots are first used */
+    uint32_t nslabs, slab_tables;    /* slabs allocated; tables per slab */
 };
 
 struct qcow2_state {
