@@ -189,6 +189,10 @@ enum qimg_capability {
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);
 bool qimg_format_known(const char *fmt);
+/* Is name one of qemu-img 7.2's block drivers (formats and protocols, as
+ * its --help lists them), whether qimg has it or not?  rebase -F takes
+ * any of them, as qemu does, to record as the backing format. */
+bool qimg_qemu_driver_known(const char *name);
 /* false for an unknown format too. */
 bool qimg_format_supports(const char *fmt, enum qimg_capability cap);
 

@@ -224,11 +224,16 @@ static void set_blocking(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 }
 
-/* "file:NAME" is the local file NAME, colons and all. */
+/* "file:NAME" is the local file NAME, colons and all; a relative NAME
+ * that would itself read as a protocol ("file:a:b") becomes "./a:b", as
+ * qemu names it from then on. */
 static int file_parse_filename(const char *filename, qimg_opts *opts)
 {
-    qimg_opts_set(&opts, "filename", filename + strlen("file:"));
-    return 0;
+    const char *path = filename + strlen("file:");
+    if (!qimg_path_has_protocol(path))
+        return qimg_opts_set(&opts, "filename", path);
+    CLEANUP_FREE char *dotted = qimg_asprintf("./%s", path);
+    return qimg_opts_set(&opts, "filename", dotted);
 }
 
 /* Options: "filename" (used by io.c already), "locking" (on, off, auto). */
@@ -582,14 +587,10 @@ static void file_close(struct qimg_io *io)
     free(s);
 }
 
-/* A relative name with a colon before any slash would read as a protocol
- * ("a:b" -> protocol "a"): shown as "./a:b", as qemu does. */
+/* The path as opened ("a:b" from json: stays "a:b": qemu shows it so). */
 static char *file_exact_filename(struct qimg_io *io)
 {
-    const char *name = io->filename;
-    if (name[0] != '/' && qimg_path_has_protocol(name))
-        return qimg_asprintf("./%s", name);
-    return qimg_strdup(name);
+    return qimg_strdup(io->filename);
 }
 
 const struct qimg_io_ops qimg_io_file_ops = {

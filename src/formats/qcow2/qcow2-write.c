@@ -1279,17 +1279,20 @@ int qcow2_change_backing(struct qimg_image *img, const char *backing, const char
         return -EACCES;
     if (backing && qcow2_has_data_file(s) && qcow2_data_file_is_raw(s))
         return -EINVAL;
+    CLEANUP_FREE char *stored_fmt = backing && fmt ? strndup(fmt, QCOW2_BACKING_FMT_MAX) : NULL;
+    if (backing && fmt && !stored_fmt)
+        return -ENOMEM;
     pthread_mutex_lock(&img->lock);
     int r = flush_locked(img);
     if (r == 0)
-        r = rewrite_header(img, backing, backing ? fmt : NULL);
+        r = rewrite_header(img, backing, stored_fmt);
     pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
     free(img->backing_file);
     free(img->backing_fmt);
     img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = backing && fmt ? qimg_strdup(fmt) : NULL;
+    img->backing_fmt = stored_fmt ? qimg_strdup(stored_fmt) : NULL;
     return 0;
 }
 

@@ -92,6 +92,9 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 #define QCOW2_MIN_CLUSTER_BITS_EXTL2 14
 #define QCOW2_MAX_REFCOUNT_ORDER 6
 #define QCOW2_MAX_BACKING_NAME  1023u
+/* qemu keeps a backing format name in 16 bytes: a longer one (a driver
+ * name like "copy-before-write") is stored cut to 15 characters. */
+#define QCOW2_BACKING_FMT_MAX 15
 #define QCOW2_MAX_L1_BYTES      (32ull << 20)
 #define QCOW2_MAX_REFTABLE_BYTES (8ull << 20)
 #define QCOW2_MAX_SNAPSHOTS     65536u
