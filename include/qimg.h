@@ -33,8 +33,10 @@ void qimg_error_clear(void);
  * writing, a dirty image repaired...) go to this handler, one message
  * without a trailing newline.  None is installed: warnings are dropped.
  * A message starting with "WARNING:" is meant to be printed as it is;
- * others are qemu's "warning: ..." lines, where a second line on is a note
- * qemu prints after the warning as it is, without a newline of its own. */
+ * one starting with "ERROR: " is an error line that does not stop the
+ * operation (qemu's error_report at close: "PROG: rest"); others are
+ * qemu's "warning: ..." lines, where a second line on is a note qemu
+ * prints after the warning as it is, without a newline of its own. */
 typedef void (*qimg_warn_fn)(const char *msg);
 void qimg_set_warn_handler(qimg_warn_fn fn);
 

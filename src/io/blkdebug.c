@@ -64,6 +64,7 @@ struct blkdebug {
     uint64_t align;
     char *config;            /* the rules file, or NULL */
     bool named_only;         /* no rule or limit from options: a name opens it again */
+    bool unflushed;          /* a write was tried since the last good flush */
 };
 
 /* ---- rules ---- */
@@ -330,9 +331,18 @@ static int bd_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     return r;
 }
 
+/* A write request was made: the next flush has something to do. */
+static void note_write(struct blkdebug *bd)
+{
+    pthread_mutex_lock(&bd->lock);
+    bd->unflushed = true;
+    pthread_mutex_unlock(&bd->lock);
+}
+
 static int write_aligned(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
 {
     struct blkdebug *bd = io->priv;
+    note_write(bd);
     bd_event(io, QIMG_EV_PWRITEV);
     int r = rule_check(io, IOT_WRITE, off, len);
     if (r == 0)
@@ -377,6 +387,7 @@ static int bd_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
     struct blkdebug *bd = io->priv;
     if (flags & QIMG_IO_ZERO_NO_FALLBACK)
         return qimg_io_zero_fast(bd->child, off, len);   /* an optimisation attempt, not a request */
+    note_write(bd);
     bd_event(io, QIMG_EV_PWRITEV_ZERO);
     int r = rule_check(io, IOT_WRITE_ZEROES, off, len);
     if (r == 0)
@@ -387,16 +398,30 @@ static int bd_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
 
 static int bd_discard(struct qimg_io *io, uint64_t off, uint64_t len)
 {
+    note_write(io->priv);
     int r = rule_check(io, IOT_DISCARD, off, len);
     return r < 0 ? r : qimg_io_discard(((struct blkdebug *)io->priv)->child, off, len);
 }
 
+/* As qemu's block layer, a flush with no write since the last good one
+ * is not passed on: no rule sees it. */
 static int bd_flush(struct qimg_io *io)
 {
+    struct blkdebug *bd = io->priv;
     if (io->flags & QIMG_IO_UNSAFE)
         return 0;
+    pthread_mutex_lock(&bd->lock);
+    bool unflushed = bd->unflushed;
+    bd->unflushed = false;
+    pthread_mutex_unlock(&bd->lock);
+    if (!unflushed)
+        return 0;
     int r = rule_check(io, IOT_FLUSH, 0, 0);
-    return r < 0 ? r : qimg_io_flush(((struct blkdebug *)io->priv)->child);
+    if (r == 0)
+        r = qimg_io_flush(bd->child);
+    if (r < 0)
+        note_write(bd);
+    return r;
 }
 
 static int bd_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
@@ -412,6 +437,7 @@ static int bd_get_size(struct qimg_io *io, uint64_t *size)
 
 static int bd_truncate(struct qimg_io *io, uint64_t size)
 {
+    note_write(io->priv);
     return qimg_io_truncate(((struct blkdebug *)io->priv)->child, size);
 }
 

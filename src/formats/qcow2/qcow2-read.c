@@ -116,6 +116,14 @@ int qcow2_l2_cache_flush(struct qimg_image *img)
     return 0;
 }
 
+bool qcow2_l2_cache_dirty(struct qimg_image *img)
+{
+    for (struct qcow2_l2_entry *e = qcow2_state(img)->l2_cache.lru_tail; e; e = e->lru_prev)
+        if (e->dirty)
+            return true;
+    return false;
+}
+
 static struct qcow2_l2_entry *l2_lookup(struct qcow2_l2_cache *c, uint64_t l2_offset)
 {
     for (struct qcow2_l2_entry *e = c->buckets[l2_hash(c, l2_offset)]; e; e = e->hash_next)

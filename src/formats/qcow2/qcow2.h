@@ -411,6 +411,8 @@ struct qcow2_wstate {
     bool batch_discards;           /* collect freed ranges, discard them merged */
     uint64_t (*discards)[2];       /* host [start, end) byte ranges, merged */
     size_t nb_discards, discards_cap;
+    bool broken;                   /* on-disk refcounts no longer what we hold
+                                      (a failed make_empty): write nothing more */
 };
 
 /* qcow2-refcount.c, all with img->lock held */
@@ -481,6 +483,8 @@ int qcow2_update_header_on_open(struct qimg_image *img, unsigned flags);
 int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 /* Mark the cached table at l2_offset modified (qcow2-read.c). */
 void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset);
+/* Does any cached L2 table wait to be written? */
+bool qcow2_l2_cache_dirty(struct qimg_image *img);
 /* Forget a cached table (its cluster was freed) without writing it. */
 void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset);
 /* With img->lock held: the L2 table for guest offset off, allocated (or
