@@ -41,6 +41,11 @@ struct qimg_create_ctx {
 
 
 
+/* An open flag the library alone sets (never a caller's): drv->open is a
+ * read-write reopen of an image that was open read-only (commit's base).
+ * qemu's reopen leaves the header as it is, where an open may update it. */
+#define QIMG_OPEN_REOPEN (1u << 30)
+
 enum qimg_driver_flags {
     /* The image is the guest disk itself, with no metadata of its own
      * (raw): it shares write and resize with other processes, takes the

@@ -132,16 +132,24 @@ static void put_fixed_fields(const struct qcow2_state *s, uint8_t *b)
     b[QCOW2_HDR_COMPRESSION_TYPE] = s->compression_type;
 }
 
-static void put_feature_table(uint8_t *buf, size_t *pos)
+_Static_assert(NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN == QCOW2_STD_FEATURE_TABLE_LEN,
+               "the standard feature table's length");
+
+void qcow2_std_feature_table(uint8_t *t)
 {
-    uint8_t t[NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN];
-    memset(t, 0, sizeof t);
+    memset(t, 0, QCOW2_STD_FEATURE_TABLE_LEN);
     for (size_t i = 0; i < NB_STD_FEATURES; i++) {
         uint8_t *e = t + i * QCOW2_FEATURE_ENTRY_LEN;
         e[0] = std_features[i].type;
         e[1] = std_features[i].bit;
         memcpy(e + 2, std_features[i].name, strlen(std_features[i].name));
     }
+}
+
+static void put_feature_table(uint8_t *buf, size_t *pos)
+{
+    uint8_t t[QCOW2_STD_FEATURE_TABLE_LEN];
+    qcow2_std_feature_table(t);
     put_ext(buf, pos, QCOW2_EXT_FEATURE_TABLE, t, sizeof t);
 }
 
@@ -151,7 +159,7 @@ static void set_std_features(struct qcow2_state *s)
     free(s->features);
     s->features = NULL;
     s->nb_features = 0;
-    if (s->version < 3)
+    if (!qcow2_header_has_feature_table(s))
         return;
     s->features = qimg_xcalloc(NB_STD_FEATURES, sizeof *s->features);
     for (size_t i = 0; i < NB_STD_FEATURES; i++) {
@@ -179,7 +187,7 @@ static int write_header(struct qimg_image *img)
         need += ext_bytes(strlen(s->data_file_name));
     if (s->has_crypto_ext)
         need += ext_bytes(QCOW2_EXT_CRYPTO_LEN);
-    if (s->version >= 3)
+    if (qcow2_header_has_feature_table(s))
         need += ext_bytes(NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN);
     if (s->has_bitmaps_ext)
         need += ext_bytes(QCOW2_EXT_BITMAPS_LEN);
@@ -201,7 +209,7 @@ static int write_header(struct qimg_image *img)
         qimg_put_be64(c + 8, s->crypto_header_length);
         put_ext(buf, &pos, QCOW2_EXT_CRYPTO, c, sizeof c);
     }
-    if (s->version >= 3)
+    if (qcow2_header_has_feature_table(s))
         put_feature_table(buf, &pos);
     if (s->has_bitmaps_ext) {
         uint8_t b[QCOW2_EXT_BITMAPS_LEN] = { 0 };
@@ -292,12 +300,27 @@ static bool has_encrypt_opts(const qimg_opts *opts)
     return false;
 }
 
-static bool has_opt(const qimg_opts *opts, const char *name)
+static bool same_or_both_absent(const char *a, const char *b)
 {
-    for (size_t i = 0; i < opts->n; i++)
-        if (strcmp(opts->v[i].name, name) == 0)
-            return true;
-    return false;
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/* backing_file and backing_fmt may be given when they repeat what the
+ * header records (qemu compares them with the stored strings: a value given
+ * for a field the image lacks, or one left out while the image has it, is
+ * a change); any change is rebase's job. */
+static int check_backing_unchanged(struct qimg_image *img, qimg_opts *opts)
+{
+    const char *file = NULL, *fmt = NULL;
+    int has_file = qimg_opts_get_string(opts, "backing_file", &file);
+    int has_fmt = qimg_opts_get_string(opts, "backing_fmt", &fmt);
+    if (has_file <= 0 && has_fmt <= 0)
+        return 0;
+    if (same_or_both_absent(file, img->backing_file) &&
+        same_or_both_absent(fmt, qcow2_state(img)->backing_fmt))
+        return 0;
+    return qimg_error(-EINVAL, "Cannot amend the backing file\n"
+                      "You can use 'qemu-img rebase' instead.");
 }
 
 /* The checks qemu makes before changing anything, in its order. */
@@ -341,9 +364,9 @@ static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amen
         a->has_refcount = true;
         a->refcount_order = (unsigned)__builtin_ctzll(bits);
     }
-    if (has_opt(opts, "backing_file") || has_opt(opts, "backing_fmt"))
-        return qimg_error(-EINVAL, "Cannot amend the backing file\n"
-                          "You can use 'qemu-img rebase' instead.");
+    r = check_backing_unchanged(img, opts);
+    if (r < 0)
+        return r;
     r = qimg_opts_get_bool(opts, "lazy_refcounts", &a->lazy);
     if (r < 0)
         return r;

@@ -124,7 +124,7 @@ int qcow2_write_flush(struct qimg_image *img)
  * make_empty ...) announce nothing, as in qemu. */
 int qcow2_flush(struct qimg_image *img)
 {
-    if (!qcow2_state(img)->ws)
+    if (!qcow2_state(img)->ws || qcow2_state(img)->ws->broken)
         return 0;
     qimg_io_event(img->file, QIMG_EV_FLUSH_TO_OS);
     int r = qcow2_write_flush(img);
@@ -144,18 +144,45 @@ static int request_done(struct qimg_image *img, int r)
     return r;
 }
 
+/* At close the caches are written as qemu's inactivation does: L2 tables
+ * (with the refcount blocks they depend on), then refcount blocks, each
+ * followed by a flush of the file; a failure is reported and keeps the
+ * dirty bit. */
+static int close_flush(struct qimg_image *img, bool l2)
+{
+    int r = 0;
+    if (!l2 || qcow2_l2_cache_dirty(img))
+        r = qcow2_refcount_flush(img);
+    if (r == 0 && l2 && qcow2_l2_cache_dirty(img))
+        r = qimg_io_flush(img->file);
+    if (r == 0 && l2)
+        r = qcow2_l2_cache_flush(img);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r < 0)
+        qimg_warn("ERROR: Failed to flush the %s cache: %s",
+                  l2 ? "L2 table" : "refcount block", strerror(-r));
+    return r;
+}
+
 void qcow2_write_close(struct qimg_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (!s || !s->ws)
         return;
-    /* a clean close: everything written, the dirty bit goes; qemu then
-     * writes the whole first cluster again (its header update), which
-     * allocates all of it on the host */
-    if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY && s->ws->marked_dirty &&
-        flush_locked(img) == 0 &&
-        write_incompat(img, s->incompatible_features & ~QCOW2_INCOMPAT_DIRTY) == 0)
-        qcow2_rewrite_header_locked(img);
+    if (!s->ws->broken) {
+        int r = close_flush(img, true);
+        if (close_flush(img, false) < 0 || r < 0)
+            goto out;
+        /* a clean close: everything written, the dirty bit goes; qemu then
+         * writes the whole first cluster again (its header update), which
+         * allocates all of it on the host */
+        if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY && s->ws->marked_dirty &&
+            flush_locked(img) == 0 &&
+            write_incompat(img, s->incompatible_features & ~QCOW2_INCOMPAT_DIRTY) == 0)
+            qcow2_rewrite_header_locked(img);
+    }
+out:
     qcow2_refcount_free(s);
     pthread_cond_destroy(&s->ws->inflight_done);
     free(s->ws);
@@ -1170,8 +1197,8 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         need += ext_size((uint32_t)strlen(s->data_file_name));
     if (s->has_crypto_ext)
         need += ext_size(QCOW2_EXT_CRYPTO_LEN);
-    if (s->nb_features)
-        need += ext_size((uint32_t)(s->nb_features * QCOW2_FEATURE_ENTRY_LEN));
+    if (qcow2_header_has_feature_table(s))
+        need += ext_size(QCOW2_STD_FEATURE_TABLE_LEN);
     if (s->has_bitmaps_ext)
         need += ext_size(QCOW2_EXT_BITMAPS_LEN);
     for (size_t i = 0; i < s->nb_unknown_exts; i++)
@@ -1181,10 +1208,16 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         return -ENOSPC;
 
     CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, cs);
-    /* the header fields as they are on disk now */
+    /* the header fields as they are on disk now, the feature bits as
+     * they are in memory */
     int r = qimg_io_pread(img->file, buf, s->header_length, 0);
     if (r < 0)
         return r;
+    if (s->version >= 3) {
+        qimg_put_be64(buf + QCOW2_HDR_INCOMPATIBLE_FEATURES, s->incompatible_features);
+        qimg_put_be64(buf + QCOW2_HDR_COMPATIBLE_FEATURES, s->compatible_features);
+        qimg_put_be64(buf + QCOW2_HDR_AUTOCLEAR_FEATURES, s->autoclear_features);
+    }
     size_t pos = s->header_length;
     if (fmt)
         put_ext(buf, &pos, QCOW2_EXT_BACKING_FORMAT, fmt, (uint32_t)flen);
@@ -1196,16 +1229,11 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         qimg_put_be64(c + 8, s->crypto_header_length);
         put_ext(buf, &pos, QCOW2_EXT_CRYPTO, c, sizeof c);
     }
-    if (s->nb_features) {
-        size_t n = s->nb_features * QCOW2_FEATURE_ENTRY_LEN;
-        CLEANUP_FREE uint8_t *ft = qimg_xcalloc(1, n);
-        for (size_t i = 0; i < s->nb_features; i++) {
-            ft[i * QCOW2_FEATURE_ENTRY_LEN] = s->features[i].type;
-            ft[i * QCOW2_FEATURE_ENTRY_LEN + 1] = s->features[i].bit;
-            memcpy(ft + i * QCOW2_FEATURE_ENTRY_LEN + 2, s->features[i].name,
-                   strnlen(s->features[i].name, QCOW2_FEATURE_NAME_LEN));
-        }
-        put_ext(buf, &pos, QCOW2_EXT_FEATURE_TABLE, ft, (uint32_t)n);
+    if (qcow2_header_has_feature_table(s)) {
+        /* qemu's table, whatever the image had */
+        uint8_t ft[QCOW2_STD_FEATURE_TABLE_LEN];
+        qcow2_std_feature_table(ft);
+        put_ext(buf, &pos, QCOW2_EXT_FEATURE_TABLE, ft, sizeof ft);
     }
     if (s->has_bitmaps_ext) {
         uint8_t b[QCOW2_EXT_BITMAPS_LEN] = { 0 };
@@ -1252,6 +1280,25 @@ int qcow2_rewrite_header_locked(struct qimg_image *img)
     return r < 0 ? qimg_error(r, "Could not update qcow2 header: %s", strerror(-r)) : 0;
 }
 
+/* A read-write open (not commit's reopen of its base) updates the header
+ * when it holds autoclear bits unknown to us, which it clears, or an
+ * ignored bitmaps extension, which it drops; the update writes qemu's
+ * feature table and the unknown extensions in reverse order, as qemu's. */
+int qcow2_update_header_on_open(struct qimg_image *img, unsigned flags)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!s->ws || (flags & QIMG_OPEN_REOPEN))
+        return 0;
+    if (!(s->autoclear_features & ~QCOW2_AUTOCLEAR_KNOWN) && !s->bitmaps_ext_ignored)
+        return 0;
+    s->autoclear_features &= QCOW2_AUTOCLEAR_KNOWN;
+    s->bitmaps_ext_ignored = false;
+    pthread_mutex_lock(&img->lock);
+    int r = qcow2_rewrite_header_locked(img);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
 int qcow2_change_backing(struct qimg_image *img, const char *backing, const char *fmt)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -1259,17 +1306,20 @@ int qcow2_change_backing(struct qimg_image *img, const char *backing, const char
         return -EACCES;
     if (backing && qcow2_has_data_file(s) && qcow2_data_file_is_raw(s))
         return -EINVAL;
+    CLEANUP_FREE char *stored_fmt = backing && fmt ? strndup(fmt, QCOW2_BACKING_FMT_MAX) : NULL;
+    if (backing && fmt && !stored_fmt)
+        return -ENOMEM;
     pthread_mutex_lock(&img->lock);
     int r = flush_locked(img);
     if (r == 0)
-        r = rewrite_header(img, backing, backing ? fmt : NULL);
+        r = rewrite_header(img, backing, stored_fmt);
     pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
     free(img->backing_file);
     free(img->backing_fmt);
     img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = backing && fmt ? qimg_strdup(fmt) : NULL;
+    img->backing_fmt = stored_fmt ? qimg_strdup(stored_fmt) : NULL;
     return 0;
 }
 
