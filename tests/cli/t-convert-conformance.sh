@@ -47,6 +47,7 @@ expect_eq "create -b without -F: the hint ends the output without a newline" \
     "$(tail -c 6 "$SCRATCH/run.new/err")" "qcow2."
 same "create -q -b raw without -F" create -q -f qcow2 -b o.raw t.qcow2 1M
 same "create -b missing file" create -f qcow2 -b nosuch.qcow2 t.qcow2
+same "create -o backing_file without a format" create -f qcow2 -o backing_file=base.qcow2 t.qcow2
 
 # ---- compare: "Warning: Image size mismatch!" is printed once the common
 # part compared equal, also when reading the rest of the larger image fails
