@@ -246,6 +246,13 @@ for stored in 300 302 255 254 256 511; do
     ref_rc "shared by 301, stored $stored" $([ $stored -lt 301 ] && echo 2 || echo 3)
     same "shared by 301, stored $stored: -r all" check -r all t.qcow2
 done
+# the refcount block lost: -r all rebuilds the refcounts, 301 included
+fresh r300
+poke64 "$IN/t.qcow2" "$(peek64 "$IN/t.qcow2" 48)" 0
+same "shared by 301, refcount block lost: -r all" check -r all t.qcow2
+ref_rc "shared by 301, refcount block lost: -r all" 0
+cmp -s "$SCRATCH/run.ref/work/t.qcow2" "$SCRATCH/run.new/work/t.qcow2"
+expect_eq "shared by 301, refcount block lost: the rebuilt image as qemu-img's" "$?" 0
 # qimg's repair, checked by qemu-img
 fresh r300
 poke16 "$IN/t.qcow2" $((R_REFB + 2 * R_DC)) 300
