@@ -224,11 +224,11 @@ ref_rc "spread references within a 1 MiB budget" 2
 
 # ================================================== refcounts from 255 up
 # qimg counts references in a byte per cluster; counts from 255 up are kept
-# apart.  A cluster shared by 300 snapshots (refcount 301), clean, then with
+# apart.  Clusters shared by 300 snapshots (refcount 301), clean, then one with
 # its stored refcount one too low and one too high, and repaired.
 fresh
-mk r.qcow2 1M
-qw r.qcow2 "write -P 7 0 64k"
+mk r.qcow2 4M
+qw r.qcow2 "write -P 7 0 3M"   # 48 clusters shared: the table of big counts grows
 for ((i = 1; i <= 300; i++)); do
     "$QEMU_IMG" snapshot -c "s$i" "$IN/r.qcow2" || { fail "snapshot s$i"; break; }
 done

@@ -156,13 +156,15 @@ static int big_grow(struct refmap *m)
  * unseen: the byte says where to look). */
 static int big_set(struct refmap *m, uint64_t k, uint64_t v)
 {
-    if (m->big_used + 1 > m->big_slots / 2) {
-        int r = big_grow(m);
-        if (r < 0)
-            return r;
-    }
-    uint64_t i = big_slot(m, k + 1);
-    if (!m->big[i].key) {
+    uint64_t i = m->big ? big_slot(m, k + 1) : 0;
+    if (!m->big || !m->big[i].key) {
+        /* a new entry: the table at most half full */
+        if (m->big_used + 1 > m->big_slots / 2) {
+            int r = big_grow(m);
+            if (r < 0)
+                return r;
+            i = big_slot(m, k + 1);
+        }
         m->big[i].key = k + 1;
         m->big_used++;
     }
