@@ -512,10 +512,15 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
         return qimg_error(-EFBIG, "Snapshot table too large");
     if (n > 0) {
         CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, len);
-        encode_table(snaps, n, buf);
         r = alloc_run(img, len, &off);
         if (r == 0)
             r = qcow2_refcount_flush(img);
+        /* qemu writes the entries one by one: the padding between them
+         * keeps what the clusters held */
+        if (r == 0)
+            r = qcow2_pread_zero_filled(img, s->file_size, buf, len, off);
+        if (r == 0)
+            encode_table(snaps, n, buf);
         /* a repair may have freed clusters of the old table as leaks:
          * qemu refuses to write over them */
         if (r == 0 && for_check)
