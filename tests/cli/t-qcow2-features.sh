@@ -202,3 +202,15 @@ same "ignored bitmaps: check -r all" check -r all t.qcow2
 same_file "ignored bitmaps: check -r all" t.qcow2
 same "ignored bitmaps: info" info t.qcow2
 same_file "ignored bitmaps: info" t.qcow2
+
+# the known autoclear bit "raw external data" without an external data
+# file: refused by every open but info's (which does no I/O)
+fresh
+base t.qcow2
+poke64 t.qcow2 88 2
+for args in "info t.qcow2" "check t.qcow2" "check -r all t.qcow2" "map t.qcow2" \
+            "convert -O raw t.qcow2 o.raw" "resize t.qcow2 +1M"; do
+    read -ra a <<<"$args"
+    same "data-file-raw alone: ${a[0]}" "${a[@]}"
+    same_file "data-file-raw alone: ${a[0]}" t.qcow2
+done

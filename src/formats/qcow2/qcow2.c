@@ -514,6 +514,8 @@ static int open_data_file(struct qimg_image *img, struct qcow2_state *s, qimg_op
             return qimg_error(-EINVAL, "data-file can only be set for images that use an external data file");
         if (user && !(flags & QIMG_OPEN_NO_IO))
             return qimg_error(-EINVAL, "'data-file' can only be set for images with an external data file");
+        if (qcow2_data_file_is_raw(s) && !(flags & QIMG_OPEN_NO_IO))
+            return qimg_error(-EINVAL, "data-file-raw requires a data file");
         return 0;
     }
     /* info never opens the data file: its name may point anywhere */
