@@ -180,7 +180,7 @@ static int write_header(struct qimg_image *img)
     uint64_t cs = s->cluster_size;
     const char *backing = img->backing_file;
     size_t blen = backing ? strlen(backing) : 0;
-    s->header_length = s->version >= 3 ? QCOW2_HDR_V3_LENGTH : QCOW2_HDR_V2_LENGTH;
+    s->header_length = qcow2_written_header_length(s);
 
     size_t need = s->header_length + 8 + blen;
     if (s->backing_fmt)
@@ -200,6 +200,8 @@ static int write_header(struct qimg_image *img)
 
     CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, cs);
     put_fixed_fields(s, buf);
+    if (s->version >= 3 && s->unknown_header_fields_len)
+        memcpy(buf + QCOW2_HDR_V3_LENGTH, s->unknown_header_fields, s->unknown_header_fields_len);
     size_t pos = s->header_length;
     if (s->backing_fmt)
         put_ext(buf, &pos, QCOW2_EXT_BACKING_FORMAT, s->backing_fmt, strlen(s->backing_fmt));
