@@ -33,8 +33,10 @@ void qimg_error_clear(void);
  * writing, a dirty image repaired...) go to this handler, one message
  * without a trailing newline.  None is installed: warnings are dropped.
  * A message starting with "WARNING:" is meant to be printed as it is;
- * others are qemu's "warning: ..." lines, where a second line on is a note
- * qemu prints after the warning as it is, without a newline of its own. */
+ * one starting with "ERROR: " is an error line that does not stop the
+ * operation (qemu's error_report at close: "PROG: rest"); others are
+ * qemu's "warning: ..." lines, where a second line on is a note qemu
+ * prints after the warning as it is, without a newline of its own. */
 typedef void (*qimg_warn_fn)(const char *msg);
 void qimg_set_warn_handler(qimg_warn_fn fn);
 
@@ -189,6 +191,10 @@ enum qimg_capability {
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);
 bool qimg_format_known(const char *fmt);
+/* Is name one of qemu-img 7.2's block drivers (formats and protocols, as
+ * its --help lists them), whether qimg has it or not?  rebase -F takes
+ * any of them, as qemu does, to record as the backing format. */
+bool qimg_qemu_driver_known(const char *name);
 /* false for an unknown format too. */
 bool qimg_format_supports(const char *fmt, enum qimg_capability cap);
 
@@ -340,6 +346,12 @@ struct qimg_convert_params {
      * the clusters where the single source differs from it (zero clusters
      * where the source reads zeros and the base does not). */
     bool diff;
+    /* --salvage: a source range whose block status fails is copied as
+     * data, sectors that fail to read are copied as zeros; each is reported
+     * through the warning handler (qemu's "error while reading ..."),
+     * unless quiet.  The copy then goes in order, one request at a time. */
+    bool salvage;
+    bool quiet;
 };
 int qimg_convert(const struct qimg_convert_params *p);
 
@@ -349,6 +361,8 @@ struct qimg_compare_result {
     uint64_t mismatch_offset;
     bool status_mismatch;         /* strict: block status differs at mismatch_offset */
     bool status_error;            /* on error: block status failed (else a read) */
+    /* size_mismatch is also set on error when the error lies past the
+     * smaller size (qemu-img has warned by then) */
 };
 int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
                  struct qimg_compare_result *res,

@@ -27,10 +27,8 @@ static int commit_image(qimg_image *img, const char *filename, const char *base,
         .top = img, .base = base_img, .keep_top = drop, .rate_limit = (uint64_t)rate,
         .progress = progress_callback, .progress_opaque = prog,
     };
-    if (qimg_commit(&p) < 0) {
-        error_report("%s", qimg_last_error());
-        return 1;
-    }
+    if (qimg_commit(&p) < 0)
+        return -1;   /* reported after the close, as qemu-img does */
     return 0;
 }
 
@@ -79,7 +77,14 @@ int cmd_commit(int argc, char **argv)
     progress_print(&prog, 0, 100);
     int ret = commit_image(img, filename, base, drop, rate, &prog);
     progress_end(&prog);
+    /* qemu-img reports a failed commit once the images are closed: what
+     * the close reports (caches it could not write) comes first */
+    CLEANUP_FREE char *why = ret < 0 ? strdup(qimg_last_error()) : NULL;
     qimg_close(img);
+    if (ret < 0) {
+        error_report("%s", why ? why : "");
+        ret = 1;
+    }
     if (ret == 0 && !quiet)
         printf("Image committed.\n");
     return ret;

@@ -43,6 +43,8 @@ void cli_warn(const char *msg)
     const char *note = strchr(msg, '\n');
     if (strncmp(msg, "WARNING:", 8) == 0)
         fprintf(stderr, "%s\n", msg);
+    else if (strncmp(msg, "ERROR: ", 7) == 0)
+        error_report("%s", msg + 7);
     else if (note)
         fprintf(stderr, "%s: warning: %.*s\n%s", prog_name, (int)(note - msg), msg, note + 1);
     else

@@ -64,6 +64,7 @@ struct blkdebug {
     uint64_t align;
     char *config;            /* the rules file, or NULL */
     bool named_only;         /* no rule or limit from options: a name opens it again */
+    bool unflushed;          /* a write was tried since the last good flush */
 };
 
 /* ---- rules ---- */
@@ -330,9 +331,18 @@ static int bd_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     return r;
 }
 
+/* A write request was made: the next flush has something to do. */
+static void note_write(struct blkdebug *bd)
+{
+    pthread_mutex_lock(&bd->lock);
+    bd->unflushed = true;
+    pthread_mutex_unlock(&bd->lock);
+}
+
 static int write_aligned(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
 {
     struct blkdebug *bd = io->priv;
+    note_write(bd);
     bd_event(io, QIMG_EV_PWRITEV);
     int r = rule_check(io, IOT_WRITE, off, len);
     if (r == 0)
@@ -377,6 +387,7 @@ static int bd_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
     struct blkdebug *bd = io->priv;
     if (flags & QIMG_IO_ZERO_NO_FALLBACK)
         return qimg_io_zero_fast(bd->child, off, len);   /* an optimisation attempt, not a request */
+    note_write(bd);
     bd_event(io, QIMG_EV_PWRITEV_ZERO);
     int r = rule_check(io, IOT_WRITE_ZEROES, off, len);
     if (r == 0)
@@ -387,16 +398,30 @@ static int bd_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
 
 static int bd_discard(struct qimg_io *io, uint64_t off, uint64_t len)
 {
+    note_write(io->priv);
     int r = rule_check(io, IOT_DISCARD, off, len);
     return r < 0 ? r : qimg_io_discard(((struct blkdebug *)io->priv)->child, off, len);
 }
 
+/* As qemu's block layer, a flush with no write since the last good one
+ * is not passed on: no rule sees it. */
 static int bd_flush(struct qimg_io *io)
 {
+    struct blkdebug *bd = io->priv;
     if (io->flags & QIMG_IO_UNSAFE)
         return 0;
+    pthread_mutex_lock(&bd->lock);
+    bool unflushed = bd->unflushed;
+    bd->unflushed = false;
+    pthread_mutex_unlock(&bd->lock);
+    if (!unflushed)
+        return 0;
     int r = rule_check(io, IOT_FLUSH, 0, 0);
-    return r < 0 ? r : qimg_io_flush(((struct blkdebug *)io->priv)->child);
+    if (r == 0)
+        r = qimg_io_flush(bd->child);
+    if (r < 0)
+        note_write(bd);
+    return r;
 }
 
 static int bd_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
@@ -412,6 +437,7 @@ static int bd_get_size(struct qimg_io *io, uint64_t *size)
 
 static int bd_truncate(struct qimg_io *io, uint64_t size)
 {
+    note_write(io->priv);
     return qimg_io_truncate(((struct blkdebug *)io->priv)->child, size);
 }
 
@@ -435,6 +461,11 @@ static bool bd_same(struct qimg_io *a, struct qimg_io *b)
     return qimg_io_same(((struct blkdebug *)a->priv)->child, ((struct blkdebug *)b->priv)->child);
 }
 
+struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io)
+{
+    return io->ops == &qimg_io_blkdebug_ops && io->priv ? ((struct blkdebug *)io->priv)->child : NULL;
+}
+
 /* ---- open ---- */
 
 /* "blkdebug:RULES:IMAGE": the rules file ends at the first colon. */
@@ -449,21 +480,41 @@ static int bd_parse_filename(const char *filename, qimg_opts *opts)
         config[colon - rest] = '\0';
         qimg_opts_set(&opts, "config", config);
     }
-    qimg_opts_set(&opts, "image", colon + 1);
+    /* a name to read as a string (qemu's x-image), unlike "image" */
+    qimg_opts_set(&opts, "x-image", colon + 1);
     return 0;
 }
 
-/* The image under the filter: a name ("image") or options ("image.*"). */
+/* The image under the filter: options ("image.*"), or the name the
+ * "blkdebug:RULES:IMAGE" string gave (x-image, read as a string name; the
+ * options win).  A bare "image" would name another node, which qimg
+ * cannot have. */
+static int child_tree(qimg_opts *opts, qimg_opts **sub)
+{
+    const char *ref = qimg_opts_get(opts, "image");
+    if (ref)
+        return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'", ref, ref);
+    *sub = qimg_opts_subtree(opts, "image");
+    const char *name = NULL;
+    if (qimg_opts_get_string(opts, "x-image", &name) != 1)
+        return *sub ? 0 : qimg_error(-EINVAL, "A block device must be specified for \"image\"");
+    CLEANUP_OPTS qimg_opts *named = NULL;
+    int r = qimg_io_name_opts(&named, name);
+    for (size_t i = 0; r == 0 && i < qimg_opts_count(named); i++) {
+        const char *key = qimg_opts_name(named, i);
+        if (!qimg_opts_get(*sub, key))
+            r = qimg_opts_set(sub, key, qimg_opts_get(named, key));
+    }
+    return r;
+}
+
 static int open_child(struct qimg_io *io, qimg_opts *opts)
 {
     struct blkdebug *bd = io->priv;
-    qimg_opts *sub = qimg_opts_subtree(opts, "image");
-    const char *name = qimg_opts_get(opts, "filename");
-    if (!sub && name && strncmp(name, "blkdebug:", 9) != 0)   /* as qemu: a plain name is the image */
-        qimg_opts_set(&sub, "filename", name);
-    if (!sub)
-        return qimg_error(-EINVAL, "A block device must be specified for \"image\"");
-    int r = qimg_io_open_opts(&bd->child, sub, io->flags);
+    qimg_opts *sub = NULL;
+    int r = child_tree(opts, &sub);
+    if (r == 0)
+        r = qimg_io_open_opts(&bd->child, sub, io->flags);
     const char *unused = r == 0 ? qimg_opts_first_unused(sub) : NULL;
     if (unused)
         r = qimg_error(-EINVAL, "Invalid parameter '%s'", unused);
@@ -506,7 +557,7 @@ static int bd_open(struct qimg_io *io, qimg_opts *opts)
     for (size_t i = 0; i < qimg_opts_count(opts); i++) {
         const char *k = qimg_opts_name(opts, i);
         if (strcmp(k, "driver") != 0 && strcmp(k, "filename") != 0 && strcmp(k, "config") != 0 &&
-            strcmp(k, "image") != 0 && strncmp(k, "image.", 6) != 0)
+            strcmp(k, "x-image") != 0 && strncmp(k, "image.", 6) != 0)
             bd->named_only = false;
     }
     int r = config ? read_rules_file(bd, config) : 0;
@@ -554,6 +605,13 @@ static char *bd_exact_filename(struct qimg_io *io)
     return qimg_asprintf("blkdebug:%s:%s", bd->config ? bd->config : "", child);
 }
 
+/* Relative names next to the image under the filter resolve as next to
+ * that image (qemu's dirname of a filter is its child's). */
+static char *bd_dirname(struct qimg_io *io)
+{
+    return qimg_io_dirname(((struct blkdebug *)io->priv)->child);
+}
+
 const struct qimg_io_ops qimg_io_blkdebug_ops = {
     .name           = "blkdebug",
     .prefix         = "blkdebug:",
@@ -574,4 +632,5 @@ const struct qimg_io_ops qimg_io_blkdebug_ops = {
     .event          = bd_event,
     .same           = bd_same,
     .close          = bd_close,
+    .dirname        = bd_dirname,
 };

@@ -374,7 +374,7 @@ int qimg_commit(const struct qimg_commit_params *p)
     if (!p->keep_top) {
         r = qimg_drv_make_empty(top);
         if (r < 0 && r != -ENOTSUP)
-            return r;
+            return qimg_error(r, "Failed to empty %s: %s", top->filename, strerror(-r));
     }
     return 0;
 }

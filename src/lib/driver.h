@@ -158,6 +158,9 @@ const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
                                             uint64_t file_size, const char *filename);
 
 extern const struct qimg_driver qimg_driver_raw;
+/* image-io.c: the format of a filter over a format node (not probed, not
+ * in the registry): its storage as it is, named "blkdebug". */
+extern const struct qimg_driver qimg_driver_filter;
 extern const struct qimg_driver qimg_driver_qcow2;
 
 /* ====================================================== capability layer */

@@ -21,10 +21,31 @@ const char *qimg_backing_format(const qimg_image *img) { return img->backing_fmt
 
 char *qimg_backing_path(const qimg_image *img, const char *name)
 {
-    return qimg_path_combine(img->file->filename, name);
+    char *path = qimg_image_resolve_name(img, name);
+    return path ? path : qimg_strdup(name);
+}
+
+char *qimg_image_resolve_name(const qimg_image *img, const char *name)
+{
+    if (name[0] == '/' || qimg_path_has_protocol(name))
+        return qimg_strdup(name);
+    CLEANUP_FREE char *dir = img->file ? qimg_io_dirname(img->file)
+                                       : qimg_path_combine(img->filename, "");
+    return dir ? qimg_asprintf("%s%s", dir, name) : NULL;
 }
 
 /* ---- open ---- */
+
+int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name)
+{
+    CLEANUP_OPTS qimg_opts *storage = NULL;
+    int r = qimg_io_name_opts(&storage, name);
+    for (size_t i = 0; r == 0 && i < qimg_opts_count(storage); i++) {
+        CLEANUP_FREE char *key = qimg_asprintf("%s.%s", child, qimg_opts_name(storage, i));
+        r = qimg_opts_set(o, key, qimg_opts_value(storage, i));
+    }
+    return r;
+}
 
 static unsigned io_flags_for(unsigned flags)
 {
@@ -188,6 +209,8 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
     int r = qimg_open_storage(&img->file, file_opts, io_flags_for(req->flags));
     if (r == 0)
         r = check_loop(img, req);
+    if (r == 0 && !*drv && qimg_io_holds_image(img->file))
+        *drv = &qimg_driver_filter;     /* a filter over a format node: not probed */
     if (r == 0 && !*drv) {
         r = probe_format(img->file, img->file->filename, drv);
         if (r == 0 && (req->flags & QIMG_OPEN_RDWR) && ((*drv)->flags & QIMG_DRV_READ_ONLY))
@@ -240,7 +263,7 @@ static int open_node(qimg_image **out, qimg_opts *o, const struct node_req *req)
         goto fail;
     }
     if (img->backing_file && img->backing_file[0])
-        img->full_backing_filename = qimg_path_combine(img->file->filename, img->backing_file);
+        img->full_backing_filename = qimg_image_resolve_name(img, img->backing_file);
     *out = img;
     return 0;
 fail:
@@ -404,6 +427,12 @@ static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const 
     return r;
 }
 
+int qimg_open_tree(qimg_image **out, qimg_opts *o, const char *display, unsigned flags)
+{
+    *out = NULL;
+    return open_tree(out, o, display, NULL, flags);
+}
+
 int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned flags)
 {
     qimg_opts *o = NULL;
@@ -417,7 +446,7 @@ int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned 
         if (r == 0)
             display = shown = tree_display(o, filename);
     } else {
-        qimg_opts_set(&o, "file.filename", filename);
+        r = qimg_storage_name_tree(&o, "file", filename);
     }
     if (r == 0)
         r = open_tree(out, o, display, fmt, flags);
@@ -482,7 +511,7 @@ int qimg_reopen_rw(qimg_image *l, unsigned cache_flags)
         return r;
     }
     if (l->backing_file && l->backing_file[0])
-        l->full_backing_filename = qimg_path_combine(l->file->filename, l->backing_file);
+        l->full_backing_filename = qimg_image_resolve_name(l, l->backing_file);
     return 0;
 }
 

@@ -112,6 +112,18 @@ void qimg_budget_begin(bool safe);
 void qimg_budget_end(void);
 int qimg_budget_check(void);
 
+/* Open an image and its backing chain from its option tree (image.c),
+ * reporting options nobody used; display: its name in messages. */
+int qimg_open_tree(struct qimg_image **out, qimg_opts *o, const char *display, unsigned flags);
+/* A name the image records (backing file, data file) resolved as qemu
+ * resolves it: absolute and protocol names as they are, others against
+ * the directory of the image's file (qimg_io_dirname: under a filter, its
+ * child's); NULL with an error when that directory cannot be known. */
+char *qimg_image_resolve_name(const struct qimg_image *img, const char *name);
+/* Add to *o the storage tree a name given as a string stands for
+ * (qimg_io_name_opts), under child ("file" -> file.filename=...). */
+int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name);
+
 /* Byte-size limit of one chain. */
 #define QIMG_MAX_CHAIN_DEPTH 1000
 

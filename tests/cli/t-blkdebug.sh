@@ -135,6 +135,59 @@ done
 same "commit through blkdebug, no rules" commit top.qcow2
 check "commit through blkdebug: same content" "$QEMU_IMG" compare "$SCRATCH/run.new/work/base.qcow2" "$SCRATCH/run.ref/work/base.qcow2"
 
+# ---- injected errors: commit of a top image behind blkdebug, which is
+# then emptied: each step of the rebuild (dirty bit, L1 wipe, new tables,
+# refcounts, clean bit) fails in turn; the message, the close-time cache
+# flush reports, and what the top holds afterwards (check, data, map) are
+# qemu's.  A failure after the old tables are wiped leaves a top that must
+# not check clean.
+"$QEMU_IMG" create -q -f qcow2 "$IN/cbase.qcow2" 4M
+"$QEMU_IO" -c 'write -P 0x11 0 1M' "$IN/cbase.qcow2" >/dev/null
+(cd "$IN" && "$QEMU_IMG" create -q -f qcow2 -b cbase.qcow2 -F qcow2 ctop.qcow2 &&
+     "$QEMU_IO" -c 'write -P 0x22 512k 1M' ctop.qcow2 >/dev/null) || fail "make ctop.qcow2"
+after_commit() {   # NAME [copy]: top and base of both runs check, read and map alike
+    local f
+    for f in ctop cbase; do
+        if [ $f = cbase ] && [ "${2:-}" = copy ]; then
+            # a failed copy: our workers may have copied more than qemu's
+            # job before it stopped; the base must be sound
+            check "$1: base checks clean" "$QEMU_IMG" check "$SCRATCH/run.new/work/cbase.qcow2"
+            continue
+        fi
+        expect_eq "$1: $f checks alike" \
+            "$("$QEMU_IMG" check "$SCRATCH/run.new/work/$f.qcow2" 2>&1 | sed 's|.*/work/||'; echo "rc=$?")" \
+            "$("$QEMU_IMG" check "$SCRATCH/run.ref/work/$f.qcow2" 2>&1 | sed 's|.*/work/||'; echo "rc=$?")"
+    done
+    expect_eq "$1: top maps alike" \
+        "$(cd "$SCRATCH/run.new/work" && "$QEMU_IMG" map --output=json -U ctop.qcow2 2>&1)" \
+        "$(cd "$SCRATCH/run.ref/work" && "$QEMU_IMG" map --output=json -U ctop.qcow2 2>&1)"
+    check "$1: top reads alike" "$QEMU_IMG" compare -U \
+        "$SCRATCH/run.new/work/ctop.qcow2" "$SCRATCH/run.ref/work/ctop.qcow2"
+}
+for spec in l1_update:off empty_image_prepare:off reftable_update:off refblock_alloc:off \
+            refblock_alloc:on refblock_load:on refblock_load:off refblock_update_part:off \
+            pwritev:on pwritev:off pwritev_zero:off flush_to_os:off cluster_alloc:off \
+            l2_load:off read_aio:on; do
+    ev=${spec%:*} once=${spec#*:}
+    rule c.cfg $ev once $once
+    same "commit, top emptied, $ev once=$once" commit blkdebug:c.cfg:ctop.qcow2
+    case $ev in read_aio|l2_load) after_commit "commit, $ev once=$once" copy ;;
+                *) after_commit "commit, $ev once=$once" ;; esac
+done
+rule c.cfg refblock_load iotype write
+same "commit, top emptied, refblock_load writes only (refcount flush at close)" \
+    commit blkdebug:c.cfg:ctop.qcow2
+ref_rc "commit, refblock_load writes only" 1
+rule c.cfg l2_load iotype write
+same "commit, l2_load writes only: dirty bit fails" commit blkdebug:c.cfg:ctop.qcow2
+after_commit "commit, l2_load writes only"
+rule c.cfg l1_update
+same "commit -d: never emptied" commit -d blkdebug:c.cfg:ctop.qcow2
+ref_rc "commit -d" 0
+same "commit, json: name in the message" commit \
+    'json:{"driver":"qcow2","file":{"driver":"blkdebug","config":"c.cfg","image":{"driver":"file","filename":"ctop.qcow2"}}}'
+ref_rc "commit, json: name" 1
+
 # ---- injected errors: rebase (safe: copies what differs, then the header).
 # The new backing file is read through blkdebug (a top named blkdebug:...
 # would have qemu resolve the new backing name against that name).

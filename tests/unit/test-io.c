@@ -256,19 +256,22 @@ TEST(blkdebug_options_and_align)
     qimg_opts_free(o);
     o = NULL;
     qimg_opts_set(&o, "driver", "blkdebug");
-    qimg_opts_set(&o, "image", p);
+    qimg_opts_set(&o, "image.filename", p);
     qimg_opts_set(&o, "align", "3000");
     CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
     CHECK_EQ_STR(qimg_last_error(), "Cannot meet constraints with align 3000");
     qimg_opts_free(o);
-    o = NULL;   /* a plain filename is the image, as in qemu */
+    o = NULL;   /* "image" as a string names a node, as in qemu */
+    qimg_opts_set(&o, "driver", "blkdebug");
+    qimg_opts_set(&o, "image", p);
+    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
+    CHECK(strstr(qimg_last_error(), "Cannot find device=") != NULL);
+    qimg_opts_free(o);
+    o = NULL;   /* nor is a filename without the blkdebug: prefix the image */
     qimg_opts_set(&o, "driver", "blkdebug");
     qimg_opts_set(&o, "filename", p);
-    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), 0);
-    uint64_t size = 0;
-    CHECK_EQ_INT(qimg_io_get_size(io, &size), 0);
-    CHECK_EQ_INT(size, 1 << 20);
-    qimg_io_close(io);
+    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "A block device must be specified for \"image\"");
     qimg_opts_free(o);
 }
 

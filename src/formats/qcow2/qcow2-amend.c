@@ -304,12 +304,27 @@ static bool has_encrypt_opts(const qimg_opts *opts)
     return false;
 }
 
-static bool has_opt(const qimg_opts *opts, const char *name)
+static bool same_or_both_absent(const char *a, const char *b)
 {
-    for (size_t i = 0; i < opts->n; i++)
-        if (strcmp(opts->v[i].name, name) == 0)
-            return true;
-    return false;
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/* backing_file and backing_fmt may be given when they repeat what the
+ * header records (qemu compares them with the stored strings: a value given
+ * for a field the image lacks, or one left out while the image has it, is
+ * a change); any change is rebase's job. */
+static int check_backing_unchanged(struct qimg_image *img, qimg_opts *opts)
+{
+    const char *file = NULL, *fmt = NULL;
+    int has_file = qimg_opts_get_string(opts, "backing_file", &file);
+    int has_fmt = qimg_opts_get_string(opts, "backing_fmt", &fmt);
+    if (has_file <= 0 && has_fmt <= 0)
+        return 0;
+    if (same_or_both_absent(file, img->backing_file) &&
+        same_or_both_absent(fmt, qcow2_state(img)->backing_fmt))
+        return 0;
+    return qimg_error(-EINVAL, "Cannot amend the backing file\n"
+                      "You can use 'qemu-img rebase' instead.");
 }
 
 /* The checks qemu makes before changing anything, in its order. */
@@ -353,9 +368,9 @@ static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amen
         a->has_refcount = true;
         a->refcount_order = (unsigned)__builtin_ctzll(bits);
     }
-    if (has_opt(opts, "backing_file") || has_opt(opts, "backing_fmt"))
-        return qimg_error(-EINVAL, "Cannot amend the backing file\n"
-                          "You can use 'qemu-img rebase' instead.");
+    r = check_backing_unchanged(img, opts);
+    if (r < 0)
+        return r;
     r = qimg_opts_get_bool(opts, "lazy_refcounts", &a->lazy);
     if (r < 0)
         return r;

@@ -621,7 +621,7 @@ void qcow2_bitmap_close(struct qimg_image *img)
         store |= bs->e[i].changed || bs->e[i].tracking;
         bs->e[i].tracking = false;
     }
-    if ((store || bs->npending) && s->ws) {
+    if ((store || bs->npending) && s->ws && !s->ws->broken) {
         pthread_mutex_lock(&img->lock);
         int r = store_locked(img);
         pthread_mutex_unlock(&img->lock);

@@ -8,10 +8,17 @@
  * external data file, and header + tables counted by one refcount block.
  * Other images are emptied cluster by cluster by the write path.
  *
- * Order on disk: dirty bit; old L1 zeroed (nothing referenced any more:
- * a crash leaves leaks, which the dirty bit makes a check repair); new
- * tables written; header pointed at them; refcounts set; file cut; dirty
- * bit cleared. */
+ * The steps and their order are qemu's, with its debug events, so that a
+ * failure leaves the file as qemu leaves it: dirty bit set (a failure
+ * here changes nothing); old L1 table zeroed (l1_update); clusters 1 to
+ * 2 + L1 zeroed (empty_image_prepare); header pointed at the new tables
+ * (l1_update, reftable_update); the refcount block entered in the table
+ * (refblock_alloc); refcounts set.  A failure from the L1 wipe on leaves
+ * on-disk refcounts that no longer match what we hold: the image is then
+ * "broken" (qemu ejects its driver), written no more, and left dirty for
+ * the next open to repair.  Then the refcounts are written, the dirty bit
+ * cleared and the file cut.
+ */
 #include <errno.h>
 
 #include "qcow2.h"
@@ -57,34 +64,59 @@ static void drop_caches(struct qimg_image *img)
     }
 }
 
-/* Write clusters 1 (refcount table), 2 (refcount block) and the L1 table
- * from cluster 3, then point the header at them. */
+/* Write zeros over [off, off + len) of the file. */
+static int zero_file(struct qimg_image *img, uint64_t off, uint64_t len)
+{
+    int r = qimg_io_zero(img->file, off, len, false);
+    return r < 0 ? qimg_error(r, "%s", strerror(-r)) : 0;
+}
+
+static int write_file_sync(struct qimg_image *img, const void *buf, size_t len, uint64_t off)
+{
+    int r = qimg_io_pwrite(img->file, buf, len, off);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    return r;
+}
+
+/* Wipe the old tables and write the new ones: the header points at an
+ * empty refcount table in cluster 1 and an empty L1 table from cluster
+ * 3; the table's first entry then names the refcount block in cluster 2.
+ * Any failure here leaves the image broken. */
 static int write_new_tables(struct qimg_image *img, uint64_t l1c)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size;
-    size_t len = (size_t)((2 + l1c) * cs);
-    CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, len);
-    qimg_put_be64(buf, 2 * cs);
-    int r = qimg_io_pwrite(img->file, buf, len, cs);
+    qimg_io_event(img->file, QIMG_EV_L1_UPDATE);
+    int r = zero_file(img, s->l1_table_offset, l1c * cs);
+    if (r < 0)
+        return r;
+    drop_caches(img);
+    memset(s->l1_table, 0, (size_t)s->l1_size * 8);
+    qimg_io_event(img->file, QIMG_EV_EMPTY_IMAGE_PREPARE);
+    r = zero_file(img, cs, (2 + l1c) * cs);
     if (r < 0)
         return r;
     uint8_t hdr[20];
     qimg_put_be64(hdr, 3 * cs);                    /* l1_table_offset */
     qimg_put_be64(hdr + 8, cs);                    /* refcount_table_offset */
     qimg_put_be32(hdr + 16, 1);                    /* refcount_table_clusters */
-    r = qimg_io_pwrite(img->file, hdr, sizeof hdr, QCOW2_HDR_L1_TABLE_OFFSET);
-    if (r == 0)
-        r = qimg_io_flush(img->file);
-    return r;
+    qimg_io_event(img->file, QIMG_EV_L1_UPDATE);
+    qimg_io_event(img->file, QIMG_EV_REFTABLE_UPDATE);
+    r = write_file_sync(img, hdr, sizeof hdr, QCOW2_HDR_L1_TABLE_OFFSET);
+    if (r < 0)
+        return r;
+    uint8_t entry[8];
+    qimg_put_be64(entry, 2 * cs);
+    qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC);
+    return write_file_sync(img, entry, sizeof entry, cs);
 }
 
 /* The in-memory state of the rebuilt image. */
-static void adopt_new_tables(struct qimg_image *img, uint64_t l1c)
+static void adopt_new_tables(struct qimg_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size;
-    memset(s->l1_table, 0, (size_t)s->l1_size * 8);
     s->l1_table_offset = 3 * cs;
     s->refcount_table_offset = cs;
     s->refcount_table_clusters = 1;
@@ -94,7 +126,6 @@ static void adopt_new_tables(struct qimg_image *img, uint64_t l1c)
     s->refcount_table[0] = 2 * cs;
     s->ws->free_cluster_index = 0;
     s->ws->free_byte_offset = 0;
-    s->file_size = (3 + l1c) * cs;
     s->metadata_prealloc_checked = false;
 }
 
@@ -106,30 +137,31 @@ static int rebuild_locked(struct qimg_image *img)
     int r = set_incompat(img, s->incompatible_features | QCOW2_INCOMPAT_DIRTY);
     if (r < 0)
         return r;
-    if (s->l1_size) {
-        CLEANUP_FREE uint8_t *zeros = qimg_xcalloc(s->l1_size, 8);
-        r = qimg_io_pwrite(img->file, zeros, (size_t)s->l1_size * 8, s->l1_table_offset);
-        if (r == 0)
-            r = qimg_io_flush(img->file);
-        if (r < 0)
-            return r;
-    }
-    drop_caches(img);
     r = write_new_tables(img, l1c);
-    if (r < 0)
+    if (r == 0) {
+        adopt_new_tables(img);
+        uint64_t at = 0, got = 0;
+        r = qcow2_alloc_clusters(img, 3 + l1c, &at, &got);
+        if (r == 0 && at != 0)
+            r = qimg_error(-EIO, "First cluster in emptied image is in use");
+    }
+    if (r < 0) {
+        s->ws->broken = true;
         return r;
-    adopt_new_tables(img, l1c);
-    r = qcow2_update_refcounts(img, 0, 3 + l1c, 1);
-    if (r == 0)
-        r = qcow2_refcount_flush(img);
-    if (r == 0)
-        r = qimg_io_truncate(img->file, s->file_size);
+    }
+    /* what is held is true again: a failure from here leaves an image
+     * that is sound, only dirty or longer than needed */
+    r = qcow2_refcount_flush(img);
     if (r == 0)
         r = qimg_io_flush(img->file);
     if (r == 0)
         r = set_incompat(img, clean);
     if (r == 0)
         s->ws->marked_dirty = false;   /* the next change sets it again if lazy */
+    if (r == 0)
+        r = qimg_io_truncate(img->file, (3 + l1c) * s->cluster_size);
+    if (r == 0)
+        s->file_size = (3 + l1c) * s->cluster_size;
     return r;
 }
 

@@ -112,19 +112,22 @@ static int refblock_slot(struct qimg_image *img, uint64_t offset, struct qcow2_r
     return 0;
 }
 
+/* The cached block at offset, read when missing.  Updates announce
+ * refblock_load whether cached or not, lookups never (qemu's events). */
 static int load_refblock(struct qimg_image *img, uint64_t offset, uint64_t table_index,
-                         struct qcow2_refblock **out)
+                         bool for_update, struct qcow2_refblock **out)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (!qimg_is_aligned(offset, s->cluster_size) ||
         !qimg_range_ok(offset, s->cluster_size, s->file_size))
         return qimg_error(-EIO, "qcow2: Refblock offset %#" PRIx64 " is invalid (reftable index %#"
                           PRIx64 ")", offset, table_index);
+    if (for_update)
+        qimg_io_event(img->file, QIMG_EV_REFBLOCK_LOAD);
     bool hit;
     int r = refblock_slot(img, offset, out, &hit);
     if (r < 0 || hit)
         return r;
-    qimg_io_event(img->file, QIMG_EV_REFBLOCK_LOAD);
     r = qimg_io_pread(img->file, (*out)->data, s->cluster_size, offset);
     if (r < 0)
         return qimg_error(r, "Could not read refcount block: %s", strerror(-r));
@@ -149,7 +152,7 @@ int qcow2_get_refcount(struct qimg_image *img, uint64_t cluster, uint64_t *rc)
     if (off == 0)
         return 0;
     struct qcow2_refblock *rb;
-    int r = load_refblock(img, off, ti, &rb);
+    int r = load_refblock(img, off, ti, false, &rb);
     if (r < 0)
         return r;
     *rc = qcow2_refblock_get(s, rb->data, cluster % s->refcount_block_entries);
@@ -168,7 +171,7 @@ int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t co
         if (off == 0)
             return qimg_error(-EIO, "qcow2: no refcount block for cluster %#" PRIx64, cluster);
         struct qcow2_refblock *rb;
-        int r = load_refblock(img, off, ti, &rb);
+        int r = load_refblock(img, off, ti, true, &rb);
         if (r < 0)
             return r;
         for (uint64_t k = 0; k < n; k++) {
@@ -197,7 +200,7 @@ int qcow2_refblock_peek(struct qimg_image *img, uint64_t ti, const uint8_t **dat
     if (off == 0)
         return 0;
     struct qcow2_refblock *rb;
-    int r = load_refblock(img, off, ti, &rb);
+    int r = load_refblock(img, off, ti, false, &rb);
     if (r == 0)
         *data = rb->data;
     return r;

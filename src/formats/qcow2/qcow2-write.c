@@ -124,7 +124,7 @@ int qcow2_write_flush(struct qimg_image *img)
  * make_empty ...) announce nothing, as in qemu. */
 int qcow2_flush(struct qimg_image *img)
 {
-    if (!qcow2_state(img)->ws)
+    if (!qcow2_state(img)->ws || qcow2_state(img)->ws->broken)
         return 0;
     qimg_io_event(img->file, QIMG_EV_FLUSH_TO_OS);
     int r = qcow2_write_flush(img);
@@ -144,18 +144,45 @@ static int request_done(struct qimg_image *img, int r)
     return r;
 }
 
+/* At close the caches are written as qemu's inactivation does: L2 tables
+ * (with the refcount blocks they depend on), then refcount blocks, each
+ * followed by a flush of the file; a failure is reported and keeps the
+ * dirty bit. */
+static int close_flush(struct qimg_image *img, bool l2)
+{
+    int r = 0;
+    if (!l2 || qcow2_l2_cache_dirty(img))
+        r = qcow2_refcount_flush(img);
+    if (r == 0 && l2 && qcow2_l2_cache_dirty(img))
+        r = qimg_io_flush(img->file);
+    if (r == 0 && l2)
+        r = qcow2_l2_cache_flush(img);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r < 0)
+        qimg_warn("ERROR: Failed to flush the %s cache: %s",
+                  l2 ? "L2 table" : "refcount block", strerror(-r));
+    return r;
+}
+
 void qcow2_write_close(struct qimg_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (!s || !s->ws)
         return;
-    /* a clean close: everything written, the dirty bit goes; qemu then
-     * writes the whole first cluster again (its header update), which
-     * allocates all of it on the host */
-    if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY && s->ws->marked_dirty &&
-        flush_locked(img) == 0 &&
-        write_incompat(img, s->incompatible_features & ~QCOW2_INCOMPAT_DIRTY) == 0)
-        qcow2_rewrite_header_locked(img);
+    if (!s->ws->broken) {
+        int r = close_flush(img, true);
+        if (close_flush(img, false) < 0 || r < 0)
+            goto out;
+        /* a clean close: everything written, the dirty bit goes; qemu then
+         * writes the whole first cluster again (its header update), which
+         * allocates all of it on the host */
+        if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY && s->ws->marked_dirty &&
+            flush_locked(img) == 0 &&
+            write_incompat(img, s->incompatible_features & ~QCOW2_INCOMPAT_DIRTY) == 0)
+            qcow2_rewrite_header_locked(img);
+    }
+out:
     qcow2_refcount_free(s);
     pthread_cond_destroy(&s->ws->inflight_done);
     free(s->ws);
@@ -1286,17 +1313,20 @@ int qcow2_change_backing(struct qimg_image *img, const char *backing, const char
         return -EACCES;
     if (backing && qcow2_has_data_file(s) && qcow2_data_file_is_raw(s))
         return -EINVAL;
+    CLEANUP_FREE char *stored_fmt = backing && fmt ? strndup(fmt, QCOW2_BACKING_FMT_MAX) : NULL;
+    if (backing && fmt && !stored_fmt)
+        return -ENOMEM;
     pthread_mutex_lock(&img->lock);
     int r = flush_locked(img);
     if (r == 0)
-        r = rewrite_header(img, backing, backing ? fmt : NULL);
+        r = rewrite_header(img, backing, stored_fmt);
     pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
     free(img->backing_file);
     free(img->backing_fmt);
     img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = backing && fmt ? qimg_strdup(fmt) : NULL;
+    img->backing_fmt = stored_fmt ? qimg_strdup(stored_fmt) : NULL;
     return 0;
 }
 

@@ -193,7 +193,7 @@ static int parse_one_ext(struct qcow2_state *s, uint32_t type, const uint8_t *da
 {
     switch (type) {
     case QCOW2_EXT_BACKING_FORMAT:
-        if (len >= 16)   /* qemu's buffer for a format name */
+        if (len > QCOW2_BACKING_FMT_MAX)
             return qimg_error(-EINVAL, "ERROR: ext_backing_format: len=%" PRIu32 " too large (>=16)", len);
         free(s->backing_fmt);
         s->backing_fmt = string_ext(data, len);

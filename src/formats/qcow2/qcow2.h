@@ -92,6 +92,9 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 #define QCOW2_MIN_CLUSTER_BITS_EXTL2 14
 #define QCOW2_MAX_REFCOUNT_ORDER 6
 #define QCOW2_MAX_BACKING_NAME  1023u
+/* qemu keeps a backing format name in 16 bytes: a longer one (a driver
+ * name like "copy-before-write") is stored cut to 15 characters. */
+#define QCOW2_BACKING_FMT_MAX 15
 #define QCOW2_MAX_L1_BYTES      (32ull << 20)
 #define QCOW2_MAX_REFTABLE_BYTES (8ull << 20)
 #define QCOW2_MAX_SNAPSHOTS     65536u
@@ -105,6 +108,8 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 /* Memory for cached L2 tables (qemu's default maximum on Linux). */
 #define QCOW2_L2_CACHE_MAX_BYTES (32ull << 20)
 #define QCOW2_L2_CACHE_MIN_TABLES 4u
+/* The cache's tables are allocated this many bytes at a time (qcow2-read.c). */
+#define QCOW2_L2_SLAB_BYTES     (1ull << 20)
 
 /* ----------------------------------------------------- L1 / L2 entries */
 
@@ -200,6 +205,8 @@ struct qcow2_l2_cache {
     uint32_t nbuckets;               /* power of two */
     struct qcow2_l2_entry *lru_head, *lru_tail;
     uint64_t hits, misses;
+    uint8_t **slabs;                 /* table memory, allocated as slots are first used */
+    uint32_t nslabs, slab_tables;    /* slabs allocated; tables per slab */
 };
 
 struct qcow2_state {
@@ -418,6 +425,8 @@ struct qcow2_wstate {
     bool batch_discards;           /* collect freed ranges, discard them merged */
     uint64_t (*discards)[2];       /* host [start, end) byte ranges, merged */
     size_t nb_discards, discards_cap;
+    bool broken;                   /* on-disk refcounts no longer what we hold
+                                      (a failed make_empty): write nothing more */
 };
 
 /* qcow2-refcount.c, all with img->lock held */
@@ -488,6 +497,8 @@ int qcow2_update_header_on_open(struct qimg_image *img, unsigned flags);
 int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 /* Mark the cached table at l2_offset modified (qcow2-read.c). */
 void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset);
+/* Does any cached L2 table wait to be written? */
+bool qcow2_l2_cache_dirty(struct qimg_image *img);
 /* Forget a cached table (its cluster was freed) without writing it. */
 void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset);
 /* With img->lock held: the L2 table for guest offset off, allocated (or
