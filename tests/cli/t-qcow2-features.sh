@@ -24,12 +24,13 @@ feat() {
     printf '%*s' $(((46 - ${#3}) * 2)) '' | tr ' ' 0
 }
 hex() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
-# set_exts FILE HEX...: the extensions of FILE replaced by these, then the end
+# set_exts FILE HEX...: the extensions of FILE replaced by these, then the
+# end (at EXT_AT, default 112: the header's length)
 set_exts() {
     local f=$1; shift
     local all
     all=$(printf '%s' "$@")0000000000000000
-    printf "$(echo "$all" | sed 's/../\\x&/g')" | poke "$f" 112
+    printf "$(echo "$all" | sed 's/../\\x&/g')" | poke "$f" "${EXT_AT:-112}"
 }
 # base FILE [create options]: a 64 MiB image by qemu-img, 64 KiB written
 base() {
@@ -202,3 +203,45 @@ same "ignored bitmaps: check -r all" check -r all t.qcow2
 same_file "ignored bitmaps: check -r all" t.qcow2
 same "ignored bitmaps: info" info t.qcow2
 same_file "ignored bitmaps: info" t.qcow2
+
+# the known autoclear bit "raw external data" without an external data
+# file: refused by every open but info's (which does no I/O)
+fresh
+base t.qcow2
+poke64 t.qcow2 88 2
+for args in "info t.qcow2" "check t.qcow2" "check -r all t.qcow2" "map t.qcow2" \
+            "convert -O raw t.qcow2 o.raw" "resize t.qcow2 +1M"; do
+    read -ra a <<<"$args"
+    same "data-file-raw alone: ${a[0]}" "${a[@]}"
+    same_file "data-file-raw alone: ${a[0]}" t.qcow2
+done
+
+# ================================================ header fields beyond ours
+# header_length 104 (no compression type byte) and 120/176 (fields qemu
+# does not know, kept by a header update after its own)
+hdr_len() {   # hdr_len LENGTH: t.qcow2 with that header length, its
+    fresh     # extension area moved after it, unknown fields 0xab
+    base t.qcow2
+    poke32 t.qcow2 100 "$1"
+    if [ "$1" -gt 112 ]; then
+        printf '%*s' $(($1 - 112)) '' | tr ' ' '\253' | poke t.qcow2 112
+    fi
+    EXT_AT=$1 set_exts t.qcow2 "$(ext $FT "$(feat 0 0 'dirty bit')")" "$(ext 0x11111111 aa)"
+    poke64 t.qcow2 88 $((1 << 40))
+}
+for len in 104 120 176; do
+    for args in "rebase -u -b '' t.qcow2" "amend -o lazy_refcounts=on t.qcow2" \
+                "check -r all t.qcow2" "info t.qcow2" "bitmap --add t.qcow2 bm"; do
+        name="header length $len: ${args%% t.qcow2*}"
+        hdr_len $len
+        eval "same \"\$name\" $args"
+        same_file "$name" t.qcow2
+    done
+done
+# a downgrade to v2 drops them: qemu writes them where a v2 reader looks
+# for extensions, and its image does not open any more (qimg's does)
+hdr_len 120
+"$QIMG_AS_QEMU" amend -o compat=0.10 t.qcow2 2>&1
+expect_eq "header length 120: downgrade: qemu-img check of qimg's file" \
+    "$("$QEMU_IMG" check t.qcow2 2>&1 | head -1)" "No errors were found on the image."
+expect_eq "header length 120: downgrade: version 2" "$(peek32 t.qcow2 4)" 2

@@ -25,6 +25,8 @@
 
 #include "qcow2.h"
 #include "qcow2-amend.h"
+#include "qcow2-snapshot.h"
+#include "qcow2-snaptable.h"
 
 const struct qimg_opt_desc qcow2_amend_opts[] = {
     { "size", QIMG_OPT_SIZE, "Virtual disk size", NULL },
@@ -178,7 +180,7 @@ static int write_header(struct qimg_image *img)
     uint64_t cs = s->cluster_size;
     const char *backing = img->backing_file;
     size_t blen = backing ? strlen(backing) : 0;
-    s->header_length = s->version >= 3 ? QCOW2_HDR_V3_LENGTH : QCOW2_HDR_V2_LENGTH;
+    s->header_length = qcow2_written_header_length(s);
 
     size_t need = s->header_length + 8 + blen;
     if (s->backing_fmt)
@@ -198,6 +200,8 @@ static int write_header(struct qimg_image *img)
 
     CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, cs);
     put_fixed_fields(s, buf);
+    if (s->version >= 3 && s->unknown_header_fields_len)
+        memcpy(buf + QCOW2_HDR_V3_LENGTH, s->unknown_header_fields, s->unknown_header_fields_len);
     size_t pos = s->header_length;
     if (s->backing_fmt)
         put_ext(buf, &pos, QCOW2_EXT_BACKING_FORMAT, s->backing_fmt, strlen(s->backing_fmt));
@@ -393,6 +397,18 @@ static int upgrade(struct qimg_image *img, struct amend_progress *p)
     int r = flush_all(img);
     if (r < 0)
         return r;
+    /* v3 entries hold the 64-bit VM state size and the disk size in their
+     * extra data, which v2 ones may lack: the table is written anew then */
+    bool incomplete = false;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++)
+        incomplete |= s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_DISKSIZE;
+    if (incomplete) {
+        r = qcow2_snapshot_write_table(img);
+        if (r == 0)
+            r = flush_all(img);
+        if (r < 0)
+            return qimg_error(r, "Failed to update the snapshot table: %s", strerror(-r));
+    }
     s->version = 3;
     s->incompatible_features = 0;
     s->compatible_features = 0;
@@ -842,24 +858,16 @@ static int expand_l2(struct qimg_image *img, uint64_t l2)
     return r;
 }
 
+/* As qemu: a snapshot's L1 table that fails the check is reported on a
+ * line of its own. */
 static int read_snapshot_l1(struct qimg_image *img, const struct qcow2_snapshot *sn, uint64_t **l1)
 {
-    struct qcow2_state *s = qcow2_state(img);
-    uint64_t bytes = (uint64_t)sn->l1_size * 8;
-    if (bytes > QCOW2_MAX_L1_BYTES || !qimg_range_ok(sn->l1_table_offset, bytes, s->file_size))
-        return qimg_error(-EIO, "qcow2: snapshot L1 table is invalid");
-    uint64_t *t = qimg_calloc_from_image(sn->l1_size ? sn->l1_size : 1, 8, "snapshot L1 table");
-    if (!t)
-        return -ENOMEM;
-    int r = bytes ? qimg_io_pread(img->file, t, bytes, sn->l1_table_offset) : 0;
+    int r = qcow2_snapshot_l1_check(qcow2_state(img), sn);
     if (r < 0) {
-        free(t);
-        return qimg_error(r, "Could not read snapshot L1 table: %s", strerror(-r));
+        qimg_check_log(QIMG_CHECK_LOG_REPORT "%s", qimg_last_error());
+        return r;
     }
-    for (uint32_t i = 0; i < sn->l1_size; i++)
-        t[i] = qimg_be64(&t[i]);
-    *l1 = t;
-    return 0;
+    return qcow2_snapshot_read_l1(img, sn, 0, l1);
 }
 
 /* Zero clusters do not exist in v2: every L2 table of the active L1 and of
@@ -907,7 +915,7 @@ static int downgrade(struct qimg_image *img, struct amend_progress *p)
     s->incompatible_features &= ~QCOW2_INCOMPAT_COMPRESSION;
     r = expand_zero_clusters(img, p);
     if (r < 0)
-        return r;
+        return qimg_error(r, "Failed to turn zero into data clusters: %s", strerror(-r));
     s->version = 2;
     s->incompatible_features = 0;
     s->compatible_features = 0;

@@ -641,7 +641,8 @@ static int count_l1(struct check_ctx *c, uint64_t l1_offset, uint32_t l1_size, b
         c->res->check_errors++;
         return -ENOMEM;
     }
-    r = qimg_io_pread(c->img->file, l1, bytes, l1_offset);
+    /* as qemu: zeros past the end of the file, an error past its largest offset */
+    r = qcow2_pread_zero_filled(c->img, c->s->file_size, l1, bytes, l1_offset);
     if (r < 0) {
         qimg_check_log("ERROR: I/O error in check_refcounts_l1");
         c->res->check_errors++;

@@ -176,8 +176,8 @@ int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t co
             return r;
         for (uint64_t k = 0; k < n; k++) {
             uint64_t v = qcow2_refblock_get(s, rb->data, i + k);
-            if (delta < 0 && v < (uint64_t)-delta)
-                return qimg_error(-EIO, "qcow2: refcount of cluster %#" PRIx64 " would go "
+            if (delta < 0 && v < (uint64_t)-delta)   /* qemu's code for it */
+                return qimg_error(-EINVAL, "qcow2: refcount of cluster %#" PRIx64 " would go "
                                   "below zero", cluster + k);
             if (delta > 0 && w->refcount_max - v < (uint64_t)delta)
                 return qimg_error(-ERANGE, "qcow2: refcount of cluster %#" PRIx64 " would "

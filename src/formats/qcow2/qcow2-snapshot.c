@@ -69,12 +69,34 @@ static int note_freed(struct qimg_image *img, struct ref_walk *w, uint64_t clust
     return 0;
 }
 
+/* A reference more to a cluster no refcount block covers (an L2 entry
+ * pointing far beyond the file): qemu's refcount update makes the block
+ * and asks its caller to start again (-EAGAIN), which a snapshot's walk
+ * does not do; past what the largest refcount table covers it answers
+ * -EFBIG.  Here nothing is made: the walk fails with qemu's code. */
+static int check_refblock_exists(struct qimg_image *img, uint64_t cluster)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t ti = cluster / s->refcount_block_entries;
+    const uint8_t *block;
+    int r = qcow2_refblock_peek(img, ti, &block);
+    if (r < 0 || block)
+        return r;
+    bool too_far = ti >= s->refcount_table_size &&
+                   qimg_div_round_up(cluster, s->refcount_block_entries) >
+                   QCOW2_MAX_REFTABLE_BYTES / 8;
+    return qimg_error(too_far ? -EFBIG : -EAGAIN, "qcow2: no refcount block for cluster %#"
+                      PRIx64, cluster);
+}
+
 /* 0 done, 1 the limit was reached, <0 error. */
 static int change_ref(struct qimg_image *img, struct ref_walk *w, uint64_t cluster)
 {
     if (w->done == w->limit)
         return 1;
-    int r = qcow2_update_refcounts(img, cluster, 1, w->addend);
+    int r = w->addend > 0 ? check_refblock_exists(img, cluster) : 0;
+    if (r == 0)
+        r = qcow2_update_refcounts(img, cluster, 1, w->addend);
     if (r == -ERANGE)
         r = -EINVAL;            /* a refcount overflow: qemu says EINVAL */
     if (r == 0 && w->addend < 0 && w->discard)
@@ -112,6 +134,36 @@ static int check_l2_offset(const struct qcow2_state *s, uint64_t l2, uint64_t l1
     return 0;
 }
 
+static uint64_t with_copied(uint64_t entry, bool copied)
+{
+    return copied ? entry | QCOW2_OFLAG_COPIED : entry & ~QCOW2_OFLAG_COPIED;
+}
+
+/* As qemu's walk does in every table it passes: COPIED on a (standard)
+ * entry exactly when its cluster's refcount is now 1. */
+static int set_entry_copied(struct qimg_image *img, uint8_t *table, uint64_t l2_offset,
+                            uint64_t i)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint8_t *p = table + i * s->l2_entry_bytes;
+    uint64_t entry = qimg_be64(p);
+    uint64_t off = entry & QCOW2_OFFSET_MASK;
+    uint64_t rc = 0;
+    if (entry & QCOW2_OFLAG_COMPRESSED)
+        return 0;               /* never COPIED */
+    if (off && !qcow2_has_data_file(s)) {
+        int r = qcow2_get_refcount(img, off >> s->cluster_bits, &rc);
+        if (r < 0)
+            return r;
+    }
+    uint64_t ne = with_copied(entry, rc == 1);
+    if (ne != entry) {
+        qimg_put_be64(p, ne);
+        qcow2_l2_cache_mark_dirty(img, l2_offset);
+    }
+    return 0;
+}
+
 static int walk_l2(struct qimg_image *img, struct ref_walk *w, uint64_t l2_offset)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -128,6 +180,9 @@ static int walk_l2(struct qimg_image *img, struct ref_walk *w, uint64_t l2_offse
             if (r != 0)
                 return r;
         }
+        r = set_entry_copied(img, table, l2_offset, i);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -186,11 +241,6 @@ static int unref_l1(struct qimg_image *img, const uint64_t *l1, uint32_t n)
 }
 
 /* ============================================================ COPIED flags */
-
-static uint64_t with_copied(uint64_t entry, bool copied)
-{
-    return copied ? entry | QCOW2_OFLAG_COPIED : entry & ~QCOW2_OFLAG_COPIED;
-}
 
 static int write_l1(struct qimg_image *img, uint64_t offset, const uint64_t *l1, uint32_t n)
 {
@@ -295,24 +345,36 @@ static int alloc_run(struct qimg_image *img, uint64_t bytes, uint64_t *host)
     }
 }
 
-static int read_l1(struct qimg_image *img, uint64_t offset, uint32_t n, uint32_t entries,
-                   uint64_t **out)
+int qcow2_snapshot_l1_check(const struct qcow2_state *s, const struct qcow2_snapshot *sn)
+{
+    uint64_t bytes = (uint64_t)sn->l1_size * 8;
+    if (bytes > QCOW2_MAX_L1_BYTES)
+        return qimg_error(-EFBIG, "Snapshot L1 table too large");
+    if (!qimg_is_aligned(sn->l1_table_offset, s->cluster_size) ||
+        sn->l1_table_offset > (uint64_t)INT64_MAX - bytes)
+        return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
+    return 0;
+}
+
+int qcow2_snapshot_read_l1(struct qimg_image *img, const struct qcow2_snapshot *sn,
+                           uint32_t min_entries, uint64_t **out)
 {
     struct qcow2_state *s = qcow2_state(img);
-    if ((uint64_t)n * 8 > QCOW2_MAX_L1_BYTES)
-        return qimg_error(-EFBIG, "Snapshot L1 table too large");
-    if (n && (!qimg_is_aligned(offset, s->cluster_size) ||
-              !qimg_range_ok(offset, (uint64_t)n * 8, s->file_size)))
-        return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
-    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(QIMG_MAX(n, entries), 1u), 8, "L1 table");
+    *out = NULL;
+    int r = qcow2_snapshot_l1_check(s, sn);
+    if (r < 0)
+        return r;
+    uint64_t bytes = (uint64_t)sn->l1_size * 8;
+    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(QIMG_MAX(sn->l1_size, min_entries), 1u), 8,
+                                          "L1 table");
     if (!l1)
         return -ENOMEM;
-    int r = n ? qimg_io_pread(img->file, l1, (size_t)n * 8, offset) : 0;
+    r = bytes ? qcow2_pread_zero_filled(img, s->file_size, l1, bytes, sn->l1_table_offset) : 0;
     if (r < 0) {
         free(l1);
         return qimg_error(r, "Could not read snapshot L1 table: %s", strerror(-r));
     }
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < sn->l1_size; i++)
         l1[i] = qimg_be64(&l1[i]);
     *out = l1;
     return 0;
@@ -421,12 +483,25 @@ static void upgrade_extra(struct qcow2_snapshot *sn)
     qimg_put_be64(sn->extra_data + 16, (uint64_t)sn->icount);
 }
 
+/* qemu's qcow2_free_clusters: a failure is printed, not returned (the
+ * clusters leak).  eio_as_einval: what qimg answers with EIO for a
+ * missing refcount block, qemu's check repair answers with EINVAL. */
+static void free_or_log(struct qimg_image *img, uint64_t offset, uint64_t bytes, bool eio_as_einval)
+{
+    int r = qcow2_free_clusters(img, offset, bytes, true);
+    if (r < 0) {
+        qimg_check_log("qcow2_free_clusters failed: %s",
+                       strerror(r == -EIO && eio_as_einval ? EINVAL : -r));
+        qimg_error_clear();
+    }
+}
+
 /* Write snaps[0..n) as the new table in new clusters, point the header
- * to it, free the old one (old_len bytes).  s->snapshots is not touched.
- * lenient_free: a failure to free the old table is only logged (qemu's
- * check repair). */
+ * to it, free the old one (old_len bytes: a failure is only logged, as
+ * qemu does).  s->snapshots is not touched.  for_check: qemu's check
+ * repair (see free_or_log and the overlap check below). */
 static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n,
-                            uint64_t old_len, bool lenient_free)
+                            uint64_t old_len, bool for_check)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t old_off = s->snapshots_offset;
@@ -437,13 +512,18 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
         return qimg_error(-EFBIG, "Snapshot table too large");
     if (n > 0) {
         CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, len);
-        encode_table(snaps, n, buf);
         r = alloc_run(img, len, &off);
         if (r == 0)
             r = qcow2_refcount_flush(img);
+        /* qemu writes the entries one by one: the padding between them
+         * keeps what the clusters held */
+        if (r == 0)
+            r = qcow2_pread_zero_filled(img, s->file_size, buf, len, off);
+        if (r == 0)
+            encode_table(snaps, n, buf);
         /* a repair may have freed clusters of the old table as leaks:
          * qemu refuses to write over them */
-        if (r == 0 && lenient_free)
+        if (r == 0 && for_check)
             r = qcow2_repair_overlap_check_snaptable(img, off, len, old_off, old_len);
         if (r == 0)
             r = qimg_io_pwrite(img->file, buf, len, off);
@@ -465,21 +545,20 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
     s->snapshots_offset = off;
     if (!old_off || !old_len)
         return 0;
-    r = qcow2_free_clusters(img, old_off, old_len, true);
-    if (r < 0 && lenient_free) {
-        /* qemu reports a refcount that would drop below zero or a
-         * missing refcount block as EINVAL */
-        qimg_check_log("qcow2_free_clusters failed: %s", strerror(r == -EIO ? EINVAL : -r));
-        qimg_error_clear();
-        r = 0;
-    }
-    return r;
+    free_or_log(img, old_off, old_len, for_check);
+    return 0;
 }
 
 static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n)
 {
     struct qcow2_state *s = qcow2_state(img);
     return write_table_from(img, snaps, n, table_len(s->snapshots, s->nb_snapshots, false), false);
+}
+
+int qcow2_snapshot_write_table(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    return write_table(img, s->snapshots, s->nb_snapshots);
 }
 
 int qcow2_snapshot_rewrite_table(struct qimg_image *img, uint64_t old_size)
@@ -631,7 +710,7 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
         r = grow_active_l1(img, sn->l1_size);
     uint64_t *l1 = NULL;
     if (r == 0)
-        r = read_l1(img, sn->l1_table_offset, sn->l1_size, s->l1_size, &l1);
+        r = qcow2_snapshot_read_l1(img, sn, s->l1_size, &l1);
     if (r < 0)
         return r;
     r = ref_l1(img, l1, s->l1_size);
@@ -642,6 +721,9 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
     bool changed;
     if (r == 0)
         r = fix_copied_tables(img, l1, s->l1_size, &changed);
+    /* qemu's walk writes the snapshot's own table back with those flags */
+    if (r == 0 && changed)
+        r = write_l1(img, sn->l1_table_offset, l1, sn->l1_size);
     if (r == 0)
         r = write_l1(img, s->l1_table_offset, l1, s->l1_size);
     if (r < 0) {
@@ -670,6 +752,13 @@ int qcow2_snapshot_apply(struct qimg_image *img, const char *id_or_name)
     int i = find_by_id_or_name(s, id_or_name);
     if (i < 0)
         return qimg_error(-ENOENT, "snapshot not found");
+    /* before anything changes; qemu reports it on a line of its own and
+     * fails with the code alone */
+    r = qcow2_snapshot_l1_check(s, &s->snapshots[i]);
+    if (r < 0) {
+        qimg_check_log(QIMG_CHECK_LOG_REPORT "%s", qimg_last_error());
+        return r;
+    }
     /* the disk takes the size it had when the snapshot was taken */
     uint64_t disk_size = s->snapshots[i].disk_size;
     if (disk_size != s->size && (r = qcow2_resize(img, disk_size, NULL, true)) < 0)
@@ -711,22 +800,13 @@ int qcow2_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *
     if (i < 0)
         return qimg_error(-ENOENT, "Can't find snapshot");
     const struct qcow2_snapshot *sn = &s->snapshots[i];
-    uint64_t bytes = (uint64_t)sn->l1_size * 8;
-    if (bytes > QCOW2_MAX_L1_BYTES)
-        return qimg_error(-EFBIG, "Snapshot L1 table too large");
-    if (!qimg_is_aligned(sn->l1_table_offset, s->cluster_size) ||
-        sn->l1_table_offset > (uint64_t)INT64_MAX - bytes)
-        return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
-    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(sn->l1_size, 1u), 8, "L1 table");
-    if (!l1)
-        return -ENOMEM;
-    int r = bytes ? qcow2_pread_zero_filled(img, s->file_size, l1, bytes, sn->l1_table_offset) : 0;
-    if (r < 0) {
-        free(l1);
+    int r = qcow2_snapshot_l1_check(s, sn);
+    if (r < 0)
+        return r;
+    uint64_t *l1;
+    r = qcow2_snapshot_read_l1(img, sn, 0, &l1);
+    if (r < 0)
         return qimg_error(r, "Failed to read l1 table for snapshot");
-    }
-    for (uint32_t k = 0; k < sn->l1_size; k++)
-        l1[k] = qimg_be64(&l1[k]);
     pthread_mutex_lock(&img->lock);
     free(s->l1_table);
     s->l1_table = l1;
@@ -738,37 +818,44 @@ int qcow2_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *
 
 /* ================================================================ delete */
 
+/* In qemu's order and with its messages: the entry leaves the table, then
+ * what the snapshot referenced goes (its L1 table read from disk then),
+ * then the L1 table itself, then the COPIED flags are set again. */
 static int delete_locked(struct qimg_image *img, uint32_t idx)
 {
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_snapshot sn = s->snapshots[idx];
-    uint64_t *l1;
-    int r = read_l1(img, sn.l1_table_offset, sn.l1_size, 0, &l1);
-    if (r < 0)
-        return r;
     uint32_t n = s->nb_snapshots - 1;
     struct qcow2_snapshot *arr = qimg_xcalloc(QIMG_MAX(n, 1u), sizeof *arr);
     memcpy(arr, s->snapshots, idx * sizeof *arr);
     memcpy(arr + idx, s->snapshots + idx + 1, (n - idx) * sizeof *arr);
-    r = write_table(img, arr, n);
+    int r = write_table(img, arr, n);
     if (r < 0) {
         free(arr);
-        free(l1);
-        return r;
+        return qimg_error(r, "Failed to remove snapshot from snapshot list: %s", strerror(-r));
     }
     free(s->snapshots);
     s->snapshots = arr;
     s->nb_snapshots = n;
     /* out of the table: what only the snapshot held goes */
     s->ws->free_byte_offset = 0;      /* its cluster may be freed now */
-    r = unref_l1(img, l1, sn.l1_size);
-    free(l1);
-    if (r == 0 && sn.l1_size)
-        r = qcow2_free_clusters(img, sn.l1_table_offset, (uint64_t)sn.l1_size * 8, true);
-    if (r == 0)
-        r = fix_copied(img);
+    uint64_t *l1;
+    r = qcow2_snapshot_read_l1(img, &sn, 0, &l1);
+    if (r == 0) {
+        r = unref_l1(img, l1, sn.l1_size);
+        free(l1);
+    }
+    if (r < 0) {
+        free_snapshot(&sn);
+        return qimg_error(r, "Failed to free the cluster and L1 table: %s", strerror(-r));
+    }
+    if (sn.l1_size)
+        free_or_log(img, sn.l1_table_offset, (uint64_t)sn.l1_size * 8, false);
     free_snapshot(&sn);
-    return r;
+    r = fix_copied(img);
+    if (r < 0)
+        return qimg_error(r, "Failed to update snapshot status in disk: %s", strerror(-r));
+    return 0;
 }
 
 int qcow2_snapshot_delete(struct qimg_image *img, const char *id, const char *name)
@@ -785,7 +872,9 @@ int qcow2_snapshot_delete(struct qimg_image *img, const char *id, const char *na
     }
     if (idx == s->nb_snapshots)
         return qimg_error(-ENOENT, "snapshot not found");
-    r = qcow2_write_flush(img);
+    r = qcow2_snapshot_l1_check(s, &s->snapshots[idx]);
+    if (r == 0)
+        r = qcow2_write_flush(img);
     if (r < 0)
         return r;
     pthread_mutex_lock(&img->lock);

@@ -1190,7 +1190,8 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
     if (blen > QCOW2_MAX_BACKING_NAME)
         return -EINVAL;
     /* the space needed */
-    size_t need = s->header_length;
+    uint32_t hlen = qcow2_written_header_length(s);
+    size_t need = hlen;
     if (fmt)
         need += ext_size((uint32_t)flen);
     if (s->data_file_name)
@@ -1208,17 +1209,22 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         return -ENOSPC;
 
     CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, cs);
-    /* the header fields as they are on disk now, the feature bits as
-     * they are in memory */
-    int r = qimg_io_pread(img->file, buf, s->header_length, 0);
+    /* the known header fields as they are on disk now (a v3 header of
+     * 104 bytes gets the compression type byte: zlib), the feature bits
+     * as they are in memory, the unknown fields after them */
+    uint32_t known = s->version >= 3 ? QCOW2_HDR_V3_LENGTH : QCOW2_HDR_V2_LENGTH;
+    int r = qimg_io_pread(img->file, buf, QIMG_MIN(known, s->header_length), 0);
     if (r < 0)
         return r;
     if (s->version >= 3) {
         qimg_put_be64(buf + QCOW2_HDR_INCOMPATIBLE_FEATURES, s->incompatible_features);
         qimg_put_be64(buf + QCOW2_HDR_COMPATIBLE_FEATURES, s->compatible_features);
         qimg_put_be64(buf + QCOW2_HDR_AUTOCLEAR_FEATURES, s->autoclear_features);
+        qimg_put_be32(buf + QCOW2_HDR_HEADER_LENGTH, hlen);
+        if (s->unknown_header_fields_len)
+            memcpy(buf + known, s->unknown_header_fields, s->unknown_header_fields_len);
     }
-    size_t pos = s->header_length;
+    size_t pos = hlen;
     if (fmt)
         put_ext(buf, &pos, QCOW2_EXT_BACKING_FORMAT, fmt, (uint32_t)flen);
     if (s->data_file_name)
@@ -1257,6 +1263,7 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         return r;
     s->backing_file_offset = boff;
     s->backing_file_size = (uint32_t)blen;
+    s->header_length = hlen;
     free(s->backing_fmt);
     s->backing_fmt = fmt ? qimg_strdup(fmt) : NULL;
     return 0;

@@ -101,6 +101,9 @@ static int parse_header(struct qcow2_state *s, const uint8_t *h)
 
 static void free_extensions(struct qcow2_state *s)
 {
+    free(s->unknown_header_fields);
+    s->unknown_header_fields = NULL;
+    s->unknown_header_fields_len = 0;
     free(s->backing_fmt);
     free(s->data_file_name);
     free(s->features);
@@ -254,6 +257,16 @@ static int parse_extensions(struct qcow2_state *s, const uint8_t *cluster, uint6
         off += padded;
     }
     return 0;
+}
+
+static void keep_unknown_header_fields(struct qcow2_state *s, const uint8_t *cluster)
+{
+    if (s->version < 3 || s->header_length <= QCOW2_HDR_V3_LENGTH)
+        return;
+    /* header_length is at most the cluster size (checked) */
+    s->unknown_header_fields_len = s->header_length - QCOW2_HDR_V3_LENGTH;
+    s->unknown_header_fields = qimg_xmalloc(s->unknown_header_fields_len);
+    memcpy(s->unknown_header_fields, cluster + QCOW2_HDR_V3_LENGTH, s->unknown_header_fields_len);
 }
 
 /* "Unsupported qcow2 feature(s): <names from the table>, Unknown
@@ -514,6 +527,8 @@ static int open_data_file(struct qimg_image *img, struct qcow2_state *s, qimg_op
             return qimg_error(-EINVAL, "data-file can only be set for images that use an external data file");
         if (user && !(flags & QIMG_OPEN_NO_IO))
             return qimg_error(-EINVAL, "'data-file' can only be set for images with an external data file");
+        if (qcow2_data_file_is_raw(s) && !(flags & QIMG_OPEN_NO_IO))
+            return qimg_error(-EINVAL, "data-file-raw requires a data file");
         return 0;
     }
     /* info never opens the data file: its name may point anywhere */
@@ -617,6 +632,7 @@ static int open_header(struct qimg_image *img, struct qcow2_state *s, unsigned f
     if (r < 0)
         return r;
     reverse_unknown_exts(s);
+    keep_unknown_header_fields(s, cluster);
     return read_backing_name(img, s, cluster);
 }
 

@@ -283,7 +283,21 @@ struct qcow2_state {
     struct qcow2_wstate *ws;         /* write path (qcow2-write.c); NULL read-only */
 
     struct qcow2_bm_state *bm;       /* bitmaps in memory (qcow2-bitmap.c); NULL until used */
+
+    /* v3 header fields past the ones qemu knows (header_length beyond
+     * 112 bytes): a header update keeps them after the known ones */
+    uint8_t *unknown_header_fields;
+    uint32_t unknown_header_fields_len;
 };
+
+/* The header length an update writes: qemu's fields and the unknown ones
+ * (a version 2 header has no room for them: they go, where qemu would
+ * write them where extensions are looked for). */
+static inline uint32_t qcow2_written_header_length(const struct qcow2_state *s)
+{
+    return s->version >= 3 ? QCOW2_HDR_V3_LENGTH + s->unknown_header_fields_len
+                           : QCOW2_HDR_V2_LENGTH;
+}
 
 static inline struct qcow2_state *qcow2_state(struct qimg_image *img)
 {
