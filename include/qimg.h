@@ -230,6 +230,11 @@ int qimg_amend_help(const char *fmt, char **out);
  * ("Invalid parameter 'x'", typed values), as create and measure do. */
 int qimg_create_opts_validate(const char *fmt, qimg_opts *opts);
 
+/* What qemu checks on a new image's name before its options: a protocol
+ * prefix it knows ("Unknown protocol 'x'") whose backend can create
+ * ("Protocol driver 'x' does not support image creation"). */
+int qimg_create_name_check(const char *filename);
+
 struct qimg_create_params {
     const char *filename;
     const char *fmt;              /* NULL = raw */

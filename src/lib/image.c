@@ -139,11 +139,11 @@ static int pick_driver(qimg_opts *o, const struct node_req *req, const char **na
 {
     const char *driver = NULL;
     qimg_opts_get_string(o, "driver", &driver);
-    if (req->fmt && driver && strcmp(req->fmt, driver) != 0)
-        return qimg_error(-EINVAL, "Cannot use image format '%s' with driver '%s'", req->fmt, driver);
-    *name = driver ? driver : req->fmt;
+    /* -f wins over a json: "driver", as qemu's explicit options win over
+     * those of the filename */
+    *name = req->fmt ? req->fmt : driver;
     *drv = *name ? qimg_driver_find(*name) : NULL;
-    if (!*drv && *name && !driver)
+    if (!*drv && req->fmt)
         return qimg_error(-EINVAL, "Unknown driver '%s'", req->fmt);
     if ((req->flags & QIMG_OPEN_RDWR) && *drv && ((*drv)->flags & QIMG_DRV_READ_ONLY))
         return qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices", *name);
