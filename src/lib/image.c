@@ -112,22 +112,23 @@ static int lock_image(qimg_image *img)
  * driver's open.  Whatever nobody marked used is reported as qemu does.
  */
 
-/* An image named only by its storage ("file:a:b", blkdebug through
- * options) takes the name its storage gives itself, as qemu shows it. */
-static void rename_by_storage(qimg_image *img)
-{
-    char *exact = qimg_io_exact_filename(img->file);
-    if (!exact)
-        return;
-    free(img->filename);
-    img->filename = exact;
-}
+static bool has_strong_key(const qimg_opts *o);
+static bool has_content_key(const qimg_opts *o);
+
+/* The name qemu gives the image the user named: that of its storage when
+ * no option changes what the image reads and the storage can name itself
+ * ("file:a:b" is "./a:b", blkdebug given by options "blkdebug::IMAGE");
+ * for a json:/--image-opts tree otherwise its own json:{...} (backing
+ * options alone leave the name given). */
+struct node_req;
+static void name_top_node(qimg_image *img, const struct node_req *req, const qimg_opts *o);
 
 /* What a node is opened as. */
 struct node_req {
     const char *display;      /* the image's name in messages and info */
-    bool name_by_storage;     /* once open, named by its storage when it can say */
-    const char *fmt;          /* -f: must agree with "driver" */
+    bool top;                 /* the image named by the user: renamed once open */
+    bool from_tree;           /* ... given as json:{...} or --image-opts */
+    const char *fmt;          /* -f: wins over "driver" */
     unsigned flags;
     qimg_image *chain_top;    /* for a backing node: the chain above it */
 };
@@ -251,8 +252,8 @@ static int open_node(qimg_image **out, qimg_opts *o, const struct node_req *req)
     qimg_opts_free(file_opts);
     if (r < 0)
         goto fail;
-    if (req->name_by_storage)
-        rename_by_storage(img);
+    if (req->top)
+        name_top_node(img, req, o);
     qimg_opts_take_common(o);
     take_backing_tree(img, o);
     r = drv->open(img, o, req->flags);
@@ -349,36 +350,26 @@ static bool strong_key(const qimg_opts *o, const char *key)
            strncmp(key, "backing.", 8) == 0;
 }
 
-/* A raw window (offset/size over a plain file) is named as qemu names it:
- * json:{...} of the driver, the options and the file node; any other
- * tree by the name given. */
-static char *window_name(const qimg_opts *o, const char *given)
+/* offset, size, encrypt.*: what qemu names by options, unlike backing */
+static bool has_content_key(const qimg_opts *o)
 {
-    const char *driver = qimg_opts_get(o, "driver");
-    const char *file = qimg_opts_get(o, "file.filename");
-    const char *file_driver = qimg_opts_get(o, "file.driver");
-    static const char *const allowed[] = { "driver", "offset", "size", "file.filename", "file.driver" };
-    if (!driver || strcmp(driver, "raw") != 0 || !file ||
-        (file_driver && strcmp(file_driver, "file") != 0))
-        return qimg_strdup(given);
-    for (size_t i = 0; i < o->n; i++) {
-        bool ok = false;
-        for (size_t k = 0; k < QIMG_ARRAY_SIZE(allowed); k++)
-            ok |= strcmp(o->v[i].name, allowed[k]) == 0;
-        if (!ok)
-            return qimg_strdup(given);
-    }
-    struct qimg_json *top = qimg_json_object(), *node = qimg_json_object();
-    qimg_json_set(top, "driver", qimg_json_string(driver));
-    for (size_t k = 1; k <= 2; k++)
-        if (qimg_opts_get(o, allowed[k]))
-            qimg_json_set(top, allowed[k], qimg_json_string(qimg_opts_get(o, allowed[k])));
-    qimg_json_set(node, "driver", qimg_json_string("file"));
-    qimg_json_set(node, "filename", qimg_json_string(file));
-    qimg_json_set(top, "file", node);
-    CLEANUP_FREE char *text = qimg_json_to_string_compact(top);
-    qimg_json_free(top);
-    return qimg_asprintf("json:%s", text);
+    for (size_t i = 0; i < o->n; i++)
+        if (strong_key(o, o->v[i].name) && strcmp(o->v[i].name, "backing") != 0 &&
+            strncmp(o->v[i].name, "backing.", 8) != 0)
+            return true;
+    return false;
+}
+
+static void name_top_node(qimg_image *img, const struct node_req *req, const qimg_opts *o)
+{
+    bool strong = has_strong_key(o);
+    char *name = strong ? NULL : qimg_io_exact_filename(img->file);
+    if (!name && req->from_tree && (!strong || has_content_key(o)))
+        name = qimg_node_json_name(img->node_opts, img->drv->name);
+    if (!name)
+        return;
+    free(img->filename);
+    img->filename = name;
 }
 
 /* The name an image opened from a tree is shown by: its file's name unless
@@ -394,9 +385,8 @@ static bool has_strong_key(const qimg_opts *o)
 
 static char *tree_display(const qimg_opts *o, const char *given)
 {
-    for (size_t i = 0; i < o->n; i++)
-        if (strong_key(o, o->v[i].name))
-            return window_name(o, given);
+    if (has_strong_key(o))
+        return qimg_strdup(given);
     const char *file = qimg_opts_get(o, "file.filename");
     if (!file)
         file = qimg_opts_get(o, "file");
@@ -406,11 +396,11 @@ static char *tree_display(const qimg_opts *o, const char *given)
 }
 
 /* Open a top image and its chain from its tree, within safe mode's budget. */
-static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const char *fmt,
-                     unsigned flags)
+static int open_tree(qimg_image **out, qimg_opts *o, const char *display, bool from_tree,
+                     const char *fmt, unsigned flags)
 {
-    struct node_req req = { .display = display, .fmt = fmt, .flags = flags,
-                            .name_by_storage = !has_strong_key(o) };
+    struct node_req req = { .display = display, .fmt = fmt, .flags = flags, .top = true,
+                            .from_tree = from_tree };
     qimg_budget_begin((flags & QIMG_OPEN_SAFE) || qimg_safe_mode());
     int r = open_node(out, o, &req);
     if (r == 0 && !(flags & QIMG_OPEN_NO_BACKING))
@@ -441,7 +431,7 @@ int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned 
         r = qimg_storage_name_tree(&o, "file", filename);
     }
     if (r == 0)
-        r = open_tree(out, o, display, fmt, flags);
+        r = open_tree(out, o, display, shown != NULL, fmt, flags);
     qimg_opts_free(o);
     return r;
 }
@@ -454,7 +444,7 @@ int qimg_open_opts(qimg_image **out, const char *optstr, unsigned flags)
     int r = qimg_keyval_parse(&o, optstr, NULL);
     if (r == 0) {
         CLEANUP_FREE char *shown = tree_display(o, optstr);
-        r = open_tree(out, o, shown, NULL, flags);
+        r = open_tree(out, o, shown, true, NULL, flags);
     }
     qimg_opts_free(o);
     return r;

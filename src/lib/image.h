@@ -121,6 +121,11 @@ char *qimg_image_resolve_name(const struct qimg_image *img, const char *name);
  * (qimg_io_name_opts), under child ("file" -> file.filename=...). */
 int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name);
 
+/* qemu's name for a node it cannot name by a file: "json:{...}" of the
+ * options in tree o (flattened, as opened) that decide what it reads, for
+ * a node of format (names.c). */
+char *qimg_node_json_name(const qimg_opts *o, const char *format);
+
 /* Byte-size limit of one chain. */
 #define QIMG_MAX_CHAIN_DEPTH 1000
 
