@@ -113,6 +113,11 @@ int qimg_io_name_opts(qimg_opts **opts, const char *name)
     const struct qimg_io_ops *ops = qimg_io_protocol(name);
     if (!ops)
         return -EINVAL;
+    return qimg_io_name_opts_for(opts, ops, name);
+}
+
+int qimg_io_name_opts_for(qimg_opts **opts, const struct qimg_io_ops *ops, const char *name)
+{
     int r = qimg_opts_set(opts, "driver", ops->name);
     if (r == 0)
         r = qimg_opts_set(opts, "filename", name);

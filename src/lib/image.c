@@ -13,7 +13,10 @@
 
 uint64_t qimg_size(const qimg_image *img) { return img->size; }
 const char *qimg_filename(const qimg_image *img) { return img->filename; }
-const char *qimg_format(const qimg_image *img) { return img->drv->name; }
+const char *qimg_format(const qimg_image *img)
+{
+    return img->protocol_format ? img->protocol_format : img->drv->name;
+}
 qimg_image *qimg_backing(const qimg_image *img) { return img->backing; }
 const char *qimg_backing_filename(const qimg_image *img) { return img->backing_file; }
 const char *qimg_full_backing_filename(const qimg_image *img) { return img->full_backing_filename; }
@@ -144,7 +147,7 @@ static int pick_driver(qimg_opts *o, const struct node_req *req, const char **na
      * those of the filename */
     *name = req->fmt ? req->fmt : driver;
     *drv = *name ? qimg_driver_find(*name) : NULL;
-    if (!*drv && req->fmt)
+    if (!*drv && req->fmt && !qimg_io_backend_find(req->fmt))
         return qimg_error(-EINVAL, "Unknown driver '%s'", req->fmt);
     if ((req->flags & QIMG_OPEN_RDWR) && *drv && ((*drv)->flags & QIMG_DRV_READ_ONLY))
         return qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices", *name);
@@ -161,7 +164,7 @@ static int storage_tree(qimg_opts *o, const struct qimg_driver *drv, const char 
         *out = qimg_opts_copy(o);
         for (size_t i = 0; i < o->n; i++)
             o->v[i].used = true;
-        return 0;
+        return qimg_opts_set(out, "driver", driver);   /* -f may have named it */
     }
     const char *ref = qimg_opts_get(o, "file");
     if (ref)
@@ -247,6 +250,12 @@ static int open_node(qimg_image **out, qimg_opts *o, const struct node_req *req)
     int r = pick_driver(o, req, &driver, &drv);
     if (r == 0)
         r = storage_tree(o, drv, driver, &file_opts);
+    if (r == 0 && driver && !drv && qimg_io_backend_find(driver)) {
+        /* a protocol at the top: its storage is the image, no probing */
+        img->protocol_format = qimg_strdup(driver);
+        qimg_opts_set(&img->node_opts, "driver", driver);   /* -f may have named it */
+        drv = &qimg_driver_raw;
+    }
     if (r == 0)
         r = open_storage_of(img, file_opts, req, &drv);
     qimg_opts_free(file_opts);
@@ -365,7 +374,7 @@ static void name_top_node(qimg_image *img, const struct node_req *req, const qim
     bool strong = has_strong_key(o);
     char *name = strong ? NULL : qimg_io_exact_filename(img->file);
     if (!name && req->from_tree && (!strong || has_content_key(o)))
-        name = qimg_node_json_name(img->node_opts, img->drv->name);
+        name = qimg_node_json_name(img->node_opts, img->protocol_format ? NULL : img->drv->name);
     if (!name)
         return;
     free(img->filename);
@@ -427,6 +436,9 @@ int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned 
         r = qimg_json_filename_parse(&o, filename + 5);
         if (r == 0)
             display = shown = tree_display(o, filename);
+    } else if (fmt && !qimg_driver_find(fmt) && qimg_io_backend_find(fmt)) {
+        /* -f names a protocol: the name is that storage's, the image */
+        r = qimg_io_name_opts_for(&o, qimg_io_backend_find(fmt), filename);
     } else {
         r = qimg_storage_name_tree(&o, "file", filename);
     }
@@ -512,6 +524,7 @@ int qimg_close(qimg_image *img)
         free(img->backing_file);
         free(img->backing_fmt);
         free(img->full_backing_filename);
+        free(img->protocol_format);
         qimg_opts_free(img->node_opts);
         qimg_opts_free(img->backing_opts);
         free(img->backing_ref);

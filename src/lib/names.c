@@ -105,9 +105,18 @@ static struct qimg_json *storage_json(qimg_opts *s)
     return obj;
 }
 
+static char *json_name(struct qimg_json *obj)
+{
+    CLEANUP_FREE char *text = qimg_json_to_string_compact(obj);
+    qimg_json_free(obj);
+    return qimg_asprintf("json:%s", text);
+}
+
 char *qimg_node_json_name(const qimg_opts *o, const char *format)
 {
     CLEANUP_OPTS qimg_opts *tree = qimg_opts_copy(o);
+    if (!format)
+        return json_name(storage_json(tree));
     struct qimg_json *obj = qimg_json_object();
     qimg_json_set(obj, "driver", qimg_json_string(format));
     add_key(obj, tree, "filename");
@@ -117,7 +126,5 @@ char *qimg_node_json_name(const qimg_opts *o, const char *format)
     CLEANUP_OPTS qimg_opts *file = qimg_opts_subtree(tree, "file");
     if (file)
         qimg_json_set(obj, "file", storage_json(file));
-    CLEANUP_FREE char *text = qimg_json_to_string_compact(obj);
-    qimg_json_free(obj);
-    return qimg_asprintf("json:%s", text);
+    return json_name(obj);
 }

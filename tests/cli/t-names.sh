@@ -342,3 +342,28 @@ for o in backing_file= backing_fmt= backing_file=t.qcow2 "backing_file=,compat=0
 done
 same "amend unchanged backing via file:" amend -o backing_file=base.qcow2,backing_fmt=qcow2 file:a:b
 same_files "amend unchanged backing via file:" a:b
+
+# ---- a protocol named as the image (json: "driver": "file", -f file): its
+# bytes are the image, shown by the protocol's name, never probed
+pj="json:{'driver':'file','filename':'base.qcow2'}"
+for a in "info $pj" "info --output=json $pj" "info --backing-chain json:{'driver':'file','filename':'a:b'}" \
+         "check $pj" "map --output=json $pj" "compare $pj base.qcow2" "measure -O qcow2 $pj" \
+         "snapshot -l $pj" "info json:{'driver':'null-co','size':4096}" \
+         "info json:{'driver':'blkdebug','image':{'filename':'base.qcow2'}}" \
+         "info json:{'driver':'blkdebug','image':{'filename':'base.qcow2'},'align':4096}" \
+         "info json:{'driver':'file','filename':'base.qcow2','locking':'off'}" \
+         "info -f file base.qcow2" "info -f file file:a:b" "info -f file a:b" "info -f null-co null-co://" \
+         "info -f null-co x" "info -f blkdebug blkdebug::base.qcow2" "info -f blkdebug base.qcow2" \
+         "info -f file json:{'filename':'base.qcow2'}" "info -f null-co json:{'size':4096}" \
+         "map -f file base.qcow2" "info --backing-chain -f file a:b"; do
+    # shellcheck disable=SC2086
+    same_ro "${a}" $a
+done
+same_ro "info --image-opts driver=file,filename=base.qcow2" info --image-opts driver=file,filename=base.qcow2
+same_ro "info --image-opts driver=null-aio,size=1M,read-zeroes=on" info --image-opts driver=null-aio,size=1M,read-zeroes=on
+same "convert a protocol named as the image" convert -O raw "$pj" out.raw
+same_files "convert a protocol named as the image" out.raw
+same "convert -f file" convert -f file -O qcow2 base.qcow2 out.qcow2
+same_files "convert -f file" out.qcow2
+same "resize a protocol named as the image" resize "$pj" 2M
+same_files "resize a protocol named as the image" base.qcow2
