@@ -107,7 +107,8 @@ int qimg_open_backing_chain(qimg_image *img);
  * directory of its file); malloc'ed. */
 char *qimg_backing_path(const qimg_image *img, const char *name);
 /* A backing name resolved against the directory of the image file that
- * names it, as qemu does: absolute and protocol names are kept. */
+ * names it, as qemu does: absolute and protocol names are kept; the image
+ * name's own protocol prefix stays ("image:top", "base" -> "image:base"). */
 char *qimg_path_combine(const char *image, const char *backing);
 /* The image's cluster size in bytes, 0 when its format has none. */
 int64_t qimg_image_cluster_size(qimg_image *img);

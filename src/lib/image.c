@@ -115,17 +115,6 @@ static int lock_image(qimg_image *img)
  * driver's open.  Whatever nobody marked used is reported as qemu does.
  */
 
-static bool has_strong_key(const qimg_opts *o);
-static bool has_content_key(const qimg_opts *o);
-
-/* The name qemu gives the image the user named: that of its storage when
- * no option changes what the image reads and the storage can name itself
- * ("file:a:b" is "./a:b", blkdebug given by options "blkdebug::IMAGE");
- * for a json:/--image-opts tree otherwise its own json:{...} (backing
- * options alone leave the name given). */
-struct node_req;
-static void name_top_node(qimg_image *img, const struct node_req *req, const qimg_opts *o);
-
 /* What a node is opened as. */
 struct node_req {
     const char *display;      /* the image's name in messages and info */
@@ -135,6 +124,8 @@ struct node_req {
     unsigned flags;
     qimg_image *chain_top;    /* for a backing node: the chain above it */
 };
+
+static void name_top_node(qimg_image *img, const struct node_req *req, const qimg_opts *o);
 
 /* "driver" (or -f): a format driver, or NULL with *name set for a
  * protocol named at the top (json:{"driver":"file",...}), or nothing. */
@@ -369,6 +360,13 @@ static bool has_content_key(const qimg_opts *o)
     return false;
 }
 
+static bool has_strong_key(const qimg_opts *o);
+
+/* The name qemu gives the image the user named: that of its storage when
+ * no option changes what the image reads and the storage can name itself
+ * ("file:a:b" is "./a:b", blkdebug given by options "blkdebug::IMAGE");
+ * for a json:/--image-opts tree otherwise its own json:{...} (backing
+ * options alone leave the name given). */
 static void name_top_node(qimg_image *img, const struct node_req *req, const qimg_opts *o)
 {
     bool strong = has_strong_key(o);
