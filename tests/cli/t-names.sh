@@ -367,3 +367,25 @@ same "convert -f file" convert -f file -O qcow2 base.qcow2 out.qcow2
 same_files "convert -f file" out.qcow2
 same "resize a protocol named as the image" resize "$pj" 2M
 same_files "resize a protocol named as the image" base.qcow2
+
+# ---- a backing name recorded with "file:" is read as qemu reads it
+in_in "$QEMU_IMG" create -f qcow2 -u -b file:a:b -F qcow2 fb.qcow2 1M
+in_in "$QEMU_IMG" create -f qcow2 -u -b file:base.qcow2 -F qcow2 sub/fb2.qcow2 1M
+for a in "info --backing-chain fb.qcow2" "info --backing-chain --output=json fb.qcow2" \
+         "info --backing-chain sub/fb2.qcow2" "compare fb.qcow2 file:a:b" "map --output=json fb.qcow2"; do
+    # shellcheck disable=SC2086
+    same_ro "$a" $a
+done
+same "convert over a file: backing" convert -O raw fb.qcow2 out.raw
+same_files "convert over a file: backing" out.raw
+same "rebase onto a:b" rebase -b a:b -F qcow2 fb.qcow2
+same_files "rebase onto a:b" fb.qcow2
+same "rebase -u onto a:b" rebase -u -b a:b -F qcow2 fb.qcow2
+same_files "rebase -u onto a:b" fb.qcow2
+same "rebase onto file:a:b" rebase -b file:a:b -F qcow2 sub/fb2.qcow2
+same_files "rebase onto file:a:b" sub/fb2.qcow2
+same "commit -b file:a:b" commit -b file:a:b fb.qcow2
+same_files "commit -b file:a:b" fb.qcow2 a:b
+same "convert -B file:a:b" convert -O qcow2 -B file:a:b -F qcow2 fb.qcow2 out.qcow2
+same_files "convert -B file:a:b" out.qcow2
+same "create through blkdebug: over base" create -f qcow2 -b base.qcow2 -F qcow2 blkdebug::sub/n.qcow2
