@@ -389,3 +389,50 @@ same_files "commit -b file:a:b" fb.qcow2 a:b
 same "convert -B file:a:b" convert -O qcow2 -B file:a:b -F qcow2 fb.qcow2 out.qcow2
 same_files "convert -B file:a:b" out.qcow2
 same "create through blkdebug: over base" create -f qcow2 -b base.qcow2 -F qcow2 blkdebug::sub/n.qcow2
+
+# ---- rebase: option checks and names, as qemu-img makes them
+in_in "$QEMU_IMG" create -f qcow2 -b base.qcow2 -F qcow2 rt.qcow2
+in_in "$QEMU_IMG" create -f raw rr.raw 1M
+while IFS= read -r line; do
+    eval "set -- $line"
+    same "rebase $line" rebase "$@"
+    [ -e "$SCRATCH/run.ref/work/rt.qcow2" ] && same_files "rebase $line" rt.qcow2
+done <<'CASES'
+-u -b base.qcow2 rt.qcow2
+-b base.qcow2 rt.qcow2
+-u -F qcow2 rt.qcow2
+-F qcow2 rt.qcow2
+-u -b '' -F qcow2 rt.qcow2
+-b '' -F qcow2 rt.qcow2
+-u -b base.qcow2 -F foo rt.qcow2
+-b base.qcow2 -F nbd rt.qcow2
+-b base.qcow2 -F raw rt.qcow2
+-b base.qcow2 -F file rt.qcow2
+-u -b base.qcow2 -F qcow2 -f foo rt.qcow2
+-u -b base.qcow2 -F qcow2 -f raw rr.raw
+-u -b base.qcow2 -F qcow2 -t foo rt.qcow2
+-u -b base.qcow2 -F qcow2 -T foo rt.qcow2
+-u rt.qcow2
+rt.qcow2
+-b base.qcow2 -F qcow2
+-b base.qcow2 -F qcow2 rt.qcow2 x
+-u -b nonexist -F qcow2 rt.qcow2
+-b nonexist -F qcow2 rt.qcow2
+-b a:b -F qcow2 rt.qcow2
+-b file:nonexist -F qcow2 rt.qcow2
+-u -b base.qcow2 -F qcow2 --image-opts driver=qcow2,file.filename=rt.qcow2
+-u -b base.qcow2 -F qcow2 -f qcow2 --image-opts driver=qcow2,file.filename=rt.qcow2
+-b base.qcow2 -F qcow2 "json:{'driver':'file','filename':'rt.qcow2'}"
+-u -b base.qcow2 -F qcow2 "json:{'driver':'raw','file':{'filename':'rt.qcow2'}}"
+-u -b base.qcow2 -F qcow2 "json:{'driver':'qcow2','file':{'driver':'blkdebug','image':{'filename':'rt.qcow2'}}}"
+CASES
+# Deliberate difference: qemu-img resolves a relative new backing name
+# against the overlay's own name, "blkdebug::rt.qcow2" giving the name
+# "blkdebug:sub/base.qcow2" it then fails to open; qimg resolves it next to
+# the image under the filter, as the image itself will: the same image as
+# qemu-img's rebase of the plain file.
+run_in_copy ref "$QEMU_IMG" rebase -b sub/base.qcow2 -F qcow2 rt.qcow2
+run_in_copy new "$QIMG_AS_QEMU" rebase -b sub/base.qcow2 -F qcow2 \
+    "json:{'driver':'qcow2','file':{'driver':'blkdebug','image':{'filename':'rt.qcow2'}}}"
+expect_eq "rebase under blkdebug, relative new backing: exit code" "$(cat "$SCRATCH/run.new/rc")" 0
+same_files "rebase under blkdebug, relative new backing" rt.qcow2
