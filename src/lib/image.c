@@ -204,8 +204,10 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
     int r = qimg_open_storage(&img->file, file_opts, io_flags_for(req->flags));
     if (r == 0)
         r = check_loop(img, req);
-    if (r == 0 && !*drv && qimg_io_holds_image(img->file))
-        *drv = &qimg_driver_filter;     /* a filter over a format node: not probed */
+    /* a filter over a format node (named as a protocol at the top or not):
+     * not probed, and shows what qemu shows of the image below */
+    if (r == 0 && (!*drv || img->protocol_format) && qimg_io_holds_image(img->file))
+        *drv = &qimg_driver_filter;
     if (r == 0 && !*drv) {
         r = probe_format(img->file, img->file->filename, drv);
         if (r == 0 && (req->flags & QIMG_OPEN_RDWR) && ((*drv)->flags & QIMG_DRV_READ_ONLY))
