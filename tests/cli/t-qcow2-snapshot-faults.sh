@@ -64,8 +64,8 @@ fault_any() {
     same "$name" snapshot "${args[@]}" blkdebug:r.cfg:t.qcow2
     expect_eq "$name: snapshots and check afterwards" "$(after new)" "$(after ref)"
 }
-for ev in cluster_free cluster_alloc l2_load l1_update refblock_load refblock_update_part \
-          reftable_update flush_to_disk; do
+for ev in cluster_free cluster_alloc l2_load l1_update refblock_load refblock_alloc \
+          refblock_update_part reftable_update flush_to_disk; do
     for op in "-d foo" "-c bar" "-a foo"; do
         fault_any "$op: $ev EIO" "$op" "$ev" errno 5
         # (not matched: qemu leaks one cluster more there)
