@@ -110,7 +110,8 @@ int qimg_open_backing_chain(qimg_image *img);
  * directory of its file); malloc'ed. */
 char *qimg_backing_path(const qimg_image *img, const char *name);
 /* A backing name resolved against the directory of the image file that
- * names it, as qemu does: absolute and protocol names are kept. */
+ * names it, as qemu does: absolute and protocol names are kept; the image
+ * name's own protocol prefix stays ("image:top", "base" -> "image:base"). */
 char *qimg_path_combine(const char *image, const char *backing);
 /* The image's cluster size in bytes, 0 when its format has none. */
 int64_t qimg_image_cluster_size(qimg_image *img);
@@ -232,6 +233,11 @@ int qimg_amend_help(const char *fmt, char **out);
 /* Check -o options against fmt's create options plus the file protocol's
  * ("Invalid parameter 'x'", typed values), as create and measure do. */
 int qimg_create_opts_validate(const char *fmt, qimg_opts *opts);
+
+/* What qemu checks on a new image's name before its options: a protocol
+ * prefix it knows ("Unknown protocol 'x'") whose backend can create
+ * ("Protocol driver 'x' does not support image creation"). */
+int qimg_create_name_check(const char *filename);
 
 struct qimg_create_params {
     const char *filename;

@@ -195,10 +195,14 @@ static int open_sources(struct sources *s, char **names, size_t n, const struct 
     return 0;
 }
 
-static int check_target_format(const struct convert_opts *o)
+static int check_target_format(const struct convert_opts *o, const char *out_name)
 {
     if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
         error_report("Unknown file format '%s'", o->out_fmt);
+        return -1;
+    }
+    if (qimg_create_name_check(out_name) < 0) {
+        error_report("%s", qimg_last_error());
         return -1;
     }
     return 0;
@@ -493,7 +497,7 @@ int cmd_convert(int argc, char **argv)
     /* -n writes the existing target in place */
     t = qimg_target_new(out_name, o.skip_create);
     if (!o.skip_create) {
-        if (check_target_format(&o) < 0 || check_create_options(&o, &opts, nsrc) < 0)
+        if (check_target_format(&o, out_name) < 0 || check_create_options(&o, &opts, nsrc) < 0)
             goto out;
         if (create_target(t, out_name, &o, s.total, opts) < 0)
             goto out;

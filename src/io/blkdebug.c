@@ -471,6 +471,9 @@ struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io)
 /* "blkdebug:RULES:IMAGE": the rules file ends at the first colon. */
 static int bd_parse_filename(const char *filename, qimg_opts *opts)
 {
+    /* without the prefix (-f blkdebug NAME), the name is the image */
+    if (strncmp(filename, "blkdebug:", 9) != 0)
+        return qimg_opts_set(&opts, "x-image", filename);
     const char *rest = filename + strlen("blkdebug:");
     const char *colon = strchr(rest, ':');
     if (!colon)

@@ -229,6 +229,8 @@ static void set_blocking(int fd)
  * qemu names it from then on. */
 static int file_parse_filename(const char *filename, qimg_opts *opts)
 {
+    if (strncmp(filename, "file:", 5) != 0)    /* -f file NAME */
+        return qimg_opts_set(&opts, "filename", filename);
     const char *path = filename + strlen("file:");
     if (!qimg_path_has_protocol(path))
         return qimg_opts_set(&opts, "filename", path);

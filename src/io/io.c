@@ -113,6 +113,11 @@ int qimg_io_name_opts(qimg_opts **opts, const char *name)
     const struct qimg_io_ops *ops = qimg_io_protocol(name);
     if (!ops)
         return -EINVAL;
+    return qimg_io_name_opts_for(opts, ops, name);
+}
+
+int qimg_io_name_opts_for(qimg_opts **opts, const struct qimg_io_ops *ops, const char *name)
+{
     int r = qimg_opts_set(opts, "driver", ops->name);
     if (r == 0)
         r = qimg_opts_set(opts, "filename", name);
@@ -166,8 +171,8 @@ int qimg_io_open_opts(struct qimg_io **out, qimg_opts *opts, unsigned flags)
     /* The io is named as the user named it: a local file by its path
      * (after "file:"), another backend by its name string or its prefix. */
     const char *name = filename ? filename : ops->prefix ? ops->prefix : ops->name;
-    if (ops == &qimg_io_file_ops && !filename)
-        return qimg_error(-EINVAL, "The '%s' driver requires a filename", ops->name);
+    if (ops == &qimg_io_file_ops && (!filename || (!filename[0] && !(flags & QIMG_IO_CREATE))))
+        return qimg_error(-EINVAL, "The '%s' block driver requires a file name", ops->name);
     return open_backend(out, ops, name, opts, flags);
 }
 

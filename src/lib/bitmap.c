@@ -40,12 +40,12 @@ static int need_bitmap(qimg_image *img, const char *name)
     return r < 0 ? r : 0;
 }
 
-/* The cluster size, at least 4 KiB; 64 KiB when the format has none. */
+/* The cluster size, within 4 KiB..64 KiB; 64 KiB when the format has none. */
 static uint32_t default_granularity(qimg_image *img)
 {
     int64_t cluster = qimg_image_cluster_size(img);
-    if (cluster > 0 && cluster <= (int64_t)1 << 31)
-        return (uint32_t)QIMG_MAX(cluster, (int64_t)4096);
+    if (cluster > 0)
+        return (uint32_t)QIMG_MIN(QIMG_MAX(cluster, (int64_t)4096), (int64_t)65536);
     return 65536;
 }
 

@@ -17,7 +17,7 @@
 
 #include "internal.h"
 
-#define CHUNK (2u << 20)
+#define CHUNK (512u << 10)
 #define SECTOR 512u
 #define STRICT_FLAGS (QIMG_STATUS_DATA | QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED | \
                       QIMG_STATUS_OFFSET | QIMG_STATUS_EOF)

@@ -170,6 +170,9 @@ int qimg_io_name_opts(qimg_opts **opts, const char *name);
 /* The backend such a name selects (the file backend for a plain name);
  * NULL with the "Unknown protocol" error. */
 const struct qimg_io_ops *qimg_io_protocol(const char *name);
+/* The tree of a name given as a string to a backend chosen by name (-f
+ * file NAME): the backend's parse_filename reads it, prefix or not. */
+int qimg_io_name_opts_for(qimg_opts **opts, const struct qimg_io_ops *ops, const char *name);
 /* Open a storage object by name (qimg_io_name_opts).  FIFOs, sockets,
  * directories and devices we cannot use are refused without blocking. */
 int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags);

@@ -311,3 +311,48 @@ for sz in 100G 3M 4M; do
     check "resize $sz: check" "$QEMU_IMG" check "$SCRATCH/run.new/work/s.qcow2"
 done
 same "resize with an in-use bitmap" resize iu.qcow2 8M
+
+# ================================================= where stored bitmaps land
+# qemu stores every bitmap again whenever it stores one (new data clusters
+# and tables, in directory order, then a new directory); a removal first
+# writes the directory without it.  Each tool runs the same sequence on its
+# own copy: the files have the same size, the same clusters in use, and so
+# the same measure of the file read as raw (qemu-iotest 190's case).
+layout() {   # layout TOOL FILE CLUSTER-SIZE SIZE: bitmap edits by TOOL
+    local t=$1 f=$2
+    "$QEMU_IMG" create -q -f qcow2 -o cluster_size=$3 "$f" "$4" &&
+    "$QEMU_IO" -c 'write -P 1 0 1M' "$f" >/dev/null &&
+    "$t" bitmap --add -g 4k "$f" a && "$t" bitmap --add "$f" b &&
+    "$QEMU_IO" -c 'write -P 2 2M 1M' "$f" >/dev/null &&
+    "$t" bitmap --add -g 512 "$f" c && "$t" bitmap --disable "$f" a &&
+    "$t" bitmap --add "$f" d && "$t" bitmap --merge b "$f" d &&
+    "$t" bitmap --remove "$f" b && "$t" bitmap --clear "$f" c &&
+    "$t" bitmap --enable "$f" a || echo "sequence failed"
+    stat -c %s "$f"
+    "$QEMU_IMG" check "$f" 2>&1
+    info_of "$f"
+    # (what is required depends on the file's holes: not compared)
+    "$QEMU_IMG" measure -O qcow2 -f raw "$f" 2>&1 | sed '/^required size:/ s/[0-9][0-9]*/SIZE/'
+}
+for spec in 64k:64M 512:8M 2M:1G 64k:3G; do
+    cs=${spec%:*} sz=${spec#*:}
+    mkdir -p "$SCRATCH/lay-new" "$SCRATCH/lay-ref"
+    expect_eq "bitmap edits, cluster size $cs, $sz: same layout" \
+        "$(layout "$QIMG" "$SCRATCH/lay-new/t.qcow2" "$cs" "$sz")" \
+        "$(layout "$QEMU_IMG" "$SCRATCH/lay-ref/t.qcow2" "$cs" "$sz")"
+    rm -rf "$SCRATCH"/lay-*
+done
+# qemu-iotest 190: a 2 TiB image, 2 MiB clusters, a 512-byte bitmap
+# (256 table entries, no data) stored again when the second is added
+big() {
+    "$QEMU_IMG" create -q -f qcow2 -o cluster_size=2M "$2" 2T &&
+    "$1" bitmap --add --granularity 512 -f qcow2 "$2" b1 &&
+    "$1" bitmap --add -g 2M -f qcow2 "$2" b2 || echo "add failed"
+    stat -c %s "$2"
+    "$QEMU_IMG" measure -O qcow2 -f raw "$2" 2>&1 | sed '/^required size:/ s/[0-9][0-9]*/SIZE/'
+    "$QEMU_IMG" measure -O qcow2 -o cluster_size=64k -f qcow2 "$2" 2>&1
+}
+mkdir -p "$SCRATCH/big-new" "$SCRATCH/big-ref"
+expect_eq "2 TiB image, two bitmaps: same file and measures" \
+    "$(big "$QIMG" "$SCRATCH/big-new/t.qcow2")" "$(big "$QEMU_IMG" "$SCRATCH/big-ref/t.qcow2")"
+rm -rf "$SCRATCH"/big-*

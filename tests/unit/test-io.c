@@ -261,18 +261,28 @@ TEST(blkdebug_options_and_align)
     CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
     CHECK_EQ_STR(qimg_last_error(), "Cannot meet constraints with align 3000");
     qimg_opts_free(o);
-    o = NULL;   /* "image" as a string names a node, as in qemu */
-    qimg_opts_set(&o, "driver", "blkdebug");
-    qimg_opts_set(&o, "image", p);
-    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
-    CHECK(strstr(qimg_last_error(), "Cannot find device=") != NULL);
-    qimg_opts_free(o);
-    o = NULL;   /* nor is a filename without the blkdebug: prefix the image */
+    o = NULL;   /* as in qemu: a filename option is not the image ... */
     qimg_opts_set(&o, "driver", "blkdebug");
     qimg_opts_set(&o, "filename", p);
     CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
     CHECK_EQ_STR(qimg_last_error(), "A block device must be specified for \"image\"");
     qimg_opts_free(o);
+    o = NULL;   /* ... and a bare "image" names another node */
+    qimg_opts_set(&o, "driver", "blkdebug");
+    qimg_opts_set(&o, "image", "x");
+    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "Cannot find device='x' nor node-name='x'");
+    qimg_opts_free(o);
+    o = NULL;   /* the image a blkdebug:RULES:IMAGE string names */
+    CLEANUP_FREE char *name = qimg_asprintf("blkdebug::file:%s", p);
+    CHECK_EQ_INT(qimg_io_open(&io, name, 0), 0);
+    uint64_t size = 0;
+    CHECK_EQ_INT(qimg_io_get_size(io, &size), 0);
+    CHECK_EQ_INT(size, 1 << 20);
+    CLEANUP_FREE char *exact = qimg_io_exact_filename(io);
+    CLEANUP_FREE char *expect = qimg_asprintf("blkdebug::%s", p);
+    CHECK_EQ_STR(exact, expect);
+    qimg_io_close(io);
 }
 
 int main(void)

@@ -283,6 +283,8 @@ struct amend_opts {
     const char *data_file;         /* NULL: unchanged */
     bool data_file_raw_off;
     uint64_t size;                 /* 0: unchanged */
+    bool has_backing;              /* backing_file or backing_fmt given */
+    const char *backing_file, *backing_fmt;   /* NULL: not given */
 };
 
 static int parse_compat(const char *v, int *version)
@@ -313,21 +315,19 @@ static bool same_or_both_absent(const char *a, const char *b)
  * header records (qemu compares them with the stored strings: a value given
  * for a field the image lacks, or one left out while the image has it, is
  * a change); any change is rebase's job. */
-static int check_backing_unchanged(struct qimg_image *img, qimg_opts *opts)
+static int check_backing_unchanged(struct qimg_image *img, const struct amend_opts *a)
 {
-    const char *file = NULL, *fmt = NULL;
-    int has_file = qimg_opts_get_string(opts, "backing_file", &file);
-    int has_fmt = qimg_opts_get_string(opts, "backing_fmt", &fmt);
-    if (has_file <= 0 && has_fmt <= 0)
-        return 0;
-    if (same_or_both_absent(file, img->backing_file) &&
-        same_or_both_absent(fmt, qcow2_state(img)->backing_fmt))
+    if (!a->has_backing ||
+        (same_or_both_absent(a->backing_file, img->backing_file) &&
+         same_or_both_absent(a->backing_fmt, qcow2_state(img)->backing_fmt)))
         return 0;
     return qimg_error(-EINVAL, "Cannot amend the backing file\n"
                       "You can use 'qemu-img rebase' instead.");
 }
 
-/* The checks qemu makes before changing anything, in its order. */
+/* The checks qemu makes before changing anything, in its order (those
+ * of the backing file and of lazy refcounts come later, see
+ * amend_locked). */
 static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amend_opts *a)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -368,9 +368,9 @@ static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amen
         a->has_refcount = true;
         a->refcount_order = (unsigned)__builtin_ctzll(bits);
     }
-    r = check_backing_unchanged(img, opts);
-    if (r < 0)
-        return r;
+    int has_file = qimg_opts_get_string(opts, "backing_file", &a->backing_file);
+    int has_fmt = qimg_opts_get_string(opts, "backing_fmt", &a->backing_fmt);
+    a->has_backing = has_file > 0 || has_fmt > 0;
     r = qimg_opts_get_bool(opts, "lazy_refcounts", &a->lazy);
     if (r < 0)
         return r;
@@ -382,9 +382,6 @@ static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amen
     if (a->has_refcount && a->refcount_order != 4 && a->version < 3)
         return qimg_error(-EINVAL, "Refcount widths other than 16 bits require compatibility "
                           "level 1.1 or above (use compat=1.1 or greater)");
-    if (a->has_lazy && a->lazy && a->version < 3)
-        return qimg_error(-EINVAL, "Lazy refcounts only supported with compatibility level 1.1 "
-                          "and above (use compat=1.1 or greater)");
     return 0;
 }
 
@@ -925,33 +922,40 @@ static int downgrade(struct qimg_image *img, struct amend_progress *p)
 
 /* ================================================================ main */
 
-/* Data file name, data_file_raw=off and lazy refcounts: header only. */
-static int amend_header_options(struct qimg_image *img, const struct amend_opts *a)
+/* Data file name and data_file_raw=off; the header is written whether
+ * they change or not, as qemu rewrites it at this point of every amend
+ * (so the layout it writes, extensions in its order, is what remains even
+ * when a later check fails). */
+static int amend_data_file_options(struct qimg_image *img, const struct amend_opts *a)
 {
     struct qcow2_state *s = qcow2_state(img);
-    bool changed = false;
     if (a->data_file) {
         free(s->data_file_name);
         s->data_file_name = *a->data_file ? qimg_strdup(a->data_file) : NULL;
-        changed = true;
     }
-    if (a->data_file_raw_off && qcow2_data_file_is_raw(s)) {
+    if (a->data_file_raw_off && qcow2_data_file_is_raw(s))
         s->autoclear_features &= ~QCOW2_AUTOCLEAR_DATA_FILE_RAW;
-        changed = true;
-    }
+    return write_header(img);
+}
+
+static int amend_lazy_refcounts(struct qimg_image *img, const struct amend_opts *a)
+{
+    struct qcow2_state *s = qcow2_state(img);
     bool lazy_now = s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS;
-    if (a->has_lazy && a->lazy != lazy_now) {
-        if (a->lazy) {
-            s->compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
-        } else {
-            int r = mark_clean(img);
-            if (r < 0)
-                return r;
-            s->compatible_features &= ~QCOW2_COMPAT_LAZY_REFCOUNTS;
-        }
-        changed = true;
+    if (!a->has_lazy || a->lazy == lazy_now)
+        return 0;
+    if (a->lazy) {
+        if (a->version < 3)
+            return qimg_error(-EINVAL, "Lazy refcounts only supported with compatibility level 1.1 "
+                              "and above (use compat=1.1 or greater)");
+        s->compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
+    } else {
+        int r = mark_clean(img);
+        if (r < 0)
+            return r;
+        s->compatible_features &= ~QCOW2_COMPAT_LAZY_REFCOUNTS;
     }
-    return changed ? write_header(img) : 0;
+    return write_header(img);
 }
 
 static int count_ops(const struct qcow2_state *s, const struct amend_opts *a)
@@ -975,7 +979,11 @@ static int amend_locked(struct qimg_image *img, const struct amend_opts *a, stru
     if (r == 0 && a->has_refcount && a->refcount_order != s->refcount_order)
         r = change_refcount_order(img, a->refcount_order, p);
     if (r == 0)
-        r = amend_header_options(img, a);
+        r = amend_data_file_options(img, a);
+    if (r == 0)
+        r = check_backing_unchanged(img, a);
+    if (r == 0)
+        r = amend_lazy_refcounts(img, a);
     return r;
 }
 

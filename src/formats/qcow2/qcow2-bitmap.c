@@ -260,21 +260,39 @@ static int read_table(struct qimg_image *img, const struct bm_ent *e, uint64_t *
     return 0;
 }
 
+/* Can e's stored table be read as its data? */
+static int table_usable(struct qimg_image *img, const struct bm_ent *e)
+{
+    if (inconsistent(e))
+        return inconsistent_error(e);
+    if (e->nbytes > BM_MAX_DATA_BYTES)
+        return qimg_error(-EFBIG, "Bitmap '%s' is too large", e->name);
+    uint64_t want = qimg_div_round_up(e->nbytes, qcow2_state(img)->cluster_size);
+    if (e->table_size != want)
+        return qimg_error(-EINVAL, "Bitmap '%s' has a table of %" PRIu32 " entries for %"
+                          PRIu64 " clusters of data", e->name, e->table_size, want);
+    return 0;
+}
+
+/* Bits past the end of the disk stay clear (an all-ones entry sets
+ * them): last is e's last data byte. */
+static void clear_tail(const struct qcow2_state *s, const struct bm_ent *e, uint8_t *last)
+{
+    uint64_t nbits = bits_for(s->size, e->gran_bits);
+    if (nbits % 8)
+        *last &= (uint8_t)((1u << (nbits % 8)) - 1);
+}
+
 static int load_bits(struct qimg_image *img, struct bm_ent *e)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (e->bits)
         return 0;
-    if (inconsistent(e))
-        return inconsistent_error(e);
-    if (e->nbytes > BM_MAX_DATA_BYTES)
-        return qimg_error(-EFBIG, "Bitmap '%s' is too large", e->name);
-    uint64_t want = qimg_div_round_up(e->nbytes, s->cluster_size);
-    if (e->table_size != want)
-        return qimg_error(-EINVAL, "Bitmap '%s' has a table of %" PRIu32 " entries for %"
-                          PRIu64 " clusters of data", e->name, e->table_size, want);
+    int r = table_usable(img, e);
+    if (r < 0)
+        return r;
     CLEANUP_FREE uint64_t *t = NULL;
-    int r = read_table(img, e, &t);
+    r = read_table(img, e, &t);
     if (r < 0)
         return r;
     uint8_t *bits = qimg_calloc_from_image(e->nbytes ? e->nbytes : 1, 1, "bitmap");
@@ -288,10 +306,8 @@ static int load_bits(struct qimg_image *img, struct bm_ent *e)
             return r;
         }
     }
-    /* bits past the end of the disk stay clear (an all-ones entry sets them) */
-    uint64_t nbits = bits_for(s->size, e->gran_bits);
-    if (nbits % 8)
-        bits[e->nbytes - 1] &= (uint8_t)((1u << (nbits % 8)) - 1);
+    if (e->nbytes)
+        clear_tail(s, e, &bits[e->nbytes - 1]);
     e->bits = bits;
     return 0;
 }
@@ -328,35 +344,57 @@ static int write_meta(struct qimg_image *img, const void *buf, size_t len, uint6
     return r < 0 ? qimg_error(r, "Could not write bitmap: %s", strerror(-r)) : 0;
 }
 
-/* Write e's data and a new table; the old table goes to the free list. */
+/* Chunk i of e's data into buf (a cluster, zero-padded): from the loaded
+ * bits, or else from the stored table. */
+static int data_chunk(struct qimg_image *img, const struct bm_ent *e, const uint64_t *stored,
+                      uint64_t i, uint8_t *buf)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size;
+    uint64_t len = QIMG_MIN(cs, e->nbytes - i * cs);
+    memset(buf, 0, cs);
+    if (e->bits) {
+        memcpy(buf, e->bits + i * cs, len);
+        return 0;
+    }
+    int r = load_chunk(img, e, stored[i], buf, len);
+    if (r == 0 && i * cs + len == e->nbytes)
+        clear_tail(s, e, &buf[len - 1]);
+    return r;
+}
+
+/* Write e's data and a new table; the old table goes to the free list.
+ * Data not loaded is copied from the stored table cluster by cluster (a
+ * bitmap is stored again whenever another one changes). */
 static int store_data(struct qimg_image *img, struct bm_ent *e)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size;
     uint64_t nt = qimg_div_round_up(e->nbytes, cs);
+    CLEANUP_FREE uint64_t *stored = NULL;
+    int r = e->bits ? 0 : read_table(img, e, &stored);
+    if (r < 0)
+        return r;
     CLEANUP_FREE uint8_t *table = qimg_calloc_from_image(nt ? nt : 1, 8, "bitmap table");
     CLEANUP_FREE uint8_t *buf = qimg_alloc_from_image(cs, "bitmap cluster");
     if (!table || !buf)
         return -ENOMEM;
     for (uint64_t i = 0; i < nt; i++) {
-        uint64_t len = QIMG_MIN(cs, e->nbytes - i * cs);
-        const uint8_t *chunk = e->bits + i * cs;
-        if (qimg_is_zero(chunk, len))
+        if ((r = data_chunk(img, e, stored, i, buf)) < 0)
+            return r;
+        if (qimg_is_zero(buf, cs))
             continue;
         uint64_t host, got;
-        int r = qcow2_alloc_clusters(img, 1, &host, &got);
-        if (r < 0)
-            return r;
-        memset(buf, 0, cs);
-        memcpy(buf, chunk, len);
-        r = write_meta(img, buf, cs, host);
+        r = qcow2_alloc_clusters(img, 1, &host, &got);
+        if (r == 0)
+            r = write_meta(img, buf, cs, host);
         if (r < 0)
             return r;
         qimg_put_be64(table + 8 * i, host);
     }
     uint64_t toff = 0;
     if (nt) {
-        int r = alloc_contiguous(img, qimg_div_round_up(nt * 8, cs), &toff);
+        r = alloc_contiguous(img, qimg_div_round_up(nt * 8, cs), &toff);
         if (r == 0)
             r = write_meta(img, table, nt * 8, toff);
         if (r < 0)
@@ -465,14 +503,35 @@ static int free_pending(struct qimg_image *img)
     return r;
 }
 
-/* Store every changed bitmap and a new directory; free what they replace. */
-static int store_locked(struct qimg_image *img)
+/* qemu stores every bitmap it could load (all but the inconsistent
+ * ones) whenever it stores any: each gets new data clusters and a new
+ * table, in directory order, which decides where everything lands. */
+static int rewrite_all(struct qimg_image *img)
+{
+    struct qcow2_bm_state *bs = qcow2_state(img)->bm;
+    for (uint32_t i = 0; i < bs->n; i++) {
+        struct bm_ent *e = &bs->e[i];
+        if (e->changed || inconsistent(e))
+            continue;
+        int r = table_usable(img, e);
+        if (r < 0)
+            return r;
+        e->changed = true;
+    }
+    return 0;
+}
+
+/* Store every changed bitmap (with `all`, every bitmap) and a new
+ * directory; free what they replace. */
+static int store_locked(struct qimg_image *img, bool all)
 {
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_bm_state *bs = s->bm;
     if (!s->ws)
         return qimg_error(-EACCES, "qcow2: image is read-only");
-    int r = qcow2_begin_metadata_change(img);
+    int r = all ? rewrite_all(img) : 0;
+    if (r == 0)
+        r = qcow2_begin_metadata_change(img);
     for (uint32_t i = 0; r == 0 && i < bs->n; i++)
         if (bs->e[i].changed)
             r = store_data(img, &bs->e[i]);
@@ -508,7 +567,7 @@ static int store_now(struct qimg_image *img)
     pthread_mutex_lock(&img->lock);
     int r = ensure_model(img);
     if (r == 0)
-        r = store_locked(img);
+        r = store_locked(img, true);
     pthread_mutex_unlock(&img->lock);
     return r;
 }
@@ -623,7 +682,7 @@ void qcow2_bitmap_close(struct qimg_image *img)
     }
     if ((store || bs->npending) && s->ws && !s->ws->broken) {
         pthread_mutex_lock(&img->lock);
-        int r = store_locked(img);
+        int r = store_locked(img, true);
         pthread_mutex_unlock(&img->lock);
         if (r < 0)
             qimg_warn("Could not store the dirty bitmaps: %s", qimg_last_error());
@@ -706,7 +765,12 @@ int qcow2_bitmap_remove(struct qimg_image *img, const char *name)
     size_t i = (size_t)(e - bs->e);
     memmove(e, e + 1, (bs->n - i - 1) * sizeof *e);
     bs->n--;
-    return store_now(img);
+    /* as qemu: the directory without it first (its clusters freed), then
+     * the others stored again as at any close */
+    pthread_mutex_lock(&img->lock);
+    r = store_locked(img, false);
+    pthread_mutex_unlock(&img->lock);
+    return r < 0 || bs->n == 0 ? r : store_now(img);
 }
 
 static int usable(struct qimg_image *img, const char *name, struct bm_ent **out)
