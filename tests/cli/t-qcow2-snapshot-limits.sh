@@ -113,3 +113,41 @@ be32 $((0x10000000)) | poke t.qcow2 $((SN + 8))
 be64 $((128 << 20)) | poke t.qcow2 $((SN + 48))     # disk_size in the extra data
 same "-a: bad L1 and another size" snapshot -a test t.qcow2
 same_file "-a: bad L1 and another size" t.qcow2
+
+# ============================================ corrupt tables on the walk
+# qemu marks the image corrupt, fails with EIO and writes nothing more
+# (what it changed in memory stays there): the same messages, the same
+# file (but for a snapshot -c that succeeds: its time), the same check.
+# $SCRATCH/walk.qcow2: active L1 at 0x30000 -> L2 0x40000 (shared with
+# snapshot test, whose L1 is at 0x60000), data written after it
+fresh
+mk t.qcow2 64M
+qw t.qcow2 "write -P 5 0 512"
+"$QEMU_IMG" snapshot -c test t.qcow2 || fail "snapshot -c"
+qw t.qcow2 "write -P 6 64k 512"
+cp t.qcow2 "$SCRATCH/walk.qcow2"
+corrupt_walk() {
+    local what=$1 at=$2 value=$3 op args
+    for op in "snapshot -a test" "snapshot -d test" "snapshot -c new"; do
+        fresh walk
+        poke64 t.qcow2 "$at" "$value"
+        read -ra args <<<"$op t.qcow2"
+        same "$what: ${op}" "${args[@]}"
+        [ "$op" = "snapshot -c new" ] || same_file "$what: ${op}" t.qcow2
+        expect_eq "$what: ${op}: check" "$(check_new)" \
+            "$("$QEMU_IMG" check "$SCRATCH/run.ref/work/t.qcow2" 2>&1 | sed '/^Image end offset/d')"
+    done
+}
+corrupt_walk "data cluster unaligned" $((0x40000)) $((0x8000000000050200))
+corrupt_walk "snapshot's L2 table unaligned" $((0x60000)) $((0x40200))
+# the active table's: apply differs (qemu writes the snapshot's L1 with
+# its stale COPIED flags before it meets the old table, qimg puts the
+# flags right first), delete and create do not
+for op in "snapshot -d test" "snapshot -c new"; do
+    fresh walk
+    poke64 t.qcow2 $((0x30000)) $((0x8000000000040200))
+    read -ra args <<<"$op t.qcow2"
+    same "active L2 table unaligned: ${op}" "${args[@]}"
+    expect_eq "active L2 table unaligned: ${op}: check" "$(check_new)" \
+        "$("$QEMU_IMG" check "$SCRATCH/run.ref/work/t.qcow2" 2>&1 | sed '/^Image end offset/d')"
+done

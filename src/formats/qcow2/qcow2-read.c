@@ -163,6 +163,14 @@ void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset)
     c->lru_tail = e;
 }
 
+void qcow2_l2_cache_drop_dirty(struct qimg_image *img)
+{
+    struct qcow2_l2_cache *c = &qcow2_state(img)->l2_cache;
+    for (uint32_t i = 0; i < c->used; i++)
+        if (c->entries[i].offset && c->entries[i].dirty)
+            qcow2_l2_cache_drop(img, c->entries[i].offset);
+}
+
 /* A slot for a new table: a never-used one, else the least recently used. */
 static int take_slot(struct qimg_image *img, struct qcow2_l2_entry **out)
 {

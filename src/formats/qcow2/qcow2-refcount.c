@@ -168,6 +168,9 @@ int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t co
         uint64_t ti = cluster / E, i = cluster % E;
         uint64_t n = QIMG_MIN(count, E - i);
         uint64_t off = block_offset(s, ti);
+        /* qemu looks a block up for an update through its allocation
+         * function, whose event comes first */
+        qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC);
         if (off == 0)
             return qimg_error(-EIO, "qcow2: no refcount block for cluster %#" PRIx64, cluster);
         struct qcow2_refblock *rb;

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/time.h>
 
@@ -78,10 +79,9 @@ static int check_refblock_exists(struct qimg_image *img, uint64_t cluster)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t ti = cluster / s->refcount_block_entries;
-    const uint8_t *block;
-    int r = qcow2_refblock_peek(img, ti, &block);
-    if (r < 0 || block)
-        return r;
+    /* the table alone tells (the block is loaded by the update itself) */
+    if (ti < s->refcount_table_size && (s->refcount_table[ti] & ~QCOW2_REFT_RESERVED))
+        return 0;
     bool too_far = ti >= s->refcount_table_size &&
                    qimg_div_round_up(cluster, s->refcount_block_entries) >
                    QCOW2_MAX_REFTABLE_BYTES / 8;
@@ -126,12 +126,49 @@ static void entry_clusters(const struct qcow2_state *s, uint64_t entry, uint64_t
     *count = 1;
 }
 
-static int check_l2_offset(const struct qcow2_state *s, uint64_t l2, uint64_t l1i)
+/* qemu's answer to corrupt metadata met on the way: the image is marked
+ * corrupt and broken (qemu ejects its driver: what it changed in memory
+ * and had not written yet is never written), and the operation fails
+ * with EIO. */
+static int __attribute__((format(printf, 2, 3))) corruption(struct qimg_image *img,
+                                                            const char *fmt, ...)
 {
-    if (!qimg_is_aligned(l2, s->cluster_size))
-        return qimg_error(-EIO, "qcow2: L2 table offset %#" PRIx64 " unaligned (L1 index: %#"
-                          PRIx64 ")", l2, l1i);
+    struct qcow2_state *s = qcow2_state(img);
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    qimg_check_log("qcow2: Marking image as corrupt: %s; further corruption events will be "
+                   "suppressed", msg);
+    for (int i = 0; i < QCOW2_REFBLOCK_CACHE; i++) {
+        if (s->ws->refblocks[i].dirty)
+            s->ws->refblocks[i].offset = 0;
+        s->ws->refblocks[i].dirty = false;
+    }
+    qcow2_l2_cache_drop_dirty(img);
+    if (qcow2_repair_mark_corrupt(img) < 0)
+        qimg_error_clear();
+    s->ws->broken = true;
+    return qimg_error(-EIO, "%s", msg);
+}
+
+static int check_l2_offset(struct qimg_image *img, uint64_t l2, uint64_t l1i)
+{
+    if (!qimg_is_aligned(l2, qcow2_state(img)->cluster_size))
+        return corruption(img, "L2 table offset %#" PRIx64 " unaligned (L1 index: %#" PRIx64 ")",
+                          l2, l1i);
     return 0;
+}
+
+/* A standard entry (allocated or zero) must name a whole cluster. */
+static int check_data_offset(struct qimg_image *img, uint64_t entry, uint64_t l2, uint64_t i)
+{
+    uint64_t off = entry & QCOW2_OFFSET_MASK;
+    if (entry & QCOW2_OFLAG_COMPRESSED || qimg_is_aligned(off, qcow2_state(img)->cluster_size))
+        return 0;
+    return corruption(img, "Cluster allocation offset %#" PRIx64 " unaligned (L2 offset: %#"
+                      PRIx64 ", L2 index: %#" PRIx64 ")", off, l2, i);
 }
 
 static uint64_t with_copied(uint64_t entry, bool copied)
@@ -174,7 +211,11 @@ static int walk_l2(struct qimg_image *img, struct ref_walk *w, uint64_t l2_offse
     /* the table pointer stays valid: refcount changes do not touch the L2 cache */
     for (uint64_t i = 0; i < s->l2_entries; i++) {
         uint64_t first, count;
-        entry_clusters(s, qimg_be64(table + i * s->l2_entry_bytes), &first, &count);
+        uint64_t entry = qimg_be64(table + i * s->l2_entry_bytes);
+        r = check_data_offset(img, entry, l2_offset, i);
+        if (r < 0)
+            return r;
+        entry_clusters(s, entry, &first, &count);
         for (uint64_t k = 0; k < count; k++) {
             r = change_ref(img, w, first + k);
             if (r != 0)
@@ -195,7 +236,7 @@ static int walk_l1(struct qimg_image *img, struct ref_walk *w, const uint64_t *l
         uint64_t l2 = l1[i] & QCOW2_OFFSET_MASK;
         if (!l2)
             continue;
-        int r = check_l2_offset(s, l2, i);
+        int r = check_l2_offset(img, l2, i);
         if (r == 0)
             r = walk_l2(img, w, l2);
         if (r != 0)
@@ -220,8 +261,8 @@ static int ref_l1(struct qimg_image *img, const uint64_t *l1, uint32_t n)
 {
     struct ref_walk up = { .addend = 1, .limit = UINT64_MAX };
     int r = walk_l1(img, &up, l1, n);
-    if (r >= 0)
-        return 0;
+    if (r >= 0 || qcow2_state(img)->ws->broken)
+        return r < 0 ? r : 0;
     struct ref_walk undo = { .addend = -1, .limit = up.done };
     char *msg = qimg_strdup(qimg_last_error());
     walk_l1(img, &undo, l1, n);
@@ -268,6 +309,9 @@ static int fix_l2_copied(struct qimg_image *img, uint64_t l2_offset)
         uint8_t *p = table + i * s->l2_entry_bytes;
         uint64_t entry = qimg_be64(p);
         uint64_t off = entry & QCOW2_OFFSET_MASK;
+        r = check_data_offset(img, entry, l2_offset, i);
+        if (r < 0)
+            return r;
         if ((entry & QCOW2_OFLAG_COMPRESSED) || off == 0 || qcow2_has_data_file(s))
             continue;
         uint64_t rc;
@@ -296,7 +340,7 @@ static int fix_copied_tables(struct qimg_image *img, uint64_t *l1, uint32_t n, b
         if (!l2)
             continue;
         uint64_t rc = 0;
-        int r = check_l2_offset(s, l2, i);
+        int r = check_l2_offset(img, l2, i);
         if (r == 0)
             r = qcow2_get_refcount(img, l2 >> s->cluster_bits, &rc);
         if (r == 0)
@@ -510,6 +554,8 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
     int r = 0;
     if (len > QCOW2_MAX_SNAPSHOT_TABLE)
         return qimg_error(-EFBIG, "Snapshot table too large");
+    if (n == 0)   /* qemu allocates the empty table too: its event shows */
+        qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
     if (n > 0) {
         CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, len);
         r = alloc_run(img, len, &off);
@@ -613,15 +659,16 @@ static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
     uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
     int r = 0;
     if (l1_bytes) {
+        /* (its refcount reaches the disk with the walk's, as in qemu) */
         r = alloc_run(img, l1_bytes, &sn->l1_table_offset);
-        if (r == 0)
-            r = qcow2_refcount_flush(img);
         if (r == 0)
             r = write_l1(img, sn->l1_table_offset, s->l1_table, s->l1_size);
         if (r < 0)
             return r;
     }
     r = ref_l1(img, s->l1_table, s->l1_size);
+    if (r < 0 && s->ws->broken)
+        return r;
     if (r < 0) {
         /* nothing else changed: the copy goes too */
         if (l1_bytes)
@@ -629,9 +676,7 @@ static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
         qcow2_refcount_flush(img);
         return r;
     }
-    r = qcow2_refcount_flush(img);
-    if (r == 0)
-        r = qimg_io_flush(img->file);
+    r = qcow2_flush_locked(img);     /* each walk ends so in qemu */
     if (r == 0)
         r = fix_copied(img);          /* every refcount is 2 or more: COPIED goes */
     if (r < 0)
@@ -715,7 +760,7 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
         return r;
     r = ref_l1(img, l1, s->l1_size);
     if (r == 0)
-        r = qcow2_refcount_flush(img);
+        r = qcow2_flush_locked(img);
     /* the snapshot's tables are shared from now on: no COPIED flag may
      * reach the active L1 (or stay in its L2 tables) before the switch */
     bool changed;
@@ -735,6 +780,8 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
     s->ws->free_byte_offset = 0;      /* its cluster may be freed now */
     r = unref_l1(img, old, s->l1_size);
     free(old);
+    if (r == 0)
+        r = qcow2_flush_locked(img);
     if (r == 0)
         r = fix_copied(img);
     return r;
@@ -845,6 +892,8 @@ static int delete_locked(struct qimg_image *img, uint32_t idx)
         r = unref_l1(img, l1, sn.l1_size);
         free(l1);
     }
+    if (r == 0)
+        r = qcow2_flush_locked(img);
     if (r < 0) {
         free_snapshot(&sn);
         return qimg_error(r, "Failed to free the cluster and L1 table: %s", strerror(-r));

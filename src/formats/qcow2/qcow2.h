@@ -501,6 +501,8 @@ void qcow2_l2_cache_mark_dirty(struct qimg_image *img, uint64_t l2_offset);
 bool qcow2_l2_cache_dirty(struct qimg_image *img);
 /* Forget a cached table (its cluster was freed) without writing it. */
 void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset);
+/* Every table changed and not yet written forgotten (an image found corrupt). */
+void qcow2_l2_cache_drop_dirty(struct qimg_image *img);
 /* With img->lock held: the L2 table for guest offset off, allocated (or
  * copied from a shared one) when needed. */
 int qcow2_l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offset, uint8_t **table);
