@@ -15,8 +15,13 @@
 #   BENCH_CACHE cold (drop the page cache before each run: needs root and a
 #               writable /proc/sys/vm/drop_caches) or warm; default cold
 #               when possible
-#   BENCH_ONLY  a pattern: run only the workloads whose name matches
+#   BENCH_ONLY  names, separated by commas or spaces: run (and make the
+#               inputs of) only the workloads whose name contains one of them
+#               (BENCH_ONLY=commit-top50,check-prealloc)
 #   BENCH_OUT   also write the table to this file
+#
+# Each run is also measured for its peak resident memory (GNU time's %M,
+# /usr/bin/time): the table shows the largest of the runs for each tool.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 QIMG=${QIMG:-$TOP/build/qimg}
@@ -27,6 +32,17 @@ RUNS=${BENCH_RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 GEN="python3 $TOP/bench/gen.py"
 
 die() { echo "bench: $*" >&2; exit 1; }
+# wanted NAME...: is any of these workloads selected by BENCH_ONLY?
+wanted() {
+    [ -z "${BENCH_ONLY:-}" ] && return 0
+    local n p
+    for n in "$@"; do
+        for p in ${BENCH_ONLY//,/ }; do
+            case "$n" in *"$p"*) return 0 ;; esac
+        done
+    done
+    return 1
+}
 [ -x "$QIMG" ] || die "no qimg binary at $QIMG (make first, or set QIMG)"
 [ -x "$QEMU_IMG" ] || die "no qemu-img at $QEMU_IMG"
 QIMG=$(cd "$(dirname "$QIMG")" && pwd)/$(basename "$QIMG")
@@ -70,11 +86,15 @@ make_input() {
     echo "$stamp" > "$IN/$name.stamp"
 }
 
-make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
-make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
-make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
-make_input cmp-b.raw sparse "$IN/cmp-b.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3 --fill-holes
-make_input frag.raw frag "$IN/frag.raw" "$FRAG_COUNT" --seed 4
+wanted convert-sparse convert-qcow2 qcow2-to-raw &&
+    make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
+wanted convert-dense qcow2-c-zlib qcow2-c-zstd &&
+    make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+if wanted compare; then
+    make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
+    make_input cmp-b.raw sparse "$IN/cmp-b.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3 --fill-holes
+fi
+wanted map && make_input frag.raw frag "$IN/frag.raw" "$FRAG_COUNT" --seed 4
 
 # A backing chain of qcow2 images l0 (the base) .. l9 (the top), 2 GiB
 # virtual: layer i holds CHAIN_CHUNKS MiB of pattern i+1, in 1 MiB pieces
@@ -109,7 +129,69 @@ chain_copy() {
         if [ "$(basename "$f")" = "$written" ]; then cp "$f" "$OUT/"; else ln "$f" "$OUT/"; fi
     done
 }
-make_chain
+wanted rebase-chain commit-chain && make_chain
+
+# commit-top50 (issue 13): a chain of 50 qcow2 layers, top50/l0 .. l49,
+# TOP50_SIZE virtual; layer i holds 128 clusters of 64 KiB of pattern
+# i+1, spread evenly over the disk (one every TOP50_SIZE/128), the clusters
+# of layer i at a distance of i clusters from those of layer 0: committing
+# l49 into l48 has 8 MiB to copy, while every layer below holds metadata
+# of its own all over the disk that the commit has no reason to read.
+TOP50_SIZE=$([ "$QUICK" = 1 ] && echo 1G || echo 16G)
+make_top50() {
+    local dir=$IN/top50 stamp="top50 50 x 128 x 64k over $TOP50_SIZE" i k args step
+    if [ "$(cat "$dir/stamp" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    echo "bench: generating the 50-layer chain ($stamp)" >&2
+    rm -rf "$dir" && mkdir -p "$dir" || die "cannot create $dir"
+    "$QEMU_IMG" create -q -f qcow2 "$dir/l0.qcow2" "$TOP50_SIZE" || die "creating top50 layer 0 failed"
+    for ((i = 1; i < 50; i++)); do
+        "$QEMU_IMG" create -q -f qcow2 -b "l$((i - 1)).qcow2" -F qcow2 "$dir/l$i.qcow2" "$TOP50_SIZE" ||
+            die "creating top50 layer $i failed"
+    done
+    step=$(( $("$QEMU_IMG" info --output=json "$dir/l0.qcow2" |
+               python3 -c 'import json, sys; print(json.load(sys.stdin)["virtual-size"])') / 128 ))
+    for ((i = 0; i < 50; i++)); do
+        args=()
+        for ((k = 0; k < 128; k++)); do
+            args+=(-c "write -P $((i + 1)) $((k * step + i * 65536)) 64k")
+        done
+        "$QEMU_IO" -f qcow2 "${args[@]}" "$dir/l$i.qcow2" >/dev/null || die "writing top50 layer $i failed"
+    done
+    echo "$stamp" > "$dir/stamp"
+}
+# A run's copy of the 50-layer chain: l48 and l49 (both written) copied,
+# the others linked.
+top50_copy() {
+    local f
+    for f in "$IN"/top50/*.qcow2; do
+        case "$(basename "$f")" in
+        l48.qcow2|l49.qcow2) cp "$f" "$OUT/" ;;
+        *) ln "$f" "$OUT/" ;;
+        esac
+    done
+}
+wanted commit-top50 && make_top50
+
+# check-prealloc, map-4k, measure-4k (issue 13): metadata-preallocated
+# images made by qemu-img (sparse files: only the metadata is written):
+# 1 TiB of 64 KiB clusters (16M clusters, 128 MiB of L2 tables), and
+# 16 GiB of 4 KiB clusters (4M clusters, 4096 L2 tables of 4 KiB).
+PREALLOC_SIZE=$([ "$QUICK" = 1 ] && echo 16G || echo 1T)
+M4K_SIZE=$([ "$QUICK" = 1 ] && echo 1G || echo 16G)
+make_prealloc() {   # NAME SIZE CREATE-OPTIONS
+    local stamp="prealloc $2 $3"
+    if [ -f "$IN/$1" ] && [ "$(cat "$IN/$1.stamp" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    echo "bench: generating $1 ($stamp)" >&2
+    rm -f "$IN/$1" "$IN/$1.stamp"
+    "$QEMU_IMG" create -q -f qcow2 -o "$3" "$IN/$1" "$2" || die "creating $1 failed"
+    echo "$stamp" > "$IN/$1.stamp"
+}
+wanted check-prealloc && make_prealloc prealloc.qcow2 "$PREALLOC_SIZE" preallocation=metadata
+wanted map-4k measure-4k && make_prealloc m4k.qcow2 "$M4K_SIZE" cluster_size=4k,preallocation=metadata
 sync
 
 # Workloads: name | description | arguments | check after qimg's last run
@@ -131,9 +213,10 @@ fi
 # compressible data (base64 text of random bytes) for -c, both made by
 # qemu-img so the two tools read the same files.
 if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
-    [ -f "$IN/sparse.qcow2" ] || "$QEMU_IMG" convert -O qcow2 "$IN/sparse.raw" "$IN/sparse.qcow2" ||
-        die "making sparse.qcow2 failed"
-    if [ ! -f "$IN/c.qcow2" ]; then
+    if wanted qcow2-to-raw && [ ! -f "$IN/sparse.qcow2" ]; then
+        "$QEMU_IMG" convert -O qcow2 "$IN/sparse.raw" "$IN/sparse.qcow2" || die "making sparse.qcow2 failed"
+    fi
+    if wanted qcow2-c-zlib qcow2-c-zstd && [ ! -f "$IN/c.qcow2" ]; then
         head -c $((192 << 20)) "$IN/dense.raw" | base64 -w 0 | head -c $((256 << 20)) > "$IN/c.raw" &&
             "$QEMU_IMG" convert -f raw -O qcow2 "$IN/c.raw" "$IN/c.qcow2" || die "making c.qcow2 failed"
         rm -f "$IN/c.raw"
@@ -154,18 +237,22 @@ for _ in range($n): print('write -P %d %d 64k' % (r.randrange(1, 255), r.randran
         "$QEMU_IO" -f qcow2 "$IN/$1" >/dev/null || die "writing $1 failed"
 }
 CHECK_SIZE=$([ "$QUICK" = 1 ] && echo 1G || echo 16G)
-case check-qcow2 in *${BENCH_ONLY:-}*)
+if wanted check-qcow2-64k check-qcow2-4k; then
     make_check_image check64k.qcow2 64k
     make_check_image check4k.qcow2 4k
     WORKLOADS+=("check-qcow2-64k|check, $CHECK_SIZE qcow2, 64 KiB clusters, random 64 KiB writes|check \$IN/check64k.qcow2|")
     WORKLOADS+=("check-qcow2-4k|check, $CHECK_SIZE qcow2, 4 KiB clusters, random 64 KiB writes|check \$IN/check4k.qcow2|")
-esac
+fi
+WORKLOADS+=("check-prealloc|check, $PREALLOC_SIZE qcow2, metadata preallocated (64 KiB clusters)|check \$IN/prealloc.qcow2|")
+WORKLOADS+=("map-4k|map --output=json, $M4K_SIZE qcow2, 4 KiB clusters, metadata preallocated|map --output=json \$IN/m4k.qcow2|")
+WORKLOADS+=("measure-4k|measure -O qcow2, $M4K_SIZE qcow2, 4 KiB clusters, metadata preallocated|measure -O qcow2 \$IN/m4k.qcow2|")
 
 # The backing-chain workloads need qimg's qcow2 write path.
 if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     CHAIN_DATA=$((CHAIN_LAYERS * CHAIN_CHUNKS))
     WORKLOADS+=("rebase-chain|rebase onto the base of a $CHAIN_LAYERS-layer qcow2 chain, $CHAIN_DATA MiB of data|rebase -b l0.qcow2 -F qcow2 \$OUT/$CHAIN_TOP|compare -f qcow2 -F qcow2 \$OUT/$CHAIN_TOP \$IN/chain/$CHAIN_TOP|chain_copy $CHAIN_TOP")
     WORKLOADS+=("commit-chain|commit a $CHAIN_LAYERS-layer qcow2 chain into its base, $CHAIN_DATA MiB of data|commit -b l0.qcow2 \$OUT/$CHAIN_TOP|compare -f qcow2 -F qcow2 \$OUT/l0.qcow2 \$IN/chain/$CHAIN_TOP|chain_copy l0.qcow2")
+    WORKLOADS+=("commit-top50|commit the top of a 50-layer qcow2 chain ($TOP50_SIZE) into its parent: 128 clusters of 64 KiB|commit \$OUT/l49.qcow2|compare -f qcow2 -F qcow2 \$OUT/l48.qcow2 \$IN/top50/l49.qcow2|top50_copy")
 fi
 
 # convert -D (issue 7): a base qcow2 with DIFF_DATA of data and a source
@@ -194,18 +281,18 @@ for o in sorted(r.sample(clusters, len(clusters) // 20)):
         "$QEMU_IO" -f qcow2 "$IN/diff-src.qcow2" >/dev/null || die "diff source"
     echo "$stamp" > "$IN/diff.stamp"
 }
-case convert-diff in *${BENCH_ONLY:-}*)
+if wanted convert-diff; then
     if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
         make_diff_inputs
         WORKLOADS+=("convert-diff|diff image: $DIFF_SIZE qcow2 with $DIFF_DATA of data vs a base differing in 5% of its clusters|convert -D \$IN/diff-base.qcow2 -F qcow2 -O qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2||\$QEMU_IMG create -q -f qcow2 -b \$IN/diff-src.qcow2 -F qcow2 \$OUT/t.qcow2 && \$QEMU_IMG rebase -b \$IN/diff-base.qcow2 -F qcow2 \$OUT/t.qcow2")
     fi
-esac
+fi
 
 # create --from (issue 7): a tree of a few thousand files, into qcow2,
 # against the pipeline people use today: mke2fs -d into a sparse raw file,
 # then qemu-img convert -O qcow2, with the disk size qimg picks.
 TREE_SIZE=$([ "$QUICK" = 1 ] && echo 128M || echo 2G)
-case create-from in *${BENCH_ONLY:-}*)
+if wanted create-from; then
     if "$QIMG" create -q -f qcow2 --from "$TOP/bench" "$OUT/probe.qcow2" >/dev/null 2>&1; then
         stamp="tree $TREE_SIZE seed 6"
         if [ "$(cat "$IN/tree.stamp" 2>/dev/null)" != "$stamp" ]; then
@@ -222,7 +309,7 @@ case create-from in *${BENCH_ONLY:-}*)
         WORKLOADS+=("create-from|create --from a $TREE_SIZE tree into ext4 in qcow2 ($((TREE_DISK >> 20)) MiB disk) vs mke2fs -t ext4 -d into a sparse raw file + qemu-img convert -O qcow2|create -f qcow2 --from \$IN/tree \$OUT/t.qcow2|check \$OUT/t.qcow2||mke2fs -q -F -t ext4 -d \$IN/tree \$OUT/raw.img $((TREE_DISK >> 10))k && \$QEMU_IMG convert -O qcow2 \$OUT/raw.img \$OUT/t.qcow2")
     fi
     rm -f "$OUT/probe.qcow2"
-esac
+fi
 
 prepare_run() {
     rm -rf "$OUT" && mkdir -p "$OUT"
@@ -231,13 +318,19 @@ prepare_run() {
     [ "$CACHE" = cold ] && echo 3 > /proc/sys/vm/drop_caches
 }
 
-# time_one TOOL ARGS...: seconds (6 decimals) on stdout; output discarded;
-# fails (and prints the error) on a non-zero exit.
+# Peak memory through GNU time (both tools pay for its fork alike).
+GNU_TIME=/usr/bin/time
+[ -x "$GNU_TIME" ] && "$GNU_TIME" -f %M -o /dev/null true 2>/dev/null || GNU_TIME=""
+
+# time_one TOOL ARGS...: "SECONDS PEAK-RSS-KiB" on stdout (seconds with 6
+# decimals; the RSS "-" without GNU time); output discarded; fails (and
+# prints the error) on a non-zero exit.
 time_one() {
     local tool=$1; shift
-    local t0 t1 rc
+    local t0 t1 rc rss=- wrap=()
+    [ -n "$GNU_TIME" ] && wrap=("$GNU_TIME" -f %M -o "$BENCH_DIR/rss")
     t0=$EPOCHREALTIME
-    "$tool" "$@" >/dev/null 2>"$BENCH_DIR/stderr"
+    "${wrap[@]}" "$tool" "$@" >/dev/null 2>"$BENCH_DIR/stderr"
     rc=$?
     t1=$EPOCHREALTIME
     if [ $rc -ne 0 ]; then
@@ -245,18 +338,22 @@ time_one() {
         cat "$BENCH_DIR/stderr" >&2
         return 1
     fi
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
+    [ -n "$GNU_TIME" ] && rss=$(tail -1 "$BENCH_DIR/rss")
+    awk -v a="$t0" -v b="$t1" -v m="$rss" 'BEGIN { printf "%.6f %s\n", b - a, m }'
 }
+
+# largest of the RSS values (KiB) on stdin, in MiB with one decimal
+max_mib() { sort -g | tail -1 | awk '$1 != "-" { printf "%.1f", $1 / 1024; next } { print "" }'; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 rows=()
 for w in "${WORKLOADS[@]}"; do
     IFS='|' read -r name desc argtext verify prep refcmd <<<"$w"
-    case "$name" in *${BENCH_ONLY:-}*) ;; *) continue ;; esac
+    wanted "$name" || continue
     eval "args=($argtext)"
     cmd=$(printf '%s' "$argtext" | sed 's/\$IN\///g; s/\$OUT\///g')
-    ref_times=() new_times=() failed=""
+    ref_times=() new_times=() ref_rss=() new_rss=() failed=""
     # with a warm cache, one untimed run first so that neither tool pays
     # for reading the input into the cache
     if [ "$CACHE" = warm ]; then
@@ -278,10 +375,10 @@ for w in "${WORKLOADS[@]}"; do
                 else
                     t=$(time_one "$QEMU_IMG" "${args[@]}") || { failed="qemu-img failed"; break 2; }
                 fi
-                ref_times+=("$t")
+                ref_times+=("${t% *}") ref_rss+=("${t#* }")
             else
                 t=$(time_one "$QIMG" "${args[@]}") || { failed="qimg failed"; break 2; }
-                new_times+=("$t")
+                new_times+=("${t% *}") new_rss+=("${t#* }")
             fi
         done
         echo "bench: $name run $i/$RUNS: qemu-img ${ref_times[-1]} s, qimg ${new_times[-1]} s" >&2
@@ -294,7 +391,7 @@ for w in "${WORKLOADS[@]}"; do
         fi
     fi
     if [ -n "$failed" ]; then
-        rows+=("| $name | $desc | \`$cmd\` | | | $failed | | | |")
+        rows+=("| $name | $desc | \`$cmd\` | | | $failed | | | | | |")
         continue
     fi
     ref_med=$(printf '%s\n' "${ref_times[@]}" | median)
@@ -303,13 +400,15 @@ for w in "${WORKLOADS[@]}"; do
     new_min=$(printf '%s\n' "${new_times[@]}" | sort -g | head -1)
     ratio=$(awk -v a="$new_med" -v b="$ref_med" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
     ratio_min=$(awk -v a="$new_min" -v b="$ref_min" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-    rows+=("| $name | $desc | \`$cmd\` | $(printf '%.3f' "$ref_med") | $(printf '%.3f' "$new_med") | **$ratio** | $(printf '%.3f' "$ref_min") | $(printf '%.3f' "$new_min") | $ratio_min |")
+    ref_mib=$(printf '%s\n' "${ref_rss[@]}" | max_mib)
+    new_mib=$(printf '%s\n' "${new_rss[@]}" | max_mib)
+    rows+=("| $name | $desc | \`$cmd\` | $(printf '%.3f' "$ref_med") | $(printf '%.3f' "$new_med") | **$ratio** | $(printf '%.3f' "$ref_min") | $(printf '%.3f' "$new_min") | $ratio_min | $ref_mib | $new_mib |")
 done
 
 {
     echo "$RUNS runs of each tool, alternating; page cache: $CACHE."
     echo
-    echo "| workload | input | command | qemu-img median (s) | qimg median (s) | qimg/qemu-img | qemu-img min (s) | qimg min (s) | ratio of mins |"
-    echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | input | command | qemu-img median (s) | qimg median (s) | qimg/qemu-img | qemu-img min (s) | qimg min (s) | ratio of mins | qemu-img peak RSS (MiB) | qimg peak RSS (MiB) |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 } | tee ${BENCH_OUT:+"$BENCH_OUT"}

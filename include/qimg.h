@@ -35,7 +35,8 @@ void qimg_error_clear(void);
  * A message starting with "WARNING:" is meant to be printed as it is;
  * one starting with "ERROR: " is an error line that does not stop the
  * operation (qemu's error_report at close: "PROG: rest"); others are
- * qemu's "warning: ..." lines. */
+ * qemu's "warning: ..." lines, where a second line on is a note qemu
+ * prints after the warning as it is, without a newline of its own. */
 typedef void (*qimg_warn_fn)(const char *msg);
 void qimg_set_warn_handler(qimg_warn_fn fn);
 
@@ -109,7 +110,8 @@ int qimg_open_backing_chain(qimg_image *img);
  * directory of its file); malloc'ed. */
 char *qimg_backing_path(const qimg_image *img, const char *name);
 /* A backing name resolved against the directory of the image file that
- * names it, as qemu does: absolute and protocol names are kept. */
+ * names it, as qemu does: absolute and protocol names are kept; the image
+ * name's own protocol prefix stays ("image:top", "base" -> "image:base"). */
 char *qimg_path_combine(const char *image, const char *backing);
 /* The image's cluster size in bytes, 0 when its format has none. */
 int64_t qimg_image_cluster_size(qimg_image *img);
@@ -190,6 +192,10 @@ enum qimg_capability {
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);
 bool qimg_format_known(const char *fmt);
+/* Is name one of qemu-img 7.2's block drivers (formats and protocols, as
+ * its --help lists them), whether qimg has it or not?  rebase -F takes
+ * any of them, as qemu does, to record as the backing format. */
+bool qimg_qemu_driver_known(const char *name);
 /* false for an unknown format too. */
 bool qimg_format_supports(const char *fmt, enum qimg_capability cap);
 
@@ -227,6 +233,11 @@ int qimg_amend_help(const char *fmt, char **out);
 /* Check -o options against fmt's create options plus the file protocol's
  * ("Invalid parameter 'x'", typed values), as create and measure do. */
 int qimg_create_opts_validate(const char *fmt, qimg_opts *opts);
+
+/* What qemu checks on a new image's name before its options: a protocol
+ * prefix it knows ("Unknown protocol 'x'") whose backend can create
+ * ("Protocol driver 'x' does not support image creation"). */
+int qimg_create_name_check(const char *filename);
 
 struct qimg_create_params {
     const char *filename;
@@ -341,6 +352,12 @@ struct qimg_convert_params {
      * the clusters where the single source differs from it (zero clusters
      * where the source reads zeros and the base does not). */
     bool diff;
+    /* --salvage: a source range whose block status fails is copied as
+     * data, sectors that fail to read are copied as zeros; each is reported
+     * through the warning handler (qemu's "error while reading ..."),
+     * unless quiet.  The copy then goes in order, one request at a time. */
+    bool salvage;
+    bool quiet;
 };
 int qimg_convert(const struct qimg_convert_params *p);
 
@@ -350,6 +367,8 @@ struct qimg_compare_result {
     uint64_t mismatch_offset;
     bool status_mismatch;         /* strict: block status differs at mismatch_offset */
     bool status_error;            /* on error: block status failed (else a read) */
+    /* size_mismatch is also set on error when the error lies past the
+     * smaller size (qemu-img has warned by then) */
 };
 int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
                  struct qimg_compare_result *res,

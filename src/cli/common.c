@@ -35,13 +35,18 @@ void warn_report(const char *fmt, ...)
     va_end(ap);
 }
 
-/* Warnings of the library: "WARNING: ..." texts come as qemu prints them. */
+/* Warnings of the library: "WARNING: ..." texts come as qemu prints them;
+ * in others, what follows the first line is a note qemu prints after the
+ * warning as it is (no newline of its own). */
 void cli_warn(const char *msg)
 {
+    const char *note = strchr(msg, '\n');
     if (strncmp(msg, "WARNING:", 8) == 0)
         fprintf(stderr, "%s\n", msg);
     else if (strncmp(msg, "ERROR: ", 7) == 0)
         error_report("%s", msg + 7);
+    else if (note)
+        fprintf(stderr, "%s: warning: %.*s\n%s", prog_name, (int)(note - msg), msg, note + 1);
     else
         warn_report("%s", msg);
 }

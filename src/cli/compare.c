@@ -53,6 +53,8 @@ static int report(const struct compare_opts *o, const struct qimg_compare_result
 {
     char line[128];
     if (r < 0) {
+        if (res->size_mismatch)
+            say(o, "Warning: Image size mismatch!\n");
         error_report("%s", qimg_last_error());
         return res->status_error ? 3 : 4;
     }

@@ -195,17 +195,41 @@ static int open_sources(struct sources *s, char **names, size_t n, const struct 
     return 0;
 }
 
-static int check_target_format(const struct convert_opts *o)
+static int check_target_format(const struct convert_opts *o, const char *out_name)
 {
     if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
         error_report("Unknown file format '%s'", o->out_fmt);
+        return -1;
+    }
+    if (qimg_create_name_check(out_name) < 0) {
+        error_report("%s", qimg_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* A backing file for the target (-B or -o backing_file; with -n only -B
+ * counts, as in qemu-img): one source only, and a new target must be told
+ * the backing file's format (-F or -o backing_format): qemu-img 7.2 does
+ * not probe it. */
+static int check_target_backing(const struct convert_opts *o, const qimg_opts *opts, int nsrc)
+{
+    const char *option = opts ? qimg_opts_get(opts, "backing_file") : NULL;
+    if (nsrc > 1 && (o->backing || option)) {
+        error_report("Having a backing file for the target makes no sense when concatenating "
+                     "multiple input images");
+        return -1;
+    }
+    bool has_fmt = o->backing_fmt || (opts && qimg_opts_get(opts, "backing_fmt"));
+    if (!o->skip_create && (o->backing || option) && !has_fmt) {
+        error_report("Use of backing file requires explicit backing format");
         return -1;
     }
     return 0;
 }
 
 /* -o values and the format's abilities, checked before creating. */
-static int check_create_options(const struct convert_opts *o, qimg_opts **opts)
+static int check_create_options(const struct convert_opts *o, qimg_opts **opts, int nsrc)
 {
     if (o->options && (qimg_opts_parse(opts, o->options) < 0 ||
                        qimg_create_opts_validate(o->out_fmt, *opts) < 0)) {
@@ -217,6 +241,8 @@ static int check_create_options(const struct convert_opts *o, qimg_opts **opts)
         error_report("Backing file not supported for file format '%s'", o->out_fmt);
         return -1;
     }
+    if (check_target_backing(o, *opts, nsrc) < 0)
+        return -1;
     if (o->compress && !qimg_format_supports(o->out_fmt, QIMG_CAP_COMPRESS)) {
         error_report("Compression not supported for this file format");
         return -1;
@@ -275,6 +301,7 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
         .target_is_zero = zero_init, .target_has_backing = target_backing,
         .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
         .compress = o->compress, .diff = o->diff_base != NULL,
+        .salvage = o->salvage, .quiet = o->quiet,
         .progress = o->progress ? progress_callback : NULL, .progress_opaque = &prog,
     };
     progress_init(&prog, o->progress, 1.0f);
@@ -470,10 +497,17 @@ int cmd_convert(int argc, char **argv)
     /* -n writes the existing target in place */
     t = qimg_target_new(out_name, o.skip_create);
     if (!o.skip_create) {
-        if (check_target_format(&o) < 0 || check_create_options(&o, &opts) < 0)
+        if (check_target_format(&o, out_name) < 0 || check_create_options(&o, &opts, nsrc) < 0)
             goto out;
         if (create_target(t, out_name, &o, s.total, opts) < 0)
             goto out;
+    } else if (o.target_is_zero && o.backing) {
+        /* before the other checks of -B, and with status 0, as qemu-img 7.2 */
+        error_report("Cannot use --target-is-zero when the destination image has a backing file");
+        ret = 0;
+        goto out;
+    } else if (check_target_backing(&o, NULL, nsrc) < 0) {
+        goto out;
     }
 
     unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING;

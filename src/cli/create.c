@@ -168,6 +168,20 @@ static int create_from(int argc, char **argv)
     return r < 0 ? 1 : 0;
 }
 
+/* qemu-img 7.2 prints the hint after "Backing file specified without
+ * backing format" ("Detected format of qcow2.") without a newline. */
+static void report_create_error(const char *filename)
+{
+    const char *msg = qimg_last_error();
+    const char *last = strrchr(msg, '\n');
+    if (!last || strncmp(last + 1, "Detected format of ", 19) != 0) {
+        report_lib_error("%s", filename);
+        return;
+    }
+    fprintf(stderr, "%s: %s: %s", prog_name, filename, msg);
+    fflush(stderr);
+}
+
 int cmd_create(int argc, char **argv)
 {
     if (wants_from(argc, argv))
@@ -216,7 +230,7 @@ int cmd_create(int argc, char **argv)
     p.opts = opts;
     char *text = qimg_create_describe(&p);
     if (!text) {
-        report_lib_error("%s", p.filename);
+        report_create_error(p.filename);
         qimg_opts_free(opts);
         return 1;
     }
@@ -227,7 +241,7 @@ int cmd_create(int argc, char **argv)
     free(text);
     int r = qimg_create(&p);
     if (r < 0)
-        report_lib_error("%s", p.filename);
+        report_create_error(p.filename);
     qimg_opts_free(opts);
     return r < 0 ? 1 : 0;
 }

@@ -8,8 +8,8 @@
  * As qemu-img (and dd(1)), a skip past the end of the input prints
  * "IF: cannot skip to specified offset", creates an empty output and
  * exits with status 0.  The output is created complete (qimg_create
- * atomic) and then filled; blocks of zeros are not written to a fresh
- * output that already reads as zeros, so it stays sparse.
+ * atomic) and then filled; every block is written, zeros included, so
+ * that the output is allocated as qemu-img's (same map, same disk use).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -102,27 +102,7 @@ static uint64_t copy_length(const struct dd_opts *o, uint64_t in_size, uint64_t 
     return len;
 }
 
-/* Write buf; with skip_zeros, 4 KiB blocks of zeros are left as holes. */
-static int write_block(qimg_image *out, uint64_t off, const uint8_t *buf, size_t len, bool skip_zeros)
-{
-    if (!skip_zeros)
-        return qimg_write(out, off, buf, len);
-    size_t pos = 0;
-    while (pos < len) {
-        size_t start = pos;
-        bool zero = qimg_is_zero(buf + pos, MIN(len - pos, (size_t)4096));
-        while (pos < len && qimg_is_zero(buf + pos, MIN(len - pos, (size_t)4096)) == zero)
-            pos += MIN(len - pos, (size_t)4096);
-        if (!zero) {
-            int r = qimg_write(out, off + start, buf + start, pos - start);
-            if (r < 0)
-                return r;
-        }
-    }
-    return 0;
-}
-
-static int copy_range(qimg_image *in, qimg_image *out, uint64_t start, uint64_t len, bool skip_zeros)
+static int copy_range(qimg_image *in, qimg_image *out, uint64_t start, uint64_t len)
 {
     CLEANUP_FREE uint8_t *buf = qimg_io_buffer(DD_CHUNK);
     uint64_t in_real = qimg_size(in);
@@ -135,7 +115,7 @@ static int copy_range(qimg_image *in, qimg_image *out, uint64_t start, uint64_t 
             return -1;
         }
         memset(buf + real, 0, n - real);
-        if (write_block(out, done, buf, n, skip_zeros) < 0) {
+        if (qimg_write(out, done, buf, n) < 0) {
             error_report("error while writing to output image file: %s", qimg_last_error());
             return -1;
         }
@@ -185,8 +165,7 @@ int cmd_dd(int argc, char **argv)
     out = cli_open(o.out, o.out_fmt, QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING, false);
     if (!out)
         goto done;
-    bool zero_init = !qimg_backing(out) && qimg_image_has_zero_init(out);
-    if (copy_range(in, out, start, MIN(len, qimg_size(out)), zero_init) < 0)
+    if (copy_range(in, out, start, MIN(len, qimg_size(out))) < 0)
         goto done;
     ret = 0;
 done:

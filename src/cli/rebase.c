@@ -51,7 +51,7 @@ static int rebase_image(const char *filename, const struct rebase_args *a, struc
     int ret = 1;
     qimg_image *new_backing = NULL;
     bool opened = false;
-    if (a->base_fmt && !qimg_format_known(a->base_fmt))
+    if (a->base_fmt && !qimg_qemu_driver_known(a->base_fmt))
         error_report("Invalid format name: '%s'", a->base_fmt);
     else if (open_new_backing(img, a, src_flags, &new_backing, &opened) == 0) {
         struct qimg_rebase_params p = {

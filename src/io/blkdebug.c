@@ -461,11 +461,19 @@ static bool bd_same(struct qimg_io *a, struct qimg_io *b)
     return qimg_io_same(((struct blkdebug *)a->priv)->child, ((struct blkdebug *)b->priv)->child);
 }
 
+struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io)
+{
+    return io->ops == &qimg_io_blkdebug_ops && io->priv ? ((struct blkdebug *)io->priv)->child : NULL;
+}
+
 /* ---- open ---- */
 
 /* "blkdebug:RULES:IMAGE": the rules file ends at the first colon. */
 static int bd_parse_filename(const char *filename, qimg_opts *opts)
 {
+    /* without the prefix (-f blkdebug NAME), the name is the image */
+    if (strncmp(filename, "blkdebug:", 9) != 0)
+        return qimg_opts_set(&opts, "x-image", filename);
     const char *rest = filename + strlen("blkdebug:");
     const char *colon = strchr(rest, ':');
     if (!colon)
@@ -475,21 +483,41 @@ static int bd_parse_filename(const char *filename, qimg_opts *opts)
         config[colon - rest] = '\0';
         qimg_opts_set(&opts, "config", config);
     }
-    qimg_opts_set(&opts, "image", colon + 1);
+    /* a name to read as a string (qemu's x-image), unlike "image" */
+    qimg_opts_set(&opts, "x-image", colon + 1);
     return 0;
 }
 
-/* The image under the filter: a name ("image") or options ("image.*"). */
+/* The image under the filter: options ("image.*"), or the name the
+ * "blkdebug:RULES:IMAGE" string gave (x-image, read as a string name; the
+ * options win).  A bare "image" would name another node, which qimg
+ * cannot have. */
+static int child_tree(qimg_opts *opts, qimg_opts **sub)
+{
+    const char *ref = qimg_opts_get(opts, "image");
+    if (ref)
+        return qimg_error(-EINVAL, "Cannot find device='%s' nor node-name='%s'", ref, ref);
+    *sub = qimg_opts_subtree(opts, "image");
+    const char *name = NULL;
+    if (qimg_opts_get_string(opts, "x-image", &name) != 1)
+        return *sub ? 0 : qimg_error(-EINVAL, "A block device must be specified for \"image\"");
+    CLEANUP_OPTS qimg_opts *named = NULL;
+    int r = qimg_io_name_opts(&named, name);
+    for (size_t i = 0; r == 0 && i < qimg_opts_count(named); i++) {
+        const char *key = qimg_opts_name(named, i);
+        if (!qimg_opts_get(*sub, key))
+            r = qimg_opts_set(sub, key, qimg_opts_get(named, key));
+    }
+    return r;
+}
+
 static int open_child(struct qimg_io *io, qimg_opts *opts)
 {
     struct blkdebug *bd = io->priv;
-    qimg_opts *sub = qimg_opts_subtree(opts, "image");
-    const char *name = qimg_opts_get(opts, "filename");
-    if (!sub && name && strncmp(name, "blkdebug:", 9) != 0)   /* as qemu: a plain name is the image */
-        qimg_opts_set(&sub, "filename", name);
-    if (!sub)
-        return qimg_error(-EINVAL, "A block device must be specified for \"image\"");
-    int r = qimg_io_open_opts(&bd->child, sub, io->flags);
+    qimg_opts *sub = NULL;
+    int r = child_tree(opts, &sub);
+    if (r == 0)
+        r = qimg_io_open_opts(&bd->child, sub, io->flags);
     const char *unused = r == 0 ? qimg_opts_first_unused(sub) : NULL;
     if (unused)
         r = qimg_error(-EINVAL, "Invalid parameter '%s'", unused);
@@ -532,7 +560,7 @@ static int bd_open(struct qimg_io *io, qimg_opts *opts)
     for (size_t i = 0; i < qimg_opts_count(opts); i++) {
         const char *k = qimg_opts_name(opts, i);
         if (strcmp(k, "driver") != 0 && strcmp(k, "filename") != 0 && strcmp(k, "config") != 0 &&
-            strcmp(k, "image") != 0 && strncmp(k, "image.", 6) != 0)
+            strcmp(k, "x-image") != 0 && strncmp(k, "image.", 6) != 0)
             bd->named_only = false;
     }
     int r = config ? read_rules_file(bd, config) : 0;
@@ -580,6 +608,13 @@ static char *bd_exact_filename(struct qimg_io *io)
     return qimg_asprintf("blkdebug:%s:%s", bd->config ? bd->config : "", child);
 }
 
+/* Relative names next to the image under the filter resolve as next to
+ * that image (qemu's dirname of a filter is its child's). */
+static char *bd_dirname(struct qimg_io *io)
+{
+    return qimg_io_dirname(((struct blkdebug *)io->priv)->child);
+}
+
 const struct qimg_io_ops qimg_io_blkdebug_ops = {
     .name           = "blkdebug",
     .prefix         = "blkdebug:",
@@ -600,4 +635,5 @@ const struct qimg_io_ops qimg_io_blkdebug_ops = {
     .event          = bd_event,
     .same           = bd_same,
     .close          = bd_close,
+    .dirname        = bd_dirname,
 };

@@ -33,6 +33,8 @@ struct file_state {
     bool no_punch;           /* fallocate punch-hole unsupported here */
     bool no_zero_range;
     bool no_seek_data;
+    dev_t dev;               /* identity, from the fstat at open (see file_same) */
+    ino_t ino;
 };
 
 /* ---- qemu's lock protocol ----
@@ -222,11 +224,18 @@ static void set_blocking(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 }
 
-/* "file:NAME" is the local file NAME, colons and all. */
+/* "file:NAME" is the local file NAME, colons and all; a relative NAME
+ * that would itself read as a protocol ("file:a:b") becomes "./a:b", as
+ * qemu names it from then on. */
 static int file_parse_filename(const char *filename, qimg_opts *opts)
 {
-    qimg_opts_set(&opts, "filename", filename + strlen("file:"));
-    return 0;
+    if (strncmp(filename, "file:", 5) != 0)    /* -f file NAME */
+        return qimg_opts_set(&opts, "filename", filename);
+    const char *path = filename + strlen("file:");
+    if (!qimg_path_has_protocol(path))
+        return qimg_opts_set(&opts, "filename", path);
+    CLEANUP_FREE char *dotted = qimg_asprintf("./%s", path);
+    return qimg_opts_set(&opts, "filename", dotted);
 }
 
 /* Options: "filename" (used by io.c already), "locking" (on, off, auto). */
@@ -272,6 +281,8 @@ static int file_open(struct qimg_io *io, qimg_opts *opts)
     r = check_file_type(io->filename, &st, &s->is_block);
     if (r < 0)
         return r;
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
     set_blocking(fd);
     io->align = 1;
     if (io->flags & QIMG_IO_DIRECT) {
@@ -558,13 +569,12 @@ static void file_hint(struct qimg_io *io, enum qimg_io_hint kind, uint64_t off, 
         sync_file_range(file_fd(io), (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
 }
 
-/* The same file: device and inode. */
+/* The same file: device and inode, as found when each was opened (an
+ * open descriptor keeps its inode; a chain of n layers asks n^2/2 times). */
 static bool file_same(struct qimg_io *a, struct qimg_io *b)
 {
-    struct stat sa, sb;
-    if (fstat(file_fd(a), &sa) < 0 || fstat(file_fd(b), &sb) < 0)
-        return strcmp(a->filename, b->filename) == 0;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    const struct file_state *sa = a->priv, *sb = b->priv;
+    return sa->dev == sb->dev && sa->ino == sb->ino;
 }
 
 static void file_close(struct qimg_io *io)
@@ -579,14 +589,10 @@ static void file_close(struct qimg_io *io)
     free(s);
 }
 
-/* A relative name with a colon before any slash would read as a protocol
- * ("a:b" -> protocol "a"): shown as "./a:b", as qemu does. */
+/* The path as opened ("a:b" from json: stays "a:b": qemu shows it so). */
 static char *file_exact_filename(struct qimg_io *io)
 {
-    const char *name = io->filename;
-    if (name[0] != '/' && qimg_path_has_protocol(name))
-        return qimg_asprintf("./%s", name);
-    return qimg_strdup(name);
+    return qimg_strdup(io->filename);
 }
 
 const struct qimg_io_ops qimg_io_file_ops = {

@@ -89,24 +89,41 @@ int qimg_io_event_lookup(const char *name)
 
 /* ---- open ---- */
 
-/* The backend whose prefix starts filename, or NULL (a local file). */
-static const struct qimg_io_ops *backend_for_name(const char *filename)
+/* qemu keeps a protocol name in 128 bytes: a longer one is cut when
+ * reported. */
+#define PROTOCOL_NAME_MAX 127
+
+const struct qimg_io_ops *qimg_io_protocol(const char *name)
 {
-    for (size_t i = 0; qimg_io_backends[i]; i++) {
-        const char *prefix = qimg_io_backends[i]->prefix;
-        if (prefix && strncmp(filename, prefix, strlen(prefix)) == 0)
+    if (!qimg_path_has_protocol(name))
+        return &qimg_io_file_ops;
+    size_t len = strcspn(name, ":");
+    for (size_t i = 0; qimg_io_backends[i]; i++)
+        if (strlen(qimg_io_backends[i]->name) == len &&
+            strncmp(qimg_io_backends[i]->name, name, len) == 0)
             return qimg_io_backends[i];
-    }
+    qimg_error(-EINVAL, "Unknown protocol '%.*s'", (int)QIMG_MIN(len, (size_t)PROTOCOL_NAME_MAX), name);
     return NULL;
 }
 
-/* Options a filename stands for: its backend's parse, or the name itself. */
-static int filename_opts(const struct qimg_io_ops *ops, const char *filename, qimg_opts *opts)
+int qimg_io_name_opts(qimg_opts **opts, const char *name)
 {
-    if (ops->parse_filename)
-        return ops->parse_filename(filename, opts);
-    qimg_opts_set(&opts, "filename", filename);
-    return 0;
+    if (!qimg_path_has_protocol(name))
+        return qimg_opts_set(opts, "filename", name);
+    const struct qimg_io_ops *ops = qimg_io_protocol(name);
+    if (!ops)
+        return -EINVAL;
+    return qimg_io_name_opts_for(opts, ops, name);
+}
+
+int qimg_io_name_opts_for(qimg_opts **opts, const struct qimg_io_ops *ops, const char *name)
+{
+    int r = qimg_opts_set(opts, "driver", ops->name);
+    if (r == 0)
+        r = qimg_opts_set(opts, "filename", name);
+    if (r == 0 && ops->parse_filename)
+        r = ops->parse_filename(name, *opts);
+    return r;
 }
 
 static int open_backend(struct qimg_io **out, const struct qimg_io_ops *ops, const char *name,
@@ -130,29 +147,11 @@ static int open_backend(struct qimg_io **out, const struct qimg_io_ops *ops, con
 
 int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags)
 {
-    if (!backend_for_name(filename))
-        return open_backend(out, &qimg_io_file_ops, filename, NULL, flags);
     qimg_opts *opts = NULL;
-    qimg_opts_set(&opts, "filename", filename);
-    int r = qimg_io_open_opts(out, opts, flags);
+    int r = qimg_io_name_opts(&opts, filename);
+    if (r == 0)
+        r = qimg_io_open_opts(out, opts, flags);
     qimg_opts_free(opts);
-    return r;
-}
-
-/* A filename with ops' prefix stands for options (blkdebug's config and
- * image, file:'s path): they join opts; those given explicitly win, except
- * "filename", which becomes what the prefix wrapped. */
-static int merge_filename_opts(const struct qimg_io_ops *ops, const char *filename, qimg_opts *opts)
-{
-    qimg_opts *parsed = NULL;
-    qimg_opts_set(&parsed, "filename", filename);
-    int r = filename_opts(ops, filename, parsed);
-    for (size_t i = 0; r == 0 && i < parsed->n; i++) {
-        const char *key = parsed->v[i].name;
-        if (strcmp(key, "filename") == 0 || !qimg_opts_get(opts, key))
-            qimg_opts_set(&opts, key, parsed->v[i].value);
-    }
-    qimg_opts_free(parsed);
     return r;
 }
 
@@ -161,28 +160,19 @@ int qimg_io_open_opts(struct qimg_io **out, qimg_opts *opts, unsigned flags)
     const char *driver = NULL;
     qimg_opts_get_string(opts, "driver", &driver);
     const char *filename = qimg_opts_get(opts, "filename");
-    const struct qimg_io_ops *ops = NULL;
+    const struct qimg_io_ops *ops = &qimg_io_file_ops;
     if (driver) {
         ops = qimg_io_backend_find(driver);
+        if (!ops && qimg_driver_find(driver))
+            return qimg_io_open_image(out, opts, flags);   /* a format node below a filter */
         if (!ops)
             return qimg_error(-EINVAL, "Unknown driver '%s'", driver);
-    } else if (filename) {
-        ops = backend_for_name(filename);
     }
-    if (!ops)
-        ops = &qimg_io_file_ops;
-    CLEANUP_FREE char *given = filename ? qimg_strdup(filename) : NULL;
-    if (given && ops->prefix && strncmp(given, ops->prefix, strlen(ops->prefix)) == 0) {
-        int r = merge_filename_opts(ops, given, opts);
-        if (r < 0)
-            return r;
-    }
-    /* The io is named as the user named it; file: names the path. */
-    const char *name = given ? given : ops->prefix ? ops->prefix : ops->name;
-    if (ops == &qimg_io_file_ops)
-        name = qimg_opts_get(opts, "filename");
-    if (!name)
-        return qimg_error(-EINVAL, "The '%s' driver requires a filename", ops->name);
+    /* The io is named as the user named it: a local file by its path
+     * (after "file:"), another backend by its name string or its prefix. */
+    const char *name = filename ? filename : ops->prefix ? ops->prefix : ops->name;
+    if (ops == &qimg_io_file_ops && (!filename || (!filename[0] && !(flags & QIMG_IO_CREATE))))
+        return qimg_error(-EINVAL, "The '%s' block driver requires a file name", ops->name);
     return open_backend(out, ops, name, opts, flags);
 }
 
@@ -295,6 +285,14 @@ int qimg_io_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnu
 char *qimg_io_exact_filename(struct qimg_io *io)
 {
     return io->ops->exact_filename ? io->ops->exact_filename(io) : NULL;
+}
+
+char *qimg_io_dirname(struct qimg_io *io)
+{
+    if (io->ops->dirname)
+        return io->ops->dirname(io);
+    CLEANUP_FREE char *exact = qimg_io_exact_filename(io);
+    return qimg_path_combine(exact ? exact : io->filename, "");
 }
 
 int64_t qimg_io_allocated_size(struct qimg_io *io)

@@ -13,6 +13,7 @@
 struct null_state {
     uint64_t size;
     bool read_zeroes;
+    bool named_only;     /* neither size nor read-zeroes given */
 };
 
 static int null_open(struct qimg_io *io, qimg_opts *opts)
@@ -23,6 +24,7 @@ static int null_open(struct qimg_io *io, qimg_opts *opts)
     const char *name;
     if (qimg_opts_get_string(opts, "filename", &name) == 1 && strcmp(name, io->ops->prefix) != 0)
         return qimg_error(-EINVAL, "The only allowed filename for this driver is '%s'", io->ops->prefix);
+    s->named_only = !qimg_opts_get(opts, "size") && !qimg_opts_get(opts, "read-zeroes");
     int r = qimg_opts_get_size(opts, "size", &s->size);
     if (r >= 0)
         r = qimg_opts_get_bool(opts, "read-zeroes", &s->read_zeroes);
@@ -67,6 +69,13 @@ static int64_t null_allocated_size(struct qimg_io *io)
     return 0;
 }
 
+/* "null-co://" unless an option that changes what it reads was given
+ * (qemu's name for such a node). */
+static char *null_exact_filename(struct qimg_io *io)
+{
+    return ((struct null_state *)io->priv)->named_only ? qimg_strdup(io->ops->prefix) : NULL;
+}
+
 static void null_close(struct qimg_io *io)
 {
     free(io->priv);
@@ -82,7 +91,8 @@ static void null_close(struct qimg_io *io)
     .get_size       = null_get_size,            \
     .extent         = null_extent,              \
     .allocated_size = null_allocated_size,      \
-    .close          = null_close
+    .close          = null_close,               \
+    .exact_filename = null_exact_filename
 
 const struct qimg_io_ops qimg_io_null_co_ops = { NULL_OPS("null-co") };
 const struct qimg_io_ops qimg_io_null_aio_ops = { NULL_OPS("null-aio") };

@@ -72,12 +72,6 @@ static const char *kind_text(enum qimg_child_kind kind)
     return "a file";
 }
 
-/* Names are resolved against the file holding the parent image. */
-static const char *parent_path(const struct qimg_image *parent)
-{
-    return parent->file ? parent->file->filename : parent->filename;
-}
-
 static bool is_json_name(const char *name)
 {
     return strncmp(name, "json:", 5) == 0;
@@ -98,8 +92,8 @@ int qimg_child_permitted(struct qimg_image *parent, enum qimg_child_kind kind,
     /* a json: or protocol name is never one the user gave as a file */
     if (!is_json_name(name_in_image) &&
         (kind != QIMG_CHILD_BACKING || !qimg_path_has_protocol(name_in_image))) {
-        CLEANUP_FREE char *path = qimg_path_combine(parent_path(parent), name_in_image);
-        if (file_allowed(path))
+        CLEANUP_FREE char *path = qimg_image_resolve_name(parent, name_in_image);
+        if (path && file_allowed(path))
             return 0;
     }
     return qimg_error(-EPERM, "safe mode: image names %s '%s' that was not given",
@@ -149,9 +143,17 @@ int qimg_child_opts(struct qimg_image *parent, enum qimg_child_kind kind,
     /* a plain path (for a backing file a protocol prefix is kept and picks
      * the storage backend); data files and extents are local files by
      * name, whatever the name looks like */
-    char *path = qimg_path_combine(parent_path(parent), name_in_image);
+    char *path = qimg_image_resolve_name(parent, name_in_image);
+    if (!path)
+        return -EINVAL;
     if (kind == QIMG_CHILD_BACKING) {
-        qimg_opts_set(out, "file.filename", path);
+        r = qimg_storage_name_tree(out, "file", path);
+        if (r < 0) {
+            free(path);
+            qimg_opts_free(*out);
+            *out = NULL;
+            return r;
+        }
     } else {
         qimg_opts_set(out, "driver", "file");
         qimg_opts_set(out, "filename", path);

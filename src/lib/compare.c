@@ -17,7 +17,7 @@
 
 #include "internal.h"
 
-#define CHUNK (2u << 20)
+#define CHUNK (512u << 10)
 #define SECTOR 512u
 #define STRICT_FLAGS (QIMG_STATUS_DATA | QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED | \
                       QIMG_STATUS_OFFSET | QIMG_STATUS_EOF)
@@ -311,11 +311,14 @@ int qimg_compare(qimg_image *a, qimg_image *b, bool strict,
     if (r == 0 && c.err && c.err_off < first) {
         res->status_error = c.status_error;
         r = qimg_error(c.err, "%s", c.errmsg);
+        first = c.err_off;
     }
     free(c.errmsg);
+    /* qemu-img warns once the common part compared equal, before it looks
+     * at the rest of the larger image (where an error may still come) */
+    res->size_mismatch = c.a.size != c.b.size && first >= c.common;
     if (r < 0)
         return r;
-    res->size_mismatch = c.a.size != c.b.size && first >= c.common;
     if (first == NO_MISMATCH)
         return 0;
     res->mismatch_offset = first;

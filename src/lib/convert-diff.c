@@ -17,7 +17,7 @@
 #include "internal.h"
 #include "readahead.h"
 
-#define DIFF_CHUNK (2u << 20)
+#define DIFF_CHUNK (512u << 10)  /* two buffers a worker: 2 MiB units doubled the peak memory */
 #define DEFAULT_CLUSTER 65536u
 #define READAHEAD_UNITS 4       /* how far ahead of the walker the kernel reads */
 

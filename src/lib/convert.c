@@ -23,6 +23,7 @@
 #define CHUNK (2u << 20)          /* bytes per unit of work, as qemu's buffer */
 #define ZERO_UNIT_MAX (1ull << 30) /* zero ranges need no buffer: larger units */
 #define SECTOR 512u
+#define MAX_REQUEST_SECTORS ((uint64_t)INT32_MAX / SECTOR)  /* qemu's largest request */
 
 enum unit_kind { UNIT_DATA, UNIT_ZERO };
 
@@ -62,7 +63,7 @@ struct convert {
 
     /* -c: units are whole target clusters, compressed by the workers */
     uint64_t cluster;        /* the target's cluster size */
-    uint64_t total_len;      /* sum of the padded source sizes */
+    uint64_t total_len;      /* sum of the padded source sizes (-c, --salvage) */
 };
 
 static uint64_t padded_size(const qimg_image *img)
@@ -87,6 +88,31 @@ static void fail(struct convert *c, int err)
 
 /* ---- the walker ---- */
 
+/* --salvage: qemu-img asks for the status of the rest of the disk (at most
+ * its largest request), and after a failure for a quarter of that (in
+ * sectors, rounded up), down to one sector, which is then reported and
+ * copied as data. */
+static int salvage_status(const struct convert *c, qimg_image *img, struct qimg_extent *ext)
+{
+    uint64_t sectors = QIMG_MIN((c->total_len - (c->base + c->off)) / SECTOR, MAX_REQUEST_SECTORS);
+    for (;;) {
+        uint64_t len = QIMG_MIN(sectors * SECTOR, qimg_size(img) - c->off);
+        int r = qimg_block_status_chain(img, c->off, len, ext);
+        if (r == 0)
+            return 0;
+        if (sectors > 1) {
+            sectors = qimg_div_round_up(sectors, 4);
+            continue;
+        }
+        if (!c->p->quiet)
+            qimg_warn("error while reading block status at offset %" PRIu64 ": %s", c->off,
+                      strerror(-r));
+        *ext = (struct qimg_extent){ .offset = c->off, .length = SECTOR,
+                                     .flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED };
+        return 0;
+    }
+}
+
 /* Status of the source at c->off, cached until the extent ends. */
 static int source_status(struct convert *c, qimg_image *img, uint64_t size)
 {
@@ -99,7 +125,8 @@ static int source_status(struct convert *c, qimg_image *img, uint64_t size)
         return 0;
     }
     struct qimg_extent ext;
-    int r = qimg_block_status_chain(img, c->off, qimg_size(img) - c->off, &ext);
+    int r = c->p->salvage ? salvage_status(c, img, &ext) :
+            qimg_block_status_chain(img, c->off, qimg_size(img) - c->off, &ext);
     if (r < 0)   /* qemu's words (a storage error reaches here through blkdebug) */
         return qimg_error(r, "error while reading block status at offset %" PRIu64 ": %s", c->off,
                           strerror(-r));
@@ -197,6 +224,8 @@ static int count_total(struct convert *c)
         uint64_t size = padded_size(img);
         c->off = 0;
         c->ext_end = 0;
+        if (i > 0)
+            c->base += padded_size(p->sources[i - 1]);
         while (c->off < size) {
             int r = source_status(c, img, size);
             if (r < 0)
@@ -210,6 +239,7 @@ static int count_total(struct convert *c)
     }
     c->off = 0;
     c->ext_end = 0;
+    c->base = 0;
     return 0;
 }
 
@@ -256,6 +286,23 @@ static void finish_unit(struct convert *c, const struct unit *u, uint64_t bytes_
     }
 }
 
+/* --salvage after a failed read: sector by sector, those that fail are
+ * reported and read as zeros. */
+static void salvage_read(const struct convert *c, qimg_image *img, uint64_t off, uint8_t *buf,
+                         size_t len)
+{
+    for (size_t pos = 0; pos < len; pos += SECTOR) {
+        size_t n = QIMG_MIN((size_t)SECTOR, len - pos);
+        int r = qimg_read(img, off + pos, buf + pos, n);
+        if (r == 0)
+            continue;
+        if (!c->p->quiet)
+            qimg_warn("error while reading offset %" PRIu64 ": %s", off + pos, strerror(-r));
+        memset(buf + pos, 0, n);
+    }
+    qimg_error_clear();
+}
+
 /* Read a unit; the part past the source's real end reads as zeros. */
 static int read_unit(const struct convert *c, const struct unit *u, uint8_t *buf)
 {
@@ -264,6 +311,10 @@ static int read_unit(const struct convert *c, const struct unit *u, uint8_t *buf
     size_t real = u->soff < size ? (size_t)QIMG_MIN(u->len, size - u->soff) : 0;
     if (real) {
         int r = qimg_read(img, u->soff, buf, real);
+        if (r < 0 && c->p->salvage) {
+            salvage_read(c, img, u->soff, buf, real);
+            r = 0;
+        }
         if (r < 0) {
             return qimg_error(r, "error while reading at byte %" PRIu64 ": %s",
                               u->doff, strerror(-r));
@@ -605,8 +656,6 @@ static int setup_compress(struct convert *c)
         !qimg_is_pow2((uint64_t)cluster))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
     c->cluster = (uint64_t)cluster;
-    for (size_t i = 0; i < c->p->nsources; i++)
-        c->total_len += padded_size(c->p->sources[i]);
     return 0;
 }
 
@@ -634,12 +683,17 @@ int qimg_convert(const struct qimg_convert_params *p)
     CLEANUP_FREE uint8_t *zeros = NULL;
     if (p->sparse_size == 0)
         c.zeros = zeros = qimg_xcalloc(1, CHUNK);
+    for (size_t i = 0; i < p->nsources; i++)
+        c.total_len += padded_size(p->sources[i]);   /* checked by check_params */
     if (p->compress)
         r = setup_compress(&c);
-    if (r == 0 && p->progress)
+    /* qemu-img always walks the sources once to count: with --salvage its
+     * warnings come from that walk too */
+    if (r == 0 && (p->progress || p->salvage))
         r = p->compress ? (c.total = c.total_len, 0) : count_total(&c);
     struct qimg_pool *pool = NULL;
-    unsigned nthreads = worker_threads(p->coroutines);
+    /* --salvage reports in order: one request at a time */
+    unsigned nthreads = p->salvage ? 1 : worker_threads(p->coroutines);
     if (r == 0)
         r = qimg_pool_new(&pool, nthreads);
     if (r == 0) {

@@ -235,6 +235,17 @@ static int check_backing(const struct qimg_create_params *p, struct plan *pl,
     return r;
 }
 
+int qimg_create_name_check(const char *filename)
+{
+    const struct qimg_io_ops *protocol = qimg_io_protocol(filename);
+    if (!protocol)
+        return -EINVAL;
+    if (!protocol->can_create)
+        return qimg_error(-ENOTSUP, "Protocol driver '%s' does not support image creation",
+                          protocol->name);
+    return 0;
+}
+
 static int make_plan(const struct qimg_create_params *p, struct plan *pl)
 {
     const char *fmt = p->fmt ? p->fmt : "raw";
@@ -244,8 +255,13 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
     pl->drv = find_format(fmt);
     if (!pl->drv)
         return -EINVAL;
+    if (!qimg_io_protocol(p->filename))
+        return -EINVAL;
     if (!qimg_drv_can(pl->drv, QIMG_CAP_CREATE))
         return qimg_drv_create(pl->drv, NULL);   /* the error */
+    r = qimg_create_name_check(p->filename);
+    if (r < 0)
+        return r;
     merged_opts(pl->drv, true, &pl->list);
     copy_opts(&pl->opts, p->opts);
     r = validate_list(&pl->list, pl->opts);

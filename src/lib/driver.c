@@ -41,6 +41,23 @@ bool qimg_format_known(const char *fmt)
     return qimg_driver_find(fmt) != NULL;
 }
 
+bool qimg_qemu_driver_known(const char *name)
+{
+    /* qemu-img 7.2's (Debian build) "Supported formats" */
+    static const char *const qemu_drivers[] = {
+        "blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress",
+        "copy-before-write", "copy-on-read", "dmg", "file", "ftp", "ftps", "gluster",
+        "host_cdrom", "host_device", "http", "https", "iscsi", "iser", "luks", "nbd",
+        "nfs", "null-aio", "null-co", "nvme", "parallels", "preallocate", "qcow",
+        "qcow2", "qed", "quorum", "raw", "rbd", "replication", "snapshot-access", "ssh",
+        "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat",
+    };
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(qemu_drivers); i++)
+        if (strcmp(qemu_drivers[i], name) == 0)
+            return true;
+    return qimg_format_known(name) || qimg_io_backend_find(name) != NULL;
+}
+
 bool qimg_format_supports(const char *fmt, enum qimg_capability cap)
 {
     const struct qimg_driver *drv = qimg_driver_find(fmt);

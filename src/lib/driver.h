@@ -41,6 +41,11 @@ struct qimg_create_ctx {
 
 
 
+/* An open flag the library alone sets (never a caller's): drv->open is a
+ * read-write reopen of an image that was open read-only (commit's base).
+ * qemu's reopen leaves the header as it is, where an open may update it. */
+#define QIMG_OPEN_REOPEN (1u << 30)
+
 enum qimg_driver_flags {
     /* The image is the guest disk itself, with no metadata of its own
      * (raw): it shares write and resize with other processes, takes the
@@ -153,6 +158,9 @@ const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
                                             uint64_t file_size, const char *filename);
 
 extern const struct qimg_driver qimg_driver_raw;
+/* image-io.c: the format of a filter over a format node (not probed, not
+ * in the registry): its storage as it is, named "blkdebug". */
+extern const struct qimg_driver qimg_driver_filter;
 extern const struct qimg_driver qimg_driver_qcow2;
 
 /* ====================================================== capability layer */

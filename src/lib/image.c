@@ -13,7 +13,10 @@
 
 uint64_t qimg_size(const qimg_image *img) { return img->size; }
 const char *qimg_filename(const qimg_image *img) { return img->filename; }
-const char *qimg_format(const qimg_image *img) { return img->drv->name; }
+const char *qimg_format(const qimg_image *img)
+{
+    return img->protocol_format ? img->protocol_format : img->drv->name;
+}
 qimg_image *qimg_backing(const qimg_image *img) { return img->backing; }
 const char *qimg_backing_filename(const qimg_image *img) { return img->backing_file; }
 const char *qimg_full_backing_filename(const qimg_image *img) { return img->full_backing_filename; }
@@ -21,10 +24,31 @@ const char *qimg_backing_format(const qimg_image *img) { return img->backing_fmt
 
 char *qimg_backing_path(const qimg_image *img, const char *name)
 {
-    return qimg_path_combine(img->file->filename, name);
+    char *path = qimg_image_resolve_name(img, name);
+    return path ? path : qimg_strdup(name);
+}
+
+char *qimg_image_resolve_name(const qimg_image *img, const char *name)
+{
+    if (name[0] == '/' || qimg_path_has_protocol(name))
+        return qimg_strdup(name);
+    CLEANUP_FREE char *dir = img->file ? qimg_io_dirname(img->file)
+                                       : qimg_path_combine(img->filename, "");
+    return dir ? qimg_asprintf("%s%s", dir, name) : NULL;
 }
 
 /* ---- open ---- */
+
+int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name)
+{
+    CLEANUP_OPTS qimg_opts *storage = NULL;
+    int r = qimg_io_name_opts(&storage, name);
+    for (size_t i = 0; r == 0 && i < qimg_opts_count(storage); i++) {
+        CLEANUP_FREE char *key = qimg_asprintf("%s.%s", child, qimg_opts_name(storage, i));
+        r = qimg_opts_set(o, key, qimg_opts_value(storage, i));
+    }
+    return r;
+}
 
 static unsigned io_flags_for(unsigned flags)
 {
@@ -91,25 +115,17 @@ static int lock_image(qimg_image *img)
  * driver's open.  Whatever nobody marked used is reported as qemu does.
  */
 
-/* An image named only by its storage ("file:a:b", blkdebug through
- * options) takes the name its storage gives itself, as qemu shows it. */
-static void rename_by_storage(qimg_image *img)
-{
-    char *exact = qimg_io_exact_filename(img->file);
-    if (!exact)
-        return;
-    free(img->filename);
-    img->filename = exact;
-}
-
 /* What a node is opened as. */
 struct node_req {
     const char *display;      /* the image's name in messages and info */
-    bool name_by_storage;     /* once open, named by its storage when it can say */
-    const char *fmt;          /* -f: must agree with "driver" */
+    bool top;                 /* the image named by the user: renamed once open */
+    bool from_tree;           /* ... given as json:{...} or --image-opts */
+    const char *fmt;          /* -f: wins over "driver" */
     unsigned flags;
     qimg_image *chain_top;    /* for a backing node: the chain above it */
 };
+
+static void name_top_node(qimg_image *img, const struct node_req *req, const qimg_opts *o);
 
 /* "driver" (or -f): a format driver, or NULL with *name set for a
  * protocol named at the top (json:{"driver":"file",...}), or nothing. */
@@ -118,11 +134,11 @@ static int pick_driver(qimg_opts *o, const struct node_req *req, const char **na
 {
     const char *driver = NULL;
     qimg_opts_get_string(o, "driver", &driver);
-    if (req->fmt && driver && strcmp(req->fmt, driver) != 0)
-        return qimg_error(-EINVAL, "Cannot use image format '%s' with driver '%s'", req->fmt, driver);
-    *name = driver ? driver : req->fmt;
+    /* -f wins over a json: "driver", as qemu's explicit options win over
+     * those of the filename */
+    *name = req->fmt ? req->fmt : driver;
     *drv = *name ? qimg_driver_find(*name) : NULL;
-    if (!*drv && *name && !driver)
+    if (!*drv && req->fmt && !qimg_io_backend_find(req->fmt))
         return qimg_error(-EINVAL, "Unknown driver '%s'", req->fmt);
     if ((req->flags & QIMG_OPEN_RDWR) && *drv && ((*drv)->flags & QIMG_DRV_READ_ONLY))
         return qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices", *name);
@@ -139,7 +155,7 @@ static int storage_tree(qimg_opts *o, const struct qimg_driver *drv, const char 
         *out = qimg_opts_copy(o);
         for (size_t i = 0; i < o->n; i++)
             o->v[i].used = true;
-        return 0;
+        return qimg_opts_set(out, "driver", driver);   /* -f may have named it */
     }
     const char *ref = qimg_opts_get(o, "file");
     if (ref)
@@ -188,6 +204,10 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
     int r = qimg_open_storage(&img->file, file_opts, io_flags_for(req->flags));
     if (r == 0)
         r = check_loop(img, req);
+    /* a filter over a format node (named as a protocol at the top or not):
+     * not probed, and shows what qemu shows of the image below */
+    if (r == 0 && (!*drv || img->protocol_format) && qimg_io_holds_image(img->file))
+        *drv = &qimg_driver_filter;
     if (r == 0 && !*drv) {
         r = probe_format(img->file, img->file->filename, drv);
         if (r == 0 && (req->flags & QIMG_OPEN_RDWR) && ((*drv)->flags & QIMG_DRV_READ_ONLY))
@@ -225,13 +245,19 @@ static int open_node(qimg_image **out, qimg_opts *o, const struct node_req *req)
     int r = pick_driver(o, req, &driver, &drv);
     if (r == 0)
         r = storage_tree(o, drv, driver, &file_opts);
+    if (r == 0 && driver && !drv && qimg_io_backend_find(driver)) {
+        /* a protocol at the top: its storage is the image, no probing */
+        img->protocol_format = qimg_strdup(driver);
+        qimg_opts_set(&img->node_opts, "driver", driver);   /* -f may have named it */
+        drv = &qimg_driver_raw;
+    }
     if (r == 0)
         r = open_storage_of(img, file_opts, req, &drv);
     qimg_opts_free(file_opts);
     if (r < 0)
         goto fail;
-    if (req->name_by_storage)
-        rename_by_storage(img);
+    if (req->top)
+        name_top_node(img, req, o);
     qimg_opts_take_common(o);
     take_backing_tree(img, o);
     r = drv->open(img, o, req->flags);
@@ -240,7 +266,7 @@ static int open_node(qimg_image **out, qimg_opts *o, const struct node_req *req)
         goto fail;
     }
     if (img->backing_file && img->backing_file[0])
-        img->full_backing_filename = qimg_path_combine(img->file->filename, img->backing_file);
+        img->full_backing_filename = qimg_image_resolve_name(img, img->backing_file);
     *out = img;
     return 0;
 fail:
@@ -328,36 +354,33 @@ static bool strong_key(const qimg_opts *o, const char *key)
            strncmp(key, "backing.", 8) == 0;
 }
 
-/* A raw window (offset/size over a plain file) is named as qemu names it:
- * json:{...} of the driver, the options and the file node; any other
- * tree by the name given. */
-static char *window_name(const qimg_opts *o, const char *given)
+/* offset, size, encrypt.*: what qemu names by options, unlike backing */
+static bool has_content_key(const qimg_opts *o)
 {
-    const char *driver = qimg_opts_get(o, "driver");
-    const char *file = qimg_opts_get(o, "file.filename");
-    const char *file_driver = qimg_opts_get(o, "file.driver");
-    static const char *const allowed[] = { "driver", "offset", "size", "file.filename", "file.driver" };
-    if (!driver || strcmp(driver, "raw") != 0 || !file ||
-        (file_driver && strcmp(file_driver, "file") != 0))
-        return qimg_strdup(given);
-    for (size_t i = 0; i < o->n; i++) {
-        bool ok = false;
-        for (size_t k = 0; k < QIMG_ARRAY_SIZE(allowed); k++)
-            ok |= strcmp(o->v[i].name, allowed[k]) == 0;
-        if (!ok)
-            return qimg_strdup(given);
-    }
-    struct qimg_json *top = qimg_json_object(), *node = qimg_json_object();
-    qimg_json_set(top, "driver", qimg_json_string(driver));
-    for (size_t k = 1; k <= 2; k++)
-        if (qimg_opts_get(o, allowed[k]))
-            qimg_json_set(top, allowed[k], qimg_json_string(qimg_opts_get(o, allowed[k])));
-    qimg_json_set(node, "driver", qimg_json_string("file"));
-    qimg_json_set(node, "filename", qimg_json_string(file));
-    qimg_json_set(top, "file", node);
-    CLEANUP_FREE char *text = qimg_json_to_string_compact(top);
-    qimg_json_free(top);
-    return qimg_asprintf("json:%s", text);
+    for (size_t i = 0; i < o->n; i++)
+        if (strong_key(o, o->v[i].name) && strcmp(o->v[i].name, "backing") != 0 &&
+            strncmp(o->v[i].name, "backing.", 8) != 0)
+            return true;
+    return false;
+}
+
+static bool has_strong_key(const qimg_opts *o);
+
+/* The name qemu gives the image the user named: that of its storage when
+ * no option changes what the image reads and the storage can name itself
+ * ("file:a:b" is "./a:b", blkdebug given by options "blkdebug::IMAGE");
+ * for a json:/--image-opts tree otherwise its own json:{...} (backing
+ * options alone leave the name given). */
+static void name_top_node(qimg_image *img, const struct node_req *req, const qimg_opts *o)
+{
+    bool strong = has_strong_key(o);
+    char *name = strong ? NULL : qimg_io_exact_filename(img->file);
+    if (!name && req->from_tree && (!strong || has_content_key(o)))
+        name = qimg_node_json_name(img->node_opts, img->protocol_format ? NULL : img->drv->name);
+    if (!name)
+        return;
+    free(img->filename);
+    img->filename = name;
 }
 
 /* The name an image opened from a tree is shown by: its file's name unless
@@ -373,9 +396,8 @@ static bool has_strong_key(const qimg_opts *o)
 
 static char *tree_display(const qimg_opts *o, const char *given)
 {
-    for (size_t i = 0; i < o->n; i++)
-        if (strong_key(o, o->v[i].name))
-            return window_name(o, given);
+    if (has_strong_key(o))
+        return qimg_strdup(given);
     const char *file = qimg_opts_get(o, "file.filename");
     if (!file)
         file = qimg_opts_get(o, "file");
@@ -385,11 +407,11 @@ static char *tree_display(const qimg_opts *o, const char *given)
 }
 
 /* Open a top image and its chain from its tree, within safe mode's budget. */
-static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const char *fmt,
-                     unsigned flags)
+static int open_tree(qimg_image **out, qimg_opts *o, const char *display, bool from_tree,
+                     const char *fmt, unsigned flags)
 {
-    struct node_req req = { .display = display, .fmt = fmt, .flags = flags,
-                            .name_by_storage = !has_strong_key(o) };
+    struct node_req req = { .display = display, .fmt = fmt, .flags = flags, .top = true,
+                            .from_tree = from_tree };
     qimg_budget_begin((flags & QIMG_OPEN_SAFE) || qimg_safe_mode());
     int r = open_node(out, o, &req);
     if (r == 0 && !(flags & QIMG_OPEN_NO_BACKING))
@@ -404,6 +426,12 @@ static int open_tree(qimg_image **out, qimg_opts *o, const char *display, const 
     return r;
 }
 
+int qimg_open_tree(qimg_image **out, qimg_opts *o, const char *display, unsigned flags)
+{
+    *out = NULL;
+    return open_tree(out, o, display, true, NULL, flags);
+}
+
 int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned flags)
 {
     qimg_opts *o = NULL;
@@ -416,11 +444,14 @@ int qimg_open(qimg_image **out, const char *filename, const char *fmt, unsigned 
         r = qimg_json_filename_parse(&o, filename + 5);
         if (r == 0)
             display = shown = tree_display(o, filename);
+    } else if (fmt && !qimg_driver_find(fmt) && qimg_io_backend_find(fmt)) {
+        /* -f names a protocol: the name is that storage's, the image */
+        r = qimg_io_name_opts_for(&o, qimg_io_backend_find(fmt), filename);
     } else {
-        qimg_opts_set(&o, "file.filename", filename);
+        r = qimg_storage_name_tree(&o, "file", filename);
     }
     if (r == 0)
-        r = open_tree(out, o, display, fmt, flags);
+        r = open_tree(out, o, display, shown != NULL, fmt, flags);
     qimg_opts_free(o);
     return r;
 }
@@ -433,7 +464,7 @@ int qimg_open_opts(qimg_image **out, const char *optstr, unsigned flags)
     int r = qimg_keyval_parse(&o, optstr, NULL);
     if (r == 0) {
         CLEANUP_FREE char *shown = tree_display(o, optstr);
-        r = open_tree(out, o, shown, NULL, flags);
+        r = open_tree(out, o, shown, true, NULL, flags);
     }
     qimg_opts_free(o);
     return r;
@@ -475,14 +506,14 @@ int qimg_reopen_rw(qimg_image *l, unsigned cache_flags)
     qimg_opts_free(qimg_opts_subtree(o, "backing"));
     r = lock_image(l);
     if (r == 0)
-        r = l->drv->open(l, o, flags);
+        r = l->drv->open(l, o, flags | QIMG_OPEN_REOPEN);
     qimg_opts_free(o);
     if (r < 0) {
         l->drv = NULL;   /* qimg_close must not call close on a failed open */
         return r;
     }
     if (l->backing_file && l->backing_file[0])
-        l->full_backing_filename = qimg_path_combine(l->file->filename, l->backing_file);
+        l->full_backing_filename = qimg_image_resolve_name(l, l->backing_file);
     return 0;
 }
 
@@ -501,6 +532,7 @@ int qimg_close(qimg_image *img)
         free(img->backing_file);
         free(img->backing_fmt);
         free(img->full_backing_filename);
+        free(img->protocol_format);
         qimg_opts_free(img->node_opts);
         qimg_opts_free(img->backing_opts);
         free(img->backing_ref);

@@ -38,6 +38,9 @@ struct qimg_image {
     bool no_backing;                /* "backing": null */
 
     pthread_mutex_t lock;           /* drivers serialize metadata with it */
+    /* A storage node opened as the image (json:{"driver":"file",...}, -f
+     * file): read as raw, shown by the backend's name as qemu shows it. */
+    char *protocol_format;
 };
 
 /* qemu's three-line warning when probing guessed raw for an image
@@ -111,6 +114,24 @@ int qimg_open_storage(struct qimg_io **out, qimg_opts *opts, unsigned ioflags);
 void qimg_budget_begin(bool safe);
 void qimg_budget_end(void);
 int qimg_budget_check(void);
+
+/* Open an image and its backing chain from its option tree (image.c),
+ * reporting options nobody used; display: its name in messages. */
+int qimg_open_tree(struct qimg_image **out, qimg_opts *o, const char *display, unsigned flags);
+/* A name the image records (backing file, data file) resolved as qemu
+ * resolves it: absolute and protocol names as they are, others against
+ * the directory of the image's file (qimg_io_dirname: under a filter, its
+ * child's); NULL with an error when that directory cannot be known. */
+char *qimg_image_resolve_name(const struct qimg_image *img, const char *name);
+/* Add to *o the storage tree a name given as a string stands for
+ * (qimg_io_name_opts), under child ("file" -> file.filename=...). */
+int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name);
+
+/* qemu's name for a node it cannot name by a file: "json:{...}" of the
+ * options in tree o (flattened, as opened) that decide what it reads, for
+ * a node of format, or (format NULL) for a storage node opened as the image
+ * (names.c). */
+char *qimg_node_json_name(const qimg_opts *o, const char *format);
 
 /* Byte-size limit of one chain. */
 #define QIMG_MAX_CHAIN_DEPTH 1000

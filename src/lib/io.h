@@ -136,6 +136,11 @@ struct qimg_io_ops {
      * file whose name looks like a protocol); NULL when options are needed
      * (malloc'ed). */
     char *(*exact_filename)(struct qimg_io *io);
+    /* The directory relative names next to this storage resolve against,
+     * as a prefix to put before them ("/dir/", "", "image:"); malloc'ed,
+     * NULL with an error when it cannot be known.  NULL op: the prefix of
+     * the exact filename (or the name).  A filter answers for its child. */
+    char *(*dirname)(struct qimg_io *io);
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
@@ -154,13 +159,25 @@ struct qimg_io {
 extern const struct qimg_io_ops *const qimg_io_backends[];
 const struct qimg_io_ops *qimg_io_backend_find(const char *name);
 
-/* Open a storage object by name: "null-co://", "null-aio://",
- * "blkdebug:RULES:IMAGE", "file:NAME" pick their backend, anything else is
- * a local file.  FIFOs, sockets, directories and devices we cannot use
- * are refused without blocking. */
+/* The option tree a storage name given as a string stands for, as qemu
+ * reads such a name: "PROTO:..." (a colon before any slash) picks the
+ * backend named PROTO, whose parse_filename turns the name into options
+ * ("file:a:b" -> filename=./a:b, "blkdebug:RULES:IMAGE"), with "driver"
+ * set; an unknown PROTO is qemu's "Unknown protocol 'PROTO'"; anything
+ * else is {filename=NAME}, a local file.  A "filename" inside json: or
+ * --image-opts is never read this way: it names a local file as it is. */
+int qimg_io_name_opts(qimg_opts **opts, const char *name);
+/* The backend such a name selects (the file backend for a plain name);
+ * NULL with the "Unknown protocol" error. */
+const struct qimg_io_ops *qimg_io_protocol(const char *name);
+/* The tree of a name given as a string to a backend chosen by name (-f
+ * file NAME): the backend's parse_filename reads it, prefix or not. */
+int qimg_io_name_opts_for(qimg_opts **opts, const struct qimg_io_ops *ops, const char *name);
+/* Open a storage object by name (qimg_io_name_opts).  FIFOs, sockets,
+ * directories and devices we cannot use are refused without blocking. */
 int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags);
 /* Open from an option tree relative to the storage node: "driver" (absent:
- * from the filename's prefix), "filename" and the backend's keys.  Keys
+ * a local file), "filename" and the backend's keys.  Keys
  * nobody uses stay unused in opts for the caller to report. */
 int qimg_io_open_opts(struct qimg_io **out, qimg_opts *opts, unsigned flags);
 void qimg_io_close(struct qimg_io *io);
@@ -185,6 +202,8 @@ int64_t qimg_io_allocated_size(struct qimg_io *io);
 int qimg_io_write_zero_buffers(struct qimg_io *io, uint64_t off, uint64_t len);
 /* See exact_filename; NULL when the backend cannot name itself. */
 char *qimg_io_exact_filename(struct qimg_io *io);
+/* See dirname: never NULL but with an error set. */
+char *qimg_io_dirname(struct qimg_io *io);
 int qimg_io_copy_range(struct qimg_io *src, uint64_t soff, struct qimg_io *dst,
                        uint64_t doff, uint64_t len);
 int qimg_io_lock(struct qimg_io *io, unsigned take, unsigned unshare);
@@ -195,5 +214,14 @@ extern const struct qimg_io_ops qimg_io_file_ops;
 extern const struct qimg_io_ops qimg_io_null_co_ops;
 extern const struct qimg_io_ops qimg_io_null_aio_ops;
 extern const struct qimg_io_ops qimg_io_blkdebug_ops;
+
+/* The storage below a blkdebug filter, NULL for any other backend. */
+struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);
+/* image-io.c: a storage tree whose "driver" names a format: the guest disk
+ * of that image as storage (under a filter: json:{"driver":"blkdebug",
+ * "image":{"driver":"qcow2",...}}); and does io hold such an image (itself
+ * or below its filters)? */
+int qimg_io_open_image(struct qimg_io **out, qimg_opts *opts, unsigned ioflags);
+bool qimg_io_holds_image(struct qimg_io *io);
 
 #endif

@@ -25,7 +25,11 @@ struct qimg_opt_desc {
 };
 
 /* A parsed option list: ordered name=value pairs (later values win). */
-struct qimg_opt_pair { char *name; char *value; bool used; };
+struct qimg_opt_pair { char *name; char *value; bool used; char kind; };
+/* What a value was in the json: text it came from (qemu keeps the type and
+ * shows it in the json:{...} names it makes); 0: a string. */
+enum { QIMG_OPT_KIND_NUMBER = 'n', QIMG_OPT_KIND_BOOL = 'b' };
+char qimg_opts_kind(const qimg_opts *o, size_t i);
 struct qimg_opts {
     struct qimg_opt_pair *v;
     size_t n, cap;

@@ -42,13 +42,14 @@ int qimg_opts_set(qimg_opts **opts, const char *name, const char *value)
     if (pair) {
         free(pair->value);
         pair->value = qimg_strdup(value);
+        pair->kind = 0;
         return 0;
     }
     if (o->n == o->cap) {
         o->cap = o->cap ? o->cap * 2 : 8;
         o->v = qimg_xrealloc(o->v, o->cap * sizeof *o->v);
     }
-    o->v[o->n++] = (struct qimg_opt_pair){ qimg_strdup(name), qimg_strdup(value), false };
+    o->v[o->n++] = (struct qimg_opt_pair){ qimg_strdup(name), qimg_strdup(value), false, 0 };
     return 0;
 }
 
@@ -66,6 +67,18 @@ size_t qimg_opts_count(const qimg_opts *opts)
 const char *qimg_opts_name(const qimg_opts *opts, size_t i)
 {
     return opts && i < opts->n ? opts->v[i].name : NULL;
+}
+
+char qimg_opts_kind(const qimg_opts *opts, size_t i)
+{
+    return opts && i < opts->n ? opts->v[i].kind : 0;
+}
+
+/* Set name=value keeping the kind the value had. */
+static void set_with_kind(qimg_opts **o, const char *name, const char *value, char kind)
+{
+    qimg_opts_set(o, name, value);
+    opts_find(*o, name)->kind = kind;
 }
 
 const char *qimg_opts_value(const qimg_opts *opts, size_t i)
@@ -99,9 +112,9 @@ qimg_opts *qimg_opts_subtree(qimg_opts *o, const char *prefix)
         if (strncmp(name, prefix, plen) != 0)
             continue;
         if (name[plen] == '\0')
-            qimg_opts_set(&sub, "filename", o->v[i].value);
+            set_with_kind(&sub, "filename", o->v[i].value, o->v[i].kind);
         else if (name[plen] == '.' && name[plen + 1])
-            qimg_opts_set(&sub, name + plen + 1, o->v[i].value);
+            set_with_kind(&sub, name + plen + 1, o->v[i].value, o->v[i].kind);
         else
             continue;
         o->v[i].used = true;
@@ -114,7 +127,7 @@ qimg_opts *qimg_opts_copy(const qimg_opts *o)
 {
     qimg_opts *c = NULL;
     for (size_t i = 0; o && i < o->n; i++) {
-        qimg_opts_set(&c, o->v[i].name, o->v[i].value);
+        set_with_kind(&c, o->v[i].name, o->v[i].value, o->v[i].kind);
         c->v[c->n - 1].used = o->v[i].used;
     }
     return c;
@@ -364,7 +377,9 @@ static void flatten_member(qimg_opts **opts, const char *prefix, const char *key
         flatten(opts, v, name);
     } else {
         CLEANUP_FREE char *text = scalar_text(v);
-        qimg_opts_set(opts, name, text);
+        char kind = v->type == QIMG_JSON_BOOL ? QIMG_OPT_KIND_BOOL
+                  : v->type == QIMG_JSON_STRING ? 0 : QIMG_OPT_KIND_NUMBER;
+        set_with_kind(opts, name, text, kind);
     }
 }
 

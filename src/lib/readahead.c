@@ -7,12 +7,23 @@
 
 #include "readahead.h"
 
-/* The layer at depth, or NULL when it is stop or below it. */
-static qimg_image *layer_at(qimg_image *img, qimg_image *stop, unsigned depth)
+/* Block status of [off, off+len) in the layers from img down to stop
+ * (stop and what lies below it are never asked: a commit into stop reads
+ * nothing there, and asking would load their metadata).  The layer that
+ * holds the range, or NULL when none above stop does (ext->length then
+ * says for how long). */
+static qimg_image *status_above(qimg_image *img, qimg_image *stop, uint64_t off, uint64_t len,
+                                struct qimg_extent *ext)
 {
-    for (; img && img != stop; img = img->backing)
-        if (depth-- == 0)
-            return img;
+    for (qimg_image *l = img; l && l != stop && off < l->size; l = l->backing) {
+        if (qimg_block_status(l, off, len, ext) < 0)
+            return NULL;
+        if (ext->flags & QIMG_STATUS_ALLOCATED)
+            return l;
+        len = ext->length;
+    }
+    ext->flags = 0;
+    ext->length = len;
     return NULL;
 }
 
@@ -33,10 +44,10 @@ void qimg_chain_readahead(qimg_image *img, qimg_image *stop, uint64_t off, uint6
         return;
     uint64_t end = off < img->size ? QIMG_MIN(off + len, img->size) : off;
     while (off < end) {
-        struct qimg_extent ext;
-        if (qimg_block_status_chain(img, off, end - off, &ext) < 0)
-            break;
-        qimg_image *l = layer_at(img, stop, ext.depth);
+        struct qimg_extent ext = { 0 };
+        qimg_image *l = status_above(img, stop, off, end - off, &ext);
+        if (ext.length == 0)
+            break;                          /* an error: it is only a hint */
         bool local = l && l->file && ext.host_file &&
                      strcmp(ext.host_file, l->file->filename) == 0;
         if ((ext.flags & QIMG_STATUS_DATA) && (ext.flags & QIMG_STATUS_OFFSET) && local)

@@ -115,8 +115,10 @@ static int write_differences(qimg_image *img, const struct step *st, const uint8
  * is checked again and written in order: a write can allocate the cluster
  * a later step starts in (steps need not be cluster aligned), and then
  * that step is planned again, so the image ends up exactly as with one
- * step after the other (same writes, same order, same progress). */
-#define REBASE_SLOTS 8
+ * step after the other (same writes, same order, same progress).  Each
+ * slot holds two buffers of REBASE_CHUNK: three (one being written while
+ * both workers read) keep the peak memory under qemu-img's. */
+#define REBASE_SLOTS 3
 #define REBASE_THREADS 2
 
 struct slot {

@@ -198,12 +198,9 @@ bool qimg_is_zero(const void *buf, size_t len)
 
 bool qimg_path_has_protocol(const char *path)
 {
-    /* "proto:" before any '/' (qemu's rule; "json:" and "nbd:" included) */
-    const char *colon = strchr(path, ':');
-    const char *slash = strchr(path, '/');
-    if (!colon || colon == path)
-        return false;
-    return !slash || colon < slash;
+    /* qemu's rule: a colon before any slash ("proto:x", "json:{...}", and
+     * ":x" with the empty protocol) */
+    return path[strcspn(path, ":/")] == ':';
 }
 
 char *qimg_path_dirname(const char *path)
@@ -218,11 +215,15 @@ char *qimg_path_dirname(const char *path)
 
 char *qimg_path_combine(const char *image, const char *backing)
 {
-    const char *slash;
-    if (backing[0] == '/' || qimg_path_has_protocol(backing))
+    if (backing[0] == '/' || qimg_path_has_protocol(backing) || strncmp(image, "json:", 5) == 0)
         return qimg_strdup(backing);
-    slash = strrchr(image, '/');
-    if (!slash || qimg_path_has_protocol(image))
-        return qimg_strdup(backing);
-    return qimg_asprintf("%.*s%s", (int)(slash - image + 1), image, backing);
+    /* keep the image's directory: up to its last slash, and at least its
+     * protocol prefix ("image:top" gives "image:base", as in qemu) */
+    size_t keep = 0;
+    if (qimg_path_has_protocol(image))
+        keep = strcspn(image, ":") + 1;
+    const char *slash = strrchr(image, '/');
+    if (slash && (size_t)(slash - image) + 1 > keep)
+        keep = (size_t)(slash - image) + 1;
+    return qimg_asprintf("%.*s%s", (int)keep, image, backing);
 }

@@ -38,3 +38,39 @@ same missing-arg     commit -b
 # our help text is our own: only the exit code and the first words agree
 out=$("$QIMG_AS_QEMU" commit -h 2>&1); rc=$?
 expect_eq help "$rc:${out%% version*}" "0:qemu-img"
+
+# ---- commit reads only the layers above the base ----
+# l0 <- l1 <- l2 (64 MiB, one L2 table each): committing l2 into l1 needs
+# nothing of l0, not even its L2 table (read-ahead asked l0's block status
+# for every range l2 and l1 leave unallocated).  strace -y names the file
+# of each pread; the result is compared with qemu-img's.
+if has_cmd "commit below the base" strace; then
+    fresh
+    mk l0.qcow2 64M
+    mk l1.qcow2 64M -b l0.qcow2 -F qcow2
+    mk l2.qcow2 64M -b l1.qcow2 -F qcow2
+    qw l0.qcow2 "write -P 1 0 64M"
+    qw l1.qcow2 "write -P 2 1M 64k" "write -P 2 40M 64k"
+    qw l2.qcow2 "write -P 3 2M 64k" "write -P 3 50M 1M"
+    L0_L2=$(($(peek64 "$IN/l0.qcow2" "$(peek64 "$IN/l0.qcow2" 40)") & MASK))
+    cp -a "$IN" "$SCRATCH/ref-chain"
+    (cd "$SCRATCH/ref-chain" && "$QEMU_IMG" commit -q l2.qcow2) || fail "qemu-img commit"
+    (cd "$IN" && strace -f -y -e trace=pread64,fadvise64 -o "$SCRATCH/commit.strace" \
+        "$QIMG_AS_QEMU" commit -q l2.qcow2) || fail "qimg commit"
+    # reads of l0 from its L2 table on (what opening reads lies before it:
+    # header, refcount table, L1 table)
+    l0_deep=$(awk -v f="<$IN/l0.qcow2>" -v l2="$L0_L2" '
+        index($0, "pread64(") && index($0, f) { split($0, a, ", "); o = a[length(a)]; sub(/\).*/, "", o)
+                                                if (o + 0 >= l2 + 0) n++ }
+        END { print n + 0 }' "$SCRATCH/commit.strace")
+    l1_reads=$(grep -c "pread64(.*<$IN/l1.qcow2>" "$SCRATCH/commit.strace")
+    expect_eq "commit into the parent: nothing of l0 read past its L1 table" "$l0_deep" 0
+    [ "$l1_reads" -gt 0 ] && pass "commit into the parent: strace saw the reads of l1" ||
+        fail "commit into the parent: strace saw no read of l1"
+    for f in l1 l2; do
+        expect_eq "commit into the parent: $f as qemu-img's" \
+            "$("$QEMU_IMG" compare -q "$IN/$f.qcow2" "$SCRATCH/ref-chain/$f.qcow2"; echo $?)" 0
+    done
+    "$QEMU_IMG" check -q "$IN/l1.qcow2" && pass "commit into the parent: l1 checks clean" ||
+        fail "commit into the parent: l1 check"
+fi

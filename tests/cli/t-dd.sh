@@ -78,8 +78,18 @@ for args in "bs=64k count=4 skip=2" "bs=4k count=7 skip=13" "bs=1000 count=5 ski
     if [ $rc = 0 ] && cmp -s ref new; then pass "after-skip $args"; else fail "after-skip $args" "rc=$rc"; fi
 done
 
-# the output is verified by qemu-img too, and stays sparse where the input is
-rm -f new && "$QIMG" dd if=a of=new bs=64k
+# the output is verified by qemu-img too, and allocated as qemu-img's: every
+# block written, zeros included (it once left zero blocks as holes)
+rm -f new ref && "$QIMG" dd if=a of=new bs=64k && "$QEMU_IMG" dd if=a of=ref bs=64k
 expect_eq qemu-compare "$("$QEMU_IMG" compare -f raw -F raw a new 2>&1)" "Images are identical."
-alloc=$(du -k new | cut -f1)
-if [ "$alloc" -lt 1024 ]; then pass sparse-output; else fail sparse-output "allocated ${alloc}k"; fi
+sync new ref
+expect_eq "raw output allocated as qemu-img's" "$(du -k new | cut -f1)" "$(du -k ref | cut -f1)"
+"$QEMU_IMG" convert -O qcow2 a a.qcow2
+for src in a.qcow2 a; do
+    rm -f new.qcow2 ref.qcow2
+    "$QIMG" dd -O qcow2 if=$src of=new.qcow2 bs=64k
+    "$QEMU_IMG" dd -O qcow2 if=$src of=ref.qcow2 bs=64k
+    expect_eq "dd -O qcow2 from $src: map as qemu-img's" \
+        "$("$QEMU_IMG" map --output=json new.qcow2)" "$("$QEMU_IMG" map --output=json ref.qcow2)"
+    check "dd -O qcow2 from $src: byte-identical to qemu-img's" cmp new.qcow2 ref.qcow2
+done

@@ -211,8 +211,63 @@ expect_eq "sparse 64 GiB file within an 8 MiB budget" "$(echo "$out" | head -1)"
 # references spread over the whole file exceed a tiny budget: a clear error
 L1=$(peek64 "$IN/m.qcow2" 40); L2=$(($(peek64 "$IN/m.qcow2" "$L1") & MASK))
 for i in 1 2 3 4 5 6 7 8; do poke64 "$IN/m.qcow2" $((L2 + 8 * (20 + i))) $((COPIED | i << 32)); done
-out=$(cd "$IN" && QIMG_MEM_BUDGET=1M "$QIMG_AS_QEMU" check m.qcow2 2>&1 >/dev/null); rc=$?
+# (a byte per cluster: the 9 chunks of 64 KiB need 576 KiB)
+out=$(cd "$IN" && QIMG_MEM_BUDGET=256K "$QIMG_AS_QEMU" check m.qcow2 2>&1 >/dev/null); rc=$?
 expect_eq "over the budget: message" "$out" \
-    "qcow2 check: refcount check table exceeds the memory budget (1048576 bytes)
+    "qcow2 check: refcount check table exceeds the memory budget (262144 bytes)
 qemu-img: Check failed: Cannot allocate memory"
 expect_eq "over the budget: exit code" "$rc" 1
+# the same references within 1 MiB are counted (a byte per cluster), and
+# reported as qemu-img reports them
+QIMG_MEM_BUDGET=1M same "spread references within a 1 MiB budget" check m.qcow2
+ref_rc "spread references within a 1 MiB budget" 2
+
+# ================================================== refcounts from 255 up
+# qimg counts references in a byte per cluster; counts from 255 up are kept
+# apart.  Clusters shared by 300 snapshots (refcount 301), clean, then one with
+# its stored refcount one too low and one too high, and repaired.
+fresh
+mk r.qcow2 4M
+qw r.qcow2 "write -P 7 0 3M"   # 48 clusters shared: the table of big counts grows
+for ((i = 1; i <= 300; i++)); do
+    "$QEMU_IMG" snapshot -c "s$i" "$IN/r.qcow2" || { fail "snapshot s$i"; break; }
+done
+R=$IN/r.qcow2
+R_REFB=$(($(peek64 "$R" "$(peek64 "$R" 48)") & MASK))
+R_L2=$(($(peek64 "$R" "$(peek64 "$R" 40)") & MASK))
+R_DC=$((($(peek64 "$R" "$R_L2") & MASK) >> 16))
+cp "$R" "$SCRATCH/r300.qcow2"
+both "300 snapshots share a cluster" r.qcow2
+ref_rc "300 snapshots share a cluster" 0
+for stored in 300 302 255 254 256 511; do
+    fresh r300
+    poke16 "$IN/t.qcow2" $((R_REFB + 2 * R_DC)) $stored
+    both "shared by 301, stored $stored" t.qcow2
+    ref_rc "shared by 301, stored $stored" $([ $stored -lt 301 ] && echo 2 || echo 3)
+    same "shared by 301, stored $stored: -r all" check -r all t.qcow2
+done
+# the refcount block lost: -r all rebuilds the refcounts, 301 included
+fresh r300
+poke64 "$IN/t.qcow2" "$(peek64 "$IN/t.qcow2" 48)" 0
+same "shared by 301, refcount block lost: -r all" check -r all t.qcow2
+ref_rc "shared by 301, refcount block lost: -r all" 0
+cmp -s "$SCRATCH/run.ref/work/t.qcow2" "$SCRATCH/run.new/work/t.qcow2"
+expect_eq "shared by 301, refcount block lost: the rebuilt image as qemu-img's" "$?" 0
+# qimg's repair, checked by qemu-img
+fresh r300
+poke16 "$IN/t.qcow2" $((R_REFB + 2 * R_DC)) 300
+"$QIMG_AS_QEMU" check -q -r all "$IN/t.qcow2" >/dev/null 2>&1
+"$QEMU_IMG" check "$IN/t.qcow2" >/dev/null 2>&1
+expect_eq "shared by 301, stored 300: qimg's repair checks clean" "$?" 0
+expect_eq "shared by 301: refcount after qimg's repair" "$(od -An -tu2 --endian=big -j $((R_REFB + 2 * R_DC)) -N 2 "$IN/t.qcow2" | tr -d ' ')" 301
+
+# 8-bit refcounts: 300 L2 entries naming one cluster overflow at 255
+fresh
+mk o.qcow2 32M -o refcount_bits=8
+qw o.qcow2 "write -P 7 0 64k"
+O=$IN/o.qcow2
+O_L2=$(($(peek64 "$O" "$(peek64 "$O" 40)") & MASK))
+O_D0=$(($(peek64 "$O" "$O_L2") & MASK))
+for ((i = 1; i < 300; i++)); do be64 "$O_D0"; done | poke "$O" $((O_L2 + 8))
+both "refcount_bits=8, 300 references to a cluster" o.qcow2
+ref_rc "refcount_bits=8, 300 references to a cluster" 2

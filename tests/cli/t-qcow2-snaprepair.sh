@@ -178,6 +178,25 @@ damaged "incomplete entries" "$BASE3" keep:0,extra=0 keep:1,extra=16 keep:2,extr
 every_view "incomplete entries" 2
 damaged "v2 short extra data" "$BASE2" keep:0,extra=0 keep:1,extra=8 keep:2
 every_view "v2 short extra data" 0
+# the upgrade to v3 writes such a table anew (else it would be incomplete)
+same_new_file() {
+    if cmp -s "$REF/t.qcow2" "$NEW/t.qcow2"; then pass "$1: same file as qemu-img's"
+    else fail "$1: same file as qemu-img's" "$(cmp "$REF/t.qcow2" "$NEW/t.qcow2" 2>&1 | head -1)"; fi
+    expect_eq "$1: qemu-img check of qimg's file" \
+        "$("$QEMU_IMG" check "$NEW/t.qcow2" 2>&1)" "$("$QEMU_IMG" check "$REF/t.qcow2" 2>&1)"
+}
+for spec in "keep:0,extra=0 keep:1,extra=8 keep:2" "keep:0,extra=16 keep:1,extra=0 keep:2,extra=40" \
+            "keep:0 keep:1 keep:2"; do
+    damaged "v2 upgrade, extra ${spec//keep:/}" "$BASE2" $spec
+    same "v2 upgrade, extra ${spec//keep:/}" amend -o compat=1.1 t.qcow2
+    same_new_file "v2 upgrade, extra ${spec//keep:/}"
+done
+# entries with more extra data than qemu knows: kept by apply and delete
+for op in "-a s1" "-d s2" "-d s1"; do
+    damaged "extra 40 and 1000: snapshot $op" "$BASE3" keep:0,extra=40 keep:1,extra=1000 keep:2
+    same "extra 40 and 1000: snapshot $op" snapshot $op t.qcow2
+    same_new_file "extra 40 and 1000: snapshot $op"
+done
 
 # the table's corruptions count apart from the refcounts': -r leaks still
 # repairs a COPIED flag, a rebuild does not count them twice

@@ -80,10 +80,24 @@ TEST(backing_names_keep_json_and_protocols)
     CHECK_EQ_STR(qimg_opts_get(o, "file.filename"), "b.q");    /* as given: qemu's rule */
     qimg_opts_free(o);
     o = NULL;
-    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "nbd://127.0.0.1:1/x", NULL, &o, NULL), 0);
-    CHECK_EQ_STR(qimg_opts_get(o, "file.filename"), "nbd://127.0.0.1:1/x");
-    CHECK(qimg_opts_get(o, "file.driver") == NULL);            /* the prefix picks the backend */
+    /* the prefix picks the backend, and its parser reads the rest */
+    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "null-co://", NULL, &o, NULL), 0);
+    CHECK_EQ_STR(qimg_opts_get(o, "file.filename"), "null-co://");
+    CHECK_EQ_STR(qimg_opts_get(o, "file.driver"), "null-co");
     qimg_opts_free(o);
+    o = NULL;
+    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "file:b:c", NULL, &o, NULL), 0);
+    CHECK_EQ_STR(qimg_opts_get(o, "file.filename"), "./b:c");
+    CHECK_EQ_STR(qimg_opts_get(o, "file.driver"), "file");
+    qimg_opts_free(o);
+    o = NULL;
+    /* a protocol qimg lacks, or none at all: qemu's error */
+    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "nbd://127.0.0.1:1/x", NULL, &o, NULL), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "Unknown protocol 'nbd'");
+    CHECK(o == NULL);
+    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "image:b", NULL, &o, NULL), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "Unknown protocol 'image'");
+    CHECK(o == NULL);
     free_parent(p);
 }
 

@@ -256,20 +256,33 @@ TEST(blkdebug_options_and_align)
     qimg_opts_free(o);
     o = NULL;
     qimg_opts_set(&o, "driver", "blkdebug");
-    qimg_opts_set(&o, "image", p);
+    qimg_opts_set(&o, "image.filename", p);
     qimg_opts_set(&o, "align", "3000");
     CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
     CHECK_EQ_STR(qimg_last_error(), "Cannot meet constraints with align 3000");
     qimg_opts_free(o);
-    o = NULL;   /* a plain filename is the image, as in qemu */
+    o = NULL;   /* as in qemu: a filename option is not the image ... */
     qimg_opts_set(&o, "driver", "blkdebug");
     qimg_opts_set(&o, "filename", p);
-    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), 0);
+    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "A block device must be specified for \"image\"");
+    qimg_opts_free(o);
+    o = NULL;   /* ... and a bare "image" names another node */
+    qimg_opts_set(&o, "driver", "blkdebug");
+    qimg_opts_set(&o, "image", "x");
+    CHECK_EQ_INT(qimg_io_open_opts(&io, o, 0), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "Cannot find device='x' nor node-name='x'");
+    qimg_opts_free(o);
+    o = NULL;   /* the image a blkdebug:RULES:IMAGE string names */
+    CLEANUP_FREE char *name = qimg_asprintf("blkdebug::file:%s", p);
+    CHECK_EQ_INT(qimg_io_open(&io, name, 0), 0);
     uint64_t size = 0;
     CHECK_EQ_INT(qimg_io_get_size(io, &size), 0);
     CHECK_EQ_INT(size, 1 << 20);
+    CLEANUP_FREE char *exact = qimg_io_exact_filename(io);
+    CLEANUP_FREE char *expect = qimg_asprintf("blkdebug::%s", p);
+    CHECK_EQ_STR(exact, expect);
     qimg_io_close(io);
-    qimg_opts_free(o);
 }
 
 int main(void)

@@ -203,6 +203,31 @@ TEST(path_combine_rules)
     CHECK_EQ_STR(s, "nbd://host/x"); free(s);
     s = qimg_path_combine("/a/b/top", "../c");
     CHECK_EQ_STR(s, "/a/b/../c"); free(s);
+    /* the image's protocol prefix stays, as in qemu */
+    s = qimg_path_combine("image:top.qcow2", "base");
+    CHECK_EQ_STR(s, "image:base"); free(s);
+    s = qimg_path_combine("file:dir/top", "base");
+    CHECK_EQ_STR(s, "file:dir/base"); free(s);
+    s = qimg_path_combine("file:top", "base");
+    CHECK_EQ_STR(s, "file:base"); free(s);
+    s = qimg_path_combine("./a:b", "base");
+    CHECK_EQ_STR(s, "./base"); free(s);
+    s = qimg_path_combine("json:{\"file\":\"/x/y\"}", "base");
+    CHECK_EQ_STR(s, "base"); free(s);
+    s = qimg_path_combine("/a/b/top", "");
+    CHECK_EQ_STR(s, "/a/b/"); free(s);
+}
+
+TEST(protocol_names)
+{
+    CHECK(qimg_path_has_protocol("a:b"));
+    CHECK(qimg_path_has_protocol(":b"));            /* the empty protocol */
+    CHECK(qimg_path_has_protocol("json:{}"));
+    CHECK(!qimg_path_has_protocol("./a:b"));
+    CHECK(!qimg_path_has_protocol("/x:y"));
+    CHECK(!qimg_path_has_protocol("dir/a:b"));
+    CHECK(!qimg_path_has_protocol("plain"));
+    CHECK(!qimg_path_has_protocol(""));
 }
 
 TEST(is_zero_edges)
@@ -244,6 +269,7 @@ int main(void)
     RUN(probed_raw_guards_block0);
     RUN(missing_file_and_unknown_driver);
     RUN(path_combine_rules);
+    RUN(protocol_names);
     RUN(is_zero_edges);
     RUN(alloc_budget_refuses_huge_sizes);
     char *cmd = qimg_asprintf("rm -rf %s", dir);

@@ -321,6 +321,7 @@ int qcow2_discards_end(struct qimg_image *img)
 int qcow2_free_clusters(struct qimg_image *img, uint64_t host, uint64_t bytes, bool discard)
 {
     struct qcow2_state *s = qcow2_state(img);
+    qimg_io_event(img->file, QIMG_EV_CLUSTER_FREE);   /* as qemu's, even for nothing */
     if (bytes == 0)
         return 0;
     uint64_t first = host >> s->cluster_bits;

@@ -25,6 +25,8 @@
 
 #include "qcow2.h"
 #include "qcow2-amend.h"
+#include "qcow2-snapshot.h"
+#include "qcow2-snaptable.h"
 
 const struct qimg_opt_desc qcow2_amend_opts[] = {
     { "size", QIMG_OPT_SIZE, "Virtual disk size", NULL },
@@ -132,16 +134,24 @@ static void put_fixed_fields(const struct qcow2_state *s, uint8_t *b)
     b[QCOW2_HDR_COMPRESSION_TYPE] = s->compression_type;
 }
 
-static void put_feature_table(uint8_t *buf, size_t *pos)
+_Static_assert(NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN == QCOW2_STD_FEATURE_TABLE_LEN,
+               "the standard feature table's length");
+
+void qcow2_std_feature_table(uint8_t *t)
 {
-    uint8_t t[NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN];
-    memset(t, 0, sizeof t);
+    memset(t, 0, QCOW2_STD_FEATURE_TABLE_LEN);
     for (size_t i = 0; i < NB_STD_FEATURES; i++) {
         uint8_t *e = t + i * QCOW2_FEATURE_ENTRY_LEN;
         e[0] = std_features[i].type;
         e[1] = std_features[i].bit;
         memcpy(e + 2, std_features[i].name, strlen(std_features[i].name));
     }
+}
+
+static void put_feature_table(uint8_t *buf, size_t *pos)
+{
+    uint8_t t[QCOW2_STD_FEATURE_TABLE_LEN];
+    qcow2_std_feature_table(t);
     put_ext(buf, pos, QCOW2_EXT_FEATURE_TABLE, t, sizeof t);
 }
 
@@ -151,7 +161,7 @@ static void set_std_features(struct qcow2_state *s)
     free(s->features);
     s->features = NULL;
     s->nb_features = 0;
-    if (s->version < 3)
+    if (!qcow2_header_has_feature_table(s))
         return;
     s->features = qimg_xcalloc(NB_STD_FEATURES, sizeof *s->features);
     for (size_t i = 0; i < NB_STD_FEATURES; i++) {
@@ -170,7 +180,7 @@ static int write_header(struct qimg_image *img)
     uint64_t cs = s->cluster_size;
     const char *backing = img->backing_file;
     size_t blen = backing ? strlen(backing) : 0;
-    s->header_length = s->version >= 3 ? QCOW2_HDR_V3_LENGTH : QCOW2_HDR_V2_LENGTH;
+    s->header_length = qcow2_written_header_length(s);
 
     size_t need = s->header_length + 8 + blen;
     if (s->backing_fmt)
@@ -179,7 +189,7 @@ static int write_header(struct qimg_image *img)
         need += ext_bytes(strlen(s->data_file_name));
     if (s->has_crypto_ext)
         need += ext_bytes(QCOW2_EXT_CRYPTO_LEN);
-    if (s->version >= 3)
+    if (qcow2_header_has_feature_table(s))
         need += ext_bytes(NB_STD_FEATURES * QCOW2_FEATURE_ENTRY_LEN);
     if (s->has_bitmaps_ext)
         need += ext_bytes(QCOW2_EXT_BITMAPS_LEN);
@@ -190,6 +200,8 @@ static int write_header(struct qimg_image *img)
 
     CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, cs);
     put_fixed_fields(s, buf);
+    if (s->version >= 3 && s->unknown_header_fields_len)
+        memcpy(buf + QCOW2_HDR_V3_LENGTH, s->unknown_header_fields, s->unknown_header_fields_len);
     size_t pos = s->header_length;
     if (s->backing_fmt)
         put_ext(buf, &pos, QCOW2_EXT_BACKING_FORMAT, s->backing_fmt, strlen(s->backing_fmt));
@@ -201,7 +213,7 @@ static int write_header(struct qimg_image *img)
         qimg_put_be64(c + 8, s->crypto_header_length);
         put_ext(buf, &pos, QCOW2_EXT_CRYPTO, c, sizeof c);
     }
-    if (s->version >= 3)
+    if (qcow2_header_has_feature_table(s))
         put_feature_table(buf, &pos);
     if (s->has_bitmaps_ext) {
         uint8_t b[QCOW2_EXT_BITMAPS_LEN] = { 0 };
@@ -271,6 +283,8 @@ struct amend_opts {
     const char *data_file;         /* NULL: unchanged */
     bool data_file_raw_off;
     uint64_t size;                 /* 0: unchanged */
+    bool has_backing;              /* backing_file or backing_fmt given */
+    const char *backing_file, *backing_fmt;   /* NULL: not given */
 };
 
 static int parse_compat(const char *v, int *version)
@@ -292,15 +306,28 @@ static bool has_encrypt_opts(const qimg_opts *opts)
     return false;
 }
 
-static bool has_opt(const qimg_opts *opts, const char *name)
+static bool same_or_both_absent(const char *a, const char *b)
 {
-    for (size_t i = 0; i < opts->n; i++)
-        if (strcmp(opts->v[i].name, name) == 0)
-            return true;
-    return false;
+    return a && b ? strcmp(a, b) == 0 : a == b;
 }
 
-/* The checks qemu makes before changing anything, in its order. */
+/* backing_file and backing_fmt may be given when they repeat what the
+ * header records (qemu compares them with the stored strings: a value given
+ * for a field the image lacks, or one left out while the image has it, is
+ * a change); any change is rebase's job. */
+static int check_backing_unchanged(struct qimg_image *img, const struct amend_opts *a)
+{
+    if (!a->has_backing ||
+        (same_or_both_absent(a->backing_file, img->backing_file) &&
+         same_or_both_absent(a->backing_fmt, qcow2_state(img)->backing_fmt)))
+        return 0;
+    return qimg_error(-EINVAL, "Cannot amend the backing file\n"
+                      "You can use 'qemu-img rebase' instead.");
+}
+
+/* The checks qemu makes before changing anything, in its order (those
+ * of the backing file and of lazy refcounts come later, see
+ * amend_locked). */
 static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amend_opts *a)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -341,9 +368,9 @@ static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amen
         a->has_refcount = true;
         a->refcount_order = (unsigned)__builtin_ctzll(bits);
     }
-    if (has_opt(opts, "backing_file") || has_opt(opts, "backing_fmt"))
-        return qimg_error(-EINVAL, "Cannot amend the backing file\n"
-                          "You can use 'qemu-img rebase' instead.");
+    int has_file = qimg_opts_get_string(opts, "backing_file", &a->backing_file);
+    int has_fmt = qimg_opts_get_string(opts, "backing_fmt", &a->backing_fmt);
+    a->has_backing = has_file > 0 || has_fmt > 0;
     r = qimg_opts_get_bool(opts, "lazy_refcounts", &a->lazy);
     if (r < 0)
         return r;
@@ -355,9 +382,6 @@ static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amen
     if (a->has_refcount && a->refcount_order != 4 && a->version < 3)
         return qimg_error(-EINVAL, "Refcount widths other than 16 bits require compatibility "
                           "level 1.1 or above (use compat=1.1 or greater)");
-    if (a->has_lazy && a->lazy && a->version < 3)
-        return qimg_error(-EINVAL, "Lazy refcounts only supported with compatibility level 1.1 "
-                          "and above (use compat=1.1 or greater)");
     return 0;
 }
 
@@ -370,6 +394,18 @@ static int upgrade(struct qimg_image *img, struct amend_progress *p)
     int r = flush_all(img);
     if (r < 0)
         return r;
+    /* v3 entries hold the 64-bit VM state size and the disk size in their
+     * extra data, which v2 ones may lack: the table is written anew then */
+    bool incomplete = false;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++)
+        incomplete |= s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_DISKSIZE;
+    if (incomplete) {
+        r = qcow2_snapshot_write_table(img);
+        if (r == 0)
+            r = flush_all(img);
+        if (r < 0)
+            return qimg_error(r, "Failed to update the snapshot table: %s", strerror(-r));
+    }
     s->version = 3;
     s->incompatible_features = 0;
     s->compatible_features = 0;
@@ -886,24 +922,16 @@ static int expand_l2(struct qimg_image *img, uint64_t l2)
     return r;
 }
 
+/* As qemu: a snapshot's L1 table that fails the check is reported on a
+ * line of its own. */
 static int read_snapshot_l1(struct qimg_image *img, const struct qcow2_snapshot *sn, uint64_t **l1)
 {
-    struct qcow2_state *s = qcow2_state(img);
-    uint64_t bytes = (uint64_t)sn->l1_size * 8;
-    if (bytes > QCOW2_MAX_L1_BYTES || !qimg_range_ok(sn->l1_table_offset, bytes, s->file_size))
-        return qimg_error(-EIO, "qcow2: snapshot L1 table is invalid");
-    uint64_t *t = qimg_calloc_from_image(sn->l1_size ? sn->l1_size : 1, 8, "snapshot L1 table");
-    if (!t)
-        return -ENOMEM;
-    int r = bytes ? qimg_io_pread(img->file, t, bytes, sn->l1_table_offset) : 0;
+    int r = qcow2_snapshot_l1_check(qcow2_state(img), sn);
     if (r < 0) {
-        free(t);
-        return qimg_error(r, "Could not read snapshot L1 table: %s", strerror(-r));
+        qimg_check_log(QIMG_CHECK_LOG_REPORT "%s", qimg_last_error());
+        return r;
     }
-    for (uint32_t i = 0; i < sn->l1_size; i++)
-        t[i] = qimg_be64(&t[i]);
-    *l1 = t;
-    return 0;
+    return qcow2_snapshot_read_l1(img, sn, 0, l1);
 }
 
 /* Zero clusters do not exist in v2: every L2 table of the active L1 and of
@@ -951,7 +979,7 @@ static int downgrade(struct qimg_image *img, struct amend_progress *p)
     s->incompatible_features &= ~QCOW2_INCOMPAT_COMPRESSION;
     r = expand_zero_clusters(img, p);
     if (r < 0)
-        return r;
+        return qimg_error(r, "Failed to turn zero into data clusters: %s", strerror(-r));
     s->version = 2;
     s->incompatible_features = 0;
     s->compatible_features = 0;
@@ -961,33 +989,40 @@ static int downgrade(struct qimg_image *img, struct amend_progress *p)
 
 /* ================================================================ main */
 
-/* Data file name, data_file_raw=off and lazy refcounts: header only. */
-static int amend_header_options(struct qimg_image *img, const struct amend_opts *a)
+/* Data file name and data_file_raw=off; the header is written whether
+ * they change or not, as qemu rewrites it at this point of every amend
+ * (so the layout it writes, extensions in its order, is what remains even
+ * when a later check fails). */
+static int amend_data_file_options(struct qimg_image *img, const struct amend_opts *a)
 {
     struct qcow2_state *s = qcow2_state(img);
-    bool changed = false;
     if (a->data_file) {
         free(s->data_file_name);
         s->data_file_name = *a->data_file ? qimg_strdup(a->data_file) : NULL;
-        changed = true;
     }
-    if (a->data_file_raw_off && qcow2_data_file_is_raw(s)) {
+    if (a->data_file_raw_off && qcow2_data_file_is_raw(s))
         s->autoclear_features &= ~QCOW2_AUTOCLEAR_DATA_FILE_RAW;
-        changed = true;
-    }
+    return write_header(img);
+}
+
+static int amend_lazy_refcounts(struct qimg_image *img, const struct amend_opts *a)
+{
+    struct qcow2_state *s = qcow2_state(img);
     bool lazy_now = s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS;
-    if (a->has_lazy && a->lazy != lazy_now) {
-        if (a->lazy) {
-            s->compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
-        } else {
-            int r = mark_clean(img);
-            if (r < 0)
-                return r;
-            s->compatible_features &= ~QCOW2_COMPAT_LAZY_REFCOUNTS;
-        }
-        changed = true;
+    if (!a->has_lazy || a->lazy == lazy_now)
+        return 0;
+    if (a->lazy) {
+        if (a->version < 3)
+            return qimg_error(-EINVAL, "Lazy refcounts only supported with compatibility level 1.1 "
+                              "and above (use compat=1.1 or greater)");
+        s->compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
+    } else {
+        int r = mark_clean(img);
+        if (r < 0)
+            return r;
+        s->compatible_features &= ~QCOW2_COMPAT_LAZY_REFCOUNTS;
     }
-    return changed ? write_header(img) : 0;
+    return write_header(img);
 }
 
 static int count_ops(const struct qcow2_state *s, const struct amend_opts *a)
@@ -1011,7 +1046,11 @@ static int amend_locked(struct qimg_image *img, const struct amend_opts *a, stru
     if (r == 0 && a->has_refcount && a->refcount_order != s->refcount_order)
         r = change_refcount_order(img, a->refcount_order, p);
     if (r == 0)
-        r = amend_header_options(img, a);
+        r = amend_data_file_options(img, a);
+    if (r == 0)
+        r = check_backing_unchanged(img, a);
+    if (r == 0)
+        r = amend_lazy_refcounts(img, a);
     return r;
 }
 

@@ -20,11 +20,12 @@
  * and in qemu-img's order; counts, statistics and the image end offset go
  * into struct qimg_check_result.
  *
- * Memory: the reference map is allocated in chunks on first use, so a huge
- * sparse file costs memory only where something points; all chunks
- * together stay within the allocation budget.  Stored refcounts are read
- * through a bounded cache of refcount blocks.  L2 tables are read in
- * batches, host-contiguous tables in one pread.
+ * Memory: the reference map is a byte per cluster (larger counts in a
+ * hash table), allocated in chunks on first use, so a huge sparse file
+ * costs memory only where something points; all of it stays within the
+ * allocation budget (QIMG_MEM_BUDGET).  Stored refcounts are read through
+ * a 1 MiB cache of refcount blocks.  L2 tables are read in batches of
+ * 1 MiB, host-contiguous tables in one pread.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -48,18 +49,25 @@
 
 /* ============================================================ refmap */
 
-/* Counted references per host cluster: counters as wide as the image's
- * refcounts (at least a byte), in chunks allocated on first use. */
+/* Counted references per host cluster: a byte each, in chunks allocated
+ * on first use; a count from BIG up (a cluster shared by many snapshots,
+ * or a wide refcount overflowing) lives in a hash table instead, its byte
+ * set to BIG.  One byte a cluster keeps a 1 TiB file of 64 KiB clusters
+ * at 16 MiB, whatever the refcount width. */
 #define REFMAP_CHUNK_BITS   16
 #define REFMAP_CHUNK        (1ull << REFMAP_CHUNK_BITS)
+#define REFMAP_BIG          255u
+
+struct big_count { uint64_t key; uint64_t count; };   /* key: cluster + 1, 0 = empty */
 
 struct refmap {
     uint64_t nb_clusters;      /* clusters compared: the file's, grown by references past it */
-    unsigned width;            /* bytes per counter: 1, 2, 4 or 8 */
     uint64_t max;              /* largest refcount the image can store */
     uint8_t **chunks;
     uint64_t nb_chunks;
-    uint64_t bytes, budget;    /* chunk memory in use and allowed */
+    struct big_count *big;     /* open addressing, linear probing */
+    uint64_t big_slots, big_used;   /* slots: a power of two (or 0) */
+    uint64_t bytes, budget;    /* chunk and hash memory in use and allowed */
 };
 
 static uint64_t memory_budget(void)
@@ -75,7 +83,6 @@ static int refmap_init(struct refmap *m, uint64_t nb_clusters, uint32_t refcount
 {
     memset(m, 0, sizeof *m);
     m->nb_clusters = nb_clusters;
-    m->width = refcount_order <= 3 ? 1 : 1u << (refcount_order - 3);
     m->max = refcount_order == 6 ? UINT64_MAX : (1ull << (1u << refcount_order)) - 1;
     m->budget = memory_budget();
     /* one spare cluster: a reference may reach into the cluster after the end */
@@ -89,7 +96,80 @@ static void refmap_free(struct refmap *m)
     for (uint64_t i = 0; m->chunks && i < m->nb_chunks; i++)
         free(m->chunks[i]);
     free(m->chunks);
+    free(m->big);
     m->chunks = NULL;
+    m->big = NULL;
+}
+
+static uint64_t big_slot(const struct refmap *m, uint64_t key)
+{
+    uint64_t i = (key * 0x9e3779b97f4a7c15ull) >> 20;
+    for (;; i++) {
+        i &= m->big_slots - 1;
+        if (m->big[i].key == key || m->big[i].key == 0)
+            return i;
+    }
+}
+
+static uint64_t big_get(const struct refmap *m, uint64_t k)
+{
+    if (!m->big)
+        return 0;
+    uint64_t i = big_slot(m, k + 1);
+    return m->big[i].key ? m->big[i].count : 0;
+}
+
+static int charge(struct refmap *m, uint64_t bytes)
+{
+    if (m->bytes + bytes > m->budget)
+        return qimg_error(-ENOMEM, "refcount check table exceeds the memory budget "
+                          "(%" PRIu64 " bytes)", m->budget);
+    m->bytes += bytes;
+    return 0;
+}
+
+/* Twice the slots (at least 64), the entries moved over. */
+static int big_grow(struct refmap *m)
+{
+    uint64_t slots = m->big_slots ? m->big_slots * 2 : 64;
+    int r = charge(m, slots * sizeof *m->big);
+    if (r < 0)
+        return r;
+    struct big_count *old = m->big;
+    uint64_t old_slots = m->big_slots;
+    m->big = qimg_calloc_from_image(slots, sizeof *m->big, "refcount check table");
+    if (!m->big) {
+        m->big = old;
+        m->bytes -= slots * sizeof *m->big;
+        return -ENOMEM;
+    }
+    m->big_slots = slots;
+    for (uint64_t i = 0; i < old_slots; i++)
+        if (old[i].key)
+            m->big[big_slot(m, old[i].key)] = old[i];
+    m->bytes -= old_slots * sizeof *m->big;
+    free(old);
+    return 0;
+}
+
+/* An entry once made stays (a count set back below BIG leaves it stale,
+ * unseen: the byte says where to look). */
+static int big_set(struct refmap *m, uint64_t k, uint64_t v)
+{
+    uint64_t i = m->big ? big_slot(m, k + 1) : 0;
+    if (!m->big || !m->big[i].key) {
+        /* a new entry: the table at most half full */
+        if (m->big_used + 1 > m->big_slots / 2) {
+            int r = big_grow(m);
+            if (r < 0)
+                return r;
+            i = big_slot(m, k + 1);
+        }
+        m->big[i].key = k + 1;
+        m->big_used++;
+    }
+    m->big[i].count = v;
+    return 0;
 }
 
 static inline uint64_t refmap_get(const struct refmap *m, uint64_t k)
@@ -97,14 +177,8 @@ static inline uint64_t refmap_get(const struct refmap *m, uint64_t k)
     uint64_t ci = k >> REFMAP_CHUNK_BITS;
     if (ci >= m->nb_chunks || !m->chunks[ci])
         return 0;
-    const uint8_t *c = m->chunks[ci];
-    uint64_t i = k & (REFMAP_CHUNK - 1);
-    switch (m->width) {
-    case 1: return c[i];
-    case 2: return ((const uint16_t *)c)[i];
-    case 4: return ((const uint32_t *)c)[i];
-    default: return ((const uint64_t *)c)[i];
-    }
+    uint8_t v = m->chunks[ci][k & (REFMAP_CHUNK - 1)];
+    return v == REFMAP_BIG ? big_get(m, k) : v;
 }
 
 /* Grow the chunk table so that cluster k has a place. */
@@ -122,28 +196,30 @@ static int refmap_reserve(struct refmap *m, uint64_t k)
         m->nb_chunks = n;
     }
     if (!m->chunks[ci]) {
-        uint64_t bytes = REFMAP_CHUNK * m->width;
-        if (m->bytes + bytes > m->budget)
-            return qimg_error(-ENOMEM, "refcount check table exceeds the memory budget "
-                              "(%" PRIu64 " bytes)", m->budget);
-        m->chunks[ci] = qimg_calloc_from_image(REFMAP_CHUNK, m->width, "refcount check table");
-        if (!m->chunks[ci])
+        int r = charge(m, REFMAP_CHUNK);
+        if (r < 0)
+            return r;
+        m->chunks[ci] = qimg_calloc_from_image(REFMAP_CHUNK, 1, "refcount check table");
+        if (!m->chunks[ci]) {
+            m->bytes -= REFMAP_CHUNK;
             return -ENOMEM;
-        m->bytes += bytes;
+        }
     }
     return 0;
 }
 
-static inline void refmap_set(struct refmap *m, uint64_t k, uint64_t v)
+/* Cluster k (reserved) counts v. */
+static inline int refmap_set(struct refmap *m, uint64_t k, uint64_t v)
 {
-    uint8_t *c = m->chunks[k >> REFMAP_CHUNK_BITS];
-    uint64_t i = k & (REFMAP_CHUNK - 1);
-    switch (m->width) {
-    case 1: c[i] = (uint8_t)v; break;
-    case 2: ((uint16_t *)c)[i] = (uint16_t)v; break;
-    case 4: ((uint32_t *)c)[i] = (uint32_t)v; break;
-    default: ((uint64_t *)c)[i] = v; break;
+    uint8_t *c = &m->chunks[k >> REFMAP_CHUNK_BITS][k & (REFMAP_CHUNK - 1)];
+    if (v < REFMAP_BIG) {
+        *c = (uint8_t)v;
+        return 0;
     }
+    int r = big_set(m, k, v);
+    if (r == 0)
+        *c = REFMAP_BIG;
+    return r;
 }
 
 /* True when no counter in [k, k + n) can be non-zero (chunk not allocated). */
@@ -156,12 +232,14 @@ static bool refmap_chunk_empty(const struct refmap *m, uint64_t k)
 /* ====================================================== stored refcounts */
 
 /* A direct-mapped cache of refcount blocks, keyed by refcount table index;
- * the blocks as on disk (zeros past the end of the file). */
-#define REFBLOCK_CACHE_BYTES (32ull << 20)
+ * the blocks as on disk (zeros past the end of the file).  1 MiB: the
+ * comparison reads the blocks in order, and the COPIED checks while
+ * counting follow the data clusters, mostly in file order too. */
+#define REFBLOCK_CACHE_BYTES (1ull << 20)
 
 struct refblock_cache {
     uint64_t *tags;            /* refcount table index + 1 held by a slot, 0 = empty */
-    uint8_t **blocks;
+    uint8_t *blocks;           /* nslots blocks, allocated on first use */
     uint32_t nslots;           /* power of two */
 };
 
@@ -173,14 +251,12 @@ static int refblock_cache_init(struct refblock_cache *c, const struct qcow2_stat
     while (c->nslots < want && c->nslots < cap)
         c->nslots <<= 1;
     c->tags = qimg_xcalloc(c->nslots, sizeof *c->tags);
-    c->blocks = qimg_xcalloc(c->nslots, sizeof *c->blocks);
+    c->blocks = NULL;
     return 0;
 }
 
 static void refblock_cache_free(struct refblock_cache *c)
 {
-    for (uint32_t i = 0; c->blocks && i < c->nslots; i++)
-        free(c->blocks[i]);
     free(c->blocks);
     free(c->tags);
     memset(c, 0, sizeof *c);
@@ -229,24 +305,25 @@ static const uint8_t *stored_refblock(struct check_ctx *c, uint64_t ti, int *err
     }
     struct refblock_cache *rc = &c->refblocks;
     uint32_t slot = (uint32_t)(ti & (rc->nslots - 1));
-    if (rc->tags[slot] == ti + 1)
-        return rc->blocks[slot];
-    if (!rc->blocks[slot]) {
-        rc->blocks[slot] = qimg_alloc_from_image(s->cluster_size, "refcount block");
-        if (!rc->blocks[slot]) {
+    if (!rc->blocks) {
+        rc->blocks = qimg_alloc_from_image((uint64_t)rc->nslots * s->cluster_size, "refcount block");
+        if (!rc->blocks) {
             *err = -ENOMEM;
             return NULL;
         }
     }
+    uint8_t *block = rc->blocks + (uint64_t)slot * s->cluster_size;
+    if (rc->tags[slot] == ti + 1)
+        return block;
     rc->tags[slot] = 0;
     /* an offset beyond what qemu can address fails with EIO, as in qemu */
-    int r = qcow2_pread_zero_filled(c->img, UINT64_MAX, rc->blocks[slot], s->cluster_size, off);
+    int r = qcow2_pread_zero_filled(c->img, UINT64_MAX, block, s->cluster_size, off);
     if (r < 0) {
         *err = r;
         return NULL;
     }
     rc->tags[slot] = ti + 1;
-    return rc->blocks[slot];
+    return block;
 }
 
 /* Stored refcount of host cluster k; <0 when it cannot be read. */
@@ -301,7 +378,12 @@ static int count_range(struct check_ctx *c, uint64_t offset, uint64_t size)
             c->res->corruptions++;
             continue;
         }
-        refmap_set(&c->refs, k, v + 1);
+        r = refmap_set(&c->refs, k, v + 1);
+        if (r < 0) {
+            qimg_check_log("qcow2 check: %s", qimg_last_error());
+            c->res->check_errors++;
+            return r;
+        }
     }
     return 0;
 }
@@ -559,7 +641,8 @@ static int count_l1(struct check_ctx *c, uint64_t l1_offset, uint32_t l1_size, b
         c->res->check_errors++;
         return -ENOMEM;
     }
-    r = qimg_io_pread(c->img->file, l1, bytes, l1_offset);
+    /* as qemu: zeros past the end of the file, an error past its largest offset */
+    r = qcow2_pread_zero_filled(c->img, c->s->file_size, l1, bytes, l1_offset);
     if (r < 0) {
         qimg_check_log("ERROR: I/O error in check_refcounts_l1");
         c->res->check_errors++;
@@ -976,8 +1059,7 @@ static int map_set(void *opaque, uint64_t k, uint64_t v)
         return r;
     if (k >= m->nb_clusters)
         m->nb_clusters = k + 1;
-    refmap_set(m, k, v);
-    return 0;
+    return refmap_set(m, k, v);
 }
 
 static uint64_t map_nb_clusters(void *opaque)
@@ -1109,8 +1191,8 @@ static int run_check(struct check_ctx *c)
     }
     refblock_cache_init(&c->refblocks, s);
     c->refblock_bits = s->cluster_bits + 3 - s->refcount_order;
-    c->l2_batch = QIMG_MAX((8ull << 20) / s->cluster_size, 1);
-    /* a fixed 8 MiB (or one 2 MiB table), whatever the image says */
+    c->l2_batch = QIMG_MAX((1ull << 20) / s->cluster_size, 1);
+    /* a fixed 1 MiB (or one 2 MiB table), whatever the image says */
     c->l2_buf = qimg_xmalloc(c->l2_batch * s->cluster_size);
 
     r = qcow2_snaptable_check(c->img, c->fix, &c->snaptable);

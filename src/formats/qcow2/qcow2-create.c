@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "qcow2.h"
 #include "qcow2-create.h"
 
 #define QCOW2_MAGIC 0x514649fbu
@@ -765,7 +766,8 @@ static int build_header(const struct create_opts *c, const struct layout *L, uin
     struct ext_buf e = { h + hlen, 0, L->cs - hlen };
     int r = 0;
     if (c->backing_fmt && c->backing_file)
-        r = add_ext(&e, EXT_BACKING_FORMAT, c->backing_fmt, strlen(c->backing_fmt));
+        r = add_ext(&e, EXT_BACKING_FORMAT, c->backing_fmt,
+                    strnlen(c->backing_fmt, QCOW2_BACKING_FMT_MAX));
     if (r == 0 && c->data_file)
         r = add_ext(&e, EXT_DATA_FILE, c->data_file, strlen(c->data_file));
     if (r == 0 && c->version >= 3 && L->cs > 4096) {

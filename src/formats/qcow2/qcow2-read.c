@@ -23,17 +23,38 @@ int qcow2_l2_cache_init(struct qcow2_state *s)
         c->nbuckets <<= 1;
     c->entries = qimg_xcalloc(c->capacity, sizeof *c->entries);
     c->buckets = qimg_xcalloc(c->nbuckets, sizeof *c->buckets);
+    c->slab_tables = (uint32_t)QIMG_MAX(QCOW2_L2_SLAB_BYTES / s->l2_table_bytes, 1);
+    c->slabs = qimg_xcalloc(qimg_div_round_up(c->capacity, c->slab_tables), sizeof *c->slabs);
     return 0;
 }
 
 void qcow2_l2_cache_free(struct qcow2_state *s)
 {
     struct qcow2_l2_cache *c = &s->l2_cache;
-    for (uint32_t i = 0; c->entries && i < c->capacity; i++)
-        free(c->entries[i].table);
+    for (uint32_t i = 0; c->slabs && i < c->nslabs; i++)
+        free(c->slabs[i]);
+    free(c->slabs);
     free(c->entries);
     free(c->buckets);
     memset(c, 0, sizeof *c);
+}
+
+/* Memory for the table of slot i.  Tables come in slabs of up to
+ * QCOW2_L2_SLAB_BYTES: one page-aligned allocation per small table (4 KiB
+ * for 4 KiB clusters) costs the allocator about as much again in
+ * alignment, which doubled the cache's memory. */
+static uint8_t *slot_table(struct qcow2_state *s, uint32_t i)
+{
+    struct qcow2_l2_cache *c = &s->l2_cache;
+    uint32_t slab = i / c->slab_tables;
+    if (slab >= c->nslabs) {
+        uint32_t tables = QIMG_MIN(c->slab_tables, c->capacity - slab * c->slab_tables);
+        uint8_t *p = qimg_alloc_from_image((uint64_t)tables * s->l2_table_bytes, "L2 table");
+        if (!p)
+            return NULL;
+        c->slabs[c->nslabs++] = p;
+    }
+    return c->slabs[slab] + (uint64_t)(i % c->slab_tables) * s->l2_table_bytes;
 }
 
 static uint32_t l2_hash(const struct qcow2_l2_cache *c, uint64_t offset)
@@ -142,6 +163,14 @@ void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset)
     c->lru_tail = e;
 }
 
+void qcow2_l2_cache_drop_dirty(struct qimg_image *img)
+{
+    struct qcow2_l2_cache *c = &qcow2_state(img)->l2_cache;
+    for (uint32_t i = 0; i < c->used; i++)
+        if (c->entries[i].offset && c->entries[i].dirty)
+            qcow2_l2_cache_drop(img, c->entries[i].offset);
+}
+
 /* A slot for a new table: a never-used one, else the least recently used. */
 static int take_slot(struct qimg_image *img, struct qcow2_l2_entry **out)
 {
@@ -150,7 +179,7 @@ static int take_slot(struct qimg_image *img, struct qcow2_l2_entry **out)
     struct qcow2_l2_entry *e;
     if (c->used < c->capacity) {
         e = &c->entries[c->used];
-        e->table = qimg_alloc_from_image(s->l2_table_bytes, "L2 table");
+        e->table = slot_table(s, c->used);
         if (!e->table)
             return -ENOMEM;
         c->used++;

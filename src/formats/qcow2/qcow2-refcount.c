@@ -168,17 +168,19 @@ int qcow2_update_refcounts(struct qimg_image *img, uint64_t cluster, uint64_t co
         uint64_t ti = cluster / E, i = cluster % E;
         uint64_t n = QIMG_MIN(count, E - i);
         uint64_t off = block_offset(s, ti);
+        /* qemu looks a block up for an update through its allocation
+         * function, whose event comes first */
+        qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC);
         if (off == 0)
             return qimg_error(-EIO, "qcow2: no refcount block for cluster %#" PRIx64, cluster);
         struct qcow2_refblock *rb;
-        qimg_io_event(img->file, QIMG_EV_REFBLOCK_ALLOC);   /* qemu: each block looked up */
         int r = load_refblock(img, off, ti, true, &rb);
         if (r < 0)
             return r;
         for (uint64_t k = 0; k < n; k++) {
             uint64_t v = qcow2_refblock_get(s, rb->data, i + k);
-            if (delta < 0 && v < (uint64_t)-delta)
-                return qimg_error(-EIO, "qcow2: refcount of cluster %#" PRIx64 " would go "
+            if (delta < 0 && v < (uint64_t)-delta)   /* qemu's code for it */
+                return qimg_error(-EINVAL, "qcow2: refcount of cluster %#" PRIx64 " would go "
                                   "below zero", cluster + k);
             if (delta > 0 && w->refcount_max - v < (uint64_t)delta)
                 return qimg_error(-ERANGE, "qcow2: refcount of cluster %#" PRIx64 " would "

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/time.h>
 
@@ -69,12 +70,33 @@ static int note_freed(struct qimg_image *img, struct ref_walk *w, uint64_t clust
     return 0;
 }
 
+/* A reference more to a cluster no refcount block covers (an L2 entry
+ * pointing far beyond the file): qemu's refcount update makes the block
+ * and asks its caller to start again (-EAGAIN), which a snapshot's walk
+ * does not do; past what the largest refcount table covers it answers
+ * -EFBIG.  Here nothing is made: the walk fails with qemu's code. */
+static int check_refblock_exists(struct qimg_image *img, uint64_t cluster)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t ti = cluster / s->refcount_block_entries;
+    /* the table alone tells (the block is loaded by the update itself) */
+    if (ti < s->refcount_table_size && (s->refcount_table[ti] & ~QCOW2_REFT_RESERVED))
+        return 0;
+    bool too_far = ti >= s->refcount_table_size &&
+                   qimg_div_round_up(cluster, s->refcount_block_entries) >
+                   QCOW2_MAX_REFTABLE_BYTES / 8;
+    return qimg_error(too_far ? -EFBIG : -EAGAIN, "qcow2: no refcount block for cluster %#"
+                      PRIx64, cluster);
+}
+
 /* 0 done, 1 the limit was reached, <0 error. */
 static int change_ref(struct qimg_image *img, struct ref_walk *w, uint64_t cluster)
 {
     if (w->done == w->limit)
         return 1;
-    int r = qcow2_update_refcounts(img, cluster, 1, w->addend);
+    int r = w->addend > 0 ? check_refblock_exists(img, cluster) : 0;
+    if (r == 0)
+        r = qcow2_update_refcounts(img, cluster, 1, w->addend);
     if (r == -ERANGE)
         r = -EINVAL;            /* a refcount overflow: qemu says EINVAL */
     if (r == 0 && w->addend < 0 && w->discard)
@@ -104,11 +126,78 @@ static void entry_clusters(const struct qcow2_state *s, uint64_t entry, uint64_t
     *count = 1;
 }
 
-static int check_l2_offset(const struct qcow2_state *s, uint64_t l2, uint64_t l1i)
+/* qemu's answer to corrupt metadata met on the way: the image is marked
+ * corrupt and broken (qemu ejects its driver: what it changed in memory
+ * and had not written yet is never written), and the operation fails
+ * with EIO. */
+static int __attribute__((format(printf, 2, 3))) corruption(struct qimg_image *img,
+                                                            const char *fmt, ...)
 {
-    if (!qimg_is_aligned(l2, s->cluster_size))
-        return qimg_error(-EIO, "qcow2: L2 table offset %#" PRIx64 " unaligned (L1 index: %#"
-                          PRIx64 ")", l2, l1i);
+    struct qcow2_state *s = qcow2_state(img);
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    qimg_check_log("qcow2: Marking image as corrupt: %s; further corruption events will be "
+                   "suppressed", msg);
+    for (int i = 0; i < QCOW2_REFBLOCK_CACHE; i++) {
+        if (s->ws->refblocks[i].dirty)
+            s->ws->refblocks[i].offset = 0;
+        s->ws->refblocks[i].dirty = false;
+    }
+    qcow2_l2_cache_drop_dirty(img);
+    if (qcow2_repair_mark_corrupt(img) < 0)
+        qimg_error_clear();
+    s->ws->broken = true;
+    return qimg_error(-EIO, "%s", msg);
+}
+
+static int check_l2_offset(struct qimg_image *img, uint64_t l2, uint64_t l1i)
+{
+    if (!qimg_is_aligned(l2, qcow2_state(img)->cluster_size))
+        return corruption(img, "L2 table offset %#" PRIx64 " unaligned (L1 index: %#" PRIx64 ")",
+                          l2, l1i);
+    return 0;
+}
+
+/* A standard entry (allocated or zero) must name a whole cluster. */
+static int check_data_offset(struct qimg_image *img, uint64_t entry, uint64_t l2, uint64_t i)
+{
+    uint64_t off = entry & QCOW2_OFFSET_MASK;
+    if (entry & QCOW2_OFLAG_COMPRESSED || qimg_is_aligned(off, qcow2_state(img)->cluster_size))
+        return 0;
+    return corruption(img, "Cluster allocation offset %#" PRIx64 " unaligned (L2 offset: %#"
+                      PRIx64 ", L2 index: %#" PRIx64 ")", off, l2, i);
+}
+
+static uint64_t with_copied(uint64_t entry, bool copied)
+{
+    return copied ? entry | QCOW2_OFLAG_COPIED : entry & ~QCOW2_OFLAG_COPIED;
+}
+
+/* As qemu's walk does in every table it passes: COPIED on a (standard)
+ * entry exactly when its cluster's refcount is now 1. */
+static int set_entry_copied(struct qimg_image *img, uint8_t *table, uint64_t l2_offset,
+                            uint64_t i)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint8_t *p = table + i * s->l2_entry_bytes;
+    uint64_t entry = qimg_be64(p);
+    uint64_t off = entry & QCOW2_OFFSET_MASK;
+    uint64_t rc = 0;
+    if (entry & QCOW2_OFLAG_COMPRESSED)
+        return 0;               /* never COPIED */
+    if (off && !qcow2_has_data_file(s)) {
+        int r = qcow2_get_refcount(img, off >> s->cluster_bits, &rc);
+        if (r < 0)
+            return r;
+    }
+    uint64_t ne = with_copied(entry, rc == 1);
+    if (ne != entry) {
+        qimg_put_be64(p, ne);
+        qcow2_l2_cache_mark_dirty(img, l2_offset);
+    }
     return 0;
 }
 
@@ -122,12 +211,19 @@ static int walk_l2(struct qimg_image *img, struct ref_walk *w, uint64_t l2_offse
     /* the table pointer stays valid: refcount changes do not touch the L2 cache */
     for (uint64_t i = 0; i < s->l2_entries; i++) {
         uint64_t first, count;
-        entry_clusters(s, qimg_be64(table + i * s->l2_entry_bytes), &first, &count);
+        uint64_t entry = qimg_be64(table + i * s->l2_entry_bytes);
+        r = check_data_offset(img, entry, l2_offset, i);
+        if (r < 0)
+            return r;
+        entry_clusters(s, entry, &first, &count);
         for (uint64_t k = 0; k < count; k++) {
             r = change_ref(img, w, first + k);
             if (r != 0)
                 return r;
         }
+        r = set_entry_copied(img, table, l2_offset, i);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -140,7 +236,7 @@ static int walk_l1(struct qimg_image *img, struct ref_walk *w, const uint64_t *l
         uint64_t l2 = l1[i] & QCOW2_OFFSET_MASK;
         if (!l2)
             continue;
-        int r = check_l2_offset(s, l2, i);
+        int r = check_l2_offset(img, l2, i);
         if (r == 0)
             r = walk_l2(img, w, l2);
         if (r != 0)
@@ -165,8 +261,8 @@ static int ref_l1(struct qimg_image *img, const uint64_t *l1, uint32_t n)
 {
     struct ref_walk up = { .addend = 1, .limit = UINT64_MAX };
     int r = walk_l1(img, &up, l1, n);
-    if (r >= 0)
-        return 0;
+    if (r >= 0 || qcow2_state(img)->ws->broken)
+        return r < 0 ? r : 0;
     struct ref_walk undo = { .addend = -1, .limit = up.done };
     char *msg = qimg_strdup(qimg_last_error());
     walk_l1(img, &undo, l1, n);
@@ -186,11 +282,6 @@ static int unref_l1(struct qimg_image *img, const uint64_t *l1, uint32_t n)
 }
 
 /* ============================================================ COPIED flags */
-
-static uint64_t with_copied(uint64_t entry, bool copied)
-{
-    return copied ? entry | QCOW2_OFLAG_COPIED : entry & ~QCOW2_OFLAG_COPIED;
-}
 
 static int write_l1(struct qimg_image *img, uint64_t offset, const uint64_t *l1, uint32_t n)
 {
@@ -218,6 +309,9 @@ static int fix_l2_copied(struct qimg_image *img, uint64_t l2_offset)
         uint8_t *p = table + i * s->l2_entry_bytes;
         uint64_t entry = qimg_be64(p);
         uint64_t off = entry & QCOW2_OFFSET_MASK;
+        r = check_data_offset(img, entry, l2_offset, i);
+        if (r < 0)
+            return r;
         if ((entry & QCOW2_OFLAG_COMPRESSED) || off == 0 || qcow2_has_data_file(s))
             continue;
         uint64_t rc;
@@ -246,7 +340,7 @@ static int fix_copied_tables(struct qimg_image *img, uint64_t *l1, uint32_t n, b
         if (!l2)
             continue;
         uint64_t rc = 0;
-        int r = check_l2_offset(s, l2, i);
+        int r = check_l2_offset(img, l2, i);
         if (r == 0)
             r = qcow2_get_refcount(img, l2 >> s->cluster_bits, &rc);
         if (r == 0)
@@ -295,32 +389,36 @@ static int alloc_run(struct qimg_image *img, uint64_t bytes, uint64_t *host)
     }
 }
 
-static int validate_l1(struct qimg_image *img, uint64_t offset, uint32_t n)
+int qcow2_snapshot_l1_check(const struct qcow2_state *s, const struct qcow2_snapshot *sn)
 {
-    struct qcow2_state *s = qcow2_state(img);
-    if ((uint64_t)n * 8 > QCOW2_MAX_L1_BYTES)
+    uint64_t bytes = (uint64_t)sn->l1_size * 8;
+    if (bytes > QCOW2_MAX_L1_BYTES)
         return qimg_error(-EFBIG, "Snapshot L1 table too large");
-    if (n && (!qimg_is_aligned(offset, s->cluster_size) ||
-              !qimg_range_ok(offset, (uint64_t)n * 8, s->file_size)))
+    if (!qimg_is_aligned(sn->l1_table_offset, s->cluster_size) ||
+        sn->l1_table_offset > (uint64_t)INT64_MAX - bytes)
         return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
     return 0;
 }
 
-static int read_l1(struct qimg_image *img, uint64_t offset, uint32_t n, uint32_t entries,
-                   uint64_t **out)
+int qcow2_snapshot_read_l1(struct qimg_image *img, const struct qcow2_snapshot *sn,
+                           uint32_t min_entries, uint64_t **out)
 {
-    int r = validate_l1(img, offset, n);
+    struct qcow2_state *s = qcow2_state(img);
+    *out = NULL;
+    int r = qcow2_snapshot_l1_check(s, sn);
     if (r < 0)
         return r;
-    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(QIMG_MAX(n, entries), 1u), 8, "L1 table");
+    uint64_t bytes = (uint64_t)sn->l1_size * 8;
+    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(QIMG_MAX(sn->l1_size, min_entries), 1u), 8,
+                                          "L1 table");
     if (!l1)
         return -ENOMEM;
-    r = n ? qimg_io_pread(img->file, l1, (size_t)n * 8, offset) : 0;
+    r = bytes ? qcow2_pread_zero_filled(img, s->file_size, l1, bytes, sn->l1_table_offset) : 0;
     if (r < 0) {
         free(l1);
         return qimg_error(r, "Could not read snapshot L1 table: %s", strerror(-r));
     }
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < sn->l1_size; i++)
         l1[i] = qimg_be64(&l1[i]);
     *out = l1;
     return 0;
@@ -429,12 +527,25 @@ static void upgrade_extra(struct qcow2_snapshot *sn)
     qimg_put_be64(sn->extra_data + 16, (uint64_t)sn->icount);
 }
 
+/* qemu's qcow2_free_clusters: a failure is printed, not returned (the
+ * clusters leak).  eio_as_einval: what qimg answers with EIO for a
+ * missing refcount block, qemu's check repair answers with EINVAL. */
+static void free_or_log(struct qimg_image *img, uint64_t offset, uint64_t bytes, bool eio_as_einval)
+{
+    int r = qcow2_free_clusters(img, offset, bytes, true);
+    if (r < 0) {
+        qimg_check_log("qcow2_free_clusters failed: %s",
+                       strerror(r == -EIO && eio_as_einval ? EINVAL : -r));
+        qimg_error_clear();
+    }
+}
+
 /* Write snaps[0..n) as the new table in new clusters, point the header
- * to it, free the old one (old_len bytes).  s->snapshots is not touched.
- * lenient_free: a failure to free the old table is only logged (qemu's
- * check repair). */
+ * to it, free the old one (old_len bytes: a failure is only logged, as
+ * qemu does).  s->snapshots is not touched.  for_check: qemu's check
+ * repair (see free_or_log and the overlap check below). */
 static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps, uint32_t n,
-                            uint64_t old_len, bool lenient_free)
+                            uint64_t old_len, bool for_check)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t old_off = s->snapshots_offset;
@@ -443,26 +554,27 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
     int r = 0;
     if (len > QCOW2_MAX_SNAPSHOT_TABLE)
         return qimg_error(-EFBIG, "Snapshot table too large");
+    if (n == 0)   /* qemu allocates the empty table too: its event shows */
+        qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
     if (n > 0) {
         CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, len);
-        encode_table(snaps, n, buf);
         r = alloc_run(img, len, &off);
         if (r == 0)
             r = qcow2_refcount_flush(img);
+        /* qemu writes the entries one by one: the padding between them
+         * keeps what the clusters held */
+        if (r == 0)
+            r = qcow2_pread_zero_filled(img, s->file_size, buf, len, off);
+        if (r == 0)
+            encode_table(snaps, n, buf);
         /* a repair may have freed clusters of the old table as leaks:
          * qemu refuses to write over them */
-        if (r == 0 && lenient_free)
+        if (r == 0 && for_check)
             r = qcow2_repair_overlap_check_snaptable(img, off, len, old_off, old_len);
         if (r == 0)
             r = qimg_io_pwrite(img->file, buf, len, off);
         if (r == 0)
             r = qimg_io_flush(img->file);
-        if (r < 0)
-            return qimg_error(r, "Could not write the snapshot table: %s", strerror(-r));
-    } else {
-        /* qemu allocates (nothing) and flushes for an empty table too */
-        qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
-        r = qimg_io_flush(img->file);
         if (r < 0)
             return qimg_error(r, "Could not write the snapshot table: %s", strerror(-r));
     }
@@ -479,15 +591,7 @@ static int write_table_from(struct qimg_image *img, struct qcow2_snapshot *snaps
     s->snapshots_offset = off;
     if (!old_off || !old_len)
         return 0;
-    /* as qemu, a failure to free the old table only leaks it */
-    r = qcow2_free_clusters(img, old_off, old_len, true);
-    if (r < 0) {
-        /* (in a repair, qemu reports a refcount that would drop below
-         * zero or a missing refcount block as EINVAL) */
-        qimg_check_log("qcow2_free_clusters failed: %s",
-                       strerror(lenient_free && r == -EIO ? EINVAL : -r));
-        qimg_error_clear();
-    }
+    free_or_log(img, old_off, old_len, for_check);
     return 0;
 }
 
@@ -495,6 +599,12 @@ static int write_table(struct qimg_image *img, struct qcow2_snapshot *snaps, uin
 {
     struct qcow2_state *s = qcow2_state(img);
     return write_table_from(img, snaps, n, table_len(s->snapshots, s->nb_snapshots, false), false);
+}
+
+int qcow2_snapshot_write_table(struct qimg_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    return write_table(img, s->snapshots, s->nb_snapshots);
 }
 
 int qcow2_snapshot_rewrite_table(struct qimg_image *img, uint64_t old_size)
@@ -549,7 +659,7 @@ static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
     uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
     int r = 0;
     if (l1_bytes) {
-        /* (its refcount reaches the disk with the others below, as in qemu) */
+        /* (its refcount reaches the disk with the walk's, as in qemu) */
         r = alloc_run(img, l1_bytes, &sn->l1_table_offset);
         if (r == 0)
             r = write_l1(img, sn->l1_table_offset, s->l1_table, s->l1_size);
@@ -557,6 +667,8 @@ static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
             return r;
     }
     r = ref_l1(img, s->l1_table, s->l1_size);
+    if (r < 0 && s->ws->broken)
+        return r;
     if (r < 0) {
         /* nothing else changed: the copy goes too */
         if (l1_bytes)
@@ -564,13 +676,9 @@ static int create_locked(struct qimg_image *img, struct qcow2_snapshot *sn)
         qcow2_refcount_flush(img);
         return r;
     }
-    /* every refcount is 2 or more: COPIED goes, in the cached tables with
-     * the refcounts (as qemu's walk does), then both reach the disk */
-    r = fix_copied(img);
+    r = qcow2_flush_locked(img);     /* each walk ends so in qemu */
     if (r == 0)
-        r = qcow2_refcount_flush(img);
-    if (r == 0)
-        r = qimg_io_flush(img->file);
+        r = fix_copied(img);          /* every refcount is 2 or more: COPIED goes */
     if (r < 0)
         return r;
     struct qcow2_snapshot *arr = qimg_xcalloc((size_t)s->nb_snapshots + 1, sizeof *arr);
@@ -647,17 +755,20 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
         r = grow_active_l1(img, sn->l1_size);
     uint64_t *l1 = NULL;
     if (r == 0)
-        r = read_l1(img, sn->l1_table_offset, sn->l1_size, s->l1_size, &l1);
+        r = qcow2_snapshot_read_l1(img, sn, s->l1_size, &l1);
     if (r < 0)
         return r;
     r = ref_l1(img, l1, s->l1_size);
     if (r == 0)
-        r = qcow2_refcount_flush(img);
+        r = qcow2_flush_locked(img);
     /* the snapshot's tables are shared from now on: no COPIED flag may
      * reach the active L1 (or stay in its L2 tables) before the switch */
     bool changed;
     if (r == 0)
         r = fix_copied_tables(img, l1, s->l1_size, &changed);
+    /* qemu's walk writes the snapshot's own table back with those flags */
+    if (r == 0 && changed)
+        r = write_l1(img, sn->l1_table_offset, l1, sn->l1_size);
     if (r == 0)
         r = write_l1(img, s->l1_table_offset, l1, s->l1_size);
     if (r < 0) {
@@ -669,6 +780,8 @@ static int apply_locked(struct qimg_image *img, const struct qcow2_snapshot *sn)
     s->ws->free_byte_offset = 0;      /* its cluster may be freed now */
     r = unref_l1(img, old, s->l1_size);
     free(old);
+    if (r == 0)
+        r = qcow2_flush_locked(img);
     if (r == 0)
         r = fix_copied(img);
     return r;
@@ -686,6 +799,13 @@ int qcow2_snapshot_apply(struct qimg_image *img, const char *id_or_name)
     int i = find_by_id_or_name(s, id_or_name);
     if (i < 0)
         return qimg_error(-ENOENT, "snapshot not found");
+    /* before anything changes; qemu reports it on a line of its own and
+     * fails with the code alone */
+    r = qcow2_snapshot_l1_check(s, &s->snapshots[i]);
+    if (r < 0) {
+        qimg_check_log(QIMG_CHECK_LOG_REPORT "%s", qimg_last_error());
+        return r;
+    }
     /* the disk takes the size it had when the snapshot was taken */
     uint64_t disk_size = s->snapshots[i].disk_size;
     if (disk_size != s->size && (r = qcow2_resize(img, disk_size, NULL, true)) < 0)
@@ -727,22 +847,13 @@ int qcow2_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *
     if (i < 0)
         return qimg_error(-ENOENT, "Can't find snapshot");
     const struct qcow2_snapshot *sn = &s->snapshots[i];
-    uint64_t bytes = (uint64_t)sn->l1_size * 8;
-    if (bytes > QCOW2_MAX_L1_BYTES)
-        return qimg_error(-EFBIG, "Snapshot L1 table too large");
-    if (!qimg_is_aligned(sn->l1_table_offset, s->cluster_size) ||
-        sn->l1_table_offset > (uint64_t)INT64_MAX - bytes)
-        return qimg_error(-EINVAL, "Snapshot L1 table offset invalid");
-    uint64_t *l1 = qimg_calloc_from_image(QIMG_MAX(sn->l1_size, 1u), 8, "L1 table");
-    if (!l1)
-        return -ENOMEM;
-    int r = bytes ? qcow2_pread_zero_filled(img, s->file_size, l1, bytes, sn->l1_table_offset) : 0;
-    if (r < 0) {
-        free(l1);
+    int r = qcow2_snapshot_l1_check(s, sn);
+    if (r < 0)
+        return r;
+    uint64_t *l1;
+    r = qcow2_snapshot_read_l1(img, sn, 0, &l1);
+    if (r < 0)
         return qimg_error(r, "Failed to read l1 table for snapshot");
-    }
-    for (uint32_t k = 0; k < sn->l1_size; k++)
-        l1[k] = qimg_be64(&l1[k]);
     pthread_mutex_lock(&img->lock);
     free(s->l1_table);
     s->l1_table = l1;
@@ -754,23 +865,18 @@ int qcow2_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *
 
 /* ================================================================ delete */
 
-/* qemu's order and messages: the entry leaves the table first (a failure
- * after that only leaks clusters), then what the snapshot referenced
- * loses a reference, its L1 table is freed (a failure there is not an
- * error: leaked clusters) and the active tables' COPIED flags are set
- * again. */
+/* In qemu's order and with its messages: the entry leaves the table, then
+ * what the snapshot referenced goes (its L1 table read from disk then),
+ * then the L1 table itself, then the COPIED flags are set again. */
 static int delete_locked(struct qimg_image *img, uint32_t idx)
 {
     struct qcow2_state *s = qcow2_state(img);
     struct qcow2_snapshot sn = s->snapshots[idx];
-    int r = validate_l1(img, sn.l1_table_offset, sn.l1_size);
-    if (r < 0)
-        return r;
     uint32_t n = s->nb_snapshots - 1;
     struct qcow2_snapshot *arr = qimg_xcalloc(QIMG_MAX(n, 1u), sizeof *arr);
     memcpy(arr, s->snapshots, idx * sizeof *arr);
     memcpy(arr + idx, s->snapshots + idx + 1, (n - idx) * sizeof *arr);
-    r = write_table(img, arr, n);
+    int r = write_table(img, arr, n);
     if (r < 0) {
         free(arr);
         return qimg_error(r, "Failed to remove snapshot from snapshot list: %s", strerror(-r));
@@ -780,23 +886,25 @@ static int delete_locked(struct qimg_image *img, uint32_t idx)
     s->nb_snapshots = n;
     /* out of the table: what only the snapshot held goes */
     s->ws->free_byte_offset = 0;      /* its cluster may be freed now */
-    uint64_t *l1 = NULL;
-    r = read_l1(img, sn.l1_table_offset, sn.l1_size, 0, &l1);
-    if (r == 0)
+    uint64_t *l1;
+    r = qcow2_snapshot_read_l1(img, &sn, 0, &l1);
+    if (r == 0) {
         r = unref_l1(img, l1, sn.l1_size);
-    free(l1);
+        free(l1);
+    }
+    if (r == 0)
+        r = qcow2_flush_locked(img);
     if (r < 0) {
         free_snapshot(&sn);
         return qimg_error(r, "Failed to free the cluster and L1 table: %s", strerror(-r));
     }
-    if (sn.l1_size && (r = qcow2_free_clusters(img, sn.l1_table_offset, (uint64_t)sn.l1_size * 8,
-                                               true)) < 0) {
-        qimg_check_log("qcow2_free_clusters failed: %s", strerror(-r));
-        qimg_error_clear();
-    }
-    r = fix_copied(img);
+    if (sn.l1_size)
+        free_or_log(img, sn.l1_table_offset, (uint64_t)sn.l1_size * 8, false);
     free_snapshot(&sn);
-    return r < 0 ? qimg_error(r, "Failed to update snapshot status in disk: %s", strerror(-r)) : 0;
+    r = fix_copied(img);
+    if (r < 0)
+        return qimg_error(r, "Failed to update snapshot status in disk: %s", strerror(-r));
+    return 0;
 }
 
 int qcow2_snapshot_delete(struct qimg_image *img, const char *id, const char *name)
@@ -813,7 +921,9 @@ int qcow2_snapshot_delete(struct qimg_image *img, const char *id, const char *na
     }
     if (idx == s->nb_snapshots)
         return qimg_error(-ENOENT, "snapshot not found");
-    r = qcow2_write_flush(img);
+    r = qcow2_snapshot_l1_check(s, &s->snapshots[idx]);
+    if (r == 0)
+        r = qcow2_write_flush(img);
     if (r < 0)
         return r;
     pthread_mutex_lock(&img->lock);

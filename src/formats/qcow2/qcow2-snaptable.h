@@ -52,5 +52,8 @@ int qcow2_snaptable_check_fix(struct qimg_image *img, unsigned fix,
  * it, then drop the old one (old_size bytes at its offset).  A failure to
  * free the old table is logged as qemu does and is not an error. */
 int qcow2_snapshot_rewrite_table(struct qimg_image *img, uint64_t old_size);
+/* The same outside a check: every entry written with the version 3 extra
+ * data (VM state size, disk size, icount). */
+int qcow2_snapshot_write_table(struct qimg_image *img);
 
 #endif

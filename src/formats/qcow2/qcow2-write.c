@@ -1205,15 +1205,16 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
     if (blen > QCOW2_MAX_BACKING_NAME)
         return -EINVAL;
     /* the space needed */
-    size_t need = s->header_length;
+    uint32_t hlen = qcow2_written_header_length(s);
+    size_t need = hlen;
     if (fmt)
         need += ext_size((uint32_t)flen);
     if (s->data_file_name)
         need += ext_size((uint32_t)strlen(s->data_file_name));
     if (s->has_crypto_ext)
         need += ext_size(QCOW2_EXT_CRYPTO_LEN);
-    if (s->nb_features)
-        need += ext_size((uint32_t)(s->nb_features * QCOW2_FEATURE_ENTRY_LEN));
+    if (qcow2_header_has_feature_table(s))
+        need += ext_size(QCOW2_STD_FEATURE_TABLE_LEN);
     if (s->has_bitmaps_ext)
         need += ext_size(QCOW2_EXT_BITMAPS_LEN);
     for (size_t i = 0; i < s->nb_unknown_exts; i++)
@@ -1223,11 +1224,22 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         return -ENOSPC;
 
     CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, cs);
-    /* the header fields as they are on disk now */
-    int r = qimg_io_pread(img->file, buf, s->header_length, 0);
+    /* the known header fields as they are on disk now (a v3 header of
+     * 104 bytes gets the compression type byte: zlib), the feature bits
+     * as they are in memory, the unknown fields after them */
+    uint32_t known = s->version >= 3 ? QCOW2_HDR_V3_LENGTH : QCOW2_HDR_V2_LENGTH;
+    int r = qimg_io_pread(img->file, buf, QIMG_MIN(known, s->header_length), 0);
     if (r < 0)
         return r;
-    size_t pos = s->header_length;
+    if (s->version >= 3) {
+        qimg_put_be64(buf + QCOW2_HDR_INCOMPATIBLE_FEATURES, s->incompatible_features);
+        qimg_put_be64(buf + QCOW2_HDR_COMPATIBLE_FEATURES, s->compatible_features);
+        qimg_put_be64(buf + QCOW2_HDR_AUTOCLEAR_FEATURES, s->autoclear_features);
+        qimg_put_be32(buf + QCOW2_HDR_HEADER_LENGTH, hlen);
+        if (s->unknown_header_fields_len)
+            memcpy(buf + known, s->unknown_header_fields, s->unknown_header_fields_len);
+    }
+    size_t pos = hlen;
     if (fmt)
         put_ext(buf, &pos, QCOW2_EXT_BACKING_FORMAT, fmt, (uint32_t)flen);
     if (s->data_file_name)
@@ -1238,16 +1250,11 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         qimg_put_be64(c + 8, s->crypto_header_length);
         put_ext(buf, &pos, QCOW2_EXT_CRYPTO, c, sizeof c);
     }
-    if (s->nb_features) {
-        size_t n = s->nb_features * QCOW2_FEATURE_ENTRY_LEN;
-        CLEANUP_FREE uint8_t *ft = qimg_xcalloc(1, n);
-        for (size_t i = 0; i < s->nb_features; i++) {
-            ft[i * QCOW2_FEATURE_ENTRY_LEN] = s->features[i].type;
-            ft[i * QCOW2_FEATURE_ENTRY_LEN + 1] = s->features[i].bit;
-            memcpy(ft + i * QCOW2_FEATURE_ENTRY_LEN + 2, s->features[i].name,
-                   strnlen(s->features[i].name, QCOW2_FEATURE_NAME_LEN));
-        }
-        put_ext(buf, &pos, QCOW2_EXT_FEATURE_TABLE, ft, (uint32_t)n);
+    if (qcow2_header_has_feature_table(s)) {
+        /* qemu's table, whatever the image had */
+        uint8_t ft[QCOW2_STD_FEATURE_TABLE_LEN];
+        qcow2_std_feature_table(ft);
+        put_ext(buf, &pos, QCOW2_EXT_FEATURE_TABLE, ft, sizeof ft);
     }
     if (s->has_bitmaps_ext) {
         uint8_t b[QCOW2_EXT_BITMAPS_LEN] = { 0 };
@@ -1271,6 +1278,7 @@ static int rewrite_header(struct qimg_image *img, const char *backing, const cha
         return r;
     s->backing_file_offset = boff;
     s->backing_file_size = (uint32_t)blen;
+    s->header_length = hlen;
     free(s->backing_fmt);
     s->backing_fmt = fmt ? qimg_strdup(fmt) : NULL;
     return 0;
@@ -1294,6 +1302,25 @@ int qcow2_rewrite_header_locked(struct qimg_image *img)
     return r < 0 ? qimg_error(r, "Could not update qcow2 header: %s", strerror(-r)) : 0;
 }
 
+/* A read-write open (not commit's reopen of its base) updates the header
+ * when it holds autoclear bits unknown to us, which it clears, or an
+ * ignored bitmaps extension, which it drops; the update writes qemu's
+ * feature table and the unknown extensions in reverse order, as qemu's. */
+int qcow2_update_header_on_open(struct qimg_image *img, unsigned flags)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!s->ws || (flags & QIMG_OPEN_REOPEN))
+        return 0;
+    if (!(s->autoclear_features & ~QCOW2_AUTOCLEAR_KNOWN) && !s->bitmaps_ext_ignored)
+        return 0;
+    s->autoclear_features &= QCOW2_AUTOCLEAR_KNOWN;
+    s->bitmaps_ext_ignored = false;
+    pthread_mutex_lock(&img->lock);
+    int r = qcow2_rewrite_header_locked(img);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
 int qcow2_change_backing(struct qimg_image *img, const char *backing, const char *fmt)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -1301,17 +1328,20 @@ int qcow2_change_backing(struct qimg_image *img, const char *backing, const char
         return -EACCES;
     if (backing && qcow2_has_data_file(s) && qcow2_data_file_is_raw(s))
         return -EINVAL;
+    CLEANUP_FREE char *stored_fmt = backing && fmt ? strndup(fmt, QCOW2_BACKING_FMT_MAX) : NULL;
+    if (backing && fmt && !stored_fmt)
+        return -ENOMEM;
     pthread_mutex_lock(&img->lock);
     int r = flush_locked(img);
     if (r == 0)
-        r = rewrite_header(img, backing, backing ? fmt : NULL);
+        r = rewrite_header(img, backing, stored_fmt);
     pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
     free(img->backing_file);
     free(img->backing_fmt);
     img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = backing && fmt ? qimg_strdup(fmt) : NULL;
+    img->backing_fmt = stored_fmt ? qimg_strdup(stored_fmt) : NULL;
     return 0;
 }
 

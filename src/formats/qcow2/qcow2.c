@@ -101,6 +101,9 @@ static int parse_header(struct qcow2_state *s, const uint8_t *h)
 
 static void free_extensions(struct qcow2_state *s)
 {
+    free(s->unknown_header_fields);
+    s->unknown_header_fields = NULL;
+    s->unknown_header_fields_len = 0;
     free(s->backing_fmt);
     free(s->data_file_name);
     free(s->features);
@@ -121,18 +124,24 @@ static char *string_ext(const uint8_t *data, uint32_t len)
     return str;
 }
 
+/* The feature name table as qemu reads it: entries of 48 bytes, the last
+ * one possibly cut short (its missing bytes read as zeros), up to the first
+ * entry whose name is empty.  A later table replaces an earlier one. */
 static int parse_feature_table(struct qcow2_state *s, const uint8_t *data, uint32_t len)
 {
-    size_t n = len / QCOW2_FEATURE_ENTRY_LEN;
+    size_t n = 0;
+    while (n * QCOW2_FEATURE_ENTRY_LEN + 2 < len && data[n * QCOW2_FEATURE_ENTRY_LEN + 2] != '\0')
+        n++;
     free(s->features);
     s->features = qimg_xcalloc(n ? n : 1, sizeof *s->features);
     s->nb_features = n;
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *e = data + i * QCOW2_FEATURE_ENTRY_LEN;
-        s->features[i].type = e[0];
-        s->features[i].bit = e[1];
-        memcpy(s->features[i].name, e + 2, QCOW2_FEATURE_NAME_LEN);
-        s->features[i].name[QCOW2_FEATURE_NAME_LEN] = '\0';
+        size_t at = i * QCOW2_FEATURE_ENTRY_LEN;
+        size_t name_len = QIMG_MIN((size_t)QCOW2_FEATURE_NAME_LEN, len - at - 2);
+        s->features[i].type = data[at];
+        s->features[i].bit = data[at + 1];
+        memcpy(s->features[i].name, data + at + 2, name_len);
+        s->features[i].name[name_len] = '\0';
     }
     return 0;
 }
@@ -144,7 +153,9 @@ static int parse_bitmaps_ext(struct qcow2_state *s, const uint8_t *data, uint32_
     if (!(s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
         /* Written by a program that did not know bitmaps: inconsistent. */
         qimg_warn("a program lacking bitmap support modified this file, so all bitmaps "
-                  "are now considered inconsistent");
+                  "are now considered inconsistent\nSome clusters may be leaked, run "
+                  "'qemu-img check -r' on the image file to fix.");
+        s->bitmaps_ext_ignored = true;
         return 0;
     }
     uint32_t reserved = qimg_be32(data + 4);
@@ -182,7 +193,7 @@ static int parse_one_ext(struct qcow2_state *s, uint32_t type, const uint8_t *da
 {
     switch (type) {
     case QCOW2_EXT_BACKING_FORMAT:
-        if (len >= 16)   /* qemu's buffer for a format name */
+        if (len > QCOW2_BACKING_FMT_MAX)
             return qimg_error(-EINVAL, "ERROR: ext_backing_format: len=%" PRIu32 " too large (>=16)", len);
         free(s->backing_fmt);
         s->backing_fmt = string_ext(data, len);
@@ -211,10 +222,19 @@ static int parse_one_ext(struct qcow2_state *s, uint32_t type, const uint8_t *da
     }
 }
 
-/* Walk the extensions in [header_length, end) of the first cluster.
- * features_only: the first pass, for the names of unsupported features. */
-static int parse_extensions(struct qcow2_state *s, const uint8_t *cluster, uint64_t end,
-                            bool features_only)
+/* qemu's list of unknown extensions takes each one at its head: a header
+ * update writes them back last first. */
+static void reverse_unknown_exts(struct qcow2_state *s)
+{
+    for (size_t i = 0, j = s->nb_unknown_exts; i + 1 < j; i++, j--) {
+        struct qcow2_unknown_ext t = s->unknown_exts[i];
+        s->unknown_exts[i] = s->unknown_exts[j - 1];
+        s->unknown_exts[j - 1] = t;
+    }
+}
+
+/* Walk the extensions in [header_length, end) of the first cluster. */
+static int parse_extensions(struct qcow2_state *s, const uint8_t *cluster, uint64_t end)
 {
     uint64_t off = s->header_length;
     while (off < end) {
@@ -228,21 +248,25 @@ static int parse_extensions(struct qcow2_state *s, const uint8_t *cluster, uint6
             return qimg_error(-EINVAL, "Header extension too large");
         if (type == QCOW2_EXT_END)
             break;
-        const uint8_t *data = cluster + off;
-        if (features_only) {
-            if (type == QCOW2_EXT_FEATURE_TABLE)
-                parse_feature_table(s, data, len);
-        } else {
-            int r = parse_one_ext(s, type, data, len);
-            if (r < 0)
-                return r;
-        }
+        int r = parse_one_ext(s, type, cluster + off, len);
+        if (r < 0)
+            return r;
         uint64_t padded;
         if (!qimg_round_up_ok(len, 8, &padded))
             return qimg_error(-EINVAL, "Header extension too large");
         off += padded;
     }
     return 0;
+}
+
+static void keep_unknown_header_fields(struct qcow2_state *s, const uint8_t *cluster)
+{
+    if (s->version < 3 || s->header_length <= QCOW2_HDR_V3_LENGTH)
+        return;
+    /* header_length is at most the cluster size (checked) */
+    s->unknown_header_fields_len = s->header_length - QCOW2_HDR_V3_LENGTH;
+    s->unknown_header_fields = qimg_xmalloc(s->unknown_header_fields_len);
+    memcpy(s->unknown_header_fields, cluster + QCOW2_HDR_V3_LENGTH, s->unknown_header_fields_len);
 }
 
 /* "Unsupported qcow2 feature(s): <names from the table>, Unknown
@@ -252,10 +276,13 @@ static int report_unsupported(struct qcow2_state *s, uint64_t mask)
     struct qimg_strbuf b = { 0 };
     for (size_t i = 0; i < s->nb_features; i++) {
         const struct qcow2_feature_name *f = &s->features[i];
-        if (f->type != QCOW2_FEAT_INCOMPAT || f->bit >= 64 || !(mask & (1ull << f->bit)))
+        /* qemu shifts by the bit number as the CPU does (x86: modulo 64):
+         * bit 127 names bit 63 */
+        uint64_t bit = 1ull << (f->bit & 63);
+        if (f->type != QCOW2_FEAT_INCOMPAT || !(mask & bit))
             continue;
         qimg_strbuf_addf(&b, "%s%s", b.len ? ", " : "", f->name);
-        mask &= ~(1ull << f->bit);
+        mask &= ~bit;
     }
     if (mask)
         qimg_strbuf_addf(&b, "%sUnknown incompatible feature: %" PRIx64, b.len ? ", " : "", mask);
@@ -500,6 +527,8 @@ static int open_data_file(struct qimg_image *img, struct qcow2_state *s, qimg_op
             return qimg_error(-EINVAL, "data-file can only be set for images that use an external data file");
         if (user && !(flags & QIMG_OPEN_NO_IO))
             return qimg_error(-EINVAL, "'data-file' can only be set for images with an external data file");
+        if (qcow2_data_file_is_raw(s) && !(flags & QIMG_OPEN_NO_IO))
+            return qimg_error(-EINVAL, "data-file-raw requires a data file");
         return 0;
     }
     /* info never opens the data file: its name may point anywhere */
@@ -578,7 +607,10 @@ static int open_header(struct qimg_image *img, struct qcow2_state *s, unsigned f
 
     uint64_t unsupported = s->incompatible_features & ~QCOW2_INCOMPAT_KNOWN;
     if (unsupported) {
-        parse_extensions(s, cluster, ext_end, true);
+        /* the names come from the feature table; as in qemu, the whole
+         * walk runs (its warnings show) and an invalid extension ends it */
+        s->cluster_size = csize;
+        parse_extensions(s, cluster, ext_end);
         return report_unsupported(s, unsupported);
     }
     if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && (flags & QIMG_OPEN_RDWR) &&
@@ -596,9 +628,11 @@ static int open_header(struct qimg_image *img, struct qcow2_state *s, unsigned f
     if (s->crypt_method > QCOW2_CRYPT_LUKS)
         return qimg_error(-EINVAL, "Unsupported encryption method %" PRIu32, s->crypt_method);
 
-    r = parse_extensions(s, cluster, ext_end, false);
+    r = parse_extensions(s, cluster, ext_end);
     if (r < 0)
         return r;
+    reverse_unknown_exts(s);
+    keep_unknown_header_fields(s, cluster);
     return read_backing_name(img, s, cluster);
 }
 
@@ -643,6 +677,8 @@ static int qcow2_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
         r = qcow2_write_open(img, flags);
     if (r == 0)
         r = qcow2_repair_dirty_on_open(img, flags);
+    if (r == 0)
+        r = qcow2_update_header_on_open(img, flags);
     if (r < 0) {
         qcow2_write_close(img);
         img->opaque = NULL;

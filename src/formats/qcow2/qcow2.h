@@ -65,6 +65,12 @@ enum {
 enum qcow2_feature_type { QCOW2_FEAT_INCOMPAT = 0, QCOW2_FEAT_COMPAT = 1, QCOW2_FEAT_AUTOCLEAR = 2 };
 #define QCOW2_FEATURE_NAME_LEN  46
 #define QCOW2_FEATURE_ENTRY_LEN 48
+/* qemu's own feature name table (qcow2-amend.c), written by every header
+ * update of a v3 image in place of the image's */
+#define QCOW2_STD_FEATURE_TABLE_LEN (8 * QCOW2_FEATURE_ENTRY_LEN)
+void qcow2_std_feature_table(uint8_t *table);
+/* qemu writes its feature table into v3 headers of clusters above 4 KiB only */
+#define QCOW2_FEATURE_TABLE_MIN_CLUSTER 8192u
 
 enum { QCOW2_CRYPT_NONE = 0, QCOW2_CRYPT_AES = 1, QCOW2_CRYPT_LUKS = 2 };
 enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
@@ -86,6 +92,9 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 #define QCOW2_MIN_CLUSTER_BITS_EXTL2 14
 #define QCOW2_MAX_REFCOUNT_ORDER 6
 #define QCOW2_MAX_BACKING_NAME  1023u
+/* qemu keeps a backing format name in 16 bytes: a longer one (a driver
+ * name like "copy-before-write") is stored cut to 15 characters. */
+#define QCOW2_BACKING_FMT_MAX 15
 #define QCOW2_MAX_L1_BYTES      (32ull << 20)
 #define QCOW2_MAX_REFTABLE_BYTES (8ull << 20)
 #define QCOW2_MAX_SNAPSHOTS     65536u
@@ -99,6 +108,8 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 /* Memory for cached L2 tables (qemu's default maximum on Linux). */
 #define QCOW2_L2_CACHE_MAX_BYTES (32ull << 20)
 #define QCOW2_L2_CACHE_MIN_TABLES 4u
+/* The cache's tables are allocated this many bytes at a time (qcow2-read.c). */
+#define QCOW2_L2_SLAB_BYTES     (1ull << 20)
 
 /* ----------------------------------------------------- L1 / L2 entries */
 
@@ -194,6 +205,8 @@ struct qcow2_l2_cache {
     uint32_t nbuckets;               /* power of two */
     struct qcow2_l2_entry *lru_head, *lru_tail;
     uint64_t hits, misses;
+    uint8_t **slabs;                 /* table memory, allocated as slots are first used */
+    uint32_t nslabs, slab_tables;    /* slabs allocated; tables per slab */
 };
 
 struct qcow2_state {
@@ -245,8 +258,9 @@ struct qcow2_state {
     struct qcow2_bitmap *bitmaps;  /* parsed directory (only when consistent) */
     bool has_crypto_ext;
     uint64_t crypto_header_offset, crypto_header_length;
-    struct qcow2_unknown_ext *unknown_exts;
+    struct qcow2_unknown_ext *unknown_exts;   /* last first, as qemu writes them back */
     size_t nb_unknown_exts;
+    bool bitmaps_ext_ignored;      /* no autoclear bit: a rw open drops the extension */
 
     /* tables */
     uint64_t *l1_table;            /* host order, l1_size entries */
@@ -269,7 +283,21 @@ struct qcow2_state {
     struct qcow2_wstate *ws;         /* write path (qcow2-write.c); NULL read-only */
 
     struct qcow2_bm_state *bm;       /* bitmaps in memory (qcow2-bitmap.c); NULL until used */
+
+    /* v3 header fields past the ones qemu knows (header_length beyond
+     * 112 bytes): a header update keeps them after the known ones */
+    uint8_t *unknown_header_fields;
+    uint32_t unknown_header_fields_len;
 };
+
+/* The header length an update writes: qemu's fields and the unknown ones
+ * (a version 2 header has no room for them: they go, where qemu would
+ * write them where extensions are looked for). */
+static inline uint32_t qcow2_written_header_length(const struct qcow2_state *s)
+{
+    return s->version >= 3 ? QCOW2_HDR_V3_LENGTH + s->unknown_header_fields_len
+                           : QCOW2_HDR_V2_LENGTH;
+}
 
 static inline struct qcow2_state *qcow2_state(struct qimg_image *img)
 {
@@ -279,6 +307,11 @@ static inline struct qcow2_state *qcow2_state(struct qimg_image *img)
 static inline bool qcow2_has_data_file(const struct qcow2_state *s)
 {
     return s->incompatible_features & QCOW2_INCOMPAT_DATA_FILE;
+}
+
+static inline bool qcow2_header_has_feature_table(const struct qcow2_state *s)
+{
+    return s->version >= 3 && s->cluster_size >= QCOW2_FEATURE_TABLE_MIN_CLUSTER;
 }
 
 static inline bool qcow2_data_file_is_raw(const struct qcow2_state *s)
@@ -459,6 +492,7 @@ bool qcow2_has_zero_init_w(struct qimg_image *img);
 int qcow2_begin_metadata_change(struct qimg_image *img);
 int qcow2_flush_locked(struct qimg_image *img);
 int qcow2_rewrite_header_locked(struct qimg_image *img);
+int qcow2_update_header_on_open(struct qimg_image *img, unsigned flags);
 /* Write the L2 table cached for l2_offset now (crash ordering). */
 int qcow2_l2_cache_write_now(struct qimg_image *img, uint64_t l2_offset);
 /* Mark the cached table at l2_offset modified (qcow2-read.c). */
@@ -470,6 +504,8 @@ int qcow2_l2_cache_install(struct qimg_image *img, uint64_t l2_offset, const uin
 bool qcow2_l2_cache_dirty(struct qimg_image *img);
 /* Forget a cached table (its cluster was freed) without writing it. */
 void qcow2_l2_cache_drop(struct qimg_image *img, uint64_t l2_offset);
+/* Every table changed and not yet written forgotten (an image found corrupt). */
+void qcow2_l2_cache_drop_dirty(struct qimg_image *img);
 /* With img->lock held: the L2 table for guest offset off, allocated (or
  * copied from a shared one) when needed. */
 int qcow2_l2_for_write(struct qimg_image *img, uint64_t off, uint64_t *l2_offset, uint8_t **table);

@@ -1,0 +1,130 @@
+/* qimg - qemu's json:{...} names: how qemu names an image it cannot name
+ * by a file (a raw window, blkdebug with rules given as options...).
+ *
+ * The name is "json:" and an object of the options that decide what the
+ * node reads (qemu's "strong" options: "driver", "filename" and those of
+ * the driver), with the storage node's object under "file" and a filter's
+ * child under its name ("image"), printed in qemu's key order.  Values keep
+ * the type they had in the json: text; --image-opts values are strings. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* The strong options of each driver; a key ending in '.' stands for every
+ * key under it. */
+struct strong_opts { const char *driver; const char *const *keys; };
+
+static const char *const raw_keys[] = { "offset", "size", NULL };
+static const char *const qcow2_keys[] = { "encrypt.key-secret", NULL };
+static const char *const null_keys[] = { "size", "read-zeroes", NULL };
+static const char *const blkdebug_keys[] = {
+    "config", "inject-error.", "set-state.", "align", "max-transfer", "opt-write-zero",
+    "max-write-zero", "opt-discard", "max-discard", NULL,
+};
+static const struct strong_opts strong_table[] = {
+    { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
+    { "null-aio", null_keys }, { "blkdebug", blkdebug_keys },
+};
+
+static const char *const *strong_keys_of(const char *driver)
+{
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(strong_table); i++)
+        if (strcmp(strong_table[i].driver, driver) == 0)
+            return strong_table[i].keys;
+    return NULL;
+}
+
+/* Option i as a json value of the type it was given with. */
+static struct qimg_json *opt_value(const qimg_opts *o, size_t i)
+{
+    const char *text = qimg_opts_value(o, i);
+    char *end;
+    switch (qimg_opts_kind(o, i)) {
+    case QIMG_OPT_KIND_BOOL:
+        return qimg_json_bool(strcmp(text, "on") == 0);
+    case QIMG_OPT_KIND_NUMBER:
+        errno = 0;
+        if (text[0] == '-') {
+            long long v = strtoll(text, &end, 10);
+            if (!*end && !errno)
+                return qimg_json_int(v);
+        } else {
+            unsigned long long v = strtoull(text, &end, 10);
+            if (!*end && !errno)
+                return v <= INT64_MAX ? qimg_json_int((int64_t)v) : qimg_json_uint(v);
+        }
+        return qimg_json_double(strtod(text, NULL));
+    default:
+        return qimg_json_string(text);
+    }
+}
+
+static void add_key(struct qimg_json *obj, const qimg_opts *o, const char *key)
+{
+    for (size_t i = 0; i < qimg_opts_count(o); i++) {
+        const char *name = qimg_opts_name(o, i);
+        size_t len = strlen(key);
+        bool match = key[len - 1] == '.' ? strncmp(name, key, len) == 0 : strcmp(name, key) == 0;
+        if (match)
+            qimg_json_set(obj, name, opt_value(o, i));
+    }
+}
+
+static struct qimg_json *storage_json(qimg_opts *s);
+
+/* A filter's child: its options, or the node a string name stands for. */
+static void add_filter_child(struct qimg_json *obj, qimg_opts *s, const char *child,
+                             const char *string_key)
+{
+    CLEANUP_OPTS qimg_opts *sub = qimg_opts_subtree(s, child);
+    const char *name = qimg_opts_get(s, string_key);
+    if (!sub && name && qimg_io_name_opts(&sub, name) < 0)
+        return;
+    if (sub)
+        qimg_json_set(obj, child, storage_json(sub));
+}
+
+/* A storage node: driver (a plain name is a file), its filename unless it
+ * stood for options (blkdebug:...), its strong options and child. */
+static struct qimg_json *storage_json(qimg_opts *s)
+{
+    const char *driver = qimg_opts_get(s, "driver");
+    if (!driver)
+        driver = "file";
+    struct qimg_json *obj = qimg_json_object();
+    qimg_json_set(obj, "driver", qimg_json_string(driver));
+    bool from_string = qimg_opts_get(s, "x-image") != NULL;
+    if (!from_string)
+        add_key(obj, s, "filename");
+    const char *const *keys = strong_keys_of(driver);
+    for (size_t k = 0; keys && keys[k]; k++)
+        add_key(obj, s, keys[k]);
+    if (strcmp(driver, "blkdebug") == 0)
+        add_filter_child(obj, s, "image", "x-image");
+    return obj;
+}
+
+static char *json_name(struct qimg_json *obj)
+{
+    CLEANUP_FREE char *text = qimg_json_to_string_compact(obj);
+    qimg_json_free(obj);
+    return qimg_asprintf("json:%s", text);
+}
+
+char *qimg_node_json_name(const qimg_opts *o, const char *format)
+{
+    CLEANUP_OPTS qimg_opts *tree = qimg_opts_copy(o);
+    if (!format)
+        return json_name(storage_json(tree));
+    struct qimg_json *obj = qimg_json_object();
+    qimg_json_set(obj, "driver", qimg_json_string(format));
+    add_key(obj, tree, "filename");
+    const char *const *keys = strong_keys_of(format);
+    for (size_t k = 0; keys && keys[k]; k++)
+        add_key(obj, tree, keys[k]);
+    CLEANUP_OPTS qimg_opts *file = qimg_opts_subtree(tree, "file");
+    if (file)
+        qimg_json_set(obj, "file", storage_json(file));
+    return json_name(obj);
+}
