@@ -25,14 +25,7 @@ static qimg_image *io_image(struct qimg_io *io)
 
 static unsigned image_flags_for(unsigned ioflags)
 {
-    unsigned flags = QIMG_OPEN_NO_PROBE_WARNING;
-    if (ioflags & QIMG_IO_RDWR) flags |= QIMG_OPEN_RDWR;
-    if (ioflags & QIMG_IO_NOLOCK) flags |= QIMG_OPEN_FORCE_SHARE;
-    if (ioflags & QIMG_IO_DIRECT) flags |= QIMG_OPEN_CACHE_DIRECT;
-    if (ioflags & QIMG_IO_DSYNC) flags |= QIMG_OPEN_CACHE_SYNC;
-    if (ioflags & QIMG_IO_UNSAFE) flags |= QIMG_OPEN_CACHE_UNSAFE;
-    if (ioflags & QIMG_IO_STREAM) flags |= QIMG_OPEN_STREAM;
-    return flags;
+    return qimg_open_flags_for_io(ioflags) | QIMG_OPEN_NO_PROBE_WARNING;
 }
 
 /* The part of [off, off+len) inside the image; the rest reads as zeros. */

@@ -50,16 +50,32 @@ int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name)
     return r;
 }
 
+/* Open flags and the storage flags they stand for. */
+static const struct { unsigned open, io; } open_io_flags[] = {
+    { QIMG_OPEN_RDWR, QIMG_IO_RDWR },
+    { QIMG_OPEN_FORCE_SHARE, QIMG_IO_NOLOCK },
+    { QIMG_OPEN_CACHE_DIRECT, QIMG_IO_DIRECT },
+    { QIMG_OPEN_CACHE_SYNC, QIMG_IO_DSYNC },
+    { QIMG_OPEN_CACHE_UNSAFE, QIMG_IO_UNSAFE },
+    { QIMG_OPEN_STREAM, QIMG_IO_STREAM },
+};
+
 static unsigned io_flags_for(unsigned flags)
 {
     unsigned io = 0;
-    if (flags & QIMG_OPEN_RDWR) io |= QIMG_IO_RDWR;
-    if (flags & QIMG_OPEN_FORCE_SHARE) io |= QIMG_IO_NOLOCK;
-    if (flags & QIMG_OPEN_CACHE_DIRECT) io |= QIMG_IO_DIRECT;
-    if (flags & QIMG_OPEN_CACHE_SYNC) io |= QIMG_IO_DSYNC;
-    if (flags & QIMG_OPEN_CACHE_UNSAFE) io |= QIMG_IO_UNSAFE;
-    if (flags & QIMG_OPEN_STREAM) io |= QIMG_IO_STREAM;
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(open_io_flags); i++)
+        if (flags & open_io_flags[i].open)
+            io |= open_io_flags[i].io;
     return io;
+}
+
+unsigned qimg_open_flags_for_io(unsigned ioflags)
+{
+    unsigned flags = 0;
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(open_io_flags); i++)
+        if (ioflags & open_io_flags[i].io)
+            flags |= open_io_flags[i].open;
+    return flags;
 }
 
 static int probe_format(struct qimg_io *io, const char *filename, const struct qimg_driver **drv)

@@ -118,6 +118,8 @@ int qimg_budget_check(void);
 /* Open an image and its backing chain from its option tree (image.c),
  * reporting options nobody used; display: its name in messages. */
 int qimg_open_tree(struct qimg_image **out, qimg_opts *o, const char *display, unsigned flags);
+/* The open flags (QIMG_OPEN_*) that storage flags (QIMG_IO_*) stand for. */
+unsigned qimg_open_flags_for_io(unsigned ioflags);
 /* A name the image records (backing file, data file) resolved as qemu
  * resolves it: absolute and protocol names as they are, others against
  * the directory of the image's file (qimg_io_dirname: under a filter, its
