@@ -10,6 +10,7 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_null_co_ops,
     &qimg_io_null_aio_ops,
     &qimg_io_blkdebug_ops,
+    &qimg_io_quorum_ops,
     NULL,
 };
 
