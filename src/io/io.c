@@ -100,7 +100,7 @@ const struct qimg_io_ops *qimg_io_protocol(const char *name)
         return &qimg_io_file_ops;
     size_t len = strcspn(name, ":");
     for (size_t i = 0; qimg_io_backends[i]; i++)
-        if (strlen(qimg_io_backends[i]->name) == len &&
+        if (!qimg_io_backends[i]->not_protocol && strlen(qimg_io_backends[i]->name) == len &&
             strncmp(qimg_io_backends[i]->name, name, len) == 0)
             return qimg_io_backends[i];
     qimg_error(-EINVAL, "Unknown protocol '%.*s'", (int)QIMG_MIN(len, (size_t)PROTOCOL_NAME_MAX), name);

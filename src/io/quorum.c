@@ -62,8 +62,9 @@ static size_t count_children(const qimg_opts *opts)
     return n;
 }
 
-/* vote-threshold: an integer (json number or string) >= 1. */
-static int parse_threshold(qimg_opts *opts, long long *out)
+/* vote-threshold: a number as qemu reads one (base prefixes, leading
+ * blanks, a minus wraps), kept in an int as qemu keeps it. */
+static int parse_threshold(qimg_opts *opts, int *out)
 {
     const char *text = NULL;
     *out = 0;
@@ -71,27 +72,30 @@ static int parse_threshold(qimg_opts *opts, long long *out)
         return 0;
     char *end;
     errno = 0;
-    long long v = strtoll(text, &end, 0);
-    if (!text[0] || *end || errno)
+    unsigned long long v = strtoull(text, &end, 0);
+    if (end == text || *end || errno)
         return qimg_error(-EINVAL, "Parameter 'vote-threshold' expects a number");
-    *out = v;
+    *out = (int)(uint32_t)v;
     return 0;
 }
 
-/* The checks in qemu's order: children, threshold, read pattern, then
- * blkverify and rewrite-corrupted (quorum mode only). */
+/* The checks in qemu's order: children; the typed options (blkverify,
+ * rewrite-corrupted, vote-threshold); the threshold's range; the read
+ * pattern; then what blkverify and rewrite-corrupted allow (they mean
+ * nothing in fifo mode). */
 static int parse_options(struct quorum *q, qimg_opts *opts)
 {
     q->n = count_children(opts);
     if (q->n < 1)
         return qimg_error(-EINVAL, "Number of provided children must be 1 or more");
-    long long threshold;
-    int r = parse_threshold(opts, &threshold);
-    if (r < 0)
+    int threshold = 0, r;
+    if ((r = qimg_opts_get_bool(opts, "blkverify", &q->blkverify)) < 0 ||
+        (r = qimg_opts_get_bool(opts, "rewrite-corrupted", &q->rewrite)) < 0 ||
+        (r = parse_threshold(opts, &threshold)) < 0)
         return r;
     if (threshold < 1)
         return qimg_error(-EINVAL, "Parameter 'vote-threshold' expects a value >= 1");
-    if ((unsigned long long)threshold > q->n)
+    if ((size_t)threshold > q->n)
         return qimg_error(-EINVAL, "threshold may not exceed children count");
     q->threshold = (size_t)threshold;
     const char *pattern = "quorum";
@@ -100,18 +104,12 @@ static int parse_options(struct quorum *q, qimg_opts *opts)
         return qimg_error(-EINVAL, "Please set read-pattern as fifo or quorum");
     q->fifo = strcmp(pattern, "fifo") == 0;
     if (q->fifo) {
-        const char *ignored;   /* taken, never read: they mean nothing in fifo mode */
-        qimg_opts_get_string(opts, "blkverify", &ignored);
-        qimg_opts_get_string(opts, "rewrite-corrupted", &ignored);
+        q->blkverify = q->rewrite = false;
         return 0;
     }
-    if ((r = qimg_opts_get_bool(opts, "blkverify", &q->blkverify)) < 0)
-        return r;
     if (q->blkverify && (q->n != 2 || q->threshold != 2))
         return qimg_error(-EINVAL, "blkverify=on can only be set if there are exactly two "
                                    "files and vote-threshold is 2");
-    if ((r = qimg_opts_get_bool(opts, "rewrite-corrupted", &q->rewrite)) < 0)
-        return r;
     if (q->rewrite && q->blkverify)
         return qimg_error(-EINVAL, "rewrite-corrupted=on cannot be used with blkverify=on");
     return 0;
@@ -130,6 +128,8 @@ static int open_one_child(struct qimg_io *io, qimg_opts *opts, size_t i)
     return qimg_open_storage(&priv_of(io)->child[i], sub, io->flags);
 }
 
+static int quorum_get_size(struct qimg_io *io, uint64_t *size);
+
 static int quorum_open(struct qimg_io *io, qimg_opts *opts)
 {
     struct quorum *q = qimg_xcalloc(1, sizeof *q);
@@ -147,6 +147,9 @@ static int quorum_open(struct qimg_io *io, qimg_opts *opts)
     /* rewriting needs write access, which a read-only open cannot give */
     if (q->rewrite && !(io->flags & QIMG_IO_RDWR))
         return qimg_error(-EPERM, "Block node is read-only");
+    uint64_t size;
+    if ((r = quorum_get_size(io, &size)) < 0)
+        return qimg_error(r, "Could not refresh total sector count: %s", strerror(-r));
     for (size_t i = 0; i < q->n; i++)
         io->align = QIMG_MAX(io->align, q->child[i]->align);
     return 0;
@@ -174,30 +177,43 @@ static int read_fifo(struct quorum *q, void *buf, size_t len, uint64_t off)
     return r;
 }
 
-/* blkverify: qemu stops the process on a mismatch. */
-static void blkverify_mismatch(const uint8_t *a, const uint8_t *b, size_t len, uint64_t off)
+/* blkverify: qemu stops the process at the first mismatch, naming the
+ * request and the first byte that differs. */
+static void blkverify_check(const uint8_t *a, const uint8_t *b, size_t len, uint64_t off)
 {
     size_t i = 0;
     while (i < len && a[i] == b[i])
         i++;
-    fprintf(stderr, "quorum: offset=%" PRIu64 " bytes=%zu contents mismatch in sector %" PRIu64 "\n",
-            off, len, (off + i) / 512);
+    if (i == len)
+        return;
+    fprintf(stderr, "quorum: offset=%" PRIu64 " bytes=%zu contents mismatch at offset %" PRIu64 "\n",
+            off, len, off + i);
     exit(1);
 }
 
-/* The index of the version most successful children agree on and their
- * count (the first such version on a tie). */
+/* Is child i's version the first read of those contents? */
+static bool first_of_version(uint8_t *const *bufs, const int *res, size_t i, size_t len)
+{
+    for (size_t k = 0; k < i; k++)
+        if (res[k] == 0 && memcmp(bufs[i], bufs[k], len) == 0)
+            return false;
+    return true;
+}
+
+/* The version most successful children agree on and its votes.  On a
+ * tie the version first read last wins, as in qemu (its list of versions
+ * grows at the head and the first with the most votes wins). */
 static size_t vote(uint8_t *const *bufs, const int *res, size_t n, size_t len, size_t *votes)
 {
     size_t best = n, best_votes = 0;
     for (size_t i = 0; i < n; i++) {
-        if (res[i] < 0)
+        if (res[i] < 0 || !first_of_version(bufs, res, i, len))
             continue;
         size_t v = 0;
-        for (size_t k = 0; k < n; k++)
+        for (size_t k = i; k < n; k++)
             if (res[k] == 0 && memcmp(bufs[i], bufs[k], len) == 0)
                 v++;
-        if (v > best_votes)
+        if (v >= best_votes)
             best = i, best_votes = v;
     }
     *votes = best_votes;
@@ -227,14 +243,14 @@ static int read_vote(struct quorum *q, void *buf, size_t len, uint64_t off)
         else if (err == -EIO)
             err = res[i];
     }
+    if (q->blkverify && ok == q->n)
+        blkverify_check(bufs[0], bufs[1], len, off);
     size_t votes = 0, win = vote(bufs, res, q->n, len, &votes);
     int r = 0;
     if (ok < q->threshold)
         r = err;
     else if (votes < q->threshold)
         r = qimg_error(-EIO, "%s", strerror(EIO));
-    if (r == 0 && q->blkverify && votes < q->n)
-        blkverify_mismatch(bufs[0], bufs[1], len, off);
     if (r == 0) {
         memcpy(buf, bufs[win], len);
         if (q->rewrite && votes < ok)
@@ -323,6 +339,34 @@ static int quorum_get_size(struct qimg_io *io, uint64_t *size)
     return r;
 }
 
+/* Zero where every child reads zeros (over the shortest such run), else
+ * data up to where the first children's answers stop agreeing, as qemu's
+ * quorum answers: it never claims less than "data" for a range a child
+ * holds data in. */
+static int quorum_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *pnum, int *kind)
+{
+    struct quorum *q = io->priv;
+    uint64_t count = len;
+    *kind = QIMG_IO_EXT_DATA;
+    for (size_t i = 0; i < q->n; i++) {
+        uint64_t n = 0;
+        int k = 0;
+        if (qimg_io_extent(q->child[i], off, count, &n, &k) < 0) {
+            *pnum = count;
+            return 0;
+        }
+        if (n > 0 && n < count)
+            count = n;
+        if (k != QIMG_IO_EXT_HOLE) {
+            *pnum = count;
+            return 0;
+        }
+    }
+    *pnum = count;
+    *kind = QIMG_IO_EXT_HOLE;
+    return 0;
+}
+
 /* The host space of all children together (qemu's sum for such nodes). */
 static int64_t quorum_allocated_size(struct qimg_io *io)
 {
@@ -391,11 +435,12 @@ const struct qimg_io_ops qimg_io_quorum_ops = {
     .discard        = quorum_discard,
     .flush          = quorum_flush,
     .get_size       = quorum_get_size,
+    .extent         = quorum_extent,
     .allocated_size = quorum_allocated_size,
     .lock           = quorum_lock,
     .hint           = quorum_hint,
     .same           = quorum_same,
     .close          = quorum_close,
     .dirname        = quorum_dirname,
-    .format_like    = true,
+    .not_protocol    = true,
 };

@@ -188,7 +188,7 @@ int qimg_open_storage(struct qimg_io **out, qimg_opts *opts, unsigned ioflags)
     const char *unused = qimg_opts_first_unused_qemu(opts);
     if (unused) {
         const char *driver = qimg_opts_get(opts, "driver");
-        if ((*out)->ops->format_like)
+        if ((*out)->ops->not_protocol)
             r = qimg_error(-EINVAL, "Block format '%s' does not support the option '%s'",
                            (*out)->ops->name, unused);
         else

@@ -141,9 +141,11 @@ struct qimg_io_ops {
      * NULL with an error when it cannot be known.  NULL op: the prefix of
      * the exact filename (or the name).  A filter answers for its child. */
     char *(*dirname)(struct qimg_io *io);
-    /* qemu has no protocol name for it (quorum): an option it does not
-     * take is reported as a format's ("Block format 'x' does not ..."). */
-    bool format_like;
+    /* Not a protocol in qemu (quorum): an option it does not take is
+     * reported as a format's ("Block format 'x' does not ..."), its
+     * extents have no host offset (map shows none) and it has no "dirty"
+     * information for info. */
+    bool not_protocol;
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
