@@ -114,7 +114,12 @@ static int collect(const char *filename, const char *fmt, bool image_opts, unsig
         free(cur_fmt);
         name = NULL;
         cur_fmt = NULL;
-        if (chain && qimg_full_backing_filename(img) && qimg_backing_permitted(img) < 0) {
+        if (chain && qimg_backing_filename(img) && !qimg_full_backing_filename(img)) {
+            /* a relative name next to storage with no directory (quorum) */
+            error_report("Could not determine absolute backing filename, but backing "
+                         "filename '%s' present", qimg_backing_filename(img));
+            ret = 1;
+        } else if (chain && qimg_full_backing_filename(img) && qimg_backing_permitted(img) < 0) {
             report_lib_error("Could not open '%s'", qimg_full_backing_filename(img));
             ret = 1;
         } else if (chain && qimg_full_backing_filename(img)) {

@@ -10,6 +10,7 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_null_co_ops,
     &qimg_io_null_aio_ops,
     &qimg_io_blkdebug_ops,
+    &qimg_io_quorum_ops,
     NULL,
 };
 
@@ -99,7 +100,7 @@ const struct qimg_io_ops *qimg_io_protocol(const char *name)
         return &qimg_io_file_ops;
     size_t len = strcspn(name, ":");
     for (size_t i = 0; qimg_io_backends[i]; i++)
-        if (strlen(qimg_io_backends[i]->name) == len &&
+        if (!qimg_io_backends[i]->not_protocol && strlen(qimg_io_backends[i]->name) == len &&
             strncmp(qimg_io_backends[i]->name, name, len) == 0)
             return qimg_io_backends[i];
     qimg_error(-EINVAL, "Unknown protocol '%.*s'", (int)QIMG_MIN(len, (size_t)PROTOCOL_NAME_MAX), name);

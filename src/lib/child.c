@@ -188,8 +188,12 @@ int qimg_open_storage(struct qimg_io **out, qimg_opts *opts, unsigned ioflags)
     const char *unused = qimg_opts_first_unused_qemu(opts);
     if (unused) {
         const char *driver = qimg_opts_get(opts, "driver");
-        r = qimg_error(-EINVAL, "Block protocol '%s' doesn't support the option '%s'",
-                       driver ? driver : (*out)->ops->name, unused);
+        if ((*out)->ops->not_protocol)
+            r = qimg_error(-EINVAL, "Block format '%s' does not support the option '%s'",
+                           (*out)->ops->name, unused);
+        else
+            r = qimg_error(-EINVAL, "Block protocol '%s' doesn't support the option '%s'",
+                           driver ? driver : (*out)->ops->name, unused);
         qimg_io_close(*out);
         *out = NULL;
     }

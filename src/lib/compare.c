@@ -31,6 +31,12 @@ struct side {
     unsigned flags;
 };
 
+/* qemu-img compare quotes its arguments as given. */
+static const char *given_name(const qimg_image *img)
+{
+    return img->given_name ? img->given_name : qimg_filename(img);
+}
+
 struct cunit {
     uint64_t seq;
     uint64_t off, len;
@@ -88,7 +94,7 @@ static int side_status(struct side *s, uint64_t off, uint64_t limit)
     struct qimg_extent ext;
     int r = qimg_block_status_chain(s->img, off, QIMG_MIN(limit, qimg_size(s->img)) - off, &ext);
     if (r < 0)
-        return qimg_error(r, "Sector allocation test failed for %s", qimg_filename(s->img));
+        return qimg_error(r, "Sector allocation test failed for %s", given_name(s->img));
     s->flags = ext.flags;
     s->ext_end = off + ext.length;
     /* a hole ending where a file ends inside a sector goes on past it, as
@@ -98,7 +104,7 @@ static int side_status(struct side *s, uint64_t off, uint64_t limit)
         uint64_t end = QIMG_MIN(limit, qimg_size(s->img));
         r = qimg_block_status_chain(s->img, s->ext_end, end - s->ext_end, &next);
         if (r < 0)
-            return qimg_error(r, "Sector allocation test failed for %s", qimg_filename(s->img));
+            return qimg_error(r, "Sector allocation test failed for %s", given_name(s->img));
         if ((next.flags & ~QIMG_STATUS_EOF) != (s->flags & ~QIMG_STATUS_EOF))
             break;
         s->flags = next.flags;
@@ -210,7 +216,7 @@ static int read_side(struct compare *c, struct side *s, const struct cunit *u,
         int r = qimg_read(s->img, u->off, buf, real);
         if (r < 0)
             return qimg_error(r, "Error while reading offset %" PRIu64 " of %s: %s",
-                              u->off, qimg_filename(s->img), strerror(-r));
+                              u->off, given_name(s->img), strerror(-r));
     }
     memset(buf + real, 0, (size_t)u->len - real);
     return 0;

@@ -328,6 +328,18 @@ static int check_backing_supported(const qimg_image *top)
     return 0;
 }
 
+/* A backing name recorded relative to storage that has no directory
+ * (quorum): qemu fails with the storage's reason, not as a backing file
+ * that could not be opened. */
+static int check_backing_resolvable(const qimg_image *img)
+{
+    if (img->no_backing || img->backing_ref || img->backing_opts || !img->backing_file ||
+        !img->backing_file[0])
+        return 0;
+    CLEANUP_FREE char *path = qimg_image_resolve_name(img, img->backing_file);
+    return path ? 0 : -EINVAL;
+}
+
 int qimg_open_backing_chain(qimg_image *top)
 {
     unsigned flags = (top->flags & ~(unsigned)(QIMG_OPEN_RDWR | QIMG_OPEN_NO_BACKING)) |
@@ -337,6 +349,8 @@ int qimg_open_backing_chain(qimg_image *top)
     for (qimg_image *img = top; r == 0; img = img->backing) {
         qimg_opts *o;
         CLEANUP_FREE char *display = NULL;
+        if (check_backing_resolvable(img) < 0)
+            return -EINVAL;
         r = backing_tree(img, &o, &display);
         if (r < 0 || !o)
             break;
@@ -395,7 +409,8 @@ static void name_top_node(qimg_image *img, const struct node_req *req, const qim
         name = qimg_node_json_name(img->node_opts, img->protocol_format ? NULL : img->drv->name);
     if (!name)
         return;
-    free(img->filename);
+    free(img->given_name);
+    img->given_name = img->filename;
     img->filename = name;
 }
 
@@ -549,6 +564,7 @@ int qimg_close(qimg_image *img)
         free(img->backing_fmt);
         free(img->full_backing_filename);
         free(img->protocol_format);
+        free(img->given_name);
         qimg_opts_free(img->node_opts);
         qimg_opts_free(img->backing_opts);
         free(img->backing_ref);

@@ -41,6 +41,9 @@ struct qimg_image {
     /* A storage node opened as the image (json:{"driver":"file",...}, -f
      * file): read as raw, shown by the backend's name as qemu shows it. */
     char *protocol_format;
+    /* The name the user gave when the image is shown by another one
+     * (json:{...}): messages that quote the command line use it. */
+    char *given_name;
 };
 
 /* qemu's three-line warning when probing guessed raw for an image

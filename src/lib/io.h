@@ -141,6 +141,11 @@ struct qimg_io_ops {
      * NULL with an error when it cannot be known.  NULL op: the prefix of
      * the exact filename (or the name).  A filter answers for its child. */
     char *(*dirname)(struct qimg_io *io);
+    /* Not a protocol in qemu (quorum): an option it does not take is
+     * reported as a format's ("Block format 'x' does not ..."), its
+     * extents have no host offset (map shows none) and it has no "dirty"
+     * information for info. */
+    bool not_protocol;
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
@@ -214,6 +219,7 @@ extern const struct qimg_io_ops qimg_io_file_ops;
 extern const struct qimg_io_ops qimg_io_null_co_ops;
 extern const struct qimg_io_ops qimg_io_null_aio_ops;
 extern const struct qimg_io_ops qimg_io_blkdebug_ops;
+extern const struct qimg_io_ops qimg_io_quorum_ops;
 
 /* The storage below a blkdebug filter, NULL for any other backend. */
 struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);

@@ -22,9 +22,12 @@ static const char *const blkdebug_keys[] = {
     "config", "inject-error.", "set-state.", "align", "max-transfer", "opt-write-zero",
     "max-write-zero", "opt-discard", "max-discard", NULL,
 };
+static const char *const quorum_keys[] = {
+    "vote-threshold", "read-pattern", "blkverify", "rewrite-corrupted", NULL,
+};
 static const struct strong_opts strong_table[] = {
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
-    { "null-aio", null_keys }, { "blkdebug", blkdebug_keys },
+    { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
 };
 
 static const char *const *strong_keys_of(const char *driver)
@@ -85,6 +88,23 @@ static void add_filter_child(struct qimg_json *obj, qimg_opts *s, const char *ch
         qimg_json_set(obj, child, storage_json(sub));
 }
 
+static struct qimg_json *node_json(qimg_opts *s);
+
+/* quorum's children.N, N = 0, 1, ... as a list of their nodes. */
+static void add_children(struct qimg_json *obj, qimg_opts *s)
+{
+    struct qimg_json *list = qimg_json_array();
+    for (unsigned n = 0;; n++) {
+        char key[32];
+        snprintf(key, sizeof key, "children.%u", n);
+        CLEANUP_OPTS qimg_opts *sub = qimg_opts_subtree(s, key);
+        if (!sub)
+            break;
+        qimg_json_append(list, node_json(sub));
+    }
+    qimg_json_set(obj, "children", list);
+}
+
 /* A storage node: driver (a plain name is a file), its filename unless it
  * stood for options (blkdebug:...), its strong options and child. */
 static struct qimg_json *storage_json(qimg_opts *s)
@@ -102,6 +122,8 @@ static struct qimg_json *storage_json(qimg_opts *s)
         add_key(obj, s, keys[k]);
     if (strcmp(driver, "blkdebug") == 0)
         add_filter_child(obj, s, "image", "x-image");
+    if (strcmp(driver, "quorum") == 0)
+        add_children(obj, s);
     return obj;
 }
 
@@ -112,11 +134,9 @@ static char *json_name(struct qimg_json *obj)
     return qimg_asprintf("json:%s", text);
 }
 
-char *qimg_node_json_name(const qimg_opts *o, const char *format)
+/* A format node: driver, filename, its strong options and its file. */
+static struct qimg_json *format_json(qimg_opts *tree, const char *format)
 {
-    CLEANUP_OPTS qimg_opts *tree = qimg_opts_copy(o);
-    if (!format)
-        return json_name(storage_json(tree));
     struct qimg_json *obj = qimg_json_object();
     qimg_json_set(obj, "driver", qimg_json_string(format));
     add_key(obj, tree, "filename");
@@ -126,5 +146,20 @@ char *qimg_node_json_name(const qimg_opts *o, const char *format)
     CLEANUP_OPTS qimg_opts *file = qimg_opts_subtree(tree, "file");
     if (file)
         qimg_json_set(obj, "file", storage_json(file));
-    return json_name(obj);
+    return obj;
+}
+
+/* A node below a storage node (quorum's child): a format or storage. */
+static struct qimg_json *node_json(qimg_opts *s)
+{
+    const char *driver = qimg_opts_get(s, "driver");
+    if (driver && qimg_driver_find(driver))
+        return format_json(s, driver);
+    return storage_json(s);
+}
+
+char *qimg_node_json_name(const qimg_opts *o, const char *format)
+{
+    CLEANUP_OPTS qimg_opts *tree = qimg_opts_copy(o);
+    return json_name(format ? format_json(tree, format) : storage_json(tree));
 }

@@ -237,6 +237,25 @@ TEST(backends_names_and_prefixes_unique)
     }
 }
 
+/* A backend that is no protocol in qemu (quorum) is never picked by a
+ * "NAME:" prefix: qemu's "Unknown protocol" instead. */
+TEST(backends_not_protocol_not_named_by_prefix)
+{
+    size_t found = 0;
+    for (size_t i = 0; qimg_io_backends[i]; i++) {
+        const struct qimg_io_ops *o = qimg_io_backends[i];
+        if (!o->not_protocol)
+            continue;
+        found++;
+        CHECK(o->prefix == NULL);
+        char name[64];
+        snprintf(name, sizeof name, "%s:x", o->name);
+        CHECK(qimg_io_protocol(name) == NULL);
+    }
+    CHECK(found >= 1);
+    CHECK(qimg_io_backend_find("quorum") == &qimg_io_quorum_ops);
+}
+
 /* qimg --help lists the registry (qimg_protocol_name), no format shares a
  * backend's name. */
 TEST(backends_public_list_is_the_registry)
@@ -264,5 +283,6 @@ int main(void)
     RUN(backends_required_callbacks);
     RUN(backends_names_and_prefixes_unique);
     RUN(backends_public_list_is_the_registry);
+    RUN(backends_not_protocol_not_named_by_prefix);
     return UNIT_DONE();
 }
