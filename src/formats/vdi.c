@@ -154,10 +154,8 @@ static void vdi_close(struct qimg_image *img)
     img->opaque = NULL;
 }
 
-static int vdi_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
+static int read_header(struct qimg_image *img, struct vdi_state *s)
 {
-    struct vdi_state *s = qimg_xcalloc(1, sizeof *s);
-    img->opaque = s;
     int r = qimg_io_pread(img->file, s->header, sizeof s->header, 0);
     if (r < 0)
         return r;
@@ -168,8 +166,22 @@ static int vdi_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
     s->allocated = qimg_le32(s->header + H_ALLOCATED);
     s->offset_bmap = qimg_le32(s->header + H_OFFSET_BMAP);
     s->offset_data = qimg_le32(s->header + H_OFFSET_DATA);
+    /* checked against the map's room: no overflow */
     qimg_round_up_ok(qimg_le64(s->header + H_DISK_SIZE), VDI_SECTOR, &img->size);
-    return load_bmap(img, s);
+    return 0;
+}
+
+/* A failed open is not closed by the core: free what was set up. */
+static int vdi_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
+{
+    struct vdi_state *s = qimg_xcalloc(1, sizeof *s);
+    img->opaque = s;
+    int r = read_header(img, s);
+    if (r == 0)
+        r = load_bmap(img, s);
+    if (r < 0)
+        vdi_close(img);
+    return r;
 }
 
 /* Where guest offset off lives: its block's host offset, or none. */

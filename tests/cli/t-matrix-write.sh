@@ -19,7 +19,7 @@ same_result() {
     [ "$(cat "$SCRATCH/run.ref/rc")" = 0 ] || return 0   # an error: `same` compared it
     [ -f "$n" ] || { fail "$name: result" "qimg left no $file"; return 0; }
     if [ "${IDENTICAL:-1}" = 1 ]; then
-        if cmp -s "$r" "$n"; then pass "$name: same file"
+        if same_bytes "$fm" "$r" "$n"; then pass "$name: same file"
         else fail "$name: same file" "$(cmp "$r" "$n" 2>&1 | head -1)"; fi
     else
         local out
