@@ -344,6 +344,111 @@ static int vdi_flush(struct qimg_image *img)
     return qimg_io_flush(img->file);
 }
 
+/* =============================================================== resize */
+
+/* Copy host block from -> to (whole blocks; the file may end inside). */
+static int copy_block(struct qimg_image *img, struct vdi_state *s, uint32_t from, uint64_t to_off,
+                      uint8_t *buf)
+{
+    int r = qimg_io_pread(img->file, buf, VDI_BLOCK_SIZE,
+                          s->offset_data + (uint64_t)from * VDI_BLOCK_SIZE);
+    if (r == 0)
+        r = qimg_io_pwrite(img->file, buf, VDI_BLOCK_SIZE, to_off);
+    return r;
+}
+
+/* Make room for a block map of len bytes: the data area starts whole
+ * blocks later, and the host blocks the map now covers move to the end
+ * (copied first, so that until the map is written the old one holds). */
+static int grow_map_room(struct qimg_image *img, struct vdi_state *s, uint64_t len)
+{
+    uint64_t need = s->offset_bmap + len;
+    if (need <= s->offset_data)
+        return 0;
+    uint64_t shift = qimg_div_round_up(need - s->offset_data, VDI_BLOCK_SIZE);
+    uint64_t new_data = s->offset_data + shift * VDI_BLOCK_SIZE;
+    if (new_data > UINT32_MAX)
+        return qimg_error(-EFBIG, "VDI block map would end past 4 GiB");
+    /* host block j moves to the slot after the last block (or after the
+     * shifted start when fewer blocks are allocated than the shift) */
+    uint64_t dest0 = QIMG_MAX((uint64_t)s->allocated, shift);
+    uint8_t *buf __attribute__((cleanup(qimg_cleanup_free))) = qimg_xmalloc(VDI_BLOCK_SIZE);
+    for (uint64_t j = 0; j < shift && j < s->allocated; j++) {
+        int r = copy_block(img, s, (uint32_t)j, s->offset_data + (dest0 + j) * VDI_BLOCK_SIZE, buf);
+        if (r < 0)
+            return r;
+    }
+    int r = qimg_io_flush(img->file);
+    if (r < 0)
+        return r;
+    for (uint32_t i = 0; i < s->blocks; i++) {
+        if (!vdi_allocated(s->bmap[i]))
+            continue;
+        uint64_t j = s->bmap[i];
+        s->bmap[i] = (uint32_t)(j < shift ? dest0 - shift + j : j - shift);
+    }
+    s->offset_data = new_data;
+    qimg_put_le32(s->header + H_OFFSET_DATA, (uint32_t)new_data);
+    return 0;
+}
+
+static int store_whole_bmap(struct qimg_image *img, struct vdi_state *s)
+{
+    uint64_t len = bmap_bytes(s->blocks);
+    uint8_t *raw __attribute__((cleanup(qimg_cleanup_free))) = qimg_alloc_from_image(len, "VDI block map");
+    if (!raw)
+        return -ENOMEM;
+    memset(raw, 0, len);
+    for (uint32_t i = 0; i < s->blocks; i++)
+        qimg_put_le32(raw + (uint64_t)i * 4, s->bmap[i]);
+    return qimg_io_pwrite(img->file, raw, len, s->offset_bmap);
+}
+
+/* Growing only (qemu-img cannot resize vdi at all): new blocks are
+ * unallocated, or allocated at the end in a static image. */
+static int vdi_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
+{
+    struct vdi_state *s = vdi_state(img);
+    if (prealloc && strcmp(prealloc, "off") != 0)
+        return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+    if (size < img->size)   /* qemu's words: it resizes no vdi image */
+        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
+    uint64_t rounded;
+    if (!qimg_round_up_ok(size, VDI_SECTOR, &rounded) || rounded > VDI_DISK_SIZE_MAX)
+        return qimg_error(-EFBIG, "Unsupported VDI image size (size is 0x%" PRIx64
+                          ", max supported is 0x%" PRIx64 ")", size, VDI_DISK_SIZE_MAX);
+    uint32_t blocks = (uint32_t)qimg_div_round_up(rounded, VDI_BLOCK_SIZE);
+    bool is_static = qimg_le32(s->header + H_TYPE) == VDI_TYPE_STATIC;
+    if (blocks > s->blocks) {
+        uint32_t *bmap = realloc(s->bmap, bmap_bytes(blocks));
+        if (!bmap)
+            return qimg_error(-ENOMEM, "Out of memory for the VDI block map");
+        s->bmap = bmap;
+        int r = grow_map_room(img, s, bmap_bytes(blocks));
+        if (r < 0)
+            return r;
+        for (uint32_t i = s->blocks; i < blocks; i++)
+            s->bmap[i] = is_static ? s->allocated++ : VDI_UNALLOCATED;
+        s->blocks = blocks;
+        if (is_static) {
+            r = qimg_io_truncate(img->file, s->offset_data + (uint64_t)s->allocated * VDI_BLOCK_SIZE);
+            if (r < 0)
+                return r;
+        }
+    }
+    int r = store_whole_bmap(img, s);
+    if (r < 0)
+        return r;
+    qimg_put_le32(s->header + H_BLOCKS, s->blocks);
+    qimg_put_le64(s->header + H_DISK_SIZE, rounded);
+    r = store_header(img, s);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r == 0)
+        img->size = rounded;
+    return r;
+}
+
 /* =============================================================== create */
 
 /* A random (version 4) UUID stored as VirtualBox does: the first three
@@ -469,5 +574,6 @@ const struct qimg_driver qimg_driver_vdi = {
     .block_status   = vdi_block_status,
     .info           = vdi_info,
     .check          = vdi_check,
+    .resize         = vdi_resize,
     .has_zero_init  = vdi_has_zero_init,
 };

@@ -61,7 +61,8 @@ same_ro "info -f vdi" info -f vdi data.vdi
 same "check -r all (not supported)" check -r all data.vdi
 ref_rc "check -r all" 63
 same "check -r leaks" check -r leaks -f vdi data.vdi
-same "resize (not supported)" resize data.vdi 20M
+same "resize --shrink (not supported)" resize --shrink data.vdi 2M
+same "resize without --shrink" resize data.vdi 2M
 same "compare vdi with vdi" compare data.vdi sdata.vdi
 same "compare vdi with zeroed" compare data.vdi zeroed.vdi
 
@@ -124,6 +125,29 @@ cp "$IN/static.vdi" "$SCRATCH/s.vdi"
 expect_eq "static stays its size" "$(stat -c %s "$SCRATCH/s.vdi")" "$(stat -c %s "$IN/static.vdi")"
 check "static written: compare" "$QEMU_IMG" compare -q -F vdi "$SCRATCH/p.raw" "$SCRATCH/s.vdi"
 check "static written: check" "$QEMU_IMG" check -q "$SCRATCH/s.vdi"
+
+# ---- resize: qemu-img cannot; qimg grows, moving the first host blocks
+# to the end when the block map outgrows its room (past 128 MiB here)
+for f in data sdata; do
+    cp "$IN/$f.vdi" "$SCRATCH/g.vdi"
+    for size in +1M 100M 129M 2G; do
+        out=$("$QIMG" resize "$SCRATCH/g.vdi" "$size" 2>&1)
+        expect_eq "grow $f to $size" "$out" "Image resized."
+        check "grow $f to $size: qemu-img check" "$QEMU_IMG" check -q "$SCRATCH/g.vdi"
+        check "grow $f to $size: reads as before" "$QEMU_IMG" compare -q -F vdi "$SRC" "$SCRATCH/g.vdi"
+    done
+    expect_eq "grow $f: size" "$("$QEMU_IMG" info --output=json "$SCRATCH/g.vdi" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p')" \
+        2147483648
+done
+expect_eq "grown static image: file size" "$(stat -c %s "$SCRATCH/g.vdi")" $(( (2048 << 20) + 1024 + (1 << 20) ))
+"$QEMU_IMG" create -q -f vdi "$SCRATCH/g.vdi" 10M
+"$QIMG" resize -q "$SCRATCH/g.vdi" 1G
+"$QEMU_IO" -f vdi -c 'write -P 0x42 700M 4k' "$SCRATCH/g.vdi" >/dev/null
+check "grown empty image takes writes" "$QEMU_IMG" check -q "$SCRATCH/g.vdi"
+check "grown empty image: data" "$QEMU_IO" -f vdi -c 'read -P 0x42 700M 4k' -c 'read -P 0 0 700M' "$SCRATCH/g.vdi"
+out=$("$QIMG" resize "$SCRATCH/g.vdi" 3000T 2>&1)
+expect_eq "grow past the limit" "$out" \
+    "qimg: Unsupported VDI image size (size is 0xbb80000000000, max supported is 0x1fffff8000000)"
 
 # ---- check: damaged block maps (qemu's lines and exit codes)
 # data.vdi maps blocks 0, 2, 4, 7 to host blocks 0..3
