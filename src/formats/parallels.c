@@ -206,7 +206,7 @@ static void prl_close(struct qimg_image *img)
          * was opened for a check is marked closed whatever it found */
         write_inuse(s, img->file, 0);
         uint64_t end;
-        if (qimg_mul_ok(s->data_end, SECTOR, &end) && end != s->file_size)
+        if (qimg_mul_ok(s->data_end, SECTOR, &end))
             qimg_io_truncate(img->file, end);
     }
     free(s->header);
@@ -455,6 +455,9 @@ static int prl_check(struct qimg_image *img, struct qimg_check_result *res, unsi
         res->check_errors++;
         return r;
     }
+    /* qemu sees the file's length in whole sectors */
+    if (!qimg_round_up_ok(s->file_size, SECTOR, &s->file_size))
+        return qimg_error(-EFBIG, "File too large");
     if (s->header_unclean) {
         qimg_check_log("%s image was not closed correctly", fixing(fix, QIMG_FIX_ERRORS));
         res->corruptions++;

@@ -129,3 +129,38 @@ case $out in *"past the end of the file"*) pass "bat past EOF message";; *) fail
 h poke_le64 t.img 36 0xffffffffffffffff
 out=$("$QIMG" info t.img 2>&1); rc=$?
 expect_eq "nb_sectors huge refused" "$rc" 1
+
+# ---------------------------------------------- check and check -r
+# same_fix NAME FILE ARGS...: the same output, and the repaired files equal
+same_fix() {
+    local name=$1 f=$2; shift 2
+    same "$name" "$@"
+    check "$name: same file" cmp "$SCRATCH/run.ref/work/$f" "$SCRATCH/run.new/work/$f"
+}
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" create -q -f parallels -o cluster_size=65536 b.img 1M
+"$QEMU_IO" -f parallels -c 'write -P 0xaa 0 128k' -c 'write -P 0xbb 512k 64k' b.img >/dev/null
+cp b.img t.img
+same "clean check" check t.img
+same "clean check json" check --output=json t.img
+poke_le32 t.img 44 0x746F6E59
+same "unclean check" check t.img;                   ref_rc "unclean check" 2
+same "unclean check json" check --output=json t.img
+same_fix "unclean check -r leaks" t.img check -r leaks t.img
+same_fix "unclean check -r all" t.img check -r all t.img;   ref_rc "unclean check -r all" 0
+cp b.img t.img; head -c 100000 /dev/urandom >> t.img
+same "leak check" check t.img;                      ref_rc "leak check" 3
+same_fix "leak check -r leaks" t.img check -r leaks t.img
+same_fix "leak check -r all" t.img check -r all t.img
+cp b.img t.img; poke_le32 t.img 68 1000
+same "outside check" check t.img;                   ref_rc "outside check" 2
+same_fix "outside check -r leaks" t.img check -r leaks t.img
+same_fix "outside check -r all" t.img check -r all t.img
+cp b.img t.img; poke_le32 t.img 68 1000; poke_le32 t.img 44 0x746F6E59; head -c 4096 /dev/zero >> t.img
+same_fix "everything check -r all" t.img check -r all t.img
+same "everything check json" check --output=json t.img
+# a fresh image whose BAT takes two clusters: qemu counts the second as leaked
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" create -q -f parallels -o cluster_size=65536 t.img 1G
+same "big BAT check" check t.img
+same_fix "big BAT check -r leaks" t.img check -r leaks t.img
