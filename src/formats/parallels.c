@@ -18,6 +18,7 @@
 #include <inttypes.h>
 
 #include "internal.h"
+#include "md5.h"
 
 #define PRL_HEADER_SIZE   64
 #define PRL_MAGIC_V1      "WithoutFreeSpace"
@@ -129,6 +130,128 @@ static void compute_data_end(struct prl_state *s, uint32_t data_off, bool writab
     s->data_end = end;
 }
 
+/* ------------------------------------------------- the format extension
+ * One cluster at ext_off: magic (8), MD5 of the rest of the cluster (16),
+ * then features, each a 24-byte header (magic, flags, data size, unused)
+ * and its data padded to 8 bytes, ended by a feature with magic 0.
+ * qemu reads it on a read-only open (its dirty bitmaps) and fails the open
+ * when it is damaged; read-write it only warns.  We check it as qemu does
+ * and keep it as it is. */
+#define PRL_EXT_MAGIC        0xAB234CEF23DCEA87ull
+#define PRL_FEAT_END         0ull
+#define PRL_FEAT_BITMAP      0x20385FAE252CB34Aull
+#define PRL_EXT_HDR          24
+#define PRL_FEAT_HDR         24
+#define PRL_BITMAP_HDR       32
+#define PRL_MAX_BITMAPS      64
+
+struct bitmap_ids {
+    uint8_t id[PRL_MAX_BITMAPS][16];
+    size_t n;
+};
+
+/* qemu names a loaded bitmap by its id as a UUID string; a second bitmap
+ * of the same name fails the open. */
+static int remember_bitmap_id(struct bitmap_ids *ids, const uint8_t *id)
+{
+    for (size_t i = 0; i < ids->n; i++) {
+        if (memcmp(ids->id[i], id, 16) == 0)
+            return qimg_error(-EINVAL, "Bitmap already exists: %02x%02x%02x%02x-%02x%02x-%02x%02x-"
+                              "%02x%02x-%02x%02x%02x%02x%02x%02x", id[0], id[1], id[2], id[3], id[4],
+                              id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13],
+                              id[14], id[15]);
+    }
+    if (ids->n == PRL_MAX_BITMAPS)
+        return qimg_error(-EINVAL, "Too many bitmaps in the Parallels Format Extension");
+    memcpy(ids->id[ids->n++], id, 16);
+    return 0;
+}
+
+static int check_bitmap_feature(const struct prl_state *s, uint64_t nb_sectors, const uint8_t *data,
+                                uint64_t size, struct bitmap_ids *ids)
+{
+    if (size < PRL_BITMAP_HDR)
+        return qimg_error(-EINVAL, "Too small Bitmap Feature area in Parallels Format Extension: "
+                          "%" PRIu64 " bytes, expected at least %d bytes", size, PRL_BITMAP_HDR);
+    uint64_t bits = qimg_le64(data);
+    uint32_t granularity = qimg_le32(data + 24) << 9;   /* 32 bits, as qemu computes it */
+    uint32_t l1_size = qimg_le32(data + 28);
+    if (bits != nb_sectors)
+        return qimg_error(-EINVAL, "Bitmap size (in sectors) %" PRId64 " differs from disk size "
+                          "in sectors %" PRId64, (int64_t)bits, (int64_t)nb_sectors);
+    if ((uint64_t)l1_size * 8 > size - PRL_BITMAP_HDR)
+        return qimg_error(-EINVAL, "Bitmaps feature corrupted: l1 table exceeds extension data_size");
+    /* (qemu asserts on this one) */
+    if (!qimg_is_pow2(granularity) || granularity < SECTOR)
+        return qimg_error(-EINVAL, "Bitmap granularity %" PRIu32 " is not a power of two of at "
+                          "least 512 bytes", granularity);
+    int r = remember_bitmap_id(ids, data + 8);
+    if (r < 0)
+        return r;
+    /* serialized as whole 64-bit words, wrapping as qemu's arithmetic does */
+    uint64_t words = ((nb_sectors * SECTOR - 1) >> __builtin_ctz(granularity)) / 64 + 1;
+    uint64_t expected = qimg_div_round_up(words * 8, s->cluster_size);
+    if (expected != l1_size)
+        return qimg_error(-EINVAL, "Bitmap table size %" PRIu32 " does not correspond to bitmap "
+                          "size and cluster size. Expected %" PRIu64, l1_size, expected);
+    return 0;
+}
+
+static int walk_features(const struct prl_state *s, uint64_t nb_sectors, const uint8_t *ext)
+{
+    struct bitmap_ids ids = { .n = 0 };
+    uint64_t pos = PRL_EXT_HDR;
+    /* qemu counts down only the headers, not the data it skips */
+    int64_t remaining = (int64_t)s->cluster_size - PRL_EXT_HDR;
+    for (;;) {
+        if (remaining < PRL_FEAT_HDR || pos + PRL_FEAT_HDR > s->cluster_size)
+            return qimg_error(-EINVAL, "Can not read feature header, as remaining bytes (%" PRId64
+                              ") in Format Extension is less than Feature header size (%d)",
+                              QIMG_MIN(remaining, (int64_t)(s->cluster_size - QIMG_MIN(pos, s->cluster_size))),
+                              PRL_FEAT_HDR);
+        uint64_t magic = qimg_le64(ext + pos), flags = qimg_le64(ext + pos + 8);
+        uint64_t size = qimg_le32(ext + pos + 16);
+        pos += PRL_FEAT_HDR;
+        remaining -= PRL_FEAT_HDR;
+        if (flags)
+            return qimg_error(-EINVAL, "Flags for extension feature are unsupported");
+        if ((int64_t)size > remaining || pos + size > s->cluster_size)
+            return qimg_error(-EINVAL, "Feature data_size exceedes Format Extension cluster");
+        if (magic == PRL_FEAT_END)
+            return 0;
+        if (magic != PRL_FEAT_BITMAP)
+            return qimg_error(-EINVAL, "Unknown feature: 0x%" PRIx64, magic);
+        int r = check_bitmap_feature(s, nb_sectors, ext + pos, size, &ids);
+        if (r < 0)
+            return r;
+        pos = (pos + size + 7) & ~(uint64_t)7;
+    }
+}
+
+static int check_format_extension(struct qimg_image *img, uint64_t ext_off, uint64_t nb_sectors)
+{
+    const struct prl_state *s = state(img);
+    uint64_t off;
+    if (!qimg_mul_ok(ext_off, SECTOR, &off) || off > INT64_MAX)
+        return qimg_error(-EINVAL, "Format Extension offset %" PRIu64 " is out of range", ext_off);
+    CLEANUP_FREE uint8_t *ext = qimg_alloc_from_image(s->cluster_size, "Parallels Format Extension");
+    if (!ext)
+        return -ENOMEM;
+    int r = qimg_io_pread(img->file, ext, s->cluster_size, off);
+    if (r < 0)
+        return qimg_error(r, "Failed to read Format Extension cluster: %s", strerror(-r));
+    uint64_t magic = qimg_le64(ext);
+    if (magic != PRL_EXT_MAGIC)
+        return qimg_error(-EINVAL, "Wrong parallels Format Extension magic: 0x%" PRIx64
+                          ", expected: 0x%llx", magic, PRL_EXT_MAGIC);
+    uint8_t digest[16];
+    qimg_md5(ext + PRL_EXT_HDR, s->cluster_size - PRL_EXT_HDR, digest);
+    if (memcmp(digest, ext + 8, 16) != 0)
+        return qimg_error(-EINVAL, "Wrong checksum in Format Extension header. Format extension "
+                          "is corrupted.");
+    return walk_features(s, nb_sectors, ext);
+}
+
 static int write_inuse(struct prl_state *s, struct qimg_io *io, uint32_t value)
 {
     qimg_put_le32(s->header + OFF_INUSE, value);
@@ -191,6 +314,8 @@ static int prl_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
         return r;
     if (s->writable && qimg_le64(h + OFF_EXT_OFF))
         qimg_warn("Format Extension ignored in RW mode");
+    else if (qimg_le64(h + OFF_EXT_OFF))
+        r = check_format_extension(img, qimg_le64(h + OFF_EXT_OFF), nb_sectors);
     if (s->writable && !(flags & QIMG_OPEN_REOPEN))
         r = write_inuse(s, img->file, PRL_INUSE_MAGIC);
     return r;
