@@ -347,6 +347,12 @@ static uint64_t map_run(const struct prl_state *s, uint64_t off, uint64_t len, u
     *run = 0;
     while (len > 0) {
         uint64_t idx = off / s->cluster_size, in = off % s->cluster_size;
+        if (idx >= s->bat_size) {
+            /* past the BAT (a header whose size exceeds it): one hole */
+            if (*run == 0 || expect == 0)
+                *run += len;
+            break;
+        }
         uint64_t host = idx < s->bat_size && bat_entry(s, (uint32_t)idx)
                         ? bat_sector(s, (uint32_t)idx) * SECTOR + in : 0;
         if (*run == 0)
