@@ -479,6 +479,10 @@ static int write_piece(struct qimg_image *img, uint64_t off, const uint8_t *p, u
     int r = 0;
     if (fresh)
         r = allocate_cluster(img, (uint32_t)idx, in, n, &host);
+    else if (host < s->header_bytes)
+        /* qemu would write the guest's data over its own header and BAT */
+        r = qimg_error(-EIO, "Parallels cluster %" PRIu64 " overlaps the image header and BAT; "
+                       "refusing to write it (run 'check -r all')", idx);
     if (r == 0)
         r = qimg_io_pwrite(img->file, p, n, host + in);
     /* the data first, then the BAT entry that points at it */

@@ -245,3 +245,15 @@ PY
 same_ro "past the BAT: info" info t.img
 check "past the BAT: map" timeout 10 "$QIMG" map t.img
 check "past the BAT: convert" timeout 20 "$QIMG" convert -O raw t.img t.raw
+
+# a BAT entry pointing into the BAT itself (a 1 GiB image with 64 KiB
+# clusters has a two-cluster BAT): qemu writes the guest's data over its
+# BAT and leaves 16 corruptions; qimg refuses the write
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" create -q -f parallels -o cluster_size=65536 t.img 1G
+poke_le32 t.img 64 1
+"$QEMU_IMG" create -q -f raw s.raw 1G
+"$QEMU_IO" -f raw -c 'write -P 0x77 0 64k' s.raw >/dev/null
+cp t.img before.img
+check_fail "overlapping BAT entry: write refused" "$QIMG" convert -n -f raw -O parallels --target-is-zero s.raw t.img
+check "overlapping BAT entry: BAT untouched" cmp -n 131072 before.img t.img
