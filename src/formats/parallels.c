@@ -276,7 +276,27 @@ static int open_options(qimg_opts *opts)
     return 0;
 }
 
+static void free_state(struct qimg_image *img)
+{
+    struct prl_state *s = state(img);
+    if (s)
+        free(s->header);
+    free(s);
+    img->opaque = NULL;
+}
+
+static int open_image(struct qimg_image *img, qimg_opts *opts, unsigned flags);
+
+/* The image layer does not close an image whose open failed. */
 static int prl_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
+{
+    int r = open_image(img, opts, flags);
+    if (r < 0)
+        free_state(img);
+    return r;
+}
+
+static int open_image(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 {
     uint8_t h[PRL_HEADER_SIZE];
     uint64_t nb_sectors = 0;
@@ -334,9 +354,7 @@ static void prl_close(struct qimg_image *img)
         if (qimg_mul_ok(s->data_end, SECTOR, &end))
             qimg_io_truncate(img->file, end);
     }
-    free(s->header);
-    free(s);
-    img->opaque = NULL;
+    free_state(img);
 }
 
 /* From guest offset off: the host offset (0 when unallocated) and how many
