@@ -652,8 +652,12 @@ static int prl_create(struct qimg_create_ctx *ctx)
         return qimg_error(-EINVAL, "Cluster size is too large");
     if (total >= PRL_MAX_IMAGE_FACTOR * cl_size)
         return qimg_error(-E2BIG, "Image size is too large for this cluster size");
-    if (strcmp(ctx->prealloc, "off") != 0)
-        return qimg_error(-EINVAL, "Invalid parameter 'preallocation'");
+    /* qemu hands preallocation to the file it creates empty (the size
+     * option is its own): every mode the file takes does nothing */
+    if (strcmp(ctx->prealloc, "metadata") == 0)
+        return qimg_error(-EINVAL, "Unsupported preallocation mode: metadata");
+    if (strcmp(ctx->prealloc, "off") && strcmp(ctx->prealloc, "falloc") && strcmp(ctx->prealloc, "full"))
+        return qimg_error(-EINVAL, "invalid parameter value: %s", ctx->prealloc);
 
     uint64_t bat_entries = qimg_div_round_up(total, cl_size);
     uint64_t bat_clusters = qimg_div_round_up(PRL_HEADER_SIZE + 4 * bat_entries, cl_size);

@@ -75,6 +75,16 @@ same "create cluster 0" create -f parallels p.img -o cluster_size=0 1M
 same "create too big" create -f parallels p.img -o cluster_size=512 3T
 same "create help" create -f parallels -o help
 same "create bad option" create -f parallels -o foo=1 p.img 1M
+for p in off falloc full metadata foo; do
+    rm -rf "${IN:?}"/*
+    same "create preallocation=$p" create -q -f parallels -o preallocation=$p,cluster_size=65536 p.img 1M
+done
+for p in falloc full; do
+    rm -rf "${IN:?}"/*
+    "$QEMU_IMG" create -q -f parallels -o preallocation=$p,cluster_size=65536 ref.img 10M
+    "$QIMG" create -q -f parallels -o preallocation=$p,cluster_size=65536 mine.img 10M
+    check "create preallocation=$p: cmp" cmp ref.img mine.img
+done
 
 # ---------------------------------------------- writing
 for cs in default 65536 4096; do
