@@ -163,6 +163,7 @@ extern const struct qimg_driver qimg_driver_raw;
 extern const struct qimg_driver qimg_driver_filter;
 extern const struct qimg_driver qimg_driver_qcow2;
 extern const struct qimg_driver qimg_driver_vdi;
+extern const struct qimg_driver qimg_driver_parallels;
 
 /* ====================================================== capability layer */
 

@@ -72,6 +72,14 @@ mk -f vmdk -o subformat=monolithicFlat "$tmp/flat.vmdk" 64k
 cp "$tmp/flat.vmdk" "$OUT/vmdk-descriptor"
 mk -f parallels -o cluster_size=4k "$OUT/parallels" 1M
 io "$OUT/parallels" parallels 'write -P 0x66 0 1k'
+# the old magic (BAT in sectors), 512-byte clusters, one sector: what little
+# room the corpus has left; the fuzzer grows it
+python3 - "$OUT/parallels-v1" <<'PY'
+import struct, sys
+h = b"WithoutFreeSpace" + struct.pack("<IIIIIQIIIQ", 2, 16, 1, 1, 2, 2, 0, 0, 0, 0)
+h += struct.pack("<II", 0, 0)
+open(sys.argv[1], "wb").write(h + bytes(512 - len(h)))
+PY
 mk -f qed -o cluster_size=4k "$OUT/qed" 1M
 total=$(cat "$OUT"/* | wc -c)
 echo "corpus: $(ls "$OUT" | wc -l) files, $total bytes"
