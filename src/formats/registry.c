@@ -4,6 +4,7 @@
 const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_qcow2,
     &qimg_driver_raw,
+    &qimg_driver_vpc,
     NULL,
 };
 

@@ -162,6 +162,7 @@ extern const struct qimg_driver qimg_driver_raw;
  * in the registry): its storage as it is, named "blkdebug". */
 extern const struct qimg_driver qimg_driver_filter;
 extern const struct qimg_driver qimg_driver_qcow2;
+extern const struct qimg_driver qimg_driver_vpc;
 
 /* ====================================================== capability layer */
 
