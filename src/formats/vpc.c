@@ -32,6 +32,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "internal.h"
@@ -77,11 +78,11 @@ struct vpc_state {
 };
 
 static const struct qimg_opt_desc vpc_create_opts[] = {
-    { "force_size", QIMG_OPT_BOOL, "Force disk size calculation to use the actual size "
-      "specified, rather than using the nearest CHS-based calculation", NULL },
     { "size", QIMG_OPT_SIZE, "Virtual disk size", NULL },
     { "subformat", QIMG_OPT_STRING, "Type of virtual hard disk format. Supported formats are "
       "{dynamic (default) | fixed} ", NULL },
+    { "force_size", QIMG_OPT_BOOL, "Force disk size calculation to use the actual size "
+      "specified, rather than using the nearest CHS-based calculation", NULL },
     { NULL, 0, NULL, NULL },
 };
 
@@ -334,6 +335,265 @@ static int vpc_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
     return 0;
 }
 
+/* ------------------------------------------------------------ write */
+
+/* Give block i room at the end of the file: its sector bitmap (every
+ * sector marked present, as qemu does), then the footer copy moved past
+ * the block, then the BAT entry, so a crash leaves at worst an unused
+ * block behind. */
+static int allocate_block(struct qimg_image *img, struct vpc_state *s, uint64_t i)
+{
+    uint64_t start = s->free_offset, end = start + s->bitmap_size + s->block_size;
+    if (start / VPC_SECTOR >= VPC_BAT_UNUSED)
+        return qimg_error(-EFBIG, "VHD file too large for another block");
+    uint8_t *bitmap = qimg_xmalloc(s->bitmap_size);
+    memset(bitmap, 0xff, s->bitmap_size);
+    int r = qimg_io_pwrite(img->file, bitmap, s->bitmap_size, start);
+    free(bitmap);
+    if (r == 0)
+        r = qimg_io_pwrite(img->file, s->footer, VPC_FOOTER_SIZE, end);
+    uint8_t entry[4];
+    qimg_put_be32(entry, (uint32_t)(start / VPC_SECTOR));
+    if (r == 0)
+        r = qimg_io_pwrite(img->file, entry, sizeof entry, s->bat_offset + 4 * i);
+    if (r < 0)
+        return r;
+    s->bat[i] = (uint32_t)(start / VPC_SECTOR);
+    s->free_offset = end;
+    return 0;
+}
+
+/* The host offset for a write at off, allocating its block if needed. */
+static int host_offset_for_write(struct qimg_image *img, uint64_t off, uint64_t len,
+                                 uint64_t *host, uint64_t *avail)
+{
+    struct vpc_state *s = img->opaque;
+    pthread_mutex_lock(&img->lock);
+    int r = 0;
+    *host = host_offset(s, off, len, avail);
+    if (!*host) {
+        r = allocate_block(img, s, off / s->block_size);
+        if (r == 0)
+            *host = host_offset(s, off, len, avail);
+    }
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+static int vpc_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    struct vpc_state *s = img->opaque;
+    if (s->fixed)
+        return qimg_io_pwrite(img->file, buf, len, off);
+    const uint8_t *p = buf;
+    while (len > 0) {
+        uint64_t host, n;
+        int r = host_offset_for_write(img, off, len, &host, &n);
+        if (r == 0)
+            r = qimg_io_pwrite(img->file, p, (size_t)n, host);
+        if (r < 0)
+            return r;
+        p += n;
+        off += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Unallocated blocks already read as zeros; allocated ones get zeros
+ * written (a VHD cannot give a block back). */
+static int vpc_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+    struct vpc_state *s = img->opaque;
+    if (s->fixed)
+        return qimg_io_zero(img->file, off, len, false);
+    while (len > 0) {
+        uint64_t n;
+        pthread_mutex_lock(&img->lock);
+        uint64_t host = host_offset(s, off, len, &n);
+        pthread_mutex_unlock(&img->lock);
+        if (host) {
+            int r = qimg_io_zero(img->file, host, n, false);
+            if (r < 0)
+                return r;
+        }
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int vpc_flush(struct qimg_image *img)
+{
+    return qimg_io_flush(img->file);
+}
+
+/* ----------------------------------------------------------- create */
+
+struct chs { uint32_t cyls, heads, secs; };
+
+static uint64_t chs_sectors(struct chs g) { return (uint64_t)g.cyls * g.heads * g.secs; }
+
+/* The geometry algorithm of the VHD specification's appendix. */
+static struct chs geometry_for(uint64_t sectors)
+{
+    struct chs g;
+    uint64_t cth;
+    if (sectors > VPC_CHS_MAX_SECTORS)
+        sectors = VPC_CHS_MAX_SECTORS;
+    if (sectors >= 65535ull * 16 * 63) {
+        g.secs = 255;
+        g.heads = 16;
+        cth = sectors / g.secs;
+    } else {
+        g.secs = 17;
+        cth = sectors / g.secs;
+        g.heads = (uint32_t)((cth + 1023) / 1024);
+        if (g.heads < 4)
+            g.heads = 4;
+        if (cth >= (uint64_t)g.heads * 1024 || g.heads > 16) {
+            g.secs = 31;
+            g.heads = 16;
+            cth = sectors / g.secs;
+        }
+        if (cth >= (uint64_t)g.heads * 1024) {
+            g.secs = 63;
+            g.heads = 16;
+            cth = sectors / g.secs;
+        }
+    }
+    g.cyls = (uint32_t)(cth / g.heads);
+    return g;
+}
+
+/* qemu's sizing: the smallest geometry that holds the size, and the disk
+ * is exactly that big; past the largest geometry, or with force_size, the
+ * size as given (in whole sectors) with the largest geometry, which tells
+ * readers to take current_size. */
+static int vpc_size(uint64_t size, bool force, struct chs *g, uint64_t *sectors)
+{
+    uint64_t want = size / VPC_SECTOR + (size % VPC_SECTOR != 0);
+    struct chs max = { 65535, 16, 255 };
+    if (force) {
+        *g = max;
+        *sectors = want;
+    } else {
+        *g = (struct chs){ 0, 0, 0 };
+        for (uint64_t i = 0; want > chs_sectors(*g) && chs_sectors(*g) != VPC_CHS_MAX_SECTORS; i++)
+            *g = geometry_for(want + i);
+        *sectors = chs_sectors(*g) == VPC_CHS_MAX_SECTORS ? want : chs_sectors(*g);
+    }
+    if (*sectors > VPC_MAX_SECTORS)
+        return -EFBIG;   /* the core says "too large for file format" */
+    return 0;
+}
+
+/* a version 4 (random) UUID, as qemu gives each new disk */
+static void random_uuid(uint8_t *u)
+{
+    if (getrandom(u, 16, 0) != 16) {
+        /* no entropy source: still unique enough for an identifier */
+        uint64_t seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)u;
+        for (int i = 0; i < 16; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            u[i] = (uint8_t)(seed >> 56);
+        }
+    }
+    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
+    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+}
+
+static void make_footer(uint8_t *f, uint64_t bytes, struct chs g, bool fixed, bool force)
+{
+    memset(f, 0, VPC_FOOTER_SIZE);
+    memcpy(f + F_COOKIE, "conectix", 8);
+    qimg_put_be32(f + F_FEATURES, 2);
+    qimg_put_be32(f + F_VERSION, 0x10000);
+    qimg_put_be64(f + F_DATA_OFFSET, fixed ? UINT64_MAX : VPC_FOOTER_SIZE);
+    qimg_put_be32(f + F_TIMESTAMP, (uint32_t)(time(NULL) - VPC_EPOCH));
+    memcpy(f + F_CREATOR_APP, force ? "qem2" : "qemu", 4);
+    qimg_put_be32(f + F_CREATOR_VER, 0x00050003);
+    memcpy(f + F_CREATOR_OS, "Wi2k", 4);
+    qimg_put_be64(f + F_ORIG_SIZE, bytes);
+    qimg_put_be64(f + F_CUR_SIZE, bytes);
+    qimg_put_be16(f + F_CYLS, (uint16_t)g.cyls);
+    f[F_HEADS] = (uint8_t)g.heads;
+    f[F_SECS] = (uint8_t)g.secs;
+    qimg_put_be32(f + F_TYPE, fixed ? VPC_TYPE_FIXED : VPC_TYPE_DYNAMIC);
+    random_uuid(f + F_UUID);
+    qimg_put_be32(f + F_CHECKSUM, vpc_checksum(f, VPC_FOOTER_SIZE, F_CHECKSUM));
+}
+
+/* footer copy, dynamic header, an empty BAT (padded to a sector), footer */
+static int create_dynamic(struct qimg_io *io, const uint8_t *footer, uint64_t bytes)
+{
+    uint64_t entries = (bytes + VPC_DEFAULT_BLOCK - 1) / VPC_DEFAULT_BLOCK;
+    uint64_t bat_off = VPC_FOOTER_SIZE + VPC_DYN_HEADER_SIZE;
+    uint64_t bat_size = (entries * 4 + VPC_SECTOR - 1) / VPC_SECTOR * VPC_SECTOR;
+    uint8_t hdr[VPC_DYN_HEADER_SIZE] = { 0 };
+    memcpy(hdr + D_COOKIE, "cxsparse", 8);
+    qimg_put_be64(hdr + D_DATA_OFFSET, UINT64_MAX);
+    qimg_put_be64(hdr + D_TABLE_OFFSET, bat_off);
+    qimg_put_be32(hdr + D_VERSION, 0x10000);
+    qimg_put_be32(hdr + D_MAX_ENTRIES, (uint32_t)entries);
+    qimg_put_be32(hdr + D_BLOCK_SIZE, VPC_DEFAULT_BLOCK);
+    qimg_put_be32(hdr + D_CHECKSUM, vpc_checksum(hdr, sizeof hdr, D_CHECKSUM));
+    int r = qimg_io_pwrite(io, footer, VPC_FOOTER_SIZE, 0);
+    if (r == 0)
+        r = qimg_io_pwrite(io, hdr, sizeof hdr, VPC_FOOTER_SIZE);
+    uint8_t *bat = qimg_xmalloc(bat_size ? bat_size : 1);
+    memset(bat, 0xff, bat_size);
+    if (r == 0 && bat_size)
+        r = qimg_io_pwrite(io, bat, bat_size, bat_off);
+    free(bat);
+    if (r == 0)
+        r = qimg_io_pwrite(io, footer, VPC_FOOTER_SIZE, bat_off + bat_size);
+    return r;
+}
+
+/* the guest disk (its first 4 KiB allocated, as qemu's file creation
+ * leaves it) and the footer */
+static int create_fixed(struct qimg_io *io, const uint8_t *footer, uint64_t bytes)
+{
+    int r = qimg_io_truncate(io, bytes);
+    if (r == 0 && bytes > 0) {
+        uint8_t zeros[4096] = { 0 };
+        r = qimg_io_pwrite(io, zeros, (size_t)QIMG_MIN(bytes, sizeof zeros), 0);
+    }
+    if (r == 0)
+        r = qimg_io_pwrite(io, footer, VPC_FOOTER_SIZE, bytes);
+    return r;
+}
+
+static int vpc_create(struct qimg_create_ctx *ctx)
+{
+    const char *sub = "dynamic";
+    bool force = false;
+    int r = qimg_opts_get_string(ctx->opts, "subformat", &sub);
+    if (r >= 0)
+        r = qimg_opts_get_bool(ctx->opts, "force_size", &force);
+    if (r < 0)
+        return r;
+    bool fixed = strcmp(sub, "fixed") == 0;
+    if (!fixed && strcmp(sub, "dynamic") != 0)
+        return qimg_error(-EINVAL, "Parameter 'subformat' does not accept value '%s'", sub);
+    struct chs g;
+    uint64_t sectors;
+    r = vpc_size(ctx->size, force, &g, &sectors);
+    if (r < 0)
+        return r;
+    uint8_t footer[VPC_FOOTER_SIZE];
+    make_footer(footer, sectors * VPC_SECTOR, g, fixed, force);
+    struct qimg_io *io;
+    r = qimg_io_open(&io, ctx->filename, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
+    if (r < 0)
+        return r;
+    r = fixed ? create_fixed(io, footer, sectors * VPC_SECTOR)
+              : create_dynamic(io, footer, sectors * VPC_SECTOR);
+    qimg_io_close(io);
+    return r;
+}
+
 static int vpc_info(struct qimg_image *img, struct qimg_driver_info *info)
 {
     const struct vpc_state *s = img->opaque;
@@ -347,12 +607,15 @@ static bool vpc_has_zero_init(struct qimg_image *img) { return true; }
 
 const struct qimg_driver qimg_driver_vpc = {
     .name           = "vpc",
-    .flags          = QIMG_DRV_READ_ONLY,
     .create_opts    = vpc_create_opts,
     .probe          = vpc_probe,
     .open           = vpc_open,
     .close          = vpc_close,
+    .create         = vpc_create,
     .read           = vpc_read,
+    .write          = vpc_write,
+    .write_zeroes   = vpc_write_zeroes,
+    .flush          = vpc_flush,
     .block_status   = vpc_block_status,
     .info           = vpc_info,
     .has_zero_init  = vpc_has_zero_init,

@@ -119,3 +119,52 @@ same_ro "small blocks: map" map --output=json sb.vhd
 "$QEMU_IMG" convert -O raw sb.vhd "$SCRATCH/ref.raw" || fail "qemu convert sb.vhd"
 "$QIMG" convert -O raw sb.vhd "$SCRATCH/new.raw" || fail "qimg convert sb.vhd"
 check "small blocks: convert" cmp "$SCRATCH/ref.raw" "$SCRATCH/new.raw"
+
+# ------------------------------------------------ create and write
+# mask FILE: the file with the footers' timestamp, checksum and UUID zeroed
+# (qemu randomises them)
+mask() {
+    python3 - "$1" <<'PY'
+import sys
+d = bytearray(open(sys.argv[1], "rb").read())
+for base in {0, len(d) - 512}:
+    if d[base:base + 8] == b"conectix":
+        d[base + 24:base + 28] = bytes(4)
+        d[base + 64:base + 84] = bytes(20)
+sys.stdout.buffer.write(d)
+PY
+}
+if has_cmd "$TEST_NAME create" python3; then
+    same "create -o help" create -f vpc -o help
+    same "create bad subformat" create -f vpc -o subformat=foo x.vhd 1M
+    same "create too large" create -f vpc x.vhd 2041G
+    for size in 0 1000 100000 10M 1G 127G 200G 2040G; do
+        for o in subformat=dynamic force_size=on subformat=fixed subformat=fixed,force_size=on; do
+            case $o,$size in *fixed*,1G|*fixed*,127G|*fixed*,200G|*fixed*,2040G) continue ;; esac
+            rm -f "$SCRATCH/q.vhd" "$SCRATCH/n.vhd"
+            "$QEMU_IMG" create -q -f vpc -o "$o" "$SCRATCH/q.vhd" "$size" || fail "qemu create $o $size"
+            "$QIMG" create -q -f vpc -o "$o" "$SCRATCH/n.vhd" "$size" || fail "qimg create $o $size"
+            check "create $o $size: same bytes" cmp <(mask "$SCRATCH/q.vhd") <(mask "$SCRATCH/n.vhd")
+        done
+    done
+    "$QEMU_IMG" create -q -f raw src.raw 20M || fail "create src.raw"
+    qio src.raw "write -P 0x41 0 1M"; qio src.raw "write -P 0x42 3M 5k"
+    qio src.raw "write -P 0 6M 1M"; qio src.raw "write -P 0x43 19M 1M"
+    for o in subformat=dynamic force_size=on subformat=fixed subformat=fixed,force_size=on; do
+        rm -f "$SCRATCH/q.vhd" n.vhd
+        "$QEMU_IMG" convert -O vpc -o "$o" src.raw "$SCRATCH/q.vhd" || fail "qemu convert $o"
+        "$QIMG" convert -O vpc -o "$o" src.raw n.vhd || fail "qimg convert $o"
+        check "convert -O vpc $o: compare" "$QEMU_IMG" compare -q -f raw -F vpc src.raw n.vhd
+        check "convert -O vpc $o: same bytes as qemu's" cmp <(mask "$SCRATCH/q.vhd") <(mask n.vhd)
+        same_ro "convert -O vpc $o: check" check -f vpc n.vhd
+    done
+    # writes into an existing image: a qemu-made dynamic disk, partly
+    # allocated, overwritten by qimg (convert -n), then read by qemu
+    "$QEMU_IMG" create -q -f vpc w.vhd 20M || fail "create w.vhd"
+    "$QEMU_IO" -f vpc -c "write -P 0x77 2M 3M" w.vhd >/dev/null || fail "write w.vhd"
+    "$QEMU_IMG" create -q -f raw w.raw "$("$QEMU_IMG" info --output=json w.vhd |
+        sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p')" || fail "create w.raw"
+    qio w.raw "write -P 0x41 0 1M"; qio w.raw "write -P 0x42 3M 5k"; qio w.raw "write -P 0x43 19M 1M"
+    "$QIMG" convert -n -f raw -O vpc w.raw w.vhd || fail "convert -n into w.vhd"
+    check "convert -n into a qemu-made vpc: compare" "$QEMU_IMG" compare -q -f raw -F vpc w.raw w.vhd
+fi
