@@ -164,6 +164,7 @@ extern const struct qimg_driver qimg_driver_filter;
 extern const struct qimg_driver qimg_driver_qcow2;
 extern const struct qimg_driver qimg_driver_vdi;
 extern const struct qimg_driver qimg_driver_parallels;
+extern const struct qimg_driver qimg_driver_vpc;
 
 /* ====================================================== capability layer */
 

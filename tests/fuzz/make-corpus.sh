@@ -66,6 +66,30 @@ mk -f qcow "$OUT/qcow-data" 1M
 io "$OUT/qcow-data" qcow 'write -P 0x22 0 1k'
 mk -f vdi "$OUT/vdi" 1M
 mk -f vpc "$OUT/vpc" 1M
+mk -f vpc -o subformat=fixed "$OUT/vpc-fixed" 64k
+# a dynamic VHD with 4 KiB blocks (qemu-img makes only 2 MiB ones), two allocated
+python3 - "$OUT/vpc-small-blocks" <<'PY'
+import struct, sys
+def checksum(b): return (~sum(b)) & 0xffffffff
+size, bs, n = 1 << 20, 4096, 256
+bat_off = 1536
+first = (bat_off + n * 4 + 511) // 512          # first block's sector
+foot = bytearray(512)
+struct.pack_into(">8sIIQI4sI4sQQHBBI", foot, 0, b"conectix", 2, 0x10000, 512, 0, b"qem2",
+                 0x50003, b"Wi2k", size, size, 1, 16, 128, 3)
+struct.pack_into(">I", foot, 64, checksum(foot))
+dyn = bytearray(1024)
+struct.pack_into(">8sQQIII", dyn, 0, b"cxsparse", 2**64 - 1, bat_off, 0x10000, n, bs)
+struct.pack_into(">I", dyn, 36, checksum(dyn))
+bat = [0xffffffff] * n
+bat[0], bat[5] = first, first + 1 + bs // 512
+blocks = b""
+for pat in (0x44, 0x55):
+    blocks += b"\xff" * 512 + bytes([pat]) * bs
+table = b"".join(struct.pack(">I", e) for e in bat)
+table += b"\xff" * (first * 512 - bat_off - len(table))
+open(sys.argv[1], "wb").write(foot + dyn + table + blocks + foot)
+PY
 mk -f vmdk "$OUT/vmdk-sparse" 1M
 mk -f vmdk -o subformat=streamOptimized "$OUT/vmdk-stream" 1M
 mk -f vmdk -o subformat=monolithicFlat "$tmp/flat.vmdk" 64k

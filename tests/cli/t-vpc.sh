@@ -1,0 +1,170 @@
+#!/bin/bash
+# The VHD ("vpc") driver: qemu-made dynamic and fixed disks read, shown and
+# converted as qemu-img does; the real Virtual PC image; hostile footers and
+# dynamic headers refused with qemu's messages.
+. "$(dirname "$0")/lib.sh"
+cd "$IN" || exit 1
+
+# the footer's checksum: one's complement of the byte sum, field as zero
+fix_footer() {   # fix_footer FILE OFFSET-OF-FOOTER
+    poke32 "$1" $(($2 + 64)) 0
+    local sum
+    sum=$(od -An -v -tu1 -j "$2" -N 512 "$1" | tr -s ' ' '\n' | awk '{s+=$1} END {print s}')
+    poke32 "$1" $(($2 + 64)) $(((~sum) & 0xffffffff))
+}
+
+# ------------------------------------------------ qemu-made images, read
+"$QEMU_IMG" create -q -f vpc d.vhd 10M || fail "create d.vhd"
+"$QEMU_IO" -f vpc -c "write -P 0x11 1M 64k" -c "write -P 0 3M 4k" -c "write -P 0x22 9M 512" \
+    d.vhd >/dev/null || fail "write d.vhd"
+"$QEMU_IMG" create -q -f vpc -o subformat=fixed f.vhd 5M || fail "create f.vhd"
+"$QEMU_IO" -f vpc -c "write -P 0x33 1M 4k" f.vhd >/dev/null || fail "write f.vhd"
+"$QEMU_IMG" create -q -f vpc -o force_size=on fs.vhd 10M || fail "create fs.vhd"
+
+for f in d.vhd fs.vhd; do
+    same_ro "info $f" info "$f"
+    same_ro "info json $f" info --output=json "$f"
+    same_ro "map $f" map "$f"
+    same_ro "map json $f" map --output=json "$f"
+done
+# a fixed disk probes as raw (as qemu: no header at offset 0)
+same_ro "info fixed probed" info f.vhd
+same_ro "info -f vpc fixed" info -f vpc f.vhd
+same_ro "info json -f vpc fixed" info -f vpc --output=json f.vhd
+same_ro "map -f vpc fixed" map -f vpc --output=json f.vhd
+same_ro "check vpc" check d.vhd
+same_ro "-f vpc on a raw file" info -f vpc "$SCRATCH/bin/qemu-img"
+
+for f in d.vhd fs.vhd; do
+    "$QEMU_IMG" convert -O raw "$f" "$SCRATCH/ref.raw" || fail "qemu convert $f"
+    "$QIMG" convert -O raw "$f" "$SCRATCH/new.raw" || fail "qimg convert $f"
+    check "convert $f to raw" cmp "$SCRATCH/ref.raw" "$SCRATCH/new.raw"
+    "$QIMG" convert -O qcow2 "$f" "$SCRATCH/new.qcow2" || fail "qimg convert $f to qcow2"
+    check "convert $f to qcow2: compare" "$QEMU_IMG" compare -q "$f" "$SCRATCH/new.qcow2"
+done
+"$QEMU_IMG" convert -f vpc -O raw f.vhd "$SCRATCH/ref.raw" || fail "qemu convert f.vhd"
+"$QIMG" convert -f vpc -O raw f.vhd "$SCRATCH/new.raw" || fail "qimg convert f.vhd"
+check "convert -f vpc fixed to raw" cmp "$SCRATCH/ref.raw" "$SCRATCH/new.raw"
+same_ro "compare vpc with raw" compare -f vpc -F raw d.vhd "$SCRATCH/new.raw"
+
+# ------------------------------------------------ the creator decides the size
+# Virtual PC and qemu use the CHS geometry, Hyper-V ("win "), disk2vhd and
+# force_size ("qem2") current_size, and every creator does at the CHS maximum
+for app in "win " "d2v " "vs  " "vpc "; do
+    cp d.vhd c.vhd
+    printf '%s' "$app" | poke c.vhd 28
+    poke64 c.vhd 48 $((9 << 20))
+    fix_footer c.vhd 0
+    same_ro "size by creator '$app'" info c.vhd
+done
+cp d.vhd c.vhd
+poke32 c.vhd 56 $((0xffff10ff))
+poke64 c.vhd 48 $((0x1FE00000200))
+fix_footer c.vhd 0
+same_ro "over 2040 GiB" info c.vhd
+
+# ------------------------------------------------ hostile images
+# footer_be / dyn_be FIELD WIDTH VALUE: h.vhd = d.vhd with one field set
+footer_be() { cp d.vhd h.vhd; "be$2" "$3" | poke h.vhd "$1"; fix_footer h.vhd 0; }
+dyn_be() { cp d.vhd h.vhd; "be$2" "$3" | poke h.vhd $((512 + $1)); }
+hostile() {   # hostile NAME: same error as qemu, exit 1, within 2 s
+    same_ro "$1" info h.vhd
+    expect_eq "$1 (exit code)" "$(cat "$SCRATCH/ro.ref/rc")" 1
+}
+cp d.vhd h.vhd; poke32 h.vhd 64 $((0x1234));  hostile "footer checksum wrong"
+cp d.vhd h.vhd; poke64 h.vhd 0 0; poke64 h.vhd $(($(stat -c %s d.vhd) - 512)) 0
+same_ro "no cookie anywhere" info -f vpc h.vhd
+footer_be 60 32 4
+out=$("$QIMG_AS_QEMU" info h.vhd 2>&1); rc=$?
+expect_eq "differencing refused" "$rc: $out" \
+    "1: qemu-img: Could not open 'h.vhd': Differencing VHD images are not supported yet"
+footer_be 56 32 $((0xffff10ff)); be64 $((3 << 40)) | poke h.vhd 48; fix_footer h.vhd 0
+hostile "size 3 TiB"
+dyn_be 0 64 0;                                      hostile "dynamic header magic"
+dyn_be 32 32 $((3 << 20));                          hostile "block size not a power of two"
+dyn_be 32 32 256;                                   hostile "block size 256"
+dyn_be 28 32 $((0x40000000));                       hostile "max table entries huge"
+dyn_be 28 32 $((0x1fffffff));                       hostile "max table entries 2^29-1"
+dyn_be 28 32 1;                                     hostile "page table too small"
+dyn_be 16 64 $((0x10000000));                       hostile "BAT past EOF"
+dyn_be 16 64 $((0x7ffffffffffffe00));               hostile "BAT offset huge"
+size=$(stat -c %s d.vhd)
+cp d.vhd h.vhd; poke32 h.vhd 1536 $((size / 512)); hostile "block past EOF"
+head -c $((size - 1024)) d.vhd > h.vhd;             hostile "truncated image"
+head -c $((size - 513)) d.vhd > h.vhd;              same_ro "footer copy cut" info h.vhd
+
+# ------------------------------------------------ the real Virtual PC image
+real=${TESTDATA:-$TOP/../shared/testdata}/virtualpc-dynamic.vhd.bz2
+if [ -r "$real" ]; then
+    bzcat "$real" > vp.vhd
+    same_ro "real: info" info vp.vhd
+    same_ro "real: info json" info --output=json vp.vhd
+    same_ro "real: map" map --output=json vp.vhd
+    # README: 127 GiB, no data written.  Hashing all of it takes minutes:
+    # check that every byte qimg reads is zero and the size is the README's
+    # (SHA-256 of that many zeros: 2a4f06d5c9672ce7...) only when asked.
+    expect_eq "real: size" "$("$QIMG" info --output=json vp.vhd | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p')" 136363130880
+    expect_eq "real: all zero" "$("$QIMG" map --output=json vp.vhd | grep -c '"data": true')" 0
+    if [ -n "${QIMG_SLOW_TESTS:-}" ]; then
+        "$QIMG" convert -O raw vp.vhd "$SCRATCH/vp.raw" || fail "convert real"
+        expect_eq "real: content" "$(sha "$SCRATCH/vp.raw" | cut -c1-16)" 2a4f06d5c9672ce7
+    fi
+else
+    SKIP_WHAT="$TEST_NAME real image" skip "no ../shared/testdata"
+fi
+
+# ------------------------------------------------ 4 KiB blocks (the fuzz seed)
+cp "$TOP/tests/fuzz/corpus/vpc-small-blocks" sb.vhd
+same_ro "small blocks: map" map --output=json sb.vhd
+"$QEMU_IMG" convert -O raw sb.vhd "$SCRATCH/ref.raw" || fail "qemu convert sb.vhd"
+"$QIMG" convert -O raw sb.vhd "$SCRATCH/new.raw" || fail "qimg convert sb.vhd"
+check "small blocks: convert" cmp "$SCRATCH/ref.raw" "$SCRATCH/new.raw"
+
+# ------------------------------------------------ create and write
+# mask FILE: the file with the footers' timestamp, checksum and UUID zeroed
+# (qemu randomises them)
+mask() {
+    python3 - "$1" <<'PY'
+import sys
+d = bytearray(open(sys.argv[1], "rb").read())
+for base in {0, len(d) - 512}:
+    if d[base:base + 8] == b"conectix":
+        d[base + 24:base + 28] = bytes(4)
+        d[base + 64:base + 84] = bytes(20)
+sys.stdout.buffer.write(d)
+PY
+}
+if has_cmd "$TEST_NAME create" python3; then
+    same "create -o help" create -f vpc -o help
+    same "create bad subformat" create -f vpc -o subformat=foo x.vhd 1M
+    same "create too large" create -f vpc x.vhd 2041G
+    for size in 0 1000 100000 10M 1G 127G 200G 2040G; do
+        for o in subformat=dynamic force_size=on subformat=fixed subformat=fixed,force_size=on; do
+            case $o,$size in *fixed*,1G|*fixed*,127G|*fixed*,200G|*fixed*,2040G) continue ;; esac
+            rm -f "$SCRATCH/q.vhd" "$SCRATCH/n.vhd"
+            "$QEMU_IMG" create -q -f vpc -o "$o" "$SCRATCH/q.vhd" "$size" || fail "qemu create $o $size"
+            "$QIMG" create -q -f vpc -o "$o" "$SCRATCH/n.vhd" "$size" || fail "qimg create $o $size"
+            check "create $o $size: same bytes" cmp <(mask "$SCRATCH/q.vhd") <(mask "$SCRATCH/n.vhd")
+        done
+    done
+    "$QEMU_IMG" create -q -f raw src.raw 20M || fail "create src.raw"
+    qio src.raw "write -P 0x41 0 1M"; qio src.raw "write -P 0x42 3M 5k"
+    qio src.raw "write -P 0 6M 1M"; qio src.raw "write -P 0x43 19M 1M"
+    for o in subformat=dynamic force_size=on subformat=fixed subformat=fixed,force_size=on; do
+        rm -f "$SCRATCH/q.vhd" n.vhd
+        "$QEMU_IMG" convert -O vpc -o "$o" src.raw "$SCRATCH/q.vhd" || fail "qemu convert $o"
+        "$QIMG" convert -O vpc -o "$o" src.raw n.vhd || fail "qimg convert $o"
+        check "convert -O vpc $o: compare" "$QEMU_IMG" compare -q -f raw -F vpc src.raw n.vhd
+        check "convert -O vpc $o: same bytes as qemu's" cmp <(mask "$SCRATCH/q.vhd") <(mask n.vhd)
+        same_ro "convert -O vpc $o: check" check -f vpc n.vhd
+    done
+    # writes into an existing image: a qemu-made dynamic disk, partly
+    # allocated, overwritten by qimg (convert -n), then read by qemu
+    "$QEMU_IMG" create -q -f vpc w.vhd 20M || fail "create w.vhd"
+    "$QEMU_IO" -f vpc -c "write -P 0x77 2M 3M" w.vhd >/dev/null || fail "write w.vhd"
+    "$QEMU_IMG" create -q -f raw w.raw "$("$QEMU_IMG" info --output=json w.vhd |
+        sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p')" || fail "create w.raw"
+    qio w.raw "write -P 0x41 0 1M"; qio w.raw "write -P 0x42 3M 5k"; qio w.raw "write -P 0x43 19M 1M"
+    "$QIMG" convert -n -f raw -O vpc w.raw w.vhd || fail "convert -n into w.vhd"
+    check "convert -n into a qemu-made vpc: compare" "$QEMU_IMG" compare -q -f raw -F vpc w.raw w.vhd
+fi
