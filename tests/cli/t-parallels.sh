@@ -284,3 +284,13 @@ expect_eq "commit into parallels refused" \
     "$(sed 's/#block[0-9]*/#block/' "$SCRATCH/run.new/err"; cat "$SCRATCH/run.new/rc")" \
     "$(sed 's/#block[0-9]*/#block/' "$SCRATCH/run.ref/err"; cat "$SCRATCH/run.ref/rc")"
 check "commit into parallels refused: base untouched" cmp base.img "$SCRATCH/run.new/work/base.img"
+
+# the largest cluster qemu accepts (2 GiB) with a format extension: qemu
+# reads the whole cluster into memory (2 GiB); qimg refuses within its budget
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" create -q -f parallels -o cluster_size=65536 t.img 1M
+poke_le32 t.img 28 4186127
+poke_le64 t.img 56 100
+out=$( (ulimit -v 1048576; "$QIMG" info t.img) 2>&1); rc=$?
+expect_eq "2 GiB extension cluster refused" "$rc" 1
+case $out in *"too large"*) pass "2 GiB extension cluster: message";; *) fail "2 GiB extension cluster: message" "$out";; esac
