@@ -687,6 +687,7 @@ static int prl_create(struct qimg_create_ctx *ctx)
 
 const struct qimg_driver qimg_driver_parallels = {
     .name           = "parallels",
+    .flags          = QIMG_DRV_NO_REOPEN,
     .create_opts    = prl_create_opts,
     .probe          = prl_probe,
     .open           = prl_open,

@@ -55,6 +55,9 @@ enum qimg_driver_flags {
     /* No write support at all: opening read-write fails, probed or not,
      * and the driver has no write, write_zeroes, discard nor create. */
     QIMG_DRV_READ_ONLY = 1u << 2,
+    /* qemu cannot reopen an open image of this format read-write (no
+     * reopen support: parallels), so commit cannot write into it. */
+    QIMG_DRV_NO_REOPEN = 1u << 3,
 };
 
 /*

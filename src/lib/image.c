@@ -513,6 +513,12 @@ int qimg_reopen_rw(qimg_image *l, unsigned cache_flags)
     qimg_opts *file_opts = NULL;
     const char *driver = NULL;
     struct qimg_io *io = NULL;
+    if (l->drv->flags & QIMG_DRV_NO_REOPEN) {
+        qimg_opts_free(o);
+        /* qemu names the node by a number that changes from run to run */
+        return qimg_error(-ENOTSUP, "Block format '%s' used by node '#block%03u' does not support "
+                          "reopening files", l->drv->name, 100u + (unsigned)(strlen(l->filename) % 900));
+    }
     qimg_opts_get_string(o, "driver", &driver);
     bool protocol_top = driver && !qimg_driver_find(driver);
     int r = storage_tree(o, protocol_top ? NULL : l->drv, protocol_top ? driver : NULL, &file_opts);

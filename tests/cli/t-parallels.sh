@@ -267,3 +267,30 @@ poke_le32 t.img 64 1
 cp t.img before.img
 check_fail "overlapping BAT entry: write refused" "$QIMG" convert -n -f raw -O parallels --target-is-zero s.raw t.img
 check "overlapping BAT entry: BAT untouched" cmp -n 131072 before.img t.img
+
+# a parallels image under a qcow2 layer: read through the chain, committed into
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" create -q -f parallels -o cluster_size=65536 base.img 2M
+"$QEMU_IO" -f parallels -c 'write -P 0x31 0 100k' base.img >/dev/null
+"$QEMU_IMG" create -q -f qcow2 -b base.img -F parallels top.qcow2
+"$QEMU_IO" -f qcow2 -c 'write -P 0x32 64k 4k' -c 'write -P 0x33 1500k 64k' top.qcow2 >/dev/null
+same_ro "chain info" info --backing-chain top.qcow2
+same_ro "chain map" map --output=json top.qcow2
+# qemu cannot reopen a parallels image read-write: commit into one fails
+# (the node's number differs from run to run)
+run_in_copy ref "$QEMU_IMG" commit top.qcow2
+run_in_copy new "$QIMG_AS_QEMU" commit top.qcow2
+expect_eq "commit into parallels refused" \
+    "$(sed 's/#block[0-9]*/#block/' "$SCRATCH/run.new/err"; cat "$SCRATCH/run.new/rc")" \
+    "$(sed 's/#block[0-9]*/#block/' "$SCRATCH/run.ref/err"; cat "$SCRATCH/run.ref/rc")"
+check "commit into parallels refused: base untouched" cmp base.img "$SCRATCH/run.new/work/base.img"
+
+# the largest cluster qemu accepts (2 GiB) with a format extension: qemu
+# reads the whole cluster into memory (2 GiB); qimg refuses within its budget
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" create -q -f parallels -o cluster_size=65536 t.img 1M
+poke_le32 t.img 28 4186127
+poke_le64 t.img 56 100
+out=$( (ulimit -v 1048576; "$QIMG" info t.img) 2>&1); rc=$?
+expect_eq "2 GiB extension cluster refused" "$rc" 1
+case $out in *"too large"*) pass "2 GiB extension cluster: message";; *) fail "2 GiB extension cluster: message" "$out";; esac
