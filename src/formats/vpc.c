@@ -129,14 +129,37 @@ static int read_footer(struct qimg_image *img, struct vpc_state *s, uint64_t fil
     return 0;
 }
 
+enum size_calc { SIZE_BY_CREATOR, SIZE_BY_CHS, SIZE_BY_CURRENT };
+
+/* The open option force_size_calc=chs|current_size overrides the creator. */
+static int size_calc_option(qimg_opts *opts, enum size_calc *mode)
+{
+    const char *v = NULL;
+    int r = qimg_opts_get_string(opts, "force_size_calc", &v);
+    *mode = SIZE_BY_CREATOR;
+    if (r <= 0)
+        return r;
+    if (strcmp(v, "chs") == 0)
+        *mode = SIZE_BY_CHS;
+    else if (strcmp(v, "current_size") == 0)
+        *mode = SIZE_BY_CURRENT;
+    else
+        return qimg_error(-EINVAL, "Invalid size calculation mode: '%s'", v);
+    return 0;
+}
+
 /* Microsoft Virtual PC sizes a disk by its CHS geometry, Hyper-V, disk2vhd
- * and qemu's force_size by current_size: qemu decides by creator. */
-static uint64_t guest_sectors(const uint8_t *footer)
+ * and qemu's force_size by current_size: qemu decides by creator, and
+ * takes current_size whenever the geometry is the largest there is. */
+static uint64_t guest_sectors(const uint8_t *footer, enum size_calc mode)
 {
     uint64_t chs = (uint64_t)qimg_be16(footer + F_CYLS) * footer[F_HEADS] * footer[F_SECS];
     const uint8_t *app = footer + F_CREATOR_APP;
-    if (memcmp(app, "win ", 4) == 0 || memcmp(app, "qem2", 4) == 0 ||
-        memcmp(app, "d2v ", 4) == 0 || chs == VPC_CHS_MAX_SECTORS)
+    bool current = mode == SIZE_BY_CURRENT ||
+                   (mode == SIZE_BY_CREATOR &&
+                    (memcmp(app, "win ", 4) == 0 || memcmp(app, "qem2", 4) == 0 ||
+                     memcmp(app, "d2v ", 4) == 0));
+    if (current || chs == VPC_CHS_MAX_SECTORS)
         return qimg_be64(footer + F_CUR_SIZE) / VPC_SECTOR;
     return chs;
 }
@@ -226,6 +249,10 @@ static int vpc_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
     int r = qimg_io_get_size(img->file, &file_size);
     if (r < 0)
         return r;
+    enum size_calc mode;
+    r = size_calc_option(opts, &mode);
+    if (r < 0)
+        return r;
     struct vpc_state *s = qimg_xcalloc(1, sizeof *s);
     img->opaque = s;
     r = read_footer(img, s, file_size);
@@ -239,7 +266,7 @@ static int vpc_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
         goto fail;
     }
     s->fixed = type == VPC_TYPE_FIXED;
-    uint64_t sectors = guest_sectors(s->footer);
+    uint64_t sectors = guest_sectors(s->footer, mode);
     if (sectors > VPC_MAX_SECTORS) {
         r = qimg_error(-EFBIG, "Could not open '%s': File too large", img->filename);
         goto fail;

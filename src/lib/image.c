@@ -380,6 +380,7 @@ static bool strong_key(const qimg_opts *o, const char *key)
     if (strcmp(key, "backing") == 0 && strcmp(qimg_opts_get(o, key), QIMG_OPTS_NULL) == 0)
         return false;
     return strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
+           strcmp(key, "force_size_calc") == 0 ||   /* vpc */
            strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
            strncmp(key, "backing.", 8) == 0;
 }

@@ -63,6 +63,16 @@ poke64 c.vhd 48 $((0x1FE00000200))
 fix_footer c.vhd 0
 same_ro "over 2040 GiB" info c.vhd
 
+# the open option force_size_calc overrides the creator (and names the
+# image by a json:{...} as qemu does); the largest geometry still wins
+for mode in chs current_size bad; do
+    for f in d.vhd fs.vhd; do
+        same_ro "force_size_calc=$mode $f" info --image-opts "driver=vpc,force_size_calc=$mode,file.filename=$f"
+    done
+done
+same_ro "force_size_calc json" info --output=json \
+    'json:{"driver": "vpc", "force_size_calc": "current_size", "file": {"driver": "file", "filename": "d.vhd"}}'
+
 # ------------------------------------------------ hostile images
 # footer_be / dyn_be FIELD WIDTH VALUE: h.vhd = d.vhd with one field set
 footer_be() { cp d.vhd h.vhd; "be$2" "$3" | poke h.vhd "$1"; fix_footer h.vhd 0; }
