@@ -48,7 +48,9 @@ enum {
 
 struct vdi_state {
     uint8_t header[VDI_HEADER_LEN];  /* as read, rewritten when blocks are added */
-    uint32_t *bmap;                  /* host order, one entry per guest block */
+    uint32_t *bmap;                  /* host order, the entries inside the file */
+    uint32_t loaded;                 /* how many: those past the end of the
+                                        file read as 0, as qemu reads them */
     uint32_t blocks;
     uint32_t allocated;
     uint64_t offset_bmap;
@@ -63,6 +65,10 @@ static const struct qimg_opt_desc vdi_create_opts[] = {
 
 static inline struct vdi_state *vdi_state(struct qimg_image *img) { return img->opaque; }
 static inline bool vdi_allocated(uint32_t entry) { return entry < VDI_DISCARDED; }
+static inline uint32_t bmap_get(const struct vdi_state *s, uint32_t i)
+{
+    return i < s->loaded ? s->bmap[i] : 0;
+}
 
 static int vdi_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
 {
@@ -88,6 +94,9 @@ static int check_header(const uint8_t *h)
     uint32_t blocks = qimg_le32(h + H_BLOCKS);
     uint64_t disk = qimg_le64(h + H_DISK_SIZE);
 
+    if (disk > VDI_DISK_SIZE_MAX)   /* qemu looks at this first */
+        return qimg_error(-ENOTSUP, "Unsupported VDI image size (size is 0x%" PRIx64
+                          ", max supported is 0x%" PRIx64 ")", disk, VDI_DISK_SIZE_MAX);
     if (sig != VDI_SIGNATURE)
         return qimg_error(-EINVAL, "Image not in VDI format (bad signature %08" PRIx32 ")", sig);
     if (version != VDI_VERSION_1_1)
@@ -126,21 +135,43 @@ static uint64_t bmap_bytes(uint32_t blocks)
     return qimg_div_round_up((uint64_t)blocks * 4, VDI_SECTOR) * VDI_SECTOR;
 }
 
-/* Read the map and turn its entries to host order in place (one buffer:
- * a map may be large). */
+/* Read the part of the map inside the file and turn its entries to host
+ * order in place.  Memory follows the file's size, not the header's count:
+ * the rest reads as zeros (entry 0), as qemu reads the file past its end. */
 static int load_bmap(struct qimg_image *img, struct vdi_state *s)
 {
-    uint64_t len = bmap_bytes(s->blocks);
-    if (len == 0)
+    uint64_t file_size;
+    int r = qimg_io_get_size(img->file, &file_size);
+    if (r < 0)
+        return r;
+    uint64_t in_file = file_size > s->offset_bmap ?
+                       qimg_div_round_up(file_size - s->offset_bmap, 4) : 0;
+    s->loaded = (uint32_t)QIMG_MIN(in_file, (uint64_t)s->blocks);
+    if (s->loaded == 0)
         return 0;
+    uint64_t len = (uint64_t)s->loaded * 4;
     s->bmap = qimg_alloc_from_image(len, "VDI block map");
     if (!s->bmap)
         return -ENOMEM;
-    int r = qimg_io_pread(img->file, s->bmap, len, s->offset_bmap);
+    r = qimg_io_pread(img->file, s->bmap, len, s->offset_bmap);
     if (r < 0)
         return r;
-    for (uint32_t i = 0; i < s->blocks; i++)
+    for (uint32_t i = 0; i < s->loaded; i++)
         s->bmap[i] = qimg_le32(&s->bmap[i]);
+    return 0;
+}
+
+/* The whole map in memory (resize changes entries past the file's end). */
+static int load_whole_bmap(struct vdi_state *s, uint32_t blocks)
+{
+    uint32_t *bmap = qimg_alloc_from_image((uint64_t)QIMG_MAX(blocks, 1u) * 4, "VDI block map");
+    if (!bmap)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < blocks; i++)
+        bmap[i] = bmap_get(s, i);
+    free(s->bmap);
+    s->bmap = bmap;
+    s->loaded = blocks;
     return 0;
 }
 
@@ -187,7 +218,7 @@ static int vdi_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 /* Where guest offset off lives: its block's host offset, or none. */
 static bool host_offset(struct vdi_state *s, uint64_t off, uint64_t *host)
 {
-    uint32_t entry = s->bmap[off / VDI_BLOCK_SIZE];
+    uint32_t entry = bmap_get(s, (uint32_t)(off / VDI_BLOCK_SIZE));
     if (!vdi_allocated(entry))
         return false;
     *host = s->offset_data + (uint64_t)entry * VDI_BLOCK_SIZE + off % VDI_BLOCK_SIZE;
@@ -283,7 +314,7 @@ static int store_bmap_entry(struct qimg_image *img, struct vdi_state *s, uint32_
     uint32_t first = i / (VDI_SECTOR / 4) * (VDI_SECTOR / 4);
     memset(sector, 0, sizeof sector);
     for (uint32_t k = 0; k < VDI_SECTOR / 4 && first + k < s->blocks; k++)
-        qimg_put_le32(sector + k * 4, s->bmap[first + k]);
+        qimg_put_le32(sector + k * 4, bmap_get(s, first + k));
     return qimg_io_pwrite(img->file, sector, sizeof sector, s->offset_bmap + (uint64_t)first * 4);
 }
 
@@ -307,7 +338,7 @@ static int allocate_block(struct qimg_image *img, struct vdi_state *s, uint64_t 
     int r = qimg_io_pwrite(img->file, block, VDI_BLOCK_SIZE, host);
     if (r < 0)
         return r;
-    s->bmap[i] = s->allocated++;
+    s->bmap[i] = s->allocated++;   /* unallocated, so inside the loaded part */
     r = store_bmap_entry(img, s, i);
     if (r == 0)
         r = store_header(img, s);
@@ -381,7 +412,7 @@ static int grow_map_room(struct qimg_image *img, struct vdi_state *s, uint64_t l
     int r = qimg_io_flush(img->file);
     if (r < 0)
         return r;
-    for (uint32_t i = 0; i < s->blocks; i++) {
+    for (uint32_t i = 0; i < s->blocks; i++) {   /* the whole map is loaded */
         if (!vdi_allocated(s->bmap[i]))
             continue;
         uint64_t j = s->bmap[i];
@@ -400,7 +431,7 @@ static int store_whole_bmap(struct qimg_image *img, struct vdi_state *s)
         return -ENOMEM;
     memset(raw, 0, len);
     for (uint32_t i = 0; i < s->blocks; i++)
-        qimg_put_le32(raw + (uint64_t)i * 4, s->bmap[i]);
+        qimg_put_le32(raw + (uint64_t)i * 4, bmap_get(s, i));
     return qimg_io_pwrite(img->file, raw, len, s->offset_bmap);
 }
 
@@ -420,11 +451,10 @@ static int vdi_resize(struct qimg_image *img, uint64_t size, const char *preallo
     uint32_t blocks = (uint32_t)qimg_div_round_up(rounded, VDI_BLOCK_SIZE);
     bool is_static = qimg_le32(s->header + H_TYPE) == VDI_TYPE_STATIC;
     if (blocks > s->blocks) {
-        uint32_t *bmap = realloc(s->bmap, bmap_bytes(blocks));
-        if (!bmap)
-            return qimg_error(-ENOMEM, "Out of memory for the VDI block map");
-        s->bmap = bmap;
-        int r = grow_map_room(img, s, bmap_bytes(blocks));
+        int r = load_whole_bmap(s, blocks);
+        if (r < 0)
+            return r;
+        r = grow_map_room(img, s, bmap_bytes(blocks));
         if (r < 0)
             return r;
         for (uint32_t i = s->blocks; i < blocks; i++)
@@ -532,13 +562,14 @@ static int vdi_check(struct qimg_image *img, struct qimg_check_result *res, unsi
     struct vdi_state *s = vdi_state(img);
     if (fix)
         return -ENOTSUP;
+    /* one bit per host block */
     uint8_t *used __attribute__((cleanup(qimg_cleanup_free))) =
-        qimg_calloc_from_image(s->blocks ? s->blocks : 1, 1, "VDI check map");
+        qimg_calloc_from_image(s->blocks / 8 + 1, 1, "VDI check map");
     if (!used)
         return -ENOMEM;
     uint32_t counted = 0;
     for (uint32_t i = 0; i < s->blocks; i++) {
-        uint32_t entry = s->bmap[i];
+        uint32_t entry = bmap_get(s, i);
         if (!vdi_allocated(entry))
             continue;
         if (entry >= s->blocks) {
@@ -547,11 +578,11 @@ static int vdi_check(struct qimg_image *img, struct qimg_check_result *res, unsi
             continue;
         }
         counted++;
-        if (used[entry]) {
+        if (used[entry / 8] & (1u << entry % 8)) {
             qimg_check_log("ERROR: block index %" PRIu32 " also used by %" PRIu32, entry, entry);
             res->corruptions++;
         }
-        used[entry] = 1;
+        used[entry / 8] |= (uint8_t)(1u << entry % 8);
     }
     if (counted != s->allocated) {
         qimg_check_log("ERROR: allocated blocks mismatch, is %" PRIu32 ", should be %" PRIu32,
