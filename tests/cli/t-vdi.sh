@@ -221,3 +221,16 @@ same_ro "truncated header" info -f vdi short.vdi
 cp "$IN/dyn.vdi" "$IN/short.vdi"
 truncate -s 600 "$IN/short.vdi"
 same_ro "truncated block map" map --output=json short.vdi
+
+# ---- a vdi image under a qcow2 overlay: info, map, commit into the vdi
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" convert -O vdi "$SRC" "$IN/base.vdi"
+(cd "$IN" && "$QEMU_IMG" create -q -f qcow2 -b base.vdi -F vdi top.qcow2 &&
+    "$QEMU_IO" -f qcow2 -c 'write -P 0x66 1M 64k' -c 'write -P 0x67 9M 1M' top.qcow2 >/dev/null) ||
+    fail "chain fixture"
+same_ro "chain: info --backing-chain" info --backing-chain --output=json top.qcow2
+same_ro "chain: map" map --output=json top.qcow2
+same "chain: commit into vdi" commit top.qcow2
+"$QIMG" commit -q "$IN/top.qcow2"
+check "chain: committed vdi checks clean" "$QEMU_IMG" check -q "$IN/base.vdi"
+check "chain: committed vdi holds the overlay" "$QEMU_IMG" compare -q "$IN/top.qcow2" "$IN/base.vdi"
