@@ -281,13 +281,21 @@ static int vdi_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
     uint64_t host;
     pthread_mutex_lock(&img->lock);
     bool mapped = host_offset(s, off, &host);
-    pthread_mutex_unlock(&img->lock);
     ext->length = chunk_in_block(off, (size_t)QIMG_MIN(len, (uint64_t)VDI_BLOCK_SIZE));
     if (!mapped) {
-        /* unallocated blocks are this layer's zeros (no backing files) */
+        /* unallocated blocks are this layer's zeros (no backing files);
+         * one extent for a run of them keeps big sparse disks quick */
+        uint64_t next = off + ext->length;
+        while (ext->length < len && !vdi_allocated(bmap_get(s, (uint32_t)(next / VDI_BLOCK_SIZE)))) {
+            uint64_t n = QIMG_MIN(len - ext->length, (uint64_t)VDI_BLOCK_SIZE);
+            ext->length += n;
+            next += n;
+        }
+        pthread_mutex_unlock(&img->lock);
         ext->flags = QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED;
         return 0;
     }
+    pthread_mutex_unlock(&img->lock);
     ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET;
     ext->host_offset = host;
     ext->host_file = img->file->filename;

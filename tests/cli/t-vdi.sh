@@ -149,6 +149,12 @@ out=$("$QIMG" resize "$SCRATCH/g.vdi" 3000T 2>&1)
 expect_eq "grow past the limit" "$out" \
     "qimg: Unsupported VDI image size (size is 0xbb80000000000, max supported is 0x1fffff8000000)"
 
+# a 2 TiB disk with one block: map in one pass over the block map
+"$QEMU_IMG" create -q -f vdi "$IN/big.vdi" 2T
+"$QEMU_IO" -f vdi -c 'write -P 0x21 1T 4k' "$IN/big.vdi" >/dev/null
+same_ro "sparse 2 TiB: map" map --output=json big.vdi
+same "sparse 2 TiB: convert to qcow2" convert -O qcow2 big.vdi big.qcow2
+
 # ---- check: damaged block maps (qemu's lines and exit codes)
 # data.vdi maps blocks 0, 2, 4, 7 to host blocks 0..3
 bm=512
