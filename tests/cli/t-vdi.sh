@@ -154,6 +154,15 @@ expect_eq "grow past the limit" "$out" \
 "$QEMU_IO" -f vdi -c 'write -P 0x21 1T 4k' "$IN/big.vdi" >/dev/null
 same_ro "sparse 2 TiB: map" map --output=json big.vdi
 same "sparse 2 TiB: convert to qcow2" convert -O qcow2 big.vdi big.qcow2
+# measure (qemu-img cannot): exact where block status is
+"$QIMG" convert -O vdi "$IN/big.vdi" "$SCRATCH/big2.vdi"
+expect_eq "measure of a sparse 2 TiB disk" \
+    "$("$QIMG" measure -O vdi "$IN/big.vdi" | sed -n 's/^required size: //p')" \
+    "$(stat -c %s "$SCRATCH/big2.vdi")"
+rm -f "$SCRATCH/big2.vdi"
+out=$("$QIMG" measure -O vdi --size 3000T 2>&1); rc=$?
+expect_eq "measure too big" "$out (exit $rc)" \
+    "qimg: Unsupported VDI image size (size is 0xbb80000000000, max supported is 0x1fffff8000000) (exit 1)"
 
 # ---- check: damaged block maps (qemu's lines and exit codes)
 # data.vdi maps blocks 0, 2, 4, 7 to host blocks 0..3
