@@ -48,7 +48,9 @@ enum {
 
 struct vdi_state {
     uint8_t header[VDI_HEADER_LEN];  /* as read, rewritten when blocks are added */
-    uint32_t *bmap;                  /* host order, one entry per guest block */
+    uint32_t *bmap;                  /* host order, the entries inside the file */
+    uint32_t loaded;                 /* how many: those past the end of the
+                                        file read as 0, as qemu reads them */
     uint32_t blocks;
     uint32_t allocated;
     uint64_t offset_bmap;
@@ -63,6 +65,10 @@ static const struct qimg_opt_desc vdi_create_opts[] = {
 
 static inline struct vdi_state *vdi_state(struct qimg_image *img) { return img->opaque; }
 static inline bool vdi_allocated(uint32_t entry) { return entry < VDI_DISCARDED; }
+static inline uint32_t bmap_get(const struct vdi_state *s, uint32_t i)
+{
+    return i < s->loaded ? s->bmap[i] : 0;
+}
 
 static int vdi_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
 {
@@ -88,6 +94,9 @@ static int check_header(const uint8_t *h)
     uint32_t blocks = qimg_le32(h + H_BLOCKS);
     uint64_t disk = qimg_le64(h + H_DISK_SIZE);
 
+    if (disk > VDI_DISK_SIZE_MAX)   /* qemu looks at this first */
+        return qimg_error(-ENOTSUP, "Unsupported VDI image size (size is 0x%" PRIx64
+                          ", max supported is 0x%" PRIx64 ")", disk, VDI_DISK_SIZE_MAX);
     if (sig != VDI_SIGNATURE)
         return qimg_error(-EINVAL, "Image not in VDI format (bad signature %08" PRIx32 ")", sig);
     if (version != VDI_VERSION_1_1)
@@ -126,21 +135,43 @@ static uint64_t bmap_bytes(uint32_t blocks)
     return qimg_div_round_up((uint64_t)blocks * 4, VDI_SECTOR) * VDI_SECTOR;
 }
 
-/* Read the map and turn its entries to host order in place (one buffer:
- * a map may be large). */
+/* Read the part of the map inside the file and turn its entries to host
+ * order in place.  Memory follows the file's size, not the header's count:
+ * the rest reads as zeros (entry 0), as qemu reads the file past its end. */
 static int load_bmap(struct qimg_image *img, struct vdi_state *s)
 {
-    uint64_t len = bmap_bytes(s->blocks);
-    if (len == 0)
+    uint64_t file_size;
+    int r = qimg_io_get_size(img->file, &file_size);
+    if (r < 0)
+        return r;
+    uint64_t in_file = file_size > s->offset_bmap ?
+                       qimg_div_round_up(file_size - s->offset_bmap, 4) : 0;
+    s->loaded = (uint32_t)QIMG_MIN(in_file, (uint64_t)s->blocks);
+    if (s->loaded == 0)
         return 0;
+    uint64_t len = (uint64_t)s->loaded * 4;
     s->bmap = qimg_alloc_from_image(len, "VDI block map");
     if (!s->bmap)
         return -ENOMEM;
-    int r = qimg_io_pread(img->file, s->bmap, len, s->offset_bmap);
+    r = qimg_io_pread(img->file, s->bmap, len, s->offset_bmap);
     if (r < 0)
         return r;
-    for (uint32_t i = 0; i < s->blocks; i++)
+    for (uint32_t i = 0; i < s->loaded; i++)
         s->bmap[i] = qimg_le32(&s->bmap[i]);
+    return 0;
+}
+
+/* The whole map in memory (resize changes entries past the file's end). */
+static int load_whole_bmap(struct vdi_state *s, uint32_t blocks)
+{
+    uint32_t *bmap = qimg_alloc_from_image((uint64_t)QIMG_MAX(blocks, 1u) * 4, "VDI block map");
+    if (!bmap)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < blocks; i++)
+        bmap[i] = bmap_get(s, i);
+    free(s->bmap);
+    s->bmap = bmap;
+    s->loaded = blocks;
     return 0;
 }
 
@@ -187,7 +218,7 @@ static int vdi_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 /* Where guest offset off lives: its block's host offset, or none. */
 static bool host_offset(struct vdi_state *s, uint64_t off, uint64_t *host)
 {
-    uint32_t entry = s->bmap[off / VDI_BLOCK_SIZE];
+    uint32_t entry = bmap_get(s, (uint32_t)(off / VDI_BLOCK_SIZE));
     if (!vdi_allocated(entry))
         return false;
     *host = s->offset_data + (uint64_t)entry * VDI_BLOCK_SIZE + off % VDI_BLOCK_SIZE;
@@ -250,13 +281,21 @@ static int vdi_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
     uint64_t host;
     pthread_mutex_lock(&img->lock);
     bool mapped = host_offset(s, off, &host);
-    pthread_mutex_unlock(&img->lock);
     ext->length = chunk_in_block(off, (size_t)QIMG_MIN(len, (uint64_t)VDI_BLOCK_SIZE));
     if (!mapped) {
-        /* unallocated blocks are this layer's zeros (no backing files) */
+        /* unallocated blocks are this layer's zeros (no backing files);
+         * one extent for a run of them keeps big sparse disks quick */
+        uint64_t next = off + ext->length;
+        while (ext->length < len && !vdi_allocated(bmap_get(s, (uint32_t)(next / VDI_BLOCK_SIZE)))) {
+            uint64_t n = QIMG_MIN(len - ext->length, (uint64_t)VDI_BLOCK_SIZE);
+            ext->length += n;
+            next += n;
+        }
+        pthread_mutex_unlock(&img->lock);
         ext->flags = QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED;
         return 0;
     }
+    pthread_mutex_unlock(&img->lock);
     ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET;
     ext->host_offset = host;
     ext->host_file = img->file->filename;
@@ -283,7 +322,7 @@ static int store_bmap_entry(struct qimg_image *img, struct vdi_state *s, uint32_
     uint32_t first = i / (VDI_SECTOR / 4) * (VDI_SECTOR / 4);
     memset(sector, 0, sizeof sector);
     for (uint32_t k = 0; k < VDI_SECTOR / 4 && first + k < s->blocks; k++)
-        qimg_put_le32(sector + k * 4, s->bmap[first + k]);
+        qimg_put_le32(sector + k * 4, bmap_get(s, first + k));
     return qimg_io_pwrite(img->file, sector, sizeof sector, s->offset_bmap + (uint64_t)first * 4);
 }
 
@@ -307,7 +346,7 @@ static int allocate_block(struct qimg_image *img, struct vdi_state *s, uint64_t 
     int r = qimg_io_pwrite(img->file, block, VDI_BLOCK_SIZE, host);
     if (r < 0)
         return r;
-    s->bmap[i] = s->allocated++;
+    s->bmap[i] = s->allocated++;   /* unallocated, so inside the loaded part */
     r = store_bmap_entry(img, s, i);
     if (r == 0)
         r = store_header(img, s);
@@ -381,7 +420,7 @@ static int grow_map_room(struct qimg_image *img, struct vdi_state *s, uint64_t l
     int r = qimg_io_flush(img->file);
     if (r < 0)
         return r;
-    for (uint32_t i = 0; i < s->blocks; i++) {
+    for (uint32_t i = 0; i < s->blocks; i++) {   /* the whole map is loaded */
         if (!vdi_allocated(s->bmap[i]))
             continue;
         uint64_t j = s->bmap[i];
@@ -400,7 +439,7 @@ static int store_whole_bmap(struct qimg_image *img, struct vdi_state *s)
         return -ENOMEM;
     memset(raw, 0, len);
     for (uint32_t i = 0; i < s->blocks; i++)
-        qimg_put_le32(raw + (uint64_t)i * 4, s->bmap[i]);
+        qimg_put_le32(raw + (uint64_t)i * 4, bmap_get(s, i));
     return qimg_io_pwrite(img->file, raw, len, s->offset_bmap);
 }
 
@@ -420,11 +459,10 @@ static int vdi_resize(struct qimg_image *img, uint64_t size, const char *preallo
     uint32_t blocks = (uint32_t)qimg_div_round_up(rounded, VDI_BLOCK_SIZE);
     bool is_static = qimg_le32(s->header + H_TYPE) == VDI_TYPE_STATIC;
     if (blocks > s->blocks) {
-        uint32_t *bmap = realloc(s->bmap, bmap_bytes(blocks));
-        if (!bmap)
-            return qimg_error(-ENOMEM, "Out of memory for the VDI block map");
-        s->bmap = bmap;
-        int r = grow_map_room(img, s, bmap_bytes(blocks));
+        int r = load_whole_bmap(s, blocks);
+        if (r < 0)
+            return r;
+        r = grow_map_room(img, s, bmap_bytes(blocks));
         if (r < 0)
             return r;
         for (uint32_t i = s->blocks; i < blocks; i++)
@@ -522,6 +560,59 @@ static int vdi_create(struct qimg_create_ctx *ctx)
     return r;
 }
 
+/* ============================================================== measure */
+
+/* 1 MiB blocks of src holding data a copy must store (zeros, holes and
+ * unallocated ranges skipped, as convert skips them). */
+static int count_data_blocks(qimg_image *src, uint64_t *count)
+{
+    uint64_t size = qimg_size(src), next_uncounted = 0;
+    *count = 0;
+    for (uint64_t off = 0; off < size;) {
+        struct qimg_extent e;
+        int r = qimg_block_status_chain(src, off, size - off, &e);
+        if (r < 0) {
+            char *msg __attribute__((cleanup(qimg_cleanup_free))) = qimg_strdup(qimg_last_error());
+            return qimg_error(r, "Unable to get block status: %s", msg);
+        }
+        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
+            uint64_t first = QIMG_MAX(off / VDI_BLOCK_SIZE, next_uncounted);
+            uint64_t last = (off + e.length - 1) / VDI_BLOCK_SIZE;
+            if (last >= first)
+                *count += last - first + 1;
+            next_uncounted = last + 1;
+        }
+        off += e.length;
+    }
+    return 0;
+}
+
+/* qemu-img cannot measure vdi.  Header and map, then whole blocks: every
+ * block for a static image; for a dynamic one the blocks that block status
+ * calls data (convert may still find zeros in them: an upper bound). */
+static int vdi_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    bool is_static = false;
+    int r = opts ? qimg_opts_get_bool(opts, "static", &is_static) : 0;
+    if (r < 0)
+        return r;
+    uint64_t vsize = src ? qimg_size(src) : size, rounded;
+    if (!qimg_round_up_ok(vsize, VDI_SECTOR, &rounded) || rounded > VDI_DISK_SIZE_MAX)
+        return qimg_error(-ENOTSUP, "Unsupported VDI image size (size is 0x%" PRIx64
+                          ", max supported is 0x%" PRIx64 ")", vsize, VDI_DISK_SIZE_MAX);
+    uint64_t blocks = qimg_div_round_up(rounded, VDI_BLOCK_SIZE);
+    uint64_t meta = VDI_HEADER_LEN + bmap_bytes((uint32_t)blocks);
+    out->fully_allocated = meta + blocks * VDI_BLOCK_SIZE;
+    uint64_t used = blocks;
+    if (!is_static) {
+        used = 0;
+        if (src && (r = count_data_blocks(src, &used)) < 0)
+            return r;
+    }
+    out->required = meta + used * VDI_BLOCK_SIZE;
+    return 0;
+}
+
 /* ================================================================ check */
 
 /* qemu's findings: a block map entry past the map, two blocks sharing a
@@ -532,13 +623,14 @@ static int vdi_check(struct qimg_image *img, struct qimg_check_result *res, unsi
     struct vdi_state *s = vdi_state(img);
     if (fix)
         return -ENOTSUP;
+    /* one bit per host block */
     uint8_t *used __attribute__((cleanup(qimg_cleanup_free))) =
-        qimg_calloc_from_image(s->blocks ? s->blocks : 1, 1, "VDI check map");
+        qimg_calloc_from_image(s->blocks / 8 + 1, 1, "VDI check map");
     if (!used)
         return -ENOMEM;
     uint32_t counted = 0;
     for (uint32_t i = 0; i < s->blocks; i++) {
-        uint32_t entry = s->bmap[i];
+        uint32_t entry = bmap_get(s, i);
         if (!vdi_allocated(entry))
             continue;
         if (entry >= s->blocks) {
@@ -547,11 +639,11 @@ static int vdi_check(struct qimg_image *img, struct qimg_check_result *res, unsi
             continue;
         }
         counted++;
-        if (used[entry]) {
+        if (used[entry / 8] & (1u << entry % 8)) {
             qimg_check_log("ERROR: block index %" PRIu32 " also used by %" PRIu32, entry, entry);
             res->corruptions++;
         }
-        used[entry] = 1;
+        used[entry / 8] |= (uint8_t)(1u << entry % 8);
     }
     if (counted != s->allocated) {
         qimg_check_log("ERROR: allocated blocks mismatch, is %" PRIu32 ", should be %" PRIu32,
@@ -575,5 +667,6 @@ const struct qimg_driver qimg_driver_vdi = {
     .info           = vdi_info,
     .check          = vdi_check,
     .resize         = vdi_resize,
+    .measure        = vdi_measure,
     .has_zero_init  = vdi_has_zero_init,
 };

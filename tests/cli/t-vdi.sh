@@ -149,6 +149,21 @@ out=$("$QIMG" resize "$SCRATCH/g.vdi" 3000T 2>&1)
 expect_eq "grow past the limit" "$out" \
     "qimg: Unsupported VDI image size (size is 0xbb80000000000, max supported is 0x1fffff8000000)"
 
+# a 2 TiB disk with one block: map in one pass over the block map
+"$QEMU_IMG" create -q -f vdi "$IN/big.vdi" 2T
+"$QEMU_IO" -f vdi -c 'write -P 0x21 1T 4k' "$IN/big.vdi" >/dev/null
+same_ro "sparse 2 TiB: map" map --output=json big.vdi
+same "sparse 2 TiB: convert to qcow2" convert -O qcow2 big.vdi big.qcow2
+# measure (qemu-img cannot): exact where block status is
+"$QIMG" convert -O vdi "$IN/big.vdi" "$SCRATCH/big2.vdi"
+expect_eq "measure of a sparse 2 TiB disk" \
+    "$("$QIMG" measure -O vdi "$IN/big.vdi" | sed -n 's/^required size: //p')" \
+    "$(stat -c %s "$SCRATCH/big2.vdi")"
+rm -f "$SCRATCH/big2.vdi"
+out=$("$QIMG" measure -O vdi --size 3000T 2>&1); rc=$?
+expect_eq "measure too big" "$out (exit $rc)" \
+    "qimg: Unsupported VDI image size (size is 0xbb80000000000, max supported is 0x1fffff8000000) (exit 1)"
+
 # ---- check: damaged block maps (qemu's lines and exit codes)
 # data.vdi maps blocks 0, 2, 4, 7 to host blocks 0..3
 bm=512
@@ -200,18 +215,37 @@ hostile "data over the block map" 0x158 32 0x200
 hostile "block map after the data" 0x158 32 0x200 0x154 32 0x400
 hostile "64M blocks, empty map" 0x180 32 0x4000000 0x170 64 0
 
-# The largest map qemu allows (2 GiB): qemu reads it all; qimg stops at
-# its memory budget with a clear error.
-cp "$IN/dyn.vdi" "$SCRATCH/max.vdi"
-le "$SCRATCH/max.vdi" 0x180 32 0x1fffff80
-le "$SCRATCH/max.vdi" 0x170 64 0
-out=$( (ulimit -v 1048576; timeout 2 "$QIMG" info "$SCRATCH/max.vdi") 2>&1 ); rc=$?
-expect_eq "largest block map: exit code" "$rc" 1
-expect_eq "largest block map: message" "$out" \
-    "qimg: Could not open '$SCRATCH/max.vdi': VDI block map is too large (2147483136 bytes)"
+# The largest map qemu allows (2 GiB) in a 1 KiB file: qemu reads it all
+# (2 GiB of memory); qimg keeps only what the file holds, the rest reads as
+# entry 0 as qemu reads it.
+cp "$IN/dyn.vdi" "$IN/max.vdi"
+le "$IN/max.vdi" 0x180 32 0x1fffff80
+le "$IN/max.vdi" 0x170 64 0x1fffff8000000
+out=$( (ulimit -v 1048576; timeout 5 "$QIMG" info "$IN/max.vdi") 2>&1 ); rc=$?
+expect_eq "largest block map in 1 GiB: exit code" "$rc" 0
+expect_eq "largest block map in 1 GiB: size" "$(echo "$out" | grep '^virtual size')" \
+    "virtual size: 512 TiB (562949819203584 bytes)"
+same_ro "largest block map: info" info max.vdi
+le "$IN/max.vdi" 0x170 64 0x1fffff8000001
+same_ro "disk size past the maximum" info max.vdi
+le "$IN/max.vdi" 0x40 32 0
+same_ro "disk size past the maximum before the signature" info -f vdi max.vdi
 cp "$IN/dyn.vdi" "$IN/short.vdi"
 truncate -s 300 "$IN/short.vdi"
 same_ro "truncated header" info -f vdi short.vdi
 cp "$IN/dyn.vdi" "$IN/short.vdi"
 truncate -s 600 "$IN/short.vdi"
 same_ro "truncated block map" map --output=json short.vdi
+
+# ---- a vdi image under a qcow2 overlay: info, map, commit into the vdi
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" convert -O vdi "$SRC" "$IN/base.vdi"
+(cd "$IN" && "$QEMU_IMG" create -q -f qcow2 -b base.vdi -F vdi top.qcow2 &&
+    "$QEMU_IO" -f qcow2 -c 'write -P 0x66 1M 64k' -c 'write -P 0x67 9M 1M' top.qcow2 >/dev/null) ||
+    fail "chain fixture"
+same_ro "chain: info --backing-chain" info --backing-chain --output=json top.qcow2
+same_ro "chain: map" map --output=json top.qcow2
+same "chain: commit into vdi" commit top.qcow2
+"$QIMG" commit -q "$IN/top.qcow2"
+check "chain: committed vdi checks clean" "$QEMU_IMG" check -q "$IN/base.vdi"
+check "chain: committed vdi holds the overlay" "$QEMU_IMG" compare -q "$IN/top.qcow2" "$IN/base.vdi"
