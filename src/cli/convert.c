@@ -255,7 +255,7 @@ static int create_target(qimg_target *t, const char *name, const struct convert_
 {
     struct qimg_create_params cp = {
         .filename = qimg_target_path(t), .fmt = o->out_fmt,
-        .size = size, .has_size = true,
+        .size = size, .has_size = !(opts && qimg_opts_get(opts, "size")),
         .backing_file = o->backing, .backing_fmt = o->backing_fmt,
         .opts = opts, .quiet = true,
     };
@@ -499,6 +499,12 @@ int cmd_convert(int argc, char **argv)
     if (!o.skip_create) {
         if (check_target_format(&o, out_name) < 0 || check_create_options(&o, &opts, nsrc) < 0)
             goto out;
+        if (opts && qimg_opts_get(opts, "size")) {
+            /* as qemu-img: the sources' size replaces a -o size= */
+            char size[32];
+            snprintf(size, sizeof size, "%" PRIu64, s.total);
+            qimg_opts_set(&opts, "size", size);
+        }
         if (create_target(t, out_name, &o, s.total, opts) < 0)
             goto out;
     } else if (o.target_is_zero && o.backing) {

@@ -40,6 +40,17 @@ same "convert -B with two sources: qemu-img refuses" \
     convert -O qcow2 -B base.qcow2 -F qcow2 o.raw o.raw t.qcow2
 ref_rc "convert -B with two sources: qemu-img refuses" 1
 
+# ---- convert -o size=: the sources' size wins, as in qemu-img (a bad value still fails)
+for sz in 10M 512k; do
+    same "convert -o size=$sz" convert -O qcow2 -o size=$sz o.raw t.qcow2
+    ref_rc "convert -o size=$sz" 0
+    expect_eq "convert -o size=$sz: the source's size" \
+        "$("$QEMU_IMG" info --output=json "$SCRATCH/run.new/work/t.qcow2" | grep '"virtual-size"')" \
+        "$("$QEMU_IMG" info --output=json "$SCRATCH/run.ref/work/t.qcow2" | grep '"virtual-size"')"
+done
+same "convert -o size=abc" convert -O qcow2 -o size=abc o.raw t.qcow2
+ref_rc "convert -o size=abc" 1
+
 # ---- create -b without -F: the "Detected format of FMT." hint has no newline
 same "create -b qcow2 without -F" create -f qcow2 -b base.qcow2 t.qcow2
 ref_rc "create -b qcow2 without -F" 1
