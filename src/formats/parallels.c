@@ -485,7 +485,8 @@ static int write_bat_entry(struct qimg_image *img, uint32_t idx)
     return qimg_io_pwrite(img->file, s->header + off, 4, off);
 }
 
-static int write_piece(struct qimg_image *img, uint64_t off, const uint8_t *p, uint64_t n)
+/* [off, off+n) inside one cluster (a qimg_piece_fn: p is only read). */
+static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct prl_state *s = state(img);
     uint64_t idx = off / s->cluster_size, in = off % s->cluster_size;
@@ -512,18 +513,8 @@ static int write_piece(struct qimg_image *img, uint64_t off, const uint8_t *p, u
 
 static int prl_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
 {
-    struct prl_state *s = state(img);
-    const uint8_t *p = buf;
-    while (len > 0) {
-        uint64_t n = QIMG_MIN(len, s->cluster_size - off % s->cluster_size);
-        int r = write_piece(img, off, p, n);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return qimg_for_each_piece(img, off, (uint8_t *)buf, len, state(img)->cluster_size,
+                               write_piece);
 }
 
 static int prl_flush(struct qimg_image *img)

@@ -230,49 +230,22 @@ static size_t chunk_in_block(uint64_t off, size_t len)
     return (size_t)QIMG_MIN((uint64_t)len, VDI_BLOCK_SIZE - off % VDI_BLOCK_SIZE);
 }
 
-static int vdi_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
+/* [off, off+n) inside one block. */
+static int read_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
 {
-    struct vdi_state *s = vdi_state(img);
-    uint8_t *p = buf;
-    while (len) {
-        size_t n = chunk_in_block(off, len);
-        uint64_t host;
-        pthread_mutex_lock(&img->lock);
-        bool mapped = host_offset(s, off, &host);
-        pthread_mutex_unlock(&img->lock);
-        int r = 0;
-        if (mapped)
-            r = qimg_io_pread(img->file, p, n, host);
-        else
-            memset(p, 0, n);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
+    uint64_t host;
+    pthread_mutex_lock(&img->lock);
+    bool mapped = host_offset(vdi_state(img), off, &host);
+    pthread_mutex_unlock(&img->lock);
+    if (mapped)
+        return qimg_io_pread(img->file, p, n, host);
+    memset(p, 0, n);
     return 0;
 }
 
-/* qemu asks the file about an allocated block: its holes read as zeros
- * (what lies past the end of the file it leaves as data). */
-static void look_into_file(struct qimg_image *img, struct qimg_extent *ext)
+static int vdi_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {
-    uint64_t size, pnum;
-    int kind;
-    if (qimg_io_get_size(img->file, &size) < 0)
-        return;
-    if (ext->host_offset >= size)
-        return;
-    if (qimg_io_extent(img->file, ext->host_offset, ext->length, &pnum, &kind) < 0 || pnum == 0)
-        return;
-    if (kind == QIMG_IO_EXT_HOLE && ext->host_offset + pnum >= size) {
-        ext->flags |= QIMG_STATUS_ZERO;
-        return;
-    }
-    ext->length = pnum;
-    if (kind == QIMG_IO_EXT_HOLE)
-        ext->flags |= QIMG_STATUS_ZERO;
+    return qimg_for_each_piece(img, off, buf, len, VDI_BLOCK_SIZE, read_piece);
 }
 
 static int vdi_block_status(struct qimg_image *img, uint64_t off, uint64_t len, struct qimg_extent *ext)
@@ -299,7 +272,7 @@ static int vdi_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
     ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET;
     ext->host_offset = host;
     ext->host_file = img->file->filename;
-    look_into_file(img, ext);
+    qimg_extent_look_into_file(img->file, ext, false);   /* past EOF: data, as qemu */
     return 0;
 }
 
@@ -353,29 +326,26 @@ static int allocate_block(struct qimg_image *img, struct vdi_state *s, uint64_t 
     return r;
 }
 
-static int vdi_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+/* [off, off+n) inside one block, allocated first if it is not. */
+static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct vdi_state *s = vdi_state(img);
-    const uint8_t *p = buf;
-    while (len) {
-        size_t n = chunk_in_block(off, len);
-        uint64_t host;
-        int r;
-        pthread_mutex_lock(&img->lock);
-        if (host_offset(s, off, &host)) {
-            pthread_mutex_unlock(&img->lock);
-            r = qimg_io_pwrite(img->file, p, n, host);
-        } else {
-            r = allocate_block(img, s, off, p, n);
-            pthread_mutex_unlock(&img->lock);
-        }
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
+    uint64_t host;
+    int r;
+    pthread_mutex_lock(&img->lock);
+    if (host_offset(s, off, &host)) {
+        pthread_mutex_unlock(&img->lock);
+        r = qimg_io_pwrite(img->file, p, n, host);
+    } else {
+        r = allocate_block(img, s, off, p, n);
+        pthread_mutex_unlock(&img->lock);
     }
-    return 0;
+    return r;
+}
+
+static int vdi_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    return qimg_for_each_piece(img, off, (uint8_t *)buf, len, VDI_BLOCK_SIZE, write_piece);
 }
 
 static int vdi_flush(struct qimg_image *img)

@@ -294,26 +294,22 @@ static uint64_t host_offset(const struct vpc_state *s, uint64_t off, uint64_t le
     return (uint64_t)s->bat[block] * VPC_SECTOR + s->bitmap_size + in_block;
 }
 
+/* [off, off+n) inside one block. */
+static int read_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
+{
+    uint64_t avail, host = host_offset(img->opaque, off, n, &avail);
+    if (host)
+        return qimg_io_pread(img->file, p, n, host);
+    memset(p, 0, n);
+    return 0;
+}
+
 static int vpc_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {
     struct vpc_state *s = img->opaque;
     if (s->fixed)
         return qimg_io_pread(img->file, buf, len, off);
-    uint8_t *p = buf;
-    while (len > 0) {
-        uint64_t n, host = host_offset(s, off, len, &n);
-        int r = 0;
-        if (host)
-            r = qimg_io_pread(img->file, p, (size_t)n, host);
-        else
-            memset(p, 0, (size_t)n);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return qimg_for_each_piece(img, off, buf, len, s->block_size, read_piece);
 }
 
 /* A fixed disk is its file: data, with zeros where the file has holes. */
@@ -407,24 +403,21 @@ static int host_offset_for_write(struct qimg_image *img, uint64_t off, uint64_t 
     return r;
 }
 
+/* [off, off+n) inside one block, allocated first if it is not (a
+ * qimg_piece_fn: p is only read). */
+static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
+{
+    uint64_t host, avail;
+    int r = host_offset_for_write(img, off, n, &host, &avail);
+    return r < 0 ? r : qimg_io_pwrite(img->file, p, n, host);
+}
+
 static int vpc_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
 {
     struct vpc_state *s = img->opaque;
     if (s->fixed)
         return qimg_io_pwrite(img->file, buf, len, off);
-    const uint8_t *p = buf;
-    while (len > 0) {
-        uint64_t host, n;
-        int r = host_offset_for_write(img, off, len, &host, &n);
-        if (r == 0)
-            r = qimg_io_pwrite(img->file, p, (size_t)n, host);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return qimg_for_each_piece(img, off, (uint8_t *)buf, len, s->block_size, write_piece);
 }
 
 /* Unallocated blocks already read as zeros; allocated ones get zeros

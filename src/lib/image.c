@@ -622,6 +622,43 @@ int qimg_read_backing(qimg_image *img, uint64_t off, void *buf, size_t len)
     return 0;
 }
 
+int qimg_for_each_piece(qimg_image *img, uint64_t off, uint8_t *buf, size_t len, uint64_t unit,
+                        qimg_piece_fn piece)
+{
+    while (len > 0) {
+        size_t n = (size_t)QIMG_MIN((uint64_t)len, unit - off % unit);
+        int r = piece(img, off, buf, n);
+        if (r < 0)
+            return r;
+        buf += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+void qimg_extent_look_into_file(struct qimg_io *io, struct qimg_extent *ext, bool past_eof_zero)
+{
+    uint64_t size, pnum;
+    int kind;
+    if (qimg_io_get_size(io, &size) < 0)
+        return;
+    if (ext->host_offset >= size) {
+        if (past_eof_zero)
+            ext->flags |= QIMG_STATUS_ZERO;
+        return;
+    }
+    if (qimg_io_extent(io, ext->host_offset, ext->length, &pnum, &kind) < 0 || pnum == 0)
+        return;
+    if (kind == QIMG_IO_EXT_HOLE && ext->host_offset + pnum >= size) {
+        ext->flags |= QIMG_STATUS_ZERO;
+        return;
+    }
+    ext->length = pnum;
+    if (kind == QIMG_IO_EXT_HOLE)
+        ext->flags |= QIMG_STATUS_ZERO;
+}
+
 int qimg_write(qimg_image *img, uint64_t off, const void *buf, size_t len)
 {
     int r = check_writable(img);

@@ -55,6 +55,19 @@ void qimg_warn_probed_raw(const char *filename);
  * ranges. */
 int qimg_read_backing(struct qimg_image *img, uint64_t off, void *buf, size_t len);
 
+/* Call piece(img, off, buf, len) on [off, off+len) cut where a multiple
+ * of unit begins (a driver's block or cluster), buf advancing with off;
+ * stops at the first error.  For writes buf is cast from const. */
+typedef int (*qimg_piece_fn)(struct qimg_image *img, uint64_t off, uint8_t *buf, size_t len);
+int qimg_for_each_piece(struct qimg_image *img, uint64_t off, uint8_t *buf, size_t len,
+                        uint64_t unit, qimg_piece_fn piece);
+
+/* Block status inside an allocated host range, as qemu asks the file:
+ * ext->length shortened to the file's first run at ext->host_offset, a
+ * hole marked zero; the range past the end of the file left as it is, or
+ * (past_eof_zero) marked zero. */
+void qimg_extent_look_into_file(struct qimg_io *io, struct qimg_extent *ext, bool past_eof_zero);
+
 /* qimg_open_backing_chain (qimg.h) is depth-limited and loop-detected. */
 
 /* Close img's driver and storage and open both again read-write in place

@@ -569,30 +569,6 @@ static bool metadata_prealloc(struct qimg_image *img)
 
 /* ======================================================== block status */
 
-/* Data clusters of a metadata-preallocated image may be holes in the
- * data file: those read as zeros (as qemu reports them).  A hole that runs
- * to the end of the file, or a range past it, makes the whole run zero. */
-static void look_into_data_file(struct qcow2_state *s, struct qimg_extent *ext)
-{
-    uint64_t size, pnum;
-    int kind;
-    if (qimg_io_get_size(s->data_io, &size) < 0)
-        return;
-    if (ext->host_offset >= size) {
-        ext->flags |= QIMG_STATUS_ZERO;
-        return;
-    }
-    if (qimg_io_extent(s->data_io, ext->host_offset, ext->length, &pnum, &kind) < 0 || pnum == 0)
-        return;
-    if (kind == QIMG_IO_EXT_HOLE && ext->host_offset + pnum >= size) {
-        ext->flags |= QIMG_STATUS_ZERO;
-        return;
-    }
-    ext->length = pnum;
-    if (kind == QIMG_IO_EXT_HOLE)
-        ext->flags |= QIMG_STATUS_ZERO;
-}
-
 int qcow2_block_status(struct qimg_image *img, uint64_t off, uint64_t len, struct qimg_extent *ext)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -626,6 +602,8 @@ int qcow2_block_status(struct qimg_image *img, uint64_t off, uint64_t len, struc
         ext->host_file = s->data_io ? s->data_io->filename : img->file->filename;
     }
     if (m.kind == QCOW2_KIND_NORMAL && s->data_io && metadata_prealloc(img))
-        look_into_data_file(s, ext);
+        /* data clusters of a metadata-preallocated image may be holes in
+         * the data file: zeros, as qemu reports them (past its end too) */
+        qimg_extent_look_into_file(s->data_io, ext, true);
     return 0;
 }
