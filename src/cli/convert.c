@@ -516,7 +516,8 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
 
-    unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING;
+    unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING |
+                         QIMG_OPEN_UNMAP;
     if (parse_cache_mode(o.cache ? o.cache : "unsafe", &tgt_flags) < 0) {
         error_report("Invalid cache option: %s", o.cache);
         qimg_target_discard(t);

@@ -26,6 +26,10 @@ struct qimg_driver_info {
     bool dirty;
     bool encrypted;
     struct qimg_json *format_specific; /* {type, data} or NULL; caller frees */
+    /* "disk size" when the image is more than its file (vmdk's extents):
+     * bytes, or <0 unknown; used when has_actual_size */
+    bool has_actual_size;
+    int64_t actual_size;
     /* The image takes only compressed writes of whole clusters (vmdk
      * streamOptimized): convert then compresses as with -c (qemu's
      * BlockDriverInfo.needs_compressed_writes). */
@@ -173,6 +177,7 @@ extern const struct qimg_driver qimg_driver_qcow2;
 extern const struct qimg_driver qimg_driver_vdi;
 extern const struct qimg_driver qimg_driver_parallels;
 extern const struct qimg_driver qimg_driver_vpc;
+extern const struct qimg_driver qimg_driver_vmdk;
 
 /* ====================================================== capability layer */
 
