@@ -88,7 +88,7 @@ make_input() {
 
 wanted convert-sparse convert-qcow2 qcow2-to-raw &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
-wanted convert-dense qcow2-c-zlib qcow2-c-zstd &&
+wanted convert-dense qcow2-c-zlib qcow2-c-zstd vmdk-stream &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -286,6 +286,24 @@ if wanted convert-diff; then
         make_diff_inputs
         WORKLOADS+=("convert-diff|diff image: $DIFF_SIZE qcow2 with $DIFF_DATA of data vs a base differing in 5% of its clusters|convert -D \$IN/diff-base.qcow2 -F qcow2 -O qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2||\$QEMU_IMG create -q -f qcow2 -b \$IN/diff-src.qcow2 -F qcow2 \$OUT/t.qcow2 && \$QEMU_IMG rebase -b \$IN/diff-base.qcow2 -F qcow2 \$OUT/t.qcow2")
     fi
+fi
+
+# vmdk streamOptimized (issue 14): the dense image, every grain compressed
+# (incompressible data, the worst case), and back to raw from the file
+# qemu-img makes of it (both tools read the same file).
+if wanted vmdk-stream; then
+    if "$QIMG" create -q -f vmdk -o subformat=streamOptimized "$OUT/probe.vmdk" 1M >/dev/null 2>&1; then
+        stamp="dense $DENSE_SIZE seed 2"
+        if [ "$(cat "$IN/dense-stream.stamp" 2>/dev/null)" != "$stamp" ]; then
+            echo "bench: making dense-stream.vmdk with qemu-img" >&2
+            "$QEMU_IMG" convert -f raw -O vmdk -o subformat=streamOptimized "$IN/dense.raw" \
+                "$IN/dense-stream.vmdk" || die "making dense-stream.vmdk failed"
+            echo "$stamp" > "$IN/dense-stream.stamp"
+        fi
+        WORKLOADS+=("convert-vmdk-stream|convert raw→vmdk streamOptimized, $DENSE_SIZE dense|convert -O vmdk -o subformat=streamOptimized \$IN/dense.raw \$OUT/t.vmdk|compare -f raw -F vmdk \$IN/dense.raw \$OUT/t.vmdk")
+        WORKLOADS+=("vmdk-stream-to-raw|convert vmdk streamOptimized→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense-stream.vmdk \$OUT/t.raw|compare -f vmdk -F raw \$IN/dense-stream.vmdk \$OUT/t.raw")
+    fi
+    rm -f "$OUT/probe.vmdk"
 fi
 
 # create --from (issue 7): a tree of a few thousand files, into qcow2,
