@@ -62,6 +62,9 @@ enum qimg_driver_flags {
     /* qemu cannot reopen an open image of this format read-write (no
      * reopen support: parallels), so commit cannot write into it. */
     QIMG_DRV_NO_REOPEN = 1u << 3,
+    /* create may write files next to the image, named after it (vmdk's
+     * extents), so a new image cannot be written under a temporary name. */
+    QIMG_DRV_MANY_FILES = 1u << 4,
 };
 
 /*

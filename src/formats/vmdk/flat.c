@@ -31,12 +31,6 @@ static int flat_write(struct qimg_image *img, struct vmdk_extent *e, uint64_t of
     return qimg_io_pwrite(e->file, buf, len, e->flat_offset + off);
 }
 
-static int flat_write_zeroes(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
-                             uint64_t len)
-{
-    return qimg_io_zero(e->file, e->flat_offset + off, len, false);
-}
-
 /* Data at its offset, and, as qemu looks into the file under a flat
  * extent, holes and the range past the file's end read as zeros. */
 static int flat_block_status(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
@@ -56,7 +50,6 @@ const struct vmdk_extent_ops vmdk_flat_ops = {
     .close = flat_close,
     .read = flat_read,
     .write = flat_write,
-    .write_zeroes = flat_write_zeroes,
     .block_status = flat_block_status,
 };
 

@@ -377,7 +377,140 @@ static int sparse_block_status(struct qimg_image *img, struct vmdk_extent *e, ui
     return 0;
 }
 
+/* ------------------------------------------------------------ writes */
+
+/* Set entry g of its grain table, and of the redundant one, to v.  With
+ * img->lock held; the grain's data is already written. */
+static int set_gte(struct vmdk_extent *e, struct sparse *sp, uint64_t g, uint32_t v)
+{
+    uint64_t i = g / sp->gtes, k = g % sp->gtes;
+    uint8_t le[4];
+    qimg_put_le32(le, v);
+    qimg_io_event(e->file, QIMG_EV_L2_UPDATE);
+    int r = qimg_io_pwrite(e->file, le, 4, (uint64_t)gd_entry(sp, i) * VMDK_SECTOR + 4 * k);
+    if (r == 0 && sp->rgd && i < sp->gd_loaded && sp->rgd[i])
+        r = qimg_io_pwrite(e->file, le, 4, (uint64_t)sp->rgd[i] * VMDK_SECTOR + 4 * k);
+    if (r < 0)
+        return r;
+    uint32_t *gt;
+    r = load_gt(e, sp, i, &gt);
+    if (r == 0)
+        gt[k] = v;
+    return r;
+}
+
+/* A new grain for guest grain g holding buf at in_grain: the rest comes
+ * from the parent (or zeros; a zeroed grain's rest is zeros), the whole
+ * grain is written at the end of the file, then the table points at it.
+ * With img->lock held, so two writers never allocate one grain twice. */
+static int allocate_grain(struct qimg_image *img, struct vmdk_extent *e, struct sparse *sp,
+                          uint64_t g, bool zeroed, uint64_t in_grain, const uint8_t *buf,
+                          size_t len)
+{
+    uint64_t sector = sp->next_sector, end;
+    if (!qimg_add_ok(sector, sp->grain_sectors, &end) || end > UINT32_MAX)
+        return qimg_error(-ENOSPC, "VMDK extent '%s' is full", e->file->filename);
+    CLEANUP_FREE uint8_t *grain = qimg_alloc_from_image(sp->grain_bytes, "VMDK grain");
+    if (!grain)
+        return -ENOMEM;
+    uint64_t base = g * sp->grain_bytes;
+    int r = 0;
+    if (zeroed || !img->backing) {
+        memset(grain, 0, sp->grain_bytes);
+    } else {
+        /* the parts around the data, as qemu copies them */
+        if (in_grain)
+            r = vmdk_read_unallocated(img, e, base, grain, (size_t)in_grain);
+        uint64_t tail = in_grain + len;
+        if (r == 0 && tail < sp->grain_bytes)
+            r = vmdk_read_unallocated(img, e, base + tail, grain + tail,
+                                      (size_t)(sp->grain_bytes - tail));
+    }
+    if (r < 0)
+        return r;
+    memcpy(grain + in_grain, buf, len);
+    qimg_io_event(e->file, QIMG_EV_CLUSTER_ALLOC);
+    r = qimg_io_pwrite(e->file, grain, (size_t)sp->grain_bytes, sector * VMDK_SECTOR);
+    if (r < 0)
+        return r;
+    sp->next_sector = end;
+    return set_gte(e, sp, g, (uint32_t)sector);
+}
+
+static int write_grain_piece(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                             const uint8_t *buf, size_t n)
+{
+    struct sparse *sp = e->priv;
+    uint64_t g = off / sp->grain_bytes, in_grain = off % sp->grain_bytes;
+    enum grain_kind kind;
+    uint64_t sector;
+    pthread_mutex_lock(&img->lock);
+    int r = grain_lookup(e, sp, g, &kind, &sector);
+    if (r == 0 && kind != GRAIN_DATA) {
+        if (gd_entry(sp, g / sp->gtes) == 0)
+            r = qimg_error(-ENOTSUP, "VMDK extent '%s' has no grain table for offset %" PRIu64,
+                           e->file->filename, off);
+        else
+            r = allocate_grain(img, e, sp, g, kind == GRAIN_ZERO, in_grain, buf, n);
+        pthread_mutex_unlock(&img->lock);
+        return r;
+    }
+    pthread_mutex_unlock(&img->lock);
+    if (r < 0)
+        return r;
+    qimg_io_event(e->file, QIMG_EV_WRITE_AIO);
+    return qimg_io_pwrite(e->file, buf, n, sector * VMDK_SECTOR + in_grain);
+}
+
+static int sparse_write(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                        const uint8_t *buf, size_t len)
+{
+    struct sparse *sp = e->priv;
+    if (sp->compressed)
+        return qimg_error(-ENOTSUP, "Writing to a streamOptimized VMDK is not supported");
+    while (len > 0) {
+        size_t n = (size_t)QIMG_MIN((uint64_t)len, sp->grain_bytes - off % sp->grain_bytes);
+        int r = write_grain_piece(img, e, off, buf, n);
+        if (r < 0)
+            return r;
+        buf += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Whole grains of an extent with zeroed-grain entries become zeroed
+ * grains (an allocated grain's data is left behind, as in qemu); anything
+ * else is written as zeros by the caller. */
+static int sparse_write_zeroes(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                               uint64_t len, bool dry_run)
+{
+    struct sparse *sp = e->priv;
+    if (!sp->zeroed_grain || sp->compressed || off % sp->grain_bytes || len % sp->grain_bytes)
+        return -ENOTSUP;
+    if (dry_run)
+        return 0;
+    int r = 0;
+    pthread_mutex_lock(&img->lock);
+    for (uint64_t g = off / sp->grain_bytes; r == 0 && g < (off + len) / sp->grain_bytes; g++) {
+        enum grain_kind kind;
+        uint64_t sector;
+        r = grain_lookup(e, sp, g, &kind, &sector);
+        if (r == 0 && kind != GRAIN_ZERO) {
+            if (gd_entry(sp, g / sp->gtes) == 0)
+                r = -ENOTSUP;
+            else
+                r = set_gte(e, sp, g, GTE_ZEROED);
+        }
+    }
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
 const struct vmdk_extent_ops vmdk_sparse_ops = {
+    .write = sparse_write,
+    .write_zeroes = sparse_write_zeroes,
     .name = "SPARSE",
     .open = sparse_open,
     .close = sparse_close,

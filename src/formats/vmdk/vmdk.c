@@ -451,6 +451,123 @@ static int vmdk_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
     return e->ops->block_status(img, e, in, n, ext);
 }
 
+/* A new CID after the first write since open, as qemu marks a changed
+ * disk: the text from "CID=" up to "parentCID" is replaced, and the
+ * descriptor written back: an embedded one's 10 KiB, a descriptor file
+ * whole, padded to a sector. */
+static int update_cid(struct qimg_image *img, struct vmdk_state *s)
+{
+    if (__atomic_load_n(&s->cid_updated, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&img->lock);
+    int r = 0;
+    uint64_t size = VMDK_DESC_SIZE;
+    if (s->desc_offset == 0) {
+        r = qimg_io_get_size(img->file, &size);
+        size = qimg_div_round_up(size, VMDK_SECTOR) * VMDK_SECTOR;
+        if (r == 0 && size > (16u << 20))
+            r = qimg_error(-EFBIG, "VMDK description file too big");
+        if (r == 0 && size == 0)
+            r = qimg_error(-EINVAL, "Invalid argument");
+    }
+    if (!s->cid_updated && r == 0) {
+        CLEANUP_FREE char *desc = read_text(img->file, s->desc_offset, (size_t)size - 1);
+        const char *parent = desc ? strstr(desc, "parentCID") : NULL;
+        char *cid = desc ? strstr(desc, "CID") : NULL;
+        if (!desc)
+            r = qimg_error(-EIO, "Could not read the VMDK descriptor");
+        else if (!parent)
+            r = qimg_error(-EINVAL, "Invalid argument");
+        if (r == 0 && cid && cid + 4 < desc + size) {
+            CLEANUP_FREE char *tail = qimg_strdup(parent);
+            uint32_t v = vmdk_random_cid();
+            size_t room = (size_t)(desc + size - (cid + 4));
+            snprintf(cid + 4, room, "%" PRIx32 "\n", v);
+            size_t used = strlen(desc);
+            snprintf(desc + used, (size_t)size - used, "%s", tail);
+            s->cid = v;
+        }
+        if (r == 0)
+            r = qimg_io_pwrite(img->file, desc, (size_t)size, s->desc_offset);
+        if (r == 0)
+            r = qimg_io_flush(img->file);
+        if (r == 0)
+            __atomic_store_n(&s->cid_updated, true, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+static int read_only_extent(void)
+{
+    return qimg_error(-EACCES, "Permission denied");
+}
+
+static int vmdk_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        struct vmdk_extent *e;
+        uint64_t in = 0, n = 0;
+        int r = extent_at(img, off, len, &e, &in, &n);
+        if (r < 0)
+            return r;
+        if (e->access != VMDK_ACCESS_RW || !e->ops->write)
+            return read_only_extent();
+        r = e->ops->write(img, e, in, p, (size_t)n);
+        if (r < 0)
+            return r;
+        p += n;
+        off += n;
+        len -= (size_t)n;
+    }
+    return update_cid(img, img->opaque);
+}
+
+/* Zeroed grains where every piece can take them (asked first, as qemu's
+ * dry run), else -ENOTSUP: the zeros are written as data. */
+static int vmdk_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+    for (int dry = 1; dry >= 0; dry--) {
+        uint64_t o = off, left = len;
+        while (left > 0) {
+            struct vmdk_extent *e;
+            uint64_t in = 0, n = 0;
+            int r = extent_at(img, o, left, &e, &in, &n);
+            if (r < 0)
+                return r;
+            if (e->access != VMDK_ACCESS_RW)
+                return read_only_extent();
+            r = e->ops->write_zeroes ? e->ops->write_zeroes(img, e, in, n, dry) : -ENOTSUP;
+            if (r < 0)
+                return r;
+            o += n;
+            left -= n;
+        }
+    }
+    return update_cid(img, img->opaque);
+}
+
+static int vmdk_flush(struct qimg_image *img)
+{
+    struct vmdk_state *s = img->opaque;
+    int r = qimg_io_flush(img->file);
+    for (size_t i = 0; i < s->nb_extents && r == 0; i++) {
+        struct vmdk_extent *e = &s->extents[i];
+        if (e->ops->flush)
+            r = e->ops->flush(img, e);
+        if (r == 0 && e->file && e->file != img->file)
+            r = qimg_io_flush(e->file);
+    }
+    return r;
+}
+
+/* Flat extents on files that read as zeros, sparse ones always. */
+static bool vmdk_has_zero_init(struct qimg_image *img)
+{
+    return true;
+}
+
 static void vmdk_info_extents(struct vmdk_state *s, struct qimg_json *d)
 {
     struct qimg_json *list = qimg_json_array();
@@ -506,13 +623,36 @@ static int vmdk_info(struct qimg_image *img, struct qimg_driver_info *info)
     return 0;
 }
 
+static const struct qimg_opt_desc vmdk_create_opts[] = {
+    { "size", QIMG_OPT_SIZE, "Virtual disk size", NULL },
+    { "adapter_type", QIMG_OPT_STRING, "Virtual adapter type, can be one of ide (default), "
+      "lsilogic, buslogic or legacyESX", NULL },
+    { "backing_file", QIMG_OPT_STRING, "File name of a base image", NULL },
+    { "backing_fmt", QIMG_OPT_STRING, "Must be 'vmdk' if present", NULL },
+    { "compat6", QIMG_OPT_BOOL, "VMDK version 6 image", "off" },
+    { "hwversion", QIMG_OPT_STRING, "VMDK hardware version", "undefined" },
+    { "toolsversion", QIMG_OPT_STRING, "VMware guest tools version", NULL },
+    { "subformat", QIMG_OPT_STRING, "VMDK flat extent format, can be one of "
+      "{monolithicSparse (default) | monolithicFlat | twoGbMaxExtentSparse | "
+      "twoGbMaxExtentFlat | streamOptimized} ", NULL },
+    { "zeroed_grain", QIMG_OPT_BOOL, "Enable efficient zero writes using the zeroed-grain GTE "
+      "feature", NULL },
+    { NULL, 0, NULL, NULL },
+};
+
 const struct qimg_driver qimg_driver_vmdk = {
     .name           = "vmdk",
-    .flags          = QIMG_DRV_SUPPORTS_BACKING,
+    .flags          = QIMG_DRV_SUPPORTS_BACKING | QIMG_DRV_MANY_FILES,
+    .create_opts    = vmdk_create_opts,
+    .create         = vmdk_create,
     .probe          = vmdk_probe,
     .open           = vmdk_open,
     .close          = vmdk_close,
     .read           = vmdk_read,
+    .write          = vmdk_write,
+    .write_zeroes   = vmdk_write_zeroes,
+    .flush          = vmdk_flush,
+    .has_zero_init  = vmdk_has_zero_init,
     .block_status   = vmdk_block_status,
     .info           = vmdk_info,
 };

@@ -84,9 +84,12 @@ struct vmdk_extent_ops {
      * a kind serialises its metadata updates with img->lock. */
     int (*write)(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
                  const uint8_t *buf, size_t len);
-    /* NULL: zeros are written as data (write with a zero buffer). */
+    /* Make [off, off+len) read as zeros without writing data (zeroed
+     * grains), or -ENOTSUP (nothing done) when the kind cannot for this
+     * range: the zeros are then written as data.  dry_run: only answer.
+     * NULL: always -ENOTSUP. */
     int (*write_zeroes)(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
-                        uint64_t len);
+                        uint64_t len, bool dry_run);
     /* Fill ext as a driver's block_status does (ext->length <= len,
      * flags, host_offset, host_file); ext->offset is set by the caller. */
     int (*block_status)(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
@@ -145,6 +148,30 @@ struct vmdk_desc_extent {
  * *out is malloc'ed, each filename too: vmdk_desc_extents_free. */
 int vmdk_desc_extents(const char *text, struct vmdk_desc_extent **out, size_t *n);
 void vmdk_desc_extents_free(struct vmdk_desc_extent *x, size_t n);
+
+/* ---- create.c: the pieces of qemu's layout (stream.c reuses them) ---- */
+
+struct vmdk_create_opts {
+    const char *subformat, *adapter_type, *hw_version, *toolsversion;
+    bool compat6, zeroed_grain;
+};
+/* The -o options, checked as qemu checks them (hw_version "4" or "6"
+ * when not given). */
+int vmdk_read_create_opts(struct qimg_create_ctx *ctx, struct vmdk_create_opts *o);
+/* The CID of ctx->backing_file (which must be a vmdk). */
+int vmdk_parent_cid(struct qimg_create_ctx *ctx, uint32_t *cid);
+/* qemu-img's descriptor text, a new random CID in it; extent_lines are
+ * the "RW ..." lines, each ending with a newline. */
+char *vmdk_descriptor_text(const struct vmdk_create_opts *o, uint32_t parent_cid,
+                           const char *backing, const char *extent_lines, uint64_t size);
+uint32_t vmdk_random_cid(void);
+/* A new hosted sparse extent's header, directories and (holes) tables,
+ * extended to its first grain; compress: a streamOptimized header. */
+int vmdk_write_sparse_header(struct qimg_io *io, uint64_t capacity, bool zeroed_grain,
+                             bool compress);
+/* Create (vmdk's driver create).  streamOptimized goes to stream.c: the
+ * line that refuses it in vmdk_create is where its call goes. */
+int vmdk_create(struct qimg_create_ctx *ctx);
 
 /* ---- hooks the streamOptimized code (stream.c) plugs into ----
  * A hosted sparse extent whose header says compressed grains (flag bit 16,
