@@ -30,6 +30,10 @@ struct qimg_driver_info {
      * bytes, or <0 unknown; used when has_actual_size */
     bool has_actual_size;
     int64_t actual_size;
+    /* The image takes only compressed writes of whole clusters (vmdk
+     * streamOptimized): convert then compresses as with -c (qemu's
+     * BlockDriverInfo.needs_compressed_writes). */
+    bool needs_compressed_writes;
 };
 
 
@@ -141,8 +145,9 @@ struct qimg_driver {
     int (*bitmap_set_dirty)(struct qimg_image *img, const char *name, uint64_t off, uint64_t len);
 
     /* Compressed clusters (convert -c).  compress: one whole cluster (or
-     * the disk's last, partial one) into out (cluster_size bytes); -ENOSPC
-     * when it does not get smaller.  No lock, any thread.  write_compressed:
+     * the disk's last, partial one) into out (room for 2 x cluster_size
+     * bytes); -ENOSPC when it does not get smaller (a format that must
+     * store it compressed may return more than cluster_size bytes).  No lock, any thread.  write_compressed:
      * store what compress made for the cluster at off. */
     int (*compress)(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len);
     int (*write_compressed)(struct qimg_image *img, uint64_t off, const void *data, size_t len);
