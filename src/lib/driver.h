@@ -151,6 +151,10 @@ struct qimg_driver {
      * writing anything (convert -l, measure -l); the image is read-only.
      * id, name or both (then both must match); -ENOENT when none does. */
     int (*snapshot_load_tmp)(struct qimg_image *img, const char *id, const char *name);
+
+    /* Called when img's backing image has been opened: may refuse it
+     * (vpc: a parent whose unique id is not the one the child records). */
+    int (*backing_opened)(struct qimg_image *img);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */

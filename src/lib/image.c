@@ -364,6 +364,8 @@ int qimg_open_backing_chain(qimg_image *top)
             r = open_node(&img->backing, o, &req);
         if (r == 0)
             r = check_unused(img->backing, o);
+        if (r == 0 && img->drv->backing_opened)
+            r = img->drv->backing_opened(img);
         qimg_opts_free(o);
         if (r == -ELOOP)
             return r;
