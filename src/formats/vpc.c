@@ -63,6 +63,19 @@ static int vpc_probe(const uint8_t *buf, size_t len, uint64_t file_size, const c
     return len >= 8 && memcmp(buf, "conectix", 8) == 0 ? 100 : 0;
 }
 
+/* Beyond qemu, which probes a fixed VHD as raw (and so copies its footer
+ * into the guest disk): a last sector that is a valid fixed disk footer
+ * (cookie, checksum, disk type) for a disk of the file's size less the
+ * footer makes it a VHD. */
+static bool vpc_probe_tail(const uint8_t *t, size_t len, uint64_t file_size)
+{
+    uint64_t end;
+    return len >= VPC_FOOTER_SIZE && memcmp(t, "conectix", 8) == 0 &&
+           qimg_be32(t + F_CHECKSUM) == vpc_checksum(t, VPC_FOOTER_SIZE, F_CHECKSUM) &&
+           qimg_be32(t + F_TYPE) == VPC_TYPE_FIXED &&
+           qimg_add_ok(qimg_be64(t + F_CUR_SIZE), VPC_FOOTER_SIZE, &end) && end == file_size;
+}
+
 uint32_t vpc_checksum(const uint8_t *buf, size_t len, size_t skip)
 {
     uint32_t sum = 0;
@@ -1046,4 +1059,5 @@ const struct qimg_driver qimg_driver_vpc = {
     .change_backing = vpc_change_backing,
     .make_empty     = vpc_make_empty,
     .backing_opened = vpc_parent_check,
+    .probe_tail     = vpc_probe_tail,
 };
