@@ -36,16 +36,23 @@ measure_beyond_qemu() {
 for i in $ROWS; do
     L=$(label "$i") fm=${FMT[$i]} a=a$i.${FMT[$i]}
     [ -f "$FIX/$a" ] || continue
-    same_ro "$L: info" info "$a"
-    same_ro "$L: info json" info --output=json "$a"
-    same_ro "$L: map" map "$a"
-    same_ro "$L: map json" map --output=json "$a"
-    same_ro "$L: check" check "$a"
-    same_ro "$L: check json" check --output=json "$a"
-    same_ro "$L: snapshot -l" snapshot -l "$a"
+    PF=() PF2=()
+    if probes_beyond_qemu "$i"; then
+        PF=(-f "$fm") PF2=(-F "$fm")
+        expect_eq "$L: probed as $fm (beyond qemu-img)" \
+            "$("$QIMG" info "$IN/$a" | sed -n 's/^file format: //p')" "$fm"
+    fi
+    same_ro "$L: info" info "${PF[@]}" "$a"
+    same_ro "$L: info json" info "${PF[@]}" --output=json "$a"
+    same_ro "$L: map" map "${PF[@]}" "$a"
+    same_ro "$L: map json" map "${PF[@]}" --output=json "$a"
+    same_ro "$L: check" check "${PF[@]}" "$a"
+    same_ro "$L: check json" check "${PF[@]}" --output=json "$a"
+    if [ ${#PF[@]} = 0 ]; then same_ro "$L: snapshot -l" snapshot -l "$a"
+    else same_ro "$L: snapshot -l" snapshot -l --image-opts "driver=$fm,file.filename=$a"; fi
     same_ro "$L: compare with its data" compare -f "$fm" -F raw "$a" "d$i.raw"
-    same_ro "$L: compare with a changed byte" compare "$a" "b$i.$fm"
-    same_ro "$L: compare -s with its data" compare -s "$a" "d$i.raw"
+    same_ro "$L: compare with a changed byte" compare "${PF[@]}" "${PF2[@]}" "$a" "b$i.$fm"
+    same_ro "$L: compare -s with its data" compare "${PF[@]}" -s "$a" "d$i.raw"
     co "$i"
     if measures_beyond_qemu "$fm"; then
         measure_beyond_qemu "$L" "$i"
