@@ -194,6 +194,7 @@ extern const struct qimg_driver qimg_driver_vdi;
 extern const struct qimg_driver qimg_driver_parallels;
 extern const struct qimg_driver qimg_driver_vpc;
 extern const struct qimg_driver qimg_driver_vmdk;
+extern const struct qimg_driver qimg_driver_luks;
 
 /* ====================================================== capability layer */
 
