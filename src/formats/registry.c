@@ -9,6 +9,7 @@ const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_vpc,
     &qimg_driver_vmdk,
     &qimg_driver_luks,
+    &qimg_driver_qed,
     NULL,
 };
 
