@@ -169,10 +169,11 @@ PY
 }
 if has_cmd "$TEST_NAME create" python3; then
     # qimg also takes backing_file and backing_fmt (a differencing disk)
-    out=$("$QIMG_AS_QEMU" create -f vpc -o help | grep -v '^  backing_f')
+    # and azure
+    out=$("$QIMG_AS_QEMU" create -f vpc -o help | grep -v '^  backing_f\|^  azure=')
     expect_eq "create -o help" "$out" "$("$QEMU_IMG" create -f vpc -o help)"
-    expect_eq "create -o help: backing options" \
-        "$("$QIMG_AS_QEMU" create -f vpc -o help | grep -c '^  backing_f')" 2
+    expect_eq "create -o help: options beyond qemu-img" \
+        "$("$QIMG_AS_QEMU" create -f vpc -o help | grep -c '^  backing_f\|^  azure=')" 3
     same "create bad subformat" create -f vpc -o subformat=foo x.vhd 1M
     same "create too large" create -f vpc x.vhd 2041G
     for size in 0 1000 100000 10M 1G 127G 200G 2040G; do
@@ -204,4 +205,41 @@ if has_cmd "$TEST_NAME create" python3; then
     qio w.raw "write -P 0x41 0 1M"; qio w.raw "write -P 0x42 3M 5k"; qio w.raw "write -P 0x43 19M 1M"
     "$QIMG" convert -n -f raw -O vpc w.raw w.vhd || fail "convert -n into w.vhd"
     check "convert -n into a qemu-made vpc: compare" "$QEMU_IMG" compare -q -f raw -F vpc w.raw w.vhd
+fi
+
+# ------------------------------------------------ azure=on (beyond qemu-img)
+# Microsoft's recipe is qemu-img's subformat=fixed,force_size on a raw image
+# resized by hand to whole MiB; azure=on is that disk, rounded here
+if has_cmd "$TEST_NAME azure" python3; then
+    for size in 1000000 5M 1G 1073741825; do
+        rm -f "$SCRATCH/q.vhd" "$SCRATCH/n.vhd"
+        mib=$(( ($("$QIMG" create -q -f raw "$SCRATCH/s.raw" "$size" && stat -c %s "$SCRATCH/s.raw") + (1 << 20) - 1) >> 20 ))
+        "$QEMU_IMG" create -q -f vpc -o subformat=fixed,force_size=on "$SCRATCH/q.vhd" "${mib}M" ||
+            fail "qemu create $mib MiB"
+        "$QIMG" create -q -f vpc -o azure=on "$SCRATCH/n.vhd" "$size" || fail "qimg create azure $size"
+        check "azure=on $size: qemu-img's fixed,force_size disk of $mib MiB" \
+            cmp <(mask "$SCRATCH/q.vhd") <(mask "$SCRATCH/n.vhd")
+    done
+    head -c 5000000 /dev/urandom > az.raw
+    "$QIMG" convert -O vpc -o azure=on az.raw az.vhd || fail "convert -o azure=on"
+    out=$(python3 - az.vhd <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+f = d[-512:]
+b = bytearray(f); b[64:68] = bytes(4)
+print(len(d) - 512, f[0:8].decode(), struct.unpack(">I", f[8:12])[0],
+      hex(struct.unpack(">I", f[12:16])[0]), hex(struct.unpack(">Q", f[16:24])[0]),
+      f[28:32].decode(), f[36:40].decode(), struct.unpack(">Q", f[48:56])[0],
+      struct.unpack(">I", f[60:64])[0], struct.unpack(">I", f[64:68])[0] == (~sum(b)) & 0xffffffff)
+PY
+)
+    expect_eq "convert -o azure=on: footer as Azure checks it" "$out" \
+        "5242880 conectix 2 0x10000 0xffffffffffffffff qem2 Wi2k 5242880 2 True"
+    truncate -s 5242880 az.raw
+    check "convert -o azure=on: qemu-img reads the data" "$QEMU_IMG" compare -q -f raw -F vpc az.raw az.vhd
+    expect_eq "convert -o azure=on: probed as vpc" "$("$QIMG" info az.vhd | sed -n 's/^file format: //p')" vpc
+    for o in azure=on,subformat=dynamic azure=on,force_size=off; do
+        out=$("$QIMG" create -q -f vpc -o "$o" x.vhd 1M 2>&1)
+        case $out in *"azure=on"*) pass "create -o $o refused" ;; *) fail "create -o $o refused" "$out" ;; esac
+    done
 fi
