@@ -14,7 +14,11 @@
 #include <openssl/rand.h>
 #endif
 
-static const char *const cipher_alg_names[QIMG_CIPHER__MAX] = { "aes-128", "aes-192", "aes-256" };
+static const char *const cipher_alg_names[QIMG_CIPHER__MAX] = {
+    "aes-128", "aes-192", "aes-256", "cast5-128", "serpent-128", "serpent-192", "serpent-256",
+    "twofish-128", "twofish-192", "twofish-256",
+};
+static const unsigned char cipher_key_lens[QIMG_CIPHER__MAX] = { 16, 24, 32, 16, 16, 24, 32, 16, 24, 32 };
 static const char *const cipher_mode_names[QIMG_MODE__MAX] = { "ecb", "cbc", "xts", "ctr" };
 static const char *const ivgen_names[QIMG_IVGEN__MAX] = { "plain", "plain64", "essiv" };
 static const char *const hash_names[QIMG_HASH__MAX] = {
@@ -42,7 +46,24 @@ size_t qimg_hash_len(enum qimg_hash_alg h) { return hash_lens[h]; }
 
 size_t qimg_cipher_key_len(enum qimg_cipher_alg a)
 {
-    return a == QIMG_CIPHER_AES_128 ? 16 : a == QIMG_CIPHER_AES_192 ? 24 : 32;
+    return cipher_key_lens[a];
+}
+
+const char *qimg_cipher_family(enum qimg_cipher_alg a)
+{
+    static const char *const families[QIMG_CIPHER__MAX] = {
+        "aes", "aes", "aes", "cast5", "serpent", "serpent", "serpent", "twofish", "twofish", "twofish",
+    };
+    return families[a];
+}
+
+int qimg_cipher_for_name(const char *family, size_t len)
+{
+    for (int a = 0; a < QIMG_CIPHER__MAX; a++)
+        if (cipher_key_lens[a] == len && strncmp(cipher_alg_names[a], family, strlen(family)) == 0 &&
+            cipher_alg_names[a][strlen(family)] == '-')
+            return a;
+    return -1;
 }
 
 int qimg_cipher_aes_for_key_len(size_t len)
@@ -67,6 +88,7 @@ static int unavailable(void)
 }
 
 bool qimg_crypto_available(void) { unavailable(); return false; }
+bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m) { (void)a; (void)m; unavailable(); return false; }
 void qimg_wipe(void *p, size_t len) { explicit_bzero(p, len); }
 int qimg_random_bytes(void *buf, size_t len) { (void)buf; (void)len; return unavailable(); }
 int qimg_hash(enum qimg_hash_alg h, const void *in, size_t len, uint8_t *out)
@@ -197,12 +219,23 @@ int qimg_pbkdf2_count_iters(enum qimg_hash_alg h, size_t key_len, uint64_t ms, u
 
 static const EVP_CIPHER *evp_cipher(enum qimg_cipher_alg alg, enum qimg_cipher_mode mode)
 {
-    static const EVP_CIPHER *(*const table[QIMG_CIPHER__MAX][QIMG_MODE__MAX])(void) = {
+    static const EVP_CIPHER *(*const table[3][QIMG_MODE__MAX])(void) = {
         { EVP_aes_128_ecb, EVP_aes_128_cbc, EVP_aes_128_xts, EVP_aes_128_ctr },
         { EVP_aes_192_ecb, EVP_aes_192_cbc, NULL, EVP_aes_192_ctr },
         { EVP_aes_256_ecb, EVP_aes_256_cbc, EVP_aes_256_xts, EVP_aes_256_ctr },
     };
+    if (alg > QIMG_CIPHER_AES_256)
+        return NULL;
     return table[alg][mode] ? table[alg][mode]() : NULL;
+}
+
+bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
+{
+    if (evp_cipher(a, m))
+        return true;
+    qimg_error(-ENOTSUP, "Cipher %s in %s mode is not available in qimg (OpenSSL does not provide it)",
+               qimg_cipher_alg_name(a), qimg_cipher_mode_name(m));
+    return false;
 }
 
 /* One pass of a cipher over len bytes in place with an IV (or none). */
@@ -249,7 +282,7 @@ int qimg_sector_cipher_new(struct qimg_sector_cipher **out, enum qimg_cipher_alg
     size_t want = qimg_cipher_key_len(alg) * (mode == QIMG_MODE_XTS ? 2 : 1);
     const EVP_CIPHER *cipher = evp_cipher(alg, mode);
     if (!cipher)
-        return qimg_error(-ENOTSUP, "Unsupported cipher mode %s", qimg_cipher_mode_name(mode));
+        return qimg_cipher_usable(alg, mode) ? -ENOTSUP : -ENOTSUP;
     if (key_len != want)
         return qimg_error(-EINVAL, "Cipher key length %zu should be %zu", key_len, want);
     struct qimg_sector_cipher *c = qimg_xcalloc(1, sizeof *c);

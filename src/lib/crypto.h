@@ -14,8 +14,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* qemu's LUKS ciphers.  Only AES is in OpenSSL's default provider: the
+ * others are known by name (info shows them) and refused for I/O. */
 enum qimg_cipher_alg {
     QIMG_CIPHER_AES_128, QIMG_CIPHER_AES_192, QIMG_CIPHER_AES_256,
+    QIMG_CIPHER_CAST5_128,
+    QIMG_CIPHER_SERPENT_128, QIMG_CIPHER_SERPENT_192, QIMG_CIPHER_SERPENT_256,
+    QIMG_CIPHER_TWOFISH_128, QIMG_CIPHER_TWOFISH_192, QIMG_CIPHER_TWOFISH_256,
     QIMG_CIPHER__MAX
 };
 enum qimg_cipher_mode {
@@ -48,6 +53,13 @@ size_t qimg_cipher_key_len(enum qimg_cipher_alg a);
 size_t qimg_hash_len(enum qimg_hash_alg h);
 /* The AES algorithm with that key length, or -1. */
 int qimg_cipher_aes_for_key_len(size_t len);
+/* The algorithm of a LUKS cipher name ("aes", "serpent", "twofish",
+ * "cast5") with that key length, or -1. */
+int qimg_cipher_for_name(const char *family, size_t len);
+/* "aes", "serpent"... */
+const char *qimg_cipher_family(enum qimg_cipher_alg a);
+/* Can OpenSSL run it in this mode?  false with the error set. */
+bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m);
 
 /* Is this build able to encrypt at all?  false with the error set. */
 bool qimg_crypto_available(void);

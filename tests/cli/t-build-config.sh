@@ -71,6 +71,15 @@ for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl all; do
         expect_eq "without $f: zstd image read" "$rc" 0
         check "without $f: zstd image content" cmp "zstd-$f.raw" data.raw ;;
     esac
+    # encryption needs OpenSSL: without it a luks volume is refused clearly
+    out=$("$v" create -q -f luks --object secret,id=s0,data=x -o key-secret=s0,iter-time=1 "luks-$f.img" 1M 2>&1); rc=$?
+    case $f in
+    openssl|all)
+        expect_eq "without $f: luks create refused" "$rc" 1
+        case $out in *"encryption is not available"*) pass "without $f: the error says why" ;;
+                     *) fail "without $f: the error says why" "$out" ;; esac ;;
+    *)  expect_eq "without $f: luks create" "$rc" 0 ;;
+    esac
     # writing compressed clusters needs deflate (libdeflate or zlib)
     out=$("$v" convert -c -O qcow2 data.raw "c-$f.qcow2" 2>&1); rc=$?
     if [ $f = all ]; then

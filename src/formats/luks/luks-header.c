@@ -34,66 +34,63 @@ static uint64_t max_iters(void)
 
 /* ------------------------------------------------------------------ names */
 
-/* "aes" with the key length (halved for XTS) names the algorithm. */
-static int parse_cipher(struct luks_header *h, const char *mode_name, const char *ivgen_name,
-                        const char *ivhash_name)
+/* The names in qemu's order of checks: the mode, the IV generator's
+ * hash, the algorithm (its key length halved for XTS), the IV generator
+ * and ESSIV's cipher, then the hash.  Whether OpenSSL can run the cipher
+ * is asked only when the volume is unlocked (info shows any). */
+static int parse_names(struct luks_header *h)
 {
-    int mode = qimg_cipher_mode_lookup(mode_name);
+    char mode_text[33], *ivgen_name, *ivhash_name;
+    memcpy(mode_text, h->cipher_mode, sizeof mode_text);
+    ivgen_name = strchr(mode_text, '-');
+    if (!ivgen_name)
+        return qimg_error(-EINVAL, "Unexpected cipher mode string format '%s'", h->cipher_mode);
+    *ivgen_name++ = '\0';
+    ivhash_name = strchr(ivgen_name, ':');
+    if (ivhash_name)
+        *ivhash_name++ = '\0';
+    int mode = qimg_cipher_mode_lookup(mode_text);
     if (mode < 0)
-        return qimg_error(-ENOTSUP, "Cipher mode '%s' not supported", mode_name);
+        return qimg_error(-ENOTSUP, "Cipher mode '%s' not supported", mode_text);
     h->mode = (enum qimg_cipher_mode)mode;
-    uint32_t key_len = h->key_bytes;
-    if (h->mode == QIMG_MODE_XTS) {
-        if (key_len % 2)
-            return qimg_error(-EINVAL, "XTS cipher key length should be a multiple of 2");
-        key_len /= 2;
-    }
-    int alg = strcmp(h->cipher_name, "aes") == 0 ? qimg_cipher_aes_for_key_len(key_len) : -1;
-    if (alg < 0)
-        return qimg_error(-ENOTSUP, "Algorithm '%s' with key size %" PRIu32 " bytes not supported",
-                          h->cipher_name, key_len);
-    h->alg = (enum qimg_cipher_alg)alg;
-    if (h->mode == QIMG_MODE_XTS && h->alg == QIMG_CIPHER_AES_192)
-        return qimg_error(-ENOTSUP, "aes-192 in xts mode is not supported by qimg (OpenSSL has no AES-192-XTS)");
-    int ivgen = qimg_ivgen_lookup(ivgen_name);
-    if (ivgen < 0)
-        return qimg_error(-ENOTSUP, "IV generator '%s' not supported", ivgen_name);
-    h->ivgen = (enum qimg_ivgen_alg)ivgen;
-    h->has_ivhash = false;
-    if (h->ivgen == QIMG_IVGEN_ESSIV) {
-        if (!ivhash_name)
-            return qimg_error(-EINVAL, "Missing IV generator hash specification");
+    h->has_ivhash = ivhash_name != NULL;
+    if (ivhash_name) {
         int ivh = qimg_hash_lookup(ivhash_name);
         if (ivh < 0)
             return qimg_error(-ENOTSUP, "Hash algorithm '%s' not supported", ivhash_name);
         h->ivhash = (enum qimg_hash_alg)ivh;
-        h->has_ivhash = true;
+    }
+    uint32_t key_len = h->mode == QIMG_MODE_XTS ? h->key_bytes / 2 : h->key_bytes;
+    int alg = qimg_cipher_for_name(h->cipher_name, key_len);
+    if (alg < 0)
+        return qimg_error(-ENOTSUP, "Algorithm '%s' with key size %" PRIu32 " bytes not supported",
+                          h->cipher_name, key_len);
+    h->alg = (enum qimg_cipher_alg)alg;
+    int ivgen = qimg_ivgen_lookup(ivgen_name);
+    if (ivgen < 0)
+        return qimg_error(-ENOTSUP, "IV generator '%s' not supported", ivgen_name);
+    h->ivgen = (enum qimg_ivgen_alg)ivgen;
+    if (h->ivgen == QIMG_IVGEN_ESSIV) {
+        if (!h->has_ivhash)
+            return qimg_error(-EINVAL, "Missing IV generator hash specification");
         if (qimg_cipher_aes_for_key_len(qimg_hash_len(h->ivhash)) < 0)
             return qimg_error(-EINVAL, "No AES cipher with key size %zu available",
                               qimg_hash_len(h->ivhash));
     }
-    return 0;
-}
-
-/* "xts-plain64", "cbc-essiv:sha256": mode, IV generator, its hash. */
-static int parse_names(struct luks_header *h)
-{
-    char mode[33], *ivgen, *ivhash;
-    memcpy(mode, h->cipher_mode, sizeof mode);
-    ivgen = strchr(mode, '-');
-    if (!ivgen)
-        return qimg_error(-EINVAL, "Unexpected cipher mode string format '%s'", h->cipher_mode);
-    *ivgen++ = '\0';
-    ivhash = strchr(ivgen, ':');
-    if (ivhash)
-        *ivhash++ = '\0';
-    int r = parse_cipher(h, mode, ivgen, ivhash);
-    if (r < 0)
-        return r;
     int hash = qimg_hash_lookup(h->hash_spec);
     if (hash < 0)
         return qimg_error(-ENOTSUP, "Hash algorithm '%s' not supported", h->hash_spec);
     h->hash = (enum qimg_hash_alg)hash;
+    return 0;
+}
+
+/* What only I/O needs: a cipher OpenSSL has, a key that fits it. */
+static int check_usable(const struct luks_header *h)
+{
+    if (h->mode == QIMG_MODE_XTS && h->key_bytes % 2)
+        return qimg_error(-EINVAL, "XTS cipher key length should be a multiple of 2");
+    if (!qimg_cipher_usable(h->alg, h->mode))
+        return -ENOTSUP;
     return 0;
 }
 
@@ -171,13 +168,13 @@ int luks_header_parse(const uint8_t *b, struct luks_header *h)
         h->slots[i].key_offset = qimg_be32(s + 40);
         h->slots[i].stripes = qimg_be32(s + 44);
     }
-    r = check_slots(h);
-    if (r < 0)
-        return r;
     if (h->payload_offset < qimg_div_round_up(LUKS_HEADER_LEN, LUKS_SECTOR))
         return qimg_error(-EINVAL, "LUKS payload is overlapping with the header");
     if (h->mk_iterations == 0)
         return qimg_error(-EINVAL, "LUKS key iteration count is zero");
+    r = check_slots(h);
+    if (r < 0)
+        return r;
     return parse_names(h);
 }
 
@@ -412,6 +409,8 @@ int luks_open_volume(const struct luks_store *st, const char *secret_id, const c
     size_t pass_len = 0;
     if (r == 0)
         r = get_secret(secret_id, prefix, &pass, &pass_len);
+    if (r == 0)
+        r = check_usable(&v->h);
     if (r == 0) {
         v->master_key = qimg_xmalloc(v->h.key_bytes);
         r = find_key(st, &v->h, pass, pass_len, v->master_key, -1);
@@ -551,9 +550,9 @@ static int fill_names(struct luks_header *h, const struct luks_create_params *p)
     h->hash = p->hash;
     h->ivhash = p->ivhash;
     h->has_ivhash = p->ivgen == QIMG_IVGEN_ESSIV;
-    if (p->mode == QIMG_MODE_XTS && p->alg == QIMG_CIPHER_AES_192)
-        return qimg_error(-ENOTSUP, "aes-192 in xts mode is not supported by qimg (OpenSSL has no AES-192-XTS)");
-    snprintf(h->cipher_name, sizeof h->cipher_name, "aes");
+    if (!qimg_cipher_usable(p->alg, p->mode))
+        return -ENOTSUP;
+    snprintf(h->cipher_name, sizeof h->cipher_name, "%s", qimg_cipher_family(p->alg));
     if (h->has_ivhash)
         snprintf(h->cipher_mode, sizeof h->cipher_mode, "%s-%s:%s", qimg_cipher_mode_name(p->mode),
                  qimg_ivgen_name(p->ivgen), qimg_hash_name(p->ivhash));

@@ -193,6 +193,8 @@ static int luks_create(struct qimg_create_ctx *ctx)
         return r;
     if (!p.secret_id)
         return qimg_error(-EINVAL, "Parameter 'key-secret' is required for cipher");
+    if (!qimg_crypto_available())
+        return -ENOTSUP;
     if (strcmp(ctx->prealloc, "off") && strcmp(ctx->prealloc, "falloc") && strcmp(ctx->prealloc, "full") &&
         strcmp(ctx->prealloc, "metadata"))
         return qimg_error(-EINVAL, "Invalid parameter '%s'", ctx->prealloc);
