@@ -27,6 +27,8 @@ static const struct {
     { "VMFS", &vmdk_flat_ops },
     { "ZERO", &vmdk_zero_ops },
     { "SPARSE", NULL },        /* by the file's magic: vmdk_magics[] */
+    { "VMFSSPARSE", NULL },    /* COWD or KDMV, by the magic, as qemu */
+    { "SESPARSE", &vmdk_sesparse_ops },
 };
 
 /* Sparse files by their first four bytes.  A new kind adds a line. */
@@ -35,6 +37,7 @@ static const struct {
     const struct vmdk_extent_ops *ops;
 } vmdk_magics[] = {
     { VMDK_MAGIC_KDMV, &vmdk_sparse_ops },
+    { "COWD", &vmdk_cowd_ops },
 };
 
 static const struct vmdk_extent_ops *ops_for_magic(const uint8_t *hdr)
@@ -278,7 +281,9 @@ static int open_sparse_image(struct qimg_image *img, struct vmdk_state *s, qimg_
     int r = open_extent(img, e, NULL);
     if (r < 0)
         return r;
-    s->create_type = qimg_strdup(e->compressed ? "streamOptimized" : "monolithicSparse");
+    /* qemu names no type for a COWD file opened as the image */
+    s->create_type = qimg_strdup(e->ops == &vmdk_cowd_ops ? "" :
+                                 e->compressed ? "streamOptimized" : "monolithicSparse");
     s->desc_offset = VMDK_SECTOR;
     return 0;
 }
@@ -327,7 +332,9 @@ static int read_desc_fields(struct qimg_image *img, struct vmdk_state *s)
     if (r < 0)
         return r;
     if (vmdk_desc_cid(desc, false, &s->cid) < 0 || vmdk_desc_cid(desc, true, &s->parent_cid) < 0)
-        return qimg_error(-EINVAL, "Invalid argument");
+        /* qemu's words, the file's name twice */
+        return qimg_error(-EINVAL, "Could not open '%s': %s", img->file->filename,
+                          strerror(EINVAL));
     return 0;
 }
 
