@@ -168,6 +168,7 @@ extern const struct qimg_driver qimg_driver_qcow2;
 extern const struct qimg_driver qimg_driver_vdi;
 extern const struct qimg_driver qimg_driver_parallels;
 extern const struct qimg_driver qimg_driver_vpc;
+extern const struct qimg_driver qimg_driver_vhdx;
 
 /* ====================================================== capability layer */
 
