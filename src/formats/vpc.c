@@ -811,6 +811,139 @@ static int vpc_make_empty(struct qimg_image *img)
     return r;
 }
 
+/* --------------------------------------------------- resize (beyond qemu) */
+
+/* The footer's size fields for bytes: current_size (and original size,
+ * which libvhdi takes as the disk's size), the specification's geometry, and a creator whose size rule gives exactly bytes ("qem2",
+ * qemu's current_size marker, when the creator's rule would not). */
+static void set_footer_size(uint8_t *f, uint64_t bytes);
+
+/* Where the BAT's room ends: the first block, locator or the end of the
+ * data after the table. */
+static uint64_t bat_room_end(const struct vpc_state *s)
+{
+    uint64_t end = s->free_offset;
+    for (uint32_t i = 0; i < s->entries; i++) {
+        uint64_t b = (uint64_t)s->bat[i] * VPC_SECTOR;
+        if (s->bat[i] != VPC_BAT_UNUSED && b >= s->bat_offset)
+            end = QIMG_MIN(end, b);
+    }
+    for (unsigned i = 0; s->diff && i < VPC_LOCATORS; i++) {
+        const uint8_t *e = s->header + D_LOCATORS + VPC_LOCATOR_SIZE * i;
+        if (qimg_be32(e) && qimg_be64(e + 16) >= s->bat_offset)
+            end = QIMG_MIN(end, qimg_be64(e + 16));
+    }
+    return end;
+}
+
+static int write_bat(struct qimg_image *img, const struct vpc_state *s, uint32_t from,
+                     uint32_t to)
+{
+    uint64_t bytes = ((uint64_t)to - from) * 4;
+    if (!bytes)
+        return 0;
+    uint8_t *raw CLEANUP_FREE = qimg_alloc_from_image(bytes, "VPC block allocation table");
+    if (!raw)
+        return -ENOMEM;
+    for (uint32_t i = from; i < to; i++)
+        qimg_put_be32(raw + 4 * (uint64_t)(i - from), s->bat[i]);
+    return qimg_io_pwrite(img->file, raw, bytes, s->bat_offset + 4 * (uint64_t)from);
+}
+
+/* A table of n entries: grown in place when it fits before the first
+ * block, else moved to the end of the file (the header says where). */
+static int resize_bat(struct qimg_image *img, struct vpc_state *s, uint32_t n)
+{
+    uint32_t *bat = qimg_alloc_from_image((uint64_t)QIMG_MAX(n, 1) * 4, "VPC block allocation table");
+    if (!bat)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        bat[i] = i < s->entries ? s->bat[i] : VPC_BAT_UNUSED;
+    uint64_t end = 0;
+    qimg_round_up_ok(s->bat_offset + (uint64_t)n * 4, VPC_SECTOR, &end);
+    bool moves = n > s->entries && end > bat_room_end(s);
+    uint32_t old = s->entries;
+    free(s->bat);
+    s->bat = bat;
+    s->entries = n;
+    if (moves) {
+        s->bat_offset = s->free_offset;
+        qimg_round_up_ok(s->bat_offset + (uint64_t)n * 4, VPC_SECTOR, &end);
+        s->free_offset = s->meta_end = end;
+        qimg_put_be64(s->header + D_TABLE_OFFSET, s->bat_offset);
+        return write_bat(img, s, 0, n);
+    }
+    return n > old ? write_bat(img, s, old, n) : 0;
+}
+
+/* After a shrink: the file ends after the last block still in use. */
+static void trim_free_offset(struct vpc_state *s)
+{
+    uint64_t end = s->meta_end;
+    for (uint32_t i = 0; i < s->entries; i++)
+        if (s->bat[i] != VPC_BAT_UNUSED)
+            end = QIMG_MAX(end, (uint64_t)s->bat[i] * VPC_SECTOR + s->bitmap_size + s->block_size);
+    s->free_offset = QIMG_MIN(s->free_offset, end);
+}
+
+static int resize_dynamic(struct qimg_image *img, struct vpc_state *s, uint64_t bytes)
+{
+    uint64_t n = qimg_div_round_up(bytes, s->block_size);
+    if (n > VPC_MAX_BAT_ENTRIES)
+        return qimg_error(-EFBIG, "Image size too large for the VHD's block size");
+    uint64_t old_end = s->free_offset;
+    for (uint64_t i = n; i < s->entries; i++)   /* blocks past the end go */
+        s->bat[i] = VPC_BAT_UNUSED;
+    int r = n < s->entries ? write_bat(img, s, (uint32_t)n, s->entries) : 0;
+    if (r == 0)
+        r = resize_bat(img, s, (uint32_t)n);
+    if (r < 0)
+        return r;
+    trim_free_offset(s);
+    qimg_put_be32(s->header + D_MAX_ENTRIES, s->entries);
+    set_footer_size(s->footer, bytes);
+    r = write_header(img, s);
+    if (r == 0)
+        r = write_footers(img, s);
+    if (r == 0 && s->free_offset < old_end)
+        r = qimg_io_truncate(img->file, s->free_offset + VPC_FOOTER_SIZE);
+    return r;
+}
+
+/* The guest disk then the footer: the new footer first, then zeros where
+ * the old one was (now guest data) or the file cut after it. */
+static int resize_fixed(struct qimg_image *img, struct vpc_state *s, uint64_t bytes)
+{
+    set_footer_size(s->footer, bytes);
+    qimg_put_be32(s->footer + F_CHECKSUM, vpc_checksum(s->footer, VPC_FOOTER_SIZE, F_CHECKSUM));
+    int r = qimg_io_pwrite(img->file, s->footer, VPC_FOOTER_SIZE, bytes);
+    if (r == 0 && bytes > img->size)
+        r = qimg_io_zero(img->file, img->size, QIMG_MIN(bytes - img->size, VPC_FOOTER_SIZE), false);
+    if (r == 0 && bytes < img->size)
+        r = qimg_io_truncate(img->file, bytes + VPC_FOOTER_SIZE);
+    return r;
+}
+
+/* qemu-img cannot resize a VHD.  The new size is exact (in whole sectors):
+ * the footer takes it as current_size. */
+static int vpc_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
+{
+    struct vpc_state *s = img->opaque;
+    if (prealloc && strcmp(prealloc, "off") != 0)
+        return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+    uint64_t bytes;
+    if (!qimg_round_up_ok(size, VPC_SECTOR, &bytes) || bytes / VPC_SECTOR > VPC_MAX_SECTORS)
+        return qimg_error(-EFBIG, "Image size too large for a VHD (at most 2040 GiB)");
+    pthread_mutex_lock(&img->lock);
+    int r = s->fixed ? resize_fixed(img, s, bytes) : resize_dynamic(img, s, bytes);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r == 0)
+        img->size = bytes;
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
 /* ----------------------------------------------------------- create */
 
 struct chs { uint32_t cyls, heads, secs; };
@@ -847,6 +980,18 @@ static struct chs geometry_for(uint64_t sectors)
     }
     g.cyls = (uint32_t)(cth / g.heads);
     return g;
+}
+
+static void set_footer_size(uint8_t *f, uint64_t bytes)
+{
+    struct chs g = geometry_for(bytes / VPC_SECTOR);
+    qimg_put_be64(f + F_ORIG_SIZE, bytes);
+    qimg_put_be64(f + F_CUR_SIZE, bytes);
+    qimg_put_be16(f + F_CYLS, (uint16_t)g.cyls);
+    f[F_HEADS] = (uint8_t)g.heads;
+    f[F_SECS] = (uint8_t)g.secs;
+    if (guest_sectors(f, SIZE_BY_CREATOR) != bytes / VPC_SECTOR)
+        memcpy(f + F_CREATOR_APP, "qem2", 4);
 }
 
 /* qemu's sizing: the smallest geometry that holds the size, and the disk
@@ -897,6 +1042,7 @@ static void make_footer(uint8_t *f, uint64_t bytes, struct chs g, bool fixed, bo
     memcpy(f + F_CREATOR_APP, force ? "qem2" : "qemu", 4);
     qimg_put_be32(f + F_CREATOR_VER, 0x00050003);
     memcpy(f + F_CREATOR_OS, "Wi2k", 4);
+    qimg_put_be64(f + F_ORIG_SIZE, bytes);
     qimg_put_be64(f + F_ORIG_SIZE, bytes);
     qimg_put_be64(f + F_CUR_SIZE, bytes);
     qimg_put_be16(f + F_CYLS, (uint16_t)g.cyls);
@@ -1072,6 +1218,72 @@ static int vpc_create(struct qimg_create_ctx *ctx)
     return r;
 }
 
+/* ------------------------------------------------ measure (beyond qemu) */
+
+/* Blocks of src holding data a copy stores (zeros, holes and unallocated
+ * ranges skipped, as convert skips them). */
+static int count_data_blocks(qimg_image *src, uint64_t block, uint64_t *count)
+{
+    uint64_t size = qimg_size(src), next_uncounted = 0;
+    *count = 0;
+    for (uint64_t off = 0; off < size;) {
+        struct qimg_extent e;
+        int r = qimg_block_status_chain(src, off, size - off, &e);
+        if (r < 0) {
+            char *msg CLEANUP_FREE = qimg_strdup(qimg_last_error());
+            return qimg_error(r, "Unable to get block status: %s", msg);
+        }
+        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
+            uint64_t first = QIMG_MAX(off / block, next_uncounted);
+            uint64_t last = (off + e.length - 1) / block;
+            if (last >= first)
+                *count += last - first + 1;
+            next_uncounted = last + 1;
+        }
+        off += e.length;
+    }
+    return 0;
+}
+
+/* qemu-img cannot measure a VHD.  A fixed disk is its size and the footer;
+ * a dynamic one the footer copy, header, BAT and footer, then a bitmap and
+ * a block for each block that block status calls data (every block when
+ * fully allocated): an upper bound, convert may find zeros in them. */
+static int vpc_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    const char *sub = "dynamic";
+    bool force = false;
+    int r = opts ? qimg_opts_get_string(opts, "subformat", &sub) : 0;
+    if (r >= 0 && opts)
+        r = qimg_opts_get_bool(opts, "force_size", &force);
+    if (r < 0)
+        return r;
+    bool fixed = strcmp(sub, "fixed") == 0;
+    if (!fixed && strcmp(sub, "dynamic") != 0)
+        return qimg_error(-EINVAL, "Parameter 'subformat' does not accept value '%s'", sub);
+    struct qimg_create_ctx ctx = { .size = src ? qimg_size(src) : size, .opts = opts };
+    uint64_t vsize = ctx.size, sectors;
+    if (opts && (r = azure_options(&ctx, &fixed, &force, &vsize)) < 0)
+        return r;
+    struct chs g;
+    if (vpc_size(vsize, force, &g, &sectors) < 0)
+        return qimg_error(-EFBIG, "The image size is too large for file format 'vpc'");
+    uint64_t bytes = sectors * VPC_SECTOR;
+    if (fixed) {
+        out->required = out->fully_allocated = bytes + VPC_FOOTER_SIZE;
+        return 0;
+    }
+    uint64_t entries = qimg_div_round_up(bytes, VPC_DEFAULT_BLOCK), used = 0;
+    uint64_t meta = 2 * VPC_FOOTER_SIZE + VPC_DYN_HEADER_SIZE +
+                    qimg_div_round_up(entries * 4, VPC_SECTOR) * VPC_SECTOR;
+    uint64_t per_block = VPC_SECTOR + VPC_DEFAULT_BLOCK;
+    if (src && (r = count_data_blocks(src, VPC_DEFAULT_BLOCK, &used)) < 0)
+        return r;
+    out->fully_allocated = meta + entries * per_block;
+    out->required = meta + used * per_block;
+    return 0;
+}
+
 static int vpc_info(struct qimg_image *img, struct qimg_driver_info *info)
 {
     const struct vpc_state *s = img->opaque;
@@ -1102,4 +1314,6 @@ const struct qimg_driver qimg_driver_vpc = {
     .make_empty     = vpc_make_empty,
     .backing_opened = vpc_parent_check,
     .probe_tail     = vpc_probe_tail,
+    .resize         = vpc_resize,
+    .measure        = vpc_measure,
 };

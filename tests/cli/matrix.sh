@@ -74,9 +74,12 @@ same_bytes() {
 }
 # grows_beyond_qemu FMT: qimg grows images of FMT where qemu-img cannot
 # resize them at all (issue 14); the generic tests check the result
-grows_beyond_qemu() { case $1 in vdi) return 0 ;; *) return 1 ;; esac; }
+grows_beyond_qemu() { case $1 in vdi | vpc | parallels) return 0 ;; *) return 1 ;; esac; }
+# shrinks_beyond_qemu FMT: qimg shrinks images of FMT (--shrink) where
+# qemu-img cannot resize them at all
+shrinks_beyond_qemu() { case $1 in vpc | parallels) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
-measures_beyond_qemu() { case $1 in vdi) return 0 ;; *) return 1 ;; esac; }
+measures_beyond_qemu() { case $1 in vdi | vpc | parallels) return 0 ;; *) return 1 ;; esac; }
 # probes_beyond_qemu ROW: qimg probes row ROW's images by a format where
 # qemu-img says raw (a fixed VHD, known by its footer): the generic tests
 # name the format to both tools and check the probe apart

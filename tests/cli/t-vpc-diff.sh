@@ -274,3 +274,12 @@ expect_eq "a json: locator is a plain file name" "$out" 'backing file: ./json:{"
 mkdiff h.vhd p0.vhd "w2ru:nbd://127.0.0.1:1/x"
 expect_eq "a protocol locator is a plain file name" "$("$QIMG" info h.vhd | grep '^backing file:')" \
     "backing file: ./nbd://127.0.0.1:1/x"
+
+# ------------------------------------------------ resize a child
+cp c0.vhd c.vhd; cp p0.vhd p.vhd; cp ref0.raw rz.raw
+check "resize a child +3M" "$QIMG" resize -q c.vhd +3M
+truncate -s $(( $(stat -c %s rz.raw) + (3 << 20) )) rz.raw
+same_data "resize a child: past its parent's end, zeros" c.vhd rz.raw
+check "resize a child --shrink 5M" "$QIMG" resize -q --shrink c.vhd 5M
+truncate -s 5M rz.raw
+same_data "resize a child --shrink" c.vhd rz.raw

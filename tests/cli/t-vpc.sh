@@ -243,3 +243,44 @@ PY
         case $out in *"azure=on"*) pass "create -o $o refused" ;; *) fail "create -o $o refused" "$out" ;; esac
     done
 fi
+
+# ------------------------------------------------ resize and measure (beyond qemu-img)
+"$QEMU_IMG" create -q -f vpc rz.vhd 30M || fail "create rz.vhd"
+"$QEMU_IO" -f vpc -c "write -P 0x61 0 30M" rz.vhd >/dev/null || fail "write rz.vhd"
+"$QEMU_IMG" convert -f vpc -O raw rz.vhd rz.raw
+# 3000M needs a BAT larger than its room before the first block: it moves
+check "resize a dynamic disk to 3000M (the BAT moves)" "$QIMG" resize -q rz.vhd 3000M
+expect_eq "resize: size" "$("$QEMU_IMG" info --output=json rz.vhd | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p')" \
+    $((3000 << 20))
+check "resize: qemu-img reads the data" "$QEMU_IMG" compare -q -f vpc -F raw rz.vhd rz.raw
+"$QIMG" bench -q -w -f vpc -c 1 -d 1 -s 1M -o 2900M --pattern=0x62 rz.vhd >/dev/null
+truncate -s 3000M rz.raw; qio rz.raw "write -P 0x62 2900M 1M"
+check "resize: a block written past the moved BAT" "$QEMU_IMG" compare -q -f vpc -F raw rz.vhd rz.raw
+check "resize --shrink to 7M" "$QIMG" resize -q --shrink rz.vhd 7M
+truncate -s 7M rz.raw
+check "resize --shrink: qemu-img reads the data" "$QEMU_IMG" compare -q -f vpc -F raw rz.vhd rz.raw
+if has_pymod "$TEST_NAME libvhdi resize" pyvhdi; then
+    out=$("$DEB_PYTHON" -c 'import pyvhdi,sys; f=pyvhdi.file(); f.open(sys.argv[1]); d=f.read_buffer(f.get_media_size()); print(len(d), d == open(sys.argv[2], "rb").read())' rz.vhd rz.raw)
+    expect_eq "resize: libvhdi reads the data" "$out" "7340032 True"
+fi
+# a fixed disk: grown, then shrunk
+"$QEMU_IMG" create -q -f vpc -o subformat=fixed rf.vhd 3M && "$QEMU_IO" -f vpc -c "write -P 0x63 0 3M" rf.vhd >/dev/null
+"$QEMU_IMG" convert -f vpc -O raw rf.vhd rf.raw
+check "resize a fixed disk +5M" "$QIMG" resize -q -f vpc rf.vhd +5M
+check "resize fixed: data then zeros" "$QEMU_IMG" compare -q -f vpc -F raw rf.vhd rf.raw
+expect_eq "resize fixed: the file" "$(stat -c %s rf.vhd)" $(( $(stat -c %s rf.raw) + (5 << 20) + 512 ))
+expect_eq "resize fixed: still probed as vpc" "$("$QIMG" info rf.vhd | sed -n 's/^file format: //p')" vpc
+check "resize fixed --shrink 1M" "$QIMG" resize -q -f vpc --shrink rf.vhd 1M
+truncate -s 1M rf.raw
+check "resize fixed --shrink: data" "$QEMU_IMG" compare -q -f vpc -F raw rf.vhd rf.raw
+expect_eq "resize fixed --shrink: the file" "$(stat -c %s rf.vhd)" $(( (1 << 20) + 512 ))
+# measure: what create makes, and a copy within it
+m() { "$QIMG" measure --output=json -O vpc "$@" | sed -n 's/.*"required": \([0-9]*\).*/\1/p'; }
+for o in subformat=dynamic subformat=fixed force_size=on azure=on; do
+    rm -f "$SCRATCH/m.vhd"
+    "$QIMG" create -q -f vpc -o "$o" "$SCRATCH/m.vhd" 100M
+    expect_eq "measure -o $o --size: an empty image" "$(m -o "$o" --size 100M)" "$(stat -c %s "$SCRATCH/m.vhd")"
+    rm -f "$SCRATCH/m.vhd"
+    "$QIMG" convert -O vpc -o "$o" src.raw "$SCRATCH/m.vhd"
+    check "measure -o $o of src.raw: the copy fits" test "$(stat -c %s "$SCRATCH/m.vhd")" -le "$(m -o "$o" src.raw)"
+done
