@@ -205,14 +205,14 @@ static void header_serialize(const struct luks_header *h, uint8_t *b)
 static int store_read(const struct luks_store *st, void *buf, size_t len, uint64_t off)
 {
     if (st->limit && !qimg_range_ok(off, len, st->limit))
-        return qimg_error(-EINVAL, "LUKS key material lies outside of the encryption header");
+        return qimg_error(-EINVAL, "Request for data outside of extension header");
     return qimg_io_pread(st->io, buf, len, st->base + off);
 }
 
 static int store_write(const struct luks_store *st, const void *buf, size_t len, uint64_t off)
 {
     if (st->limit && !qimg_range_ok(off, len, st->limit))
-        return qimg_error(-EINVAL, "LUKS key material lies outside of the encryption header");
+        return qimg_error(-EINVAL, "Request for data outside of extension header");
     return qimg_io_pwrite(st->io, buf, len, st->base + off);
 }
 
@@ -483,8 +483,8 @@ static int lookup_opt(qimg_opts *opts, const char *prefix, const char *name,
     if (qimg_opts_get_string(opts, key, &v) != 1)
         return 0;
     int x = lookup(v);
-    if (x < 0)
-        return qimg_error(-EINVAL, "Parameter '%s' does not accept value '%s'", key, v);
+    if (x < 0)   /* qemu names it without the prefix */
+        return qimg_error(-EINVAL, "Parameter '%s' does not accept value '%s'", name, v);
     *out = x;
     return 1;
 }
