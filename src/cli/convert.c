@@ -247,6 +247,19 @@ static int check_create_options(const struct convert_opts *o, qimg_opts **opts, 
         error_report("Compression not supported for this file format");
         return -1;
     }
+    if (o->compress && *opts) {
+        const char *enc = qimg_opts_get(*opts, "encryption");
+        const char *prealloc = qimg_opts_get(*opts, "preallocation");
+        bool encryption = enc && (!strcmp(enc, "on") || !strcmp(enc, "yes") || !strcmp(enc, "true"));
+        if (encryption || qimg_opts_get(*opts, "encrypt.format")) {
+            error_report("Compression and encryption not supported at the same time");
+            return -1;
+        }
+        if (prealloc && strcmp(prealloc, "off")) {
+            error_report("Compression and preallocation not supported at the same time");
+            return -1;
+        }
+    }
     return 0;
 }
 

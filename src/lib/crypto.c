@@ -91,6 +91,8 @@ bool qimg_crypto_available(void) { unavailable(); return false; }
 bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m) { (void)a; (void)m; unavailable(); return false; }
 void qimg_wipe(void *p, size_t len) { explicit_bzero(p, len); }
 int qimg_random_bytes(void *buf, size_t len) { (void)buf; (void)len; return unavailable(); }
+int qimg_base64_decode(const char *in, uint8_t *out, size_t max, size_t *out_len)
+{ (void)in; (void)out; (void)max; (void)out_len; return unavailable(); }
 int qimg_hash(enum qimg_hash_alg h, const void *in, size_t len, uint8_t *out)
 { (void)h; (void)in; (void)len; (void)out; return unavailable(); }
 int qimg_pbkdf2(enum qimg_hash_alg h, const void *pass, size_t pass_len, const uint8_t *salt,
@@ -112,6 +114,9 @@ int qimg_sector_cipher_run(const struct qimg_sector_cipher *c, bool encrypt, uin
                            unsigned sector_size, uint8_t *buf, size_t len)
 { (void)c; (void)encrypt; (void)first_sector; (void)sector_size; (void)buf; (void)len;
   return unavailable(); }
+int qimg_sector_cipher_run_step(const struct qimg_sector_cipher *c, bool encrypt, uint64_t first_sector,
+                                uint64_t iv_step, unsigned sector_size, uint8_t *buf, size_t len)
+{ (void)iv_step; return qimg_sector_cipher_run(c, encrypt, first_sector, sector_size, buf, len); }
 
 #else /* HAVE_OPENSSL */
 
@@ -128,6 +133,19 @@ int qimg_random_bytes(void *buf, size_t len)
 {
     if (len > INT32_MAX || RAND_bytes(buf, (int)len) != 1)
         return openssl_failed("Random number generation");
+    return 0;
+}
+
+int qimg_base64_decode(const char *in, uint8_t *out, size_t max, size_t *out_len)
+{
+    size_t n = strlen(in);
+    if (n % 4 || n / 4 * 3 > max || n > INT32_MAX)
+        return qimg_error(-EINVAL, "Invalid base64 value");
+    int got = EVP_DecodeBlock(out, (const unsigned char *)in, (int)n);
+    if (got < 0)
+        return qimg_error(-EINVAL, "Invalid base64 value");
+    size_t pad = (n >= 1 && in[n - 1] == '=') + (n >= 2 && in[n - 2] == '=');
+    *out_len = (size_t)got - pad;
     return 0;
 }
 
@@ -334,6 +352,12 @@ static int make_iv(const struct qimg_sector_cipher *c, EVP_CIPHER_CTX *essiv_ctx
 int qimg_sector_cipher_run(const struct qimg_sector_cipher *c, bool encrypt, uint64_t first_sector,
                            unsigned sector_size, uint8_t *buf, size_t len)
 {
+    return qimg_sector_cipher_run_step(c, encrypt, first_sector, 1, sector_size, buf, len);
+}
+
+int qimg_sector_cipher_run_step(const struct qimg_sector_cipher *c, bool encrypt, uint64_t first_sector,
+                                uint64_t iv_step, unsigned sector_size, uint8_t *buf, size_t len)
+{
     if (len % sector_size)
         return qimg_error(-EINVAL, "Length %zu must be a multiple of block size %u", len, sector_size);
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
@@ -352,7 +376,7 @@ int qimg_sector_cipher_run(const struct qimg_sector_cipher *c, bool encrypt, uin
     for (size_t done = 0; ret == 0 && done < len; done += sector_size) {
         int outl = 0;
         if (c->mode != QIMG_MODE_ECB) {
-            ret = make_iv(c, essiv, first_sector + done / sector_size, iv);
+            ret = make_iv(c, essiv, first_sector + done / sector_size * iv_step, iv);
             if (ret == 0 && EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) != 1)
                 ret = openssl_failed(encrypt ? "Encryption" : "Decryption");
         }

@@ -70,6 +70,8 @@ void qimg_wipe(void *p, size_t len);
 void qimg_wipe_free(void *p, size_t len);
 
 int qimg_random_bytes(void *buf, size_t len);
+/* Standard base64 (padding required) into out (at most max bytes). */
+int qimg_base64_decode(const char *in, uint8_t *out, size_t max, size_t *out_len);
 int qimg_hash(enum qimg_hash_alg h, const void *in, size_t len, uint8_t *out);
 /* PBKDF2-HMAC (PKCS #5) with the hash h. */
 int qimg_pbkdf2(enum qimg_hash_alg h, const void *pass, size_t pass_len, const uint8_t *salt,
@@ -96,5 +98,9 @@ void qimg_sector_cipher_free(struct qimg_sector_cipher *c);
  * sector numbered first_sector. */
 int qimg_sector_cipher_run(const struct qimg_sector_cipher *c, bool encrypt, uint64_t first_sector,
                            unsigned sector_size, uint8_t *buf, size_t len);
+/* The same with the IV advancing by iv_step per sector (dm-crypt's
+ * larger sectors keep counting IVs in 512-byte units). */
+int qimg_sector_cipher_run_step(const struct qimg_sector_cipher *c, bool encrypt, uint64_t first_sector,
+                                uint64_t iv_step, unsigned sector_size, uint8_t *buf, size_t len);
 
 #endif

@@ -38,7 +38,7 @@ static uint64_t max_iters(void)
  * hash, the algorithm (its key length halved for XTS), the IV generator
  * and ESSIV's cipher, then the hash.  Whether OpenSSL can run the cipher
  * is asked only when the volume is unlocked (info shows any). */
-static int parse_names(struct luks_header *h)
+int luks_header_parse_names(struct luks_header *h)
 {
     char mode_text[33], *ivgen_name, *ivhash_name;
     memcpy(mode_text, h->cipher_mode, sizeof mode_text);
@@ -85,7 +85,7 @@ static int parse_names(struct luks_header *h)
 }
 
 /* What only I/O needs: a cipher OpenSSL has, a key that fits it. */
-static int check_usable(const struct luks_header *h)
+int luks_check_usable(const struct luks_header *h)
 {
     if (h->mode == QIMG_MODE_XTS && h->key_bytes % 2)
         return qimg_error(-EINVAL, "XTS cipher key length should be a multiple of 2");
@@ -175,7 +175,7 @@ int luks_header_parse(const uint8_t *b, struct luks_header *h)
     r = check_slots(h);
     if (r < 0)
         return r;
-    return parse_names(h);
+    return luks_header_parse_names(h);
 }
 
 static void header_serialize(const struct luks_header *h, uint8_t *b)
@@ -205,14 +205,14 @@ static void header_serialize(const struct luks_header *h, uint8_t *b)
 static int store_read(const struct luks_store *st, void *buf, size_t len, uint64_t off)
 {
     if (st->limit && !qimg_range_ok(off, len, st->limit))
-        return qimg_error(-EINVAL, "LUKS key material lies outside of the encryption header");
+        return qimg_error(-EINVAL, "Request for data outside of extension header");
     return qimg_io_pread(st->io, buf, len, st->base + off);
 }
 
 static int store_write(const struct luks_store *st, const void *buf, size_t len, uint64_t off)
 {
     if (st->limit && !qimg_range_ok(off, len, st->limit))
-        return qimg_error(-EINVAL, "LUKS key material lies outside of the encryption header");
+        return qimg_error(-EINVAL, "Request for data outside of extension header");
     return qimg_io_pwrite(st->io, buf, len, st->base + off);
 }
 
@@ -261,8 +261,8 @@ static void xor_into(uint8_t *dst, const uint8_t *src, size_t len)
 }
 
 /* stripes blocks of len bytes -> the key */
-static int af_merge(enum qimg_hash_alg hash, const uint8_t *split, size_t len, uint32_t stripes,
-                    uint8_t *key)
+int luks_af_merge(enum qimg_hash_alg hash, const uint8_t *split, size_t len, uint32_t stripes,
+                  uint8_t *key)
 {
     memset(key, 0, len);
     for (uint32_t i = 0; i + 1 < stripes; i++) {
@@ -301,7 +301,7 @@ static int slot_cipher(const struct luks_header *h, const uint8_t *key,
     return qimg_sector_cipher_new(out, h->alg, h->mode, h->ivgen, h->ivhash, key, h->key_bytes);
 }
 
-static int check_iterations(uint64_t iterations, const char *what, int slot)
+int luks_check_iterations(uint64_t iterations, const char *what, int slot)
 {
     uint64_t cap = max_iters();
     if (iterations <= cap)
@@ -319,7 +319,7 @@ static int check_iterations(uint64_t iterations, const char *what, int slot)
 static int verify_master_key(const struct luks_header *h, const uint8_t *key)
 {
     uint8_t digest[LUKS_DIGEST_LEN];
-    int r = check_iterations(h->mk_iterations, "master key digest", -1);
+    int r = luks_check_iterations(h->mk_iterations, "master key digest", -1);
     if (r == 0)
         r = qimg_pbkdf2(h->hash, key, h->key_bytes, h->mk_salt, LUKS_SALT_LEN, h->mk_iterations,
                         digest, sizeof digest);
@@ -340,7 +340,7 @@ static int try_slot(const struct luks_store *st, const struct luks_header *h, in
     uint8_t *split = qimg_alloc_from_image(split_len, "LUKS key material");
     if (!split)
         return -ENOMEM;
-    int r = check_iterations(s->iterations, NULL, i);
+    int r = luks_check_iterations(s->iterations, NULL, i);
     if (r == 0)
         r = qimg_pbkdf2(h->hash, pass, pass_len, s->salt, LUKS_SALT_LEN, s->iterations,
                         slot_key, h->key_bytes);
@@ -351,7 +351,7 @@ static int try_slot(const struct luks_store *st, const struct luks_header *h, in
     if (r == 0)
         r = qimg_sector_cipher_run(c, false, 0, LUKS_SECTOR, split, split_len);
     if (r == 0)
-        r = af_merge(h->hash, split, h->key_bytes, s->stripes, key);
+        r = luks_af_merge(h->hash, split, h->key_bytes, s->stripes, key);
     if (r == 0)
         r = verify_master_key(h, key);
     qimg_sector_cipher_free(c);
@@ -410,7 +410,7 @@ int luks_open_volume(const struct luks_store *st, const char *secret_id, const c
     if (r == 0)
         r = get_secret(secret_id, prefix, &pass, &pass_len);
     if (r == 0)
-        r = check_usable(&v->h);
+        r = luks_check_usable(&v->h);
     if (r == 0) {
         v->master_key = qimg_xmalloc(v->h.key_bytes);
         r = find_key(st, &v->h, pass, pass_len, v->master_key, -1);
@@ -440,6 +440,15 @@ void luks_volume_free(struct luks_volume *v)
 int luks_crypt(const struct luks_volume *v, bool encrypt, uint64_t first_sector, uint8_t *buf, size_t len)
 {
     return qimg_sector_cipher_run(v->cipher, encrypt, first_sector, LUKS_SECTOR, buf, len);
+}
+
+int luks_crypt_bytes(const struct luks_volume *v, bool encrypt, uint64_t off, uint8_t *buf, size_t len)
+{
+    /* LUKS2 sectors above 512 bytes: the IV still counts 512-byte units,
+     * as cryptsetup encrypts them */
+    unsigned ss = v->sector_size ? v->sector_size : LUKS_SECTOR;
+    return qimg_sector_cipher_run_step(v->cipher, encrypt, off / LUKS_SECTOR + v->iv_offset,
+                                       ss / LUKS_SECTOR, ss, buf, len);
 }
 
 /* ------------------------------------------------------------------- info */
@@ -483,8 +492,8 @@ static int lookup_opt(qimg_opts *opts, const char *prefix, const char *name,
     if (qimg_opts_get_string(opts, key, &v) != 1)
         return 0;
     int x = lookup(v);
-    if (x < 0)
-        return qimg_error(-EINVAL, "Parameter '%s' does not accept value '%s'", key, v);
+    if (x < 0)   /* qemu names it without the prefix */
+        return qimg_error(-EINVAL, "Parameter '%s' does not accept value '%s'", name, v);
     *out = x;
     return 1;
 }

@@ -77,6 +77,8 @@ static int luks_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
     }
     s->payload = (uint64_t)s->v->h.payload_offset * LUKS_SECTOR;
     img->size = file_size > s->payload ? file_size - s->payload : 0;
+    if (s->v->payload_size)
+        img->size = s->v->payload_size;
     img->opaque = s;
     return 0;
 }
@@ -96,7 +98,7 @@ static int read_sectors(struct qimg_image *img, uint64_t off, uint8_t *buf, size
     struct luks_state *s = state(img);
     int r = qimg_io_pread(img->file, buf, len, s->payload + off);
     if (r == 0)
-        r = luks_crypt(s->v, false, off / LUKS_SECTOR, buf, len);
+        r = luks_crypt_bytes(s->v, false, off, buf, len);
     return r;
 }
 
@@ -109,7 +111,7 @@ static int write_sectors(struct qimg_image *img, uint64_t off, const uint8_t *bu
     for (size_t done = 0; r == 0 && done < len;) {
         size_t n = QIMG_MIN(len - done, CHUNK);
         memcpy(bounce, buf + done, n);
-        r = luks_crypt(s->v, true, (off + done) / LUKS_SECTOR, bounce, n);
+        r = luks_crypt_bytes(s->v, true, off + done, bounce, n);
         if (r == 0)
             r = qimg_io_pwrite(img->file, bounce, n, s->payload + off + done);
         done += n;
@@ -118,19 +120,26 @@ static int write_sectors(struct qimg_image *img, uint64_t off, const uint8_t *bu
     return r;
 }
 
-static bool sector_aligned(uint64_t off, size_t len)
+static unsigned sector_of(struct qimg_image *img)
 {
-    return off % LUKS_SECTOR == 0 && len % LUKS_SECTOR == 0;
+    unsigned ss = state(img)->v->sector_size;
+    return ss ? ss : LUKS_SECTOR;
+}
+
+static bool sector_aligned(struct qimg_image *img, uint64_t off, size_t len)
+{
+    return off % sector_of(img) == 0 && len % sector_of(img) == 0;
 }
 
 static int luks_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {
     if (!state(img)->v->cipher)
         return qimg_error(-EINVAL, "Parameter 'key-secret' is required for cipher");
-    if (sector_aligned(off, len))
+    if (sector_aligned(img, off, len))
         return read_sectors(img, off, buf, len);
-    uint64_t start = qimg_round_down(off, LUKS_SECTOR);
-    size_t span = (size_t)(qimg_div_round_up(off + len, LUKS_SECTOR) * LUKS_SECTOR - start);
+    unsigned ss = sector_of(img);
+    uint64_t start = qimg_round_down(off, ss);
+    size_t span = (size_t)(qimg_div_round_up(off + len, ss) * ss - start);
     uint8_t *tmp = qimg_xmalloc(span);
     int r = read_sectors(img, start, tmp, span);
     if (r == 0)
@@ -141,10 +150,11 @@ static int luks_read(struct qimg_image *img, uint64_t off, void *buf, size_t len
 
 static int luks_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
 {
-    if (sector_aligned(off, len))
+    if (sector_aligned(img, off, len))
         return write_sectors(img, off, buf, len);
-    uint64_t start = qimg_round_down(off, LUKS_SECTOR);
-    size_t span = (size_t)(qimg_div_round_up(off + len, LUKS_SECTOR) * LUKS_SECTOR - start);
+    unsigned ss = sector_of(img);
+    uint64_t start = qimg_round_down(off, ss);
+    size_t span = (size_t)(qimg_div_round_up(off + len, ss) * ss - start);
     uint8_t *tmp = qimg_xmalloc(span);
     pthread_mutex_lock(&img->lock);
     int r = read_sectors(img, start, tmp, span);

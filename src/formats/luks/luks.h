@@ -80,6 +80,9 @@ struct luks_volume {
     struct luks_header h;
     struct qimg_sector_cipher *cipher;
     uint8_t *master_key;            /* h.key_bytes, wiped on free */
+    unsigned sector_size;           /* 0: 512 (LUKS2 may say 4096) */
+    uint64_t iv_offset;             /* LUKS2's iv_tweak */
+    uint64_t payload_size;          /* LUKS2 segment size; 0: to the end */
 };
 
 /* Read and check a header (qemu's checks and messages). */
@@ -94,6 +97,16 @@ int luks_open_volume(const struct luks_store *st, const char *secret_id, const c
 void luks_volume_free(struct luks_volume *v);
 /* Payload en/decryption: sector numbers from first_sector. */
 int luks_crypt(const struct luks_volume *v, bool encrypt, uint64_t first_sector, uint8_t *buf, size_t len);
+/* The same from a byte offset into the payload, in the volume's sectors. */
+int luks_crypt_bytes(const struct luks_volume *v, bool encrypt, uint64_t off, uint8_t *buf, size_t len);
+
+/* For luks2.c: the names (cipher_name, cipher_mode, hash_spec, key_bytes
+ * set) to algorithms; can OpenSSL run them; the splitter; the cap. */
+int luks_header_parse_names(struct luks_header *h);
+int luks_check_usable(const struct luks_header *h);
+int luks_af_merge(enum qimg_hash_alg hash, const uint8_t *split, size_t len, uint32_t stripes,
+                  uint8_t *key);
+int luks_check_iterations(uint64_t iterations, const char *what, int slot);
 
 /* info's LUKS block (qemu's QCryptoBlockInfoLUKS) into obj. */
 void luks_info_fill(const struct luks_header *h, struct qimg_json *obj);
