@@ -163,6 +163,15 @@ struct qimg_driver {
      * writing anything (convert -l, measure -l); the image is read-only.
      * id, name or both (then both must match); -ENOENT when none does. */
     int (*snapshot_load_tmp)(struct qimg_image *img, const char *id, const char *name);
+
+    /* Called when img's backing image has been opened: may refuse it
+     * (vpc: a parent whose unique id is not the one the child records). */
+    int (*backing_opened)(struct qimg_image *img);
+
+    /* Beyond qemu's probing: does the file end (its last len <= 512 bytes,
+     * file_size in all) say it is this format?  Asked only when the first
+     * bytes probed as raw (vpc: a fixed VHD's footer). */
+    bool (*probe_tail)(const uint8_t *tail, size_t len, uint64_t file_size);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */
@@ -171,6 +180,10 @@ const struct qimg_driver *qimg_driver_find(const char *name);
 /* Probe the file's first bytes: the best driver (raw as fallback). */
 const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
                                             uint64_t file_size, const char *filename);
+
+/* The driver whose probe_tail claims the file's last bytes, else raw. */
+const struct qimg_driver *qimg_driver_probe_tail(const uint8_t *tail, size_t len,
+                                                 uint64_t file_size);
 
 extern const struct qimg_driver qimg_driver_raw;
 /* image-io.c: the format of a filter over a format node (not probed, not
@@ -181,6 +194,9 @@ extern const struct qimg_driver qimg_driver_vdi;
 extern const struct qimg_driver qimg_driver_parallels;
 extern const struct qimg_driver qimg_driver_vpc;
 extern const struct qimg_driver qimg_driver_vmdk;
+extern const struct qimg_driver qimg_driver_luks;
+extern const struct qimg_driver qimg_driver_qed;
+extern const struct qimg_driver qimg_driver_vhdx;
 
 /* ====================================================== capability layer */
 
