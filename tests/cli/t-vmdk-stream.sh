@@ -9,10 +9,13 @@
 . "$(dirname "$0")/lib.sh"
 need_cmd python3
 
-# the file with the descriptor's CID=... values blanked
+# the file with the descriptor's CID=... values blanked (the descriptor,
+# sectors 1-20, up to its first NUL; random CIDs differ in length too)
 no_cid() {
     python3 -c 'import re, sys; b = open(sys.argv[1], "rb").read()
-sys.stdout.buffer.write(re.sub(rb"(\nCID=|parentCID=)[0-9a-f]+", rb"\1", b))' "$1" | sha256sum
+desc = b[512:21 * 512].split(b"\0")[0]
+desc = re.sub(rb"(\nCID=|parentCID=)[0-9a-f]+", rb"\1", desc)
+sys.stdout.buffer.write(b[:512] + desc + b[21 * 512:])' "$1" | sha256sum
 }
 # le FILE OFFSET BITS VALUE (a negative offset counts from the end)
 le() {
