@@ -138,12 +138,12 @@ int vmdk_check_grains(struct qimg_image *img, struct vmdk_extent *e, uint64_t gr
         uint64_t host;
         uint64_t sector = e->start + off / VMDK_SECTOR;
         if (lookup(img, e, off, &kind, &host) < 0) {
-            qimg_check_log("ERROR: could not get cluster_offset for sector %" PRIu64 "\n", sector);
+            qimg_check_log("ERROR: could not get cluster_offset for sector %" PRIu64, sector);
             res->check_errors++;
             return qimg_error(-EPERM, "%s", strerror(EPERM));
         }
         if (kind == VMDK_GRAIN_DATA && host >= file_size) {
-            qimg_check_log("ERROR: cluster offset for sector %" PRIu64 " points after EOF\n",
+            qimg_check_log("ERROR: cluster offset for sector %" PRIu64 " points after EOF",
                            sector);
             res->corruptions++;
             return qimg_error(-EINVAL, "%s", strerror(EINVAL));
