@@ -60,19 +60,26 @@ assert pos == len(raw)
 for i in $ROWS; do
     L=$(label "$i") fm=${FMT[$i]} a=a$i.${FMT[$i]}
     [ -f "$FIX/$a" ] || continue
-    same_ro "$L: info" info "$a"
-    same_ro "$L: info json" info --output=json "$a"
+    PF=() PF2=()
+    if probes_beyond_qemu "$i"; then
+        PF=(-f "$fm") PF2=(-F "$fm")
+        expect_eq "$L: probed as $fm (beyond qemu-img)" \
+            "$("$QIMG" info "$IN/$a" | sed -n 's/^file format: //p')" "$fm"
+    fi
+    same_ro "$L: info" info "${PF[@]}" "$a"
+    same_ro "$L: info json" info "${PF[@]}" --output=json "$a"
     if maps_beyond_qemu "$fm"; then
         map_beyond_qemu "$L" "$a" "d$i.raw"
     else
-        same_ro "$L: map" map "$a"
-        same_ro "$L: map json" map --output=json "$a"
+        same_ro "$L: map" map "${PF[@]}" "$a"
+        same_ro "$L: map json" map "${PF[@]}" --output=json "$a"
     fi
-    same_ro "$L: check" check "$a"
-    same_ro "$L: check json" check --output=json "$a"
-    same_ro "$L: snapshot -l" snapshot -l "$a"
+    same_ro "$L: check" check "${PF[@]}" "$a"
+    same_ro "$L: check json" check "${PF[@]}" --output=json "$a"
+    if [ ${#PF[@]} = 0 ]; then same_ro "$L: snapshot -l" snapshot -l "$a"
+    else same_ro "$L: snapshot -l" snapshot -l --image-opts "driver=$fm,file.filename=$a"; fi
     same_ro "$L: compare with its data" compare -f "$fm" -F raw "$a" "d$i.raw"
-    same_ro "$L: compare with a changed byte" compare "$a" "b$i.$fm"
+    same_ro "$L: compare with a changed byte" compare "${PF[@]}" "${PF2[@]}" "$a" "b$i.$fm"
     if maps_beyond_qemu "$fm"; then
         # qemu-img finds a mismatch at 0 (all data); qimg where raw's holes
         # and the image's zeros first differ: the same verdict
@@ -80,7 +87,7 @@ for i in $ROWS; do
         expect_eq "$L: compare -s with its data (exit code)" $? \
             "$("$QEMU_IMG" compare -s "$IN/$a" "$IN/d$i.raw" >/dev/null 2>&1; echo $?)"
     else
-        same_ro "$L: compare -s with its data" compare -s "$a" "d$i.raw"
+        same_ro "$L: compare -s with its data" compare "${PF[@]}" -s "$a" "d$i.raw"
     fi
     co "$i"
     if measures_beyond_qemu "$fm"; then

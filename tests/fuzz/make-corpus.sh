@@ -90,6 +90,39 @@ table = b"".join(struct.pack(">I", e) for e in bat)
 table += b"\xff" * (first * 512 - bat_off - len(table))
 open(sys.argv[1], "wb").write(foot + dyn + table + blocks + foot)
 PY
+# a differencing VHD (4 KiB blocks, one allocated with half its sectors
+# present) naming its parent by W2ru, W2ku, MacX and the unicode name
+python3 - "$OUT/vpc-diff" <<'PY'
+import struct, sys
+def checksum(b): return (~sum(b)) & 0xffffffff
+size, bs, n = 1 << 16, 4096, 16
+bat_off, loc_off = 1536, 2048
+foot = bytearray(512)
+struct.pack_into(">8sIIQI4sI4sQQHBBI", foot, 0, b"conectix", 2, 0x10000, 512, 0, b"qem2",
+                 0x50003, b"Wi2k", size, size, 1, 16, 8, 4)
+foot[68:84] = bytes(range(16))
+struct.pack_into(">I", foot, 64, checksum(foot))
+dyn = bytearray(1024)
+struct.pack_into(">8sQQIII", dyn, 0, b"cxsparse", 2**64 - 1, bat_off, 0x10000, n, bs)
+dyn[40:56] = bytes(range(16, 32))
+name = "parent.vhd".encode("utf-16-be")
+dyn[64:64 + len(name)] = name
+locs = [(b"W2ru", ".\\parent.vhd".encode("utf-16-le")),
+        (b"W2ku", "C:\\vm\\parent.vhd".encode("utf-16-le")),
+        (b"MacX", b"file://localhost/vm/parent.vhd")]
+data = b""
+for i, (code, d) in enumerate(locs):
+    struct.pack_into(">4sIIIQ", dyn, 576 + 24 * i, code, 512, len(d), 0, loc_off + 512 * i)
+    data += d + bytes(512 - len(d))
+struct.pack_into(">I", dyn, 36, checksum(dyn))
+first = (loc_off + len(data)) // 512
+bat = [0xffffffff] * n
+bat[2] = first
+table = b"".join(struct.pack(">I", e) for e in bat)
+table += b"\xff" * (loc_off - bat_off - len(table))
+block = b"\x0f\xf0" + bytes(510) + b"\x5a" * bs
+open(sys.argv[1], "wb").write(foot + dyn + table + data + block + foot)
+PY
 mk -f vmdk "$OUT/vmdk-sparse" 1M
 mk -f vmdk -o subformat=streamOptimized "$OUT/vmdk-stream" 1M
 mk -f vmdk -o subformat=monolithicFlat "$tmp/flat.vmdk" 64k
