@@ -7,6 +7,10 @@ const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_vdi,
     &qimg_driver_parallels,
     &qimg_driver_vpc,
+    &qimg_driver_vmdk,
+    &qimg_driver_luks,
+    &qimg_driver_qed,
+    &qimg_driver_vhdx,
     NULL,
 };
 

@@ -390,6 +390,7 @@ static bool strong_key(const qimg_opts *o, const char *key)
         return false;
     return strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
            strcmp(key, "force_size_calc") == 0 ||   /* vpc */
+           strcmp(key, "key-secret") == 0 ||        /* luks */
            strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
            strncmp(key, "backing.", 8) == 0;
 }
