@@ -86,9 +86,11 @@ make_input() {
     echo "$stamp" > "$IN/$name.stamp"
 }
 
-wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw &&
+wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw \
+       vdi-sparse vpc-sparse copy-limit-sparse &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
-wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw vmdk-stream &&
+wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw \
+       vdi-dense vpc-dense copy-limit-dense vmdk-stream &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -225,6 +227,28 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("qcow2-c-zlib|convert qcow2→qcow2 -c (zlib)|convert -c -O qcow2 \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
     WORKLOADS+=("qcow2-c-zstd|convert qcow2→qcow2 -c (zstd)|convert -c -O qcow2 -o compression_type=zstd \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
 fi
+
+# The hypervisors' formats (issue 14): raw→vdi and raw→vpc and back, on the
+# sparse and the dense input; the sources in those formats made by qemu-img
+# (untimed).  The copy limit: cp --sparse=always of the same raw bytes in
+# the qemu-img column, qimg's raw→raw copy beside it.
+for f in vdi:vdi vpc:vhd; do
+    fmt=${f%%:*} ext=${f#*:}
+    for kind in sparse dense; do
+        wanted "$fmt-$kind" || continue
+        src=$IN/$kind.$ext
+        if [ ! -f "$src" ] || [ "$src" -ot "$IN/$kind.raw" ]; then
+            "$QEMU_IMG" convert -f raw -O "$fmt" "$IN/$kind.raw" "$src" || die "making $kind.$ext failed"
+        fi
+        [ $kind = sparse ] && what="$SPARSE_SIZE sparse, $SPARSE_DATA data" || what="$DENSE_SIZE dense"
+        WORKLOADS+=("raw-to-$fmt-$kind|convert raw→$fmt, $what|convert -O $fmt \$IN/$kind.raw \$OUT/t.$ext|compare -f raw -F $fmt \$IN/$kind.raw \$OUT/t.$ext")
+        WORKLOADS+=("$fmt-to-raw-$kind|convert $fmt→raw, $what|convert -O raw \$IN/$kind.$ext \$OUT/t.raw|compare -f $fmt -F raw \$IN/$kind.$ext \$OUT/t.raw")
+    done
+done
+for kind in sparse dense; do
+    [ $kind = sparse ] && what="$SPARSE_SIZE sparse, $SPARSE_DATA data" || what="$DENSE_SIZE dense"
+    WORKLOADS+=("copy-limit-$kind|the copy limit: cp --sparse=always (qemu-img column) vs qimg convert raw→raw, $what|convert -O raw \$IN/$kind.raw \$OUT/t.raw|compare -f raw -F raw \$IN/$kind.raw \$OUT/t.raw||cp --sparse=always \$IN/$kind.raw \$OUT/t.raw")
+done
 
 # vhdx (issue 14): raw→vhdx of the sparse and the dense image, and back
 # from vhdx copies of them made by qemu-img
