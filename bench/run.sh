@@ -86,9 +86,9 @@ make_input() {
     echo "$stamp" > "$IN/$name.stamp"
 }
 
-wanted convert-sparse convert-qcow2 qcow2-to-raw &&
+wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
-wanted convert-dense qcow2-c-zlib qcow2-c-zstd &&
+wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -248,6 +248,20 @@ if "$QIMG" create -q -f luks --object secret,id=s0,data=p -o key-secret=s0,iter-
     WORKLOADS+=("raw-to-luks|convert raw→luks, $DENSE_SIZE dense|convert $SEC -O luks -o key-secret=s0,iter-time=100 \$IN/dense.raw \$OUT/t.luks|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=luks,file.filename=\$OUT/t.luks,key-secret=s0||$(retry "convert $SEC -O luks -o key-secret=s0,iter-time=100 \$IN/dense.raw \$OUT/t.luks")")
     WORKLOADS+=("luks-to-raw|convert luks→raw, $DENSE_SIZE dense|convert $SEC --image-opts driver=luks,file.filename=\$IN/dense.luks,key-secret=s0 -O raw \$OUT/t.raw|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=luks,file.filename=\$IN/dense.luks,key-secret=s0")
     WORKLOADS+=("raw-to-qcow2-luks|convert raw→qcow2 with LUKS, $DENSE_SIZE dense|convert $SEC -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100 \$IN/dense.raw \$OUT/t.qcow2|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=qcow2,file.filename=\$OUT/t.qcow2,encrypt.key-secret=s0||$(retry "convert $SEC -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100 \$IN/dense.raw \$OUT/t.qcow2")")
+fi
+
+# vhdx (issue 14): raw→vhdx of the sparse and the dense image, and back
+# from vhdx copies of them made by qemu-img
+if "$QIMG" create -q -f vhdx "$OUT/probe.vhdx" 1M >/dev/null 2>&1; then
+    for v in sparse dense; do
+        if wanted vhdx-$v-to-raw && [ ! -f "$IN/$v.vhdx" ]; then
+            "$QEMU_IMG" convert -O vhdx "$IN/$v.raw" "$IN/$v.vhdx" || die "making $v.vhdx failed"
+        fi
+    done
+    WORKLOADS+=("raw-to-vhdx-sparse|convert raw→vhdx, $SPARSE_SIZE sparse, $SPARSE_DATA data|convert -O vhdx \$IN/sparse.raw \$OUT/t.vhdx|compare -f raw -F vhdx \$IN/sparse.raw \$OUT/t.vhdx")
+    WORKLOADS+=("raw-to-vhdx-dense|convert raw→vhdx, $DENSE_SIZE dense|convert -O vhdx \$IN/dense.raw \$OUT/t.vhdx|compare -f raw -F vhdx \$IN/dense.raw \$OUT/t.vhdx")
+    WORKLOADS+=("vhdx-sparse-to-raw|convert vhdx→raw, $SPARSE_SIZE with $SPARSE_DATA data|convert -O raw \$IN/sparse.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/sparse.vhdx \$OUT/t.raw")
+    WORKLOADS+=("vhdx-dense-to-raw|convert vhdx→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/dense.vhdx \$OUT/t.raw")
 fi
 
 # check (issue 4): 16 GiB qcow2 images, 64 KiB and 4 KiB clusters, with

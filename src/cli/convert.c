@@ -553,8 +553,10 @@ int cmd_convert(int argc, char **argv)
         goto out;
 
     const char *out_name = argv[argc - 1];
-    /* -n writes the existing target in place */
-    t = qimg_target_new(out_name, o.skip_create);
+    /* -n writes the existing target in place, and so does a format whose
+     * files are named after the image (vmdk's extents) */
+    t = qimg_target_new(out_name, o.skip_create ||
+                        (o.out_fmt && qimg_format_supports(o.out_fmt, QIMG_CAP_MANY_FILES)));
     if (!o.skip_create) {
         if (check_target_format(&o, out_name) < 0 || check_create_options(&o, &opts, nsrc) < 0)
             goto out;
@@ -575,7 +577,8 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
 
-    unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING;
+    unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING |
+                         QIMG_OPEN_UNMAP;
     if (parse_cache_mode(o.cache ? o.cache : "unsafe", &tgt_flags) < 0) {
         error_report("Invalid cache option: %s", o.cache);
         qimg_target_discard(t);

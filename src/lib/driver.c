@@ -22,6 +22,7 @@ bool qimg_drv_can(const struct qimg_driver *drv, enum qimg_capability cap)
     case QIMG_CAP_MEASURE: return drv->measure != NULL;
     case QIMG_CAP_MAKE_EMPTY: return drv->make_empty != NULL;
     case QIMG_CAP_METADATA: return qimg_drv_has_metadata(drv);
+    case QIMG_CAP_MANY_FILES: return drv->flags & QIMG_DRV_MANY_FILES;
     }
     return false;
 }

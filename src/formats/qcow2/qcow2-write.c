@@ -891,7 +891,7 @@ int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsig
         r = zero_partial(img, off, a - off);
     if (r == 0)
         r = zero_clusters(img, a, b - a, has_zero_flag, (flags & QIMG_ZERO_MAY_UNMAP) || !has_zero_flag,
-                          false);
+                          (img->flags & QIMG_OPEN_UNMAP) != 0);
     if (r == 0 && b < end)
         r = zero_partial(img, b, end - b);
     return request_done(img, r);
