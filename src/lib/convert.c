@@ -522,7 +522,10 @@ static int read_target_range(const struct convert *c, uint64_t doff, uint8_t *bu
 
 /* Per cluster of the unit: skip, zeros, or data compressed into out
  * (clen 0: stored as it is). */
-struct ccluster { enum walk_action act; size_t clen;     int err;                  /* compression failed: reported at its turn */
+struct ccluster {
+    enum walk_action act;
+    size_t clen;
+    int err;                /* compression failed: reported at its turn */
 };
 
 static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *buf)
