@@ -524,7 +524,11 @@ static int read_target_range(const struct convert *c, uint64_t doff, uint8_t *bu
 
 /* Per cluster of the unit: skip, zeros, or data compressed into out
  * (clen 0: stored as it is). */
-struct ccluster { enum walk_action act; size_t clen; };
+struct ccluster {
+    enum walk_action act;
+    size_t clen;
+    int err;                /* compression failed: reported at its turn */
+};
 
 static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *buf)
 {
@@ -571,6 +575,12 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
             cl[k].clen = 0;
             r = 0;
         }
+        /* a driver that cannot store this compressed write fails it as
+         * qemu's compressed write fails (an encrypted qcow2), in order */
+        if (r == -EIO) {
+            cl[k].err = r;
+            r = 0;
+        }
     }
     if (r < 0)
         return r;
@@ -581,6 +591,8 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
         if (cl[k].act == ACT_ZERO)
             r = write_zeros(c, off, len);
+        else if (cl[k].act == ACT_DATA && cl[k].err)
+            r = cl[k].err;
         else if (cl[k].act == ACT_DATA && cl[k].clen)
             r = qimg_drv_write_compressed(t, off, out + k * 2 * cs, cl[k].clen);
         else if (cl[k].act == ACT_DATA)
