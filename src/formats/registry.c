@@ -8,6 +8,7 @@ const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_parallels,
     &qimg_driver_vpc,
     &qimg_driver_qed,
+    &qimg_driver_qcow,
     NULL,
 };
 

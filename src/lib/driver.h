@@ -169,6 +169,7 @@ extern const struct qimg_driver qimg_driver_vdi;
 extern const struct qimg_driver qimg_driver_parallels;
 extern const struct qimg_driver qimg_driver_vpc;
 extern const struct qimg_driver qimg_driver_qed;
+extern const struct qimg_driver qimg_driver_qcow;
 
 /* ====================================================== capability layer */
 
