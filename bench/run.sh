@@ -86,9 +86,9 @@ make_input() {
     echo "$stamp" > "$IN/$name.stamp"
 }
 
-wanted convert-sparse convert-qcow2 qcow2-to-raw &&
+wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
-wanted convert-dense qcow2-c-zlib qcow2-c-zstd &&
+wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -224,6 +224,20 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("qcow2-to-raw|convert qcow2→raw, $SPARSE_SIZE with $SPARSE_DATA data|convert -O raw \$IN/sparse.qcow2 \$OUT/t.raw|compare -f qcow2 -F raw \$IN/sparse.qcow2 \$OUT/t.raw")
     WORKLOADS+=("qcow2-c-zlib|convert qcow2→qcow2 -c (zlib)|convert -c -O qcow2 \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
     WORKLOADS+=("qcow2-c-zstd|convert qcow2→qcow2 -c (zstd)|convert -c -O qcow2 -o compression_type=zstd \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
+fi
+
+# vhdx (issue 14): raw→vhdx of the sparse and the dense image, and back
+# from vhdx copies of them made by qemu-img
+if "$QIMG" create -q -f vhdx "$OUT/probe.vhdx" 1M >/dev/null 2>&1; then
+    for v in sparse dense; do
+        if wanted vhdx-$v-to-raw && [ ! -f "$IN/$v.vhdx" ]; then
+            "$QEMU_IMG" convert -O vhdx "$IN/$v.raw" "$IN/$v.vhdx" || die "making $v.vhdx failed"
+        fi
+    done
+    WORKLOADS+=("raw-to-vhdx-sparse|convert raw→vhdx, $SPARSE_SIZE sparse, $SPARSE_DATA data|convert -O vhdx \$IN/sparse.raw \$OUT/t.vhdx|compare -f raw -F vhdx \$IN/sparse.raw \$OUT/t.vhdx")
+    WORKLOADS+=("raw-to-vhdx-dense|convert raw→vhdx, $DENSE_SIZE dense|convert -O vhdx \$IN/dense.raw \$OUT/t.vhdx|compare -f raw -F vhdx \$IN/dense.raw \$OUT/t.vhdx")
+    WORKLOADS+=("vhdx-sparse-to-raw|convert vhdx→raw, $SPARSE_SIZE with $SPARSE_DATA data|convert -O raw \$IN/sparse.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/sparse.vhdx \$OUT/t.raw")
+    WORKLOADS+=("vhdx-dense-to-raw|convert vhdx→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/dense.vhdx \$OUT/t.raw")
 fi
 
 # check (issue 4): 16 GiB qcow2 images, 64 KiB and 4 KiB clusters, with

@@ -59,6 +59,9 @@ enum qimg_open_flags {
                                          local files not already in the page cache are
                                          read around it (O_DIRECT) */
     QIMG_OPEN_SAFE        = 1u << 10, /* safe mode for this open (see qimg_set_safe_mode) */
+    QIMG_OPEN_UNMAP       = 1u << 11, /* discard=unmap: storage a zero write frees is
+                                         discarded below too (qemu-img's convert target
+                                         and commit chain) */
 };
 
 /* What this build has: storage backends (file, null-co, blkdebug...) by
@@ -188,6 +191,8 @@ enum qimg_capability {
     QIMG_CAP_MEASURE,
     QIMG_CAP_MAKE_EMPTY,    /* emptied after commit */
     QIMG_CAP_METADATA,      /* metadata of its own (every format but raw) */
+    QIMG_CAP_MANY_FILES,    /* create may make files named after the image (vmdk's
+                               extents): a new image is written in place */
 };
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);

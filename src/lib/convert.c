@@ -61,7 +61,10 @@ struct convert {
 
     const uint8_t *zeros;    /* CHUNK zero bytes for -S 0 */
 
-    /* -c: units are whole target clusters, compressed by the workers */
+    /* -c, or a target that takes only compressed writes (streamOptimized
+     * vmdk, as qemu-img's needs_compressed_writes): units are whole target
+     * clusters, compressed by the workers */
+    bool compress;
     uint64_t cluster;        /* the target's cluster size */
     uint64_t total_len;      /* sum of the padded source sizes (-c, --salvage) */
 };
@@ -172,7 +175,7 @@ static enum walk_action classify(const struct convert *c, bool *counted)
 static int next_unit(struct convert *c, struct unit *u)
 {
     const struct qimg_convert_params *p = c->p;
-    if (p->compress) {
+    if (c->compress) {
         /* target-relative, cluster-aligned units; c->off runs over the target */
         if (c->err || c->off >= c->total_len)
             return 0;
@@ -528,7 +531,9 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
     uint64_t cs = c->cluster;
     size_t n = (size_t)qimg_div_round_up(u->len, cs);
     CLEANUP_FREE struct ccluster *cl = qimg_xcalloc(n, sizeof *cl);
-    CLEANUP_FREE uint8_t *out = qimg_xmalloc(n * cs);
+    /* a driver may store a cluster that does not shrink a little larger
+     * (vmdk's streamOptimized grains): room for two clusters each */
+    CLEANUP_FREE uint8_t *out = qimg_xmalloc(n * 2 * cs);
     int r = 0;
     for (size_t k = 0; k < n && r == 0; k++) {
         uint64_t len = QIMG_MIN(cs, u->len - k * cs);
@@ -559,7 +564,7 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         /* a partial cluster that is not the disk's last one is stored as it is */
         if (len < cs && off + len != qimg_size(t))
             continue;
-        r = qimg_drv_compress(t, buf + k * cs, len, out + k * cs, &cl[k].clen);
+        r = qimg_drv_compress(t, buf + k * cs, len, out + k * 2 * cs, &cl[k].clen);
         if (r == -ENOSPC) {
             cl[k].clen = 0;
             r = 0;
@@ -573,7 +578,7 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         if (cl[k].act == ACT_ZERO)
             r = write_zeros(c, off, len);
         else if (cl[k].act == ACT_DATA && cl[k].clen)
-            r = qimg_drv_write_compressed(t, off, out + k * cs, cl[k].clen);
+            r = qimg_drv_write_compressed(t, off, out + k * 2 * cs, cl[k].clen);
         else if (cl[k].act == ACT_DATA)
             r = qimg_write(t, off, buf + k * cs, (size_t)len);
         if (r < 0)
@@ -586,7 +591,7 @@ static int do_unit(struct convert *c, const struct unit *u, uint8_t *buf)
 {
     const struct qimg_convert_params *p = c->p;
     int r;
-    if (p->compress)
+    if (c->compress)
         return do_compressed_unit(c, u, buf);
     if (u->kind == UNIT_ZERO) {
         wait_turn(c, u);
@@ -648,13 +653,23 @@ static int check_params(const struct qimg_convert_params *p)
     return 0;
 }
 
+/* -c, or a target that can be written only compressed: whole clusters.
+ * qemu-img's words: a format that cannot compress, then a cluster size
+ * its buffer cannot take. */
 static int setup_compress(struct convert *c)
 {
     qimg_image *t = c->p->target;
-    int64_t cluster = qimg_image_cluster_size(t);
-    if (!qimg_drv_can(t->drv, QIMG_CAP_COMPRESS) || cluster <= 0 ||
-        !qimg_is_pow2((uint64_t)cluster))
+    struct qimg_driver_info info;
+    int r = qimg_drv_info(t, &info);
+    qimg_json_free(info.format_specific);
+    c->compress = c->p->compress || (r == 0 && info.needs_compressed_writes);
+    if (!c->compress)
+        return 0;
+    if (!qimg_drv_can(t->drv, QIMG_CAP_COMPRESS))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
+    int64_t cluster = r < 0 ? 0 : info.cluster_size;
+    if (cluster <= 0 || cluster > CHUNK || !qimg_is_pow2((uint64_t)cluster))
+        return qimg_error(-EINVAL, "invalid cluster size");
     c->cluster = (uint64_t)cluster;
     return 0;
 }
@@ -685,12 +700,11 @@ int qimg_convert(const struct qimg_convert_params *p)
         c.zeros = zeros = qimg_xcalloc(1, CHUNK);
     for (size_t i = 0; i < p->nsources; i++)
         c.total_len += padded_size(p->sources[i]);   /* checked by check_params */
-    if (p->compress)
-        r = setup_compress(&c);
+    r = setup_compress(&c);
     /* qemu-img always walks the sources once to count: with --salvage its
      * warnings come from that walk too */
     if (r == 0 && (p->progress || p->salvage))
-        r = p->compress ? (c.total = c.total_len, 0) : count_total(&c);
+        r = c.compress ? (c.total = c.total_len, 0) : count_total(&c);
     struct qimg_pool *pool = NULL;
     /* --salvage reports in order: one request at a time */
     unsigned nthreads = p->salvage ? 1 : worker_threads(p->coroutines);

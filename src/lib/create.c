@@ -496,7 +496,10 @@ int qimg_create(const struct qimg_create_params *p)
         if (r < 0)
             goto out;
     }
-    if (p->atomic && !qimg_path_has_protocol(p->filename)) {
+    /* a format whose files are named after the image (vmdk's extents)
+     * is created under its own name */
+    if (p->atomic && !qimg_path_has_protocol(p->filename) &&
+        !(pl.drv->flags & QIMG_DRV_MANY_FILES)) {
         target = resolve_target(p->filename);
         if (target)
             tmp = make_temp(target, nocow);

@@ -73,7 +73,7 @@ int qimg_info_build(qimg_image *img, struct qimg_json **out)
     qimg_json_set(o, "filename", qimg_json_string(img->filename));
     qimg_json_set(o, "format", qimg_json_string(qimg_format(img)));
     qimg_json_set(o, "virtual-size", qimg_json_int((int64_t)img->size));
-    int64_t actual = qimg_io_allocated_size(img->file);
+    int64_t actual = di.has_actual_size ? di.actual_size : qimg_io_allocated_size(img->file);
     if (actual >= 0)
         qimg_json_set(o, "actual-size", qimg_json_int(actual));
     if (di.encrypted)
