@@ -16,12 +16,17 @@
  * New L2 tables and clusters go at the end of the file rounded up to a
  * cluster, compressed data at the end rounded up to a sector.  There are no zero
  * clusters, no refcounts and no check.
+ * Encryption (crypt_method 1, qemu's legacy "aes"): AES-128-CBC of each
+ * 512-byte sector of a data cluster, the key the passphrase's first 16
+ * bytes zero-padded, the IV the guest sector number (plain64); compressed
+ * clusters are not encrypted.  The cipher is src/lib/crypto.h's (OpenSSL).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 
 #include "codec.h"
+#include "crypto.h"
 #include "internal.h"
 
 #define QCOW_MAGIC          0x514649fbu
@@ -69,6 +74,8 @@ struct qcow_state {
     uint64_t clock;
     uint64_t file_size;       /* kept up to date while writing */
     uint32_t crypt;
+    struct qimg_sector_cipher *aes;   /* crypt_method 1 with its key */
+    pthread_mutex_t rmw_lock;         /* encrypted writes of part of a sector */
     bool writable;
 };
 
@@ -83,7 +90,7 @@ static int qcow_probe(const uint8_t *buf, size_t len, uint64_t file_size, const 
 /* ------------------------------------------------------------ open */
 
 /* The header's fields, checked in qemu's order with its messages. */
-static int parse_header(struct qimg_image *img, struct qcow_state *s, unsigned flags)
+static int parse_header(struct qimg_image *img, struct qcow_state *s)
 {
     const uint8_t *h = s->header;
     if (qimg_be32(h) != QCOW_MAGIC)
@@ -103,10 +110,6 @@ static int parse_header(struct qimg_image *img, struct qcow_state *s, unsigned f
     if (s->l2_bits < 9 - 3 || s->l2_bits > 16 - 3)
         return qimg_error(-EINVAL, "L2 table size must be between 512 and 64k");
     s->crypt = qimg_be32(h + OFF_CRYPT);
-    if (s->crypt == QCOW_CRYPT_AES && !(flags & QIMG_OPEN_NO_IO))
-        return qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
-    if (s->crypt != QCOW_CRYPT_NONE && s->crypt != QCOW_CRYPT_AES)
-        return qimg_error(-EINVAL, "invalid encryption method in qcow header");
     s->cluster_size = 1ull << s->cluster_bits;
     s->l2_bytes = 8ull << s->l2_bits;
     s->offset_mask = (1ull << (63 - s->cluster_bits)) - 1;
@@ -167,6 +170,52 @@ static int read_backing_name(struct qimg_image *img, struct qcow_state *s)
     return 0;
 }
 
+/* The encryption options (encrypt.format, encrypt.key-secret) against
+ * the header, in qemu's order and words; the key made for AES (not for an
+ * open that reads no data). */
+static int open_crypto(struct qcow_state *s, qimg_opts *opts, unsigned flags)
+{
+    const char *fmt = NULL, *secret = NULL;
+    int r = qimg_opts_get_string(opts, "encrypt.format", &fmt);
+    if (r >= 0)
+        r = qimg_opts_get_string(opts, "encrypt.key-secret", &secret);
+    if (r < 0)
+        return r;
+    if (s->crypt == QCOW_CRYPT_NONE)
+        return fmt ? qimg_error(-EINVAL, "No encryption in image header, but options specified "
+                                "format '%s'", fmt) : 0;
+    if (s->crypt != QCOW_CRYPT_AES)
+        return qimg_error(-EINVAL, "invalid encryption method in qcow header");
+    if (fmt && strcmp(fmt, "aes") != 0)
+        return qimg_error(-EINVAL, "Header reported 'aes' encryption format but options specify "
+                          "'%s'", fmt);
+    if (flags & QIMG_OPEN_NO_IO)
+        return 0;
+    if (!secret)
+        return qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
+    if (!qimg_crypto_available())
+        return -ENOTSUP;
+    char *pass = NULL;
+    size_t len = 0;
+    uint8_t key[16] = { 0 };
+    r = qimg_secret_lookup(secret, &pass, &len);
+    if (r < 0)
+        return r;
+    memcpy(key, pass, QIMG_MIN(len, sizeof key));
+    qimg_wipe_free(pass, len);
+    r = qimg_sector_cipher_new(&s->aes, QIMG_CIPHER_AES_128, QIMG_MODE_CBC, QIMG_IVGEN_PLAIN64,
+                               QIMG_HASH_SHA256, key, sizeof key);
+    qimg_wipe(key, sizeof key);
+    return r;
+}
+
+/* Encrypt or decrypt whole sectors of guest offset guest in place. */
+static int crypt_run(const struct qcow_state *s, bool encrypt, uint64_t guest, uint8_t *buf,
+                     size_t len)
+{
+    return qimg_sector_cipher_run(s->aes, encrypt, guest / SECTOR, SECTOR, buf, len);
+}
+
 static void free_state(struct qimg_image *img)
 {
     struct qcow_state *s = state(img);
@@ -174,6 +223,8 @@ static void free_state(struct qimg_image *img)
         for (size_t i = 0; i < QCOW_L2_CACHE; i++)
             free(s->cache[i].table);
         free(s->l1);
+        qimg_sector_cipher_free(s->aes);
+        pthread_mutex_destroy(&s->rmw_lock);
     }
     free(s);
     img->opaque = NULL;
@@ -182,12 +233,15 @@ static void free_state(struct qimg_image *img)
 static int qcow_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 {
     struct qcow_state *s = qimg_xcalloc(1, sizeof *s);
+    pthread_mutex_init(&s->rmw_lock, NULL);
     img->opaque = s;
     int r = qimg_io_pread(img->file, s->header, QCOW_HEADER_SIZE, 0);
     if (r == 0)
         r = qimg_io_get_size(img->file, &s->file_size);
     if (r == 0)
-        r = parse_header(img, s, flags);
+        r = parse_header(img, s);
+    if (r == 0)
+        r = open_crypto(s, opts, flags);
     if (r == 0)
         r = read_l1(img, s);
     if (r == 0)
@@ -345,7 +399,8 @@ static int read_run(struct qimg_image *img, uint64_t off, uint8_t *p, uint64_t n
         if (entry & (SECTOR - 1))
             return qimg_error(-EIO, "qcow: cluster offset 0x%" PRIx64 " is not sector-aligned", entry);
         qimg_io_event(img->file, QIMG_EV_READ_AIO);
-        return qimg_io_pread(img->file, p, n, entry + in);
+        int r = qimg_io_pread(img->file, p, n, entry + in);
+        return r == 0 && s->aes ? crypt_run(s, false, off, p, n) : r;
     }
     CLEANUP_FREE uint8_t *cluster = qimg_alloc_from_image(s->cluster_size, "qcow cluster");
     if (!cluster)
@@ -370,8 +425,27 @@ static int read_run(struct qimg_image *img, uint64_t off, uint8_t *p, uint64_t n
     return 0;
 }
 
+static int qcow_read(struct qimg_image *img, uint64_t off, void *buf, size_t len);
+
+/* An encrypted image is read and written in whole sectors (qemu's request
+ * alignment): a request that is not is widened to them. */
+static bool sector_aligned(uint64_t off, size_t len) { return off % SECTOR == 0 && len % SECTOR == 0; }
+
+static int read_widened(struct qimg_image *img, uint64_t off, void *buf, size_t len)
+{
+    uint64_t start = qimg_round_down(off, SECTOR);
+    uint64_t end = QIMG_MIN(qimg_div_round_up(off + len, SECTOR) * SECTOR, img->size);
+    CLEANUP_FREE uint8_t *tmp = qimg_xmalloc((size_t)(end - start));
+    int r = qcow_read(img, start, tmp, (size_t)(end - start));
+    if (r == 0)
+        memcpy(buf, tmp + (off - start), len);
+    return r;
+}
+
 static int qcow_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {
+    if (state(img)->aes && !sector_aligned(off, len))
+        return read_widened(img, off, buf, len);
     uint8_t *p = buf;
     while (len > 0) {
         uint64_t entry, run;
@@ -403,6 +477,8 @@ static int qcow_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
     ext->flags = 0;
     if (entry & QCOW_COMPRESSED) {
         ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED | QIMG_STATUS_COMPRESSED;
+    } else if (entry && s->crypt != QCOW_CRYPT_NONE) {
+        ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED;     /* no host offset, as qemu */
     } else if (entry) {
         ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET;
         ext->host_offset = entry + (off & (s->cluster_size - 1));
@@ -490,7 +566,7 @@ static int allocate_cluster(struct qimg_image *img, uint64_t cluster_start, uint
         return r;
     qimg_io_event(img->file, QIMG_EV_CLUSTER_ALLOC);
     bool partial = n < s->cluster_size;
-    if (partial && ((entry & QCOW_COMPRESSED) || img->backing)) {
+    if (partial && ((entry & QCOW_COMPRESSED) || img->backing || s->aes)) {
         CLEANUP_FREE uint8_t *old = qimg_alloc_from_image(s->cluster_size, "qcow cluster");
         if (!old)
             return -ENOMEM;
@@ -500,6 +576,8 @@ static int allocate_cluster(struct qimg_image *img, uint64_t cluster_start, uint
             r = read_compressed(img, entry, old);
         else
             r = qimg_read_backing(img, cluster_start, old, inside);
+        if (r == 0 && s->aes)
+            r = crypt_run(s, true, cluster_start, old, s->cluster_size);
         if (r == 0)
             r = qimg_io_pwrite(img->file, old, s->cluster_size, *host);
         if (r == 0)
@@ -507,6 +585,20 @@ static int allocate_cluster(struct qimg_image *img, uint64_t cluster_start, uint
         return r;
     }
     return grow_file(img, *host + s->cluster_size);
+}
+
+/* Guest data [guest, guest+n) to host, encrypted on an encrypted image
+ * (a copy: p stays as it was). */
+static int write_data(struct qimg_image *img, const uint8_t *p, size_t n, uint64_t host, uint64_t guest)
+{
+    struct qcow_state *s = state(img);
+    qimg_io_event(img->file, QIMG_EV_WRITE_AIO);
+    if (!s->aes)
+        return qimg_io_pwrite(img->file, p, n, host);
+    CLEANUP_FREE uint8_t *bounce = qimg_xmalloc(n);
+    memcpy(bounce, p, n);
+    int r = crypt_run(s, true, guest, bounce, n);
+    return r < 0 ? r : qimg_io_pwrite(img->file, bounce, n, host);
 }
 
 /* [off, off+n) inside one cluster (a qimg_piece_fn: p is only read). */
@@ -523,7 +615,7 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
         r = allocate_cluster(img, off - in, entry, in, n, &host);
         /* the data first, then the entry that points at it */
         if (r == 0)
-            r = qimg_io_pwrite(img->file, p, n, host + in);
+            r = write_data(img, p, n, host + in, off);
         if (r == 0)
             r = get_l2(img, l2_off, false, &table);
         if (r == 0)
@@ -531,8 +623,7 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
     } else if (r == 0 && (entry & (SECTOR - 1))) {
         r = qimg_error(-EIO, "qcow: cluster offset 0x%" PRIx64 " is not sector-aligned", entry);
     } else if (r == 0) {
-        qimg_io_event(img->file, QIMG_EV_WRITE_AIO);
-        r = qimg_io_pwrite(img->file, p, n, entry + in);
+        r = write_data(img, p, n, entry + in, off);
         if (r == 0)
             s->file_size = QIMG_MAX(s->file_size, entry + in + n);
     }
@@ -540,11 +631,34 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
     return r;
 }
 
+static int qcow_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len);
+
+/* Part of a sector of an encrypted image: read, modify, write the whole
+ * sectors around it. */
+static int write_widened(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    struct qcow_state *s = state(img);
+    uint64_t start = qimg_round_down(off, SECTOR);
+    uint64_t end = qimg_div_round_up(off + len, SECTOR) * SECTOR;
+    CLEANUP_FREE uint8_t *tmp = qimg_xcalloc(1, (size_t)(end - start));
+    pthread_mutex_lock(&s->rmw_lock);
+    int r = qcow_read(img, start, tmp, (size_t)(QIMG_MIN(end, img->size) - start));
+    if (r == 0) {
+        memcpy(tmp + (off - start), buf, len);
+        r = qcow_write(img, start, tmp, (size_t)(end - start));
+    }
+    pthread_mutex_unlock(&s->rmw_lock);
+    return r;
+}
+
 static int qcow_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
 {
-    if (!state(img)->writable)
+    struct qcow_state *s = state(img);
+    if (!s->writable)
         return qimg_error(-EACCES, "qcow: image is read-only");
-    return qimg_for_each_piece(img, off, (uint8_t *)buf, len, state(img)->cluster_size, write_piece);
+    if (s->aes && !sector_aligned(off, len))
+        return write_widened(img, off, buf, len);
+    return qimg_for_each_piece(img, off, (uint8_t *)buf, len, s->cluster_size, write_piece);
 }
 
 static int qcow_flush(struct qimg_image *img)
@@ -563,6 +677,8 @@ static int qcow_compress(struct qimg_image *img, const void *buf, size_t len, vo
     uint64_t cs = state(img)->cluster_size;
     if (len > cs)
         return qimg_error(-EINVAL, "qcow: compressed writes must be whole clusters");
+    if (state(img)->crypt != QCOW_CRYPT_NONE)
+        return -ENOSPC;    /* an encrypted image keeps its clusters encrypted, uncompressed */
     CLEANUP_FREE uint8_t *whole = NULL;
     if (len < cs) {
         whole = qimg_xcalloc(1, cs);
@@ -725,11 +841,18 @@ static int qcow_create(struct qimg_create_ctx *ctx)
         return qimg_error(-EINVAL, "Image size is too small, cannot be zero length");
     if (secret && !secret[0] && !encrypt)
         return qimg_error(-EINVAL, "Unsupported encryption format");
-    /* no secrets can be given yet: AES asks for one it cannot find */
     if (encrypt && !secret)
         return qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
-    if (encrypt)
-        return qimg_error(-EINVAL, "No secret with id '%s'", secret);
+    if (encrypt) {
+        /* qemu only checks that the secret is there: the key is the
+         * passphrase itself, nothing of it is stored */
+        char *pass = NULL;
+        size_t plen = 0;
+        r = qimg_secret_lookup(secret, &pass, &plen);
+        if (r < 0)
+            return r;
+        qimg_wipe_free(pass, plen);
+    }
     const char *backing = ctx->backing_file;
     if (backing && strcmp(backing, "fat:") == 0)
         backing = NULL;                   /* qemu's special name for vvfat */
@@ -750,6 +873,7 @@ static int qcow_create(struct qimg_create_ctx *ctx)
     h[OFF_CLUSTER_BITS] = cluster_bits;
     h[OFF_L2_BITS] = l2_bits;
     qimg_put_be64(h + OFF_L1, l1_off);
+    qimg_put_be32(h + OFF_CRYPT, encrypt ? QCOW_CRYPT_AES : QCOW_CRYPT_NONE);
     struct qimg_io *io;
     r = qimg_io_open(&io, ctx->filename, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
     if (r < 0)

@@ -3,7 +3,8 @@
 # over a backing file) read the same by both tools; qimg's create, convert
 # (with -c and -B) and writes the same files as qemu-img's, read back by
 # qemu-img and by libqcow (python3-libqcow); commit empties the top as
-# qemu does; rebase -u, which qemu-img cannot do for qcow; hostile headers.
+# qemu does; rebase -u, which qemu-img cannot do for qcow; AES encryption;
+# hostile headers.
 . "$(dirname "$0")/lib.sh"
 cd "$IN" || exit 1
 
@@ -192,6 +193,65 @@ check "rebase -u refused: file untouched" cmp o.qcow r.qcow
 check "rebase safe: content" "$QEMU_IMG" compare r.qcow o.raw
 same_ro "rebase safe: info" info r.qcow
 
+# ---------------------------------------------- AES encryption
+# (qemu's legacy qcow encryption: AES-128-CBC, the guest sector as IV)
+rm -rf "${IN:?}"/*
+S=(--object secret,id=sec0,data=abc123)
+enc() { echo "driver=qcow,file.filename=$1,encrypt.key-secret=sec0"; }
+"$QEMU_IMG" create -q -f raw p.raw 4M
+"$QEMU_IO" -f raw -c 'write -P 0x33 0 8k' -c 'write -P 0x44 100k 1000' -c 'write -P 0x45 3M 512' \
+    p.raw >/dev/null
+same "aes create" create "${S[@]}" -f qcow -o encrypt.format=aes,encrypt.key-secret=sec0 e.qcow 4M
+check "aes create: same file" cmp "$SCRATCH/run.ref/work/e.qcow" "$SCRATCH/run.new/work/e.qcow"
+same "aes create: unknown secret" create "${S[@]}" -f qcow -o encryption=on,encrypt.key-secret=nope e.qcow 4M
+"$QEMU_IMG" convert "${S[@]}" -O qcow -o encrypt.format=aes,encrypt.key-secret=sec0 p.raw ref.qcow
+"$QIMG" convert "${S[@]}" -O qcow -o encrypt.format=aes,encrypt.key-secret=sec0 p.raw mine.qcow ||
+    fail "aes convert"
+check "aes convert: same file" cmp ref.qcow mine.qcow
+check "aes convert: qemu-img reads it" "$QEMU_IMG" compare "${S[@]}" --image-opts "$(enc mine.qcow)" \
+    driver=raw,file.filename=p.raw
+same_ro "aes info" info ref.qcow
+same_ro "aes info json" info --output=json ref.qcow
+same_ro "aes map without the secret" map ref.qcow
+same_ro "aes map" map "${S[@]}" --image-opts "$(enc ref.qcow)"
+same_ro "aes map json" map --output=json "${S[@]}" --image-opts "$(enc ref.qcow)"
+same_ro "aes info by options" info "${S[@]}" --image-opts "$(enc ref.qcow)"
+same_ro "aes convert from" convert "${S[@]}" --image-opts "$(enc ref.qcow)" -O raw from.raw
+same_ro "aes wrong format option" map --image-opts driver=qcow,file.filename=ref.qcow,encrypt.format=luks
+same_ro "aes format option on a plain image" map --image-opts driver=qcow,file.filename=p.raw,encrypt.format=aes
+same_ro "aes unknown secret" map "${S[@]}" --image-opts driver=qcow,file.filename=ref.qcow,encrypt.key-secret=x
+same "aes convert -c refused" convert "${S[@]}" -c -O qcow -o encrypt.format=aes,encrypt.key-secret=sec0 p.raw c.qcow
+if has_pymod "libqcow aes" pyqcow; then
+    expect_eq "libqcow decrypts qimg's aes qcow" "$("$DEB_PYTHON" -c '
+import hashlib, pyqcow, sys
+f = pyqcow.file(); f.set_password("abc123"); f.open(sys.argv[1])
+print(hashlib.sha256(f.read_buffer_at_offset(f.get_media_size(), 0)).hexdigest())' mine.qcow)" "$(sha p.raw)"
+fi
+# writes of parts of sectors and clusters: the same file as qemu-io's
+"$QEMU_IMG" create -q "${S[@]}" -f qcow -o encrypt.format=aes,encrypt.key-secret=sec0 ref.qcow 4M
+cp ref.qcow mine.qcow
+OPS="w:4096:1000:2 w:70000:200000:3 w:3145216:1024:5 w:0x3f0000:0x10:6 w:512:512:7"
+args=()
+for op in $OPS; do IFS=: read -r k a b c <<< "$op"; args+=(-c "write -P $c $a $b"); done
+"$QEMU_IO" "${S[@]}" --image-opts "$(enc ref.qcow)" "${args[@]}" >/dev/null || fail "qemu-io aes writes"
+# shellcheck disable=SC2086
+python3 - "$LIBQIMG" secret,id=sec0,data=abc123 "$(enc mine.qcow)" $OPS <<'PY' || fail "qimg aes writes"
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.qimg_last_error.restype = ctypes.c_char_p
+img = ctypes.c_void_p()
+if lib.qimg_object_add(sys.argv[2].encode()) < 0 or lib.qimg_open_opts(ctypes.byref(img), sys.argv[3].encode(), 1) < 0:
+    sys.exit(lib.qimg_last_error().decode())
+for op in sys.argv[4:]:
+    f = op.split(":")
+    off, n = int(f[1], 0), int(f[2], 0)
+    if lib.qimg_write(img, ctypes.c_uint64(off), bytes([int(f[3], 0)]) * n, ctypes.c_size_t(n)) < 0:
+        sys.exit(op + ": " + lib.qimg_last_error().decode())
+if lib.qimg_close(img) < 0:
+    sys.exit(lib.qimg_last_error().decode())
+PY
+check "aes partial writes: same file" cmp ref.qcow mine.qcow
+
 # ---------------------------------------------- hostile headers
 rm -rf "${IN:?}"/*
 "$QEMU_IMG" convert -O qcow "$SCRATCH/src.raw" b.qcow
@@ -214,6 +274,8 @@ hostile "cluster bits 17" 32 1 17
 hostile "l2 bits 5" 33 1 5
 hostile "l2 bits 14" 33 1 14
 hostile "AES without a secret" 36 4 1
+same_ro "AES with a secret" convert --object secret,id=s,data=x --image-opts \
+    driver=qcow,file.filename=t.qcow,encrypt.key-secret=s -O raw x.raw
 hostile "unknown crypt method" 36 4 2
 hostile "backing name too long" 8 8 48 16 4 2000
 hostile "backing name past EOF" 8 8 0x100000 16 4 10
