@@ -145,6 +145,30 @@ if has_pymod "python3-vmdkstream streams read" VMDKstream; then
     same_ro "VMDKstream file cut inside its end-of-stream marker" info vs-cut.vmdk
 fi
 
+# ---- compressed grains without markers (flag 0x10000 alone): one grain
+# that inflates, one stored grain longer than a grain (qemu inflates only a
+# grain's worth of bytes: an error)
+python3 - "$IN/nomark.vmdk" <<'PY'
+import random, struct, sys, zlib
+h = b"KDMV" + struct.pack("<IIQQQQIQQQB", 1, 0x10001, 256, 128, 1, 1, 512, 0, 2, 8, 0)
+h = (h + b"\n \r\n" + struct.pack("<H", 1)).ljust(512, b"\0")
+desc = b'# Disk DescriptorFile\nversion=1\nCID=11223344\nparentCID=ffffffff\ncreateType="monolithicSparse"\n\nRW 256 SPARSE "nomark.vmdk"\n'
+out = bytearray(h + desc.ljust(512, b"\0") + struct.pack("<I", 3).ljust(512, b"\0") + bytes(2048))
+out = out.ljust(8 * 512, b"\0")
+sectors = []
+for data in (zlib.compress(b"grain text " * 5957 + b"x" * 9),
+             zlib.compress(random.Random(1).randbytes(65536), 0)):
+    sectors.append(len(out) // 512)
+    out += data
+    out = out.ljust((len(out) + 511) // 512 * 512, b"\0")
+struct.pack_into("<II", out, 3 * 512, *sectors)
+open(sys.argv[1], "wb").write(out)
+PY
+same_ro "no markers: info" info nomark.vmdk
+same_ro "no markers: map" map --output=json nomark.vmdk
+same "no markers: convert" convert -O raw nomark.vmdk out.raw
+ref_rc "no markers: convert" 1
+
 # ---- writes qemu refuses: a grain twice, part of a grain
 cp "$IN/qemu.vmdk" "$IN/w.vmdk"
 same "write over written grains" convert -n -O vmdk src.raw w.vmdk

@@ -288,7 +288,7 @@ static int read_compressed(struct vmdk_extent *e, struct sparse *sp, uint64_t se
      * much from the grain's start); one read takes the marker and up to a
      * grain and a sector of data, a second one the rest of a larger grain */
     const size_t marker = sp->markers ? 12 : 0, limit = (size_t)sp->grain_bytes * 2;
-    size_t head = marker + (sp->markers ? (size_t)sp->grain_bytes + VMDK_SECTOR : limit);
+    size_t head = marker + (size_t)sp->grain_bytes + (sp->markers ? VMDK_SECTOR : 0);
     CLEANUP_FREE uint8_t *raw = qimg_alloc_from_image(marker + limit, "VMDK compressed grain");
     CLEANUP_FREE uint8_t *out = qimg_alloc_from_image(sp->grain_bytes, "VMDK grain");
     if (!raw || !out)
@@ -298,7 +298,8 @@ static int read_compressed(struct vmdk_extent *e, struct sparse *sp, uint64_t se
     int r = qimg_io_pread(e->file, raw, head, host);
     if (r < 0)
         return r;
-    size_t size = sp->markers ? qimg_le32(raw + 8) : limit;
+    /* without markers qemu inflates one grain's worth of bytes */
+    size_t size = sp->markers ? qimg_le32(raw + 8) : (size_t)sp->grain_bytes;
     if (size == 0 || size > limit)
         return qimg_error(-EINVAL, "Invalid argument");
     if (marker + size > head) {

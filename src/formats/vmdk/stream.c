@@ -65,9 +65,11 @@
 
 size_t vmdk_stream_bound(uint64_t grain_bytes)
 {
-    /* zlib's wrapper (6 bytes), a stored block header per 16 KiB and
-     * some slack for the encoder's last block, the marker, the padding */
-    return (size_t)(grain_bytes + grain_bytes / 16384 * 5 + 64 + STREAM_MARKER + VMDK_SECTOR);
+    /* deflate's worst case (stored blocks: 5 bytes per block of at most
+     * 64 KiB; the encoders' bounds assume blocks of 10000 bytes and some
+     * bits more) with room to spare, zlib's wrapper, the marker, the
+     * padding to the sector */
+    return (size_t)(grain_bytes + grain_bytes / 1024 * 5 + 1024 + STREAM_MARKER + VMDK_SECTOR);
 }
 
 /* Bytes that look random (data compressed or encrypted already) do not
