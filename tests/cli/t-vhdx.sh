@@ -259,3 +259,25 @@ for c in log-bad-crc log-loop log-guid-only; do
 done
 $CRAFT after.vhdx x.vhdx log-target-header
 check_fail "a log writing over the headers is refused" "$QIMG" info x.vhdx
+
+# ------------------------------------------------ resize (beyond qemu-img)
+same "shrink refused as qemu-img" resize --shrink d.vhdx 50M
+for o in "" "subformat=fixed" "block_size=1M" "block_size=256M" "subformat=fixed,block_state_zero=off"; do
+    rm -f g.vhdx
+    "$QIMG" create -q -f vhdx ${o:+-o $o} g.vhdx 100M
+    "$QEMU_IO" -f vhdx -c "write -P 0x12 0 3M" -c "write -P 0x13 99M 1M" -c "write -P 0x14 100351k 1k" \
+        g.vhdx >/dev/null
+    "$QEMU_IMG" convert -O raw g.vhdx "$SCRATCH/g.raw"
+    for size in +1M 1G 300G; do
+        out=$("$QIMG_AS_QEMU" resize g.vhdx $size 2>&1)
+        expect_eq "grow '$o' to $size" "$out" "Image resized."
+        truncate -s $size "$SCRATCH/g.raw"
+        check "grow '$o' to $size: qemu-img check" "$QEMU_IMG" check -q g.vhdx
+        # qemu-img reads every byte of a VHDX: 300 GiB are compared by qimg
+        cmp_tool=$QEMU_IMG
+        [ $size = 300G ] && cmp_tool=$QIMG
+        check "grow '$o' to $size: the data, zeros after" "$cmp_tool" compare -q g.vhdx "$SCRATCH/g.raw"
+    done
+    "$QEMU_IO" -f vhdx -c "write -P 0x15 200G 1M" g.vhdx >/dev/null
+    check "grow '$o': qemu-io writes past the old end, check" "$QEMU_IMG" check -q g.vhdx
+done

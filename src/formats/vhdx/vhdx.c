@@ -390,5 +390,6 @@ const struct qimg_driver qimg_driver_vhdx = {
     .block_status   = vhdx_block_status,
     .info           = vhdx_info,
     .check          = vhdx_check,
+    .resize         = vhdx_resize,
     .has_zero_init  = vhdx_has_zero_init,
 };

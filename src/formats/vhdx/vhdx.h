@@ -201,4 +201,7 @@ int64_t vhdx_check_entries(struct vhdx_state *s, uint64_t file_size);
 int vhdx_bat_commit(struct qimg_image *img, struct vhdx_state *s);
 void vhdx_bat_set(struct vhdx_state *s, uint64_t index, uint64_t entry);
 
+/* vhdx-resize.c */
+int vhdx_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
+
 #endif
