@@ -110,7 +110,10 @@ for o in log_size=0 log_size=4G block_size=3M subformat=foo block_state_zero=x; 
     same "create -o $o refused" create -f vhdx -o $o c.vhdx 64M
 done
 same "create too large" create -f vhdx c.vhdx 65T
-same "create -o help" create -f vhdx -o help
+# -o help: qemu-img's options, and backing_file/backing_fmt beyond it
+expect_eq "create -o help: qemu-img's options" \
+    "$("$QIMG_AS_QEMU" create -f vhdx -o help | grep -v '^  backing_')" \
+    "$("$QEMU_IMG" create -f vhdx -o help)"
 
 # ------------------------------------------------ writing: convert to vhdx
 "$QEMU_IMG" create -q -f raw "$SCRATCH/src.raw" 160M
@@ -281,3 +284,46 @@ for o in "" "subformat=fixed" "block_size=1M" "block_size=256M" "subformat=fixed
     "$QEMU_IO" -f vhdx -c "write -P 0x15 200G 1M" g.vhdx >/dev/null
     check "grow '$o': qemu-io writes past the old end, check" "$QEMU_IMG" check -q g.vhdx
 done
+
+# ------------------------------------------------ differencing (beyond qemu-img)
+rm -f base.vhdx top.vhdx
+"$QEMU_IMG" create -q -f vhdx base.vhdx 100M
+"$QEMU_IO" -f vhdx -c "write -P 0x11 0 10M" -c "write -P 0x12 50M 1M" base.vhdx >/dev/null
+"$QEMU_IMG" convert -O raw base.vhdx "$SCRATCH/exp.raw"
+out=$("$QIMG_AS_QEMU" create -f vhdx -b base.vhdx -F vhdx top.vhdx 2>&1)
+expect_eq "create -b" "$out" "Formatting 'top.vhdx', fmt=vhdx size=104857600 log_size=1048576 block_size=0 backing_file=base.vhdx backing_fmt=vhdx"
+check_fail "qemu-img refuses differencing VHDX" "$QEMU_IMG" info top.vhdx
+expect_eq "info: the parent" "$("$QIMG" info top.vhdx | grep '^backing')" \
+    "backing file: base.vhdx
+backing file format: vhdx"
+check "reads through the parent" "$QIMG" compare -q top.vhdx "$SCRATCH/exp.raw"
+"$QIMG" bench -q -w -f vhdx -c 4 -d 1 -s 64k -S 16M -o 1M --pattern=0x77 top.vhdx >/dev/null
+python3 -c '
+import sys
+f = open(sys.argv[1], "r+b")
+for i in range(4):
+    f.seek((1 << 20) + i * (16 << 20)); f.write(b"\x77" * 65536)
+' "$SCRATCH/exp.raw"
+check "written: the child's blocks over the parent's" "$QIMG" compare -q top.vhdx "$SCRATCH/exp.raw"
+"$QIMG" check top.vhdx >/dev/null
+expect_eq "check differencing" $? 0
+"$QIMG" convert -O raw top.vhdx "$SCRATCH/top.raw"
+check "convert flattens" cmp "$SCRATCH/top.raw" "$SCRATCH/exp.raw"
+expect_eq "map: the parent's data at depth 1" \
+    "$("$QIMG" map --output=json top.vhdx | sed -n 2p)" \
+    '{ "start": 8388608, "length": 2097152, "depth": 1, "present": true, "zero": false, "data": true, "offset": 16777216},'
+if has_pymod "pyvhdi reads differencing" pyvhdi; then
+    check "pyvhdi reads the differencing disk over its parent" "$DEB_PYTHON" -c '
+import pyvhdi, sys
+p = pyvhdi.file(); p.open(sys.argv[1])
+c = pyvhdi.file(); c.open(sys.argv[2])
+assert c.get_disk_type() == 4
+c.set_parent(p)
+assert c.read_buffer(c.get_media_size()) == open(sys.argv[3], "rb").read()
+' base.vhdx top.vhdx "$SCRATCH/exp.raw"
+fi
+# a parent changed since: its data write GUID is no longer the linkage
+"$QEMU_IO" -f vhdx -c "write -P 0x13 90M 4k" base.vhdx >/dev/null
+out=$("$QIMG" compare top.vhdx "$SCRATCH/exp.raw" 2>&1)
+case $out in *"is not the disk this differencing disk was made from"*) pass "a changed parent is refused" ;;
+    *) fail "a changed parent is refused" "$out" ;; esac

@@ -166,6 +166,7 @@ static int read_parent_locator(struct qimg_image *img, struct vhdx_state *s,
             return invalid(img, -EINVAL);
         }
         char **slot = strcmp(key, "parent_linkage") == 0 ? &s->parent_linkage :
+                      strcmp(key, "parent_linkage2") == 0 ? &s->parent_linkage2 :
                       strcmp(key, "relative_path") == 0 ? &s->parent_relative :
                       strcmp(key, "absolute_win32_path") == 0 ? &s->parent_absolute :
                       strcmp(key, "volume_path") == 0 ? &s->parent_volume : NULL;

@@ -15,6 +15,10 @@ static const struct qimg_opt_desc vhdx_create_opts[] = {
     { "block_state_zero", QIMG_OPT_BOOL, "Force use of payload blocks of type 'ZERO'. "
       "Non-standard, but default.  Do not set to 'off' when using 'qemu-img convert' with "
       "subformat=dynamic.", NULL },
+    /* beyond qemu-img: a differencing disk (create -b) */
+    { "backing_file", QIMG_OPT_STRING, "File name of the parent image (a VHDX: the new "
+      "image is a differencing disk)", NULL },
+    { "backing_fmt", QIMG_OPT_STRING, "Image format of the parent image (vhdx)", NULL },
     { NULL, 0, NULL, NULL },
 };
 
@@ -115,6 +119,7 @@ static void vhdx_close(struct qimg_image *img)
     free(s->sb_cache);
     free(s->log_error);
     free(s->parent_linkage);
+    free(s->parent_linkage2);
     free(s->parent_relative);
     free(s->parent_absolute);
     free(s->parent_volume);
@@ -141,7 +146,31 @@ static int vhdx_info(struct qimg_image *img, struct qimg_driver_info *info)
     return 0;
 }
 
-static bool vhdx_has_zero_init(struct qimg_image *img) { return true; }
+static bool vhdx_has_zero_init(struct qimg_image *img) { return !vhdx_state(img)->has_parent; }
+
+/* The parent must be the disk the child was made from: its data write
+ * GUID is the locator's parent_linkage (or parent_linkage2). */
+static int vhdx_parent_check(struct qimg_image *img)
+{
+    struct vhdx_state *s = vhdx_state(img);
+    if (!s->has_parent || !img->backing)
+        return 0;
+    if (img->backing->drv != img->drv)
+        return qimg_error(-EINVAL, "The parent of VHDX '%s' is not a VHDX image", img->filename);
+    const struct vhdx_state *p = img->backing->opaque;
+    uint8_t want[16], want2[16];
+    bool ok = (vhdx_guid_parse(s->parent_linkage, want) == 0 &&
+               memcmp(want, p->header + VH_DATA_GUID, 16) == 0) ||
+              (s->parent_linkage2 && vhdx_guid_parse(s->parent_linkage2, want2) == 0 &&
+               memcmp(want2, p->header + VH_DATA_GUID, 16) == 0);
+    if (ok)
+        return 0;
+    char have[39];
+    vhdx_guid_format(p->header + VH_DATA_GUID, have);
+    return qimg_error(-EINVAL, "VHDX parent '%s' has data write GUID %s, not %s: it is not the "
+                      "disk this differencing disk was made from, or it changed since",
+                      img->backing_file, have, s->parent_linkage);
+}
 
 /* ------------------------------------------------------------------ check */
 
@@ -358,12 +387,63 @@ static int create_file(struct qimg_io *io, const struct vhdx_params *p)
     return r;
 }
 
+/* The parent's data write GUID, as the locator's parent_linkage text. */
+static int parent_linkage(const char *path, char out[39])
+{
+    struct qimg_io *io;
+    int r = qimg_io_open(&io, path, QIMG_IO_NOLOCK);
+    if (r < 0)
+        return r;
+    struct qimg_image tmp = { .file = io, .filename = (char *)path };
+    struct vhdx_state st = { 0 };
+    uint8_t sig[8];
+    r = qimg_io_pread(io, sig, sizeof sig, 0);
+    if (r == 0 && memcmp(sig, "vhdxfile", 8) != 0)
+        r = qimg_error(-EINVAL, "The parent of a differencing VHDX must be a VHDX");
+    if (r == 0)
+        r = vhdx_read_headers(&tmp, &st);
+    qimg_io_close(io);
+    if (r == 0)
+        vhdx_guid_format(st.header + VH_DATA_GUID, out);
+    return r;
+}
+
+/* The name the locator records, with Windows separators. */
+static char *windows_path(const char *name)
+{
+    char *w = qimg_strdup(name);
+    for (char *p = w; *p; p++)
+        if (*p == '/')
+            *p = '\\';
+    return w;
+}
+
 static int vhdx_create(struct qimg_create_ctx *ctx)
 {
     struct vhdx_params p = { 0 };
     int r = create_params(ctx, &p);
     if (r < 0)
         return r;
+    char linkage[39];
+    CLEANUP_FREE char *relative = NULL;
+    if (ctx->backing_file) {
+        if (ctx->backing_fmt && strcmp(ctx->backing_fmt, "vhdx") != 0)
+            return qimg_error(-EINVAL, "The parent of a differencing VHDX must be a VHDX "
+                              "(backing format vhdx, not '%s')", ctx->backing_fmt);
+        if (p.fixed)
+            return qimg_error(-EINVAL, "A differencing VHDX cannot be fixed");
+        CLEANUP_FREE char *path = qimg_path_combine(ctx->filename, ctx->backing_file);
+        r = parent_linkage(path, linkage);
+        if (r < 0)
+            return r;
+        for (char *c = linkage; *c; c++)
+            if (*c >= 'A' && *c <= 'F')
+                *c = (char)(*c - 'A' + 'a');
+        relative = windows_path(ctx->backing_file);
+        p.parent_linkage = linkage;
+        p.relative = relative;
+        p.zero_blocks = false;
+    }
     struct qimg_io *io;
     r = qimg_io_open(&io, ctx->filename,
                      QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
@@ -378,6 +458,7 @@ static int vhdx_create(struct qimg_create_ctx *ctx)
 
 const struct qimg_driver qimg_driver_vhdx = {
     .name           = "vhdx",
+    .flags          = QIMG_DRV_SUPPORTS_BACKING,
     .create_opts    = vhdx_create_opts,
     .probe          = vhdx_probe,
     .open           = vhdx_open,
@@ -392,4 +473,5 @@ const struct qimg_driver qimg_driver_vhdx = {
     .check          = vhdx_check,
     .resize         = vhdx_resize,
     .has_zero_init  = vhdx_has_zero_init,
+    .backing_opened = vhdx_parent_check,
 };

@@ -137,7 +137,7 @@ struct vhdx_state {
     pthread_mutex_t alloc_lock;         /* one block allocation at a time */
 
     /* parent locator (differencing disks) */
-    char *parent_linkage;
+    char *parent_linkage, *parent_linkage2;
     char *parent_relative, *parent_absolute, *parent_volume;
     uint8_t *sb_cache;                  /* one sector bitmap block */
     uint64_t sb_cached;                 /* its chunk + 1, 0 when none */
