@@ -76,7 +76,18 @@ same_bytes() {
 # resize them at all (issue 14); the generic tests check the result
 grows_beyond_qemu() { case $1 in vdi | vhdx) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
-measures_beyond_qemu() { case $1 in vdi) return 0 ;; *) return 1 ;; esac; }
+measures_beyond_qemu() { case $1 in vdi | vhdx) return 0 ;; *) return 1 ;; esac; }
+# full_alloc_opts ROW: the create options of a fully allocated image of
+# row ROW's format, nothing when qemu-img cannot create one as big as
+# "fully allocated" (a vhdx subformat=fixed with ZERO blocks: every
+# block written is added at the end of the file)
+full_alloc_opts() {
+    case ${FMT[$1]},${OPTS[$1]} in
+    vhdx,*subformat=fixed*) ;;
+    vhdx,*) echo subformat=fixed,block_state_zero=off ;;
+    *) echo static=on ;;
+    esac
+}
 # maps_beyond_qemu FMT: qemu-img has no block status for FMT (every byte is
 # data, human map refused); qimg's map tells data from zeros and holes, so
 # the generic tests check that map against the guest data instead

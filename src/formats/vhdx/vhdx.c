@@ -228,18 +228,21 @@ struct vhdx_params {
     const char *parent_linkage, *relative, *absolute;
 };
 
-static int create_params(struct qimg_create_ctx *ctx, struct vhdx_params *p)
+static int create_params(qimg_opts *opts, uint64_t size, struct vhdx_params *p)
 {
     const char *sub = "dynamic";
     uint64_t log_size = VHDX_MiB, block_size = 0;
     bool zero = true;
-    int r = qimg_opts_get_size(ctx->opts, "log_size", &log_size);
-    if (r >= 0)
-        r = qimg_opts_get_size(ctx->opts, "block_size", &block_size);
-    if (r >= 0)
-        r = qimg_opts_get_string(ctx->opts, "subformat", &sub);
-    if (r >= 0)
-        r = qimg_opts_get_bool(ctx->opts, "block_state_zero", &zero);
+    int r = 0;
+    if (opts) {
+        r = qimg_opts_get_size(opts, "log_size", &log_size);
+        if (r >= 0)
+            r = qimg_opts_get_size(opts, "block_size", &block_size);
+        if (r >= 0)
+            r = qimg_opts_get_string(opts, "subformat", &sub);
+        if (r >= 0)
+            r = qimg_opts_get_bool(opts, "block_state_zero", &zero);
+    }
     if (r < 0)
         return r;
     if (strcmp(sub, "fixed") != 0 && strcmp(sub, "dynamic") != 0)
@@ -247,7 +250,7 @@ static int create_params(struct qimg_create_ctx *ctx, struct vhdx_params *p)
     p->fixed = strcmp(sub, "fixed") == 0;
     p->zero_blocks = zero;
     /* whole logical sectors (qemu rounds up) */
-    p->size = qimg_div_round_up(ctx->size, 512) * 512;
+    p->size = qimg_div_round_up(size, 512) * 512;
     if (p->size > VHDX_MAX_DISK_SIZE)
         return qimg_error(-EINVAL, "Image size too large; max of 64TB");
     /* qemu rounds both up to whole MiB and clamps the block size first */
@@ -357,17 +360,25 @@ static int write_bat(struct qimg_io *io, const struct vhdx_params *p, uint64_t b
 
 /* qemu's layout: header section, the log at 1 MiB, the BAT after it, the
  * metadata region after that, then 4 MiB free before the first block. */
-static int create_file(struct qimg_io *io, const struct vhdx_params *p)
+static void layout(const struct vhdx_params *p, uint64_t *bat_off, uint64_t *bat_len,
+                   uint64_t *meta_off, uint64_t *data_off)
 {
     uint32_t cr;
     uint64_t pb, entries;
     vhdx_geometry(p->size, (uint32_t)p->block_size, 512, p->parent_linkage != NULL, &cr, &pb,
                   &entries);
-    uint64_t bat_off = VHDX_MiB + p->log_size;
-    uint64_t bat_len = qimg_div_round_up(entries * 8, VHDX_MiB) * VHDX_MiB;
-    if (bat_len == 0)
-        bat_len = VHDX_MiB;
-    uint64_t meta_off = bat_off + bat_len, data_off = meta_off + 5 * VHDX_MiB;
+    *bat_off = VHDX_MiB + p->log_size;
+    *bat_len = qimg_div_round_up(entries * 8, VHDX_MiB) * VHDX_MiB;
+    if (*bat_len == 0)
+        *bat_len = VHDX_MiB;
+    *meta_off = *bat_off + *bat_len;
+    *data_off = *meta_off + 5 * VHDX_MiB;
+}
+
+static int create_file(struct qimg_io *io, const struct vhdx_params *p)
+{
+    uint64_t bat_off, bat_len, meta_off, data_off;
+    layout(p, &bat_off, &bat_len, &meta_off, &data_off);
     size_t mlen;
     CLEANUP_FREE uint8_t *meta = vhdx_build_metadata((uint32_t)p->block_size, p->size, p->fixed,
                                                      p->parent_linkage, p->relative,
@@ -421,7 +432,7 @@ static char *windows_path(const char *name)
 static int vhdx_create(struct qimg_create_ctx *ctx)
 {
     struct vhdx_params p = { 0 };
-    int r = create_params(ctx, &p);
+    int r = create_params(ctx->opts, ctx->size, &p);
     if (r < 0)
         return r;
     char linkage[39];
@@ -456,6 +467,58 @@ static int vhdx_create(struct qimg_create_ctx *ctx)
     return r;
 }
 
+/* Blocks of block_size that block status calls data somewhere in src. */
+static int count_data_blocks(qimg_image *src, uint64_t block_size, uint64_t *count)
+{
+    uint64_t size = qimg_size(src), next = 0;
+    *count = 0;
+    for (uint64_t off = 0; off < size;) {
+        struct qimg_extent e;
+        int r = qimg_block_status_chain(src, off, size - off, &e);
+        if (r < 0) {
+            CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
+            return qimg_error(r, "Unable to get block status: %s", msg);
+        }
+        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
+            uint64_t first = QIMG_MAX(off / block_size, next);
+            uint64_t last = (off + e.length - 1) / block_size;
+            if (last >= first)
+                *count += last - first + 1;
+            next = last + 1;
+        }
+        off += e.length;
+    }
+    return 0;
+}
+
+/* qemu-img cannot measure vhdx.  qemu's layout up to the first block,
+ * then whole blocks: every one for a fully allocated disk, those block
+ * status calls data for the required size (convert may still find zeros
+ * in them: an upper bound); a fixed disk without ZERO blocks is its
+ * layout and the disk's bytes. */
+static int vhdx_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    struct vhdx_params p = { 0 };
+    int r = create_params(opts, src ? qimg_size(src) : size, &p);
+    if (r < 0)
+        return r;
+    uint64_t bat_off, bat_len, meta_off, data_off, used = 0;
+    layout(&p, &bat_off, &bat_len, &meta_off, &data_off);
+    uint64_t blocks = qimg_div_round_up(p.size, p.block_size);
+    if (p.fixed && !p.zero_blocks) {
+        out->fully_allocated = out->required = data_off + p.size;
+        return 0;
+    }
+    if (src && (r = count_data_blocks(src, p.block_size, &used)) < 0)
+        return r;
+    /* qemu's fixed layout with ZERO blocks: the disk's bytes are there
+     * from the start, yet every block written goes to the end */
+    uint64_t base = p.fixed ? data_off + p.size : data_off;
+    out->fully_allocated = base + blocks * p.block_size;
+    out->required = base + used * p.block_size;
+    return 0;
+}
+
 const struct qimg_driver qimg_driver_vhdx = {
     .name           = "vhdx",
     .flags          = QIMG_DRV_SUPPORTS_BACKING,
@@ -472,6 +535,7 @@ const struct qimg_driver qimg_driver_vhdx = {
     .info           = vhdx_info,
     .check          = vhdx_check,
     .resize         = vhdx_resize,
+    .measure        = vhdx_measure,
     .has_zero_init  = vhdx_has_zero_init,
     .backing_opened = vhdx_parent_check,
 };
