@@ -327,3 +327,41 @@ fi
 out=$("$QIMG" compare top.vhdx "$SCRATCH/exp.raw" 2>&1)
 case $out in *"is not the disk this differencing disk was made from"*) pass "a changed parent is refused" ;;
     *) fail "a changed parent is refused" "$out" ;; esac
+
+# ------------------------------------------------ rebase and commit (beyond qemu-img)
+rm -f b1.vhdx b2.vhdx c.vhdx
+"$QEMU_IMG" create -q -f vhdx b1.vhdx 64M
+"$QEMU_IO" -f vhdx -c "write -P 0x21 0 16M" b1.vhdx >/dev/null
+"$QEMU_IMG" create -q -f vhdx b2.vhdx 64M
+"$QEMU_IO" -f vhdx -c "write -P 0x22 8M 16M" b2.vhdx >/dev/null
+"$QIMG" create -q -f vhdx -b b1.vhdx -F vhdx c.vhdx
+"$QIMG" bench -w -q -c 2 -d 1 -s 64k -S 32M -o 4M --pattern=0x77 c.vhdx >/dev/null
+"$QIMG" convert -O raw c.vhdx "$SCRATCH/c.raw"
+check "rebase onto another parent" "$QIMG" rebase -b b2.vhdx -F vhdx c.vhdx
+expect_eq "rebase: the new parent" "$("$QIMG" info c.vhdx | grep '^backing file:')" \
+    "backing file: b2.vhdx"
+check "rebase: the same guest data" "$QIMG" compare -q c.vhdx "$SCRATCH/c.raw"
+cp c.vhdx flat.vhdx
+check "rebase -b '': no parent" "$QIMG" rebase -b "" flat.vhdx
+check "rebase -b '': qemu-img opens it, check" "$QEMU_IMG" check -q flat.vhdx
+check "rebase -b '': qemu-img reads the same data" "$QEMU_IMG" compare -q flat.vhdx "$SCRATCH/c.raw"
+cp flat.vhdx d1.vhdx
+check "rebase -u: a dynamic disk gets a parent" "$QIMG" rebase -u -b b1.vhdx -F vhdx d1.vhdx
+check "rebase -u: its data unchanged (unwritten blocks stay zero)" \
+    "$QIMG" compare -q d1.vhdx "$SCRATCH/c.raw"
+check "commit into the parent" "$QIMG" commit -q c.vhdx
+check "commit: the parent holds the data" "$QEMU_IMG" compare -q b2.vhdx "$SCRATCH/c.raw"
+check "commit: qemu-img check of the parent" "$QEMU_IMG" check -q b2.vhdx
+check "commit: the emptied child, linked to the changed parent" \
+    "$QIMG" compare -q c.vhdx "$SCRATCH/c.raw"
+expect_eq "commit: the child holds nothing" \
+    "$("$QIMG" map --output=json c.vhdx | grep -c '"depth": 0')" 0
+if has_pymod "pyvhdi reads a rebased, committed child" pyvhdi; then
+    check "pyvhdi reads the child over the committed parent" "$DEB_PYTHON" -c '
+import pyvhdi, sys
+p = pyvhdi.file(); p.open(sys.argv[1])
+c = pyvhdi.file(); c.open(sys.argv[2])
+c.set_parent(p)
+assert c.read_buffer(c.get_media_size()) == open(sys.argv[3], "rb").read()
+' b2.vhdx c.vhdx "$SCRATCH/c.raw"
+fi

@@ -259,6 +259,12 @@ static size_t build_locator(uint8_t *p, const char *linkage, const char *relativ
     return pos;
 }
 
+size_t vhdx_build_locator(uint8_t *p, const char *linkage, const char *relative)
+{
+    memset(p, 0, 20 + 36);
+    return build_locator(p, linkage, relative, NULL);
+}
+
 static void put_entry(uint8_t *t, int i, int item, uint32_t off, uint32_t len)
 {
     uint8_t *e = t + 32 + 32 * i;

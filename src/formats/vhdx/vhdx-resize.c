@@ -99,6 +99,11 @@ static int grow_table(struct qimg_image *img, struct vhdx_state *s, uint64_t siz
     }
     for (uint64_t i = old_entries; i < entries; i++)   /* written, even as zeros */
         vhdx_bat_set(s, i, s->bat[i]);
+    if (s->has_parent) {
+        int r = vhdx_alloc_bitmaps(img, s);
+        if (r < 0)
+            return r;
+    }
     if (s->alloc_offset > s->file_size) {
         int r = qimg_io_truncate(img->file, s->alloc_offset);
         if (r < 0)

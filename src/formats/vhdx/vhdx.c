@@ -342,7 +342,15 @@ static int write_bat(struct qimg_io *io, const struct vhdx_params *p, uint64_t b
             uint64_t i = piece * per + k;
             if (i >= entries)
                 break;
-            if (i % (cr + 1) == cr || p->parent_linkage)
+            if (i % (cr + 1) == cr) {
+                /* a differencing disk: each chunk's bitmap, all zeros, after
+                 * the header area (see vhdx_alloc_bitmaps) */
+                if (p->parent_linkage)
+                    qimg_put_le64(buf + 8 * k, (data_off + (i / (cr + 1)) * VHDX_MiB) |
+                                                   VHDX_SB_PRESENT);
+                continue;
+            }
+            if (p->parent_linkage)
                 continue;
             uint64_t block = i - i / (cr + 1), e = 0;
             if (p->zero_blocks)
@@ -389,33 +397,20 @@ static int create_file(struct qimg_io *io, const struct vhdx_params *p)
     if (r == 0)
         r = write_region_tables(io, bat_off, bat_len, meta_off);
     /* an all-zero table is left to the file's holes, as qemu leaves it */
-    if (r == 0 && (p->zero_blocks || p->fixed))
+    if (r == 0 && (p->zero_blocks || p->fixed || p->parent_linkage))
         r = write_bat(io, p, bat_off, bat_len, data_off);
     if (r == 0)
         r = qimg_io_pwrite(io, meta, mlen, meta_off);
+    uint32_t cr;
+    uint64_t pb, entries, end = data_off;
+    vhdx_geometry(p->size, (uint32_t)p->block_size, 512, p->parent_linkage != NULL, &cr, &pb,
+                  &entries);
+    if (p->parent_linkage)
+        end += qimg_div_round_up(pb, cr) * VHDX_MiB;
+    else if (p->fixed)
+        end += p->size;
     if (r == 0)
-        r = qimg_io_truncate(io, p->fixed && !p->parent_linkage ? data_off + p->size : data_off);
-    return r;
-}
-
-/* The parent's data write GUID, as the locator's parent_linkage text. */
-static int parent_linkage(const char *path, char out[39])
-{
-    struct qimg_io *io;
-    int r = qimg_io_open(&io, path, QIMG_IO_NOLOCK);
-    if (r < 0)
-        return r;
-    struct qimg_image tmp = { .file = io, .filename = (char *)path };
-    struct vhdx_state st = { 0 };
-    uint8_t sig[8];
-    r = qimg_io_pread(io, sig, sizeof sig, 0);
-    if (r == 0 && memcmp(sig, "vhdxfile", 8) != 0)
-        r = qimg_error(-EINVAL, "The parent of a differencing VHDX must be a VHDX");
-    if (r == 0)
-        r = vhdx_read_headers(&tmp, &st);
-    qimg_io_close(io);
-    if (r == 0)
-        vhdx_guid_format(st.header + VH_DATA_GUID, out);
+        r = qimg_io_truncate(io, end);
     return r;
 }
 
@@ -444,12 +439,9 @@ static int vhdx_create(struct qimg_create_ctx *ctx)
         if (p.fixed)
             return qimg_error(-EINVAL, "A differencing VHDX cannot be fixed");
         CLEANUP_FREE char *path = qimg_path_combine(ctx->filename, ctx->backing_file);
-        r = parent_linkage(path, linkage);
+        r = vhdx_parent_linkage(path, linkage);
         if (r < 0)
             return r;
-        for (char *c = linkage; *c; c++)
-            if (*c >= 'A' && *c <= 'F')
-                *c = (char)(*c - 'A' + 'a');
         relative = windows_path(ctx->backing_file);
         p.parent_linkage = linkage;
         p.relative = relative;
@@ -538,4 +530,6 @@ const struct qimg_driver qimg_driver_vhdx = {
     .measure        = vhdx_measure,
     .has_zero_init  = vhdx_has_zero_init,
     .backing_opened = vhdx_parent_check,
+    .change_backing = vhdx_change_backing,
+    .make_empty     = vhdx_make_empty,
 };
