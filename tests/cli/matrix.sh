@@ -75,6 +75,9 @@ same_bytes() {
 # grows_beyond_qemu FMT: qimg grows images of FMT where qemu-img cannot
 # resize them at all (issue 14); the generic tests check the result
 grows_beyond_qemu() { case $1 in vdi | vhdx) return 0 ;; *) return 1 ;; esac; }
+# shrinks_beyond_qemu FMT: qimg shrinks images of FMT with --shrink where
+# qemu-img cannot resize them at all
+shrinks_beyond_qemu() { case $1 in vhdx) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
 measures_beyond_qemu() { case $1 in vdi | vhdx) return 0 ;; *) return 1 ;; esac; }
 # full_alloc_opts ROW: the create options of a fully allocated image of

@@ -264,7 +264,17 @@ $CRAFT after.vhdx x.vhdx log-target-header
 check_fail "a log writing over the headers is refused" "$QIMG" info x.vhdx
 
 # ------------------------------------------------ resize (beyond qemu-img)
-same "shrink refused as qemu-img" resize --shrink d.vhdx 50M
+same "shrink without --shrink refused as qemu-img" resize d.vhdx 50M
+cp d.vhdx s.vhdx
+"$QEMU_IMG" convert -O raw s.vhdx "$SCRATCH/s.raw"
+for size in 50M 20000k 100M; do
+    out=$("$QIMG_AS_QEMU" resize --shrink s.vhdx $size 2>&1)
+    expect_eq "shrink (and grow back) to $size" "$out" "Image resized."
+    truncate -s $size "$SCRATCH/s.raw"
+    check "shrink to $size: qemu-img check" "$QEMU_IMG" check -q s.vhdx
+    check "shrink to $size: the data (zeros past the smallest end)" \
+        "$QEMU_IMG" compare -q s.vhdx "$SCRATCH/s.raw"
+done
 for o in "" "subformat=fixed" "block_size=1M" "block_size=256M" "subformat=fixed,block_state_zero=off"; do
     rm -f g.vhdx
     "$QIMG" create -q -f vhdx ${o:+-o $o} g.vhdx 100M

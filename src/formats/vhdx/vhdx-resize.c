@@ -1,4 +1,5 @@
-/* qimg - VHDX: growing a disk (qemu-img cannot resize VHDX at all).
+/* qimg - VHDX: growing and shrinking a disk (qemu-img cannot resize VHDX
+ * at all).
  *
  * The new blocks are ZERO (a differencing disk's NOT_PRESENT: its parent's),
  * or given their place in the file at once for a fixed disk.  When the BAT
@@ -197,20 +198,55 @@ static int grow(struct qimg_image *img, struct vhdx_state *s, uint64_t size)
     return 0;
 }
 
+/* Shrink (--shrink, beyond qemu-img): the blocks past the new end are
+ * dropped from the table (their space stays in the file), the entries
+ * past the new count zeroed, then the size changes through the log.
+ * What the new last block holds past the end is cleared if it grows
+ * again (clear_tail). */
+static int shrink_to(struct qimg_image *img, struct vhdx_state *s, uint64_t size)
+{
+    int r = vhdx_bat_commit(img, s);
+    if (r == 0)
+        r = vhdx_begin_write(img, s, true);
+    if (r < 0)
+        return r;
+    uint32_t cr;
+    uint64_t pb, entries;
+    vhdx_geometry(size, s->block_size, s->logical_sector, s->has_parent, &cr, &pb, &entries);
+    for (uint64_t b = pb; b < s->payload_blocks; b++)
+        vhdx_bat_set(s, vhdx_bat_index(s, b), 0);
+    for (uint64_t i = entries; i < s->bat_entries; i++)
+        vhdx_bat_set(s, i, 0);
+    r = vhdx_bat_commit(img, s);
+    uint64_t off = 0;
+    uint8_t sec[VHDX_LOG_SECTOR], *data[1] = { sec };
+    if (r == 0)
+        r = size_sector(img, s, size, &off, sec);
+    if (r == 0)
+        r = vhdx_log_write_sectors(img, s, &off, data, 1);
+    if (r < 0)
+        return r;
+    s->payload_blocks = pb;
+    s->bat_entries = entries;
+    s->disk_size = size;
+    img->size = size;
+    return 0;
+}
+
 int vhdx_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
 {
     struct vhdx_state *s = vhdx_state(img);
     if (prealloc && strcmp(prealloc, "off") != 0)
         return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
     uint64_t want = qimg_div_round_up(size, 512) * 512;
-    if (want < img->size)
-        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
+    if (want == 0)
+        return qimg_error(-EINVAL, "VHDX disk size must not be zero");
     if (want > VHDX_MAX_DISK_SIZE)
         return qimg_error(-EFBIG, "Image size too large; max of 64TB");
     if (want == s->disk_size)
         return 0;
     pthread_mutex_lock(&img->lock);
-    int r = grow(img, s, want);
+    int r = want < s->disk_size ? shrink_to(img, s, want) : grow(img, s, want);
     pthread_mutex_unlock(&img->lock);
     return r < 0 ? r : qimg_io_flush(img->file);
 }
