@@ -150,8 +150,8 @@ while n:
 done
 # writes into what qemu made, and what qimg made read by qemu-io
 cp d.vhdx w.vhdx
-"$QIMG" convert -n -O vhdx "$SCRATCH/src.raw" w.vhdx 2>/dev/null ||
-    "$QIMG" dd if="$SCRATCH/src.raw" of=w.vhdx -O vhdx bs=1M count=100 2>/dev/null
+"$QIMG" convert -n -O vhdx --image-opts "driver=raw,size=$((100 << 20)),file.filename=$SCRATCH/src.raw" \
+    w.vhdx || fail "convert -n into w.vhdx"
 "$QEMU_IMG" create -q -f raw "$SCRATCH/w.raw" 100M
 dd if="$SCRATCH/src.raw" of="$SCRATCH/w.raw" bs=1M count=100 conv=notrunc status=none
 check "convert -n into a qemu-made vhdx: check" "$QEMU_IMG" check -q w.vhdx
