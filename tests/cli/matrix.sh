@@ -77,12 +77,31 @@ same_bytes() {
 # compress_exits_1_in_qemu FMT: qemu-img 7.2 writes a compressed image of
 # FMT and then exits 1 (qcow refuses its end-of-stream marker); qimg exits 0
 compress_exits_1_in_qemu() { case $1 in qcow) return 0 ;; *) return 1 ;; esac; }
-grows_beyond_qemu() { case $1 in vdi | vpc | parallels) return 0 ;; *) return 1 ;; esac; }
+grows_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
 # shrinks_beyond_qemu FMT: qimg shrinks images of FMT (--shrink) where
 # qemu-img cannot resize them at all
-shrinks_beyond_qemu() { case $1 in vpc | parallels) return 0 ;; *) return 1 ;; esac; }
+shrinks_beyond_qemu() { case $1 in vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
-measures_beyond_qemu() { case $1 in vdi | vpc | parallels) return 0 ;; *) return 1 ;; esac; }
+measures_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
+# full_alloc_opts ROW: how the generic measure test makes row ROW's "fully
+# allocated" image with qemu-img: nothing (the default) when every byte of
+# an image made with the row's options is written by qemu-io; create
+# options when the format has a fully allocated subformat that differs
+# (vhdx: writing every byte of a dynamic image is not what qemu measures);
+# "none" when qemu-img cannot make one (a vhdx subformat=fixed with ZERO
+# blocks: every block written is added at the end of the file)
+full_alloc_opts() {
+    case ${FMT[$1]},${OPTS[$1]} in
+    vhdx,*subformat=fixed*) echo none ;;
+    vhdx,*) echo subformat=fixed,block_state_zero=off ;;
+    esac
+}
+# measure_size FMT: the virtual size the generic measure test uses
+measure_size() { case $1 in vhdx) echo 1G ;; *) echo 16M ;; esac; }
+# maps_beyond_qemu FMT: qemu-img has no block status for FMT (every byte is
+# data, human map refused); qimg's map tells data from zeros and holes, so
+# the generic tests check that map against the guest data instead
+maps_beyond_qemu() { case $1 in vhdx) return 0 ;; *) return 1 ;; esac; }
 # probes_beyond_qemu ROW: qimg probes row ROW's images by a format where
 # qemu-img says raw (a fixed VHD, known by its footer): the generic tests
 # name the format to both tools and check the probe apart

@@ -110,7 +110,10 @@ for o in log_size=0 log_size=4G block_size=3M subformat=foo block_state_zero=x; 
     same "create -o $o refused" create -f vhdx -o $o c.vhdx 64M
 done
 same "create too large" create -f vhdx c.vhdx 65T
-same "create -o help" create -f vhdx -o help
+# -o help: qemu-img's options, and backing_file/backing_fmt beyond it
+expect_eq "create -o help: qemu-img's options" \
+    "$("$QIMG_AS_QEMU" create -f vhdx -o help | grep -v '^  backing_')" \
+    "$("$QEMU_IMG" create -f vhdx -o help)"
 
 # ------------------------------------------------ writing: convert to vhdx
 "$QEMU_IMG" create -q -f raw "$SCRATCH/src.raw" 160M
@@ -147,8 +150,8 @@ while n:
 done
 # writes into what qemu made, and what qimg made read by qemu-io
 cp d.vhdx w.vhdx
-"$QIMG" convert -n -O vhdx "$SCRATCH/src.raw" w.vhdx 2>/dev/null ||
-    "$QIMG" dd if="$SCRATCH/src.raw" of=w.vhdx -O vhdx bs=1M count=100 2>/dev/null
+"$QIMG" convert -n -O vhdx --image-opts "driver=raw,size=$((100 << 20)),file.filename=$SCRATCH/src.raw" \
+    w.vhdx || fail "convert -n into w.vhdx"
 "$QEMU_IMG" create -q -f raw "$SCRATCH/w.raw" 100M
 dd if="$SCRATCH/src.raw" of="$SCRATCH/w.raw" bs=1M count=100 conv=notrunc status=none
 check "convert -n into a qemu-made vhdx: check" "$QEMU_IMG" check -q w.vhdx
@@ -259,3 +262,116 @@ for c in log-bad-crc log-loop log-guid-only; do
 done
 $CRAFT after.vhdx x.vhdx log-target-header
 check_fail "a log writing over the headers is refused" "$QIMG" info x.vhdx
+
+# ------------------------------------------------ resize (beyond qemu-img)
+same "shrink without --shrink refused as qemu-img" resize d.vhdx 50M
+cp d.vhdx s.vhdx
+"$QEMU_IMG" convert -O raw s.vhdx "$SCRATCH/s.raw"
+for size in 50M 20000k 100M; do
+    out=$("$QIMG_AS_QEMU" resize --shrink s.vhdx $size 2>&1)
+    expect_eq "shrink (and grow back) to $size" "$out" "Image resized."
+    truncate -s $size "$SCRATCH/s.raw"
+    check "shrink to $size: qemu-img check" "$QEMU_IMG" check -q s.vhdx
+    check "shrink to $size: the data (zeros past the smallest end)" \
+        "$QEMU_IMG" compare -q s.vhdx "$SCRATCH/s.raw"
+done
+for o in "" "subformat=fixed" "block_size=1M" "block_size=256M" "subformat=fixed,block_state_zero=off"; do
+    rm -f g.vhdx
+    "$QIMG" create -q -f vhdx ${o:+-o $o} g.vhdx 100M
+    "$QEMU_IO" -f vhdx -c "write -P 0x12 0 3M" -c "write -P 0x13 99M 1M" -c "write -P 0x14 100351k 1k" \
+        g.vhdx >/dev/null
+    "$QEMU_IMG" convert -O raw g.vhdx "$SCRATCH/g.raw"
+    for size in +1M 1G 300G; do
+        out=$("$QIMG_AS_QEMU" resize g.vhdx $size 2>&1)
+        expect_eq "grow '$o' to $size" "$out" "Image resized."
+        truncate -s $size "$SCRATCH/g.raw"
+        check "grow '$o' to $size: qemu-img check" "$QEMU_IMG" check -q g.vhdx
+        # qemu-img reads every byte of a VHDX: 300 GiB are compared by qimg
+        cmp_tool=$QEMU_IMG
+        [ $size = 300G ] && cmp_tool=$QIMG
+        check "grow '$o' to $size: the data, zeros after" "$cmp_tool" compare -q g.vhdx "$SCRATCH/g.raw"
+    done
+    "$QEMU_IO" -f vhdx -c "write -P 0x15 200G 1M" g.vhdx >/dev/null
+    check "grow '$o': qemu-io writes past the old end, check" "$QEMU_IMG" check -q g.vhdx
+done
+
+# ------------------------------------------------ differencing (beyond qemu-img)
+rm -f base.vhdx top.vhdx
+"$QEMU_IMG" create -q -f vhdx base.vhdx 100M
+"$QEMU_IO" -f vhdx -c "write -P 0x11 0 10M" -c "write -P 0x12 50M 1M" base.vhdx >/dev/null
+"$QEMU_IMG" convert -O raw base.vhdx "$SCRATCH/exp.raw"
+out=$("$QIMG_AS_QEMU" create -f vhdx -b base.vhdx -F vhdx top.vhdx 2>&1)
+expect_eq "create -b" "$out" "Formatting 'top.vhdx', fmt=vhdx size=104857600 log_size=1048576 block_size=0 backing_file=base.vhdx backing_fmt=vhdx"
+check_fail "qemu-img refuses differencing VHDX" "$QEMU_IMG" info top.vhdx
+expect_eq "info: the parent" "$("$QIMG" info top.vhdx | grep '^backing')" \
+    "backing file: base.vhdx
+backing file format: vhdx"
+check "reads through the parent" "$QIMG" compare -q top.vhdx "$SCRATCH/exp.raw"
+"$QIMG" bench -q -w -f vhdx -c 4 -d 1 -s 64k -S 16M -o 1M --pattern=0x77 top.vhdx >/dev/null
+python3 -c '
+import sys
+f = open(sys.argv[1], "r+b")
+for i in range(4):
+    f.seek((1 << 20) + i * (16 << 20)); f.write(b"\x77" * 65536)
+' "$SCRATCH/exp.raw"
+check "written: the child's blocks over the parent's" "$QIMG" compare -q top.vhdx "$SCRATCH/exp.raw"
+"$QIMG" check top.vhdx >/dev/null
+expect_eq "check differencing" $? 0
+"$QIMG" convert -O raw top.vhdx "$SCRATCH/top.raw"
+check "convert flattens" cmp "$SCRATCH/top.raw" "$SCRATCH/exp.raw"
+expect_eq "map: the parent's data at depth 1" \
+    "$("$QIMG" map --output=json top.vhdx | sed -n 2p)" \
+    '{ "start": 8388608, "length": 2097152, "depth": 1, "present": true, "zero": false, "data": true, "offset": 16777216},'
+if has_pymod "pyvhdi reads differencing" pyvhdi; then
+    check "pyvhdi reads the differencing disk over its parent" "$DEB_PYTHON" -c '
+import pyvhdi, sys
+p = pyvhdi.file(); p.open(sys.argv[1])
+c = pyvhdi.file(); c.open(sys.argv[2])
+assert c.get_disk_type() == 4
+c.set_parent(p)
+assert c.read_buffer(c.get_media_size()) == open(sys.argv[3], "rb").read()
+' base.vhdx top.vhdx "$SCRATCH/exp.raw"
+fi
+# a parent changed since: its data write GUID is no longer the linkage
+"$QEMU_IO" -f vhdx -c "write -P 0x13 90M 4k" base.vhdx >/dev/null
+out=$("$QIMG" compare top.vhdx "$SCRATCH/exp.raw" 2>&1)
+case $out in *"is not the disk this differencing disk was made from"*) pass "a changed parent is refused" ;;
+    *) fail "a changed parent is refused" "$out" ;; esac
+
+# ------------------------------------------------ rebase and commit (beyond qemu-img)
+rm -f b1.vhdx b2.vhdx c.vhdx
+"$QEMU_IMG" create -q -f vhdx b1.vhdx 64M
+"$QEMU_IO" -f vhdx -c "write -P 0x21 0 16M" b1.vhdx >/dev/null
+"$QEMU_IMG" create -q -f vhdx b2.vhdx 64M
+"$QEMU_IO" -f vhdx -c "write -P 0x22 8M 16M" b2.vhdx >/dev/null
+"$QIMG" create -q -f vhdx -b b1.vhdx -F vhdx c.vhdx
+"$QIMG" bench -w -q -c 2 -d 1 -s 64k -S 32M -o 4M --pattern=0x77 c.vhdx >/dev/null
+"$QIMG" convert -O raw c.vhdx "$SCRATCH/c.raw"
+check "rebase onto another parent" "$QIMG" rebase -b b2.vhdx -F vhdx c.vhdx
+expect_eq "rebase: the new parent" "$("$QIMG" info c.vhdx | grep '^backing file:')" \
+    "backing file: b2.vhdx"
+check "rebase: the same guest data" "$QIMG" compare -q c.vhdx "$SCRATCH/c.raw"
+cp c.vhdx flat.vhdx
+check "rebase -b '': no parent" "$QIMG" rebase -b "" flat.vhdx
+check "rebase -b '': qemu-img opens it, check" "$QEMU_IMG" check -q flat.vhdx
+check "rebase -b '': qemu-img reads the same data" "$QEMU_IMG" compare -q flat.vhdx "$SCRATCH/c.raw"
+cp flat.vhdx d1.vhdx
+check "rebase -u: a dynamic disk gets a parent" "$QIMG" rebase -u -b b1.vhdx -F vhdx d1.vhdx
+check "rebase -u: its data unchanged (unwritten blocks stay zero)" \
+    "$QIMG" compare -q d1.vhdx "$SCRATCH/c.raw"
+check "commit into the parent" "$QIMG" commit -q c.vhdx
+check "commit: the parent holds the data" "$QEMU_IMG" compare -q b2.vhdx "$SCRATCH/c.raw"
+check "commit: qemu-img check of the parent" "$QEMU_IMG" check -q b2.vhdx
+check "commit: the emptied child, linked to the changed parent" \
+    "$QIMG" compare -q c.vhdx "$SCRATCH/c.raw"
+expect_eq "commit: the child holds nothing" \
+    "$("$QIMG" map --output=json c.vhdx | grep -c '"depth": 0')" 0
+if has_pymod "pyvhdi reads a rebased, committed child" pyvhdi; then
+    check "pyvhdi reads the child over the committed parent" "$DEB_PYTHON" -c '
+import pyvhdi, sys
+p = pyvhdi.file(); p.open(sys.argv[1])
+c = pyvhdi.file(); c.open(sys.argv[2])
+c.set_parent(p)
+assert c.read_buffer(c.get_media_size()) == open(sys.argv[3], "rb").read()
+' b2.vhdx c.vhdx "$SCRATCH/c.raw"
+fi

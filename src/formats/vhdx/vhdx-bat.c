@@ -142,6 +142,30 @@ void vhdx_bat_set(struct vhdx_state *s, uint64_t index, uint64_t entry)
     }
 }
 
+/* Give every chunk of a differencing disk its sector bitmap block, all
+ * zeros (no sector present) at the end of the file.  Blocks not present
+ * read from the parent whatever the bitmap says, but readers such as
+ * libvhdi consult the bitmap of a chunk that has none, so qimg's
+ * differencing disks always have them (the specification allows both). */
+int vhdx_alloc_bitmaps(struct qimg_image *img, struct vhdx_state *s)
+{
+    uint64_t chunks = qimg_div_round_up(s->payload_blocks, s->chunk_ratio);
+    for (uint64_t c = 0; c < chunks; c++) {
+        uint64_t i = sb_index(s, c);
+        if (i >= s->bat_entries || VHDX_BAT_STATE(s->bat[i]) == VHDX_SB_PRESENT)
+            continue;
+        vhdx_bat_set(s, i, s->alloc_offset | VHDX_SB_PRESENT);
+        s->alloc_offset += VHDX_SB_BLOCK;
+    }
+    if (s->alloc_offset > s->file_size) {
+        int r = qimg_io_truncate(img->file, s->alloc_offset);
+        if (r < 0)
+            return r;
+        s->file_size = s->alloc_offset;
+    }
+    return 0;
+}
+
 int vhdx_bat_commit(struct qimg_image *img, struct vhdx_state *s)
 {
     if (!s->ndirty)

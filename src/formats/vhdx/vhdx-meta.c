@@ -166,6 +166,7 @@ static int read_parent_locator(struct qimg_image *img, struct vhdx_state *s,
             return invalid(img, -EINVAL);
         }
         char **slot = strcmp(key, "parent_linkage") == 0 ? &s->parent_linkage :
+                      strcmp(key, "parent_linkage2") == 0 ? &s->parent_linkage2 :
                       strcmp(key, "relative_path") == 0 ? &s->parent_relative :
                       strcmp(key, "absolute_win32_path") == 0 ? &s->parent_absolute :
                       strcmp(key, "volume_path") == 0 ? &s->parent_volume : NULL;
@@ -256,6 +257,12 @@ static size_t build_locator(uint8_t *p, const char *linkage, const char *relativ
     }
     qimg_put_le16(p + 18, (uint16_t)n);
     return pos;
+}
+
+size_t vhdx_build_locator(uint8_t *p, const char *linkage, const char *relative)
+{
+    memset(p, 0, 20 + 36);
+    return build_locator(p, linkage, relative, NULL);
 }
 
 static void put_entry(uint8_t *t, int i, int item, uint32_t off, uint32_t len)

@@ -15,6 +15,10 @@ static const struct qimg_opt_desc vhdx_create_opts[] = {
     { "block_state_zero", QIMG_OPT_BOOL, "Force use of payload blocks of type 'ZERO'. "
       "Non-standard, but default.  Do not set to 'off' when using 'qemu-img convert' with "
       "subformat=dynamic.", NULL },
+    /* beyond qemu-img: a differencing disk (create -b) */
+    { "backing_file", QIMG_OPT_STRING, "File name of the parent image (a VHDX: the new "
+      "image is a differencing disk)", NULL },
+    { "backing_fmt", QIMG_OPT_STRING, "Image format of the parent image (vhdx)", NULL },
     { NULL, 0, NULL, NULL },
 };
 
@@ -115,6 +119,7 @@ static void vhdx_close(struct qimg_image *img)
     free(s->sb_cache);
     free(s->log_error);
     free(s->parent_linkage);
+    free(s->parent_linkage2);
     free(s->parent_relative);
     free(s->parent_absolute);
     free(s->parent_volume);
@@ -141,7 +146,31 @@ static int vhdx_info(struct qimg_image *img, struct qimg_driver_info *info)
     return 0;
 }
 
-static bool vhdx_has_zero_init(struct qimg_image *img) { return true; }
+static bool vhdx_has_zero_init(struct qimg_image *img) { return !vhdx_state(img)->has_parent; }
+
+/* The parent must be the disk the child was made from: its data write
+ * GUID is the locator's parent_linkage (or parent_linkage2). */
+static int vhdx_parent_check(struct qimg_image *img)
+{
+    struct vhdx_state *s = vhdx_state(img);
+    if (!s->has_parent || !img->backing)
+        return 0;
+    if (img->backing->drv != img->drv)
+        return qimg_error(-EINVAL, "The parent of VHDX '%s' is not a VHDX image", img->filename);
+    const struct vhdx_state *p = img->backing->opaque;
+    uint8_t want[16], want2[16];
+    bool ok = (vhdx_guid_parse(s->parent_linkage, want) == 0 &&
+               memcmp(want, p->header + VH_DATA_GUID, 16) == 0) ||
+              (s->parent_linkage2 && vhdx_guid_parse(s->parent_linkage2, want2) == 0 &&
+               memcmp(want2, p->header + VH_DATA_GUID, 16) == 0);
+    if (ok)
+        return 0;
+    char have[39];
+    vhdx_guid_format(p->header + VH_DATA_GUID, have);
+    return qimg_error(-EINVAL, "VHDX parent '%s' has data write GUID %s, not %s: it is not the "
+                      "disk this differencing disk was made from, or it changed since",
+                      img->backing_file, have, s->parent_linkage);
+}
 
 /* ------------------------------------------------------------------ check */
 
@@ -199,18 +228,21 @@ struct vhdx_params {
     const char *parent_linkage, *relative, *absolute;
 };
 
-static int create_params(struct qimg_create_ctx *ctx, struct vhdx_params *p)
+static int create_params(qimg_opts *opts, uint64_t size, struct vhdx_params *p)
 {
     const char *sub = "dynamic";
     uint64_t log_size = VHDX_MiB, block_size = 0;
     bool zero = true;
-    int r = qimg_opts_get_size(ctx->opts, "log_size", &log_size);
-    if (r >= 0)
-        r = qimg_opts_get_size(ctx->opts, "block_size", &block_size);
-    if (r >= 0)
-        r = qimg_opts_get_string(ctx->opts, "subformat", &sub);
-    if (r >= 0)
-        r = qimg_opts_get_bool(ctx->opts, "block_state_zero", &zero);
+    int r = 0;
+    if (opts) {
+        r = qimg_opts_get_size(opts, "log_size", &log_size);
+        if (r >= 0)
+            r = qimg_opts_get_size(opts, "block_size", &block_size);
+        if (r >= 0)
+            r = qimg_opts_get_string(opts, "subformat", &sub);
+        if (r >= 0)
+            r = qimg_opts_get_bool(opts, "block_state_zero", &zero);
+    }
     if (r < 0)
         return r;
     if (strcmp(sub, "fixed") != 0 && strcmp(sub, "dynamic") != 0)
@@ -218,7 +250,7 @@ static int create_params(struct qimg_create_ctx *ctx, struct vhdx_params *p)
     p->fixed = strcmp(sub, "fixed") == 0;
     p->zero_blocks = zero;
     /* whole logical sectors (qemu rounds up) */
-    p->size = qimg_div_round_up(ctx->size, 512) * 512;
+    p->size = qimg_div_round_up(size, 512) * 512;
     if (p->size > VHDX_MAX_DISK_SIZE)
         return qimg_error(-EINVAL, "Image size too large; max of 64TB");
     /* qemu rounds both up to whole MiB and clamps the block size first */
@@ -310,7 +342,15 @@ static int write_bat(struct qimg_io *io, const struct vhdx_params *p, uint64_t b
             uint64_t i = piece * per + k;
             if (i >= entries)
                 break;
-            if (i % (cr + 1) == cr || p->parent_linkage)
+            if (i % (cr + 1) == cr) {
+                /* a differencing disk: each chunk's bitmap, all zeros, after
+                 * the header area (see vhdx_alloc_bitmaps) */
+                if (p->parent_linkage)
+                    qimg_put_le64(buf + 8 * k, (data_off + (i / (cr + 1)) * VHDX_MiB) |
+                                                   VHDX_SB_PRESENT);
+                continue;
+            }
+            if (p->parent_linkage)
                 continue;
             uint64_t block = i - i / (cr + 1), e = 0;
             if (p->zero_blocks)
@@ -328,17 +368,25 @@ static int write_bat(struct qimg_io *io, const struct vhdx_params *p, uint64_t b
 
 /* qemu's layout: header section, the log at 1 MiB, the BAT after it, the
  * metadata region after that, then 4 MiB free before the first block. */
-static int create_file(struct qimg_io *io, const struct vhdx_params *p)
+static void layout(const struct vhdx_params *p, uint64_t *bat_off, uint64_t *bat_len,
+                   uint64_t *meta_off, uint64_t *data_off)
 {
     uint32_t cr;
     uint64_t pb, entries;
     vhdx_geometry(p->size, (uint32_t)p->block_size, 512, p->parent_linkage != NULL, &cr, &pb,
                   &entries);
-    uint64_t bat_off = VHDX_MiB + p->log_size;
-    uint64_t bat_len = qimg_div_round_up(entries * 8, VHDX_MiB) * VHDX_MiB;
-    if (bat_len == 0)
-        bat_len = VHDX_MiB;
-    uint64_t meta_off = bat_off + bat_len, data_off = meta_off + 5 * VHDX_MiB;
+    *bat_off = VHDX_MiB + p->log_size;
+    *bat_len = qimg_div_round_up(entries * 8, VHDX_MiB) * VHDX_MiB;
+    if (*bat_len == 0)
+        *bat_len = VHDX_MiB;
+    *meta_off = *bat_off + *bat_len;
+    *data_off = *meta_off + 5 * VHDX_MiB;
+}
+
+static int create_file(struct qimg_io *io, const struct vhdx_params *p)
+{
+    uint64_t bat_off, bat_len, meta_off, data_off;
+    layout(p, &bat_off, &bat_len, &meta_off, &data_off);
     size_t mlen;
     CLEANUP_FREE uint8_t *meta = vhdx_build_metadata((uint32_t)p->block_size, p->size, p->fixed,
                                                      p->parent_linkage, p->relative,
@@ -349,21 +397,56 @@ static int create_file(struct qimg_io *io, const struct vhdx_params *p)
     if (r == 0)
         r = write_region_tables(io, bat_off, bat_len, meta_off);
     /* an all-zero table is left to the file's holes, as qemu leaves it */
-    if (r == 0 && (p->zero_blocks || p->fixed))
+    if (r == 0 && (p->zero_blocks || p->fixed || p->parent_linkage))
         r = write_bat(io, p, bat_off, bat_len, data_off);
     if (r == 0)
         r = qimg_io_pwrite(io, meta, mlen, meta_off);
+    uint32_t cr;
+    uint64_t pb, entries, end = data_off;
+    vhdx_geometry(p->size, (uint32_t)p->block_size, 512, p->parent_linkage != NULL, &cr, &pb,
+                  &entries);
+    if (p->parent_linkage)
+        end += qimg_div_round_up(pb, cr) * VHDX_MiB;
+    else if (p->fixed)
+        end += p->size;
     if (r == 0)
-        r = qimg_io_truncate(io, p->fixed && !p->parent_linkage ? data_off + p->size : data_off);
+        r = qimg_io_truncate(io, end);
     return r;
+}
+
+/* The name the locator records, with Windows separators. */
+static char *windows_path(const char *name)
+{
+    char *w = qimg_strdup(name);
+    for (char *p = w; *p; p++)
+        if (*p == '/')
+            *p = '\\';
+    return w;
 }
 
 static int vhdx_create(struct qimg_create_ctx *ctx)
 {
     struct vhdx_params p = { 0 };
-    int r = create_params(ctx, &p);
+    int r = create_params(ctx->opts, ctx->size, &p);
     if (r < 0)
         return r;
+    char linkage[39];
+    CLEANUP_FREE char *relative = NULL;
+    if (ctx->backing_file) {
+        if (ctx->backing_fmt && strcmp(ctx->backing_fmt, "vhdx") != 0)
+            return qimg_error(-EINVAL, "The parent of a differencing VHDX must be a VHDX "
+                              "(backing format vhdx, not '%s')", ctx->backing_fmt);
+        if (p.fixed)
+            return qimg_error(-EINVAL, "A differencing VHDX cannot be fixed");
+        CLEANUP_FREE char *path = qimg_path_combine(ctx->filename, ctx->backing_file);
+        r = vhdx_parent_linkage(path, linkage);
+        if (r < 0)
+            return r;
+        relative = windows_path(ctx->backing_file);
+        p.parent_linkage = linkage;
+        p.relative = relative;
+        p.zero_blocks = false;
+    }
     struct qimg_io *io;
     r = qimg_io_open(&io, ctx->filename,
                      QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
@@ -376,8 +459,61 @@ static int vhdx_create(struct qimg_create_ctx *ctx)
     return r;
 }
 
+/* Blocks of block_size that block status calls data somewhere in src. */
+static int count_data_blocks(qimg_image *src, uint64_t block_size, uint64_t *count)
+{
+    uint64_t size = qimg_size(src), next = 0;
+    *count = 0;
+    for (uint64_t off = 0; off < size;) {
+        struct qimg_extent e;
+        int r = qimg_block_status_chain(src, off, size - off, &e);
+        if (r < 0) {
+            CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
+            return qimg_error(r, "Unable to get block status: %s", msg);
+        }
+        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
+            uint64_t first = QIMG_MAX(off / block_size, next);
+            uint64_t last = (off + e.length - 1) / block_size;
+            if (last >= first)
+                *count += last - first + 1;
+            next = last + 1;
+        }
+        off += e.length;
+    }
+    return 0;
+}
+
+/* qemu-img cannot measure vhdx.  qemu's layout up to the first block,
+ * then whole blocks: every one for a fully allocated disk, those block
+ * status calls data for the required size (convert may still find zeros
+ * in them: an upper bound); a fixed disk without ZERO blocks is its
+ * layout and the disk's bytes. */
+static int vhdx_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    struct vhdx_params p = { 0 };
+    int r = create_params(opts, src ? qimg_size(src) : size, &p);
+    if (r < 0)
+        return r;
+    uint64_t bat_off, bat_len, meta_off, data_off, used = 0;
+    layout(&p, &bat_off, &bat_len, &meta_off, &data_off);
+    uint64_t blocks = qimg_div_round_up(p.size, p.block_size);
+    if (p.fixed && !p.zero_blocks) {
+        out->fully_allocated = out->required = data_off + p.size;
+        return 0;
+    }
+    if (src && (r = count_data_blocks(src, p.block_size, &used)) < 0)
+        return r;
+    /* qemu's fixed layout with ZERO blocks: the disk's bytes are there
+     * from the start, yet every block written goes to the end */
+    uint64_t base = p.fixed ? data_off + p.size : data_off;
+    out->fully_allocated = base + blocks * p.block_size;
+    out->required = base + used * p.block_size;
+    return 0;
+}
+
 const struct qimg_driver qimg_driver_vhdx = {
     .name           = "vhdx",
+    .flags          = QIMG_DRV_SUPPORTS_BACKING,
     .create_opts    = vhdx_create_opts,
     .probe          = vhdx_probe,
     .open           = vhdx_open,
@@ -390,5 +526,10 @@ const struct qimg_driver qimg_driver_vhdx = {
     .block_status   = vhdx_block_status,
     .info           = vhdx_info,
     .check          = vhdx_check,
+    .resize         = vhdx_resize,
+    .measure        = vhdx_measure,
     .has_zero_init  = vhdx_has_zero_init,
+    .backing_opened = vhdx_parent_check,
+    .change_backing = vhdx_change_backing,
+    .make_empty     = vhdx_make_empty,
 };

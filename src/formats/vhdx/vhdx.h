@@ -137,7 +137,7 @@ struct vhdx_state {
     pthread_mutex_t alloc_lock;         /* one block allocation at a time */
 
     /* parent locator (differencing disks) */
-    char *parent_linkage;
+    char *parent_linkage, *parent_linkage2;
     char *parent_relative, *parent_absolute, *parent_volume;
     uint8_t *sb_cache;                  /* one sector bitmap block */
     uint64_t sb_cached;                 /* its chunk + 1, 0 when none */
@@ -198,7 +198,19 @@ int vhdx_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsign
 int vhdx_block_status(struct qimg_image *img, uint64_t off, uint64_t len, struct qimg_extent *ext);
 /* Write the BAT sectors changed since the last commit through the log. */
 int64_t vhdx_check_entries(struct vhdx_state *s, uint64_t file_size);
+int vhdx_alloc_bitmaps(struct qimg_image *img, struct vhdx_state *s);
 int vhdx_bat_commit(struct qimg_image *img, struct vhdx_state *s);
 void vhdx_bat_set(struct vhdx_state *s, uint64_t index, uint64_t entry);
+
+/* The parent locator item (VHDX type) into p; its length. */
+size_t vhdx_build_locator(uint8_t *p, const char *linkage, const char *relative);
+
+/* vhdx-chain.c */
+int vhdx_parent_linkage(const char *path, char out[39]);
+int vhdx_change_backing(struct qimg_image *img, const char *backing, const char *fmt);
+int vhdx_make_empty(struct qimg_image *img);
+
+/* vhdx-resize.c */
+int vhdx_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink);
 
 #endif
