@@ -77,7 +77,7 @@ same_bytes() {
 grows_beyond_qemu() { case $1 in vdi | vpc | parallels) return 0 ;; *) return 1 ;; esac; }
 # shrinks_beyond_qemu FMT: qimg shrinks images of FMT (--shrink) where
 # qemu-img cannot resize them at all
-shrinks_beyond_qemu() { case $1 in vpc | parallels) return 0 ;; *) return 1 ;; esac; }
+shrinks_beyond_qemu() { case $1 in vdi | vpc | parallels) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
 measures_beyond_qemu() { case $1 in vdi | vpc | parallels) return 0 ;; *) return 1 ;; esac; }
 # probes_beyond_qemu ROW: qimg probes row ROW's images by a format where
