@@ -248,14 +248,16 @@ static int count_total(struct convert *c)
 
 /* ---- workers ---- */
 
-static void wait_turn(struct convert *c, const struct unit *u)
+/* Wait for this unit's turn to write; true when another unit failed
+ * meanwhile (nothing more should be written). */
+static bool wait_turn(struct convert *c, const struct unit *u)
 {
-    if (c->p->out_of_order)
-        return;
     pthread_mutex_lock(&c->lock);
-    while (c->seq_write != u->seq && !c->err)
+    while (!c->p->out_of_order && c->seq_write != u->seq && !c->err)
         pthread_cond_wait(&c->turn, &c->lock);
+    bool failed = c->err != 0;
     pthread_mutex_unlock(&c->lock);
+    return failed;
 }
 
 static double elapsed(const struct timespec *start)
@@ -522,7 +524,11 @@ static int read_target_range(const struct convert *c, uint64_t doff, uint8_t *bu
 
 /* Per cluster of the unit: skip, zeros, or data compressed into out
  * (clen 0: stored as it is). */
-struct ccluster { enum walk_action act; size_t clen; };
+struct ccluster {
+    enum walk_action act;
+    size_t clen;
+    int err;                /* compression failed: reported at its turn */
+};
 
 static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *buf)
 {
@@ -569,14 +575,24 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
             cl[k].clen = 0;
             r = 0;
         }
+        /* a driver that cannot store this compressed write fails it as
+         * qemu's compressed write fails (an encrypted qcow2), in order */
+        if (r == -EIO) {
+            cl[k].err = r;
+            r = 0;
+        }
     }
     if (r < 0)
         return r;
-    wait_turn(c, u);
+    /* after a failure qemu-img writes no more: no second report of it */
+    if (wait_turn(c, u))
+        return 0;
     for (size_t k = 0; k < n && r == 0; k++) {
         uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
         if (cl[k].act == ACT_ZERO)
             r = write_zeros(c, off, len);
+        else if (cl[k].act == ACT_DATA && cl[k].err)
+            r = cl[k].err;
         else if (cl[k].act == ACT_DATA && cl[k].clen)
             r = qimg_drv_write_compressed(t, off, out + k * 2 * cs, cl[k].clen);
         else if (cl[k].act == ACT_DATA)

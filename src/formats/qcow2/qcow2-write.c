@@ -926,6 +926,10 @@ int qcow2_compress(struct qimg_image *img, const void *buf, size_t len, void *ou
         return qimg_error(-EINVAL, "qcow2: compressed writes must be whole clusters");
     if (qcow2_has_data_file(s))
         return qimg_error(-ENOTSUP, "Cannot use compression with an external data file");
+    /* qemu cannot encrypt compressed clusters: it fails the write (EIO)
+     * and so does qimg, never storing them in the clear */
+    if (s->crypt_method != QCOW2_CRYPT_NONE)
+        return qimg_error(-EIO, "Input/output error");
     /* the last cluster of a disk that ends inside it is padded with zeros */
     CLEANUP_FREE uint8_t *whole = NULL;
     if (len < cs) {
@@ -952,6 +956,8 @@ int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *dat
         return qimg_error(-EACCES, "qcow2: image is read-only");
     if (!qimg_is_aligned(off, cs) || len == 0 || len >= cs || off >= s->size)
         return qimg_error(-EINVAL, "qcow2: bad compressed cluster write");
+    if (s->crypt_method != QCOW2_CRYPT_NONE)
+        return qimg_error(-EIO, "Input/output error");
     int rb = qcow2_bitmap_note_write(img, off, cs);   /* enabled bitmaps record it */
     if (rb < 0)
         return rb;
