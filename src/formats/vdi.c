@@ -413,22 +413,79 @@ static int store_whole_bmap(struct qimg_image *img, struct vdi_state *s)
     return qimg_io_pwrite(img->file, raw, len, s->offset_bmap);
 }
 
-/* Growing only (qemu-img cannot resize vdi at all): new blocks are
- * unallocated, or allocated at the end in a static image. */
+/* --shrink: the blocks past the new end go, and the highest host blocks
+ * still in use move into the holes they leave (copied and flushed before
+ * the map points at them), so the file ends after its last block and
+ * check finds every count right.  A map whose entries are out of range or
+ * shared is left alone: check it first. */
+static int shrink_blocks(struct qimg_image *img, struct vdi_state *s, uint32_t blocks)
+{
+    int r = load_whole_bmap(s, s->blocks);
+    if (r < 0)
+        return r;
+    uint32_t *owner __attribute__((cleanup(qimg_cleanup_free))) =
+        qimg_alloc_from_image((uint64_t)QIMG_MAX(s->allocated, 1u) * 4, "VDI block owners");
+    if (!owner)
+        return -ENOMEM;
+    memset(owner, 0xff, (size_t)s->allocated * 4);
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < s->blocks; i++) {
+        uint32_t h = s->bmap[i];
+        if (!vdi_allocated(h))
+            continue;
+        if (h >= s->allocated || owner[h] != VDI_UNALLOCATED)
+            return qimg_error(-EINVAL, "Cannot shrink a VDI image whose block map is damaged "
+                              "(see qemu-img check)");
+        owner[h] = i < blocks ? i : VDI_UNALLOCATED - 1;   /* dropped: a marker */
+        if (i < blocks)
+            kept++;
+        else
+            s->bmap[i] = VDI_UNALLOCATED;
+    }
+    uint8_t *buf __attribute__((cleanup(qimg_cleanup_free))) = qimg_xmalloc(VDI_BLOCK_SIZE);
+    uint32_t top = s->allocated;
+    for (uint32_t h = 0; h < kept; h++) {
+        if (owner[h] < blocks)
+            continue;
+        while (owner[top - 1] >= blocks)   /* the highest block still in use */
+            top--;
+        uint32_t from = --top;
+        r = copy_block(img, s, from, s->offset_data + (uint64_t)h * VDI_BLOCK_SIZE, buf);
+        if (r < 0)
+            return r;
+        s->bmap[owner[from]] = h;
+        owner[h] = owner[from];
+    }
+    r = qimg_io_flush(img->file);
+    if (r < 0)
+        return r;
+    s->allocated = kept;
+    s->blocks = blocks;
+    qimg_put_le32(s->header + H_ALLOCATED, kept);
+    return 0;
+}
+
+/* qemu-img cannot resize vdi at all.  Growing: new blocks are unallocated,
+ * or allocated at the end in a static image; shrinking (--shrink): see
+ * shrink_blocks. */
 static int vdi_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
 {
     struct vdi_state *s = vdi_state(img);
     if (prealloc && strcmp(prealloc, "off") != 0)
         return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
-    if (size < img->size)   /* qemu's words: it resizes no vdi image */
-        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
     uint64_t rounded;
     if (!qimg_round_up_ok(size, VDI_SECTOR, &rounded) || rounded > VDI_DISK_SIZE_MAX)
         return qimg_error(-EFBIG, "Unsupported VDI image size (size is 0x%" PRIx64
                           ", max supported is 0x%" PRIx64 ")", size, VDI_DISK_SIZE_MAX);
     uint32_t blocks = (uint32_t)qimg_div_round_up(rounded, VDI_BLOCK_SIZE);
     bool is_static = qimg_le32(s->header + H_TYPE) == VDI_TYPE_STATIC;
-    if (blocks > s->blocks) {
+    if (blocks < s->blocks) {
+        int r = shrink_blocks(img, s, blocks);
+        if (r == 0)
+            r = qimg_io_truncate(img->file, s->offset_data + (uint64_t)s->allocated * VDI_BLOCK_SIZE);
+        if (r < 0)
+            return r;
+    } else if (blocks > s->blocks) {
         int r = load_whole_bmap(s, blocks);
         if (r < 0)
             return r;
@@ -448,6 +505,7 @@ static int vdi_resize(struct qimg_image *img, uint64_t size, const char *preallo
     if (r < 0)
         return r;
     qimg_put_le32(s->header + H_BLOCKS, s->blocks);
+    qimg_put_le32(s->header + H_ALLOCATED, s->allocated);
     qimg_put_le64(s->header + H_DISK_SIZE, rounded);
     r = store_header(img, s);
     if (r == 0)

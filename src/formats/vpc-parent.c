@@ -422,7 +422,8 @@ int vpc_parent_check(struct qimg_image *img)
 {
     const struct vpc_state *s = img->opaque;
     static const uint8_t null_uuid[16];
-    if (!s->diff || !s->parent_by_locator || !img->backing ||
+    /* a parent the user named by options is taken as given */
+    if (!s->diff || !s->parent_by_locator || !img->backing || img->backing_opts ||
         img->backing->drv != img->drv || memcmp(s->header + D_PARENT_UUID, null_uuid, 16) == 0)
         return 0;
     const struct vpc_state *p = img->backing->opaque;

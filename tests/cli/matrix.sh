@@ -80,7 +80,7 @@ compress_exits_1_in_qemu() { case $1 in qcow) return 0 ;; *) return 1 ;; esac; }
 grows_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
 # shrinks_beyond_qemu FMT: qimg shrinks images of FMT (--shrink) where
 # qemu-img cannot resize them at all
-shrinks_beyond_qemu() { case $1 in vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
+shrinks_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
 measures_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
 # full_alloc_opts ROW: how the generic measure test makes row ROW's "fully

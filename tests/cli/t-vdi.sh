@@ -61,7 +61,10 @@ same_ro "info -f vdi" info -f vdi data.vdi
 same "check -r all (not supported)" check -r all data.vdi
 ref_rc "check -r all" 63
 same "check -r leaks" check -r leaks -f vdi data.vdi
-same "resize --shrink (not supported)" resize --shrink data.vdi 2M
+# qemu-img cannot shrink (nor grow) a vdi; qimg can (see below)
+run_in_copy ref "$QEMU_IMG" resize --shrink data.vdi 2M
+expect_eq "resize --shrink: qemu-img refuses" "$(cat "$SCRATCH/run.ref/err")" \
+    "qemu-img: Image format driver does not support resize"
 same "resize without --shrink" resize data.vdi 2M
 same "compare vdi with vdi" compare data.vdi sdata.vdi
 same "compare vdi with zeroed" compare data.vdi zeroed.vdi
@@ -276,4 +279,29 @@ if has_cmd "$TEST_NAME hostile map" python3; then
 ERROR: allocated blocks mismatch, is 536870783, should be 0"
     expect_eq "check of the largest hostile map: count" "$(sed -n 2p "$SCRATCH/out")" \
         "536870783 errors were found on the image."
+fi
+
+# ---- shrink (beyond qemu-img): the blocks past the end go, the last host
+# blocks move into their holes, and the file ends after the last one
+for st in off on; do
+    rm -f "$SCRATCH/s.vdi"
+    "$QEMU_IMG" create -q -f vdi -o static=$st "$SCRATCH/s.vdi" 10M
+    "$QEMU_IO" -f vdi -c "write -P 0x11 0 2M" -c "write -P 0x22 5M 1M" -c "write -P 0x33 9M 1M" \
+        -c "write -P 0x44 1M 1M" "$SCRATCH/s.vdi" >/dev/null
+    "$QEMU_IMG" convert -f vdi -O raw "$SCRATCH/s.vdi" "$SCRATCH/s.raw"
+    for size in 6M 1536k; do
+        check "static=$st: shrink to $size" "$QIMG" resize -q --shrink "$SCRATCH/s.vdi" "$size"
+        truncate -s "$size" "$SCRATCH/s.raw"
+        expect_eq "static=$st: shrink to $size: qemu-img check" \
+            "$("$QEMU_IMG" check "$SCRATCH/s.vdi" 2>&1 | head -1)" "No errors were found on the image."
+        check "static=$st: shrink to $size: data" "$QEMU_IMG" compare -q -f vdi -F raw "$SCRATCH/s.vdi" "$SCRATCH/s.raw"
+    done
+    expect_eq "static=$st: shrunk file" "$(stat -c %s "$SCRATCH/s.vdi")" $((512 + 512 + (2 << 20)))
+done
+# a damaged map is not shrunk
+if has_cmd "$TEST_NAME shrink damaged" python3; then
+    hostile_map "$SCRATCH/d.vdi" 50000
+    out=$("$QIMG" resize --shrink "$SCRATCH/d.vdi" 1M 2>&1)
+    expect_eq "shrink a damaged map: refused" "$?: $out" \
+        "1: qimg: Cannot shrink a VDI image whose block map is damaged (see qemu-img check)"
 fi

@@ -162,6 +162,9 @@ case $out in
 *) fail "parent with another unique id" "$out" ;;
 esac
 cp p0.vhd p.vhd
+# a parent the user names by options is taken as given (no id check)
+check "parent given by options: another unique id accepted" "$QIMG" convert --image-opts -O raw \
+    driver=vpc,file.filename=c0.vhd,backing.driver=vpc,backing.file.filename=q.vhd x.raw
 # a loop of parents
 "$QEMU_IMG" create -q -f vpc lb.vhd 10M
 "$QIMG" create -q -f vpc -b lb.vhd -F vpc la.vhd
