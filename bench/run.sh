@@ -86,9 +86,11 @@ make_input() {
     echo "$stamp" > "$IN/$name.stamp"
 }
 
-wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw &&
+wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw \
+       vdi-sparse vpc-sparse copy-limit-sparse &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
-wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw &&
+wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw \
+       vdi-dense vpc-dense copy-limit-dense vmdk-stream &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -226,6 +228,28 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("qcow2-c-zstd|convert qcow2→qcow2 -c (zstd)|convert -c -O qcow2 -o compression_type=zstd \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
 fi
 
+# The hypervisors' formats (issue 14): raw→vdi and raw→vpc and back, on the
+# sparse and the dense input; the sources in those formats made by qemu-img
+# (untimed).  The copy limit: cp --sparse=always of the same raw bytes in
+# the qemu-img column, qimg's raw→raw copy beside it.
+for f in vdi:vdi vpc:vhd; do
+    fmt=${f%%:*} ext=${f#*:}
+    for kind in sparse dense; do
+        wanted "$fmt-$kind" || continue
+        src=$IN/$kind.$ext
+        if [ ! -f "$src" ] || [ "$src" -ot "$IN/$kind.raw" ]; then
+            "$QEMU_IMG" convert -f raw -O "$fmt" "$IN/$kind.raw" "$src" || die "making $kind.$ext failed"
+        fi
+        [ $kind = sparse ] && what="$SPARSE_SIZE sparse, $SPARSE_DATA data" || what="$DENSE_SIZE dense"
+        WORKLOADS+=("raw-to-$fmt-$kind|convert raw→$fmt, $what|convert -O $fmt \$IN/$kind.raw \$OUT/t.$ext|compare -f raw -F $fmt \$IN/$kind.raw \$OUT/t.$ext")
+        WORKLOADS+=("$fmt-to-raw-$kind|convert $fmt→raw, $what|convert -O raw \$IN/$kind.$ext \$OUT/t.raw|compare -f $fmt -F raw \$IN/$kind.$ext \$OUT/t.raw")
+    done
+done
+for kind in sparse dense; do
+    [ $kind = sparse ] && what="$SPARSE_SIZE sparse, $SPARSE_DATA data" || what="$DENSE_SIZE dense"
+    WORKLOADS+=("copy-limit-$kind|the copy limit: cp --sparse=always (qemu-img column) vs qimg convert raw→raw, $what|convert -O raw \$IN/$kind.raw \$OUT/t.raw|compare -f raw -F raw \$IN/$kind.raw \$OUT/t.raw||cp --sparse=always \$IN/$kind.raw \$OUT/t.raw")
+done
+
 # encryption (issue 15): the dense image into a LUKS volume and into qcow2
 # with LUKS, and a LUKS volume (made by qemu-img) back to raw.  AES-NI
 # through OpenSSL on every worker thread; iter-time=100 keeps the keyslot's
@@ -324,6 +348,24 @@ if wanted convert-diff; then
         make_diff_inputs
         WORKLOADS+=("convert-diff|diff image: $DIFF_SIZE qcow2 with $DIFF_DATA of data vs a base differing in 5% of its clusters|convert -D \$IN/diff-base.qcow2 -F qcow2 -O qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2||\$QEMU_IMG create -q -f qcow2 -b \$IN/diff-src.qcow2 -F qcow2 \$OUT/t.qcow2 && \$QEMU_IMG rebase -b \$IN/diff-base.qcow2 -F qcow2 \$OUT/t.qcow2")
     fi
+fi
+
+# vmdk streamOptimized (issue 14): the dense image, every grain compressed
+# (incompressible data, the worst case), and back to raw from the file
+# qemu-img makes of it (both tools read the same file).
+if wanted vmdk-stream; then
+    if "$QIMG" create -q -f vmdk -o subformat=streamOptimized "$OUT/probe.vmdk" 1M >/dev/null 2>&1; then
+        stamp="dense $DENSE_SIZE seed 2"
+        if [ "$(cat "$IN/dense-stream.stamp" 2>/dev/null)" != "$stamp" ]; then
+            echo "bench: making dense-stream.vmdk with qemu-img" >&2
+            "$QEMU_IMG" convert -f raw -O vmdk -o subformat=streamOptimized "$IN/dense.raw" \
+                "$IN/dense-stream.vmdk" || die "making dense-stream.vmdk failed"
+            echo "$stamp" > "$IN/dense-stream.stamp"
+        fi
+        WORKLOADS+=("convert-vmdk-stream|convert raw→vmdk streamOptimized, $DENSE_SIZE dense|convert -O vmdk -o subformat=streamOptimized \$IN/dense.raw \$OUT/t.vmdk|compare -f raw -F vmdk \$IN/dense.raw \$OUT/t.vmdk")
+        WORKLOADS+=("vmdk-stream-to-raw|convert vmdk streamOptimized→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense-stream.vmdk \$OUT/t.raw|compare -f vmdk -F raw \$IN/dense-stream.vmdk \$OUT/t.raw")
+    fi
+    rm -f "$OUT/probe.vmdk"
 fi
 
 # create --from (issue 7): a tree of a few thousand files, into qcow2,

@@ -10,6 +10,7 @@ const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_vmdk,
     &qimg_driver_luks,
     &qimg_driver_qed,
+    &qimg_driver_qcow,
     &qimg_driver_vhdx,
     NULL,
 };

@@ -248,14 +248,16 @@ static int count_total(struct convert *c)
 
 /* ---- workers ---- */
 
-static void wait_turn(struct convert *c, const struct unit *u)
+/* Wait for this unit's turn to write; true when another unit failed
+ * meanwhile (nothing more should be written). */
+static bool wait_turn(struct convert *c, const struct unit *u)
 {
-    if (c->p->out_of_order)
-        return;
     pthread_mutex_lock(&c->lock);
-    while (c->seq_write != u->seq && !c->err)
+    while (!c->p->out_of_order && c->seq_write != u->seq && !c->err)
         pthread_cond_wait(&c->turn, &c->lock);
+    bool failed = c->err != 0;
     pthread_mutex_unlock(&c->lock);
+    return failed;
 }
 
 static double elapsed(const struct timespec *start)
@@ -582,7 +584,9 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
     }
     if (r < 0)
         return r;
-    wait_turn(c, u);
+    /* after a failure qemu-img writes no more: no second report of it */
+    if (wait_turn(c, u))
+        return 0;
     for (size_t k = 0; k < n && r == 0; k++) {
         uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
         if (cl[k].act == ACT_ZERO)

@@ -196,6 +196,7 @@ extern const struct qimg_driver qimg_driver_vpc;
 extern const struct qimg_driver qimg_driver_vmdk;
 extern const struct qimg_driver qimg_driver_luks;
 extern const struct qimg_driver qimg_driver_qed;
+extern const struct qimg_driver qimg_driver_qcow;
 extern const struct qimg_driver qimg_driver_vhdx;
 
 /* ====================================================== capability layer */

@@ -30,7 +30,7 @@ static const char *const quorum_keys[] = {
 static const struct strong_opts strong_table[] = {
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
     { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
-    { "vpc", vpc_keys }, { "luks", luks_keys },
+    { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys },
 };
 
 static const char *const *strong_keys_of(const char *driver)

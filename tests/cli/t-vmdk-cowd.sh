@@ -157,6 +157,26 @@ done
 "$QIMG" convert -O raw "$IN/cd.vmdk" "$SCRATCH/cd.raw"
 check "cowd delta shows the base" test "$(head -c 8192 "$SCRATCH/cd.raw" | tail -c 4096 | tr -d 'a' | wc -c)" = 0
 
+# ---- writes (qemu writes COWD extents): the extent files come out the same
+python3 -c 'import random, sys; r = random.Random(3); b = bytearray(4 << 20)
+for o in (0, 5000, 70000, 1 << 20, (4 << 20) - 700): b[o:o + 600] = r.randbytes(600)
+open(sys.argv[1], "wb").write(b)' "$IN/w.raw"
+for f in c1 c2 cd; do
+    same "convert -n -S 512 into $f" convert -n -S 512 -O vmdk w.raw "$f.vmdk"
+    ext=$(sed -n 's/^RW [0-9]* VMFSSPARSE "\(.*\)"$/\1/p' "$IN/$f.vmdk")
+    check "convert -n into $f: the extent as qemu's" cmp "$SCRATCH/run.ref/work/$ext" "$SCRATCH/run.new/work/$ext"
+    check "convert -n into $f: guest data" "$QEMU_IMG" compare -q "$SCRATCH/run.new/work/$f.vmdk" \
+        "$SCRATCH/run.ref/work/$f.vmdk"
+done
+# a directory entry without a grain table: qemu 7.2 writes the table over
+# the header (sector 0) and the image is lost; qimg refuses the write
+mk cowd nogt 65536 granularity=8 poke32=2052:0
+truncate -s 32M "$SCRATCH/w32.raw"
+printf 'data in the second table' | dd of="$SCRATCH/w32.raw" bs=1 seek=$((20 << 20)) conv=notrunc status=none
+"$QIMG" convert -n -O vmdk "$SCRATCH/w32.raw" "$IN/nogt.vmdk" 2>"$SCRATCH/nogt.err"
+check "no grain table: refused" grep -q "Operation not supported" "$SCRATCH/nogt.err"
+same_ro "no grain table: the image still opens" info nogt.vmdk
+
 # ---- check (once the vmdk driver checks at all)
 mk cowd cbad 8192 granularity=8 poke32=$((5 * 512 + 12)):99999   # grain 3 past EOF
 mk se sbad 8192 entry5=0x4000000000000000

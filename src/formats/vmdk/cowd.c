@@ -138,12 +138,12 @@ int vmdk_check_grains(struct qimg_image *img, struct vmdk_extent *e, uint64_t gr
         uint64_t host;
         uint64_t sector = e->start + off / VMDK_SECTOR;
         if (lookup(img, e, off, &kind, &host) < 0) {
-            qimg_check_log("ERROR: could not get cluster_offset for sector %" PRIu64 "\n", sector);
+            qimg_check_log("ERROR: could not get cluster_offset for sector %" PRIu64, sector);
             res->check_errors++;
             return qimg_error(-EPERM, "%s", strerror(EPERM));
         }
         if (kind == VMDK_GRAIN_DATA && host >= file_size) {
-            qimg_check_log("ERROR: cluster offset for sector %" PRIu64 " points after EOF\n",
+            qimg_check_log("ERROR: cluster offset for sector %" PRIu64 " points after EOF",
                            sector);
             res->corruptions++;
             return qimg_error(-EINVAL, "%s", strerror(EINVAL));
@@ -158,6 +158,7 @@ struct cowd {
     uint64_t grain_sectors, grain_bytes;
     struct vmdk_directory gd;
     struct vmdk_table_cache gts;
+    uint64_t next_sector;          /* where the next grain goes */
 };
 
 static void cowd_close(struct vmdk_extent *e)
@@ -189,6 +190,9 @@ static int cowd_open(struct qimg_image *img, struct vmdk_extent *e, const uint8_
     c->gts.entry_size = 4;
     e->sectors = capacity;
     e->cluster_size = c->grain_bytes;
+    /* new grains go after everything in the file, grain-aligned (qemu) */
+    uint64_t file_sectors = qimg_div_round_up(file_size, VMDK_SECTOR);
+    c->next_sector = grain ? qimg_div_round_up(file_sectors, grain) * grain : file_sectors;
     int r = vmdk_load_directory(e, (uint64_t)gd_sector * VMDK_SECTOR, gd_entries, 4, file_size,
                                 &c->gd);
     if (r < 0)
@@ -197,11 +201,10 @@ static int cowd_open(struct qimg_image *img, struct vmdk_extent *e, const uint8_
 }
 
 /* Grain of extent offset off: its kind and host byte offset (of off).
- * Takes img->lock for the table cache. */
-static int cowd_lookup(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
-                       enum vmdk_grain *kind, uint64_t *host)
+ * With img->lock held (the table cache). */
+static int cowd_lookup_locked(struct vmdk_extent *e, struct cowd *c, uint64_t off,
+                              enum vmdk_grain *kind, uint64_t *host)
 {
-    struct cowd *c = e->priv;
     *kind = VMDK_GRAIN_UNALLOC;
     *host = 0;
     if (c->grain_bytes == 0)
@@ -214,18 +217,25 @@ static int cowd_lookup(struct qimg_image *img, struct vmdk_extent *e, uint64_t o
     uint64_t gt_sector = vmdk_directory_entry(&c->gd, i);
     if (gt_sector == 0)
         return 0;
-    pthread_mutex_lock(&img->lock);
     const uint8_t *gt;
     int r = vmdk_table_get(&c->gts, e, gt_sector * VMDK_SECTOR, &gt);
-    uint32_t v = r == 0 ? qimg_le32(gt + (g % COWD_GT_ENTRIES) * 4) : 0;
-    pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
+    uint32_t v = qimg_le32(gt + (g % COWD_GT_ENTRIES) * 4);
     if (v == 0)
         return 0;
     *kind = VMDK_GRAIN_DATA;
     *host = (uint64_t)v * VMDK_SECTOR + off % c->grain_bytes;
     return 0;
+}
+
+static int cowd_lookup(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                       enum vmdk_grain *kind, uint64_t *host)
+{
+    pthread_mutex_lock(&img->lock);
+    int r = cowd_lookup_locked(e, e->priv, off, kind, host);
+    pthread_mutex_unlock(&img->lock);
+    return r;
 }
 
 static int cowd_read(struct qimg_image *img, struct vmdk_extent *e, uint64_t off, uint8_t *buf,
@@ -269,6 +279,88 @@ static int cowd_block_status(struct qimg_image *img, struct vmdk_extent *e, uint
     return 0;
 }
 
+/* ------------------------------------------------------------- writes */
+
+/* A new grain for extent offset off (in grain g) holding buf: the rest of
+ * the grain comes from the parent or is zeros, the whole grain goes to the
+ * end of the file, then its grain table entry points at it.  With
+ * img->lock held. */
+static int cowd_allocate(struct qimg_image *img, struct vmdk_extent *e, struct cowd *c,
+                         uint64_t off, const uint8_t *buf, size_t len)
+{
+    uint64_t g = off / c->grain_bytes, in_grain = off % c->grain_bytes, base = g * c->grain_bytes;
+    uint64_t gt_sector = vmdk_directory_entry(&c->gd, g / COWD_GT_ENTRIES), end;
+    /* qemu 7.2 writes a missing grain table over the header (at sector 0) */
+    if (gt_sector == 0)
+        return qimg_error(-ENOTSUP, "VMDK extent '%s' has no grain table for offset %" PRIu64,
+                          e->file->filename, off);
+    if (!qimg_add_ok(c->next_sector, c->grain_sectors, &end) || end > UINT32_MAX)
+        return qimg_error(-ENOSPC, "VMDK extent '%s' is full", e->file->filename);
+    CLEANUP_FREE uint8_t *grain = qimg_alloc_from_image(c->grain_bytes, "VMDK grain");
+    if (!grain)
+        return -ENOMEM;
+    int r = 0;
+    if (in_grain)
+        r = vmdk_read_unallocated(img, e, base, grain, (size_t)in_grain);
+    uint64_t tail = in_grain + len;
+    if (r == 0 && tail < c->grain_bytes)
+        r = vmdk_read_unallocated(img, e, base + tail, grain + tail,
+                                  (size_t)(c->grain_bytes - tail));
+    if (r < 0)
+        return r;
+    memcpy(grain + in_grain, buf, len);
+    qimg_io_event(e->file, QIMG_EV_CLUSTER_ALLOC);
+    r = qimg_io_pwrite(e->file, grain, (size_t)c->grain_bytes, c->next_sector * VMDK_SECTOR);
+    if (r < 0)
+        return r;
+    uint8_t le[4];
+    qimg_put_le32(le, (uint32_t)c->next_sector);
+    uint64_t entry = gt_sector * VMDK_SECTOR + (g % COWD_GT_ENTRIES) * 4;
+    qimg_io_event(e->file, QIMG_EV_L2_UPDATE);
+    r = qimg_io_pwrite(e->file, le, sizeof le, entry);
+    if (r < 0)
+        return r;
+    const uint8_t *gt;
+    if (vmdk_table_get(&c->gts, e, gt_sector * VMDK_SECTOR, &gt) == 0)
+        memcpy((uint8_t *)gt + (g % COWD_GT_ENTRIES) * 4, le, sizeof le);
+    c->next_sector = end;
+    return 0;
+}
+
+static int cowd_write(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                      const uint8_t *buf, size_t len)
+{
+    struct cowd *c = e->priv;
+    while (len > 0) {
+        enum vmdk_grain kind;
+        uint64_t host;
+        int r = cowd_lookup(img, e, off, &kind, &host);
+        if (r < 0)
+            return r;
+        size_t n = (size_t)QIMG_MIN((uint64_t)len, c->grain_bytes - off % c->grain_bytes);
+        if (kind != VMDK_GRAIN_DATA) {
+            pthread_mutex_lock(&img->lock);
+            /* another writer may have allocated it meanwhile */
+            r = cowd_lookup_locked(e, c, off, &kind, &host);
+            if (r == 0 && kind != VMDK_GRAIN_DATA)
+                r = cowd_allocate(img, e, c, off, buf, n);
+            else if (r == 0)
+                r = 1;
+            pthread_mutex_unlock(&img->lock);
+            if (r < 0)
+                return r;
+        }
+        if (kind == VMDK_GRAIN_DATA) {
+            qimg_io_event(e->file, QIMG_EV_WRITE_AIO);
+            r = qimg_io_pwrite(e->file, buf, n, host);
+            if (r < 0)
+                return r;
+        }
+        buf += n, off += n, len -= n;
+    }
+    return 0;
+}
+
 static int cowd_check(struct qimg_image *img, struct vmdk_extent *e, struct qimg_check_result *res)
 {
     struct cowd *c = e->priv;
@@ -280,6 +372,7 @@ const struct vmdk_extent_ops vmdk_cowd_ops = {
     .open = cowd_open,
     .close = cowd_close,
     .read = cowd_read,
+    .write = cowd_write,
     .block_status = cowd_block_status,
     .check = cowd_check,
 };

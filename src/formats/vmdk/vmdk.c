@@ -569,6 +569,36 @@ static int vmdk_flush(struct qimg_image *img)
     return r;
 }
 
+/* convert -c, and every convert to a streamOptimized disk: grains are
+ * compressed on convert's workers (stream.c); other sparse disks store
+ * them as they are (-ENOSPC), as qemu-img writes them. */
+static int vmdk_compress(struct qimg_image *img, const void *buf, size_t len, void *out,
+                         size_t *out_len)
+{
+    struct vmdk_state *s = img->opaque;
+    if (!s->nb_extents || !s->extents[0].compressed)
+        return -ENOSPC;
+    uint64_t cluster = s->extents[0].cluster_size;
+    return vmdk_stream_compress(buf, len, out, (size_t)QIMG_MIN(2 * cluster,
+                                vmdk_stream_bound(cluster)), out_len);
+}
+
+static int vmdk_write_compressed(struct qimg_image *img, uint64_t off, const void *data,
+                                 size_t len)
+{
+    struct vmdk_extent *e;
+    uint64_t in = 0, n = 0;
+    int r = extent_at(img, off, 1, &e, &in, &n);
+    if (r < 0)
+        return r;
+    if (e->access != VMDK_ACCESS_RW || !e->ops->write)
+        return read_only_extent();
+    if (!e->compressed)
+        return qimg_error(-EINVAL, "%s", strerror(EINVAL));
+    r = vmdk_stream_write_compressed(img, e, in, data, len);
+    return r < 0 ? r : update_cid(img, img->opaque);
+}
+
 /* Flat extents on files that read as zeros, sparse ones always. */
 static bool vmdk_has_zero_init(struct qimg_image *img)
 {
@@ -617,6 +647,8 @@ static int vmdk_info(struct qimg_image *img, struct qimg_driver_info *info)
     info->actual_size = allocated_size(img, s);
     if (s->nb_extents && s->extents[0].cluster_size)
         info->cluster_size = (int64_t)s->extents[0].cluster_size;
+    /* qemu: every write to a streamOptimized disk is a compressed one */
+    info->needs_compressed_writes = s->nb_extents && s->extents[0].compressed;
     info->has_dirty = true;
     struct qimg_json *d = qimg_json_object();
     qimg_json_set(d, "cid", qimg_json_int(s->cid));
@@ -659,6 +691,8 @@ const struct qimg_driver qimg_driver_vmdk = {
     .write          = vmdk_write,
     .write_zeroes   = vmdk_write_zeroes,
     .flush          = vmdk_flush,
+    .compress       = vmdk_compress,
+    .write_compressed = vmdk_write_compressed,
     .has_zero_init  = vmdk_has_zero_init,
     .block_status   = vmdk_block_status,
     .info           = vmdk_info,

@@ -226,4 +226,27 @@ int vmdk_check_grains(struct qimg_image *img, struct vmdk_extent *e, uint64_t gr
                                     enum vmdk_grain *, uint64_t *),
                       struct qimg_check_result *res);
 
+/* ---- streamOptimized writing (stream.c) and its hooks in sparse.c ---- */
+
+/* Room a compressed grain of grain_bytes may take (marker, zlib data,
+ * padding to the sector). */
+size_t vmdk_stream_bound(uint64_t grain_bytes);
+/* One grain (len <= grain size) into out: marker (its LBA set when
+ * written), zlib data, zeros to the sector; *out_len a multiple of 512. */
+int vmdk_stream_compress(const void *buf, size_t len, void *out, size_t out_cap, size_t *out_len);
+/* Append what vmdk_stream_compress made for the grain at extent offset off
+ * (qemu's errors for a grain already written). */
+int vmdk_stream_write_compressed(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                                 const void *blob, size_t len);
+/* A plain write to a compressed extent: whole grains only, each once. */
+int vmdk_stream_write(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                      const uint8_t *buf, size_t len);
+/* sparse.c: does grain g hold data?  Append data (len bytes) as grain g at
+ * the extent's next free sector, which moves on by keep bytes, and point
+ * the grain tables at it: -EEXIST when g holds data.  Both take img->lock. */
+int vmdk_sparse_grain_allocated(struct qimg_image *img, struct vmdk_extent *e, uint64_t g,
+                                bool *allocated);
+int vmdk_sparse_append_grain(struct qimg_image *img, struct vmdk_extent *e, uint64_t g,
+                             const void *data, size_t len, size_t keep);
+
 #endif
