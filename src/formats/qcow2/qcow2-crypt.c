@@ -153,6 +153,8 @@ int qcow2_crypt_read_unaligned(struct qimg_image *img, uint64_t off, void *buf, 
         return 0;
     uint64_t start = qimg_round_down(off, LUKS_SECTOR);
     uint64_t end = QIMG_MIN(qimg_div_round_up(off + len, LUKS_SECTOR) * LUKS_SECTOR, img->size);
+    if (!aligned(start, (size_t)(end - start)))   /* a disk size qemu never makes */
+        return qimg_error(-EIO, "The size of an encrypted image must be a multiple of 512 bytes");
     uint8_t *tmp = qimg_xmalloc((size_t)(end - start));
     int r = qcow2_read(img, start, tmp, (size_t)(end - start));
     if (r == 0)
@@ -170,8 +172,12 @@ int qcow2_crypt_write_unaligned(struct qimg_image *img, uint64_t off, const void
     uint64_t end = qimg_div_round_up(off + len, LUKS_SECTOR) * LUKS_SECTOR;
     size_t span = (size_t)(end - start);
     uint8_t *tmp = qimg_xcalloc(1, span);
+    if (end > img->size) {
+        free(tmp);
+        return qimg_error(-EIO, "The size of an encrypted image must be a multiple of 512 bytes");
+    }
     pthread_mutex_lock(&s->crypt->rmw_lock);
-    uint64_t readable = QIMG_MIN(end, img->size) - start;
+    uint64_t readable = end - start;
     int r = qcow2_read(img, start, tmp, (size_t)readable);
     if (r == 0) {
         memcpy(tmp + (off - start), buf, len);
