@@ -90,7 +90,8 @@ wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-
        vdi-sparse vpc-sparse copy-limit-sparse &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
 wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw \
-       vdi-dense vpc-dense copy-limit-dense vmdk-stream &&
+       vdi-dense vpc-dense copy-limit-dense vmdk-stream \
+       raw-to-qed-dense qed-dense-to-raw raw-to-qcow-dense &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -286,6 +287,19 @@ if "$QIMG" create -q -f vhdx "$OUT/probe.vhdx" 1M >/dev/null 2>&1; then
     WORKLOADS+=("raw-to-vhdx-dense|convert raw→vhdx, $DENSE_SIZE dense|convert -O vhdx \$IN/dense.raw \$OUT/t.vhdx|compare -f raw -F vhdx \$IN/dense.raw \$OUT/t.vhdx")
     WORKLOADS+=("vhdx-sparse-to-raw|convert vhdx→raw, $SPARSE_SIZE with $SPARSE_DATA data|convert -O raw \$IN/sparse.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/sparse.vhdx \$OUT/t.raw")
     WORKLOADS+=("vhdx-dense-to-raw|convert vhdx→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/dense.vhdx \$OUT/t.raw")
+fi
+
+# qed and qcow (issue 15): raw→qed and back from a qed copy made by
+# qemu-img, raw→qcow, of the dense image
+if "$QIMG" create -q -f qed "$OUT/probe.qed" 1M >/dev/null 2>&1; then
+    if wanted qed-dense-to-raw && [ ! -f "$IN/dense.qed" ]; then
+        "$QEMU_IMG" convert -O qed "$IN/dense.raw" "$IN/dense.qed" || die "making dense.qed failed"
+    fi
+    WORKLOADS+=("raw-to-qed-dense|convert raw→qed, $DENSE_SIZE dense|convert -O qed \$IN/dense.raw \$OUT/t.qed|compare -f raw -F qed \$IN/dense.raw \$OUT/t.qed")
+    WORKLOADS+=("qed-dense-to-raw|convert qed→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense.qed \$OUT/t.raw|compare -f qed -F raw \$IN/dense.qed \$OUT/t.raw")
+fi
+if "$QIMG" create -q -f qcow "$OUT/probe.qcow" 1M >/dev/null 2>&1; then
+    WORKLOADS+=("raw-to-qcow-dense|convert raw→qcow, $DENSE_SIZE dense|convert -O qcow \$IN/dense.raw \$OUT/t.qcow|compare -f raw -F qcow \$IN/dense.raw \$OUT/t.qcow")
 fi
 
 # check (issue 4): 16 GiB qcow2 images, 64 KiB and 4 KiB clusters, with

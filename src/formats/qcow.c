@@ -622,6 +622,10 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
             r = set_l2_entry(img, l2_off, table, off, host);
     } else if (r == 0 && (entry & (SECTOR - 1))) {
         r = qimg_error(-EIO, "qcow: cluster offset 0x%" PRIx64 " is not sector-aligned", entry);
+    } else if (r == 0 && entry < s->l1_offset + s->l1_size * 8) {
+        /* qemu would write the guest's data over the header or L1 table */
+        r = qimg_error(-EIO, "qcow: cluster offset 0x%" PRIx64 " overlaps the header and L1 "
+                       "table; refusing to write it", entry);
     } else if (r == 0) {
         r = write_data(img, p, n, entry + in, off);
         if (r == 0)
@@ -754,7 +758,8 @@ static int qcow_make_empty(struct qimg_image *img)
 }
 
 /* The new name where the old one was, between the header and the L1
- * table (qemu 7.2 cannot change a qcow image's backing file at all). */
+ * table, what is left of a longer old name zeroed (qemu 7.2 cannot change
+ * a qcow image's backing file at all). */
 static int qcow_change_backing(struct qimg_image *img, const char *backing, const char *fmt)
 {
     struct qcow_state *s = state(img);
@@ -763,15 +768,17 @@ static int qcow_change_backing(struct qimg_image *img, const char *backing, cons
     size_t len = backing ? strlen(backing) : 0;
     if (len > QCOW_BACKING_MAX || QCOW_HEADER_SIZE + (uint64_t)len > s->l1_offset)
         return -ENOSPC;
-    uint64_t room = s->l1_offset - QCOW_HEADER_SIZE;
-    CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, QCOW_HEADER_SIZE + room);
+    uint64_t old_off = qimg_be64(s->header + OFF_BACKING_OFF);
+    uint64_t old_len = old_off == QCOW_HEADER_SIZE ? qimg_be32(s->header + OFF_BACKING_LEN) : 0;
+    uint64_t span = QIMG_MIN(QIMG_MAX(len, old_len), s->l1_offset - QCOW_HEADER_SIZE);
+    CLEANUP_FREE uint8_t *buf = qimg_xcalloc(1, QCOW_HEADER_SIZE + span);
     memcpy(buf, s->header, QCOW_HEADER_SIZE);
     qimg_put_be64(buf + OFF_BACKING_OFF, backing ? QCOW_HEADER_SIZE : 0);
     qimg_put_be32(buf + OFF_BACKING_LEN, (uint32_t)len);
     if (len)
         memcpy(buf + QCOW_HEADER_SIZE, backing, len);
     pthread_mutex_lock(&img->lock);
-    int r = qimg_io_pwrite(img->file, buf, QCOW_HEADER_SIZE + room, 0);
+    int r = qimg_io_pwrite(img->file, buf, QCOW_HEADER_SIZE + span, 0);
     if (r == 0)
         r = qimg_io_flush(img->file);
     if (r == 0)

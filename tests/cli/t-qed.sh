@@ -250,6 +250,9 @@ same_fix "leak check -r all" t.qed check -r all t.qed
 # an image left needing a check: a read-write open repairs it, as qemu's
 cp b.qed t.qed && poke_le t.qed 16 8 2 && poke_le t.qed $L2 8 0x123456000
 same_fix "need-check: repaired by a read-write open" t.qed resize t.qed 8M
+# unknown autoclear bits are dropped by a read-write open
+cp b.qed t.qed && poke_le t.qed 32 8 5
+same_fix "unknown autoclear: cleared by a read-write open" t.qed resize t.qed 8M
 # qimg's writes leave the flag clear
 "$QIMG" convert -n -O qed "$SCRATCH/src.raw" b.qed 2>/dev/null
 expect_eq "writes clear need-check" "$(od -An -tx1 -j16 -N1 b.qed | tr -d ' ')" 00

@@ -165,6 +165,16 @@ h += struct.pack("<II", 0, 0)
 open(sys.argv[1], "wb").write(h + bytes(512 - len(h)))
 PY
 mk -f qed -o cluster_size=4k "$OUT/qed" 1M
+# qed with data, zero clusters and a backing name; qcow compressed and over
+# a backing file (512-byte clusters)
+mk -f raw "$OUT/base.raw" 1M      # only while the two are written
+mk -f qed -o cluster_size=4k,table_size=2 -b base.raw -F raw "$OUT/qed-data" 1M
+io "$OUT/qed-data" qed 'write -P 0x31 0 6k' 'write -z 64k 8k'
+mk -f qcow -b base.raw -F raw "$OUT/qcow-backing" 64k
+io "$OUT/qcow-backing" qcow 'write -P 0x32 512 1k'
+rm -f "$OUT/base.raw"
+printf 'compressible %.0s' $(seq 1 300) > "$tmp/text.raw"
+"$QEMU_IMG" convert -c -f raw -O qcow "$tmp/text.raw" "$OUT/qcow-compressed" || true
 total=$(cat "$OUT"/* | wc -c)
 echo "corpus: $(ls "$OUT" | wc -l) files, $total bytes"
 [ "$total" -le 1048576 ] || { echo "corpus over 1 MiB" >&2; exit 1; }
