@@ -652,9 +652,12 @@ static int setup_compress(struct convert *c)
 {
     qimg_image *t = c->p->target;
     int64_t cluster = qimg_image_cluster_size(t);
-    if (!qimg_drv_can(t->drv, QIMG_CAP_COMPRESS) || cluster <= 0 ||
-        !qimg_is_pow2((uint64_t)cluster))
+    if (!qimg_drv_can(t->drv, QIMG_CAP_COMPRESS))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
+    /* a format that compresses but this image has no clusters (vmdk's
+     * flat extents) */
+    if (cluster <= 0 || !qimg_is_pow2((uint64_t)cluster))
+        return qimg_error(-EINVAL, "invalid cluster size");
     c->cluster = (uint64_t)cluster;
     return 0;
 }

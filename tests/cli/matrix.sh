@@ -36,6 +36,10 @@ vpc_unrandom() {
     rm -f "$m"
 }
 
+# vmdk_unrandom FILE: the file with its descriptor's CID (random) masked;
+# the NUL padding after the text is dropped (a CID is 1 to 8 digits)
+vmdk_unrandom() { sed -e 's/^CID=[0-9a-f]*$/CID=x/' -e 's/^parentCID=[0-9a-f]*$/parentCID=x/' "$1" | tr -d '\000'; }
+
 # same_bytes FMT A B: the files are equal but for what the format fills
 # at random when it is created (vdi: the image and snapshot UUIDs; vpc: see
 # vpc_unrandom)
@@ -43,6 +47,7 @@ same_bytes() {
     case $1 in
     vdi) cmp -s <(head -c 392 "$2"; tail -c +425 "$2") <(head -c 392 "$3"; tail -c +425 "$3") ;;
     vpc) cmp -s <(vpc_unrandom "$2") <(vpc_unrandom "$3") ;;
+    vmdk) cmp -s <(vmdk_unrandom "$2") <(vmdk_unrandom "$3") ;;
     *) cmp -s "$2" "$3" ;;
     esac
 }

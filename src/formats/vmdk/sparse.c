@@ -123,11 +123,14 @@ static int check_header(struct qimg_image *img, struct vmdk_extent *e, struct sp
     if (sp->gtes > MAX_GTES)
         return qimg_error(-EINVAL, "L2 table size too big");
     sp->grain_sectors = qimg_le64(hdr + H_GRAIN);
-    uint64_t capacity = qimg_le64(hdr + H_CAPACITY), per_gt;
-    if (!qimg_mul_ok(sp->gtes, sp->grain_sectors, &per_gt))
-        per_gt = UINT64_MAX;
+    uint64_t capacity = qimg_le64(hdr + H_CAPACITY);
+    /* qemu keeps the sectors one table covers in 32 bits */
+    uint32_t per_gt = (uint32_t)((uint64_t)sp->gtes * sp->grain_sectors);
     if (per_gt == 0)
-        return qimg_error(-EINVAL, "L2 table size too small");
+        return qimg_error(-EINVAL, "L1 entry size is invalid");
+    /* qemu cuts the directory's length to 32 bits too: a capacity that
+     * overflows it opens there with a short directory; qimg refuses it
+     * below ("L1 size too big") */
     sp->gd_entries = capacity / per_gt + (capacity % per_gt != 0);
     sp->rgd_sector = (sp->flags & F_RGD) ? qimg_le64(hdr + H_RGD) : 0;
     uint64_t overhead = qimg_le64(hdr + H_OVERHEAD);
@@ -322,8 +325,10 @@ static int sparse_read(struct qimg_image *img, struct vmdk_extent *e, uint64_t o
             memset(buf, 0, n);
         else if (sp->compressed)
             r = read_compressed(e, sp, sector, in_grain, buf, n);
-        else
+        else {
+            qimg_io_event(e->file, QIMG_EV_READ_AIO);
             r = qimg_io_pread(e->file, buf, n, sector * VMDK_SECTOR + in_grain);
+        }
         if (r < 0)
             return r;
         buf += n;
@@ -428,9 +433,21 @@ static int allocate_grain(struct qimg_image *img, struct vmdk_extent *e, struct 
     }
     if (r < 0)
         return r;
-    memcpy(grain + in_grain, buf, len);
-    qimg_io_event(e->file, QIMG_EV_CLUSTER_ALLOC);
-    r = qimg_io_pwrite(e->file, grain, (size_t)sp->grain_bytes, sector * VMDK_SECTOR);
+    /* head and tail, then the data, as qemu writes them (and announces
+     * them to blkdebug) */
+    uint64_t host = sector * VMDK_SECTOR, tail = in_grain + len;
+    if (in_grain) {
+        qimg_io_event(e->file, QIMG_EV_COW_WRITE);
+        r = qimg_io_pwrite(e->file, grain, (size_t)in_grain, host);
+    }
+    if (r == 0 && tail < sp->grain_bytes) {
+        qimg_io_event(e->file, QIMG_EV_COW_WRITE);
+        r = qimg_io_pwrite(e->file, grain + tail, (size_t)(sp->grain_bytes - tail), host + tail);
+    }
+    if (r == 0) {
+        qimg_io_event(e->file, QIMG_EV_WRITE_AIO);
+        r = qimg_io_pwrite(e->file, buf, len, host + in_grain);
+    }
     if (r < 0)
         return r;
     sp->next_sector = end;
@@ -508,7 +525,42 @@ static int sparse_write_zeroes(struct qimg_image *img, struct vmdk_extent *e, ui
     return r;
 }
 
+/* ------------------------------------------------------------- check */
+
+/* Every grain's entry, as qemu's check walks them: one that cannot be
+ * looked up, or data that starts past the end of the file, fails. */
+static int sparse_check(struct qimg_image *img, struct vmdk_extent *e,
+                        struct qimg_check_result *res)
+{
+    struct sparse *sp = e->priv;
+    uint64_t file_size;
+    int r = qimg_io_get_size(e->file, &file_size);
+    if (r < 0)
+        return r;
+    for (uint64_t s = 0; s < e->sectors; s += sp->grain_sectors) {
+        enum grain_kind kind;
+        uint64_t sector;
+        pthread_mutex_lock(&img->lock);
+        r = grain_lookup(e, sp, s / sp->grain_sectors, &kind, &sector);
+        pthread_mutex_unlock(&img->lock);
+        if (r < 0) {
+            qimg_check_log("ERROR: could not get cluster_offset for sector %" PRIu64,
+                           e->start + s);
+            return -EPERM;     /* qemu returns its VMDK_ERROR, -1 */
+        }
+        if (kind == GRAIN_DATA && sector * VMDK_SECTOR >= file_size) {
+            qimg_check_log("ERROR: cluster offset for sector %" PRIu64 " points after EOF",
+                           e->start + s);
+            return -EINVAL;
+        }
+        if ((s & 0xfffff) == 0 && qimg_budget_check() < 0)
+            return -ETIMEDOUT;
+    }
+    return 0;
+}
+
 const struct vmdk_extent_ops vmdk_sparse_ops = {
+    .check = sparse_check,
     .write = sparse_write,
     .write_zeroes = sparse_write_zeroes,
     .name = "SPARSE",

@@ -128,9 +128,11 @@ static char *read_text(struct qimg_io *io, uint64_t off, size_t max)
 }
 
 /* The first bytes of a file, as qemu reads a descriptor: at most 1 MiB - 1
- * from off (zeros past the file's end). */
+ * from off (zeros past the file's end; qemu sees a file's size in whole
+ * sectors). */
 static char *read_desc(struct qimg_io *io, uint64_t off, uint64_t file_size)
 {
+    file_size = qimg_div_round_up(file_size, VMDK_SECTOR) * VMDK_SECTOR;
     if (file_size < 4) {
         qimg_error(-EINVAL, "File is too small, not a valid image");
         return NULL;
@@ -296,6 +298,12 @@ static int place_extents(struct qimg_image *img, struct vmdk_state *s)
     return 0;
 }
 
+/* qemu's message for an open that fails without one of its own */
+static int open_failed(struct qimg_image *img)
+{
+    return qimg_error(-EINVAL, "Could not open '%s': Invalid argument", img->filename);
+}
+
 /* parentFileNameHint names the parent (always a vmdk, as in qemu). */
 static int open_parent_name(struct qimg_image *img, const char *desc)
 {
@@ -304,11 +312,11 @@ static int open_parent_name(struct qimg_image *img, const char *desc)
         return 0;
     size_t skip = strlen("parentFileNameHint") + 2;
     if (strnlen(p, skip) < skip)
-        return qimg_error(-EINVAL, "Invalid parentFileNameHint");
+        return open_failed(img);
     p += skip;
     const char *end = strchr(p, '"');
     if (!end || end - p > VMDK_MAX_PARENT_NAME)
-        return qimg_error(-EINVAL, "Invalid parentFileNameHint");
+        return open_failed(img);
     img->backing_file = qimg_xmalloc((size_t)(end - p) + 1);
     memcpy(img->backing_file, p, (size_t)(end - p));
     img->backing_file[end - p] = 0;
@@ -327,7 +335,7 @@ static int read_desc_fields(struct qimg_image *img, struct vmdk_state *s)
     if (r < 0)
         return r;
     if (vmdk_desc_cid(desc, false, &s->cid) < 0 || vmdk_desc_cid(desc, true, &s->parent_cid) < 0)
-        return qimg_error(-EINVAL, "Invalid argument");
+        return open_failed(img);
     return 0;
 }
 
@@ -562,6 +570,41 @@ static int vmdk_flush(struct qimg_image *img)
     return r;
 }
 
+/* convert -c: qemu-img takes it for every vmdk; only streamOptimized
+ * grains are compressed (stream.c's compress goes here), the others
+ * are written as they are (-ENOSPC: "store it plain"). */
+static int vmdk_compress(struct qimg_image *img, const void *buf, size_t len, void *out,
+                         size_t *out_len)
+{
+    return -ENOSPC;
+}
+
+static int vmdk_write_compressed(struct qimg_image *img, uint64_t off, const void *data,
+                                 size_t len)
+{
+    return vmdk_write(img, off, data, len);
+}
+
+/* qemu's check: each extent's grains (no repairs).  The first problem
+ * fails the check with one corruption counted. */
+static int vmdk_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix)
+{
+    struct vmdk_state *s = img->opaque;
+    if (fix)
+        return -ENOTSUP;
+    for (size_t i = 0; i < s->nb_extents; i++) {
+        struct vmdk_extent *e = &s->extents[i];
+        if (e->access == VMDK_ACCESS_NOACCESS || !e->ops->check)
+            continue;
+        int r = e->ops->check(img, e, res);
+        if (r < 0) {
+            res->corruptions++;
+            return r;
+        }
+    }
+    return 0;
+}
+
 /* Flat extents on files that read as zeros, sparse ones always. */
 static bool vmdk_has_zero_init(struct qimg_image *img)
 {
@@ -655,4 +698,7 @@ const struct qimg_driver qimg_driver_vmdk = {
     .has_zero_init  = vmdk_has_zero_init,
     .block_status   = vmdk_block_status,
     .info           = vmdk_info,
+    .check          = vmdk_check,
+    .compress       = vmdk_compress,
+    .write_compressed = vmdk_write_compressed,
 };

@@ -96,8 +96,9 @@ struct vmdk_extent_ops {
                         uint64_t len, struct qimg_extent *ext);
     /* NULL: flushing e->file is all there is. */
     int (*flush)(struct qimg_image *img, struct vmdk_extent *e);
-    /* NULL: nothing to check.  Report findings with qimg_check_log and
-     * count them in res. */
+    /* NULL: nothing to check.  As qemu: the first problem is reported with
+     * qimg_check_log ("ERROR: ... for sector N", N a guest sector) and
+     * returned as an error (qemu counts one corruption and fails). */
     int (*check)(struct qimg_image *img, struct vmdk_extent *e, struct qimg_check_result *res);
 };
 
