@@ -344,3 +344,35 @@ if [ -f "$T" ] && has_cmd "ESXi version 3 image" bzcat; then
 elif [ ! -f "$T" ]; then
     SKIP_WHAT="ESXi version 3 image" skip "missing $T"
 fi
+
+# ---- resize (qemu-img resizes no vmdk): grow sparse and flat; shrink refused
+for sub in monolithicSparse monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat zeroed_grain; do
+    o=subformat=$sub; [ $sub = zeroed_grain ] && o=zeroed_grain=on
+    rm -rf "$SCRATCH/rs" && mkdir -p "$SCRATCH/rs"
+    "$QEMU_IMG" create -q -f vmdk -o $o "$SCRATCH/rs/a.vmdk" 4M
+    "$QEMU_IO" -f vmdk -c 'write -P 1 0 1M' -c 'write -P 2 4095k 1k' "$SCRATCH/rs/a.vmdk" >/dev/null
+    "$QEMU_IMG" convert -O raw "$SCRATCH/rs/a.vmdk" "$SCRATCH/rs/ref.raw"
+    for to in +1M 1G; do
+        out=$("$QIMG_AS_QEMU" resize "$SCRATCH/rs/a.vmdk" $to 2>&1)
+        expect_eq "resize $sub $to" "$out" "Image resized."
+        truncate -s $to "$SCRATCH/rs/ref.raw"
+        check "resize $sub $to: qemu-img check" "$QEMU_IMG" check "$SCRATCH/rs/a.vmdk"
+        check "resize $sub $to: qemu-img compare" "$QEMU_IMG" compare "$SCRATCH/rs/a.vmdk" "$SCRATCH/rs/ref.raw"
+    done
+    "$QEMU_IO" -f vmdk -c 'write -P 7 1023M 64k' "$SCRATCH/rs/a.vmdk" >/dev/null
+    check "resize $sub: qemu-io writes the new part" "$QEMU_IO" -f vmdk -c 'read -P 7 1023M 64k' "$SCRATCH/rs/a.vmdk"
+    if $PY3 -c 'import pyvmdk' 2>/dev/null; then
+        got=$($PY3 -c 'import sys, pyvmdk
+h = pyvmdk.handle(); h.open(sys.argv[1]); h.open_extent_data_files()
+print(h.get_media_size(), h.read_buffer_at_offset(4, (1023 << 20)).hex())' "$SCRATCH/rs/a.vmdk")
+        expect_eq "resize $sub: libvmdk reads it" "$got" "1073741824 07070707"
+    fi
+    out=$("$QIMG_AS_QEMU" resize --shrink "$SCRATCH/rs/a.vmdk" 2M 2>&1)
+    expect_eq "resize $sub: shrink refused as qemu-img" "$out" \
+        "qemu-img: Image format driver does not support resize"
+done
+rm -rf "$SCRATCH/rs" && mkdir -p "$SCRATCH/rs"
+"$QEMU_IMG" create -q -f vmdk -o subformat=twoGbMaxExtentFlat "$SCRATCH/rs/a.vmdk" 1G
+out=$("$QIMG_AS_QEMU" resize "$SCRATCH/rs/a.vmdk" 3G 2>&1)
+expect_eq "resize twoGbMaxExtentFlat past 2 GiB: refused" "$out" \
+    "qemu-img: Growing a twoGbMaxExtentFlat disk past its last extent's 2 GiB is not supported"

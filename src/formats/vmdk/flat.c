@@ -62,7 +62,24 @@ static int flat_check(struct qimg_image *img, struct vmdk_extent *e,
     return 0;
 }
 
+/* The file extended to hold the new sectors (a hole). */
+static int flat_grow(struct qimg_image *img, struct vmdk_extent *e, uint64_t sectors)
+{
+    uint64_t size, end;
+    int r = qimg_io_get_size(e->file, &size);
+    if (r < 0)
+        return r;
+    if (!qimg_add_ok(e->flat_offset, sectors * VMDK_SECTOR, &end) || end > (uint64_t)INT64_MAX)
+        return qimg_error(-EFBIG, "VMDK extent too large");
+    if (end > size)
+        r = qimg_io_truncate(e->file, end);
+    if (r == 0)
+        e->sectors = sectors;
+    return r;
+}
+
 const struct vmdk_extent_ops vmdk_flat_ops = {
+    .grow = flat_grow,
     .check = flat_check,
     .name = "FLAT",
     .open = flat_open,

@@ -559,7 +559,106 @@ static int sparse_check(struct qimg_image *img, struct vmdk_extent *e,
     return 0;
 }
 
+/* ------------------------------------------------------------- grow */
+
+/* Write the directory dir (entries entries) at sector at. */
+static int write_directory(struct vmdk_extent *e, const uint32_t *dir, uint64_t entries,
+                           uint64_t at)
+{
+    size_t bytes = (size_t)qimg_div_round_up(entries * 4, VMDK_SECTOR) * VMDK_SECTOR;
+    CLEANUP_FREE uint8_t *raw = qimg_xcalloc(1, bytes ? bytes : 1);
+    for (uint64_t i = 0; i < entries; i++)
+        qimg_put_le32(raw + 4 * i, dir[i]);
+    return qimg_io_pwrite(e->file, raw, bytes, at * VMDK_SECTOR);
+}
+
+/* More guest sectors (beyond qemu-img, which resizes no vmdk): tables for
+ * the new part at the end of the file (for both directories), the
+ * directories moved there too when they outgrow their sectors, then the
+ * header.  A crash before the header leaves the old disk intact. */
+static int sparse_grow(struct qimg_image *img, struct vmdk_extent *e, uint64_t sectors)
+{
+    struct sparse *sp = e->priv;
+    if (sp->compressed)
+        return qimg_error(-ENOTSUP, "Growing a streamOptimized VMDK is not supported");
+    if (sp->gd_loaded != sp->gd_entries)
+        return qimg_error(-EINVAL, "VMDK grain directory is incomplete");
+    uint64_t per_gt = (uint64_t)sp->gtes * sp->grain_sectors;
+    uint64_t entries = qimg_div_round_up(sectors, per_gt);
+    if (entries > MAX_GD_ENTRIES || sectors > (uint64_t)INT64_MAX / VMDK_SECTOR)
+        return qimg_error(-EFBIG, "L1 size too big");
+    uint64_t gt_sectors = qimg_div_round_up(sp->gtes * 4ull, VMDK_SECTOR);
+    uint64_t room = qimg_div_round_up(sp->gd_entries * 4, VMDK_SECTOR) * VMDK_SECTOR / 4;
+    bool move = entries > room;
+    uint64_t dir_sectors = qimg_div_round_up(entries * 4, VMDK_SECTOR);
+    uint64_t copies = sp->rgd ? 2 : 1, at = sp->next_sector;
+    uint64_t need = copies * ((entries - sp->gd_entries) * gt_sectors + (move ? dir_sectors : 0));
+    uint64_t end = qimg_div_round_up(at + need, sp->grain_sectors) * sp->grain_sectors;
+    if (end > UINT32_MAX)
+        return qimg_error(-EFBIG, "VMDK extent too large");
+    uint32_t *gd = qimg_calloc_from_image(entries, 4, "VMDK grain directory");
+    uint32_t *rgd = sp->rgd ? qimg_calloc_from_image(entries, 4, "VMDK grain directory") : NULL;
+    if (!gd || (sp->rgd && !rgd)) {
+        free(gd);
+        free(rgd);
+        return -ENOMEM;
+    }
+    memcpy(gd, sp->gd, sp->gd_entries * 4);
+    if (rgd)
+        memcpy(rgd, sp->rgd, sp->gd_entries * 4);
+    for (uint64_t i = sp->gd_entries; i < entries; i++) {
+        gd[i] = (uint32_t)at;
+        at += gt_sectors;
+        if (rgd) {
+            rgd[i] = (uint32_t)at;
+            at += gt_sectors;
+        }
+    }
+    uint64_t gd_at = sp->gd_sector, rgd_at = sp->rgd_sector;
+    if (move) {
+        gd_at = at;
+        at += dir_sectors;
+        if (rgd) {
+            rgd_at = at;
+            at += dir_sectors;
+        }
+    }
+    int r = qimg_io_truncate(e->file, end * VMDK_SECTOR);   /* new tables: zeros */
+    if (r == 0)
+        r = write_directory(e, gd, entries, gd_at);
+    if (r == 0 && rgd)
+        r = write_directory(e, rgd, entries, rgd_at);
+    if (r == 0)
+        r = qimg_io_flush(e->file);
+    uint8_t h[24];
+    qimg_put_le64(h, sectors);
+    if (r == 0)
+        r = qimg_io_pwrite(e->file, h, 8, H_CAPACITY);
+    qimg_put_le64(h, rgd_at);
+    qimg_put_le64(h + 8, gd_at);
+    if (r == 0)
+        r = qimg_io_pwrite(e->file, h, 16, H_RGD);
+    if (r < 0) {
+        free(gd);
+        free(rgd);
+        return r;
+    }
+    free(sp->gd);
+    free(sp->rgd);
+    sp->gd = gd;
+    sp->rgd = rgd;
+    sp->gd_entries = sp->gd_loaded = entries;
+    sp->gd_sector = gd_at;
+    sp->rgd_sector = rgd_at;
+    sp->next_sector = end;
+    for (size_t k = 0; k < GT_CACHE; k++)
+        sp->cache[k].valid = false;
+    e->sectors = sectors;
+    return 0;
+}
+
 const struct vmdk_extent_ops vmdk_sparse_ops = {
+    .grow = sparse_grow,
     .check = sparse_check,
     .write = sparse_write,
     .write_zeroes = sparse_write_zeroes,

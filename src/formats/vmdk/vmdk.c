@@ -585,6 +585,62 @@ static int vmdk_write_compressed(struct qimg_image *img, uint64_t off, const voi
     return vmdk_write(img, off, data, len);
 }
 
+/* The descriptor with the last extent's new size (and geometry). */
+static int rewrite_descriptor(struct qimg_image *img, struct vmdk_state *s, uint64_t sectors)
+{
+    uint64_t file_size;
+    int r = qimg_io_get_size(img->file, &file_size);
+    if (r < 0)
+        return r;
+    size_t room = s->desc_offset ? VMDK_DESC_SIZE : (size_t)QIMG_MIN(file_size, VMDK_DESC_READ_MAX);
+    CLEANUP_FREE char *text = read_text(img->file, s->desc_offset, room);
+    if (!text)
+        return qimg_error(-EIO, "Could not read the VMDK descriptor");
+    CLEANUP_FREE char *out = vmdk_desc_resized(text, s->nb_extents - 1, sectors, img->size);
+    if (!out)
+        return 0;      /* no line to update: the extents say it all */
+    size_t len = strlen(out);
+    if (s->desc_offset && len >= room)
+        return qimg_error(-ENOSPC, "The VMDK descriptor does not fit in its sectors");
+    r = qimg_io_pwrite(img->file, out, len, s->desc_offset);
+    if (r == 0 && !s->desc_offset)
+        r = qimg_io_truncate(img->file, len);
+    return r;
+}
+
+/* Growing, beyond qemu-img (which resizes no vmdk): the last extent takes
+ * the new sectors (a twoGbMaxExtent disk's up to its 2 GiB), then the
+ * descriptor says so.  Shrinking is refused with qemu-img's words. */
+static int vmdk_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
+{
+    struct vmdk_state *s = img->opaque;
+    if (size < img->size || !s->nb_extents)
+        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
+    if (prealloc && strcmp(prealloc, "off") != 0)
+        return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+    struct vmdk_extent *e = &s->extents[s->nb_extents - 1];
+    uint64_t bytes;
+    if (!qimg_round_up_ok(size, VMDK_SECTOR, &bytes) || bytes / VMDK_SECTOR > VMDK_MAX_SECTORS)
+        return qimg_error(-EFBIG, "Image size too large");
+    uint64_t sectors = bytes / VMDK_SECTOR - e->start;
+    if (sectors == e->sectors)
+        return 0;
+    if (!e->ops->grow || e->access != VMDK_ACCESS_RW)
+        return qimg_error(-ENOTSUP, "Growing a VMDK whose last extent is %s is not supported",
+                          e->type ? e->type : "this one");
+    if (strncmp(s->create_type, "twoGbMaxExtent", 14) == 0 && sectors > (2ull << 30) / VMDK_SECTOR)
+        return qimg_error(-ENOTSUP, "Growing a %s disk past its last extent's 2 GiB is not "
+                          "supported", s->create_type);
+    pthread_mutex_lock(&img->lock);
+    int r = e->ops->grow(img, e, sectors);
+    if (r == 0) {
+        img->size = bytes;
+        r = rewrite_descriptor(img, s, sectors);
+    }
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
 /* qemu's check: each extent's grains (no repairs).  The first problem
  * fails the check with one corruption counted. */
 static int vmdk_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix)
@@ -699,6 +755,7 @@ const struct qimg_driver qimg_driver_vmdk = {
     .block_status   = vmdk_block_status,
     .info           = vmdk_info,
     .check          = vmdk_check,
+    .resize         = vmdk_resize,
     .compress       = vmdk_compress,
     .write_compressed = vmdk_write_compressed,
 };

@@ -96,6 +96,9 @@ struct vmdk_extent_ops {
                         uint64_t len, struct qimg_extent *ext);
     /* NULL: flushing e->file is all there is. */
     int (*flush)(struct qimg_image *img, struct vmdk_extent *e);
+    /* Make the extent hold `sectors` guest sectors (more than it holds);
+     * NULL: it cannot grow.  The descriptor is vmdk.c's. */
+    int (*grow)(struct qimg_image *img, struct vmdk_extent *e, uint64_t sectors);
     /* NULL: nothing to check.  As qemu: the first problem is reported with
      * qimg_check_log ("ERROR: ... for sector N", N a guest sector) and
      * returned as an error (qemu counts one corruption and fails). */
@@ -127,6 +130,12 @@ int vmdk_read_unallocated(struct qimg_image *img, struct vmdk_extent *e, uint64_
                           uint8_t *buf, size_t len);
 
 /* ---- descriptor.c ---- */
+
+/* text with extent line `index` (counted as vmdk_desc_extents counts
+ * them) given `sectors`, and "ddb.geometry.cylinders" set for `bytes`
+ * (heads from "ddb.geometry.heads"); malloc'ed, NULL when there is no
+ * such line. */
+char *vmdk_desc_resized(const char *text, size_t index, uint64_t sectors, uint64_t bytes);
 
 /* The value of `key="value"` (or `key=value` up to the line's end) as qemu
  * finds it: the first occurrence of key anywhere in text.  malloc'ed, or
