@@ -376,3 +376,20 @@ rm -rf "$SCRATCH/rs" && mkdir -p "$SCRATCH/rs"
 out=$("$QIMG_AS_QEMU" resize "$SCRATCH/rs/a.vmdk" 3G 2>&1)
 expect_eq "resize twoGbMaxExtentFlat past 2 GiB: refused" "$out" \
     "qemu-img: Growing a twoGbMaxExtentFlat disk past its last extent's 2 GiB is not supported"
+
+# ---- measure (qemu-img measures no vmdk): qemu-img's layout is "required" big
+jf() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
+for size in 1G 3T; do
+    m=$("$QIMG_AS_QEMU" measure --output=json -O vmdk --size $size)
+    rm -f "$SCRATCH/m.vmdk" && "$QEMU_IMG" create -q -f vmdk "$SCRATCH/m.vmdk" $size
+    expect_eq "measure --size $size: required" "$(echo "$m" | jf required)" "$(stat -c %s "$SCRATCH/m.vmdk")"
+done
+for sub in monolithicSparse twoGbMaxExtentSparse monolithicFlat; do
+    m=$("$QIMG_AS_QEMU" measure --output=json -O vmdk -o subformat=$sub "$SRC")
+    rm -rf "$SCRATCH/ms" && mkdir -p "$SCRATCH/ms"
+    "$QIMG" convert -O vmdk -o subformat=$sub "$SRC" "$SCRATCH/ms/x.vmdk"
+    total=$(cat "$SCRATCH/ms"/* | wc -c)
+    check "measure $sub: a copy fits in required" test "$total" -le "$(echo "$m" | jf required)"
+    check "measure $sub: required <= fully allocated" \
+        test "$(echo "$m" | jf required)" -le "$(echo "$m" | jf fully-allocated)"
+done

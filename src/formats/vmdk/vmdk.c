@@ -756,6 +756,7 @@ const struct qimg_driver qimg_driver_vmdk = {
     .info           = vmdk_info,
     .check          = vmdk_check,
     .resize         = vmdk_resize,
+    .measure        = vmdk_measure,
     .compress       = vmdk_compress,
     .write_compressed = vmdk_write_compressed,
 };

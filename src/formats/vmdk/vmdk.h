@@ -179,6 +179,9 @@ uint32_t vmdk_random_cid(void);
  * extended to its first grain; compress: a streamOptimized header. */
 int vmdk_write_sparse_header(struct qimg_io *io, uint64_t capacity, bool zeroed_grain,
                              bool compress);
+/* The first grain's sector of a new sparse extent of capacity sectors. */
+uint64_t vmdk_sparse_first_grain(uint64_t capacity);
+int vmdk_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out);
 /* Create (vmdk's driver create).  streamOptimized goes to stream.c: the
  * line that refuses it in vmdk_create is where its call goes. */
 int vmdk_create(struct qimg_create_ctx *ctx);
