@@ -55,7 +55,7 @@ same_bytes() {
 # resize them at all (issue 14); the generic tests check the result
 grows_beyond_qemu() { case $1 in vdi | vmdk) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
-measures_beyond_qemu() { case $1 in vdi) return 0 ;; *) return 1 ;; esac; }
+measures_beyond_qemu() { case $1 in vdi | vmdk) return 0 ;; *) return 1 ;; esac; }
 label() { if [ "${OPTS[$1]}" = - ]; then echo "${FMT[$1]}"; else echo "${FMT[$1]} ${OPTS[$1]}"; fi; }
 co() { CO=(); [ "${OPTS[$1]}" = - ] || CO=(-o "${OPTS[$1]}"); }
 has_backing() { "$QEMU_IMG" create -f "$1" -o help 2>/dev/null | grep -q '^ *backing_file='; }

@@ -18,10 +18,12 @@ measure_beyond_qemu() {
     m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" "${CO[@]}" --size 1G)
     rm -f "$SCRATCH/m.$fm" "$SCRATCH/ms.$fm"
     "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$SCRATCH/m.$fm" 1G
-    "$QEMU_IMG" create -q -f "$fm" -o static=on "$SCRATCH/ms.$fm" 1G
     expect_eq "$name: --size required" "$(echo "$m" | json_field required)" "$(stat -c %s "$SCRATCH/m.$fm")"
-    expect_eq "$name: --size fully allocated" "$(echo "$m" | json_field fully-allocated)" \
-        "$(stat -c %s "$SCRATCH/ms.$fm")"
+    if [ "$fm" = vdi ]; then   # a format with a fully allocated kind to compare with
+        "$QEMU_IMG" create -q -f "$fm" -o static=on "$SCRATCH/ms.$fm" 1G
+        expect_eq "$name: --size fully allocated" "$(echo "$m" | json_field fully-allocated)" \
+            "$(stat -c %s "$SCRATCH/ms.$fm")"
+    fi
     for src in "d0.raw" "a$i.$fm"; do
         m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" "${CO[@]}" "$IN/$src")
         rm -f "$SCRATCH/m.$fm"
