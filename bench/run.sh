@@ -86,9 +86,12 @@ make_input() {
     echo "$stamp" > "$IN/$name.stamp"
 }
 
-wanted convert-sparse convert-qcow2 qcow2-to-raw &&
+wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw \
+       vdi-sparse vpc-sparse copy-limit-sparse &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
-wanted convert-dense qcow2-c-zlib qcow2-c-zstd &&
+wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw \
+       vdi-dense vpc-dense copy-limit-dense vmdk-stream \
+       raw-to-qed-dense qed-dense-to-raw raw-to-qcow-dense &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -226,6 +229,79 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("qcow2-c-zstd|convert qcow2→qcow2 -c (zstd)|convert -c -O qcow2 -o compression_type=zstd \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
 fi
 
+# The hypervisors' formats (issue 14): raw→vdi and raw→vpc and back, on the
+# sparse and the dense input; the sources in those formats made by qemu-img
+# (untimed).  The copy limit: cp --sparse=always of the same raw bytes in
+# the qemu-img column, qimg's raw→raw copy beside it.
+for f in vdi:vdi vpc:vhd; do
+    fmt=${f%%:*} ext=${f#*:}
+    for kind in sparse dense; do
+        wanted "$fmt-$kind" || continue
+        src=$IN/$kind.$ext
+        if [ ! -f "$src" ] || [ "$src" -ot "$IN/$kind.raw" ]; then
+            "$QEMU_IMG" convert -f raw -O "$fmt" "$IN/$kind.raw" "$src" || die "making $kind.$ext failed"
+        fi
+        [ $kind = sparse ] && what="$SPARSE_SIZE sparse, $SPARSE_DATA data" || what="$DENSE_SIZE dense"
+        WORKLOADS+=("raw-to-$fmt-$kind|convert raw→$fmt, $what|convert -O $fmt \$IN/$kind.raw \$OUT/t.$ext|compare -f raw -F $fmt \$IN/$kind.raw \$OUT/t.$ext")
+        WORKLOADS+=("$fmt-to-raw-$kind|convert $fmt→raw, $what|convert -O raw \$IN/$kind.$ext \$OUT/t.raw|compare -f $fmt -F raw \$IN/$kind.$ext \$OUT/t.raw")
+    done
+done
+for kind in sparse dense; do
+    [ $kind = sparse ] && what="$SPARSE_SIZE sparse, $SPARSE_DATA data" || what="$DENSE_SIZE dense"
+    WORKLOADS+=("copy-limit-$kind|the copy limit: cp --sparse=always (qemu-img column) vs qimg convert raw→raw, $what|convert -O raw \$IN/$kind.raw \$OUT/t.raw|compare -f raw -F raw \$IN/$kind.raw \$OUT/t.raw||cp --sparse=always \$IN/$kind.raw \$OUT/t.raw")
+done
+
+# encryption (issue 15): the dense image into a LUKS volume and into qcow2
+# with LUKS, and a LUKS volume (made by qemu-img) back to raw.  AES-NI
+# through OpenSSL on every worker thread; iter-time=100 keeps the keyslot's
+# PBKDF2 (timed by both tools) a small part of the run.
+if "$QIMG" create -q -f luks --object secret,id=s0,data=p -o key-secret=s0,iter-time=1 "$OUT/probe.luks" 1M >/dev/null 2>&1; then
+    SEC="--object secret,id=s0,data=benchpass"
+    if wanted luks-to-raw; then
+        make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+        if [ ! -f "$IN/dense.luks" ]; then
+            for i in 1 2 3; do
+                "$QEMU_IMG" convert $SEC -O luks -o key-secret=s0,iter-time=100 "$IN/dense.raw" "$IN/dense.luks" && break
+            done
+            [ -f "$IN/dense.luks" ] || die "making dense.luks failed"
+        fi
+    fi
+    wanted raw-to-luks raw-to-qcow2-luks && make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+    # qemu-img's PBKDF2 timing fails now and then on a loaded machine
+    # ("Unable to get accurate CPU usage"): its run is retried then
+    retry() { echo "for i in 1 2 3; do \$QEMU_IMG $1 && exit 0; done; exit 1"; }
+    WORKLOADS+=("raw-to-luks|convert raw→luks, $DENSE_SIZE dense|convert $SEC -O luks -o key-secret=s0,iter-time=100 \$IN/dense.raw \$OUT/t.luks|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=luks,file.filename=\$OUT/t.luks,key-secret=s0||$(retry "convert $SEC -O luks -o key-secret=s0,iter-time=100 \$IN/dense.raw \$OUT/t.luks")")
+    WORKLOADS+=("luks-to-raw|convert luks→raw, $DENSE_SIZE dense|convert $SEC --image-opts driver=luks,file.filename=\$IN/dense.luks,key-secret=s0 -O raw \$OUT/t.raw|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=luks,file.filename=\$IN/dense.luks,key-secret=s0")
+    WORKLOADS+=("raw-to-qcow2-luks|convert raw→qcow2 with LUKS, $DENSE_SIZE dense|convert $SEC -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100 \$IN/dense.raw \$OUT/t.qcow2|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=qcow2,file.filename=\$OUT/t.qcow2,encrypt.key-secret=s0||$(retry "convert $SEC -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100 \$IN/dense.raw \$OUT/t.qcow2")")
+fi
+
+# vhdx (issue 14): raw→vhdx of the sparse and the dense image, and back
+# from vhdx copies of them made by qemu-img
+if "$QIMG" create -q -f vhdx "$OUT/probe.vhdx" 1M >/dev/null 2>&1; then
+    for v in sparse dense; do
+        if wanted vhdx-$v-to-raw && [ ! -f "$IN/$v.vhdx" ]; then
+            "$QEMU_IMG" convert -O vhdx "$IN/$v.raw" "$IN/$v.vhdx" || die "making $v.vhdx failed"
+        fi
+    done
+    WORKLOADS+=("raw-to-vhdx-sparse|convert raw→vhdx, $SPARSE_SIZE sparse, $SPARSE_DATA data|convert -O vhdx \$IN/sparse.raw \$OUT/t.vhdx|compare -f raw -F vhdx \$IN/sparse.raw \$OUT/t.vhdx")
+    WORKLOADS+=("raw-to-vhdx-dense|convert raw→vhdx, $DENSE_SIZE dense|convert -O vhdx \$IN/dense.raw \$OUT/t.vhdx|compare -f raw -F vhdx \$IN/dense.raw \$OUT/t.vhdx")
+    WORKLOADS+=("vhdx-sparse-to-raw|convert vhdx→raw, $SPARSE_SIZE with $SPARSE_DATA data|convert -O raw \$IN/sparse.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/sparse.vhdx \$OUT/t.raw")
+    WORKLOADS+=("vhdx-dense-to-raw|convert vhdx→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense.vhdx \$OUT/t.raw|compare -f vhdx -F raw \$IN/dense.vhdx \$OUT/t.raw")
+fi
+
+# qed and qcow (issue 15): raw→qed and back from a qed copy made by
+# qemu-img, raw→qcow, of the dense image
+if "$QIMG" create -q -f qed "$OUT/probe.qed" 1M >/dev/null 2>&1; then
+    if wanted qed-dense-to-raw && [ ! -f "$IN/dense.qed" ]; then
+        "$QEMU_IMG" convert -O qed "$IN/dense.raw" "$IN/dense.qed" || die "making dense.qed failed"
+    fi
+    WORKLOADS+=("raw-to-qed-dense|convert raw→qed, $DENSE_SIZE dense|convert -O qed \$IN/dense.raw \$OUT/t.qed|compare -f raw -F qed \$IN/dense.raw \$OUT/t.qed")
+    WORKLOADS+=("qed-dense-to-raw|convert qed→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense.qed \$OUT/t.raw|compare -f qed -F raw \$IN/dense.qed \$OUT/t.raw")
+fi
+if "$QIMG" create -q -f qcow "$OUT/probe.qcow" 1M >/dev/null 2>&1; then
+    WORKLOADS+=("raw-to-qcow-dense|convert raw→qcow, $DENSE_SIZE dense|convert -O qcow \$IN/dense.raw \$OUT/t.qcow|compare -f raw -F qcow \$IN/dense.raw \$OUT/t.qcow")
+fi
+
 # check (issue 4): 16 GiB qcow2 images, 64 KiB and 4 KiB clusters, with
 # 16384 writes of 64 KiB at seeded random places (1 GiB of data).
 make_check_image() {   # NAME CLUSTER_SIZE
@@ -286,6 +362,24 @@ if wanted convert-diff; then
         make_diff_inputs
         WORKLOADS+=("convert-diff|diff image: $DIFF_SIZE qcow2 with $DIFF_DATA of data vs a base differing in 5% of its clusters|convert -D \$IN/diff-base.qcow2 -F qcow2 -O qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/diff-src.qcow2 \$OUT/t.qcow2||\$QEMU_IMG create -q -f qcow2 -b \$IN/diff-src.qcow2 -F qcow2 \$OUT/t.qcow2 && \$QEMU_IMG rebase -b \$IN/diff-base.qcow2 -F qcow2 \$OUT/t.qcow2")
     fi
+fi
+
+# vmdk streamOptimized (issue 14): the dense image, every grain compressed
+# (incompressible data, the worst case), and back to raw from the file
+# qemu-img makes of it (both tools read the same file).
+if wanted vmdk-stream; then
+    if "$QIMG" create -q -f vmdk -o subformat=streamOptimized "$OUT/probe.vmdk" 1M >/dev/null 2>&1; then
+        stamp="dense $DENSE_SIZE seed 2"
+        if [ "$(cat "$IN/dense-stream.stamp" 2>/dev/null)" != "$stamp" ]; then
+            echo "bench: making dense-stream.vmdk with qemu-img" >&2
+            "$QEMU_IMG" convert -f raw -O vmdk -o subformat=streamOptimized "$IN/dense.raw" \
+                "$IN/dense-stream.vmdk" || die "making dense-stream.vmdk failed"
+            echo "$stamp" > "$IN/dense-stream.stamp"
+        fi
+        WORKLOADS+=("convert-vmdk-stream|convert raw→vmdk streamOptimized, $DENSE_SIZE dense|convert -O vmdk -o subformat=streamOptimized \$IN/dense.raw \$OUT/t.vmdk|compare -f raw -F vmdk \$IN/dense.raw \$OUT/t.vmdk")
+        WORKLOADS+=("vmdk-stream-to-raw|convert vmdk streamOptimized→raw, $DENSE_SIZE dense|convert -O raw \$IN/dense-stream.vmdk \$OUT/t.raw|compare -f vmdk -F raw \$IN/dense-stream.vmdk \$OUT/t.raw")
+    fi
+    rm -f "$OUT/probe.vmdk"
 fi
 
 # create --from (issue 7): a tree of a few thousand files, into qcow2,

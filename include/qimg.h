@@ -59,6 +59,9 @@ enum qimg_open_flags {
                                          local files not already in the page cache are
                                          read around it (O_DIRECT) */
     QIMG_OPEN_SAFE        = 1u << 10, /* safe mode for this open (see qimg_set_safe_mode) */
+    QIMG_OPEN_UNMAP       = 1u << 11, /* discard=unmap: storage a zero write frees is
+                                         discarded below too (qemu-img's convert target
+                                         and commit chain) */
 };
 
 /* What this build has: storage backends (file, null-co, blkdebug...) by

@@ -64,7 +64,7 @@ int cmd_commit(int argc, char **argv)
     if (optind != argc - 1)
         error_exit("Expecting one image file name");
     const char *filename = argv[optind];
-    unsigned flags = QIMG_OPEN_RDWR;
+    unsigned flags = QIMG_OPEN_RDWR | QIMG_OPEN_UNMAP;   /* as qemu-img's commit */
     if (parse_cache_mode(cache, &flags) < 0) {
         error_report("Invalid cache option: %s", cache);
         return 1;

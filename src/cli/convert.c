@@ -247,6 +247,19 @@ static int check_create_options(const struct convert_opts *o, qimg_opts **opts, 
         error_report("Compression not supported for this file format");
         return -1;
     }
+    if (o->compress && *opts) {
+        const char *enc = qimg_opts_get(*opts, "encryption");
+        const char *prealloc = qimg_opts_get(*opts, "preallocation");
+        bool encryption = enc && (!strcmp(enc, "on") || !strcmp(enc, "yes") || !strcmp(enc, "true"));
+        if (encryption || qimg_opts_get(*opts, "encrypt.format")) {
+            error_report("Compression and encryption not supported at the same time");
+            return -1;
+        }
+        if (prealloc && strcmp(prealloc, "off")) {
+            error_report("Compression and preallocation not supported at the same time");
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -269,13 +282,59 @@ static int create_target(qimg_target *t, const char *name, const struct convert_
     return 0;
 }
 
+/* key=value text with qemu's ",," escape for commas */
+static char *escape_commas(const char *v)
+{
+    size_t n = strlen(v), extra = 0;
+    for (size_t i = 0; i < n; i++)
+        extra += v[i] == ',';
+    char *out = xcalloc(1, n + extra + 1), *p = out;
+    for (size_t i = 0; i < n; i++) {
+        *p++ = v[i];
+        if (v[i] == ',')
+            *p++ = ',';
+    }
+    *p = '\0';
+    return out;
+}
+
+/* As qemu-img: the -o options naming secrets (key-secret,
+ * encrypt.key-secret) are also the new target's open options, so an
+ * encrypted target can be opened to be written.  NULL when there are none. */
+static char *target_secret_opts(const char *path, const char *fmt, const qimg_opts *opts)
+{
+    char *text = NULL;
+    size_t n = opts ? qimg_opts_count(opts) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *key = qimg_opts_name(opts, i);
+        size_t len = strlen(key);
+        if (len < 10 || strcmp(key + len - 10, "key-secret") != 0)
+            continue;
+        CLEANUP_FREE char *value = escape_commas(qimg_opts_value(opts, i));
+        char *more;
+        if (!text) {
+            CLEANUP_FREE char *file = escape_commas(path);
+            more = xasprintf("driver=%s,file.filename=%s,%s=%s", fmt, file, key, value);
+        } else {
+            more = xasprintf("%s,%s=%s", text, key, value);
+        }
+        free(text);
+        text = more;
+    }
+    return text;
+}
+
 static qimg_image *open_target(qimg_target *t, const char *name, const struct convert_opts *o,
-                               unsigned flags)
+                               const qimg_opts *opts, unsigned flags)
 {
     qimg_image *img;
     int r;
+    CLEANUP_FREE char *secrets = o->target_image_opts ? NULL :
+                                 target_secret_opts(qimg_target_path(t), o->out_fmt, opts);
     if (o->target_image_opts)
         r = qimg_open_opts(&img, name, flags);
+    else if (secrets)
+        r = qimg_open_opts(&img, secrets, flags);
     else
         r = qimg_open(&img, qimg_target_path(t), o->out_fmt, flags);
     if (r < 0) {
@@ -518,13 +577,14 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
 
-    unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING;
+    unsigned tgt_flags = QIMG_OPEN_RDWR | QIMG_OPEN_NO_PROBE_WARNING | QIMG_OPEN_NO_BACKING |
+                         QIMG_OPEN_UNMAP;
     if (parse_cache_mode(o.cache ? o.cache : "unsafe", &tgt_flags) < 0) {
         error_report("Invalid cache option: %s", o.cache);
         qimg_target_discard(t);
         goto out;
     }
-    target = open_target(t, out_name, &o, tgt_flags);
+    target = open_target(t, out_name, &o, o.skip_create ? NULL : opts, tgt_flags);
     if (!target) {
         qimg_target_discard(t);
         goto out;

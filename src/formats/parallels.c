@@ -628,6 +628,176 @@ static int prl_check(struct qimg_image *img, struct qimg_check_result *res, unsi
     return check_leaks(img, res, fix);
 }
 
+/* ----------------------------------------------- resizing (beyond qemu) */
+
+/* Move host cluster idx to the end of the data (growing the BAT over it). */
+static int move_cluster(struct qimg_image *img, struct prl_state *s, uint32_t idx, uint8_t *buf)
+{
+    uint64_t from = bat_sector(s, idx) * SECTOR, entry = s->data_end / s->off_multiplier;
+    uint64_t to = s->data_end * SECTOR;
+    if (entry > UINT32_MAX)
+        return qimg_error(-ENOSPC, "Parallels image is full: no BAT entry can address "
+                          "offset %" PRIu64, to);
+    int r = qimg_io_pread(img->file, buf, s->cluster_size, from);
+    if (r == 0)
+        r = qimg_io_pwrite(img->file, buf, s->cluster_size, to);
+    if (r < 0)
+        return r;
+    qimg_put_le32(s->header + PRL_HEADER_SIZE + 4 * (uint64_t)idx, (uint32_t)entry);
+    s->data_end += s->tracks;
+    s->file_size = QIMG_MAX(s->file_size, to + s->cluster_size);
+    return 0;
+}
+
+/* Room for a BAT of n entries before the data: the clusters in the way
+ * move to the end (copied, flushed, before the BAT that points at their
+ * new place is written over the old). */
+static int make_bat_room(struct qimg_image *img, struct prl_state *s, uint64_t n,
+                         uint32_t *data_off)
+{
+    uint64_t need = PRL_HEADER_SIZE + 4 * n;
+    if (need <= (uint64_t)*data_off * SECTOR)
+        return 0;
+    uint64_t new_off = qimg_div_round_up(need, s->cluster_size) * s->tracks;
+    uint64_t ext = qimg_le64(s->header + OFF_EXT_OFF);
+    if (new_off > UINT32_MAX)
+        return qimg_error(-E2BIG, "Catalog too large");
+    if (ext && ext < new_off)
+        return qimg_error(-ENOTSUP, "Cannot grow the Parallels BAT over its format extension");
+    if (s->data_end < new_off)
+        s->data_end = new_off;
+    uint8_t *buf CLEANUP_FREE = qimg_xmalloc(s->cluster_size);
+    for (uint32_t i = 0; i < s->bat_size; i++) {
+        uint64_t sect = bat_sector(s, i);
+        if (sect && sect < new_off) {
+            int r = move_cluster(img, s, i, buf);
+            if (r < 0)
+                return r;
+        }
+    }
+    int r = qimg_io_flush(img->file);
+    if (r < 0)
+        return r;
+    *data_off = (uint32_t)new_off;
+    return 0;
+}
+
+static int set_bat_size(struct qimg_image *img, struct prl_state *s, uint64_t n)
+{
+    uint32_t data_off = qimg_le32(s->header + OFF_DATA_OFF);
+    if (!data_off)
+        data_off = (uint32_t)qimg_div_round_up(s->header_bytes, SECTOR);
+    int r = n > s->bat_size ? make_bat_room(img, s, n, &data_off) : 0;
+    if (r < 0)
+        return r;
+    uint64_t bytes = PRL_HEADER_SIZE + 4 * n;
+    uint8_t *h = qimg_alloc_from_image(bytes, "Parallels BAT");
+    if (!h)
+        return -ENOMEM;
+    memset(h, 0, bytes);
+    memcpy(h, s->header, QIMG_MIN(bytes, s->header_bytes));   /* entries past n go */
+    free(s->header);
+    s->header = h;
+    s->header_bytes = bytes;
+    s->bat_size = (uint32_t)n;
+    qimg_put_le32(h + OFF_BAT_ENTRIES, (uint32_t)n);
+    qimg_put_le32(h + OFF_DATA_OFF, data_off);
+    /* the file ends at the data start or after the last cluster (or, with
+     * a format extension, where it ended) */
+    uint64_t had = s->file_size;
+    compute_data_end(s, data_off, qimg_le64(h + OFF_EXT_OFF) != 0);
+    uint64_t end = s->data_end * SECTOR;
+    if (end != had) {
+        r = qimg_io_truncate(img->file, end);
+        if (r == 0)
+            s->file_size = end;
+    }
+    return r;
+}
+
+/* qemu-img cannot resize a Parallels image: grown (the BAT grows, moving
+ * the clusters in its way) or shrunk (clusters past the end dropped). */
+static int prl_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
+{
+    struct prl_state *s = state(img);
+    if (prealloc && strcmp(prealloc, "off") != 0)
+        return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+    uint64_t total;
+    if (!qimg_round_up_ok(size, SECTOR, &total) || total >= PRL_MAX_IMAGE_FACTOR * s->cluster_size)
+        return qimg_error(-E2BIG, "Image size is too large for this cluster size");
+    if (memcmp(s->header, PRL_MAGIC_V1, 16) == 0 && total / SECTOR > UINT32_MAX)
+        return qimg_error(-E2BIG, "Image size is too large for the old Parallels header");
+    uint64_t n = qimg_div_round_up(total, s->cluster_size);
+    if (n > INT32_MAX / 4)
+        return qimg_error(-EFBIG, "Catalog too large");
+    pthread_mutex_lock(&img->lock);
+    int r = set_bat_size(img, s, n);
+    if (r == 0) {
+        qimg_put_le64(s->header + OFF_NB_SECTORS, total / SECTOR);
+        qimg_put_le32(s->header + OFF_CYLINDERS,
+                      (uint32_t)(total / SECTOR / PRL_HEADS / PRL_SECTORS_PER_CYL));
+        r = qimg_io_pwrite(img->file, s->header, s->header_bytes, 0);
+    }
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r == 0)
+        img->size = total;
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* ----------------------------------------------- measuring (beyond qemu) */
+
+/* Clusters of src holding data a copy stores. */
+static int count_data_clusters(qimg_image *src, uint64_t cluster, uint64_t *count)
+{
+    uint64_t size = qimg_size(src), next_uncounted = 0;
+    *count = 0;
+    for (uint64_t off = 0; off < size;) {
+        struct qimg_extent e;
+        int r = qimg_block_status_chain(src, off, size - off, &e);
+        if (r < 0) {
+            char *msg CLEANUP_FREE = qimg_strdup(qimg_last_error());
+            return qimg_error(r, "Unable to get block status: %s", msg);
+        }
+        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
+            uint64_t first = QIMG_MAX(off / cluster, next_uncounted);
+            uint64_t last = (off + e.length - 1) / cluster;
+            if (last >= first)
+                *count += last - first + 1;
+            next_uncounted = last + 1;
+        }
+        off += e.length;
+    }
+    return 0;
+}
+
+/* qemu-img cannot measure Parallels images: the header and BAT (whole
+ * clusters, as created), then a cluster for each one block status calls
+ * data (an upper bound: convert may find zeros in them). */
+static int prl_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    uint64_t cl_size = PRL_DEFAULT_CLUSTER, total = src ? qimg_size(src) : size, used;
+    int r = opts ? qimg_opts_get_size(opts, "cluster_size", &cl_size) : 0;
+    if (r < 0)
+        return r;
+    if (!qimg_round_up_ok(total, SECTOR, &total) || !qimg_round_up_ok(cl_size, SECTOR, &cl_size) ||
+        cl_size >= (uint64_t)INT64_MAX / PRL_MAX_IMAGE_FACTOR)
+        return qimg_error(-EINVAL, "Cluster size is too large");
+    if (total >= PRL_MAX_IMAGE_FACTOR * cl_size)
+        return qimg_error(-E2BIG, "Image size is too large for this cluster size");
+    uint64_t entries = qimg_div_round_up(total, cl_size);
+    uint64_t meta = qimg_div_round_up(PRL_HEADER_SIZE + 4 * entries, cl_size) * cl_size;
+    used = entries;
+    if (src && (r = count_data_clusters(src, cl_size, &used)) < 0)
+        return r;
+    if (!src)
+        used = 0;
+    out->fully_allocated = meta + entries * cl_size;
+    out->required = meta + used * cl_size;
+    return 0;
+}
+
 /* --------------------------------------------------------------- creating */
 
 static int prl_create(struct qimg_create_ctx *ctx)
@@ -690,4 +860,6 @@ const struct qimg_driver qimg_driver_parallels = {
     .block_status   = prl_block_status,
     .check          = prl_check,
     .has_zero_init  = prl_has_zero_init,
+    .resize         = prl_resize,
+    .measure        = prl_measure,
 };

@@ -8,6 +8,10 @@ const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_parallels,
     &qimg_driver_vpc,
     &qimg_driver_vmdk,
+    &qimg_driver_luks,
+    &qimg_driver_qed,
+    &qimg_driver_qcow,
+    &qimg_driver_vhdx,
     NULL,
 };
 
@@ -33,4 +37,15 @@ const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
         }
     }
     return best;
+}
+
+/* A format recognised by the end of its file (a fixed VHD's footer), asked
+ * only when the first bytes said raw; raw when none claims it. */
+const struct qimg_driver *qimg_driver_probe_tail(const uint8_t *tail, size_t len,
+                                                 uint64_t file_size)
+{
+    for (size_t i = 0; qimg_drivers[i]; i++)
+        if (qimg_drivers[i]->probe_tail && qimg_drivers[i]->probe_tail(tail, len, file_size))
+            return qimg_drivers[i];
+    return &qimg_driver_raw;
 }

@@ -35,47 +35,14 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "internal.h"
+#include "vpc.h"
 
-#define VPC_SECTOR 512u
-#define VPC_FOOTER_SIZE 512u
-#define VPC_DYN_HEADER_SIZE 1024u
-#define VPC_TYPE_FIXED 2u
-#define VPC_TYPE_DYNAMIC 3u
-#define VPC_TYPE_DIFF 4u
-#define VPC_BAT_UNUSED 0xffffffffu
 /* qemu's limits: a VHD is at most 2040 GiB; the BAT at most INT_MAX/4 entries */
 #define VPC_MAX_SECTORS 0xff000000ull
 #define VPC_MAX_BAT_ENTRIES (0x7fffffffu / 4)
 /* the largest CHS geometry: images this big take their size from current_size */
 #define VPC_CHS_MAX_SECTORS (65535ull * 16 * 255)
 #define VPC_DEFAULT_BLOCK (2u << 20)
-/* seconds from the Unix epoch to the VHD epoch, 2000-01-01 00:00:00 UTC */
-#define VPC_EPOCH 946684800
-
-/* footer fields */
-enum {
-    F_COOKIE = 0, F_FEATURES = 8, F_VERSION = 12, F_DATA_OFFSET = 16, F_TIMESTAMP = 24,
-    F_CREATOR_APP = 28, F_CREATOR_VER = 32, F_CREATOR_OS = 36, F_ORIG_SIZE = 40,
-    F_CUR_SIZE = 48, F_CYLS = 56, F_HEADS = 58, F_SECS = 59, F_TYPE = 60, F_CHECKSUM = 64,
-    F_UUID = 68,
-};
-/* dynamic header fields */
-enum {
-    D_COOKIE = 0, D_DATA_OFFSET = 8, D_TABLE_OFFSET = 16, D_VERSION = 24, D_MAX_ENTRIES = 28,
-    D_BLOCK_SIZE = 32, D_CHECKSUM = 36,
-};
-
-struct vpc_state {
-    uint8_t footer[VPC_FOOTER_SIZE];
-    bool fixed;
-    uint32_t block_size;       /* dynamic: bytes of guest data a block */
-    uint32_t bitmap_size;      /* dynamic: bytes of sector bitmap before each block */
-    uint32_t entries;
-    uint64_t bat_offset;
-    uint32_t *bat;             /* host order */
-    uint64_t free_offset;      /* where the next block (and the footer copy) goes */
-};
 
 static const struct qimg_opt_desc vpc_create_opts[] = {
     { "size", QIMG_OPT_SIZE, "Virtual disk size", NULL },
@@ -83,6 +50,13 @@ static const struct qimg_opt_desc vpc_create_opts[] = {
       "{dynamic (default) | fixed} ", NULL },
     { "force_size", QIMG_OPT_BOOL, "Force disk size calculation to use the actual size "
       "specified, rather than using the nearest CHS-based calculation", NULL },
+    /* beyond qemu-img: an Azure-ready disk in one step (vpc_create) */
+    { "azure", QIMG_OPT_BOOL, "Make a VHD that Azure accepts: fixed, its size rounded up to a "
+      "whole MiB and stored as current_size (implies subformat=fixed,force_size=on)", NULL },
+    /* beyond qemu-img: a differencing disk (create -b) */
+    { "backing_file", QIMG_OPT_STRING, "File name of the parent image (a VHD: the new "
+      "image is a differencing disk)", NULL },
+    { "backing_fmt", QIMG_OPT_STRING, "Image format of the parent image (vpc)", NULL },
     { NULL, 0, NULL, NULL },
 };
 
@@ -92,7 +66,20 @@ static int vpc_probe(const uint8_t *buf, size_t len, uint64_t file_size, const c
     return len >= 8 && memcmp(buf, "conectix", 8) == 0 ? 100 : 0;
 }
 
-static uint32_t vpc_checksum(const uint8_t *buf, size_t len, size_t skip)
+/* Beyond qemu, which probes a fixed VHD as raw (and so copies its footer
+ * into the guest disk): a last sector that is a valid fixed disk footer
+ * (cookie, checksum, disk type) for a disk of the file's size less the
+ * footer makes it a VHD. */
+static bool vpc_probe_tail(const uint8_t *t, size_t len, uint64_t file_size)
+{
+    uint64_t end;
+    return len >= VPC_FOOTER_SIZE && memcmp(t, "conectix", 8) == 0 &&
+           qimg_be32(t + F_CHECKSUM) == vpc_checksum(t, VPC_FOOTER_SIZE, F_CHECKSUM) &&
+           qimg_be32(t + F_TYPE) == VPC_TYPE_FIXED &&
+           qimg_add_ok(qimg_be64(t + F_CUR_SIZE), VPC_FOOTER_SIZE, &end) && end == file_size;
+}
+
+uint32_t vpc_checksum(const uint8_t *buf, size_t len, size_t skip)
 {
     uint32_t sum = 0;
     for (size_t i = 0; i < len; i++)
@@ -112,19 +99,19 @@ static int read_zero_padded(struct qimg_io *io, void *buf, size_t len, uint64_t 
 }
 
 /* The footer at offset 0 (dynamic), else in the last sector (fixed). */
-static int read_footer(struct qimg_image *img, struct vpc_state *s, uint64_t file_size)
+int vpc_read_footer_io(struct qimg_io *io, uint8_t *footer, uint64_t file_size)
 {
-    int r = read_zero_padded(img->file, s->footer, VPC_FOOTER_SIZE, 0, file_size);
+    int r = read_zero_padded(io, footer, VPC_FOOTER_SIZE, 0, file_size);
     if (r < 0)
         return r;
-    if (memcmp(s->footer, "conectix", 8) != 0 && file_size >= VPC_FOOTER_SIZE) {
-        r = qimg_io_pread(img->file, s->footer, VPC_FOOTER_SIZE, file_size - VPC_FOOTER_SIZE);
+    if (memcmp(footer, "conectix", 8) != 0 && file_size >= VPC_FOOTER_SIZE) {
+        r = qimg_io_pread(io, footer, VPC_FOOTER_SIZE, file_size - VPC_FOOTER_SIZE);
         if (r < 0)
             return r;
     }
-    if (memcmp(s->footer, "conectix", 8) != 0)
+    if (memcmp(footer, "conectix", 8) != 0)
         return qimg_error(-EINVAL, "invalid VPC image");
-    if (qimg_be32(s->footer + F_CHECKSUM) != vpc_checksum(s->footer, VPC_FOOTER_SIZE, F_CHECKSUM))
+    if (qimg_be32(footer + F_CHECKSUM) != vpc_checksum(footer, VPC_FOOTER_SIZE, F_CHECKSUM))
         return qimg_error(-EINVAL, "Incorrect header checksum");
     return 0;
 }
@@ -168,12 +155,16 @@ static bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
 
 /* Each allocated block must end inside the file (rounded up to whole
  * sectors, as qemu sees it); the first free byte follows the last one. */
-static int scan_bat(struct vpc_state *s, uint64_t file_size)
+static int scan_bat(struct vpc_state *s, uint64_t file_size, uint64_t meta_end)
 {
     uint64_t limit, free_off;
     if (!qimg_round_up_ok(file_size, VPC_SECTOR, &limit) ||
         !qimg_round_up_ok(s->bat_offset + (uint64_t)s->entries * 4, VPC_SECTOR, &free_off))
         return qimg_error(-EINVAL, "Invalid BAT offset");
+    if (!qimg_round_up_ok(meta_end, VPC_SECTOR, &meta_end))
+        meta_end = limit;
+    free_off = QIMG_MAX(free_off, meta_end);
+    s->meta_end = free_off;
     for (uint32_t i = 0; i < s->entries; i++) {
         if (s->bat[i] == VPC_BAT_UNUSED)
             continue;
@@ -190,9 +181,10 @@ static int scan_bat(struct vpc_state *s, uint64_t file_size)
 
 static int open_dynamic(struct qimg_image *img, struct vpc_state *s, uint64_t file_size)
 {
-    uint8_t hdr[VPC_DYN_HEADER_SIZE];
+    uint8_t *hdr = s->header;
     uint64_t off = qimg_be64(s->footer + F_DATA_OFFSET);
-    int r = read_zero_padded(img->file, hdr, sizeof hdr, off, file_size);
+    s->header_offset = off;
+    int r = read_zero_padded(img->file, hdr, VPC_DYN_HEADER_SIZE, off, file_size);
     if (r < 0)
         return r;
     if (memcmp(hdr, "cxsparse", 8) != 0)
@@ -231,7 +223,11 @@ static int open_dynamic(struct qimg_image *img, struct vpc_state *s, uint64_t fi
         return r;
     for (uint32_t i = 0; i < s->entries; i++)
         s->bat[i] = qimg_be32(raw + 4 * (size_t)i);
-    return scan_bat(s, file_size);
+    /* a differencing disk's parent locators: new blocks go after them */
+    uint64_t meta_end = 0;
+    if (s->diff && (r = vpc_parent_parse(img, s, file_size, &meta_end)) < 0)
+        return r;
+    return scan_bat(s, file_size, meta_end);
 }
 
 static void vpc_close(struct qimg_image *img)
@@ -255,16 +251,13 @@ static int vpc_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
         return r;
     struct vpc_state *s = qimg_xcalloc(1, sizeof *s);
     img->opaque = s;
-    r = read_footer(img, s, file_size);
+    r = vpc_read_footer_io(img->file, s->footer, file_size);
     if (r < 0)
         goto fail;
     uint32_t type = qimg_be32(s->footer + F_TYPE);
-    if (type == VPC_TYPE_DIFF) {
-        /* qemu reads one as if it had no parent: wrong data.  Refused
-         * until differencing disks are supported. */
-        r = qimg_error(-ENOTSUP, "Differencing VHD images are not supported yet");
-        goto fail;
-    }
+    /* qemu reads a differencing disk as if it had no parent (wrong data);
+     * qimg reads through its parent */
+    s->diff = type == VPC_TYPE_DIFF;
     s->fixed = type == VPC_TYPE_FIXED;
     uint64_t sectors = guest_sectors(s->footer, mode);
     if (sectors > VPC_MAX_SECTORS) {
@@ -294,12 +287,111 @@ static uint64_t host_offset(const struct vpc_state *s, uint64_t off, uint64_t le
     return (uint64_t)s->bat[block] * VPC_SECTOR + s->bitmap_size + in_block;
 }
 
+/* ------------------------------------------- sector bitmaps (differencing) */
+
+/* In a differencing disk each allocated block's sector bitmap says, one
+ * bit a sector (the first sector in the most significant bit of the first
+ * byte), whether the sector is in this file (1) or read from the parent (0).
+ * A buffer of bitmap bytes covers the sectors from first & ~7. */
+struct bitmap_run {
+    uint8_t *bytes;
+    uint64_t first;       /* first sector (in the block) asked for */
+};
+
+static bool sector_bit(const struct bitmap_run *b, uint64_t sector)
+{
+    uint64_t k = sector - (b->first & ~7ull);
+    return b->bytes[k / 8] & (0x80u >> (k % 8));
+}
+
+/* The bitmap bytes of sectors [first, last] of the block at block_off. */
+static int read_bitmap(struct qimg_image *img, uint64_t block_off, uint64_t first, uint64_t last,
+                       struct bitmap_run *b)
+{
+    size_t n = (size_t)(last / 8 - first / 8 + 1);
+    b->first = first;
+    b->bytes = qimg_xmalloc(n);
+    int r = qimg_io_pread(img->file, b->bytes, n, block_off + first / 8);
+    if (r < 0) {
+        free(b->bytes);
+        b->bytes = NULL;
+    }
+    return r;
+}
+
+/* The sectors after sector (up to last) whose bit is the same as its. */
+static uint64_t same_bits_end(const struct bitmap_run *b, uint64_t sector, uint64_t last)
+{
+    bool set = sector_bit(b, sector);
+    uint64_t end = sector + 1;
+    while (end <= last && sector_bit(b, end) == set)
+        end++;
+    return end;
+}
+
+/* Mark sectors [first, last] of the block at block_off present (with the
+ * image lock held: bitmaps change only under it). */
+static int set_bits_locked(struct qimg_image *img, uint64_t block_off, uint64_t first,
+                           uint64_t last)
+{
+    struct bitmap_run b;
+    int r = read_bitmap(img, block_off, first, last, &b);
+    if (r < 0)
+        return r;
+    bool changed = false;
+    for (uint64_t k = first; k <= last; k++) {
+        uint64_t i = (k - (first & ~7ull)) / 8;
+        uint8_t bit = (uint8_t)(0x80u >> (k % 8));
+        changed |= !(b.bytes[i] & bit);
+        b.bytes[i] |= bit;
+    }
+    if (changed)
+        r = qimg_io_pwrite(img->file, b.bytes, (size_t)(last / 8 - first / 8 + 1),
+                           block_off + first / 8);
+    free(b.bytes);
+    return r;
+}
+
+static uint64_t block_start(const struct vpc_state *s, uint64_t off)
+{
+    return (uint64_t)s->bat[off / s->block_size] * VPC_SECTOR;
+}
+
+/* [off, off+n) of an allocated block of a differencing disk: each run of
+ * sectors from this file or from the parent. */
+static int read_diff_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n,
+                           uint64_t host)
+{
+    struct vpc_state *s = img->opaque;
+    uint64_t in_block = off % s->block_size;
+    uint64_t last = (in_block + n - 1) / VPC_SECTOR;
+    struct bitmap_run b;
+    int r = read_bitmap(img, block_start(s, off), in_block / VPC_SECTOR, last, &b);
+    for (uint64_t done = 0; r == 0 && done < n;) {
+        uint64_t sector = (in_block + done) / VPC_SECTOR;
+        uint64_t end = same_bits_end(&b, sector, last);
+        uint64_t m = QIMG_MIN(end * VPC_SECTOR - in_block, n) - done;
+        if (sector_bit(&b, sector))
+            r = qimg_io_pread(img->file, p + done, m, host + done);
+        else
+            r = qimg_read_backing(img, off + done, p + done, m);
+        done += m;
+    }
+    free(b.bytes);
+    return r;
+}
+
 /* [off, off+n) inside one block. */
 static int read_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
 {
-    uint64_t avail, host = host_offset(img->opaque, off, n, &avail);
+    struct vpc_state *s = img->opaque;
+    uint64_t avail, host = host_offset(s, off, n, &avail);
+    if (host && s->diff)
+        return read_diff_piece(img, off, p, n, host);
     if (host)
         return qimg_io_pread(img->file, p, n, host);
+    if (s->diff)
+        return qimg_read_backing(img, off, p, n);
     memset(p, 0, n);
     return 0;
 }
@@ -330,6 +422,38 @@ static int fixed_block_status(struct qimg_image *img, uint64_t off, uint64_t len
     return 0;
 }
 
+/* A differencing disk: an allocated block's runs of sectors present here
+ * (data) or in the parent (unallocated), unallocated blocks from the parent. */
+static int diff_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
+                             struct qimg_extent *ext)
+{
+    struct vpc_state *s = img->opaque;
+    uint64_t n, host = host_offset(s, off, len, &n);
+    ext->host_file = img->file->filename;
+    if (!host) {
+        uint64_t total = n, m;
+        while (total < len && !host_offset(s, off + total, len - total, &m))
+            total += m;
+        ext->length = total;
+        ext->flags = 0;
+        return 0;
+    }
+    uint64_t in_block = off % s->block_size, last = (in_block + n - 1) / VPC_SECTOR;
+    struct bitmap_run b;
+    int r = read_bitmap(img, block_start(s, off), in_block / VPC_SECTOR, last, &b);
+    if (r < 0)
+        return r;
+    uint64_t end = same_bits_end(&b, in_block / VPC_SECTOR, last);
+    ext->length = QIMG_MIN(end * VPC_SECTOR - in_block, n);
+    ext->flags = 0;
+    if (sector_bit(&b, in_block / VPC_SECTOR)) {
+        ext->flags = QIMG_STATUS_ALLOCATED | QIMG_STATUS_DATA | QIMG_STATUS_OFFSET;
+        ext->host_offset = host;
+    }
+    free(b.bytes);
+    return 0;
+}
+
 /* An allocated block is data (qemu does not consult its sector bitmap);
  * a run of unallocated blocks reads as zeros. */
 static int vpc_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
@@ -338,6 +462,8 @@ static int vpc_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
     struct vpc_state *s = img->opaque;
     if (s->fixed)
         return fixed_block_status(img, off, len, ext);
+    if (s->diff)
+        return diff_block_status(img, off, len, ext);
     uint64_t n, host = host_offset(s, off, len, &n);
     ext->host_file = img->file->filename;
     if (host) {
@@ -361,8 +487,9 @@ static int vpc_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
 /* ------------------------------------------------------------ write */
 
 /* Give block i room at the end of the file: its sector bitmap (every
- * sector marked present, as qemu does), then the footer copy moved past
- * the block, then the BAT entry, so a crash leaves at worst an unused
+ * sector marked present, as qemu does; none in a differencing disk, whose
+ * sectors come from the parent until written), then the footer copy moved
+ * past the block, then the BAT entry, so a crash leaves at worst an unused
  * block behind. */
 static int allocate_block(struct qimg_image *img, struct vpc_state *s, uint64_t i)
 {
@@ -370,7 +497,7 @@ static int allocate_block(struct qimg_image *img, struct vpc_state *s, uint64_t 
     if (start / VPC_SECTOR >= VPC_BAT_UNUSED)
         return qimg_error(-EFBIG, "VHD file too large for another block");
     uint8_t *bitmap = qimg_xmalloc(s->bitmap_size);
-    memset(bitmap, 0xff, s->bitmap_size);
+    memset(bitmap, s->diff ? 0 : 0xff, s->bitmap_size);
     int r = qimg_io_pwrite(img->file, bitmap, s->bitmap_size, start);
     free(bitmap);
     if (r == 0)
@@ -412,16 +539,88 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
     return r < 0 ? r : qimg_io_pwrite(img->file, p, n, host);
 }
 
+/* Whole sectors [off, off+n) of one block of a differencing disk: the
+ * data (zeros when data is NULL), then their bits. */
+static int write_diff_sectors(struct qimg_image *img, uint64_t off, const uint8_t *data,
+                              size_t n)
+{
+    struct vpc_state *s = img->opaque;
+    uint64_t host, avail;
+    int r = host_offset_for_write(img, off, n, &host, &avail);
+    if (r == 0)
+        r = data ? qimg_io_pwrite(img->file, data, n, host) : qimg_io_zero(img->file, host, n, false);
+    if (r < 0)
+        return r;
+    uint64_t in_block = off % s->block_size;
+    pthread_mutex_lock(&img->lock);
+    r = set_bits_locked(img, block_start(s, off), in_block / VPC_SECTOR,
+                        (in_block + n - 1) / VPC_SECTOR);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* Part of one sector of a differencing disk: the sector as it reads now
+ * (perhaps from the parent) with the new bytes in, under the lock. */
+static int write_diff_partial(struct qimg_image *img, uint64_t off, const uint8_t *data,
+                              size_t n)
+{
+    struct vpc_state *s = img->opaque;
+    uint64_t soff = off - off % VPC_SECTOR, host, avail;
+    uint8_t sector[VPC_SECTOR];
+    int r = host_offset_for_write(img, soff, VPC_SECTOR, &host, &avail);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&img->lock);
+    r = read_diff_piece(img, soff, sector, VPC_SECTOR, host);
+    if (r == 0) {
+        if (data)
+            memcpy(sector + off % VPC_SECTOR, data, n);
+        else
+            memset(sector + off % VPC_SECTOR, 0, n);
+        r = qimg_io_pwrite(img->file, sector, VPC_SECTOR, host);
+    }
+    uint64_t k = (soff % s->block_size) / VPC_SECTOR;
+    if (r == 0)
+        r = set_bits_locked(img, block_start(s, soff), k, k);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* [off, off+n) inside one block of a differencing disk (data NULL: zeros):
+ * a partial first and last sector, whole sectors between. */
+static int write_diff_piece(struct qimg_image *img, uint64_t off, const uint8_t *data, size_t n)
+{
+    size_t head = off % VPC_SECTOR ? QIMG_MIN(n, VPC_SECTOR - off % VPC_SECTOR) : 0;
+    int r = head ? write_diff_partial(img, off, data, head) : 0;
+    off += head;
+    n -= head;
+    if (data)
+        data += head;
+    size_t tail = n % VPC_SECTOR, whole = n - tail;
+    if (r == 0 && whole)
+        r = write_diff_sectors(img, off, data, whole);
+    if (r == 0 && tail)
+        r = write_diff_partial(img, off + whole, data ? data + whole : NULL, tail);
+    return r;
+}
+
+static int write_diff_buf(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
+{
+    return write_diff_piece(img, off, p, n);
+}
+
 static int vpc_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
 {
     struct vpc_state *s = img->opaque;
     if (s->fixed)
         return qimg_io_pwrite(img->file, buf, len, off);
-    return qimg_for_each_piece(img, off, (uint8_t *)buf, len, s->block_size, write_piece);
+    return qimg_for_each_piece(img, off, (uint8_t *)buf, len, s->block_size,
+                               s->diff ? write_diff_buf : write_piece);
 }
 
 /* Unallocated blocks already read as zeros; allocated ones get zeros
- * written (a VHD cannot give a block back). */
+ * written (a VHD cannot give a block back).  A differencing disk writes
+ * zeros everywhere: the parent may hold data there. */
 static int vpc_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsigned flags)
 {
     struct vpc_state *s = img->opaque;
@@ -432,11 +631,13 @@ static int vpc_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, 
         pthread_mutex_lock(&img->lock);
         uint64_t host = host_offset(s, off, len, &n);
         pthread_mutex_unlock(&img->lock);
-        if (host) {
-            int r = qimg_io_zero(img->file, host, n, false);
-            if (r < 0)
-                return r;
-        }
+        int r = 0;
+        if (s->diff)
+            r = write_diff_piece(img, off, NULL, (size_t)n);
+        else if (host)
+            r = qimg_io_zero(img->file, host, n, false);
+        if (r < 0)
+            return r;
         off += n;
         len -= n;
     }
@@ -446,6 +647,301 @@ static int vpc_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, 
 static int vpc_flush(struct qimg_image *img)
 {
     return qimg_io_flush(img->file);
+}
+
+/* ------------------------------------------------ chains: rebase, commit */
+
+static int write_header(struct qimg_image *img, struct vpc_state *s)
+{
+    qimg_put_be32(s->header + D_CHECKSUM, vpc_checksum(s->header, VPC_DYN_HEADER_SIZE, D_CHECKSUM));
+    return qimg_io_pwrite(img->file, s->header, VPC_DYN_HEADER_SIZE, s->header_offset);
+}
+
+/* both copies: at 0 and after the last block */
+static int write_footers(struct qimg_image *img, struct vpc_state *s)
+{
+    qimg_put_be32(s->footer + F_CHECKSUM, vpc_checksum(s->footer, VPC_FOOTER_SIZE, F_CHECKSUM));
+    int r = qimg_io_pwrite(img->file, s->footer, VPC_FOOTER_SIZE, 0);
+    if (r == 0)
+        r = qimg_io_pwrite(img->file, s->footer, VPC_FOOTER_SIZE, s->free_offset);
+    return r;
+}
+
+/* Every allocated block's sectors marked present, as qemu writes them, so
+ * the disk reads the same as a dynamic or a differencing one.  Leaving a
+ * differencing disk (to_dynamic), the sectors that came from the parent
+ * are zeroed first: without a parent they read as zeros. */
+static int mark_blocks_present(struct qimg_image *img, struct vpc_state *s, bool to_dynamic)
+{
+    uint64_t sectors = s->block_size / VPC_SECTOR;
+    uint8_t *all CLEANUP_FREE = qimg_xmalloc(s->bitmap_size);
+    memset(all, 0xff, s->bitmap_size);
+    for (uint32_t i = 0; i < s->entries; i++) {
+        if (s->bat[i] == VPC_BAT_UNUSED)
+            continue;
+        uint64_t start = (uint64_t)s->bat[i] * VPC_SECTOR;
+        struct bitmap_run b;
+        int r = read_bitmap(img, start, 0, sectors - 1, &b);
+        for (uint64_t k = 0; r == 0 && to_dynamic && k < sectors;) {
+            uint64_t end = same_bits_end(&b, k, sectors - 1);
+            if (!sector_bit(&b, k))
+                r = qimg_io_zero(img->file, start + s->bitmap_size + k * VPC_SECTOR,
+                                 (end - k) * VPC_SECTOR, false);
+            k = end;
+        }
+        free(b.bytes);
+        if (r == 0)
+            r = qimg_io_pwrite(img->file, all, s->bitmap_size, start);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Where len bytes of locator data go: over the old locators when they fit
+ * before the next block (and past the BAT), else at the end of the file. */
+static uint64_t locators_room(const struct vpc_state *s, uint64_t len)
+{
+    uint64_t bat_end = s->bat_offset + (uint64_t)s->entries * 4, start = UINT64_MAX;
+    for (unsigned i = 0; i < VPC_LOCATORS; i++) {
+        const uint8_t *e = s->header + D_LOCATORS + VPC_LOCATOR_SIZE * i;
+        if (qimg_be32(e) && qimg_be64(e + 16) >= bat_end)
+            start = QIMG_MIN(start, qimg_be64(e + 16));
+    }
+    uint64_t stop = s->meta_end;
+    for (uint32_t i = 0; i < s->entries; i++) {
+        uint64_t b = (uint64_t)s->bat[i] * VPC_SECTOR;
+        if (s->bat[i] != VPC_BAT_UNUSED && b >= start)
+            stop = QIMG_MIN(stop, b);
+    }
+    if (start % VPC_SECTOR == 0 && start < stop && stop - start >= len)
+        return start;
+    return s->free_offset;
+}
+
+/* The new parent's fields and locators (to_dynamic: none). */
+static int set_parent(struct qimg_image *img, struct vpc_state *s, const char *name)
+{
+    char *path CLEANUP_FREE = qimg_image_resolve_name(img, name);
+    if (!path)
+        return -EINVAL;
+    uint8_t *data CLEANUP_FREE = NULL;
+    size_t len;
+    /* once to learn the locators' size, once where they go */
+    int r = vpc_parent_fill(s->header, path, name, 0, &data, &len);
+    if (r < 0)
+        return r;
+    free(data);
+    data = NULL;
+    uint64_t off = locators_room(s, len);
+    r = vpc_parent_fill(s->header, path, name, off, &data, &len);
+    if (r == 0 && len)
+        r = qimg_io_pwrite(img->file, data, len, off);
+    if (r == 0 && off + len > s->free_offset) {
+        s->free_offset = s->meta_end = off + len;
+    }
+    return r;
+}
+
+/* rebase: a differencing disk gets another parent or, with none, becomes
+ * a dynamic disk; a dynamic disk given a parent becomes a differencing
+ * one (its unallocated blocks then read from the parent). */
+static int vpc_change_backing(struct qimg_image *img, const char *backing, const char *fmt)
+{
+    struct vpc_state *s = img->opaque;
+    if (s->fixed)
+        return qimg_error(-ENOTSUP, "A fixed VHD cannot have a parent");
+    if (backing && (!fmt || strcmp(fmt, "vpc") != 0))
+        return qimg_error(-ENOTSUP, "The parent of a differencing VHD must be a VHD");
+    pthread_mutex_lock(&img->lock);
+    int r = 0;
+    if (s->diff != !!backing)
+        r = mark_blocks_present(img, s, !backing);
+    if (r == 0 && backing) {
+        r = set_parent(img, s, backing);
+    } else if (r == 0) {
+        memset(s->header + D_PARENT_UUID, 0, D_LOCATORS + VPC_LOCATORS * VPC_LOCATOR_SIZE -
+                                             D_PARENT_UUID);
+    }
+    if (r == 0)
+        r = write_header(img, s);
+    if (r == 0) {
+        qimg_put_be32(s->footer + F_TYPE, backing ? VPC_TYPE_DIFF : VPC_TYPE_DYNAMIC);
+        r = write_footers(img, s);
+    }
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r == 0) {
+        s->diff = !!backing;
+        s->parent_by_locator = !!backing;
+        free(img->backing_file);
+        free(img->backing_fmt);
+        img->backing_file = backing ? qimg_strdup(backing) : NULL;
+        img->backing_fmt = backing ? qimg_strdup("vpc") : NULL;
+    }
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* After commit: every block goes; the file ends after the BAT and the
+ * locators, with the footer. */
+static int vpc_make_empty(struct qimg_image *img)
+{
+    struct vpc_state *s = img->opaque;
+    if (!s->diff)
+        return qimg_error(-ENOTSUP, "Only a differencing VHD can be emptied");
+    uint64_t bytes = (uint64_t)s->entries * 4;
+    uint8_t *bat CLEANUP_FREE = qimg_alloc_from_image(bytes ? bytes : 1, "VPC block allocation table");
+    if (!bat)
+        return -ENOMEM;
+    memset(bat, 0xff, bytes);
+    pthread_mutex_lock(&img->lock);
+    int r = qimg_io_pwrite(img->file, bat, bytes, s->bat_offset);
+    if (r == 0) {
+        for (uint32_t i = 0; i < s->entries; i++)
+            s->bat[i] = VPC_BAT_UNUSED;
+        s->free_offset = s->meta_end;
+        r = qimg_io_pwrite(img->file, s->footer, VPC_FOOTER_SIZE, s->free_offset);
+    }
+    if (r == 0)
+        r = qimg_io_truncate(img->file, s->free_offset + VPC_FOOTER_SIZE);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* --------------------------------------------------- resize (beyond qemu) */
+
+/* The footer's size fields for bytes: current_size (and original size,
+ * which libvhdi takes as the disk's size), the specification's geometry, and a creator whose size rule gives exactly bytes ("qem2",
+ * qemu's current_size marker, when the creator's rule would not). */
+static void set_footer_size(uint8_t *f, uint64_t bytes);
+
+/* Where the BAT's room ends: the first block, locator or the end of the
+ * data after the table. */
+static uint64_t bat_room_end(const struct vpc_state *s)
+{
+    uint64_t end = s->free_offset;
+    for (uint32_t i = 0; i < s->entries; i++) {
+        uint64_t b = (uint64_t)s->bat[i] * VPC_SECTOR;
+        if (s->bat[i] != VPC_BAT_UNUSED && b >= s->bat_offset)
+            end = QIMG_MIN(end, b);
+    }
+    for (unsigned i = 0; s->diff && i < VPC_LOCATORS; i++) {
+        const uint8_t *e = s->header + D_LOCATORS + VPC_LOCATOR_SIZE * i;
+        if (qimg_be32(e) && qimg_be64(e + 16) >= s->bat_offset)
+            end = QIMG_MIN(end, qimg_be64(e + 16));
+    }
+    return end;
+}
+
+static int write_bat(struct qimg_image *img, const struct vpc_state *s, uint32_t from,
+                     uint32_t to)
+{
+    uint64_t bytes = ((uint64_t)to - from) * 4;
+    if (!bytes)
+        return 0;
+    uint8_t *raw CLEANUP_FREE = qimg_alloc_from_image(bytes, "VPC block allocation table");
+    if (!raw)
+        return -ENOMEM;
+    for (uint32_t i = from; i < to; i++)
+        qimg_put_be32(raw + 4 * (uint64_t)(i - from), s->bat[i]);
+    return qimg_io_pwrite(img->file, raw, bytes, s->bat_offset + 4 * (uint64_t)from);
+}
+
+/* A table of n entries: grown in place when it fits before the first
+ * block, else moved to the end of the file (the header says where). */
+static int resize_bat(struct qimg_image *img, struct vpc_state *s, uint32_t n)
+{
+    uint32_t *bat = qimg_alloc_from_image((uint64_t)QIMG_MAX(n, 1) * 4, "VPC block allocation table");
+    if (!bat)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        bat[i] = i < s->entries ? s->bat[i] : VPC_BAT_UNUSED;
+    uint64_t end = 0;
+    qimg_round_up_ok(s->bat_offset + (uint64_t)n * 4, VPC_SECTOR, &end);
+    bool moves = n > s->entries && end > bat_room_end(s);
+    uint32_t old = s->entries;
+    free(s->bat);
+    s->bat = bat;
+    s->entries = n;
+    if (moves) {
+        s->bat_offset = s->free_offset;
+        qimg_round_up_ok(s->bat_offset + (uint64_t)n * 4, VPC_SECTOR, &end);
+        s->free_offset = s->meta_end = end;
+        qimg_put_be64(s->header + D_TABLE_OFFSET, s->bat_offset);
+        return write_bat(img, s, 0, n);
+    }
+    return n > old ? write_bat(img, s, old, n) : 0;
+}
+
+/* After a shrink: the file ends after the last block still in use. */
+static void trim_free_offset(struct vpc_state *s)
+{
+    uint64_t end = s->meta_end;
+    for (uint32_t i = 0; i < s->entries; i++)
+        if (s->bat[i] != VPC_BAT_UNUSED)
+            end = QIMG_MAX(end, (uint64_t)s->bat[i] * VPC_SECTOR + s->bitmap_size + s->block_size);
+    s->free_offset = QIMG_MIN(s->free_offset, end);
+}
+
+static int resize_dynamic(struct qimg_image *img, struct vpc_state *s, uint64_t bytes)
+{
+    uint64_t n = qimg_div_round_up(bytes, s->block_size);
+    if (n > VPC_MAX_BAT_ENTRIES)
+        return qimg_error(-EFBIG, "Image size too large for the VHD's block size");
+    uint64_t old_end = s->free_offset;
+    for (uint64_t i = n; i < s->entries; i++)   /* blocks past the end go */
+        s->bat[i] = VPC_BAT_UNUSED;
+    int r = n < s->entries ? write_bat(img, s, (uint32_t)n, s->entries) : 0;
+    if (r == 0)
+        r = resize_bat(img, s, (uint32_t)n);
+    if (r < 0)
+        return r;
+    trim_free_offset(s);
+    qimg_put_be32(s->header + D_MAX_ENTRIES, s->entries);
+    set_footer_size(s->footer, bytes);
+    r = write_header(img, s);
+    if (r == 0)
+        r = write_footers(img, s);
+    if (r == 0 && s->free_offset < old_end)
+        r = qimg_io_truncate(img->file, s->free_offset + VPC_FOOTER_SIZE);
+    return r;
+}
+
+/* The guest disk then the footer: the new footer first, then zeros where
+ * the old one was (now guest data) or the file cut after it. */
+static int resize_fixed(struct qimg_image *img, struct vpc_state *s, uint64_t bytes)
+{
+    set_footer_size(s->footer, bytes);
+    qimg_put_be32(s->footer + F_CHECKSUM, vpc_checksum(s->footer, VPC_FOOTER_SIZE, F_CHECKSUM));
+    int r = qimg_io_pwrite(img->file, s->footer, VPC_FOOTER_SIZE, bytes);
+    if (r == 0 && bytes > img->size)
+        r = qimg_io_zero(img->file, img->size, QIMG_MIN(bytes - img->size, VPC_FOOTER_SIZE), false);
+    if (r == 0 && bytes < img->size)
+        r = qimg_io_truncate(img->file, bytes + VPC_FOOTER_SIZE);
+    return r;
+}
+
+/* qemu-img cannot resize a VHD.  The new size is exact (in whole sectors):
+ * the footer takes it as current_size. */
+static int vpc_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
+{
+    struct vpc_state *s = img->opaque;
+    if (prealloc && strcmp(prealloc, "off") != 0)
+        return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+    uint64_t bytes;
+    if (!qimg_round_up_ok(size, VPC_SECTOR, &bytes) || bytes / VPC_SECTOR > VPC_MAX_SECTORS)
+        return qimg_error(-EFBIG, "Image size too large for a VHD (at most 2040 GiB)");
+    pthread_mutex_lock(&img->lock);
+    int r = s->fixed ? resize_fixed(img, s, bytes) : resize_dynamic(img, s, bytes);
+    if (r == 0)
+        r = qimg_io_flush(img->file);
+    if (r == 0)
+        img->size = bytes;
+    pthread_mutex_unlock(&img->lock);
+    return r;
 }
 
 /* ----------------------------------------------------------- create */
@@ -484,6 +980,18 @@ static struct chs geometry_for(uint64_t sectors)
     }
     g.cyls = (uint32_t)(cth / g.heads);
     return g;
+}
+
+static void set_footer_size(uint8_t *f, uint64_t bytes)
+{
+    struct chs g = geometry_for(bytes / VPC_SECTOR);
+    qimg_put_be64(f + F_ORIG_SIZE, bytes);
+    qimg_put_be64(f + F_CUR_SIZE, bytes);
+    qimg_put_be16(f + F_CYLS, (uint16_t)g.cyls);
+    f[F_HEADS] = (uint8_t)g.heads;
+    f[F_SECS] = (uint8_t)g.secs;
+    if (guest_sectors(f, SIZE_BY_CREATOR) != bytes / VPC_SECTOR)
+        memcpy(f + F_CREATOR_APP, "qem2", 4);
 }
 
 /* qemu's sizing: the smallest geometry that holds the size, and the disk
@@ -535,6 +1043,7 @@ static void make_footer(uint8_t *f, uint64_t bytes, struct chs g, bool fixed, bo
     qimg_put_be32(f + F_CREATOR_VER, 0x00050003);
     memcpy(f + F_CREATOR_OS, "Wi2k", 4);
     qimg_put_be64(f + F_ORIG_SIZE, bytes);
+    qimg_put_be64(f + F_ORIG_SIZE, bytes);
     qimg_put_be64(f + F_CUR_SIZE, bytes);
     qimg_put_be16(f + F_CYLS, (uint16_t)g.cyls);
     f[F_HEADS] = (uint8_t)g.heads;
@@ -544,8 +1053,10 @@ static void make_footer(uint8_t *f, uint64_t bytes, struct chs g, bool fixed, bo
     qimg_put_be32(f + F_CHECKSUM, vpc_checksum(f, VPC_FOOTER_SIZE, F_CHECKSUM));
 }
 
-/* footer copy, dynamic header, an empty BAT (padded to a sector), footer */
-static int create_dynamic(struct qimg_io *io, const uint8_t *footer, uint64_t bytes)
+/* footer copy, dynamic header, an empty BAT (padded to a sector), for a
+ * differencing disk (parent_path given) the parent locators' data, footer */
+static int create_dynamic(struct qimg_io *io, const uint8_t *footer, uint64_t bytes,
+                          const char *parent_path, const char *parent_name)
 {
     uint64_t entries = (bytes + VPC_DEFAULT_BLOCK - 1) / VPC_DEFAULT_BLOCK;
     uint64_t bat_off = VPC_FOOTER_SIZE + VPC_DYN_HEADER_SIZE;
@@ -557,8 +1068,14 @@ static int create_dynamic(struct qimg_io *io, const uint8_t *footer, uint64_t by
     qimg_put_be32(hdr + D_VERSION, 0x10000);
     qimg_put_be32(hdr + D_MAX_ENTRIES, (uint32_t)entries);
     qimg_put_be32(hdr + D_BLOCK_SIZE, VPC_DEFAULT_BLOCK);
+    uint8_t *locators CLEANUP_FREE = NULL;
+    size_t locators_len = 0;
+    int r = parent_path ? vpc_parent_fill(hdr, parent_path, parent_name, bat_off + bat_size,
+                                          &locators, &locators_len) : 0;
+    if (r < 0)
+        return r;
     qimg_put_be32(hdr + D_CHECKSUM, vpc_checksum(hdr, sizeof hdr, D_CHECKSUM));
-    int r = qimg_io_pwrite(io, footer, VPC_FOOTER_SIZE, 0);
+    r = qimg_io_pwrite(io, footer, VPC_FOOTER_SIZE, 0);
     if (r == 0)
         r = qimg_io_pwrite(io, hdr, sizeof hdr, VPC_FOOTER_SIZE);
     uint8_t *bat = qimg_xmalloc(bat_size ? bat_size : 1);
@@ -566,8 +1083,54 @@ static int create_dynamic(struct qimg_io *io, const uint8_t *footer, uint64_t by
     if (r == 0 && bat_size)
         r = qimg_io_pwrite(io, bat, bat_size, bat_off);
     free(bat);
+    if (r == 0 && locators_len)
+        r = qimg_io_pwrite(io, locators, locators_len, bat_off + bat_size);
     if (r == 0)
-        r = qimg_io_pwrite(io, footer, VPC_FOOTER_SIZE, bat_off + bat_size);
+        r = qimg_io_pwrite(io, footer, VPC_FOOTER_SIZE, bat_off + bat_size + locators_len);
+    return r;
+}
+
+/* A differencing disk's footer: the parent's size and geometry, and a
+ * creator that makes every reader size it as the parent (qemu's rule:
+ * "qem2" takes current_size, "qemu" the geometry). */
+static int make_diff_footer(uint8_t *f, const uint8_t *parent, uint64_t size, const char *name)
+{
+    uint64_t sectors = guest_sectors(parent, SIZE_BY_CREATOR);
+    if (sectors * VPC_SECTOR != size)
+        return qimg_error(-EINVAL, "A differencing VHD has the size of its parent '%s' "
+                          "(%" PRIu64 " bytes), not %" PRIu64, name, sectors * VPC_SECTOR, size);
+    bool by_current = guest_sectors(parent, SIZE_BY_CHS) != sectors;
+    struct chs g = { qimg_be16(parent + F_CYLS), parent[F_HEADS], parent[F_SECS] };
+    make_footer(f, size, g, false, by_current);
+    memcpy(f + F_ORIG_SIZE, parent + F_ORIG_SIZE, 16);   /* original and current size */
+    qimg_put_be32(f + F_TYPE, VPC_TYPE_DIFF);
+    qimg_put_be32(f + F_CHECKSUM, vpc_checksum(f, VPC_FOOTER_SIZE, F_CHECKSUM));
+    return 0;
+}
+
+/* create -b: a differencing disk over a VHD parent (beyond qemu-img) */
+static int create_diff(struct qimg_create_ctx *ctx, bool fixed)
+{
+    if (fixed)
+        return qimg_error(-EINVAL, "A differencing VHD cannot be fixed (subformat=fixed "
+                          "with a backing file)");
+    if (!ctx->backing_fmt || strcmp(ctx->backing_fmt, "vpc") != 0)
+        return qimg_error(-EINVAL, "The parent of a differencing VHD must be a VHD "
+                          "(backing format vpc, not '%s')",
+                          ctx->backing_fmt ? ctx->backing_fmt : "");
+    char *path CLEANUP_FREE = qimg_path_combine(ctx->filename, ctx->backing_file);
+    uint8_t parent[VPC_FOOTER_SIZE], footer[VPC_FOOTER_SIZE];
+    int r = vpc_parent_footer(path, ctx->backing_file, parent);
+    if (r == 0)
+        r = make_diff_footer(footer, parent, ctx->size, ctx->backing_file);
+    if (r < 0)
+        return r;
+    struct qimg_io *io;
+    r = qimg_io_open(&io, ctx->filename, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
+    if (r < 0)
+        return r;
+    r = create_dynamic(io, footer, ctx->size, path, ctx->backing_file);
+    qimg_io_close(io);
     return r;
 }
 
@@ -585,6 +1148,41 @@ static int create_fixed(struct qimg_io *io, const uint8_t *footer, uint64_t byte
     return r;
 }
 
+/*
+ * azure=on: what Azure takes (beyond qemu-img, where users round the size
+ * by hand first).  Microsoft's requirements ("Prepare a ... VHD for Azure",
+ * learn.microsoft.com/azure/virtual-machines/linux/create-upload-generic,
+ * "Resizing VHDs"; the support article "VHD is not supported when you
+ * create a virtual machine in Azure"): the VHD format, a fixed disk (no
+ * dynamic nor differencing disk, no VHDX), a virtual size that is a whole
+ * number of MiB, a footer with the cookie "conectix" and a valid checksum.
+ * Microsoft's own recipe for it is qemu-img's subformat=fixed,force_size
+ * on a raw image resized to whole MiB: current_size is the size (creator
+ * "qem2", the largest geometry), features 2, format version 1.0, creator
+ * host OS "Wi2k" (FreeBSD's mkimg found Azure refusing another host OS);
+ * this is that disk, with the rounding done here.
+ */
+static int azure_options(struct qimg_create_ctx *ctx, bool *fixed, bool *force, uint64_t *size)
+{
+    bool azure = false, force_given = true;
+    const char *sub = NULL;
+    int r = qimg_opts_get_bool(ctx->opts, "azure", &azure);
+    if (r <= 0 || !azure)
+        return r;
+    if (qimg_opts_get_string(ctx->opts, "subformat", &sub) > 0 && strcmp(sub, "fixed") != 0)
+        return qimg_error(-EINVAL, "azure=on makes a fixed VHD, not subformat=%s", sub);
+    if (qimg_opts_get_bool(ctx->opts, "force_size", &force_given) > 0 && !force_given)
+        return qimg_error(-EINVAL, "azure=on stores the size as current_size: it cannot "
+                          "be used with force_size=off");
+    if (ctx->backing_file)
+        return qimg_error(-EINVAL, "Azure takes no differencing VHD (azure=on with a "
+                          "backing file)");
+    if (!qimg_round_up_ok(ctx->size, 1u << 20, size))
+        return -EFBIG;
+    *fixed = *force = true;
+    return 0;
+}
+
 static int vpc_create(struct qimg_create_ctx *ctx)
 {
     const char *sub = "dynamic";
@@ -597,9 +1195,15 @@ static int vpc_create(struct qimg_create_ctx *ctx)
     bool fixed = strcmp(sub, "fixed") == 0;
     if (!fixed && strcmp(sub, "dynamic") != 0)
         return qimg_error(-EINVAL, "Parameter 'subformat' does not accept value '%s'", sub);
+    uint64_t size = ctx->size;
+    r = azure_options(ctx, &fixed, &force, &size);
+    if (r < 0)
+        return r;
+    if (ctx->backing_file)
+        return create_diff(ctx, fixed);
     struct chs g;
     uint64_t sectors;
-    r = vpc_size(ctx->size, force, &g, &sectors);
+    r = vpc_size(size, force, &g, &sectors);
     if (r < 0)
         return r;
     uint8_t footer[VPC_FOOTER_SIZE];
@@ -609,9 +1213,75 @@ static int vpc_create(struct qimg_create_ctx *ctx)
     if (r < 0)
         return r;
     r = fixed ? create_fixed(io, footer, sectors * VPC_SECTOR)
-              : create_dynamic(io, footer, sectors * VPC_SECTOR);
+              : create_dynamic(io, footer, sectors * VPC_SECTOR, NULL, NULL);
     qimg_io_close(io);
     return r;
+}
+
+/* ------------------------------------------------ measure (beyond qemu) */
+
+/* Blocks of src holding data a copy stores (zeros, holes and unallocated
+ * ranges skipped, as convert skips them). */
+static int count_data_blocks(qimg_image *src, uint64_t block, uint64_t *count)
+{
+    uint64_t size = qimg_size(src), next_uncounted = 0;
+    *count = 0;
+    for (uint64_t off = 0; off < size;) {
+        struct qimg_extent e;
+        int r = qimg_block_status_chain(src, off, size - off, &e);
+        if (r < 0) {
+            char *msg CLEANUP_FREE = qimg_strdup(qimg_last_error());
+            return qimg_error(r, "Unable to get block status: %s", msg);
+        }
+        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
+            uint64_t first = QIMG_MAX(off / block, next_uncounted);
+            uint64_t last = (off + e.length - 1) / block;
+            if (last >= first)
+                *count += last - first + 1;
+            next_uncounted = last + 1;
+        }
+        off += e.length;
+    }
+    return 0;
+}
+
+/* qemu-img cannot measure a VHD.  A fixed disk is its size and the footer;
+ * a dynamic one the footer copy, header, BAT and footer, then a bitmap and
+ * a block for each block that block status calls data (every block when
+ * fully allocated): an upper bound, convert may find zeros in them. */
+static int vpc_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    const char *sub = "dynamic";
+    bool force = false;
+    int r = opts ? qimg_opts_get_string(opts, "subformat", &sub) : 0;
+    if (r >= 0 && opts)
+        r = qimg_opts_get_bool(opts, "force_size", &force);
+    if (r < 0)
+        return r;
+    bool fixed = strcmp(sub, "fixed") == 0;
+    if (!fixed && strcmp(sub, "dynamic") != 0)
+        return qimg_error(-EINVAL, "Parameter 'subformat' does not accept value '%s'", sub);
+    struct qimg_create_ctx ctx = { .size = src ? qimg_size(src) : size, .opts = opts };
+    uint64_t vsize = ctx.size, sectors;
+    if (opts && (r = azure_options(&ctx, &fixed, &force, &vsize)) < 0)
+        return r;
+    struct chs g;
+    if (vpc_size(vsize, force, &g, &sectors) < 0)
+        return qimg_error(-EFBIG, "The image size is too large for file format 'vpc'");
+    uint64_t bytes = sectors * VPC_SECTOR;
+    if (fixed) {
+        out->required = out->fully_allocated = bytes + VPC_FOOTER_SIZE;
+        return 0;
+    }
+    uint64_t entries = qimg_div_round_up(bytes, VPC_DEFAULT_BLOCK), used = 0;
+    uint64_t meta = 2 * VPC_FOOTER_SIZE + VPC_DYN_HEADER_SIZE +
+                    qimg_div_round_up(entries * 4, VPC_SECTOR) * VPC_SECTOR;
+    uint64_t per_block = VPC_SECTOR + VPC_DEFAULT_BLOCK;
+    if (src && (r = count_data_blocks(src, VPC_DEFAULT_BLOCK, &used)) < 0)
+        return r;
+    out->fully_allocated = meta + entries * per_block;
+    out->required = meta + used * per_block;
+    return 0;
 }
 
 static int vpc_info(struct qimg_image *img, struct qimg_driver_info *info)
@@ -627,6 +1297,7 @@ static bool vpc_has_zero_init(struct qimg_image *img) { return true; }
 
 const struct qimg_driver qimg_driver_vpc = {
     .name           = "vpc",
+    .flags          = QIMG_DRV_SUPPORTS_BACKING,
     .create_opts    = vpc_create_opts,
     .probe          = vpc_probe,
     .open           = vpc_open,
@@ -639,4 +1310,10 @@ const struct qimg_driver qimg_driver_vpc = {
     .block_status   = vpc_block_status,
     .info           = vpc_info,
     .has_zero_init  = vpc_has_zero_init,
+    .change_backing = vpc_change_backing,
+    .make_empty     = vpc_make_empty,
+    .backing_opened = vpc_parent_check,
+    .probe_tail     = vpc_probe_tail,
+    .resize         = vpc_resize,
+    .measure        = vpc_measure,
 };

@@ -61,7 +61,10 @@ struct convert {
 
     const uint8_t *zeros;    /* CHUNK zero bytes for -S 0 */
 
-    /* -c: units are whole target clusters, compressed by the workers */
+    /* -c, or a target that takes only compressed writes (streamOptimized
+     * vmdk, as qemu-img's needs_compressed_writes): units are whole target
+     * clusters, compressed by the workers */
+    bool compress;
     uint64_t cluster;        /* the target's cluster size */
     uint64_t total_len;      /* sum of the padded source sizes (-c, --salvage) */
 };
@@ -172,7 +175,7 @@ static enum walk_action classify(const struct convert *c, bool *counted)
 static int next_unit(struct convert *c, struct unit *u)
 {
     const struct qimg_convert_params *p = c->p;
-    if (p->compress) {
+    if (c->compress) {
         /* target-relative, cluster-aligned units; c->off runs over the target */
         if (c->err || c->off >= c->total_len)
             return 0;
@@ -245,14 +248,16 @@ static int count_total(struct convert *c)
 
 /* ---- workers ---- */
 
-static void wait_turn(struct convert *c, const struct unit *u)
+/* Wait for this unit's turn to write; true when another unit failed
+ * meanwhile (nothing more should be written). */
+static bool wait_turn(struct convert *c, const struct unit *u)
 {
-    if (c->p->out_of_order)
-        return;
     pthread_mutex_lock(&c->lock);
-    while (c->seq_write != u->seq && !c->err)
+    while (!c->p->out_of_order && c->seq_write != u->seq && !c->err)
         pthread_cond_wait(&c->turn, &c->lock);
+    bool failed = c->err != 0;
     pthread_mutex_unlock(&c->lock);
+    return failed;
 }
 
 static double elapsed(const struct timespec *start)
@@ -519,7 +524,11 @@ static int read_target_range(const struct convert *c, uint64_t doff, uint8_t *bu
 
 /* Per cluster of the unit: skip, zeros, or data compressed into out
  * (clen 0: stored as it is). */
-struct ccluster { enum walk_action act; size_t clen; };
+struct ccluster {
+    enum walk_action act;
+    size_t clen;
+    int err;                /* compression failed: reported at its turn */
+};
 
 static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *buf)
 {
@@ -528,7 +537,9 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
     uint64_t cs = c->cluster;
     size_t n = (size_t)qimg_div_round_up(u->len, cs);
     CLEANUP_FREE struct ccluster *cl = qimg_xcalloc(n, sizeof *cl);
-    CLEANUP_FREE uint8_t *out = qimg_xmalloc(n * cs);
+    /* a driver may store a cluster that does not shrink a little larger
+     * (vmdk's streamOptimized grains): room for two clusters each */
+    CLEANUP_FREE uint8_t *out = qimg_xmalloc(n * 2 * cs);
     int r = 0;
     for (size_t k = 0; k < n && r == 0; k++) {
         uint64_t len = QIMG_MIN(cs, u->len - k * cs);
@@ -559,21 +570,31 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         /* a partial cluster that is not the disk's last one is stored as it is */
         if (len < cs && off + len != qimg_size(t))
             continue;
-        r = qimg_drv_compress(t, buf + k * cs, len, out + k * cs, &cl[k].clen);
+        r = qimg_drv_compress(t, buf + k * cs, len, out + k * 2 * cs, &cl[k].clen);
         if (r == -ENOSPC) {
             cl[k].clen = 0;
+            r = 0;
+        }
+        /* a driver that cannot store this compressed write fails it as
+         * qemu's compressed write fails (an encrypted qcow2), in order */
+        if (r == -EIO) {
+            cl[k].err = r;
             r = 0;
         }
     }
     if (r < 0)
         return r;
-    wait_turn(c, u);
+    /* after a failure qemu-img writes no more: no second report of it */
+    if (wait_turn(c, u))
+        return 0;
     for (size_t k = 0; k < n && r == 0; k++) {
         uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
         if (cl[k].act == ACT_ZERO)
             r = write_zeros(c, off, len);
+        else if (cl[k].act == ACT_DATA && cl[k].err)
+            r = cl[k].err;
         else if (cl[k].act == ACT_DATA && cl[k].clen)
-            r = qimg_drv_write_compressed(t, off, out + k * cs, cl[k].clen);
+            r = qimg_drv_write_compressed(t, off, out + k * 2 * cs, cl[k].clen);
         else if (cl[k].act == ACT_DATA)
             r = qimg_write(t, off, buf + k * cs, (size_t)len);
         if (r < 0)
@@ -586,7 +607,7 @@ static int do_unit(struct convert *c, const struct unit *u, uint8_t *buf)
 {
     const struct qimg_convert_params *p = c->p;
     int r;
-    if (p->compress)
+    if (c->compress)
         return do_compressed_unit(c, u, buf);
     if (u->kind == UNIT_ZERO) {
         wait_turn(c, u);
@@ -648,15 +669,22 @@ static int check_params(const struct qimg_convert_params *p)
     return 0;
 }
 
+/* -c, or a target that can be written only compressed: whole clusters.
+ * qemu-img's words: a format that cannot compress, then a cluster size
+ * its buffer cannot take. */
 static int setup_compress(struct convert *c)
 {
     qimg_image *t = c->p->target;
-    int64_t cluster = qimg_image_cluster_size(t);
+    struct qimg_driver_info info;
+    int r = qimg_drv_info(t, &info);
+    qimg_json_free(info.format_specific);
+    c->compress = c->p->compress || (r == 0 && info.needs_compressed_writes);
+    if (!c->compress)
+        return 0;
     if (!qimg_drv_can(t->drv, QIMG_CAP_COMPRESS))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
-    /* a format that compresses but this image has no clusters (vmdk's
-     * flat extents) */
-    if (cluster <= 0 || !qimg_is_pow2((uint64_t)cluster))
+    int64_t cluster = r < 0 ? 0 : info.cluster_size;
+    if (cluster <= 0 || cluster > CHUNK || !qimg_is_pow2((uint64_t)cluster))
         return qimg_error(-EINVAL, "invalid cluster size");
     c->cluster = (uint64_t)cluster;
     return 0;
@@ -688,12 +716,11 @@ int qimg_convert(const struct qimg_convert_params *p)
         c.zeros = zeros = qimg_xcalloc(1, CHUNK);
     for (size_t i = 0; i < p->nsources; i++)
         c.total_len += padded_size(p->sources[i]);   /* checked by check_params */
-    if (p->compress)
-        r = setup_compress(&c);
+    r = setup_compress(&c);
     /* qemu-img always walks the sources once to count: with --salvage its
      * warnings come from that walk too */
     if (r == 0 && (p->progress || p->salvage))
-        r = p->compress ? (c.total = c.total_len, 0) : count_total(&c);
+        r = c.compress ? (c.total = c.total_len, 0) : count_total(&c);
     struct qimg_pool *pool = NULL;
     /* --salvage reports in order: one request at a time */
     unsigned nthreads = p->salvage ? 1 : worker_threads(p->coroutines);

@@ -30,6 +30,10 @@ struct qimg_driver_info {
      * bytes, or <0 unknown; used when has_actual_size */
     bool has_actual_size;
     int64_t actual_size;
+    /* The image takes only compressed writes of whole clusters (vmdk
+     * streamOptimized): convert then compresses as with -c (qemu's
+     * BlockDriverInfo.needs_compressed_writes). */
+    bool needs_compressed_writes;
 };
 
 
@@ -141,8 +145,9 @@ struct qimg_driver {
     int (*bitmap_set_dirty)(struct qimg_image *img, const char *name, uint64_t off, uint64_t len);
 
     /* Compressed clusters (convert -c).  compress: one whole cluster (or
-     * the disk's last, partial one) into out (cluster_size bytes); -ENOSPC
-     * when it does not get smaller.  No lock, any thread.  write_compressed:
+     * the disk's last, partial one) into out (room for 2 x cluster_size
+     * bytes); -ENOSPC when it does not get smaller (a format that must
+     * store it compressed may return more than cluster_size bytes).  No lock, any thread.  write_compressed:
      * store what compress made for the cluster at off. */
     int (*compress)(struct qimg_image *img, const void *buf, size_t len, void *out, size_t *out_len);
     int (*write_compressed)(struct qimg_image *img, uint64_t off, const void *data, size_t len);
@@ -158,6 +163,15 @@ struct qimg_driver {
      * writing anything (convert -l, measure -l); the image is read-only.
      * id, name or both (then both must match); -ENOENT when none does. */
     int (*snapshot_load_tmp)(struct qimg_image *img, const char *id, const char *name);
+
+    /* Called when img's backing image has been opened: may refuse it
+     * (vpc: a parent whose unique id is not the one the child records). */
+    int (*backing_opened)(struct qimg_image *img);
+
+    /* Beyond qemu's probing: does the file end (its last len <= 512 bytes,
+     * file_size in all) say it is this format?  Asked only when the first
+     * bytes probed as raw (vpc: a fixed VHD's footer). */
+    bool (*probe_tail)(const uint8_t *tail, size_t len, uint64_t file_size);
 };
 
 /* The registry: one explicit table (src/formats/registry.c). */
@@ -166,6 +180,10 @@ const struct qimg_driver *qimg_driver_find(const char *name);
 /* Probe the file's first bytes: the best driver (raw as fallback). */
 const struct qimg_driver *qimg_driver_probe(const uint8_t *buf, size_t len,
                                             uint64_t file_size, const char *filename);
+
+/* The driver whose probe_tail claims the file's last bytes, else raw. */
+const struct qimg_driver *qimg_driver_probe_tail(const uint8_t *tail, size_t len,
+                                                 uint64_t file_size);
 
 extern const struct qimg_driver qimg_driver_raw;
 /* image-io.c: the format of a filter over a format node (not probed, not
@@ -176,6 +194,10 @@ extern const struct qimg_driver qimg_driver_vdi;
 extern const struct qimg_driver qimg_driver_parallels;
 extern const struct qimg_driver qimg_driver_vpc;
 extern const struct qimg_driver qimg_driver_vmdk;
+extern const struct qimg_driver qimg_driver_luks;
+extern const struct qimg_driver qimg_driver_qed;
+extern const struct qimg_driver qimg_driver_qcow;
+extern const struct qimg_driver qimg_driver_vhdx;
 
 /* ====================================================== capability layer */
 

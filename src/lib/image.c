@@ -93,6 +93,13 @@ static int probe_format(struct qimg_io *io, const char *filename, const struct q
             return qimg_error(r, "Could not read image for determining its format: %s", strerror(-r));
     }
     *drv = qimg_driver_probe(buf, len, size, filename);
+    if (*drv == &qimg_driver_raw && size >= PROBE_BYTES) {
+        /* a format known by its last sector (a fixed VHD): beyond qemu */
+        r = qimg_io_pread(io, buf, PROBE_BYTES, size - PROBE_BYTES);
+        if (r < 0)
+            return qimg_error(r, "Could not read image for determining its format: %s", strerror(-r));
+        *drv = qimg_driver_probe_tail(buf, PROBE_BYTES, size);
+    }
     return 0;
 }
 
@@ -364,6 +371,8 @@ int qimg_open_backing_chain(qimg_image *top)
             r = open_node(&img->backing, o, &req);
         if (r == 0)
             r = check_unused(img->backing, o);
+        if (r == 0 && img->drv->backing_opened)
+            r = img->drv->backing_opened(img);
         qimg_opts_free(o);
         if (r == -ELOOP)
             return r;
@@ -381,6 +390,7 @@ static bool strong_key(const qimg_opts *o, const char *key)
         return false;
     return strcmp(key, "offset") == 0 || strcmp(key, "size") == 0 ||
            strcmp(key, "force_size_calc") == 0 ||   /* vpc */
+           strcmp(key, "key-secret") == 0 ||        /* luks */
            strncmp(key, "encrypt.", 8) == 0 || strcmp(key, "backing") == 0 ||
            strncmp(key, "backing.", 8) == 0;
 }

@@ -19,6 +19,7 @@ static const char *const raw_keys[] = { "offset", "size", NULL };
 static const char *const qcow2_keys[] = { "encrypt.key-secret", NULL };
 static const char *const null_keys[] = { "size", "read-zeroes", NULL };
 static const char *const vpc_keys[] = { "force_size_calc", NULL };
+static const char *const luks_keys[] = { "key-secret", NULL };
 static const char *const blkdebug_keys[] = {
     "config", "inject-error.", "set-state.", "align", "max-transfer", "opt-write-zero",
     "max-write-zero", "opt-discard", "max-discard", NULL,
@@ -29,7 +30,7 @@ static const char *const quorum_keys[] = {
 static const struct strong_opts strong_table[] = {
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
     { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
-    { "vpc", vpc_keys },
+    { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys },
 };
 
 static const char *const *strong_keys_of(const char *driver)

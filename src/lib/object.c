@@ -8,9 +8,11 @@
 #include <stdio.h>
 
 #include "json-priv.h"
+#include "crypto.h"
 
 struct object {
     char *id;
+    bool is_secret;
     char *data;             /* secrets only; NULL for other types */
     size_t len;
     struct object *next;
@@ -64,8 +66,17 @@ static int base64_decode(const char *in, char **out, size_t *outlen)
 {
     size_t n = strlen(in), len = 0;
     for (size_t i = 0; i < n; i++)
-        if (in[i] != '=' && base64_value(in[i]) < 0)
+        if (in[i] != '=' && in[i] != '\n' && base64_value(in[i]) < 0)
             return qimg_error(-EINVAL, "Base64 data contains invalid characters");
+    /* newlines are allowed and skipped */
+    CLEANUP_FREE char *packed = qimg_xmalloc(n + 1);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (in[i] != '\n')
+            packed[m++] = in[i];
+    packed[m] = '\0';
+    in = packed;
+    n = m;
     char *buf = qimg_xmalloc(n / 4 * 3 + 1);
     for (size_t i = 0; i + 4 <= n; i += 4) {
         uint32_t bits = 0;
@@ -107,6 +118,7 @@ static int read_secret_file(const char *path, char **out, size_t *outlen)
         len += (size_t)got;
     }
     int err = got < 0 ? errno : 0;
+    qimg_wipe(chunk, sizeof chunk);
     close(fd);
     if (err) {
         free(buf);
@@ -118,10 +130,10 @@ static int read_secret_file(const char *path, char **out, size_t *outlen)
     return 0;
 }
 
-/* Only these properties exist on a secret (keyid/iv are not supported). */
+/* Only these properties exist on a secret. */
 static int check_secret_props(qimg_opts *o)
 {
-    static const char *const allowed[] = { "qom-type", "id", "data", "file", "format" };
+    static const char *const allowed[] = { "qom-type", "id", "data", "file", "format", "keyid", "iv" };
     for (size_t i = 0; i < o->n; i++) {
         bool ok = false;
         for (size_t k = 0; k < QIMG_ARRAY_SIZE(allowed); k++)
@@ -133,6 +145,65 @@ static int check_secret_props(qimg_opts *o)
     if (format && strcmp(format, "raw") != 0 && strcmp(format, "base64") != 0)
         return qimg_error(-EINVAL, "Parameter 'format' does not accept value '%s'", format);
     return 0;
+}
+
+static struct object *find_object(const char *id);
+static int lookup_locked(const char *id, char **data, size_t *len);
+
+/* A secret given encrypted (keyid=, iv=): AES-256-CBC under the 32-byte
+ * secret keyid, its IV in base64, the text base64 when format=base64 and
+ * raw otherwise; the plaintext is the secret (not decoded again).  The
+ * padding is trusted as qemu trusts it: only its count is checked. */
+static int decrypt_secret(qimg_opts *o, const char *raw, size_t raw_len, char **data, size_t *len)
+{
+    const char *keyid = qimg_opts_get(o, "keyid");
+    const char *iv_text = qimg_opts_get(o, "iv");
+    const char *format = qimg_opts_get(o, "format");
+    char *key = NULL, *iv = NULL, *ct = NULL;
+    size_t key_len = 0, iv_len = 0, ct_len = 0;
+    /* qemu has the secret in its tree, without data yet, while it loads */
+    const char *own_id = qimg_opts_get(o, "id");
+    int ret = own_id && strcmp(own_id, keyid) == 0 && !find_object(keyid) ?
+              qimg_error(-EINVAL, "Secret with id '%s' has no data", keyid) :
+              lookup_locked(keyid, &key, &key_len);
+    if (ret == 0 && key_len != 32)
+        ret = qimg_error(-EINVAL, "Key should be 32 bytes in length");
+    if (ret == 0 && !iv_text)
+        ret = qimg_error(-EINVAL, "IV is required to decrypt secret");
+    if (ret == 0)
+        ret = base64_decode(iv_text, &iv, &iv_len);
+    if (ret == 0 && iv_len != 16)
+        ret = qimg_error(-EINVAL, "IV should be 16 bytes in length not %zu", iv_len);
+    if (ret == 0 && format && strcmp(format, "base64") == 0) {
+        ret = base64_decode(raw, &ct, &ct_len);
+    } else if (ret == 0) {
+        ct = qimg_xmalloc(raw_len + 1);
+        memcpy(ct, raw, raw_len);
+        ct_len = raw_len;
+    }
+    char *plain = NULL;
+    if (ret == 0) {
+        plain = qimg_xmalloc(ct_len + 1);
+        ret = qimg_aes256_cbc_decrypt((uint8_t *)key, (uint8_t *)iv, (uint8_t *)ct, (uint8_t *)plain, ct_len);
+    }
+    if (ret == 0 && ct_len > 0) {
+        uint8_t pad = (uint8_t)plain[ct_len - 1];
+        if (pad > ct_len)
+            ret = qimg_error(-EINVAL, "Incorrect number of padding bytes (%d) found on decrypted data", pad);
+        else
+            ct_len -= pad;
+    }
+    if (ret == 0) {
+        plain[ct_len] = '\0';
+        *data = plain;
+        *len = ct_len;
+    } else if (plain) {
+        qimg_wipe_free(plain, ct_len + 1);
+    }
+    qimg_wipe_free(key, key_len);
+    qimg_wipe_free(ct, ct_len);
+    free(iv);
+    return ret;
 }
 
 static int load_secret(qimg_opts *o, char **data, size_t *len)
@@ -156,8 +227,18 @@ static int load_secret(qimg_opts *o, char **data, size_t *len)
         raw = qimg_strdup(inline_data);
         raw_len = strlen(raw);
     }
-    if (format && strcmp(format, "base64") == 0)
-        return base64_decode(raw, data, len);
+    if (qimg_opts_get(o, "keyid")) {
+        pthread_mutex_lock(&objects_lock);
+        ret = decrypt_secret(o, raw, raw_len, data, len);
+        pthread_mutex_unlock(&objects_lock);
+        qimg_wipe(raw, raw_len);
+        return ret;
+    }
+    if (format && strcmp(format, "base64") == 0) {
+        ret = base64_decode(raw, data, len);
+        qimg_wipe(raw, raw_len);
+        return ret;
+    }
     *data = raw;
     *len = raw_len;
     raw = NULL;
@@ -174,16 +255,17 @@ static struct object *find_object(const char *id)
     return NULL;
 }
 
-static int register_object(const char *id, char *data, size_t len)
+static int register_object(const char *id, bool is_secret, char *data, size_t len)
 {
     pthread_mutex_lock(&objects_lock);
     if (find_object(id)) {
         pthread_mutex_unlock(&objects_lock);
-        free(data);
+        qimg_wipe_free(data, len);
         return qimg_error(-EEXIST, "attempt to add duplicate property '%s' to object (type 'container')", id);
     }
     struct object *ob = qimg_xcalloc(1, sizeof *ob);
     ob->id = qimg_strdup(id);
+    ob->is_secret = is_secret;
     ob->data = data;
     ob->len = len;
     ob->next = objects;
@@ -223,7 +305,7 @@ static int add_object(qimg_opts *o)
         if (ret < 0)
             return ret;
     }
-    return register_object(id, data, len);
+    return register_object(id, strcmp(type, "secret") == 0, data, len);
 }
 
 int qimg_object_add(const char *text)
@@ -232,23 +314,36 @@ int qimg_object_add(const char *text)
     int ret = parse_object_text(&o, text);
     if (ret == 0)
         ret = add_object(o);
+    /* the secret's text given inline is not left in freed memory */
+    for (size_t i = 0; o && i < o->n; i++)
+        if (strcmp(o->v[i].name, "data") == 0 && o->v[i].value)
+            qimg_wipe(o->v[i].value, strlen(o->v[i].value));
     qimg_opts_free(o);
     return ret;
 }
 
+/* With objects_lock held.  A secret that refers to itself (keyid=its own
+ * id) is not registered yet while it loads: "has no data", as in qemu. */
+static int lookup_locked(const char *id, char **data, size_t *len)
+{
+    struct object *ob = find_object(id);
+    if (!ob)
+        return qimg_error(-ENOENT, "No secret with id '%s'", id);
+    if (!ob->is_secret)
+        return qimg_error(-EINVAL, "Object with id '%s' is not a secret", id);
+    if (!ob->data)
+        return qimg_error(-EINVAL, "Secret with id '%s' has no data", id);
+    *data = qimg_xmalloc(ob->len + 1);
+    memcpy(*data, ob->data, ob->len);
+    (*data)[ob->len] = '\0';
+    *len = ob->len;
+    return 0;
+}
+
 int qimg_secret_lookup(const char *id, char **data, size_t *len)
 {
-    int ret = 0;
     pthread_mutex_lock(&objects_lock);
-    struct object *ob = find_object(id);
-    if (!ob || !ob->data) {
-        ret = qimg_error(-ENOENT, "No secret with id '%s'", id);
-    } else {
-        *data = qimg_xmalloc(ob->len + 1);
-        memcpy(*data, ob->data, ob->len);
-        (*data)[ob->len] = '\0';
-        *len = ob->len;
-    }
+    int ret = lookup_locked(id, data, len);
     pthread_mutex_unlock(&objects_lock);
     return ret;
 }

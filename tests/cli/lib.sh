@@ -56,6 +56,22 @@ need_cmd() {
     exit 0
 }
 
+# Debian's own interpreter: the independent readers (python3-libvmdk's
+# pyvmdk, python3-libvhdi's pyvhdi, python3-vmdkstream's VMDKstream) are
+# Debian packages, importable from it and not from a python3 that another
+# installation (pyenv) puts first on PATH.
+DEB_PYTHON=${DEB_PYTHON:-/usr/bin/python3}
+
+# has_pymod WHAT MODULE...: true when Debian's python imports every module;
+# otherwise prints a SKIP line for WHAT.
+has_pymod() {
+    local what=$1 m; shift
+    for m in "$@"; do
+        "$DEB_PYTHON" -c "import $m" >/dev/null 2>&1 ||
+            { SKIP_WHAT=$what skip "missing python module $m"; return 1; }
+    done
+}
+
 # has_cmd TOOL...: true when every tool is on PATH; otherwise prints a SKIP
 # line for WHAT (the first argument) so that one part of a script can skip.
 has_cmd() {

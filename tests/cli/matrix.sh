@@ -39,6 +39,30 @@ vpc_unrandom() {
 # vmdk_unrandom FILE: the file with its descriptor's CID (random) masked;
 # the NUL padding after the text is dropped (a CID is 1 to 8 digits)
 vmdk_unrandom() { sed -e 's/^CID=[0-9a-f]*$/CID=x/' -e 's/^parentCID=[0-9a-f]*$/parentCID=x/' "$1" | tr -d '\000'; }
+# vhdx_unrandom FILE: the file with what differs between two writers
+# zeroed: the headers' checksums, sequence numbers and GUIDs, the log
+# region (entries carry the log GUID) and the virtual disk id
+vhdx_unrandom() {
+    python3 -c '
+import struct, sys
+f = bytearray(open(sys.argv[1], "rb").read())
+for h in (65536, 131072):
+    f[h + 4:h + 64] = bytes(60)
+ll, lo = struct.unpack_from("<IQ", f, 65536 + 68)
+f[lo:lo + ll] = bytes(len(f[lo:lo + ll]))
+r = 196608
+for i in range(struct.unpack_from("<I", f, r + 8)[0]):
+    e = r + 16 + 32 * i
+    if f[e:e + 4] == bytes.fromhex("06a27c8b"):
+        m = struct.unpack_from("<Q", f, e + 16)[0]
+for i in range(struct.unpack_from("<H", f, m + 10)[0]):
+    e = m + 32 + 32 * i
+    if f[e:e + 4] == bytes.fromhex("ab12cabe"):
+        o, l = struct.unpack_from("<II", f, e + 16)
+        f[m + o:m + o + l] = bytes(l)
+sys.stdout.buffer.write(f)
+' "$1"
+}
 
 # same_bytes FMT A B: the files are equal but for what the format fills
 # at random when it is created (vdi: the image and snapshot UUIDs; vpc: see
@@ -48,14 +72,48 @@ same_bytes() {
     vdi) cmp -s <(head -c 392 "$2"; tail -c +425 "$2") <(head -c 392 "$3"; tail -c +425 "$3") ;;
     vpc) cmp -s <(vpc_unrandom "$2") <(vpc_unrandom "$3") ;;
     vmdk) cmp -s <(vmdk_unrandom "$2") <(vmdk_unrandom "$3") ;;
+    vhdx) cmp -s <(vhdx_unrandom "$2") <(vhdx_unrandom "$3") ;;
     *) cmp -s "$2" "$3" ;;
     esac
 }
 # grows_beyond_qemu FMT: qimg grows images of FMT where qemu-img cannot
 # resize them at all (issue 14); the generic tests check the result
-grows_beyond_qemu() { case $1 in vdi | vmdk) return 0 ;; *) return 1 ;; esac; }
+# compress_exits_1_in_qemu FMT: qemu-img 7.2 writes a compressed image of
+# FMT and then exits 1 (qcow refuses its end-of-stream marker); qimg exits 0
+compress_exits_1_in_qemu() { case $1 in qcow) return 0 ;; *) return 1 ;; esac; }
+grows_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx | vmdk) return 0 ;; *) return 1 ;; esac; }
+# shrinks_beyond_qemu FMT: qimg shrinks images of FMT (--shrink) where
+# qemu-img cannot resize them at all
+shrinks_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
-measures_beyond_qemu() { case $1 in vdi | vmdk) return 0 ;; *) return 1 ;; esac; }
+measures_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx | vmdk) return 0 ;; *) return 1 ;; esac; }
+# full_alloc_opts ROW: how the generic measure test makes row ROW's "fully
+# allocated" image with qemu-img: nothing (the default) when every byte of
+# an image made with the row's options is written by qemu-io; create
+# options when the format has a fully allocated subformat that differs
+# (vhdx: writing every byte of a dynamic image is not what qemu measures);
+# "none" when qemu-img cannot make one (a vhdx subformat=fixed with ZERO
+# blocks: every block written is added at the end of the file)
+full_alloc_opts() {
+    case ${FMT[$1]},${OPTS[$1]} in
+    vhdx,*subformat=fixed*) echo none ;;
+    vhdx,*) echo subformat=fixed,block_state_zero=off ;;
+    esac
+}
+# measure_size FMT: the virtual size the generic measure test uses
+measure_size() { case $1 in vhdx) echo 1G ;; *) echo 16M ;; esac; }
+# maps_beyond_qemu FMT: qemu-img has no block status for FMT (every byte is
+# data, human map refused); qimg's map tells data from zeros and holes, so
+# the generic tests check that map against the guest data instead
+maps_beyond_qemu() { case $1 in vhdx) return 0 ;; *) return 1 ;; esac; }
+# probes_beyond_qemu ROW: qimg probes row ROW's images by a format where
+# qemu-img says raw (a fixed VHD, known by its footer): the generic tests
+# name the format to both tools and check the probe apart
+probes_beyond_qemu() { [ "${FMT[$1]}" = vpc ] && case ${OPTS[$1]} in *subformat=fixed*) true ;; *) false ;; esac; }
+# maps_beyond_qemu FMT: qemu-img has no block status for FMT (every byte is
+# data, human map refused); qimg's map tells data from zeros and holes, so
+# the generic tests check that map against the guest data instead
+maps_beyond_qemu() { case $1 in vhdx) return 0 ;; *) return 1 ;; esac; }
 label() { if [ "${OPTS[$1]}" = - ]; then echo "${FMT[$1]}"; else echo "${FMT[$1]} ${OPTS[$1]}"; fi; }
 co() { CO=(); [ "${OPTS[$1]}" = - ] || CO=(-o "${OPTS[$1]}"); }
 has_backing() { "$QEMU_IMG" create -f "$1" -o help 2>/dev/null | grep -q '^ *backing_file='; }

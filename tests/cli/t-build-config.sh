@@ -28,6 +28,7 @@ if command -v pkg-config >/dev/null; then
     [ -e /usr/include/bzlib.h ] && z=yes || z=no;      expect_have HAVE_BZIP2 $z
     have_pc ext2fs && have_pc com_err && z=yes || z=no; expect_have HAVE_EXT2FS $z
     have_pc libarchive && z=yes || z=no;    expect_have HAVE_LIBARCHIVE $z
+    have_pc libcrypto && z=yes || z=no;     expect_have HAVE_OPENSSL $z
 else
     skip "pkg-config missing: installed libraries not compared with config.h"
 fi
@@ -46,7 +47,7 @@ cd "$SCRATCH" || exit 1
 head -c 307200 "$QIMG" > data.raw
 "$QEMU_IMG" convert -f raw -O qcow2 -c -o compression_type=zstd data.raw zstd.qcow2 || fail "make zstd.qcow2"
 "$QEMU_IMG" convert -f raw -O qcow2 -c data.raw zlib.qcow2 || fail "make zlib.qcow2"
-for f in zlib libdeflate zstd bzip2 ext2fs libarchive all; do
+for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl all; do
     v=$B/without-$f/qimg
     if [ ! -x "$v" ]; then
         skip "$v not built (make config-matrix)"
@@ -54,7 +55,7 @@ for f in zlib libdeflate zstd bzip2 ext2fs libarchive all; do
     fi
     lacking=$("$v" --help | sed -n 's/^Built without: //p')
     if [ $f = all ]; then
-        expect_eq "without all: --help says so" "$lacking" "zlib libdeflate zstd bzip2 ext2fs libarchive"
+        expect_eq "without all: --help says so" "$lacking" "zlib libdeflate zstd bzip2 ext2fs libarchive openssl"
     else
         case " $lacking " in *" $f "*) pass "without $f: --help says so" ;;
                              *) fail "without $f: --help says so" "$lacking" ;; esac
@@ -69,6 +70,15 @@ for f in zlib libdeflate zstd bzip2 ext2fs libarchive all; do
     *)
         expect_eq "without $f: zstd image read" "$rc" 0
         check "without $f: zstd image content" cmp "zstd-$f.raw" data.raw ;;
+    esac
+    # encryption needs OpenSSL: without it a luks volume is refused clearly
+    out=$("$v" create -q -f luks --object secret,id=s0,data=x -o key-secret=s0,iter-time=1 "luks-$f.img" 1M 2>&1); rc=$?
+    case $f in
+    openssl|all)
+        expect_eq "without $f: luks create refused" "$rc" 1
+        case $out in *"encryption is not available"*) pass "without $f: the error says why" ;;
+                     *) fail "without $f: the error says why" "$out" ;; esac ;;
+    *)  expect_eq "without $f: luks create" "$rc" 0 ;;
     esac
     # writing compressed clusters needs deflate (libdeflate or zlib)
     out=$("$v" convert -c -O qcow2 data.raw "c-$f.qcow2" 2>&1); rc=$?

@@ -228,3 +228,19 @@ for src in top.qcow2 src.raw; do
             "$("$QEMU_IMG" map --output=json "$SCRATCH/run.ref/work/o" | sed 's/"offset": [0-9]*/O/')"
     done
 done
+
+# ---- clusters freed by zero writes are discarded in the file below, as
+# qemu-img's convert target and commit chain are opened with discard=unmap:
+# the files are byte for byte qemu-img's (the old data does not stay)
+fresh
+mk full.qcow2 4M
+qw full.qcow2 "write -P 5 0 4M"
+"$QEMU_IMG" create -q -f raw "$IN/zero.raw" 4M
+same "convert -n of zeros over allocated clusters" convert -n -O qcow2 zero.raw full.qcow2
+expect_eq "convert -n of zeros over allocated clusters: file as qemu-img's" \
+    "$(sha "$SCRATCH/run.new/work/full.qcow2")" "$(sha "$SCRATCH/run.ref/work/full.qcow2")"
+mk top.qcow2 4M -b full.qcow2 -F qcow2
+qw top.qcow2 "write -z 0 2M" "write -P 6 3M 64k"
+same "commit of zero clusters over allocated base clusters" commit top.qcow2
+expect_eq "commit of zero clusters: base file as qemu-img's" \
+    "$(sha "$SCRATCH/run.new/work/full.qcow2")" "$(sha "$SCRATCH/run.ref/work/full.qcow2")"

@@ -9,21 +9,33 @@
 
 rm -rf "${IN:?}" && ln -s "$FIX" "$IN"   # same_ro reads $IN: the fixtures
 # measure_beyond_qemu LABEL ROW: qemu-img cannot measure the format; qimg's
-# figures hold what qimg writes: for --size, an image qemu-img creates with
-# the row's options is "required" big, and with static=on "fully allocated";
-# a converted copy never exceeds "required"
+# figures hold what qimg writes: for --size, an empty image qemu-img creates
+# with the row's options is "required" big, and one with every byte written
+# by qemu-io (or made with full_alloc_opts) "fully allocated"; a converted
+# copy never exceeds "required"
 json_field() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
 measure_beyond_qemu() {
-    local name="$1: measure (beyond qemu-img)" i=$2 fm=${FMT[$2]} m src
-    m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" "${CO[@]}" --size 1G)
+    local name="$1: measure (beyond qemu-img)" i=$2 fm=${FMT[$2]} m src vsize full size
+    size=$(measure_size "$fm") full=$(full_alloc_opts "$i")
+    m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" "${CO[@]}" --size "$size")
     rm -f "$SCRATCH/m.$fm" "$SCRATCH/ms.$fm"
-    "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$SCRATCH/m.$fm" 1G
+    "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$SCRATCH/m.$fm" "$size"
     expect_eq "$name: --size required" "$(echo "$m" | json_field required)" "$(stat -c %s "$SCRATCH/m.$fm")"
-    if [ "$fm" = vdi ]; then   # a format with a fully allocated kind to compare with
-        "$QEMU_IMG" create -q -f "$fm" -o static=on "$SCRATCH/ms.$fm" 1G
+    case $full in
+    none)
+        check "$name: --size required <= fully allocated" \
+            test "$(echo "$m" | json_field required)" -le "$(echo "$m" | json_field fully-allocated)" ;;
+    "")
+        "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$SCRATCH/ms.$fm" "$size"
+        vsize=$("$QEMU_IMG" info -f "$fm" --output=json "$SCRATCH/ms.$fm" | json_field virtual-size)
+        "$QEMU_IO" -f "$fm" -c "write -P 0x5a 0 $vsize" "$SCRATCH/ms.$fm" >/dev/null
         expect_eq "$name: --size fully allocated" "$(echo "$m" | json_field fully-allocated)" \
-            "$(stat -c %s "$SCRATCH/ms.$fm")"
-    fi
+            "$(stat -c %s "$SCRATCH/ms.$fm")" ;;
+    *)
+        "$QEMU_IMG" create -q -f "$fm" -o "$full" "$SCRATCH/ms.$fm" "$size"
+        expect_eq "$name: --size fully allocated" "$(echo "$m" | json_field fully-allocated)" \
+            "$(stat -c %s "$SCRATCH/ms.$fm")" ;;
+    esac
     for src in "d0.raw" "a$i.$fm"; do
         m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" "${CO[@]}" "$IN/$src")
         rm -f "$SCRATCH/m.$fm"
@@ -35,19 +47,62 @@ measure_beyond_qemu() {
     done
 }
 
+# map_beyond_qemu LABEL IMAGE RAW: every range qimg's map calls zero
+# reads as zeros, every range with an offset holds the guest's bytes there,
+# and the ranges cover the disk once, in order
+map_beyond_qemu() {
+    "$QIMG" map --output=json "$IN/$2" >"$SCRATCH/map.json" || { fail "$1: map (beyond qemu-img)"; return; }
+    check "$1: map (beyond qemu-img) agrees with the data" python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+raw = open(sys.argv[2], "rb").read()
+img = open(sys.argv[3], "rb")
+pos = 0
+for e in m:
+    assert e["start"] == pos, e
+    chunk = raw[e["start"]:e["start"] + e["length"]]
+    if e["zero"]:
+        assert chunk == bytes(len(chunk)), e
+    if "offset" in e and not e["zero"]:
+        img.seek(e["offset"])
+        assert img.read(e["length"]) == chunk, e
+    pos += e["length"]
+assert pos == len(raw)
+' "$SCRATCH/map.json" "$IN/$3" "$IN/$2"
+}
+
 for i in $ROWS; do
     L=$(label "$i") fm=${FMT[$i]} a=a$i.${FMT[$i]}
     [ -f "$FIX/$a" ] || continue
-    same_ro "$L: info" info "$a"
-    same_ro "$L: info json" info --output=json "$a"
-    same_ro "$L: map" map "$a"
-    same_ro "$L: map json" map --output=json "$a"
-    same_ro "$L: check" check "$a"
-    same_ro "$L: check json" check --output=json "$a"
-    same_ro "$L: snapshot -l" snapshot -l "$a"
+    PF=() PF2=()
+    if probes_beyond_qemu "$i"; then
+        PF=(-f "$fm") PF2=(-F "$fm")
+        expect_eq "$L: probed as $fm (beyond qemu-img)" \
+            "$("$QIMG" info "$IN/$a" | sed -n 's/^file format: //p')" "$fm"
+    fi
+    same_ro "$L: info" info "${PF[@]}" "$a"
+    same_ro "$L: info json" info "${PF[@]}" --output=json "$a"
+    if maps_beyond_qemu "$fm"; then
+        map_beyond_qemu "$L" "$a" "d$i.raw"
+    else
+        same_ro "$L: map" map "${PF[@]}" "$a"
+        same_ro "$L: map json" map "${PF[@]}" --output=json "$a"
+    fi
+    same_ro "$L: check" check "${PF[@]}" "$a"
+    same_ro "$L: check json" check "${PF[@]}" --output=json "$a"
+    if [ ${#PF[@]} = 0 ]; then same_ro "$L: snapshot -l" snapshot -l "$a"
+    else same_ro "$L: snapshot -l" snapshot -l --image-opts "driver=$fm,file.filename=$a"; fi
     same_ro "$L: compare with its data" compare -f "$fm" -F raw "$a" "d$i.raw"
-    same_ro "$L: compare with a changed byte" compare "$a" "b$i.$fm"
-    same_ro "$L: compare -s with its data" compare -s "$a" "d$i.raw"
+    same_ro "$L: compare with a changed byte" compare "${PF[@]}" "${PF2[@]}" "$a" "b$i.$fm"
+    if maps_beyond_qemu "$fm"; then
+        # qemu-img finds a mismatch at 0 (all data); qimg where raw's holes
+        # and the image's zeros first differ: the same verdict
+        "$QIMG" compare -s "$IN/$a" "$IN/d$i.raw" >/dev/null 2>&1
+        expect_eq "$L: compare -s with its data (exit code)" $? \
+            "$("$QEMU_IMG" compare -s "$IN/$a" "$IN/d$i.raw" >/dev/null 2>&1; echo $?)"
+    else
+        same_ro "$L: compare -s with its data" compare "${PF[@]}" -s "$a" "d$i.raw"
+    fi
     co "$i"
     if measures_beyond_qemu "$fm"; then
         measure_beyond_qemu "$L" "$i"

@@ -40,6 +40,22 @@ convert_rows() {
     same_result "$name" "$o" "$j"
 }
 
+# convert_compressed_exit I: raw to row I compressed where qemu-img exits 1
+# after writing the image (compress_exits_1_in_qemu): qimg exits 0 and
+# both files hold the guest data
+convert_compressed_exit() {
+    local i=$1 name="convert -c $(label 0) to $(label "$1")" o=out.${FMT[$1]} out
+    co "$i"
+    use a0.raw
+    run_in_copy ref "$QEMU_IMG" convert -c -f raw -O "${FMT[$i]}" "${CO[@]}" a0.raw "$o"
+    run_in_copy new "$QIMG_AS_QEMU" convert -c -f raw -O "${FMT[$i]}" "${CO[@]}" a0.raw "$o"
+    expect_eq "$name: qemu-img exits 1, qimg 0" \
+        "$(cat "$SCRATCH/run.ref/rc"):$(cat "$SCRATCH/run.new/rc")" 1:0
+    if out=$("$QEMU_IMG" compare -U -f "${FMT[$i]}" -F "${FMT[$i]}" "$SCRATCH/run.ref/work/$o" \
+             "$SCRATCH/run.new/work/$o" 2>&1); then pass "$name: guest data"
+    else fail "$name: guest data" "$out"; fi
+}
+
 Q=""   # the first qcow2 row: every format converts to and from it
 for i in $ROWS; do [ "${FMT[$i]}" = qcow2 ] && { Q=$i; break; }; done
 for i in $ROWS; do
@@ -48,7 +64,8 @@ for i in $ROWS; do
     for j in $targets; do convert_rows "$i" "$j"; done
     [ "$i" = 0 ] || convert_rows 0 "$i"
     [ -n "$Q" ] && [ "$i" != "$Q" ] && convert_rows "$Q" "$i"
-    IDENTICAL=0 convert_rows 0 "$i" -c
+    if compress_exits_1_in_qemu "${FMT[$i]}"; then convert_compressed_exit "$i"
+    else IDENTICAL=0 convert_rows 0 "$i" -c; fi
 done
 
 for i in $ROWS; do
@@ -66,15 +83,33 @@ done
 # grow_beyond_qemu LABEL FILE ROW: qemu-img refuses; qimg grows a copy by
 # 1 MiB, which then checks clean and reads as before plus zeros
 grow_beyond_qemu() {
-    local name="$1: resize +1M (beyond qemu-img)" g=$SCRATCH/grow.${FMT[$3]} out
+    local name="$1: resize +1M (beyond qemu-img)" g=$SCRATCH/grow.${FMT[$3]} fm=${FMT[$3]} out size
     cp "$IN/$2" "$g"
-    out=$("$QIMG_AS_QEMU" resize -f "${FMT[$3]}" "$g" +1M 2>&1)
+    size=$("$QEMU_IMG" info -f "$fm" --output=json "$g" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p' | head -1)
+    out=$("$QIMG_AS_QEMU" resize -f "$fm" "$g" +1M 2>&1)
     expect_eq "$name" "$out" "Image resized."
-    expect_eq "$name: size" "$("$QEMU_IMG" info --output=json "$g" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p' | head -1)" \
-        $(( (4 + 1) << 20 ))
+    expect_eq "$name: size" "$("$QEMU_IMG" info -f "$fm" --output=json "$g" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p' | head -1)" \
+        $(( size + (1 << 20) ))
     expect_eq "$name: qemu-img check (exit code)" \
-        "$("$QEMU_IMG" check -f "${FMT[$3]}" "$g" >/dev/null 2>&1; echo $?)" "${CHECK_RC[$3]}"
-    if out=$("$QEMU_IMG" compare -f "${FMT[$3]}" -F raw "$g" "$FIX/d$3.raw" 2>&1); then pass "$name: guest data"
+        "$("$QEMU_IMG" check -f "$fm" "$g" >/dev/null 2>&1; echo $?)" "${CHECK_RC[$3]}"
+    if out=$("$QEMU_IMG" compare -f "$fm" -F raw "$g" "$FIX/d$3.raw" 2>&1); then pass "$name: guest data"
+    else fail "$name: guest data" "$out"; fi
+}
+
+# shrink_beyond_qemu LABEL FILE ROW SIZE: qemu-img refuses; qimg shrinks a
+# copy, which checks clean and reads as the first SIZE bytes of its data
+shrink_beyond_qemu() {
+    local name="$1: resize --shrink to $4 (beyond qemu-img)" g=$SCRATCH/shrink.${FMT[$3]} fm=${FMT[$3]} out
+    cp "$IN/$2" "$g"
+    out=$("$QIMG_AS_QEMU" resize -f "$fm" --shrink "$g" "$4" 2>&1)
+    expect_eq "$name" "$out" "Image resized."
+    "$QEMU_IMG" convert -f raw -O raw "$FIX/d$3.raw" "$SCRATCH/shrunk.raw"
+    "$QIMG" resize -q -f raw --shrink "$SCRATCH/shrunk.raw" "$4"
+    expect_eq "$name: qemu-img check (exit code)" \
+        "$("$QEMU_IMG" check -f "$fm" "$g" >/dev/null 2>&1; echo $?)" "${CHECK_RC[$3]}"
+    expect_eq "$name: size" "$("$QEMU_IMG" info -f "$fm" --output=json "$g" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p' | head -1)" \
+        "$(stat -c %s "$SCRATCH/shrunk.raw")"
+    if out=$("$QEMU_IMG" compare -f "$fm" -F raw "$g" "$SCRATCH/shrunk.raw" 2>&1); then pass "$name: guest data"
     else fail "$name: guest data" "$out"; fi
 }
 
@@ -89,6 +124,11 @@ for i in $ROWS; do
         same_result "$L: resize +1M" "$a" "$i"
     fi
     same "$L: resize to 2M without --shrink" resize -f "$fm" "$a" 2M
+    if shrinks_beyond_qemu "$fm"; then
+        shrink_beyond_qemu "$L" "$a" "$i" 3M
+        shrink_beyond_qemu "$L" "$a" "$i" 1000k
+        continue
+    fi
     same "$L: resize --shrink to 3M" resize -f "$fm" --shrink "$a" 3M
     same_result "$L: resize --shrink to 3M" "$a" "$i"
     same "$L: resize --shrink to 1000k" resize -f "$fm" --shrink "$a" 1000k

@@ -294,3 +294,46 @@ poke_le64 t.img 56 100
 out=$( (ulimit -v 1048576; "$QIMG" info t.img) 2>&1); rc=$?
 expect_eq "2 GiB extension cluster refused" "$rc" 1
 case $out in *"too large"*) pass "2 GiB extension cluster: message";; *) fail "2 GiB extension cluster: message" "$out";; esac
+
+# ---------------------------------------------- resize and measure (beyond qemu-img)
+rm -rf "${IN:?}"/*
+"$QEMU_IMG" create -q -f parallels -o cluster_size=4k r.img 4M || fail "create r.img"
+"$QEMU_IO" -f parallels -c "write -P 0x11 0 1M" -c "write -P 0x22 3M 64k" r.img >/dev/null
+"$QEMU_IMG" convert -f parallels -O raw r.img r.raw
+# 100M of 4 KiB clusters: the BAT needs 26 clusters, the data in them moves
+check "resize +96M (the BAT grows over data clusters)" "$QIMG" resize -q r.img 100M
+expect_eq "resize: qemu-img check" "$("$QEMU_IMG" check r.img 2>&1 | head -1)" "No errors were found on the image."
+check "resize: qemu-img reads the data" "$QEMU_IMG" compare -q -f parallels -F raw r.img r.raw
+"$QIMG" bench -q -w -f parallels -c 1 -d 1 -s 64k -o 99M --pattern=0x33 r.img >/dev/null
+truncate -s 100M r.raw; qio r.raw "write -P 0x33 99M 64k"
+check "resize: a cluster written at the new end" "$QEMU_IMG" compare -q -f parallels -F raw r.img r.raw
+check "resize --shrink 2M" "$QIMG" resize -q --shrink r.img 2M
+truncate -s 2M r.raw
+check "resize --shrink: qemu-img reads the data" "$QEMU_IMG" compare -q -f parallels -F raw r.img r.raw
+expect_eq "resize --shrink: qemu-img check" "$("$QEMU_IMG" check r.img 2>&1 | head -1)" "No errors were found on the image."
+out=$("$QIMG" resize -f parallels r.img 17T 2>&1)
+expect_eq "resize past what 4 KiB clusters address" "$?: $out" \
+    "1: qimg: Image size is too large for this cluster size"
+out=$("$QIMG" resize -f parallels r.img 8T 2>&1)
+expect_eq "resize to a BAT over 2 GiB" "$?: $out" "1: qimg: Catalog too large"
+if [ -r "$TOP/../shared/testdata/parallels-v1.bz2" ] && has_cmd real-image-resize bzcat; then
+    bzcat "$TOP/../shared/testdata/parallels-v1.bz2" > v1.img
+    "$QEMU_IMG" convert -f parallels -O raw v1.img v1.raw
+    check "resize the old-magic image +10M" "$QIMG" resize -q -f parallels v1.img +10M
+    check "resize old magic: qemu-img reads the data" "$QEMU_IMG" compare -q -f parallels -F raw v1.img v1.raw
+    expect_eq "resize old magic: qemu-img check" "$("$QEMU_IMG" check v1.img 2>&1 | head -1)" "No errors were found on the image."
+fi
+# measure: what create makes, what a copy takes
+m() { "$QIMG" measure --output=json -O parallels "$@" | sed -n "s/.*\"$M\": \([0-9]*\).*/\1/p"; }
+for o in cluster_size=1M cluster_size=4k; do
+    rm -f "$SCRATCH/m.img"
+    "$QEMU_IMG" create -q -f parallels -o "$o" "$SCRATCH/m.img" 20M
+    expect_eq "measure -o $o --size: an empty image" "$(M=required m -o "$o" --size 20M)" "$(stat -c %s "$SCRATCH/m.img")"
+    "$QEMU_IO" -f parallels -c "write -P 1 0 20M" "$SCRATCH/m.img" >/dev/null
+    expect_eq "measure -o $o --size: every cluster written" "$(M=fully-allocated m -o "$o" --size 20M)" \
+        "$(stat -c %s "$SCRATCH/m.img")"
+    rm -f "$SCRATCH/m.img"
+    "$QIMG" convert -O parallels -o "$o" r.raw "$SCRATCH/m.img"
+    check "measure -o $o of data: the copy fits" \
+        test "$(stat -c %s "$SCRATCH/m.img")" -le "$(M=required m -o "$o" r.raw)"
+done

@@ -61,7 +61,10 @@ same_ro "info -f vdi" info -f vdi data.vdi
 same "check -r all (not supported)" check -r all data.vdi
 ref_rc "check -r all" 63
 same "check -r leaks" check -r leaks -f vdi data.vdi
-same "resize --shrink (not supported)" resize --shrink data.vdi 2M
+# qemu-img cannot shrink (nor grow) a vdi; qimg can (see below)
+run_in_copy ref "$QEMU_IMG" resize --shrink data.vdi 2M
+expect_eq "resize --shrink: qemu-img refuses" "$(cat "$SCRATCH/run.ref/err")" \
+    "qemu-img: Image format driver does not support resize"
 same "resize without --shrink" resize data.vdi 2M
 same "compare vdi with vdi" compare data.vdi sdata.vdi
 same "compare vdi with zeroed" compare data.vdi zeroed.vdi
@@ -249,3 +252,56 @@ same "chain: commit into vdi" commit top.qcow2
 "$QIMG" commit -q "$IN/top.qcow2"
 check "chain: committed vdi checks clean" "$QEMU_IMG" check -q "$IN/base.vdi"
 check "chain: committed vdi holds the overlay" "$QEMU_IMG" compare -q "$IN/top.qcow2" "$IN/base.vdi"
+
+# ---- a hostile block map of N entries past the end of a 1 KiB file (all
+# read as block 0): qemu prints a finding per entry; qimg prints the same
+# up to 100000 findings, then how many more there are (counts and exit
+# code as qemu's)
+hostile_map() {   # hostile_map FILE BLOCKS
+    "$QEMU_IMG" create -q -f vdi "$1" 1M &&
+        python3 -c 'import struct, sys
+d = bytearray(open(sys.argv[1], "rb").read()); n = int(sys.argv[2])
+struct.pack_into("<I", d, 0x180, n); struct.pack_into("<Q", d, 0x170, n << 20)
+open(sys.argv[1], "wb").write(d)' "$1" "$2"
+}
+if has_cmd "$TEST_NAME hostile map" python3; then
+    rm -rf "${IN:?}"/*
+    hostile_map "$IN/h.vdi" 50000
+    same_ro "check of 50000 shared blocks: as qemu" check h.vdi
+    hostile_map "$IN/max.vdi" $((0x1fffff80))
+    start=$(date +%s)
+    "$QIMG" check "$IN/max.vdi" >"$SCRATCH/out" 2>"$SCRATCH/err"; rc=$?
+    expect_eq "check of the largest hostile map: exit code" "$rc" 2
+    check "check of the largest hostile map: within 20 s" test $(( $(date +%s) - start )) -le 20
+    expect_eq "check of the largest hostile map: lines" "$(wc -l <"$SCRATCH/err")" 100002
+    expect_eq "check of the largest hostile map: what is left out" "$(tail -2 "$SCRATCH/err")" \
+        "ERROR: 536770782 more block map errors not listed
+ERROR: allocated blocks mismatch, is 536870783, should be 0"
+    expect_eq "check of the largest hostile map: count" "$(sed -n 2p "$SCRATCH/out")" \
+        "536870783 errors were found on the image."
+fi
+
+# ---- shrink (beyond qemu-img): the blocks past the end go, the last host
+# blocks move into their holes, and the file ends after the last one
+for st in off on; do
+    rm -f "$SCRATCH/s.vdi"
+    "$QEMU_IMG" create -q -f vdi -o static=$st "$SCRATCH/s.vdi" 10M
+    "$QEMU_IO" -f vdi -c "write -P 0x11 0 2M" -c "write -P 0x22 5M 1M" -c "write -P 0x33 9M 1M" \
+        -c "write -P 0x44 1M 1M" "$SCRATCH/s.vdi" >/dev/null
+    "$QEMU_IMG" convert -f vdi -O raw "$SCRATCH/s.vdi" "$SCRATCH/s.raw"
+    for size in 6M 1536k; do
+        check "static=$st: shrink to $size" "$QIMG" resize -q --shrink "$SCRATCH/s.vdi" "$size"
+        truncate -s "$size" "$SCRATCH/s.raw"
+        expect_eq "static=$st: shrink to $size: qemu-img check" \
+            "$("$QEMU_IMG" check "$SCRATCH/s.vdi" 2>&1 | head -1)" "No errors were found on the image."
+        check "static=$st: shrink to $size: data" "$QEMU_IMG" compare -q -f vdi -F raw "$SCRATCH/s.vdi" "$SCRATCH/s.raw"
+    done
+    expect_eq "static=$st: shrunk file" "$(stat -c %s "$SCRATCH/s.vdi")" $((512 + 512 + (2 << 20)))
+done
+# a damaged map is not shrunk
+if has_cmd "$TEST_NAME shrink damaged" python3; then
+    hostile_map "$SCRATCH/d.vdi" 50000
+    out=$("$QIMG" resize --shrink "$SCRATCH/d.vdi" 1M 2>&1)
+    expect_eq "shrink a damaged map: refused" "$?: $out" \
+        "1: qimg: Cannot shrink a VDI image whose block map is damaged (see qemu-img check)"
+fi

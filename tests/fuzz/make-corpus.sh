@@ -90,6 +90,39 @@ table = b"".join(struct.pack(">I", e) for e in bat)
 table += b"\xff" * (first * 512 - bat_off - len(table))
 open(sys.argv[1], "wb").write(foot + dyn + table + blocks + foot)
 PY
+# a differencing VHD (4 KiB blocks, one allocated with half its sectors
+# present) naming its parent by W2ru, W2ku, MacX and the unicode name
+python3 - "$OUT/vpc-diff" <<'PY'
+import struct, sys
+def checksum(b): return (~sum(b)) & 0xffffffff
+size, bs, n = 1 << 16, 4096, 16
+bat_off, loc_off = 1536, 2048
+foot = bytearray(512)
+struct.pack_into(">8sIIQI4sI4sQQHBBI", foot, 0, b"conectix", 2, 0x10000, 512, 0, b"qem2",
+                 0x50003, b"Wi2k", size, size, 1, 16, 8, 4)
+foot[68:84] = bytes(range(16))
+struct.pack_into(">I", foot, 64, checksum(foot))
+dyn = bytearray(1024)
+struct.pack_into(">8sQQIII", dyn, 0, b"cxsparse", 2**64 - 1, bat_off, 0x10000, n, bs)
+dyn[40:56] = bytes(range(16, 32))
+name = "parent.vhd".encode("utf-16-be")
+dyn[64:64 + len(name)] = name
+locs = [(b"W2ru", ".\\parent.vhd".encode("utf-16-le")),
+        (b"W2ku", "C:\\vm\\parent.vhd".encode("utf-16-le")),
+        (b"MacX", b"file://localhost/vm/parent.vhd")]
+data = b""
+for i, (code, d) in enumerate(locs):
+    struct.pack_into(">4sIIIQ", dyn, 576 + 24 * i, code, 512, len(d), 0, loc_off + 512 * i)
+    data += d + bytes(512 - len(d))
+struct.pack_into(">I", dyn, 36, checksum(dyn))
+first = (loc_off + len(data)) // 512
+bat = [0xffffffff] * n
+bat[2] = first
+table = b"".join(struct.pack(">I", e) for e in bat)
+table += b"\xff" * (loc_off - bat_off - len(table))
+block = b"\x0f\xf0" + bytes(510) + b"\x5a" * bs
+open(sys.argv[1], "wb").write(foot + dyn + table + data + block + foot)
+PY
 mk -f vmdk "$OUT/vmdk-sparse" 1M
 mk -f vmdk -o subformat=streamOptimized "$OUT/vmdk-stream" 1M
 mk -f vmdk -o subformat=monolithicFlat "$tmp/flat.vmdk" 64k
@@ -115,6 +148,32 @@ open(sys.argv[1], "wb").write(bytes(f[:12 * 512]))
 open(sys.argv[2], "wb").write(b'# Disk DescriptorFile\nversion=1\nCID=2\nparentCID=ffffffff\n'
                               b'createType="monolithicFlat"\n\n# Extent description\n'
                               b'RW 100 ZERO\nRDONLY 28 ZERO\n')
+# a COWD (VMDK3) file as the image (qemu reads its CID in sector 1): 64
+# one-sector grains, one grain table, two grains; and a streamOptimized file
+# as VMware streams it (grain directory at the end, footer, end-of-stream
+# marker), with one compressed grain
+python3 - "$OUT/vmdk-cowd" "$OUT/vmdk-stream-footer" <<'PY'
+import struct, sys, zlib
+img = bytearray(b"COWD" + struct.pack("<10I", 1, 3, 64, 1, 4, 1, 0, 0, 0, 0))
+img = img.ljust(512, b"\0") + b"CID=0000abcd\nparentCID=ffffffff\n".ljust(1536, b"\0")
+img += struct.pack("<I", 5).ljust(512, b"\0") + bytes(16384)
+struct.pack_into("<II", img, 5 * 512, 37, 38)
+img += b"\x11" * 512 + b"\x22" * 512
+open(sys.argv[1], "wb").write(img)
+def hdr(gd):
+    h = b"KDMV" + struct.pack("<IIQQQQIQQQB", 3, 0x30001, 128, 128, 1, 1, 512, 0, gd, 3, 0)
+    return (h + b"\n \r\n" + struct.pack("<H", 1)).ljust(512, b"\0")
+desc = b'# Disk DescriptorFile\nversion=1\nCID=11223344\nparentCID=ffffffff\ncreateType="streamOptimized"\n\nRW 128 SPARSE "s.vmdk"\n'
+data = zlib.compress(b"grain text " * 5957 + b"x" * 9)
+grain = (struct.pack("<QI", 0, len(data)) + data).ljust((12 + len(data) + 511) // 512 * 512, b"\0")
+out = hdr(2 ** 64 - 1) + desc.ljust(512, b"\0") + b"\0" * 512 + grain
+gt_marker = struct.pack("<QII", 4, 0, 1).ljust(512, b"\0")
+gt_at = len(out) // 512 + 1
+out += gt_marker + struct.pack("<I", 3).ljust(2048, b"\0")
+gd_at = len(out) // 512 + 1
+out += struct.pack("<QII", 1, 0, 2).ljust(512, b"\0") + struct.pack("<I", gt_at).ljust(512, b"\0")
+out += struct.pack("<QII", 1, 0, 3).ljust(512, b"\0") + hdr(gd_at) + bytes(512)
+open(sys.argv[2], "wb").write(out)
 PY
 mk -f parallels -o cluster_size=4k "$OUT/parallels" 1M
 io "$OUT/parallels" parallels 'write -P 0x66 0 1k'
@@ -127,6 +186,16 @@ h += struct.pack("<II", 0, 0)
 open(sys.argv[1], "wb").write(h + bytes(512 - len(h)))
 PY
 mk -f qed -o cluster_size=4k "$OUT/qed" 1M
+# qed with data, zero clusters and a backing name; qcow compressed and over
+# a backing file (512-byte clusters)
+mk -f raw "$OUT/base.raw" 1M      # only while the two are written
+mk -f qed -o cluster_size=4k,table_size=2 -b base.raw -F raw "$OUT/qed-data" 1M
+io "$OUT/qed-data" qed 'write -P 0x31 0 6k' 'write -z 64k 8k'
+mk -f qcow -b base.raw -F raw "$OUT/qcow-backing" 64k
+io "$OUT/qcow-backing" qcow 'write -P 0x32 512 1k'
+rm -f "$OUT/base.raw"
+printf 'compressible %.0s' $(seq 1 300) > "$tmp/text.raw"
+"$QEMU_IMG" convert -c -f raw -O qcow "$tmp/text.raw" "$OUT/qcow-compressed" || true
 total=$(cat "$OUT"/* | wc -c)
 echo "corpus: $(ls "$OUT" | wc -l) files, $total bytes"
 [ "$total" -le 1048576 ] || { echo "corpus over 1 MiB" >&2; exit 1; }

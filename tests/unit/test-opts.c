@@ -248,8 +248,41 @@ TEST(objects_and_secrets)
     CHECK_EQ_INT(qimg_secret_lookup("t1", &data, &len), 0);
     free(data);
     CHECK_EQ_INT(qimg_object_add("throttle-group,id=tg0"), 0);
-    CHECK_EQ_INT(qimg_secret_lookup("tg0", &data, &len), -ENOENT);
+    CHECK_EQ_INT(qimg_secret_lookup("tg0", &data, &len), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "Object with id 'tg0' is not a secret");
 }
+
+#ifdef HAVE_OPENSSL
+/* keyid/iv: the secret's text is AES-256-CBC under another secret (the
+ * ciphertext below is "abc" under 32 'k's and IV 00112233..eeff, made
+ * with `openssl enc -aes-256-cbc`). */
+TEST(encrypted_secrets)
+{
+    char *data = NULL;
+    size_t len = 0;
+    const char *iv = "ABEiM0RVZneImaq7zN3u/w==";
+    CHECK_EQ_INT(qimg_object_add("secret,id=ek,data=kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"), 0);
+    CHECK_EQ_INT(qimg_object_add("secret,id=short,data=abc"), 0);
+    char text[256];
+    snprintf(text, sizeof text, "secret,id=e1,data=FMLAO0W/LOg6cPYZC9y1qg==,format=base64,keyid=ek,iv=%s", iv);
+    CHECK_EQ_INT(qimg_object_add(text), 0);
+    CHECK_EQ_INT(qimg_secret_lookup("e1", &data, &len), 0);
+    CHECK_EQ_INT(len, 3);
+    CHECK_EQ_STR(data, "abc");
+    free(data);
+    snprintf(text, sizeof text, "secret,id=e2,data=FMLAO0W/LOg6cPYZC9y1qg==,keyid=ek,iv=%s", iv);
+    object_fails(text, "Length 24 must be a multiple of block size 16");
+    object_fails("secret,id=e3,data=abc,keyid=ek", "IV is required to decrypt secret");
+    object_fails("secret,id=e4,data=abc,keyid=ek,iv=YWJj", "IV should be 16 bytes in length not 3");
+    object_fails("secret,id=e5,data=abc,keyid=short,iv=YWJj", "Key should be 32 bytes in length");
+    object_fails("secret,id=e6,data=abc,keyid=nokey,iv=YWJj", "No secret with id 'nokey'");
+    object_fails("secret,id=e7,data=abc,keyid=e7,iv=YWJj", "Secret with id 'e7' has no data");
+    snprintf(text, sizeof text, "secret,id=e8,data=YWJjZGVmZ2hpamtsbW5vcA==,format=base64,keyid=ek,iv=%s", iv);
+    object_fails(text, "Incorrect number of padding bytes (189) found on decrypted data");
+    /* iv without keyid is ignored, as in qemu */
+    CHECK_EQ_INT(qimg_object_add("secret,id=e9,data=abc,iv=k"), 0);
+}
+#endif
 
 TEST(secret_from_file)
 {
@@ -277,6 +310,9 @@ int main(void)
     RUN(keyval);
     RUN(json_filenames);
     RUN(objects_and_secrets);
+#ifdef HAVE_OPENSSL
+    RUN(encrypted_secrets);
+#endif
     RUN(secret_from_file);
     return UNIT_DONE();
 }

@@ -285,6 +285,7 @@ struct amend_opts {
     uint64_t size;                 /* 0: unchanged */
     bool has_backing;              /* backing_file or backing_fmt given */
     const char *backing_file, *backing_fmt;   /* NULL: not given */
+    bool encrypt;                  /* encrypt.* keyslot changes (LUKS) */
 };
 
 static int parse_compat(const char *v, int *version)
@@ -338,7 +339,9 @@ static int parse_amend_opts(struct qimg_image *img, qimg_opts *opts, struct amen
     if (has_encrypt_opts(opts)) {
         if (s->crypt_method == QCOW2_CRYPT_NONE)
             return qimg_error(-EINVAL, "Can't amend encryption options - encryption not present");
-        return qimg_error(-ENOTSUP, "Amending encryption options is not supported");
+        if (s->crypt_method != QCOW2_CRYPT_LUKS)
+            return qimg_error(-EINVAL, "Only LUKS encryption options can be amended");
+        a->encrypt = true;
     }
     const char *str;
     int r = qimg_opts_get_string(opts, "compat", &str);
@@ -1057,11 +1060,13 @@ static int amend_locked(struct qimg_image *img, const struct amend_opts *a, stru
 int qcow2_amend(struct qimg_image *img, qimg_opts *opts, bool force, qimg_progress_fn progress,
                 void *opaque)
 {
-    (void)force;   /* only LUKS keyslot changes use it */
     struct qcow2_state *s = qcow2_state(img);
     struct amend_opts a;
     int r = parse_amend_opts(img, opts, &a);
     if (r < 0)
+        return r;
+    /* the keyslots first, as qemu (force is theirs alone) */
+    if (a.encrypt && (r = qcow2_crypt_amend(img, opts, force)) < 0)
         return r;
     if (!s->ws)
         return qimg_error(-EACCES, "Image is read-only");

@@ -31,6 +31,7 @@
 
 #include "qcow2.h"
 #include "qcow2-create.h"
+#include "../luks/luks.h"
 
 #define QCOW2_MAGIC 0x514649fbu
 #define MIN_CLUSTER_BITS 9
@@ -47,6 +48,7 @@
 #define EXT_BACKING_FORMAT 0xe2792acau
 #define EXT_FEATURE_TABLE 0x6803f857u
 #define EXT_DATA_FILE 0x44415441u
+#define EXT_CRYPTO 0x0537be77u
 
 #define INCOMPAT_DATA_FILE (1ull << 2)
 #define INCOMPAT_COMPRESSION (1ull << 3)
@@ -100,6 +102,8 @@ struct create_opts {
     const char *backing_fmt;
     bool encrypt;
     const char *key_secret;
+    bool luks;                       /* encrypt.format=luks (else aes) */
+    struct luks_create_params luks_params;
 };
 
 /* The block drivers qemu-img 7.2 (Debian build) accepts as backing_fmt:
@@ -138,8 +142,18 @@ static int parse_prealloc(const char *s, enum prealloc *out)
     return -EINVAL;
 }
 
-/* "encryption" and "encrypt.*": checked as qemu checks them; creating an
- * encrypted image is not implemented (see check_encryption_late). */
+/* The aes format takes only a secret: another encrypt.* option is
+ * unexpected, as in qemu. */
+static int check_aes_opts(qimg_opts *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (strncmp(o->v[i].name, "encrypt.", 8) == 0 && strcmp(o->v[i].name, "encrypt.format") &&
+            strcmp(o->v[i].name, "encrypt.key-secret"))
+            return qimg_error(-EINVAL, "Parameter '%s' is unexpected", o->v[i].name);
+    return 0;
+}
+
+/* "encryption" and "encrypt.*": checked as qemu checks them. */
 static int parse_encryption(qimg_opts *o, struct create_opts *c)
 {
     const char *fmt = NULL;
@@ -166,7 +180,10 @@ static int parse_encryption(qimg_opts *o, struct create_opts *c)
     if (strcmp(fmt, "aes") && strcmp(fmt, "luks"))
         return not_accepted("format", fmt);
     c->encrypt = true;
-    return 0;
+    c->luks = strcmp(fmt, "luks") == 0;
+    if (!c->luks)
+        return check_aes_opts(o);
+    return luks_create_params_get(o, "encrypt.", &c->luks_params);
 }
 
 /* Everything qemu refuses before it touches the disk, in its order:
@@ -296,6 +313,7 @@ struct layout {
     uint64_t file_len;               /* as written so far */
     uint64_t prealloc_start, prealloc_end;   /* falloc/full range */
     uint64_t cow_off, cow_len;       /* zeros after the end of a partial last cluster */
+    uint64_t crypt_off, crypt_len;   /* the LUKS header's clusters, its length */
 };
 
 static bool is_used(const struct layout *L, uint64_t i)
@@ -664,7 +682,28 @@ static void layout_free(struct layout *L)
     free(L->dead);
 }
 
+/* qemu sets encryption up last: the LUKS header's clusters follow
+ * everything the image has so far. */
+static int plan_crypt(struct layout *L, const struct create_opts *c)
+{
+    if (!c->encrypt || !c->luks)
+        return 0;
+    uint64_t first;
+    L->crypt_len = luks_header_size(&c->luks_params);
+    int r = alloc_clusters(L, qimg_div_round_up(L->crypt_len, L->cs), &first);
+    L->crypt_off = first << L->cluster_bits;
+    return r;
+}
+
+static int plan_layout_data(struct layout *L, const struct create_opts *c);
+
 static int plan_layout(struct layout *L, const struct create_opts *c)
+{
+    int r = plan_layout_data(L, c);
+    return r < 0 ? r : plan_crypt(L, c);
+}
+
+static int plan_layout_data(struct layout *L, const struct create_opts *c)
 {
     memset(L, 0, sizeof *L);
     L->cluster_bits = c->cluster_bits;
@@ -747,6 +786,8 @@ static int build_header(const struct create_opts *c, const struct layout *L, uin
     qimg_put_be64(h + 40, L->l1_offset);
     qimg_put_be64(h + 48, L->reftable_offset);
     qimg_put_be32(h + 56, (uint32_t)(L->reftable_size * 8 / L->cs));
+    if (c->encrypt)
+        qimg_put_be32(h + 32, c->luks ? 2 : 1);
     if (c->version >= 3) {
         uint64_t incompat = 0;
         if (c->data_file)
@@ -770,6 +811,12 @@ static int build_header(const struct create_opts *c, const struct layout *L, uin
                     strnlen(c->backing_fmt, QCOW2_BACKING_FMT_MAX));
     if (r == 0 && c->data_file)
         r = add_ext(&e, EXT_DATA_FILE, c->data_file, strlen(c->data_file));
+    if (r == 0 && L->crypt_len) {
+        uint8_t ext[16];
+        qimg_put_be64(ext, L->crypt_off);
+        qimg_put_be64(ext + 8, L->crypt_len);
+        r = add_ext(&e, EXT_CRYPTO, ext, sizeof ext);
+    }
     if (r == 0 && c->version >= 3 && L->cs > 4096) {
         uint8_t t[8 * 48];
         feature_table(t);
@@ -871,6 +918,13 @@ static int write_image(const char *filename, const struct create_opts *c, const 
         r = write_refblocks(io, L, buf);
     if (r == 0)
         r = write_tables(io, L, buf);
+    if (r == 0 && L->crypt_len) {
+        /* the clusters zeroed, then the LUKS header and keyslot 0 */
+        struct luks_store st = { .io = io, .base = L->crypt_off, .limit = L->crypt_len };
+        r = write_zeros(io, L->crypt_off, qimg_div_round_up(L->crypt_len, L->cs) * L->cs);
+        if (r == 0)
+            r = luks_format(&st, &c->luks_params, NULL);
+    }
     if (r == 0)
         r = qimg_io_flush(io);
     qimg_io_close(io);
@@ -902,8 +956,8 @@ static int create_data_file(const struct create_opts *c, const struct layout *L)
     return r;
 }
 
-/* Encryption is accepted by the option checks but not implemented: fail
- * the way qemu does when the secret is missing, clearly otherwise. */
+/* The secret (and, for LUKS, a cipher this build can run) before
+ * anything is written. */
 static int check_encryption_late(const struct create_opts *c)
 {
     if (!c->encrypt)
@@ -914,8 +968,12 @@ static int check_encryption_late(const struct create_opts *c)
     size_t len = 0;
     if (qimg_secret_lookup(c->key_secret, &data, &len) < 0)
         return qimg_error(-EINVAL, "No secret with id '%s'", c->key_secret);
-    free(data);
-    return qimg_error(-ENOTSUP, "Creating encrypted qcow2 images is not supported by qimg");
+    qimg_wipe_free(data, len);
+    if (!qimg_crypto_available())
+        return -ENOTSUP;
+    if (c->luks && !qimg_cipher_usable(c->luks_params.alg, c->luks_params.mode))
+        return -ENOTSUP;
+    return 0;
 }
 
 int qcow2_create(struct qimg_create_ctx *ctx)

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 
 #include "qcow2-create.h"
+#include "../luks/luks.h"
 
 #define MAX_L1_BYTES (32ull << 20)
 
@@ -23,6 +24,7 @@ struct measure_opts {
     bool full_prealloc;          /* falloc or full */
     bool has_backing;
     uint64_t size;
+    uint64_t crypt_bytes;        /* the LUKS header, whole clusters */
 };
 
 static int parse_measure_opts(qimg_opts *o, struct measure_opts *m)
@@ -64,11 +66,19 @@ static int parse_measure_opts(qimg_opts *o, struct measure_opts *m)
     m->has_backing = qimg_opts_get_string(o, "backing_file", &s) == 1;
     s = NULL;
     if (qimg_opts_get_string(o, "encrypt.format", &s) == 1 && !strcmp(s, "luks")) {
-        /* the LUKS header size depends on the key slots' parameters */
-        const char *secret = NULL;
-        if (qimg_opts_get_string(o, "encrypt.key-secret", &secret) != 1)
+        /* the LUKS header's size follows from the cipher's key length */
+        struct luks_create_params p;
+        char *pass = NULL;
+        size_t len = 0;
+        r = luks_create_params_get(o, "encrypt.", &p);
+        if (r < 0)
+            return r;
+        if (!p.secret_id)
             return qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
-        return qimg_error(-ENOTSUP, "Measuring encrypted qcow2 images is not supported by qimg");
+        if ((r = qimg_secret_lookup(p.secret_id, &pass, &len)) < 0)
+            return r;
+        qimg_wipe_free(pass, len);
+        m->crypt_bytes = luks_header_size(&p);
     }
     r = qimg_opts_get_size(o, "size", &m->size);
     return r < 0 ? r : 0;
@@ -168,6 +178,9 @@ int qcow2_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_m
     out->fully_allocated = prealloc_size(vsize, cs, (unsigned)__builtin_ctzll(m.refcount_bits),
                                          m.extended_l2);
     out->required = out->fully_allocated - vsize + required;
+    uint64_t crypt = qimg_div_round_up(m.crypt_bytes, cs) * cs;
+    out->fully_allocated += crypt;
+    out->required += crypt;
     out->has_bitmaps = m.version >= 3 && src && source_has_bitmap_support(src);
     if (out->has_bitmaps)
         bitmaps_size(src, cs, &out->bitmaps);

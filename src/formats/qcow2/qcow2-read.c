@@ -407,19 +407,23 @@ int qcow2_map(struct qimg_image *img, uint64_t off, uint64_t len, struct qcow2_m
 
 /* Data of a NORMAL run.  Past the end of the file it reads as zeros, as
  * in qemu (and block status calls such a range zero). */
-static int read_data(struct qimg_image *img, uint64_t host, void *buf, size_t len)
+static int read_data(struct qimg_image *img, uint64_t host, uint64_t guest, void *buf, size_t len)
 {
-    qimg_io_event(qcow2_state(img)->data_io, QIMG_EV_READ_AIO);
-    return qimg_io_pread(qcow2_state(img)->data_io, buf, len, host);
+    struct qcow2_state *s = qcow2_state(img);
+    qimg_io_event(s->data_io, QIMG_EV_READ_AIO);
+    int r = qimg_io_pread(s->data_io, buf, len, host);
+    if (r == 0 && qcow2_crypt_active(s))
+        r = qcow2_crypt_run(s, false, host, guest, buf, len);
+    return r;
 }
 
-struct pending_run { uint64_t host; uint8_t *buf; size_t len; };
+struct pending_run { uint64_t host, guest; uint8_t *buf; size_t len; };
 
 static int flush_run(struct qimg_image *img, struct pending_run *p)
 {
     int r = 0;
     if (p->len > 0)
-        r = read_data(img, p->host, p->buf, p->len);
+        r = read_data(img, p->host, p->guest, p->buf, p->len);
     p->len = 0;
     return r;
 }
@@ -433,7 +437,9 @@ int qcow2_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
     uint8_t *out = buf;
     struct pending_run run = { 0 };
     CLEANUP_FREE uint8_t *cbuf = NULL;
-    int r = 0;
+    int r = qcow2_crypt_read_unaligned(img, off, buf, len);
+    if (r != 0)
+        return r < 0 ? r : 0;
     while (len > 0 && r == 0) {
         struct qcow2_mapping m;
         r = qcow2_map(img, off, len, &m);
@@ -447,7 +453,7 @@ int qcow2_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
                 run.len += n;
             } else {
                 r = flush_run(img, &run);
-                run = (struct pending_run){ m.host_offset, out, n };
+                run = (struct pending_run){ m.host_offset, off, out, n };
             }
             break;
         case QCOW2_KIND_UNALLOCATED:
@@ -597,6 +603,9 @@ int qcow2_block_status(struct qimg_image *img, uint64_t off, uint64_t len, struc
         ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED | QIMG_STATUS_COMPRESSED;
         break;
     }
+    /* as qemu: encrypted data has no place in the file to show */
+    if (s->crypt_method != QCOW2_CRYPT_NONE)
+        ext->flags &= ~(unsigned)QIMG_STATUS_OFFSET;
     if (ext->flags & QIMG_STATUS_OFFSET) {
         ext->host_offset = m.host_offset;
         ext->host_file = s->data_io ? s->data_io->filename : img->file->filename;

@@ -471,7 +471,7 @@ static int do_fill(struct qimg_image *img, const struct cjob *j, uint8_t **bounc
         int r = readable ? qcow2_read(img, ga, *bounce, readable) : 0;
         qimg_io_event(s->data_io, QIMG_EV_COW_WRITE);
         if (r == 0)
-            r = qimg_io_pwrite(s->data_io, *bounce, b - a, j->host + a);
+            r = qcow2_data_pwrite(img, *bounce, b - a, j->host + a, ga);
         if (r < 0)
             return r;
     }
@@ -562,7 +562,7 @@ static int write_step(struct qimg_image *img, uint64_t off, const uint8_t *buf, 
         uint64_t host = qcow2_has_data_file(s) ? cstart : entry & QCOW2_OFFSET_MASK;
         pthread_mutex_unlock(&img->lock);
         qimg_io_event(s->data_io, QIMG_EV_WRITE_AIO);
-        r = qimg_io_pwrite(s->data_io, buf, bytes, host + qcow2_offset_into_cluster(s, off));
+        r = qcow2_data_pwrite(img, buf, bytes, host + qcow2_offset_into_cluster(s, off), off);
         *done = bytes;
         return r < 0 ? qimg_error(r, "Could not write: %s", strerror(-r)) : 0;
     }
@@ -610,7 +610,7 @@ static int write_step(struct qimg_image *img, uint64_t off, const uint8_t *buf, 
         r = do_fill(img, &jobs[i], &bounce, zero_cow);
     qimg_io_event(s->data_io, QIMG_EV_WRITE_AIO);
     if (r == 0)
-        r = qimg_io_pwrite(s->data_io, buf, bytes, jobs[0].host + jobs[0].ws);
+        r = qcow2_data_pwrite(img, buf, bytes, jobs[0].host + jobs[0].ws, off);
 
     pthread_mutex_lock(&img->lock);
     if (r == 0)
@@ -628,7 +628,10 @@ int qcow2_write(struct qimg_image *img, uint64_t off, const void *buf, size_t le
     struct qcow2_state *s = qcow2_state(img);
     if (!s->ws)
         return qimg_error(-EACCES, "qcow2: image is read-only");
-    int rb = qcow2_bitmap_note_write(img, off, len);   /* enabled bitmaps record it */
+    int rb = qcow2_crypt_write_unaligned(img, off, buf, len);
+    if (rb != 0)
+        return rb < 0 ? rb : 0;
+    rb = qcow2_bitmap_note_write(img, off, len);   /* enabled bitmaps record it */
     if (rb < 0)
         return rb;
     const uint8_t *p = buf;
@@ -888,7 +891,7 @@ int qcow2_write_zeroes(struct qimg_image *img, uint64_t off, uint64_t len, unsig
         r = zero_partial(img, off, a - off);
     if (r == 0)
         r = zero_clusters(img, a, b - a, has_zero_flag, (flags & QIMG_ZERO_MAY_UNMAP) || !has_zero_flag,
-                          false);
+                          (img->flags & QIMG_OPEN_UNMAP) != 0);
     if (r == 0 && b < end)
         r = zero_partial(img, b, end - b);
     return request_done(img, r);
@@ -923,6 +926,10 @@ int qcow2_compress(struct qimg_image *img, const void *buf, size_t len, void *ou
         return qimg_error(-EINVAL, "qcow2: compressed writes must be whole clusters");
     if (qcow2_has_data_file(s))
         return qimg_error(-ENOTSUP, "Cannot use compression with an external data file");
+    /* qemu cannot encrypt compressed clusters: it fails the write (EIO)
+     * and so does qimg, never storing them in the clear */
+    if (s->crypt_method != QCOW2_CRYPT_NONE)
+        return qimg_error(-EIO, "Input/output error");
     /* the last cluster of a disk that ends inside it is padded with zeros */
     CLEANUP_FREE uint8_t *whole = NULL;
     if (len < cs) {
@@ -949,6 +956,8 @@ int qcow2_write_compressed(struct qimg_image *img, uint64_t off, const void *dat
         return qimg_error(-EACCES, "qcow2: image is read-only");
     if (!qimg_is_aligned(off, cs) || len == 0 || len >= cs || off >= s->size)
         return qimg_error(-EINVAL, "qcow2: bad compressed cluster write");
+    if (s->crypt_method != QCOW2_CRYPT_NONE)
+        return qimg_error(-EIO, "Input/output error");
     int rb = qcow2_bitmap_note_write(img, off, cs);   /* enabled bitmaps record it */
     if (rb < 0)
         return rb;

@@ -477,6 +477,7 @@ static void qcow2_free_state(struct qcow2_state *s)
     if (!s)
         return;
     qcow2_l2_cache_free(s);
+    qcow2_crypt_close(s);
     if (s->own_data_io)
         qimg_io_close(s->data_io);
     qcow2_snaptable_free(s);
@@ -664,8 +665,8 @@ static int qcow2_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
         r = open_header(img, s, flags);
     if (r == 0)
         r = open_tables(img, s, flags);
-    if (r == 0 && s->crypt_method != QCOW2_CRYPT_NONE && !(flags & QIMG_OPEN_NO_IO))
-        r = qimg_error(-EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
+    if (r == 0)
+        r = qcow2_crypt_open(img, s, opts, flags);
     if (r == 0)
         r = open_data_file(img, s, opts, flags);
     if (r == 0 && s->size > (uint64_t)INT64_MAX - 511)
@@ -734,11 +735,8 @@ static struct qimg_json *format_specific(const struct qcow2_state *s)
         if (qcow2_has_data_file(s))
             qimg_json_set(d, "data-file-raw", qimg_json_bool(qcow2_data_file_is_raw(s)));
     }
-    if (s->crypt_method != QCOW2_CRYPT_NONE) {
-        struct qimg_json *e = qimg_json_object();
-        qimg_json_set(e, "format", qimg_json_string(s->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks"));
-        qimg_json_set(d, "encrypt", e);
-    }
+    if (s->crypt_method != QCOW2_CRYPT_NONE)
+        qimg_json_set(d, "encrypt", qcow2_crypt_info(s));
     if (v3) {
         qimg_json_set(d, "corrupt", qimg_json_bool(s->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
         qimg_json_set(d, "extended-l2", qimg_json_bool(s->extended_l2));

@@ -288,6 +288,8 @@ struct qcow2_state {
      * 112 bytes): a header update keeps them after the known ones */
     uint8_t *unknown_header_fields;
     uint32_t unknown_header_fields_len;
+
+    struct qcow2_crypt *crypt;       /* encryption (qcow2-crypt.c); NULL without */
 };
 
 /* The header length an update writes: qemu's fields and the unknown ones
@@ -533,5 +535,20 @@ bool qcow2_resize_needs_zeroing(struct qimg_image *img, uint64_t old, const char
 int qcow2_resize_zero_new(struct qimg_image *img, uint64_t old, uint64_t new);
 /* Without preallocation: an external data file grows to the new size. */
 int qcow2_resize_data_file(struct qimg_image *img, uint64_t new);
+
+/* qcow2-crypt.c: encryption (LUKS and the legacy AES) */
+int qcow2_crypt_open(struct qimg_image *img, struct qcow2_state *s, qimg_opts *opts, unsigned flags);
+void qcow2_crypt_close(struct qcow2_state *s);
+/* Is data en/decrypted (a key is loaded)? */
+bool qcow2_crypt_active(const struct qcow2_state *s);
+int qcow2_crypt_run(const struct qcow2_state *s, bool encrypt, uint64_t host, uint64_t guest,
+                    uint8_t *buf, size_t len);
+/* Guest data written to the data file at host (encrypted when it is). */
+int qcow2_data_pwrite(struct qimg_image *img, const void *buf, size_t len, uint64_t host, uint64_t guest);
+/* 1: an unaligned request on an encrypted image was served; 0: go on. */
+int qcow2_crypt_read_unaligned(struct qimg_image *img, uint64_t off, void *buf, size_t len);
+int qcow2_crypt_write_unaligned(struct qimg_image *img, uint64_t off, const void *buf, size_t len);
+struct qimg_json *qcow2_crypt_info(const struct qcow2_state *s);
+int qcow2_crypt_amend(struct qimg_image *img, qimg_opts *opts, bool force);
 
 #endif

@@ -290,12 +290,15 @@ char *vmdk_descriptor_text(const struct vmdk_create_opts *o, uint32_t pcid,
         o->toolsversion);
 }
 
+/* monolithicSparse, and streamOptimized (the same layout with compressed
+ * grains: header version 3, flags 0x30003, as qemu-img 7.2; stream.c) */
 static int create_monolithic_sparse(struct qimg_create_ctx *ctx, const struct vmdk_create_opts *o,
                                     uint32_t pcid, uint64_t size)
 {
     struct qimg_io *io;
     struct name_parts n;
-    int r = create_extent(ctx->filename, size, false, o->zeroed_grain, false, &io);
+    bool stream = strcmp(o->subformat, "streamOptimized") == 0;
+    int r = create_extent(ctx->filename, size, false, o->zeroed_grain, stream, &io);
     if (r < 0)
         return r;
     split_name(ctx->filename, &n);
@@ -365,8 +368,6 @@ int vmdk_create(struct qimg_create_ctx *ctx)
         return qimg_error(-ENOTSUP, "Flat image can't have backing file");
     if (flat && o.zeroed_grain)
         return qimg_error(-ENOTSUP, "Flat image can't enable zeroed grain");
-    if (strcmp(o.subformat, "streamOptimized") == 0)
-        return qimg_error(-ENOTSUP, "Creating streamOptimized VMDK images is not supported yet");
     uint32_t pcid = 0xffffffffu;
     if (ctx->backing_file) {
         r = vmdk_parent_cid(ctx, &pcid);

@@ -73,11 +73,12 @@ struct sparse {
 static int stream_footer(struct vmdk_extent *e, uint64_t file_size, uint8_t *hdr)
 {
     uint8_t f[3 * VMDK_SECTOR];
-    if (file_size < sizeof f)
-        return qimg_error(-EINVAL, "Invalid footer");
-    int r = qimg_io_pread(e->file, f, sizeof f, file_size - sizeof f);
+    /* qemu: the last three sectors of the file's size rounded up to a
+     * sector (what lies past the end reads as zeros) */
+    uint64_t end = qimg_div_round_up(file_size, VMDK_SECTOR) * VMDK_SECTOR;
+    int r = end < sizeof f ? -EIO : qimg_io_pread(e->file, f, sizeof f, end - sizeof f);
     if (r < 0)
-        return qimg_error(r, "Failed to read footer");
+        return qimg_error(r, "Failed to read footer: %s", strerror(-r));
     const uint8_t *marker = f, *footer = f + VMDK_SECTOR, *eos = f + 2 * VMDK_SECTOR;
     if (memcmp(footer, "KDMV", 4) != 0 || qimg_le32(marker + 8) != 0 ||
         qimg_le32(marker + 12) != MARKER_FOOTER || qimg_le64(eos) != 0 ||
@@ -92,8 +93,14 @@ static int stream_footer(struct vmdk_extent *e, uint64_t file_size, uint8_t *hdr
 static int read_directory(struct vmdk_extent *e, struct sparse *sp, uint64_t sector,
                           uint64_t file_size, uint32_t **out, uint64_t *loaded)
 {
+    /* qemu shifts the sector into a byte offset (wrapping past 64 bits:
+     * 2^60 reads at 0) and reads with signed 64-bit offsets: one beyond
+     * them is an I/O error */
     uint64_t off = sector * VMDK_SECTOR, in_file = 0;
-    if (sector <= UINT64_MAX / VMDK_SECTOR && off < file_size)
+    if (off > (uint64_t)INT64_MAX - sp->gd_entries * 4)
+        return qimg_error(-EIO, "Could not read l1 table from extent '%s': %s",
+                          e->file->filename, strerror(EIO));
+    if (off < file_size)
         in_file = QIMG_MIN(sp->gd_entries, (file_size - off) / 4 + 1);
     *loaded = in_file;
     *out = qimg_calloc_from_image(in_file ? in_file : 1, 4, "VMDK grain directory");
@@ -281,25 +288,31 @@ static int locked_lookup(struct qimg_image *img, struct vmdk_extent *e, uint64_t
 static int read_compressed(struct vmdk_extent *e, struct sparse *sp, uint64_t sector,
                            uint64_t in_grain, uint8_t *buf, size_t len)
 {
-    size_t cap = (size_t)sp->grain_bytes * 2;
-    CLEANUP_FREE uint8_t *raw = qimg_alloc_from_image(cap, "VMDK compressed grain");
+    /* qemu accepts a compressed size of up to two grains (it reads that
+     * much from the grain's start); one read takes the marker and up to a
+     * grain and a sector of data, a second one the rest of a larger grain */
+    const size_t marker = sp->markers ? 12 : 0, limit = (size_t)sp->grain_bytes * 2;
+    size_t head = marker + (size_t)sp->grain_bytes + (sp->markers ? VMDK_SECTOR : 0);
+    CLEANUP_FREE uint8_t *raw = qimg_alloc_from_image(marker + limit, "VMDK compressed grain");
     CLEANUP_FREE uint8_t *out = qimg_alloc_from_image(sp->grain_bytes, "VMDK grain");
     if (!raw || !out)
         return -ENOMEM;
+    uint64_t host = sector * VMDK_SECTOR;
     qimg_io_event(e->file, QIMG_EV_READ_COMPRESSED);
-    int r = qimg_io_pread(e->file, raw, cap, sector * VMDK_SECTOR);
+    int r = qimg_io_pread(e->file, raw, head, host);
     if (r < 0)
         return r;
-    const uint8_t *data = raw;
-    uint64_t size = cap;
-    if (sp->markers) {
-        data = raw + 12;
-        size = qimg_le32(raw + 8);
-    }
-    if (size == 0 || size > cap - (size_t)(data - raw))
+    /* without markers qemu inflates one grain's worth of bytes */
+    size_t size = sp->markers ? qimg_le32(raw + 8) : (size_t)sp->grain_bytes;
+    if (size == 0 || size > limit)
         return qimg_error(-EINVAL, "Invalid argument");
+    if (marker + size > head) {
+        r = qimg_io_pread(e->file, raw + head, marker + size - head, host + head);
+        if (r < 0)
+            return r;
+    }
     size_t produced;
-    r = qimg_codec_decompress(QIMG_CODEC_ZLIB, data, (size_t)size, out, (size_t)sp->grain_bytes,
+    r = qimg_codec_decompress(QIMG_CODEC_ZLIB, raw + marker, size, out, (size_t)sp->grain_bytes,
                               &produced);
     if (r < 0 || in_grain + len > produced)
         return qimg_error(-EINVAL, "Invalid argument");
@@ -479,12 +492,52 @@ static int write_grain_piece(struct qimg_image *img, struct vmdk_extent *e, uint
     return qimg_io_pwrite(e->file, buf, n, sector * VMDK_SECTOR + in_grain);
 }
 
+/* ---- compressed grains (streamOptimized), for stream.c ---- */
+
+int vmdk_sparse_grain_allocated(struct qimg_image *img, struct vmdk_extent *e, uint64_t g,
+                                bool *allocated)
+{
+    enum grain_kind kind;
+    uint64_t sector;
+    int r = locked_lookup(img, e, g, &kind, &sector);
+    *allocated = r == 0 && kind == GRAIN_DATA;
+    return r;
+}
+
+int vmdk_sparse_append_grain(struct qimg_image *img, struct vmdk_extent *e, uint64_t g,
+                             const void *data, size_t len, size_t keep)
+{
+    struct sparse *sp = e->priv;
+    enum grain_kind kind;
+    uint64_t sector, end;
+    pthread_mutex_lock(&img->lock);
+    int r = grain_lookup(e, sp, g, &kind, &sector);
+    if (r == 0 && kind == GRAIN_DATA)
+        r = -EEXIST;
+    else if (r == 0 && gd_entry(sp, g / sp->gtes) == 0)
+        r = qimg_error(-ENOTSUP, "VMDK extent '%s' has no grain table for offset %" PRIu64,
+                       e->file->filename, g * sp->grain_bytes);
+    sector = sp->next_sector;
+    if (r == 0 && (!qimg_add_ok(sector, keep / VMDK_SECTOR, &end) || end > UINT32_MAX))
+        r = qimg_error(-ENOSPC, "VMDK extent '%s' is full", e->file->filename);
+    if (r == 0) {
+        qimg_io_event(e->file, QIMG_EV_WRITE_COMPRESSED);
+        r = qimg_io_pwrite(e->file, data, len, sector * VMDK_SECTOR);
+    }
+    if (r == 0) {
+        sp->next_sector = end;
+        r = set_gte(e, sp, g, (uint32_t)sector);
+    }
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
 static int sparse_write(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
                         const uint8_t *buf, size_t len)
 {
     struct sparse *sp = e->priv;
     if (sp->compressed)
-        return qimg_error(-ENOTSUP, "Writing to a streamOptimized VMDK is not supported");
+        return vmdk_stream_write(img, e, off, buf, len);
     while (len > 0) {
         size_t n = (size_t)QIMG_MIN((uint64_t)len, sp->grain_bytes - off % sp->grain_bytes);
         int r = write_grain_piece(img, e, off, buf, n);

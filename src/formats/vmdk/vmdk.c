@@ -27,6 +27,8 @@ static const struct {
     { "VMFS", &vmdk_flat_ops },
     { "ZERO", &vmdk_zero_ops },
     { "SPARSE", NULL },        /* by the file's magic: vmdk_magics[] */
+    { "VMFSSPARSE", NULL },    /* COWD or KDMV, by the magic, as qemu */
+    { "SESPARSE", &vmdk_sesparse_ops },
 };
 
 /* Sparse files by their first four bytes.  A new kind adds a line. */
@@ -35,6 +37,7 @@ static const struct {
     const struct vmdk_extent_ops *ops;
 } vmdk_magics[] = {
     { VMDK_MAGIC_KDMV, &vmdk_sparse_ops },
+    { "COWD", &vmdk_cowd_ops },
 };
 
 static const struct vmdk_extent_ops *ops_for_magic(const uint8_t *hdr)
@@ -280,7 +283,9 @@ static int open_sparse_image(struct qimg_image *img, struct vmdk_state *s, qimg_
     int r = open_extent(img, e, NULL);
     if (r < 0)
         return r;
-    s->create_type = qimg_strdup(e->compressed ? "streamOptimized" : "monolithicSparse");
+    /* qemu names no type for a COWD file opened as the image */
+    s->create_type = qimg_strdup(e->ops == &vmdk_cowd_ops ? "" :
+                                 e->compressed ? "streamOptimized" : "monolithicSparse");
     s->desc_offset = VMDK_SECTOR;
     return 0;
 }
@@ -335,7 +340,9 @@ static int read_desc_fields(struct qimg_image *img, struct vmdk_state *s)
     if (r < 0)
         return r;
     if (vmdk_desc_cid(desc, false, &s->cid) < 0 || vmdk_desc_cid(desc, true, &s->parent_cid) < 0)
-        return open_failed(img);
+        /* qemu's words, the file's name twice */
+        return qimg_error(-EINVAL, "Could not open '%s': %s", img->file->filename,
+                          strerror(EINVAL));
     return 0;
 }
 
@@ -570,19 +577,34 @@ static int vmdk_flush(struct qimg_image *img)
     return r;
 }
 
-/* convert -c: qemu-img takes it for every vmdk; only streamOptimized
- * grains are compressed (stream.c's compress goes here), the others
- * are written as they are (-ENOSPC: "store it plain"). */
+/* convert -c, and every convert to a streamOptimized disk: grains are
+ * compressed on convert's workers (stream.c); other sparse disks store
+ * them as they are (-ENOSPC), as qemu-img writes them. */
 static int vmdk_compress(struct qimg_image *img, const void *buf, size_t len, void *out,
                          size_t *out_len)
 {
-    return -ENOSPC;
+    struct vmdk_state *s = img->opaque;
+    if (!s->nb_extents || !s->extents[0].compressed)
+        return -ENOSPC;
+    uint64_t cluster = s->extents[0].cluster_size;
+    return vmdk_stream_compress(buf, len, out, (size_t)QIMG_MIN(2 * cluster,
+                                vmdk_stream_bound(cluster)), out_len);
 }
 
 static int vmdk_write_compressed(struct qimg_image *img, uint64_t off, const void *data,
                                  size_t len)
 {
-    return vmdk_write(img, off, data, len);
+    struct vmdk_extent *e;
+    uint64_t in = 0, n = 0;
+    int r = extent_at(img, off, 1, &e, &in, &n);
+    if (r < 0)
+        return r;
+    if (e->access != VMDK_ACCESS_RW || !e->ops->write)
+        return read_only_extent();
+    if (!e->compressed)
+        return qimg_error(-EINVAL, "%s", strerror(EINVAL));
+    r = vmdk_stream_write_compressed(img, e, in, data, len);
+    return r < 0 ? r : update_cid(img, img->opaque);
 }
 
 /* The descriptor with the last extent's new size (and geometry). */
@@ -709,6 +731,8 @@ static int vmdk_info(struct qimg_image *img, struct qimg_driver_info *info)
     info->actual_size = allocated_size(img, s);
     if (s->nb_extents && s->extents[0].cluster_size)
         info->cluster_size = (int64_t)s->extents[0].cluster_size;
+    /* qemu: every write to a streamOptimized disk is a compressed one */
+    info->needs_compressed_writes = s->nb_extents && s->extents[0].compressed;
     info->has_dirty = true;
     struct qimg_json *d = qimg_json_object();
     qimg_json_set(d, "cid", qimg_json_int(s->cid));
@@ -751,12 +775,12 @@ const struct qimg_driver qimg_driver_vmdk = {
     .write          = vmdk_write,
     .write_zeroes   = vmdk_write_zeroes,
     .flush          = vmdk_flush,
+    .compress       = vmdk_compress,
+    .write_compressed = vmdk_write_compressed,
     .has_zero_init  = vmdk_has_zero_init,
     .block_status   = vmdk_block_status,
     .info           = vmdk_info,
     .check          = vmdk_check,
     .resize         = vmdk_resize,
     .measure        = vmdk_measure,
-    .compress       = vmdk_compress,
-    .write_compressed = vmdk_write_compressed,
 };

@@ -191,4 +191,75 @@ int vmdk_create(struct qimg_create_ctx *ctx);
  * compressAlgorithm 1) is read by sparse.c itself: each grain is a marker
  * (u64 LBA, u32 size) followed by size bytes of zlib data (RFC 1950). */
 
+/* ---- kinds of the vmdkstream helper: cowd.c, sesparse.c, stream.c ---- */
+
+extern const struct vmdk_extent_ops vmdk_cowd_ops;      /* cowd.c: COWD / VMFSSPARSE */
+extern const struct vmdk_extent_ops vmdk_sesparse_ops;  /* sesparse.c: SESPARSE */
+
+/* What a grain of a sparse extent is. */
+enum vmdk_grain { VMDK_GRAIN_UNALLOC, VMDK_GRAIN_ZERO, VMDK_GRAIN_DATA };
+
+/* A grain directory (qemu's L1) in memory: entries of 4 or 8 bytes as
+ * stored (little endian); those past the end of the file are not loaded
+ * and read as 0. */
+struct vmdk_directory {
+    uint8_t *raw;
+    uint64_t entries, loaded;
+    unsigned entry_size;
+};
+/* Load `entries` entries from byte off of e->file (bounded by file_size
+ * and the memory budget); "Could not read l1 table from extent" on error. */
+int vmdk_load_directory(struct vmdk_extent *e, uint64_t off, uint64_t entries,
+                        unsigned entry_size, uint64_t file_size, struct vmdk_directory *d);
+uint64_t vmdk_directory_entry(const struct vmdk_directory *d, uint64_t i);
+void vmdk_directory_free(struct vmdk_directory *d);
+
+/* A small LRU cache of grain tables (qemu's L2), keyed by host offset.
+ * The caller sets entries and entry_size and holds img->lock. */
+#define VMDK_TABLE_CACHE 16
+struct vmdk_table_slot {
+    uint64_t host_off, use;
+    bool valid;
+    uint8_t *raw;
+};
+struct vmdk_table_cache {
+    uint32_t entries;
+    unsigned entry_size;
+    struct vmdk_table_slot slot[VMDK_TABLE_CACHE];
+    uint64_t clock;
+};
+int vmdk_table_get(struct vmdk_table_cache *c, struct vmdk_extent *e, uint64_t host_off,
+                   const uint8_t **table);
+void vmdk_table_cache_free(struct vmdk_table_cache *c);
+
+/* qemu's check of a sparse extent, grain by grain, through the kind's
+ * lookup (kind and host byte offset of extent offset off). */
+int vmdk_check_grains(struct qimg_image *img, struct vmdk_extent *e, uint64_t grain_bytes,
+                      int (*lookup)(struct qimg_image *, struct vmdk_extent *, uint64_t,
+                                    enum vmdk_grain *, uint64_t *),
+                      struct qimg_check_result *res);
+
+/* ---- streamOptimized writing (stream.c) and its hooks in sparse.c ---- */
+
+/* Room a compressed grain of grain_bytes may take (marker, zlib data,
+ * padding to the sector). */
+size_t vmdk_stream_bound(uint64_t grain_bytes);
+/* One grain (len <= grain size) into out: marker (its LBA set when
+ * written), zlib data, zeros to the sector; *out_len a multiple of 512. */
+int vmdk_stream_compress(const void *buf, size_t len, void *out, size_t out_cap, size_t *out_len);
+/* Append what vmdk_stream_compress made for the grain at extent offset off
+ * (qemu's errors for a grain already written). */
+int vmdk_stream_write_compressed(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                                 const void *blob, size_t len);
+/* A plain write to a compressed extent: whole grains only, each once. */
+int vmdk_stream_write(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
+                      const uint8_t *buf, size_t len);
+/* sparse.c: does grain g hold data?  Append data (len bytes) as grain g at
+ * the extent's next free sector, which moves on by keep bytes, and point
+ * the grain tables at it: -EEXIST when g holds data.  Both take img->lock. */
+int vmdk_sparse_grain_allocated(struct qimg_image *img, struct vmdk_extent *e, uint64_t g,
+                                bool *allocated);
+int vmdk_sparse_append_grain(struct qimg_image *img, struct vmdk_extent *e, uint64_t g,
+                             const void *data, size_t len, size_t keep);
+
 #endif
