@@ -329,7 +329,19 @@ static int sparse_read(struct qimg_image *img, struct vmdk_extent *e, uint64_t o
         size_t n = (size_t)QIMG_MIN((uint64_t)len, sp->grain_bytes - in_grain);
         enum grain_kind kind;
         uint64_t sector;
-        int r = locked_lookup(img, e, g, &kind, &sector);
+        pthread_mutex_lock(&img->lock);
+        int r = grain_lookup(e, sp, g, &kind, &sector);
+        /* grains that follow each other in the file too: one read */
+        while (r == 0 && kind == GRAIN_DATA && !sp->compressed && n < len) {
+            enum grain_kind next;
+            uint64_t next_sector;
+            if (grain_lookup(e, sp, g + (in_grain + n) / sp->grain_bytes, &next,
+                             &next_sector) < 0 || next != GRAIN_DATA ||
+                next_sector != sector + (in_grain + n) / VMDK_SECTOR)
+                break;
+            n = (size_t)QIMG_MIN((uint64_t)len, n + sp->grain_bytes);
+        }
+        pthread_mutex_unlock(&img->lock);
         if (r < 0)
             return r;
         if (kind == GRAIN_UNALLOC)
@@ -363,12 +375,14 @@ static int sparse_block_status(struct qimg_image *img, struct vmdk_extent *e, ui
     uint64_t sector;
     pthread_mutex_lock(&img->lock);
     int r = grain_lookup(e, sp, g, &kind, &sector);
-    /* a lookup failing further on only ends the run */
-    while (r == 0 && kind != GRAIN_DATA && n < len) {
+    /* a lookup failing further on only ends the run; data grains join it
+     * while they follow each other in the file */
+    while (r == 0 && n < len && !(kind == GRAIN_DATA && sp->compressed)) {
         enum grain_kind next;
         uint64_t next_sector;
         if (grain_lookup(e, sp, (off + n) / sp->grain_bytes, &next, &next_sector) < 0 ||
-            next != kind)
+            next != kind ||
+            (kind == GRAIN_DATA && next_sector != sector + (in_grain + n) / VMDK_SECTOR))
             break;
         n = QIMG_MIN(len, n + sp->grain_bytes);
     }
