@@ -27,7 +27,7 @@ measure_beyond_qemu() {
             test "$(echo "$m" | json_field required)" -le "$(echo "$m" | json_field fully-allocated)" ;;
     "")
         "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$SCRATCH/ms.$fm" "$size"
-        vsize=$("$QEMU_IMG" info -f "$fm" --output=json "$SCRATCH/ms.$fm" | json_field virtual-size)
+        vsize=$("$QEMU_IMG" info -f "$fm" --output=json "$SCRATCH/ms.$fm" | json_field virtual-size | head -1)
         "$QEMU_IO" -f "$fm" -c "write -P 0x5a 0 $vsize" "$SCRATCH/ms.$fm" >/dev/null
         expect_eq "$name: --size fully allocated" "$(echo "$m" | json_field fully-allocated)" \
             "$(stat -c %s "$SCRATCH/ms.$fm")" ;;
