@@ -81,6 +81,13 @@ const char *qimg_features_lacking(void);
  * on one open. */
 void qimg_set_safe_mode(bool on);
 bool qimg_safe_mode(void);
+/* Extent files an image names (VMDK) must be regular files inside the
+ * image's directory: a name that is absolute, climbs out with "..", or
+ * leads (through symbolic links) outside it, or a device, FIFO, socket or
+ * directory, is refused (OpenStack's CVE-2024-32498), unless this is on
+ * (the CLI: QIMG_ALLOW_EXTERNAL_EXTENTS=1) or the user names the file
+ * (extents.N.filename=...). */
+void qimg_set_allow_external_extents(bool on);
 /* May img's recorded backing file be opened (info --backing-chain walks the
  * chain itself)?  0, or <0 with the safe-mode error set. */
 int qimg_backing_permitted(qimg_image *img);
