@@ -185,7 +185,10 @@ check "chain: guest bytes" cmp -s "$SCRATCH/chain.raw" "$SCRATCH/chain.ref.raw"
 # a delta disk made by qimg over a qemu-img base, written by qimg
 rm -rf "$SCRATCH/d" && mkdir -p "$SCRATCH/d" && cp "$IN/chain/base.vmdk" "$SCRATCH/d/"
 (cd "$SCRATCH/d" && "$QIMG" create -q -f vmdk -b base.vmdk -F vmdk top.vmdk &&
-    printf 'abc' > p.raw && "$QIMG" dd -f raw -O vmdk if=p.raw of=top.vmdk conv=notrunc 2>/dev/null)
+    "$QIMG" bench -w -c 1 -o 4096 -s 512 --pattern=0x61 -f vmdk top.vmdk >/dev/null) ||
+    fail "qimg delta disk: create and write"
+check "qimg delta disk: its write and the parent's data around it" "$QEMU_IO" -f vmdk \
+    -c 'read -P 0x61 4096 512' -c 'read -P 1 0 4096' -c 'read -P 1 4608 60k' "$SCRATCH/d/top.vmdk"
 check "qimg delta disk: qemu-img check" "$QEMU_IMG" check "$SCRATCH/d/top.vmdk"
 expect_eq "qimg delta disk: parent CID" \
     "$(grep -a '^parentCID' "$SCRATCH/d/top.vmdk")" "$(grep -a '^CID' "$SCRATCH/d/base.vmdk" | sed 's/^/parent/')"
@@ -227,9 +230,12 @@ check "ZERO and RDONLY extents read (qemu-img skips them)" cmp -s "$SCRATCH/zero
 expect_eq "ZERO extent in map" \
     "$("$QIMG" map --output=json "$IN/hand/zero.vmdk" | sed -n 2p)" \
     '{ "start": 1048576, "length": 2097152, "depth": 0, "present": true, "zero": true, "data": false},'
-printf 'x' > "$SCRATCH/x.raw"
-check_fail "RDONLY extent refuses writes" "$QIMG" dd -f raw -O vmdk if="$SCRATCH/x.raw" \
-    of="$IN/hand/zero.vmdk" seek=6000 bs=512 conv=notrunc
+out=$("$QIMG" bench -w -c 1 -o $((6000 * 512)) -s 512 -f vmdk "$IN/hand/zero.vmdk" 2>&1 >/dev/null)
+expect_eq "RDONLY extent refuses writes" "$out" \
+    "qimg: Failed request: Permission denied"
+out=$("$QIMG" bench -w -c 1 -o $((512 * 512)) -s 512 --pattern=0x61 -f vmdk "$IN/hand/zero.vmdk" 2>&1)
+check "RW extent of the same disk takes writes" cmp -s <(head -c $((512 * 513)) "$IN/hand/a.bin" | tail -c 512) \
+    <(printf 'a%.0s' $(seq 512))
 check "RDONLY extent: its file untouched" cmp -s "$IN/hand/b.bin" <(tail -c 1M "$SRC")
 
 # ---- extents outside the image's directory are refused (CVE-2024-32498)
@@ -393,3 +399,17 @@ for sub in monolithicSparse twoGbMaxExtentSparse monolithicFlat; do
     check "measure $sub: required <= fully allocated" \
         test "$(echo "$m" | jf required)" -le "$(echo "$m" | jf fully-allocated)"
 done
+
+# ---- a partial write to a later extent of a delta disk copies the rest of
+# its grain from the parent at the guest offset (qemu-img uses the offset
+# inside the extent: it would copy the parent's first grain here)
+rm -rf "$SCRATCH/cow" && mkdir -p "$SCRATCH/cow"
+(cd "$SCRATCH/cow" && "$QEMU_IMG" create -q -f vmdk base.vmdk 3G &&
+    "$QEMU_IO" -f vmdk -c 'write -P 0x11 0 64k' -c 'write -P 0x22 2G 64k' base.vmdk >/dev/null &&
+    "$QEMU_IMG" create -q -f vmdk -o subformat=twoGbMaxExtentSparse -b base.vmdk -F vmdk top.vmdk &&
+    "$QIMG" bench -w -c 1 -o $((2 << 30)) -s 512 --pattern=0x33 -f vmdk top.vmdk >/dev/null) ||
+    fail "write into the second extent of a delta disk"
+expect_eq "partial grain of a later extent: the parent's bytes at the guest offset" \
+    "$("$QEMU_IO" -f vmdk -c 'read -v 2147484160 4' "$SCRATCH/cow/top.vmdk" | head -1 | cut -c1-22)" \
+    "80000200:  22 22 22 22"
+check "partial grain of a later extent: qemu-img check" "$QEMU_IMG" check "$SCRATCH/cow/top.vmdk"
