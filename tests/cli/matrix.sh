@@ -121,7 +121,7 @@ maps_beyond_qemu() { case $1 in vhdx) return 0 ;; *) return 1 ;; esac; }
 #   random_bytes I    row I's files differ at random between two writers
 #                     (LUKS salts, master key and UUID; qimg also spends its
 #                     own PBKDF2 iteration counts): compared by guest data
-SECRET_DATA=matrix-secret
+SECRET_DATA=matrix-secret SEC=()
 key_opt() { case ,${OPTS[$1]}, in *,encrypt.key-secret=s0,*) echo encrypt.key-secret ;; *,key-secret=s0,*) echo key-secret ;; esac; }
 sec() {
     SEC=()
@@ -138,7 +138,6 @@ img_top() {
     local k; k=$(key_opt "$1")
     if [ -n "$k" ]; then echo "json:$(img_json "$k" "$2" ", \"backing\": $(img_json "$k" "$3")")"; else echo "$2"; fi
 }
-SEC=()
 random_bytes() { case ${FMT[$1]},${OPTS[$1]} in luks,* | qcow2,*encrypt.format=luks*) return 0 ;; *) return 1 ;; esac; }
 
 # qemu-img times PBKDF2 with getrusage() when it creates a LUKS header and
