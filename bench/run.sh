@@ -87,10 +87,10 @@ make_input() {
 }
 
 wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-to-raw \
-       vdi-sparse vpc-sparse copy-limit-sparse &&
+       vdi-sparse vpc-sparse vmdk-sparse copy-limit-sparse &&
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
 wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw \
-       vdi-dense vpc-dense copy-limit-dense vmdk-stream \
+       vdi-dense vpc-dense vmdk-dense copy-limit-dense vmdk-stream \
        raw-to-qed-dense qed-dense-to-raw raw-to-qcow-dense &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
@@ -229,11 +229,12 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     WORKLOADS+=("qcow2-c-zstd|convert qcow2→qcow2 -c (zstd)|convert -c -O qcow2 -o compression_type=zstd \$IN/c.qcow2 \$OUT/t.qcow2|compare -f qcow2 -F qcow2 \$IN/c.qcow2 \$OUT/t.qcow2")
 fi
 
-# The hypervisors' formats (issue 14): raw→vdi and raw→vpc and back, on the
+# The hypervisors' formats (issue 14): raw→vdi, raw→vpc and raw→vmdk
+# (monolithicSparse) and back, on the
 # sparse and the dense input; the sources in those formats made by qemu-img
 # (untimed).  The copy limit: cp --sparse=always of the same raw bytes in
 # the qemu-img column, qimg's raw→raw copy beside it.
-for f in vdi:vdi vpc:vhd; do
+for f in vdi:vdi vpc:vhd vmdk:vmdk; do
     fmt=${f%%:*} ext=${f#*:}
     for kind in sparse dense; do
         wanted "$fmt-$kind" || continue

@@ -62,6 +62,10 @@ enum qimg_open_flags {
     QIMG_OPEN_UNMAP       = 1u << 11, /* discard=unmap: storage a zero write frees is
                                          discarded below too (qemu-img's convert target
                                          and commit chain) */
+    QIMG_OPEN_NO_SHARE    = 1u << 12, /* refuse others write and resize on this image
+                                         (not its backing files), as qemu-img's convert
+                                         does for its sources: converting onto a source
+                                         fails as in qemu-img, never destroys it */
 };
 
 /* What this build has: storage backends (file, null-co, blkdebug...) by
@@ -81,6 +85,13 @@ const char *qimg_features_lacking(void);
  * on one open. */
 void qimg_set_safe_mode(bool on);
 bool qimg_safe_mode(void);
+/* Extent files an image names (VMDK) must be regular files inside the
+ * image's directory: a name that is absolute, climbs out with "..", or
+ * leads (through symbolic links) outside it, or a device, FIFO, socket or
+ * directory, is refused (OpenStack's CVE-2024-32498), unless this is on
+ * (the CLI: QIMG_ALLOW_EXTERNAL_EXTENTS=1) or the user names the file
+ * (extents.N.filename=...). */
+void qimg_set_allow_external_extents(bool on);
 /* May img's recorded backing file be opened (info --backing-chain walks the
  * chain itself)?  0, or <0 with the safe-mode error set. */
 int qimg_backing_permitted(qimg_image *img);
@@ -273,6 +284,10 @@ const char *qimg_target_path(const qimg_target *t);       /* the name to write *
 char *qimg_target_message(const qimg_target *t, const char *msg);
 void qimg_target_discard(const qimg_target *t);            /* removes the temporary */
 int qimg_target_commit(const qimg_target *t);              /* rename into place */
+/* The existing file the target replaces, locked as qemu-img's creation
+ * locks it: fails (qemu's "Failed to get \"write\" lock") while another
+ * process or one of the command's own sources uses it; held until free. */
+int qimg_target_lock(qimg_target *t);
 void qimg_target_free(qimg_target *t);
 
 /* ------------------------------------------------------------------ JSON */

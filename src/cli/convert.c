@@ -272,7 +272,9 @@ static int create_target(qimg_target *t, const char *name, const struct convert_
         .backing_file = o->backing, .backing_fmt = o->backing_fmt,
         .opts = opts, .quiet = true,
     };
-    int r = qimg_create(&cp);
+    int r = qimg_target_lock(t);
+    if (r == 0)
+        r = qimg_create(&cp);
     if (r < 0) {
         CLEANUP_FREE char *msg = qimg_target_message(t, qimg_last_error());
         error_report("%s: error while converting %s: %s", name, o->out_fmt, msg);
@@ -531,6 +533,8 @@ int cmd_convert(int argc, char **argv)
         src_flags |= QIMG_OPEN_STREAM;
     if (o.force_share)
         src_flags |= QIMG_OPEN_FORCE_SHARE;
+    else
+        src_flags |= QIMG_OPEN_NO_SHARE;     /* qemu-img's sources refuse writers */
     if (parse_cache_mode(o.src_cache ? o.src_cache : "writeback", &src_flags) < 0) {
         error_report("Invalid source cache option: %s", o.src_cache);
         return 1;

@@ -148,6 +148,9 @@ static int take_safe_option(int argc, char **argv)
     const char *env = getenv("QIMG_SAFE");
     if (safe || (env && strcmp(env, "1") == 0))
         qimg_set_safe_mode(true);
+    env = getenv("QIMG_ALLOW_EXTERNAL_EXTENTS");
+    if (env && strcmp(env, "1") == 0)
+        qimg_set_allow_external_extents(true);
     return out;
 }
 

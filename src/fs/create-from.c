@@ -270,7 +270,7 @@ int qimg_create_from(struct qimg_create_from_params *p)
         .filename = qimg_target_path(&t), .fmt = p->fmt, .size = pl.size, .has_size = true,
         .opts = p->opts, .quiet = true,
     };
-    if ((r = qimg_create(&cp)) < 0)
+    if ((r = qimg_target_lock(&t)) < 0 || (r = qimg_create(&cp)) < 0)
         goto fail;
     if ((r = qimg_open(&img, qimg_target_path(&t), p->fmt ? p->fmt : "raw",
                        QIMG_OPEN_RDWR | QIMG_OPEN_CACHE_UNSAFE)) < 0)

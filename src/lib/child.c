@@ -59,6 +59,69 @@ static bool file_allowed(const char *path)
     return found;
 }
 
+/* ---- extents stay next to their image ---- */
+
+static bool external_extents_allowed;
+
+void qimg_set_allow_external_extents(bool on)
+{
+    __atomic_store_n(&external_extents_allowed, on, __ATOMIC_RELAXED);
+}
+
+/* Does the relative name climb above its starting directory? */
+static bool climbs_out(const char *name)
+{
+    long depth = 0;
+    for (const char *p = name; *p;) {
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            depth--;
+        else if (n > 0 && !(n == 1 && p[0] == '.'))
+            depth++;
+        if (depth < 0)
+            return true;
+        p += n + (end != NULL);
+    }
+    return false;
+}
+
+/* Is the existing file path, links resolved, inside directory dir? */
+static bool resolves_inside(const char *path, const char *dir)
+{
+    CLEANUP_FREE char *real = realpath(path, NULL);
+    CLEANUP_FREE char *real_dir = realpath(dir[0] ? dir : ".", NULL);
+    if (!real || !real_dir)
+        return false;
+    size_t n = strlen(real_dir);
+    if (n == 1)
+        return true;               /* the root holds everything */
+    return strncmp(real, real_dir, n) == 0 && real[n] == '/';
+}
+
+static int extent_permitted(struct qimg_image *parent, const char *name, const char *path)
+{
+    if (__atomic_load_n(&external_extents_allowed, __ATOMIC_RELAXED))
+        return 0;
+    const char *why = NULL;
+    struct stat st;
+    if (name[0] == '/')
+        why = "is an absolute path";
+    else if (climbs_out(name))
+        why = "leaves the image's directory";
+    else if (stat(path, &st) == 0) {
+        CLEANUP_FREE char *dir = qimg_io_dirname(parent->file);
+        if (!S_ISREG(st.st_mode))
+            why = "is not a regular file";
+        else if (!dir || !resolves_inside(path, dir))
+            why = "leads outside the image's directory";
+    }
+    if (!why)
+        return 0;
+    return qimg_error(-EPERM, "extent file '%s' %s (refused: set QIMG_ALLOW_EXTERNAL_EXTENTS=1 "
+                      "or name the file with extents.N.filename to allow it)", name, why);
+}
+
 /* ---- the policy ---- */
 
 static const char *kind_text(enum qimg_child_kind kind)
@@ -155,6 +218,13 @@ int qimg_child_opts(struct qimg_image *parent, enum qimg_child_kind kind,
             return r;
         }
     } else {
+        if (kind == QIMG_CHILD_EXTENT) {
+            r = extent_permitted(parent, name_in_image, path);
+            if (r < 0) {
+                free(path);
+                return r;
+            }
+        }
         qimg_opts_set(out, "driver", "file");
         qimg_opts_set(out, "filename", path);
     }

@@ -366,7 +366,7 @@ static int check_protocol_opts(struct plan *pl, const char *prealloc, uint64_t *
 
 /* Fail now, as qemu does, when another process uses the image we would
  * replace; the lock is held until the new file is in place. */
-static int lock_existing(const char *target, struct qimg_io **io)
+int qimg_lock_existing(const char *target, struct qimg_io **io)
 {
     struct stat st;
     *io = NULL;
@@ -505,7 +505,7 @@ int qimg_create(const struct qimg_create_params *p)
             tmp = make_temp(target, nocow);
     }
     if (target) {
-        r = lock_existing(target, &held);
+        r = qimg_lock_existing(target, &held);
         if (r < 0)
             goto out;
     }

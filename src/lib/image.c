@@ -115,7 +115,8 @@ void qimg_warn_probed_raw(const char *filename)
 /* Take qemu's locks: a reader holds "consistent read" (not for info,
  * which does no I/O), a writer also "write" and "resize"; a format with
  * metadata of its own refuses to share write and resize, since another
- * writer would change its metadata under it.  raw shares everything. */
+ * writer would change its metadata under it.  raw shares everything,
+ * unless the command refuses it (QIMG_OPEN_NO_SHARE: convert's sources). */
 static int lock_image(qimg_image *img)
 {
     unsigned take = 0, unshare = 0;
@@ -123,7 +124,7 @@ static int lock_image(qimg_image *img)
         take |= QIMG_PERM_READ;
     if (img->flags & QIMG_OPEN_RDWR)
         take |= QIMG_PERM_READ | QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
-    if (qimg_drv_has_metadata(img->drv))
+    if (qimg_drv_has_metadata(img->drv) || (img->flags & QIMG_OPEN_NO_SHARE))
         unshare = QIMG_PERM_WRITE | QIMG_PERM_RESIZE;
     return qimg_io_lock(img->file, take, unshare);
 }
@@ -349,7 +350,8 @@ static int check_backing_resolvable(const qimg_image *img)
 
 int qimg_open_backing_chain(qimg_image *top)
 {
-    unsigned flags = (top->flags & ~(unsigned)(QIMG_OPEN_RDWR | QIMG_OPEN_NO_BACKING)) |
+    unsigned flags = (top->flags & ~(unsigned)(QIMG_OPEN_RDWR | QIMG_OPEN_NO_BACKING |
+                                               QIMG_OPEN_NO_SHARE)) |
                      QIMG_OPEN_NO_PROBE_WARNING;
     unsigned depth = 0;
     int r = 0;

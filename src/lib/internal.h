@@ -34,10 +34,16 @@ struct qimg_target {
     bool local;                   /* a local path (not json: nor a protocol) */
     bool replaces;                /* final exists: its mode is kept */
     mode_t mode;
+    struct qimg_io *held;         /* final, locked as a writer would (qimg_target_lock) */
 };
 /* A target on the stack: plan fills it, release frees what it holds. */
 void qimg_target_plan(struct qimg_target *t, const char *name);
 void qimg_target_release(struct qimg_target *t);
+/* Open an existing regular file target and take the locks a writer takes
+ * (qemu's creation does): -EAGAIN with qemu's message while another user,
+ * or one of our own sources, refuses to share it.  io NULL when there is
+ * nothing to lock. */
+int qimg_lock_existing(const char *target, struct qimg_io **io);
 
 /* ============================================================ threads */
 

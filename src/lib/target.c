@@ -77,8 +77,18 @@ int qimg_target_commit(const struct qimg_target *t)
     return 0;
 }
 
+int qimg_target_lock(qimg_target *t)
+{
+    if (!t->tmp || !t->replaces || t->held)
+        return 0;
+    return qimg_lock_existing(t->final, &t->held);
+}
+
 void qimg_target_release(struct qimg_target *t)
 {
+    if (t->held)
+        qimg_io_close(t->held);
+    t->held = NULL;
     free(t->final);
     free(t->tmp);
     t->final = t->tmp = NULL;

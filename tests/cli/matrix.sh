@@ -36,6 +36,9 @@ vpc_unrandom() {
     rm -f "$m"
 }
 
+# vmdk_unrandom FILE: the file with its descriptor's CID (random) masked;
+# the NUL padding after the text is dropped (a CID is 1 to 8 digits)
+vmdk_unrandom() { sed -e 's/^CID=[0-9a-f]*$/CID=x/' -e 's/^parentCID=[0-9a-f]*$/parentCID=x/' "$1" | tr -d '\000'; }
 # vhdx_unrandom FILE: the file with what differs between two writers
 # zeroed: the headers' checksums, sequence numbers and GUIDs, the log
 # region (entries carry the log GUID) and the virtual disk id
@@ -68,6 +71,7 @@ same_bytes() {
     case $1 in
     vdi) cmp -s <(head -c 392 "$2"; tail -c +425 "$2") <(head -c 392 "$3"; tail -c +425 "$3") ;;
     vpc) cmp -s <(vpc_unrandom "$2") <(vpc_unrandom "$3") ;;
+    vmdk) cmp -s <(vmdk_unrandom "$2") <(vmdk_unrandom "$3") ;;
     vhdx) cmp -s <(vhdx_unrandom "$2") <(vhdx_unrandom "$3") ;;
     *) cmp -s "$2" "$3" ;;
     esac
@@ -77,12 +81,12 @@ same_bytes() {
 # compress_exits_1_in_qemu FMT: qemu-img 7.2 writes a compressed image of
 # FMT and then exits 1 (qcow refuses its end-of-stream marker); qimg exits 0
 compress_exits_1_in_qemu() { case $1 in qcow) return 0 ;; *) return 1 ;; esac; }
-grows_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
+grows_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx | vmdk) return 0 ;; *) return 1 ;; esac; }
 # shrinks_beyond_qemu FMT: qimg shrinks images of FMT (--shrink) where
 # qemu-img cannot resize them at all
 shrinks_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
 # measures_beyond_qemu FMT: qimg measures FMT where qemu-img cannot
-measures_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx) return 0 ;; *) return 1 ;; esac; }
+measures_beyond_qemu() { case $1 in vdi | vpc | parallels | vhdx | vmdk) return 0 ;; *) return 1 ;; esac; }
 # full_alloc_opts ROW: how the generic measure test makes row ROW's "fully
 # allocated" image with qemu-img: nothing (the default) when every byte of
 # an image made with the row's options is written by qemu-io; create

@@ -244,3 +244,31 @@ qw top.qcow2 "write -z 0 2M" "write -P 6 3M 64k"
 same "commit of zero clusters over allocated base clusters" commit top.qcow2
 expect_eq "commit of zero clusters: base file as qemu-img's" \
     "$(sha "$SCRATCH/run.new/work/full.qcow2")" "$(sha "$SCRATCH/run.ref/work/full.qcow2")"
+
+# ---- a target that is one of the sources, or that another process uses:
+# qemu-img's creation fails on the lock its sources hold (they refuse other
+# writers) and the source is left as it was; qimg the same (it writes under
+# a temporary name, so without the lock it would silently replace it)
+fresh
+"$QEMU_IMG" create -q -f raw "$IN/s1.raw" 1M
+qio "$IN/s1.raw" "write -P 1 0 1M"
+"$QEMU_IMG" create -q -f raw "$IN/s2.raw" 1M
+mk q.qcow2 1M
+same "convert onto its first source (concatenating)" convert -O raw s1.raw s2.raw s1.raw
+expect_eq "convert onto its first source: the source unchanged" \
+    "$(sha "$SCRATCH/run.new/work/s1.raw")" "$(sha "$IN/s1.raw")"
+same "convert raw onto its own source as qcow2" convert -O qcow2 s1.raw s1.raw
+same "convert qcow2 onto itself" convert -O qcow2 q.qcow2 q.qcow2
+same "convert -n onto its own source" convert -n -O raw s1.raw s1.raw
+same "convert -U onto another image" convert -U -O raw s1.raw s2.raw
+same "convert onto an existing, unused image" convert -O raw s2.raw s1.raw
+# another process writing a qcow2 target (a running VM: qemu-io here)
+"$QEMU_IO" -f qcow2 -c 'sleep 5000' "$IN/q.qcow2" >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 50); do grep -q ":$(stat -c %i "$IN/q.qcow2") " /proc/locks && break; sleep 0.1; done
+(cd "$IN" && "$QEMU_IMG" convert -O qcow2 s1.raw q.qcow2; echo "rc=$?") >"$SCRATCH/held.ref" 2>&1
+(cd "$IN" && "$QIMG_AS_QEMU" convert -O qcow2 s1.raw q.qcow2; echo "rc=$?") >"$SCRATCH/held.new" 2>&1
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+expect_eq "convert onto an image a VM is using: qemu-img's refusal" \
+    "$(cat "$SCRATCH/held.new")" "$(cat "$SCRATCH/held.ref")"
+check_fail "convert onto an image a VM is using: refused" grep -q '^rc=0' "$SCRATCH/held.new"

@@ -127,6 +127,27 @@ mk -f vmdk "$OUT/vmdk-sparse" 1M
 mk -f vmdk -o subformat=streamOptimized "$OUT/vmdk-stream" 1M
 mk -f vmdk -o subformat=monolithicFlat "$tmp/flat.vmdk" 64k
 cp "$tmp/flat.vmdk" "$OUT/vmdk-descriptor"
+# a small hosted sparse extent by hand: 4 KiB grains, 16-entry tables,
+# redundant directory, zeroed-grain entries (one data grain, one zeroed),
+# its descriptor embedded; and a descriptor of ZERO extents
+python3 - "$OUT/vmdk-zeroed" "$OUT/vmdk-desc-zero" <<'PY'
+import struct, sys
+desc = (b'# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n'
+        b'createType="monolithicSparse"\n\n# Extent description\nRW 64 SPARSE "x"\n')
+f = bytearray(24 * 512)
+f[0:4] = b"KDMV"
+struct.pack_into("<IIQQQQIQQQ", f, 4, 2, 0x7, 64, 8, 1, 2, 16, 3, 5, 8)
+f[73:77] = b"\n \r\n"
+f[512:512 + len(desc)] = desc
+struct.pack_into("<I", f, 3 * 512, 4)          # redundant directory -> table at 4
+struct.pack_into("<I", f, 5 * 512, 6)          # directory -> table at 6
+for t in (4, 6):
+    struct.pack_into("<II", f, t * 512, 8, 1)  # grain 0 at sector 8, grain 1 zeroed
+f[8 * 512:12 * 512] = bytes((i * 13) & 0xff for i in range(4096))
+open(sys.argv[1], "wb").write(bytes(f[:12 * 512]))
+open(sys.argv[2], "wb").write(b'# Disk DescriptorFile\nversion=1\nCID=2\nparentCID=ffffffff\n'
+                              b'createType="monolithicFlat"\n\n# Extent description\n'
+                              b'RW 100 ZERO\nRDONLY 28 ZERO\n')
 # a COWD (VMDK3) file as the image (qemu reads its CID in sector 1): 64
 # one-sector grains, one grain table, two grains; and a streamOptimized file
 # as VMware streams it (grain directory at the end, footer, end-of-stream

@@ -6,8 +6,10 @@
  * one more than the one before; a chain whose last entry's tail lies
  * inside it is a sequence.  Its updates are written in place on a
  * read-write open, or laid over every read of a read-only open (qemu
- * refuses those).  A log GUID without a valid sequence is a corrupt
- * image (qemu ignores the log and reads stale metadata).
+ * refuses those).  Entries with the log GUID none of which makes a valid
+ * sequence are a corrupt log (qemu ignores the log and reads stale
+ * metadata); a log GUID that no entry carries is the trace of an update
+ * stopped before its entry and reads as an empty log.
  *
  * Writing: each update is one entry holding whole 4 KiB sectors.  Entries
  * follow each other in the ring and start again at its beginning when the
@@ -255,18 +257,26 @@ int vhdx_log_open(struct qimg_image *img, struct vhdx_state *s, unsigned flags)
         .log_start = s->log_offset, .log_end = s->log_offset + s->log_length,
         .budget = LOG_SCAN_BUDGET,
     };
-    bool found = false;
+    bool found = false, any_entry = false;
     if (r == 0) {
         sc.tmp = qimg_alloc_from_image(s->log_length, "VHDX log entry");
         r = sc.tmp ? find_active(&sc, &s->pending, &found) : -ENOMEM;
     }
+    /* Any entry header carrying the header's log GUID?  None: the log GUID
+     * was set and the process stopped before the first entry was written
+     * (a state every writer passes through): an empty log, as qemu reads
+     * it.  One that fails its checks is a damaged or hostile log. */
+    for (uint32_t pos = 0; r == 0 && !found && pos < s->log_length; pos += VHDX_LOG_SECTOR)
+        any_entry |= memcmp(log + pos, "loge", 4) == 0 && memcmp(log + pos + LE_GUID, guid, 16) == 0;
     free(sc.tmp);
     free(log);
     if (r == -ENOSPC)
         return corrupt(img, s, flags, qimg_last_error());
     if (r < 0)
         return r;
-    if (!found)
+    if (!found && !any_entry)
+        s->log_guid_stale = true;      /* an update stopped before its entry */
+    else if (!found)
         return corrupt(img, s, flags, "no valid log sequence");
     if (s->file_size < s->pending.flushed_offset) {
         vhdx_log_free(&s->pending);

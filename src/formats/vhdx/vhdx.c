@@ -69,6 +69,13 @@ static int open_image(struct qimg_image *img, struct vhdx_state *s, unsigned fla
         return qimg_error_errno(-EINVAL, "Could not open '%s'", img->filename);
     if ((r = vhdx_read_headers(img, s)) < 0 || (r = vhdx_log_open(img, s, flags)) < 0)
         return r;
+    if (s->log_guid_stale && s->writable) {
+        r = vhdx_begin_write(img, s, false);
+        if (r == 0)
+            r = vhdx_set_log_guid(img, s, false);
+        if (r < 0)
+            return r;
+    }
     if (s->pending.nops) {
         if (s->writable) {
             r = vhdx_log_replay(img, s);

@@ -123,6 +123,7 @@ struct vhdx_state {
     struct vhdx_log_replay pending;
     bool log_replayed_on_open;
     bool log_corrupt;                   /* kept only for check -r */
+    bool log_guid_stale;                /* a log GUID naming no entry */
     char *log_error;
 
     /* write session */

@@ -238,6 +238,67 @@ int vmdk_desc_extents(const char *text, struct vmdk_desc_extent **out, size_t *n
     return 0;
 }
 
+/* Replace text[start, end) by repl. */
+static char *splice(const char *text, size_t start, size_t end, const char *repl)
+{
+    return qimg_asprintf("%.*s%s%s", (int)start, text, repl, text + end);
+}
+
+/* The sector count of the index-th extent line: where its digits are. */
+static bool find_extent_count(const char *text, size_t index, size_t *start, size_t *end)
+{
+    size_t count = 0;
+    for (const char *line = text; *line;) {
+        const char *eol = strchr(line, '\n');
+        const char *next = eol ? eol + 1 : line + strlen(line);
+        struct vmdk_desc_extent *x;
+        size_t n;
+        /* a line is an extent line when it parses alone as one */
+        CLEANUP_FREE char *one = strndup(line, (size_t)(next - line));
+        if (vmdk_desc_extents(one, &x, &n) == 0 && n == 1) {
+            vmdk_desc_extents_free(x, n);
+            if (count++ == index) {
+                const char *p = skip_blanks(line);
+                while (*p && !isspace((unsigned char)*p))
+                    p++;
+                p = skip_blanks(p);
+                *start = (size_t)(p - text);
+                while (isdigit((unsigned char)*p) || *p == '+')
+                    p++;
+                *end = (size_t)(p - text);
+                return true;
+            }
+        }
+        line = next;
+    }
+    return false;
+}
+
+char *vmdk_desc_resized(const char *text, size_t index, uint64_t sectors, uint64_t bytes)
+{
+    size_t start, end;
+    if (!find_extent_count(text, index, &start, &end))
+        return NULL;
+    char digits[32];
+    snprintf(digits, sizeof digits, "%" PRIu64, sectors);
+    char *out = splice(text, start, end, digits);
+    const char *key = "ddb.geometry.cylinders = \"";
+    char *cyl = strstr(out, key);
+    CLEANUP_FREE char *heads_text = vmdk_desc_value(out, "ddb.geometry.heads =", 16);
+    unsigned long heads = heads_text ? strtoul(heads_text, NULL, 10) : 0;
+    if (cyl && heads) {
+        size_t s = (size_t)(cyl - out) + strlen(key);
+        const char *q = strchr(out + s, '"');
+        if (q) {
+            snprintf(digits, sizeof digits, "%" PRIu64, (uint64_t)(bytes / (63ull * heads * VMDK_SECTOR)));
+            char *o2 = splice(out, s, (size_t)(q - out), digits);
+            free(out);
+            out = o2;
+        }
+    }
+    return out;
+}
+
 void vmdk_desc_extents_free(struct vmdk_desc_extent *x, size_t n)
 {
     for (size_t i = 0; i < n; i++)

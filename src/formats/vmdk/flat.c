@@ -1,6 +1,7 @@
 /* qimg - VMDK FLAT and VMFS extents (the guest data as it is, in a file
  * from a byte offset on) and ZERO extents (no file, reads as zeros). */
 #include <errno.h>
+#include <inttypes.h>
 
 #include "vmdk.h"
 
@@ -22,12 +23,14 @@ static void flat_close(struct vmdk_extent *e) { }
 static int flat_read(struct qimg_image *img, struct vmdk_extent *e, uint64_t off, uint8_t *buf,
                      size_t len)
 {
+    qimg_io_event(e->file, QIMG_EV_READ_AIO);
     return qimg_io_pread(e->file, buf, len, e->flat_offset + off);
 }
 
 static int flat_write(struct qimg_image *img, struct vmdk_extent *e, uint64_t off,
                       const uint8_t *buf, size_t len)
 {
+    qimg_io_event(e->file, QIMG_EV_WRITE_AIO);
     return qimg_io_pwrite(e->file, buf, len, e->flat_offset + off);
 }
 
@@ -44,7 +47,40 @@ static int flat_block_status(struct qimg_image *img, struct vmdk_extent *e, uint
     return 0;
 }
 
+/* qemu's check: the data must start inside the file. */
+static int flat_check(struct qimg_image *img, struct vmdk_extent *e,
+                      struct qimg_check_result *res)
+{
+    uint64_t size;
+    int r = qimg_io_get_size(e->file, &size);
+    if (r < 0)
+        return r;
+    if (e->flat_offset >= size) {
+        qimg_check_log("ERROR: cluster offset for sector %" PRIu64 " points after EOF", e->start);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The file extended to hold the new sectors (a hole). */
+static int flat_grow(struct qimg_image *img, struct vmdk_extent *e, uint64_t sectors)
+{
+    uint64_t size, end;
+    int r = qimg_io_get_size(e->file, &size);
+    if (r < 0)
+        return r;
+    if (!qimg_add_ok(e->flat_offset, sectors * VMDK_SECTOR, &end) || end > (uint64_t)INT64_MAX)
+        return qimg_error(-EFBIG, "VMDK extent too large");
+    if (end > size)
+        r = qimg_io_truncate(e->file, end);
+    if (r == 0)
+        e->sectors = sectors;
+    return r;
+}
+
 const struct vmdk_extent_ops vmdk_flat_ops = {
+    .grow = flat_grow,
+    .check = flat_check,
     .name = "FLAT",
     .open = flat_open,
     .close = flat_close,

@@ -93,9 +93,11 @@ static int stream_footer(struct vmdk_extent *e, uint64_t file_size, uint8_t *hdr
 static int read_directory(struct vmdk_extent *e, struct sparse *sp, uint64_t sector,
                           uint64_t file_size, uint32_t **out, uint64_t *loaded)
 {
+    /* qemu shifts the sector into a byte offset (wrapping past 64 bits:
+     * 2^60 reads at 0) and reads with signed 64-bit offsets: one beyond
+     * them is an I/O error */
     uint64_t off = sector * VMDK_SECTOR, in_file = 0;
-    /* qemu reads with signed 64-bit offsets: beyond them is an I/O error */
-    if (sector > ((uint64_t)INT64_MAX - sp->gd_entries * 4) / VMDK_SECTOR)
+    if (off > (uint64_t)INT64_MAX - sp->gd_entries * 4)
         return qimg_error(-EIO, "Could not read l1 table from extent '%s': %s",
                           e->file->filename, strerror(EIO));
     if (off < file_size)
@@ -128,12 +130,14 @@ static int check_header(struct qimg_image *img, struct vmdk_extent *e, struct sp
     if (sp->gtes > MAX_GTES)
         return qimg_error(-EINVAL, "L2 table size too big");
     sp->grain_sectors = qimg_le64(hdr + H_GRAIN);
-    uint64_t capacity = qimg_le64(hdr + H_CAPACITY), per_gt;
-    if (!qimg_mul_ok(sp->gtes, sp->grain_sectors, &per_gt))
-        per_gt = UINT64_MAX;
-    /* qemu keeps entries x grain size in 32 bits */
-    if ((uint32_t)(sp->gtes * sp->grain_sectors) == 0)
+    uint64_t capacity = qimg_le64(hdr + H_CAPACITY);
+    /* qemu keeps the sectors one table covers in 32 bits */
+    uint32_t per_gt = (uint32_t)((uint64_t)sp->gtes * sp->grain_sectors);
+    if (per_gt == 0)
         return qimg_error(-EINVAL, "L1 entry size is invalid");
+    /* qemu cuts the directory's length to 32 bits too: a capacity that
+     * overflows it opens there with a short directory; qimg refuses it
+     * below ("L1 size too big") */
     sp->gd_entries = capacity / per_gt + (capacity % per_gt != 0);
     sp->rgd_sector = (sp->flags & F_RGD) ? qimg_le64(hdr + H_RGD) : 0;
     uint64_t overhead = qimg_le64(hdr + H_OVERHEAD);
@@ -325,7 +329,19 @@ static int sparse_read(struct qimg_image *img, struct vmdk_extent *e, uint64_t o
         size_t n = (size_t)QIMG_MIN((uint64_t)len, sp->grain_bytes - in_grain);
         enum grain_kind kind;
         uint64_t sector;
-        int r = locked_lookup(img, e, g, &kind, &sector);
+        pthread_mutex_lock(&img->lock);
+        int r = grain_lookup(e, sp, g, &kind, &sector);
+        /* grains that follow each other in the file too: one read */
+        while (r == 0 && kind == GRAIN_DATA && !sp->compressed && n < len) {
+            enum grain_kind next;
+            uint64_t next_sector;
+            if (grain_lookup(e, sp, g + (in_grain + n) / sp->grain_bytes, &next,
+                             &next_sector) < 0 || next != GRAIN_DATA ||
+                next_sector != sector + (in_grain + n) / VMDK_SECTOR)
+                break;
+            n = (size_t)QIMG_MIN((uint64_t)len, n + sp->grain_bytes);
+        }
+        pthread_mutex_unlock(&img->lock);
         if (r < 0)
             return r;
         if (kind == GRAIN_UNALLOC)
@@ -334,8 +350,10 @@ static int sparse_read(struct qimg_image *img, struct vmdk_extent *e, uint64_t o
             memset(buf, 0, n);
         else if (sp->compressed)
             r = read_compressed(e, sp, sector, in_grain, buf, n);
-        else
+        else {
+            qimg_io_event(e->file, QIMG_EV_READ_AIO);
             r = qimg_io_pread(e->file, buf, n, sector * VMDK_SECTOR + in_grain);
+        }
         if (r < 0)
             return r;
         buf += n;
@@ -357,12 +375,14 @@ static int sparse_block_status(struct qimg_image *img, struct vmdk_extent *e, ui
     uint64_t sector;
     pthread_mutex_lock(&img->lock);
     int r = grain_lookup(e, sp, g, &kind, &sector);
-    /* a lookup failing further on only ends the run */
-    while (r == 0 && kind != GRAIN_DATA && n < len) {
+    /* a lookup failing further on only ends the run; data grains join it
+     * while they follow each other in the file */
+    while (r == 0 && n < len && !(kind == GRAIN_DATA && sp->compressed)) {
         enum grain_kind next;
         uint64_t next_sector;
         if (grain_lookup(e, sp, (off + n) / sp->grain_bytes, &next, &next_sector) < 0 ||
-            next != kind)
+            next != kind ||
+            (kind == GRAIN_DATA && next_sector != sector + (in_grain + n) / VMDK_SECTOR))
             break;
         n = QIMG_MIN(len, n + sp->grain_bytes);
     }
@@ -440,9 +460,21 @@ static int allocate_grain(struct qimg_image *img, struct vmdk_extent *e, struct 
     }
     if (r < 0)
         return r;
-    memcpy(grain + in_grain, buf, len);
-    qimg_io_event(e->file, QIMG_EV_CLUSTER_ALLOC);
-    r = qimg_io_pwrite(e->file, grain, (size_t)sp->grain_bytes, sector * VMDK_SECTOR);
+    /* head and tail, then the data, as qemu writes them (and announces
+     * them to blkdebug) */
+    uint64_t host = sector * VMDK_SECTOR, tail = in_grain + len;
+    if (in_grain) {
+        qimg_io_event(e->file, QIMG_EV_COW_WRITE);
+        r = qimg_io_pwrite(e->file, grain, (size_t)in_grain, host);
+    }
+    if (r == 0 && tail < sp->grain_bytes) {
+        qimg_io_event(e->file, QIMG_EV_COW_WRITE);
+        r = qimg_io_pwrite(e->file, grain + tail, (size_t)(sp->grain_bytes - tail), host + tail);
+    }
+    if (r == 0) {
+        qimg_io_event(e->file, QIMG_EV_WRITE_AIO);
+        r = qimg_io_pwrite(e->file, buf, len, host + in_grain);
+    }
     if (r < 0)
         return r;
     sp->next_sector = end;
@@ -560,7 +592,141 @@ static int sparse_write_zeroes(struct qimg_image *img, struct vmdk_extent *e, ui
     return r;
 }
 
+/* ------------------------------------------------------------- check */
+
+/* Every grain's entry, as qemu's check walks them: one that cannot be
+ * looked up, or data that starts past the end of the file, fails. */
+static int sparse_check(struct qimg_image *img, struct vmdk_extent *e,
+                        struct qimg_check_result *res)
+{
+    struct sparse *sp = e->priv;
+    uint64_t file_size;
+    int r = qimg_io_get_size(e->file, &file_size);
+    if (r < 0)
+        return r;
+    for (uint64_t s = 0; s < e->sectors; s += sp->grain_sectors) {
+        enum grain_kind kind;
+        uint64_t sector;
+        pthread_mutex_lock(&img->lock);
+        r = grain_lookup(e, sp, s / sp->grain_sectors, &kind, &sector);
+        pthread_mutex_unlock(&img->lock);
+        if (r < 0) {
+            qimg_check_log("ERROR: could not get cluster_offset for sector %" PRIu64,
+                           e->start + s);
+            return -EPERM;     /* qemu returns its VMDK_ERROR, -1 */
+        }
+        if (kind == GRAIN_DATA && sector * VMDK_SECTOR >= file_size) {
+            qimg_check_log("ERROR: cluster offset for sector %" PRIu64 " points after EOF",
+                           e->start + s);
+            return -EINVAL;
+        }
+        if ((s & 0xfffff) == 0 && qimg_budget_check() < 0)
+            return -ETIMEDOUT;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- grow */
+
+/* Write the directory dir (entries entries) at sector at. */
+static int write_directory(struct vmdk_extent *e, const uint32_t *dir, uint64_t entries,
+                           uint64_t at)
+{
+    size_t bytes = (size_t)qimg_div_round_up(entries * 4, VMDK_SECTOR) * VMDK_SECTOR;
+    CLEANUP_FREE uint8_t *raw = qimg_xcalloc(1, bytes ? bytes : 1);
+    for (uint64_t i = 0; i < entries; i++)
+        qimg_put_le32(raw + 4 * i, dir[i]);
+    return qimg_io_pwrite(e->file, raw, bytes, at * VMDK_SECTOR);
+}
+
+/* More guest sectors (beyond qemu-img, which resizes no vmdk): tables for
+ * the new part at the end of the file (for both directories), the
+ * directories moved there too when they outgrow their sectors, then the
+ * header.  A crash before the header leaves the old disk intact. */
+static int sparse_grow(struct qimg_image *img, struct vmdk_extent *e, uint64_t sectors)
+{
+    struct sparse *sp = e->priv;
+    if (sp->compressed)
+        return qimg_error(-ENOTSUP, "Growing a streamOptimized VMDK is not supported");
+    if (sp->gd_loaded != sp->gd_entries)
+        return qimg_error(-EINVAL, "VMDK grain directory is incomplete");
+    uint64_t per_gt = (uint64_t)sp->gtes * sp->grain_sectors;
+    uint64_t entries = qimg_div_round_up(sectors, per_gt);
+    if (entries > MAX_GD_ENTRIES || sectors > (uint64_t)INT64_MAX / VMDK_SECTOR)
+        return qimg_error(-EFBIG, "L1 size too big");
+    uint64_t gt_sectors = qimg_div_round_up(sp->gtes * 4ull, VMDK_SECTOR);
+    uint64_t room = qimg_div_round_up(sp->gd_entries * 4, VMDK_SECTOR) * VMDK_SECTOR / 4;
+    bool move = entries > room;
+    uint64_t dir_sectors = qimg_div_round_up(entries * 4, VMDK_SECTOR);
+    uint64_t copies = sp->rgd ? 2 : 1, at = sp->next_sector;
+    uint64_t need = copies * ((entries - sp->gd_entries) * gt_sectors + (move ? dir_sectors : 0));
+    uint64_t end = qimg_div_round_up(at + need, sp->grain_sectors) * sp->grain_sectors;
+    if (end > UINT32_MAX)
+        return qimg_error(-EFBIG, "VMDK extent too large");
+    uint32_t *gd = qimg_calloc_from_image(entries, 4, "VMDK grain directory");
+    uint32_t *rgd = sp->rgd ? qimg_calloc_from_image(entries, 4, "VMDK grain directory") : NULL;
+    if (!gd || (sp->rgd && !rgd)) {
+        free(gd);
+        free(rgd);
+        return -ENOMEM;
+    }
+    memcpy(gd, sp->gd, sp->gd_entries * 4);
+    if (rgd)
+        memcpy(rgd, sp->rgd, sp->gd_entries * 4);
+    for (uint64_t i = sp->gd_entries; i < entries; i++) {
+        gd[i] = (uint32_t)at;
+        at += gt_sectors;
+        if (rgd) {
+            rgd[i] = (uint32_t)at;
+            at += gt_sectors;
+        }
+    }
+    uint64_t gd_at = sp->gd_sector, rgd_at = sp->rgd_sector;
+    if (move) {
+        gd_at = at;
+        at += dir_sectors;
+        if (rgd) {
+            rgd_at = at;
+            at += dir_sectors;
+        }
+    }
+    int r = qimg_io_truncate(e->file, end * VMDK_SECTOR);   /* new tables: zeros */
+    if (r == 0)
+        r = write_directory(e, gd, entries, gd_at);
+    if (r == 0 && rgd)
+        r = write_directory(e, rgd, entries, rgd_at);
+    if (r == 0)
+        r = qimg_io_flush(e->file);
+    uint8_t h[24];
+    qimg_put_le64(h, sectors);
+    if (r == 0)
+        r = qimg_io_pwrite(e->file, h, 8, H_CAPACITY);
+    qimg_put_le64(h, rgd_at);
+    qimg_put_le64(h + 8, gd_at);
+    if (r == 0)
+        r = qimg_io_pwrite(e->file, h, 16, H_RGD);
+    if (r < 0) {
+        free(gd);
+        free(rgd);
+        return r;
+    }
+    free(sp->gd);
+    free(sp->rgd);
+    sp->gd = gd;
+    sp->rgd = rgd;
+    sp->gd_entries = sp->gd_loaded = entries;
+    sp->gd_sector = gd_at;
+    sp->rgd_sector = rgd_at;
+    sp->next_sector = end;
+    for (size_t k = 0; k < GT_CACHE; k++)
+        sp->cache[k].valid = false;
+    e->sectors = sectors;
+    return 0;
+}
+
 const struct vmdk_extent_ops vmdk_sparse_ops = {
+    .grow = sparse_grow,
+    .check = sparse_check,
     .write = sparse_write,
     .write_zeroes = sparse_write_zeroes,
     .name = "SPARSE",

@@ -131,9 +131,11 @@ static char *read_text(struct qimg_io *io, uint64_t off, size_t max)
 }
 
 /* The first bytes of a file, as qemu reads a descriptor: at most 1 MiB - 1
- * from off (zeros past the file's end). */
+ * from off (zeros past the file's end; qemu sees a file's size in whole
+ * sectors). */
 static char *read_desc(struct qimg_io *io, uint64_t off, uint64_t file_size)
 {
+    file_size = qimg_div_round_up(file_size, VMDK_SECTOR) * VMDK_SECTOR;
     if (file_size < 4) {
         qimg_error(-EINVAL, "File is too small, not a valid image");
         return NULL;
@@ -301,6 +303,12 @@ static int place_extents(struct qimg_image *img, struct vmdk_state *s)
     return 0;
 }
 
+/* qemu's message for an open that fails without one of its own */
+static int open_failed(struct qimg_image *img)
+{
+    return qimg_error(-EINVAL, "Could not open '%s': Invalid argument", img->filename);
+}
+
 /* parentFileNameHint names the parent (always a vmdk, as in qemu). */
 static int open_parent_name(struct qimg_image *img, const char *desc)
 {
@@ -309,11 +317,11 @@ static int open_parent_name(struct qimg_image *img, const char *desc)
         return 0;
     size_t skip = strlen("parentFileNameHint") + 2;
     if (strnlen(p, skip) < skip)
-        return qimg_error(-EINVAL, "Invalid parentFileNameHint");
+        return open_failed(img);
     p += skip;
     const char *end = strchr(p, '"');
     if (!end || end - p > VMDK_MAX_PARENT_NAME)
-        return qimg_error(-EINVAL, "Invalid parentFileNameHint");
+        return open_failed(img);
     img->backing_file = qimg_xmalloc((size_t)(end - p) + 1);
     memcpy(img->backing_file, p, (size_t)(end - p));
     img->backing_file[end - p] = 0;
@@ -599,6 +607,82 @@ static int vmdk_write_compressed(struct qimg_image *img, uint64_t off, const voi
     return r < 0 ? r : update_cid(img, img->opaque);
 }
 
+/* The descriptor with the last extent's new size (and geometry). */
+static int rewrite_descriptor(struct qimg_image *img, struct vmdk_state *s, uint64_t sectors)
+{
+    uint64_t file_size;
+    int r = qimg_io_get_size(img->file, &file_size);
+    if (r < 0)
+        return r;
+    size_t room = s->desc_offset ? VMDK_DESC_SIZE : (size_t)QIMG_MIN(file_size, VMDK_DESC_READ_MAX);
+    CLEANUP_FREE char *text = read_text(img->file, s->desc_offset, room);
+    if (!text)
+        return qimg_error(-EIO, "Could not read the VMDK descriptor");
+    CLEANUP_FREE char *out = vmdk_desc_resized(text, s->nb_extents - 1, sectors, img->size);
+    if (!out)
+        return 0;      /* no line to update: the extents say it all */
+    size_t len = strlen(out);
+    if (s->desc_offset && len >= room)
+        return qimg_error(-ENOSPC, "The VMDK descriptor does not fit in its sectors");
+    r = qimg_io_pwrite(img->file, out, len, s->desc_offset);
+    if (r == 0 && !s->desc_offset)
+        r = qimg_io_truncate(img->file, len);
+    return r;
+}
+
+/* Growing, beyond qemu-img (which resizes no vmdk): the last extent takes
+ * the new sectors (a twoGbMaxExtent disk's up to its 2 GiB), then the
+ * descriptor says so.  Shrinking is refused with qemu-img's words. */
+static int vmdk_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
+{
+    struct vmdk_state *s = img->opaque;
+    if (size < img->size || !s->nb_extents)
+        return qimg_error(-ENOTSUP, "Image format driver does not support resize");
+    if (prealloc && strcmp(prealloc, "off") != 0)
+        return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+    struct vmdk_extent *e = &s->extents[s->nb_extents - 1];
+    uint64_t bytes;
+    if (!qimg_round_up_ok(size, VMDK_SECTOR, &bytes) || bytes / VMDK_SECTOR > VMDK_MAX_SECTORS)
+        return qimg_error(-EFBIG, "Image size too large");
+    uint64_t sectors = bytes / VMDK_SECTOR - e->start;
+    if (sectors == e->sectors)
+        return 0;
+    if (!e->ops->grow || e->access != VMDK_ACCESS_RW)
+        return qimg_error(-ENOTSUP, "Growing a VMDK whose last extent is %s is not supported",
+                          e->type ? e->type : "this one");
+    if (strncmp(s->create_type, "twoGbMaxExtent", 14) == 0 && sectors > (2ull << 30) / VMDK_SECTOR)
+        return qimg_error(-ENOTSUP, "Growing a %s disk past its last extent's 2 GiB is not "
+                          "supported", s->create_type);
+    pthread_mutex_lock(&img->lock);
+    int r = e->ops->grow(img, e, sectors);
+    if (r == 0) {
+        img->size = bytes;
+        r = rewrite_descriptor(img, s, sectors);
+    }
+    pthread_mutex_unlock(&img->lock);
+    return r;
+}
+
+/* qemu's check: each extent's grains (no repairs).  The first problem
+ * fails the check with one corruption counted. */
+static int vmdk_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix)
+{
+    struct vmdk_state *s = img->opaque;
+    if (fix)
+        return -ENOTSUP;
+    for (size_t i = 0; i < s->nb_extents; i++) {
+        struct vmdk_extent *e = &s->extents[i];
+        if (e->access == VMDK_ACCESS_NOACCESS || !e->ops->check)
+            continue;
+        int r = e->ops->check(img, e, res);
+        if (r < 0) {
+            res->corruptions++;
+            return r;
+        }
+    }
+    return 0;
+}
+
 /* Flat extents on files that read as zeros, sparse ones always. */
 static bool vmdk_has_zero_init(struct qimg_image *img)
 {
@@ -696,4 +780,7 @@ const struct qimg_driver qimg_driver_vmdk = {
     .has_zero_init  = vmdk_has_zero_init,
     .block_status   = vmdk_block_status,
     .info           = vmdk_info,
+    .check          = vmdk_check,
+    .resize         = vmdk_resize,
+    .measure        = vmdk_measure,
 };

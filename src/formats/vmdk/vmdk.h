@@ -96,8 +96,12 @@ struct vmdk_extent_ops {
                         uint64_t len, struct qimg_extent *ext);
     /* NULL: flushing e->file is all there is. */
     int (*flush)(struct qimg_image *img, struct vmdk_extent *e);
-    /* NULL: nothing to check.  Report findings with qimg_check_log and
-     * count them in res. */
+    /* Make the extent hold `sectors` guest sectors (more than it holds);
+     * NULL: it cannot grow.  The descriptor is vmdk.c's. */
+    int (*grow)(struct qimg_image *img, struct vmdk_extent *e, uint64_t sectors);
+    /* NULL: nothing to check.  As qemu: the first problem is reported with
+     * qimg_check_log ("ERROR: ... for sector N", N a guest sector) and
+     * returned as an error (qemu counts one corruption and fails). */
     int (*check)(struct qimg_image *img, struct vmdk_extent *e, struct qimg_check_result *res);
 };
 
@@ -126,6 +130,12 @@ int vmdk_read_unallocated(struct qimg_image *img, struct vmdk_extent *e, uint64_
                           uint8_t *buf, size_t len);
 
 /* ---- descriptor.c ---- */
+
+/* text with extent line `index` (counted as vmdk_desc_extents counts
+ * them) given `sectors`, and "ddb.geometry.cylinders" set for `bytes`
+ * (heads from "ddb.geometry.heads"); malloc'ed, NULL when there is no
+ * such line. */
+char *vmdk_desc_resized(const char *text, size_t index, uint64_t sectors, uint64_t bytes);
 
 /* The value of `key="value"` (or `key=value` up to the line's end) as qemu
  * finds it: the first occurrence of key anywhere in text.  malloc'ed, or
@@ -169,6 +179,9 @@ uint32_t vmdk_random_cid(void);
  * extended to its first grain; compress: a streamOptimized header. */
 int vmdk_write_sparse_header(struct qimg_io *io, uint64_t capacity, bool zeroed_grain,
                              bool compress);
+/* The first grain's sector of a new sparse extent of capacity sectors. */
+uint64_t vmdk_sparse_first_grain(uint64_t capacity);
+int vmdk_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out);
 /* Create (vmdk's driver create).  streamOptimized goes to stream.c: the
  * line that refuses it in vmdk_create is where its call goes. */
 int vmdk_create(struct qimg_create_ctx *ctx);
