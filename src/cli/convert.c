@@ -603,10 +603,19 @@ int cmd_convert(int argc, char **argv)
     }
     bool target_backing = o.backing || qimg_backing_filename(target);
     /* partial clusters written into the target copy the rest from its
-     * backing file, as qemu-img does: open the chain when it is there */
+     * backing file, as qemu-img does: open the chain when it is there.
+     * qemu-img opens the target with its backing file and fails when that
+     * cannot be opened (missing, or encrypted: no secret can be given for
+     * it), leaving a new target behind */
     if (qimg_backing_filename(target) && !qimg_backing(target) &&
-        qimg_open_backing_chain(target) < 0)
-        qimg_error_clear();
+        qimg_open_backing_chain(target) < 0) {
+        error_report("Could not open '%s': %s", out_name,
+                     qimg_last_error());
+        qimg_close(target);
+        target = NULL;
+        commit_target(t);
+        goto out;
+    }
     if (o.target_is_zero && target_backing) {
         /* qemu-img 7.2 reports this and exits with status 0 */
         error_report("Cannot use --target-is-zero when the destination image has a backing file");

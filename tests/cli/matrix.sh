@@ -114,6 +114,51 @@ probes_beyond_qemu() { [ "${FMT[$1]}" = vpc ] && case ${OPTS[$1]} in *subformat=
 # data, human map refused); qimg's map tells data from zeros and holes, so
 # the generic tests check that map against the guest data instead
 maps_beyond_qemu() { case $1 in vhdx) return 0 ;; *) return 1 ;; esac; }
+# Encrypted rows: a row whose options name the secret s0 (key-secret=s0 for
+# luks, encrypt.key-secret=s0 for qcow2) has every command of its own carry
+# SEC (the --object defining s0; empty for the other rows) and open its
+# images by `img`: a json: name holding the secret (the plain name for the
+# other rows, so that their command lines stay as they were).
+#   sec I [J]         SEC for a command on rows I and J
+#   img I FILE        how to name FILE of row I
+#   img_top I T B     the same for T over its backing file B
+#   random_bytes I    row I's files differ at random between two writers
+#                     (LUKS salts, master key and UUID; qimg also spends its
+#                     own PBKDF2 iteration counts): compared by guest data
+SECRET_DATA=matrix-secret SEC=()
+key_opt() { case ,${OPTS[$1]}, in *,encrypt.key-secret=s0,*) echo encrypt.key-secret ;; *,key-secret=s0,*) echo key-secret ;; esac; }
+sec() {
+    SEC=()
+    local i
+    for i in "$@"; do [ -n "$(key_opt "$i")" ] && SEC=(--object "secret,id=s0,data=$SECRET_DATA"); done
+    return 0
+}
+img_json() { echo "{\"file\": {\"filename\": \"$2\"}, \"$1\": \"s0\"${3-}}"; }
+img() {
+    local k; k=$(key_opt "$1")
+    if [ -n "$k" ]; then echo "json:$(img_json "$k" "$2")"; else echo "$2"; fi
+}
+img_top() {
+    local k; k=$(key_opt "$1")
+    if [ -n "$k" ]; then echo "json:$(img_json "$k" "$2" ", \"backing\": $(img_json "$k" "$3")")"; else echo "$2"; fi
+}
+random_bytes() { case ${FMT[$1]},${OPTS[$1]} in luks,* | qcow2,*encrypt.format=luks*) return 0 ;; *) return 1 ;; esac; }
+
+# qemu-img times PBKDF2 with getrusage() when it creates a LUKS header and
+# fails now and then on a loaded machine ("Unable to get accurate CPU
+# usage"): its runs are retried on that message alone (as in t-luks.sh)
+REAL_QEMU_IMG=$QEMU_IMG
+QEMU_IMG=$SCRATCH/bin/qemu-img-retry
+cat >"$QEMU_IMG" <<RETRY
+#!/bin/bash
+for try in 1 2 3 4 5; do
+    "$REAL_QEMU_IMG" "\$@" >"$SCRATCH/retry.out" 2>"$SCRATCH/retry.err"; rc=\$?
+    grep -q "Unable to get accurate CPU usage" "$SCRATCH/retry.err" || break
+done
+cat "$SCRATCH/retry.out"; cat "$SCRATCH/retry.err" >&2; exit \$rc
+RETRY
+chmod +x "$QEMU_IMG"
+
 label() { if [ "${OPTS[$1]}" = - ]; then echo "${FMT[$1]}"; else echo "${FMT[$1]} ${OPTS[$1]}"; fi; }
 co() { CO=(); [ "${OPTS[$1]}" = - ] || CO=(-o "${OPTS[$1]}"); }
 has_backing() { "$QEMU_IMG" create -f "$1" -o help 2>/dev/null | grep -q '^ *backing_file='; }
@@ -121,7 +166,7 @@ has_backing() { "$QEMU_IMG" create -f "$1" -o help 2>/dev/null | grep -q '^ *bac
 io() {
     local file=$1 fmt=$2 c args=(); shift 2
     for c in "$@"; do args+=(-c "$c"); done
-    "$QEMU_IO" -f "$fmt" "${args[@]}" "$file" >/dev/null || fail "qemu-io $file $*"
+    "$QEMU_IO" "${SEC[@]}" -f "$fmt" "${args[@]}" "$file" >/dev/null || fail "qemu-io $file $*"
 }
 
 FIX=$SCRATCH/fix
@@ -132,22 +177,23 @@ make_fixtures() {
     for i in $ROWS; do
         fm=${FMT[$i]} a=$FIX/a$i.${FMT[$i]}
         co "$i"
-        "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$a" 4M || { fail "create $(label "$i")"; continue; }
-        io "$a" "$fm" "write -P 0x11 0 64k" "write -P 0x22 1000k 8k" "write -z 2M 128k" \
+        sec "$i"
+        "$QEMU_IMG" create -q -f "$fm" "${SEC[@]}" "${CO[@]}" "$a" 4M || { fail "create $(label "$i")"; continue; }
+        io "$(img "$i" "$a")" "$fm" "write -P 0x11 0 64k" "write -P 0x22 1000k 8k" "write -z 2M 128k" \
             "write -P 0x33 3M 256k" "discard 3M 64k" "write -P 0x44 4095k 1k"
-        "$QEMU_IMG" convert -f "$fm" -O raw "$a" "$FIX/d$i.raw" || fail "guest data of $(label "$i")"
-        CHECK_RC[i]=$("$QEMU_IMG" check -f "$fm" "$a" >/dev/null 2>&1; echo $?)
+        "$QEMU_IMG" convert "${SEC[@]}" -f "$fm" -O raw "$(img "$i" "$a")" "$FIX/d$i.raw" || fail "guest data of $(label "$i")"
+        CHECK_RC[i]=$("$QEMU_IMG" check "${SEC[@]}" -f "$fm" "$(img "$i" "$a")" >/dev/null 2>&1; echo $?)
         cp "$a" "$FIX/b$i.$fm"
-        io "$FIX/b$i.$fm" "$fm" "write -P 0x77 1234567 1"
+        io "$(img "$i" "$FIX/b$i.$fm")" "$fm" "write -P 0x77 1234567 1"
         BACKING[i]=0
         has_backing "$fm" || continue
         BACKING[i]=1
-        "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" "$FIX/base$i.$fm" 4M
-        io "$FIX/base$i.$fm" "$fm" "write -P 0x55 0 2M" "write -P 0x56 3M 64k"
-        (cd "$FIX" && "$QEMU_IMG" create -q -f "$fm" "${CO[@]}" -b "base$i.$fm" -F "$fm" "top$i.$fm" 4M) ||
+        "$QEMU_IMG" create -q -f "$fm" "${SEC[@]}" "${CO[@]}" "$FIX/base$i.$fm" 4M
+        io "$(img "$i" "$FIX/base$i.$fm")" "$fm" "write -P 0x55 0 2M" "write -P 0x56 3M 64k"
+        (cd "$FIX" && "$QEMU_IMG" create -q -f "$fm" "${SEC[@]}" "${CO[@]}" -b "base$i.$fm" -F "$fm" "top$i.$fm" 4M) ||
             fail "create top of $(label "$i")"
-        io "$FIX/top$i.$fm" "$fm" "write -P 0x66 512k 64k" "write -z 1M 64k" "discard 1536k 64k"
-        "$QEMU_IMG" convert -f "$fm" -O raw "$FIX/top$i.$fm" "$FIX/top$i.raw" || fail "guest data of top $(label "$i")"
+        io "$(img_top "$i" "$FIX/top$i.$fm" "$FIX/base$i.$fm")" "$fm" "write -P 0x66 512k 64k" "write -z 1M 64k" "discard 1536k 64k"
+        "$QEMU_IMG" convert "${SEC[@]}" -f "$fm" -O raw "$(img_top "$i" "$FIX/top$i.$fm" "$FIX/base$i.$fm")" "$FIX/top$i.raw" || fail "guest data of top $(label "$i")"
     done
 }
 make_fixtures

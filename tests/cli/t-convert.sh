@@ -177,3 +177,16 @@ cat u1000 > "$SCRATCH/expect"; truncate -s 1024 "$SCRATCH/expect"
 cat sp >> "$SCRATCH/expect"; cat u1m7 >> "$SCRATCH/expect"; truncate -s $((1024 + (64 << 20) + 1049088)) "$SCRATCH/expect"
 if cmp -s "$SCRATCH/expect" "$SCRATCH/o2"; then pass concat-layout; else fail concat-layout; fi
 expect_eq concat-qemu-compare "$("$QEMU_IMG" compare -f raw -F raw "$SCRATCH/expect" "$SCRATCH/o2" 2>&1)" "Images are identical."
+
+# a target whose backing file cannot be opened: qemu-img opens the target
+# with its backing file and fails (missing; encrypted, as no secret can be
+# given for it); a new target is left behind
+rm -f "$IN"/*
+"$QEMU_IMG" create -q -f raw "$IN/src.raw" 1M
+"$QEMU_IMG" create -q -f qcow2 -u -b gone.qcow2 -F qcow2 "$IN/nb.qcow2" 1M
+same convert-n-backing-missing convert -n -O qcow2 src.raw nb.qcow2
+ref_rc convert-n-backing-missing 1
+"$QEMU_IMG" create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=aes,encrypt.key-secret=s0 "$IN/eb.qcow2" 1M
+same convert-B-encrypted-backing convert --object secret,id=s0,data=pw -O qcow2 -B eb.qcow2 -F qcow2 src.raw out.qcow2
+ref_rc convert-B-encrypted-backing 1
+check convert-B-encrypted-backing-leaves-target test -f "$SCRATCH/run.new/work/out.qcow2"

@@ -74,26 +74,29 @@ assert pos == len(raw)
 for i in $ROWS; do
     L=$(label "$i") fm=${FMT[$i]} a=a$i.${FMT[$i]}
     [ -f "$FIX/$a" ] || continue
+    sec "$i"
+    A=$(img "$i" "$a") B=$(img "$i" "b$i.$fm")
     PF=() PF2=()
     if probes_beyond_qemu "$i"; then
         PF=(-f "$fm") PF2=(-F "$fm")
         expect_eq "$L: probed as $fm (beyond qemu-img)" \
             "$("$QIMG" info "$IN/$a" | sed -n 's/^file format: //p')" "$fm"
     fi
+    # info reads no guest data: opened without the secret by its name
     same_ro "$L: info" info "${PF[@]}" "$a"
     same_ro "$L: info json" info "${PF[@]}" --output=json "$a"
     if maps_beyond_qemu "$fm"; then
         map_beyond_qemu "$L" "$a" "d$i.raw"
     else
-        same_ro "$L: map" map "${PF[@]}" "$a"
-        same_ro "$L: map json" map "${PF[@]}" --output=json "$a"
+        same_ro "$L: map" map "${SEC[@]}" "${PF[@]}" "$A"
+        same_ro "$L: map json" map "${SEC[@]}" "${PF[@]}" --output=json "$A"
     fi
-    same_ro "$L: check" check "${PF[@]}" "$a"
-    same_ro "$L: check json" check "${PF[@]}" --output=json "$a"
-    if [ ${#PF[@]} = 0 ]; then same_ro "$L: snapshot -l" snapshot -l "$a"
+    same_ro "$L: check" check "${SEC[@]}" "${PF[@]}" "$A"
+    same_ro "$L: check json" check "${SEC[@]}" "${PF[@]}" --output=json "$A"
+    if [ ${#PF[@]} = 0 ]; then same_ro "$L: snapshot -l" snapshot -l "${SEC[@]}" "$A"
     else same_ro "$L: snapshot -l" snapshot -l --image-opts "driver=$fm,file.filename=$a"; fi
-    same_ro "$L: compare with its data" compare -f "$fm" -F raw "$a" "d$i.raw"
-    same_ro "$L: compare with a changed byte" compare "${PF[@]}" "${PF2[@]}" "$a" "b$i.$fm"
+    same_ro "$L: compare with its data" compare "${SEC[@]}" -f "$fm" -F raw "$A" "d$i.raw"
+    same_ro "$L: compare with a changed byte" compare "${SEC[@]}" "${PF[@]}" "${PF2[@]}" "$A" "$B"
     if maps_beyond_qemu "$fm"; then
         # qemu-img finds a mismatch at 0 (all data); qimg where raw's holes
         # and the image's zeros first differ: the same verdict
@@ -101,33 +104,34 @@ for i in $ROWS; do
         expect_eq "$L: compare -s with its data (exit code)" $? \
             "$("$QEMU_IMG" compare -s "$IN/$a" "$IN/d$i.raw" >/dev/null 2>&1; echo $?)"
     else
-        same_ro "$L: compare -s with its data" compare "${PF[@]}" -s "$a" "d$i.raw"
+        same_ro "$L: compare -s with its data" compare "${SEC[@]}" "${PF[@]}" -s "$A" "d$i.raw"
     fi
     co "$i"
     if measures_beyond_qemu "$fm"; then
         measure_beyond_qemu "$L" "$i"
     else
-        same_ro "$L: measure --size" measure -O "$fm" "${CO[@]}" --size 1G
-        same_ro "$L: measure --size json" measure --output=json -O "$fm" "${CO[@]}" --size 3G
-        same_ro "$L: measure of a raw image" measure -O "$fm" "${CO[@]}" -f raw d0.raw
-        same_ro "$L: measure of itself json" measure --output=json -O "$fm" "${CO[@]}" "$a"
+        same_ro "$L: measure --size" measure "${SEC[@]}" -O "$fm" "${CO[@]}" --size 1G
+        same_ro "$L: measure --size json" measure "${SEC[@]}" --output=json -O "$fm" "${CO[@]}" --size 3G
+        same_ro "$L: measure of a raw image" measure "${SEC[@]}" -O "$fm" "${CO[@]}" -f raw d0.raw
+        same_ro "$L: measure of itself json" measure "${SEC[@]}" --output=json -O "$fm" "${CO[@]}" "$A"
     fi
     [ "${BACKING[i]}" = 1 ] || continue
-    t=top$i.$fm
-    same_ro "$L: info backing chain" info --backing-chain "$t"
-    same_ro "$L: info backing chain json" info --backing-chain --output=json "$t"
-    same_ro "$L: map with backing" map "$t"
-    same_ro "$L: map with backing json" map --output=json "$t"
-    same_ro "$L: check with backing json" check --output=json "$t"
-    same_ro "$L: compare with backing" compare "$t" "top$i.raw"
+    same_ro "$L: info backing chain" info --backing-chain "top$i.$fm"
+    same_ro "$L: info backing chain json" info --backing-chain --output=json "top$i.$fm"
+    t=$(img_top "$i" "top$i.$fm" "base$i.$fm")
+    same_ro "$L: map with backing" map "${SEC[@]}" "$t"
+    same_ro "$L: map with backing json" map "${SEC[@]}" --output=json "$t"
+    same_ro "$L: check with backing json" check "${SEC[@]}" --output=json "$t"
+    same_ro "$L: compare with backing" compare "${SEC[@]}" "$t" "top$i.raw"
     if measures_beyond_qemu "$fm"; then
-        m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" "${CO[@]}" "$IN/$t")
+        T=$(img_top "$i" "$IN/top$i.$fm" "$IN/base$i.$fm")
+        m=$("$QIMG_AS_QEMU" measure "${SEC[@]}" --output=json -O "$fm" "${CO[@]}" "$T")
         rm -f "$SCRATCH/m.$fm"
-        "$QIMG" convert -O "$fm" "${CO[@]}" "$IN/$t" "$SCRATCH/m.$fm"
+        "$QIMG" convert "${SEC[@]}" -O "$fm" "${CO[@]}" "$T" "$SCRATCH/m.$fm"
         check "$L: measure with backing (beyond qemu-img): a copy fits" \
             test "$(stat -c %s "$SCRATCH/m.$fm")" -le "$(echo "$m" | json_field required)"
     else
-        same_ro "$L: measure with backing" measure -O "$fm" "${CO[@]}" "$t"
+        same_ro "$L: measure with backing" measure "${SEC[@]}" -O "$fm" "${CO[@]}" "$t"
     fi
 done
 rm -f "$IN"
