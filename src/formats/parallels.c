@@ -748,30 +748,6 @@ static int prl_resize(struct qimg_image *img, uint64_t size, const char *preallo
 
 /* ----------------------------------------------- measuring (beyond qemu) */
 
-/* Clusters of src holding data a copy stores. */
-static int count_data_clusters(qimg_image *src, uint64_t cluster, uint64_t *count)
-{
-    uint64_t size = qimg_size(src), next_uncounted = 0;
-    *count = 0;
-    for (uint64_t off = 0; off < size;) {
-        struct qimg_extent e;
-        int r = qimg_block_status_chain(src, off, size - off, &e);
-        if (r < 0) {
-            char *msg CLEANUP_FREE = qimg_strdup(qimg_last_error());
-            return qimg_error(r, "Unable to get block status: %s", msg);
-        }
-        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
-            uint64_t first = QIMG_MAX(off / cluster, next_uncounted);
-            uint64_t last = (off + e.length - 1) / cluster;
-            if (last >= first)
-                *count += last - first + 1;
-            next_uncounted = last + 1;
-        }
-        off += e.length;
-    }
-    return 0;
-}
-
 /* qemu-img cannot measure Parallels images: the header and BAT (whole
  * clusters, as created), then a cluster for each one block status calls
  * data (an upper bound: convert may find zeros in them). */
@@ -789,7 +765,7 @@ static int prl_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct q
     uint64_t entries = qimg_div_round_up(total, cl_size);
     uint64_t meta = qimg_div_round_up(PRL_HEADER_SIZE + 4 * entries, cl_size) * cl_size;
     used = entries;
-    if (src && (r = count_data_clusters(src, cl_size, &used)) < 0)
+    if (src && (r = qimg_count_data_blocks(src, 0, qimg_size(src), cl_size, &used)) < 0)
         return r;
     if (!src)
         used = 0;

@@ -590,31 +590,6 @@ static int vdi_create(struct qimg_create_ctx *ctx)
 
 /* ============================================================== measure */
 
-/* 1 MiB blocks of src holding data a copy must store (zeros, holes and
- * unallocated ranges skipped, as convert skips them). */
-static int count_data_blocks(qimg_image *src, uint64_t *count)
-{
-    uint64_t size = qimg_size(src), next_uncounted = 0;
-    *count = 0;
-    for (uint64_t off = 0; off < size;) {
-        struct qimg_extent e;
-        int r = qimg_block_status_chain(src, off, size - off, &e);
-        if (r < 0) {
-            char *msg __attribute__((cleanup(qimg_cleanup_free))) = qimg_strdup(qimg_last_error());
-            return qimg_error(r, "Unable to get block status: %s", msg);
-        }
-        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
-            uint64_t first = QIMG_MAX(off / VDI_BLOCK_SIZE, next_uncounted);
-            uint64_t last = (off + e.length - 1) / VDI_BLOCK_SIZE;
-            if (last >= first)
-                *count += last - first + 1;
-            next_uncounted = last + 1;
-        }
-        off += e.length;
-    }
-    return 0;
-}
-
 /* qemu-img cannot measure vdi.  Header and map, then whole blocks: every
  * block for a static image; for a dynamic one the blocks that block status
  * calls data (convert may still find zeros in them: an upper bound). */
@@ -634,7 +609,7 @@ static int vdi_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct q
     uint64_t used = blocks;
     if (!is_static) {
         used = 0;
-        if (src && (r = count_data_blocks(src, &used)) < 0)
+        if (src && (r = qimg_count_data_blocks(src, 0, qimg_size(src), VDI_BLOCK_SIZE, &used)) < 0)
             return r;
     }
     out->required = meta + used * VDI_BLOCK_SIZE;

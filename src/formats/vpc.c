@@ -1220,31 +1220,6 @@ static int vpc_create(struct qimg_create_ctx *ctx)
 
 /* ------------------------------------------------ measure (beyond qemu) */
 
-/* Blocks of src holding data a copy stores (zeros, holes and unallocated
- * ranges skipped, as convert skips them). */
-static int count_data_blocks(qimg_image *src, uint64_t block, uint64_t *count)
-{
-    uint64_t size = qimg_size(src), next_uncounted = 0;
-    *count = 0;
-    for (uint64_t off = 0; off < size;) {
-        struct qimg_extent e;
-        int r = qimg_block_status_chain(src, off, size - off, &e);
-        if (r < 0) {
-            char *msg CLEANUP_FREE = qimg_strdup(qimg_last_error());
-            return qimg_error(r, "Unable to get block status: %s", msg);
-        }
-        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
-            uint64_t first = QIMG_MAX(off / block, next_uncounted);
-            uint64_t last = (off + e.length - 1) / block;
-            if (last >= first)
-                *count += last - first + 1;
-            next_uncounted = last + 1;
-        }
-        off += e.length;
-    }
-    return 0;
-}
-
 /* qemu-img cannot measure a VHD.  A fixed disk is its size and the footer;
  * a dynamic one the footer copy, header, BAT and footer, then a bitmap and
  * a block for each block that block status calls data (every block when
@@ -1277,7 +1252,7 @@ static int vpc_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct q
     uint64_t meta = 2 * VPC_FOOTER_SIZE + VPC_DYN_HEADER_SIZE +
                     qimg_div_round_up(entries * 4, VPC_SECTOR) * VPC_SECTOR;
     uint64_t per_block = VPC_SECTOR + VPC_DEFAULT_BLOCK;
-    if (src && (r = count_data_blocks(src, VPC_DEFAULT_BLOCK, &used)) < 0)
+    if (src && (r = qimg_count_data_blocks(src, 0, qimg_size(src), VPC_DEFAULT_BLOCK, &used)) < 0)
         return r;
     out->fully_allocated = meta + entries * per_block;
     out->required = meta + used * per_block;

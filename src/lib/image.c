@@ -788,3 +788,26 @@ int qimg_block_status_chain(qimg_image *img, uint64_t off, uint64_t len, struct 
         ext->flags |= QIMG_STATUS_EOF;
     return 0;
 }
+
+int qimg_count_data_blocks(qimg_image *src, uint64_t off, uint64_t len, uint64_t block,
+                           uint64_t *count)
+{
+    uint64_t end = off + len, next = off / block;
+    *count = 0;
+    while (off < end) {
+        struct qimg_extent e;
+        int r = qimg_block_status_chain(src, off, end - off, &e);
+        if (r < 0) {
+            CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
+            return qimg_error(r, "Unable to get block status: %s", msg);
+        }
+        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
+            uint64_t first = QIMG_MAX(off / block, next), last = (off + e.length - 1) / block;
+            if (last >= first)
+                *count += last - first + 1;
+            next = last + 1;
+        }
+        off += e.length;
+    }
+    return 0;
+}

@@ -68,6 +68,13 @@ int qimg_for_each_piece(struct qimg_image *img, uint64_t off, uint8_t *buf, size
  * (past_eof_zero) marked zero. */
 void qimg_extent_look_into_file(struct qimg_io *io, struct qimg_extent *ext, bool past_eof_zero);
 
+/* Measuring a new image (drivers' measure): how many blocks of `block`
+ * bytes of [off, off+len) of src hold data a copy stores — zeros, holes
+ * and unallocated ranges are skipped, as convert skips them; a block is
+ * counted once however many extents touch it. */
+int qimg_count_data_blocks(struct qimg_image *src, uint64_t off, uint64_t len, uint64_t block,
+                           uint64_t *count);
+
 /* qimg_open_backing_chain (qimg.h) is depth-limited and loop-detected. */
 
 /* Close img's driver and storage and open both again read-write in place

@@ -466,30 +466,6 @@ static int vhdx_create(struct qimg_create_ctx *ctx)
     return r;
 }
 
-/* Blocks of block_size that block status calls data somewhere in src. */
-static int count_data_blocks(qimg_image *src, uint64_t block_size, uint64_t *count)
-{
-    uint64_t size = qimg_size(src), next = 0;
-    *count = 0;
-    for (uint64_t off = 0; off < size;) {
-        struct qimg_extent e;
-        int r = qimg_block_status_chain(src, off, size - off, &e);
-        if (r < 0) {
-            CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
-            return qimg_error(r, "Unable to get block status: %s", msg);
-        }
-        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
-            uint64_t first = QIMG_MAX(off / block_size, next);
-            uint64_t last = (off + e.length - 1) / block_size;
-            if (last >= first)
-                *count += last - first + 1;
-            next = last + 1;
-        }
-        off += e.length;
-    }
-    return 0;
-}
-
 /* qemu-img cannot measure vhdx.  qemu's layout up to the first block,
  * then whole blocks: every one for a fully allocated disk, those block
  * status calls data for the required size (convert may still find zeros
@@ -508,7 +484,7 @@ static int vhdx_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct 
         out->fully_allocated = out->required = data_off + p.size;
         return 0;
     }
-    if (src && (r = count_data_blocks(src, p.block_size, &used)) < 0)
+    if (src && (r = qimg_count_data_blocks(src, 0, qimg_size(src), p.block_size, &used)) < 0)
         return r;
     /* qemu's fixed layout with ZERO blocks: the disk's bytes are there
      * from the start, yet every block written goes to the end */

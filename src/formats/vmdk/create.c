@@ -90,30 +90,6 @@ uint64_t vmdk_sparse_first_grain(uint64_t capacity)
 
 /* ---- measure (beyond qemu-img, which measures no vmdk) ---- */
 
-/* 64 KiB grains of [off, off+len) of src holding data a copy stores
- * (zeros, holes and unallocated ranges skipped, as convert skips them). */
-static int count_grains(qimg_image *src, uint64_t off, uint64_t len, uint64_t *count)
-{
-    uint64_t grain = GRAIN_SECTORS * VMDK_SECTOR, next = off / grain, end = off + len;
-    *count = 0;
-    while (off < end) {
-        struct qimg_extent e;
-        int r = qimg_block_status_chain(src, off, end - off, &e);
-        if (r < 0) {
-            CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
-            return qimg_error(r, "Unable to get block status: %s", msg);
-        }
-        if (!(e.flags & QIMG_STATUS_ZERO) && (e.flags & QIMG_STATUS_DATA)) {
-            uint64_t first = QIMG_MAX(off / grain, next), last = (off + e.length - 1) / grain;
-            if (last >= first)
-                *count += last - first + 1;
-            next = last + 1;
-        }
-        off += e.length;
-    }
-    return 0;
-}
-
 /* The files of a new image of this size (or holding src): a sparse
  * extent is its header, descriptor and tables, then whole grains (every
  * grain when fully allocated, the grains holding data otherwise: an upper
@@ -141,7 +117,7 @@ int vmdk_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_me
         uint64_t meta = vmdk_sparse_first_grain(cur / VMDK_SECTOR) * VMDK_SECTOR;
         uint64_t grain = GRAIN_SECTORS * VMDK_SECTOR, used = qimg_div_round_up(cur, grain);
         out->fully_allocated += meta + used * grain;
-        if (src && (r = count_grains(src, done, cur, &used)) < 0)
+        if (src && (r = qimg_count_data_blocks(src, done, cur, GRAIN_SECTORS * VMDK_SECTOR, &used)) < 0)
             return r;
         out->required += meta + (src ? used : 0) * grain;
     }
