@@ -51,6 +51,20 @@ memory (\fBQIMG_SAFE_MEM\fR, default 512 MiB) and time
 (\fBQIMG_SAFE_SECONDS\fR, default 30 seconds).  An argument \fB\-\-safe\fR
 after \fB\-\-\fR is left alone.
 .TP
+.B QIMG_ALLOW_EXTERNAL_EXTENTS=1
+(environment) lets a VMDK descriptor name extent files outside its own
+directory (an absolute name, \fB..\fR, a symbolic link out of it) or
+devices; without it they are refused unless the command line names them
+(\fB\-\-image\-opts ...,extents.N.filename=...\fR).
+.TP
+.B QIMG_LUKS_MAX_ITERS=N
+(environment) the most PBKDF2 iterations qimg spends on one key derivation
+of a LUKS header (default 2^26); a header asking for more is refused at once.
+.TP
+.BI "\-o azure=on"
+with \fB\-O vpc\fR or \fBcreate \-f vpc\fR: a VHD that Azure accepts
+(fixed, its size rounded up to a whole MiB and stored as current_size).
+.TP
 .BI "convert \-D " base " [\-F " base_fmt "] [\-c] \-O " fmt " " "source output"
 Write
 .I output
@@ -160,6 +174,13 @@ also accepts \fB\-f\fR, and \fB\-d\fR also takes a snapshot id.
 .I filename bitmap
 [\fB\-\-output=json\fR] prints the dirty ranges of a persistent bitmap
 (one "start length" line per range, in bytes), which qemu\-img cannot do.
+.IP \(bu 2
+Formats: \fBresize\fR and \fBmeasure\fR also work for vdi, vpc, parallels,
+vhdx and vmdk; a differencing VHD or VHDX is read through its parent and can
+be created with \fB\-b\fR, rebased and committed; a fixed VHD is recognised
+by its footer (qemu\-img probes it as raw); \fBmap\fR of a vhdx tells data
+from zeros and holes; a VHDX with a pending log can be read without
+\fBcheck \-r\fR; LUKS2 volumes with pbkdf2 keyslots open with \fB\-f luks\fR.
 .SH FILES INSIDE IMAGES
 .BR ls ", " cat ", " copy\-out " and " copy\-in
 work on an ext2/3/4 or FAT12/16/32 filesystem on the whole disk or, with
