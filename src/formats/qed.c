@@ -504,12 +504,23 @@ static int write_new_clusters(struct qimg_image *img, uint64_t off, const uint8_
     return r;
 }
 
+/* Does host [host, host+len) fall on the L1 table?  (qemu would write
+ * the guest's data over it; check counts the cluster twice.) */
+static bool over_l1(const struct qed_state *s, uint64_t host, uint64_t len)
+{
+    uint64_t l1 = qimg_le64(s->header + OFF_L1);
+    return host < l1 + s->table_bytes && l1 < host + len;
+}
+
 static int write_locked(struct qimg_image *img, uint64_t off, const uint8_t *p, size_t len)
 {
     while (len > 0) {
         struct qed_run run;
         int r = find_run(img, off, len, &run);
-        if (r == 0 && run.kind == RUN_DATA) {
+        if (r == 0 && run.kind == RUN_DATA && over_l1(state(img), run.host, run.len))
+            r = qimg_error(-EIO, "QED cluster at 0x%" PRIx64 " overlaps the L1 table; refusing to "
+                           "write it (run 'check -r all')", run.host);
+        else if (r == 0 && run.kind == RUN_DATA) {
             qimg_io_event(img->file, QIMG_EV_WRITE_AIO);
             r = qimg_io_pwrite(img->file, p, run.len, run.host);
         } else if (r == 0) {
@@ -541,7 +552,10 @@ static int zero_clusters_locked(struct qimg_image *img, uint64_t off, uint64_t l
     while (len > 0) {
         struct qed_run run;
         int r = find_run(img, off, len, &run);
-        if (r == 0 && run.kind == RUN_DATA) {
+        if (r == 0 && run.kind == RUN_DATA && over_l1(s, run.host, run.len)) {
+            r = qimg_error(-EIO, "QED cluster at 0x%" PRIx64 " overlaps the L1 table; refusing to "
+                           "write it (run 'check -r all')", run.host);
+        } else if (r == 0 && run.kind == RUN_DATA) {
             if (!zeros)
                 zeros = qimg_xcalloc(1, s->cluster_size);
             for (uint64_t done = 0; r == 0 && done < run.len; done += s->cluster_size)

@@ -94,11 +94,11 @@ static int probe_format(struct qimg_io *io, const char *filename, const struct q
     }
     *drv = qimg_driver_probe(buf, len, size, filename);
     if (*drv == &qimg_driver_raw && size >= PROBE_BYTES) {
-        /* a format known by its last sector (a fixed VHD): beyond qemu */
-        r = qimg_io_pread(io, buf, PROBE_BYTES, size - PROBE_BYTES);
-        if (r < 0)
-            return qimg_error(r, "Could not read image for determining its format: %s", strerror(-r));
-        *drv = qimg_driver_probe_tail(buf, PROBE_BYTES, size);
+        /* a format known by its last sector (a fixed VHD): beyond qemu,
+         * which reads no more than the first sector; when that read
+         * fails the image stays raw, as qemu has it */
+        if (qimg_io_pread(io, buf, PROBE_BYTES, size - PROBE_BYTES) == 0)
+            *drv = qimg_driver_probe_tail(buf, PROBE_BYTES, size);
     }
     return 0;
 }

@@ -257,6 +257,12 @@ same_fix "unknown autoclear: cleared by a read-write open" t.qed resize t.qed 8M
 "$QIMG" convert -n -O qed "$SCRATCH/src.raw" b.qed 2>/dev/null
 expect_eq "writes clear need-check" "$(od -An -tx1 -j16 -N1 b.qed | tr -d ' ')" 00
 
+# a data cluster pointing at the L1 table: qemu writes the guest's data
+# over the table; qimg refuses the write and leaves the table alone
+cp b.qed t.qed && poke_le t.qed $L2 8 $L1 && cp t.qed before.qed
+check_fail "L2 onto L1: write refused" qimg_io t.qed w:0:4096:0x77
+check "L2 onto L1: L1 untouched" cmp before.qed t.qed
+
 # ---------------------------------------------- hostile headers
 rm -rf "${IN:?}"/*
 "$QEMU_IMG" create -q -f qed -o cluster_size=4k b.qed 4M
