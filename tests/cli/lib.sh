@@ -72,6 +72,25 @@ has_pymod() {
     done
 }
 
+# retry_qemu_img_pbkdf2: from here on $QEMU_IMG retries a run that fails
+# with "Unable to get accurate CPU usage" alone.  qemu-img times PBKDF2 with
+# getrusage() when it makes a LUKS header, and that fails in about 4 runs
+# of 10 on this machine whatever the iter-time; 20 tries make a spurious
+# failure a one-in-10^8 event.  Other failures are returned at once.
+retry_qemu_img_pbkdf2() {
+    local real=$QEMU_IMG
+    QEMU_IMG=$SCRATCH/bin/qemu-img-retry
+    cat >"$QEMU_IMG" <<RETRY
+#!/bin/bash
+for try in \$(seq 20); do
+    "$real" "\$@" >"$SCRATCH/retry.out" 2>"$SCRATCH/retry.err"; rc=\$?
+    grep -q "Unable to get accurate CPU usage" "$SCRATCH/retry.err" || break
+done
+cat "$SCRATCH/retry.out"; cat "$SCRATCH/retry.err" >&2; exit \$rc
+RETRY
+    chmod +x "$QEMU_IMG"
+}
+
 # has_cmd TOOL...: true when every tool is on PATH; otherwise prints a SKIP
 # line for WHAT (the first argument) so that one part of a script can skip.
 has_cmd() {

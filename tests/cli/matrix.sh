@@ -147,17 +147,7 @@ random_bytes() { case ${FMT[$1]},${OPTS[$1]} in luks,* | qcow2,*encrypt.format=l
 # qemu-img times PBKDF2 with getrusage() when it creates a LUKS header and
 # fails now and then on a loaded machine ("Unable to get accurate CPU
 # usage"): its runs are retried on that message alone (as in t-luks.sh)
-REAL_QEMU_IMG=$QEMU_IMG
-QEMU_IMG=$SCRATCH/bin/qemu-img-retry
-cat >"$QEMU_IMG" <<RETRY
-#!/bin/bash
-for try in 1 2 3 4 5; do
-    "$REAL_QEMU_IMG" "\$@" >"$SCRATCH/retry.out" 2>"$SCRATCH/retry.err"; rc=\$?
-    grep -q "Unable to get accurate CPU usage" "$SCRATCH/retry.err" || break
-done
-cat "$SCRATCH/retry.out"; cat "$SCRATCH/retry.err" >&2; exit \$rc
-RETRY
-chmod +x "$QEMU_IMG"
+retry_qemu_img_pbkdf2
 
 label() { if [ "${OPTS[$1]}" = - ]; then echo "${FMT[$1]}"; else echo "${FMT[$1]} ${OPTS[$1]}"; fi; }
 co() { CO=(); [ "${OPTS[$1]}" = - ] || CO=(-o "${OPTS[$1]}"); }

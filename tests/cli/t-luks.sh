@@ -12,17 +12,7 @@ need_cmd python3
 # qemu-img times PBKDF2 with getrusage() and fails now and then on a
 # loaded machine ("Unable to get accurate CPU usage"): its runs here are
 # retried on that message alone
-REAL_QEMU_IMG=$QEMU_IMG
-QEMU_IMG=$SCRATCH/bin/qemu-img-retry
-cat > "$QEMU_IMG" <<RETRY
-#!/bin/bash
-for try in 1 2 3 4 5; do
-    "$REAL_QEMU_IMG" "\$@" >"$SCRATCH/retry.out" 2>"$SCRATCH/retry.err"; rc=\$?
-    grep -q "Unable to get accurate CPU usage" "$SCRATCH/retry.err" || break
-done
-cat "$SCRATCH/retry.out"; cat "$SCRATCH/retry.err" >&2; exit \$rc
-RETRY
-chmod +x "$QEMU_IMG"
+retry_qemu_img_pbkdf2
 
 S0=(--object secret,id=s0,data=abc)
 SS=(--object secret,id=s0,data=abc --object secret,id=s1,data=def --object secret,id=s2,data=ghi)
