@@ -786,10 +786,7 @@ static int qcow_change_backing(struct qimg_image *img, const char *backing, cons
     pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
-    free(img->backing_file);
-    free(img->backing_fmt);
-    img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = NULL;     /* qcow cannot record a format */
+    qimg_image_set_backing_names(img, backing, NULL);   /* qcow cannot record a format */
     return 0;
 }
 

@@ -899,10 +899,7 @@ static int qed_change_backing(struct qimg_image *img, const char *backing, const
     pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
-    free(img->backing_file);
-    free(img->backing_fmt);
-    img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = backing && (f & QED_F_BACKING_RAW) ? qimg_strdup("raw") : NULL;
+    qimg_image_set_backing_names(img, backing, (f & QED_F_BACKING_RAW) ? "raw" : NULL);
     return 0;
 }
 

@@ -408,17 +408,11 @@ static int vpc_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 static int fixed_block_status(struct qimg_image *img, uint64_t off, uint64_t len,
                               struct qimg_extent *ext)
 {
-    int kind;
-    uint64_t pnum;
-    int r = qimg_io_extent(img->file, off, len, &pnum, &kind);
-    if (r < 0)
-        return r;
-    ext->length = pnum;
+    ext->length = len;
     ext->flags = QIMG_STATUS_ALLOCATED | QIMG_STATUS_DATA | QIMG_STATUS_OFFSET;
-    if (kind == QIMG_IO_EXT_HOLE)
-        ext->flags |= QIMG_STATUS_ZERO;
     ext->host_offset = off;
     ext->host_file = img->file->filename;
+    qimg_extent_look_into_file(img->file, ext, false);   /* the footer follows: never at EOF */
     return 0;
 }
 
@@ -774,10 +768,7 @@ static int vpc_change_backing(struct qimg_image *img, const char *backing, const
     if (r == 0) {
         s->diff = !!backing;
         s->parent_by_locator = !!backing;
-        free(img->backing_file);
-        free(img->backing_fmt);
-        img->backing_file = backing ? qimg_strdup(backing) : NULL;
-        img->backing_fmt = backing ? qimg_strdup("vpc") : NULL;
+        qimg_image_set_backing_names(img, backing, "vpc");
     }
     pthread_mutex_unlock(&img->lock);
     return r;

@@ -811,3 +811,11 @@ int qimg_count_data_blocks(qimg_image *src, uint64_t off, uint64_t len, uint64_t
     }
     return 0;
 }
+
+void qimg_image_set_backing_names(qimg_image *img, const char *backing, const char *fmt)
+{
+    free(img->backing_file);
+    free(img->backing_fmt);
+    img->backing_file = backing ? qimg_strdup(backing) : NULL;
+    img->backing_fmt = backing && fmt ? qimg_strdup(fmt) : NULL;
+}

@@ -68,6 +68,10 @@ int qimg_for_each_piece(struct qimg_image *img, uint64_t off, uint8_t *buf, size
  * (past_eof_zero) marked zero. */
 void qimg_extent_look_into_file(struct qimg_io *io, struct qimg_extent *ext, bool past_eof_zero);
 
+/* After a driver's change_backing has written the new names: what the
+ * image records (backing NULL: no backing file, and no format). */
+void qimg_image_set_backing_names(struct qimg_image *img, const char *backing, const char *fmt);
+
 /* Measuring a new image (drivers' measure): how many blocks of `block`
  * bytes of [off, off+len) of src hold data a copy stores — zeros, holes
  * and unallocated ranges are skipped, as convert skips them; a block is

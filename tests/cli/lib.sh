@@ -247,3 +247,46 @@ mks() {
 }
 
 need_cmd "$QEMU_IMG" "$QEMU_IO"   # the oracle
+
+# poke_le / poke_be FILE OFFSET BYTES VALUE: an integer field, little- or
+# big-endian
+poke_int() {
+    python3 -c 'import sys; f, o, n, v, e = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3]), int(sys.argv[4], 0), sys.argv[5]
+d = bytearray(open(f, "rb").read()); d[o:o + n] = v.to_bytes(n, e); open(f, "wb").write(d)' "$@" ||
+        fail "poke $*"
+}
+poke_le() { poke_int "$@" little; }
+poke_be() { poke_int "$@" big; }
+# qimg_io IMAGE OP...: writes through libqimg (partial clusters, zero
+# writes): w:OFF:LEN:BYTE writes LEN bytes of BYTE, z:OFF:LEN zeroes
+LIBQIMG=${QIMG%/*}/libqimg.so
+qimg_io() {
+    python3 - "$LIBQIMG" "$@" <<'PY'
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.qimg_last_error.restype = ctypes.c_char_p
+img = ctypes.c_void_p()
+if lib.qimg_open(ctypes.byref(img), sys.argv[2].encode(), None, 1) < 0:
+    sys.exit("open: " + lib.qimg_last_error().decode())
+for op in sys.argv[3:]:
+    f = op.split(":")
+    off, n = int(f[1], 0), int(f[2], 0)
+    if f[0] == "w":
+        r = lib.qimg_write(img, ctypes.c_uint64(off), bytes([int(f[3], 0)]) * n, ctypes.c_size_t(n))
+    else:
+        r = lib.qimg_write_zeroes(img, ctypes.c_uint64(off), ctypes.c_uint64(n), 0)
+    if r < 0:
+        sys.exit(op + ": " + lib.qimg_last_error().decode())
+if lib.qimg_close(img) < 0:
+    sys.exit("close: " + lib.qimg_last_error().decode())
+PY
+}
+# qemu_io_ops FMT IMAGE OP...: the same operations through qemu-io
+qemu_io_ops() {
+    local fmt=$1 img=$2 args=() k a b c; shift 2
+    for op in "$@"; do
+        IFS=: read -r k a b c <<< "$op"
+        if [ "$k" = w ]; then args+=(-c "write -P $c $a $b"); else args+=(-c "write -z $a $b"); fi
+    done
+    "$QEMU_IO" -f "$fmt" "${args[@]}" "$img" >/dev/null || fail "qemu-io $img $*"
+}

@@ -8,36 +8,6 @@
 . "$(dirname "$0")/lib.sh"
 cd "$IN" || exit 1
 
-# poke_be FILE OFFSET BYTES VALUE: a big-endian field
-poke_be() {
-    python3 -c 'import sys; f, o, n, v = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3]), int(sys.argv[4], 0)
-d = bytearray(open(f, "rb").read()); d[o:o + n] = v.to_bytes(n, "big"); open(f, "wb").write(d)' "$@" ||
-        fail "poke $*"
-}
-# qimg_io IMAGE w:OFF:LEN:BYTE...: writes through libqimg
-LIBQIMG=${QIMG%/*}/libqimg.so
-qimg_io() {
-    python3 - "$LIBQIMG" "$@" <<'PY'
-import ctypes, sys
-lib = ctypes.CDLL(sys.argv[1])
-lib.qimg_last_error.restype = ctypes.c_char_p
-img = ctypes.c_void_p()
-if lib.qimg_open(ctypes.byref(img), sys.argv[2].encode(), None, 1) < 0:
-    sys.exit("open: " + lib.qimg_last_error().decode())
-for op in sys.argv[3:]:
-    f = op.split(":")
-    off, n = int(f[1], 0), int(f[2], 0)
-    if lib.qimg_write(img, ctypes.c_uint64(off), bytes([int(f[3], 0)]) * n, ctypes.c_size_t(n)) < 0:
-        sys.exit(op + ": " + lib.qimg_last_error().decode())
-if lib.qimg_close(img) < 0:
-    sys.exit("close: " + lib.qimg_last_error().decode())
-PY
-}
-qemu_io_writes() {
-    local img=$1 args=() k a b c; shift
-    for op in "$@"; do IFS=: read -r k a b c <<< "$op"; args+=(-c "write -P $c $a $b"); done
-    "$QEMU_IO" -f qcow "${args[@]}" "$img" >/dev/null || fail "qemu-io $img $*"
-}
 # libqcow_sha IMAGE: sha256 of the guest data as libqcow reads it
 libqcow_sha() {
     "$DEB_PYTHON" - "$1" <<'PY'
@@ -143,7 +113,7 @@ for kind in plain compressed backing; do
     esac
     cp ref.qcow mine.qcow
     # shellcheck disable=SC2086
-    qemu_io_writes ref.qcow $OPS
+    qemu_io_ops qcow ref.qcow $OPS
     # shellcheck disable=SC2086
     qimg_io mine.qcow $OPS || fail "qimg writes ($kind)"
     check "partial writes, $kind: same file" cmp ref.qcow mine.qcow

@@ -1347,10 +1347,7 @@ int qcow2_change_backing(struct qimg_image *img, const char *backing, const char
     pthread_mutex_unlock(&img->lock);
     if (r < 0)
         return r;
-    free(img->backing_file);
-    free(img->backing_fmt);
-    img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = stored_fmt ? qimg_strdup(stored_fmt) : NULL;
+    qimg_image_set_backing_names(img, backing, stored_fmt);
     return 0;
 }
 

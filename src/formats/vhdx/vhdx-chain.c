@@ -130,10 +130,7 @@ static void set_names(struct qimg_image *img, struct vhdx_state *s, const char *
     s->parent_linkage = linkage ? qimg_strdup(linkage) : NULL;
     s->parent_linkage2 = s->parent_absolute = s->parent_volume = NULL;
     s->parent_relative = backing ? qimg_strdup(backing) : NULL;
-    free(img->backing_file);
-    free(img->backing_fmt);
-    img->backing_file = backing ? qimg_strdup(backing) : NULL;
-    img->backing_fmt = backing ? qimg_strdup("vhdx") : NULL;
+    qimg_image_set_backing_names(img, backing, "vhdx");
 }
 
 /* A dynamic disk becoming differencing: its unwritten blocks read zeros
