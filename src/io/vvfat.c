@@ -808,6 +808,39 @@ static int vv_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* Writes whole sectors [sec, sec + n) of buf to the overlay and marks them. */
+static int ov_write_sectors(struct vvfat *s, const uint8_t *buf, uint64_t sec, uint64_t n)
+{
+    uint64_t off = sec * VV_SECTOR, len = n * VV_SECTOR;
+    while (len) {
+        ssize_t w = pwrite(s->ovfd, buf, (size_t)len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return qimg_error(w < 0 ? -errno : -EIO, "vvfat: could not write the overlay: %s",
+                              strerror(w < 0 ? errno : EIO));
+        buf += w;
+        len -= (uint64_t)w;
+        off += (uint64_t)w;
+    }
+    for (uint64_t k = sec; k < sec + n; k++)
+        atomic_fetch_or(&s->written[k / 64], 1ull << (k % 64));
+    return 0;
+}
+
+/* A partial sector: merged with what it holds (made or written before). */
+static int ov_write_partial(struct qimg_io *io, const uint8_t *buf, size_t len, uint64_t off)
+{
+    struct vvfat *s = io->priv;
+    uint8_t tmp[VV_SECTOR];
+    uint64_t sec = off / VV_SECTOR;
+    int r = vv_pread(io, tmp, VV_SECTOR, sec * VV_SECTOR);
+    if (r < 0)
+        return r;
+    memcpy(tmp + off % VV_SECTOR, buf, len);
+    return ov_write_sectors(s, tmp, sec, 1);
+}
+
 static int vv_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
 {
     struct vvfat *s = io->priv;
@@ -815,27 +848,26 @@ static int vv_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
         return qimg_error(-EACCES, "Image is read-only");
     if (off > s->size || len > s->size - off)
         return qimg_error(-EINVAL, "vvfat: write past the end of the disk");
-    pthread_mutex_lock(&s->ovlock);
-    int r = 0;
     const uint8_t *p = buf;
-    while (r == 0 && len) {
-        uint64_t sec = off / VV_SECTOR, in = off % VV_SECTOR;
-        size_t n = (size_t)QIMG_MIN((uint64_t)len, VV_SECTOR - in);
-        uint8_t tmp[VV_SECTOR];
-        if (n < VV_SECTOR) {     /* a partial sector: merge with what it holds */
-            r = vv_pread(io, tmp, VV_SECTOR, sec * VV_SECTOR);
-            memcpy(tmp + in, p, n);
-        } else {
-            memcpy(tmp, p, n);
-        }
-        if (r == 0 && pwrite(s->ovfd, tmp, VV_SECTOR, (off_t)(sec * VV_SECTOR)) != VV_SECTOR)
-            r = qimg_error(-EIO, "vvfat: could not write the overlay: %s", strerror(errno));
-        if (r == 0)
-            atomic_fetch_or(&s->written[sec / 64], 1ull << (sec % 64));
+    int r = 0;
+    /* one writer at a time: partial sectors read, merge and write back */
+    pthread_mutex_lock(&s->ovlock);
+    if (off % VV_SECTOR && len) {
+        size_t n = (size_t)QIMG_MIN((uint64_t)len, VV_SECTOR - off % VV_SECTOR);
+        r = ov_write_partial(io, p, n, off);
         p += n;
         len -= n;
         off += n;
     }
+    if (r == 0 && len >= VV_SECTOR) {
+        size_t n = len / VV_SECTOR * VV_SECTOR;
+        r = ov_write_sectors(s, p, off / VV_SECTOR, n / VV_SECTOR);
+        p += n;
+        len -= n;
+        off += n;
+    }
+    if (r == 0 && len)
+        r = ov_write_partial(io, p, len, off);
     pthread_mutex_unlock(&s->ovlock);
     return r;
 }
