@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "fat-format.h"
+#include "fs.h"
 #include "internal.h"
 #include "util.h"
 
@@ -527,20 +528,6 @@ static int build(struct vvfat *s, const char *label)
 
 /* ------------------------------------------------------------ geometry */
 
-/* CHS of an LBA as an MBR stores it (cylinders past 1023 clipped). */
-static void chs(uint8_t *out, uint32_t lba, unsigned heads, unsigned secs)
-{
-    uint32_t cyl = lba / (heads * secs), head = lba / secs % heads, sec = lba % secs + 1;
-    if (cyl > 1023) {
-        cyl = 1023;
-        head = heads - 1;
-        sec = secs;
-    }
-    out[0] = (uint8_t)head;
-    out[1] = (uint8_t)(sec | (cyl >> 8) << 6);
-    out[2] = (uint8_t)cyl;
-}
-
 static int geometry(struct vvfat *s, const char *label)
 {
     unsigned cyls, heads, secs, spc = 16;
@@ -604,14 +591,9 @@ static int geometry(struct vvfat *s, const char *label)
                           " clusters", (int)s->type, b->clusters);
     fat_bpb_encode(b, s->boot);
     if (!s->floppy) {
-        uint8_t *e = s->mbr + 446;
         qimg_put_le32(s->mbr + 440, VV_DISK_ID);
-        e[0] = 0x80;
-        chs(e + 1, off, heads, secs);
-        e[4] = s->type == FAT12 ? 0x01 : s->type == FAT16 ? 0x06 : 0x0B;
-        chs(e + 5, total - 1, heads, secs);
-        qimg_put_le32(e + 8, off);
-        qimg_put_le32(e + 12, total - off);
+        qimg_mbr_put_entry(s->mbr, 0, 0x80, s->type == FAT12 ? 0x01 : s->type == FAT16 ? 0x06 : 0x0B,
+                           off, total - off, heads, secs);
         s->mbr[510] = 0x55;
         s->mbr[511] = 0xAA;
     }
