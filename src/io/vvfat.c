@@ -772,12 +772,14 @@ static int vv_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
         memset(p + (s->size - off), 0, len - (size_t)(s->size - off));
         len = (size_t)(s->size - off);
     }
+    if (!s->written)
+        return read_synth(s, p, len, off);
     while (len) {
         /* a run of sectors all from the overlay or all made */
         uint64_t sec = off / VV_SECTOR;
-        bool ov = s->written && sector_written(s, sec);
+        bool ov = sector_written(s, sec);
         uint64_t end = (sec + 1) * VV_SECTOR;
-        while (end < off + len && s->written && sector_written(s, end / VV_SECTOR) == ov)
+        while (end < off + len && sector_written(s, end / VV_SECTOR) == ov)
             end += VV_SECTOR;
         size_t n = (size_t)(QIMG_MIN(end, off + len) - off);
         int r = ov ? ov_pread(s, p, n, off) : read_synth(s, p, n, off);
