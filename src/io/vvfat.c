@@ -146,8 +146,7 @@ static int open_beneath(struct vvfat *s, const char *rel, int flags, bool symlin
 static char *node_path(const struct vvfat *s, uint32_t i)
 {
     size_t len = 0;
-    unsigned depth = 0;
-    for (uint32_t k = i; k != 0; k = s->nodes[k].parent, depth++)
+    for (uint32_t k = i; k != 0; k = s->nodes[k].parent)
         len += strlen(s->nodes[k].name) + 1;
     if (i == 0)
         return qimg_strdup(".");
@@ -161,7 +160,6 @@ static char *node_path(const struct vvfat *s, uint32_t i)
         if (at)
             p[--at] = '/';
     }
-    (void)depth;
     return p;
 }
 
