@@ -101,6 +101,8 @@ for v in "" 12: floppy: 12:floppy:; do
     cmp_convert "convert fat:${v} as qemu-img" "fat:${v}one"
 done
 cmp_convert "convert with a label as qemu-img" --image-opts driver=vvfat,dir=one,label=abc.d
+# FAT times are local time, as qemu-img writes them
+TZ=America/New_York cmp_convert "convert in another time zone as qemu-img" fat:12:floppy:one
 
 # ---- fsck.fat and mcopy on every type (the FAT volume itself: a raw
 # window of the disk at the partition for hard disks)
