@@ -198,6 +198,8 @@ extern const struct qimg_driver qimg_driver_luks;
 extern const struct qimg_driver qimg_driver_qed;
 extern const struct qimg_driver qimg_driver_qcow;
 extern const struct qimg_driver qimg_driver_vhdx;
+extern const struct qimg_driver qimg_driver_bochs;
+extern const struct qimg_driver qimg_driver_cow;
 
 /* ====================================================== capability layer */
 
