@@ -13,6 +13,7 @@ const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_qcow,
     &qimg_driver_vhdx,
     &qimg_driver_bochs,
+    &qimg_driver_cow,
     NULL,
 };
 

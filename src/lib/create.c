@@ -285,6 +285,8 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
         qimg_opts_set(&pl->opts, "backing_fmt", p->backing_fmt);
     }
     const char *backing = qimg_opts_get(pl->opts, "backing_file");
+    if (backing && (pl->drv->flags & QIMG_DRV_RAW_BACKING) && !qimg_opts_get(pl->opts, "backing_fmt"))
+        qimg_opts_set(&pl->opts, "backing_fmt", "raw");
     const char *backing_fmt = qimg_opts_get(pl->opts, "backing_fmt");
     if (backing && strcmp(backing, p->filename) == 0)
         return qimg_error(-EINVAL, "Error: Trying to create an image with the same filename as the backing file");
