@@ -420,6 +420,30 @@ static int bochs_create(struct qimg_create_ctx *ctx)
     return r;
 }
 
+/* ============================================================== measure */
+
+/* qemu-img cannot measure bochs.  The header and the catalog, then one
+ * bitmap and extent per extent that holds data (block status: an upper
+ * bound, convert may still find zeros). */
+static int bochs_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out)
+{
+    uint64_t vsize = src ? qimg_size(src) : size, rounded;
+    uint32_t catalog = 0, bitmap = 0, extent = 0;
+    if (!qimg_round_up_ok(vsize, BOCHS_SECTOR, &rounded))
+        return qimg_error(-EFBIG, "Image size too large for a Bochs image");
+    int r = pick_geometry(rounded, &catalog, &bitmap, &extent);
+    if (r < 0)
+        return r;
+    uint64_t meta = BOCHS_HEADER_LEN + (uint64_t)catalog * 4;
+    uint64_t per_extent = qimg_div_round_up(bitmap, BOCHS_SECTOR) * BOCHS_SECTOR + extent;
+    uint64_t used = 0;
+    if (src && (r = qimg_count_data_blocks(src, 0, vsize, extent, &used)) < 0)
+        return r;
+    out->required = meta + used * per_extent;
+    out->fully_allocated = meta + qimg_div_round_up(rounded, extent) * per_extent;
+    return 0;
+}
+
 const struct qimg_driver qimg_driver_bochs = {
     .name           = "bochs",
     .create_opts    = bochs_create_opts,
@@ -431,5 +455,6 @@ const struct qimg_driver qimg_driver_bochs = {
     .write          = bochs_write,
     .flush          = bochs_flush,
     .block_status   = bochs_block_status,
+    .measure        = bochs_measure,
     .has_zero_init  = bochs_has_zero_init,
 };
