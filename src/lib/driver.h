@@ -203,6 +203,8 @@ extern const struct qimg_driver qimg_driver_qcow;
 extern const struct qimg_driver qimg_driver_vhdx;
 extern const struct qimg_driver qimg_driver_bochs;
 extern const struct qimg_driver qimg_driver_cow;
+extern const struct qimg_driver qimg_driver_cloop;
+extern const struct qimg_driver qimg_driver_dmg;
 
 /* ====================================================== capability layer */
 
