@@ -138,7 +138,7 @@ static int raw_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
     ext->length = pnum;
     ext->flags = QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET |
                  (kind == QIMG_IO_EXT_DATA ? QIMG_STATUS_DATA : QIMG_STATUS_ZERO);
-    if (img->file->ops->not_protocol)
+    if (img->file->ops->not_protocol || img->file->ops->synthesized)
         ext->flags &= ~(unsigned)QIMG_STATUS_OFFSET;   /* no host file to point into */
     if (kind == QIMG_IO_EXT_UNKNOWN)
         ext->flags = 0;         /* the storage cannot say (null-co): as qemu */
@@ -151,7 +151,7 @@ static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
 {
     /* qemu asks the storage: null-co has no such information */
     info->has_dirty = img->file->ops != &qimg_io_null_co_ops && img->file->ops != &qimg_io_null_aio_ops &&
-                     !img->file->ops->not_protocol;
+                     !img->file->ops->not_protocol && !img->file->ops->synthesized;
     info->dirty = false;
     return 0;
 }

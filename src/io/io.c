@@ -11,6 +11,7 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_null_aio_ops,
     &qimg_io_blkdebug_ops,
     &qimg_io_quorum_ops,
+    &qimg_io_vvfat_ops,
     NULL,
 };
 
@@ -99,10 +100,14 @@ const struct qimg_io_ops *qimg_io_protocol(const char *name)
     if (!qimg_path_has_protocol(name))
         return &qimg_io_file_ops;
     size_t len = strcspn(name, ":");
-    for (size_t i = 0; qimg_io_backends[i]; i++)
-        if (!qimg_io_backends[i]->not_protocol && strlen(qimg_io_backends[i]->name) == len &&
-            strncmp(qimg_io_backends[i]->name, name, len) == 0)
-            return qimg_io_backends[i];
+    for (size_t i = 0; qimg_io_backends[i]; i++) {
+        /* the protocol is the prefix's name ("fat" for vvfat), else the backend's */
+        const struct qimg_io_ops *ops = qimg_io_backends[i];
+        const char *proto = ops->prefix ? ops->prefix : ops->name;
+        size_t plen = ops->prefix ? strcspn(proto, ":") : strlen(proto);
+        if (!ops->not_protocol && plen == len && strncmp(proto, name, len) == 0)
+            return ops;
+    }
     qimg_error(-EINVAL, "Unknown protocol '%.*s'", (int)QIMG_MIN(len, (size_t)PROTOCOL_NAME_MAX), name);
     return NULL;
 }

@@ -146,6 +146,9 @@ struct qimg_io_ops {
      * extents have no host offset (map shows none) and it has no "dirty"
      * information for info. */
     bool not_protocol;
+    /* The bytes are made, not stored (vvfat): extents have no host offset
+     * (map shows none) and there is no "dirty" information for info. */
+    bool synthesized;
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
@@ -220,6 +223,7 @@ extern const struct qimg_io_ops qimg_io_null_co_ops;
 extern const struct qimg_io_ops qimg_io_null_aio_ops;
 extern const struct qimg_io_ops qimg_io_blkdebug_ops;
 extern const struct qimg_io_ops qimg_io_quorum_ops;
+extern const struct qimg_io_ops qimg_io_vvfat_ops;
 
 /* The storage below a blkdebug filter, NULL for any other backend. */
 struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);
