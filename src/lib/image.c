@@ -669,7 +669,7 @@ void qimg_extent_look_into_file(struct qimg_io *io, struct qimg_extent *ext, boo
         return;
     }
     ext->length = pnum;
-    if (kind == QIMG_IO_EXT_HOLE)
+    if (kind == QIMG_IO_EXT_HOLE || kind == QIMG_IO_EXT_DATA_ZERO)
         ext->flags |= QIMG_STATUS_ZERO;
 }
 

@@ -31,7 +31,9 @@ enum qimg_io_open_flags {
 /* Extent kinds from the storage (SEEK_DATA/SEEK_HOLE for files).
  * UNKNOWN: the storage cannot say (null-co without read-zeroes); raw
  * reports such a range as neither data nor zero, as qemu does. */
-enum { QIMG_IO_EXT_DATA = 1, QIMG_IO_EXT_HOLE = 2, QIMG_IO_EXT_UNKNOWN = 3 };
+/* DATA_ZERO: allocated data that reads as zeros (an NBD extent with only
+ * the "zero" bit; qemu's map shows it "zero": true, "data": true). */
+enum { QIMG_IO_EXT_DATA = 1, QIMG_IO_EXT_HOLE = 2, QIMG_IO_EXT_UNKNOWN = 3, QIMG_IO_EXT_DATA_ZERO = 4 };
 
 /* Flags of the zero op.  MAY_UNMAP allows a hole.  NO_FALLBACK: only an
  * efficient zeroing that keeps the range allocated (fallocate ZERO_RANGE),
@@ -149,6 +151,13 @@ struct qimg_io_ops {
     /* The bytes are made, not stored (vvfat): extents have no host offset
      * (map shows none) and there is no "dirty" information for info. */
     bool synthesized;
+    /* More protocol names that select this backend (nbd: "nbd+unix" ...),
+     * NULL-terminated, or NULL. */
+    const char *const *protocols;
+    /* Creating an image on it opens what exists (qemu's "simple" create of
+     * protocols that cannot make storage: nbd): the new image's size must
+     * fit, preallocation is refused, the first sector is zeroed. */
+    bool create_by_opening;
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
@@ -224,6 +233,7 @@ extern const struct qimg_io_ops qimg_io_null_aio_ops;
 extern const struct qimg_io_ops qimg_io_blkdebug_ops;
 extern const struct qimg_io_ops qimg_io_quorum_ops;
 extern const struct qimg_io_ops qimg_io_vvfat_ops;
+extern const struct qimg_io_ops qimg_io_nbd_ops;
 
 /* The storage below a blkdebug filter, NULL for any other backend. */
 struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);
