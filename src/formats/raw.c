@@ -151,7 +151,7 @@ static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
 {
     /* qemu asks the storage: null-co has no such information */
     info->has_dirty = img->file->ops != &qimg_io_null_co_ops && img->file->ops != &qimg_io_null_aio_ops &&
-                     !img->file->ops->not_protocol;
+                     !img->file->ops->not_protocol && !img->file->ops->no_info;
     info->dirty = false;
     return 0;
 }

@@ -27,10 +27,15 @@ static const char *const blkdebug_keys[] = {
 static const char *const quorum_keys[] = {
     "vote-threshold", "read-pattern", "blkverify", "rewrite-corrupted", NULL,
 };
+static const char *const curl_keys[] = {
+    "url", "sslverify", "cookie", "cookie-secret", "username", "password-secret",
+    "proxy-username", "proxy-password-secret", NULL,
+};
 static const struct strong_opts strong_table[] = {
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
     { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
     { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys },
+    { "http", curl_keys }, { "https", curl_keys }, { "ftp", curl_keys }, { "ftps", curl_keys },
 };
 
 static const char *const *strong_keys_of(const char *driver)
