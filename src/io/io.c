@@ -13,6 +13,10 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_quorum_ops,
     &qimg_io_vvfat_ops,
     &qimg_io_nbd_ops,
+    &qimg_io_http_ops,
+    &qimg_io_https_ops,
+    &qimg_io_ftp_ops,
+    &qimg_io_ftps_ops,
     NULL,
 };
 

@@ -30,11 +30,16 @@ static const char *const quorum_keys[] = {
 /* vvfat: every option decides what it reads (qemu's order of them does not
  * matter: the printer sorts keys as qemu's dictionary does) */
 static const char *const vvfat_keys[] = { "dir", "fat-type", "floppy", "label", "rw", NULL };
+static const char *const curl_keys[] = {
+    "url", "sslverify", "cookie", "cookie-secret", "username", "password-secret",
+    "proxy-username", "proxy-password-secret", NULL,
+};
 static const struct strong_opts strong_table[] = {
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
     { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
     { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys },
     { "vvfat", vvfat_keys },
+    { "http", curl_keys }, { "https", curl_keys }, { "ftp", curl_keys }, { "ftps", curl_keys },
 };
 
 static const char *const *strong_keys_of(const char *driver)

@@ -204,8 +204,8 @@ TEST(help_texts)
 /* ---- storage backends ---- */
 
 /* Every backend opens, reads, sizes and closes itself; the wrappers give
- * defaults for the rest (io.c).  No backend here is read-only, so each
- * also writes. */
+ * defaults for the rest (io.c).  Each also writes unless it says it is
+ * read-only, and then it has no write path at all. */
 TEST(backends_required_callbacks)
 {
     size_t n = 0;
@@ -214,7 +214,9 @@ TEST(backends_required_callbacks)
         CHECK(o->name && o->name[0]);
         CHECK(o->open != NULL);
         CHECK(o->pread != NULL);
-        CHECK(o->pwrite != NULL);
+        CHECK(o->pwrite != NULL || o->read_only);
+        CHECK(!o->read_only || (!o->pwrite && !o->zero && !o->discard && !o->truncate &&
+                                !o->preallocate && !o->can_create));
         CHECK(o->get_size != NULL);
         CHECK(o->close != NULL);
     }
