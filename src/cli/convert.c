@@ -557,6 +557,8 @@ int cmd_convert(int argc, char **argv)
         goto out;
 
     const char *out_name = argv[argc - 1];
+    if (o.out_fmt && !o.backing_fmt && qimg_format_supports(o.out_fmt, QIMG_CAP_RAW_BACKING))
+        o.backing_fmt = "raw";   /* the only backing such a target has (UML cow) */
     /* -n writes the existing target in place, and so does a format whose
      * files are named after the image (vmdk's extents) */
     t = qimg_target_new(out_name, o.skip_create ||

@@ -23,6 +23,7 @@ bool qimg_drv_can(const struct qimg_driver *drv, enum qimg_capability cap)
     case QIMG_CAP_MAKE_EMPTY: return drv->make_empty != NULL;
     case QIMG_CAP_METADATA: return qimg_drv_has_metadata(drv);
     case QIMG_CAP_MANY_FILES: return drv->flags & QIMG_DRV_MANY_FILES;
+    case QIMG_CAP_RAW_BACKING: return drv->flags & QIMG_DRV_RAW_BACKING;
     }
     return false;
 }

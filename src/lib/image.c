@@ -45,7 +45,7 @@ int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name)
     int r = qimg_io_name_opts(&storage, name);
     for (size_t i = 0; r == 0 && i < qimg_opts_count(storage); i++) {
         CLEANUP_FREE char *key = qimg_asprintf("%s.%s", child, qimg_opts_name(storage, i));
-        r = qimg_opts_set(o, key, qimg_opts_value(storage, i));
+        r = qimg_opts_set_typed(o, key, qimg_opts_value(storage, i), qimg_opts_kind(storage, i));
     }
     return r;
 }
@@ -417,7 +417,9 @@ static void name_top_node(qimg_image *img, const struct node_req *req, const qim
 {
     bool strong = has_strong_key(o);
     char *name = strong ? NULL : qimg_io_exact_filename(img->file);
-    if (!name && req->from_tree && (!strong || has_content_key(o)))
+    /* a vvfat name ("fat:DIR") cannot name its node either: qemu shows its options */
+    bool unnamed = req->from_tree || img->file->ops->synthesized;
+    if (!name && unnamed && (!strong || has_content_key(o)))
         name = qimg_node_json_name(img->node_opts, img->protocol_format ? NULL : img->drv->name);
     if (!name)
         return;
@@ -666,7 +668,7 @@ void qimg_extent_look_into_file(struct qimg_io *io, struct qimg_extent *ext, boo
         return;
     }
     ext->length = pnum;
-    if (kind == QIMG_IO_EXT_HOLE)
+    if (kind == QIMG_IO_EXT_HOLE || kind == QIMG_IO_EXT_DATA_ZERO)
         ext->flags |= QIMG_STATUS_ZERO;
 }
 

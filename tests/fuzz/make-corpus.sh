@@ -228,6 +228,30 @@ io "$OUT/qcow-backing" qcow 'write -P 0x32 512 1k'
 rm -f "$OUT/base.raw"
 printf 'compressible %.0s' $(seq 1 300) > "$tmp/text.raw"
 "$QEMU_IMG" convert -c -f raw -O qcow "$tmp/text.raw" "$OUT/qcow-compressed" || true
+# bochs growing images by hand (bximage's smallest is 10 MiB): 4 KiB
+# extents, a 16-entry catalog, two extents with some sectors written;
+# versions 2 and 1 of the header
+python3 - "$OUT/bochs-data" "$OUT/bochs-v1" <<'PY'
+import struct, sys
+def image(version):
+    h = bytearray(512)
+    h[0:22], h[32:39], h[48:55] = b"Bochs Virtual HD Image", b"Redolog", b"Growing"
+    struct.pack_into("<IIIII", h, 64, version, 512, 16, 1, 4096)
+    struct.pack_into("<Q", h, 0x54 if version == 0x10000 else 0x58, 65536)
+    cat = [0xffffffff] * 16
+    cat[0], cat[9] = 1, 0
+    body = b"".join(struct.pack("<I", e) for e in cat)
+    for bits, fill in ((0x81, 0x21), (0x0f, 0x43)):
+        body += bytes([bits]) + bytes(511) + bytes([fill]) * 4096
+    return bytes(h) + body
+open(sys.argv[1], "wb").write(image(0x20000))
+open(sys.argv[2], "wb").write(image(0x10000))
+PY
+# UML cow files of each header version (8 sectors, two written) over a
+# backing file that is not there
+for v in 1 2 3 3b; do
+    ALIGN=512 python3 ../cli/cow-craft.py "$v" "$OUT/cow-v$v" base.raw 4096 0 1:0x5a 6:0x6b
+done
 total=$(cat "$OUT"/* | wc -c)
 echo "corpus: $(ls "$OUT" | wc -l) files, $total bytes"
 [ "$total" -le 1048576 ] || { echo "corpus over 1 MiB" >&2; exit 1; }
