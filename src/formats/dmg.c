@@ -41,7 +41,7 @@
 #define MISH_ENTRY       40
 #define MAX_STORED       (64u << 20)         /* qemu's DMG_LENGTHS_MAX */
 #define MAX_SECTORS      (MAX_STORED / 512)  /* qemu's DMG_SECTORCOUNTS_MAX */
-#define MAX_TABLES       (256u << 20)        /* property list or fork read at once */
+#define MAX_TABLES       (64u << 20)         /* property list or fork: 1.6M chunks */
 #define MAX_XML_DEPTH    64
 
 enum {
