@@ -268,14 +268,20 @@ static bool bochs_has_zero_init(struct qimg_image *img) { return true; }
 
 /* ================================================================ write */
 
-/* A new host extent after the last one, zeroed (the file grows by it). */
+/* A new host extent after the last one the catalog uses: the file grows
+ * to hold it, and its bitmap is zeroed (the place may hold an extent a
+ * crash left behind before its catalog entry was written). */
 static int allocate_extent(struct qimg_image *img, struct bochs_state *s, uint32_t index)
 {
     if (s->next_extent >= s->catalog_size)
         return qimg_error(-ENOSPC, "Bochs image has no room for a new extent");
     uint32_t e = s->next_extent;
-    uint64_t end = extent_host(s, e) + s->bitmap_len + s->extent_size;
-    int r = qimg_io_truncate(img->file, end);
+    uint64_t end = extent_host(s, e) + s->bitmap_len + s->extent_size, file_size;
+    int r = qimg_io_get_size(img->file, &file_size);
+    if (r == 0 && file_size < end)
+        r = qimg_io_truncate(img->file, end);
+    if (r == 0 && file_size > extent_host(s, e))
+        r = qimg_io_zero(img->file, extent_host(s, e), s->bitmap_len, false);
     if (r < 0)
         return r;
     s->next_extent++;
