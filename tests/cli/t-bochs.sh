@@ -108,8 +108,8 @@ check "writes: bximage reads them" cmp -s w-flat.raw want.raw
 cp "$IN/data.bochs" t.bochs
 head -c 20000 /dev/urandom >>t.bochs
 size=$(stat -c %s t.bochs)
-qimg_io t.bochs w:2097152:512:0x66 || fail "qimg writes after trailing bytes"
-"$QEMU_IO" -r -f bochs -c "read -P 0x66 2097152 512" -c "read -P 0 2097664 7680" t.bochs >/dev/null
+qimg_io t.bochs w:2621440:512:0x66 || fail "qimg writes after trailing bytes"
+"$QEMU_IO" -r -f bochs -c "read -P 0x66 2621440 512" -c "read -P 0 2621952 7680" t.bochs >/dev/null
 check "a new extent over trailing bytes reads as written and zeros" test $? = 0
 check "the file did not shrink" test "$(stat -c %s t.bochs)" -ge "$size"
 
