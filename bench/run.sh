@@ -315,6 +315,37 @@ if command -v bximage >/dev/null && wanted bochs-to-raw; then
     fi
     WORKLOADS+=("bochs-to-raw|convert bochs→raw, $BOCHS_SIZE dense (bximage's)|convert -O raw \$IN/bochs-$BOCHS_SIZE.bochs \$OUT/t.raw|compare -f bochs -F raw \$IN/bochs-$BOCHS_SIZE.bochs \$OUT/t.raw")
 fi
+# cloop and dmg (issue 17): compressible data (base64 text of random bytes,
+# about 1.3:1 with zlib, every block decoded) as a cloop made by
+# create_compressed_fs (64 KiB blocks) and as a dmg of 1 MiB zlib chunks
+# made by tests/cli/dmg-craft.py; both tools read the same files.
+ARCHIVE_SIZE=$([ "$QUICK" = 1 ] && echo 64M || echo 1G)
+make_archive_text() {
+    local stamp="text $ARCHIVE_SIZE seed 7"
+    [ "$(cat "$IN/text.stamp" 2>/dev/null)" = "$stamp" ] && return 0
+    make_input text-src.raw dense "$IN/text-src.raw" "$ARCHIVE_SIZE" --seed 7
+    base64 -w 0 "$IN/text-src.raw" | head -c "$(numfmt --from=iec "$ARCHIVE_SIZE")" > "$IN/text.raw" ||
+        die "making text.raw failed"
+    rm -f "$IN/text-src.raw" "$IN/text-src.raw.stamp" "$IN/text.cloop" "$IN/text.dmg"
+    echo "$stamp" > "$IN/text.stamp"
+}
+if wanted cloop-to-raw && command -v create_compressed_fs >/dev/null; then
+    make_archive_text
+    if [ ! -f "$IN/text.cloop" ]; then
+        echo "bench: making text.cloop with create_compressed_fs" >&2
+        create_compressed_fs -q -B 65536 "$IN/text.raw" "$IN/text.cloop" >/dev/null 2>&1 ||
+            die "making text.cloop failed"
+    fi
+    WORKLOADS+=("cloop-to-raw|convert cloop→raw, $ARCHIVE_SIZE of text, 64 KiB zlib blocks (create_compressed_fs)|convert -O raw \$IN/text.cloop \$OUT/t.raw|compare -f cloop -F raw \$IN/text.cloop \$OUT/t.raw")
+fi
+if wanted dmg-to-raw; then
+    make_archive_text
+    if [ ! -f "$IN/text.dmg" ]; then
+        /usr/bin/python3 "$TOP/tests/cli/dmg-craft.py" "$IN/text.raw" "$IN/text.dmg" zlib:2048 ||
+            die "making text.dmg failed"
+    fi
+    WORKLOADS+=("dmg-to-raw|convert dmg→raw, $ARCHIVE_SIZE of text, 1 MiB zlib chunks|convert -O raw \$IN/text.dmg \$OUT/t.raw|compare -f dmg -F raw \$IN/text.dmg \$OUT/t.raw")
+fi
 
 # check (issue 4): 16 GiB qcow2 images, 64 KiB and 4 KiB clusters, with
 # 16384 writes of 64 KiB at seeded random places (1 GiB of data).

@@ -250,7 +250,7 @@ static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
     if (r < 0) {
         char why[256];
         snprintf(why, sizeof why, "%s", qimg_last_error());
-        return qimg_error(-EIO, "cloop block %" PRIu32 ": %s", i, why);
+        return qimg_error(r == -ENOTSUP ? r : -EIO, "cloop block %" PRIu32 ": %s", i, why);
     }
     if (got == s->block_size)
         return 0;

@@ -450,7 +450,8 @@ static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
     if (r < 0) {
         char why[256];
         snprintf(why, sizeof why, "%s", qimg_last_error());
-        return qimg_error(-EIO, "dmg: chunk at sector %" PRIu64 ": %s", c->sector, why);
+        return qimg_error(r == -ENOTSUP ? r : -EIO, "dmg: chunk at sector %" PRIu64 ": %s",
+                          c->sector, why);
     }
     if (got != loc->len)
         return qimg_error(-EIO, "dmg: chunk at sector %" PRIu64 " decodes to %zu bytes instead "

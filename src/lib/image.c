@@ -165,7 +165,7 @@ static int pick_driver(qimg_opts *o, const struct node_req *req, const char **na
     if (!*drv && req->fmt && !qimg_io_backend_find(req->fmt))
         return qimg_error(-EINVAL, "Unknown driver '%s'", req->fmt);
     if ((req->flags & QIMG_OPEN_RDWR) && *drv && ((*drv)->flags & QIMG_DRV_READ_ONLY))
-        return qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices", *name);
+        return qimg_error(-EACCES, "Image is read-only");   /* qemu's words for cloop, dmg */
     return 0;
 }
 
@@ -235,8 +235,7 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
     if (r == 0 && !*drv) {
         r = probe_format(img->file, img->file->filename, drv);
         if (r == 0 && (req->flags & QIMG_OPEN_RDWR) && ((*drv)->flags & QIMG_DRV_READ_ONLY))
-            r = qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices",
-                           (*drv)->name);
+            r = qimg_error(-EACCES, "Image is read-only");
         if (r == 0 && *drv == &qimg_driver_raw && (req->flags & QIMG_OPEN_RDWR)) {
             img->probed_raw = true;
             if (!(req->flags & QIMG_OPEN_NO_PROBE_WARNING))

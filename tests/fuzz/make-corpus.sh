@@ -39,6 +39,38 @@ if command -v zstd >/dev/null; then
     { printf '\007'; zstd -q -c "$OUT/codec-text"; } > "$OUT/codec-zstd"
 fi
 rm -f "$OUT/codec-text"
+# the codecs of cloop 4 and dmg: xz (python's lzma), lz4 and lzo1x (the
+# libraries through ctypes), ADC (dmg-craft.py's encoder)
+/usr/bin/python3 - "$OUT" "$(cd ../cli && pwd)/dmg-craft.py" <<'PY'
+import ctypes, importlib.util, lzma, sys
+out = sys.argv[1]
+text = b"".join(b"cluster %d sector %d\n" % (i, i * 7) for i in range(400))[:4096]
+buf = ctypes.create_string_buffer(8192)
+n = ctypes.CDLL("liblz4.so.1").LZ4_compress_default(text, buf, len(text), 8192)
+open(f"{out}/codec-lz4", "wb").write(b"\x07" + buf.raw[:n])
+size, work = ctypes.c_size_t(0), ctypes.create_string_buffer(1 << 17)
+ctypes.CDLL("liblzo2.so.2").lzo1x_1_compress(text, len(text), buf, ctypes.byref(size), work)
+open(f"{out}/codec-lzo1x", "wb").write(b"\x07" + buf.raw[:size.value])
+open(f"{out}/codec-xz", "wb").write(b"\x07" + lzma.compress(text, check=lzma.CHECK_CRC32))
+spec = importlib.util.spec_from_file_location("dc", sys.argv[2])
+dc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dc)
+open(f"{out}/codec-adc", "wb").write(b"\x07" + dc.adc_compress(text))
+PY
+
+# cloop (version 2 by create_compressed_fs, version 4 by cloop-craft.py:
+# every block method, header first and last) and dmg (dmg-craft.py: every
+# chunk type qimg reads, property list and resource fork) from 20 KiB of
+# random bytes, zeros and text
+{ head -c 3000 /dev/urandom; head -c 4000 /dev/zero; seq 1 3000; } > "$tmp/archive.raw"
+truncate -s 20480 "$tmp/archive.raw"
+if command -v create_compressed_fs >/dev/null; then
+    create_compressed_fs -q -B 1024 "$tmp/archive.raw" "$OUT/cloop2-cff.cloop" >/dev/null 2>&1
+fi
+/usr/bin/python3 ../cli/cloop-craft.py "$tmp/archive.raw" "$OUT/cloop4-methods.cloop" 2048 zlib,none,xz,lz4,lzo1x first
+/usr/bin/python3 ../cli/cloop-craft.py "$tmp/archive.raw" "$OUT/cloop4-last.cloop" 4096 zlib,xz last
+/usr/bin/python3 ../cli/dmg-craft.py "$tmp/archive.raw" "$OUT/dmg-mixed.dmg" adc:5,zlib:7,bzip2:9,raw:2,zero:3 --comment
+/usr/bin/python3 ../cli/dmg-craft.py "$tmp/archive.raw" "$OUT/dmg-rsrc.dmg" zlib:8,adc:8,raw:1 --rsrc --parts 2
 
 # real images from other tools
 if [ -d "$TESTDATA" ]; then
