@@ -286,7 +286,7 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
     int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     s->max_request = max > 0 && max < NBD_MAX_REQUEST ? (uint32_t)max : NBD_MAX_REQUEST;
     if ((io->flags & QIMG_IO_RDWR) && s->read_only)
-        return qimg_error(-EACCES, "NBD export is read-only");
+        return qimg_error(-EACCES, "Could not open image: Permission denied");
     if (strcmp(s->context, "base:allocation") != 0 && !s->has_context)
         return qimg_error(-EINVAL, "Could not open image: Invalid argument");
     s->max_conn = s->multi_conn ? QIMG_NBD_MAX_CONNS : 1;
@@ -307,6 +307,11 @@ static int nb_open(struct qimg_io *io, qimg_opts *opts)
     if (r < 0)
         return r;
     s->nconn = 1;
+    /* the node is named as qemu names it (map's file column) */
+    if (s->name) {
+        free(io->filename);
+        io->filename = qimg_strdup(s->name);
+    }
     return learn_export(io, s, s->conn[0]);
 }
 
