@@ -450,6 +450,26 @@ if wanted create-from; then
     rm -f "$OUT/probe.qcow2"
 fi
 
+# NBD (issue 16): the dense image served by nbdkit (file plugin, read-only,
+# multi-conn, its default thread pool) on a unix socket, converted to a
+# local raw and qcow2 by both tools.  The server is this script's child,
+# stopped at exit.
+NBD_PID=""
+stop_nbd() { [ -n "$NBD_PID" ] && kill "$NBD_PID" 2>/dev/null; NBD_PID=""; }
+if wanted nbd-to-raw nbd-to-qcow2 && command -v nbdkit >/dev/null &&
+   "$QIMG" --help | grep -q '^Supported formats:.* nbd'; then
+    make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+    NBD_SOCK=$BENCH_DIR/nbd.sock
+    rm -f "$NBD_SOCK" "$BENCH_DIR/nbd.pid"
+    nbdkit -r -U "$NBD_SOCK" -P "$BENCH_DIR/nbd.pid" file "$IN/dense.raw" || die "nbdkit failed to start"
+    for _ in $(seq 100); do [ -s "$BENCH_DIR/nbd.pid" ] && break; sleep 0.05; done
+    NBD_PID=$(cat "$BENCH_DIR/nbd.pid")
+    trap 'stop_nbd; cleanup' EXIT
+    NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
+    WORKLOADS+=("nbd-to-raw|convert NBD (nbdkit, unix socket)→raw, $DENSE_SIZE dense|convert -O raw \$NBD_URI \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw")
+    WORKLOADS+=("nbd-to-qcow2|convert NBD (nbdkit, unix socket)→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")
+fi
+
 prepare_run() {
     rm -rf "$OUT" && mkdir -p "$OUT"
     if [ -n "${1:-}" ]; then eval "$1" || die "preparing the run failed"; fi

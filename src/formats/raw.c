@@ -229,7 +229,8 @@ static int raw_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct q
     return 0;
 }
 
-static bool raw_has_zero_init(struct qimg_image *img) { return true; }
+/* Storage that existed before the image (nbd) keeps its old bytes. */
+static bool raw_has_zero_init(struct qimg_image *img) { return !img->file->ops->create_by_opening; }
 
 const struct qimg_driver qimg_driver_raw = {
     .name           = "raw",

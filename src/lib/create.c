@@ -537,7 +537,9 @@ int qimg_create(const struct qimg_create_params *p)
     }
     const struct qimg_io_ops *protocol = qimg_io_protocol(p->filename);
     if (protocol && protocol->create_by_opening) {
-        r = create_by_opening(p->filename, size, prealloc);
+        /* a format with metadata asks its storage for no size (qemu) */
+        bool meta = qimg_drv_has_metadata(pl.drv);
+        r = create_by_opening(p->filename, meta ? 0 : size, meta ? "off" : prealloc);
         if (r < 0)
             goto out;
     }

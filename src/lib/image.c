@@ -779,6 +779,10 @@ int qimg_block_status_chain(qimg_image *img, uint64_t off, uint64_t len, struct 
          * (a qcow2 subcluster unallocated in an allocated cluster) is
          * kept, as qemu-img map shows it. */
         ext->flags = (ext->flags & (QIMG_STATUS_EOF | QIMG_STATUS_OFFSET)) | QIMG_STATUS_ZERO;
+        /* raw over storage that cannot say what it holds (null-co, an
+         * NBD hole without the zero bit) reads as neither, as in qemu */
+        if ((img->drv->flags & QIMG_DRV_NO_METADATA) && !(img->drv->flags & QIMG_DRV_SUPPORTS_BACKING))
+            ext->flags &= ~(unsigned)QIMG_STATUS_ZERO;
         if (!(ext->flags & QIMG_STATUS_OFFSET))
             ext->host_file = NULL;
     }
