@@ -153,6 +153,9 @@ static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
     info->has_dirty = img->file->ops != &qimg_io_null_co_ops && img->file->ops != &qimg_io_null_aio_ops &&
                      !img->file->ops->not_protocol;
     info->dirty = false;
+    /* the storage's allocation unit (rbd's object size), as qemu asks it */
+    if (img->file->ops->cluster_size)
+        info->cluster_size = img->file->ops->cluster_size(img->file);
     return 0;
 }
 
@@ -176,7 +179,7 @@ static int raw_create(struct qimg_create_ctx *ctx)
     int r = check_prealloc(ctx->prealloc);
     if (r < 0)
         return r;
-    r = qimg_io_open(&io, ctx->filename, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
+    r = qimg_io_open_new(&io, ctx->filename, ctx->opts, QIMG_IO_RDWR | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
     if (r < 0)
         return r;
     r = qimg_io_truncate(io, ctx->size);
@@ -185,7 +188,7 @@ static int raw_create(struct qimg_create_ctx *ctx)
     /* Like qemu, allocate the first block so that later probing and
      * O_DIRECT alignment detection see real data there ("full" has
      * written it already). */
-    if (r == 0 && strcmp(ctx->prealloc, "full") != 0 && ctx->size > 0) {
+    if (r == 0 && strcmp(ctx->prealloc, "full") != 0 && ctx->size > 0 && io->ops == &qimg_io_file_ops) {
         uint8_t zeros[4096] = { 0 };
         r = qimg_io_pwrite(io, zeros, (size_t)QIMG_MIN(ctx->size, sizeof zeros), 0);
     }

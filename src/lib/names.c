@@ -27,10 +27,14 @@ static const char *const blkdebug_keys[] = {
 static const char *const quorum_keys[] = {
     "vote-threshold", "read-pattern", "blkverify", "rewrite-corrupted", NULL,
 };
+/* rbd keeps no "filename": a name string is turned into these keys */
+static const char *const rbd_keys[] = {
+    "pool", "namespace", "image", "conf", "snapshot", "user", "server.", NULL,
+};
 static const struct strong_opts strong_table[] = {
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
     { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
-    { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys },
+    { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys }, { "rbd", rbd_keys },
 };
 
 static const char *const *strong_keys_of(const char *driver)
@@ -117,7 +121,7 @@ static struct qimg_json *storage_json(qimg_opts *s)
         driver = "file";
     struct qimg_json *obj = qimg_json_object();
     qimg_json_set(obj, "driver", qimg_json_string(driver));
-    bool from_string = qimg_opts_get(s, "x-image") != NULL;
+    bool from_string = qimg_opts_get(s, "x-image") != NULL || strcmp(driver, "rbd") == 0;
     if (!from_string)
         add_key(obj, s, "filename");
     const char *const *keys = strong_keys_of(driver);

@@ -50,6 +50,7 @@ ceph_start() {
 fsid = $fsid
 mon_host = v1:$CEPH_MON_HOST
 public_addr = 127.0.0.1
+cluster_addr = 127.0.0.1
 ms_bind_msgr2 = false
 ms_bind_ipv6 = false
 auth_cluster_required = none
@@ -103,11 +104,17 @@ EOF
     CEPH_PIDS="$CEPH_PIDS $!"
     ceph_pool qimg-ready || { CEPH_WHY="creating a pool failed"; ceph_stop; return 1; }
     # ready: a first object written (the OSD is up and its PGs are active)
-    local i
+    local i p
     for i in $(seq 120); do
         if echo ready | timeout 10 rados -c "$CEPH_CONF" -p qimg-ready put ready - 2>/dev/null; then
             return 0
         fi
+        for p in $CEPH_PIDS; do
+            kill -0 "$p" 2>/dev/null && continue
+            CEPH_WHY="a daemon died: $(grep -h ' -1 ' "$dir"/log/*.log | tail -3)"
+            ceph_stop
+            return 1
+        done
         sleep 0.25
     done
     CEPH_WHY="no rados put within 30 s"
