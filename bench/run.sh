@@ -303,6 +303,18 @@ if "$QIMG" create -q -f qcow "$OUT/probe.qcow" 1M >/dev/null 2>&1; then
     WORKLOADS+=("raw-to-qcow-dense|convert raw→qcow, $DENSE_SIZE dense|convert -O qcow \$IN/dense.raw \$OUT/t.qcow|compare -f raw -F qcow \$IN/dense.raw \$OUT/t.qcow")
 fi
 
+# bochs (issue 17): a growing image bximage makes of dense data, to raw.
+# qemu-img reads bochs one sector at a time (a 1-byte read of the bitmap
+# for each): 256 MiB keeps its runs near a minute
+BOCHS_SIZE=$([ "$QUICK" = 1 ] && echo 16M || echo 256M)
+if command -v bximage >/dev/null && wanted bochs-to-raw; then
+    make_input bochs-$BOCHS_SIZE.raw dense "$IN/bochs-$BOCHS_SIZE.raw" "$BOCHS_SIZE" --seed 6
+    if [ ! -f "$IN/bochs-$BOCHS_SIZE.bochs" ]; then
+        bximage -q -func=convert -imgmode=growing "$IN/bochs-$BOCHS_SIZE.raw" "$IN/bochs-$BOCHS_SIZE.bochs" >/dev/null ||
+            die "making dense.bochs failed"
+    fi
+    WORKLOADS+=("bochs-to-raw|convert bochs→raw, $BOCHS_SIZE dense (bximage's)|convert -O raw \$IN/bochs-$BOCHS_SIZE.bochs \$OUT/t.raw|compare -f bochs -F raw \$IN/bochs-$BOCHS_SIZE.bochs \$OUT/t.raw")
+fi
 # cloop and dmg (issue 17): compressible data (base64 text of random bytes,
 # about 1.3:1 with zlib, every block decoded) as a cloop made by
 # create_compressed_fs (64 KiB blocks) and as a dmg of 1 MiB zlib chunks
@@ -436,6 +448,26 @@ if wanted create-from; then
         WORKLOADS+=("create-from|create --from a $TREE_SIZE tree into ext4 in qcow2 ($((TREE_DISK >> 20)) MiB disk) vs mke2fs -t ext4 -d into a sparse raw file + qemu-img convert -O qcow2|create -f qcow2 --from \$IN/tree \$OUT/t.qcow2|check \$OUT/t.qcow2||mke2fs -q -F -t ext4 -d \$IN/tree \$OUT/raw.img $((TREE_DISK >> 10))k && \$QEMU_IMG convert -O qcow2 \$OUT/raw.img \$OUT/t.qcow2")
     fi
     rm -f "$OUT/probe.qcow2"
+fi
+
+# NBD (issue 16): the dense image served by nbdkit (file plugin, read-only,
+# multi-conn, its default thread pool) on a unix socket, converted to a
+# local raw and qcow2 by both tools.  The server is this script's child,
+# stopped at exit.
+NBD_PID=""
+stop_nbd() { [ -n "$NBD_PID" ] && kill "$NBD_PID" 2>/dev/null; NBD_PID=""; }
+if wanted nbd-to-raw nbd-to-qcow2 && command -v nbdkit >/dev/null &&
+   "$QIMG" --help | grep -q '^Supported formats:.* nbd'; then
+    make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+    NBD_SOCK=$BENCH_DIR/nbd.sock
+    rm -f "$NBD_SOCK" "$BENCH_DIR/nbd.pid"
+    nbdkit -r -U "$NBD_SOCK" -P "$BENCH_DIR/nbd.pid" file "$IN/dense.raw" || die "nbdkit failed to start"
+    for _ in $(seq 100); do [ -s "$BENCH_DIR/nbd.pid" ] && break; sleep 0.05; done
+    NBD_PID=$(cat "$BENCH_DIR/nbd.pid")
+    trap 'stop_nbd; cleanup' EXIT
+    NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
+    WORKLOADS+=("nbd-to-raw|convert NBD (nbdkit, unix socket)→raw, $DENSE_SIZE dense|convert -O raw \$NBD_URI \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw")
+    WORKLOADS+=("nbd-to-qcow2|convert NBD (nbdkit, unix socket)→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")
 fi
 
 prepare_run() {

@@ -207,14 +207,11 @@ static int bochs_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 
 /* ================================================================= read */
 
-/* [off, off+n) inside one extent: sectors whose bit is set from the file,
- * the others zeros.  Called with the lock held for the catalog entry. */
-static int read_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
+/* [off, off+n) inside the extent of catalog entry `entry`: sectors whose
+ * bit is set from the file, the others zeros. */
+static int read_in_extent(struct qimg_image *img, uint32_t entry, uint64_t off, uint8_t *p, size_t n)
 {
     struct bochs_state *s = bochs_state(img);
-    pthread_mutex_lock(&img->lock);
-    uint32_t entry = s->catalog[off / s->extent_size];
-    pthread_mutex_unlock(&img->lock);
     if (entry == BOCHS_UNALLOCATED) {
         memset(p, 0, n);
         return 0;
@@ -250,6 +247,15 @@ static int read_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n
     return 0;
 }
 
+static int read_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
+{
+    struct bochs_state *s = bochs_state(img);
+    pthread_mutex_lock(&img->lock);
+    uint32_t entry = s->catalog[off / s->extent_size];
+    pthread_mutex_unlock(&img->lock);
+    return read_in_extent(img, entry, off, p, n);
+}
+
 static int bochs_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {
     return qimg_for_each_piece(img, off, buf, len, bochs_state(img)->extent_size, read_piece);
@@ -268,14 +274,20 @@ static bool bochs_has_zero_init(struct qimg_image *img) { return true; }
 
 /* ================================================================ write */
 
-/* A new host extent after the last one, zeroed (the file grows by it). */
+/* A new host extent after the last one the catalog uses: the file grows
+ * to hold it, and its bitmap is zeroed (the place may hold an extent a
+ * crash left behind before its catalog entry was written). */
 static int allocate_extent(struct qimg_image *img, struct bochs_state *s, uint32_t index)
 {
     if (s->next_extent >= s->catalog_size)
         return qimg_error(-ENOSPC, "Bochs image has no room for a new extent");
     uint32_t e = s->next_extent;
-    uint64_t end = extent_host(s, e) + s->bitmap_len + s->extent_size;
-    int r = qimg_io_truncate(img->file, end);
+    uint64_t end = extent_host(s, e) + s->bitmap_len + s->extent_size, file_size;
+    int r = qimg_io_get_size(img->file, &file_size);
+    if (r == 0 && file_size < end)
+        r = qimg_io_truncate(img->file, end);
+    if (r == 0 && file_size > extent_host(s, e))
+        r = qimg_io_zero(img->file, extent_host(s, e), s->bitmap_len, false);
     if (r < 0)
         return r;
     s->next_extent++;
@@ -303,9 +315,9 @@ static int set_bits(struct qimg_image *img, uint64_t host, uint64_t first, uint6
     return qimg_io_pwrite(img->file, bits, len, host + first / 8);
 }
 
-/* [off, off+n) inside one extent.  A partly written sector keeps the
- * bytes it read before (zeros when its bit was clear). */
-static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
+/* [off, off+n) inside one extent, under the lock.  A partly written
+ * sector keeps the bytes it read before (zeros when its bit was clear). */
+static int write_locked(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct bochs_state *s = bochs_state(img);
     uint32_t index = (uint32_t)(off / s->extent_size);
@@ -316,9 +328,9 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
     CLEANUP_FREE uint8_t *whole = NULL;
     if (head || tail) {
         /* whole sectors: merge with what the image reads there */
-        uint64_t start = off - head, span = (last - first + 1) * BOCHS_SECTOR;
+        uint64_t span = (last - first + 1) * BOCHS_SECTOR;
         whole = qimg_xmalloc(span);
-        r = read_piece(img, start, whole, span);
+        r = read_in_extent(img, s->catalog[index], off - head, whole, span);
         if (r < 0)
             return r;
         memcpy(whole + head, p, n);
@@ -326,7 +338,6 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
         n = span;
         in_extent -= head;
     }
-    pthread_mutex_lock(&img->lock);
     bool new_extent = s->catalog[index] == BOCHS_UNALLOCATED;
     if (new_extent)
         r = allocate_extent(img, s, index);
@@ -339,6 +350,13 @@ static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t 
         r = set_bits(img, host, first, last);
     if (r == 0 && new_extent)
         r = store_catalog_entry(img, s, index);
+    return r;
+}
+
+static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
+{
+    pthread_mutex_lock(&img->lock);
+    int r = write_locked(img, off, p, n);
     pthread_mutex_unlock(&img->lock);
     return r;
 }

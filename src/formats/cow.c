@@ -287,8 +287,8 @@ static int cow_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
 
 /* ================================================================ write */
 
-/* Set the bits of sectors [first, last]: the bytes are read and written
- * back under the lock (two writers may share a byte). */
+/* Set the bits of sectors [first, last] (under the lock: two writers may
+ * share a byte). */
 static int set_bits(struct qimg_image *img, uint64_t first, uint64_t last)
 {
     struct cow_state *s = cow_state(img);
@@ -312,14 +312,11 @@ static int set_bits(struct qimg_image *img, uint64_t first, uint64_t last)
 
 /* Whole sectors are copied on write: a partial one takes the rest of its
  * bytes from what the image reads there (the backing file's if its bit is
- * clear).  Data first, then the bits. */
-static int cow_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+ * clear).  Data first, then the bits; under the lock, so that writers of
+ * one sector do not merge with each other's old bytes. */
+static int write_locked(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
 {
     struct cow_state *s = cow_state(img);
-    if (!s->writable)
-        return -EACCES;
-    if (len == 0)
-        return 0;
     uint64_t head = off % COW_SECTOR, end = off + len;
     uint64_t wend = QIMG_MIN(qimg_div_round_up(end, COW_SECTOR) * COW_SECTOR, img->size);
     const uint8_t *p = buf;
@@ -340,10 +337,21 @@ static int cow_write(struct qimg_image *img, uint64_t off, const void *buf, size
         off = start;
         len = (size_t)span;
     }
-    pthread_mutex_lock(&img->lock);
     int r = qimg_io_pwrite(img->file, p, len, s->data_offset + off);
     if (r == 0)
         r = set_bits(img, off / COW_SECTOR, (off + len - 1) / COW_SECTOR);
+    return r;
+}
+
+static int cow_write(struct qimg_image *img, uint64_t off, const void *buf, size_t len)
+{
+    struct cow_state *s = cow_state(img);
+    if (!s->writable)
+        return -EACCES;
+    if (len == 0)
+        return 0;
+    pthread_mutex_lock(&img->lock);
+    int r = write_locked(img, off, buf, len);
     pthread_mutex_unlock(&img->lock);
     return r;
 }

@@ -155,6 +155,9 @@ static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
                      img->file->ops != &qimg_io_nbd_ops && !img->file->ops->not_protocol &&
                      !img->file->ops->synthesized && !img->file->ops->no_info;
     info->dirty = false;
+    /* the storage's allocation unit (rbd's object size), as qemu asks it */
+    if (img->file->ops->cluster_size)
+        info->cluster_size = img->file->ops->cluster_size(img->file);
     return 0;
 }
 
@@ -178,7 +181,7 @@ static int raw_create(struct qimg_create_ctx *ctx)
     int r = check_prealloc(ctx->prealloc);
     if (r < 0)
         return r;
-    r = qimg_io_open(&io, ctx->filename, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
+    r = qimg_io_open_new(&io, ctx->filename, ctx->opts, QIMG_IO_RDWR | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
     if (r < 0)
         return r;
     r = qimg_io_truncate(io, ctx->size);
@@ -186,9 +189,9 @@ static int raw_create(struct qimg_create_ctx *ctx)
         r = preallocate(io, 0, ctx->size, ctx->prealloc);
     /* Like qemu, allocate the first block so that later probing and
      * O_DIRECT alignment detection see real data there ("full" has
-     * written it already).  Storage that existed before (nbd) had its
-     * first sector zeroed by the create step. */
-    if (r == 0 && strcmp(ctx->prealloc, "full") != 0 && ctx->size > 0 && !io->ops->create_by_opening) {
+     * written it already); only on a file, as qemu.  Storage that existed
+     * before (nbd) had its first sector zeroed by the create step. */
+    if (r == 0 && strcmp(ctx->prealloc, "full") != 0 && ctx->size > 0 && io->ops == &qimg_io_file_ops) {
         uint8_t zeros[4096] = { 0 };
         r = qimg_io_pwrite(io, zeros, (size_t)QIMG_MIN(ctx->size, sizeof zeros), 0);
     }
@@ -229,7 +232,8 @@ static int raw_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct q
     return 0;
 }
 
-static bool raw_has_zero_init(struct qimg_image *img) { return true; }
+/* Storage that existed before the image (nbd) keeps its old bytes. */
+static bool raw_has_zero_init(struct qimg_image *img) { return !img->file->ops->create_by_opening; }
 
 const struct qimg_driver qimg_driver_raw = {
     .name           = "raw",

@@ -17,6 +17,7 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_https_ops,
     &qimg_io_ftp_ops,
     &qimg_io_ftps_ops,
+    &qimg_io_rbd_ops,
     NULL,
 };
 
@@ -172,6 +173,28 @@ int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags)
     int r = qimg_io_name_opts(&opts, filename);
     if (r == 0)
         r = qimg_io_open_opts(out, opts, flags);
+    qimg_opts_free(opts);
+    return r;
+}
+
+int qimg_io_open_new(struct qimg_io **out, const char *filename, qimg_opts *create_opts,
+                     unsigned flags)
+{
+    qimg_opts *opts = NULL;
+    int r = qimg_io_name_opts(&opts, filename);
+    const struct qimg_opt_desc *d = NULL;
+    if (r == 0) {
+        const char *driver = qimg_opts_get(opts, "driver");
+        const struct qimg_io_ops *ops = driver ? qimg_io_backend_find(driver) : NULL;
+        d = ops ? ops->create_opts : NULL;
+    }
+    for (; r == 0 && d && d->name; d++) {
+        const char *v = strcmp(d->name, "size") ? qimg_opts_get(create_opts, d->name) : NULL;
+        if (v)
+            r = qimg_opts_set(&opts, d->name, v);
+    }
+    if (r == 0)
+        r = qimg_io_open_opts(out, opts, flags | QIMG_IO_CREATE);
     qimg_opts_free(opts);
     return r;
 }

@@ -17,6 +17,7 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "nbd.h"
 
@@ -47,11 +48,13 @@ struct nbd_state {
 
     uint64_t size;
     uint32_t max_request;
+    uint32_t min_block;         /* the server's minimum block size (1: none) */
     bool read_only, can_flush, can_trim, can_zero, can_fast_zero, multi_conn, has_context;
 
 #ifdef HAVE_LIBNBD
     pthread_mutex_t lock;
     pthread_cond_t idle;
+    pthread_mutex_t rmw;        /* unaligned writes: read-modify-write one at a time */
     struct nbd_handle *conn[QIMG_NBD_MAX_CONNS];
     bool busy[QIMG_NBD_MAX_CONNS];
     int nconn, max_conn;
@@ -239,7 +242,32 @@ static int setup_tls(struct nbd_state *s, struct nbd_handle *h)
     return 0;
 }
 
-static int new_handle(struct nbd_state *s, struct nbd_handle **out)
+/* A further connection of the pool: a server that advertised multi-conn
+ * but takes fewer clients than we ask for may leave it waiting for its
+ * greeting; give up after a few seconds (the pool stops growing). */
+#define EXTRA_CONNECT_MS 5000
+
+static int connect_bounded(struct nbd_state *s, struct nbd_handle *h, int timeout_ms)
+{
+    if (timeout_ms < 0)
+        return s->addr.is_unix ? nbd_connect_unix(h, s->addr.path)
+                               : nbd_connect_tcp(h, s->addr.host, s->addr.port);
+    int c = s->addr.is_unix ? nbd_aio_connect_unix(h, s->addr.path)
+                            : nbd_aio_connect_tcp(h, s->addr.host, s->addr.port);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (c == 0 && nbd_aio_is_connecting(h) == 1) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long spent = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (spent >= timeout_ms)
+            return -1;
+        if (nbd_poll(h, (int)(timeout_ms - spent)) < 0)
+            c = -1;
+    }
+    return c == 0 && nbd_aio_is_ready(h) == 1 ? 0 : -1;
+}
+
+static int new_handle(struct nbd_state *s, struct nbd_handle **out, int timeout_ms)
 {
     struct nbd_handle *h = nbd_create();
     if (!h)
@@ -254,9 +282,7 @@ static int new_handle(struct nbd_state *s, struct nbd_handle **out)
     if (r == 0) {
         nbd_set_debug_callback(h, (nbd_debug_callback){ .callback = debug_cb, .user_data = &log });
         nbd_set_debug(h, true);
-        int c = s->addr.is_unix ? nbd_connect_unix(h, s->addr.path)
-                                : nbd_connect_tcp(h, s->addr.host, s->addr.port);
-        if (c < 0)
+        if (connect_bounded(s, h, timeout_ms) < 0)
             r = connect_error(s, &log);
         nbd_set_debug(h, false);
         nbd_clear_debug_callback(h);
@@ -285,8 +311,11 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
     s->has_context = nbd_can_meta_context(h, s->context) == 1;
     int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     s->max_request = max > 0 && max < NBD_MAX_REQUEST ? (uint32_t)max : NBD_MAX_REQUEST;
+    int64_t min = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
+    s->min_block = min > 1 && min <= 65536 && qimg_is_pow2((uint64_t)min) ? (uint32_t)min : 1;
+    s->max_request = (uint32_t)qimg_round_down(s->max_request, s->min_block);
     if ((io->flags & QIMG_IO_RDWR) && s->read_only)
-        return qimg_error(-EACCES, "NBD export is read-only");
+        return qimg_error(-EACCES, "Could not open image: Permission denied");
     if (strcmp(s->context, "base:allocation") != 0 && !s->has_context)
         return qimg_error(-EINVAL, "Could not open image: Invalid argument");
     s->max_conn = s->multi_conn ? QIMG_NBD_MAX_CONNS : 1;
@@ -299,14 +328,20 @@ static int nb_open(struct qimg_io *io, qimg_opts *opts)
     io->priv = s;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
+    pthread_mutex_init(&s->rmw, NULL);
     int r = nb_options(io, s, opts);
     if (r == 0 && !s->addr.is_unix)
         r = resolve(s);
     if (r == 0)
-        r = new_handle(s, &s->conn[0]);
+        r = new_handle(s, &s->conn[0], -1);
     if (r < 0)
         return r;
     s->nconn = 1;
+    /* the node is named as qemu names it (map's file column) */
+    if (s->name) {
+        free(io->filename);
+        io->filename = qimg_strdup(s->name);
+    }
     return learn_export(io, s, s->conn[0]);
 }
 
@@ -321,6 +356,7 @@ static void nb_close(struct qimg_io *io)
     }
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
+    pthread_mutex_destroy(&s->rmw);
     qimg_nbd_addr_free(&s->addr);
     free(s->tls_dir);
     free(s->tls_psk_file);
@@ -349,7 +385,7 @@ static int borrow(struct nbd_state *s)
             s->connecting = true;
             pthread_mutex_unlock(&s->lock);
             struct nbd_handle *h = NULL;
-            int r = new_handle(s, &h);
+            int r = new_handle(s, &h, EXTRA_CONNECT_MS);
             pthread_mutex_lock(&s->lock);
             s->connecting = false;
             if (r == 0) {
@@ -384,6 +420,44 @@ static int request_error(void)
 
 /* ---- I/O ---- */
 
+/* [off, off+len) inside the export, in requests of at most max_request;
+ * aligned to min_block when the server asks for it. */
+static int read_aligned(struct nbd_state *s, int c, uint8_t *p, size_t len, uint64_t off)
+{
+    for (size_t done = 0; done < len;) {
+        size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
+        if (nbd_pread(s->conn[c], p + done, n, off + done, 0) < 0)
+            return request_error();
+        done += n;
+    }
+    return 0;
+}
+
+static int write_aligned(struct nbd_state *s, int c, const uint8_t *p, size_t len, uint64_t off)
+{
+    for (size_t done = 0; done < len;) {
+        size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
+        if (nbd_pwrite(s->conn[c], p + done, n, off + done, 0) < 0)
+            return request_error();
+        done += n;
+    }
+    return 0;
+}
+
+static bool unaligned(const struct nbd_state *s, uint64_t off, uint64_t len)
+{
+    return !qimg_is_aligned(off, s->min_block) || !qimg_is_aligned(len, s->min_block);
+}
+
+/* The whole blocks around [off, off+len) (the export's size is a multiple
+ * of the block size, as the protocol says). */
+static void widen(const struct nbd_state *s, uint64_t off, uint64_t len, uint64_t *aoff, size_t *alen)
+{
+    *aoff = qimg_round_down(off, s->min_block);
+    uint64_t end = QIMG_MIN(qimg_round_down(off + len + s->min_block - 1, s->min_block), s->size);
+    *alen = (size_t)(end - *aoff);
+}
+
 static int nb_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
 {
     struct nbd_state *s = io->priv;
@@ -391,13 +465,21 @@ static int nb_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     /* past the end reads as zeros */
     size_t inside = off >= s->size ? 0 : (size_t)QIMG_MIN((uint64_t)len, s->size - off);
     memset(p + inside, 0, len - inside);
+    if (inside == 0)
+        return 0;
     int c = borrow(s);
-    int r = 0;
-    for (size_t done = 0; r == 0 && done < inside;) {
-        size_t n = QIMG_MIN(inside - done, (size_t)s->max_request);
-        if (nbd_pread(s->conn[c], p + done, n, off + done, 0) < 0)
-            r = request_error();
-        done += n;
+    int r;
+    if (unaligned(s, off, inside)) {
+        uint64_t aoff;
+        size_t alen;
+        widen(s, off, inside, &aoff, &alen);
+        uint8_t *bounce = qimg_xmalloc(alen);
+        r = read_aligned(s, c, bounce, alen, aoff);
+        if (r == 0)
+            memcpy(p, bounce + (off - aoff), inside);
+        free(bounce);
+    } else {
+        r = read_aligned(s, c, p, inside, off);
     }
     give_back(s, c);
     return r;
@@ -408,14 +490,25 @@ static int nb_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
     struct nbd_state *s = io->priv;
     if (!qimg_range_ok(off, len, s->size))
         return qimg_error(-EINVAL, "Write beyond the end of the NBD export");
-    const uint8_t *p = buf;
+    if (len == 0)
+        return 0;
     int c = borrow(s);
-    int r = 0;
-    for (size_t done = 0; r == 0 && done < len;) {
-        size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
-        if (nbd_pwrite(s->conn[c], p + done, n, off + done, 0) < 0)
-            r = request_error();
-        done += n;
+    int r;
+    if (unaligned(s, off, len)) {
+        uint64_t aoff;
+        size_t alen;
+        widen(s, off, len, &aoff, &alen);
+        uint8_t *bounce = qimg_xmalloc(alen);
+        pthread_mutex_lock(&s->rmw);
+        r = read_aligned(s, c, bounce, alen, aoff);
+        if (r == 0) {
+            memcpy(bounce + (off - aoff), buf, len);
+            r = write_aligned(s, c, bounce, alen, aoff);
+        }
+        pthread_mutex_unlock(&s->rmw);
+        free(bounce);
+    } else {
+        r = write_aligned(s, c, buf, len, off);
     }
     give_back(s, c);
     return r;
@@ -427,7 +520,7 @@ static int nb_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
     if (!qimg_range_ok(off, len, s->size))
         return qimg_error(-EINVAL, "Write beyond the end of the NBD export");
     bool fast = flags & QIMG_IO_ZERO_NO_FALLBACK;
-    if (!s->can_zero || (fast && !s->can_fast_zero))
+    if (!s->can_zero || (fast && !s->can_fast_zero) || unaligned(s, off, len))
         return fast ? -ENOTSUP : qimg_io_write_zero_buffers(io, off, len);
     uint32_t cmd = (flags & QIMG_IO_ZERO_MAY_UNMAP) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
     if (fast)
@@ -450,6 +543,12 @@ static int nb_discard(struct qimg_io *io, uint64_t off, uint64_t len)
     if (!s->can_trim || off >= s->size)
         return 0;
     len = QIMG_MIN(len, s->size - off);
+    /* only the whole blocks inside the range: a discard is advice */
+    uint64_t end = qimg_round_down(off + len, s->min_block);
+    off = qimg_round_down(off + s->min_block - 1, s->min_block);
+    if (end <= off)
+        return 0;
+    len = end - off;
     int c = borrow(s);
     int r = 0;
     while (r == 0 && len > 0) {
@@ -497,10 +596,14 @@ static int nb_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *p
         *kind = off >= s->size ? QIMG_IO_EXT_HOLE : QIMG_IO_EXT_DATA;
         return 0;
     }
-    uint64_t ask = QIMG_MIN(QIMG_MIN(len, s->size - off), NBD_MAX_LEN32);
+    /* asked for whole blocks around the range when the server wants them */
+    uint64_t aoff;
+    size_t alen;
+    widen(s, off, QIMG_MIN(QIMG_MIN(len, s->size - off), NBD_MAX_LEN32), &aoff, &alen);
+    uint64_t ask = alen;
     struct extent_answer a = { .context = s->context };
     int c = borrow(s);
-    int r = nbd_block_status(s->conn[c], ask, off,
+    int r = nbd_block_status(s->conn[c], ask, aoff,
                              (nbd_extent_callback){ .callback = extent_cb, .user_data = &a },
                              LIBNBD_CMD_FLAG_REQ_ONE) < 0 ? request_error() : 0;
     give_back(s, c);
@@ -511,7 +614,19 @@ static int nb_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *p
     uint32_t flags = a.flags;
     if (s->alloc_depth && flags > 2)
         flags = 2;      /* as qemu: every depth past the first backing file alike */
-    *pnum = QIMG_MIN((uint64_t)a.length, ask);
+    uint64_t length = QIMG_MIN((uint64_t)a.length, ask);
+    /* a server that answers in pieces smaller than its own block size
+     * (qemu-nbd on a file whose size is not a multiple of 512): as qemu,
+     * whole blocks, and a lone piece counts as data */
+    if (!qimg_is_aligned(length, s->min_block)) {
+        if (length > s->min_block) {
+            length = qimg_round_down(length, s->min_block);
+        } else {
+            length = s->min_block;
+            flags = 0;
+        }
+    }
+    *pnum = QIMG_MIN(aoff + length - off, len);
     bool hole = flags & NBD_STATE_HOLE, zero = flags & NBD_STATE_ZERO;
     *kind = hole ? (zero ? QIMG_IO_EXT_HOLE : QIMG_IO_EXT_UNKNOWN)
                  : (zero ? QIMG_IO_EXT_DATA_ZERO : QIMG_IO_EXT_DATA);

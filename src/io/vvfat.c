@@ -64,8 +64,8 @@ struct vv_node {
     int64_t mtime;
     uint64_t dev, ino;
     bool is_dir, via_link;      /* via_link: a symbolic link inside the tree */
-    uint16_t name16[FAT_MAX_LFN];
-    uint8_t len16;              /* UTF-16 units of the name (<= 255) */
+    uint16_t *name16;           /* the name in UTF-16 (the long name) */
+    uint8_t len16;              /* its units (<= 255) */
     uint8_t short_name[11];
     uint8_t *entries;           /* directories: their entry bytes */
 };
@@ -204,14 +204,15 @@ static int by_name(const void *a, const void *b)
 static int add_entry(struct vvfat *s, uint32_t dir, int dirfd, const char *name)
 {
     CLEANUP_FREE char *parent = node_path(s, dir);
+    /* its path below the root: what is opened, and named in errors */
+    CLEANUP_FREE char *rel = dir ? qimg_asprintf("%s/%s", parent, name) : qimg_strdup(name);
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return qimg_error(-errno, "vvfat: could not stat '%s/%s/%s': %s", s->dir, parent, name,
+        return qimg_error(-errno, "vvfat: could not stat '%s/%s': %s", s->dir, rel,
                           strerror(errno));
     bool link = S_ISLNK(st.st_mode);
     if (link) {
         /* followed only inside the tree, and only to a file */
-        CLEANUP_FREE char *rel = qimg_asprintf("%s/%s", parent, name);
         int fd = open_beneath(s, rel, O_RDONLY, true);
         if (fd == -EXDEV || fd == -ELOOP)
             return qimg_error(-EPERM, "vvfat: the symbolic link '%s/%s' points out of the "
@@ -228,19 +229,18 @@ static int add_entry(struct vvfat *s, uint32_t dir, int dirfd, const char *name)
                               "directory (not supported)", s->dir, rel);
     }
     if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
-        return qimg_error(-ENOTSUP, "vvfat: '%s/%s/%s' is not a regular file or a directory",
-                          s->dir, parent, name);
+        return qimg_error(-ENOTSUP, "vvfat: '%s/%s' is not a regular file or a directory",
+                          s->dir, rel);
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > 0xFFFFFFFFu)
-        return qimg_error(-EFBIG, "vvfat: '%s/%s/%s' is too large for FAT (%" PRIu64
-                          " bytes, at most 4 GiB - 1)", s->dir, parent, name,
-                          (uint64_t)st.st_size);
+        return qimg_error(-EFBIG, "vvfat: '%s/%s' is too large for FAT (%" PRIu64
+                          " bytes, at most 4 GiB - 1)", s->dir, rel, (uint64_t)st.st_size);
     if (s->nnodes >= VV_MAX_NODES)
         return qimg_error(-EFBIG, "vvfat: the directory has more than %u entries", VV_MAX_NODES);
     uint16_t u16[FAT_MAX_LFN];
     size_t len;
     int r = fat_check_long_name(name, u16, &len);
     if (r < 0)
-        return qimg_error(r, "vvfat: '%s/%s/%s': %s", s->dir, parent, name, qimg_last_error());
+        return qimg_error(r, "vvfat: '%s/%s': %s", s->dir, rel, qimg_last_error());
     uint32_t i = add_node(s);
     struct vv_node *n = &s->nodes[i];
     n->name = qimg_strdup(name);
@@ -251,6 +251,7 @@ static int add_entry(struct vvfat *s, uint32_t dir, int dirfd, const char *name)
     n->mtime = (int64_t)st.st_mtime;
     n->dev = (uint64_t)st.st_dev;
     n->ino = (uint64_t)st.st_ino;
+    n->name16 = qimg_xmalloc(len * sizeof *u16);
     memcpy(n->name16, u16, len * sizeof *u16);
     n->len16 = (uint8_t)len;
     return 0;
@@ -304,6 +305,10 @@ static int short_names(struct vvfat *s, uint32_t d)
         cap *= 2;
     CLEANUP_FREE uint32_t *tab = qimg_xcalloc(cap, sizeof *tab);   /* child index + 1 */
     CLEANUP_FREE bool *plain = qimg_xcalloc(n, sizeof *plain);
+    /* the next "~N" to try per basis, so that many names of one basis
+     * (file1.txt ... file1000.txt) do not each probe from ~1 */
+    CLEANUP_FREE uint8_t (*tb)[11] = qimg_xcalloc(cap, sizeof *tb);
+    CLEANUP_FREE uint32_t *tnext = qimg_xcalloc(cap, sizeof *tnext);
 #define SN_HASH(nm) (fat_lfn_checksum(nm) * 2654435761u ^ (uint32_t)((nm)[0] | (nm)[1] << 8 | (nm)[7] << 16 | (nm)[10] << 24))
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t k = 0; k < n; k++) {
@@ -315,7 +320,19 @@ static int short_names(struct vvfat *s, uint32_t d)
                 continue;
             if (pass == 1 && plain[k])
                 continue;
-            for (unsigned tail = needs_tail ? 1 : 0; tail < 1000000; tail++) {
+            if (pass == 1)
+                needs_tail = true;      /* lossy, or a plain name another one took */
+            uint32_t th = 0;
+            if (needs_tail) {
+                th = SN_HASH(basis) & (cap - 1);
+                while (tnext[th] && memcmp(tb[th], basis, 11))
+                    th = (th + 1) & (cap - 1);
+                if (!tnext[th]) {
+                    memcpy(tb[th], basis, 11);
+                    tnext[th] = 1;
+                }
+            }
+            for (unsigned tail = needs_tail ? tnext[th] : 0; tail < 1000000; tail++) {
                 uint8_t cand[11];
                 if (tail)
                     fat_short_name_with_tail(basis, tail, cand);
@@ -340,6 +357,8 @@ static int short_names(struct vvfat *s, uint32_t d)
                 memcpy(c->short_name, cand, 11);
                 tab[h] = k + 1;
                 plain[k] = true;
+                if (tail)
+                    tnext[th] = tail + 1;
                 break;
             }
             if (pass == 1 && !plain[k])
@@ -387,10 +406,12 @@ static int walk(struct vvfat *s, struct stat *rootst)
             if (r < 0)
                 return r;
             uint64_t slots = dir_slots(s, i);
-            if (slots > FAT_MAX_DIR_ENTRIES)
+            if (slots > FAT_MAX_DIR_ENTRIES) {
+                CLEANUP_FREE char *rel = node_path(s, i);
                 return qimg_error(-EFBIG, "vvfat: the directory '%s/%s' has too many entries "
-                                  "for FAT (%" PRIu64 " slots, at most %u)", s->dir,
-                                  i ? s->nodes[i].name : ".", slots, FAT_MAX_DIR_ENTRIES);
+                                  "for FAT (%" PRIu64 " slots, at most %u)", s->dir, rel,
+                                  slots, FAT_MAX_DIR_ENTRIES);
+            }
             bytes = slots * FAT_DIRENT_SIZE;
             s->nodes[i].size = bytes;
             if (i == 0 && s->type != FAT32) {
@@ -908,6 +929,7 @@ static void vv_close(struct qimg_io *io)
         return;
     for (uint32_t i = 0; i < s->nnodes; i++) {
         free(s->nodes[i].name);
+        free(s->nodes[i].name16);
         free(s->nodes[i].entries);
     }
     free(s->nodes);

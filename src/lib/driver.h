@@ -230,6 +230,8 @@ int qimg_drv_make_empty(struct qimg_image *img);          /* -ENOTSUP when it ca
 
 int qimg_drv_snapshot_list(struct qimg_image *img, struct qimg_snapshot_info **list, size_t *n);
 int qimg_drv_snapshot_create(struct qimg_image *img, const char *name);
+/* Does the image list snapshots (its format's, or its storage's under raw)? */
+bool qimg_drv_has_snapshot_list(struct qimg_image *img);
 int qimg_drv_snapshot_apply(struct qimg_image *img, const char *id_or_name);
 int qimg_drv_snapshot_delete(struct qimg_image *img, const char *id, const char *name);
 int qimg_drv_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *name);

@@ -239,7 +239,7 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
         if (r == 0 && *drv == &qimg_driver_raw && (req->flags & QIMG_OPEN_RDWR)) {
             img->probed_raw = true;
             if (!(req->flags & QIMG_OPEN_NO_PROBE_WARNING))
-                qimg_warn_probed_raw(req->display);
+                qimg_warn_probed_raw(img->file->ops->json_name ? img->file->filename : req->display);
         }
     }
     if (r < 0)
@@ -419,7 +419,7 @@ static void name_top_node(qimg_image *img, const struct node_req *req, const qim
     char *name = strong ? NULL : qimg_io_exact_filename(img->file);
     /* a vvfat name ("fat:DIR") cannot name its node either: qemu shows its options */
     bool unnamed = req->from_tree || img->file->ops->synthesized;
-    if (!name && unnamed && (!strong || has_content_key(o)))
+    if (!name && (img->file->ops->json_name || (unnamed && (!strong || has_content_key(o)))))
         name = qimg_node_json_name(img->node_opts, img->protocol_format ? NULL : img->drv->name);
     if (!name)
         return;
@@ -779,6 +779,10 @@ int qimg_block_status_chain(qimg_image *img, uint64_t off, uint64_t len, struct 
          * (a qcow2 subcluster unallocated in an allocated cluster) is
          * kept, as qemu-img map shows it. */
         ext->flags = (ext->flags & (QIMG_STATUS_EOF | QIMG_STATUS_OFFSET)) | QIMG_STATUS_ZERO;
+        /* raw over storage that cannot say what it holds (null-co, an
+         * NBD hole without the zero bit) reads as neither, as in qemu */
+        if ((img->drv->flags & QIMG_DRV_NO_METADATA) && !(img->drv->flags & QIMG_DRV_SUPPORTS_BACKING))
+            ext->flags &= ~(unsigned)QIMG_STATUS_ZERO;
         if (!(ext->flags & QIMG_STATUS_OFFSET))
             ext->host_file = NULL;
     }

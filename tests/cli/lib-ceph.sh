@@ -32,6 +32,18 @@ ceph_free_port() {
 s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# ceph ARGS...: the ceph CLI on this cluster.  A client's first command
+# can leave before its first monmap arrived and carries a zero fsid, which
+# the mon refuses ("wrong fsid", EPERM): tried again, at most 5 times.
+ceph_cmd() {
+    local try
+    for try in 1 2 3 4 5; do
+        timeout 30 ceph -c "$CEPH_CONF" --connect-timeout 20 "$@" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
 ceph_start() {
     local dir=$1
     [ -z "$(ceph_missing)" ] || { CEPH_WHY="missing $(ceph_missing)"; return 1; }
@@ -50,6 +62,7 @@ ceph_start() {
 fsid = $fsid
 mon_host = v1:$CEPH_MON_HOST
 public_addr = 127.0.0.1
+cluster_addr = 127.0.0.1
 ms_bind_msgr2 = false
 ms_bind_ipv6 = false
 auth_cluster_required = none
@@ -64,6 +77,10 @@ osd_pool_default_pg_autoscale_mode = off
 mon_allow_pool_size_one = true
 mon_warn_on_pool_no_redundancy = false
 osd_crush_chooseleaf_type = 0
+# The OSD's own crush commands at start race with its first monmap (sent
+# with a zero fsid, "wrong fsid", the OSD exits): we place it ourselves.
+osd_crush_update_on_start = false
+osd_class_update_on_start = false
 run_dir = $dir/run
 admin_socket = $dir/run/\$name.asok
 log_file = $dir/log/\$name.log
@@ -95,19 +112,27 @@ EOF
     # the OSD's id and data directory: `osd new` asks the mon, which also
     # tells us it answers
     local id
-    id=$(timeout 30 ceph -c "$CEPH_CONF" --connect-timeout 20 osd new "$osd_uuid" 2>>"$dir/log/setup") ||
+    id=$(ceph_cmd osd new "$osd_uuid" 2>>"$dir/log/setup") ||
         { CEPH_WHY="the mon does not answer: $(tail -3 "$dir/log/setup")"; ceph_stop; return 1; }
+    ceph_cmd osd crush add "osd.$id" 1 root=default >>"$dir/log/setup" 2>&1 ||
+        { CEPH_WHY="ceph osd crush add failed: $(tail -3 "$dir/log/setup")"; ceph_stop; return 1; }
     ceph-osd -c "$CEPH_CONF" -i "$id" --mkfs --osd-uuid "$osd_uuid" >>"$dir/log/setup" 2>&1 ||
         { CEPH_WHY="ceph-osd --mkfs failed: $(tail -3 "$dir/log/setup")"; ceph_stop; return 1; }
     ceph-osd -c "$CEPH_CONF" -i "$id" -f >>"$dir/log/osd.out" 2>&1 &
     CEPH_PIDS="$CEPH_PIDS $!"
     ceph_pool qimg-ready || { CEPH_WHY="creating a pool failed"; ceph_stop; return 1; }
     # ready: a first object written (the OSD is up and its PGs are active)
-    local i
+    local i p
     for i in $(seq 120); do
         if echo ready | timeout 10 rados -c "$CEPH_CONF" -p qimg-ready put ready - 2>/dev/null; then
             return 0
         fi
+        for p in $CEPH_PIDS; do
+            kill -0 "$p" 2>/dev/null && continue
+            CEPH_WHY="a daemon died: $(grep -h ' -1 ' "$dir"/log/*.log | tail -3)"
+            ceph_stop
+            return 1
+        done
         sleep 0.25
     done
     CEPH_WHY="no rados put within 30 s"
@@ -116,9 +141,8 @@ EOF
 }
 
 ceph_pool() {
-    ceph -c "$CEPH_CONF" osd pool create "$1" 8 8 replicated >/dev/null 2>&1 &&
-        ceph -c "$CEPH_CONF" osd pool set "$1" size 1 --yes-i-really-mean-it >/dev/null 2>&1 &&
-        ceph -c "$CEPH_CONF" osd pool application enable "$1" rbd >/dev/null 2>&1
+    ceph_cmd osd pool create "$1" 8 8 replicated >/dev/null 2>&1 &&
+        ceph_cmd osd pool application enable "$1" rbd >/dev/null 2>&1
 }
 
 ceph_stop() {

@@ -103,6 +103,16 @@ check "writes: qemu-img reads them" cmp -s w.raw want.raw
 bx -func=convert -imgmode=flat w.bochs w-flat.raw
 check "writes: bximage reads them" cmp -s w-flat.raw want.raw
 
+# a file with bytes after its last extent (a crash after the file grew):
+# a new extent there starts from a zeroed bitmap, the file does not shrink
+cp "$IN/data.bochs" t.bochs
+head -c 20000 /dev/urandom >>t.bochs
+size=$(stat -c %s t.bochs)
+qimg_io t.bochs w:2621440:512:0x66 || fail "qimg writes after trailing bytes"
+"$QEMU_IO" -r -f bochs -c "read -P 0x66 2621440 512" -c "read -P 0 2621952 7680" t.bochs >/dev/null
+check "a new extent over trailing bytes reads as written and zeros" test $? = 0
+check "the file did not shrink" test "$(stat -c %s t.bochs)" -ge "$size"
+
 # ---- hostile headers
 # le32 FILE OFFSET VALUE
 le32() { python3 -c 'import struct, sys
