@@ -470,6 +470,24 @@ if wanted nbd-to-raw nbd-to-qcow2 && command -v nbdkit >/dev/null &&
     WORKLOADS+=("nbd-to-qcow2|convert NBD (nbdkit, unix socket)→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")
 fi
 
+# vvfat (issue 17): a tree of a few thousand files (symlinks among them,
+# read as the files they name) served as a FAT16 disk and converted to
+# qcow2; the result checked by qemu-img check (the two tools' disks differ
+# on purpose: entry order, slack).
+VVFAT_TREE=$([ "$QUICK" = 1 ] && echo 64M || echo 256M)
+if wanted vvfat-to-qcow2; then
+    if "$QIMG" info fat:"$TOP/bench" >/dev/null 2>&1; then
+        stamp="tree $VVFAT_TREE seed 8"
+        if [ "$(cat "$IN/vtree.stamp" 2>/dev/null)" != "$stamp" ]; then
+            echo "bench: generating the vvfat tree ($stamp)" >&2
+            rm -rf "$IN/vtree" "$IN/vtree.stamp"
+            $GEN tree "$IN/vtree" "$VVFAT_TREE" --seed 8 >/dev/null || die "generating the vvfat tree failed"
+            echo "$stamp" > "$IN/vtree.stamp"
+        fi
+        WORKLOADS+=("vvfat-to-qcow2|convert fat:16: of a $VVFAT_TREE tree → qcow2|convert -O qcow2 fat:16:\$IN/vtree \$OUT/t.qcow2|check \$OUT/t.qcow2")
+    fi
+fi
+
 prepare_run() {
     rm -rf "$OUT" && mkdir -p "$OUT"
     if [ -n "${1:-}" ]; then eval "$1" || die "preparing the run failed"; fi
