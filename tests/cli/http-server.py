@@ -15,7 +15,7 @@ purpose under some path prefixes:
   /auth/NAME        Basic authentication: user "qimg", password "s3cret"
   /cookie/NAME      needs the cookie "session=abc; theme=dark"
   /redirect/NAME    302 to /ok/NAME
-  /bad206/NAME      206 answers whose body starts at the wrong offset
+  /bad206/NAME      206 answers from offset 0 whatever the range asked
   /long206/NAME     206 answers with more bytes than asked for
 
 Usage: http-server.py DIR PORTFILE [CERT KEY]
@@ -131,6 +131,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "bad206" and start > 0:
             with open(path, "rb") as f:
                 data = f.read(end - start + 1)
+            start, end = 0, len(data) - 1
         if mode == "long206":
             data += b"X" * 1000
         self.send_response(206 if partial else 200)
