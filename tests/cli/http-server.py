@@ -15,6 +15,7 @@ purpose under some path prefixes:
   /auth/NAME        Basic authentication: user "qimg", password "s3cret"
   /cookie/NAME      needs the cookie "session=abc; theme=dark"
   /redirect/NAME    302 to /ok/NAME
+  /loop/NAME        302 to itself, forever
   /bad206/NAME      206 answers from offset 0 whatever the range asked
   /long206/NAME     206 answers with more bytes than asked for
 
@@ -94,6 +95,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.plain(404, "not found\n")
             return
         if not self.allowed(mode):
+            return
+        if mode == "loop":
+            self.plain(302, "again\n", [("Location", self.path)])
             return
         if mode == "redirect":
             self.plain(302, "moved\n", [("Location", "/ok/" + os.path.basename(path))])
