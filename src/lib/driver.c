@@ -277,7 +277,7 @@ const char *qimg_codecs(void)
 /* QIMG_FEATURES (build/config.h) names the optional libraries configure
  * found; the others are lacking. */
 static const char *const optional_features[] = { "zlib", "libdeflate", "zstd", "bzip2",
-                                                 "ext2fs", "libarchive", "openssl" };
+                                                 "ext2fs", "libarchive", "openssl", "libcurl" };
 static char lacking_text[128];
 static pthread_once_t lacking_once = PTHREAD_ONCE_INIT;
 
