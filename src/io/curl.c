@@ -512,7 +512,9 @@ static int parse_options(struct http_state *s, qimg_opts *opts)
                           (int64_t)readahead);
     if (timeout > TIMEOUT_MAX)
         return qimg_error(-EINVAL, "timeout parameter is too large or negative");
-    s->readahead = (size_t)QIMG_MIN(readahead, (uint64_t)SIZE_MAX);
+    /* a window is never larger than all windows may be (readahead=1T is
+     * accepted, as qemu accepts it, and means "as much as we keep") */
+    s->readahead = (size_t)QIMG_MIN(readahead, CACHE_MEMORY);
     s->timeout = (long)timeout;
     s->cookie = take_text(opts, "cookie");
     if (s->cookie && qimg_opts_get(opts, "cookie-secret"))

@@ -37,6 +37,7 @@ head -c 3M /dev/urandom >"$WWW/r.raw"
 "$QEMU_IMG" convert -O vmdk "$WWW/a.qcow2" "$WWW/a.vmdk"
 "$QEMU_IMG" convert -O vpc "$WWW/a.qcow2" "$WWW/a.vpc"
 "$QEMU_IMG" convert -O raw "$WWW/a.qcow2" "$SCRATCH/a.raw"
+"$QEMU_IMG" convert -c -O qcow2 -o cluster_size=4k "$WWW/a.qcow2" "$WWW/c.qcow2"
 
 # ---- the servers
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$SCRATCH/key.pem" -out "$SCRATCH/cert.pem" \
@@ -140,6 +141,17 @@ same_http "convert overlay chain -> qcow2" convert -O qcow2 "$U/ok/ov.qcow2" out
 same_http "convert raw -f http" convert -f http -O raw "$U/ok/r.raw" out.raw
 cmp -s "$SCRATCH/run.new/work/out.raw" "$WWW/r.raw" && pass "convert raw: same bytes" ||
     fail "convert raw: same bytes"
+
+# compressed 4 KiB clusters: many small reads from 16 workers at once,
+# through readahead windows of several sizes (shared, waited for, reused)
+for ra in 512 4k 64k 1M 1T; do
+    q convert -m 16 -O raw --image-opts \
+        "driver=qcow2,file.driver=http,file.url=$U/ok/c.qcow2,file.readahead=$ra" "$SCRATCH/c.raw"
+    { [ "$RC" = 0 ] && cmp -s "$SCRATCH/c.raw" "$SCRATCH/a.raw"; } &&
+        pass "compressed qcow2, -m 16, readahead=$ra: same bytes" ||
+        fail "compressed qcow2, -m 16, readahead=$ra: same bytes" "$(cat "$SCRATCH/q.err")"
+done
+rm -f "$SCRATCH/c.raw"
 
 # ---- https
 same_http "https, self-signed: refused" info "$S/ok/a.qcow2"
