@@ -6,6 +6,7 @@ purpose under some path prefixes:
   /ok/NAME          Range support (Accept-Ranges: bytes, 206 answers)
   /norange/NAME     no Accept-Ranges header; a GET ignores Range (200)
   /nolength/NAME    HEAD answers without Content-Length (chunked)
+  /liar/NAME        HEAD says Accept-Ranges: bytes, a GET ignores Range (200)
   /stall/NAME       a GET sends half its body, then waits forever
   /stallonce/NAME   the first GET of each range stalls, its retry does not
   /close/NAME       a GET sends half its body, then closes the connection
@@ -121,7 +122,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         start, end = 0, size - 1
         partial = False
         m = re.match(r"^bytes=(\d+)-(\d*)$", rng or "")
-        if m and mode != "norange":
+        if m and mode not in ("norange", "liar"):
             start = int(m.group(1))
             if m.group(2):
                 end = min(int(m.group(2)), size - 1)
