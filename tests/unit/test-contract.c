@@ -132,6 +132,7 @@ static bool expected(const struct qimg_driver *d, enum qimg_capability cap)
     case QIMG_CAP_MAKE_EMPTY: return d->make_empty;
     case QIMG_CAP_METADATA: return !(d->flags & QIMG_DRV_NO_METADATA);
     case QIMG_CAP_MANY_FILES: return d->flags & QIMG_DRV_MANY_FILES;
+    case QIMG_CAP_RAW_BACKING: return d->flags & QIMG_DRV_RAW_BACKING;
     }
     return false;
 }
@@ -139,7 +140,7 @@ static bool expected(const struct qimg_driver *d, enum qimg_capability cap)
 static const enum qimg_capability all_caps[] = {
     QIMG_CAP_CREATE, QIMG_CAP_WRITE, QIMG_CAP_COMPRESS, QIMG_CAP_BACKING, QIMG_CAP_SNAPSHOTS,
     QIMG_CAP_BITMAPS, QIMG_CAP_AMEND, QIMG_CAP_CHECK, QIMG_CAP_RESIZE, QIMG_CAP_MEASURE,
-    QIMG_CAP_MAKE_EMPTY, QIMG_CAP_METADATA, QIMG_CAP_MANY_FILES,
+    QIMG_CAP_MAKE_EMPTY, QIMG_CAP_METADATA, QIMG_CAP_MANY_FILES, QIMG_CAP_RAW_BACKING,
 };
 
 TEST(capabilities_agree_with_callbacks)
