@@ -184,6 +184,13 @@ same_http "overlay on http: compare" compare ov-http.qcow2 "$U/ok/a.qcow2"
     >"$SCRATCH/q.out" 2>"$SCRATCH/q.err"); RC=$?
 err_has "safe mode: an image's http backing file is not fetched" 1 \
     "safe mode: image names a backing file '$U/ok/a.qcow2' that was not given"
+(cd "$IN" && QIMG_SAFE=1 "$QIMG_AS_QEMU" convert -O raw --image-opts \
+    "driver=qcow2,file.filename=ov-https.qcow2,backing.driver=qcow2,backing.file.driver=https,backing.file.url=$S/ok/a.qcow2,backing.file.sslverify=off" \
+    "$SCRATCH/safe.raw" >"$SCRATCH/q.out" 2>"$SCRATCH/q.err"); RC=$?
+{ [ "$RC" = 0 ] && cmp -s "$SCRATCH/safe.raw" "$SCRATCH/a.raw"; } &&
+    pass "safe mode: an https backing file the user names is fetched" ||
+    fail "safe mode: an https backing file the user names is fetched" "$(cat "$SCRATCH/q.err")"
+rm -f "$SCRATCH/safe.raw"
 rm -f "$IN"/ov-*.qcow2
 
 # ---- what servers refuse, qemu's messages byte for byte
