@@ -161,3 +161,43 @@ rsame "snapshot -a missing" snapshot -a nope rbd:p/^-sn
 rsame "snapshot -d" snapshot -d b rbd:p/^-sn
 rsame "snapshot -d missing" snapshot -d b rbd:p/^-sn
 expect_eq "snapshot -d: rbd snap ls" "$(rbd snap ls p/new-sn | awk 'NR>1 {print $2}')" "a"
+
+# ---- incremental backup (qimg only): convert -D PREV --from-snapshot=S1
+# IMG@S2 reads only what changed between the snapshots
+rbd create --size 32M p/vol >/dev/null 2>&1 || fail "rbd create vol"
+"$QEMU_IO" -f raw -c "write -P 0x41 0 32M" rbd:p/vol >/dev/null || fail "fill vol"
+rbd snap create p/vol@b0 >/dev/null 2>&1
+"$QIMG" convert -O qcow2 rbd:p/vol@b0 "$D/b0.qcow2" || fail "full backup"
+# 5% of 32 MiB changed: 1 MiB written, 512 KiB discarded, 128 KiB zeroed
+"$QEMU_IO" -f raw -c "write -P 0x42 3M 1M" -c "discard 17M 512k" -c "write -z 30M 128k" \
+    rbd:p/vol >/dev/null || fail "change vol"
+rbd snap create p/vol@b1 >/dev/null 2>&1
+rm -f "$D/stats"
+QIMG_RBD_STATS=$D/stats "$QIMG" convert -D b0.qcow2 --from-snapshot=b0 rbd:p/vol@b1 \
+    -O qcow2 "$D/b1.qcow2"
+expect_eq "incremental: exit code" "$?" 0
+read_bytes=$(awk '/^vol@b1 read/ {print $3}' "$D/stats")
+check "incremental: read at most 10% ($read_bytes bytes)" test "${read_bytes:-999999999}" -le $(((32 << 20) / 10))
+rbd export --no-progress p/vol@b1 "$D/b1.raw" >/dev/null 2>&1
+expect_eq "incremental: chain reads as the snapshot" \
+    "$("$QEMU_IMG" compare -q "$D/b1.qcow2" "$D/b1.raw" && echo same)" same
+same_rbd "incremental: check" check b1.qcow2
+expect_eq "incremental: backing file" \
+    "$("$QEMU_IMG" info --output=json "$D/b1.qcow2" | grep -c '"backing-filename": "b0.qcow2"')" 1
+allocated=$("$QEMU_IMG" map --output=json "$D/b1.qcow2" | grep -c '"depth": 0, "present": true')
+check "incremental: only changed clusters in the increment" test "$allocated" -ge 1 -a "$allocated" -le 3
+# a second increment on top of the first
+"$QEMU_IO" -f raw -c "write -P 0x43 8M 64k" rbd:p/vol >/dev/null
+rbd snap create p/vol@b2 >/dev/null 2>&1
+"$QIMG" convert -D b1.qcow2 --from-snapshot=b1 rbd:p/vol@b2 -O qcow2 "$D/b2.qcow2" ||
+    fail "second increment"
+rbd export --no-progress p/vol@b2 "$D/b2.raw" >/dev/null 2>&1
+expect_eq "second increment: chain reads as the snapshot" \
+    "$("$QEMU_IMG" compare -q "$D/b2.qcow2" "$D/b2.raw" && echo same)" same
+"$QIMG" convert -O raw "$D/b2.qcow2" "$D/chain.raw" || fail "convert the chain"
+expect_eq "second increment: qimg convert of the chain = rbd export" "$(sha "$D/chain.raw")" "$(sha "$D/b2.raw")"
+# refused: no -D, a source that cannot tell, a missing snapshot
+check_fail "--from-snapshot without -D" "$QIMG" convert --from-snapshot=b0 rbd:p/vol@b1 -O qcow2 "$D/x.qcow2"
+check_fail "--from-snapshot on a local source" "$QIMG" convert -D b0.qcow2 --from-snapshot=b0 "$D/b1.raw" -O qcow2 "$D/x.qcow2"
+check_fail "--from-snapshot of a missing snapshot" "$QIMG" convert -D b0.qcow2 --from-snapshot=nope rbd:p/vol@b1 -O qcow2 "$D/x.qcow2"
+expect_eq "refused: no target left" "$(ls "$D"/x.qcow2 "$D"/.x.qcow2* 2>/dev/null | wc -l)" 0
