@@ -950,4 +950,5 @@ const struct qimg_io_ops qimg_io_rbd_ops = {
     .snapshot_apply = qrbd_snapshot_apply,
     .snapshot_delete = qrbd_snapshot_delete,
     .changed_extent = qrbd_changed_extent,
+    .unordered_writes = true,
 };
