@@ -89,6 +89,9 @@ same_rbd "info json: file" info 'json:{"driver":"raw","file":{"driver":"rbd","po
 same_rbd "info json: snapshot" info --output=json 'json:{"driver":"raw","file":{"driver":"rbd","pool":"p","image":"img","snapshot":"s1","conf":"'"$CONF"'"}}'
 same_rbd "info --image-opts file" info --image-opts "driver=raw,file.driver=rbd,file.pool=p,file.image=img,file.user=admin"
 same_rbd "info --image-opts server" info --image-opts "driver=raw,file.driver=rbd,file.pool=p,file.image=img,file.server.0.host=127.0.0.1,file.server.0.port=${MON#*:}"
+same_rbd "info --image-opts driver=rbd" info --image-opts "driver=rbd,pool=p,image=img"
+same_rbd "info --image-opts driver=rbd json" info --output=json --image-opts "driver=rbd,pool=p,image=img,namespace="
+same_rbd "map --image-opts driver=rbd" map --image-opts "driver=rbd,pool=p,image=img"
 same_rbd "map" map rbd:p/img
 same_rbd "map json" map --output=json -f raw rbd:p/img
 same_rbd "snapshot -l" snapshot -l rbd:p/img
