@@ -303,6 +303,50 @@ if "$QIMG" create -q -f qcow "$OUT/probe.qcow" 1M >/dev/null 2>&1; then
     WORKLOADS+=("raw-to-qcow-dense|convert raw→qcow, $DENSE_SIZE dense|convert -O qcow \$IN/dense.raw \$OUT/t.qcow|compare -f raw -F qcow \$IN/dense.raw \$OUT/t.qcow")
 fi
 
+# bochs (issue 17): a growing image bximage makes of dense data, to raw.
+# qemu-img reads bochs one sector at a time (a 1-byte read of the bitmap
+# for each): 256 MiB keeps its runs near a minute
+BOCHS_SIZE=$([ "$QUICK" = 1 ] && echo 16M || echo 256M)
+if command -v bximage >/dev/null && wanted bochs-to-raw; then
+    make_input bochs-$BOCHS_SIZE.raw dense "$IN/bochs-$BOCHS_SIZE.raw" "$BOCHS_SIZE" --seed 6
+    if [ ! -f "$IN/bochs-$BOCHS_SIZE.bochs" ]; then
+        bximage -q -func=convert -imgmode=growing "$IN/bochs-$BOCHS_SIZE.raw" "$IN/bochs-$BOCHS_SIZE.bochs" >/dev/null ||
+            die "making dense.bochs failed"
+    fi
+    WORKLOADS+=("bochs-to-raw|convert bochs→raw, $BOCHS_SIZE dense (bximage's)|convert -O raw \$IN/bochs-$BOCHS_SIZE.bochs \$OUT/t.raw|compare -f bochs -F raw \$IN/bochs-$BOCHS_SIZE.bochs \$OUT/t.raw")
+fi
+# cloop and dmg (issue 17): compressible data (base64 text of random bytes,
+# about 1.3:1 with zlib, every block decoded) as a cloop made by
+# create_compressed_fs (64 KiB blocks) and as a dmg of 1 MiB zlib chunks
+# made by tests/cli/dmg-craft.py; both tools read the same files.
+ARCHIVE_SIZE=$([ "$QUICK" = 1 ] && echo 64M || echo 1G)
+make_archive_text() {
+    local stamp="text $ARCHIVE_SIZE seed 7"
+    [ "$(cat "$IN/text.stamp" 2>/dev/null)" = "$stamp" ] && return 0
+    make_input text-src.raw dense "$IN/text-src.raw" "$ARCHIVE_SIZE" --seed 7
+    base64 -w 0 "$IN/text-src.raw" | head -c "$(numfmt --from=iec "$ARCHIVE_SIZE")" > "$IN/text.raw" ||
+        die "making text.raw failed"
+    rm -f "$IN/text-src.raw" "$IN/text-src.raw.stamp" "$IN/text.cloop" "$IN/text.dmg"
+    echo "$stamp" > "$IN/text.stamp"
+}
+if wanted cloop-to-raw && command -v create_compressed_fs >/dev/null; then
+    make_archive_text
+    if [ ! -f "$IN/text.cloop" ]; then
+        echo "bench: making text.cloop with create_compressed_fs" >&2
+        create_compressed_fs -q -B 65536 "$IN/text.raw" "$IN/text.cloop" >/dev/null 2>&1 ||
+            die "making text.cloop failed"
+    fi
+    WORKLOADS+=("cloop-to-raw|convert cloop→raw, $ARCHIVE_SIZE of text, 64 KiB zlib blocks (create_compressed_fs)|convert -O raw \$IN/text.cloop \$OUT/t.raw|compare -f cloop -F raw \$IN/text.cloop \$OUT/t.raw")
+fi
+if wanted dmg-to-raw; then
+    make_archive_text
+    if [ ! -f "$IN/text.dmg" ]; then
+        /usr/bin/python3 "$TOP/tests/cli/dmg-craft.py" "$IN/text.raw" "$IN/text.dmg" zlib:2048 ||
+            die "making text.dmg failed"
+    fi
+    WORKLOADS+=("dmg-to-raw|convert dmg→raw, $ARCHIVE_SIZE of text, 1 MiB zlib chunks|convert -O raw \$IN/text.dmg \$OUT/t.raw|compare -f dmg -F raw \$IN/text.dmg \$OUT/t.raw")
+fi
+
 # check (issue 4): 16 GiB qcow2 images, 64 KiB and 4 KiB clusters, with
 # 16384 writes of 64 KiB at seeded random places (1 GiB of data).
 make_check_image() {   # NAME CLUSTER_SIZE
@@ -417,7 +461,7 @@ fi
 if wanted rbd-import rbd-incremental; then
     . "$TOP/tests/cli/lib-ceph.sh"
     CEPH_MEMSTORE_BYTES=$([ "$QUICK" = 1 ] && echo $((1 << 30)) || echo $((10 << 30)))
-    trap 'ceph_stop; cleanup' EXIT
+    trap 'ceph_stop; declare -F stop_nbd >/dev/null && stop_nbd; cleanup' EXIT
     if [ -n "$(ceph_missing)" ]; then
         echo "bench: no rbd rows: missing $(ceph_missing)" >&2
     elif ! "$QEMU_IMG" --help | grep -q '^Supported formats:.* rbd'; then
@@ -449,6 +493,26 @@ for c in sorted(r.sample(range(n), n // 20)):
             WORKLOADS+=("rbd-incremental|incremental backup of an RBD snapshot, $DENSE_SIZE with 5% of its 64 KiB clusters changed since the last backup|convert -D \$IN/rbd-base.qcow2 -F qcow2 --from-snapshot=s1 -O qcow2 rbd:bench/vol@s2 \$OUT/t.qcow2|compare -f raw -F qcow2 rbd:bench/vol@s2 \$OUT/t.qcow2||\$QEMU_IMG create -q -f qcow2 -b rbd:bench/vol@s2 -F raw \$OUT/t.qcow2 && \$QEMU_IMG rebase -b \$IN/rbd-base.qcow2 -F qcow2 \$OUT/t.qcow2")
         fi
     fi
+fi
+
+# NBD (issue 16): the dense image served by nbdkit (file plugin, read-only,
+# multi-conn, its default thread pool) on a unix socket, converted to a
+# local raw and qcow2 by both tools.  The server is this script's child,
+# stopped at exit.
+NBD_PID=""
+stop_nbd() { [ -n "$NBD_PID" ] && kill "$NBD_PID" 2>/dev/null; NBD_PID=""; }
+if wanted nbd-to-raw nbd-to-qcow2 && command -v nbdkit >/dev/null &&
+   "$QIMG" --help | grep -q '^Supported formats:.* nbd'; then
+    make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+    NBD_SOCK=$BENCH_DIR/nbd.sock
+    rm -f "$NBD_SOCK" "$BENCH_DIR/nbd.pid"
+    nbdkit -r -U "$NBD_SOCK" -P "$BENCH_DIR/nbd.pid" file "$IN/dense.raw" || die "nbdkit failed to start"
+    for _ in $(seq 100); do [ -s "$BENCH_DIR/nbd.pid" ] && break; sleep 0.05; done
+    NBD_PID=$(cat "$BENCH_DIR/nbd.pid")
+    trap 'stop_nbd; declare -F ceph_stop >/dev/null && ceph_stop; cleanup' EXIT
+    NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
+    WORKLOADS+=("nbd-to-raw|convert NBD (nbdkit, unix socket)→raw, $DENSE_SIZE dense|convert -O raw \$NBD_URI \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw")
+    WORKLOADS+=("nbd-to-qcow2|convert NBD (nbdkit, unix socket)→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")
 fi
 
 prepare_run() {

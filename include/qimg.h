@@ -204,6 +204,7 @@ enum qimg_capability {
     QIMG_CAP_METADATA,      /* metadata of its own (every format but raw) */
     QIMG_CAP_MANY_FILES,    /* create may make files named after the image (vmdk's
                                extents): a new image is written in place */
+    QIMG_CAP_RAW_BACKING,   /* the backing file is always raw (UML cow): -b needs no -F */
 };
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);

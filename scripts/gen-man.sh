@@ -209,8 +209,12 @@ also accepts \fB\-f\fR, and \fB\-d\fR also takes a snapshot id.
 (one "start length" line per range, in bytes), which qemu\-img cannot do.
 .IP \(bu 2
 Formats: \fBresize\fR and \fBmeasure\fR also work for vdi, vpc, parallels,
-vhdx and vmdk; a differencing VHD or VHDX is read through its parent and can
-be created with \fB\-b\fR, rebased and committed; a fixed VHD is recognised
+vhdx and vmdk (a twoGbMaxExtent vmdk grows past its last extent with new
+extent files named as VMware names them; a streamOptimized one is not grown;
+a vhdx shrunk with \fB\-\-shrink\fR gives the space of its dropped blocks
+back); a differencing VHD or VHDX is read through its parent and can
+be created with \fB\-b\fR, rebased and committed (a write into a
+differencing VHDX stores only the sectors it touches); a fixed VHD is recognised
 by its footer (qemu\-img probes it as raw); \fBmap\fR of a vhdx tells data
 from zeros and holes; a VHDX with a pending log can be read without
 \fBcheck \-r\fR; LUKS2 volumes with pbkdf2 keyslots open with \fB\-f luks\fR.

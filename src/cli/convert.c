@@ -203,8 +203,12 @@ static int open_sources(struct sources *s, char **names, size_t n, const struct 
 
 static int check_target_format(const struct convert_opts *o, const char *out_name)
 {
-    if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
+    if (!qimg_format_known(o->out_fmt)) {
         error_report("Unknown file format '%s'", o->out_fmt);
+        return -1;
+    }
+    if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
+        error_report("Format driver '%s' does not support image creation", o->out_fmt);
         return -1;
     }
     if (qimg_create_name_check(out_name) < 0) {
@@ -563,6 +567,8 @@ int cmd_convert(int argc, char **argv)
         goto out;
 
     const char *out_name = argv[argc - 1];
+    if (o.out_fmt && !o.backing_fmt && qimg_format_supports(o.out_fmt, QIMG_CAP_RAW_BACKING))
+        o.backing_fmt = "raw";   /* the only backing such a target has (UML cow) */
     /* -n writes the existing target in place, and so does a format whose
      * files are named after the image (vmdk's extents) */
     t = qimg_target_new(out_name, o.skip_create ||

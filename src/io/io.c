@@ -11,6 +11,12 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_null_aio_ops,
     &qimg_io_blkdebug_ops,
     &qimg_io_quorum_ops,
+    &qimg_io_vvfat_ops,
+    &qimg_io_nbd_ops,
+    &qimg_io_http_ops,
+    &qimg_io_https_ops,
+    &qimg_io_ftp_ops,
+    &qimg_io_ftps_ops,
     &qimg_io_rbd_ops,
     NULL,
 };
@@ -95,15 +101,29 @@ int qimg_io_event_lookup(const char *name)
  * reported. */
 #define PROTOCOL_NAME_MAX 127
 
+static bool is_protocol(const char *proto, const char *name, size_t len)
+{
+    return strlen(proto) == len && strncmp(proto, name, len) == 0;
+}
+
 const struct qimg_io_ops *qimg_io_protocol(const char *name)
 {
     if (!qimg_path_has_protocol(name))
         return &qimg_io_file_ops;
     size_t len = strcspn(name, ":");
-    for (size_t i = 0; qimg_io_backends[i]; i++)
-        if (!qimg_io_backends[i]->not_protocol && strlen(qimg_io_backends[i]->name) == len &&
-            strncmp(qimg_io_backends[i]->name, name, len) == 0)
-            return qimg_io_backends[i];
+    for (size_t i = 0; qimg_io_backends[i]; i++) {
+        const struct qimg_io_ops *ops = qimg_io_backends[i];
+        if (ops->not_protocol)
+            continue;
+        /* the protocol is the prefix's name ("fat" for vvfat), else the backend's */
+        const char *proto = ops->prefix ? ops->prefix : ops->name;
+        size_t plen = ops->prefix ? strcspn(proto, ":") : strlen(proto);
+        if (plen == len && strncmp(proto, name, len) == 0)
+            return ops;
+        for (size_t k = 0; ops->protocols && ops->protocols[k]; k++)
+            if (is_protocol(ops->protocols[k], name, len))
+                return ops;
+    }
     qimg_error(-EINVAL, "Unknown protocol '%.*s'", (int)QIMG_MIN(len, (size_t)PROTOCOL_NAME_MAX), name);
     return NULL;
 }
@@ -131,7 +151,7 @@ int qimg_io_name_opts_for(qimg_opts **opts, const struct qimg_io_ops *ops, const
 static int open_backend(struct qimg_io **out, const struct qimg_io_ops *ops, const char *name,
                         qimg_opts *opts, unsigned flags)
 {
-    if ((flags & QIMG_IO_CREATE) && !ops->can_create)
+    if ((flags & QIMG_IO_CREATE) && !ops->can_create && !ops->create_by_opening)
         return qimg_error(-ENOTSUP, "Protocol driver '%s' does not support image creation", ops->name);
     struct qimg_io *io = qimg_xcalloc(1, sizeof *io);
     io->ops = ops;

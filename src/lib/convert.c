@@ -364,6 +364,16 @@ static size_t sector_run(const uint8_t *buf, size_t pos, size_t len, bool zero)
 {
     size_t end = pos;
     while (end < len) {
+        /* a zero run is crossed in 64 KiB, then 4 KiB strides: sector by
+         * sector only where its data begins */
+        if (zero && end + 65536 <= len && qimg_is_zero(buf + end, 65536)) {
+            end += 65536;
+            continue;
+        }
+        if (zero && end + 4096 <= len && qimg_is_zero(buf + end, 4096)) {
+            end += 4096;
+            continue;
+        }
         size_t n = QIMG_MIN((size_t)SECTOR, len - end);
         if (qimg_is_zero(buf + end, n) != zero)
             break;

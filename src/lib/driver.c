@@ -23,6 +23,7 @@ bool qimg_drv_can(const struct qimg_driver *drv, enum qimg_capability cap)
     case QIMG_CAP_MAKE_EMPTY: return drv->make_empty != NULL;
     case QIMG_CAP_METADATA: return qimg_drv_has_metadata(drv);
     case QIMG_CAP_MANY_FILES: return drv->flags & QIMG_DRV_MANY_FILES;
+    case QIMG_CAP_RAW_BACKING: return drv->flags & QIMG_DRV_RAW_BACKING;
     }
     return false;
 }
@@ -304,7 +305,7 @@ const char *qimg_codecs(void)
 /* QIMG_FEATURES (build/config.h) names the optional libraries configure
  * found; the others are lacking. */
 static const char *const optional_features[] = { "zlib", "libdeflate", "zstd", "bzip2",
-                                                 "ext2fs", "libarchive", "openssl" };
+                                                 "ext2fs", "libarchive", "openssl", "libnbd" };
 static char lacking_text[128];
 static pthread_once_t lacking_once = PTHREAD_ONCE_INIT;
 

@@ -69,6 +69,9 @@ enum qimg_driver_flags {
     /* create may write files next to the image, named after it (vmdk's
      * extents), so a new image cannot be written under a temporary name. */
     QIMG_DRV_MANY_FILES = 1u << 4,
+    /* The backing file is always read as raw (UML cow): create takes -b
+     * without -F, as if -F raw were given. */
+    QIMG_DRV_RAW_BACKING = 1u << 5,
 };
 
 /*
@@ -198,6 +201,10 @@ extern const struct qimg_driver qimg_driver_luks;
 extern const struct qimg_driver qimg_driver_qed;
 extern const struct qimg_driver qimg_driver_qcow;
 extern const struct qimg_driver qimg_driver_vhdx;
+extern const struct qimg_driver qimg_driver_bochs;
+extern const struct qimg_driver qimg_driver_cow;
+extern const struct qimg_driver qimg_driver_cloop;
+extern const struct qimg_driver qimg_driver_dmg;
 
 /* ====================================================== capability layer */
 

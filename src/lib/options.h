@@ -30,6 +30,9 @@ struct qimg_opt_pair { char *name; char *value; bool used; char kind; };
  * shows it in the json:{...} names it makes); 0: a string. */
 enum { QIMG_OPT_KIND_NUMBER = 'n', QIMG_OPT_KIND_BOOL = 'b' };
 char qimg_opts_kind(const qimg_opts *o, size_t i);
+/* Set name=value as a value of that kind (a backend's parse_filename making
+ * typed options, as qemu's QDict of a parsed name holds them). */
+int qimg_opts_set_typed(qimg_opts **o, const char *name, const char *value, char kind);
 struct qimg_opts {
     struct qimg_opt_pair *v;
     size_t n, cap;
@@ -70,5 +73,14 @@ int qimg_json_filename_parse(qimg_opts **opts, const char *json_text);
 /* The store of --object secrets (qimg_object_add). */
 /* Secret bytes by id (malloc'ed, NUL-terminated, *len set). */
 int qimg_secret_lookup(const char *id, char **data, size_t *len);
+/* A tls-creds-x509/-psk/-anon object (its strings live as long as the
+ * process); qemu's errors for an unknown id or another type. */
+struct qimg_tls_creds {
+    bool psk, anon, endpoint_server, verify_peer;
+    const char *dir, *username;
+};
+int qimg_tls_creds_lookup(const char *id, struct qimg_tls_creds *out);
+/* The id of the only client tls-creds object given, else NULL. */
+const char *qimg_tls_creds_default(void);
 
 #endif
