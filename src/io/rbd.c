@@ -318,7 +318,8 @@ static int qrbd_set_auth(struct qrbd_state *s, qimg_opts *opts)
             break;
         if (strcmp(mode, "cephx") && strcmp(mode, "none")) {
             free(b.s);
-            return qimg_error(-EINVAL, "Parameter 'auth-client-required.%u' does not accept value '%s'", i, mode);
+            /* qemu's list visitor names no element */
+            return qimg_error(-EINVAL, "Parameter 'null' does not accept value '%s'", mode);
         }
         qimg_strbuf_addf(&b, "%s%s", i ? ";" : "", mode);
     }
@@ -852,6 +853,17 @@ static int qrbd_create_image(struct qrbd_state *s, qimg_opts *opts)
     return 0;
 }
 
+/* The first option no one took (create's cluster_size aside, taken
+ * later), in qemu's order. */
+static const char *qrbd_unknown_key(qimg_opts *opts, unsigned ioflags)
+{
+    if (ioflags & QIMG_IO_CREATE) {
+        uint64_t unused;
+        qimg_opts_get_size(opts, "cluster_size", &unused);
+    }
+    return qimg_opts_first_unused_qemu(opts);
+}
+
 static int qrbd_open(struct qimg_io *io, qimg_opts *opts)
 {
     int r = qrbd_lib();
@@ -864,6 +876,10 @@ static int qrbd_open(struct qimg_io *io, qimg_opts *opts)
     r = qrbd_take_names(s, opts);
     if (r == 0)
         r = qrbd_connect(s, opts, io->flags);
+    /* qemu reads rbd's options strictly: one it does not know fails here */
+    const char *unknown = r == 0 ? qrbd_unknown_key(opts, io->flags) : NULL;
+    if (unknown)
+        r = qimg_error(-EINVAL, "Parameter '%s' is unexpected", unknown);
     if (r == 0 && (io->flags & QIMG_IO_CREATE))
         r = qrbd_create_image(s, opts);
     if (r < 0)

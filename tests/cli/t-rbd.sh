@@ -108,6 +108,12 @@ same_rbd "unknown ceph setting" info "rbd:p/img:no_such_setting=1"
 same_rbd "setting without value" info "rbd:p/img:conf"
 same_rbd "no pool" info "rbd:img"
 same_rbd "missing namespace" info "rbd:p/ns/img"
+same_rbd "unknown option" info --image-opts "driver=raw,file.driver=rbd,file.pool=p,file.image=img,file.bogus=1"
+same_rbd "no image option" info --image-opts "driver=raw,file.driver=rbd,file.pool=p"
+same_rbd "auth-client-required none" info --image-opts "driver=raw,file.driver=rbd,file.pool=p,file.image=img,file.auth-client-required.0=none"
+same_rbd "auth-client-required bad" info --image-opts "driver=raw,file.driver=rbd,file.pool=p,file.image=img,file.auth-client-required.0=bogus"
+same_rbd "key-secret missing" info --image-opts "driver=raw,file.driver=rbd,file.pool=p,file.image=img,file.key-secret=nokey"
+same_rbd "check raw on rbd" check -f raw rbd:p/img
 rsame "convert into a missing pool" convert -O raw src.raw rbd:nopool/%
 expect_eq "nothing written to a missing pool" "$(rbd ls p | grep -c "^new-$LAST")" 0
 
