@@ -242,6 +242,7 @@ struct qrbd_state {
     bool fast_diff;                /* block status from the object map */
     _Atomic uint64_t size;
     _Atomic uint64_t bytes_read;   /* for QIMG_RBD_STATS */
+    bool named_by_filename;        /* an option tree's "filename": qemu's name */
     pthread_mutex_t changes_lock;  /* the changes since a snapshot, loaded once: */
     char *changes_since;
     struct qrbd_extents changes;
@@ -750,6 +751,12 @@ static int qrbd_snapshot_delete(struct qimg_io *io, const char *name)
     return 0;
 }
 
+static char *qrbd_exact_filename(struct qimg_io *io)
+{
+    struct qrbd_state *s = io->priv;
+    return s && s->named_by_filename ? qimg_strdup(io->filename) : NULL;
+}
+
 static int64_t qrbd_cluster_size(struct qimg_io *io)
 {
     return (int64_t)((struct qrbd_state *)io->priv)->object_size;
@@ -812,9 +819,11 @@ static int qrbd_take_names(struct qrbd_state *s, qimg_opts *opts)
     /* a "filename" in an option tree is an rbd: name, read as qemu does */
     const char *filename = NULL;
     if (qimg_opts_get_string(opts, "filename", &filename) == 1 && !qimg_opts_get(opts, "pool")) {
+        qimg_warn("RBD options encoded in the filename as keyvalue pairs is deprecated");
         int r = qrbd_parse_filename(filename, opts);
         if (r < 0)
             return r;
+        s->named_by_filename = true;
     }
     qimg_opts_get_string(opts, "pool", &pool);
     qimg_opts_get_string(opts, "namespace", &ns);
@@ -904,8 +913,9 @@ static int qrbd_open(struct qimg_io *io, qimg_opts *opts)
         return qimg_error_errno(r, "error getting image size from %s", s->image_name);
     atomic_store(&s->size, size);
     s->object_size = st.obj_size ? st.obj_size : 4 << 20;
-    /* named by its options, as qemu names it (json:{"pool": ...}) */
-    char *json = qimg_node_json_name(opts, NULL);
+    /* named by its options, as qemu names it (json:{"pool": ...}), unless
+     * a "filename" named it */
+    char *json = s->named_by_filename ? NULL : qimg_node_json_name(opts, NULL);
     if (json) {
         free(io->filename);
         io->filename = json;
@@ -934,6 +944,7 @@ static void qrbd_close(struct qimg_io *io) { }
 #define qrbd_extent NULL
 #define qrbd_allocated_size NULL
 #define qrbd_cluster_size NULL
+#define qrbd_exact_filename NULL
 #define qrbd_snapshot_list NULL
 #define qrbd_snapshot_create NULL
 #define qrbd_snapshot_apply NULL
@@ -958,6 +969,7 @@ const struct qimg_io_ops qimg_io_rbd_ops = {
     .extent         = qrbd_extent,
     .allocated_size = qrbd_allocated_size,
     .close          = qrbd_close,
+    .exact_filename = qrbd_exact_filename,
     .json_name      = true,
     .create_opts    = qrbd_create_opts,
     .cluster_size   = qrbd_cluster_size,

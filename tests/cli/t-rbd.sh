@@ -92,6 +92,8 @@ same_rbd "info --image-opts server" info --image-opts "driver=raw,file.driver=rb
 same_rbd "info --image-opts driver=rbd" info --image-opts "driver=rbd,pool=p,image=img"
 same_rbd "info --image-opts driver=rbd json" info --output=json --image-opts "driver=rbd,pool=p,image=img,namespace="
 same_rbd "map --image-opts driver=rbd" map --image-opts "driver=rbd,pool=p,image=img"
+same_rbd "info json: filename (deprecated form)" info 'json:{"driver":"raw","file":{"driver":"rbd","filename":"rbd:p/img:rbd_cache=false"}}'
+same_rbd "map --image-opts filename" map --image-opts "file.driver=rbd,file.filename=rbd:p/img"
 same_rbd "map" map rbd:p/img
 same_rbd "map json" map --output=json -f raw rbd:p/img
 same_rbd "snapshot -l" snapshot -l rbd:p/img
