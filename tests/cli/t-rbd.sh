@@ -35,8 +35,11 @@ rsame() {
         t=${t//%/^-$RN}
         ra+=("${t//^/ref}"); rb+=("${t//^/new}")
     done
-    (cd "$D" && "$QEMU_IMG" "${ra[@]}" >"$a/out" 2>"$a/err"; echo $? >"$a/rc")
+    # the two tools at once: each works on its own images
+    (cd "$D" && "$QEMU_IMG" "${ra[@]}" >"$a/out" 2>"$a/err"; echo $? >"$a/rc") &
+    local ref=$!
     (cd "$D" && "$QIMG_AS_QEMU" "${rb[@]}" >"$b/out" 2>"$b/err"; echo $? >"$b/rc")
+    wait $ref
     sed -i "s/ref-$RN/%/g; s/ref-/^-/g" "$a/out" "$a/err"
     sed -i "s/new-$RN/%/g; s/new-/^-/g" "$b/out" "$b/err"
     local f what=""
@@ -53,8 +56,11 @@ same_rbd() {
     local name=$1; shift
     local a=$SCRATCH/s.ref b=$SCRATCH/s.new f what=""
     mkdir -p "$a" "$b"
-    (cd "$D" && "$QEMU_IMG" "$@" >"$a/out" 2>"$a/err"; echo $? >"$a/rc")
+    # read-only: the two tools at once
+    (cd "$D" && "$QEMU_IMG" "$@" >"$a/out" 2>"$a/err"; echo $? >"$a/rc") &
+    local ref=$!
     (cd "$D" && "$QIMG_AS_QEMU" "$@" >"$b/out" 2>"$b/err"; echo $? >"$b/rc")
+    wait $ref
     for f in out err rc; do
         cmp -s "$a/$f" "$b/$f" || what="$what $f differs:
 $(diff "$a/$f" "$b/$f" | head -20)
@@ -131,7 +137,6 @@ rsame "create bad object size" create -f raw -o cluster_size=1000 rbd:p/% 1M
 rsame "create qcow2" create -f qcow2 rbd:p/% 16M
 same_rbd "info qcow2 on rbd" info rbd:p/new-$LAST
 same_rbd "check qcow2 on rbd" check rbd:p/new-$LAST
-Q2=new-$LAST
 
 # ---- convert both ways
 rsame "convert qcow2 -> rbd" convert -O raw src.qcow2 rbd:p/%
@@ -139,7 +144,10 @@ expect_eq "convert qcow2 -> rbd: data (rbd export)" "$(export_sha p/new-$LAST)" 
 same_rbd "map converted" map --output=json rbd:p/new-$LAST
 rsame "convert -m 8 -W qcow2 -> rbd" convert -m 8 -W -O raw src.qcow2 rbd:p/%
 expect_eq "convert -W: data" "$(export_sha p/new-$LAST)" "$SRC_SHA"
-rsame "convert -n into rbd" convert -n -O raw src.raw rbd:p/$Q2
+rbd create --size 24M p/ref-n >/dev/null 2>&1 && rbd create --size 24M p/new-n >/dev/null 2>&1 ||
+    fail "rbd create for -n"
+rsame "convert -n into rbd" convert -n -O raw src.raw rbd:p/^-n
+expect_eq "convert -n: data" "$(export_sha p/new-n)" "$SRC_SHA"
 rsame "convert rbd -> qcow2" convert -O qcow2 rbd:p/img %.qcow2
 expect_eq "convert rbd -> qcow2: data" "$("$QEMU_IMG" compare -q "$D/new-$LAST.qcow2" "$D/src.raw" && echo same)" same
 same_rbd "check converted qcow2" check "new-$LAST.qcow2"
