@@ -482,6 +482,51 @@ if wanted http-raw-to-raw http-qcow2-to-raw && [ -x "$LIGHTTPD" ]; then
     fi
 fi
 
+# Ceph RBD (issue 16): a throw-away one-node cluster (tests/cli/lib-ceph.sh,
+# its OSD keeps the objects in memory).  rbd-import: the dense image into
+# a new RBD image.  rbd-incremental: an RBD volume of the same size, a
+# full backup of its snapshot s1 (untimed), 5% of its 64 KiB clusters
+# rewritten at random, snapshot s2; qimg writes the increment with
+# convert -D --from-snapshot (reading only what changed), qemu-img's
+# recipe is an overlay of the snapshot rebased onto the full backup (its
+# way to write only the differences: it reads both whole).
+if wanted rbd-import rbd-incremental; then
+    . "$TOP/tests/cli/lib-ceph.sh"
+    CEPH_MEMSTORE_BYTES=$([ "$QUICK" = 1 ] && echo $((1 << 30)) || echo $((10 << 30)))
+    trap 'ceph_stop; declare -F stop_nbd >/dev/null && stop_nbd; cleanup' EXIT
+    if [ -n "$(ceph_missing)" ]; then
+        echo "bench: no rbd rows: missing $(ceph_missing)" >&2
+    elif ! "$QEMU_IMG" --help | grep -q '^Supported formats:.* rbd'; then
+        echo "bench: no rbd rows: qemu-img without rbd" >&2
+    elif ! ceph_start "$BENCH_DIR/ceph"; then
+        echo "bench: no rbd rows: the cluster did not start: $CEPH_WHY" >&2
+    else
+        ceph_pool bench || die "ceph pool"
+        make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+        if wanted rbd-import; then
+            WORKLOADS+=("rbd-import|convert raw→rbd, $DENSE_SIZE dense, into a new RBD image|convert -O raw \$IN/dense.raw rbd:bench/t|compare -f raw -F raw \$IN/dense.raw rbd:bench/t|rbd rm bench/t >/dev/null 2>&1; true")
+        fi
+        if wanted rbd-incremental; then
+            echo "bench: making the rbd volume, its full backup and a 5% change" >&2
+            rbd import --no-progress "$IN/dense.raw" bench/vol >/dev/null 2>&1 || die "rbd import"
+            rbd snap create bench/vol@s1 >/dev/null 2>&1 || die "rbd snap create"
+            "$QIMG" convert -O qcow2 rbd:bench/vol@s1 "$IN/rbd-base.qcow2" || die "full backup"
+            python3 -c 'import random, sys
+size = int(sys.argv[1]); r = random.Random(7); n = size // 65536
+for c in sorted(r.sample(range(n), n // 20)):
+    print("write -P %d %d 64k" % (r.randrange(1, 255), c * 65536))' \
+                "$(stat -c %s "$IN/dense.raw")" | "$QEMU_IO" -f raw rbd:bench/vol >/dev/null ||
+                die "changing the volume"
+            rbd snap create bench/vol@s2 >/dev/null 2>&1 || die "rbd snap create"
+            QIMG_RBD_STATS=$BENCH_DIR/rbd-stats "$QIMG" convert -D "$IN/rbd-base.qcow2" -F qcow2 \
+                --from-snapshot=s1 -O qcow2 rbd:bench/vol@s2 "$OUT/probe.qcow2" || die "increment"
+            echo "bench: rbd-incremental reads $(awk '/^vol@s2 read/ {print $3}' "$BENCH_DIR/rbd-stats") of $(stat -c %s "$IN/dense.raw") bytes" >&2
+            rm -f "$OUT/probe.qcow2"
+            WORKLOADS+=("rbd-incremental|incremental backup of an RBD snapshot, $DENSE_SIZE with 5% of its 64 KiB clusters changed since the last backup|convert -D \$IN/rbd-base.qcow2 -F qcow2 --from-snapshot=s1 -O qcow2 rbd:bench/vol@s2 \$OUT/t.qcow2|compare -f raw -F qcow2 rbd:bench/vol@s2 \$OUT/t.qcow2||\$QEMU_IMG create -q -f qcow2 -b rbd:bench/vol@s2 -F raw \$OUT/t.qcow2 && \$QEMU_IMG rebase -b \$IN/rbd-base.qcow2 -F qcow2 \$OUT/t.qcow2")
+        fi
+    fi
+fi
+
 # NBD (issue 16): the dense image served by nbdkit (file plugin, read-only,
 # multi-conn, its default thread pool) on a unix socket, converted to a
 # local raw and qcow2 by both tools.  The server is this script's child,
@@ -496,7 +541,7 @@ if wanted nbd-to-raw nbd-to-qcow2 && command -v nbdkit >/dev/null &&
     nbdkit -r -U "$NBD_SOCK" -P "$BENCH_DIR/nbd.pid" file "$IN/dense.raw" || die "nbdkit failed to start"
     for _ in $(seq 100); do [ -s "$BENCH_DIR/nbd.pid" ] && break; sleep 0.05; done
     NBD_PID=$(cat "$BENCH_DIR/nbd.pid")
-    trap 'stop_nbd; cleanup' EXIT
+    trap 'stop_nbd; declare -F ceph_stop >/dev/null && ceph_stop; cleanup' EXIT
     NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
     WORKLOADS+=("nbd-to-raw|convert NBD (nbdkit, unix socket)→raw, $DENSE_SIZE dense|convert -O raw \$NBD_URI \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw")
     WORKLOADS+=("nbd-to-qcow2|convert NBD (nbdkit, unix socket)→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")

@@ -379,6 +379,12 @@ struct qimg_convert_params {
      * unless quiet.  The copy then goes in order, one request at a time. */
     bool salvage;
     bool quiet;
+    /* With diff: the base holds the source's content as it was at its
+     * storage's snapshot of this name (an RBD snapshot: the previous
+     * backup was made from it).  Only the ranges the storage says changed
+     * since then are read and compared; the rest is left to the base
+     * unread.  The source must be raw on a storage that can tell (rbd). */
+    const char *diff_since;
 };
 int qimg_convert(const struct qimg_convert_params *p);
 

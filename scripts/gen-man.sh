@@ -86,6 +86,39 @@ is taken from the directory of
 .IR output .
 One source image only; not with \fB\-B\fR, \fB\-n\fR or \fB\-\-bitmaps\fR.
 .TP
+.BI "convert \-D " base " \-\-from\-snapshot=" snap1 " [\-F " base_fmt "] \-O " fmt " rbd:" pool/image@snap2 " " output
+An incremental backup of a Ceph RBD image:
+.I base
+is the backup made from the image's snapshot
+.I snap1
+(a full \fBconvert\fR of
+.BI rbd: pool/image@snap1\fR,
+or the last increment of such a chain), and
+.I output
+becomes an overlay of it holding what changed up to snapshot
+.IR snap2 .
+Only the byte ranges RBD reports as changed between the two snapshots
+(\fBrbd_diff_iterate2\fR from
+.IR snap1 ,
+which reads no data) are read from the cluster and compared with
+.IR base ;
+the rest is left to
+.I base
+unread.  The source must be raw on rbd.  Each increment is taken from the
+snapshot the previous one was made from:
+.RS
+.nf
+qimg convert \-O qcow2 rbd:pool/vol@mon full.qcow2
+qimg convert \-D full.qcow2 \-\-from\-snapshot=mon \-O qcow2 rbd:pool/vol@tue tue.qcow2
+qimg convert \-D tue.qcow2 \-\-from\-snapshot=tue \-O qcow2 rbd:pool/vol@wed wed.qcow2
+.fi
+.RE
+.TP
+.B QIMG_RBD_STATS=FILE
+(environment) at the close of each RBD image, qimg appends a line
+\fIimage\fR[@\fIsnap\fR] \fBread\fR \fIbytes\fR to
+.IR FILE .
+.TP
 .BI "create [\-q] [\-p] [\-f " fmt "] [\-o " options "] \-\-from " source " [\-\-fs ext4|ext3|ext2|vfat] [\-\-partition none|mbr|gpt] [\-\-size " size "|+" extra "] [\-\-label " label "] [\-\-reproducible] " output " [" size ]
 Make
 .I output

@@ -158,6 +158,13 @@ static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
     /* the storage's allocation unit (rbd's object size), as qemu asks it */
     if (img->file->ops->cluster_size)
         info->cluster_size = img->file->ops->cluster_size(img->file);
+    /* rbd named as the format (driver=rbd): qemu shows its (empty)
+     * encryption information */
+    if (img->protocol_format && img->file->ops == &qimg_io_rbd_ops) {
+        info->format_specific = qimg_json_object();
+        qimg_json_set(info->format_specific, "type", qimg_json_string("rbd"));
+        qimg_json_set(info->format_specific, "data", qimg_json_object());
+    }
     return 0;
 }
 

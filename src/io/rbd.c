@@ -22,6 +22,8 @@
  * mutex; the size is cached in an atomic.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -225,6 +227,12 @@ static int qrbd_lib(void)
 
 /* ---- state ---- */
 
+/* Byte ranges, sorted (the changes since a snapshot). */
+struct qrbd_extents {
+    uint64_t *off, *len;
+    size_t n, cap;
+};
+
 struct qrbd_state {
     rados_t cluster;
     rados_ioctx_t ioctx;
@@ -233,6 +241,11 @@ struct qrbd_state {
     uint64_t object_size;
     bool fast_diff;                /* block status from the object map */
     _Atomic uint64_t size;
+    _Atomic uint64_t bytes_read;   /* for QIMG_RBD_STATS */
+    bool named_by_filename;        /* an option tree's "filename": qemu's name */
+    pthread_mutex_t changes_lock;  /* the changes since a snapshot, loaded once: */
+    char *changes_since;
+    struct qrbd_extents changes;
     pthread_mutex_t grow_lock;     /* writes past the end resize */
 };
 
@@ -306,7 +319,8 @@ static int qrbd_set_auth(struct qrbd_state *s, qimg_opts *opts)
             break;
         if (strcmp(mode, "cephx") && strcmp(mode, "none")) {
             free(b.s);
-            return qimg_error(-EINVAL, "Parameter 'auth-client-required.%u' does not accept value '%s'", i, mode);
+            /* qemu's list visitor names no element */
+            return qimg_error(-EINVAL, "Parameter 'null' does not accept value '%s'", mode);
         }
         qimg_strbuf_addf(&b, "%s%s", i ? ";" : "", mode);
     }
@@ -435,6 +449,7 @@ static int qrbd_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     uint64_t size = atomic_load(&s->size);
     size_t inside = off >= size ? 0 : (size_t)QIMG_MIN((uint64_t)len, size - off);
     memset((char *)buf + inside, 0, len - inside);
+    atomic_fetch_add(&s->bytes_read, inside);
     int r = inside ? qrbd_request(s, RBD_READ, buf, off, inside) : 0;
     if (r < 0)
         return qimg_error_errno(r, "Could not read from '%s'", io->filename);
@@ -573,36 +588,97 @@ static int qrbd_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t 
     return 0;
 }
 
-/* What changed since snapshot `since`: diff-iterate from it (whole
- * objects through the object map when the image has one). */
-struct qrbd_changed {
-    uint64_t off, len;
-    bool found;
-};
-
-static int qrbd_changed_cb(uint64_t off, size_t len, int exists, void *opaque)
+/* What changed since snapshot `since`: diff-iterate from it, once, at the
+ * byte level (metadata only: the object map and each changed object's
+ * snapshot list; no data is read).  librbd calls back for objects in no
+ * particular order, so the extents are collected, sorted and merged, and
+ * looked up from then on. */
+static int qrbd_collect_cb(uint64_t off, size_t len, int exists, void *opaque)
 {
-    struct qrbd_changed *c = opaque;
-    c->off = off, c->len = len, c->found = true;
-    return RBD_STOP_ITERATION;      /* written or discarded: changed either way */
+    struct qrbd_extents *e = opaque;
+    if (e->n == e->cap) {
+        e->cap = e->cap ? 2 * e->cap : 64;
+        e->off = qimg_xrealloc(e->off, e->cap * sizeof *e->off);
+        e->len = qimg_xrealloc(e->len, e->cap * sizeof *e->len);
+    }
+    e->off[e->n] = off, e->len[e->n] = len;    /* written or discarded: changed either way */
+    e->n++;
+    return 0;
+}
+
+static int qrbd_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sort by offset (pairs moved together) and merge touching extents. */
+static void qrbd_extents_normalise(struct qrbd_extents *e)
+{
+    uint64_t *pairs = qimg_xcalloc(e->n ? 2 * e->n : 1, sizeof *pairs);
+    for (size_t i = 0; i < e->n; i++)
+        pairs[2 * i] = e->off[i], pairs[2 * i + 1] = e->len[i];
+    qsort(pairs, e->n, 2 * sizeof *pairs, qrbd_cmp_u64);
+    size_t m = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        uint64_t off = pairs[2 * i], end = off + pairs[2 * i + 1];
+        if (m && off <= e->off[m - 1] + e->len[m - 1]) {
+            uint64_t prev_end = e->off[m - 1] + e->len[m - 1];
+            e->len[m - 1] = QIMG_MAX(prev_end, end) - e->off[m - 1];
+        } else {
+            e->off[m] = off, e->len[m] = end - off;
+            m++;
+        }
+    }
+    e->n = m;
+    free(pairs);
+}
+
+static int qrbd_load_changes(struct qrbd_state *s, const char *since)
+{
+    struct qrbd_extents e = { 0 };
+    int r = lib.rbd_diff_iterate2(s->image, since, 0, atomic_load(&s->size), 1, 0, qrbd_collect_cb, &e);
+    if (r < 0) {
+        free(e.off), free(e.len);
+        return qimg_error_errno(r, "Could not list the changes of '%s' since snapshot '%s'",
+                                s->image_name, since);
+    }
+    qrbd_extents_normalise(&e);
+    free(s->changes.off), free(s->changes.len), free(s->changes_since);
+    s->changes = e;
+    s->changes_since = qimg_strdup(since);
+    return 0;
 }
 
 static int qrbd_changed_extent(struct qimg_io *io, const char *since, uint64_t off, uint64_t len,
                                uint64_t *pnum, bool *changed)
 {
     struct qrbd_state *s = io->priv;
-    struct qrbd_changed c = { 0 };
-    int r = lib.rbd_diff_iterate2(s->image, since, off, len, 1, s->fast_diff, qrbd_changed_cb, &c);
-    if (r < 0 && r != RBD_STOP_ITERATION)
-        return qimg_error_errno(r, "Could not compare '%s' with its snapshot '%s'", s->image_name, since);
-    if (!c.found || c.off > off) {
-        *changed = false;
-        *pnum = c.found ? c.off - off : len;
-    } else {
-        *changed = true;
-        *pnum = QIMG_MIN(len, c.off + c.len - off);
+    pthread_mutex_lock(&s->changes_lock);
+    int r = 0;
+    if (!s->changes_since || strcmp(s->changes_since, since) != 0)
+        r = qrbd_load_changes(s, since);
+    if (r == 0) {
+        /* the first extent ending after off */
+        const struct qrbd_extents *e = &s->changes;
+        size_t lo = 0, hi = e->n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (e->off[mid] + e->len[mid] <= off)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == e->n || e->off[lo] >= off + len) {
+            *changed = false, *pnum = len;
+        } else if (e->off[lo] > off) {
+            *changed = false, *pnum = e->off[lo] - off;
+        } else {
+            *changed = true, *pnum = QIMG_MIN(len, e->off[lo] + e->len[lo] - off);
+        }
     }
-    return 0;
+    pthread_mutex_unlock(&s->changes_lock);
+    return r;
 }
 
 /* ---- snapshots (qemu's: named, the name is also the id) ---- */
@@ -675,6 +751,12 @@ static int qrbd_snapshot_delete(struct qimg_io *io, const char *name)
     return 0;
 }
 
+static char *qrbd_exact_filename(struct qimg_io *io)
+{
+    struct qrbd_state *s = io->priv;
+    return s && s->named_by_filename ? qimg_strdup(io->filename) : NULL;
+}
+
 static int64_t qrbd_cluster_size(struct qimg_io *io)
 {
     return (int64_t)((struct qrbd_state *)io->priv)->object_size;
@@ -696,6 +778,10 @@ static void qrbd_state_free(struct qrbd_state *s)
     if (s->cluster)
         lib.rados_shutdown(s->cluster);
     pthread_mutex_destroy(&s->grow_lock);
+    pthread_mutex_destroy(&s->changes_lock);
+    free(s->changes.off);
+    free(s->changes.len);
+    free(s->changes_since);
     free(s->pool);
     free(s->namespace);
     free(s->image_name);
@@ -703,8 +789,25 @@ static void qrbd_state_free(struct qrbd_state *s)
     free(s);
 }
 
+/* QIMG_RBD_STATS=FILE (for tests and benchmarks): at close, a line
+ * "IMAGE[@SNAP] read BYTES" is appended to FILE. */
+static void qrbd_write_stats(struct qrbd_state *s)
+{
+    const char *path = getenv("QIMG_RBD_STATS");
+    if (!path || !*path || !s->image)
+        return;
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return;
+    fprintf(f, "%s%s%s read %" PRIu64 "\n", s->image_name, s->snapshot ? "@" : "",
+            s->snapshot ? s->snapshot : "", (uint64_t)atomic_load(&s->bytes_read));
+    fclose(f);
+}
+
 static void qrbd_close(struct qimg_io *io)
 {
+    if (io->priv)
+        qrbd_write_stats(io->priv);
     if (io->priv)
         qrbd_state_free(io->priv);
     io->priv = NULL;
@@ -716,9 +819,11 @@ static int qrbd_take_names(struct qrbd_state *s, qimg_opts *opts)
     /* a "filename" in an option tree is an rbd: name, read as qemu does */
     const char *filename = NULL;
     if (qimg_opts_get_string(opts, "filename", &filename) == 1 && !qimg_opts_get(opts, "pool")) {
+        qimg_warn("RBD options encoded in the filename as keyvalue pairs is deprecated");
         int r = qrbd_parse_filename(filename, opts);
         if (r < 0)
             return r;
+        s->named_by_filename = true;
     }
     qimg_opts_get_string(opts, "pool", &pool);
     qimg_opts_get_string(opts, "namespace", &ns);
@@ -757,6 +862,17 @@ static int qrbd_create_image(struct qrbd_state *s, qimg_opts *opts)
     return 0;
 }
 
+/* The first option no one took (create's cluster_size aside, taken
+ * later), in qemu's order. */
+static const char *qrbd_unknown_key(qimg_opts *opts, unsigned ioflags)
+{
+    if (ioflags & QIMG_IO_CREATE) {
+        uint64_t unused;
+        qimg_opts_get_size(opts, "cluster_size", &unused);
+    }
+    return qimg_opts_first_unused_qemu(opts);
+}
+
 static int qrbd_open(struct qimg_io *io, qimg_opts *opts)
 {
     int r = qrbd_lib();
@@ -764,10 +880,15 @@ static int qrbd_open(struct qimg_io *io, qimg_opts *opts)
         return r;
     struct qrbd_state *s = qimg_xcalloc(1, sizeof *s);
     pthread_mutex_init(&s->grow_lock, NULL);
+    pthread_mutex_init(&s->changes_lock, NULL);
     io->priv = s;
     r = qrbd_take_names(s, opts);
     if (r == 0)
         r = qrbd_connect(s, opts, io->flags);
+    /* qemu reads rbd's options strictly: one it does not know fails here */
+    const char *unknown = r == 0 ? qrbd_unknown_key(opts, io->flags) : NULL;
+    if (unknown)
+        r = qimg_error(-EINVAL, "Parameter '%s' is unexpected", unknown);
     if (r == 0 && (io->flags & QIMG_IO_CREATE))
         r = qrbd_create_image(s, opts);
     if (r < 0)
@@ -792,8 +913,9 @@ static int qrbd_open(struct qimg_io *io, qimg_opts *opts)
         return qimg_error_errno(r, "error getting image size from %s", s->image_name);
     atomic_store(&s->size, size);
     s->object_size = st.obj_size ? st.obj_size : 4 << 20;
-    /* named by its options, as qemu names it (json:{"pool": ...}) */
-    char *json = qimg_node_json_name(opts, NULL);
+    /* named by its options, as qemu names it (json:{"pool": ...}), unless
+     * a "filename" named it */
+    char *json = s->named_by_filename ? NULL : qimg_node_json_name(opts, NULL);
     if (json) {
         free(io->filename);
         io->filename = json;
@@ -822,6 +944,7 @@ static void qrbd_close(struct qimg_io *io) { }
 #define qrbd_extent NULL
 #define qrbd_allocated_size NULL
 #define qrbd_cluster_size NULL
+#define qrbd_exact_filename NULL
 #define qrbd_snapshot_list NULL
 #define qrbd_snapshot_create NULL
 #define qrbd_snapshot_apply NULL
@@ -846,6 +969,7 @@ const struct qimg_io_ops qimg_io_rbd_ops = {
     .extent         = qrbd_extent,
     .allocated_size = qrbd_allocated_size,
     .close          = qrbd_close,
+    .exact_filename = qrbd_exact_filename,
     .json_name      = true,
     .create_opts    = qrbd_create_opts,
     .cluster_size   = qrbd_cluster_size,
@@ -854,4 +978,5 @@ const struct qimg_io_ops qimg_io_rbd_ops = {
     .snapshot_apply = qrbd_snapshot_apply,
     .snapshot_delete = qrbd_snapshot_delete,
     .changed_extent = qrbd_changed_extent,
+    .unordered_writes = true,
 };

@@ -186,6 +186,10 @@ struct qimg_io_ops {
      * storage cannot tell. */
     int (*changed_extent)(struct qimg_io *io, const char *since, uint64_t off, uint64_t len,
                           uint64_t *pnum, bool *changed);
+    /* Writes in guest order buy nothing here (no file layout, each
+     * request a network round trip: rbd): convert into raw on it writes
+     * as -W does. */
+    bool unordered_writes;
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit

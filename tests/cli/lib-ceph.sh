@@ -10,6 +10,8 @@
 #   ceph_stop           stop both daemons (by PID) and wait for them
 #   ceph_missing        the packages missing for a cluster, empty when none
 #
+# CEPH_MEMSTORE_BYTES: the most the OSD stores (in memory), default 1 GiB.
+#
 # The daemons are this shell's children, each started in the foreground
 # (-f) in the background, and stopped by PID: call ceph_stop from the
 # caller's EXIT trap.  Nothing lives outside DIR.  Ready means a first
@@ -92,7 +94,7 @@ mon_cluster_log_to_file = false
 mon_data = $dir/mon
 osd_data = $dir/osd
 osd_objectstore = memstore
-memstore_device_bytes = 1073741824
+memstore_device_bytes = ${CEPH_MEMSTORE_BYTES:-1073741824}
 osd_memory_target = 134217728
 ms_async_op_threads = 1
 osd_op_num_shards = 1
