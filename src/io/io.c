@@ -12,6 +12,12 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_blkdebug_ops,
     &qimg_io_quorum_ops,
     &qimg_io_vvfat_ops,
+    &qimg_io_nbd_ops,
+    &qimg_io_http_ops,
+    &qimg_io_https_ops,
+    &qimg_io_ftp_ops,
+    &qimg_io_ftps_ops,
+    &qimg_io_rbd_ops,
     NULL,
 };
 
@@ -95,18 +101,28 @@ int qimg_io_event_lookup(const char *name)
  * reported. */
 #define PROTOCOL_NAME_MAX 127
 
+static bool is_protocol(const char *proto, const char *name, size_t len)
+{
+    return strlen(proto) == len && strncmp(proto, name, len) == 0;
+}
+
 const struct qimg_io_ops *qimg_io_protocol(const char *name)
 {
     if (!qimg_path_has_protocol(name))
         return &qimg_io_file_ops;
     size_t len = strcspn(name, ":");
     for (size_t i = 0; qimg_io_backends[i]; i++) {
-        /* the protocol is the prefix's name ("fat" for vvfat), else the backend's */
         const struct qimg_io_ops *ops = qimg_io_backends[i];
+        if (ops->not_protocol)
+            continue;
+        /* the protocol is the prefix's name ("fat" for vvfat), else the backend's */
         const char *proto = ops->prefix ? ops->prefix : ops->name;
         size_t plen = ops->prefix ? strcspn(proto, ":") : strlen(proto);
-        if (!ops->not_protocol && plen == len && strncmp(proto, name, len) == 0)
+        if (plen == len && strncmp(proto, name, len) == 0)
             return ops;
+        for (size_t k = 0; ops->protocols && ops->protocols[k]; k++)
+            if (is_protocol(ops->protocols[k], name, len))
+                return ops;
     }
     qimg_error(-EINVAL, "Unknown protocol '%.*s'", (int)QIMG_MIN(len, (size_t)PROTOCOL_NAME_MAX), name);
     return NULL;
@@ -135,7 +151,7 @@ int qimg_io_name_opts_for(qimg_opts **opts, const struct qimg_io_ops *ops, const
 static int open_backend(struct qimg_io **out, const struct qimg_io_ops *ops, const char *name,
                         qimg_opts *opts, unsigned flags)
 {
-    if ((flags & QIMG_IO_CREATE) && !ops->can_create)
+    if ((flags & QIMG_IO_CREATE) && !ops->can_create && !ops->create_by_opening)
         return qimg_error(-ENOTSUP, "Protocol driver '%s' does not support image creation", ops->name);
     struct qimg_io *io = qimg_xcalloc(1, sizeof *io);
     io->ops = ops;
@@ -157,6 +173,28 @@ int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags)
     int r = qimg_io_name_opts(&opts, filename);
     if (r == 0)
         r = qimg_io_open_opts(out, opts, flags);
+    qimg_opts_free(opts);
+    return r;
+}
+
+int qimg_io_open_new(struct qimg_io **out, const char *filename, qimg_opts *create_opts,
+                     unsigned flags)
+{
+    qimg_opts *opts = NULL;
+    int r = qimg_io_name_opts(&opts, filename);
+    const struct qimg_opt_desc *d = NULL;
+    if (r == 0) {
+        const char *driver = qimg_opts_get(opts, "driver");
+        const struct qimg_io_ops *ops = driver ? qimg_io_backend_find(driver) : NULL;
+        d = ops ? ops->create_opts : NULL;
+    }
+    for (; r == 0 && d && d->name; d++) {
+        const char *v = strcmp(d->name, "size") ? qimg_opts_get(create_opts, d->name) : NULL;
+        if (v)
+            r = qimg_opts_set(&opts, d->name, v);
+    }
+    if (r == 0)
+        r = qimg_io_open_opts(out, opts, flags | QIMG_IO_CREATE);
     qimg_opts_free(opts);
     return r;
 }

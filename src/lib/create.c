@@ -64,6 +64,20 @@ static void merged_opts(const struct qimg_driver *drv, bool with_protocol, struc
         list_append(l, file_create_opts);
 }
 
+/* The same with the options of the protocol the new image's name selects
+ * (rbd's cluster_size ...; the file protocol's by default). */
+static void merged_opts_for(const struct qimg_driver *drv, const char *filename, struct opt_list *l)
+{
+    const struct qimg_io_ops *protocol = filename ? qimg_io_protocol(filename) : NULL;
+    if (!protocol || !protocol->create_opts) {
+        merged_opts(drv, true, l);
+        return;
+    }
+    l->n = 0;
+    list_append(l, drv->create_opts);
+    list_append(l, protocol->create_opts);
+}
+
 static const struct qimg_driver *find_format(const char *fmt)
 {
     const struct qimg_driver *drv = qimg_driver_find(fmt);
@@ -240,7 +254,7 @@ int qimg_create_name_check(const char *filename)
     const struct qimg_io_ops *protocol = qimg_io_protocol(filename);
     if (!protocol)
         return -EINVAL;
-    if (!protocol->can_create)
+    if (!protocol->can_create && !protocol->create_by_opening)
         return qimg_error(-ENOTSUP, "Protocol driver '%s' does not support image creation",
                           protocol->name);
     return 0;
@@ -262,7 +276,7 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
     r = qimg_create_name_check(p->filename);
     if (r < 0)
         return r;
-    merged_opts(pl->drv, true, &pl->list);
+    merged_opts_for(pl->drv, p->filename, &pl->list);
     copy_opts(&pl->opts, p->opts);
     r = validate_list(&pl->list, pl->opts);
     if (r < 0)
@@ -285,6 +299,8 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
         qimg_opts_set(&pl->opts, "backing_fmt", p->backing_fmt);
     }
     const char *backing = qimg_opts_get(pl->opts, "backing_file");
+    if (backing && (pl->drv->flags & QIMG_DRV_RAW_BACKING) && !qimg_opts_get(pl->opts, "backing_fmt"))
+        qimg_opts_set(&pl->opts, "backing_fmt", "raw");
     const char *backing_fmt = qimg_opts_get(pl->opts, "backing_fmt");
     if (backing && strcmp(backing, p->filename) == 0)
         return qimg_error(-EINVAL, "Error: Trying to create an image with the same filename as the backing file");
@@ -362,6 +378,30 @@ static int check_protocol_opts(struct plan *pl, const char *prealloc, uint64_t *
     if (!qimg_round_up_ok(pl->size, SECTOR, file_size) || *file_size > INT64_MAX)
         return qimg_error(-EINVAL, "Could not resize file: Invalid argument");
     return 0;
+}
+
+/* qemu's create on a protocol that cannot make storage (nbd): open what is
+ * there, which must hold the new image's size, and zero its first sector
+ * so that no old header is left to probe. */
+static int create_by_opening(const char *filename, uint64_t size, const char *prealloc)
+{
+    if (strcmp(prealloc, "off") != 0)
+        return qimg_error(-ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+    struct qimg_io *io;
+    int r = qimg_io_open(&io, filename, QIMG_IO_RDWR | QIMG_IO_CREATE);
+    if (r < 0) {
+        CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
+        return qimg_error(r, "Protocol driver '%s' does not support image creation, and opening "
+                          "the image failed: %s", qimg_io_protocol(filename)->name, msg);
+    }
+    uint64_t have;
+    r = qimg_io_truncate(io, size);
+    if (r == 0)
+        r = qimg_io_get_size(io, &have);
+    if (r == 0 && have > 0)
+        r = qimg_io_zero(io, 0, QIMG_MIN(have, (uint64_t)SECTOR), true);
+    qimg_io_close(io);
+    return r;
 }
 
 /* Fail now, as qemu does, when another process uses the image we would
@@ -506,6 +546,14 @@ int qimg_create(const struct qimg_create_params *p)
     }
     if (target) {
         r = qimg_lock_existing(target, &held);
+        if (r < 0)
+            goto out;
+    }
+    const struct qimg_io_ops *protocol = qimg_io_protocol(p->filename);
+    if (protocol && protocol->create_by_opening) {
+        /* a format with metadata asks its storage for no size (qemu) */
+        bool meta = qimg_drv_has_metadata(pl.drv);
+        r = create_by_opening(p->filename, meta ? 0 : size, meta ? "off" : prealloc);
         if (r < 0)
             goto out;
     }

@@ -232,7 +232,8 @@ static int filter_block_status(struct qimg_image *img, uint64_t off, uint64_t le
         return r;
     ext->length = pnum;
     ext->flags = kind == QIMG_IO_EXT_DATA ? QIMG_STATUS_ALLOCATED | QIMG_STATUS_DATA :
-                 kind == QIMG_IO_EXT_HOLE ? QIMG_STATUS_ALLOCATED | QIMG_STATUS_ZERO : 0;
+                 kind == QIMG_IO_EXT_HOLE ? QIMG_STATUS_ALLOCATED | QIMG_STATUS_ZERO :
+                 kind == QIMG_IO_EXT_DATA_ZERO ? QIMG_STATUS_ALLOCATED | QIMG_STATUS_DATA | QIMG_STATUS_ZERO : 0;
     return 0;
 }
 

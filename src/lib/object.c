@@ -1,5 +1,6 @@
-/* qimg - --object definitions; only "secret" objects carry anything qimg
- * uses (passwords for encrypted images).  Other user-creatable types qemu
+/* qimg - --object definitions; "secret" objects (passwords for encrypted
+ * images) and "tls-creds-*" objects (certificates or keys the nbd backend
+ * hands to libnbd) carry what qimg uses.  Other user-creatable types qemu
  * knows are accepted and ignored, so command lines written for qemu-img
  * keep working.  Error texts are those qemu-img 7.2 prints. */
 #include <errno.h>
@@ -16,6 +17,10 @@ struct object {
     char *data;             /* secrets only; NULL for other types */
     size_t len;
     struct object *next;
+    /* tls-creds-x509/-psk/-anon */
+    const char *tls_kind;   /* "x509", "psk", "anon"; NULL for other types */
+    char *tls_dir, *tls_username;
+    bool tls_server, tls_verify_peer;
 };
 
 static struct object *objects;
@@ -255,13 +260,21 @@ static struct object *find_object(const char *id)
     return NULL;
 }
 
+static struct object *register_object_ob(const char *id, bool is_secret, char *data, size_t len);
+
 static int register_object(const char *id, bool is_secret, char *data, size_t len)
+{
+    return register_object_ob(id, is_secret, data, len) ? 0 : -EEXIST;
+}
+
+static struct object *register_object_ob(const char *id, bool is_secret, char *data, size_t len)
 {
     pthread_mutex_lock(&objects_lock);
     if (find_object(id)) {
         pthread_mutex_unlock(&objects_lock);
         qimg_wipe_free(data, len);
-        return qimg_error(-EEXIST, "attempt to add duplicate property '%s' to object (type 'container')", id);
+        qimg_error(-EEXIST, "attempt to add duplicate property '%s' to object (type 'container')", id);
+        return NULL;
     }
     struct object *ob = qimg_xcalloc(1, sizeof *ob);
     ob->id = qimg_strdup(id);
@@ -271,7 +284,7 @@ static int register_object(const char *id, bool is_secret, char *data, size_t le
     ob->next = objects;
     objects = ob;
     pthread_mutex_unlock(&objects_lock);
-    return 0;
+    return ob;
 }
 
 static int parse_object_text(qimg_opts **o, const char *text)
@@ -279,6 +292,62 @@ static int parse_object_text(qimg_opts **o, const char *text)
     if (text[0] == '{')
         return qimg_json_filename_parse(o, text);
     return qimg_keyval_parse_strict(o, text, "qom-type", true);
+}
+
+/* A tls-creds object: where its files are and how it is used.  qemu
+ * checks the files when the object is made; libnbd does when it connects. */
+static int add_tls_creds(qimg_opts *o, const char *id, const char *kind)
+{
+    const char *endpoint = qimg_opts_get(o, "endpoint");
+    bool verify = true;
+    if (endpoint && strcmp(endpoint, "client") != 0 && strcmp(endpoint, "server") != 0)
+        return qimg_error(-EINVAL, "Parameter 'endpoint' does not accept value '%s'", endpoint);
+    if (qimg_opts_get_bool(o, "verify-peer", &verify) < 0)
+        return -EINVAL;
+    struct object *ob = register_object_ob(id, false, NULL, 0);
+    if (!ob)
+        return -EEXIST;
+    const char *dir = qimg_opts_get(o, "dir");
+    const char *user = qimg_opts_get(o, "username");
+    pthread_mutex_lock(&objects_lock);
+    ob->tls_kind = strcmp(kind, "x509") == 0 ? "x509" : strcmp(kind, "psk") == 0 ? "psk" : "anon";
+    ob->tls_dir = dir ? qimg_strdup(dir) : NULL;
+    ob->tls_username = user ? qimg_strdup(user) : NULL;
+    ob->tls_server = endpoint && strcmp(endpoint, "server") == 0;
+    ob->tls_verify_peer = verify;
+    pthread_mutex_unlock(&objects_lock);
+    return 0;
+}
+
+int qimg_tls_creds_lookup(const char *id, struct qimg_tls_creds *out)
+{
+    pthread_mutex_lock(&objects_lock);
+    struct object *ob = find_object(id);
+    int r = 0;
+    if (!ob)
+        r = qimg_error(-ENOENT, "No TLS credentials with id '%s'", id);
+    else if (!ob->tls_kind)
+        r = qimg_error(-EINVAL, "Object with id '%s' is not TLS credentials", id);
+    else
+        *out = (struct qimg_tls_creds){
+            .psk = strcmp(ob->tls_kind, "psk") == 0, .anon = strcmp(ob->tls_kind, "anon") == 0,
+            .endpoint_server = ob->tls_server, .verify_peer = ob->tls_verify_peer,
+            .dir = ob->tls_dir, .username = ob->tls_username,
+        };
+    pthread_mutex_unlock(&objects_lock);
+    return r;
+}
+
+const char *qimg_tls_creds_default(void)
+{
+    const char *id = NULL;
+    int count = 0;
+    pthread_mutex_lock(&objects_lock);
+    for (struct object *ob = objects; ob; ob = ob->next)
+        if (ob->tls_kind && !ob->tls_server)
+            id = ob->id, count++;
+    pthread_mutex_unlock(&objects_lock);
+    return count == 1 ? id : NULL;
 }
 
 static int add_object(qimg_opts *o)
@@ -305,6 +374,8 @@ static int add_object(qimg_opts *o)
         if (ret < 0)
             return ret;
     }
+    if (strncmp(type, "tls-creds-", 10) == 0)
+        return add_tls_creds(o, id, type + 10);
     return register_object(id, strcmp(type, "secret") == 0, data, len);
 }
 

@@ -73,5 +73,14 @@ int qimg_json_filename_parse(qimg_opts **opts, const char *json_text);
 /* The store of --object secrets (qimg_object_add). */
 /* Secret bytes by id (malloc'ed, NUL-terminated, *len set). */
 int qimg_secret_lookup(const char *id, char **data, size_t *len);
+/* A tls-creds-x509/-psk/-anon object (its strings live as long as the
+ * process); qemu's errors for an unknown id or another type. */
+struct qimg_tls_creds {
+    bool psk, anon, endpoint_server, verify_peer;
+    const char *dir, *username;
+};
+int qimg_tls_creds_lookup(const char *id, struct qimg_tls_creds *out);
+/* The id of the only client tls-creds object given, else NULL. */
+const char *qimg_tls_creds_default(void);
 
 #endif

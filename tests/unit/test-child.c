@@ -91,9 +91,15 @@ TEST(backing_names_keep_json_and_protocols)
     CHECK_EQ_STR(qimg_opts_get(o, "file.driver"), "file");
     qimg_opts_free(o);
     o = NULL;
+    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "nbd://127.0.0.1:1/x", NULL, &o, NULL), 0);
+    CHECK_EQ_STR(qimg_opts_get(o, "file.driver"), "nbd");
+    CHECK_EQ_STR(qimg_opts_get(o, "file.server.host"), "127.0.0.1");
+    CHECK_EQ_STR(qimg_opts_get(o, "file.export"), "x");
+    qimg_opts_free(o);
+    o = NULL;
     /* a protocol qimg lacks, or none at all: qemu's error */
-    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "nbd://127.0.0.1:1/x", NULL, &o, NULL), -EINVAL);
-    CHECK_EQ_STR(qimg_last_error(), "Unknown protocol 'nbd'");
+    CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "gluster://127.0.0.1:1/x", NULL, &o, NULL), -EINVAL);
+    CHECK_EQ_STR(qimg_last_error(), "Unknown protocol 'gluster'");
     CHECK(o == NULL);
     CHECK_EQ_INT(qimg_child_opts(p, QIMG_CHILD_BACKING, "image:b", NULL, &o, NULL), -EINVAL);
     CHECK_EQ_STR(qimg_last_error(), "Unknown protocol 'image'");

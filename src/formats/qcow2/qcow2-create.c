@@ -903,6 +903,11 @@ static int write_image(const char *filename, const struct create_opts *c, const 
         return r;
     CLEANUP_FREE uint8_t *buf = qimg_xmalloc(L->cs);
     r = qimg_io_truncate(io, L->file_len);
+    if (r < 0 && io->ops->create_by_opening) {
+        /* storage that cannot grow (nbd): qemu's resize of the new image */
+        CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
+        r = qimg_error(r, "Could not resize image: %s", msg);
+    }
     if (r == 0 && L->prealloc_end > L->prealloc_start)
         r = io->ops->preallocate ? io->ops->preallocate(io, L->prealloc_start,
                                                         L->prealloc_end - L->prealloc_start,

@@ -1,0 +1,318 @@
+#!/bin/bash
+# The nbd storage backend against qemu-img 7.2, over servers this test starts
+# as its own children: qemu-nbd on unix sockets in the scratch directory and
+# nbdkit on 127.0.0.1 free ports (one with TLS, a certificate made here with
+# openssl).  Every name form for info, map, compare, check, convert (both
+# ways), create and resize, diffed against qemu-img byte for byte; written
+# exports compared byte for byte and read back by nbdcopy; maps judged by
+# nbdinfo --map too; bad names, refused connections, wrong exports and TLS
+# failures: qemu's error, non-zero exit, nothing written.
+. "$(dirname "$0")/lib.sh"
+need_cmd qemu-nbd nbdkit nbdinfo nbdcopy openssl
+if ! "$QIMG" --help | grep -q '^Supported formats:.* nbd'; then
+    skip "qimg built without libnbd"; exit 0
+fi
+
+SRV=$SCRATCH/srv
+mkdir -p "$SRV"
+PIDS=()
+stop_servers() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    done
+}
+trap 'stop_servers; rm -rf "$SCRATCH"' EXIT
+
+free_port() {
+    "$DEB_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_qemu_nbd SOCKET PIDFILE ARGS...: qemu-nbd forks once it listens
+start_qemu_nbd() {
+    local sock=$1 pidf=$2; shift 2
+    qemu-nbd -k "$sock" --pid-file="$pidf" --fork "$@" || return 1
+    PIDS+=("$(cat "$pidf")")
+}
+# start_nbdkit PORT PIDFILE ARGS...: nbdkit writes its pid file when ready
+start_nbdkit() {
+    local port=$1 pidf=$2; shift 2
+    nbdkit -P "$pidf" -i 127.0.0.1 -p "$port" "$@" || return 1
+    for _ in $(seq 100); do [ -s "$pidf" ] && break; sleep 0.05; done
+    PIDS+=("$(cat "$pidf")")
+}
+
+# ---- the exports: 4 MiB of data, holes and zeros
+mkexport() {
+    "$QEMU_IMG" create -q -f raw "$1" 4M
+    qio "$1" "write -P 0x11 0 64k"
+    qio "$1" "write -P 0x22 1M 512k"
+    qio "$1" "write -z 2M 64k"
+    qio "$1" "write -P 0x33 3M 4k"
+}
+mkexport "$SRV/q.pristine"
+cp "$SRV/q.pristine" "$SRV/q.raw"
+cp "$SRV/q.pristine" "$SRV/k.pristine"
+cp "$SRV/q.pristine" "$SRV/k.raw"
+
+SOCK=$SCRATCH/q.sock
+start_qemu_nbd "$SOCK" "$SCRATCH/q.pid" -f raw -x exp --persistent --shared=4 "$SRV/q.raw" ||
+    { fail "qemu-nbd starts"; exit 0; }
+PORT=$(free_port)
+start_nbdkit "$PORT" "$SCRATCH/k.pid" file "$SRV/k.raw" || { fail "nbdkit starts"; exit 0; }
+
+Q="nbd+unix:///exp?socket=$SOCK"
+K="nbd://127.0.0.1:$PORT"
+
+# ---- info: every name form, human and json
+for n in "$Q" "nbd+unix:///exp?socket=$SOCK#frag" "nbd:unix:$SOCK:exportname=exp" \
+         "$K" "$K/" "nbd+tcp://127.0.0.1:$PORT" "nbd:127.0.0.1:$PORT" \
+         "nbd:127.0.0.1:$PORT:exportname=any" "nbd://user@127.0.0.1:$PORT/a%2Fb" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\"}}" \
+         "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"exp\"}}" \
+         "json:{\"driver\":\"nbd\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\",\"reconnect-delay\":2}" \
+         "json:{\"driver\":\"nbd\",\"path\":\"$SOCK\",\"export\":\"exp\"}"; do
+    same_ro "info $n" info "$n"
+    same_ro "info json $n" info --output=json "$n"
+done
+same_ro "info --image-opts unix" info --image-opts "driver=nbd,server.type=unix,server.path=$SOCK,export=exp"
+same_ro "info --image-opts raw over inet" info --image-opts \
+    "driver=raw,file.driver=nbd,file.server.type=inet,file.server.host=127.0.0.1,file.server.port=$PORT"
+same_ro "info -f raw" info -f raw "$K"
+
+# ---- errors: bad names, refused connections, wrong exports, bad options
+DEAD=$(free_port)
+for n in "nbd://127.0.0.1:$DEAD/x" "nbd:127.0.0.1:$DEAD" "nbd+unix:///x?socket=$SCRATCH/none.sock" \
+         "nbd+unix:///wrong?socket=$SOCK" "nbd:unix:$SOCK" "nbd+unix://?socket=$SOCK" \
+         "nbd://127.0.0.1:$PORT?x=y" "nbd+unix:///exp" "nbd+unix://h/exp?socket=$SOCK" \
+         "nbd+unix:///exp?socket=$SOCK&a=b" "nbd+unix:///x?socket=/a;b=1" "nbd://:$PORT" \
+         "nbd://127.0.0.1:99999" "nbd://127.0.0.1:abc" "nbd://h:/x" "nbd://[::1/x" \
+         "nbd://127.0.0.1:$PORT/a b" "nbd://127.0.0.1:$PORT/%zz" "nbd://127.0.0.1:$PORT/é" \
+         "nbd:" "nbd:127.0.0.1" "nbd::" "nbd:[::1" "nbd:127.0.0.1:$PORT:exportname=" \
+         "nbd://nonexistent.invalid/x" "NBD://127.0.0.1:$PORT" \
+         "json:{\"driver\":\"nbd\"}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\"}}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"bogus\"}}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"host\":\"127.0.0.1\",\"port\":\"1\"}}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\"}}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"/x\"},\"host\":\"x\"}" \
+         "json:{\"driver\":\"nbd\",\"path\":\"/x\",\"host\":\"x\"}" \
+         "json:{\"driver\":\"nbd\",\"path\":\"/x\",\"port\":\"1\"}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\"},\"bogus\":1}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\",\"extra\":1}}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\"},\"tls-creds\":\"nope\"}" \
+         "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\"},\"x-dirty-bitmap\":\"qemu:nope\"}"; do
+    same_ro "error: $n" info "$n"
+done
+same_ro "error: convert from a refused connection" convert -O raw "nbd://127.0.0.1:$DEAD" "$SCRATCH/never.raw"
+check_fail "nothing written after a refused connection" test -e "$SCRATCH/never.raw"
+same_ro "error: convert from a wrong export" convert -O qcow2 "nbd+unix:///nope?socket=$SOCK" "$SCRATCH/never.qcow2"
+check_fail "nothing written after a wrong export" test -e "$SCRATCH/never.qcow2"
+
+# ---- map: qemu-nbd (zeros reported) and nbdkit, judged by nbdinfo --map too
+for n in "$Q" "$K"; do
+    same_ro "map $n" map "$n"
+    same_ro "map json $n" map --output=json "$n"
+done
+# the extents qimg reports agree with what the server says
+map_agrees() {
+    "$QIMG" map --output=json "$1" >"$SCRATCH/m.json" 2>&1 &&
+    nbdinfo --map --json "$1" >"$SCRATCH/i.json" 2>&1 &&
+    "$DEB_PYTHON" - "$SCRATCH/m.json" "$SCRATCH/i.json" <<'PY'
+import json, sys
+ours = json.load(open(sys.argv[1])); theirs = json.load(open(sys.argv[2]))
+def at(lst, off, k):
+    for e in lst:
+        s = e["start"] if "start" in e else e["offset"]
+        if s <= off < s + e["length"]:
+            return e
+for e in theirs:
+    for off in (e["offset"], e["offset"] + e["length"] - 1):
+        o = at(ours, off, "start")
+        hole, zero = bool(e["type"] & 1), bool(e["type"] & 2)
+        if o is None or o["data"] != (not hole) or o["zero"] != zero:
+            sys.exit("disagree at %d: %r vs %r" % (off, o, e))
+PY
+}
+check "map agrees with nbdinfo --map (qemu-nbd)" map_agrees "$Q"
+check "map agrees with nbdinfo --map (nbdkit)" map_agrees "$K"
+
+# ---- read-only commands
+same_ro "compare nbd and local" compare "$Q" "$SRV/q.pristine"
+same_ro "compare two exports" compare "$K" "nbd:unix:$SOCK:exportname=exp"
+qio "$SCRATCH/diff.raw" "write -P 0 0 4M" 2>/dev/null || "$QEMU_IMG" create -q -f raw "$SCRATCH/diff.raw" 4M
+same_ro "compare with a difference" compare "$K" "$SCRATCH/diff.raw"
+same_ro "check of raw over nbd" check "$K"
+same_ro "resize refused" resize -f raw "$K" 8M
+same_ro "resize to the same size" resize -f raw "$K" 4M
+same_ro "shrink refused" resize -f raw --shrink "$K" 1M
+
+# ---- writing: each tool on a fresh export, the export's bytes compared
+# same_export NAME SERVED-FILE ARGS...: run both tools, the export reset
+# before each, and compare outputs and what each left in the export.
+same_export() {
+    local name=$1 file=$2; shift 2
+    local pristine=${PRISTINE:-${file%.raw}.pristine}
+    cp "$pristine" "$file"
+    (cd "$SCRATCH" && "$QEMU_IMG" "$@" >"$SCRATCH/e.ref.out" 2>&1; echo $? >>"$SCRATCH/e.ref.out")
+    cp "$file" "$SCRATCH/e.ref.img"
+    cp "$pristine" "$file"
+    (cd "$SCRATCH" && "$QIMG_AS_QEMU" "$@" >"$SCRATCH/e.new.out" 2>&1; echo $? >>"$SCRATCH/e.new.out")
+    if ! cmp -s "$SCRATCH/e.ref.out" "$SCRATCH/e.new.out"; then
+        fail "$name" "$(diff "$SCRATCH/e.ref.out" "$SCRATCH/e.new.out" | head -10)"
+    elif ! cmp -s "$SCRATCH/e.ref.img" "$file"; then
+        fail "$name" "the exports differ: $(cmp "$SCRATCH/e.ref.img" "$file" | head -1)"
+    else
+        pass "$name"
+    fi
+}
+"$QEMU_IMG" create -q -f raw "$SCRATCH/src.raw" 4M
+qio "$SCRATCH/src.raw" "write -P 0x5a 512k 1M"
+qio "$SCRATCH/src.raw" "write -P 0x6b 3M 64k"
+"$QEMU_IMG" convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
+for t in "$Q" "$K"; do
+    f=$SRV/k.raw; [ "$t" = "$Q" ] && f=$SRV/q.raw
+    same_export "convert -n raw to $t" "$f" convert -n -f raw -O raw src.raw "$t"
+    same_export "convert -n qcow2 to $t" "$f" convert -n -f qcow2 -O raw src.qcow2 "$t"
+    same_export "convert raw to $t (create)" "$f" convert -f raw -O raw src.raw "$t"
+    same_export "convert -n -W -m 8 to $t" "$f" convert -n -W -m 8 -f qcow2 -O raw src.qcow2 "$t"
+    same_export "create raw on $t" "$f" create -f raw "$t" 4M
+    same_export "create smaller raw on $t" "$f" create -f raw "$t" 1M
+    same_export "create larger raw on $t refused" "$f" create -f raw "$t" 8M
+    same_export "create with preallocation refused on $t" "$f" create -f raw -o preallocation=full "$t" 4M
+    same_export "create qcow2 on $t" "$f" create -f qcow2 "$t" 4M
+    same_export "create too large qcow2 on $t refused" "$f" create -f qcow2 "$t" 64M
+    same_export "convert qcow2 into qcow2 on $t" "$f" convert -f qcow2 -O qcow2 src.qcow2 "$t"
+done
+# what qimg wrote, read by an independent client
+cp "$SRV/k.pristine" "$SRV/k.raw"
+"$QIMG" convert -n -f raw -O raw "$SCRATCH/src.raw" "$K" >/dev/null 2>&1
+check "nbdcopy reads what qimg wrote" nbdcopy "$K" "$SCRATCH/copy.raw"
+check "the export holds the source" cmp "$SCRATCH/copy.raw" "$SCRATCH/src.raw"
+
+# ---- reading: convert from each export to local raw and qcow2
+for n in "$Q" "$K" "nbd:unix:$SOCK:exportname=exp"; do
+    cp "$SRV/q.pristine" "$SRV/q.raw"; cp "$SRV/k.pristine" "$SRV/k.raw"
+    same "convert $n to raw" convert -O raw "$n" out.raw
+    "$QIMG" convert -O raw "$n" "$SCRATCH/out.raw" >/dev/null 2>&1
+    check "convert $n to raw: the bytes" cmp "$SCRATCH/out.raw" "$SRV/q.pristine"
+    same "convert $n to qcow2" convert -O qcow2 "$n" out.qcow2
+    "$QIMG" convert -O qcow2 "$n" "$SCRATCH/out.qcow2" >/dev/null 2>&1
+    check "convert $n to qcow2: check" "$QEMU_IMG" check -q "$SCRATCH/out.qcow2"
+    check "convert $n to qcow2: compare" "$QEMU_IMG" compare -q "$SCRATCH/out.qcow2" "$SRV/q.pristine"
+done
+nbdcopy "$K" "$SCRATCH/nbdcopy.raw"
+"$QIMG" convert -O raw -m 8 "$K" "$SCRATCH/m8.raw" >/dev/null 2>&1
+check "parallel convert equals nbdcopy's copy" cmp "$SCRATCH/m8.raw" "$SCRATCH/nbdcopy.raw"
+
+# ---- a qcow2 inside an export, and a qcow2 overlay over an nbd backing
+cp "$SRV/k.pristine" "$SRV/k.raw"
+"$QEMU_IMG" create -q -f qcow2 "$K" 4M
+"$QEMU_IO" -f qcow2 -c "write -P 0x77 64k 64k" "$K" >/dev/null
+cp "$SRV/k.raw" "$SRV/k.qcow2img"
+same_ro "info of a qcow2 in an export" info "$K"
+same_ro "info -f qcow2 in an export" info -f qcow2 --output=json "$K"
+same_ro "check of a qcow2 in an export" check -f qcow2 "$K"
+same_ro "map of a qcow2 in an export" map -f qcow2 --output=json "$K"
+same_ro "compare a qcow2 in an export" compare -f qcow2 -F qcow2 "$K" "$SRV/k.qcow2img"
+PRISTINE=$SRV/k.qcow2img same_export "resize of a qcow2 in an export" "$SRV/k.raw" resize -f qcow2 "$K" 8M
+PRISTINE=$SRV/k.qcow2img same_export "write into a qcow2 in an export" "$SRV/k.raw" \
+    convert -n -f raw -O qcow2 src.raw "$K"
+# an image in an export whose backing name is relative: NBD has no directory
+"$QEMU_IMG" create -q -f qcow2 -u -b base.raw -F raw "$K" 4M
+same_ro "info --backing-chain, relative backing inside an export" info --backing-chain "$K"
+same_ro "convert, relative backing inside an export" convert -O raw "$K" "$SCRATCH/rel.raw"
+cp "$SRV/q.pristine" "$SRV/q.raw"
+"$QEMU_IMG" create -q -f qcow2 -b "$Q" -F raw "$IN/over.qcow2"
+"$QEMU_IO" -f qcow2 -c "write -P 0x44 0 4k" "$IN/over.qcow2" >/dev/null
+same_ro "info --backing-chain over an nbd backing" info --backing-chain over.qcow2
+same_ro "map over an nbd backing" map --output=json over.qcow2
+same "convert an overlay of an nbd backing" convert -O raw over.qcow2 flat.raw
+same_ro "compare an overlay with its nbd backing" compare over.qcow2 "$Q"
+err=$(cd "$IN" && "$QIMG" --safe convert -O raw over.qcow2 "$SCRATCH/safe.raw" 2>&1)
+case $err in *"safe mode: image names a backing file"*) pass "safe mode refuses an nbd backing the image names" ;;
+    *) fail "safe mode refuses an nbd backing the image names" "$err" ;; esac
+check "safe mode with the backing given" bash -c "cd '$IN' && '$QIMG' --safe convert -O raw --image-opts \
+    'driver=qcow2,file.filename=over.qcow2,backing.driver=raw,backing.file.driver=nbd,backing.file.server.type=unix,backing.file.server.path=$SOCK,backing.file.export=exp' '$SCRATCH/safe.raw'"
+
+# ---- dirty bitmaps and allocation depth through x-dirty-bitmap
+"$QEMU_IMG" create -q -f qcow2 "$SRV/bm.qcow2" 4M
+"$QEMU_IO" -f qcow2 -c "write -P 1 0 1M" "$SRV/bm.qcow2" >/dev/null
+"$QEMU_IMG" bitmap --add "$SRV/bm.qcow2" b0
+"$QEMU_IO" -f qcow2 -c "write -P 2 512k 64k" -c "write -P 3 3M 128k" "$SRV/bm.qcow2" >/dev/null
+BSOCK=$SCRATCH/b.sock
+if start_qemu_nbd "$BSOCK" "$SCRATCH/b.pid" -f qcow2 -r -B b0 --persistent "$SRV/bm.qcow2"; then
+    B="driver=nbd,server.type=unix,server.path=$BSOCK"
+    same_ro "map of a dirty bitmap" map --output=json --image-opts "$B,x-dirty-bitmap=qemu:dirty-bitmap:b0"
+    same_ro "map of a dirty bitmap (human)" map --image-opts "$B,x-dirty-bitmap=qemu:dirty-bitmap:b0"
+    same_ro "map of base:allocation on the same export" map --output=json --image-opts "$B"
+    same_ro "a bitmap the export lacks" map --output=json --image-opts "$B,x-dirty-bitmap=qemu:dirty-bitmap:nope"
+    same_ro "writing to a read-only export" convert -n -O raw "$SCRATCH/src.raw" "nbd+unix://?socket=$BSOCK"
+else
+    fail "qemu-nbd -B starts"
+fi
+"$QEMU_IMG" create -q -f qcow2 "$SRV/base.qcow2" 4M
+"$QEMU_IO" -f qcow2 -c "write 0 2M" "$SRV/base.qcow2" >/dev/null
+"$QEMU_IMG" create -q -f qcow2 -b "$SRV/base.qcow2" -F qcow2 "$SRV/top.qcow2" 4M
+"$QEMU_IO" -f qcow2 -c "write 1M 2M" "$SRV/top.qcow2" >/dev/null
+ASOCK=$SCRATCH/a.sock
+if start_qemu_nbd "$ASOCK" "$SCRATCH/a.pid" -f qcow2 -r -A --persistent "$SRV/top.qcow2"; then
+    A="driver=nbd,server.type=unix,server.path=$ASOCK"
+    same_ro "map of qemu:allocation-depth" map --output=json --image-opts "$A,x-dirty-bitmap=qemu:allocation-depth"
+    same_ro "map of base:allocation with -A" map --output=json --image-opts "$A"
+else
+    fail "qemu-nbd -A starts"
+fi
+
+# ---- TLS: a CA, a server and a client certificate made here
+PKI=$SCRATCH/pki
+mkdir -p "$PKI/server" "$PKI/client" "$PKI/other"
+mkcert() {   # mkcert DIR CA-DIR server|client
+    local d=$1 ca=$2 who=$3
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$d/$who-key.pem" -out "$d/$who.csr" \
+        -subj "/CN=localhost" 2>/dev/null &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=%s\n' \
+        "$([ "$who" = server ] && echo serverAuth || echo clientAuth)" >"$d/$who.ext" &&
+    openssl x509 -req -in "$d/$who.csr" -CA "$ca/ca-cert.pem" -CAkey "$ca/ca-key.pem" \
+        -CAcreateserial -out "$d/$who-cert.pem" -days 2 -extfile "$d/$who.ext" 2>/dev/null
+}
+mkca() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$1/ca-key.pem" -out "$1/ca-cert.pem" \
+        -days 2 -subj "/CN=qimg test CA" -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+}
+TPORT=$(free_port)
+if mkca "$PKI" && mkca "$PKI/other" && mkcert "$PKI/server" "$PKI" server &&
+   mkcert "$PKI/client" "$PKI" client && cp "$PKI/ca-cert.pem" "$PKI/server/" &&
+   cp "$PKI/ca-cert.pem" "$PKI/client/" && mkcert "$PKI/other" "$PKI/other" client &&
+   start_nbdkit "$TPORT" "$SCRATCH/t.pid" --tls=require --tls-certificates="$PKI/server" \
+       file "$SRV/k.pristine" --readonly; then
+    OBJ="tls-creds-x509,id=tls0,dir=$PKI/client,endpoint=client"
+    T="driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$TPORT"
+    same_ro "TLS: info with tls-creds" info --object "$OBJ" --image-opts "$T,tls-creds=tls0"
+    same_ro "TLS: info by host name" info --object "$OBJ" --image-opts \
+        "driver=nbd,server.type=inet,server.host=localhost,server.port=$TPORT,tls-creds=tls0"
+    same_ro "TLS: map with tls-creds" map --output=json --object "$OBJ" --image-opts "$T,tls-creds=tls0"
+    same_ro "TLS: required but not given" info "nbd://127.0.0.1:$TPORT"
+    same_ro "TLS: unknown creds" info --image-opts "$T,tls-creds=tls0"
+    same_ro "TLS: not a creds object" info --object secret,id=s0,data=x --image-opts "$T,tls-creds=s0"
+    out=$("$QIMG" info --object "$OBJ" "nbds://127.0.0.1:$TPORT" 2>&1)
+    case $out in *"image: nbds://127.0.0.1:$TPORT"*"virtual size: 4 MiB"*) pass "TLS: nbds:// with the creds object" ;;
+        *) fail "TLS: nbds:// with the creds object" "$out" ;; esac
+    out=$("$QIMG" info "nbds://127.0.0.1:$TPORT?tls-creds=tls0" --object "$OBJ" 2>&1)
+    "$QIMG" convert -O raw --object "$OBJ" "nbds://127.0.0.1:$TPORT/?tls-creds=tls0" "$SCRATCH/tls.raw" >/dev/null 2>&1
+    check "TLS: convert from nbds:// reads the export" cmp "$SCRATCH/tls.raw" "$SRV/k.pristine"
+    # a client whose CA did not sign the server's certificate
+    cp "$PKI/other/ca-cert.pem" "$PKI/other/ca-cert.pem.keep"
+    BAD="tls-creds-x509,id=bad,dir=$PKI/other,endpoint=client"
+    "$QEMU_IMG" info --object "$BAD" --image-opts "$T,tls-creds=bad" >/dev/null 2>&1; ref=$?
+    "$QIMG" convert -O raw --object "$BAD" --image-opts "$T,tls-creds=bad" "$SCRATCH/bad.raw" >"$SCRATCH/bad.err" 2>&1; rc=$?
+    expect_eq "TLS: an unknown CA fails as in qemu-img" "$rc" "$ref"
+    check "TLS: the failure says so" grep -qi "tls\|certificate\|handshake" "$SCRATCH/bad.err"
+    check_fail "TLS: nothing written after the failure" test -e "$SCRATCH/bad.raw"
+    out=$("$QIMG" info "nbds://127.0.0.1:$PORT" 2>&1); rc=$?
+    expect_eq "TLS: nbds:// to a server without TLS fails" "$rc" 1
+else
+    fail "TLS setup (openssl, nbdkit --tls)"
+fi
