@@ -924,7 +924,7 @@ static int vv_open(struct qimg_io *io, qimg_opts *opts)
         r = build(s, lab);
     if (r == 0 && s->type == FAT32)
         fat_fsinfo_encode(s->fsinfo, VV_SECTOR, s->bpb.clusters - (s->next_cluster - 2),
-                          s->next_cluster);
+                          s->next_cluster <= s->bpb.clusters + 1 ? s->next_cluster : 0xFFFFFFFFu);
     if (r == 0 && s->rw)
         r = open_overlay(s);
     return r;
