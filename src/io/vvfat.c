@@ -137,8 +137,14 @@ static int open_beneath(struct vvfat *s, const char *rel, int flags, bool symlin
         how.flags &= ~(uint64_t)O_NOATIME;     /* not the owner: atime may change */
         fd = syscall(SYS_openat2, s->rootfd, rel, &how, sizeof how);
     }
-    if (fd < 0 && errno == ENOSYS && !symlinks)
-        fd = openat(s->rootfd, rel, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOSYS && !symlinks) {
+        /* no openat2 (Linux < 5.6): the last component must not be a link;
+         * what is opened is checked against the walk's inode by the caller */
+        int base = flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW;
+        fd = openat(s->rootfd, rel, base | O_NOATIME);
+        if (fd < 0 && errno == EPERM)
+            fd = openat(s->rootfd, rel, base);
+    }
     return fd < 0 ? -errno : (int)fd;
 }
 
