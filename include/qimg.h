@@ -209,6 +209,10 @@ enum qimg_capability {
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);
 bool qimg_format_known(const char *fmt);
+/* Is name a storage backend that cannot make new storage (null-co, blkdebug,
+ * vvfat, http ...)?  qemu-img takes such a name as a format that does not
+ * support image creation, where an unknown name is an unknown format. */
+bool qimg_storage_cannot_create(const char *name);
 /* Is name one of qemu-img 7.2's block drivers (formats and protocols, as
  * its --help lists them), whether qimg has it or not?  rebase -F takes
  * any of them, as qemu does, to record as the backing format. */

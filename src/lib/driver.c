@@ -43,6 +43,12 @@ bool qimg_format_known(const char *fmt)
     return qimg_driver_find(fmt) != NULL;
 }
 
+bool qimg_storage_cannot_create(const char *name)
+{
+    const struct qimg_io_ops *ops = qimg_io_backend_find(name);
+    return ops && !ops->can_create && !ops->create_by_opening && ops != &qimg_io_file_ops;
+}
+
 bool qimg_qemu_driver_known(const char *name)
 {
     /* qemu-img 7.2's (Debian build) "Supported formats" */
