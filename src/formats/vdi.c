@@ -283,6 +283,18 @@ static int vdi_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
         ext->flags = QIMG_STATUS_ZERO | QIMG_STATUS_ALLOCATED;
         return 0;
     }
+    /* following blocks stored right after this one go with it: one look
+     * into the file (SEEK_DATA/SEEK_HOLE) for the run, not one a block */
+    uint64_t next = off + ext->length, next_host = host + ext->length;
+    while (ext->length < len) {
+        uint64_t h;
+        if (!host_offset(s, next, &h) || h != next_host)
+            break;
+        uint64_t n = QIMG_MIN(len - ext->length, (uint64_t)VDI_BLOCK_SIZE);
+        ext->length += n;
+        next += n;
+        next_host += n;
+    }
     pthread_mutex_unlock(&img->lock);
     ext->flags = QIMG_STATUS_DATA | QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET;
     ext->host_offset = host;
