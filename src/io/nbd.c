@@ -69,6 +69,8 @@ struct nbd_state {
     uint32_t max_request;
     uint32_t min_block;         /* the server's minimum block size (1: none) */
     bool read_only, can_flush, can_trim, can_zero, can_fast_zero, multi_conn, has_context;
+    bool can_cache;
+    _Atomic uint64_t prefetched;    /* end of what NBD_CMD_CACHE asked for */
 
 #ifdef HAVE_LIBNBD
     pthread_mutex_t lock;
@@ -328,6 +330,7 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
     s->can_zero = nbd_can_zero(h) == 1;
     s->can_fast_zero = nbd_can_fast_zero(h) == 1;
     s->multi_conn = nbd_can_multi_conn(h) == 1;
+    s->can_cache = nbd_can_cache(h) == 1;
     s->has_context = nbd_can_meta_context(h, s->context) == 1;
     int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     s->max_request = max > 0 && max < NBD_MAX_REQUEST ? (uint32_t)max : NBD_MAX_REQUEST;
@@ -552,6 +555,37 @@ static int conn_run(struct nbd_conn *cn, const struct nbd_req *q)
     return 0;
 }
 
+static int retire(void *opaque, int *error)
+{
+    return 1;
+}
+
+/* Reads that move forward: ask the server to read ahead of the furthest
+ * one (NBD_CMD_CACHE, where the server has it: nbdkit's and qemu-nbd's
+ * file exports turn it into a kernel read-ahead).  Parallel readers over
+ * several connections read in a stride no server-side read-ahead
+ * recognises; this gives a cold source its sequential read-ahead back.
+ * Fire and forget: the reply is taken by whoever polls next. */
+#define PREFETCH_WINDOW (16u << 20)
+
+static void prefetch(struct nbd_state *s, struct nbd_conn *cn, uint64_t end)
+{
+    uint64_t have = atomic_load(&s->prefetched);
+    if (end + PREFETCH_WINDOW / 2 <= have || have >= s->size)
+        return;
+    uint64_t from = QIMG_MAX(have, end);
+    uint64_t to = QIMG_MIN(end + PREFETCH_WINDOW, s->size);
+    from = qimg_round_down(from, s->min_block);
+    to = qimg_round_down(to + s->min_block - 1, s->min_block);
+    if (to > s->size || to <= from || !atomic_compare_exchange_strong(&s->prefetched, &have, to))
+        return;
+    pthread_mutex_lock(&cn->m);
+    if (nbd_aio_cache(cn->h, to - from, from, (nbd_completion_callback){ .callback = retire }, 0) >= 0 &&
+        cn->polling)
+        wake_poller(cn);
+    pthread_mutex_unlock(&cn->m);
+}
+
 static int conn_io(struct nbd_conn *cn, bool is_write, void *buf, size_t len, uint64_t off)
 {
     struct nbd_req q = { .op = is_write ? REQ_WRITE : REQ_READ, .buf = buf, .len = len, .off = off };
@@ -617,6 +651,8 @@ static int nb_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     if (inside == 0)
         return 0;
     int c = borrow(s);
+    if (s->can_cache)
+        prefetch(s, &s->conn[c], off + inside);
     int r;
     if (unaligned(s, off, inside)) {
         uint64_t aoff;
