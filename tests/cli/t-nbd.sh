@@ -316,3 +316,21 @@ if mkca "$PKI" && mkca "$PKI/other" && mkcert "$PKI/server" "$PKI" server &&
 else
     fail "TLS setup (openssl, nbdkit --tls)"
 fi
+# TLS with a pre-shared key (tls-creds-psk: DIR/keys.psk, username)
+mkdir -p "$PKI/psk"
+PPORT=$(free_port)
+if printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$PKI/psk/keys.psk" &&
+   start_nbdkit "$PPORT" "$SCRATCH/p.pid" --tls=require --tls-psk="$PKI/psk/keys.psk" \
+       file "$SRV/k.pristine" --readonly; then
+    POBJ="tls-creds-psk,id=p0,dir=$PKI/psk,username=alice,endpoint=client"
+    P="driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$PPORT,tls-creds=p0"
+    same_ro "TLS-PSK: info" info --object "$POBJ" --image-opts "$P"
+    same_ro "TLS-PSK: compare" compare --object "$POBJ" --image-opts "$P" "driver=raw,file.filename=$SRV/k.pristine"
+    printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$PKI/psk/wrong.psk"
+    mkdir -p "$PKI/wrong" && mv "$PKI/psk/wrong.psk" "$PKI/wrong/keys.psk"
+    "$QIMG" info --object "tls-creds-psk,id=p0,dir=$PKI/wrong,username=alice,endpoint=client" \
+        --image-opts "$P" >/dev/null 2>&1; rc=$?
+    expect_eq "TLS-PSK: a wrong key fails" "$rc" 1
+else
+    fail "TLS-PSK setup (nbdkit --tls-psk)"
+fi
