@@ -72,7 +72,10 @@ for n in "$Q" "nbd+unix:///exp?socket=$SOCK#frag" "nbd:unix:$SOCK:exportname=exp
          "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\"}}" \
          "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"exp\"}}" \
          "json:{\"driver\":\"nbd\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\",\"reconnect-delay\":2}" \
-         "json:{\"driver\":\"nbd\",\"path\":\"$SOCK\",\"export\":\"exp\"}"; do
+         "json:{\"driver\":\"nbd\",\"path\":\"$SOCK\",\"export\":\"exp\"}" \
+         "json:{\"driver\":\"raw\",\"offset\":512,\"file\":{\"driver\":\"nbd\",\"server\":{\"port\":\"$PORT\",\"host\":\"127.0.0.1\",\"type\":\"inet\"},\"export\":\"e\"}}" \
+         "json:{\"driver\":\"raw\",\"size\":512,\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"exp\",\"reconnect-delay\":3}}" \
+         "json:{\"driver\":\"raw\",\"offset\":1024,\"file\":{\"filename\":\"nbd:127.0.0.1:$PORT:exportname=x\"}}"; do
     same_ro "info $n" info "$n"
     same_ro "info json $n" info --output=json "$n"
 done
