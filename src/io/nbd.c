@@ -63,6 +63,7 @@ struct nbd_state {
     char *context;              /* meta context asked for */
     bool alloc_depth;           /* context is qemu:allocation-depth */
     bool created;               /* opened to create an image on it */
+    uint64_t open_timeout;      /* seconds to keep trying the first connection */
     char *name;                 /* qemu's name for the node, or NULL */
 
     uint64_t size;
@@ -180,7 +181,7 @@ static int nb_options(struct qimg_io *io, struct nbd_state *s, qimg_opts *opts)
     if (r >= 0)
         r = qimg_opts_get_number(opts, "reconnect-delay", &number);   /* nothing to reconnect */
     if (r >= 0)
-        r = qimg_opts_get_number(opts, "open-timeout", &number);
+        r = qimg_opts_get_number(opts, "open-timeout", &s->open_timeout);
     if (r < 0)
         return r;
     s->context = qimg_strdup(bitmap ? bitmap : "base:allocation");
@@ -317,6 +318,23 @@ static int new_handle(struct nbd_state *s, struct nbd_handle **out, int timeout_
     return 0;
 }
 
+/* open-timeout=N: a server that is not there yet (refused, no socket)
+ * is tried again every 100 ms for N seconds, as qemu does. */
+static int first_connection(struct nbd_state *s)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int r = new_handle(s, &s->conn[0].h, -1);
+        if (r != -ECONNREFUSED && r != -ENOENT)
+            return r;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((uint64_t)(t.tv_sec - t0.tv_sec) >= QIMG_MIN(s->open_timeout, (uint64_t)86400))
+            return r;
+        nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
+    }
+}
+
 /* What the first connection learns about the export. */
 static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_handle *h)
 {
@@ -355,7 +373,7 @@ static int nb_open(struct qimg_io *io, qimg_opts *opts)
     if (r == 0 && !s->addr.is_unix)
         r = resolve(s);
     if (r == 0)
-        r = new_handle(s, &s->conn[0].h, -1);
+        r = first_connection(s);
     if (r < 0)
         return r;
     conn_init(&s->conn[0]);

@@ -113,6 +113,20 @@ check_fail "nothing written after a refused connection" test -e "$SCRATCH/never.
 same_ro "error: convert from a wrong export" convert -O qcow2 "nbd+unix:///nope?socket=$SOCK" "$SCRATCH/never.qcow2"
 check_fail "nothing written after a wrong export" test -e "$SCRATCH/never.qcow2"
 
+# open-timeout: a server that comes up late is waited for; one that never
+# does fails after the timeout with qemu's error
+LSOCK=$SCRATCH/late.sock
+( sleep 0.5; qemu-nbd -k "$LSOCK" --pid-file="$SCRATCH/late.pid" --fork --persistent -f raw \
+      "$SRV/q.pristine" ) &
+starter=$!
+out=$("$QIMG" info --image-opts "driver=nbd,server.type=unix,server.path=$LSOCK,open-timeout=5" 2>&1)
+wait "$starter"
+[ -s "$SCRATCH/late.pid" ] && PIDS+=("$(cat "$SCRATCH/late.pid")")
+case $out in *"virtual size: 4 MiB"*) pass "open-timeout waits for a late server" ;;
+    *) fail "open-timeout waits for a late server" "$out" ;; esac
+same_ro "open-timeout runs out" info --image-opts \
+    "driver=nbd,server.type=unix,server.path=$SCRATCH/never.sock,open-timeout=1"
+
 # ---- map: qemu-nbd (zeros reported) and nbdkit, judged by nbdinfo --map too
 for n in "$Q" "$K"; do
     same_ro "map $n" map "$n"
