@@ -782,6 +782,26 @@ static int nb_flush(struct qimg_io *io)
     return r;
 }
 
+/* Read-ahead advice (rebase, commit, convert -D): NBD_CMD_CACHE where the
+ * server has it, not waited for. */
+static void nb_hint(struct qimg_io *io, enum qimg_io_hint kind, uint64_t off, uint64_t len)
+{
+    struct nbd_state *s = io->priv;
+    if (kind != QIMG_IO_HINT_WILLNEED || !s->can_cache || off >= s->size)
+        return;
+    uint64_t aoff;
+    size_t alen;
+    widen(s, off, QIMG_MIN(QIMG_MIN(len, s->size - off), NBD_MAX_LEN32), &aoff, &alen);
+    int c = borrow(s);
+    struct nbd_conn *cn = &s->conn[c];
+    pthread_mutex_lock(&cn->m);
+    if (nbd_aio_cache(cn->h, alen, aoff, (nbd_completion_callback){ .callback = retire }, 0) >= 0 &&
+        cn->polling)
+        wake_poller(cn);
+    pthread_mutex_unlock(&cn->m);
+    give_back(s, c);
+}
+
 struct extent_answer { const char *context; uint32_t length, flags; bool got; };
 
 static int extent_cb(void *opaque, const char *metacontext, uint64_t offset,
@@ -881,6 +901,7 @@ static int nb_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
 #define nb_discard NULL
 #define nb_flush NULL
 #define nb_extent NULL
+#define nb_hint NULL
 
 #endif
 
@@ -899,6 +920,7 @@ const struct qimg_io_ops qimg_io_nbd_ops = {
     .get_size       = nb_get_size,
     .truncate       = nb_truncate,
     .extent         = nb_extent,
+    .hint           = nb_hint,
     .same           = nb_same,
     .close          = nb_close,
     .exact_filename = nb_exact_filename,

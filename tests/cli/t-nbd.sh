@@ -246,6 +246,9 @@ cp "$SRV/q.pristine" "$SRV/q.raw"
 same_ro "info --backing-chain over an nbd backing" info --backing-chain over.qcow2
 same_ro "map over an nbd backing" map --output=json over.qcow2
 same "convert an overlay of an nbd backing" convert -O raw over.qcow2 flat.raw
+check "convert an overlay of an nbd backing: same bytes" cmp "$SCRATCH/run.ref/work/flat.raw" "$SCRATCH/run.new/work/flat.raw"
+same "rebase -b '' of an overlay of an nbd backing" rebase -b "" over.qcow2
+check "rebase -b '' over an nbd backing: same image" cmp "$SCRATCH/run.ref/work/over.qcow2" "$SCRATCH/run.new/work/over.qcow2"
 same_ro "compare an overlay with its nbd backing" compare over.qcow2 "$Q"
 err=$(cd "$IN" && "$QIMG" --safe convert -O raw over.qcow2 "$SCRATCH/safe.raw" 2>&1)
 case $err in *"safe mode: image names a backing file"*) pass "safe mode refuses an nbd backing the image names" ;;
