@@ -86,6 +86,7 @@ deps:
 $(B)/config.mk: scripts/configure scripts/install-deps
 	@./scripts/install-deps || echo "qimg: building without the packages that are missing"
 	@B=$(B) WITHOUT="$(WITHOUT)" QUIET=$(QUIET) ./scripts/configure
+	@touch $@   # configure keeps an unchanged file's time: without this it would run on every make
 $(CONFIG_H): $(B)/config.mk
 	@test -f $@ || { rm -f $(B)/config.mk; echo "qimg: run make again: $@ was removed"; exit 1; }
 
@@ -161,7 +162,7 @@ fuzz-build: $(FUZZ_BIN)
 
 # A build without each optional library must still compile with -Werror and
 # link: each variant in its own directory, unoptimised (quick), binary only.
-MATRIX_FEATURES := zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd
+MATRIX_FEATURES := zlib libdeflate zstd bzip2 lzma lz4 lzo plist ext2fs libarchive openssl libnbd libcurl librbd
 config-matrix: $(B)/qimg
 	@for f in $(MATRIX_FEATURES) all; do \
 	    w=$$f; [ $$f = all ] && w="$(MATRIX_FEATURES)"; d=$(B)/without-$$f; \

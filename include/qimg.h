@@ -204,6 +204,7 @@ enum qimg_capability {
     QIMG_CAP_METADATA,      /* metadata of its own (every format but raw) */
     QIMG_CAP_MANY_FILES,    /* create may make files named after the image (vmdk's
                                extents): a new image is written in place */
+    QIMG_CAP_RAW_BACKING,   /* the backing file is always raw (UML cow): -b needs no -F */
 };
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);
@@ -378,6 +379,12 @@ struct qimg_convert_params {
      * unless quiet.  The copy then goes in order, one request at a time. */
     bool salvage;
     bool quiet;
+    /* With diff: the base holds the source's content as it was at its
+     * storage's snapshot of this name (an RBD snapshot: the previous
+     * backup was made from it).  Only the ranges the storage says changed
+     * since then are read and compared; the rest is left to the base
+     * unread.  The source must be raw on a storage that can tell (rbd). */
+    const char *diff_since;
 };
 int qimg_convert(const struct qimg_convert_params *p);
 

@@ -86,6 +86,39 @@ is taken from the directory of
 .IR output .
 One source image only; not with \fB\-B\fR, \fB\-n\fR or \fB\-\-bitmaps\fR.
 .TP
+.BI "convert \-D " base " \-\-from\-snapshot=" snap1 " [\-F " base_fmt "] \-O " fmt " rbd:" pool/image@snap2 " " output
+An incremental backup of a Ceph RBD image:
+.I base
+is the backup made from the image's snapshot
+.I snap1
+(a full \fBconvert\fR of
+.BI rbd: pool/image@snap1\fR,
+or the last increment of such a chain), and
+.I output
+becomes an overlay of it holding what changed up to snapshot
+.IR snap2 .
+Only the byte ranges RBD reports as changed between the two snapshots
+(\fBrbd_diff_iterate2\fR from
+.IR snap1 ,
+which reads no data) are read from the cluster and compared with
+.IR base ;
+the rest is left to
+.I base
+unread.  The source must be raw on rbd.  Each increment is taken from the
+snapshot the previous one was made from:
+.RS
+.nf
+qimg convert \-O qcow2 rbd:pool/vol@mon full.qcow2
+qimg convert \-D full.qcow2 \-\-from\-snapshot=mon \-O qcow2 rbd:pool/vol@tue tue.qcow2
+qimg convert \-D tue.qcow2 \-\-from\-snapshot=tue \-O qcow2 rbd:pool/vol@wed wed.qcow2
+.fi
+.RE
+.TP
+.B QIMG_RBD_STATS=FILE
+(environment) at the close of each RBD image, qimg appends a line
+\fIimage\fR[@\fIsnap\fR] \fBread\fR \fIbytes\fR to
+.IR FILE .
+.TP
 .BI "create [\-q] [\-p] [\-f " fmt "] [\-o " options "] \-\-from " source " [\-\-fs ext4|ext3|ext2|vfat] [\-\-partition none|mbr|gpt] [\-\-size " size "|+" extra "] [\-\-label " label "] [\-\-reproducible] " output " [" size ]
 Make
 .I output
@@ -176,11 +209,26 @@ also accepts \fB\-f\fR, and \fB\-d\fR also takes a snapshot id.
 (one "start length" line per range, in bytes), which qemu\-img cannot do.
 .IP \(bu 2
 Formats: \fBresize\fR and \fBmeasure\fR also work for vdi, vpc, parallels,
-vhdx and vmdk; a differencing VHD or VHDX is read through its parent and can
-be created with \fB\-b\fR, rebased and committed; a fixed VHD is recognised
+vhdx and vmdk (a twoGbMaxExtent vmdk grows past its last extent with new
+extent files named as VMware names them; a streamOptimized one is not grown;
+a vhdx shrunk with \fB\-\-shrink\fR gives the space of its dropped blocks
+back); a differencing VHD or VHDX is read through its parent and can
+be created with \fB\-b\fR, rebased and committed (a write into a
+differencing VHDX stores only the sectors it touches); a fixed VHD is recognised
 by its footer (qemu\-img probes it as raw); \fBmap\fR of a vhdx tells data
 from zeros and holes; a VHDX with a pending log can be read without
 \fBcheck \-r\fR; LUKS2 volumes with pbkdf2 keyslots open with \fB\-f luks\fR.
+.IP \(bu 2
+cloop and dmg (read\-only, as in qemu\-img): cloop 4 images are read too
+(header first or last; zlib, uncompressed, xz, lz4 and lzo1x blocks) and
+probed by their "V4.0" preamble; dmg images with bzip2 and ADC chunks are
+read (qemu\-img 7.2 on Debian fails them with I/O errors), a dmg is also
+recognised by its koly trailer whatever its name, and LZFSE chunks are
+refused with an error that names them. Blocks and chunks are decoded on
+every worker thread of \fBconvert\fR. A cloop offset or dmg chunk stored past
+the end of the file, overlapping dmg chunks and a cloop table larger than
+the file are errors when the image is opened (qemu\-img reads zeros or
+one of the overlapping chunks).
 .SH FILES INSIDE IMAGES
 .BR ls ", " cat ", " copy\-out " and " copy\-in
 work on an ext2/3/4 or FAT12/16/32 filesystem on the whole disk or, with

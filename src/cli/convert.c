@@ -29,6 +29,7 @@
 struct convert_opts {
     const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
     const char *diff_base;         /* -D (qimg): write only what differs from it */
+    const char *from_snapshot;     /* --from-snapshot (qimg): -D reads only what changed since */
     const char *cache, *src_cache;
     char *options;                 /* the -o texts joined with ',' */
     bool compress, copy_range, progress, quiet, skip_create, out_of_order;
@@ -37,7 +38,8 @@ struct convert_opts {
     int64_t sparse_size, rate_limit, coroutines;
 };
 
-enum { OPT_TARGET_IMAGE_OPTS = CLI_OPT_COMMAND, OPT_SALVAGE, OPT_TARGET_IS_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN };
+enum { OPT_TARGET_IMAGE_OPTS = CLI_OPT_COMMAND, OPT_SALVAGE, OPT_TARGET_IS_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN,
+       OPT_FROM_SNAPSHOT };
 
 static void parse_sparse(struct convert_opts *o, const char *arg)
 {
@@ -78,6 +80,7 @@ static void parse_args(int argc, char **argv, struct convert_opts *o)
         { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
         { "bitmaps", no_argument, NULL, OPT_BITMAPS },
         { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
+        { "from-snapshot", required_argument, NULL, OPT_FROM_SNAPSHOT },
         CLI_LONGOPT_END,
     };
     int c;
@@ -114,6 +117,7 @@ static void parse_args(int argc, char **argv, struct convert_opts *o)
         case OPT_TARGET_IS_ZERO: o->target_is_zero = true; break;
         case OPT_BITMAPS: o->bitmaps = true; break;
         case OPT_SKIP_BROKEN: o->skip_broken_bitmaps = true; break;
+        case OPT_FROM_SNAPSHOT: o->from_snapshot = optarg; break;
         default: cli_common_option(c, &o->image_opts); break;
         }
     }
@@ -143,6 +147,8 @@ static void check_combinations(const struct convert_opts *o)
         msg = "-D creates the target: it cannot be used with -n";
     else if (o->diff_base && o->bitmaps)
         msg = "-D cannot be used with --bitmaps";
+    else if (o->from_snapshot && !o->diff_base)
+        msg = "--from-snapshot needs -D (the backup made from that snapshot)";
     if (msg) {
         error_report("%s", msg);
         exit(1);
@@ -197,8 +203,12 @@ static int open_sources(struct sources *s, char **names, size_t n, const struct 
 
 static int check_target_format(const struct convert_opts *o, const char *out_name)
 {
-    if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
+    if (!qimg_format_known(o->out_fmt)) {
         error_report("Unknown file format '%s'", o->out_fmt);
+        return -1;
+    }
+    if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
+        error_report("Format driver '%s' does not support image creation", o->out_fmt);
         return -1;
     }
     if (qimg_create_name_check(out_name) < 0) {
@@ -362,7 +372,7 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
         .target_is_zero = zero_init, .target_has_backing = target_backing,
         .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
         .compress = o->compress, .diff = o->diff_base != NULL,
-        .salvage = o->salvage, .quiet = o->quiet,
+        .salvage = o->salvage, .quiet = o->quiet, .diff_since = o->from_snapshot,
         .progress = o->progress ? progress_callback : NULL, .progress_opaque = &prog,
     };
     progress_init(&prog, o->progress, 1.0f);
@@ -557,6 +567,8 @@ int cmd_convert(int argc, char **argv)
         goto out;
 
     const char *out_name = argv[argc - 1];
+    if (o.out_fmt && !o.backing_fmt && qimg_format_supports(o.out_fmt, QIMG_CAP_RAW_BACKING))
+        o.backing_fmt = "raw";   /* the only backing such a target has (UML cow) */
     /* -n writes the existing target in place, and so does a format whose
      * files are named after the image (vmdk's extents) */
     t = qimg_target_new(out_name, o.skip_create ||

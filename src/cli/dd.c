@@ -142,8 +142,12 @@ int cmd_dd(int argc, char **argv)
         return 1;
     int ret = 1;
     qimg_image *out = NULL;
-    if (!qimg_format_supports(o.out_fmt, QIMG_CAP_CREATE)) {
+    if (!qimg_format_known(o.out_fmt)) {
         error_report("Unknown file format");
+        goto done;
+    }
+    if (!qimg_format_supports(o.out_fmt, QIMG_CAP_CREATE)) {
+        error_report("Format driver '%s' does not support image creation", o.out_fmt);
         goto done;
     }
     /* qemu-img sees a raw file as a whole number of 512-byte sectors */

@@ -51,6 +51,10 @@ static int rebase_image(const char *filename, const struct rebase_args *a, struc
     int ret = 1;
     qimg_image *new_backing = NULL;
     bool opened = false;
+    struct rebase_args args = *a;
+    if (!args.base_fmt && qimg_format_supports(qimg_format(img), QIMG_CAP_RAW_BACKING))
+        args.base_fmt = "raw";   /* the only backing such an image has */
+    a = &args;
     if (a->base_fmt && !qimg_qemu_driver_known(a->base_fmt))
         error_report("Invalid format name: '%s'", a->base_fmt);
     else if (open_new_backing(img, a, src_flags, &new_backing, &opened) == 0) {

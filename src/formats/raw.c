@@ -139,7 +139,7 @@ static int raw_block_status(struct qimg_image *img, uint64_t off, uint64_t len, 
     ext->flags = QIMG_STATUS_ALLOCATED | QIMG_STATUS_OFFSET |
                  (kind == QIMG_IO_EXT_DATA ? QIMG_STATUS_DATA :
                   kind == QIMG_IO_EXT_DATA_ZERO ? QIMG_STATUS_DATA | QIMG_STATUS_ZERO : QIMG_STATUS_ZERO);
-    if (img->file->ops->not_protocol)
+    if (img->file->ops->not_protocol || img->file->ops->synthesized)
         ext->flags &= ~(unsigned)QIMG_STATUS_OFFSET;   /* no host file to point into */
     if (kind == QIMG_IO_EXT_UNKNOWN)
         ext->flags = 0;         /* the storage cannot say (null-co): as qemu */
@@ -152,8 +152,19 @@ static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
 {
     /* qemu asks the storage: null-co has no such information */
     info->has_dirty = img->file->ops != &qimg_io_null_co_ops && img->file->ops != &qimg_io_null_aio_ops &&
-                     img->file->ops != &qimg_io_nbd_ops && !img->file->ops->not_protocol;
+                     img->file->ops != &qimg_io_nbd_ops && !img->file->ops->not_protocol &&
+                     !img->file->ops->synthesized && !img->file->ops->no_info;
     info->dirty = false;
+    /* the storage's allocation unit (rbd's object size), as qemu asks it */
+    if (img->file->ops->cluster_size)
+        info->cluster_size = img->file->ops->cluster_size(img->file);
+    /* rbd named as the format (driver=rbd): qemu shows its (empty)
+     * encryption information */
+    if (img->protocol_format && img->file->ops == &qimg_io_rbd_ops) {
+        info->format_specific = qimg_json_object();
+        qimg_json_set(info->format_specific, "type", qimg_json_string("rbd"));
+        qimg_json_set(info->format_specific, "data", qimg_json_object());
+    }
     return 0;
 }
 
@@ -177,7 +188,7 @@ static int raw_create(struct qimg_create_ctx *ctx)
     int r = check_prealloc(ctx->prealloc);
     if (r < 0)
         return r;
-    r = qimg_io_open(&io, ctx->filename, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
+    r = qimg_io_open_new(&io, ctx->filename, ctx->opts, QIMG_IO_RDWR | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
     if (r < 0)
         return r;
     r = qimg_io_truncate(io, ctx->size);
@@ -185,9 +196,9 @@ static int raw_create(struct qimg_create_ctx *ctx)
         r = preallocate(io, 0, ctx->size, ctx->prealloc);
     /* Like qemu, allocate the first block so that later probing and
      * O_DIRECT alignment detection see real data there ("full" has
-     * written it already).  Storage that existed before (nbd) had its
-     * first sector zeroed by the create step. */
-    if (r == 0 && strcmp(ctx->prealloc, "full") != 0 && ctx->size > 0 && !io->ops->create_by_opening) {
+     * written it already); only on a file, as qemu.  Storage that existed
+     * before (nbd) had its first sector zeroed by the create step. */
+    if (r == 0 && strcmp(ctx->prealloc, "full") != 0 && ctx->size > 0 && io->ops == &qimg_io_file_ops) {
         uint8_t zeros[4096] = { 0 };
         r = qimg_io_pwrite(io, zeros, (size_t)QIMG_MIN(ctx->size, sizeof zeros), 0);
     }

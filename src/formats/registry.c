@@ -12,6 +12,10 @@ const struct qimg_driver *const qimg_drivers[] = {
     &qimg_driver_qed,
     &qimg_driver_qcow,
     &qimg_driver_vhdx,
+    &qimg_driver_bochs,
+    &qimg_driver_cow,
+    &qimg_driver_cloop,
+    &qimg_driver_dmg,
     NULL,
 };
 

@@ -32,6 +32,9 @@
 #define VDI_TYPE_STATIC    2u
 #define VDI_UNALLOCATED    0xffffffffu
 #define VDI_DISCARDED      0xfffffffeu
+/* in memory only: a block being written for the first time (its host
+ * block reserved, its map entry not yet written) */
+#define VDI_PENDING        0xfffffffdu
 /* qemu's limit: the block map must stay below 2 GiB minus a bit */
 #define VDI_BLOCKS_MAX     0x1fffff80u
 #define VDI_DISK_SIZE_MAX  ((uint64_t)VDI_BLOCKS_MAX * VDI_BLOCK_SIZE)
@@ -55,6 +58,10 @@ struct vdi_state {
     uint32_t allocated;
     uint64_t offset_bmap;
     uint64_t offset_data;
+    pthread_cond_t published;        /* a pending block got its entry */
+    /* new blocks whose entries and count are not written yet: the map's
+     * sectors [dirty_lo, dirty_hi) hold them */
+    uint32_t unstored, dirty_lo, dirty_hi;
 };
 
 static const struct qimg_opt_desc vdi_create_opts[] = {
@@ -64,10 +71,16 @@ static const struct qimg_opt_desc vdi_create_opts[] = {
 };
 
 static inline struct vdi_state *vdi_state(struct qimg_image *img) { return img->opaque; }
-static inline bool vdi_allocated(uint32_t entry) { return entry < VDI_DISCARDED; }
+static inline bool vdi_allocated(uint32_t entry) { return entry < VDI_PENDING; }
 static inline uint32_t bmap_get(const struct vdi_state *s, uint32_t i)
 {
     return i < s->loaded ? s->bmap[i] : 0;
+}
+/* what the file holds for entry i (a pending block is not there yet) */
+static inline uint32_t bmap_on_disk(const struct vdi_state *s, uint32_t i)
+{
+    uint32_t e = bmap_get(s, i);
+    return e == VDI_PENDING ? VDI_UNALLOCATED : e;
 }
 
 static int vdi_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
@@ -181,6 +194,7 @@ static void vdi_close(struct qimg_image *img)
     if (!s)
         return;
     free(s->bmap);
+    pthread_cond_destroy(&s->published);
     free(s);
     img->opaque = NULL;
 }
@@ -206,6 +220,7 @@ static int read_header(struct qimg_image *img, struct vdi_state *s)
 static int vdi_open(struct qimg_image *img, qimg_opts *opts, unsigned flags)
 {
     struct vdi_state *s = qimg_xcalloc(1, sizeof *s);
+    pthread_cond_init(&s->published, NULL);
     img->opaque = s;
     int r = read_header(img, s);
     if (r == 0)
@@ -288,41 +303,92 @@ static bool vdi_has_zero_init(struct qimg_image *img) { return true; }
 
 /* ================================================================ write */
 
-/* Write the block map's sector holding block i's entry. */
-static int store_bmap_entry(struct qimg_image *img, struct vdi_state *s, uint32_t i)
-{
-    uint8_t sector[VDI_SECTOR];
-    uint32_t first = i / (VDI_SECTOR / 4) * (VDI_SECTOR / 4);
-    memset(sector, 0, sizeof sector);
-    for (uint32_t k = 0; k < VDI_SECTOR / 4 && first + k < s->blocks; k++)
-        qimg_put_le32(sector + k * 4, bmap_get(s, first + k));
-    return qimg_io_pwrite(img->file, sector, sizeof sector, s->offset_bmap + (uint64_t)first * 4);
-}
-
 static int store_header(struct qimg_image *img, struct vdi_state *s)
 {
     qimg_put_le32(s->header + H_ALLOCATED, s->allocated);
     return qimg_io_pwrite(img->file, s->header, VDI_HEADER_LEN, 0);
 }
 
-/* A new host block after the last one, holding buf at off (zeros
- * elsewhere, written whole as qemu does), then the map and the header. */
-static int allocate_block(struct qimg_image *img, struct vdi_state *s, uint64_t off,
-                          const void *buf, size_t len)
+/* new blocks whose metadata is written together at the latest then */
+#define VDI_UNSTORED_MAX 128u
+
+/* The entries and the count of the blocks added since the last time, in
+ * two writes instead of two a block: the header first (its count), then
+ * the map's changed sectors, so that a crash between them leaves blocks
+ * counted but unused, never one block used twice. */
+static int store_new_blocks(struct qimg_image *img, struct vdi_state *s)
 {
-    uint32_t i = (uint32_t)(off / VDI_BLOCK_SIZE);
-    if (s->allocated >= s->blocks)
-        return qimg_error(-EIO, "VDI image has no room for a new block");
-    uint64_t host = s->offset_data + (uint64_t)s->allocated * VDI_BLOCK_SIZE;
-    uint8_t *block __attribute__((cleanup(qimg_cleanup_free))) = qimg_xcalloc(1, VDI_BLOCK_SIZE);
-    memcpy(block + off % VDI_BLOCK_SIZE, buf, len);
-    int r = qimg_io_pwrite(img->file, block, VDI_BLOCK_SIZE, host);
+    if (!s->unstored)
+        return 0;
+    int r = store_header(img, s);
     if (r < 0)
         return r;
-    s->bmap[i] = s->allocated++;   /* unallocated, so inside the loaded part */
-    r = store_bmap_entry(img, s, i);
+    size_t per = VDI_SECTOR / 4, len = (size_t)(s->dirty_hi - s->dirty_lo) * VDI_SECTOR;
+    uint8_t *buf __attribute__((cleanup(qimg_cleanup_free))) = qimg_xcalloc(1, len);
+    uint32_t first = s->dirty_lo * (uint32_t)per;
+    for (uint32_t k = 0; k < len / 4 && first + k < s->blocks; k++)
+        qimg_put_le32(buf + k * 4, bmap_on_disk(s, first + k));
+    r = qimg_io_pwrite(img->file, buf, len, s->offset_bmap + (uint64_t)first * 4);
     if (r == 0)
-        r = store_header(img, s);
+        s->unstored = 0;
+    return r;
+}
+
+/* Block i got its entry in memory: written with the next ones. */
+static int new_block_stored_later(struct qimg_image *img, struct vdi_state *s, uint32_t i)
+{
+    uint32_t sector = i / (VDI_SECTOR / 4);
+    if (!s->unstored) {
+        s->dirty_lo = sector;
+        s->dirty_hi = sector + 1;
+    }
+    s->dirty_lo = QIMG_MIN(s->dirty_lo, sector);
+    s->dirty_hi = QIMG_MAX(s->dirty_hi, sector + 1);
+    s->unstored++;
+    /* a span too long to write at once: what is there goes now */
+    if (s->unstored >= VDI_UNSTORED_MAX || s->dirty_hi - s->dirty_lo > 64)
+        return store_new_blocks(img, s);
+    return 0;
+}
+
+/* A new host block after the last one for block i, holding buf at off
+ * and zeros elsewhere (what qemu writes).  The block is reserved under
+ * img->lock (its entry pending), written without it, so that workers
+ * writing new blocks do not wait for each other's data; then its entry
+ * and the header are written.  A block past the end of the file is a hole
+ * there first (it reads as zeros; only the data is written); one inside
+ * the file (left over by an earlier size) gets its zeros written. */
+static int allocate_block(struct qimg_image *img, struct vdi_state *s, uint32_t i, uint64_t off,
+                          const uint8_t *buf, size_t len)
+{
+    if (s->allocated >= s->blocks)
+        return qimg_error(-EIO, "VDI image has no room for a new block");
+    uint32_t block = s->allocated;
+    uint64_t host = s->offset_data + (uint64_t)block * VDI_BLOCK_SIZE, file_size;
+    int r = qimg_io_get_size(img->file, &file_size);
+    if (r == 0 && file_size < host + VDI_BLOCK_SIZE && file_size <= host)
+        r = qimg_io_truncate(img->file, host + VDI_BLOCK_SIZE);
+    if (r < 0)
+        return r;
+    bool fresh = file_size <= host;
+    s->allocated++;
+    s->bmap[i] = VDI_PENDING;   /* unallocated, so inside the loaded part */
+    pthread_mutex_unlock(&img->lock);
+
+    size_t at = (size_t)(off % VDI_BLOCK_SIZE);
+    if (len == VDI_BLOCK_SIZE || fresh) {
+        r = qimg_io_pwrite(img->file, buf, len, host + at);
+    } else {
+        uint8_t *whole __attribute__((cleanup(qimg_cleanup_free))) = qimg_xcalloc(1, VDI_BLOCK_SIZE);
+        memcpy(whole + at, buf, len);
+        r = qimg_io_pwrite(img->file, whole, VDI_BLOCK_SIZE, host);
+    }
+
+    pthread_mutex_lock(&img->lock);
+    s->bmap[i] = r < 0 ? VDI_UNALLOCATED : block;
+    if (r == 0)
+        r = new_block_stored_later(img, s, i);
+    pthread_cond_broadcast(&s->published);
     return r;
 }
 
@@ -330,14 +396,17 @@ static int allocate_block(struct qimg_image *img, struct vdi_state *s, uint64_t 
 static int write_piece(struct qimg_image *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct vdi_state *s = vdi_state(img);
+    uint32_t i = (uint32_t)(off / VDI_BLOCK_SIZE);
     uint64_t host;
     int r;
     pthread_mutex_lock(&img->lock);
+    while (bmap_get(s, i) == VDI_PENDING)     /* another worker's first write */
+        pthread_cond_wait(&s->published, &img->lock);
     if (host_offset(s, off, &host)) {
         pthread_mutex_unlock(&img->lock);
         r = qimg_io_pwrite(img->file, p, n, host);
     } else {
-        r = allocate_block(img, s, off, p, n);
+        r = allocate_block(img, s, i, off, p, n);
         pthread_mutex_unlock(&img->lock);
     }
     return r;
@@ -350,7 +419,11 @@ static int vdi_write(struct qimg_image *img, uint64_t off, const void *buf, size
 
 static int vdi_flush(struct qimg_image *img)
 {
-    return qimg_io_flush(img->file);
+    struct vdi_state *s = vdi_state(img);
+    pthread_mutex_lock(&img->lock);
+    int r = store_new_blocks(img, s);
+    pthread_mutex_unlock(&img->lock);
+    return r < 0 ? r : qimg_io_flush(img->file);
 }
 
 /* =============================================================== resize */
@@ -409,7 +482,7 @@ static int store_whole_bmap(struct qimg_image *img, struct vdi_state *s)
         return -ENOMEM;
     memset(raw, 0, len);
     for (uint32_t i = 0; i < s->blocks; i++)
-        qimg_put_le32(raw + (uint64_t)i * 4, bmap_get(s, i));
+        qimg_put_le32(raw + (uint64_t)i * 4, bmap_on_disk(s, i));
     return qimg_io_pwrite(img->file, raw, len, s->offset_bmap);
 }
 
@@ -479,6 +552,9 @@ static int vdi_resize(struct qimg_image *img, uint64_t size, const char *preallo
                           ", max supported is 0x%" PRIx64 ")", size, VDI_DISK_SIZE_MAX);
     uint32_t blocks = (uint32_t)qimg_div_round_up(rounded, VDI_BLOCK_SIZE);
     bool is_static = qimg_le32(s->header + H_TYPE) == VDI_TYPE_STATIC;
+    int stored = store_new_blocks(img, s);
+    if (stored < 0)
+        return stored;
     if (blocks < s->blocks) {
         int r = shrink_blocks(img, s, blocks);
         if (r == 0)

@@ -174,7 +174,7 @@ void fat_bpb_encode(const struct fat_bpb *b, uint8_t *s)
     memset(s, 0, b->bytes_per_sector);
     bool f32 = b->type == FAT32;
     s[0] = 0xEB;
-    s[1] = f32 ? 0x58 : 0x3C;
+    s[1] = b->jump_offset ? b->jump_offset : f32 ? 0x58 : 0x3C;
     s[2] = 0x90;
     memcpy(s + BS_OEM, "MSWIN4.1", 8);
     qimg_put_le16(s + BPB_BYTSPERSEC, b->bytes_per_sector);
@@ -209,10 +209,12 @@ void fat_bpb_encode(const struct fat_bpb *b, uint8_t *s)
     memcpy(ebr + EBR_FILSYSTYPE, f32 ? "FAT32   " : b->type == FAT16 ? "FAT16   " : "FAT12   ", 8);
     /* Not bootable: the jump lands on "int 18h" (no bootable disk), then halts. */
     uint8_t *code = ebr + EBR_FILSYSTYPE + 8;
-    code[0] = 0xCD;
-    code[1] = 0x18;
-    code[2] = 0xEB;
-    code[3] = 0xFE;
+    if (!b->no_boot_code) {
+        code[0] = 0xCD;
+        code[1] = 0x18;
+        code[2] = 0xEB;
+        code[3] = 0xFE;
+    }
     s[BS_SIGNATURE] = 0x55;
     s[BS_SIGNATURE + 1] = 0xAA;
 }

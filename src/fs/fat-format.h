@@ -56,6 +56,10 @@ struct fat_bpb {
     uint32_t first_data_sector;
     uint32_t clusters;           /* data clusters: numbered 2 .. clusters + 1 */
     uint32_t cluster_bytes;
+
+    /* encoding choices (0/false: fat_bpb_encode's defaults) */
+    uint8_t jump_offset;         /* the jump's second byte (qemu's vvfat: 0x3E) */
+    bool no_boot_code;           /* leave the code area zero (as qemu's vvfat) */
 };
 
 /* Parses and checks a boot sector (at least 512 bytes).  dev_size is the

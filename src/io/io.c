@@ -11,7 +11,13 @@ const struct qimg_io_ops *const qimg_io_backends[] = {
     &qimg_io_null_aio_ops,
     &qimg_io_blkdebug_ops,
     &qimg_io_quorum_ops,
+    &qimg_io_vvfat_ops,
     &qimg_io_nbd_ops,
+    &qimg_io_http_ops,
+    &qimg_io_https_ops,
+    &qimg_io_ftp_ops,
+    &qimg_io_ftps_ops,
+    &qimg_io_rbd_ops,
     NULL,
 };
 
@@ -109,7 +115,10 @@ const struct qimg_io_ops *qimg_io_protocol(const char *name)
         const struct qimg_io_ops *ops = qimg_io_backends[i];
         if (ops->not_protocol)
             continue;
-        if (is_protocol(ops->name, name, len))
+        /* the protocol is the prefix's name ("fat" for vvfat), else the backend's */
+        const char *proto = ops->prefix ? ops->prefix : ops->name;
+        size_t plen = ops->prefix ? strcspn(proto, ":") : strlen(proto);
+        if (plen == len && strncmp(proto, name, len) == 0)
             return ops;
         for (size_t k = 0; ops->protocols && ops->protocols[k]; k++)
             if (is_protocol(ops->protocols[k], name, len))
@@ -164,6 +173,28 @@ int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags)
     int r = qimg_io_name_opts(&opts, filename);
     if (r == 0)
         r = qimg_io_open_opts(out, opts, flags);
+    qimg_opts_free(opts);
+    return r;
+}
+
+int qimg_io_open_new(struct qimg_io **out, const char *filename, qimg_opts *create_opts,
+                     unsigned flags)
+{
+    qimg_opts *opts = NULL;
+    int r = qimg_io_name_opts(&opts, filename);
+    const struct qimg_opt_desc *d = NULL;
+    if (r == 0) {
+        const char *driver = qimg_opts_get(opts, "driver");
+        const struct qimg_io_ops *ops = driver ? qimg_io_backend_find(driver) : NULL;
+        d = ops ? ops->create_opts : NULL;
+    }
+    for (; r == 0 && d && d->name; d++) {
+        const char *v = strcmp(d->name, "size") ? qimg_opts_get(create_opts, d->name) : NULL;
+        if (v)
+            r = qimg_opts_set(&opts, d->name, v);
+    }
+    if (r == 0)
+        r = qimg_io_open_opts(out, opts, flags | QIMG_IO_CREATE);
     qimg_opts_free(opts);
     return r;
 }

@@ -53,6 +53,32 @@ int codec_bzip2_decompress(const void *in, size_t in_len, void *out, size_t out_
 const char *codec_bzip2_library(void);
 extern const struct codec_stream_ops codec_bzip2_stream;
 
+/* xz (codec-xz.c) */
+int codec_xz_compress(int level, const void *in, size_t in_len,
+                      void *out, size_t out_cap, size_t *out_len);
+int codec_xz_decompress(const void *in, size_t in_len, void *out, size_t out_len,
+                        size_t *produced);
+const char *codec_xz_library(void);
+extern const struct codec_stream_ops codec_xz_stream;
+
+/* lz4 blocks and lzo1x (codec-lz4-lzo.c): one-shot only */
+int codec_lz4_compress(int level, const void *in, size_t in_len,
+                       void *out, size_t out_cap, size_t *out_len);
+int codec_lz4_decompress(const void *in, size_t in_len, void *out, size_t out_len,
+                         size_t *produced);
+const char *codec_lz4_library(void);
+int codec_lzo_compress(int level, const void *in, size_t in_len,
+                       void *out, size_t out_cap, size_t *out_len);
+int codec_lzo_decompress(const void *in, size_t in_len, void *out, size_t out_len,
+                         size_t *produced);
+const char *codec_lzo_library(void);
+
+/* Apple Data Compression (codec-adc.c): no library, always built */
+int codec_adc_compress(int level, const void *in, size_t in_len,
+                       void *out, size_t out_cap, size_t *out_len);
+int codec_adc_decompress(const void *in, size_t in_len, void *out, size_t out_len,
+                         size_t *produced);
+
 /* Register the calling thread for qimg_codec_release_thread() at its
  * exit: called by a library file before it caches a context. */
 void codec_note_thread_cache(void);
@@ -65,6 +91,8 @@ int codec_too_long(enum qimg_codec c, size_t cap);      /* -EIO: more than cap b
 int codec_no_room(enum qimg_codec c, size_t cap);       /* -ENOSPC (compression) */
 int codec_bad_level(enum qimg_codec c, int level);      /* -EINVAL */
 int codec_too_big(enum qimg_codec c, size_t len);       /* -EINVAL: over 4 GiB */
+int codec_truncated(enum qimg_codec c);                 /* -EIO: input ends early */
+int codec_no_stream(enum qimg_codec c);                 /* -ENOTSUP: one-shot only */
 
 /* zlib and libbz2 count in unsigned int: a larger output room is clamped
  * (harmless: a unit that large does not exist), a larger input refused. */

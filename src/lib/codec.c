@@ -10,6 +10,10 @@ static const char *const names[QIMG_CODEC_COUNT] = {
     [QIMG_CODEC_GZIP] = "gzip",
     [QIMG_CODEC_ZSTD] = "zstd",
     [QIMG_CODEC_BZIP2] = "bzip2",
+    [QIMG_CODEC_XZ] = "xz",
+    [QIMG_CODEC_LZ4] = "lz4",
+    [QIMG_CODEC_LZO1X] = "lzo1x",
+    [QIMG_CODEC_ADC] = "adc",
 };
 
 static bool known(enum qimg_codec c)
@@ -33,9 +37,22 @@ const char *qimg_codec_library(enum qimg_codec c)
         return codec_zstd_library();
     case QIMG_CODEC_BZIP2:
         return codec_bzip2_library();
+    case QIMG_CODEC_XZ:
+        return codec_xz_library();
+    case QIMG_CODEC_LZ4:
+        return codec_lz4_library();
+    case QIMG_CODEC_LZO1X:
+        return codec_lzo_library();
+    case QIMG_CODEC_ADC:
+        return "qimg";
     default:
         return NULL;
     }
+}
+
+bool qimg_codec_framed(enum qimg_codec c)
+{
+    return known(c) && c != QIMG_CODEC_LZ4 && c != QIMG_CODEC_ADC;
 }
 
 bool qimg_codec_available(enum qimg_codec c)
@@ -43,7 +60,7 @@ bool qimg_codec_available(enum qimg_codec c)
     return qimg_codec_library(c) != NULL;
 }
 
-static char list_text[64];
+static char list_text[128];
 static pthread_once_t list_once = PTHREAD_ONCE_INIT;
 
 static void make_list(void)
@@ -102,6 +119,17 @@ int codec_bad_level(enum qimg_codec c, int level)
     return qimg_error(-EINVAL, "%s: invalid compression level %d", name_or_unknown(c), level);
 }
 
+int codec_truncated(enum qimg_codec c)
+{
+    return qimg_error(-EIO, "%s: compressed data is truncated", name_or_unknown(c));
+}
+
+int codec_no_stream(enum qimg_codec c)
+{
+    return qimg_error(-ENOTSUP, "%s: no streaming decoder (whole blocks only)",
+                      name_or_unknown(c));
+}
+
 int codec_too_big(enum qimg_codec c, size_t len)
 {
     return qimg_error(-EINVAL, "%s: %zu bytes is too large for one buffer",
@@ -122,6 +150,14 @@ int qimg_codec_compress(enum qimg_codec c, int level, const void *in, size_t in_
         return codec_zstd_compress(level, in, in_len, out, out_cap, out_len);
     case QIMG_CODEC_BZIP2:
         return codec_bzip2_compress(level, in, in_len, out, out_cap, out_len);
+    case QIMG_CODEC_XZ:
+        return codec_xz_compress(level, in, in_len, out, out_cap, out_len);
+    case QIMG_CODEC_LZ4:
+        return codec_lz4_compress(level, in, in_len, out, out_cap, out_len);
+    case QIMG_CODEC_LZO1X:
+        return codec_lzo_compress(level, in, in_len, out, out_cap, out_len);
+    case QIMG_CODEC_ADC:
+        return codec_adc_compress(level, in, in_len, out, out_cap, out_len);
     default:
         return qimg_error(-EINVAL, "unknown codec %d", (int)c);
     }
@@ -139,6 +175,14 @@ int qimg_codec_decompress(enum qimg_codec c, const void *in, size_t in_len,
         return codec_zstd_decompress(in, in_len, out, out_len, produced);
     case QIMG_CODEC_BZIP2:
         return codec_bzip2_decompress(in, in_len, out, out_len, produced);
+    case QIMG_CODEC_XZ:
+        return codec_xz_decompress(in, in_len, out, out_len, produced);
+    case QIMG_CODEC_LZ4:
+        return codec_lz4_decompress(in, in_len, out, out_len, produced);
+    case QIMG_CODEC_LZO1X:
+        return codec_lzo_decompress(in, in_len, out, out_len, produced);
+    case QIMG_CODEC_ADC:
+        return codec_adc_decompress(in, in_len, out, out_len, produced);
     default:
         return qimg_error(-EINVAL, "unknown codec %d", (int)c);
     }
@@ -200,6 +244,8 @@ static const struct codec_stream_ops *stream_ops(enum qimg_codec c)
         return &codec_zstd_stream;
     case QIMG_CODEC_BZIP2:
         return &codec_bzip2_stream;
+    case QIMG_CODEC_XZ:
+        return &codec_xz_stream;
     default:
         return NULL;
     }
@@ -209,6 +255,8 @@ int qimg_codec_stream_new(struct qimg_codec_stream **out, enum qimg_codec c, uin
 {
     *out = NULL;
     const struct codec_stream_ops *ops = stream_ops(c);
+    if (!ops && known(c))
+        return qimg_codec_available(c) ? codec_no_stream(c) : codec_missing(c);
     if (!ops)
         return qimg_error(-EINVAL, "unknown codec %d", (int)c);
     void *impl = NULL;

@@ -24,19 +24,31 @@ enum qimg_codec {
     QIMG_CODEC_GZIP,        /* deflate in a gzip wrapper, RFC 1952 */
     QIMG_CODEC_ZSTD,        /* one zstd frame */
     QIMG_CODEC_BZIP2,       /* one bzip2 stream */
+    QIMG_CODEC_XZ,          /* one .xz stream (liblzma; cloop 4 blocks) */
+    QIMG_CODEC_LZ4,         /* one LZ4 block, no frame (liblz4; cloop 4) */
+    QIMG_CODEC_LZO1X,       /* one LZO1X stream (liblzo2; cloop 4) */
+    QIMG_CODEC_ADC,         /* Apple Data Compression (dmg), our own code */
     QIMG_CODEC_COUNT
 };
 
 /* The library's default level: 6 for the deflate family, 3 for zstd, 9
- * (900k blocks) for bzip2.  Accepted levels: deflate family 0-9, zstd
- * 1-22, bzip2 1-9. */
+ * (900k blocks) for bzip2, 6 for xz, 1 for the others.  Accepted levels:
+ * deflate family 0-9, zstd 1-22, bzip2 1-9, xz 0-9, lz4, lzo1x and adc 1.
+ *
+ * Framing: LZ4 blocks and ADC data carry no end marker, so "the whole
+ * stream" is all of in_len (bytes after it are not ignored but decoded);
+ * qimg_codec_framed() tells them apart. */
 #define QIMG_CODEC_LEVEL_DEFAULT (-1)
 
 bool qimg_codec_available(enum qimg_codec c);
-/* "deflate", "zlib", "gzip", "zstd", "bzip2"; NULL for an unknown value. */
+/* Does the codec's data mark its own end (false: lz4, adc)? */
+bool qimg_codec_framed(enum qimg_codec c);
+/* "deflate", "zlib", "gzip", "zstd", "bzip2", "xz", "lz4", "lzo1x", "adc";
+ * NULL for an unknown value. */
 const char *qimg_codec_name(enum qimg_codec c);
 /* The library behind a codec in this build ("libdeflate+zlib", "zlib",
- * "libdeflate", "libzstd", "libbz2"), or NULL when it is not built in. */
+ * "libdeflate", "libzstd", "libbz2", "liblzma", "liblz4", "liblzo2",
+ * "qimg"), or NULL when it is not built in. */
 const char *qimg_codec_library(enum qimg_codec c);
 /* The codecs built in, by name, separated by single spaces ("" if none). */
 const char *qimg_codec_list(void);
@@ -63,7 +75,8 @@ int qimg_codec_compress(enum qimg_codec c, int level, const void *in, size_t in_
 int qimg_codec_decompress(enum qimg_codec c, const void *in, size_t in_len,
                           void *out, size_t out_len, size_t *produced);
 
-/* Streaming decoder: feed input as it comes, take output in any pieces.
+/* Streaming decoder (deflate family, zstd, bzip2, xz; -ENOTSUP for the
+ * others): feed input as it comes, take output in any pieces.
  *   struct qimg_codec_stream *s;
  *   qimg_codec_stream_new(&s, QIMG_CODEC_ZLIB, max_total_output);
  *   loop: r = qimg_codec_stream_feed(s, &in, &in_len, &out, &out_cap);

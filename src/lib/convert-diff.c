@@ -10,6 +10,12 @@
  * work of at most DIFF_CHUNK bytes.  Worker threads read both images for a
  * unit, decide cluster by cluster, compress when asked, then write their
  * unit in guest order.
+ *
+ * Incremental backup (diff_since, qimg's --from-snapshot): the source's
+ * storage (rbd's object map through diff-iterate) says which ranges
+ * changed since the snapshot the base was made from; the walker skips the
+ * unchanged ones without reading either image, and a unit never reaches
+ * past the changed range it starts in.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +37,7 @@ struct diff {
     const struct qimg_convert_params *p;
     qimg_image *src, *base, *t;
     uint64_t size;                /* the source's size: what the target holds */
+    struct qimg_io *since_io;     /* diff_since: the source's storage */
     uint64_t cluster, chunk;
 
     pthread_mutex_t lock;
@@ -96,11 +103,69 @@ static void report_progress(struct diff *d)
         d->p->progress(100.0 * (double)d->done / (double)d->size, d->p->progress_opaque);
 }
 
+/* diff_since: is the range at off changed since the snapshot, and for how
+ * long (*len, at most max) does that hold? */
+static int changed_run(struct diff *d, uint64_t off, uint64_t max, bool *changed, uint64_t *len)
+{
+    uint64_t pos = off;
+    *len = 0;
+    while (pos < off + max) {
+        uint64_t n;
+        bool ch;
+        int r = d->since_io->ops->changed_extent(d->since_io, d->p->diff_since, pos,
+                                                 off + max - pos, &n, &ch);
+        if (r < 0)
+            return r;
+        if (n == 0)
+            return qimg_error(-EIO, "change tracking made no progress at byte %" PRIu64, pos);
+        if (pos == off)
+            *changed = ch;
+        else if (ch != *changed)
+            break;
+        pos += n;
+    }
+    *len = pos - off;
+    return 0;
+}
+
+/* diff_since: the unchanged run at off (whole clusters, or to the end),
+ * and how far the changed range from off reaches (cluster-aligned). */
+static int since_skip(struct diff *d, uint64_t off, uint64_t *skip, uint64_t *changed_len)
+{
+    bool changed = false;
+    uint64_t run;
+    int r = changed_run(d, off, d->size - off, &changed, &run);
+    if (r < 0)
+        return r;
+    *skip = 0;
+    *changed_len = d->size - off;
+    if (!changed)
+        *skip = off + run >= d->size ? d->size - off : run / d->cluster * d->cluster;
+    else
+        *changed_len = QIMG_MIN(d->size - off, qimg_div_round_up(run, d->cluster) * d->cluster);
+    /* less than a cluster unchanged before a change: read with it */
+    if (!changed && !*skip)
+        *changed_len = QIMG_MIN(d->size - off, qimg_div_round_up(run + 1, d->cluster) * d->cluster);
+    return 0;
+}
+
 /* Next unit, or 0 at the end.  Called with the lock held. */
 static int next_unit(struct diff *d, struct diff_unit *u)
 {
     while (!d->err && d->off < d->size) {
-        uint64_t run;
+        uint64_t run, reach = d->size - d->off;
+        if (d->since_io) {
+            uint64_t skip;
+            int r = since_skip(d, d->off, &skip, &reach);
+            if (r < 0)
+                return r;
+            if (skip) {
+                d->off += skip;
+                d->done += skip;
+                report_progress(d);
+                continue;
+            }
+        }
         int r = both_zero_run(d, d->off, &run);
         if (r < 0)
             return r;
@@ -114,11 +179,11 @@ static int next_unit(struct diff *d, struct diff_unit *u)
             continue;
         }
         *u = (struct diff_unit){ .seq = d->seq_next++, .off = d->off,
-                                 .len = QIMG_MIN(d->chunk, d->size - d->off) };
+                                 .len = QIMG_MIN(QIMG_MIN(d->chunk, d->size - d->off), reach) };
         d->off += u->len;
         /* both files are read cold: start the kernel on units to come */
         uint64_t ahead = d->off + (READAHEAD_UNITS - 1) * d->chunk;
-        if (ahead < d->size) {
+        if (ahead < d->size && !d->since_io) {
             qimg_chain_readahead(d->src, NULL, ahead, QIMG_MIN(d->chunk, d->size - ahead));
             qimg_chain_readahead(d->base, NULL, ahead, QIMG_MIN(d->chunk, d->size - ahead));
         }
@@ -305,6 +370,20 @@ static uint64_t target_cluster_size(qimg_image *t)
     return (uint64_t)cluster;
 }
 
+/* The storage that tells what changed in src since a snapshot: src must be
+ * raw (guest offsets are storage offsets) on a storage that can. */
+static int since_storage(qimg_image *src, struct qimg_io **out)
+{
+    struct qimg_io *io = src->file;
+    uint64_t io_size = 0;
+    if (!(src->drv->flags & QIMG_DRV_NO_METADATA) || src->backing || !io ||
+        !io->ops->changed_extent || qimg_io_get_size(io, &io_size) < 0 || io_size != qimg_size(src))
+        return qimg_error(-ENOTSUP, "--from-snapshot needs a raw source on storage that tracks "
+                          "changes between snapshots (rbd)");
+    *out = io;
+    return 0;
+}
+
 int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads)
 {
     if (p->nsources != 1)
@@ -315,14 +394,21 @@ int qimg_convert_diff(const struct qimg_convert_params *p, unsigned nthreads)
         return qimg_error(-EINVAL, "The target image has no backing file to compare with");
     if (p->compress && !qimg_drv_can(d.t->drv, QIMG_CAP_COMPRESS))
         return qimg_error(-ENOTSUP, "Compression not supported for this file format");
+    if (p->diff_since) {
+        int r = since_storage(d.src, &d.since_io);
+        if (r < 0)
+            return r;
+    }
     d.size = qimg_size(d.src);
     d.cluster = target_cluster_size(d.t);
     d.chunk = QIMG_MAX(d.cluster, (uint64_t)DIFF_CHUNK / d.cluster * d.cluster);
     if (qimg_size(d.t) < d.size)
         return qimg_error(-ENOSPC, "output file is smaller than input file");
     uint64_t first = QIMG_MIN((READAHEAD_UNITS - 1) * d.chunk, d.size);
-    qimg_chain_readahead(d.src, NULL, 0, first);
-    qimg_chain_readahead(d.base, NULL, 0, first);
+    if (!d.since_io) {
+        qimg_chain_readahead(d.src, NULL, 0, first);
+        qimg_chain_readahead(d.base, NULL, 0, first);
+    }
     pthread_mutex_init(&d.lock, NULL);
     pthread_cond_init(&d.turn, NULL);
     struct qimg_pool *pool = NULL;

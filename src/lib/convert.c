@@ -64,6 +64,9 @@ struct convert {
     /* -c, or a target that takes only compressed writes (streamOptimized
      * vmdk, as qemu-img's needs_compressed_writes): units are whole target
      * clusters, compressed by the workers */
+    /* writes go out as they are ready: -W, or a raw target on storage
+     * where order costs round trips and buys nothing (rbd) */
+    bool unordered;
     bool compress;
     uint64_t cluster;        /* the target's cluster size */
     uint64_t total_len;      /* sum of the padded source sizes (-c, --salvage) */
@@ -253,7 +256,7 @@ static int count_total(struct convert *c)
 static bool wait_turn(struct convert *c, const struct unit *u)
 {
     pthread_mutex_lock(&c->lock);
-    while (!c->p->out_of_order && c->seq_write != u->seq && !c->err)
+    while (!c->unordered && c->seq_write != u->seq && !c->err)
         pthread_cond_wait(&c->turn, &c->lock);
     bool failed = c->err != 0;
     pthread_mutex_unlock(&c->lock);
@@ -272,7 +275,7 @@ static void finish_unit(struct convert *c, const struct unit *u, uint64_t bytes_
 {
     double delay = 0;
     pthread_mutex_lock(&c->lock);
-    if (!c->p->out_of_order)
+    if (!c->unordered)
         c->seq_write = u->seq + 1;
     pthread_cond_broadcast(&c->turn);
     if (u->counted) {
@@ -361,6 +364,16 @@ static size_t sector_run(const uint8_t *buf, size_t pos, size_t len, bool zero)
 {
     size_t end = pos;
     while (end < len) {
+        /* a zero run is crossed in 64 KiB, then 4 KiB strides: sector by
+         * sector only where its data begins */
+        if (zero && end + 65536 <= len && qimg_is_zero(buf + end, 65536)) {
+            end += 65536;
+            continue;
+        }
+        if (zero && end + 4096 <= len && qimg_is_zero(buf + end, 4096)) {
+            end += 4096;
+            continue;
+        }
         size_t n = QIMG_MIN((size_t)SECTOR, len - end);
         if (qimg_is_zero(buf + end, n) != zero)
             break;
@@ -708,6 +721,9 @@ int qimg_convert(const struct qimg_convert_params *p)
     if (p->diff)
         return qimg_convert_diff(p, worker_threads(p->coroutines));
     struct convert c = { .p = p };
+    qimg_image *t = p->target;
+    c.unordered = p->out_of_order || (!p->salvage && (t->drv->flags & QIMG_DRV_NO_METADATA) &&
+                                      t->file && t->file->ops->unordered_writes);
     pthread_mutex_init(&c.lock, NULL);
     pthread_cond_init(&c.turn, NULL);
     clock_gettime(CLOCK_MONOTONIC, &c.start);

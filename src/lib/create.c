@@ -64,6 +64,20 @@ static void merged_opts(const struct qimg_driver *drv, bool with_protocol, struc
         list_append(l, file_create_opts);
 }
 
+/* The same with the options of the protocol the new image's name selects
+ * (rbd's cluster_size ...; the file protocol's by default). */
+static void merged_opts_for(const struct qimg_driver *drv, const char *filename, struct opt_list *l)
+{
+    const struct qimg_io_ops *protocol = filename ? qimg_io_protocol(filename) : NULL;
+    if (!protocol || !protocol->create_opts) {
+        merged_opts(drv, true, l);
+        return;
+    }
+    l->n = 0;
+    list_append(l, drv->create_opts);
+    list_append(l, protocol->create_opts);
+}
+
 static const struct qimg_driver *find_format(const char *fmt)
 {
     const struct qimg_driver *drv = qimg_driver_find(fmt);
@@ -262,7 +276,7 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
     r = qimg_create_name_check(p->filename);
     if (r < 0)
         return r;
-    merged_opts(pl->drv, true, &pl->list);
+    merged_opts_for(pl->drv, p->filename, &pl->list);
     copy_opts(&pl->opts, p->opts);
     r = validate_list(&pl->list, pl->opts);
     if (r < 0)
@@ -285,6 +299,8 @@ static int make_plan(const struct qimg_create_params *p, struct plan *pl)
         qimg_opts_set(&pl->opts, "backing_fmt", p->backing_fmt);
     }
     const char *backing = qimg_opts_get(pl->opts, "backing_file");
+    if (backing && (pl->drv->flags & QIMG_DRV_RAW_BACKING) && !qimg_opts_get(pl->opts, "backing_fmt"))
+        qimg_opts_set(&pl->opts, "backing_fmt", "raw");
     const char *backing_fmt = qimg_opts_get(pl->opts, "backing_fmt");
     if (backing && strcmp(backing, p->filename) == 0)
         return qimg_error(-EINVAL, "Error: Trying to create an image with the same filename as the backing file");

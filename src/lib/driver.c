@@ -23,6 +23,7 @@ bool qimg_drv_can(const struct qimg_driver *drv, enum qimg_capability cap)
     case QIMG_CAP_MAKE_EMPTY: return drv->make_empty != NULL;
     case QIMG_CAP_METADATA: return qimg_drv_has_metadata(drv);
     case QIMG_CAP_MANY_FILES: return drv->flags & QIMG_DRV_MANY_FILES;
+    case QIMG_CAP_RAW_BACKING: return drv->flags & QIMG_DRV_RAW_BACKING;
     }
     return false;
 }
@@ -150,28 +151,55 @@ static int no_snapshots(void)
     return qimg_error(-ENOTSUP, "Block driver does not support snapshots");
 }
 
+/* qemu's fallback: a format without snapshots of its own (raw) passes
+ * them to its storage when that has them (rbd). */
+static struct qimg_io *snapshot_storage(qimg_image *img)
+{
+    return img->file && img->file->ops->snapshot_list ? img->file : NULL;
+}
+
 int qimg_drv_snapshot_list(qimg_image *img, struct qimg_snapshot_info **list, size_t *n)
 {
     *list = NULL;
     *n = 0;
-    return img->drv->snapshot_list ? img->drv->snapshot_list(img, list, n) : no_snapshots();
+    if (img->drv->snapshot_list)
+        return img->drv->snapshot_list(img, list, n);
+    struct qimg_io *io = snapshot_storage(img);
+    return io ? io->ops->snapshot_list(io, list, n) : no_snapshots();
+}
+
+bool qimg_drv_has_snapshot_list(qimg_image *img)
+{
+    return img->drv->snapshot_list || snapshot_storage(img);
 }
 
 int qimg_drv_snapshot_create(qimg_image *img, const char *name)
 {
-    return img->drv->snapshot_create ? img->drv->snapshot_create(img, name) : no_snapshots();
+    if (img->drv->snapshot_create)
+        return img->drv->snapshot_create(img, name);
+    struct qimg_io *io = snapshot_storage(img);
+    return io ? io->ops->snapshot_create(io, name) : no_snapshots();
 }
 
 int qimg_drv_snapshot_apply(qimg_image *img, const char *id_or_name)
 {
-    return img->drv->snapshot_apply ? img->drv->snapshot_apply(img, id_or_name)
-                                    : no_snapshots();
+    if (img->drv->snapshot_apply)
+        return img->drv->snapshot_apply(img, id_or_name);
+    struct qimg_io *io = snapshot_storage(img);
+    if (!io)
+        return no_snapshots();
+    int r = io->ops->snapshot_apply(io, id_or_name);
+    if (r < 0)
+        return qimg_error(r, "Failed to load snapshot: %s", strerror(-r));
+    return 0;
 }
 
 int qimg_drv_snapshot_delete(qimg_image *img, const char *id, const char *name)
 {
-    return img->drv->snapshot_delete ? img->drv->snapshot_delete(img, id, name)
-                                     : no_snapshots();
+    if (img->drv->snapshot_delete)
+        return img->drv->snapshot_delete(img, id, name);
+    struct qimg_io *io = snapshot_storage(img);
+    return io ? io->ops->snapshot_delete(io, name) : no_snapshots();
 }
 
 int qimg_drv_snapshot_load_tmp(qimg_image *img, const char *id, const char *name)
@@ -274,24 +302,28 @@ const char *qimg_codecs(void)
     return qimg_codec_list();
 }
 
-/* QIMG_FEATURES (build/config.h) names the optional libraries configure
- * found; the others are lacking. */
-static const char *const optional_features[] = { "zlib", "libdeflate", "zstd", "bzip2",
-                                                 "ext2fs", "libarchive", "openssl", "libnbd" };
-static char lacking_text[128];
+/* QIMG_FEATURES_KNOWN (build/config.h) names every optional library
+ * configure looks for, QIMG_FEATURES those it found; the others are
+ * lacking. */
+static char lacking_text[256];
 static pthread_once_t lacking_once = PTHREAD_ONCE_INIT;
 
 static void find_lacking(void)
 {
     const char *have = " " QIMG_FEATURES " ";
+    const char *known = QIMG_FEATURES_KNOWN;
     size_t len = 0;
-    for (size_t i = 0; i < QIMG_ARRAY_SIZE(optional_features); i++) {
-        char word[32];
-        snprintf(word, sizeof word, " %s ", optional_features[i]);
-        if (strstr(have, word))
-            continue;
-        len += (size_t)snprintf(lacking_text + len, sizeof lacking_text - len, "%s%s",
-                                len ? " " : "", optional_features[i]);
+    while (*known) {
+        size_t n = strcspn(known, " ");
+        char word[40];
+        if (n > 0 && n < sizeof word - 2) {
+            snprintf(word, sizeof word, " %.*s ", (int)n, known);
+            if (!strstr(have, word) && len < sizeof lacking_text)
+                len += (size_t)snprintf(lacking_text + len, sizeof lacking_text - len, "%s%.*s",
+                                        len ? " " : "", (int)n, known);
+        }
+        known += n;
+        known += strspn(known, " ");
     }
 }
 

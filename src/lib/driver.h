@@ -69,6 +69,9 @@ enum qimg_driver_flags {
     /* create may write files next to the image, named after it (vmdk's
      * extents), so a new image cannot be written under a temporary name. */
     QIMG_DRV_MANY_FILES = 1u << 4,
+    /* The backing file is always read as raw (UML cow): create takes -b
+     * without -F, as if -F raw were given. */
+    QIMG_DRV_RAW_BACKING = 1u << 5,
 };
 
 /*
@@ -198,6 +201,10 @@ extern const struct qimg_driver qimg_driver_luks;
 extern const struct qimg_driver qimg_driver_qed;
 extern const struct qimg_driver qimg_driver_qcow;
 extern const struct qimg_driver qimg_driver_vhdx;
+extern const struct qimg_driver qimg_driver_bochs;
+extern const struct qimg_driver qimg_driver_cow;
+extern const struct qimg_driver qimg_driver_cloop;
+extern const struct qimg_driver qimg_driver_dmg;
 
 /* ====================================================== capability layer */
 
@@ -223,6 +230,8 @@ int qimg_drv_make_empty(struct qimg_image *img);          /* -ENOTSUP when it ca
 
 int qimg_drv_snapshot_list(struct qimg_image *img, struct qimg_snapshot_info **list, size_t *n);
 int qimg_drv_snapshot_create(struct qimg_image *img, const char *name);
+/* Does the image list snapshots (its format's, or its storage's under raw)? */
+bool qimg_drv_has_snapshot_list(struct qimg_image *img);
 int qimg_drv_snapshot_apply(struct qimg_image *img, const char *id_or_name);
 int qimg_drv_snapshot_delete(struct qimg_image *img, const char *id, const char *name);
 int qimg_drv_snapshot_load_tmp(struct qimg_image *img, const char *id, const char *name);

@@ -45,7 +45,7 @@ int qimg_storage_name_tree(qimg_opts **o, const char *child, const char *name)
     int r = qimg_io_name_opts(&storage, name);
     for (size_t i = 0; r == 0 && i < qimg_opts_count(storage); i++) {
         CLEANUP_FREE char *key = qimg_asprintf("%s.%s", child, qimg_opts_name(storage, i));
-        r = qimg_opts_set(o, key, qimg_opts_value(storage, i));
+        r = qimg_opts_set_typed(o, key, qimg_opts_value(storage, i), qimg_opts_kind(storage, i));
     }
     return r;
 }
@@ -165,7 +165,7 @@ static int pick_driver(qimg_opts *o, const struct node_req *req, const char **na
     if (!*drv && req->fmt && !qimg_io_backend_find(req->fmt))
         return qimg_error(-EINVAL, "Unknown driver '%s'", req->fmt);
     if ((req->flags & QIMG_OPEN_RDWR) && *drv && ((*drv)->flags & QIMG_DRV_READ_ONLY))
-        return qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices", *name);
+        return qimg_error(-EACCES, "Image is read-only");   /* qemu's words for cloop, dmg */
     return 0;
 }
 
@@ -235,12 +235,11 @@ static int open_storage_of(qimg_image *img, qimg_opts *file_opts, const struct n
     if (r == 0 && !*drv) {
         r = probe_format(img->file, img->file->filename, drv);
         if (r == 0 && (req->flags & QIMG_OPEN_RDWR) && ((*drv)->flags & QIMG_DRV_READ_ONLY))
-            r = qimg_error(-EACCES, "Driver '%s' can only be used for read-only devices",
-                           (*drv)->name);
+            r = qimg_error(-EACCES, "Image is read-only");
         if (r == 0 && *drv == &qimg_driver_raw && (req->flags & QIMG_OPEN_RDWR)) {
             img->probed_raw = true;
             if (!(req->flags & QIMG_OPEN_NO_PROBE_WARNING))
-                qimg_warn_probed_raw(req->display);
+                qimg_warn_probed_raw(img->file->ops->json_name ? img->file->filename : req->display);
         }
     }
     if (r < 0)
@@ -418,7 +417,9 @@ static void name_top_node(qimg_image *img, const struct node_req *req, const qim
 {
     bool strong = has_strong_key(o);
     char *name = strong ? NULL : qimg_io_exact_filename(img->file);
-    if (!name && req->from_tree && (!strong || has_content_key(o)))
+    /* a vvfat name ("fat:DIR") cannot name its node either: qemu shows its options */
+    bool unnamed = req->from_tree || img->file->ops->synthesized;
+    if (!name && (img->file->ops->json_name || (unnamed && (!strong || has_content_key(o)))))
         name = qimg_node_json_name(img->node_opts, img->protocol_format ? NULL : img->drv->name);
     if (!name)
         return;

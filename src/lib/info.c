@@ -43,7 +43,7 @@ static int add_snapshots(qimg_image *img, struct qimg_json *o)
 {
     struct qimg_snapshot_info *sn = NULL;
     size_t n = 0;
-    if (!img->drv->snapshot_list)
+    if (!qimg_drv_has_snapshot_list(img))
         return 0;   /* no "snapshots" key */
     int r = qimg_drv_snapshot_list(img, &sn, &n);
     if (r < 0)

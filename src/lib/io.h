@@ -148,6 +148,9 @@ struct qimg_io_ops {
      * extents have no host offset (map shows none) and it has no "dirty"
      * information for info. */
     bool not_protocol;
+    /* The bytes are made, not stored (vvfat): extents have no host offset
+     * (map shows none) and there is no "dirty" information for info. */
+    bool synthesized;
     /* More protocol names that select this backend (nbd: "nbd+unix" ...),
      * NULL-terminated, or NULL. */
     const char *const *protocols;
@@ -155,6 +158,38 @@ struct qimg_io_ops {
      * protocols that cannot make storage: nbd): the new image's size must
      * fit, preallocation is refused, the first sector is zeroed. */
     bool create_by_opening;
+    /* qemu's driver answers no "get info" (curl): info over it shows no
+     * dirty flag. */
+    bool no_info;
+    /* No write path at all (curl): pwrite, zero, discard, truncate and
+     * preallocate are NULL and open refuses QIMG_IO_RDWR. */
+    bool read_only;
+    /* qemu names an image on this storage by its options (json:{...}),
+     * even one given as a name string (rbd: keeps no filename). */
+    bool json_name;
+    /* The protocol's create options, merged after a format's own (NULL:
+     * the file protocol's size, nocow, preallocation, extent_size_hint). */
+    const struct qimg_opt_desc *create_opts;
+    /* info's cluster_size of a raw image on this storage (rbd's object
+     * size); NULL or <=0: none. */
+    int64_t (*cluster_size)(struct qimg_io *io);
+    /* Snapshots of the storage itself, which a format without snapshots of
+     * its own (raw) passes down to as qemu does (its fallback to the
+     * file).  Snapshots are named: id and name are the same. */
+    int (*snapshot_list)(struct qimg_io *io, struct qimg_snapshot_info **list, size_t *n);
+    int (*snapshot_create)(struct qimg_io *io, const char *name);
+    int (*snapshot_apply)(struct qimg_io *io, const char *name);
+    int (*snapshot_delete)(struct qimg_io *io, const char *name);
+    /* What changed since the storage's snapshot `since`: the extent at off
+     * (at most len) changed or not, its length in *pnum.  Reads nothing but
+     * the storage's own metadata (rbd's object map).  -ENOTSUP: the
+     * storage cannot tell. */
+    int (*changed_extent)(struct qimg_io *io, const char *since, uint64_t off, uint64_t len,
+                          uint64_t *pnum, bool *changed);
+    /* Writes in guest order buy nothing here (no file layout, each
+     * request a network round trip: rbd): convert into raw on it writes
+     * as -W does. */
+    bool unordered_writes;
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
@@ -194,6 +229,11 @@ int qimg_io_open(struct qimg_io **out, const char *filename, unsigned flags);
  * a local file), "filename" and the backend's keys.  Keys
  * nobody uses stay unused in opts for the caller to report. */
 int qimg_io_open_opts(struct qimg_io **out, qimg_opts *opts, unsigned flags);
+/* Create and open a new storage object by name; the protocol's own create
+ * options (create_opts but size: rbd's cluster_size) are taken from
+ * create_opts. */
+int qimg_io_open_new(struct qimg_io **out, const char *filename, qimg_opts *create_opts,
+                     unsigned flags);
 void qimg_io_close(struct qimg_io *io);
 /* Same underlying object (backing chain loop detection). */
 bool qimg_io_same(struct qimg_io *a, struct qimg_io *b);
@@ -229,7 +269,13 @@ extern const struct qimg_io_ops qimg_io_null_co_ops;
 extern const struct qimg_io_ops qimg_io_null_aio_ops;
 extern const struct qimg_io_ops qimg_io_blkdebug_ops;
 extern const struct qimg_io_ops qimg_io_quorum_ops;
+extern const struct qimg_io_ops qimg_io_vvfat_ops;
 extern const struct qimg_io_ops qimg_io_nbd_ops;
+extern const struct qimg_io_ops qimg_io_http_ops;
+extern const struct qimg_io_ops qimg_io_https_ops;
+extern const struct qimg_io_ops qimg_io_ftp_ops;
+extern const struct qimg_io_ops qimg_io_ftps_ops;
+extern const struct qimg_io_ops qimg_io_rbd_ops;
 
 /* The storage below a blkdebug filter, NULL for any other backend. */
 struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);
@@ -239,5 +285,14 @@ struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);
  * or below its filters)? */
 int qimg_io_open_image(struct qimg_io **out, qimg_opts *opts, unsigned ioflags);
 bool qimg_io_holds_image(struct qimg_io *io);
+
+/* http-parse.c: what the curl backends (curl.c) read from users and
+ * servers.  qemu's check that a URL starts with "PROTO://" (error set);
+ * is a response header line (not NUL-terminated) "Accept-Ranges: bytes"?;
+ * "Content-Range: bytes FIRST-LAST/TOTAL": 1 with first and last, 0 for
+ * another header, -EINVAL when malformed. */
+int qimg_http_url_check(const char *proto, const char *url);
+bool qimg_http_accepts_ranges(const char *line, size_t len);
+int qimg_http_content_range(const char *line, size_t len, uint64_t *first, uint64_t *last);
 
 #endif

@@ -30,11 +30,25 @@ static const char *const quorum_keys[] = {
 static const char *const nbd_keys[] = {
     "path", "host", "port", "export", "tls-creds", "tls-hostname", "server.", NULL,
 };
+/* vvfat: every option decides what it reads (qemu's order of them does not
+ * matter: the printer sorts keys as qemu's dictionary does) */
+static const char *const vvfat_keys[] = { "dir", "fat-type", "floppy", "label", "rw", NULL };
+static const char *const curl_keys[] = {
+    "url", "sslverify", "cookie", "cookie-secret", "username", "password-secret",
+    "proxy-username", "proxy-password-secret", NULL,
+};
+/* rbd keeps no "filename": a name string is turned into these keys */
+static const char *const rbd_keys[] = {
+    "pool", "namespace", "image", "conf", "snapshot", "user", "server.", NULL,
+};
 static const struct strong_opts strong_table[] = {
     { "nbd", nbd_keys },
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
     { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
     { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys },
+    { "vvfat", vvfat_keys },
+    { "http", curl_keys }, { "https", curl_keys }, { "ftp", curl_keys }, { "ftps", curl_keys },
+    { "rbd", rbd_keys },
 };
 
 static const char *const *strong_keys_of(const char *driver)
@@ -145,7 +159,9 @@ static struct qimg_json *storage_json(qimg_opts *s)
         driver = "file";
     struct qimg_json *obj = qimg_json_object();
     qimg_json_set(obj, "driver", qimg_json_string(driver));
-    bool from_string = qimg_opts_get(s, "x-image") != NULL;
+    /* blkdebug's string name, vvfat's "fat:..." and rbd's "rbd:..." are no option of theirs */
+    bool from_string = qimg_opts_get(s, "x-image") != NULL || strcmp(driver, "vvfat") == 0 ||
+                       strcmp(driver, "rbd") == 0;
     if (!from_string)
         add_key(obj, s, "filename");
     const char *const *keys = strong_keys_of(driver);

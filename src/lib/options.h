@@ -30,6 +30,9 @@ struct qimg_opt_pair { char *name; char *value; bool used; char kind; };
  * shows it in the json:{...} names it makes); 0: a string. */
 enum { QIMG_OPT_KIND_NUMBER = 'n', QIMG_OPT_KIND_BOOL = 'b' };
 char qimg_opts_kind(const qimg_opts *o, size_t i);
+/* Set name=value as a value of that kind (a backend's parse_filename making
+ * typed options, as qemu's QDict of a parsed name holds them). */
+int qimg_opts_set_typed(qimg_opts **o, const char *name, const char *value, char kind);
 struct qimg_opts {
     struct qimg_opt_pair *v;
     size_t n, cap;

@@ -81,6 +81,14 @@ static void set_with_kind(qimg_opts **o, const char *name, const char *value, ch
     opts_find(*o, name)->kind = kind;
 }
 
+int qimg_opts_set_typed(qimg_opts **o, const char *name, const char *value, char kind)
+{
+    int r = qimg_opts_set(o, name, value);
+    if (r == 0)
+        opts_find(*o, name)->kind = kind;
+    return r;
+}
+
 const char *qimg_opts_value(const qimg_opts *opts, size_t i)
 {
     return opts && i < opts->n ? opts->v[i].value : NULL;

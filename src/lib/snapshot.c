@@ -29,7 +29,7 @@ int qimg_snapshot_apply(qimg_image *img, const char *id_or_name)
         /* qemu falls back to the file under a format without snapshots:
          * it reopens it, and a probed raw image warns again */
         if (img->probed_raw)
-            qimg_warn_probed_raw(qimg_filename(img));
+            qimg_warn_probed_raw(img->file->ops->json_name ? img->file->filename : qimg_filename(img));
         return qimg_drv_snapshot_apply(img, id_or_name);
     }
     int r = qimg_drv_snapshot_apply(img, id_or_name);

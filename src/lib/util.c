@@ -186,11 +186,18 @@ void *qimg_io_buffer(size_t size)
 bool qimg_is_zero(const void *buf, size_t len)
 {
     const unsigned char *p = buf;
-    size_t head = QIMG_MIN(len, (size_t)16);
-    for (size_t i = 0; i < head; i++)
-        if (p[i])
-            return false;
-    if (len <= 16)
+    if (len < 16) {
+        for (size_t i = 0; i < len; i++)
+            if (p[i])
+                return false;
+        return true;
+    }
+    /* data mostly shows in its first bytes: two words decide at once */
+    uint64_t w[2];
+    memcpy(w, p, sizeof w);
+    if (w[0] | w[1])
+        return false;
+    if (len == 16)
         return true;
     /* buffer[0..16) are zero: compare the rest with itself shifted */
     return memcmp(p, p + 16, len - 16) == 0;

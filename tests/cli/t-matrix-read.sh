@@ -47,6 +47,31 @@ measure_beyond_qemu() {
     done
 }
 
+# measure_uncreatable LABEL ROW: qemu-img can neither create nor measure
+# the format (creates_beyond_qemu); qimg's figures hold what qimg writes:
+# "required" for --size is the size of a new image, "fully allocated" that
+# of a copy of a disk full of data, and a copy of a source fits in required
+measure_uncreatable() {
+    local name="$1: measure (beyond qemu-img)" i=$2 fm=${FMT[$2]} m src size
+    size=$(measure_size "$fm")
+    m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" --size "$size")
+    rm -f "$SCRATCH/m.$fm" "$SCRATCH/full.raw"
+    "$QIMG" create -q -f "$fm" "$SCRATCH/m.$fm" "$size"
+    expect_eq "$name: --size required" "$(echo "$m" | json_field required)" "$(stat -c %s "$SCRATCH/m.$fm")"
+    python3 -c 'import sys; open(sys.argv[1], "wb").write(b"\x5a" * (16 << 20))' "$SCRATCH/full.raw"
+    rm -f "$SCRATCH/m.$fm"
+    "$QIMG" convert -O "$fm" "$SCRATCH/full.raw" "$SCRATCH/m.$fm"
+    expect_eq "$name: --size fully allocated" "$(echo "$m" | json_field fully-allocated)" \
+        "$(stat -c %s "$SCRATCH/m.$fm")"
+    for src in "d0.raw" "a$i.$fm"; do
+        m=$("$QIMG_AS_QEMU" measure --output=json -O "$fm" "$IN/$src")
+        rm -f "$SCRATCH/m.$fm"
+        "$QIMG" convert -O "$fm" "$IN/$src" "$SCRATCH/m.$fm"
+        check "$name: $src: a copy fits in required" \
+            test "$(stat -c %s "$SCRATCH/m.$fm")" -le "$(echo "$m" | json_field required)"
+    done
+}
+
 # map_beyond_qemu LABEL IMAGE RAW: every range qimg's map calls zero
 # reads as zeros, every range with an offset holds the guest's bytes there,
 # and the ranges cover the disk once, in order
@@ -107,7 +132,9 @@ for i in $ROWS; do
         same_ro "$L: compare -s with its data" compare "${SEC[@]}" "${PF[@]}" -s "$A" "d$i.raw"
     fi
     co "$i"
-    if measures_beyond_qemu "$fm"; then
+    if creates_beyond_qemu "$fm"; then
+        measure_uncreatable "$L" "$i"
+    elif measures_beyond_qemu "$fm"; then
         measure_beyond_qemu "$L" "$i"
     else
         same_ro "$L: measure --size" measure "${SEC[@]}" -O "$fm" "${CO[@]}" --size 1G

@@ -39,6 +39,38 @@ if command -v zstd >/dev/null; then
     { printf '\007'; zstd -q -c "$OUT/codec-text"; } > "$OUT/codec-zstd"
 fi
 rm -f "$OUT/codec-text"
+# the codecs of cloop 4 and dmg: xz (python's lzma), lz4 and lzo1x (the
+# libraries through ctypes), ADC (dmg-craft.py's encoder)
+/usr/bin/python3 - "$OUT" "$(cd ../cli && pwd)/dmg-craft.py" <<'PY'
+import ctypes, importlib.util, lzma, sys
+out = sys.argv[1]
+text = b"".join(b"cluster %d sector %d\n" % (i, i * 7) for i in range(400))[:4096]
+buf = ctypes.create_string_buffer(8192)
+n = ctypes.CDLL("liblz4.so.1").LZ4_compress_default(text, buf, len(text), 8192)
+open(f"{out}/codec-lz4", "wb").write(b"\x07" + buf.raw[:n])
+size, work = ctypes.c_size_t(0), ctypes.create_string_buffer(1 << 17)
+ctypes.CDLL("liblzo2.so.2").lzo1x_1_compress(text, len(text), buf, ctypes.byref(size), work)
+open(f"{out}/codec-lzo1x", "wb").write(b"\x07" + buf.raw[:size.value])
+open(f"{out}/codec-xz", "wb").write(b"\x07" + lzma.compress(text, check=lzma.CHECK_CRC32))
+spec = importlib.util.spec_from_file_location("dc", sys.argv[2])
+dc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dc)
+open(f"{out}/codec-adc", "wb").write(b"\x07" + dc.adc_compress(text))
+PY
+
+# cloop (version 2 by create_compressed_fs, version 4 by cloop-craft.py:
+# every block method, header first and last) and dmg (dmg-craft.py: every
+# chunk type qimg reads, property list and resource fork) from 20 KiB of
+# random bytes, zeros and text
+{ head -c 3000 /dev/urandom; head -c 4000 /dev/zero; seq 1 3000; } > "$tmp/archive.raw"
+truncate -s 20480 "$tmp/archive.raw"
+if command -v create_compressed_fs >/dev/null; then
+    create_compressed_fs -q -B 1024 "$tmp/archive.raw" "$OUT/cloop2-cff.cloop" >/dev/null 2>&1
+fi
+/usr/bin/python3 ../cli/cloop-craft.py "$tmp/archive.raw" "$OUT/cloop4-methods.cloop" 2048 zlib,none,xz,lz4,lzo1x first
+/usr/bin/python3 ../cli/cloop-craft.py "$tmp/archive.raw" "$OUT/cloop4-last.cloop" 4096 zlib,xz last
+/usr/bin/python3 ../cli/dmg-craft.py "$tmp/archive.raw" "$OUT/dmg-mixed.dmg" adc:5,zlib:7,bzip2:9,raw:2,zero:3 --comment
+/usr/bin/python3 ../cli/dmg-craft.py "$tmp/archive.raw" "$OUT/dmg-rsrc.dmg" zlib:8,adc:8,raw:1 --rsrc --parts 2
 
 # real images from other tools
 if [ -d "$TESTDATA" ]; then
@@ -196,6 +228,30 @@ io "$OUT/qcow-backing" qcow 'write -P 0x32 512 1k'
 rm -f "$OUT/base.raw"
 printf 'compressible %.0s' $(seq 1 300) > "$tmp/text.raw"
 "$QEMU_IMG" convert -c -f raw -O qcow "$tmp/text.raw" "$OUT/qcow-compressed" || true
+# bochs growing images by hand (bximage's smallest is 10 MiB): 4 KiB
+# extents, a 16-entry catalog, two extents with some sectors written;
+# versions 2 and 1 of the header
+python3 - "$OUT/bochs-data" "$OUT/bochs-v1" <<'PY'
+import struct, sys
+def image(version):
+    h = bytearray(512)
+    h[0:22], h[32:39], h[48:55] = b"Bochs Virtual HD Image", b"Redolog", b"Growing"
+    struct.pack_into("<IIIII", h, 64, version, 512, 16, 1, 4096)
+    struct.pack_into("<Q", h, 0x54 if version == 0x10000 else 0x58, 65536)
+    cat = [0xffffffff] * 16
+    cat[0], cat[9] = 1, 0
+    body = b"".join(struct.pack("<I", e) for e in cat)
+    for bits, fill in ((0x81, 0x21), (0x0f, 0x43)):
+        body += bytes([bits]) + bytes(511) + bytes([fill]) * 4096
+    return bytes(h) + body
+open(sys.argv[1], "wb").write(image(0x20000))
+open(sys.argv[2], "wb").write(image(0x10000))
+PY
+# UML cow files of each header version (8 sectors, two written) over a
+# backing file that is not there
+for v in 1 2 3 3b; do
+    ALIGN=512 python3 ../cli/cow-craft.py "$v" "$OUT/cow-v$v" base.raw 4096 0 1:0x5a 6:0x6b
+done
 total=$(cat "$OUT"/* | wc -c)
 echo "corpus: $(ls "$OUT" | wc -l) files, $total bytes"
 [ "$total" -le 1048576 ] || { echo "corpus over 1 MiB" >&2; exit 1; }

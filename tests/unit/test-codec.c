@@ -134,8 +134,11 @@ static void round_trip(enum qimg_codec c, size_t len, bool random)
     memset(out, 0xa5, len + 1);
     CHECK_EQ_INT(qimg_codec_decompress(c, comp, clen + 64, out, len, NULL), 0);
     CHECK(memcmp(in, out, len) == 0);
-    CHECK_EQ_INT(qimg_codec_decompress(c, comp, clen + 64, out, len, &got), 0);
-    CHECK_EQ_INT(got, len);
+    /* whole mode ignores what follows a stream that marks its end */
+    if (qimg_codec_framed(c)) {
+        CHECK_EQ_INT(qimg_codec_decompress(c, comp, clen + 64, out, len, &got), 0);
+        CHECK_EQ_INT(got, len);
+    }
     /* same input, same bytes */
     uint8_t *again = qimg_xmalloc(bound(len));
     size_t alen = 0;
@@ -169,6 +172,8 @@ TEST(levels)
     static const int good[QIMG_CODEC_COUNT][2] = {
         [QIMG_CODEC_DEFLATE] = { 0, 9 }, [QIMG_CODEC_ZLIB] = { 0, 9 },
         [QIMG_CODEC_GZIP] = { 0, 9 }, [QIMG_CODEC_ZSTD] = { 1, 19 }, [QIMG_CODEC_BZIP2] = { 1, 9 },
+        [QIMG_CODEC_XZ] = { 0, 9 }, [QIMG_CODEC_LZ4] = { 1, 1 }, [QIMG_CODEC_LZO1X] = { 1, 1 },
+        [QIMG_CODEC_ADC] = { 1, 1 },
     };
     FOR_EACH_CODEC(c) {
         if (!qimg_codec_available(c))
@@ -256,6 +261,9 @@ TEST(truncated_and_corrupt)
         for (size_t cut = 0; cut < clen; cut += cut < 64 ? 1 : clen / 97 + 1) {
             qimg_error_clear();
             int r = qimg_codec_decompress(c, comp, cut, out, N, &got);
+            /* without an end marker a cut between commands is shorter data */
+            if (!qimg_codec_framed(c) && r == 0 && got < N)
+                continue;
             CHECK(r == -EIO);
             if (r != -EIO)
                 fprintf(stderr, "  %s cut at %zu of %zu: %d\n", qimg_codec_name(c), cut, clen, r);
@@ -280,7 +288,7 @@ TEST(truncated_and_corrupt)
         /* garbage: only raw deflate has no header to reject it */
         fill_random(bad, 4096, 3);
         int r = qimg_codec_decompress(c, bad, 4096, out, N, &got);
-        CHECK(r == -EIO || (c == QIMG_CODEC_DEFLATE && r == 0));
+        CHECK(r == -EIO || ((c == QIMG_CODEC_DEFLATE || !qimg_codec_framed(c)) && r == 0));
     }
 }
 
@@ -387,6 +395,8 @@ static void *worker(void *arg)
             continue;
         size_t len = rng_next(&s) % cap;
         int level = rng_next(&s) % 2 ? QIMG_CODEC_LEVEL_DEFAULT : 1 + (int)(rng_next(&s) % 9);
+        if (c >= QIMG_CODEC_LZ4)       /* one level only */
+            level = QIMG_CODEC_LEVEL_DEFAULT;
         rng_next(&s) % 4 ? fill_semi(in, len, s) : fill_random(in, len, s);
         size_t clen = 0, got = 0;
         int r = qimg_codec_compress(c, level, in, len, comp, bound(len), &clen);

@@ -132,6 +132,7 @@ static bool expected(const struct qimg_driver *d, enum qimg_capability cap)
     case QIMG_CAP_MAKE_EMPTY: return d->make_empty;
     case QIMG_CAP_METADATA: return !(d->flags & QIMG_DRV_NO_METADATA);
     case QIMG_CAP_MANY_FILES: return d->flags & QIMG_DRV_MANY_FILES;
+    case QIMG_CAP_RAW_BACKING: return d->flags & QIMG_DRV_RAW_BACKING;
     }
     return false;
 }
@@ -139,7 +140,7 @@ static bool expected(const struct qimg_driver *d, enum qimg_capability cap)
 static const enum qimg_capability all_caps[] = {
     QIMG_CAP_CREATE, QIMG_CAP_WRITE, QIMG_CAP_COMPRESS, QIMG_CAP_BACKING, QIMG_CAP_SNAPSHOTS,
     QIMG_CAP_BITMAPS, QIMG_CAP_AMEND, QIMG_CAP_CHECK, QIMG_CAP_RESIZE, QIMG_CAP_MEASURE,
-    QIMG_CAP_MAKE_EMPTY, QIMG_CAP_METADATA, QIMG_CAP_MANY_FILES,
+    QIMG_CAP_MAKE_EMPTY, QIMG_CAP_METADATA, QIMG_CAP_MANY_FILES, QIMG_CAP_RAW_BACKING,
 };
 
 TEST(capabilities_agree_with_callbacks)
@@ -203,8 +204,8 @@ TEST(help_texts)
 /* ---- storage backends ---- */
 
 /* Every backend opens, reads, sizes and closes itself; the wrappers give
- * defaults for the rest (io.c).  No backend here is read-only, so each
- * also writes. */
+ * defaults for the rest (io.c).  Each also writes unless it says it is
+ * read-only, and then it has no write path at all. */
 TEST(backends_required_callbacks)
 {
     size_t n = 0;
@@ -213,7 +214,9 @@ TEST(backends_required_callbacks)
         CHECK(o->name && o->name[0]);
         CHECK(o->open != NULL);
         CHECK(o->pread != NULL);
-        CHECK(o->pwrite != NULL);
+        CHECK(o->pwrite != NULL || o->read_only);
+        CHECK(!o->read_only || (!o->pwrite && !o->zero && !o->discard && !o->truncate &&
+                                !o->preallocate && !o->can_create));
         CHECK(o->get_size != NULL);
         CHECK(o->close != NULL);
     }

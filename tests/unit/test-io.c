@@ -52,7 +52,7 @@ TEST(registry_has_required_ops)
     for (; qimg_io_backends[n]; n++) {
         const struct qimg_io_ops *ops = qimg_io_backends[n];
         CHECK(ops->name && ops->open && ops->pread && ops->get_size && ops->close);
-        CHECK(ops->pwrite != NULL);   /* no read-only backend yet */
+        CHECK(ops->pwrite != NULL || ops->read_only);
         CHECK(qimg_io_backend_find(ops->name) == ops);
     }
     CHECK(n >= 4);
@@ -285,6 +285,41 @@ TEST(blkdebug_options_and_align)
     qimg_io_close(io);
 }
 
+/* vvfat with rw: writes land in the overlay (read back, unaligned pieces
+ * merged with the made bytes around them), never in the directory; a
+ * read-only open refuses rw:, a read-write open without it is refused. */
+TEST(vvfat_rw_overlay)
+{
+    CLEANUP_FREE char *tree = path("vvtree");
+    CHECK_EQ_INT(mkdir(tree, 0755), 0);
+    CLEANUP_FREE char *file = path("vvtree/keep.txt");
+    write_text(file, "keep me\n");
+    CLEANUP_FREE char *name = qimg_asprintf("fat:rw:%s", tree);
+    struct qimg_io *io;
+    CHECK(qimg_io_open(&io, name, 0) < 0);
+    CHECK(strstr(qimg_last_error(), "Unable to set VVFAT to 'rw'") != NULL);
+    CLEANUP_FREE char *ro = qimg_asprintf("fat:%s", tree);
+    CHECK(qimg_io_open(&io, ro, QIMG_IO_RDWR) < 0);
+    CHECK_EQ_INT(qimg_io_open(&io, name, QIMG_IO_RDWR), 0);
+    static uint8_t before[3 * 512], after[3 * 512];
+    CHECK_EQ_INT(qimg_io_pread(io, before, sizeof before, 1 << 20), 0);
+    uint8_t data[700];
+    memset(data, 0xab, sizeof data);
+    CHECK_EQ_INT(qimg_io_pwrite(io, data, sizeof data, (1 << 20) + 100), 0);
+    CHECK_EQ_INT(qimg_io_pread(io, after, sizeof after, 1 << 20), 0);
+    CHECK(memcmp(after, before, 100) == 0);
+    CHECK(memcmp(after + 100, data, sizeof data) == 0);
+    CHECK(memcmp(after + 800, before + 800, sizeof after - 800) == 0);
+    /* the MBR stays what was made where nothing was written */
+    uint8_t mbr[512];
+    CHECK_EQ_INT(qimg_io_pread(io, mbr, sizeof mbr, 0), 0);
+    CHECK(mbr[510] == 0x55 && mbr[511] == 0xAA);
+    qimg_io_close(io);
+    struct stat st;
+    CHECK_EQ_INT(stat(file, &st), 0);
+    CHECK_EQ_INT(st.st_size, 8);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -298,6 +333,7 @@ int main(void)
     RUN(blkdebug_inject_always_and_once);
     RUN(blkdebug_set_state);
     RUN(blkdebug_options_and_align);
+    RUN(vvfat_rw_overlay);
     CLEANUP_FREE char *cmd = qimg_asprintf("rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);

@@ -257,6 +257,7 @@ int vhdx_make_empty(struct qimg_image *img)
         if (s->bat[i] && i % (s->chunk_ratio + 1) != s->chunk_ratio)
             vhdx_bat_set(s, i, 0);
     /* the bitmaps stay: no sector is present any more */
+    vhdx_bitmaps_drop(s);
     for (uint64_t i = s->chunk_ratio; r == 0 && i < s->bat_entries; i += s->chunk_ratio + 1)
         if (VHDX_BAT_STATE(s->bat[i]) == VHDX_SB_PRESENT)
             r = qimg_io_zero(img->file, VHDX_BAT_OFFSET(s->bat[i]), VHDX_SB_BLOCK, false);
@@ -268,7 +269,6 @@ int vhdx_make_empty(struct qimg_image *img)
     if (r == 0) {
         free(s->parent_linkage);
         s->parent_linkage = qimg_strdup(linkage);
-        s->sb_cached = 0;
     }
     pthread_mutex_unlock(&img->lock);
     return r < 0 ? r : qimg_io_flush(img->file);

@@ -233,7 +233,10 @@ static size_t put_utf16(uint8_t *p, const char *s)
 }
 
 /* The locator: type, count, the entries, then the strings one after the
- * other. */
+ * other.  No parent_linkage2: MS-VHDX 2.6.2.6.3 has parent_linkage hold
+ * the parent's DataWriteGuid when a differencing disk is created and says
+ * parent_linkage2 is not present then (it is a second identity a reader
+ * accepts, which vhdx_parent_check does). */
 static size_t build_locator(uint8_t *p, const char *linkage, const char *relative,
                             const char *absolute)
 {

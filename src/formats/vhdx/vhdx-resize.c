@@ -198,11 +198,62 @@ static int grow(struct qimg_image *img, struct vhdx_state *s, uint64_t size)
     return 0;
 }
 
+/* The blocks past the new end, as file ranges (their entries' places). */
+static struct vhdx_range *dropped_blocks(struct vhdx_state *s, uint64_t first_block,
+                                         uint64_t entries, size_t *n)
+{
+    struct vhdx_range *v = qimg_xcalloc(s->bat_entries - entries + s->payload_blocks -
+                                        first_block + 1, sizeof *v);
+    *n = 0;
+    for (uint64_t i = 0; i < s->bat_entries; i++) {
+        uint64_t e = s->bat[i];
+        unsigned st = VHDX_BAT_STATE(e);
+        bool sb = i % (s->chunk_ratio + 1) == s->chunk_ratio;
+        bool gone = i >= entries || (!sb && i - i / (s->chunk_ratio + 1) >= first_block);
+        bool placed = sb ? st == VHDX_SB_PRESENT
+                         : st == VHDX_PAYLOAD_FULLY_PRESENT ||
+                               st == VHDX_PAYLOAD_PARTIALLY_PRESENT;
+        if (gone && placed && VHDX_BAT_OFFSET(e))
+            v[(*n)++] = (struct vhdx_range){ VHDX_BAT_OFFSET(e),
+                                             VHDX_BAT_OFFSET(e) + (sb ? VHDX_SB_BLOCK
+                                                                      : s->block_size) };
+    }
+    return v;
+}
+
+/* After a shrink: the space of the dropped blocks given back, the file cut
+ * after what it still holds.  Runs once the new table is in place and
+ * the log empty (a replay then changes nothing, and the log's recorded
+ * file size no longer matters). */
+static int give_back(struct qimg_image *img, struct vhdx_state *s,
+                     const struct vhdx_range *gone, size_t n)
+{
+    int r = qimg_io_flush(img->file);
+    if (r == 0 && s->log_guid_set)
+        r = vhdx_set_log_guid(img, s, false);
+    if (r < 0)
+        return r;
+    uint64_t end = qimg_div_round_up(vhdx_used_end(s), VHDX_MiB) * VHDX_MiB;
+    for (size_t i = 0; i < n; i++)
+        if (gone[i].start < end)
+            (void)qimg_io_discard(img->file, gone[i].start,
+                                  QIMG_MIN(gone[i].end, end) - gone[i].start);
+    if (end < s->file_size) {
+        r = qimg_io_truncate(img->file, end);
+        if (r < 0)
+            return r;
+        s->file_size = end;
+    }
+    s->alloc_offset = QIMG_MAX(end, s->file_size);
+    return 0;
+}
+
 /* Shrink (--shrink, beyond qemu-img): the blocks past the new end are
- * dropped from the table (their space stays in the file), the entries
- * past the new count zeroed, then the size changes through the log.
- * What the new last block holds past the end is cleared if it grows
- * again (clear_tail). */
+ * dropped from the table, the entries past the new count zeroed, then the
+ * size changes through the log; then the dropped blocks' space is given
+ * back (holes, and the file cut after its last used MiB).  What the new
+ * last block holds past the end is cleared if it grows again
+ * (clear_tail). */
 static int shrink_to(struct qimg_image *img, struct vhdx_state *s, uint64_t size)
 {
     int r = vhdx_bat_commit(img, s);
@@ -213,6 +264,8 @@ static int shrink_to(struct qimg_image *img, struct vhdx_state *s, uint64_t size
     uint32_t cr;
     uint64_t pb, entries;
     vhdx_geometry(size, s->block_size, s->logical_sector, s->has_parent, &cr, &pb, &entries);
+    size_t ngone;
+    CLEANUP_FREE struct vhdx_range *gone = dropped_blocks(s, pb, entries, &ngone);
     for (uint64_t b = pb; b < s->payload_blocks; b++)
         vhdx_bat_set(s, vhdx_bat_index(s, b), 0);
     for (uint64_t i = entries; i < s->bat_entries; i++)
@@ -230,7 +283,9 @@ static int shrink_to(struct qimg_image *img, struct vhdx_state *s, uint64_t size
     s->bat_entries = entries;
     s->disk_size = size;
     img->size = size;
-    return 0;
+    /* bitmaps of chunks that are gone */
+    vhdx_bitmaps_drop(s);
+    return give_back(img, s, gone, ngone);
 }
 
 int vhdx_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)

@@ -123,7 +123,7 @@ static void vhdx_close(struct qimg_image *img)
     vhdx_log_free(&s->pending);
     free(s->bat);
     free(s->dirty_bat);
-    free(s->sb_cache);
+    vhdx_bitmaps_drop(s);
     free(s->log_error);
     free(s->parent_linkage);
     free(s->parent_linkage2);

@@ -140,8 +140,17 @@ struct vhdx_state {
     /* parent locator (differencing disks) */
     char *parent_linkage, *parent_linkage2;
     char *parent_relative, *parent_absolute, *parent_volume;
-    uint8_t *sb_cache;                  /* one sector bitmap block */
-    uint64_t sb_cached;                 /* its chunk + 1, 0 when none */
+    struct vhdx_bitmap **sb;            /* per chunk, loaded at first use */
+    uint64_t nsb;                       /* entries of sb */
+    uint64_t sb_ndirty;                 /* changed 4 KiB sectors of them */
+    uint64_t sb_loaded;                 /* how many are in memory */
+};
+
+/* One chunk's sector bitmap block in memory (a differencing disk): a bit
+ * a logical sector, set when this file holds the sector itself. */
+struct vhdx_bitmap {
+    uint8_t *bits;                              /* VHDX_SB_BLOCK bytes */
+    uint8_t dirty[VHDX_SB_BLOCK / VHDX_LOG_SECTOR];   /* sectors to commit */
 };
 
 static inline struct vhdx_state *vhdx_state(struct qimg_image *img) { return img->opaque; }
@@ -202,6 +211,9 @@ int64_t vhdx_check_entries(struct vhdx_state *s, uint64_t file_size);
 int vhdx_alloc_bitmaps(struct qimg_image *img, struct vhdx_state *s);
 int vhdx_bat_commit(struct qimg_image *img, struct vhdx_state *s);
 void vhdx_bat_set(struct vhdx_state *s, uint64_t index, uint64_t entry);
+uint64_t vhdx_used_end(const struct vhdx_state *s);
+/* Forget the bitmaps held in memory (after they changed on disk). */
+void vhdx_bitmaps_drop(struct vhdx_state *s);
 
 /* The parent locator item (VHDX type) into p; its length. */
 size_t vhdx_build_locator(uint8_t *p, const char *linkage, const char *relative);

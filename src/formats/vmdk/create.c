@@ -125,11 +125,11 @@ int vmdk_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_me
 }
 
 /* A new extent file: flat (its size, a hole) or sparse. */
-static int create_extent(const char *path, uint64_t bytes, bool flat, bool zeroed_grain,
-                         bool compress, struct qimg_io **out)
+static int create_extent_with(const char *path, unsigned ioflags, uint64_t bytes, bool flat,
+                              bool zeroed_grain, bool compress, struct qimg_io **out)
 {
     struct qimg_io *io;
-    int r = qimg_io_open(&io, path, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_TRUNC | QIMG_IO_NOLOCK);
+    int r = qimg_io_open(&io, path, QIMG_IO_RDWR | QIMG_IO_CREATE | QIMG_IO_NOLOCK | ioflags);
     if (r < 0)
         return r;
     if (flat) {
@@ -147,6 +147,17 @@ static int create_extent(const char *path, uint64_t bytes, bool flat, bool zeroe
     else
         *out = io;
     return r;
+}
+
+static int create_extent(const char *path, uint64_t bytes, bool flat, bool zeroed_grain,
+                         bool compress, struct qimg_io **out)
+{
+    return create_extent_with(path, QIMG_IO_TRUNC, bytes, flat, zeroed_grain, compress, out);
+}
+
+int vmdk_new_extent_file(const char *path, uint64_t bytes, bool flat, bool zeroed_grain)
+{
+    return create_extent_with(path, QIMG_IO_EXCL, bytes, flat, zeroed_grain, false, NULL);
 }
 
 static bool one_of(const char *v, const char *const *list, size_t n)

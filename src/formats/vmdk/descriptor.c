@@ -299,6 +299,17 @@ char *vmdk_desc_resized(const char *text, size_t index, uint64_t sectors, uint64
     return out;
 }
 
+char *vmdk_desc_add_extents(const char *text, size_t index, const char *lines)
+{
+    size_t start, end;
+    if (!find_extent_count(text, index, &start, &end))
+        return NULL;
+    const char *eol = strchr(text + end, '\n');
+    if (!eol)
+        return qimg_asprintf("%s\n%s", text, lines);
+    return splice(text, (size_t)(eol + 1 - text), (size_t)(eol + 1 - text), lines);
+}
+
 void vmdk_desc_extents_free(struct vmdk_desc_extent *x, size_t n)
 {
     for (size_t i = 0; i < n; i++)

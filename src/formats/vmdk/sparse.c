@@ -70,6 +70,12 @@ struct sparse {
     uint64_t clock;
 };
 
+bool vmdk_sparse_zeroed_grain(const struct vmdk_extent *e)
+{
+    const struct sparse *sp = e->priv;
+    return sp && sp->zeroed_grain;
+}
+
 static int stream_footer(struct vmdk_extent *e, uint64_t file_size, uint8_t *hdr)
 {
     uint8_t f[3 * VMDK_SECTOR];
@@ -647,7 +653,10 @@ static int sparse_grow(struct qimg_image *img, struct vmdk_extent *e, uint64_t s
 {
     struct sparse *sp = e->priv;
     if (sp->compressed)
-        return qimg_error(-ENOTSUP, "Growing a streamOptimized VMDK is not supported");
+        /* a stream is written once, front to back, its directory in the
+         * footer: growing it means writing it anew (convert) */
+        return qimg_error(-ENOTSUP, "Growing a streamOptimized VMDK is not supported: "
+                          "convert it to another subformat, resize that, convert back");
     if (sp->gd_loaded != sp->gd_entries)
         return qimg_error(-EINVAL, "VMDK grain directory is incomplete");
     uint64_t per_gt = (uint64_t)sp->gtes * sp->grain_sectors;

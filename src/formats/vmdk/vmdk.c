@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "vmdk.h"
 
@@ -607,8 +608,10 @@ static int vmdk_write_compressed(struct qimg_image *img, uint64_t off, const voi
     return r < 0 ? r : update_cid(img, img->opaque);
 }
 
-/* The descriptor with the last extent's new size (and geometry). */
-static int rewrite_descriptor(struct qimg_image *img, struct vmdk_state *s, uint64_t sectors)
+/* The descriptor with extent `index`'s new size (and the geometry), new
+ * extent lines after it (add_lines, or NULL). */
+static int rewrite_descriptor(struct qimg_image *img, struct vmdk_state *s, size_t index,
+                              uint64_t sectors, const char *add_lines)
 {
     uint64_t file_size;
     int r = qimg_io_get_size(img->file, &file_size);
@@ -618,9 +621,15 @@ static int rewrite_descriptor(struct qimg_image *img, struct vmdk_state *s, uint
     CLEANUP_FREE char *text = read_text(img->file, s->desc_offset, room);
     if (!text)
         return qimg_error(-EIO, "Could not read the VMDK descriptor");
-    CLEANUP_FREE char *out = vmdk_desc_resized(text, s->nb_extents - 1, sectors, img->size);
-    if (!out)
+    CLEANUP_FREE char *resized = vmdk_desc_resized(text, index, sectors, img->size);
+    if (!resized && !add_lines)
         return 0;      /* no line to update: the extents say it all */
+    if (!resized)
+        return qimg_error(-EINVAL, "The VMDK descriptor has no line for extent %zu", index);
+    CLEANUP_FREE char *out = add_lines ? vmdk_desc_add_extents(resized, index, add_lines)
+                                       : qimg_strdup(resized);
+    if (!out)
+        return qimg_error(-EINVAL, "The VMDK descriptor has no line for extent %zu", index);
     size_t len = strlen(out);
     if (s->desc_offset && len >= room)
         return qimg_error(-ENOSPC, "The VMDK descriptor does not fit in its sectors");
@@ -630,9 +639,111 @@ static int rewrite_descriptor(struct qimg_image *img, struct vmdk_state *s, uint
     return r;
 }
 
+#define SPLIT_SECTORS ((2ull << 30) / VMDK_SECTOR)   /* a twoGbMaxExtent extent */
+
+/* The image's name without its directory and extension, and the
+ * extension, as the extents of a split disk are named after it. */
+static void name_parts(const char *filename, char **prefix, char **ext)
+{
+    const char *base = strrchr(filename, '/');
+    base = base ? base + 1 : filename;
+    const char *dot = strrchr(base, '.');
+    *prefix = dot ? strndup(base, (size_t)(dot - base)) : qimg_strdup(base);
+    *ext = qimg_strdup(dot ? dot : "");
+}
+
+/* A twoGbMaxExtent disk grown past its last extent's 2 GiB: new extent
+ * files of 2 GiB (the last one less) after it, named as VMware and
+ * qemu-img name a split disk's extents ("NAME-s004.vmdk", "NAME-f004.vmdk":
+ * the descriptor's name, the extent's number from 1), each created anew
+ * (an existing file of that name is an error, never overwritten); their
+ * lines into *lines. */
+static int add_split_files(struct qimg_image *img, struct vmdk_state *s, uint64_t sectors,
+                           bool flat, bool zeroed_grain, struct qimg_strbuf *lines,
+                           struct vmdk_desc_extent **made, size_t *nmade)
+{
+    CLEANUP_FREE char *prefix = NULL, *ext = NULL;
+    name_parts(img->filename, &prefix, &ext);
+    *made = NULL;
+    *nmade = 0;
+    for (size_t idx = s->nb_extents + 1; sectors > 0; idx++) {
+        if (idx > 999)
+            return qimg_error(-EFBIG, "A %s disk has at most 999 extents", s->create_type);
+        uint64_t cur = QIMG_MIN(sectors, SPLIT_SECTORS);
+        char *rel = qimg_asprintf("%s-%c%03zu%s", prefix, flat ? 'f' : 's', idx, ext);
+        CLEANUP_FREE char *path = qimg_image_resolve_name(img, rel);
+        int r = path ? vmdk_new_extent_file(path, cur * VMDK_SECTOR, flat, zeroed_grain)
+                     : -EINVAL;
+        if (r < 0) {
+            r = qimg_error(r, "Could not create the VMDK extent '%s': %s", rel, strerror(-r));
+            free(rel);
+            return r;
+        }
+        *made = qimg_xrealloc(*made, (*nmade + 1) * sizeof **made);
+        struct vmdk_desc_extent *d = &(*made)[(*nmade)++];
+        memset(d, 0, sizeof *d);
+        d->access = VMDK_ACCESS_RW;
+        d->sectors = cur;
+        snprintf(d->type, sizeof d->type, "%s", flat ? "FLAT" : "SPARSE");
+        d->filename = rel;
+        if (flat)
+            qimg_strbuf_addf(lines, "RW %" PRIu64 " FLAT \"%s\" 0\n", cur, rel);
+        else
+            qimg_strbuf_addf(lines, "RW %" PRIu64 " SPARSE \"%s\"\n", cur, rel);
+        sectors -= cur;
+    }
+    return 0;
+}
+
+/* Grow a twoGbMaxExtent disk past its last extent: that one to 2 GiB,
+ * then new extents (add_split_files), the descriptor, and the new extents
+ * opened.  A crash before the descriptor is written leaves the disk as it
+ * was (with unused files beside it). */
+static int grow_split(struct qimg_image *img, struct vmdk_state *s, uint64_t total)
+{
+    size_t last = s->nb_extents - 1;
+    struct vmdk_extent *e = &s->extents[last];
+    bool flat = e->ops == &vmdk_flat_ops;
+    if (!flat && e->ops != &vmdk_sparse_ops)
+        return qimg_error(-ENOTSUP, "Growing a VMDK whose last extent is %s is not supported",
+                          e->type ? e->type : "this one");
+    if (e->sectors > SPLIT_SECTORS)
+        return qimg_error(-ENOTSUP, "The last extent of this %s disk is larger than 2 GiB",
+                          s->create_type);
+    uint64_t first_new = e->start + SPLIT_SECTORS;
+    struct qimg_strbuf lines = { 0 };
+    struct vmdk_desc_extent *made = NULL;
+    size_t nmade = 0;
+    int r = add_split_files(img, s, total - first_new, flat,
+                            !flat && vmdk_sparse_zeroed_grain(e), &lines, &made, &nmade);
+    if (r == 0 && e->sectors < SPLIT_SECTORS)
+        r = e->ops->grow(img, e, SPLIT_SECTORS);
+    if (r < 0) {
+        /* the disk stays as it was: the new files go */
+        for (size_t i = 0; i < nmade; i++) {
+            CLEANUP_FREE char *path = qimg_image_resolve_name(img, made[i].filename);
+            if (path)
+                unlink(path);
+        }
+    }
+    if (r == 0) {
+        e->sectors = SPLIT_SECTORS;
+        img->size = total * VMDK_SECTOR;
+        r = rewrite_descriptor(img, s, last, SPLIT_SECTORS, lines.s);
+    }
+    for (size_t i = 0; r == 0 && i < nmade; i++)
+        r = open_desc_extent(img, s, NULL, &made[i]);
+    if (r == 0)
+        r = place_extents(img, s);
+    vmdk_desc_extents_free(made, nmade);
+    free(lines.s);
+    return r;
+}
+
 /* Growing, beyond qemu-img (which resizes no vmdk): the last extent takes
- * the new sectors (a twoGbMaxExtent disk's up to its 2 GiB), then the
- * descriptor says so.  Shrinking is refused with qemu-img's words. */
+ * the new sectors (a twoGbMaxExtent disk's up to its 2 GiB, then new
+ * extents), then the descriptor says so.  Shrinking is refused with
+ * qemu-img's words. */
 static int vmdk_resize(struct qimg_image *img, uint64_t size, const char *prealloc, bool shrink)
 {
     struct vmdk_state *s = img->opaque;
@@ -650,14 +761,16 @@ static int vmdk_resize(struct qimg_image *img, uint64_t size, const char *preall
     if (!e->ops->grow || e->access != VMDK_ACCESS_RW)
         return qimg_error(-ENOTSUP, "Growing a VMDK whose last extent is %s is not supported",
                           e->type ? e->type : "this one");
-    if (strncmp(s->create_type, "twoGbMaxExtent", 14) == 0 && sectors > (2ull << 30) / VMDK_SECTOR)
-        return qimg_error(-ENOTSUP, "Growing a %s disk past its last extent's 2 GiB is not "
-                          "supported", s->create_type);
     pthread_mutex_lock(&img->lock);
-    int r = e->ops->grow(img, e, sectors);
-    if (r == 0) {
-        img->size = bytes;
-        r = rewrite_descriptor(img, s, sectors);
+    int r;
+    if (strncmp(s->create_type, "twoGbMaxExtent", 14) == 0 && sectors > SPLIT_SECTORS) {
+        r = grow_split(img, s, bytes / VMDK_SECTOR);
+    } else {
+        r = e->ops->grow(img, e, sectors);
+        if (r == 0) {
+            img->size = bytes;
+            r = rewrite_descriptor(img, s, s->nb_extents - 1, sectors, NULL);
+        }
     }
     pthread_mutex_unlock(&img->lock);
     return r;

@@ -131,6 +131,9 @@ int vmdk_read_unallocated(struct qimg_image *img, struct vmdk_extent *e, uint64_
 
 /* ---- descriptor.c ---- */
 
+/* text with lines (whole lines) inserted after the index-th extent line;
+ * NULL when there is no such line. */
+char *vmdk_desc_add_extents(const char *text, size_t index, const char *lines);
 /* text with extent line `index` (counted as vmdk_desc_extents counts
  * them) given `sectors`, and "ddb.geometry.cylinders" set for `bytes`
  * (heads from "ddb.geometry.heads"); malloc'ed, NULL when there is no
@@ -179,6 +182,11 @@ uint32_t vmdk_random_cid(void);
  * extended to its first grain; compress: a streamOptimized header. */
 int vmdk_write_sparse_header(struct qimg_io *io, uint64_t capacity, bool zeroed_grain,
                              bool compress);
+/* A new extent file at path (which must not exist yet): flat (bytes, a
+ * hole) or hosted sparse. */
+int vmdk_new_extent_file(const char *path, uint64_t bytes, bool flat, bool zeroed_grain);
+/* Does this hosted sparse extent use zeroed-grain tables? */
+bool vmdk_sparse_zeroed_grain(const struct vmdk_extent *e);
 /* The first grain's sector of a new sparse extent of capacity sectors. */
 uint64_t vmdk_sparse_first_grain(uint64_t capacity);
 int vmdk_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct qimg_measure *out);
