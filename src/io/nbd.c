@@ -63,12 +63,15 @@ struct nbd_state {
     char *context;              /* meta context asked for */
     bool alloc_depth;           /* context is qemu:allocation-depth */
     bool created;               /* opened to create an image on it */
+    uint64_t open_timeout;      /* seconds to keep trying the first connection */
     char *name;                 /* qemu's name for the node, or NULL */
 
     uint64_t size;
     uint32_t max_request;
     uint32_t min_block;         /* the server's minimum block size (1: none) */
     bool read_only, can_flush, can_trim, can_zero, can_fast_zero, multi_conn, has_context;
+    bool can_cache;
+    _Atomic uint64_t prefetched;    /* end of what NBD_CMD_CACHE asked for */
 
 #ifdef HAVE_LIBNBD
     pthread_mutex_t lock;
@@ -178,7 +181,7 @@ static int nb_options(struct qimg_io *io, struct nbd_state *s, qimg_opts *opts)
     if (r >= 0)
         r = qimg_opts_get_number(opts, "reconnect-delay", &number);   /* nothing to reconnect */
     if (r >= 0)
-        r = qimg_opts_get_number(opts, "open-timeout", &number);
+        r = qimg_opts_get_number(opts, "open-timeout", &s->open_timeout);
     if (r < 0)
         return r;
     s->context = qimg_strdup(bitmap ? bitmap : "base:allocation");
@@ -315,6 +318,23 @@ static int new_handle(struct nbd_state *s, struct nbd_handle **out, int timeout_
     return 0;
 }
 
+/* open-timeout=N: a server that is not there yet (refused, no socket)
+ * is tried again every 100 ms for N seconds, as qemu does. */
+static int first_connection(struct nbd_state *s)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int r = new_handle(s, &s->conn[0].h, -1);
+        if (r != -ECONNREFUSED && r != -ENOENT)
+            return r;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((uint64_t)(t.tv_sec - t0.tv_sec) >= QIMG_MIN(s->open_timeout, (uint64_t)86400))
+            return r;
+        nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
+    }
+}
+
 /* What the first connection learns about the export. */
 static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_handle *h)
 {
@@ -328,6 +348,7 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
     s->can_zero = nbd_can_zero(h) == 1;
     s->can_fast_zero = nbd_can_fast_zero(h) == 1;
     s->multi_conn = nbd_can_multi_conn(h) == 1;
+    s->can_cache = nbd_can_cache(h) == 1;
     s->has_context = nbd_can_meta_context(h, s->context) == 1;
     int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     s->max_request = max > 0 && max < NBD_MAX_REQUEST ? (uint32_t)max : NBD_MAX_REQUEST;
@@ -352,7 +373,7 @@ static int nb_open(struct qimg_io *io, qimg_opts *opts)
     if (r == 0 && !s->addr.is_unix)
         r = resolve(s);
     if (r == 0)
-        r = new_handle(s, &s->conn[0].h, -1);
+        r = first_connection(s);
     if (r < 0)
         return r;
     conn_init(&s->conn[0]);
@@ -552,6 +573,37 @@ static int conn_run(struct nbd_conn *cn, const struct nbd_req *q)
     return 0;
 }
 
+static int retire(void *opaque, int *error)
+{
+    return 1;
+}
+
+/* Reads that move forward: ask the server to read ahead of the furthest
+ * one (NBD_CMD_CACHE, where the server has it: nbdkit's and qemu-nbd's
+ * file exports turn it into a kernel read-ahead).  Parallel readers over
+ * several connections read in a stride no server-side read-ahead
+ * recognises; this gives a cold source its sequential read-ahead back.
+ * Fire and forget: the reply is taken by whoever polls next. */
+#define PREFETCH_WINDOW (16u << 20)
+
+static void prefetch(struct nbd_state *s, struct nbd_conn *cn, uint64_t end)
+{
+    uint64_t have = atomic_load(&s->prefetched);
+    if (end + PREFETCH_WINDOW / 2 <= have || have >= s->size)
+        return;
+    uint64_t from = QIMG_MAX(have, end);
+    uint64_t to = QIMG_MIN(end + PREFETCH_WINDOW, s->size);
+    from = qimg_round_down(from, s->min_block);
+    to = qimg_round_down(to + s->min_block - 1, s->min_block);
+    if (to > s->size || to <= from || !atomic_compare_exchange_strong(&s->prefetched, &have, to))
+        return;
+    pthread_mutex_lock(&cn->m);
+    if (nbd_aio_cache(cn->h, to - from, from, (nbd_completion_callback){ .callback = retire }, 0) >= 0 &&
+        cn->polling)
+        wake_poller(cn);
+    pthread_mutex_unlock(&cn->m);
+}
+
 static int conn_io(struct nbd_conn *cn, bool is_write, void *buf, size_t len, uint64_t off)
 {
     struct nbd_req q = { .op = is_write ? REQ_WRITE : REQ_READ, .buf = buf, .len = len, .off = off };
@@ -617,6 +669,8 @@ static int nb_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     if (inside == 0)
         return 0;
     int c = borrow(s);
+    if (s->can_cache)
+        prefetch(s, &s->conn[c], off + inside);
     int r;
     if (unaligned(s, off, inside)) {
         uint64_t aoff;
@@ -728,6 +782,26 @@ static int nb_flush(struct qimg_io *io)
     return r;
 }
 
+/* Read-ahead advice (rebase, commit, convert -D): NBD_CMD_CACHE where the
+ * server has it, not waited for. */
+static void nb_hint(struct qimg_io *io, enum qimg_io_hint kind, uint64_t off, uint64_t len)
+{
+    struct nbd_state *s = io->priv;
+    if (kind != QIMG_IO_HINT_WILLNEED || !s->can_cache || off >= s->size)
+        return;
+    uint64_t aoff;
+    size_t alen;
+    widen(s, off, QIMG_MIN(QIMG_MIN(len, s->size - off), NBD_MAX_LEN32), &aoff, &alen);
+    int c = borrow(s);
+    struct nbd_conn *cn = &s->conn[c];
+    pthread_mutex_lock(&cn->m);
+    if (nbd_aio_cache(cn->h, alen, aoff, (nbd_completion_callback){ .callback = retire }, 0) >= 0 &&
+        cn->polling)
+        wake_poller(cn);
+    pthread_mutex_unlock(&cn->m);
+    give_back(s, c);
+}
+
 struct extent_answer { const char *context; uint32_t length, flags; bool got; };
 
 static int extent_cb(void *opaque, const char *metacontext, uint64_t offset,
@@ -827,6 +901,7 @@ static int nb_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
 #define nb_discard NULL
 #define nb_flush NULL
 #define nb_extent NULL
+#define nb_hint NULL
 
 #endif
 
@@ -845,6 +920,7 @@ const struct qimg_io_ops qimg_io_nbd_ops = {
     .get_size       = nb_get_size,
     .truncate       = nb_truncate,
     .extent         = nb_extent,
+    .hint           = nb_hint,
     .same           = nb_same,
     .close          = nb_close,
     .exact_filename = nb_exact_filename,

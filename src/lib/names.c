@@ -27,6 +27,9 @@ static const char *const blkdebug_keys[] = {
 static const char *const quorum_keys[] = {
     "vote-threshold", "read-pattern", "blkverify", "rewrite-corrupted", NULL,
 };
+static const char *const nbd_keys[] = {
+    "path", "host", "port", "export", "tls-creds", "tls-hostname", "server.", NULL,
+};
 /* vvfat: every option decides what it reads (qemu's order of them does not
  * matter: the printer sorts keys as qemu's dictionary does) */
 static const char *const vvfat_keys[] = { "dir", "fat-type", "floppy", "label", "rw", NULL };
@@ -39,6 +42,7 @@ static const char *const rbd_keys[] = {
     "pool", "namespace", "image", "conf", "snapshot", "user", "server.", NULL,
 };
 static const struct strong_opts strong_table[] = {
+    { "nbd", nbd_keys },
     { "raw", raw_keys }, { "qcow2", qcow2_keys }, { "null-co", null_keys },
     { "null-aio", null_keys }, { "blkdebug", blkdebug_keys }, { "quorum", quorum_keys },
     { "vpc", vpc_keys }, { "luks", luks_keys }, { "qcow", qcow2_keys },
@@ -80,8 +84,32 @@ static struct qimg_json *opt_value(const qimg_opts *o, size_t i)
     }
 }
 
+static void add_key(struct qimg_json *obj, const qimg_opts *o, const char *key);
+
+/* nbd's server.* keys: qemu's copy of them does not keep the order they
+ * were given in; "server.host" and "server.port" share a bucket of its
+ * dictionary and come out host first whatever the input order. */
+static void add_server_keys(struct qimg_json *obj, const qimg_opts *o)
+{
+    static const char *const fixed[] = { "server.type", "server.port", "server.host", "server.path" };
+    for (size_t k = 0; k < QIMG_ARRAY_SIZE(fixed); k++)
+        add_key(obj, o, fixed[k]);
+    for (size_t i = 0; i < qimg_opts_count(o); i++) {
+        const char *name = qimg_opts_name(o, i);
+        bool seen = strncmp(name, "server.", 7) != 0;
+        for (size_t k = 0; k < QIMG_ARRAY_SIZE(fixed); k++)
+            seen |= strcmp(name, fixed[k]) == 0;
+        if (!seen)
+            qimg_json_set(obj, name, opt_value(o, i));
+    }
+}
+
 static void add_key(struct qimg_json *obj, const qimg_opts *o, const char *key)
 {
+    if (strcmp(key, "server.") == 0) {
+        add_server_keys(obj, o);
+        return;
+    }
     for (size_t i = 0; i < qimg_opts_count(o); i++) {
         const char *name = qimg_opts_name(o, i);
         size_t len = strlen(key);

@@ -72,7 +72,10 @@ for n in "$Q" "nbd+unix:///exp?socket=$SOCK#frag" "nbd:unix:$SOCK:exportname=exp
          "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\"}}" \
          "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"exp\"}}" \
          "json:{\"driver\":\"nbd\",\"host\":\"127.0.0.1\",\"port\":\"$PORT\",\"reconnect-delay\":2}" \
-         "json:{\"driver\":\"nbd\",\"path\":\"$SOCK\",\"export\":\"exp\"}"; do
+         "json:{\"driver\":\"nbd\",\"path\":\"$SOCK\",\"export\":\"exp\"}" \
+         "json:{\"driver\":\"raw\",\"offset\":512,\"file\":{\"driver\":\"nbd\",\"server\":{\"port\":\"$PORT\",\"host\":\"127.0.0.1\",\"type\":\"inet\"},\"export\":\"e\"}}" \
+         "json:{\"driver\":\"raw\",\"size\":512,\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"exp\",\"reconnect-delay\":3}}" \
+         "json:{\"driver\":\"raw\",\"offset\":1024,\"file\":{\"filename\":\"nbd:127.0.0.1:$PORT:exportname=x\"}}"; do
     same_ro "info $n" info "$n"
     same_ro "info json $n" info --output=json "$n"
 done
@@ -109,6 +112,20 @@ same_ro "error: convert from a refused connection" convert -O raw "nbd://127.0.0
 check_fail "nothing written after a refused connection" test -e "$SCRATCH/never.raw"
 same_ro "error: convert from a wrong export" convert -O qcow2 "nbd+unix:///nope?socket=$SOCK" "$SCRATCH/never.qcow2"
 check_fail "nothing written after a wrong export" test -e "$SCRATCH/never.qcow2"
+
+# open-timeout: a server that comes up late is waited for; one that never
+# does fails after the timeout with qemu's error
+LSOCK=$SCRATCH/late.sock
+( sleep 0.5; qemu-nbd -k "$LSOCK" --pid-file="$SCRATCH/late.pid" --fork --persistent -f raw \
+      "$SRV/q.pristine" ) &
+starter=$!
+out=$("$QIMG" info --image-opts "driver=nbd,server.type=unix,server.path=$LSOCK,open-timeout=5" 2>&1)
+wait "$starter"
+[ -s "$SCRATCH/late.pid" ] && PIDS+=("$(cat "$SCRATCH/late.pid")")
+case $out in *"virtual size: 4 MiB"*) pass "open-timeout waits for a late server" ;;
+    *) fail "open-timeout waits for a late server" "$out" ;; esac
+same_ro "open-timeout runs out" info --image-opts \
+    "driver=nbd,server.type=unix,server.path=$SCRATCH/never.sock,open-timeout=1"
 
 # ---- map: qemu-nbd (zeros reported) and nbdkit, judged by nbdinfo --map too
 for n in "$Q" "$K"; do
@@ -229,6 +246,9 @@ cp "$SRV/q.pristine" "$SRV/q.raw"
 same_ro "info --backing-chain over an nbd backing" info --backing-chain over.qcow2
 same_ro "map over an nbd backing" map --output=json over.qcow2
 same "convert an overlay of an nbd backing" convert -O raw over.qcow2 flat.raw
+check "convert an overlay of an nbd backing: same bytes" cmp "$SCRATCH/run.ref/work/flat.raw" "$SCRATCH/run.new/work/flat.raw"
+same "rebase -b '' of an overlay of an nbd backing" rebase -b "" over.qcow2
+check "rebase -b '' over an nbd backing: same image" cmp "$SCRATCH/run.ref/work/over.qcow2" "$SCRATCH/run.new/work/over.qcow2"
 same_ro "compare an overlay with its nbd backing" compare over.qcow2 "$Q"
 err=$(cd "$IN" && "$QIMG" --safe convert -O raw over.qcow2 "$SCRATCH/safe.raw" 2>&1)
 case $err in *"safe mode: image names a backing file"*) pass "safe mode refuses an nbd backing the image names" ;;
@@ -315,4 +335,22 @@ if mkca "$PKI" && mkca "$PKI/other" && mkcert "$PKI/server" "$PKI" server &&
     expect_eq "TLS: nbds:// to a server without TLS fails" "$rc" 1
 else
     fail "TLS setup (openssl, nbdkit --tls)"
+fi
+# TLS with a pre-shared key (tls-creds-psk: DIR/keys.psk, username)
+mkdir -p "$PKI/psk"
+PPORT=$(free_port)
+if printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$PKI/psk/keys.psk" &&
+   start_nbdkit "$PPORT" "$SCRATCH/p.pid" --tls=require --tls-psk="$PKI/psk/keys.psk" \
+       file "$SRV/k.pristine" --readonly; then
+    POBJ="tls-creds-psk,id=p0,dir=$PKI/psk,username=alice,endpoint=client"
+    P="driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$PPORT,tls-creds=p0"
+    same_ro "TLS-PSK: info" info --object "$POBJ" --image-opts "$P"
+    same_ro "TLS-PSK: compare" compare --object "$POBJ" --image-opts "$P" "driver=raw,file.filename=$SRV/k.pristine"
+    printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$PKI/psk/wrong.psk"
+    mkdir -p "$PKI/wrong" && mv "$PKI/psk/wrong.psk" "$PKI/wrong/keys.psk"
+    "$QIMG" info --object "tls-creds-psk,id=p0,dir=$PKI/wrong,username=alice,endpoint=client" \
+        --image-opts "$P" >/dev/null 2>&1; rc=$?
+    expect_eq "TLS-PSK: a wrong key fails" "$rc" 1
+else
+    fail "TLS-PSK setup (nbdkit --tls-psk)"
 fi
