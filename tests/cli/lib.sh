@@ -117,15 +117,19 @@ same() {
     local name=$1; shift
     run_in_copy ref "$QEMU_IMG" "$@"
     run_in_copy new "$QIMG_AS_QEMU" "$@"
-    local a=$SCRATCH/run.ref b=$SCRATCH/run.new ok=1 what="" f
-    # qemu-img prints its own version string in some messages: never compared
+    judge_runs "$name" "$SCRATCH/run.ref" "$SCRATCH/run.new" "$@"
+}
+
+# judge_runs NAME REF NEW ARGS...: PASS when the two run directories hold the
+# same out, err and rc; else FAIL with the command (ARGS) and the diffs.
+judge_runs() {
+    local name=$1 a=$2 b=$3 f what=""; shift 3
     for f in out err rc; do
-        if ! cmp -s "$a/$f" "$b/$f"; then
-            ok=0
-            what="$what $f differs:\n$(diff "$a/$f" "$b/$f" | head -20)\n"
-        fi
+        cmp -s "$a/$f" "$b/$f" || what="$what $f differs:
+$(diff "$a/$f" "$b/$f" | head -20)
+"
     done
-    if [ $ok = 1 ]; then pass "$name"; else fail "$name" "qemu-img $*" "$(printf "$what")"; fi
+    if [ -z "$what" ]; then pass "$name"; else fail "$name" "qemu-img $*" "$what"; fi
 }
 
 # Deterministic test data: write PATTERN byte at OFFSET for LENGTH (qemu-io).
@@ -140,13 +144,7 @@ same_ro() {
     mkdir -p "$a" "$b"
     (cd "$IN" && "$QEMU_IMG" "$@" >"$a/out" 2>"$a/err"; echo $? >"$a/rc")
     (cd "$IN" && "$QIMG_AS_QEMU" "$@" >"$b/out" 2>"$b/err"; echo $? >"$b/rc")
-    local f what=""
-    for f in out err rc; do
-        cmp -s "$a/$f" "$b/$f" || what="$what $f differs:
-$(diff "$a/$f" "$b/$f" | head -20)
-"
-    done
-    if [ -z "$what" ]; then pass "$name"; else fail "$name" "qemu-img $*" "$what"; fi
+    judge_runs "$name" "$a" "$b" "$@"
 }
 
 # ref_rc NAME RC: the exit code qemu-img gave in the last `same` is RC; each

@@ -22,13 +22,7 @@ same_dmg() {
     (cd "$IN" && "$QEMU_IMG" "$@" >"$a/out" 2>"$a/err.raw"; echo $? >"$a/rc")
     (cd "$IN" && "$QIMG_AS_QEMU" "$@" >"$b/out" 2>"$b/err"; echo $? >"$b/rc")
     grep -v "$NOISE" "$a/err.raw" > "$a/err"
-    local f what=""
-    for f in out err rc; do
-        cmp -s "$a/$f" "$b/$f" || what="$what $f differs:
-$(diff "$a/$f" "$b/$f" | head -20)
-"
-    done
-    if [ -z "$what" ]; then pass "$name"; else fail "$name" "qemu-img $*" "$what"; fi
+    judge_runs "$name" "$a" "$b" "$@"
 }
 
 # bounded NAME CMD...: CMD must fail with a message on stderr, within 2 s
