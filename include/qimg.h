@@ -209,6 +209,9 @@ enum qimg_capability {
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);
 bool qimg_format_known(const char *fmt);
+/* A protocol that can be the format of a new image (create -f rbd,
+ * convert -O file): its storage object is the image. */
+bool qimg_protocol_creatable(const char *fmt);
 /* Is name one of qemu-img 7.2's block drivers (formats and protocols, as
  * its --help lists them), whether qimg has it or not?  rebase -F takes
  * any of them, as qemu does, to record as the backing format. */
