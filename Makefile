@@ -86,6 +86,7 @@ deps:
 $(B)/config.mk: scripts/configure scripts/install-deps
 	@./scripts/install-deps || echo "qimg: building without the packages that are missing"
 	@B=$(B) WITHOUT="$(WITHOUT)" QUIET=$(QUIET) ./scripts/configure
+	@touch $@   # configure keeps an unchanged file's time: without this it would run on every make
 $(CONFIG_H): $(B)/config.mk
 	@test -f $@ || { rm -f $(B)/config.mk; echo "qimg: run make again: $@ was removed"; exit 1; }
 

@@ -212,6 +212,10 @@ bool qimg_format_known(const char *fmt);
 /* A protocol that can be the format of a new image (create -f rbd,
  * convert -O file): its storage object is the image. */
 bool qimg_protocol_creatable(const char *fmt);
+/* Is name a storage backend that cannot make new storage (null-co, blkdebug,
+ * vvfat, http ...)?  qemu-img takes such a name as a format that does not
+ * support image creation, where an unknown name is an unknown format. */
+bool qimg_storage_cannot_create(const char *name);
 /* Is name one of qemu-img 7.2's block drivers (formats and protocols, as
  * its --help lists them), whether qimg has it or not?  rebase -F takes
  * any of them, as qemu does, to record as the backing format. */

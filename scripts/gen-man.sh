@@ -218,6 +218,17 @@ differencing VHDX stores only the sectors it touches); a fixed VHD is recognised
 by its footer (qemu\-img probes it as raw); \fBmap\fR of a vhdx tells data
 from zeros and holes; a VHDX with a pending log can be read without
 \fBcheck \-r\fR; LUKS2 volumes with pbkdf2 keyslots open with \fB\-f luks\fR.
+.IP \(bu 2
+cloop and dmg (read\-only, as in qemu\-img): cloop 4 images are read too
+(header first or last; zlib, uncompressed, xz, lz4 and lzo1x blocks) and
+probed by their "V4.0" preamble; dmg images with bzip2 and ADC chunks are
+read (qemu\-img 7.2 on Debian fails them with I/O errors), a dmg is also
+recognised by its koly trailer whatever its name, and LZFSE chunks are
+refused with an error that names them. Blocks and chunks are decoded on
+every worker thread of \fBconvert\fR. A cloop offset or dmg chunk stored past
+the end of the file, overlapping dmg chunks and a cloop table larger than
+the file are errors when the image is opened (qemu\-img reads zeros or
+one of the overlapping chunks).
 .SH FILES INSIDE IMAGES
 .BR ls ", " cat ", " copy\-out " and " copy\-in
 work on an ext2/3/4 or FAT12/16/32 filesystem on the whole disk or, with

@@ -142,7 +142,7 @@ int cmd_dd(int argc, char **argv)
         return 1;
     int ret = 1;
     qimg_image *out = NULL;
-    if (!qimg_format_known(o.out_fmt)) {
+    if (!qimg_format_known(o.out_fmt) && !qimg_storage_cannot_create(o.out_fmt)) {
         error_report("Unknown file format");
         goto done;
     }

@@ -100,7 +100,7 @@ int cmd_measure(int argc, char **argv)
         if (snapshot && cli_load_snapshot(src, snapshot) < 0)
             goto out;
     }
-    if (!qimg_format_known(out_fmt)) {
+    if (!qimg_format_known(out_fmt) && !qimg_storage_cannot_create(out_fmt)) {
         error_report("Unknown file format '%s'", out_fmt);
         goto out;
     }

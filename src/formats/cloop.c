@@ -218,7 +218,8 @@ static int locate(struct qimg_image *img, uint64_t off, struct unit_loc *loc)
     struct cloop_state *s = state(img);
     uint64_t i = off / s->block_size;
     *loc = (struct unit_loc){ .kind = UNIT_CODED, .id = i, .start = i * s->block_size,
-                              .len = s->block_size };
+                              .len = s->block_size, .stored_offset = s->offset[i],
+                              .stored_len = s->offset[i + 1] - s->offset[i] };
     return 0;
 }
 
@@ -227,26 +228,23 @@ static const enum qimg_codec method_codec[METHOD_COUNT] = {
     [METHOD_LZ4] = QIMG_CODEC_LZ4, [METHOD_LZO] = QIMG_CODEC_LZO1X,
 };
 
-static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
+/* Block loc->id from its stored bytes in[0..stored_len). */
+static int decode_from(struct qimg_image *img, const struct unit_loc *loc, const uint8_t *in,
+                       void *out)
 {
     struct cloop_state *s = state(img);
     uint32_t i = (uint32_t)loc->id;
-    uint64_t start = s->offset[i], in_len = s->offset[i + 1] - start;
+    uint64_t in_len = loc->stored_len;
     unsigned method = s->method ? s->method[i] : METHOD_ZLIB;
     if (method == METHOD_NONE) {
         if (in_len != s->block_size)
             return qimg_error(-EIO, "cloop block %" PRIu32 " is stored with %" PRIu64
                               " bytes instead of %" PRIu32, i, in_len, s->block_size);
-        return qimg_io_pread(img->file, out, in_len, start);
+        memcpy(out, in, in_len);
+        return 0;
     }
-    CLEANUP_FREE uint8_t *in = qimg_alloc_from_image(in_len, "cloop block");
-    if (!in)
-        return -ENOMEM;
-    int r = qimg_io_pread(img->file, in, in_len, start);
-    if (r < 0)
-        return r;
     size_t got = 0;
-    r = qimg_codec_decompress(method_codec[method], in, in_len, out, s->block_size, &got);
+    int r = qimg_codec_decompress(method_codec[method], in, in_len, out, s->block_size, &got);
     if (r < 0) {
         char why[256];
         snprintf(why, sizeof why, "%s", qimg_last_error());
@@ -263,7 +261,18 @@ static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
                       i, got, s->block_size);
 }
 
-static const struct unit_reader_ops cloop_units = { .locate = locate, .decode = decode };
+static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
+{
+    CLEANUP_FREE uint8_t *in = qimg_alloc_from_image(loc->stored_len, "cloop block");
+    if (!in)
+        return -ENOMEM;
+    int r = qimg_io_pread(img->file, in, loc->stored_len, loc->stored_offset);
+    return r < 0 ? r : decode_from(img, loc, in, out);
+}
+
+static const struct unit_reader_ops cloop_units = {
+    .locate = locate, .decode = decode, .decode_from = decode_from,
+};
 
 static int cloop_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {

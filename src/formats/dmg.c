@@ -41,7 +41,7 @@
 #define MISH_ENTRY       40
 #define MAX_STORED       (64u << 20)         /* qemu's DMG_LENGTHS_MAX */
 #define MAX_SECTORS      (MAX_STORED / 512)  /* qemu's DMG_SECTORCOUNTS_MAX */
-#define MAX_TABLES       (256u << 20)        /* property list or fork read at once */
+#define MAX_TABLES       (64u << 20)         /* property list or fork: 1.6M chunks */
 #define MAX_XML_DEPTH    64
 
 enum {
@@ -418,13 +418,16 @@ static int locate(struct qimg_image *img, uint64_t off, struct unit_loc *loc)
     if (!c)
         return qimg_error(-EIO, "dmg: sector %" PRIu64 " lies in no chunk", off / 512);
     *loc = (struct unit_loc){ .id = i, .start = c->sector * 512, .len = c->count * 512,
-                              .host_offset = c->offset };
+                              .host_offset = c->offset, .stored_offset = c->offset,
+                              .stored_len = c->length };
     loc->kind = c->type == CHUNK_RAW ? UNIT_RAW
               : stored_type(c->type) ? UNIT_CODED : UNIT_ZERO;
     return 0;
 }
 
-static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
+/* Chunk loc->id from its stored bytes in[0..stored_len). */
+static int decode_from(struct qimg_image *img, const struct unit_loc *loc, const uint8_t *in,
+                       void *out)
 {
     const struct dmg_chunk *c = &state(img)->chunk[loc->id];
     enum qimg_codec codec;
@@ -439,14 +442,8 @@ static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
         return qimg_error(-EIO, "dmg: the chunk at sector %" PRIu64 " is of unknown type 0x%08"
                           PRIx32, c->sector, c->type);
     }
-    CLEANUP_FREE uint8_t *in = qimg_alloc_from_image(c->length, "dmg chunk");
-    if (!in)
-        return -ENOMEM;
-    int r = qimg_io_pread(img->file, in, c->length, c->offset);
-    if (r < 0)
-        return r;
     size_t got = 0;
-    r = qimg_codec_decompress(codec, in, c->length, out, loc->len, &got);
+    int r = qimg_codec_decompress(codec, in, c->length, out, loc->len, &got);
     if (r < 0) {
         char why[256];
         snprintf(why, sizeof why, "%s", qimg_last_error());
@@ -459,7 +456,18 @@ static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
     return 0;
 }
 
-static const struct unit_reader_ops dmg_units = { .locate = locate, .decode = decode };
+static int decode(struct qimg_image *img, const struct unit_loc *loc, void *out)
+{
+    CLEANUP_FREE uint8_t *in = qimg_alloc_from_image(loc->stored_len, "dmg chunk");
+    if (!in)
+        return -ENOMEM;
+    int r = qimg_io_pread(img->file, in, loc->stored_len, loc->stored_offset);
+    return r < 0 ? r : decode_from(img, loc, in, out);
+}
+
+static const struct unit_reader_ops dmg_units = {
+    .locate = locate, .decode = decode, .decode_from = decode_from,
+};
 
 static int dmg_read(struct qimg_image *img, uint64_t off, void *buf, size_t len)
 {

@@ -100,6 +100,62 @@ static int read_part(struct qimg_image *img, struct unit_cache *cache,
     return 0;
 }
 
+/* Whole coded units read together: at most this many stored bytes, units */
+#define RUN_BYTES (8u << 20)
+#define RUN_UNITS 64
+
+/* Units after first (a whole coded unit at the start of buf[0..len)) that
+ * are whole in the request too and stored right after it: how many in all
+ * (1 or more) in run[], and their stored bytes in *stored. */
+static int gather_run(struct qimg_image *img, const struct unit_reader_ops *ops,
+                      const struct unit_loc *first, size_t len, struct unit_loc *run,
+                      uint64_t *stored)
+{
+    int n = 1;
+    run[0] = *first;
+    *stored = first->stored_len;
+    uint64_t covered = first->len;
+    while (n < RUN_UNITS && covered < len) {
+        struct unit_loc next;
+        if (ops->locate(img, first->start + covered, &next) < 0) {
+            qimg_error_clear();      /* the loop meets it again, alone */
+            break;
+        }
+        if (next.kind != UNIT_CODED || next.len > len - covered ||
+            next.stored_offset != run[n - 1].stored_offset + run[n - 1].stored_len ||
+            *stored + next.stored_len > RUN_BYTES)
+            break;
+        run[n++] = next;
+        *stored += next.stored_len;
+        covered += next.len;
+    }
+    return n;
+}
+
+/* Whole coded units from first on: as many as gather_run finds, with one
+ * pread; how many bytes of buf they filled in *done. */
+static int read_run(struct qimg_image *img, const struct unit_reader_ops *ops,
+                    const struct unit_loc *first, uint8_t *buf, size_t len, size_t *done)
+{
+    struct unit_loc run[RUN_UNITS];
+    uint64_t stored = 0;
+    int n = gather_run(img, ops, first, len, run, &stored);
+    if (n == 1) {
+        *done = (size_t)first->len;
+        return ops->decode(img, first, buf);
+    }
+    CLEANUP_FREE uint8_t *in = qimg_alloc_from_image(stored, "stored units");
+    if (!in)
+        return -ENOMEM;
+    int r = qimg_io_pread(img->file, in, stored, first->stored_offset);
+    for (int i = 0; i < n && r == 0; i++) {
+        r = ops->decode_from(img, &run[i], in + (run[i].stored_offset - first->stored_offset), buf);
+        buf += run[i].len;
+        *done += run[i].len;
+    }
+    return r;
+}
+
 int unit_read(struct qimg_image *img, struct unit_cache *cache, const struct unit_reader_ops *ops,
               uint64_t off, void *buf_, size_t len)
 {
@@ -111,6 +167,15 @@ int unit_read(struct qimg_image *img, struct unit_cache *cache, const struct uni
             return r;
         size_t skip = (size_t)(off - loc.start);
         size_t n = (size_t)QIMG_MIN((uint64_t)len, loc.len - skip);
+        if (loc.kind == UNIT_CODED && skip == 0 && n == loc.len && ops->decode_from) {
+            n = 0;
+            if ((r = read_run(img, ops, &loc, buf, len, &n)) < 0)
+                return r;
+            off += n;
+            buf += n;
+            len -= n;
+            continue;
+        }
         switch (loc.kind) {
         case UNIT_ZERO:
             memset(buf, 0, n);

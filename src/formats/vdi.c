@@ -59,6 +59,9 @@ struct vdi_state {
     uint64_t offset_bmap;
     uint64_t offset_data;
     pthread_cond_t published;        /* a pending block got its entry */
+    /* new blocks whose entries and count are not written yet: the map's
+     * sectors [dirty_lo, dirty_hi) hold them */
+    uint32_t unstored, dirty_lo, dirty_hi;
 };
 
 static const struct qimg_opt_desc vdi_create_opts[] = {
@@ -300,21 +303,52 @@ static bool vdi_has_zero_init(struct qimg_image *img) { return true; }
 
 /* ================================================================ write */
 
-/* Write the block map's sector holding block i's entry. */
-static int store_bmap_entry(struct qimg_image *img, struct vdi_state *s, uint32_t i)
-{
-    uint8_t sector[VDI_SECTOR];
-    uint32_t first = i / (VDI_SECTOR / 4) * (VDI_SECTOR / 4);
-    memset(sector, 0, sizeof sector);
-    for (uint32_t k = 0; k < VDI_SECTOR / 4 && first + k < s->blocks; k++)
-        qimg_put_le32(sector + k * 4, bmap_on_disk(s, first + k));
-    return qimg_io_pwrite(img->file, sector, sizeof sector, s->offset_bmap + (uint64_t)first * 4);
-}
-
 static int store_header(struct qimg_image *img, struct vdi_state *s)
 {
     qimg_put_le32(s->header + H_ALLOCATED, s->allocated);
     return qimg_io_pwrite(img->file, s->header, VDI_HEADER_LEN, 0);
+}
+
+/* new blocks whose metadata is written together at the latest then */
+#define VDI_UNSTORED_MAX 128u
+
+/* The entries and the count of the blocks added since the last time, in
+ * two writes instead of two a block: the header first (its count), then
+ * the map's changed sectors, so that a crash between them leaves blocks
+ * counted but unused, never one block used twice. */
+static int store_new_blocks(struct qimg_image *img, struct vdi_state *s)
+{
+    if (!s->unstored)
+        return 0;
+    int r = store_header(img, s);
+    if (r < 0)
+        return r;
+    size_t per = VDI_SECTOR / 4, len = (size_t)(s->dirty_hi - s->dirty_lo) * VDI_SECTOR;
+    uint8_t *buf __attribute__((cleanup(qimg_cleanup_free))) = qimg_xcalloc(1, len);
+    uint32_t first = s->dirty_lo * (uint32_t)per;
+    for (uint32_t k = 0; k < len / 4 && first + k < s->blocks; k++)
+        qimg_put_le32(buf + k * 4, bmap_on_disk(s, first + k));
+    r = qimg_io_pwrite(img->file, buf, len, s->offset_bmap + (uint64_t)first * 4);
+    if (r == 0)
+        s->unstored = 0;
+    return r;
+}
+
+/* Block i got its entry in memory: written with the next ones. */
+static int new_block_stored_later(struct qimg_image *img, struct vdi_state *s, uint32_t i)
+{
+    uint32_t sector = i / (VDI_SECTOR / 4);
+    if (!s->unstored) {
+        s->dirty_lo = sector;
+        s->dirty_hi = sector + 1;
+    }
+    s->dirty_lo = QIMG_MIN(s->dirty_lo, sector);
+    s->dirty_hi = QIMG_MAX(s->dirty_hi, sector + 1);
+    s->unstored++;
+    /* a span too long to write at once: what is there goes now */
+    if (s->unstored >= VDI_UNSTORED_MAX || s->dirty_hi - s->dirty_lo > 64)
+        return store_new_blocks(img, s);
+    return 0;
 }
 
 /* A new host block after the last one for block i, holding buf at off
@@ -353,9 +387,7 @@ static int allocate_block(struct qimg_image *img, struct vdi_state *s, uint32_t 
     pthread_mutex_lock(&img->lock);
     s->bmap[i] = r < 0 ? VDI_UNALLOCATED : block;
     if (r == 0)
-        r = store_bmap_entry(img, s, i);
-    if (r == 0)
-        r = store_header(img, s);
+        r = new_block_stored_later(img, s, i);
     pthread_cond_broadcast(&s->published);
     return r;
 }
@@ -387,7 +419,11 @@ static int vdi_write(struct qimg_image *img, uint64_t off, const void *buf, size
 
 static int vdi_flush(struct qimg_image *img)
 {
-    return qimg_io_flush(img->file);
+    struct vdi_state *s = vdi_state(img);
+    pthread_mutex_lock(&img->lock);
+    int r = store_new_blocks(img, s);
+    pthread_mutex_unlock(&img->lock);
+    return r < 0 ? r : qimg_io_flush(img->file);
 }
 
 /* =============================================================== resize */
@@ -516,6 +552,9 @@ static int vdi_resize(struct qimg_image *img, uint64_t size, const char *preallo
                           ", max supported is 0x%" PRIx64 ")", size, VDI_DISK_SIZE_MAX);
     uint32_t blocks = (uint32_t)qimg_div_round_up(rounded, VDI_BLOCK_SIZE);
     bool is_static = qimg_le32(s->header + H_TYPE) == VDI_TYPE_STATIC;
+    int stored = store_new_blocks(img, s);
+    if (stored < 0)
+        return stored;
     if (blocks < s->blocks) {
         int r = shrink_blocks(img, s, blocks);
         if (r == 0)

@@ -193,6 +193,11 @@ int qimg_part_write(qimg_image *img, enum qimg_part_scheme scheme, const char *k
                     bool reproducible, uint64_t seed, uint64_t *offset, uint64_t *size);
 /* Bytes a partition table of that scheme adds around the filesystem. */
 uint64_t qimg_part_overhead(enum qimg_part_scheme scheme);
+/* Fills MBR partition entry i (0..3) of sector: status (0x80: active),
+ * type, start and count in sectors, CHS fields in a geometry of heads and
+ * secs per track (shared with vvfat's MBR). */
+void qimg_mbr_put_entry(uint8_t *sector, int i, uint8_t status, uint8_t type, uint64_t start,
+                        uint64_t count, unsigned heads, unsigned secs);
 
 /* ------------------------------------------------------------- populating */
 

@@ -362,31 +362,38 @@ int qimg_part_find(qimg_image *img, unsigned n, uint64_t *offset, uint64_t *size
 
 /* =============================================================== write */
 
-/* Cylinder/head/sector of an LBA with the 255-head, 63-sector geometry the
- * partitioning tools use; past what CHS can address, the 1023/254/63 cap. */
-static void put_chs(uint8_t *p, uint64_t lba)
+/* Cylinder/head/sector of an LBA in a geometry of heads and secs per
+ * track; past what CHS can address, the 1023/heads-1/secs cap. */
+static void put_chs(uint8_t *p, uint64_t lba, unsigned heads, unsigned secs)
 {
-    uint64_t cyl = lba / (255 * 63);
-    unsigned head = (unsigned)(lba / 63 % 255), sect = (unsigned)(lba % 63 + 1);
+    uint64_t cyl = lba / ((uint64_t)heads * secs);
+    unsigned head = (unsigned)(lba / secs % heads), sect = (unsigned)(lba % secs + 1);
     if (cyl > 1023) {
         cyl = 1023;
-        head = 254;
-        sect = 63;
+        head = heads - 1;
+        sect = secs;
     }
     p[0] = (uint8_t)head;
     p[1] = (uint8_t)(sect | ((cyl >> 2) & 0xc0));
     p[2] = (uint8_t)cyl;
 }
 
-static void put_mbr_entry(uint8_t *sector, int i, uint8_t type, uint64_t start, uint64_t count)
+void qimg_mbr_put_entry(uint8_t *sector, int i, uint8_t status, uint8_t type, uint64_t start,
+                        uint64_t count, unsigned heads, unsigned secs)
 {
     uint8_t *p = sector + MBR_PART_OFF + 16 * i;
-    p[0] = 0;
-    put_chs(p + 1, start);
+    p[0] = status;
+    put_chs(p + 1, start, heads, secs);
     p[4] = type;
-    put_chs(p + 5, start + count - 1);
+    put_chs(p + 5, start + count - 1, heads, secs);
     qimg_put_le32(p + 8, (uint32_t)start);
     qimg_put_le32(p + 12, (uint32_t)count);
+}
+
+/* The 255-head, 63-sector geometry the partitioning tools use. */
+static void put_mbr_entry(uint8_t *sector, int i, uint8_t type, uint64_t start, uint64_t count)
+{
+    qimg_mbr_put_entry(sector, i, 0, type, start, count, 255, 63);
 }
 
 static int random_bytes(bool reproducible, uint64_t seed, const char *purpose, void *buf,

@@ -16,8 +16,9 @@
  *
  * Never hangs: every transfer has a connect timeout and a low-speed limit
  * (less than LOW_SPEED_BYTES a second for `timeout` seconds is a stall).
- * A stalled, cut or refused transfer, or a 5xx answer, is retried up to
- * ATTEMPTS times, then the read fails with -EIO and a "curl: ..." line as
+ * A cut or refused transfer, or a 5xx answer, is retried up to ATTEMPTS
+ * times, a stalled one STALL_ATTEMPTS times (so a read of a server that
+ * stopped sending fails after about 2 x timeout), then the read fails with -EIO and a "curl: ..." line as
  * qemu prints.  An answer for another range than asked, or longer than
  * asked, is refused (qemu would use it). */
 #include <errno.h>
@@ -36,8 +37,8 @@
 #define CACHE_ENTRIES 16
 #define CACHE_MEMORY ((uint64_t)64 << 20)   /* at most this much in windows */
 #define ATTEMPTS 3
+#define STALL_ATTEMPTS 2           /* a stall already cost `timeout` seconds */
 #define LOW_SPEED_BYTES 1024
-#define MAX_REDIRECTS 20
 
 enum { ENTRY_EMPTY, ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED };
 
@@ -176,7 +177,8 @@ static CURL *new_handle(struct http_state *s)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(h, CURLOPT_AUTOREFERER, 1L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
+    /* no redirect limit of our own, as qemu: curl's bound on the headers
+     * of one transfer (redirects included) ends a loop with its message */
     /* a redirect never leaves these protocols (no file://, no gopher) */
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,ftp,ftps");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https,ftp,ftps");
@@ -263,10 +265,12 @@ static bool transient(CURLcode rc, long code)
     }
 }
 
+enum retry { RETRY_NO, RETRY_YES, RETRY_STALL };
+
 /* One Range GET of [off, off+len) into dst.  0, or -EIO with *retry
  * saying whether another attempt may help and msg what went wrong. */
 static int get_once(struct http_state *s, CURL *h, uint8_t *dst, size_t len, uint64_t off,
-                    bool *retry, char *msg, size_t msgsize)
+                    enum retry *retry, char *msg, size_t msgsize)
 {
     struct xfer x = { .dst = dst, .want = len, .first = off, .ranged = true,
                       .stall_limit = s->timeout };
@@ -285,7 +289,7 @@ static int get_once(struct http_state *s, CURL *h, uint8_t *dst, size_t len, uin
     long code = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
-    *retry = false;
+    *retry = RETRY_NO;
     if (x.bad_range) {
         snprintf(msg, msgsize, "server answered a request for bytes %s with bytes %" PRIu64
                  "-%" PRIu64, range, x.got_first, x.got_last);
@@ -293,16 +297,16 @@ static int get_once(struct http_state *s, CURL *h, uint8_t *dst, size_t len, uin
         snprintf(msg, msgsize, "server sent more than the %zu bytes asked for (bytes %s)",
                  len, range);
     } else if (x.stalled) {
-        *retry = true;
+        *retry = RETRY_STALL;
         snprintf(msg, msgsize, "transfer stalled: no data for %ld s (bytes %s, "
                  "%zu of %zu received)", s->timeout, range, x.got, len);
     } else if (rc != CURLE_OK) {
-        *retry = transient(rc, code);
+        *retry = transient(rc, code) ? RETRY_YES : RETRY_NO;
         snprintf(msg, msgsize, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
     } else if (is_http(s) && code != 206 && !(code == 200 && off == 0)) {
         snprintf(msg, msgsize, "server ignored the byte range %s (HTTP status %ld)", range, code);
     } else if (x.got != len) {
-        *retry = true;
+        *retry = RETRY_YES;
         snprintf(msg, msgsize, "server sent %zu bytes for the %zu bytes of range %s", x.got,
                  len, range);
     } else {
@@ -318,20 +322,23 @@ static int fetch(struct http_state *s, uint8_t *dst, size_t len, uint64_t off)
     if (!h)
         return -ENOMEM;
     char msg[CURL_ERROR_SIZE + 160];
-    bool retry = false;
-    int r = 0, attempt;
-    for (attempt = 1; attempt <= ATTEMPTS; attempt++) {
-        r = get_once(s, h, dst, len, off, &retry, msg, sizeof msg);
-        if (r == 0 || !retry)
+    enum retry why;
+    int r, made = 0, stalls = 0;
+    for (;;) {
+        r = get_once(s, h, dst, len, off, &why, msg, sizeof msg);
+        made++;
+        if (r == 0 || why == RETRY_NO)
             break;
-        if (attempt < ATTEMPTS)
-            nanosleep(&(struct timespec){ 0, 100000000L * attempt }, NULL);
+        stalls += why == RETRY_STALL;
+        if (made >= ATTEMPTS || stalls >= STALL_ATTEMPTS)
+            break;
+        nanosleep(&(struct timespec){ 0, 100000000L * made }, NULL);
     }
     conn_put(s, h);
     if (r == 0)
         return 0;
-    if (attempt > 1)
-        qimg_warn("ERROR: curl: %s (%d attempts)", msg, QIMG_MIN(attempt, ATTEMPTS));
+    if (made > 1)
+        qimg_warn("ERROR: curl: %s (%d attempts)", msg, made);
     else
         qimg_warn("ERROR: curl: %s", msg);
     return qimg_error(-EIO, "curl: %s", msg);
@@ -505,7 +512,9 @@ static int parse_options(struct http_state *s, qimg_opts *opts)
                           (int64_t)readahead);
     if (timeout > TIMEOUT_MAX)
         return qimg_error(-EINVAL, "timeout parameter is too large or negative");
-    s->readahead = (size_t)QIMG_MIN(readahead, (uint64_t)SIZE_MAX);
+    /* a window is never larger than all windows may be (readahead=1T is
+     * accepted, as qemu accepts it, and means "as much as we keep") */
+    s->readahead = (size_t)QIMG_MIN(readahead, CACHE_MEMORY);
     s->timeout = (long)timeout;
     s->cookie = take_text(opts, "cookie");
     if (s->cookie && qimg_opts_get(opts, "cookie-secret"))

@@ -6,18 +6,22 @@
  * for NO_FALLBACK), trim, flush; the size is fixed ("Cannot resize NBD
  * nodes"); "disk size" is unavailable.
  *
- * Threads: a libnbd handle is thread-safe but runs one call at a time, so
- * the backend keeps a pool of connections.  A thread borrows an idle one
- * for each request.  When the server advertises multi-conn (every
- * connection sees the others' writes, a flush on one covers all), a busy
- * pool opens another connection, up to QIMG_NBD_MAX_CONNS: the pool grows
- * to the number of threads that really run requests at once (convert's
- * workers).  Otherwise there is one connection and requests take turns. */
+ * Threads: a libnbd handle is thread-safe but runs one call at a time.
+ * Reads and writes are therefore aio commands: the threads sharing a
+ * connection keep their requests in flight together (struct nbd_conn).
+ * When the server advertises multi-conn (every connection sees the others'
+ * writes, a flush on one covers all), a thread that finds every connection
+ * in use opens another, up to QIMG_NBD_MAX_CONNS: the pool grows to the
+ * number of threads that really run requests at once (convert's workers).
+ * Otherwise there is one connection, shared. */
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
 
 #include "nbd.h"
 
@@ -32,6 +36,21 @@
 #define NBD_MAX_LEN32 ((uint64_t)1 << 30)
 
 enum { NBD_STATE_HOLE = 1, NBD_STATE_ZERO = 2 };
+
+#ifdef HAVE_LIBNBD
+/* One connection.  Reads and writes are libnbd aio commands, so the
+ * threads that share a connection keep several requests in flight; one of
+ * them at a time ("polling") drives the socket for all, the others wait
+ * for it on cv.  A completion wakes the poller through the eventfd. */
+struct nbd_conn {
+    struct nbd_handle *h;
+    unsigned users;             /* threads using it now (the pool's lock) */
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    bool polling;
+    int wake;                   /* eventfd */
+};
+#endif
 
 struct nbd_state {
     struct qimg_nbd_addr addr;
@@ -53,10 +72,8 @@ struct nbd_state {
 
 #ifdef HAVE_LIBNBD
     pthread_mutex_t lock;
-    pthread_cond_t idle;
     pthread_mutex_t rmw;        /* unaligned writes: read-modify-write one at a time */
-    struct nbd_handle *conn[QIMG_NBD_MAX_CONNS];
-    bool busy[QIMG_NBD_MAX_CONNS];
+    struct nbd_conn conn[QIMG_NBD_MAX_CONNS];
     int nconn, max_conn;
     bool connecting;
 #endif
@@ -172,6 +189,9 @@ static int nb_options(struct qimg_io *io, struct nbd_state *s, qimg_opts *opts)
 }
 
 #ifdef HAVE_LIBNBD
+
+static void conn_init(struct nbd_conn *cn);
+static void conn_fini(struct nbd_conn *cn);
 
 /* ---- connecting ---- */
 
@@ -327,22 +347,22 @@ static int nb_open(struct qimg_io *io, qimg_opts *opts)
     struct nbd_state *s = qimg_xcalloc(1, sizeof *s);
     io->priv = s;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->idle, NULL);
     pthread_mutex_init(&s->rmw, NULL);
     int r = nb_options(io, s, opts);
     if (r == 0 && !s->addr.is_unix)
         r = resolve(s);
     if (r == 0)
-        r = new_handle(s, &s->conn[0], -1);
+        r = new_handle(s, &s->conn[0].h, -1);
     if (r < 0)
         return r;
+    conn_init(&s->conn[0]);
     s->nconn = 1;
     /* the node is named as qemu names it (map's file column) */
     if (s->name) {
         free(io->filename);
         io->filename = qimg_strdup(s->name);
     }
-    return learn_export(io, s, s->conn[0]);
+    return learn_export(io, s, s->conn[0].h);
 }
 
 static void nb_close(struct qimg_io *io)
@@ -351,11 +371,11 @@ static void nb_close(struct qimg_io *io)
     if (!s)
         return;
     for (int i = 0; i < s->nconn; i++) {
-        nbd_shutdown(s->conn[i], 0);
-        nbd_close(s->conn[i]);
+        nbd_shutdown(s->conn[i].h, 0);
+        nbd_close(s->conn[i].h);
+        conn_fini(&s->conn[i]);
     }
     pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->idle);
     pthread_mutex_destroy(&s->rmw);
     qimg_nbd_addr_free(&s->addr);
     free(s->tls_dir);
@@ -366,49 +386,176 @@ static void nb_close(struct qimg_io *io)
     free(s);
 }
 
+static int request_error(void);
+
 /* ---- the pool ---- */
 
-/* An idle connection for this thread; opens another one while all are
- * busy and the server allows more.  A connection that cannot be opened
- * only stops the growth. */
+static void conn_init(struct nbd_conn *cn)
+{
+    pthread_mutex_init(&cn->m, NULL);
+    pthread_cond_init(&cn->cv, NULL);
+    cn->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+static void conn_fini(struct nbd_conn *cn)
+{
+    pthread_mutex_destroy(&cn->m);
+    pthread_cond_destroy(&cn->cv);
+    if (cn->wake >= 0)
+        close(cn->wake);
+}
+
+/* The connection for this thread's next request: an unused one; else a
+ * new one while the server allows more; else the least used. */
 static int borrow(struct nbd_state *s)
 {
     pthread_mutex_lock(&s->lock);
-    for (;;) {
-        for (int i = 0; i < s->nconn; i++)
-            if (!s->busy[i]) {
-                s->busy[i] = true;
-                pthread_mutex_unlock(&s->lock);
-                return i;
-            }
-        if (s->nconn < s->max_conn && !s->connecting) {
-            s->connecting = true;
-            pthread_mutex_unlock(&s->lock);
-            struct nbd_handle *h = NULL;
-            int r = new_handle(s, &h, EXTRA_CONNECT_MS);
-            pthread_mutex_lock(&s->lock);
-            s->connecting = false;
-            if (r == 0) {
-                int i = s->nconn++;
-                s->conn[i] = h;
-                s->busy[i] = true;
-                pthread_mutex_unlock(&s->lock);
-                return i;
-            }
-            s->max_conn = s->nconn;
-            pthread_cond_broadcast(&s->idle);
-            continue;
+    int best = 0;
+    for (int i = 1; i < s->nconn; i++)
+        if (s->conn[i].users < s->conn[best].users)
+            best = i;
+    if (s->conn[best].users > 0 && s->nconn < s->max_conn && !s->connecting) {
+        s->connecting = true;
+        pthread_mutex_unlock(&s->lock);
+        struct nbd_handle *h = NULL;
+        int r = new_handle(s, &h, EXTRA_CONNECT_MS);
+        pthread_mutex_lock(&s->lock);
+        s->connecting = false;
+        if (r == 0) {
+            best = s->nconn;
+            s->conn[best].h = h;
+            conn_init(&s->conn[best]);
+            s->nconn++;
+        } else {
+            s->max_conn = s->nconn;     /* no more: share what there is */
+            qimg_error_clear();
         }
-        pthread_cond_wait(&s->idle, &s->lock);
     }
+    s->conn[best].users++;
+    pthread_mutex_unlock(&s->lock);
+    return best;
 }
 
 static void give_back(struct nbd_state *s, int i)
 {
     pthread_mutex_lock(&s->lock);
-    s->busy[i] = false;
-    pthread_cond_signal(&s->idle);
+    s->conn[i].users--;
     pthread_mutex_unlock(&s->lock);
+}
+
+static void wake_poller(struct nbd_conn *cn)
+{
+    uint64_t one = 1;
+    if (write(cn->wake, &one, sizeof one) < 0) { /* already signalled */ }
+}
+
+struct aio_wait {
+    struct nbd_conn *cn;
+    int err;
+    atomic_int done;
+};
+
+static int aio_done(void *opaque, int *error)
+{
+    struct aio_wait *w = opaque;
+    struct nbd_conn *cn = w->cn;
+    w->err = *error;
+    atomic_store(&w->done, 1);      /* w may be gone from here on */
+    wake_poller(cn);
+    return 1;
+}
+
+/* Drive the socket once: wait for it (or a wake-up) and let libnbd read
+ * or write what it can.  Completions run from here. */
+static void poll_once(struct nbd_conn *cn)
+{
+    int dir = nbd_aio_get_direction(cn->h);
+    struct pollfd p[2] = {
+        { .fd = nbd_aio_get_fd(cn->h),
+          .events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+                            ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
+        { .fd = cn->wake, .events = POLLIN },
+    };
+    if (p[0].fd < 0 || poll(p, 2, -1) <= 0)
+        return;
+    if (p[1].revents & POLLIN) {
+        uint64_t v;
+        if (read(cn->wake, &v, sizeof v) < 0) { /* nothing to drain */ }
+    }
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+        nbd_aio_notify_read(cn->h);
+    else if (p[0].revents & POLLOUT)
+        nbd_aio_notify_write(cn->h);
+}
+
+/* One command on a connection.  Every command goes through libnbd's aio
+ * calls: a synchronous call would run its own poll on the socket and race
+ * with the thread that polls for the others. */
+enum req_op { REQ_READ, REQ_WRITE, REQ_ZERO, REQ_TRIM, REQ_FLUSH, REQ_STATUS };
+struct nbd_req {
+    enum req_op op;
+    void *buf;
+    uint64_t len, off;
+    uint32_t flags;
+    nbd_extent_callback extents;
+};
+
+static int64_t submit(struct nbd_conn *cn, const struct nbd_req *q, nbd_completion_callback cb)
+{
+    switch (q->op) {
+    case REQ_READ:   return nbd_aio_pread(cn->h, q->buf, q->len, q->off, cb, q->flags);
+    case REQ_WRITE:  return nbd_aio_pwrite(cn->h, q->buf, q->len, q->off, cb, q->flags);
+    case REQ_ZERO:   return nbd_aio_zero(cn->h, q->len, q->off, cb, q->flags);
+    case REQ_TRIM:   return nbd_aio_trim(cn->h, q->len, q->off, cb, q->flags);
+    case REQ_FLUSH:  return nbd_aio_flush(cn->h, cb, q->flags);
+    case REQ_STATUS: return nbd_aio_block_status(cn->h, q->len, q->off, q->extents, cb, q->flags);
+    }
+    return -1;
+}
+
+/* Run q and wait for it: 0, or a negative errno with the error set. */
+static int conn_run(struct nbd_conn *cn, const struct nbd_req *q)
+{
+    struct aio_wait *w = qimg_xcalloc(1, sizeof *w);
+    w->cn = cn;
+    nbd_completion_callback cb = { .callback = aio_done, .user_data = w };
+    pthread_mutex_lock(&cn->m);
+    int64_t cookie = submit(cn, q, cb);
+    if (cookie < 0) {
+        pthread_mutex_unlock(&cn->m);
+        free(w);
+        return request_error();
+    }
+    if (cn->polling)
+        wake_poller(cn);        /* it may have to write our request */
+    bool dead = false;
+    while (!atomic_load(&w->done) && !dead) {
+        if (cn->polling) {
+            pthread_cond_wait(&cn->cv, &cn->m);
+            continue;
+        }
+        cn->polling = true;
+        pthread_mutex_unlock(&cn->m);
+        poll_once(cn);
+        dead = nbd_aio_is_dead(cn->h) == 1 || nbd_aio_is_closed(cn->h) == 1;
+        pthread_mutex_lock(&cn->m);
+        cn->polling = false;
+        pthread_cond_broadcast(&cn->cv);
+    }
+    pthread_mutex_unlock(&cn->m);
+    if (!atomic_load(&w->done))     /* libnbd retires commands of a dead connection */
+        return qimg_error(-EIO, "NBD connection lost");   /* w left: a late callback may use it */
+    int err = w->err;
+    free(w);
+    if (err)
+        return qimg_error(-err, "NBD request failed: %s", strerror(err));
+    return 0;
+}
+
+static int conn_io(struct nbd_conn *cn, bool is_write, void *buf, size_t len, uint64_t off)
+{
+    struct nbd_req q = { .op = is_write ? REQ_WRITE : REQ_READ, .buf = buf, .len = len, .off = off };
+    return conn_run(cn, &q);
 }
 
 static int request_error(void)
@@ -426,8 +573,9 @@ static int read_aligned(struct nbd_state *s, int c, uint8_t *p, size_t len, uint
 {
     for (size_t done = 0; done < len;) {
         size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
-        if (nbd_pread(s->conn[c], p + done, n, off + done, 0) < 0)
-            return request_error();
+        int r = conn_io(&s->conn[c], false, p + done, n, off + done);
+        if (r < 0)
+            return r;
         done += n;
     }
     return 0;
@@ -437,8 +585,9 @@ static int write_aligned(struct nbd_state *s, int c, const uint8_t *p, size_t le
 {
     for (size_t done = 0; done < len;) {
         size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
-        if (nbd_pwrite(s->conn[c], p + done, n, off + done, 0) < 0)
-            return request_error();
+        int r = conn_io(&s->conn[c], true, (void *)(p + done), n, off + done);
+        if (r < 0)
+            return r;
         done += n;
     }
     return 0;
@@ -529,8 +678,12 @@ static int nb_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
     int r = 0;
     while (r == 0 && len > 0) {
         uint64_t n = QIMG_MIN(len, (uint64_t)s->max_request);
-        if (nbd_zero(s->conn[c], n, off, cmd) < 0)
-            r = fast && nbd_get_errno() == ENOTSUP ? -ENOTSUP : request_error();
+        struct nbd_req q = { .op = REQ_ZERO, .len = n, .off = off, .flags = cmd };
+        r = conn_run(&s->conn[c], &q);
+        if (fast && (r == -ENOTSUP || r == -EOPNOTSUPP)) {
+            qimg_error_clear();
+            r = -ENOTSUP;
+        }
         off += n, len -= n;
     }
     give_back(s, c);
@@ -553,8 +706,8 @@ static int nb_discard(struct qimg_io *io, uint64_t off, uint64_t len)
     int r = 0;
     while (r == 0 && len > 0) {
         uint64_t n = QIMG_MIN(len, NBD_MAX_LEN32);
-        if (nbd_trim(s->conn[c], n, off, 0) < 0)
-            r = request_error();
+        struct nbd_req q = { .op = REQ_TRIM, .len = n, .off = off };
+        r = conn_run(&s->conn[c], &q);
         off += n, len -= n;
     }
     give_back(s, c);
@@ -569,7 +722,8 @@ static int nb_flush(struct qimg_io *io)
     /* Without multi-conn there is one connection; with it, a flush on one
      * covers the writes completed on all. */
     int c = borrow(s);
-    int r = nbd_flush(s->conn[c], 0) < 0 ? request_error() : 0;
+    struct nbd_req q = { .op = REQ_FLUSH };
+    int r = conn_run(&s->conn[c], &q);
     give_back(s, c);
     return r;
 }
@@ -603,9 +757,9 @@ static int nb_extent(struct qimg_io *io, uint64_t off, uint64_t len, uint64_t *p
     uint64_t ask = alen;
     struct extent_answer a = { .context = s->context };
     int c = borrow(s);
-    int r = nbd_block_status(s->conn[c], ask, aoff,
-                             (nbd_extent_callback){ .callback = extent_cb, .user_data = &a },
-                             LIBNBD_CMD_FLAG_REQ_ONE) < 0 ? request_error() : 0;
+    struct nbd_req q = { .op = REQ_STATUS, .len = ask, .off = aoff, .flags = LIBNBD_CMD_FLAG_REQ_ONE,
+                         .extents = { .callback = extent_cb, .user_data = &a } };
+    int r = conn_run(&s->conn[c], &q);
     give_back(s, c);
     if (r < 0)
         return r;

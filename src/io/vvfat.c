@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "fat-format.h"
+#include "fs.h"
 #include "internal.h"
 #include "util.h"
 
@@ -136,8 +137,14 @@ static int open_beneath(struct vvfat *s, const char *rel, int flags, bool symlin
         how.flags &= ~(uint64_t)O_NOATIME;     /* not the owner: atime may change */
         fd = syscall(SYS_openat2, s->rootfd, rel, &how, sizeof how);
     }
-    if (fd < 0 && errno == ENOSYS && !symlinks)
-        fd = openat(s->rootfd, rel, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOSYS && !symlinks) {
+        /* no openat2 (Linux < 5.6): the last component must not be a link;
+         * what is opened is checked against the walk's inode by the caller */
+        int base = flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW;
+        fd = openat(s->rootfd, rel, base | O_NOATIME);
+        if (fd < 0 && errno == EPERM)
+            fd = openat(s->rootfd, rel, base);
+    }
     return fd < 0 ? -errno : (int)fd;
 }
 
@@ -145,8 +152,7 @@ static int open_beneath(struct vvfat *s, const char *rel, int flags, bool symlin
 static char *node_path(const struct vvfat *s, uint32_t i)
 {
     size_t len = 0;
-    unsigned depth = 0;
-    for (uint32_t k = i; k != 0; k = s->nodes[k].parent, depth++)
+    for (uint32_t k = i; k != 0; k = s->nodes[k].parent)
         len += strlen(s->nodes[k].name) + 1;
     if (i == 0)
         return qimg_strdup(".");
@@ -160,7 +166,6 @@ static char *node_path(const struct vvfat *s, uint32_t i)
         if (at)
             p[--at] = '/';
     }
-    (void)depth;
     return p;
 }
 
@@ -527,20 +532,6 @@ static int build(struct vvfat *s, const char *label)
 
 /* ------------------------------------------------------------ geometry */
 
-/* CHS of an LBA as an MBR stores it (cylinders past 1023 clipped). */
-static void chs(uint8_t *out, uint32_t lba, unsigned heads, unsigned secs)
-{
-    uint32_t cyl = lba / (heads * secs), head = lba / secs % heads, sec = lba % secs + 1;
-    if (cyl > 1023) {
-        cyl = 1023;
-        head = heads - 1;
-        sec = secs;
-    }
-    out[0] = (uint8_t)head;
-    out[1] = (uint8_t)(sec | (cyl >> 8) << 6);
-    out[2] = (uint8_t)cyl;
-}
-
 static int geometry(struct vvfat *s, const char *label)
 {
     unsigned cyls, heads, secs, spc = 16;
@@ -604,14 +595,9 @@ static int geometry(struct vvfat *s, const char *label)
                           " clusters", (int)s->type, b->clusters);
     fat_bpb_encode(b, s->boot);
     if (!s->floppy) {
-        uint8_t *e = s->mbr + 446;
         qimg_put_le32(s->mbr + 440, VV_DISK_ID);
-        e[0] = 0x80;
-        chs(e + 1, off, heads, secs);
-        e[4] = s->type == FAT12 ? 0x01 : s->type == FAT16 ? 0x06 : 0x0B;
-        chs(e + 5, total - 1, heads, secs);
-        qimg_put_le32(e + 8, off);
-        qimg_put_le32(e + 12, total - off);
+        qimg_mbr_put_entry(s->mbr, 0, 0x80, s->type == FAT12 ? 0x01 : s->type == FAT16 ? 0x06 : 0x0B,
+                           off, total - off, heads, secs);
         s->mbr[510] = 0x55;
         s->mbr[511] = 0xAA;
     }
@@ -790,12 +776,14 @@ static int vv_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
         memset(p + (s->size - off), 0, len - (size_t)(s->size - off));
         len = (size_t)(s->size - off);
     }
+    if (!s->written)
+        return read_synth(s, p, len, off);
     while (len) {
         /* a run of sectors all from the overlay or all made */
         uint64_t sec = off / VV_SECTOR;
-        bool ov = s->written && sector_written(s, sec);
+        bool ov = sector_written(s, sec);
         uint64_t end = (sec + 1) * VV_SECTOR;
-        while (end < off + len && s->written && sector_written(s, end / VV_SECTOR) == ov)
+        while (end < off + len && sector_written(s, end / VV_SECTOR) == ov)
             end += VV_SECTOR;
         size_t n = (size_t)(QIMG_MIN(end, off + len) - off);
         int r = ov ? ov_pread(s, p, n, off) : read_synth(s, p, n, off);
@@ -808,6 +796,39 @@ static int vv_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* Writes whole sectors [sec, sec + n) of buf to the overlay and marks them. */
+static int ov_write_sectors(struct vvfat *s, const uint8_t *buf, uint64_t sec, uint64_t n)
+{
+    uint64_t off = sec * VV_SECTOR, len = n * VV_SECTOR;
+    while (len) {
+        ssize_t w = pwrite(s->ovfd, buf, (size_t)len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return qimg_error(w < 0 ? -errno : -EIO, "vvfat: could not write the overlay: %s",
+                              strerror(w < 0 ? errno : EIO));
+        buf += w;
+        len -= (uint64_t)w;
+        off += (uint64_t)w;
+    }
+    for (uint64_t k = sec; k < sec + n; k++)
+        atomic_fetch_or(&s->written[k / 64], 1ull << (k % 64));
+    return 0;
+}
+
+/* A partial sector: merged with what it holds (made or written before). */
+static int ov_write_partial(struct qimg_io *io, const uint8_t *buf, size_t len, uint64_t off)
+{
+    struct vvfat *s = io->priv;
+    uint8_t tmp[VV_SECTOR];
+    uint64_t sec = off / VV_SECTOR;
+    int r = vv_pread(io, tmp, VV_SECTOR, sec * VV_SECTOR);
+    if (r < 0)
+        return r;
+    memcpy(tmp + off % VV_SECTOR, buf, len);
+    return ov_write_sectors(s, tmp, sec, 1);
+}
+
 static int vv_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t off)
 {
     struct vvfat *s = io->priv;
@@ -815,27 +836,26 @@ static int vv_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
         return qimg_error(-EACCES, "Image is read-only");
     if (off > s->size || len > s->size - off)
         return qimg_error(-EINVAL, "vvfat: write past the end of the disk");
-    pthread_mutex_lock(&s->ovlock);
-    int r = 0;
     const uint8_t *p = buf;
-    while (r == 0 && len) {
-        uint64_t sec = off / VV_SECTOR, in = off % VV_SECTOR;
-        size_t n = (size_t)QIMG_MIN((uint64_t)len, VV_SECTOR - in);
-        uint8_t tmp[VV_SECTOR];
-        if (n < VV_SECTOR) {     /* a partial sector: merge with what it holds */
-            r = vv_pread(io, tmp, VV_SECTOR, sec * VV_SECTOR);
-            memcpy(tmp + in, p, n);
-        } else {
-            memcpy(tmp, p, n);
-        }
-        if (r == 0 && pwrite(s->ovfd, tmp, VV_SECTOR, (off_t)(sec * VV_SECTOR)) != VV_SECTOR)
-            r = qimg_error(-EIO, "vvfat: could not write the overlay: %s", strerror(errno));
-        if (r == 0)
-            atomic_fetch_or(&s->written[sec / 64], 1ull << (sec % 64));
+    int r = 0;
+    /* one writer at a time: partial sectors read, merge and write back */
+    pthread_mutex_lock(&s->ovlock);
+    if (off % VV_SECTOR && len) {
+        size_t n = (size_t)QIMG_MIN((uint64_t)len, VV_SECTOR - off % VV_SECTOR);
+        r = ov_write_partial(io, p, n, off);
         p += n;
         len -= n;
         off += n;
     }
+    if (r == 0 && len >= VV_SECTOR) {
+        size_t n = len / VV_SECTOR * VV_SECTOR;
+        r = ov_write_sectors(s, p, off / VV_SECTOR, n / VV_SECTOR);
+        p += n;
+        len -= n;
+        off += n;
+    }
+    if (r == 0 && len)
+        r = ov_write_partial(io, p, len, off);
     pthread_mutex_unlock(&s->ovlock);
     return r;
 }
@@ -910,7 +930,7 @@ static int vv_open(struct qimg_io *io, qimg_opts *opts)
         r = build(s, lab);
     if (r == 0 && s->type == FAT32)
         fat_fsinfo_encode(s->fsinfo, VV_SECTOR, s->bpb.clusters - (s->next_cluster - 2),
-                          s->next_cluster);
+                          s->next_cluster <= s->bpb.clusters + 1 ? s->next_cluster : 0xFFFFFFFFu);
     if (r == 0 && s->rw)
         r = open_overlay(s);
     return r;

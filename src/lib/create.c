@@ -81,7 +81,9 @@ static void merged_opts_for(const struct qimg_driver *drv, const char *filename,
 static const struct qimg_driver *find_format(const char *fmt)
 {
     const struct qimg_driver *drv = qimg_driver_find(fmt);
-    if (!drv)
+    if (!drv && qimg_storage_cannot_create(fmt))
+        qimg_error(-ENOTSUP, "Format driver '%s' does not support image creation", fmt);
+    else if (!drv)
         qimg_error(-EINVAL, "Unknown file format '%s'", fmt);
     return drv;
 }

@@ -43,6 +43,12 @@ bool qimg_format_known(const char *fmt)
     return qimg_driver_find(fmt) != NULL;
 }
 
+bool qimg_storage_cannot_create(const char *name)
+{
+    const struct qimg_io_ops *ops = qimg_io_backend_find(name);
+    return ops && !ops->can_create && !ops->create_by_opening && ops != &qimg_io_file_ops;
+}
+
 bool qimg_qemu_driver_known(const char *name)
 {
     /* qemu-img 7.2's (Debian build) "Supported formats" */
@@ -313,24 +319,28 @@ const char *qimg_codecs(void)
     return qimg_codec_list();
 }
 
-/* QIMG_FEATURES (build/config.h) names the optional libraries configure
- * found; the others are lacking. */
-static const char *const optional_features[] = { "zlib", "libdeflate", "zstd", "bzip2",
-                                                 "ext2fs", "libarchive", "openssl", "libnbd" };
-static char lacking_text[128];
+/* QIMG_FEATURES_KNOWN (build/config.h) names every optional library
+ * configure looks for, QIMG_FEATURES those it found; the others are
+ * lacking. */
+static char lacking_text[256];
 static pthread_once_t lacking_once = PTHREAD_ONCE_INIT;
 
 static void find_lacking(void)
 {
     const char *have = " " QIMG_FEATURES " ";
+    const char *known = QIMG_FEATURES_KNOWN;
     size_t len = 0;
-    for (size_t i = 0; i < QIMG_ARRAY_SIZE(optional_features); i++) {
-        char word[32];
-        snprintf(word, sizeof word, " %s ", optional_features[i]);
-        if (strstr(have, word))
-            continue;
-        len += (size_t)snprintf(lacking_text + len, sizeof lacking_text - len, "%s%s",
-                                len ? " " : "", optional_features[i]);
+    while (*known) {
+        size_t n = strcspn(known, " ");
+        char word[40];
+        if (n > 0 && n < sizeof word - 2) {
+            snprintf(word, sizeof word, " %.*s ", (int)n, known);
+            if (!strstr(have, word) && len < sizeof lacking_text)
+                len += (size_t)snprintf(lacking_text + len, sizeof lacking_text - len, "%s%.*s",
+                                        len ? " " : "", (int)n, known);
+        }
+        known += n;
+        known += strspn(known, " ");
     }
 }
 

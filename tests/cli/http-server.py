@@ -6,6 +6,7 @@ purpose under some path prefixes:
   /ok/NAME          Range support (Accept-Ranges: bytes, 206 answers)
   /norange/NAME     no Accept-Ranges header; a GET ignores Range (200)
   /nolength/NAME    HEAD answers without Content-Length (chunked)
+  /liar/NAME        HEAD says Accept-Ranges: bytes, a GET ignores Range (200)
   /stall/NAME       a GET sends half its body, then waits forever
   /stallonce/NAME   the first GET of each range stalls, its retry does not
   /close/NAME       a GET sends half its body, then closes the connection
@@ -15,7 +16,8 @@ purpose under some path prefixes:
   /auth/NAME        Basic authentication: user "qimg", password "s3cret"
   /cookie/NAME      needs the cookie "session=abc; theme=dark"
   /redirect/NAME    302 to /ok/NAME
-  /bad206/NAME      206 answers whose body starts at the wrong offset
+  /loop/NAME        302 to itself, forever
+  /bad206/NAME      206 answers from offset 0 whatever the range asked
   /long206/NAME     206 answers with more bytes than asked for
 
 Usage: http-server.py DIR PORTFILE [CERT KEY]
@@ -95,6 +97,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if not self.allowed(mode):
             return
+        if mode == "loop":
+            self.plain(302, "again\n", [("Location", self.path)])
+            return
         if mode == "redirect":
             self.plain(302, "moved\n", [("Location", "/ok/" + os.path.basename(path))])
             return
@@ -117,7 +122,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         start, end = 0, size - 1
         partial = False
         m = re.match(r"^bytes=(\d+)-(\d*)$", rng or "")
-        if m and mode != "norange":
+        if m and mode not in ("norange", "liar"):
             start = int(m.group(1))
             if m.group(2):
                 end = min(int(m.group(2)), size - 1)
@@ -131,6 +136,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "bad206" and start > 0:
             with open(path, "rb") as f:
                 data = f.read(end - start + 1)
+            start, end = 0, len(data) - 1
         if mode == "long206":
             data += b"X" * 1000
         self.send_response(206 if partial else 200)

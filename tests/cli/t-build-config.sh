@@ -30,6 +30,7 @@ if command -v pkg-config >/dev/null; then
     have_pc libarchive && z=yes || z=no;    expect_have HAVE_LIBARCHIVE $z
     have_pc libcrypto && z=yes || z=no;     expect_have HAVE_OPENSSL $z
     have_pc libnbd && z=yes || z=no;        expect_have HAVE_LIBNBD $z
+    have_pc libcurl && z=yes || z=no;       expect_have HAVE_LIBCURL $z
 else
     skip "pkg-config missing: installed libraries not compared with config.h"
 fi
@@ -48,7 +49,7 @@ cd "$SCRATCH" || exit 1
 head -c 307200 "$QIMG" > data.raw
 "$QEMU_IMG" convert -f raw -O qcow2 -c -o compression_type=zstd data.raw zstd.qcow2 || fail "make zstd.qcow2"
 "$QEMU_IMG" convert -f raw -O qcow2 -c data.raw zlib.qcow2 || fail "make zlib.qcow2"
-for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd all; do
+for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd libcurl all; do
     v=$B/without-$f/qimg
     if [ ! -x "$v" ]; then
         skip "$v not built (make config-matrix)"
@@ -56,7 +57,10 @@ for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd all; do
     fi
     lacking=$("$v" --help | sed -n 's/^Built without: //p')
     if [ $f = all ]; then
-        expect_eq "without all: --help says so" "$lacking" "zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd"
+        # every library configure knows, in its order
+        known=$(sed -n '/^features="/,/^"/p' "$TOP/scripts/configure" | grep : | cut -d: -f1 |
+                tr '\n' ' ' | sed 's/ $//')
+        expect_eq "without all: --help says so" "$lacking" "$known"
     else
         case " $lacking " in *" $f "*) pass "without $f: --help says so" ;;
                              *) fail "without $f: --help says so" "$lacking" ;; esac
@@ -71,6 +75,16 @@ for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd all; do
     *)
         expect_eq "without $f: zstd image read" "$rc" 0
         check "without $f: zstd image content" cmp "zstd-$f.raw" data.raw ;;
+    esac
+    # http, https, ftp, ftps need libcurl: without it a clear error at open
+    out=$("$v" info http://127.0.0.1:1/x.qcow2 2>&1); rc=$?
+    expect_eq "without $f: http fails" "$rc" 1
+    case $f in
+    libcurl|all)
+        case $out in *"built without libcurl"*) pass "without $f: the error names libcurl" ;;
+                     *) fail "without $f: the error names libcurl" "$out" ;; esac ;;
+    *)  case $out in *"Couldn't connect to server"*) pass "without $f: http tried" ;;
+                     *) fail "without $f: http tried" "$out" ;; esac ;;
     esac
     # NBD needs libnbd: without it an nbd name is refused clearly
     if [ $f = libnbd ] || [ $f = all ]; then

@@ -58,3 +58,12 @@ case "$("$QIMG" --help)" in *"'--safe'"*) pass "--help shows --safe" ;;
     *) fail "--help shows --safe" ;; esac
 case "$("$QIMG_AS_QEMU" --help)" in *"--safe"*) fail "--help as qemu-img hides --safe" ;;
     *) pass "--help as qemu-img hides --safe" ;; esac
+
+# A storage backend named as the format of a new image: qemu-img takes it as a
+# format that cannot create (not as an unknown one)
+for f in null-co blkdebug quorum vvfat http; do
+    same "create -f $f" create -f "$f" new.img 1M
+    same "convert -O $f" convert -O "$f" a.raw new.img
+    same "measure -O $f" measure -O "$f" a.raw
+    same "dd -O $f" dd -O "$f" if=a.raw of=new.img
+done

@@ -219,6 +219,10 @@ same_ro "compare a qcow2 in an export" compare -f qcow2 -F qcow2 "$K" "$SRV/k.qc
 PRISTINE=$SRV/k.qcow2img same_export "resize of a qcow2 in an export" "$SRV/k.raw" resize -f qcow2 "$K" 8M
 PRISTINE=$SRV/k.qcow2img same_export "write into a qcow2 in an export" "$SRV/k.raw" \
     convert -n -f raw -O qcow2 src.raw "$K"
+# an image in an export whose backing name is relative: NBD has no directory
+"$QEMU_IMG" create -q -f qcow2 -u -b base.raw -F raw "$K" 4M
+same_ro "info --backing-chain, relative backing inside an export" info --backing-chain "$K"
+same_ro "convert, relative backing inside an export" convert -O raw "$K" "$SCRATCH/rel.raw"
 cp "$SRV/q.pristine" "$SRV/q.raw"
 "$QEMU_IMG" create -q -f qcow2 -b "$Q" -F raw "$IN/over.qcow2"
 "$QEMU_IO" -f qcow2 -c "write -P 0x44 0 4k" "$IN/over.qcow2" >/dev/null

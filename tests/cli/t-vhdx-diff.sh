@@ -183,3 +183,25 @@ check "replayed: the data" "$QIMG" compare -q ct.vhdx "$SCRATCH/c.raw"
 if has_pymod "pyvhdi reads a replayed differencing disk" pyvhdi; then
     check "replayed: pyvhdi reads it over its parent" pyvhdi_reads ct.vhdx "$SCRATCH/c.raw" cb.vhdx
 fi
+
+# ------------------------------------------------ more chunks than bitmaps kept in memory
+# 20 chunks of 4 GiB, each with a sector written (qimg keeps 16 bitmaps)
+"$QEMU_IMG" create -q -f vhdx mb.vhdx 80G
+"$QIMG" create -q -f vhdx -b mb.vhdx -F vhdx mt.vhdx
+truncate -s 80G "$SCRATCH/m.raw"
+ops=()
+for c in $(seq 0 19); do ops+=(w:$((c * (4 << 30) + 4096 + c * 512)):512:$((c + 1))); done
+qimg_io mt.vhdx "${ops[@]}" || fail "qimg_io: a sector in each of 20 chunks"
+qemu_io_ops raw "$SCRATCH/m.raw" "${ops[@]}"
+check "20 chunks: the data" "$QIMG" compare -q mt.vhdx "$SCRATCH/m.raw"
+check "20 chunks: check" "$QIMG" check -q mt.vhdx
+if has_pymod "pyvhdi reads 20 chunks" pyvhdi; then
+    check "20 chunks: pyvhdi reads each sector" "$DEB_PYTHON" -c '
+import pyvhdi, sys
+p = pyvhdi.file(); p.open(sys.argv[1])
+c = pyvhdi.file(); c.open(sys.argv[2]); c.set_parent(p)
+for k in range(20):
+    off = k * (4 << 30) + 4096 + k * 512
+    assert c.read_buffer_at_offset(1536, off - 512) == bytes(512) + bytes([k + 1]) * 512 + bytes(512), k
+' mb.vhdx mt.vhdx
+fi

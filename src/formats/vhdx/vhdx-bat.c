@@ -256,6 +256,39 @@ void vhdx_bitmaps_drop(struct vhdx_state *s)
     s->sb = NULL;
     s->nsb = 0;
     s->sb_ndirty = 0;
+    s->sb_loaded = 0;
+}
+
+/* bitmaps kept in memory at most (1 MiB each; a 64 TiB disk has 16384) */
+#define SB_CACHE_MAX 16
+
+static bool bitmap_dirty(const struct vhdx_bitmap *b)
+{
+    for (size_t k = 0; k < sizeof b->dirty; k++)
+        if (b->dirty[k])
+            return true;
+    return false;
+}
+
+/* Room for one more bitmap in memory: a clean one other than chunk keep
+ * goes (all are made clean by a commit first when none is). */
+static int evict_bitmap(struct qimg_image *img, struct vhdx_state *s, uint64_t keep)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t c = 0; c < s->nsb; c++) {
+            if (c == keep || !s->sb[c] || bitmap_dirty(s->sb[c]))
+                continue;
+            free(s->sb[c]->bits);
+            free(s->sb[c]);
+            s->sb[c] = NULL;
+            s->sb_loaded--;
+            return 0;
+        }
+        int r = vhdx_bat_commit(img, s);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }
 
 /* A bitmap block for BAT entry i, all zeros, at the end of the file. */
@@ -294,6 +327,11 @@ static int get_bitmap(struct qimg_image *img, struct vhdx_state *s, uint64_t chu
     bool present = VHDX_BAT_STATE(s->bat[i]) == VHDX_SB_PRESENT;
     if (!present && !for_write)
         return qimg_error(-EIO, "VHDX block partially present without its sector bitmap");
+    if (s->sb_loaded >= SB_CACHE_MAX) {
+        int r = evict_bitmap(img, s, chunk);
+        if (r < 0)
+            return r;
+    }
     struct vhdx_bitmap *b = qimg_xcalloc(1, sizeof *b);
     b->bits = qimg_xcalloc(1, VHDX_SB_BLOCK);
     int r = present ? vhdx_pread(img, s, b->bits, VHDX_SB_BLOCK, VHDX_BAT_OFFSET(s->bat[i]))
@@ -309,6 +347,7 @@ static int get_bitmap(struct qimg_image *img, struct vhdx_state *s, uint64_t chu
         s->nsb = chunk + 1;
     }
     s->sb[chunk] = b;
+    s->sb_loaded++;
     *out = b;
     return 0;
 }

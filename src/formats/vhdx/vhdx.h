@@ -143,6 +143,7 @@ struct vhdx_state {
     struct vhdx_bitmap **sb;            /* per chunk, loaded at first use */
     uint64_t nsb;                       /* entries of sb */
     uint64_t sb_ndirty;                 /* changed 4 KiB sectors of them */
+    uint64_t sb_loaded;                 /* how many are in memory */
 };
 
 /* One chunk's sector bitmap block in memory (a differencing disk): a bit
