@@ -209,6 +209,9 @@ enum qimg_capability {
 /* The registered formats in order ("qcow2", "raw"...), NULL past the last. */
 const char *qimg_format_name(size_t i);
 bool qimg_format_known(const char *fmt);
+/* A protocol that can be the format of a new image (create -f rbd,
+ * convert -O file): its storage object is the image. */
+bool qimg_protocol_creatable(const char *fmt);
 /* Is name a storage backend that cannot make new storage (null-co, blkdebug,
  * vvfat, http ...)?  qemu-img takes such a name as a format that does not
  * support image creation, where an unknown name is an unknown format. */

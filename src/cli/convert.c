@@ -203,11 +203,12 @@ static int open_sources(struct sources *s, char **names, size_t n, const struct 
 
 static int check_target_format(const struct convert_opts *o, const char *out_name)
 {
-    if (!qimg_format_known(o->out_fmt) && !qimg_storage_cannot_create(o->out_fmt)) {
+    bool protocol = qimg_protocol_creatable(o->out_fmt);
+    if (!qimg_format_known(o->out_fmt) && !protocol && !qimg_storage_cannot_create(o->out_fmt)) {
         error_report("Unknown file format '%s'", o->out_fmt);
         return -1;
     }
-    if (!qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
+    if (!protocol && !qimg_format_supports(o->out_fmt, QIMG_CAP_CREATE)) {
         error_report("Format driver '%s' does not support image creation", o->out_fmt);
         return -1;
     }

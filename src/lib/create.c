@@ -201,6 +201,7 @@ int qimg_create_opts_validate(const char *fmt, qimg_opts *opts)
 /* Everything qemu decides before printing "Formatting ...". */
 struct plan {
     const struct qimg_driver *drv;
+    const char *protocol_fmt;  /* -f rbd / -f file: raw on that protocol */
     struct opt_list list;
     qimg_opts *opts;          /* -o options plus size/backing, validated */
     uint64_t size;
@@ -262,12 +263,58 @@ int qimg_create_name_check(const char *filename)
     return 0;
 }
 
+
+/* -f PROTOCOL: the name must be the protocol's (its parser's error
+ * otherwise, after the "Formatting" line, as qemu). */
+static int protocol_name_check(const struct qimg_create_params *p, const struct plan *pl)
+{
+    const struct qimg_io_ops *protocol = pl->protocol_fmt ? qimg_io_backend_find(pl->protocol_fmt) : NULL;
+    if (!protocol || qimg_io_protocol(p->filename) == protocol || !protocol->parse_filename)
+        return 0;
+    CLEANUP_OPTS qimg_opts *o = NULL;
+    int r = protocol->parse_filename(p->filename, o);
+    return r < 0 ? r : 0;
+}
+
+/* -f PROTOCOL: a raw image that is the protocol's storage object, with
+ * the protocol's own create options only. */
+static int plan_protocol(const struct qimg_create_params *p, struct plan *pl,
+                         const struct qimg_io_ops *protocol)
+{
+    pl->drv = &qimg_driver_raw;
+    pl->protocol_fmt = protocol->name;
+    if (!qimg_io_protocol(p->filename))
+        return -EINVAL;
+    pl->list.n = 0;
+    list_append(&pl->list, protocol->create_opts ? protocol->create_opts : file_create_opts);
+    copy_opts(&pl->opts, p->opts);
+    int r = validate_list(&pl->list, pl->opts);
+    if (r < 0)
+        return r;
+    bool has_size = qimg_opts_get(pl->opts, "size") != NULL;
+    if (has_size && p->has_size)
+        return qimg_error(-EINVAL, "The image size must be specified only once");
+    if (!has_size && p->has_size)
+        set_number(&pl->opts, "size", p->size);
+    if (p->backing_file)
+        return qimg_error(-ENOTSUP, "Backing file not supported for file format '%s'", protocol->name);
+    if (p->backing_fmt)
+        return qimg_error(-ENOTSUP, "Backing file format not supported for file format '%s'",
+                          protocol->name);
+    if (qimg_opts_get_size(pl->opts, "size", &pl->size) != 1)
+        return qimg_error(-EINVAL, "Image creation needs a size parameter");
+    return 0;
+}
+
 static int make_plan(const struct qimg_create_params *p, struct plan *pl)
 {
     const char *fmt = p->fmt ? p->fmt : "raw";
     uint64_t size = 0;
     int r;
     memset(pl, 0, sizeof *pl);
+    const struct qimg_io_ops *protocol = qimg_create_protocol(fmt);
+    if (protocol)
+        return plan_protocol(p, pl, protocol);
     pl->drv = find_format(fmt);
     if (!pl->drv)
         return -EINVAL;
@@ -336,7 +383,8 @@ static void add_escaped(struct qimg_strbuf *b, const char *name, const char *val
 static char *describe(const struct qimg_create_params *p, struct plan *pl)
 {
     struct qimg_strbuf b = { 0 };
-    qimg_strbuf_addf(&b, "Formatting '%s', fmt=%s", p->filename, pl->drv->name);
+    qimg_strbuf_addf(&b, "Formatting '%s', fmt=%s", p->filename,
+                     pl->protocol_fmt ? pl->protocol_fmt : pl->drv->name);
     for (size_t i = 0; i < pl->list.n; i++) {
         const struct qimg_opt_desc *d = pl->list.v[i];
         const char *v = qimg_opts_get(pl->opts, d->name);
@@ -487,7 +535,9 @@ static int run_driver(const struct qimg_create_params *p, struct plan *pl, const
         .opts = pl->opts,
         .prealloc = prealloc,
     };
-    int r = qimg_drv_create(pl->drv, &ctx);
+    int r = protocol_name_check(p, pl);
+    if (r == 0)
+        r = qimg_drv_create(pl->drv, &ctx);
     if (r == -EFBIG) {
         uint64_t cs = 0;
         bool hint = qimg_opts_get_size(pl->opts, "cluster_size", &cs) == 1 && cs;

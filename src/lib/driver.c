@@ -66,6 +66,17 @@ bool qimg_qemu_driver_known(const char *name)
     return qimg_format_known(name) || qimg_io_backend_find(name) != NULL;
 }
 
+const struct qimg_io_ops *qimg_create_protocol(const char *fmt)
+{
+    const struct qimg_io_ops *ops = qimg_driver_find(fmt) ? NULL : qimg_io_backend_find(fmt);
+    return ops && ops->can_create && !ops->not_protocol ? ops : NULL;
+}
+
+bool qimg_protocol_creatable(const char *fmt)
+{
+    return qimg_create_protocol(fmt) != NULL;
+}
+
 bool qimg_format_supports(const char *fmt, enum qimg_capability cap)
 {
     const struct qimg_driver *drv = qimg_driver_find(fmt);

@@ -189,6 +189,10 @@ const struct qimg_driver *qimg_driver_probe_tail(const uint8_t *tail, size_t len
                                                  uint64_t file_size);
 
 extern const struct qimg_driver qimg_driver_raw;
+/* A storage backend named as the format of a new image (qemu-img create
+ * -f rbd, -f file): NULL unless fmt names no format and such a backend
+ * that can create. */
+const struct qimg_io_ops *qimg_create_protocol(const char *fmt);
 /* image-io.c: the format of a filter over a format node (not probed, not
  * in the registry): its storage as it is, named "blkdebug". */
 extern const struct qimg_driver qimg_driver_filter;

@@ -136,6 +136,13 @@ expect_eq "create object size: order" "$(rbd info p/new-$LAST | grep -o 'order [
 rsame "create bad object size" create -f raw -o cluster_size=1000 rbd:p/% 1M
 rsame "create qcow2" create -f qcow2 rbd:p/% 16M
 same_rbd "info qcow2 on rbd" info rbd:p/new-$LAST
+rsame "create -f rbd" create -f rbd -o cluster_size=64k rbd:p/% 1M
+expect_eq "create -f rbd: order" "$(rbd info p/new-$LAST | grep -o 'order [0-9]*')" "order 16"
+rsame "create -f rbd of a local name" create -f rbd %.img 1M
+expect_eq "create -f rbd of a local name: nothing" "$(ls "$D" | grep -c "new-$LAST")" 0
+rsame "create -f rbd with a backing file" create -f rbd -b src.raw -F raw rbd:p/% 1M
+rsame "convert -O rbd" convert -O rbd src.qcow2 rbd:p/%
+expect_eq "convert -O rbd: data" "$(export_sha p/new-$LAST)" "$SRC_SHA"
 same_rbd "check qcow2 on rbd" check rbd:p/new-$LAST
 
 # ---- convert both ways
