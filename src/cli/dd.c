@@ -142,11 +142,12 @@ int cmd_dd(int argc, char **argv)
         return 1;
     int ret = 1;
     qimg_image *out = NULL;
-    if (!qimg_format_known(o.out_fmt) && !qimg_storage_cannot_create(o.out_fmt)) {
+    bool protocol = qimg_protocol_creatable(o.out_fmt);
+    if (!qimg_format_known(o.out_fmt) && !protocol && !qimg_storage_cannot_create(o.out_fmt)) {
         error_report("Unknown file format");
         goto done;
     }
-    if (!qimg_format_supports(o.out_fmt, QIMG_CAP_CREATE)) {
+    if (!protocol && !qimg_format_supports(o.out_fmt, QIMG_CAP_CREATE)) {
         error_report("Format driver '%s' does not support image creation", o.out_fmt);
         goto done;
     }

@@ -8,6 +8,15 @@
 
 enum { OPT_OUTPUT = CLI_OPT_COMMAND, OPT_SIZE };
 
+/* Is name one of the storage backends (not a format)? */
+static bool is_storage_name(const char *name)
+{
+    for (size_t i = 0; qimg_protocol_name(i); i++)
+        if (strcmp(qimg_protocol_name(i), name) == 0)
+            return true;
+    return false;
+}
+
 static void print_measure(enum output_format of, const struct qimg_measure *m)
 {
     if (of == OUTPUT_HUMAN) {
@@ -101,7 +110,10 @@ int cmd_measure(int argc, char **argv)
             goto out;
     }
     if (!qimg_format_known(out_fmt) && !qimg_storage_cannot_create(out_fmt)) {
-        error_report("Unknown file format '%s'", out_fmt);
+        if (is_storage_name(out_fmt))   /* file, nbd, rbd: qemu asks the protocol */
+            error_report("Block driver '%s' does not support size measurement", out_fmt);
+        else
+            error_report("Unknown file format '%s'", out_fmt);
         goto out;
     }
     if (!qimg_format_supports(out_fmt, QIMG_CAP_CREATE)) {

@@ -273,6 +273,11 @@ static int protocol_name_check(const struct qimg_create_params *p, const struct 
         return 0;
     CLEANUP_OPTS qimg_opts *o = NULL;
     int r = protocol->parse_filename(p->filename, o);
+    if (r < 0 && protocol->create_by_opening) {   /* qemu tried to open it (nbd) */
+        CLEANUP_FREE char *msg = qimg_strdup(qimg_last_error());
+        return qimg_error(r, "Protocol driver '%s' does not support image creation, and opening "
+                          "the image failed: %s", protocol->name, msg);
+    }
     return r < 0 ? r : 0;
 }
 

@@ -69,7 +69,7 @@ bool qimg_qemu_driver_known(const char *name)
 const struct qimg_io_ops *qimg_create_protocol(const char *fmt)
 {
     const struct qimg_io_ops *ops = qimg_driver_find(fmt) ? NULL : qimg_io_backend_find(fmt);
-    return ops && ops->can_create && !ops->not_protocol ? ops : NULL;
+    return ops && (ops->can_create || ops->create_by_opening) && !ops->not_protocol ? ops : NULL;
 }
 
 bool qimg_protocol_creatable(const char *fmt)

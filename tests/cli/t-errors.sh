@@ -67,3 +67,14 @@ for f in null-co blkdebug quorum vvfat http; do
     same "measure -O $f" measure -O "$f" a.raw
     same "dd -O $f" dd -O "$f" if=a.raw of=new.img
 done
+# ... and storage that can: the file protocol makes a plain file, nbd tries
+# to open the name as an export; neither measures
+same "create -f file" create -f file new.img 1M
+same "convert -O file" convert -O file a.raw new.img
+same "dd -O file" dd -O file if=a.raw of=new.img
+for f in file nbd; do
+    same "measure -O $f" measure -O "$f" a.raw
+done
+same "create -f nbd" create -f nbd new.img 1M
+same "convert -O nbd" convert -O nbd a.raw new.img
+same "dd -O nbd" dd -O nbd if=a.raw of=new.img
