@@ -456,7 +456,7 @@ fi
 # served by lighttpd on 127.0.0.1, converted to a local raw file.  qemu-img
 # 7.2's convert over http hangs in some runs: its run is killed after
 # HTTP_HANG seconds and tried again (up to 3 times), the time spent counted.
-HTTP_HANG=$([ "$QUICK" = 1 ] && echo 30 || echo 300)
+HTTP_HANG=${HTTP_HANG:-$([ "$QUICK" = 1 ] && echo 30 || echo 300)}
 LIGHTTPD=$(command -v lighttpd || echo /usr/sbin/lighttpd)
 if wanted http-raw-to-raw http-qcow2-to-raw && [ -x "$LIGHTTPD" ]; then
     stamp="dense $DENSE_SIZE seed 2"
