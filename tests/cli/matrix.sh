@@ -267,6 +267,7 @@ make_fixtures() {
     local i fm a
     for i in $ROWS; do
         fm=${FMT[$i]} a=$FIX/a$i.${FMT[$i]}
+        BACKING[i]=0   # also for a row whose fixtures could not be made
         if native_fixtures_only "$fm"; then
             make_native_fixtures "$i"
             continue
