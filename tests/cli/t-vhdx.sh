@@ -158,7 +158,9 @@ check "convert -n into a qemu-made vhdx: check" "$QEMU_IMG" check -q w.vhdx
 check "convert -n into a qemu-made vhdx: compare" "$QEMU_IMG" compare -q w.vhdx "$SCRATCH/w.raw"
 
 # ------------------------------------------------ the real Hyper-V image
-if [ -f "$TOP/../shared/testdata/iotest-dynamic-1G.vhdx.bz2" ]; then
+if ! has_cmd "hyper-v image" bzcat; then
+    :   # counted as a SKIP by has_cmd
+elif [ -f "$TOP/../shared/testdata/iotest-dynamic-1G.vhdx.bz2" ]; then
     bzcat "$TOP/../shared/testdata/iotest-dynamic-1G.vhdx.bz2" >hv.vhdx
     same_ro "info hyper-v" info hv.vhdx
     same_ro "check hyper-v" check hv.vhdx

@@ -128,7 +128,9 @@ head -c $((size - 513)) d.vhd > h.vhd;              same_ro "footer copy cut" in
 
 # ------------------------------------------------ the real Virtual PC image
 real=${TESTDATA:-$TOP/../shared/testdata}/virtualpc-dynamic.vhd.bz2
-if [ -r "$real" ]; then
+if ! has_cmd "real Virtual PC image" bzcat; then
+    :   # counted as a SKIP by has_cmd
+elif [ -r "$real" ]; then
     bzcat "$real" > vp.vhd
     same_ro "real: info" info vp.vhd
     same_ro "real: info json" info --output=json vp.vhd
