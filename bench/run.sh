@@ -65,9 +65,10 @@ QEMU_IO=${QEMU_IO:-/usr/bin/qemu-io}
 CHAIN_LAYERS=10
 
 mkdir -p "$BENCH_DIR/in" "$BENCH_DIR/out" || die "cannot create $BENCH_DIR"
-HTTPD_PID=""
+HTTPD_PID="" HTTPD_CAP_PID=""
 cleanup() {
     [ -n "$HTTPD_PID" ] && kill "$HTTPD_PID" 2>/dev/null && wait "$HTTPD_PID" 2>/dev/null
+    [ -n "$HTTPD_CAP_PID" ] && kill "$HTTPD_CAP_PID" 2>/dev/null && wait "$HTTPD_CAP_PID" 2>/dev/null
     rm -rf "$BENCH_DIR/out"
     [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$BENCH_DIR"
 }
@@ -93,7 +94,8 @@ wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-
     make_input sparse.raw sparse "$IN/sparse.raw" "$SPARSE_SIZE" "$SPARSE_DATA" --seed 1
 wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw \
        vdi-dense vpc-dense vmdk-dense copy-limit-dense vmdk-stream \
-       raw-to-qed-dense qed-dense-to-raw raw-to-qcow-dense http-raw-to-raw http-qcow2-to-raw &&
+       raw-to-qed-dense qed-dense-to-raw raw-to-qcow-dense http-raw-to-raw http-qcow2-to-raw \
+       httpcap-raw-to-raw httpcap-qcow2-to-raw &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -456,29 +458,62 @@ fi
 # served by lighttpd on 127.0.0.1, converted to a local raw file.  qemu-img
 # 7.2's convert over http hangs in some runs: its run is killed after
 # HTTP_HANG seconds and tried again (up to 3 times), the time spent counted.
+#
+# httpcap-*: the same, from a second lighttpd that sends each connection at
+# most NET_CAP MiB/s (connection.kbytes-per-second), as a server or a
+# network path that limits each connection does (the case of the issue:
+# importers that read over few connections crawl).  The cap, not the disk or
+# the copy, is then the limit (2 GiB: ~40 s for one connection; the local
+# copy runs at ~1 GiB/s): the time shows how many connections a tool keeps
+# busy.  qemu-img 7.2 with its default -m 8 hangs against this server (at
+# 2 GiB, 5 tries of 5 hung, each killed after 130 s): its command here is
+# -m 1 (the known way round the hang), still killed after CAP_HANG seconds
+# (3x its unhung time) and tried again, up to 5 times, the time counted.
 HTTP_HANG=${HTTP_HANG:-$([ "$QUICK" = 1 ] && echo 30 || echo 300)}
+NET_CAP=${BENCH_NET_CAP:-$([ "$QUICK" = 1 ] && echo 8 || echo 50)}   # MiB/s per connection
 LIGHTTPD=$(command -v lighttpd || echo /usr/sbin/lighttpd)
-if wanted http-raw-to-raw http-qcow2-to-raw && [ -x "$LIGHTTPD" ]; then
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# start_lighttpd PORT CONF-NAME [EXTRA-CONF-LINE]: lighttpd serving $IN; its pid on stdout
+start_lighttpd() {
+    printf 'server.document-root = "%s"\nserver.bind = "127.0.0.1"\nserver.port = %s\n%s\n' \
+        "$IN" "$1" "${3:-}" > "$BENCH_DIR/$2"
+    "$LIGHTTPD" -D -f "$BENCH_DIR/$2" >/dev/null 2>&1 </dev/null &
+    echo $!
+    for _ in $(seq 100); do
+        curl -sfI "http://127.0.0.1:$1/dense.raw" >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+}
+if wanted http-raw-to-raw http-qcow2-to-raw httpcap-raw-to-raw httpcap-qcow2-to-raw && [ -x "$LIGHTTPD" ]; then
     stamp="dense $DENSE_SIZE seed 2"
-    if wanted http-qcow2-to-raw && [ "$(cat "$IN/dense-qcow2.stamp" 2>/dev/null)" != "$stamp" ]; then
+    if wanted http-qcow2-to-raw httpcap-qcow2-to-raw &&
+       [ "$(cat "$IN/dense-qcow2.stamp" 2>/dev/null)" != "$stamp" ]; then
         echo "bench: making dense.qcow2 with qemu-img" >&2
         "$QEMU_IMG" convert -f raw -O qcow2 "$IN/dense.raw" "$IN/dense.qcow2" || die "making dense.qcow2 failed"
         echo "$stamp" > "$IN/dense-qcow2.stamp"
     fi
-    HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    printf 'server.document-root = "%s"\nserver.bind = "127.0.0.1"\nserver.port = %s\n' \
-        "$IN" "$HTTP_PORT" > "$BENCH_DIR/lighttpd.conf"
-    "$LIGHTTPD" -D -f "$BENCH_DIR/lighttpd.conf" &
-    HTTPD_PID=$!
-    H=http://127.0.0.1:$HTTP_PORT
-    for _ in $(seq 100); do
-        curl -sfI "$H/dense.raw" >/dev/null 2>&1 && break
-        sleep 0.05
-    done
-    if "$QIMG" info "$H/dense.raw" >/dev/null 2>&1; then
-        retry="for try in 1 2 3; do timeout $HTTP_HANG \$QEMU_IMG"
+    if wanted http-raw-to-raw http-qcow2-to-raw; then
+        HTTP_PORT=$(free_port)
+        HTTPD_PID=$(start_lighttpd "$HTTP_PORT" lighttpd.conf)
+        H=http://127.0.0.1:$HTTP_PORT
+    fi
+    if wanted httpcap-raw-to-raw httpcap-qcow2-to-raw; then
+        HTTP_CAP_PORT=$(free_port)
+        HTTPD_CAP_PID=$(start_lighttpd "$HTTP_CAP_PORT" lighttpd-cap.conf \
+                        "connection.kbytes-per-second = $((NET_CAP * 1024))")
+        HC=http://127.0.0.1:$HTTP_CAP_PORT
+        CAP_HANG=$(( $(stat -c %s "$IN/dense.raw") / (NET_CAP << 20) * 3 + 10 ))
+    fi
+    retry="for try in 1 2 3; do timeout $HTTP_HANG \$QEMU_IMG"
+    if [ -n "$HTTPD_PID" ] && "$QIMG" info "$H/dense.raw" >/dev/null 2>&1; then
         WORKLOADS+=("http-raw-to-raw|convert raw over HTTP (lighttpd, 127.0.0.1)→local raw, $DENSE_SIZE dense|convert -O raw $H/dense.raw \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry convert -O raw $H/dense.raw \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
         WORKLOADS+=("http-qcow2-to-raw|convert qcow2 over HTTP (lighttpd, 127.0.0.1)→local raw, $DENSE_SIZE dense|convert -O raw $H/dense.qcow2 \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry convert -O raw $H/dense.qcow2 \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
+    fi
+    retry="for try in 1 2 3 4 5; do timeout $CAP_HANG \$QEMU_IMG convert -m 1"
+    if [ -n "$HTTPD_CAP_PID" ] && "$QIMG" info "$HC/dense.raw" >/dev/null 2>&1; then
+        capdesc="HTTP (lighttpd, 127.0.0.1, each connection capped at $NET_CAP MiB/s: the cap is the limit)"
+        WORKLOADS+=("httpcap-raw-to-raw|convert raw over $capdesc→local raw, $DENSE_SIZE dense; qemu-img with -m 1 (its -m 8 hangs here), a hung run killed after ${CAP_HANG} s and retried, the time counted|convert -O raw $HC/dense.raw \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry -O raw $HC/dense.raw \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
+        WORKLOADS+=("httpcap-qcow2-to-raw|convert qcow2 over $capdesc→local raw, $DENSE_SIZE dense; qemu-img with -m 1 (its -m 8 hangs here), a hung run killed after ${CAP_HANG} s and retried, the time counted|convert -O raw $HC/dense.qcow2 \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry -O raw $HC/dense.qcow2 \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
     fi
 fi
 
@@ -529,22 +564,48 @@ fi
 
 # NBD (issue 16): the dense image served by nbdkit (file plugin, read-only,
 # multi-conn, its default thread pool) on a unix socket, converted to a
-# local raw and qcow2 by both tools.  The server is this script's child,
-# stopped at exit.
-NBD_PID=""
-stop_nbd() { [ -n "$NBD_PID" ] && kill "$NBD_PID" 2>/dev/null; NBD_PID=""; }
-if wanted nbd-to-raw nbd-to-qcow2 && command -v nbdkit >/dev/null &&
+# local raw and qcow2 by both tools.  The servers are this script's
+# children, stopped at exit.
+#
+# nbdcap-*: the same from a second nbdkit whose rate filter caps each
+# connection at NET_CAP MiB/s (connection-rate; the filter's default burst
+# of 2 s at that rate per connection), so that, as over a network that
+# limits each connection, the cap and not the copy is the limit.  The
+# filter passes multi-conn through (checked with nbdinfo below).
+NBD_PID="" NBD_CAP_PID=""
+stop_nbd() {
+    [ -n "$NBD_PID" ] && kill "$NBD_PID" 2>/dev/null; NBD_PID=""
+    [ -n "$NBD_CAP_PID" ] && kill "$NBD_CAP_PID" 2>/dev/null; NBD_CAP_PID=""
+}
+# start_nbdkit NAME NBDKIT-ARGS...: nbdkit on $BENCH_DIR/NAME.sock; its pid on stdout
+start_nbdkit() {
+    local name=$1; shift
+    rm -f "$BENCH_DIR/$name.sock" "$BENCH_DIR/$name.pid"
+    nbdkit -r -U "$BENCH_DIR/$name.sock" -P "$BENCH_DIR/$name.pid" "$@" || die "nbdkit failed to start"
+    for _ in $(seq 100); do [ -s "$BENCH_DIR/$name.pid" ] && break; sleep 0.05; done
+    cat "$BENCH_DIR/$name.pid"
+}
+if wanted nbd-to-raw nbd-to-qcow2 nbdcap-to-raw nbdcap-to-qcow2 && command -v nbdkit >/dev/null &&
    "$QIMG" --help | grep -q '^Supported formats:.* nbd'; then
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
-    NBD_SOCK=$BENCH_DIR/nbd.sock
-    rm -f "$NBD_SOCK" "$BENCH_DIR/nbd.pid"
-    nbdkit -r -U "$NBD_SOCK" -P "$BENCH_DIR/nbd.pid" file "$IN/dense.raw" || die "nbdkit failed to start"
-    for _ in $(seq 100); do [ -s "$BENCH_DIR/nbd.pid" ] && break; sleep 0.05; done
-    NBD_PID=$(cat "$BENCH_DIR/nbd.pid")
     trap 'stop_nbd; declare -F ceph_stop >/dev/null && ceph_stop; cleanup' EXIT
-    NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
-    WORKLOADS+=("nbd-to-raw|convert NBD (nbdkit, unix socket)→raw, $DENSE_SIZE dense|convert -O raw \$NBD_URI \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw")
-    WORKLOADS+=("nbd-to-qcow2|convert NBD (nbdkit, unix socket)→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")
+    if wanted nbd-to-raw nbd-to-qcow2; then
+        NBD_PID=$(start_nbdkit nbd file "$IN/dense.raw")
+        NBD_URI="nbd+unix:///?socket=$BENCH_DIR/nbd.sock"
+        WORKLOADS+=("nbd-to-raw|convert NBD (nbdkit, unix socket)→raw, $DENSE_SIZE dense|convert -O raw \$NBD_URI \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw")
+        WORKLOADS+=("nbd-to-qcow2|convert NBD (nbdkit, unix socket)→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")
+    fi
+    if wanted nbdcap-to-raw nbdcap-to-qcow2; then
+        NBD_CAP_PID=$(start_nbdkit nbdcap --filter=rate file "$IN/dense.raw" \
+                      connection-rate=$((NET_CAP * 8 << 20)))
+        NBD_CAP_URI="nbd+unix:///?socket=$BENCH_DIR/nbdcap.sock"
+        if command -v nbdinfo >/dev/null; then
+            echo "bench: nbdcap: $(nbdinfo "$NBD_CAP_URI" | grep -o 'can_multi_conn: [a-z]*')" >&2
+        fi
+        capdesc="NBD (nbdkit, unix socket, rate filter: each connection capped at $NET_CAP MiB/s, the cap is the limit)"
+        WORKLOADS+=("nbdcap-to-raw|convert $capdesc→raw, $DENSE_SIZE dense|convert -O raw \$NBD_CAP_URI \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw")
+        WORKLOADS+=("nbdcap-to-qcow2|convert $capdesc→qcow2, $DENSE_SIZE dense|convert -O qcow2 \$NBD_CAP_URI \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2")
+    fi
 fi
 
 # vvfat (issue 17): a tree of a few thousand files (symlinks among them,

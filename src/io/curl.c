@@ -651,7 +651,8 @@ static int http_parse_filename(const char *filename, qimg_opts *opts)
     .close          = http_close,                   \
     .exact_filename = http_exact_filename,           \
     .no_info        = true,                         \
-    .read_only      = true
+    .read_only      = true,                         \
+    .remote         = true
 
 const struct qimg_io_ops qimg_io_http_ops = { CURL_OPS("http") };
 const struct qimg_io_ops qimg_io_https_ops = { CURL_OPS("https") };

@@ -927,4 +927,5 @@ const struct qimg_io_ops qimg_io_nbd_ops = {
     .dirname        = nb_dirname,
     .protocols      = nbd_protocols,
     .create_by_opening = true,
+    .remote         = true,
 };

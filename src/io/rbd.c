@@ -979,4 +979,5 @@ const struct qimg_io_ops qimg_io_rbd_ops = {
     .snapshot_delete = qrbd_snapshot_delete,
     .changed_extent = qrbd_changed_extent,
     .unordered_writes = true,
+    .remote         = true,
 };

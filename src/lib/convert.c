@@ -703,14 +703,37 @@ static int setup_compress(struct convert *c)
     return 0;
 }
 
+/* A source (or one of its backing files) or the target on a remote
+ * storage (io.h's `remote`). */
+static bool image_is_remote(qimg_image *img)
+{
+    for (; img; img = img->backing)
+        if (img->file && img->file->ops->remote)
+            return true;
+    return false;
+}
+
+static bool any_remote(const struct qimg_convert_params *p)
+{
+    for (size_t i = 0; i < p->nsources; i++)
+        if (image_is_remote(p->sources[i]))
+            return true;
+    return image_is_remote(p->target);
+}
+
 /* -m asks for that many requests in flight; more threads than twice the
  * CPUs only add switching (measured: 8 threads on 2 CPUs are slower than
- * 4), so the threads are capped and each works on 2 MiB at a time. */
-static unsigned worker_threads(unsigned requested)
+ * 4), so the threads are capped and each works on 2 MiB at a time.  Not
+ * with a remote source or target: there each request waits on a server
+ * (a connection of its own over nbd and http), and more in flight is what
+ * fills a network whose every connection or round trip is slow. */
+static unsigned worker_threads(const struct qimg_convert_params *p)
 {
+    if (any_remote(p))
+        return p->coroutines;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned cap = cpus > 1 ? (unsigned)QIMG_MIN(cpus * 2, 64L) : 2;
-    return QIMG_MIN(requested, cap);
+    return QIMG_MIN(p->coroutines, cap);
 }
 
 int qimg_convert(const struct qimg_convert_params *p)
@@ -719,7 +742,7 @@ int qimg_convert(const struct qimg_convert_params *p)
     if (r < 0)
         return r;
     if (p->diff)
-        return qimg_convert_diff(p, worker_threads(p->coroutines));
+        return qimg_convert_diff(p, worker_threads(p));
     struct convert c = { .p = p };
     qimg_image *t = p->target;
     c.unordered = p->out_of_order || (!p->salvage && (t->drv->flags & QIMG_DRV_NO_METADATA) &&
@@ -739,7 +762,7 @@ int qimg_convert(const struct qimg_convert_params *p)
         r = c.compress ? (c.total = c.total_len, 0) : count_total(&c);
     struct qimg_pool *pool = NULL;
     /* --salvage reports in order: one request at a time */
-    unsigned nthreads = p->salvage ? 1 : worker_threads(p->coroutines);
+    unsigned nthreads = p->salvage ? 1 : worker_threads(p);
     if (r == 0)
         r = qimg_pool_new(&pool, nthreads);
     if (r == 0) {

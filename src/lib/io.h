@@ -190,6 +190,10 @@ struct qimg_io_ops {
      * request a network round trip: rbd): convert into raw on it writes
      * as -W does. */
     bool unordered_writes;
+    /* Each request waits on a server across a network (nbd, http, rbd):
+     * convert keeps as many requests in flight as -m asks, however few the
+     * CPUs, since the threads mostly wait. */
+    bool remote;
 };
 
 /* Permission bits of qemu's image locking (byte 100+bit held, 200+bit
