@@ -509,8 +509,8 @@ if wanted http-raw-to-raw http-qcow2-to-raw httpcap-raw-to-raw httpcap-qcow2-to-
         WORKLOADS+=("http-raw-to-raw|convert raw over HTTP (lighttpd, 127.0.0.1)→local raw, $DENSE_SIZE dense|convert -O raw $H/dense.raw \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry convert -O raw $H/dense.raw \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
         WORKLOADS+=("http-qcow2-to-raw|convert qcow2 over HTTP (lighttpd, 127.0.0.1)→local raw, $DENSE_SIZE dense|convert -O raw $H/dense.qcow2 \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry convert -O raw $H/dense.qcow2 \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
     fi
-    retry="for try in 1 2 3 4 5; do timeout $CAP_HANG \$QEMU_IMG convert -m 1"
     if [ -n "$HTTPD_CAP_PID" ] && "$QIMG" info "$HC/dense.raw" >/dev/null 2>&1; then
+        retry="for try in 1 2 3 4 5; do timeout $CAP_HANG \$QEMU_IMG convert -m 1"
         capdesc="HTTP (lighttpd, 127.0.0.1, each connection capped at $NET_CAP MiB/s: the cap is the limit)"
         WORKLOADS+=("httpcap-raw-to-raw|convert raw over $capdesc→local raw, $DENSE_SIZE dense; qemu-img with -m 1 (its -m 8 hangs here), a hung run killed after ${CAP_HANG} s and retried, the time counted|convert -O raw $HC/dense.raw \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry -O raw $HC/dense.raw \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
         WORKLOADS+=("httpcap-qcow2-to-raw|convert qcow2 over $capdesc→local raw, $DENSE_SIZE dense; qemu-img with -m 1 (its -m 8 hangs here), a hung run killed after ${CAP_HANG} s and retried, the time counted|convert -O raw $HC/dense.qcow2 \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry -O raw $HC/dense.qcow2 \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
