@@ -723,20 +723,19 @@ static void finding(struct findings *f, const char *what, uint32_t a, uint32_t b
 }
 
 /* qemu's findings: a block map entry past the map, two blocks sharing a
- * host block, and the header's allocation count.  Nothing is repaired
- * (qemu refuses -r for vdi: the core answers that). */
-static int vdi_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix)
+ * host block, and the header's allocation count.  Beyond qemu (which
+ * refuses -r for vdi), QIMG_FIX_ERRORS repairs what can be repaired
+ * without guessing: an entry past the map and the second of two entries
+ * sharing a host block become unallocated (their data was never theirs),
+ * and a wrong allocation count is made right by moving the blocks in use
+ * down into the holes (shrink_blocks) so that they are host blocks 0..n-1
+ * and a new block cannot land on one in use. */
+struct vdi_repair { bool map_changed, header_changed; uint32_t high; };
+
+static void check_entries(struct vdi_state *s, uint8_t *used, struct qimg_check_result *res,
+                          bool repair, struct vdi_repair *rep, uint32_t *counted)
 {
-    struct vdi_state *s = vdi_state(img);
-    if (fix)
-        return -ENOTSUP;
-    /* one bit per host block */
-    uint8_t *used __attribute__((cleanup(qimg_cleanup_free))) =
-        qimg_calloc_from_image(s->blocks / 8 + 1, 1, "VDI check map");
-    if (!used)
-        return -ENOMEM;
     struct findings f = { 0, 0 };
-    uint32_t counted = 0;
     for (uint32_t i = 0; i < s->blocks; i++) {
         uint32_t entry = bmap_get(s, i);
         if (!vdi_allocated(entry))
@@ -744,23 +743,65 @@ static int vdi_check(struct qimg_image *img, struct qimg_check_result *res, unsi
         if (entry >= s->blocks) {
             finding(&f, "ERROR: block index %" PRIu32 " too large, is %" PRIu32, i, entry);
             res->corruptions++;
+            if (repair) {
+                s->bmap[i] = VDI_UNALLOCATED;
+                res->corruptions_fixed++;
+                rep->map_changed = true;
+            }
             continue;
         }
-        counted++;
-        if (used[entry / 8] & (1u << entry % 8)) {
+        bool shared = used[entry / 8] & (1u << entry % 8);
+        if (shared) {
             finding(&f, "ERROR: block index %" PRIu32 " also used by %" PRIu32, entry, entry);
             res->corruptions++;
+            if (repair) {
+                s->bmap[i] = VDI_UNALLOCATED;
+                res->corruptions_fixed++;
+                rep->map_changed = true;
+                continue;
+            }
         }
+        (*counted)++;
         used[entry / 8] |= (uint8_t)(1u << entry % 8);
+        rep->high = QIMG_MAX(rep->high, entry + 1);
     }
     if (f.hidden)
         qimg_check_log("ERROR: %" PRIu64 " more block map errors not listed", f.hidden);
+}
+
+static int vdi_check(struct qimg_image *img, struct qimg_check_result *res, unsigned fix)
+{
+    struct vdi_state *s = vdi_state(img);
+    bool repair = fix & QIMG_FIX_ERRORS;
+    int r;
+    if (repair && (r = load_whole_bmap(s, s->blocks)) < 0)
+        return r;
+    /* one bit per host block */
+    uint8_t *used __attribute__((cleanup(qimg_cleanup_free))) =
+        qimg_calloc_from_image(s->blocks / 8 + 1, 1, "VDI check map");
+    if (!used)
+        return -ENOMEM;
+    struct vdi_repair rep = { false, false, 0 };
+    uint32_t counted = 0;
+    check_entries(s, used, res, repair, &rep, &counted);
     if (counted != s->allocated) {
         qimg_check_log("ERROR: allocated blocks mismatch, is %" PRIu32 ", should be %" PRIu32,
                        counted, s->allocated);
         res->corruptions++;
+        if (repair) {
+            /* the blocks in use moved down into the holes, the count theirs */
+            s->allocated = QIMG_MAX(s->allocated, rep.high);
+            if ((r = shrink_blocks(img, s, s->blocks)) < 0)
+                return r;
+            res->corruptions_fixed++;
+            rep.header_changed = rep.map_changed = true;
+        }
     }
-    return 0;
+    if (rep.map_changed && (r = store_whole_bmap(img, s)) < 0)
+        return r;
+    if (rep.header_changed && (r = store_header(img, s)) < 0)
+        return r;
+    return rep.map_changed || rep.header_changed ? qimg_io_flush(img->file) : 0;
 }
 
 const struct qimg_driver qimg_driver_vdi = {
