@@ -217,7 +217,8 @@ be created with \fB\-b\fR, rebased and committed (a write into a
 differencing VHDX stores only the sectors it touches); a fixed VHD is recognised
 by its footer (qemu\-img probes it as raw); \fBmap\fR of a vhdx tells data
 from zeros and holes; a VHDX with a pending log can be read without
-\fBcheck \-r\fR; LUKS2 volumes with pbkdf2 keyslots open with \fB\-f luks\fR.
+\fBcheck \-r\fR; \fBcheck \-r\fR repairs a vdi's damaged block map (qemu\-img
+refuses); LUKS2 volumes with pbkdf2 keyslots open with \fB\-f luks\fR.
 .IP \(bu 2
 cloop and dmg (read\-only, as in qemu\-img): cloop 4 images are read too
 (header first or last; zlib, uncompressed, xz, lz4 and lzo1x blocks) and
