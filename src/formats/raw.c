@@ -152,8 +152,8 @@ static int raw_info(struct qimg_image *img, struct qimg_driver_info *info)
 {
     /* qemu asks the storage: null-co has no such information */
     info->has_dirty = img->file->ops != &qimg_io_null_co_ops && img->file->ops != &qimg_io_null_aio_ops &&
-                     img->file->ops != &qimg_io_nbd_ops && !img->file->ops->not_protocol &&
-                     !img->file->ops->synthesized && !img->file->ops->no_info;
+                     !img->file->ops->not_protocol && !img->file->ops->synthesized &&
+                     !img->file->ops->no_info;
     info->dirty = false;
     /* the storage's allocation unit (rbd's object size), as qemu asks it */
     if (img->file->ops->cluster_size)

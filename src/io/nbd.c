@@ -82,6 +82,18 @@ struct nbd_state {
 #endif
 };
 
+/* The options' part of the state, which both builds fill (nb_options). */
+static void free_state(struct nbd_state *s)
+{
+    qimg_nbd_addr_free(&s->addr);
+    free(s->tls_dir);
+    free(s->tls_psk_file);
+    free(s->tls_username);
+    free(s->context);
+    free(s->name);
+    free(s);
+}
+
 static void nb_close(struct qimg_io *io);
 
 static int nb_parse_filename(const char *filename, qimg_opts *opts)
@@ -398,13 +410,7 @@ static void nb_close(struct qimg_io *io)
     }
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->rmw);
-    qimg_nbd_addr_free(&s->addr);
-    free(s->tls_dir);
-    free(s->tls_psk_file);
-    free(s->tls_username);
-    free(s->context);
-    free(s->name);
-    free(s);
+    free_state(s);
 }
 
 static int request_error(void);
@@ -878,13 +884,7 @@ static void nb_close(struct qimg_io *io)
     struct nbd_state *s = io->priv;
     if (!s)
         return;
-    qimg_nbd_addr_free(&s->addr);
-    free(s->tls_dir);
-    free(s->tls_psk_file);
-    free(s->tls_username);
-    free(s->context);
-    free(s->name);
-    free(s);
+    free_state(s);
 }
 
 static int nb_pread(struct qimg_io *io, void *buf, size_t len, uint64_t off)
@@ -910,6 +910,7 @@ static const char *const nbd_protocols[] = { "nbd+tcp", "nbd+unix", "nbds", "nbd
 const struct qimg_io_ops qimg_io_nbd_ops = {
     .name           = "nbd",
     .prefix         = "nbd:",
+    .no_info        = true,
     .parse_filename = nb_parse_filename,
     .open           = nb_open,
     .pread          = nb_pread,

@@ -231,7 +231,7 @@ static int add_entry(struct vvfat *s, uint32_t dir, int dirfd, const char *name)
             return qimg_error(-errno, "vvfat: could not stat '%s/%s'", s->dir, rel);
         if (S_ISDIR(st.st_mode))
             return qimg_error(-ENOTSUP, "vvfat: the symbolic link '%s/%s' points to a "
-                              "directory (not supported)", s->dir, rel);
+                              "directory, which qimg does not follow yet", s->dir, rel);
     }
     if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
         return qimg_error(-ENOTSUP, "vvfat: '%s/%s' is not a regular file or a directory",

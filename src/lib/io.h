@@ -158,8 +158,8 @@ struct qimg_io_ops {
      * protocols that cannot make storage: nbd): the new image's size must
      * fit, preallocation is refused, the first sector is zeroed. */
     bool create_by_opening;
-    /* qemu's driver answers no "get info" (curl): info over it shows no
-     * dirty flag. */
+    /* qemu's driver answers no "get info" (curl, nbd): info over it shows
+     * no dirty flag. */
     bool no_info;
     /* No write path at all (curl): pwrite, zero, discard, truncate and
      * preallocate are NULL and open refuses QIMG_IO_RDWR. */

@@ -147,6 +147,19 @@ same_ro() {
     judge_runs "$name" "$a" "$b" "$@"
 }
 
+# fails_bounded NAME CMD...: CMD must fail with a message on stderr, within 2 s
+# of CPU and 1 GiB of address space, and not by a signal
+fails_bounded() {
+    local name=$1; shift
+    (ulimit -v 1048576 -t 2; "$@" >"$SCRATCH/b.out" 2>"$SCRATCH/b.err")
+    local rc=$?
+    if [ $rc -ge 1 ] && [ $rc -lt 128 ] && [ -s "$SCRATCH/b.err" ]; then
+        pass "$name"
+    else
+        fail "$name" "exit $rc: $(head -3 "$SCRATCH/b.err")"
+    fi
+}
+
 # ref_rc NAME RC: the exit code qemu-img gave in the last `same` is RC; each
 # case states it, so that a damage that missed its target cannot pass.
 ref_rc() { expect_eq "$1 (exit code $2)" "$(cat "$SCRATCH/run.ref/rc")" "$2"; }
