@@ -55,9 +55,10 @@ enum qimg_open_flags {
     QIMG_OPEN_NO_PROBE_WARNING = 1u << 7, /* do not print the probed-raw warning */
     QIMG_OPEN_CHECK       = 1u << 8,  /* for check -r: a corrupt image opens read-write
                                          and a dirty one is not repaired at open */
-    QIMG_OPEN_STREAM      = 1u << 9,  /* a hint: the data is read once, in order (convert);
-                                         local files not already in the page cache are
-                                         read around it (O_DIRECT) */
+    QIMG_OPEN_STREAM      = 1u << 9,  /* a hint: the data is read once, in order, or (with
+                                         RDWR) written once (convert); local files not
+                                         already in the page cache are read around it
+                                         (O_DIRECT), rbd writes go around librbd's cache */
     QIMG_OPEN_SAFE        = 1u << 10, /* safe mode for this open (see qimg_set_safe_mode) */
     QIMG_OPEN_UNMAP       = 1u << 11, /* discard=unmap: storage a zero write frees is
                                          discarded below too (qemu-img's convert target

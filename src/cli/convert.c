@@ -601,6 +601,10 @@ int cmd_convert(int argc, char **argv)
         qimg_target_discard(t);
         goto out;
     }
+    /* written once, front to back: storage with a write cache of its own
+     * (librbd's) goes around it, unless -t names a cache mode */
+    if (!o.cache)
+        tgt_flags |= QIMG_OPEN_STREAM;
     target = open_target(t, out_name, &o, o.skip_create ? NULL : opts, tgt_flags);
     if (!target) {
         qimg_target_discard(t);

@@ -25,7 +25,8 @@ enum qimg_io_open_flags {
     QIMG_IO_DSYNC  = 1u << 5,   /* O_DSYNC */
     QIMG_IO_NOLOCK = 1u << 6,   /* -U / force-share: no locks */
     QIMG_IO_UNSAFE = 1u << 7,   /* flush is a no-op */
-    QIMG_IO_STREAM = 1u << 8,   /* read once, front to back: bypass the cache (file.c) */
+    QIMG_IO_STREAM = 1u << 8,   /* read once, front to back: bypass the cache (file.c);
+                                   with RDWR written once: bypass librbd's cache */
 };
 
 /* Extent kinds from the storage (SEEK_DATA/SEEK_HOLE for files).

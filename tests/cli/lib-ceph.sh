@@ -49,6 +49,8 @@ ceph_cmd() {
 ceph_start() {
     local dir=$1
     [ -z "$(ceph_missing)" ] || { CEPH_WHY="missing $(ceph_missing)"; return 1; }
+    # a kept directory (BENCH_KEEP=1) holds the last cluster: start afresh
+    rm -rf "$dir/mon" "$dir/osd" "$dir/run" "$dir/log" "$dir/crash" "$dir/monmap" "$dir/ceph.conf"
     mkdir -p "$dir/mon" "$dir/osd" "$dir/run" "$dir/log" || return 1
     local port fsid osd_uuid
     port=$(ceph_free_port) || { CEPH_WHY="no free port"; return 1; }
