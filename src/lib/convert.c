@@ -7,6 +7,13 @@
  * in order, read and scan them in parallel and write them one after the
  * other in guest order (unless out_of_order, qemu's -W).
  *
+ * Read-ahead under ordered writes: a worker whose unit was read before its
+ * turn to write does not wait for it.  It parks the filled buffer (see
+ * "parking" below) and reads the next unit; whoever writes the unit before
+ * a parked one writes the parked ones after it, in order.  Over a network
+ * whose every connection is slow and uneven, waiting workers would
+ * otherwise leave connections idle.
+ *
  * Geometry, as qemu-img 7.2 does it: every source counts for its size
  * rounded up to 512 bytes (a 1000-byte raw file is a 1024-byte disk), so
  * the next source starts at a multiple of 512 and the padding reads as
@@ -27,6 +34,10 @@
 
 enum unit_kind { UNIT_DATA, UNIT_ZERO };
 
+/* do_unit's answer besides 0 (written) and errors: parked, or not written
+ * after a failure elsewhere */
+#define UNIT_HANDED_OFF 1
+
 struct unit {
     uint64_t seq;            /* order of the writes */
     size_t src;              /* index of the source */
@@ -36,6 +47,13 @@ struct unit {
     enum unit_kind kind;
     bool counted;            /* counts for progress */
     bool from_file;          /* data held at host_offset == soff in the source's own file */
+};
+
+/* A unit read before its turn to write, with its buffer (NULL: zeros). */
+struct parked {
+    struct unit u;
+    uint8_t *buf;
+    bool full;
 };
 
 struct convert {
@@ -70,6 +88,13 @@ struct convert {
     bool compress;
     uint64_t cluster;        /* the target's cluster size */
     uint64_t total_len;      /* sum of the padded source sizes (-c, --salvage) */
+
+    /* parking (under the lock): a unit parks only while its seq is less
+     * than `window` after seq_write, in slot seq % window; 0: no parking */
+    struct parked *park;
+    uint64_t window;
+    uint8_t **spare;         /* buffers handed back by the writers */
+    size_t nspare;
 };
 
 static uint64_t padded_size(const qimg_image *img)
@@ -252,7 +277,7 @@ static int count_total(struct convert *c)
 /* ---- workers ---- */
 
 /* Wait for this unit's turn to write; true when another unit failed
- * meanwhile (nothing more should be written). */
+ * meanwhile (nothing more is written then, as qemu-img). */
 static bool wait_turn(struct convert *c, const struct unit *u)
 {
     pthread_mutex_lock(&c->lock);
@@ -599,7 +624,7 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
         return r;
     /* after a failure qemu-img writes no more: no second report of it */
     if (wait_turn(c, u))
-        return 0;
+        return UNIT_HANDED_OFF;
     for (size_t k = 0; k < n && r == 0; k++) {
         uint64_t off = u->doff + k * cs, len = QIMG_MIN(cs, u->len - k * cs);
         if (cl[k].act == ACT_ZERO)
@@ -616,37 +641,114 @@ static int do_compressed_unit(struct convert *c, const struct unit *u, uint8_t *
     return r;
 }
 
-static int do_unit(struct convert *c, const struct unit *u, uint8_t *buf)
+/* ---- parking: read-ahead under ordered writes ---- */
+
+enum turn { TURN_WRITE, TURN_PARKED, TURN_FAILED };
+
+/* After reading u (into *buf; buf NULL for a zero unit): its turn to
+ * write, or parked and *buf replaced by a spare buffer (NULL when none is
+ * free), or a failure elsewhere (nothing more is written then, as
+ * qemu-img).  Beyond the window it waits, as before parking existed. */
+static enum turn claim_turn(struct convert *c, const struct unit *u, uint8_t **buf)
+{
+    enum turn t;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        if (c->err) {
+            t = TURN_FAILED;
+            break;
+        }
+        if (c->unordered || c->seq_write == u->seq) {
+            t = TURN_WRITE;
+            break;
+        }
+        /* units before u are unwritten, so u->seq > seq_write; the
+         * parked seqs are distinct and within the window: distinct slots */
+        if (u->seq - c->seq_write < c->window) {
+            c->park[u->seq % c->window] = (struct parked){ .u = *u, .buf = buf ? *buf : NULL,
+                                                           .full = true };
+            if (buf)
+                *buf = c->nspare ? c->spare[--c->nspare] : NULL;
+            t = TURN_PARKED;
+            break;
+        }
+        pthread_cond_wait(&c->turn, &c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return t;
+}
+
+/* Write a unit read into buf (a zero unit has none). */
+static int write_unit(const struct convert *c, const struct unit *u, const uint8_t *buf)
 {
     const struct qimg_convert_params *p = c->p;
-    int r;
-    if (c->compress)
-        return do_compressed_unit(c, u, buf);
-    if (u->kind == UNIT_ZERO) {
-        wait_turn(c, u);
+    if (u->kind == UNIT_ZERO)
         return write_zeros(c, u->doff, u->len);
-    }
-    if (p->copy_range) {
-        wait_turn(c, u);
-        r = try_copy_range(c, u);
-        if (r == 0)
-            return 0;
-    }
-    r = read_unit(c, u, buf);
-    if (r < 0)
-        return r;
-    wait_turn(c, u);
     if (p->sparse_size == 0 || p->copy_range) {
-        r = qimg_write(p->target, u->doff, buf, (size_t)u->len);
+        int r = qimg_write(p->target, u->doff, buf, (size_t)u->len);
         return r < 0 ? write_error(r, u->doff) : 0;
     }
     return write_scanned(c, u->doff, buf, (size_t)u->len);
 }
 
+/* After a unit was written: write the parked ones whose turn follows, in
+ * order, as long as the next one is there; their buffers become spares. */
+static void write_parked(struct convert *c)
+{
+    while (c->window) {
+        pthread_mutex_lock(&c->lock);
+        struct parked *slot = &c->park[c->seq_write % c->window];
+        if (c->err || !slot->full || slot->u.seq != c->seq_write) {
+            pthread_mutex_unlock(&c->lock);
+            return;
+        }
+        struct parked pk = *slot;
+        slot->full = false;
+        pthread_mutex_unlock(&c->lock);
+        int r = write_unit(c, &pk.u, pk.buf);
+        if (pk.buf) {
+            pthread_mutex_lock(&c->lock);
+            c->spare[c->nspare++] = pk.buf;   /* room for every buffer: see setup_parking */
+            pthread_mutex_unlock(&c->lock);
+        }
+        if (r < 0) {
+            fail(c, r);
+            return;
+        }
+        finish_unit(c, &pk.u, pk.u.kind == UNIT_DATA ? pk.u.len : 0);
+    }
+}
+
+/* ---- one unit ---- */
+
+/* Copy a unit (0), or hand it off (UNIT_HANDED_OFF: parked with *buf,
+ * which is then replaced, or not written after a failure elsewhere). */
+static int do_unit(struct convert *c, const struct unit *u, uint8_t **buf)
+{
+    const struct qimg_convert_params *p = c->p;
+    int r;
+    if (c->compress)
+        return do_compressed_unit(c, u, *buf);
+    if (u->kind == UNIT_ZERO)
+        return claim_turn(c, u, NULL) == TURN_WRITE ? write_unit(c, u, NULL) : UNIT_HANDED_OFF;
+    if (p->copy_range) {
+        if (wait_turn(c, u))
+            return UNIT_HANDED_OFF;
+        r = try_copy_range(c, u);
+        if (r == 0)
+            return 0;
+    }
+    r = read_unit(c, u, *buf);
+    if (r < 0)
+        return r;
+    return claim_turn(c, u, buf) == TURN_WRITE ? write_unit(c, u, *buf) : UNIT_HANDED_OFF;
+}
+
 static void worker(void *opaque)
 {
     struct convert *c = opaque;
-    CLEANUP_FREE uint8_t *buf = qimg_io_buffer(QIMG_MAX((uint64_t)CHUNK, c->cluster));
+    size_t bufsize = (size_t)QIMG_MAX((uint64_t)CHUNK, c->cluster);
+    CLEANUP_FREE uint8_t *buf = NULL;
     struct unit u;
     for (;;) {
         pthread_mutex_lock(&c->lock);
@@ -656,15 +758,19 @@ static void worker(void *opaque)
             fail(c, r);
         if (r <= 0)
             return;
-        r = do_unit(c, &u, buf);
+        if (!buf)
+            buf = qimg_io_buffer(bufsize);
+        r = do_unit(c, &u, &buf);
         if (r < 0) {
             fail(c, r);
             return;
         }
+        if (r == UNIT_HANDED_OFF)
+            continue;
         finish_unit(c, &u, u.kind == UNIT_DATA ? u.len : 0);
+        write_parked(c);
     }
 }
-
 static int check_params(const struct qimg_convert_params *p)
 {
     uint64_t total = 0;
@@ -736,6 +842,35 @@ static unsigned worker_threads(const struct qimg_convert_params *p)
     return QIMG_MIN(p->coroutines, cap);
 }
 
+/* Parking for ordered writes with more than one worker: a unit may park
+ * while it is less than 2 units per worker after the unit being written
+ * (at most 2 x threads - 1 parked buffers of 2 MiB: 30 MiB at the default
+ * -m 8 over a network, 62 MiB at -m 16).  One round of every worker
+ * reading ahead while the slowest unit is still on its way is what evens
+ * out connections of uneven speed; a longer way ahead only holds memory.
+ * -c waits as before: its units carry their compressed clusters. */
+static void setup_parking(struct convert *c, unsigned nthreads)
+{
+    if (c->unordered || c->compress || nthreads < 2)
+        return;
+    c->window = 2 * (uint64_t)nthreads;
+    c->park = qimg_xcalloc(c->window, sizeof *c->park);
+    /* every buffer there is: one per worker and one per parked unit */
+    c->spare = qimg_xcalloc(nthreads + c->window, sizeof *c->spare);
+}
+
+/* Parked units left by a failure and the spare buffers. */
+static void free_parking(struct convert *c)
+{
+    for (uint64_t i = 0; i < c->window; i++)
+        if (c->park[i].full)
+            free(c->park[i].buf);
+    for (size_t i = 0; i < c->nspare; i++)
+        free(c->spare[i]);
+    free(c->park);
+    free(c->spare);
+}
+
 int qimg_convert(const struct qimg_convert_params *p)
 {
     int r = check_params(p);
@@ -765,6 +900,8 @@ int qimg_convert(const struct qimg_convert_params *p)
     unsigned nthreads = p->salvage ? 1 : worker_threads(p);
     if (r == 0)
         r = qimg_pool_new(&pool, nthreads);
+    if (r == 0)
+        setup_parking(&c, nthreads);
     if (r == 0) {
         for (unsigned i = 0; i < nthreads && r == 0; i++)
             r = qimg_pool_submit(pool, worker, &c);
@@ -773,6 +910,7 @@ int qimg_convert(const struct qimg_convert_params *p)
     }
     if (r == 0 && c.err)
         r = qimg_error(c.err, "%s", c.errmsg);
+    free_parking(&c);
     free(c.errmsg);
     pthread_cond_destroy(&c.turn);
     pthread_mutex_destroy(&c.lock);
