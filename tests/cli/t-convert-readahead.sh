@@ -34,8 +34,9 @@ head -c $((32 * MiB)) /dev/urandom >src.raw
 dd if=/dev/zero of=src.raw bs=1M seek=6 count=4 conv=notrunc status=none
 dd if=/dev/zero of=src.raw bs=64k seek=264 count=1 conv=notrunc status=none
 
-# The plugin: reads of the first unit sleep; a read touching $SCRATCH/fail-at's
-# offset (when the file is there) fails with EIO.
+# The plugin: the read of the first unit sleeps (not the probes of a few
+# bytes); with $SCRATCH/jitter there, every read sleeps 0-40 ms at random;
+# a read touching $SCRATCH/fail-at's offset (when set) fails with EIO.
 cat >slow.sh <<'EOF'
 #!/bin/bash
 D=$(dirname "$0")
@@ -44,7 +45,8 @@ case "$1" in
     can_multi_conn | can_extents) exit 0 ;;
     get_size) stat -c %s "$D/src.raw" ;;
     pread)
-        if [ "$4" -lt 2097152 ]; then sleep 0.6; fi
+        if [ "$4" = 0 ] && [ "$3" = 2097152 ]; then sleep 0.5; fi
+        if [ -e "$D/jitter" ]; then sleep "0.0$((RANDOM % 5))"; fi
         if [ -s "$D/fail-at" ]; then
             f=$(cat "$D/fail-at")
             if [ "$4" -le "$f" ] && [ $(($4 + $3)) -gt "$f" ]; then
@@ -107,6 +109,25 @@ if "$QIMG" convert -m 4 -O qcow2 "$SRC" m4.qcow2 2>err; then
 else
     fail "convert -m 4 to qcow2 from the slow source" "$(cat err)"
 fi
+
+# ---- uneven reads (every one 0-40 ms late), 8 workers: parked and
+# written in every order, always the same image
+: >jitter
+for run in 1 2 3; do
+    if ! "$QIMG" convert -m 8 -O qcow2 "$SRC" j.qcow2 2>err; then
+        fail "uneven source, run $run" "$(cat err)"
+        break
+    fi
+    if ! "$QEMU_IMG" compare -q -f raw -F qcow2 src.raw j.qcow2 ||
+       [ "$(map_offsets j.qcow2)" != "$(map_offsets m1.qcow2)" ] ||
+       ! "$QEMU_IMG" check -q j.qcow2; then
+        fail "uneven source, run $run: data, layout or check differs" \
+            "$(diff <(map_offsets m1.qcow2) <(map_offsets j.qcow2))"
+        break
+    fi
+    [ $run = 3 ] && pass "uneven source, -m 8: 3 runs identical to -m 1 (data, layout, check)"
+done
+rm -f jitter
 
 # ---- -S 0 (zeros written as data) and -p into raw: progress ends at 100%
 if "$QIMG" convert -m 8 -S 0 -p -O qcow2 "$SRC" s0.qcow2 >progress 2>err; then
