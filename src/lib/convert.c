@@ -8,11 +8,11 @@
  * other in guest order (unless out_of_order, qemu's -W).
  *
  * Read-ahead under ordered writes from remote storage: a worker whose unit
- * was read before its turn to write does not wait for it.  It parks the filled buffer (see
- * "parking" below) and reads the next unit; whoever writes the unit before
- * a parked one writes the parked ones after it, in order.  Over a network
- * whose every connection is slow and uneven, waiting workers would
- * otherwise leave connections idle.
+ * was read before its turn to write does not wait for it.  It parks the
+ * filled buffer (see setup_parking) and reads the next unit; whoever
+ * writes the unit before a parked one writes the parked ones after it, in
+ * order.  Over a network whose every connection is slow and uneven,
+ * waiting workers would otherwise leave connections idle.
  *
  * Geometry, as qemu-img 7.2 does it: every source counts for its size
  * rounded up to 512 bytes (a 1000-byte raw file is a 1024-byte disk), so
@@ -771,6 +771,7 @@ static void worker(void *opaque)
         write_parked(c);
     }
 }
+
 static int check_params(const struct qimg_convert_params *p)
 {
     uint64_t total = 0;
@@ -849,10 +850,10 @@ static unsigned worker_threads(const struct qimg_convert_params *p)
  * unit times the rate of all connections, which grows with the workers.
  * Measured (256 MiB over HTTP at 8 MiB/s per connection, -m 8): 6.4-9.8 s
  * without parking, 4.3-6.9 s with 1 unit per worker, 4.7-5.8 s with 2,
- * 3.7-4.6 s with 4 (-W: 4.6-5.3 s); each unit more holds 2 MiB more.  From local storage
- * reads are fast and even: there parking only holds memory (a local
- * qcow2→qcow2 ran slower with it, and 16 MiB larger).  -c waits as
- * before: its units carry their compressed clusters. */
+ * 3.7-4.6 s with 4 (-W: 4.6-5.3 s); each unit more holds 2 MiB more.
+ * From local storage reads are fast and even: there parking only holds
+ * memory (a local qcow2→qcow2 ran slower with it, and 16 MiB larger).
+ * -c waits as before: its units carry their compressed clusters. */
 #define PARK_MAX_BYTES (64u << 20)
 static void setup_parking(struct convert *c, unsigned nthreads)
 {

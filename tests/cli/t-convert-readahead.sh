@@ -59,7 +59,10 @@ case "$1" in
         # the hole [6 MiB, 10 MiB), data around it
         s=$4 e=$(($4 + $3)) hs=6291456 he=10485760
         if [ $s -lt $hs ]; then echo "$s $(( (e < hs ? e : hs) - s ))"; s=$hs; fi
-        if [ $s -lt $e ] && [ $s -lt $he ]; then echo "$s $(( (e < he ? e : he) - s )) hole,zero"; s=$he; fi
+        if [ $s -lt $e ] && [ $s -lt $he ]; then
+            echo "$s $(( (e < he ? e : he) - s )) hole,zero"
+            s=$he
+        fi
         if [ $s -lt $e ]; then echo "$s $((e - s))"; fi ;;
     *) exit 2 ;;
 esac
@@ -99,12 +102,13 @@ if "$QIMG" convert -m 4 -O qcow2 "$SRC" m4.qcow2 2>err; then
     pass "convert -m 4 to qcow2 from the slow source"
     tail -n "+$logstart" log.txt >m4.log
     if read_ahead_seen <m4.log; then pass "units read ahead while the first was pending"
-    else fail "units read ahead while the first was pending" "$(grep -E ' Read ' m4.log | head -30)"; fi
+    else fail "units read ahead while the first was pending" "$(grep ' Read ' m4.log | head -30)"; fi
     check "-m 4: qcow2 target checks clean" "$QEMU_IMG" check -q m4.qcow2
     check "-m 4: data identical to the source" "$QEMU_IMG" compare -q -f raw -F qcow2 src.raw m4.qcow2
     "$QIMG" convert -m 1 -O qcow2 "$SRC" m1.qcow2 2>/dev/null || fail "convert -m 1"
     "$QEMU_IMG" convert -O qcow2 "$SRC" ref.qcow2 2>/dev/null || fail "qemu-img convert"
-    expect_eq "-m 4: layout (map with host offsets) as -m 1's" "$(map_offsets m4.qcow2)" "$(map_offsets m1.qcow2)"
+    expect_eq "-m 4: layout (map with host offsets) as -m 1's" \
+        "$(map_offsets m4.qcow2)" "$(map_offsets m1.qcow2)"
     expect_eq "-m 4: layout as qemu-img's" "$(map_offsets m4.qcow2)" "$(map_offsets ref.qcow2)"
 else
     fail "convert -m 4 to qcow2 from the slow source" "$(cat err)"
@@ -165,7 +169,8 @@ EOF
 "$QEMU_IMG" create -q -f raw ref-w.raw 32M
 "$QEMU_IMG" create -q -f raw w.raw 32M
 "$QEMU_IMG" convert -n -O raw "$SRC" "blkdebug:wfail.conf:ref-w.raw" >/dev/null 2>ref.err; ref_rc=$?
-"$QIMG_AS_QEMU" convert -m 4 -n -O raw "$SRC" "blkdebug:wfail.conf:w.raw" >/dev/null 2>our.err; rc=$?
+"$QIMG_AS_QEMU" convert -m 4 -n -O raw "$SRC" "blkdebug:wfail.conf:w.raw" >/dev/null 2>our.err
+rc=$?
 expect_eq "write error: exit code as qemu-img's" "$rc" "$ref_rc"
 expect_eq "write error: message as qemu-img's" "$(cat our.err)" "$(cat ref.err)"
 check "write error: target bytes as qemu-img's" cmp ref-w.raw w.raw
