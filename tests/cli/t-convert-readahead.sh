@@ -24,7 +24,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    [ -n "${KEEP:-}" ] && cp "$SCRATCH/m4.log" /tmp/ra-m4.log; rm -rf "$SCRATCH"
+    rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
 
