@@ -71,6 +71,9 @@ chmod +x slow.sh
 nbdkit -U "$SCRATCH/s.sock" -P "$SCRATCH/k.pid" --filter=log sh "$SCRATCH/slow.sh" \
     logfile="$SCRATCH/log.txt" 2>server.err ||
     { fail "nbdkit starts" "$(cat server.err)"; exit 0; }
+# the pid file is written when the server is ready
+for _ in $(seq 100); do [ -s k.pid ] && break; sleep 0.05; done
+[ -s k.pid ] || { fail "nbdkit starts" "no pid file"; exit 0; }
 PIDS+=("$(cat k.pid)")
 SRC="nbd+unix:///?socket=$SCRATCH/s.sock"
 
