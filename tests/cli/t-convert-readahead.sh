@@ -29,13 +29,16 @@ cleanup() {
 trap cleanup EXIT
 
 # 32 MiB: random data, a 4 MiB hole at 6 MiB (reported as such: zero
-# units), 64 KiB of zeros inside the data at 16.5 MiB (left out by -S)
+# units), 64 KiB of zeros inside the data at 16.5 MiB (left out by -S),
+# text at 20 MiB
 head -c $((32 * MiB)) /dev/urandom >src.raw
 dd if=/dev/zero of=src.raw bs=1M seek=6 count=4 conv=notrunc status=none
 dd if=/dev/zero of=src.raw bs=64k seek=264 count=1 conv=notrunc status=none
+# 6 MiB of text at 20 MiB: clusters that compress
+yes "qimg read-ahead" | head -c $((6 * MiB)) | dd of=src.raw bs=1M seek=20 conv=notrunc status=none
 
-# The plugin: the read of the first unit sleeps (not the probes of a few
-# bytes); with $SCRATCH/jitter there, every read sleeps 0-40 ms at random;
+# The plugin: the read of the first unit sleeps 0.5 s or $SCRATCH/delay's
+# seconds (not the probes of a few bytes); with $SCRATCH/jitter there, every read sleeps 0-40 ms at random;
 # a read touching $SCRATCH/fail-at's offset (when set) fails with EIO.
 cat >slow.sh <<'EOF'
 #!/bin/bash
@@ -45,7 +48,7 @@ case "$1" in
     can_multi_conn | can_extents) exit 0 ;;
     get_size) stat -c %s "$D/src.raw" ;;
     pread)
-        if [ "$4" = 0 ] && [ "$3" = 2097152 ]; then sleep 0.5; fi
+        if [ "$4" = 0 ] && [ "$3" = 2097152 ]; then sleep "$(cat "$D/delay" 2>/dev/null || echo 0.5)"; fi
         if [ -e "$D/jitter" ]; then sleep "0.0$((RANDOM % 5))"; fi
         if [ -s "$D/fail-at" ]; then
             f=$(cat "$D/fail-at")
@@ -135,6 +138,29 @@ for run in 1 2 3; do
     [ $run = 3 ] && pass "uneven source, -m 8: 3 runs identical to -m 1 (data, layout, check)"
 done
 rm -f jitter
+
+# ---- -c: compressed units park with their clusters, written in order
+# (compressed clusters land where -m 1 and qemu-img put them)
+# (-c asks the block status of every cluster, each a round trip to the
+# plugin: large clusters, and the first unit waits longer)
+logstart=$(($(wc -l <log.txt) + 1))
+echo 1 >delay
+if "$QIMG" convert -c -m 4 -O qcow2 -o cluster_size=512k "$SRC" c4.qcow2 2>err; then
+    rm delay
+    tail -n "+$logstart" log.txt >c4.log
+    if read_ahead_seen <c4.log; then pass "-c: units read ahead while the first was pending"
+    else fail "-c: units read ahead while the first was pending" "$(grep ' Read ' c4.log | head -30)"; fi
+    check "-c -m 4: checks clean" "$QEMU_IMG" check -q c4.qcow2
+    check "-c -m 4: data identical" "$QEMU_IMG" compare -q -f raw -F qcow2 src.raw c4.qcow2
+    "$QIMG" convert -c -m 1 -O qcow2 -o cluster_size=512k "$SRC" c1.qcow2 2>/dev/null || fail "convert -c -m 1"
+    "$QEMU_IMG" convert -c -O qcow2 -o cluster_size=512k "$SRC" cref.qcow2 2>/dev/null || fail "qemu-img convert -c"
+    expect_eq "-c -m 4: layout as -m 1's" "$(map_offsets c4.qcow2)" "$(map_offsets c1.qcow2)"
+    expect_eq "-c -m 4: layout as qemu-img's" "$(map_offsets c4.qcow2)" "$(map_offsets cref.qcow2)"
+    expect_eq "-c -m 4: file size as qemu-img's" "$(stat -c %s c4.qcow2)" "$(stat -c %s cref.qcow2)"
+else
+    fail "convert -c -m 4 from the slow source" "$(cat err)"
+fi
+rm -f delay
 
 # ---- -S 0 (zeros written as data) and -p into raw: progress ends at 100%
 if "$QIMG" convert -m 8 -S 0 -p -O qcow2 "$SRC" s0.qcow2 >progress 2>err; then
