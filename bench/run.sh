@@ -95,7 +95,7 @@ wanted convert-sparse convert-qcow2 qcow2-to-raw raw-to-vhdx-sparse vhdx-sparse-
 wanted convert-dense qcow2-c-zlib qcow2-c-zstd raw-to-vhdx-dense vhdx-dense-to-raw \
        vdi-dense vpc-dense vmdk-dense copy-limit-dense vmdk-stream \
        raw-to-qed-dense qed-dense-to-raw raw-to-qcow-dense http-raw-to-raw http-qcow2-to-raw \
-       httpcap-raw-to-raw httpcap-qcow2-to-raw &&
+       httpcap-raw-to-raw httpcap-qcow2-to-raw httpcap-qcow2-to-qcow2 &&
     make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
 if wanted compare; then
     make_input cmp-a.raw sparse "$IN/cmp-a.raw" "$CMP_SIZE" "$CMP_DATA" --seed 3
@@ -484,9 +484,10 @@ start_lighttpd() {
         sleep 0.05
     done
 }
-if wanted http-raw-to-raw http-qcow2-to-raw httpcap-raw-to-raw httpcap-qcow2-to-raw && [ -x "$LIGHTTPD" ]; then
+if wanted http-raw-to-raw http-qcow2-to-raw httpcap-raw-to-raw httpcap-qcow2-to-raw \
+          httpcap-qcow2-to-qcow2 && [ -x "$LIGHTTPD" ]; then
     stamp="dense $DENSE_SIZE seed 2"
-    if wanted http-qcow2-to-raw httpcap-qcow2-to-raw &&
+    if wanted http-qcow2-to-raw httpcap-qcow2-to-raw httpcap-qcow2-to-qcow2 &&
        [ "$(cat "$IN/dense-qcow2.stamp" 2>/dev/null)" != "$stamp" ]; then
         echo "bench: making dense.qcow2 with qemu-img" >&2
         "$QEMU_IMG" convert -f raw -O qcow2 "$IN/dense.raw" "$IN/dense.qcow2" || die "making dense.qcow2 failed"
@@ -497,7 +498,7 @@ if wanted http-raw-to-raw http-qcow2-to-raw httpcap-raw-to-raw httpcap-qcow2-to-
         HTTPD_PID=$(start_lighttpd "$HTTP_PORT" lighttpd.conf)
         H=http://127.0.0.1:$HTTP_PORT
     fi
-    if wanted httpcap-raw-to-raw httpcap-qcow2-to-raw; then
+    if wanted httpcap-raw-to-raw httpcap-qcow2-to-raw httpcap-qcow2-to-qcow2; then
         HTTP_CAP_PORT=$(free_port)
         HTTPD_CAP_PID=$(start_lighttpd "$HTTP_CAP_PORT" lighttpd-cap.conf \
                         "connection.kbytes-per-second = $((NET_CAP * 1024))")
@@ -514,6 +515,9 @@ if wanted http-raw-to-raw http-qcow2-to-raw httpcap-raw-to-raw httpcap-qcow2-to-
         capdesc="HTTP (lighttpd, 127.0.0.1, each connection capped at $NET_CAP MiB/s: the cap is the limit)"
         WORKLOADS+=("httpcap-raw-to-raw|convert raw over $capdesc→local raw, $DENSE_SIZE dense; qemu-img with -m 1 (its -m 8 hangs here), a hung run killed after ${CAP_HANG} s and retried, the time counted|convert -O raw $HC/dense.raw \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry -O raw $HC/dense.raw \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
         WORKLOADS+=("httpcap-qcow2-to-raw|convert qcow2 over $capdesc→local raw, $DENSE_SIZE dense; qemu-img with -m 1 (its -m 8 hangs here), a hung run killed after ${CAP_HANG} s and retried, the time counted|convert -O raw $HC/dense.qcow2 \$OUT/t.raw|compare -f raw -F raw \$IN/dense.raw \$OUT/t.raw||$retry -O raw $HC/dense.qcow2 \$OUT/t.raw; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
+        # a qcow2 target is written in guest order (its layout as qemu-img's):
+        # the workers read ahead of the writes (convert.c's parking)
+        WORKLOADS+=("httpcap-qcow2-to-qcow2|convert qcow2 over $capdesc→local qcow2 (written in guest order), $DENSE_SIZE dense; qemu-img with -m 1 (its -m 8 hangs here), a hung run killed after ${CAP_HANG} s and retried, the time counted|convert -O qcow2 $HC/dense.qcow2 \$OUT/t.qcow2|compare -f raw -F qcow2 \$IN/dense.raw \$OUT/t.qcow2||$retry -O qcow2 $HC/dense.qcow2 \$OUT/t.qcow2; rc=\$?; [ \$rc = 124 ] || break; done; exit \$rc")
     fi
 fi
 
