@@ -20,7 +20,12 @@
  * times, a stalled one STALL_ATTEMPTS times (so a read of a server that
  * stopped sending fails after about 2 x timeout), then the read fails with -EIO and a "curl: ..." line as
  * qemu prints.  An answer for another range than asked, or longer than
- * asked, is refused (qemu would use it). */
+ * asked, is refused (qemu would use it).
+ *
+ * Proxies: libcurl takes the proxy from its environment (http_proxy,
+ * https_proxy, all_proxy, no_proxy), as in qemu; proxy-username and
+ * proxy-password-secret are its credentials (https goes through a CONNECT
+ * tunnel).  A refused tunnel is named, where libcurl and qemu say nothing. */
 #include <errno.h>
 #include <inttypes.h>
 #include <time.h>
@@ -249,6 +254,27 @@ static void conn_put(struct http_state *s, CURL *h)
 
 /* ---- transfers ---- */
 
+/* What went wrong in words: curl's own; where libcurl leaves them empty,
+ * a proxy's refusal of a CONNECT tunnel (7.88 with FAILONERROR says
+ * nothing when the proxy refuses the credentials), else `fallback`. */
+static void describe_failure(CURL *h, const char *errbuf, const char *fallback, char *msg,
+                             size_t size)
+{
+    long connect_code = 0;
+    if (errbuf[0]) {
+        snprintf(msg, size, "%s", errbuf);
+        return;
+    }
+    curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+    if (connect_code == 407)
+        snprintf(msg, size, "CONNECT tunnel failed, response 407: the proxy refused the "
+                 "credentials (proxy-username, proxy-password-secret)");
+    else if (connect_code >= 300)
+        snprintf(msg, size, "CONNECT tunnel failed, response %ld", connect_code);
+    else
+        snprintf(msg, size, "%s", fallback);
+}
+
 /* Worth another attempt: the connection stalled, broke or was refused,
  * or the server said it is busy. */
 static bool transient(CURLcode rc, long code)
@@ -302,7 +328,7 @@ static int get_once(struct http_state *s, CURL *h, uint8_t *dst, size_t len, uin
                  "%zu of %zu received)", s->timeout, range, x.got, len);
     } else if (rc != CURLE_OK) {
         *retry = transient(rc, code) ? RETRY_YES : RETRY_NO;
-        snprintf(msg, msgsize, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
+        describe_failure(h, x.errbuf, curl_easy_strerror(rc), msg, msgsize);
     } else if (is_http(s) && code != 206 && !(code == 200 && off == 0)) {
         snprintf(msg, msgsize, "server ignored the byte range %s (HTTP status %ld)", range, code);
     } else if (x.got != len) {
@@ -464,11 +490,14 @@ static int probe_size(struct http_state *s)
     curl_off_t length = -1;
     if (rc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+    char failure[CURL_ERROR_SIZE + 160];
+    if (rc != CURLE_OK)
+        describe_failure(h, x.errbuf, "", failure, sizeof failure);   /* qemu: nothing */
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     conn_put(s, h);
     const char *why = NULL;
     if (rc != CURLE_OK)
-        why = x.errbuf;
+        why = failure;
     else if (length < 0)
         why = "Server didn't report file size.";
     else if (is_http(s) && !x.accept_ranges)

@@ -366,3 +366,89 @@ EOF
 else
     SKIP_WHAT="t-http lighttpd" skip "missing lighttpd"
 fi
+
+# ---- through an authenticating forward proxy (tests/cli/http-proxy.py):
+# libcurl takes the proxy from http_proxy / https_proxy, as in qemu, and
+# qimg gives it proxy-username and proxy-password-secret.  The proxy logs
+# every request with whether its credentials were right: each part checks
+# the requests went through it (a direct request would not be logged).
+"$DEB_PYTHON" "$TOP/tests/cli/http-proxy.py" "$SCRATCH/proxyport" "$SCRATCH/proxy.log" me pr0xy \
+    2>"$SCRATCH/proxy.err" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$SCRATCH/proxyport" ] && break; sleep 0.05; done
+PX=http://127.0.0.1:$(cat "$SCRATCH/proxyport")
+# the origin: lighttpd, or the test's own server when lighttpd is missing
+if [ -x "$LIGHTTPD" ]; then O=$L; else O=$U/ok; fi
+psec=(--object secret,id=ppw,data=pr0xy --object secret,id=pbad,data=nope)
+pcred=file.proxy-username=me,file.proxy-password-secret=ppw
+# proxy_saw NAME REGEX...: every REGEX matches a line of the proxy's log
+# since the last call, and no request came without the right credentials
+# unless a REGEX asks for it; the log is emptied
+proxy_saw() {
+    local name=$1 re what=""; shift
+    touch "$SCRATCH/proxy.log"
+    for re in "$@"; do
+        grep -qE -- "$re" "$SCRATCH/proxy.log" || what="$what no request like '$re';"
+    done
+    case "$*" in
+    *" none"*|*" bad"*) ;;
+    *) grep -qE ' (none|bad)$' "$SCRATCH/proxy.log" && what="$what requests without the credentials;" ;;
+    esac
+    if [ -z "$what" ]; then pass "$name"; else fail "$name" "$what" "$(head -5 "$SCRATCH/proxy.log")"; fi
+    : >"$SCRATCH/proxy.log"
+}
+: >"$SCRATCH/proxy.log"
+cp "$SCRATCH/a.raw" "$IN/a.raw"
+http_proxy=$PX same_http "proxy: info" info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred"
+proxy_saw "proxy: info went through the proxy" "^HEAD $O/a.qcow2 - ok$" "^GET $O/a.qcow2 bytes=0-[0-9]+ ok$"
+http_proxy=$PX same_http "proxy: info json" info --output=json "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred"
+http_proxy=$PX same_http "proxy: compare with local" compare "${psec[@]}" --image-opts \
+    "driver=vmdk,file.driver=http,file.url=$O/a.vmdk,$pcred" "driver=raw,file.filename=a.raw"
+http_proxy=$PX same_http "proxy: convert" convert "${psec[@]}" -O raw --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred" out.raw
+: >"$SCRATCH/proxy.log"
+http_proxy=$PX q convert "${psec[@]}" -O raw --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred" "$SCRATCH/px.raw"
+{ [ "$RC" = 0 ] && cmp -s "$SCRATCH/px.raw" "$SCRATCH/a.raw"; } && pass "proxy: convert, same bytes" ||
+    fail "proxy: convert, same bytes" "$(cat "$SCRATCH/q.err")"
+proxy_saw "proxy: qimg's ranged reads went through it" "^GET $O/a.qcow2 bytes=[0-9]+-[0-9]+ ok$"
+rm -f "$SCRATCH/px.raw"
+http_proxy=$PX same_http "proxy: wrong password" info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,file.proxy-username=me,file.proxy-password-secret=pbad"
+http_proxy=$PX q info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,file.proxy-username=me,file.proxy-password-secret=pbad"
+err_has "proxy: wrong password, the proxy's 407 said" 1 "CURL: Error opening file: The requested URL returned error: 407"
+proxy_saw "proxy: wrong password reached it" "^HEAD $O/a.qcow2 - bad$"
+http_proxy=$PX same_http "proxy: no credentials" info "$O/a.qcow2"
+proxy_saw "proxy: no credentials reached it" "^HEAD $O/a.qcow2 - none$"
+http_proxy=http://me:pr0xy@${PX#http://} same_http "proxy: credentials in http_proxy" info "$O/a.qcow2"
+proxy_saw "proxy: credentials in http_proxy went through it" "^HEAD $O/a.qcow2 - ok$"
+
+# https through the proxy: a CONNECT tunnel to the test's https server
+https_proxy=$PX same_http "proxy: https info" info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off,$pcred"
+proxy_saw "proxy: https went through a tunnel" "^CONNECT 127.0.0.1:$SP - ok$"
+https_proxy=$PX q convert "${psec[@]}" -O raw --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off,$pcred" "$SCRATCH/px.raw"
+{ [ "$RC" = 0 ] && cmp -s "$SCRATCH/px.raw" "$SCRATCH/a.raw"; } && pass "proxy: https convert, same bytes" ||
+    fail "proxy: https convert, same bytes" "$(cat "$SCRATCH/q.err")"
+proxy_saw "proxy: https convert went through a tunnel" "^CONNECT 127.0.0.1:$SP - ok$"
+rm -f "$SCRATCH/px.raw"
+https_proxy=$PX same_http "proxy: https, no credentials" info --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off"
+proxy_saw "proxy: https, no credentials reached it" "^CONNECT 127.0.0.1:$SP - none$"
+# a wrong password for a tunnel: libcurl 7.88 fails without a word, and
+# qemu-img prints "CURL: Error opening file: " and nothing more; qimg names
+# the proxy's answer (a deliberate difference)
+popen="driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off,file.proxy-username=me,file.proxy-password-secret=pbad"
+https_proxy=$PX q info "${psec[@]}" --image-opts "$popen"
+err_has "proxy: https, wrong password: clear error" 1 \
+    "CURL: Error opening file: CONNECT tunnel failed, response 407: the proxy refused the credentials"
+https_proxy=$PX "$QEMU_IMG" info "${psec[@]}" --image-opts "$popen" >/dev/null 2>"$SCRATCH/ref.err"
+RC=$?
+expect_eq "proxy: https, wrong password: qemu-img fails too (without saying why)" \
+    "$RC:$(grep -v ': GLib: ' "$SCRATCH/ref.err")" "1:qemu-img: Could not open '$popen': CURL: Error opening file: "
+proxy_saw "proxy: https, wrong password reached it" "^CONNECT 127.0.0.1:$SP - bad$"
+rm -f "$IN/a.raw"
