@@ -588,8 +588,10 @@ static int http_open(struct qimg_io *io, qimg_opts *opts)
     int r = parse_options(s, opts);
     if (r < 0)
         return r;
+    /* an option that changes what is read: qemu names the node by its
+     * options (map's file column, messages) */
     free(io->filename);
-    io->filename = qimg_strdup(s->url);
+    io->filename = s->strong ? qimg_node_json_name(opts, NULL) : qimg_strdup(s->url);
     r = probe_size(s);
     if (r < 0)
         return r;
@@ -633,6 +635,18 @@ static char *http_exact_filename(struct qimg_io *io)
     return s->strong ? NULL : qimg_strdup(s->url);
 }
 
+/* Relative names resolve next to the URL, except on a node named by its
+ * options (qemu: no base directory then). */
+static char *http_dirname(struct qimg_io *io)
+{
+    struct http_state *s = io->priv;
+    if (s->strong) {
+        qimg_error(-EINVAL, "Cannot generate a base directory for %s nodes", io->ops->name);
+        return NULL;
+    }
+    return qimg_path_combine(s->url, "");
+}
+
 #else /* !HAVE_LIBCURL */
 
 static int http_open(struct qimg_io *io, qimg_opts *opts)
@@ -660,6 +674,12 @@ static char *http_exact_filename(struct qimg_io *io)
     return NULL;
 }
 
+static char *http_dirname(struct qimg_io *io)
+{
+    qimg_error(-ENOTSUP, "qimg was built without libcurl");
+    return NULL;
+}
+
 #endif
 
 /* A name given as a string is the URL (qemu's "url"); "filename" then
@@ -679,6 +699,7 @@ static int http_parse_filename(const char *filename, qimg_opts *opts)
     .get_size       = http_get_size,                \
     .close          = http_close,                   \
     .exact_filename = http_exact_filename,           \
+    .dirname        = http_dirname,                 \
     .no_info        = true,                         \
     .read_only      = true,                         \
     .remote         = true

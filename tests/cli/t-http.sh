@@ -165,6 +165,14 @@ same_http "https convert" convert -O raw --image-opts \
     "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off" out.raw
 cmp -s "$SCRATCH/run.new/work/out.raw" "$SCRATCH/a.raw" && pass "https convert: same bytes" ||
     fail "https convert: same bytes"
+# a node with sslverify=off is named by its options (map's file column),
+# and has no directory for relative backing names
+same_http "https sslverify=off: map names the node by its options" map --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off"
+same_http "https sslverify=off: relative backing name, info --backing-chain" info --backing-chain \
+    --image-opts "driver=qcow2,file.driver=https,file.url=$S/ok/ov.qcow2,file.sslverify=off"
+same_http "https sslverify=off: relative backing name, map" map --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/ov.qcow2,file.sslverify=off"
 same_http "https: CA given by SSL_CERT_FILE? no: an http URL to the https driver" \
     info --image-opts "driver=https,url=$U/ok/a.qcow2"
 
@@ -308,9 +316,15 @@ done
 expect_eq "20 converts over http: none hangs" "$hung" 0
 expect_eq "20 converts over http: all succeed with the same bytes" "$differ" 0
 
-# ---- ftp (pyftpdlib, anonymous, read-only)
+# ---- ftp and ftps (pyftpdlib; ftps with pyOpenSSL)
+# libcurl speaks ftps:// as implicit FTPS: TLS from the first byte (port
+# 990 by default), then PBSZ 0 and PROT P, the data connections in TLS
+# too; qemu-img does the same (it sets nothing else).  pyftpdlib knows
+# explicit FTPS (AUTH TLS) only: its handler is started in TLS at once, and
+# accepts nothing in clear.  Plain ftp: anonymous; ftps: anonymous and
+# user "qimg", password "s3cret".
 if has_pymod "t-http ftp" pyftpdlib; then
-    cat >"$SCRATCH/ftp.py" <<'EOF'
+    cat >"$SCRATCH/ftp.py" <<'PYEOF'
 import logging
 import os
 import sys
@@ -318,19 +332,49 @@ from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.servers import FTPServer
 logging.disable(logging.CRITICAL)
+root, portfile = sys.argv[1:3]
 auth = DummyAuthorizer()
-auth.add_anonymous(sys.argv[1])
+auth.add_anonymous(root)
 FTPHandler.authorizer = auth
-server = FTPServer(("127.0.0.1", 0), FTPHandler)
-with open(sys.argv[2] + ".tmp", "w") as f:
-    f.write("%d\n" % server.socket.getsockname()[1])
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-server.serve_forever()
-EOF
-    "$DEB_PYTHON" "$SCRATCH/ftp.py" "$WWW" "$SCRATCH/ftpport" 2>"$SCRATCH/ftp.err" &
+FTPHandler.auth_failed_timeout = 0
+servers = [FTPServer(("127.0.0.1", 0), FTPHandler)]
+if len(sys.argv) > 3:   # CERT KEY USER PASSWORD: an implicit FTPS server too
+    from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+
+    class DataHandler(TLS_DTPHandler):
+        """pyftpdlib 1.5.7 closes a data connection that is readable before
+        RETR, as it is with the TLS handshake libcurl starts at once."""
+        def readable(self):
+            return self._ssl_accepting or super().readable()
+
+    class ImplicitTLSHandler(TLS_FTPHandler):
+        """TLS from the first byte; the greeting once it is up."""
+        def handle(self):
+            self.secure_connection(self.ssl_context)
+
+        def handle_ssl_established(self):
+            TLS_FTPHandler.handle(self)
+
+    cert, key, user, password = sys.argv[3:7]
+    auth.add_user(user, password, root)
+    h = ImplicitTLSHandler
+    h.certfile, h.keyfile, h.authorizer, h.dtp_handler = cert, key, auth, DataHandler
+    h.auth_failed_timeout = 0
+    h.tls_control_required = h.tls_data_required = True
+    servers.append(FTPServer(("127.0.0.1", 0), h))
+with open(portfile + ".tmp", "w") as f:
+    f.write(" ".join(str(s.socket.getsockname()[1]) for s in servers) + "\n")
+os.rename(portfile + ".tmp", portfile)
+servers[0].serve_forever()
+PYEOF
+    ftps_args=()
+    has_pymod "t-http ftps" OpenSSL &&
+        ftps_args=("$SCRATCH/cert.pem" "$SCRATCH/key.pem" qimg s3cret)
+    "$DEB_PYTHON" "$SCRATCH/ftp.py" "$WWW" "$SCRATCH/ftpport" "${ftps_args[@]}" 2>"$SCRATCH/ftp.err" &
     PIDS+=($!)
     for _ in $(seq 100); do [ -s "$SCRATCH/ftpport" ] && break; sleep 0.05; done
-    F=ftp://127.0.0.1:$(cat "$SCRATCH/ftpport")
+    read -r FTP_PORT FTPS_PORT <"$SCRATCH/ftpport"
+    F=ftp://127.0.0.1:$FTP_PORT
     same_http "ftp: info" info "$F/a.qcow2"
     same_http "ftp: info json raw" info --output=json "$F/r.raw"
     same_http "ftp: map" map "$F/a.qcow2"
@@ -338,6 +382,43 @@ EOF
     same_http "ftp: convert" convert -O raw "$F/a.vmdk" out.raw
     cmp -s "$SCRATCH/run.new/work/out.raw" "$SCRATCH/a.raw" && pass "ftp: same bytes" ||
         fail "ftp: same bytes"
+fi
+if [ -n "${FTPS_PORT:-}" ]; then
+    FS=ftps://127.0.0.1:$FTPS_PORT
+    fsec=(--object secret,id=fpw,data=s3cret --object secret,id=fbad,data=nope)
+    cp "$SCRATCH/a.raw" "$IN/a.raw"
+    same_http "ftps: self-signed refused" info "$FS/a.qcow2"
+    q info "$FS/a.qcow2"
+    err_has "ftps: self-signed, says so" 1 "CURL: Error opening file: SSL certificate problem: self-signed certificate"
+    same_http "ftps: info sslverify=off (json)" info \
+        "json:{\"file\":{\"driver\":\"ftps\",\"url\":\"$FS/a.qcow2\",\"sslverify\":false}}"
+    same_http "ftps: info json (image-opts)" info --output=json --image-opts \
+        "file.driver=ftps,file.url=$FS/r.raw,file.sslverify=off"
+    same_http "ftps: map" map --image-opts "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off"
+    same_http "ftps: compare with local" compare --image-opts \
+        "driver=vmdk,file.driver=ftps,file.url=$FS/a.vmdk,file.sslverify=off" "driver=raw,file.filename=a.raw"
+    same_http "ftps: convert" convert -O raw --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off" out.raw
+    cmp -s "$SCRATCH/run.new/work/out.raw" "$SCRATCH/a.raw" && pass "ftps: convert, same bytes" ||
+        fail "ftps: convert, same bytes"
+    same_http "ftps: user and password in the URL" info --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=ftps://qimg:s3cret@127.0.0.1:$FTPS_PORT/a.qcow2,file.sslverify=off"
+    same_http "ftps: username + password-secret" info "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fpw"
+    same_http "ftps: wrong password" info "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fbad"
+    q info "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fbad"
+    err_has "ftps: wrong password, says so" 1 "CURL: Error opening file: Access denied: 530"
+    q convert -O raw "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fpw" \
+        "$SCRATCH/fs.raw"
+    { [ "$RC" = 0 ] && cmp -s "$SCRATCH/fs.raw" "$SCRATCH/a.raw"; } &&
+        pass "ftps: convert as a user, same bytes" || fail "ftps: convert as a user, same bytes" "$(cat "$SCRATCH/q.err")"
+    rm -f "$SCRATCH/fs.raw" "$IN/a.raw"
+    # implicit TLS: an ftps:// URL to the plain server fails at the handshake
+    q info --image-opts "driver=qcow2,file.driver=ftps,file.url=ftps://127.0.0.1:$FTP_PORT/a.qcow2,file.sslverify=off"
+    err_has "ftps: a server in clear refused" 1 "CURL: Error opening file: "
 fi
 
 # ---- lighttpd, a real server
