@@ -382,6 +382,8 @@ PYEOF
     same_http "ftp: convert" convert -O raw "$F/a.vmdk" out.raw
     cmp -s "$SCRATCH/run.new/work/out.raw" "$SCRATCH/a.raw" && pass "ftp: same bytes" ||
         fail "ftp: same bytes"
+else
+    SKIP_WHAT="t-http ftps" skip "missing python module pyftpdlib"
 fi
 if [ -n "${FTPS_PORT:-}" ]; then
     FS=ftps://127.0.0.1:$FTPS_PORT
