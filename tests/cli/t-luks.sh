@@ -238,11 +238,13 @@ w("mk-digest", [(112, b"\0" * 20)])
 w("mk-iter-huge", [(164, be32(0xffffffff))])
 w("slot-iter-huge", [(s0 + 4, be32(0xffffffff))])
 PY
+# qemu has serpent (nettle) and finds the passphrase wrong; so does qimg
+# built with nettle (without it, it knows the name only and says so)
+with_nettle=yes
+case $("$QIMG" --help) in *"Built without"*nettle*) with_nettle=no ;; esac
 for f in "$H"/*.luks; do
     b=h/$(basename "$f")
-    # qemu has serpent (nettle) and finds the passphrase wrong; qimg knows
-    # the name only (OpenSSL has no serpent) and says so
-    case $b in *huge.luks|*serpent.luks) continue ;; esac
+    case $b in *huge.luks) continue ;; *serpent.luks) [ $with_nettle = yes ] || continue ;; esac
     same_ro "hostile info $b" info "$b"
     same_ro "hostile open $b" convert "${S0[@]}" --image-opts "$(io "$b")" -O raw "$SCRATCH/h.raw"
 done
