@@ -4,7 +4,8 @@
  *
  * Reads decrypt in the caller's buffer; writes encrypt a copy.  The
  * volume's cipher is immutable after open and each request makes its own
- * OpenSSL context, so requests run in parallel.  A request that does not
+ * OpenSSL context (nettle's key schedules are only read), so requests run
+ * in parallel.  A request that does not
  * cover whole 512-byte sectors is widened to them (writes then
  * read-modify-write under the image lock). */
 #include <errno.h>

@@ -101,7 +101,7 @@ int luks_crypt(const struct luks_volume *v, bool encrypt, uint64_t first_sector,
 int luks_crypt_bytes(const struct luks_volume *v, bool encrypt, uint64_t off, uint8_t *buf, size_t len);
 
 /* For luks2.c: the names (cipher_name, cipher_mode, hash_spec, key_bytes
- * set) to algorithms; can OpenSSL run them; the splitter; the cap. */
+ * set) to algorithms; can this build run them; the splitter; the cap. */
 int luks_header_parse_names(struct luks_header *h);
 int luks_check_usable(const struct luks_header *h);
 int luks_af_merge(enum qimg_hash_alg hash, const uint8_t *split, size_t len, uint32_t stripes,
