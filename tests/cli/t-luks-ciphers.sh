@@ -38,8 +38,13 @@ for bad in cipher-alg=cast5-128,cipher-mode=xts \
     same "create $bad" create -f luks "${S0[@]}" -o key-secret=s0,iter-time=10,$bad c.luks 1M
     ref_rc "create $bad" 1
 done
-same "qcow2 create with cast5 in xts mode" create -f qcow2 "${S0[@]}" \
-    -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.cipher-alg=cast5-128,encrypt.cipher-mode=xts c.qcow2 1M
+for bad in cipher-alg=cast5-128,cipher-mode=xts cipher-alg=cast5-128,cipher-mode=xts,ivgen-alg=essiv,ivgen-hash-alg=sha1 \
+           cipher-alg=twofish-128,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha224; do
+    same "qcow2 create $bad" create -f qcow2 "${S0[@]}" \
+        -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,encrypt.${bad//,/,encrypt.} c.qcow2 1M
+    ref_rc "qcow2 create $bad" 1
+    expect_eq "qcow2 create $bad: a file left as by qemu-img" "$(ls "$SCRATCH/run.new/work")" "$(ls "$SCRATCH/run.ref/work")"
+done
 
 SRC=$SCRATCH/src.raw
 python3 - "$SRC" <<'PY'
@@ -114,6 +119,21 @@ for s in "${sets[@]}"; do
     fi
 done
 same_ro "check" check "${S0[@]}" --image-opts "$(io q1.luks)"
+
+# ---- amend: a keyslot added by qimg to a serpent and a cast5 volume
+# (its key material encrypted with that cipher) opens in qemu-img
+SS=("${S0[@]}" --object secret,id=s1,data=def)
+for q in q1 q3; do
+    "$QIMG" amend "${SS[@]}" --image-opts "$(io "$IN/$q.luks")" -o state=active,new-secret=s1,keyslot=4,iter-time=10
+    check "amend $q: keyslot added" test $? = 0
+    check "amend $q: qemu-img opens it with the new secret" "$QEMU_IMG" compare "${SS[@]}" \
+        --image-opts "$(io "$IN/$q.luks")" "driver=luks,file.filename=$IN/$q.luks,key-secret=s1"
+    if [ $gcrypt = yes ]; then
+        python3 "$TOP/tests/cli/luks1-gcrypt.py" "$IN/$q.luks" def "$SCRATCH/g.raw"
+        "$QIMG" convert "${S0[@]}" --image-opts "$(io "$IN/$q.luks")" -O raw "$SCRATCH/w.raw"
+        check "amend $q: libgcrypt opens it with the new secret" cmp -n 2097152 "$SCRATCH/g.raw" "$SCRATCH/w.raw"
+    fi
+done
 if [ $gcrypt = yes ]; then
     check_fail "libgcrypt reader: a wrong passphrase does not unlock" \
         python3 "$TOP/tests/cli/luks1-gcrypt.py" "$IN/q1.luks" abd "$SCRATCH/g.raw"
