@@ -89,6 +89,13 @@ int qimg_cipher_essiv_alg(enum qimg_cipher_alg a, enum qimg_hash_alg ivhash)
     return essiv;
 }
 
+int qimg_cipher_mode_check(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
+{
+    if (a == QIMG_CIPHER_CAST5_128 && m == QIMG_MODE_XTS)   /* a 64-bit block */
+        return qimg_error(-ENOTSUP, "Unsupported cipher mode %s", qimg_cipher_mode_name(m));
+    return 0;
+}
+
 void qimg_wipe_free(void *p, size_t len)
 {
     if (p) {
@@ -278,9 +285,7 @@ bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
 {
     if (evp_cipher(a, m) || nettle_has(a, m))
         return true;
-    if (a == QIMG_CIPHER_CAST5_128 && m == QIMG_MODE_XTS)   /* a 64-bit block */
-        qimg_error(-ENOTSUP, "Unsupported cipher mode %s", qimg_cipher_mode_name(m));
-    else
+    if (qimg_cipher_mode_check(a, m) == 0)
         qimg_error(-ENOTSUP, "Cipher %s in %s mode is not available in qimg (built without nettle)",
                    qimg_cipher_alg_name(a), qimg_cipher_mode_name(m));
     return false;

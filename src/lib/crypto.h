@@ -62,6 +62,9 @@ int qimg_cipher_aes_for_key_len(size_t len);
 int qimg_cipher_for_name(const char *family, size_t len);
 /* "aes", "serpent"... */
 const char *qimg_cipher_family(enum qimg_cipher_alg a);
+/* Does qemu allow the algorithm in this mode at all?  -ENOTSUP with its
+ * message for cast5 in XTS mode (a 64-bit block), else 0. */
+int qimg_cipher_mode_check(enum qimg_cipher_alg a, enum qimg_cipher_mode m);
 /* Can this build run it in this mode (OpenSSL, else nettle)?  false with
  * the error set (qemu's for cast5 in XTS mode: its block is 64 bits). */
 bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m);

@@ -529,6 +529,16 @@ int luks_create_params_get(qimg_opts *opts, const char *prefix, struct luks_crea
     return r < 0 ? r : 0;
 }
 
+int luks_create_params_check(const struct luks_create_params *p)
+{
+    if (p->ivgen == QIMG_IVGEN_ESSIV) {
+        int essiv = qimg_cipher_essiv_alg(p->alg, p->ivhash);
+        if (essiv < 0)
+            return essiv;
+    }
+    return qimg_cipher_mode_check(p->alg, p->mode);
+}
+
 static uint32_t key_bytes_of(const struct luks_create_params *p)
 {
     return (uint32_t)qimg_cipher_key_len(p->alg) * (p->mode == QIMG_MODE_XTS ? 2 : 1);
@@ -553,12 +563,9 @@ static int fill_names(struct luks_header *h, const struct luks_create_params *p)
     h->hash = p->hash;
     h->ivhash = p->ivhash;
     h->has_ivhash = p->ivgen == QIMG_IVGEN_ESSIV;
-    /* qemu checks ESSIV's cipher before the mode (cast5 in XTS mode) */
-    if (h->has_ivhash) {
-        int essiv = qimg_cipher_essiv_alg(p->alg, p->ivhash);
-        if (essiv < 0)
-            return essiv;
-    }
+    int r = luks_create_params_check(p);
+    if (r < 0)
+        return r;
     if (!qimg_cipher_usable(p->alg, p->mode))
         return -ENOTSUP;
     snprintf(h->cipher_name, sizeof h->cipher_name, "%s", qimg_cipher_family(p->alg));

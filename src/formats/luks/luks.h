@@ -125,6 +125,11 @@ struct luks_create_params {
 };
 /* Take the options under prefix from opts (marking them used). */
 int luks_create_params_get(qimg_opts *opts, const char *prefix, struct luks_create_params *p);
+/* What qemu checks of the values together before it makes a header:
+ * ESSIV's cipher, then whether the algorithm has the mode (cast5 has no
+ * XTS).  Whether this build can run the cipher is not asked (measure
+ * answers without it). */
+int luks_create_params_check(const struct luks_create_params *p);
 /* Bytes of header and keyslots (the payload offset) for these params. */
 uint64_t luks_header_size(const struct luks_create_params *p);
 /* Write a new header and keyslot 0 at st; the volume is returned unlocked
