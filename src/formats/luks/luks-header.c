@@ -745,7 +745,9 @@ static int check_slot_index(const struct amend_req *a)
     return 0;
 }
 
-static int amend_activate(const struct luks_store *st, struct luks_volume *v, const struct amend_req *a)
+/* --force lets a new secret overwrite an active keyslot, as in qemu. */
+static int amend_activate(const struct luks_store *st, struct luks_volume *v, const struct amend_req *a,
+                          bool force)
 {
     struct luks_header *h = &v->h;
     if (!a->new_secret)
@@ -757,7 +759,7 @@ static int amend_activate(const struct luks_store *st, struct luks_volume *v, co
         return r;
     if (a->has_slot) {
         slot = (int)a->slot;
-        if (h->slots[slot].active == LUKS_SLOT_ACTIVE)
+        if (h->slots[slot].active == LUKS_SLOT_ACTIVE && !force)
             return qimg_error(-EINVAL, "Refusing to overwrite active keyslot %i - please erase it first", slot);
     } else {
         for (int i = 0; i < LUKS_SLOTS && slot < 0; i++)
@@ -838,7 +840,7 @@ static int amend_erase(const struct luks_store *st, struct luks_volume *v, const
     int n = 0;
     if (a->has_slot) {
         int i = (int)a->slot;
-        if (h->slots[i].active != LUKS_SLOT_ACTIVE)
+        if (h->slots[i].active != LUKS_SLOT_ACTIVE && !force)   /* forced: erased again */
             r = qimg_error(-EINVAL, "Given keyslot %i is already erased (inactive) ", i);
         else if (pass && (r = slot_matches(st, h, i, pass, pass_len)) == 0)
             r = qimg_error(-EINVAL, "Given keyslot %i doesn't contain the given old password for erase operation", i);
@@ -880,5 +882,5 @@ int luks_amend(const struct luks_store *st, struct luks_volume *v, qimg_opts *op
     int r = amend_parse(opts, prefix, &a);
     if (r < 0)
         return r;
-    return a.active ? amend_activate(st, v, &a) : amend_erase(st, v, &a, force);
+    return a.active ? amend_activate(st, v, &a, force) : amend_erase(st, v, &a, force);
 }
