@@ -74,6 +74,7 @@ struct nbd_state {
     uint32_t min_block;         /* the server's minimum block size (1: none) */
     bool read_only, can_flush, can_trim, can_zero, can_fast_zero, multi_conn, has_context;
     bool can_cache;
+    bool can_fua;               /* NBD_CMD_FLAG_FUA on writes */
     _Atomic uint64_t prefetched;    /* end of what NBD_CMD_CACHE asked for */
 
 #ifdef HAVE_LIBNBD
@@ -476,6 +477,7 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
     s->can_fast_zero = nbd_can_fast_zero(h) == 1;
     s->multi_conn = nbd_can_multi_conn(h) == 1;
     s->can_cache = nbd_can_cache(h) == 1;
+    s->can_fua = nbd_can_fua(h) == 1;
     s->has_context = nbd_can_meta_context(h, s->context) == 1;
     int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     s->max_request = max > 0 && max < NBD_MAX_REQUEST ? (uint32_t)max : NBD_MAX_REQUEST;
@@ -730,9 +732,11 @@ static void prefetch(struct nbd_state *s, struct nbd_conn *cn, uint64_t end)
     pthread_mutex_unlock(&cn->m);
 }
 
-static int conn_io(struct nbd_conn *cn, bool is_write, void *buf, size_t len, uint64_t off)
+static int conn_io(struct nbd_conn *cn, bool is_write, void *buf, size_t len, uint64_t off,
+                   uint32_t flags)
 {
-    struct nbd_req q = { .op = is_write ? REQ_WRITE : REQ_READ, .buf = buf, .len = len, .off = off };
+    struct nbd_req q = { .op = is_write ? REQ_WRITE : REQ_READ, .buf = buf, .len = len, .off = off,
+                         .flags = flags };
     return conn_run(cn, &q);
 }
 
@@ -751,7 +755,7 @@ static int read_aligned(struct nbd_state *s, int c, uint8_t *p, size_t len, uint
 {
     for (size_t done = 0; done < len;) {
         size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
-        int r = conn_io(&s->conn[c], false, p + done, n, off + done);
+        int r = conn_io(&s->conn[c], false, p + done, n, off + done, 0);
         if (r < 0)
             return r;
         done += n;
@@ -759,16 +763,41 @@ static int read_aligned(struct nbd_state *s, int c, uint8_t *p, size_t len, uint
     return 0;
 }
 
-static int write_aligned(struct nbd_state *s, int c, const uint8_t *p, size_t len, uint64_t off)
+static int write_aligned(struct nbd_state *s, int c, const uint8_t *p, size_t len, uint64_t off,
+                         uint32_t flags)
 {
     for (size_t done = 0; done < len;) {
         size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
-        int r = conn_io(&s->conn[c], true, (void *)(p + done), n, off + done);
+        int r = conn_io(&s->conn[c], true, (void *)(p + done), n, off + done, flags);
         if (r < 0)
             return r;
         done += n;
     }
     return 0;
+}
+
+/* Write-through (-t writethrough, directsync): as qemu, a write or a zero
+ * is on stable storage when it completes: NBD_CMD_FLAG_FUA where the server
+ * takes it, else a flush after it.  A trim is advice and gets neither. */
+static bool write_through(const struct qimg_io *io)
+{
+    return (io->flags & QIMG_IO_DSYNC) != 0;
+}
+
+static uint32_t fua_flag(const struct qimg_io *io)
+{
+    const struct nbd_state *s = io->priv;
+    return write_through(io) && s->can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
+}
+
+/* After a write that carried no FUA: the flush that stands for it. */
+static int flush_if_write_through(struct qimg_io *io, int c)
+{
+    struct nbd_state *s = io->priv;
+    if (!write_through(io) || s->can_fua || !s->can_flush)
+        return 0;
+    struct nbd_req q = { .op = REQ_FLUSH };
+    return conn_run(&s->conn[c], &q);
 }
 
 static bool unaligned(const struct nbd_state *s, uint64_t off, uint64_t len)
@@ -832,13 +861,15 @@ static int nb_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
         r = read_aligned(s, c, bounce, alen, aoff);
         if (r == 0) {
             memcpy(bounce + (off - aoff), buf, len);
-            r = write_aligned(s, c, bounce, alen, aoff);
+            r = write_aligned(s, c, bounce, alen, aoff, fua_flag(io));
         }
         pthread_mutex_unlock(&s->rmw);
         free(bounce);
     } else {
-        r = write_aligned(s, c, buf, len, off);
+        r = write_aligned(s, c, buf, len, off, fua_flag(io));
     }
+    if (r == 0)
+        r = flush_if_write_through(io, c);
     give_back(s, c);
     return r;
 }
@@ -854,6 +885,7 @@ static int nb_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
     uint32_t cmd = (flags & QIMG_IO_ZERO_MAY_UNMAP) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
     if (fast)
         cmd |= LIBNBD_CMD_FLAG_FAST_ZERO;
+    cmd |= fua_flag(io);
     int c = borrow(s);
     int r = 0;
     while (r == 0 && len > 0) {
@@ -866,6 +898,8 @@ static int nb_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
         }
         off += n, len -= n;
     }
+    if (r == 0)
+        r = flush_if_write_through(io, c);
     give_back(s, c);
     return r;
 }
@@ -897,7 +931,9 @@ static int nb_discard(struct qimg_io *io, uint64_t off, uint64_t len)
 static int nb_flush(struct qimg_io *io)
 {
     struct nbd_state *s = io->priv;
-    if (!s->can_flush || (io->flags & QIMG_IO_UNSAFE))
+    /* NBD_CMD_FLUSH even with cache=unsafe: qemu counts it a flush to the
+     * server's OS (its "flush_to_os"), which unsafe does not skip */
+    if (!s->can_flush)
         return 0;
     /* Without multi-conn there is one connection; with it, a flush on one
      * covers the writes completed on all. */

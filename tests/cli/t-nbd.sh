@@ -467,3 +467,79 @@ if [ -d /sys/module/vsock_loopback ] &&
 else
     SKIP_WHAT="vsock export" skip "the kernel has no vsock loopback (vsock_loopback)"
 fi
+
+# ---- write-through (-t writethrough / directsync): as qemu, every write
+# and zero carries NBD_CMD_FLAG_FUA where the server takes it, else a flush
+# follows it; the requests, logged by nbdkit's log filter, compared with
+# qemu-img's.  The server without FUA is nbdkit's eval plugin over a file
+# (the fua filter's fuamode=none is refused by nbdkit 1.32).
+LSOCK=$SCRATCH/log.sock NSOCK=$SCRATCH/nofua.sock
+"$QEMU_IMG" create -q -f raw "$SRV/w.raw" 4M
+"$QEMU_IMG" create -q -f raw "$SRV/n.raw" 4M
+if nbdkit -U "$LSOCK" -P "$SCRATCH/l.pid" --filter=log file "$SRV/w.raw" logfile="$SCRATCH/fua.log" &&
+   nbdkit -U "$NSOCK" -P "$SCRATCH/n.pid" --filter=log eval get_size='echo 4194304' \
+       pread="dd if='$SRV/n.raw' skip=\$4 count=\$3 iflag=skip_bytes,count_bytes status=none" \
+       pwrite="dd of='$SRV/n.raw' seek=\$4 conv=notrunc oflag=seek_bytes status=none" \
+       can_write='exit 0' can_flush='exit 0' flush='exit 0' can_fua='echo none' \
+       logfile="$SCRATCH/nofua.log"; then
+    for f in l n; do
+        for _ in $(seq 100); do [ -s "$SCRATCH/$f.pid" ] && break; sleep 0.05; done
+        PIDS+=("$(cat "$SCRATCH/$f.pid")")
+    done
+    # requests TOOL LOG ARGS...: run TOOL ARGS, print the write-side requests
+    # it made (Write, Zero, Trim, Flush with their flags) as the log has them
+    requests() {
+        local tool=$1 log=$2; shift 2
+        local n0; n0=$(wc -l <"$log")
+        (cd "$SCRATCH" && "$tool" "$@" >/dev/null 2>&1)
+        sleep 0.1
+        tail -n +$((n0 + 1)) "$log" | grep -aE ' (Write|Zero|Trim|Flush) id=' |
+            sed -E 's/^.* connection=[0-9]+ //; s/ id=[0-9]+//'
+    }
+    # same_requests NAME SORT LOG ARGS...: qemu-img and qimg make the same
+    # requests (SORT=sort: as a set, for a multi-conn server)
+    same_requests() {
+        local name=$1 order=$2 log=$3; shift 3
+        requests "$QEMU_IMG" "$log" "$@" | $order >"$SCRATCH/req.ref"
+        requests "$QIMG_AS_QEMU" "$log" "$@" | $order >"$SCRATCH/req.new"
+        if [ ! -s "$SCRATCH/req.ref" ]; then
+            fail "$name" "qemu-img made no request"
+        elif cmp -s "$SCRATCH/req.ref" "$SCRATCH/req.new"; then
+            pass "$name"
+        else
+            fail "$name" "$(diff "$SCRATCH/req.ref" "$SCRATCH/req.new" | head -10)"
+        fi
+    }
+    WL="nbd+unix://?socket=$LSOCK" NL="nbd+unix://?socket=$NSOCK"
+    for t in "" "-t writeback" "-t writethrough" "-t directsync" "-t unsafe"; do
+        # shellcheck disable=SC2086
+        same_requests "requests of convert -n $t (FUA server)" sort "$SCRATCH/fua.log" \
+            convert -n $t -f raw -O raw src.raw "$WL"
+        # shellcheck disable=SC2086
+        same_requests "requests of convert -n $t (no FUA)" cat "$SCRATCH/nofua.log" \
+            convert -n $t -f raw -O raw src.raw "$NL"
+    done
+    same_requests "requests of create (FUA server)" cat "$SCRATCH/fua.log" create -f raw "$WL" 4M
+    same_requests "requests of create (no FUA)" cat "$SCRATCH/nofua.log" create -f raw "$NL" 4M
+    same_requests "requests of convert -t writethrough (create, no FUA)" cat "$SCRATCH/nofua.log" \
+        convert -t writethrough -f raw -O raw src.raw "$NL"
+    # what the requests are, independently of qemu-img
+    requests "$QIMG" "$SCRATCH/fua.log" convert -n -t writethrough -m 4 -f qcow2 -O raw src.qcow2 "$WL" >"$SCRATCH/req"
+    w=$(grep -cE '^(Write|Zero) ' "$SCRATCH/req"); f=$(grep -cE '^(Write|Zero) .*fua=1' "$SCRATCH/req")
+    check "writethrough: every write and zero has FUA ($f of $w)" test "$w" -gt 0 -a "$f" -eq "$w"
+    check "the source is in the export" cmp "$SRV/w.raw" "$SCRATCH/src.raw"
+    requests "$QIMG" "$SCRATCH/fua.log" convert -n -m 4 -f qcow2 -O raw src.qcow2 "$WL" >"$SCRATCH/req"
+    check "writeback: writes without FUA, then a flush" bash -c "grep -qE '^(Write|Zero) ' '$SCRATCH/req' &&
+        ! grep -q 'fua=1' '$SCRATCH/req' && tail -1 '$SCRATCH/req' | grep -q '^Flush'"
+    requests "$QIMG" "$SCRATCH/nofua.log" convert -n -t directsync -f qcow2 -O raw src.qcow2 "$NL" >"$SCRATCH/req"
+    check "no FUA: each write followed by a flush" "$DEB_PYTHON" -c '
+import sys
+lines = open(sys.argv[1]).read().split("\n")[:-1]
+writes = [i for i, l in enumerate(lines) if l.startswith(("Write ", "Zero "))]
+sys.exit(not writes or "fua=1" in "".join(lines) or
+         any(not lines[i + 1].startswith("Flush") for i in writes if i + 1 < len(lines)) or
+         not lines[-1].startswith("Flush"))' "$SCRATCH/req"
+    check "no FUA: the source is in the export" cmp "$SRV/n.raw" "$SCRATCH/src.raw"
+else
+    SKIP_WHAT="write-through requests" skip "nbdkit's log filter or eval plugin missing"
+fi
