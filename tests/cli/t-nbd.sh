@@ -408,6 +408,11 @@ done
 same_fd "fd: info --image-opts" "$SOCK" info --image-opts "driver=nbd,server.type=fd,server.str=5,export=exp"
 same_fd "fd: info of raw over it" "127.0.0.1:$PORT" info "$FRK"
 same_fd "fd: map of raw over it" "127.0.0.1:$PORT" map --output=json "$FRK"
+if [ -n "${POBJ:-}" ]; then
+    same_fd "fd: TLS-PSK" "127.0.0.1:$PPORT" info --object "$POBJ" \
+        'json:{"driver":"nbd","server":{"type":"fd","str":"5"},"tls-creds":"p0"}'
+    same_fd "fd: TLS required but not given" "127.0.0.1:$PPORT" info "$FK"
+fi
 RUN_WITH=("$DEB_PYTHON" "$SCRATCH/withfd.py" "127.0.0.1:$PORT")
 same_export "fd: convert -n into an export" "$SRV/k.raw" convert -n -f raw -O raw src.raw "$FRK"
 same_export "fd: convert -n -m 8 into an export" "$SRV/k.raw" convert -n -m 8 -f qcow2 -O raw src.qcow2 "$FRK"
@@ -416,7 +421,7 @@ RUN_WITH=()
 # the errors: not a number, out of range, not open, not a socket (the
 # descriptor is closed, as qemu does: on fd 2 the message is lost), a
 # socket that is no NBD connection, keys missing or unexpected
-for str in '"x"' '""' '"5 "' '"0x5"' '"99999999999"' '"2147483648"' '"-2147483649"' '"-1"' '"9"' \
+for str in '"x"' '""' '"5 "' '"0x5"' '"99999999999"' '"2147483648"' '"-2147483649"' '"-1"' '"1000"' \
            '"1"' '"2"' 'true' '{"a":1}'; do
     same_ro "fd error: str $str" info "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"fd\",\"str\":$str}}"
 done
