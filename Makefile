@@ -162,7 +162,7 @@ fuzz-build: $(FUZZ_BIN)
 
 # A build without each optional library must still compile with -Werror and
 # link: each variant in its own directory, unoptimised (quick), binary only.
-MATRIX_FEATURES := zlib libdeflate zstd bzip2 lzma lz4 lzo plist ext2fs libarchive openssl libnbd libcurl librbd
+MATRIX_FEATURES := zlib libdeflate zstd bzip2 lzma lz4 lzo plist ext2fs libarchive openssl nettle libnbd libcurl librbd
 config-matrix: $(B)/qimg
 	@for f in $(MATRIX_FEATURES) all; do \
 	    w=$$f; [ $$f = all ] && w="$(MATRIX_FEATURES)"; d=$(B)/without-$$f; \

@@ -278,6 +278,13 @@ if "$QIMG" create -q -f luks --object secret,id=s0,data=p -o key-secret=s0,iter-
     WORKLOADS+=("raw-to-luks|convert raw→luks, $DENSE_SIZE dense|convert $SEC -O luks -o key-secret=s0,iter-time=100 \$IN/dense.raw \$OUT/t.luks|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=luks,file.filename=\$OUT/t.luks,key-secret=s0||$(retry "convert $SEC -O luks -o key-secret=s0,iter-time=100 \$IN/dense.raw \$OUT/t.luks")")
     WORKLOADS+=("luks-to-raw|convert luks→raw, $DENSE_SIZE dense|convert $SEC --image-opts driver=luks,file.filename=\$IN/dense.luks,key-secret=s0 -O raw \$OUT/t.raw|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=luks,file.filename=\$IN/dense.luks,key-secret=s0")
     WORKLOADS+=("raw-to-qcow2-luks|convert raw→qcow2 with LUKS, $DENSE_SIZE dense|convert $SEC -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100 \$IN/dense.raw \$OUT/t.qcow2|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=qcow2,file.filename=\$OUT/t.qcow2,encrypt.key-secret=s0||$(retry "convert $SEC -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100 \$IN/dense.raw \$OUT/t.qcow2")")
+    # serpent-256-xts (nettle in qimg and in qemu-img): the ciphers OpenSSL lacks
+    if "$QIMG" create -q -f luks --object secret,id=s0,data=p -o key-secret=s0,iter-time=1,cipher-alg=serpent-256 \
+           "$OUT/probe.luks" 1M >/dev/null 2>&1; then
+        wanted raw-to-luks-serpent && make_input dense.raw dense "$IN/dense.raw" "$DENSE_SIZE" --seed 2
+        SO="key-secret=s0,iter-time=100,cipher-alg=serpent-256"
+        WORKLOADS+=("raw-to-luks-serpent|convert raw→luks serpent-256-xts (nettle), $DENSE_SIZE dense|convert $SEC -O luks -o $SO \$IN/dense.raw \$OUT/t.luks|compare $SEC --image-opts driver=raw,file.filename=\$IN/dense.raw driver=luks,file.filename=\$OUT/t.luks,key-secret=s0||$(retry "convert $SEC -O luks -o $SO \$IN/dense.raw \$OUT/t.luks")")
+    fi
 fi
 
 # vhdx (issue 14): raw→vhdx of the sparse and the dense image, and back

@@ -20,7 +20,12 @@
  * times, a stalled one STALL_ATTEMPTS times (so a read of a server that
  * stopped sending fails after about 2 x timeout), then the read fails with -EIO and a "curl: ..." line as
  * qemu prints.  An answer for another range than asked, or longer than
- * asked, is refused (qemu would use it). */
+ * asked, is refused (qemu would use it).
+ *
+ * Proxies: libcurl takes the proxy from its environment (http_proxy,
+ * https_proxy, all_proxy, no_proxy), as in qemu; proxy-username and
+ * proxy-password-secret are its credentials (https goes through a CONNECT
+ * tunnel).  A refused tunnel is named, where libcurl and qemu say nothing. */
 #include <errno.h>
 #include <inttypes.h>
 #include <time.h>
@@ -249,6 +254,27 @@ static void conn_put(struct http_state *s, CURL *h)
 
 /* ---- transfers ---- */
 
+/* What went wrong in words: curl's own; where libcurl leaves them empty,
+ * a proxy's refusal of a CONNECT tunnel (7.88 with FAILONERROR says
+ * nothing when the proxy refuses the credentials), else `fallback`. */
+static void describe_failure(CURL *h, const char *errbuf, const char *fallback, char *msg,
+                             size_t size)
+{
+    long connect_code = 0;
+    if (errbuf[0]) {
+        snprintf(msg, size, "%s", errbuf);
+        return;
+    }
+    curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+    if (connect_code == 407)
+        snprintf(msg, size, "CONNECT tunnel failed, response 407: the proxy refused the "
+                 "credentials (proxy-username, proxy-password-secret)");
+    else if (connect_code >= 300)
+        snprintf(msg, size, "CONNECT tunnel failed, response %ld", connect_code);
+    else
+        snprintf(msg, size, "%s", fallback);
+}
+
 /* Worth another attempt: the connection stalled, broke or was refused,
  * or the server said it is busy. */
 static bool transient(CURLcode rc, long code)
@@ -302,7 +328,7 @@ static int get_once(struct http_state *s, CURL *h, uint8_t *dst, size_t len, uin
                  "%zu of %zu received)", s->timeout, range, x.got, len);
     } else if (rc != CURLE_OK) {
         *retry = transient(rc, code) ? RETRY_YES : RETRY_NO;
-        snprintf(msg, msgsize, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
+        describe_failure(h, x.errbuf, curl_easy_strerror(rc), msg, msgsize);
     } else if (is_http(s) && code != 206 && !(code == 200 && off == 0)) {
         snprintf(msg, msgsize, "server ignored the byte range %s (HTTP status %ld)", range, code);
     } else if (x.got != len) {
@@ -464,11 +490,14 @@ static int probe_size(struct http_state *s)
     curl_off_t length = -1;
     if (rc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+    char failure[CURL_ERROR_SIZE + 160];
+    if (rc != CURLE_OK)
+        describe_failure(h, x.errbuf, "", failure, sizeof failure);   /* qemu: nothing */
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     conn_put(s, h);
     const char *why = NULL;
     if (rc != CURLE_OK)
-        why = x.errbuf;
+        why = failure;
     else if (length < 0)
         why = "Server didn't report file size.";
     else if (is_http(s) && !x.accept_ranges)
@@ -559,8 +588,10 @@ static int http_open(struct qimg_io *io, qimg_opts *opts)
     int r = parse_options(s, opts);
     if (r < 0)
         return r;
+    /* an option that changes what is read: qemu names the node by its
+     * options (map's file column, messages) */
     free(io->filename);
-    io->filename = qimg_strdup(s->url);
+    io->filename = s->strong ? qimg_node_json_name(opts, NULL) : qimg_strdup(s->url);
     r = probe_size(s);
     if (r < 0)
         return r;
@@ -604,6 +635,18 @@ static char *http_exact_filename(struct qimg_io *io)
     return s->strong ? NULL : qimg_strdup(s->url);
 }
 
+/* Relative names resolve next to the URL, except on a node named by its
+ * options (qemu: no base directory then). */
+static char *http_dirname(struct qimg_io *io)
+{
+    struct http_state *s = io->priv;
+    if (s->strong) {
+        qimg_error(-EINVAL, "Cannot generate a base directory for %s nodes", io->ops->name);
+        return NULL;
+    }
+    return qimg_path_combine(s->url, "");
+}
+
 #else /* !HAVE_LIBCURL */
 
 static int http_open(struct qimg_io *io, qimg_opts *opts)
@@ -631,6 +674,12 @@ static char *http_exact_filename(struct qimg_io *io)
     return NULL;
 }
 
+static char *http_dirname(struct qimg_io *io)
+{
+    qimg_error(-ENOTSUP, "qimg was built without libcurl");
+    return NULL;
+}
+
 #endif
 
 /* A name given as a string is the URL (qemu's "url"); "filename" then
@@ -650,6 +699,7 @@ static int http_parse_filename(const char *filename, qimg_opts *opts)
     .get_size       = http_get_size,                \
     .close          = http_close,                   \
     .exact_filename = http_exact_filename,           \
+    .dirname        = http_dirname,                 \
     .no_info        = true,                         \
     .read_only      = true,                         \
     .remote         = true

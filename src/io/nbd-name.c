@@ -321,28 +321,6 @@ static int take(qimg_opts *opts, const char *key, char **out)
     return 0;
 }
 
-/* server.* may hold only what its type takes (qemu's "Parameter 'x' is
- * unexpected"). */
-static int check_server_keys(qimg_opts *opts, bool is_unix)
-{
-    static const char *const inet_keys[] = {
-        "type", "host", "port", "numeric", "to", "ipv4", "ipv6", "keep-alive", "mptcp", NULL,
-    };
-    static const char *const unix_keys[] = { "type", "path", "abstract", "tight", NULL };
-    const char *const *keys = is_unix ? unix_keys : inet_keys;
-    for (size_t i = 0; i < qimg_opts_count(opts); i++) {
-        const char *name = qimg_opts_name(opts, i);
-        if (strncmp(name, "server.", 7) != 0)
-            continue;
-        bool known = false;
-        for (size_t k = 0; keys[k]; k++)
-            known |= strcmp(name + 7, keys[k]) == 0;
-        if (!known)
-            return qimg_error(-EINVAL, "Parameter '%s' is unexpected", name + 7);
-    }
-    return 0;
-}
-
 static bool has_server_keys(const qimg_opts *opts)
 {
     for (size_t i = 0; i < qimg_opts_count(opts); i++)
@@ -373,7 +351,7 @@ static int legacy_keys(qimg_opts *opts, struct qimg_nbd_addr *a, bool *done)
         return qimg_error(-EINVAL, "port may not be used without host");
     *done = true;
     if (path) {
-        a->is_unix = true;
+        a->transport = QIMG_NBD_UNIX;
         a->path = qimg_strdup(path);
     } else if (host) {
         a->host = qimg_strdup(host);
@@ -384,43 +362,102 @@ static int legacy_keys(qimg_opts *opts, struct qimg_nbd_addr *a, bool *done)
     return 0;
 }
 
+/* The members of each server.type, in qemu's schema order; '*' marks a
+ * required one. */
+struct addr_type {
+    const char *name;
+    enum qimg_nbd_transport transport;
+    const char *const members[9];
+};
+static const struct addr_type addr_types[] = {
+    { "inet", QIMG_NBD_INET,
+      { "*host", "*port", "numeric", "to", "ipv4", "ipv6", "keep-alive", "mptcp", NULL } },
+    { "unix", QIMG_NBD_UNIX, { "*path", "abstract", "tight", NULL } },
+    { "vsock", QIMG_NBD_VSOCK, { "*cid", "*port", NULL } },
+    { "fd", QIMG_NBD_FD, { "*str", NULL } },
+};
+
+/* "server.KEY." keys: an object where qemu wants a scalar. */
+static bool has_children(const qimg_opts *opts, const char *key)
+{
+    size_t n = strlen(key);
+    for (size_t i = 0; i < qimg_opts_count(opts); i++) {
+        const char *name = qimg_opts_name(opts, i);
+        if (strncmp(name, "server.", 7) == 0 && strncmp(name + 7, key, n) == 0 && name[7 + n] == '.')
+            return true;
+    }
+    return false;
+}
+
+/* qemu visits the members in order (a missing one or an object in place
+ * of a value is the error), then finds what is left unexpected. */
+static int check_members(qimg_opts *opts, const struct addr_type *t)
+{
+    for (size_t m = 0; t->members[m]; m++) {
+        bool required = t->members[m][0] == '*';
+        const char *key = t->members[m] + required;
+        char full[32];
+        snprintf(full, sizeof full, "server.%s", key);
+        const char *v;
+        qimg_opts_get_string(opts, full, &v);       /* marks it used */
+        if (qimg_opts_get(opts, full))
+            continue;
+        if (has_children(opts, key))
+            return qimg_error(-EINVAL, "Parameters '%s.*' are unexpected", key);
+        if (required)
+            return qimg_error(-EINVAL, "Parameter '%s' is missing", key);
+    }
+    for (size_t i = 0; i < qimg_opts_count(opts); i++) {
+        const char *name = qimg_opts_name(opts, i);
+        if (strncmp(name, "server.", 7) != 0 || strcmp(name, "server.type") == 0)
+            continue;
+        bool known = false;
+        for (size_t m = 0; t->members[m] && !known; m++)
+            known = strcmp(name + 7, t->members[m] + (t->members[m][0] == '*')) == 0;
+        if (!known)
+            return qimg_error(-EINVAL, "Parameter '%.*s' is unexpected",
+                              (int)strcspn(name + 7, "."), name + 7);
+    }
+    return 0;
+}
+
 static int server_keys(qimg_opts *opts, struct qimg_nbd_addr *a)
 {
     if (!has_server_keys(opts))
         return qimg_error(-EINVAL, "NBD server address missing");
-    const char *type = qimg_opts_get(opts, "server.type");
+    const char *type = NULL;
+    qimg_opts_get_string(opts, "server.type", &type);
+    if (!type && has_children(opts, "type"))
+        return qimg_error(-EINVAL, "Parameters 'type.*' are unexpected");
     if (!type)
         return qimg_error(-EINVAL, "Parameter 'type' is missing");
-    if (strcmp(type, "inet") != 0 && strcmp(type, "unix") != 0) {
-        if (strcmp(type, "fd") == 0 || strcmp(type, "vsock") == 0)
-            return qimg_error(-ENOTSUP, "NBD server address type '%s' is not supported", type);
+    const struct addr_type *t = NULL;
+    for (size_t i = 0; i < QIMG_ARRAY_SIZE(addr_types); i++)
+        if (strcmp(type, addr_types[i].name) == 0)
+            t = &addr_types[i];
+    if (!t)
         return qimg_error(-EINVAL, "Parameter 'type' does not accept value '%s'", type);
-    }
-    a->is_unix = strcmp(type, "unix") == 0;
-    int r = check_server_keys(opts, a->is_unix);
+    int r = check_members(opts, t);
     if (r < 0)
         return r;
-    qimg_opts_get_string(opts, "server.type", &type);
-    if (a->is_unix) {
-        r = take(opts, "server.path", &a->path);
-        if (r == 0 && !a->path)
-            r = qimg_error(-EINVAL, "Parameter 'path' is missing");
-        for (size_t i = 0; r == 0 && i < qimg_opts_count(opts); i++)
-            if (strncmp(qimg_opts_name(opts, i), "server.", 7) == 0)
-                qimg_opts_get_string(opts, qimg_opts_name(opts, i), &type);   /* accepted */
-        return r;
+    a->transport = t->transport;
+    switch (t->transport) {
+    case QIMG_NBD_INET:
+        a->host = qimg_strdup(qimg_opts_get(opts, "server.host"));
+        a->port = qimg_strdup(qimg_opts_get(opts, "server.port"));
+        break;
+    case QIMG_NBD_UNIX:
+        a->path = qimg_strdup(qimg_opts_get(opts, "server.path"));
+        break;
+    case QIMG_NBD_VSOCK:
+        a->cid = qimg_strdup(qimg_opts_get(opts, "server.cid"));
+        a->port = qimg_strdup(qimg_opts_get(opts, "server.port"));
+        break;
+    case QIMG_NBD_FD:
+        a->fd_str = qimg_strdup(qimg_opts_get(opts, "server.str"));
+        break;
     }
-    r = take(opts, "server.host", &a->host);
-    if (r == 0 && !a->host)
-        r = qimg_error(-EINVAL, "Parameter 'host' is missing");
-    if (r == 0)
-        r = take(opts, "server.port", &a->port);
-    if (r == 0 && !a->port)
-        r = qimg_error(-EINVAL, "Parameter 'port' is missing");
-    for (size_t i = 0; r == 0 && i < qimg_opts_count(opts); i++)
-        if (strncmp(qimg_opts_name(opts, i), "server.", 7) == 0)
-            qimg_opts_get_string(opts, qimg_opts_name(opts, i), &type);       /* accepted */
-    return r;
+    return 0;
 }
 
 int qimg_nbd_addr_from_opts(qimg_opts *opts, struct qimg_nbd_addr *a)
@@ -445,15 +482,20 @@ void qimg_nbd_addr_free(struct qimg_nbd_addr *a)
     free(a->port);
     free(a->path);
     free(a->export);
+    free(a->cid);
+    free(a->fd_str);
     memset(a, 0, sizeof *a);
 }
 
-/* qemu keeps such a name in 4096 bytes; a longer one is no name. */
+/* qemu keeps such a name in 4096 bytes; a longer one is no name.  An fd
+ * or a vsock address has none (qemu shows the options). */
 char *qimg_nbd_addr_name(const struct qimg_nbd_addr *a, bool tls)
 {
     const char *s = tls ? "s" : "";
     char *name;
-    if (a->is_unix)
+    if (a->transport == QIMG_NBD_FD || a->transport == QIMG_NBD_VSOCK)
+        return NULL;
+    if (a->transport == QIMG_NBD_UNIX)
         name = a->export ? qimg_asprintf("nbd%s+unix:///%s?socket=%s", s, a->export, a->path)
                          : qimg_asprintf("nbd%s+unix://?socket=%s", s, a->path);
     else

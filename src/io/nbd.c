@@ -14,7 +14,9 @@
  * in use opens another, up to QIMG_NBD_MAX_CONNS: the pool grows to the
  * number of threads that really run requests at once (convert's workers).
  * Otherwise there is one connection, shared. */
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -22,6 +24,7 @@
 #include <poll.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 
 #include "nbd.h"
 
@@ -71,11 +74,14 @@ struct nbd_state {
     uint32_t min_block;         /* the server's minimum block size (1: none) */
     bool read_only, can_flush, can_trim, can_zero, can_fast_zero, multi_conn, has_context;
     bool can_cache;
+    bool can_fua;               /* NBD_CMD_FLAG_FUA on writes */
     _Atomic uint64_t prefetched;    /* end of what NBD_CMD_CACHE asked for */
 
 #ifdef HAVE_LIBNBD
     pthread_mutex_t lock;
     pthread_mutex_t rmw;        /* unaligned writes: read-modify-write one at a time */
+    int fd;                     /* server.type=fd until libnbd takes it, else -1 */
+    uint32_t vsock_cid, vsock_port;
     struct nbd_conn conn[QIMG_NBD_MAX_CONNS];
     int nconn, max_conn;
     bool connecting;
@@ -212,7 +218,7 @@ static void conn_fini(struct nbd_conn *cn);
 
 /* libnbd reports what the server said about a refused option only in its
  * debug output: keep it for qemu's "server reported: ..." line. */
-struct handshake_log { char msg[512]; };
+struct handshake_log { char msg[512]; char state[64]; };
 
 static int debug_cb(void *opaque, const char *context, const char *text)
 {
@@ -220,6 +226,11 @@ static int debug_cb(void *opaque, const char *context, const char *text)
     const char *m = strstr(text, "server error message: ");
     if (m)
         snprintf(log->msg, sizeof log->msg, "%s", m + strlen("server error message: "));
+    /* the handshake's state machine: where it was when it failed */
+    const char *t = strstr(text, "transition: ");
+    const char *to = t ? strstr(t, " -> ") : NULL;
+    if (to && strcmp(to + 4, "DEAD") != 0)
+        snprintf(log->state, sizeof log->state, "%s", to + 4);
     return 0;
 }
 
@@ -231,10 +242,20 @@ static int connect_error(struct nbd_state *s, const struct handshake_log *log)
     const char *hint = log->msg[0] ? qimg_asprintf("\nserver reported: %s", log->msg) : qimg_strdup("");
     int r;
     if (strstr(msg, ": connect: ") || strstr(msg, ": connect:")) {
-        if (s->addr.is_unix)
+        if (s->addr.transport == QIMG_NBD_UNIX)
             r = qimg_error(-err, "Failed to connect to '%s': %s", s->addr.path, strerror(err));
+        else if (s->addr.transport == QIMG_NBD_VSOCK)
+            r = qimg_error(-err, "Failed to connect to '%s:%s': %s", s->addr.cid, s->addr.port, strerror(err));
         else
             r = qimg_error(-err, "Failed to connect to '%s:%s': %s", s->addr.host, s->addr.port, strerror(err));
+    } else if (s->addr.transport == QIMG_NBD_VSOCK && strstr(msg, ": socket: ")) {
+        /* a kernel without vsock */
+        r = qimg_error(-err, "Failed to create socket family %d: %s", AF_VSOCK, strerror(err));
+    } else if (strcmp(log->state, "MAGIC.RECV_MAGIC") == 0 && strstr(msg, "recv: ")) {
+        /* nothing (or less than the magic) came from the server */
+        r = strstr(msg, "server disconnected unexpectedly")
+            ? qimg_error(-err, "Failed to read initial magic: Unexpected end-of-file before all data were read")
+            : qimg_error(-err, "Failed to read initial magic: Unable to read from socket: %s", strerror(err));
     } else if (strstr(msg, "server has no export named")) {
         r = qimg_error(-err, "Requested export not available%s", hint);
     } else if (strstr(msg, "server requires TLS encryption first")) {
@@ -264,6 +285,82 @@ static int resolve(struct nbd_state *s)
     return 0;
 }
 
+/* qemu_strtoi: an int in decimal, leading blanks and a sign allowed,
+ * nothing after it. */
+static bool parse_int(const char *text, int *out, int *err)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    *err = errno;
+    if (errno == 0 && (v > INT_MAX || v < INT_MIN))
+        *err = ERANGE;
+    if (*err || end == text || *end)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+/* qemu_strtoui as qemu 7.2 reads a vsock cid or port: no sign, at most
+ * UINT32_MAX. */
+static bool parse_u32(const char *text, uint32_t *out)
+{
+    const char *p = text;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '-')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (errno || end == p || *end || v > UINT32_MAX)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* server.type=fd: str is the number of a socket this process inherited
+ * (qemu-img has no monitor to pass one).  Like qemu, a descriptor that is
+ * not a socket is closed. */
+static int take_fd(struct nbd_state *s)
+{
+    int fd, err;
+    if (!parse_int(s->addr.fd_str, &fd, &err)) {
+        if (err)
+            return qimg_error(-err, "Unable to parse FD number %s: %s", s->addr.fd_str, strerror(err));
+        return qimg_error(-EINVAL, "Unable to parse FD number %s", s->addr.fd_str);
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
+        return qimg_error(-EINVAL, "File descriptor '%s' is not a socket", s->addr.fd_str);
+    }
+    s->fd = fd;
+    return 0;
+}
+
+/* What the address needs before connecting: a host name resolved, a
+ * descriptor or vsock numbers parsed. */
+static int prepare_address(struct nbd_state *s)
+{
+    switch (s->addr.transport) {
+    case QIMG_NBD_INET:
+        return resolve(s);
+    case QIMG_NBD_UNIX:
+        return 0;
+    case QIMG_NBD_FD:
+        return take_fd(s);
+    case QIMG_NBD_VSOCK:
+        if (!parse_u32(s->addr.cid, &s->vsock_cid))
+            return qimg_error(-EINVAL, "Failed to parse cid '%s'", s->addr.cid);
+        if (!parse_u32(s->addr.port, &s->vsock_port))
+            return qimg_error(-EINVAL, "Failed to parse port '%s'", s->addr.port);
+        return 0;
+    }
+    return 0;
+}
+
 static int setup_tls(struct nbd_state *s, struct nbd_handle *h)
 {
     if (!s->tls)
@@ -282,13 +379,32 @@ static int setup_tls(struct nbd_state *s, struct nbd_handle *h)
  * greeting; give up after a few seconds (the pool stops growing). */
 #define EXTRA_CONNECT_MS 5000
 
+/* The descriptor of server.type=fd goes to libnbd, which owns it from
+ * then on (nbd_close closes it): there is one connection. */
+static int start_connect(struct nbd_state *s, struct nbd_handle *h, bool wait)
+{
+    int fd = s->fd;
+    switch (s->addr.transport) {
+    case QIMG_NBD_UNIX:
+        return wait ? nbd_connect_unix(h, s->addr.path) : nbd_aio_connect_unix(h, s->addr.path);
+    case QIMG_NBD_INET:
+        return wait ? nbd_connect_tcp(h, s->addr.host, s->addr.port)
+                    : nbd_aio_connect_tcp(h, s->addr.host, s->addr.port);
+    case QIMG_NBD_VSOCK:
+        return wait ? nbd_connect_vsock(h, s->vsock_cid, s->vsock_port)
+                    : nbd_aio_connect_vsock(h, s->vsock_cid, s->vsock_port);
+    case QIMG_NBD_FD:
+        s->fd = -1;
+        return wait ? nbd_connect_socket(h, fd) : nbd_aio_connect_socket(h, fd);
+    }
+    return -1;
+}
+
 static int connect_bounded(struct nbd_state *s, struct nbd_handle *h, int timeout_ms)
 {
     if (timeout_ms < 0)
-        return s->addr.is_unix ? nbd_connect_unix(h, s->addr.path)
-                               : nbd_connect_tcp(h, s->addr.host, s->addr.port);
-    int c = s->addr.is_unix ? nbd_aio_connect_unix(h, s->addr.path)
-                            : nbd_aio_connect_tcp(h, s->addr.host, s->addr.port);
+        return start_connect(s, h, true);
+    int c = start_connect(s, h, false);
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (c == 0 && nbd_aio_is_connecting(h) == 1) {
@@ -307,7 +423,7 @@ static int new_handle(struct nbd_state *s, struct nbd_handle **out, int timeout_
     struct nbd_handle *h = nbd_create();
     if (!h)
         return qimg_error(-ENOMEM, "%s", nbd_get_error());
-    struct handshake_log log = { { 0 } };
+    struct handshake_log log = { { 0 }, { 0 } };
     int r = 0;
     if (nbd_set_export_name(h, s->addr.export ? s->addr.export : "") < 0 ||
         nbd_add_meta_context(h, s->context) < 0)
@@ -338,7 +454,7 @@ static int first_connection(struct nbd_state *s)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         int r = new_handle(s, &s->conn[0].h, -1);
-        if (r != -ECONNREFUSED && r != -ENOENT)
+        if ((r != -ECONNREFUSED && r != -ENOENT) || s->addr.transport == QIMG_NBD_FD)
             return r;
         clock_gettime(CLOCK_MONOTONIC, &t);
         if ((uint64_t)(t.tv_sec - t0.tv_sec) >= QIMG_MIN(s->open_timeout, (uint64_t)86400))
@@ -361,6 +477,7 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
     s->can_fast_zero = nbd_can_fast_zero(h) == 1;
     s->multi_conn = nbd_can_multi_conn(h) == 1;
     s->can_cache = nbd_can_cache(h) == 1;
+    s->can_fua = nbd_can_fua(h) == 1;
     s->has_context = nbd_can_meta_context(h, s->context) == 1;
     int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     s->max_request = max > 0 && max < NBD_MAX_REQUEST ? (uint32_t)max : NBD_MAX_REQUEST;
@@ -371,7 +488,7 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
         return qimg_error(-EACCES, "Could not open image: Permission denied");
     if (strcmp(s->context, "base:allocation") != 0 && !s->has_context)
         return qimg_error(-EINVAL, "Could not open image: Invalid argument");
-    s->max_conn = s->multi_conn ? QIMG_NBD_MAX_CONNS : 1;
+    s->max_conn = s->multi_conn && s->addr.transport != QIMG_NBD_FD ? QIMG_NBD_MAX_CONNS : 1;
     return 0;
 }
 
@@ -381,19 +498,22 @@ static int nb_open(struct qimg_io *io, qimg_opts *opts)
     io->priv = s;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->rmw, NULL);
+    s->fd = -1;
     int r = nb_options(io, s, opts);
-    if (r == 0 && !s->addr.is_unix)
-        r = resolve(s);
+    if (r == 0)
+        r = prepare_address(s);
     if (r == 0)
         r = first_connection(s);
     if (r < 0)
         return r;
     conn_init(&s->conn[0]);
     s->nconn = 1;
-    /* the node is named as qemu names it (map's file column) */
-    if (s->name) {
+    /* the node is named as qemu names it (map's file column): an fd or
+     * vsock address by its options */
+    char *name = s->name ? qimg_strdup(s->name) : qimg_node_json_name(opts, NULL);
+    if (name) {
         free(io->filename);
-        io->filename = qimg_strdup(s->name);
+        io->filename = name;
     }
     return learn_export(io, s, s->conn[0].h);
 }
@@ -408,6 +528,8 @@ static void nb_close(struct qimg_io *io)
         nbd_close(s->conn[i].h);
         conn_fini(&s->conn[i]);
     }
+    if (s->fd >= 0)
+        close(s->fd);       /* taken but never handed to libnbd */
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->rmw);
     free_state(s);
@@ -610,9 +732,11 @@ static void prefetch(struct nbd_state *s, struct nbd_conn *cn, uint64_t end)
     pthread_mutex_unlock(&cn->m);
 }
 
-static int conn_io(struct nbd_conn *cn, bool is_write, void *buf, size_t len, uint64_t off)
+static int conn_io(struct nbd_conn *cn, bool is_write, void *buf, size_t len, uint64_t off,
+                   uint32_t flags)
 {
-    struct nbd_req q = { .op = is_write ? REQ_WRITE : REQ_READ, .buf = buf, .len = len, .off = off };
+    struct nbd_req q = { .op = is_write ? REQ_WRITE : REQ_READ, .buf = buf, .len = len, .off = off,
+                         .flags = flags };
     return conn_run(cn, &q);
 }
 
@@ -631,7 +755,7 @@ static int read_aligned(struct nbd_state *s, int c, uint8_t *p, size_t len, uint
 {
     for (size_t done = 0; done < len;) {
         size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
-        int r = conn_io(&s->conn[c], false, p + done, n, off + done);
+        int r = conn_io(&s->conn[c], false, p + done, n, off + done, 0);
         if (r < 0)
             return r;
         done += n;
@@ -639,16 +763,41 @@ static int read_aligned(struct nbd_state *s, int c, uint8_t *p, size_t len, uint
     return 0;
 }
 
-static int write_aligned(struct nbd_state *s, int c, const uint8_t *p, size_t len, uint64_t off)
+static int write_aligned(struct nbd_state *s, int c, const uint8_t *p, size_t len, uint64_t off,
+                         uint32_t flags)
 {
     for (size_t done = 0; done < len;) {
         size_t n = QIMG_MIN(len - done, (size_t)s->max_request);
-        int r = conn_io(&s->conn[c], true, (void *)(p + done), n, off + done);
+        int r = conn_io(&s->conn[c], true, (void *)(p + done), n, off + done, flags);
         if (r < 0)
             return r;
         done += n;
     }
     return 0;
+}
+
+/* Write-through (-t writethrough, directsync): as qemu, a write or a zero
+ * is on stable storage when it completes: NBD_CMD_FLAG_FUA where the server
+ * takes it, else a flush after it.  A trim is advice and gets neither. */
+static bool write_through(const struct qimg_io *io)
+{
+    return (io->flags & QIMG_IO_DSYNC) != 0;
+}
+
+static uint32_t fua_flag(const struct qimg_io *io)
+{
+    const struct nbd_state *s = io->priv;
+    return write_through(io) && s->can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
+}
+
+/* After a write that carried no FUA: the flush that stands for it. */
+static int flush_if_write_through(struct qimg_io *io, int c)
+{
+    struct nbd_state *s = io->priv;
+    if (!write_through(io) || s->can_fua || !s->can_flush)
+        return 0;
+    struct nbd_req q = { .op = REQ_FLUSH };
+    return conn_run(&s->conn[c], &q);
 }
 
 static bool unaligned(const struct nbd_state *s, uint64_t off, uint64_t len)
@@ -712,13 +861,15 @@ static int nb_pwrite(struct qimg_io *io, const void *buf, size_t len, uint64_t o
         r = read_aligned(s, c, bounce, alen, aoff);
         if (r == 0) {
             memcpy(bounce + (off - aoff), buf, len);
-            r = write_aligned(s, c, bounce, alen, aoff);
+            r = write_aligned(s, c, bounce, alen, aoff, fua_flag(io));
         }
         pthread_mutex_unlock(&s->rmw);
         free(bounce);
     } else {
-        r = write_aligned(s, c, buf, len, off);
+        r = write_aligned(s, c, buf, len, off, fua_flag(io));
     }
+    if (r == 0)
+        r = flush_if_write_through(io, c);
     give_back(s, c);
     return r;
 }
@@ -734,6 +885,7 @@ static int nb_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
     uint32_t cmd = (flags & QIMG_IO_ZERO_MAY_UNMAP) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
     if (fast)
         cmd |= LIBNBD_CMD_FLAG_FAST_ZERO;
+    cmd |= fua_flag(io);
     int c = borrow(s);
     int r = 0;
     while (r == 0 && len > 0) {
@@ -746,6 +898,8 @@ static int nb_zero(struct qimg_io *io, uint64_t off, uint64_t len, unsigned flag
         }
         off += n, len -= n;
     }
+    if (r == 0)
+        r = flush_if_write_through(io, c);
     give_back(s, c);
     return r;
 }
@@ -777,7 +931,9 @@ static int nb_discard(struct qimg_io *io, uint64_t off, uint64_t len)
 static int nb_flush(struct qimg_io *io)
 {
     struct nbd_state *s = io->priv;
-    if (!s->can_flush || (io->flags & QIMG_IO_UNSAFE))
+    /* NBD_CMD_FLUSH even with cache=unsafe: qemu counts it a flush to the
+     * server's OS (its "flush_to_os"), which unsafe does not skip */
+    if (!s->can_flush)
         return 0;
     /* Without multi-conn there is one connection; with it, a flush on one
      * covers the writes completed on all. */

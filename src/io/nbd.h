@@ -23,10 +23,13 @@ int qimg_nbd_parse_name(const char *name, qimg_opts **opts);
 /* The server address and export an option tree gives (after the name was
  * parsed, or from json:/--image-opts keys: server.*, or the legacy host,
  * port and path keys), checked as qemu checks them; marks them used. */
+enum qimg_nbd_transport { QIMG_NBD_INET, QIMG_NBD_UNIX, QIMG_NBD_VSOCK, QIMG_NBD_FD };
 struct qimg_nbd_addr {
-    bool is_unix;
-    char *host, *port;      /* inet */
+    enum qimg_nbd_transport transport;
+    char *host, *port;      /* inet (vsock: port) */
     char *path;             /* unix */
+    char *cid;              /* vsock: as given, parsed when connecting */
+    char *fd_str;           /* fd: a descriptor number, parsed when connecting */
     char *export;           /* NULL: none given (the default export "") */
 };
 int qimg_nbd_addr_from_opts(qimg_opts *opts, struct qimg_nbd_addr *addr);

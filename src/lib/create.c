@@ -455,6 +455,8 @@ static int create_by_opening(const char *filename, uint64_t size, const char *pr
         r = qimg_io_get_size(io, &have);
     if (r == 0 && have > 0)
         r = qimg_io_zero(io, 0, QIMG_MIN(have, (uint64_t)SECTOR), true);
+    if (r == 0)
+        r = qimg_io_flush(io);      /* qemu's close flushes the node */
     qimg_io_close(io);
     return r;
 }

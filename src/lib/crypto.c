@@ -1,12 +1,14 @@
 /* qimg - ciphers, hashes and key derivation through OpenSSL's libcrypto
  * (see crypto.h).  Nothing cryptographic is computed here: this file picks
- * OpenSSL's algorithms by qemu's names and makes the per-sector IVs. */
+ * OpenSSL's algorithms by qemu's names and makes the per-sector IVs; the
+ * disk ciphers OpenSSL lacks go to nettle (crypto-nettle.c). */
 #include <errno.h>
 #include <string.h>
 #include <time.h>
 
 #include "internal.h"
 #include "crypto.h"
+#include "crypto-nettle.h"
 
 #ifdef HAVE_OPENSSL
 #include <openssl/crypto.h>
@@ -70,6 +72,28 @@ int qimg_cipher_aes_for_key_len(size_t len)
 {
     return len == 16 ? QIMG_CIPHER_AES_128 : len == 24 ? QIMG_CIPHER_AES_192 :
            len == 32 ? QIMG_CIPHER_AES_256 : -1;
+}
+
+int qimg_cipher_essiv_alg(enum qimg_cipher_alg a, enum qimg_hash_alg ivhash)
+{
+    size_t hlen = qimg_hash_len(ivhash);
+    const char *family = qimg_cipher_family(a);
+    int essiv = qimg_cipher_for_name(family, hlen);
+    if (a == QIMG_CIPHER_CAST5_128) {
+        if (essiv < 0)
+            return qimg_error(-EINVAL, "Cipher %s not supported with essiv", qimg_cipher_alg_name(a));
+    } else if (essiv < 0) {
+        const char *label = a <= QIMG_CIPHER_AES_256 ? "AES" : a <= QIMG_CIPHER_SERPENT_256 ? "Serpent" : "Twofish";
+        return qimg_error(-EINVAL, "No %s cipher with key size %zu available", label, hlen);
+    }
+    return essiv;
+}
+
+int qimg_cipher_mode_check(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
+{
+    if (a == QIMG_CIPHER_CAST5_128 && m == QIMG_MODE_XTS)   /* a 64-bit block */
+        return qimg_error(-ENOTSUP, "Unsupported cipher mode %s", qimg_cipher_mode_name(m));
+    return 0;
 }
 
 void qimg_wipe_free(void *p, size_t len)
@@ -247,12 +271,23 @@ static const EVP_CIPHER *evp_cipher(enum qimg_cipher_alg alg, enum qimg_cipher_m
     return table[alg][mode] ? table[alg][mode]() : NULL;
 }
 
+static bool nettle_has(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
+{
+#ifdef HAVE_NETTLE
+    return qimg_nettle_has(a, m);
+#else
+    (void)a; (void)m;
+    return false;
+#endif
+}
+
 bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
 {
-    if (evp_cipher(a, m))
+    if (evp_cipher(a, m) || nettle_has(a, m))
         return true;
-    qimg_error(-ENOTSUP, "Cipher %s in %s mode is not available in qimg (OpenSSL does not provide it)",
-               qimg_cipher_alg_name(a), qimg_cipher_mode_name(m));
+    if (qimg_cipher_mode_check(a, m) == 0)
+        qimg_error(-ENOTSUP, "Cipher %s in %s mode is not available in qimg (built without nettle)",
+                   qimg_cipher_alg_name(a), qimg_cipher_mode_name(m));
     return false;
 }
 
@@ -284,43 +319,59 @@ int qimg_aes256_cbc_decrypt(const uint8_t key[32], const uint8_t iv[16], const u
 }
 
 struct qimg_sector_cipher {
-    const EVP_CIPHER *cipher;
+    const EVP_CIPHER *cipher;           /* OpenSSL's, or NULL: nettle */
     enum qimg_cipher_mode mode;
     enum qimg_ivgen_alg ivgen;
     const EVP_CIPHER *essiv_cipher;     /* ECB over the hashed key */
     uint8_t key[64];
     uint8_t essiv_key[64];
     size_t iv_len;
+    struct qimg_nettle_cipher *nettle;  /* when OpenSSL lacks the cipher */
 };
+
+/* ESSIV's cipher and key (the hashed volume key); -1 without ESSIV. */
+static int essiv_setup(enum qimg_cipher_alg alg, enum qimg_cipher_mode mode, enum qimg_ivgen_alg ivgen,
+                       enum qimg_hash_alg ivhash, const uint8_t *key, size_t key_len,
+                       uint8_t *essiv_key)
+{
+    if (mode == QIMG_MODE_ECB || ivgen != QIMG_IVGEN_ESSIV)
+        return -1;
+    int essiv_alg = qimg_cipher_essiv_alg(alg, ivhash);
+    if (essiv_alg < 0)
+        return essiv_alg;
+    int ret = qimg_hash(ivhash, key, key_len, essiv_key);
+    return ret < 0 ? ret : essiv_alg;
+}
 
 int qimg_sector_cipher_new(struct qimg_sector_cipher **out, enum qimg_cipher_alg alg,
                            enum qimg_cipher_mode mode, enum qimg_ivgen_alg ivgen,
                            enum qimg_hash_alg ivhash, const uint8_t *key, size_t key_len)
 {
     size_t want = qimg_cipher_key_len(alg) * (mode == QIMG_MODE_XTS ? 2 : 1);
-    const EVP_CIPHER *cipher = evp_cipher(alg, mode);
-    if (!cipher)
-        return qimg_cipher_usable(alg, mode) ? -ENOTSUP : -ENOTSUP;
+    if (!qimg_cipher_usable(alg, mode))
+        return -ENOTSUP;
     if (key_len != want)
         return qimg_error(-EINVAL, "Cipher key length %zu should be %zu", key_len, want);
     struct qimg_sector_cipher *c = qimg_xcalloc(1, sizeof *c);
-    c->cipher = cipher;
+    c->cipher = evp_cipher(alg, mode);
     c->mode = mode;
     c->ivgen = ivgen;
-    c->iv_len = (size_t)EVP_CIPHER_get_iv_length(cipher);
     memcpy(c->key, key, key_len);
-    if (mode != QIMG_MODE_ECB && ivgen == QIMG_IVGEN_ESSIV) {
-        size_t hlen = qimg_hash_len(ivhash);
-        int essiv_alg = qimg_cipher_aes_for_key_len(hlen);
-        int ret = essiv_alg < 0 ? qimg_error(-EINVAL, "No AES cipher with key size %zu available",
-                                             hlen) : 0;
-        if (ret == 0)
-            ret = qimg_hash(ivhash, key, key_len, c->essiv_key);
-        if (ret < 0) {
-            qimg_sector_cipher_free(c);
-            return ret;
-        }
-        c->essiv_cipher = evp_cipher((enum qimg_cipher_alg)essiv_alg, QIMG_MODE_ECB);
+    int ret = 0, essiv_alg = essiv_setup(alg, mode, ivgen, ivhash, key, key_len, c->essiv_key);
+    if (essiv_alg < -1)
+        ret = essiv_alg;
+    else if (c->cipher) {
+        c->iv_len = (size_t)EVP_CIPHER_get_iv_length(c->cipher);
+        if (essiv_alg >= 0)   /* AES's family: AES too */
+            c->essiv_cipher = evp_cipher((enum qimg_cipher_alg)essiv_alg, QIMG_MODE_ECB);
+    } else {
+#ifdef HAVE_NETTLE
+        ret = qimg_nettle_cipher_new(&c->nettle, alg, mode, ivgen, essiv_alg, c->essiv_key, key);
+#endif
+    }
+    if (ret < 0) {
+        qimg_sector_cipher_free(c);
+        return ret;
     }
     *out = c;
     return 0;
@@ -328,7 +379,20 @@ int qimg_sector_cipher_new(struct qimg_sector_cipher **out, enum qimg_cipher_alg
 
 void qimg_sector_cipher_free(struct qimg_sector_cipher *c)
 {
+#ifdef HAVE_NETTLE
+    if (c)
+        qimg_nettle_cipher_free(c->nettle);
+#endif
     qimg_wipe_free(c, c ? sizeof *c : 0);
+}
+
+void qimg_crypto_plain_iv(enum qimg_ivgen_alg g, uint64_t sector, uint8_t *iv, size_t iv_len)
+{
+    memset(iv, 0, iv_len);
+    if (g == QIMG_IVGEN_PLAIN)
+        qimg_put_le32(iv, (uint32_t)sector);
+    else
+        qimg_put_le64(iv, sector);
 }
 
 /* The IV of one sector: its number, little-endian (32 bits for "plain"),
@@ -336,11 +400,7 @@ void qimg_sector_cipher_free(struct qimg_sector_cipher *c)
 static int make_iv(const struct qimg_sector_cipher *c, EVP_CIPHER_CTX *essiv_ctx, uint64_t sector,
                    uint8_t *iv)
 {
-    memset(iv, 0, c->iv_len);
-    if (c->ivgen == QIMG_IVGEN_PLAIN)
-        qimg_put_le32(iv, (uint32_t)sector);
-    else
-        qimg_put_le64(iv, sector);
+    qimg_crypto_plain_iv(c->ivgen, sector, iv, c->iv_len);
     if (c->ivgen != QIMG_IVGEN_ESSIV)
         return 0;
     int outl = 0;
@@ -360,6 +420,12 @@ int qimg_sector_cipher_run_step(const struct qimg_sector_cipher *c, bool encrypt
 {
     if (len % sector_size)
         return qimg_error(-EINVAL, "Length %zu must be a multiple of block size %u", len, sector_size);
+#ifdef HAVE_NETTLE
+    if (c->nettle) {
+        qimg_nettle_cipher_run(c->nettle, encrypt, first_sector, iv_step, sector_size, buf, len);
+        return 0;
+    }
+#endif
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     EVP_CIPHER_CTX *essiv = c->essiv_cipher ? EVP_CIPHER_CTX_new() : NULL;
     int ret = 0;

@@ -1,12 +1,15 @@
 /* qimg - internal: the cryptography qimg needs (LUKS, qcow/qcow2 AES,
- * encrypted secrets), all of it through OpenSSL's libcrypto (crypto.c):
- * no cipher, hash or key derivation is written here.  A build without
- * OpenSSL (no HAVE_OPENSSL) keeps these calls; they fail with
- * "encryption is not available in this build".
+ * encrypted secrets), through OpenSSL's libcrypto (crypto.c) and, for the
+ * disk ciphers OpenSSL's default provider lacks (serpent, twofish, cast5,
+ * aes-192 in XTS mode), nettle (crypto-nettle.c): no cipher, hash or key
+ * derivation is written here.  A build without OpenSSL (no HAVE_OPENSSL)
+ * keeps these calls; they fail with "encryption is not available in this
+ * build".  A build without nettle (no HAVE_NETTLE) refuses those ciphers.
  *
  * Thread contract: a struct qimg_sector_cipher is immutable once made;
- * every call that uses it makes its own OpenSSL context, so any number of
- * threads may encrypt and decrypt through one at once. */
+ * every call that uses it makes its own OpenSSL context (nettle's key
+ * schedules are only read), so any number of threads may encrypt and
+ * decrypt through one at once. */
 #ifndef QIMG_LIB_CRYPTO_H
 #define QIMG_LIB_CRYPTO_H
 
@@ -15,7 +18,8 @@
 #include <stdint.h>
 
 /* qemu's LUKS ciphers.  Only AES is in OpenSSL's default provider: the
- * others are known by name (info shows them) and refused for I/O. */
+ * others (and aes-192 in XTS mode) run through nettle; a build without it
+ * knows them by name (info shows them) and refuses them for I/O. */
 enum qimg_cipher_alg {
     QIMG_CIPHER_AES_128, QIMG_CIPHER_AES_192, QIMG_CIPHER_AES_256,
     QIMG_CIPHER_CAST5_128,
@@ -58,8 +62,16 @@ int qimg_cipher_aes_for_key_len(size_t len);
 int qimg_cipher_for_name(const char *family, size_t len);
 /* "aes", "serpent"... */
 const char *qimg_cipher_family(enum qimg_cipher_alg a);
-/* Can OpenSSL run it in this mode?  false with the error set. */
+/* Does qemu allow the algorithm in this mode at all?  -ENOTSUP with its
+ * message for cast5 in XTS mode (a 64-bit block), else 0. */
+int qimg_cipher_mode_check(enum qimg_cipher_alg a, enum qimg_cipher_mode m);
+/* Can this build run it in this mode (OpenSSL, else nettle)?  false with
+ * the error set (qemu's for cast5 in XTS mode: its block is 64 bits). */
 bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m);
+/* The cipher ESSIV encrypts the IVs of a with: a's family with the hash's
+ * length as its key (AES, serpent, twofish); cast5 only with a 16-byte
+ * hash.  Returns it, or a negative errno with qemu's message. */
+int qimg_cipher_essiv_alg(enum qimg_cipher_alg a, enum qimg_hash_alg ivhash);
 
 /* Is this build able to encrypt at all?  false with the error set. */
 bool qimg_crypto_available(void);

@@ -29,6 +29,7 @@ if command -v pkg-config >/dev/null; then
     have_pc ext2fs && have_pc com_err && z=yes || z=no; expect_have HAVE_EXT2FS $z
     have_pc libarchive && z=yes || z=no;    expect_have HAVE_LIBARCHIVE $z
     have_pc libcrypto && z=yes || z=no;     expect_have HAVE_OPENSSL $z
+    have_pc nettle && z=yes || z=no;        expect_have HAVE_NETTLE $z
     have_pc libnbd && z=yes || z=no;        expect_have HAVE_LIBNBD $z
     have_pc libcurl && z=yes || z=no;       expect_have HAVE_LIBCURL $z
 else
@@ -49,7 +50,7 @@ cd "$SCRATCH" || exit 1
 head -c 307200 "$QIMG" > data.raw
 "$QEMU_IMG" convert -f raw -O qcow2 -c -o compression_type=zstd data.raw zstd.qcow2 || fail "make zstd.qcow2"
 "$QEMU_IMG" convert -f raw -O qcow2 -c data.raw zlib.qcow2 || fail "make zlib.qcow2"
-for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd libcurl all; do
+for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl nettle libnbd libcurl all; do
     v=$B/without-$f/qimg
     if [ ! -x "$v" ]; then
         skip "$v not built (make config-matrix)"
@@ -101,6 +102,19 @@ for f in zlib libdeflate zstd bzip2 ext2fs libarchive openssl libnbd libcurl all
         case $out in *"encryption is not available"*) pass "without $f: the error says why" ;;
                      *) fail "without $f: the error says why" "$out" ;; esac ;;
     *)  expect_eq "without $f: luks create" "$rc" 0 ;;
+    esac
+    # serpent, twofish, cast5 need nettle beside OpenSSL
+    out=$("$v" create -q -f luks --object secret,id=s0,data=x -o key-secret=s0,iter-time=1,cipher-alg=serpent-256 \
+          "serpent-$f.img" 1M 2>&1); rc=$?
+    case $f in
+    openssl|all)
+        expect_eq "without $f: serpent refused" "$rc" 1 ;;
+    nettle)
+        expect_eq "without $f: serpent refused" "$rc" 1
+        case $out in *"serpent-256 in xts mode is not available in qimg (built without nettle)"*)
+                         pass "without $f: the serpent error says why" ;;
+                     *) fail "without $f: the serpent error says why" "$out" ;; esac ;;
+    *)  expect_eq "without $f: serpent luks create" "$rc" 0 ;;
     esac
     # writing compressed clusters needs deflate (libdeflate or zlib)
     out=$("$v" convert -c -O qcow2 data.raw "c-$f.qcow2" 2>&1); rc=$?

@@ -165,6 +165,14 @@ same_http "https convert" convert -O raw --image-opts \
     "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off" out.raw
 cmp -s "$SCRATCH/run.new/work/out.raw" "$SCRATCH/a.raw" && pass "https convert: same bytes" ||
     fail "https convert: same bytes"
+# a node with sslverify=off is named by its options (map's file column),
+# and has no directory for relative backing names
+same_http "https sslverify=off: map names the node by its options" map --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off"
+same_http "https sslverify=off: relative backing name, info --backing-chain" info --backing-chain \
+    --image-opts "driver=qcow2,file.driver=https,file.url=$S/ok/ov.qcow2,file.sslverify=off"
+same_http "https sslverify=off: relative backing name, map" map --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/ov.qcow2,file.sslverify=off"
 same_http "https: CA given by SSL_CERT_FILE? no: an http URL to the https driver" \
     info --image-opts "driver=https,url=$U/ok/a.qcow2"
 
@@ -308,9 +316,15 @@ done
 expect_eq "20 converts over http: none hangs" "$hung" 0
 expect_eq "20 converts over http: all succeed with the same bytes" "$differ" 0
 
-# ---- ftp (pyftpdlib, anonymous, read-only)
+# ---- ftp and ftps (pyftpdlib; ftps with pyOpenSSL)
+# libcurl speaks ftps:// as implicit FTPS: TLS from the first byte (port
+# 990 by default), then PBSZ 0 and PROT P, the data connections in TLS
+# too; qemu-img does the same (it sets nothing else).  pyftpdlib knows
+# explicit FTPS (AUTH TLS) only: its handler is started in TLS at once, and
+# accepts nothing in clear.  Plain ftp: anonymous; ftps: anonymous and
+# user "qimg", password "s3cret".
 if has_pymod "t-http ftp" pyftpdlib; then
-    cat >"$SCRATCH/ftp.py" <<'EOF'
+    cat >"$SCRATCH/ftp.py" <<'PYEOF'
 import logging
 import os
 import sys
@@ -318,19 +332,49 @@ from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.servers import FTPServer
 logging.disable(logging.CRITICAL)
+root, portfile = sys.argv[1:3]
 auth = DummyAuthorizer()
-auth.add_anonymous(sys.argv[1])
+auth.add_anonymous(root)
 FTPHandler.authorizer = auth
-server = FTPServer(("127.0.0.1", 0), FTPHandler)
-with open(sys.argv[2] + ".tmp", "w") as f:
-    f.write("%d\n" % server.socket.getsockname()[1])
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-server.serve_forever()
-EOF
-    "$DEB_PYTHON" "$SCRATCH/ftp.py" "$WWW" "$SCRATCH/ftpport" 2>"$SCRATCH/ftp.err" &
+FTPHandler.auth_failed_timeout = 0
+servers = [FTPServer(("127.0.0.1", 0), FTPHandler)]
+if len(sys.argv) > 3:   # CERT KEY USER PASSWORD: an implicit FTPS server too
+    from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+
+    class DataHandler(TLS_DTPHandler):
+        """pyftpdlib 1.5.7 closes a data connection that is readable before
+        RETR, as it is with the TLS handshake libcurl starts at once."""
+        def readable(self):
+            return self._ssl_accepting or super().readable()
+
+    class ImplicitTLSHandler(TLS_FTPHandler):
+        """TLS from the first byte; the greeting once it is up."""
+        def handle(self):
+            self.secure_connection(self.ssl_context)
+
+        def handle_ssl_established(self):
+            TLS_FTPHandler.handle(self)
+
+    cert, key, user, password = sys.argv[3:7]
+    auth.add_user(user, password, root)
+    h = ImplicitTLSHandler
+    h.certfile, h.keyfile, h.authorizer, h.dtp_handler = cert, key, auth, DataHandler
+    h.auth_failed_timeout = 0
+    h.tls_control_required = h.tls_data_required = True
+    servers.append(FTPServer(("127.0.0.1", 0), h))
+with open(portfile + ".tmp", "w") as f:
+    f.write(" ".join(str(s.socket.getsockname()[1]) for s in servers) + "\n")
+os.rename(portfile + ".tmp", portfile)
+servers[0].serve_forever()
+PYEOF
+    ftps_args=()
+    has_pymod "t-http ftps" OpenSSL &&
+        ftps_args=("$SCRATCH/cert.pem" "$SCRATCH/key.pem" qimg s3cret)
+    "$DEB_PYTHON" "$SCRATCH/ftp.py" "$WWW" "$SCRATCH/ftpport" "${ftps_args[@]}" 2>"$SCRATCH/ftp.err" &
     PIDS+=($!)
     for _ in $(seq 100); do [ -s "$SCRATCH/ftpport" ] && break; sleep 0.05; done
-    F=ftp://127.0.0.1:$(cat "$SCRATCH/ftpport")
+    read -r FTP_PORT FTPS_PORT <"$SCRATCH/ftpport"
+    F=ftp://127.0.0.1:$FTP_PORT
     same_http "ftp: info" info "$F/a.qcow2"
     same_http "ftp: info json raw" info --output=json "$F/r.raw"
     same_http "ftp: map" map "$F/a.qcow2"
@@ -338,6 +382,45 @@ EOF
     same_http "ftp: convert" convert -O raw "$F/a.vmdk" out.raw
     cmp -s "$SCRATCH/run.new/work/out.raw" "$SCRATCH/a.raw" && pass "ftp: same bytes" ||
         fail "ftp: same bytes"
+else
+    SKIP_WHAT="t-http ftps" skip "missing python module pyftpdlib"
+fi
+if [ -n "${FTPS_PORT:-}" ]; then
+    FS=ftps://127.0.0.1:$FTPS_PORT
+    fsec=(--object secret,id=fpw,data=s3cret --object secret,id=fbad,data=nope)
+    cp "$SCRATCH/a.raw" "$IN/a.raw"
+    same_http "ftps: self-signed refused" info "$FS/a.qcow2"
+    q info "$FS/a.qcow2"
+    err_has "ftps: self-signed, says so" 1 "CURL: Error opening file: SSL certificate problem: self-signed certificate"
+    same_http "ftps: info sslverify=off (json)" info \
+        "json:{\"file\":{\"driver\":\"ftps\",\"url\":\"$FS/a.qcow2\",\"sslverify\":false}}"
+    same_http "ftps: info json (image-opts)" info --output=json --image-opts \
+        "file.driver=ftps,file.url=$FS/r.raw,file.sslverify=off"
+    same_http "ftps: map" map --image-opts "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off"
+    same_http "ftps: compare with local" compare --image-opts \
+        "driver=vmdk,file.driver=ftps,file.url=$FS/a.vmdk,file.sslverify=off" "driver=raw,file.filename=a.raw"
+    same_http "ftps: convert" convert -O raw --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off" out.raw
+    cmp -s "$SCRATCH/run.new/work/out.raw" "$SCRATCH/a.raw" && pass "ftps: convert, same bytes" ||
+        fail "ftps: convert, same bytes"
+    same_http "ftps: user and password in the URL" info --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=ftps://qimg:s3cret@127.0.0.1:$FTPS_PORT/a.qcow2,file.sslverify=off"
+    same_http "ftps: username + password-secret" info "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fpw"
+    same_http "ftps: wrong password" info "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fbad"
+    q info "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fbad"
+    err_has "ftps: wrong password, says so" 1 "CURL: Error opening file: Access denied: 530"
+    q convert -O raw "${fsec[@]}" --image-opts \
+        "driver=qcow2,file.driver=ftps,file.url=$FS/a.qcow2,file.sslverify=off,file.username=qimg,file.password-secret=fpw" \
+        "$SCRATCH/fs.raw"
+    { [ "$RC" = 0 ] && cmp -s "$SCRATCH/fs.raw" "$SCRATCH/a.raw"; } &&
+        pass "ftps: convert as a user, same bytes" || fail "ftps: convert as a user, same bytes" "$(cat "$SCRATCH/q.err")"
+    rm -f "$SCRATCH/fs.raw" "$IN/a.raw"
+    # implicit TLS: an ftps:// URL to the plain server fails at the handshake
+    q info --image-opts "driver=qcow2,file.driver=ftps,file.url=ftps://127.0.0.1:$FTP_PORT/a.qcow2,file.sslverify=off"
+    err_has "ftps: a server in clear refused" 1 "CURL: Error opening file: "
 fi
 
 # ---- lighttpd, a real server
@@ -366,3 +449,89 @@ EOF
 else
     SKIP_WHAT="t-http lighttpd" skip "missing lighttpd"
 fi
+
+# ---- through an authenticating forward proxy (tests/cli/http-proxy.py):
+# libcurl takes the proxy from http_proxy / https_proxy, as in qemu, and
+# qimg gives it proxy-username and proxy-password-secret.  The proxy logs
+# every request with whether its credentials were right: each part checks
+# the requests went through it (a direct request would not be logged).
+"$DEB_PYTHON" "$TOP/tests/cli/http-proxy.py" "$SCRATCH/proxyport" "$SCRATCH/proxy.log" me pr0xy \
+    2>"$SCRATCH/proxy.err" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$SCRATCH/proxyport" ] && break; sleep 0.05; done
+PX=http://127.0.0.1:$(cat "$SCRATCH/proxyport")
+# the origin: lighttpd, or the test's own server when lighttpd is missing
+if [ -x "$LIGHTTPD" ]; then O=$L; else O=$U/ok; fi
+psec=(--object secret,id=ppw,data=pr0xy --object secret,id=pbad,data=nope)
+pcred=file.proxy-username=me,file.proxy-password-secret=ppw
+# proxy_saw NAME REGEX...: every REGEX matches a line of the proxy's log
+# since the last call, and no request came without the right credentials
+# unless a REGEX asks for it; the log is emptied
+proxy_saw() {
+    local name=$1 re what=""; shift
+    touch "$SCRATCH/proxy.log"
+    for re in "$@"; do
+        grep -qE -- "$re" "$SCRATCH/proxy.log" || what="$what no request like '$re';"
+    done
+    case "$*" in
+    *" none"*|*" bad"*) ;;
+    *) grep -qE ' (none|bad)$' "$SCRATCH/proxy.log" && what="$what requests without the credentials;" ;;
+    esac
+    if [ -z "$what" ]; then pass "$name"; else fail "$name" "$what" "$(head -5 "$SCRATCH/proxy.log")"; fi
+    : >"$SCRATCH/proxy.log"
+}
+: >"$SCRATCH/proxy.log"
+cp "$SCRATCH/a.raw" "$IN/a.raw"
+http_proxy=$PX same_http "proxy: info" info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred"
+proxy_saw "proxy: info went through the proxy" "^HEAD $O/a.qcow2 - ok$" "^GET $O/a.qcow2 bytes=0-[0-9]+ ok$"
+http_proxy=$PX same_http "proxy: info json" info --output=json "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred"
+http_proxy=$PX same_http "proxy: compare with local" compare "${psec[@]}" --image-opts \
+    "driver=vmdk,file.driver=http,file.url=$O/a.vmdk,$pcred" "driver=raw,file.filename=a.raw"
+http_proxy=$PX same_http "proxy: convert" convert "${psec[@]}" -O raw --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred" out.raw
+: >"$SCRATCH/proxy.log"
+http_proxy=$PX q convert "${psec[@]}" -O raw --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,$pcred" "$SCRATCH/px.raw"
+{ [ "$RC" = 0 ] && cmp -s "$SCRATCH/px.raw" "$SCRATCH/a.raw"; } && pass "proxy: convert, same bytes" ||
+    fail "proxy: convert, same bytes" "$(cat "$SCRATCH/q.err")"
+proxy_saw "proxy: qimg's ranged reads went through it" "^GET $O/a.qcow2 bytes=[0-9]+-[0-9]+ ok$"
+rm -f "$SCRATCH/px.raw"
+http_proxy=$PX same_http "proxy: wrong password" info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,file.proxy-username=me,file.proxy-password-secret=pbad"
+http_proxy=$PX q info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=http,file.url=$O/a.qcow2,file.proxy-username=me,file.proxy-password-secret=pbad"
+err_has "proxy: wrong password, the proxy's 407 said" 1 "CURL: Error opening file: The requested URL returned error: 407"
+proxy_saw "proxy: wrong password reached it" "^HEAD $O/a.qcow2 - bad$"
+http_proxy=$PX same_http "proxy: no credentials" info "$O/a.qcow2"
+proxy_saw "proxy: no credentials reached it" "^HEAD $O/a.qcow2 - none$"
+http_proxy=http://me:pr0xy@${PX#http://} same_http "proxy: credentials in http_proxy" info "$O/a.qcow2"
+proxy_saw "proxy: credentials in http_proxy went through it" "^HEAD $O/a.qcow2 - ok$"
+
+# https through the proxy: a CONNECT tunnel to the test's https server
+https_proxy=$PX same_http "proxy: https info" info "${psec[@]}" --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off,$pcred"
+proxy_saw "proxy: https went through a tunnel" "^CONNECT 127.0.0.1:$SP - ok$"
+https_proxy=$PX q convert "${psec[@]}" -O raw --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off,$pcred" "$SCRATCH/px.raw"
+{ [ "$RC" = 0 ] && cmp -s "$SCRATCH/px.raw" "$SCRATCH/a.raw"; } && pass "proxy: https convert, same bytes" ||
+    fail "proxy: https convert, same bytes" "$(cat "$SCRATCH/q.err")"
+proxy_saw "proxy: https convert went through a tunnel" "^CONNECT 127.0.0.1:$SP - ok$"
+rm -f "$SCRATCH/px.raw"
+https_proxy=$PX same_http "proxy: https, no credentials" info --image-opts \
+    "driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off"
+proxy_saw "proxy: https, no credentials reached it" "^CONNECT 127.0.0.1:$SP - none$"
+# a wrong password for a tunnel: libcurl 7.88 fails without a word, and
+# qemu-img prints "CURL: Error opening file: " and nothing more; qimg names
+# the proxy's answer (a deliberate difference)
+popen="driver=qcow2,file.driver=https,file.url=$S/ok/a.qcow2,file.sslverify=off,file.proxy-username=me,file.proxy-password-secret=pbad"
+https_proxy=$PX q info "${psec[@]}" --image-opts "$popen"
+err_has "proxy: https, wrong password: clear error" 1 \
+    "CURL: Error opening file: CONNECT tunnel failed, response 407: the proxy refused the credentials"
+https_proxy=$PX "$QEMU_IMG" info "${psec[@]}" --image-opts "$popen" >/dev/null 2>"$SCRATCH/ref.err"
+RC=$?
+expect_eq "proxy: https, wrong password: qemu-img fails too (without saying why)" \
+    "$RC:$(grep -v ': GLib: ' "$SCRATCH/ref.err")" "1:qemu-img: Could not open '$popen': CURL: Error opening file: "
+proxy_saw "proxy: https, wrong password reached it" "^CONNECT 127.0.0.1:$SP - bad$"
+rm -f "$IN/a.raw"

@@ -167,15 +167,17 @@ same_ro "shrink refused" resize -f raw --shrink "$K" 1M
 
 # ---- writing: each tool on a fresh export, the export's bytes compared
 # same_export NAME SERVED-FILE ARGS...: run both tools, the export reset
-# before each, and compare outputs and what each left in the export.
+# before each, and compare outputs and what each left in the export (each
+# tool run through the command in RUN_WITH, when set).
+RUN_WITH=()
 same_export() {
     local name=$1 file=$2; shift 2
     local pristine=${PRISTINE:-${file%.raw}.pristine}
     cp "$pristine" "$file"
-    (cd "$SCRATCH" && "$QEMU_IMG" "$@" >"$SCRATCH/e.ref.out" 2>&1; echo $? >>"$SCRATCH/e.ref.out")
+    (cd "$SCRATCH" && ${RUN_WITH[@]+"${RUN_WITH[@]}"} "$QEMU_IMG" "$@" >"$SCRATCH/e.ref.out" 2>&1; echo $? >>"$SCRATCH/e.ref.out")
     cp "$file" "$SCRATCH/e.ref.img"
     cp "$pristine" "$file"
-    (cd "$SCRATCH" && "$QIMG_AS_QEMU" "$@" >"$SCRATCH/e.new.out" 2>&1; echo $? >>"$SCRATCH/e.new.out")
+    (cd "$SCRATCH" && ${RUN_WITH[@]+"${RUN_WITH[@]}"} "$QIMG_AS_QEMU" "$@" >"$SCRATCH/e.new.out" 2>&1; echo $? >>"$SCRATCH/e.new.out")
     if ! cmp -s "$SCRATCH/e.ref.out" "$SCRATCH/e.new.out"; then
         fail "$name" "$(diff "$SCRATCH/e.ref.out" "$SCRATCH/e.new.out" | head -10)"
     elif ! cmp -s "$SCRATCH/e.ref.img" "$file"; then
@@ -353,4 +355,196 @@ if printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$PKI/psk/keys.psk" &&
     expect_eq "TLS-PSK: a wrong key fails" "$rc" 1
 else
     fail "TLS-PSK setup (nbdkit --tls-psk)"
+fi
+
+# ---- server.type=fd: a socket the parent connected and passed down (fd 5),
+# as a management tool hands qemu-img one; and server.type=vsock
+cat >"$SCRATCH/withfd.py" <<'PY'
+import os, socket, subprocess, sys
+# withfd.py WHAT CMD...: CMD runs with fd 5 set up as WHAT says: a unix
+# socket path or HOST:PORT connected to a server, file:PATH (not a socket),
+# closed (a socket whose peer is gone), listen:PATH (a listening socket)
+what, cmd = sys.argv[1], sys.argv[2:]
+if what.startswith("file:"):
+    s = open(what[5:], "rb")
+elif what == "closed":
+    s, peer = socket.socketpair(); peer.close()
+elif what.startswith("listen:"):
+    s = socket.socket(socket.AF_UNIX); s.bind(what[7:]); s.listen(1)
+elif what.startswith("/"):
+    s = socket.socket(socket.AF_UNIX); s.connect(what)
+else:
+    host, port = what.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+os.dup2(s.fileno(), 5)
+sys.exit(subprocess.call(cmd, pass_fds=(5,)))
+PY
+# same_fd NAME WHAT ARGS...: both tools, each given its own fd 5 (WHAT)
+same_fd() {
+    local name=$1 what=$2; shift 2
+    local a=$SCRATCH/ro.ref b=$SCRATCH/ro.new
+    rm -f "$SCRATCH/l.sock"
+    (cd "$IN" && "$DEB_PYTHON" "$SCRATCH/withfd.py" "$what" "$QEMU_IMG" "$@" >"$a/out" 2>"$a/err"; echo $? >"$a/rc")
+    rm -f "$SCRATCH/l.sock"
+    (cd "$IN" && "$DEB_PYTHON" "$SCRATCH/withfd.py" "$what" "$QIMG_AS_QEMU" "$@" >"$b/out" 2>"$b/err"; echo $? >"$b/rc")
+    judge_runs "$name" "$a" "$b" "$@"
+}
+cp "$SRV/q.pristine" "$SRV/q.raw"; cp "$SRV/k.pristine" "$SRV/k.raw"
+FQ='json:{"driver":"nbd","server":{"type":"fd","str":"5"},"export":"exp"}'
+FK='json:{"driver":"nbd","server":{"type":"fd","str":"5"}}'
+FRK='json:{"driver":"raw","file":{"driver":"nbd","server":{"type":"fd","str":"5"}}}'
+for w in "$SOCK" "127.0.0.1:$PORT"; do
+    F=$FK; [ "$w" = "$SOCK" ] && F=$FQ
+    same_fd "fd $w: info" "$w" info "$F"
+    same_fd "fd $w: info json" "$w" info --output=json "$F"
+    same_fd "fd $w: map" "$w" map "$F"
+    same_fd "fd $w: map json" "$w" map --output=json "$F"
+    same_fd "fd $w: compare" "$w" compare "$F" "$SRV/q.pristine"
+    same_fd "fd $w: convert to raw" "$w" convert -O raw "$F" "$SCRATCH/fd.raw"
+    check "fd $w: convert to raw: the bytes" cmp "$SCRATCH/fd.raw" "$SRV/q.pristine"
+    same_fd "fd $w: convert -m 8 -W to qcow2" "$w" convert -m 8 -W -O qcow2 "$F" "$SCRATCH/fd.qcow2"
+    check "fd $w: convert to qcow2: compare" "$QEMU_IMG" compare -q "$SCRATCH/fd.qcow2" "$SRV/q.pristine"
+done
+same_fd "fd: info --image-opts" "$SOCK" info --image-opts "driver=nbd,server.type=fd,server.str=5,export=exp"
+same_fd "fd: info of raw over it" "127.0.0.1:$PORT" info "$FRK"
+same_fd "fd: map of raw over it" "127.0.0.1:$PORT" map --output=json "$FRK"
+if [ -n "${POBJ:-}" ]; then
+    same_fd "fd: TLS-PSK" "127.0.0.1:$PPORT" info --object "$POBJ" \
+        'json:{"driver":"nbd","server":{"type":"fd","str":"5"},"tls-creds":"p0"}'
+    same_fd "fd: TLS required but not given" "127.0.0.1:$PPORT" info "$FK"
+fi
+RUN_WITH=("$DEB_PYTHON" "$SCRATCH/withfd.py" "127.0.0.1:$PORT")
+same_export "fd: convert -n into an export" "$SRV/k.raw" convert -n -f raw -O raw src.raw "$FRK"
+same_export "fd: convert -n -m 8 into an export" "$SRV/k.raw" convert -n -m 8 -f qcow2 -O raw src.qcow2 "$FRK"
+same_export "fd: resize to the same size" "$SRV/k.raw" resize -f raw "$FRK" 4M
+RUN_WITH=()
+# the errors: not a number, out of range, not open, not a socket (the
+# descriptor is closed, as qemu does: on fd 2 the message is lost), a
+# socket that is no NBD connection, keys missing or unexpected
+for str in '"x"' '""' '"5 "' '"0x5"' '"99999999999"' '"2147483648"' '"-2147483649"' '"-1"' '"1000"' \
+           '"1"' '"2"' 'true' '{"a":1}'; do
+    same_ro "fd error: str $str" info "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"fd\",\"str\":$str}}"
+done
+same_fd "fd error: a regular file" "file:$SRV/q.pristine" info "$FK"
+same_fd "fd error: a socket whose peer is gone" closed info "$FK"
+same_fd "fd error: a listening socket" "listen:$SCRATCH/l.sock" info "$FK"
+same_fd "fd error: a wrong export" "$SOCK" info 'json:{"driver":"nbd","server":{"type":"fd","str":"5"},"export":"nope"}'
+for j in '{"type":"fd"}' '{"type":"fd","str":"5","x":1}' '{"type":"fd","x":{"a":1}}' '{"type":"fd","str":"5","port":"1"}' \
+         '{"type":"vsock"}' '{"type":"vsock","cid":"2"}' '{"type":"vsock","port":"1"}' \
+         '{"type":"vsock","cid":"x","port":"1"}' '{"type":"vsock","cid":"2","port":"y"}' \
+         '{"type":"vsock","cid":"-0","port":"y"}' '{"type":"vsock","cid":" 2","port":"y"}' \
+         '{"type":"vsock","cid":"4294967295","port":"y"}' '{"type":"vsock","cid":"4294967296","port":"1"}' \
+         '{"type":"vsock","cid":"","port":""}' '{"type":"vsock","cid":"2","port":"1","str":"5"}' \
+         '{"type":"vsock","cid":{"a":1},"port":"1"}' '{"type":"inet","x":1}' '{"type":"unix","x":1}' \
+         '{"type":{"a":1}}' '{"type":"inet","host":{"a":1},"port":"1"}'; do
+    same_ro "server error: $j" info "json:{\"driver\":\"nbd\",\"server\":$j}"
+done
+same_ro "fd error: with a host key" info 'json:{"driver":"nbd","server":{"type":"fd","str":"5"},"host":"x"}'
+# vsock: a kernel without it (socket() refused, through a preload shim),
+# a peer that is not there (our own cid), and a real export where the
+# kernel has a loopback transport
+same_ro "vsock error: missing keys (--image-opts)" info --image-opts "driver=nbd,server.type=vsock,server.cid=2"
+if printf '%s\n' '#define _GNU_SOURCE' '#include <dlfcn.h>' '#include <errno.h>' '#include <sys/socket.h>' \
+       'int socket(int d, int t, int p) { static int (*real)(int, int, int);' \
+       '  if (d == AF_VSOCK) { errno = EAFNOSUPPORT; return -1; }' \
+       '  if (!real) real = (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket"); return real(d, t, p); }' \
+       >"$SCRATCH/novsock.c" && cc -shared -fPIC -o "$SCRATCH/novsock.so" "$SCRATCH/novsock.c" -ldl 2>/dev/null; then
+    LD_PRELOAD=$SCRATCH/novsock.so same_ro "vsock error: the kernel has none" info \
+        'json:{"driver":"nbd","server":{"type":"vsock","cid":"2","port":"10809"}}'
+else
+    SKIP_WHAT="vsock without kernel support" skip "no C compiler for the preload shim"
+fi
+if [ -e /dev/vsock ]; then
+    CID=$("$DEB_PYTHON" -c 'import fcntl, struct; f = open("/dev/vsock", "rb"); print(struct.unpack("I", fcntl.ioctl(f, 0x7b9, b"\0" * 4))[0])' 2>/dev/null)
+    [ -n "$CID" ] && same_ro "vsock error: nobody at our own cid" info --image-opts \
+        "driver=nbd,server.type=vsock,server.cid=$CID,server.port=10809,export=e"
+fi
+VPORT=$((20000 + RANDOM % 20000))
+if [ -d /sys/module/vsock_loopback ] &&
+   nbdkit --vsock -p "$VPORT" -P "$SCRATCH/v.pid" file "$SRV/q.pristine" --readonly; then
+    for _ in $(seq 100); do [ -s "$SCRATCH/v.pid" ] && break; sleep 0.05; done
+    PIDS+=("$(cat "$SCRATCH/v.pid")")
+    V="json:{\"driver\":\"nbd\",\"server\":{\"type\":\"vsock\",\"cid\":\"1\",\"port\":\"$VPORT\"}}"
+    same_ro "vsock: info" info "$V"
+    same_ro "vsock: map" map --output=json "$V"
+    "$QIMG" convert -O raw "$V" "$SCRATCH/v.raw" >/dev/null 2>&1
+    check "vsock: convert reads the export" cmp "$SCRATCH/v.raw" "$SRV/q.pristine"
+else
+    SKIP_WHAT="vsock export" skip "the kernel has no vsock loopback (vsock_loopback)"
+fi
+
+# ---- write-through (-t writethrough / directsync): as qemu, every write
+# and zero carries NBD_CMD_FLAG_FUA where the server takes it, else a flush
+# follows it; the requests, logged by nbdkit's log filter, compared with
+# qemu-img's.  The server without FUA is nbdkit's eval plugin over a file
+# (the fua filter's fuamode=none is refused by nbdkit 1.32).
+LSOCK=$SCRATCH/log.sock NSOCK=$SCRATCH/nofua.sock
+"$QEMU_IMG" create -q -f raw "$SRV/w.raw" 4M
+"$QEMU_IMG" create -q -f raw "$SRV/n.raw" 4M
+if nbdkit -U "$LSOCK" -P "$SCRATCH/l.pid" --filter=log file "$SRV/w.raw" logfile="$SCRATCH/fua.log" &&
+   nbdkit -U "$NSOCK" -P "$SCRATCH/n.pid" --filter=log eval get_size='echo 4194304' \
+       pread="dd if='$SRV/n.raw' skip=\$4 count=\$3 iflag=skip_bytes,count_bytes status=none" \
+       pwrite="dd of='$SRV/n.raw' seek=\$4 conv=notrunc oflag=seek_bytes status=none" \
+       can_write='exit 0' can_flush='exit 0' flush='exit 0' can_fua='echo none' \
+       logfile="$SCRATCH/nofua.log"; then
+    for f in l n; do
+        for _ in $(seq 100); do [ -s "$SCRATCH/$f.pid" ] && break; sleep 0.05; done
+        PIDS+=("$(cat "$SCRATCH/$f.pid")")
+    done
+    # requests TOOL LOG ARGS...: run TOOL ARGS, print the write-side requests
+    # it made (Write, Zero, Trim, Flush with their flags) as the log has them
+    requests() {
+        local tool=$1 log=$2; shift 2
+        local n0; n0=$(wc -l <"$log")
+        (cd "$SCRATCH" && "$tool" "$@" >/dev/null 2>&1)
+        sleep 0.1
+        tail -n +$((n0 + 1)) "$log" | grep -aE ' (Write|Zero|Trim|Flush) id=' |
+            sed -E 's/^.* connection=[0-9]+ //; s/ id=[0-9]+//'
+    }
+    # same_requests NAME SORT LOG ARGS...: qemu-img and qimg make the same
+    # requests (SORT=sort: as a set, for a multi-conn server)
+    same_requests() {
+        local name=$1 order=$2 log=$3; shift 3
+        requests "$QEMU_IMG" "$log" "$@" | $order >"$SCRATCH/req.ref"
+        requests "$QIMG_AS_QEMU" "$log" "$@" | $order >"$SCRATCH/req.new"
+        if [ ! -s "$SCRATCH/req.ref" ]; then
+            fail "$name" "qemu-img made no request"
+        elif cmp -s "$SCRATCH/req.ref" "$SCRATCH/req.new"; then
+            pass "$name"
+        else
+            fail "$name" "$(diff "$SCRATCH/req.ref" "$SCRATCH/req.new" | head -10)"
+        fi
+    }
+    WL="nbd+unix://?socket=$LSOCK" NL="nbd+unix://?socket=$NSOCK"
+    for t in "" "-t writeback" "-t writethrough" "-t directsync" "-t unsafe"; do
+        # shellcheck disable=SC2086
+        same_requests "requests of convert -n $t (FUA server)" sort "$SCRATCH/fua.log" \
+            convert -n $t -f raw -O raw src.raw "$WL"
+        # shellcheck disable=SC2086
+        same_requests "requests of convert -n $t (no FUA)" cat "$SCRATCH/nofua.log" \
+            convert -n $t -f raw -O raw src.raw "$NL"
+    done
+    same_requests "requests of create (FUA server)" cat "$SCRATCH/fua.log" create -f raw "$WL" 4M
+    same_requests "requests of create (no FUA)" cat "$SCRATCH/nofua.log" create -f raw "$NL" 4M
+    same_requests "requests of convert -t writethrough (create, no FUA)" cat "$SCRATCH/nofua.log" \
+        convert -t writethrough -f raw -O raw src.raw "$NL"
+    # what the requests are, independently of qemu-img
+    requests "$QIMG" "$SCRATCH/fua.log" convert -n -t writethrough -m 4 -f qcow2 -O raw src.qcow2 "$WL" >"$SCRATCH/req"
+    w=$(grep -cE '^(Write|Zero) ' "$SCRATCH/req"); f=$(grep -cE '^(Write|Zero) .*fua=1' "$SCRATCH/req")
+    check "writethrough: every write and zero has FUA ($f of $w)" test "$w" -gt 0 -a "$f" -eq "$w"
+    check "the source is in the export" cmp "$SRV/w.raw" "$SCRATCH/src.raw"
+    requests "$QIMG" "$SCRATCH/fua.log" convert -n -m 4 -f qcow2 -O raw src.qcow2 "$WL" >"$SCRATCH/req"
+    check "writeback: writes without FUA, then a flush" bash -c "grep -qE '^(Write|Zero) ' '$SCRATCH/req' &&
+        ! grep -q 'fua=1' '$SCRATCH/req' && tail -1 '$SCRATCH/req' | grep -q '^Flush'"
+    requests "$QIMG" "$SCRATCH/nofua.log" convert -n -t directsync -f qcow2 -O raw src.qcow2 "$NL" >"$SCRATCH/req"
+    check "no FUA: each write followed by a flush" "$DEB_PYTHON" -c '
+import sys
+lines = open(sys.argv[1]).read().split("\n")[:-1]
+writes = [i for i, l in enumerate(lines) if l.startswith(("Write ", "Zero "))]
+sys.exit(not writes or "fua=1" in "".join(lines) or
+         any(not lines[i + 1].startswith("Flush") for i in writes if i + 1 < len(lines)) or
+         not lines[-1].startswith("Flush"))' "$SCRATCH/req"
+    check "no FUA: the source is in the export" cmp "$SRV/n.raw" "$SCRATCH/src.raw"
+else
+    SKIP_WHAT="write-through requests" skip "nbdkit's log filter or eval plugin missing"
 fi

@@ -164,6 +164,43 @@ TEST(option_keys)
     expect_addr_error(KV("server.type=inet", "server.port=1"), "Parameter 'host' is missing");
     expect_addr_error(KV("server.type=unix"), "Parameter 'path' is missing");
     expect_addr_error(KV("server.type=unix", "server.path=/s", "server.host=h"), "Parameter 'host' is unexpected");
+    /* qemu visits the members in order: a missing one is reported before
+     * an unexpected one, an object where a value goes as "'x.*'" */
+    expect_addr_error(KV("server.type=inet", "server.x=1"), "Parameter 'host' is missing");
+    expect_addr_error(KV("server.type=unix", "server.x=1"), "Parameter 'path' is missing");
+    expect_addr_error(KV("server.type=inet", "server.host.a=1", "server.port=1"),
+                      "Parameters 'host.*' are unexpected");
+    expect_addr_error(KV("server.type=inet", "server.host=h", "server.port=1", "server.x.y=1"),
+                      "Parameter 'x' is unexpected");
+    expect_addr_error(KV("server.type.a=1"), "Parameters 'type.*' are unexpected");
+    expect_addr_error(KV("server.type=fd"), "Parameter 'str' is missing");
+    expect_addr_error(KV("server.type=fd", "server.str=5", "server.cid=1"), "Parameter 'cid' is unexpected");
+    expect_addr_error(KV("server.type=vsock", "server.port=1"), "Parameter 'cid' is missing");
+    expect_addr_error(KV("server.type=vsock", "server.cid=1"), "Parameter 'port' is missing");
+    expect_addr_error(KV("server.type=vsock", "server.cid=1", "server.port=1", "server.str=1"),
+                      "Parameter 'str' is unexpected");
+    expect_addr_error(KV("server.type=fd", "server.str=5", "path=/s"),
+                      "Cannot use 'server' and path/host/port at the same time");
+
+    /* fd and vsock: taken as given (parsed when connecting), no name */
+    o = opts_of(KV("server.type=fd", "server.str=x", "export=e"));
+    CHECK_EQ_INT(qimg_nbd_addr_from_opts(o, &a), 0);
+    CHECK_EQ_INT(a.transport, QIMG_NBD_FD);
+    CHECK_EQ_STR(a.fd_str, "x");
+    CHECK(qimg_nbd_addr_name(&a, false) == NULL);
+    CHECK(qimg_opts_first_unused(o) == NULL);
+    qimg_nbd_addr_free(&a);
+    qimg_opts_free(o);
+    o = opts_of(KV("server.type=vsock", "server.cid=2", "server.port=10809"));
+    CHECK_EQ_INT(qimg_nbd_addr_from_opts(o, &a), 0);
+    CHECK_EQ_INT(a.transport, QIMG_NBD_VSOCK);
+    CHECK_EQ_STR(a.cid, "2");
+    CHECK_EQ_STR(a.port, "10809");
+    CHECK(qimg_nbd_addr_name(&a, true) == NULL);
+    CHECK(qimg_opts_first_unused(o) == NULL);
+    qimg_nbd_addr_free(&a);
+    qimg_opts_free(o);
+
     expect_addr_error(KV("server.type=unix", "server.path=/s", "host=h"),
                       "Cannot use 'server' and path/host/port at the same time");
     expect_addr_error(KV("path=/s", "host=h"), "path and host may not be used at the same time");

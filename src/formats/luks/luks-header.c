@@ -1,6 +1,6 @@
 /* qimg - LUKS1 headers: read and check, unlock a keyslot, format, info
  * (see luks.h for the layout).  Every cipher, hash and PBKDF2 goes through
- * src/lib/crypto.h (OpenSSL); the anti-forensic splitter is the only
+ * src/lib/crypto.h (OpenSSL, nettle); the anti-forensic splitter is the only
  * algorithm here, built from those hashes as the specification says. */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,8 +36,8 @@ static uint64_t max_iters(void)
 
 /* The names in qemu's order of checks: the mode, the IV generator's
  * hash, the algorithm (its key length halved for XTS), the IV generator
- * and ESSIV's cipher, then the hash.  Whether OpenSSL can run the cipher
- * is asked only when the volume is unlocked (info shows any). */
+ * and ESSIV's cipher, then the hash.  Whether this build can run the
+ * cipher is asked only when the volume is unlocked (info shows any). */
 int luks_header_parse_names(struct luks_header *h)
 {
     char mode_text[33], *ivgen_name, *ivhash_name;
@@ -73,9 +73,9 @@ int luks_header_parse_names(struct luks_header *h)
     if (h->ivgen == QIMG_IVGEN_ESSIV) {
         if (!h->has_ivhash)
             return qimg_error(-EINVAL, "Missing IV generator hash specification");
-        if (qimg_cipher_aes_for_key_len(qimg_hash_len(h->ivhash)) < 0)
-            return qimg_error(-EINVAL, "No AES cipher with key size %zu available",
-                              qimg_hash_len(h->ivhash));
+        int essiv = qimg_cipher_essiv_alg(h->alg, h->ivhash);
+        if (essiv < 0)
+            return essiv;
     }
     int hash = qimg_hash_lookup(h->hash_spec);
     if (hash < 0)
@@ -84,7 +84,7 @@ int luks_header_parse_names(struct luks_header *h)
     return 0;
 }
 
-/* What only I/O needs: a cipher OpenSSL has, a key that fits it. */
+/* What only I/O needs: a cipher this build has, a key that fits it. */
 int luks_check_usable(const struct luks_header *h)
 {
     if (h->mode == QIMG_MODE_XTS && h->key_bytes % 2)
@@ -498,12 +498,6 @@ static int lookup_opt(qimg_opts *opts, const char *prefix, const char *name,
     return 1;
 }
 
-/* qemu also knows cast5, serpent, twofish and sm4: not in OpenSSL's
- * default provider, refused by name like an unknown value would not be. */
-static int cipher_alg_lookup(const char *name)
-{
-    return qimg_cipher_alg_lookup(name);
-}
 
 int luks_create_params_get(qimg_opts *opts, const char *prefix, struct luks_create_params *p)
 {
@@ -512,7 +506,7 @@ int luks_create_params_get(qimg_opts *opts, const char *prefix, struct luks_crea
     memset(p, 0, sizeof *p);
     snprintf(key, sizeof key, "%skey-secret", prefix);
     qimg_opts_get_string(opts, key, &p->secret_id);
-    r = lookup_opt(opts, prefix, "cipher-alg", cipher_alg_lookup, QIMG_CIPHER_AES_256, &v);
+    r = lookup_opt(opts, prefix, "cipher-alg", qimg_cipher_alg_lookup, QIMG_CIPHER_AES_256, &v);
     p->alg = (enum qimg_cipher_alg)v;
     if (r >= 0)
         r = lookup_opt(opts, prefix, "cipher-mode", qimg_cipher_mode_lookup, QIMG_MODE_XTS, &v);
@@ -533,6 +527,16 @@ int luks_create_params_get(qimg_opts *opts, const char *prefix, struct luks_crea
     snprintf(key, sizeof key, "%siter-time", prefix);
     r = qimg_opts_get_number(opts, key, &p->iter_time);
     return r < 0 ? r : 0;
+}
+
+int luks_create_params_check(const struct luks_create_params *p)
+{
+    if (p->ivgen == QIMG_IVGEN_ESSIV) {
+        int essiv = qimg_cipher_essiv_alg(p->alg, p->ivhash);
+        if (essiv < 0)
+            return essiv;
+    }
+    return qimg_cipher_mode_check(p->alg, p->mode);
 }
 
 static uint32_t key_bytes_of(const struct luks_create_params *p)
@@ -559,6 +563,9 @@ static int fill_names(struct luks_header *h, const struct luks_create_params *p)
     h->hash = p->hash;
     h->ivhash = p->ivhash;
     h->has_ivhash = p->ivgen == QIMG_IVGEN_ESSIV;
+    int r = luks_create_params_check(p);
+    if (r < 0)
+        return r;
     if (!qimg_cipher_usable(p->alg, p->mode))
         return -ENOTSUP;
     snprintf(h->cipher_name, sizeof h->cipher_name, "%s", qimg_cipher_family(p->alg));
@@ -569,8 +576,6 @@ static int fill_names(struct luks_header *h, const struct luks_create_params *p)
         snprintf(h->cipher_mode, sizeof h->cipher_mode, "%s-%s", qimg_cipher_mode_name(p->mode),
                  qimg_ivgen_name(p->ivgen));
     snprintf(h->hash_spec, sizeof h->hash_spec, "%s", qimg_hash_name(p->hash));
-    if (h->has_ivhash && qimg_cipher_aes_for_key_len(qimg_hash_len(p->ivhash)) < 0)
-        return qimg_error(-EINVAL, "No AES cipher with key size %zu available", qimg_hash_len(p->ivhash));
     return 0;
 }
 
@@ -740,7 +745,9 @@ static int check_slot_index(const struct amend_req *a)
     return 0;
 }
 
-static int amend_activate(const struct luks_store *st, struct luks_volume *v, const struct amend_req *a)
+/* --force lets a new secret overwrite an active keyslot, as in qemu. */
+static int amend_activate(const struct luks_store *st, struct luks_volume *v, const struct amend_req *a,
+                          bool force)
 {
     struct luks_header *h = &v->h;
     if (!a->new_secret)
@@ -752,7 +759,7 @@ static int amend_activate(const struct luks_store *st, struct luks_volume *v, co
         return r;
     if (a->has_slot) {
         slot = (int)a->slot;
-        if (h->slots[slot].active == LUKS_SLOT_ACTIVE)
+        if (h->slots[slot].active == LUKS_SLOT_ACTIVE && !force)
             return qimg_error(-EINVAL, "Refusing to overwrite active keyslot %i - please erase it first", slot);
     } else {
         for (int i = 0; i < LUKS_SLOTS && slot < 0; i++)
@@ -833,7 +840,7 @@ static int amend_erase(const struct luks_store *st, struct luks_volume *v, const
     int n = 0;
     if (a->has_slot) {
         int i = (int)a->slot;
-        if (h->slots[i].active != LUKS_SLOT_ACTIVE)
+        if (h->slots[i].active != LUKS_SLOT_ACTIVE && !force)   /* forced: erased again */
             r = qimg_error(-EINVAL, "Given keyslot %i is already erased (inactive) ", i);
         else if (pass && (r = slot_matches(st, h, i, pass, pass_len)) == 0)
             r = qimg_error(-EINVAL, "Given keyslot %i doesn't contain the given old password for erase operation", i);
@@ -875,5 +882,5 @@ int luks_amend(const struct luks_store *st, struct luks_volume *v, qimg_opts *op
     int r = amend_parse(opts, prefix, &a);
     if (r < 0)
         return r;
-    return a.active ? amend_activate(st, v, &a) : amend_erase(st, v, &a, force);
+    return a.active ? amend_activate(st, v, &a, force) : amend_erase(st, v, &a, force);
 }

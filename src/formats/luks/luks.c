@@ -4,7 +4,8 @@
  *
  * Reads decrypt in the caller's buffer; writes encrypt a copy.  The
  * volume's cipher is immutable after open and each request makes its own
- * OpenSSL context, so requests run in parallel.  A request that does not
+ * OpenSSL context (nettle's key schedules are only read), so requests run
+ * in parallel.  A request that does not
  * cover whole 512-byte sectors is widened to them (writes then
  * read-modify-write under the image lock). */
 #include <errno.h>
@@ -252,6 +253,14 @@ static int luks_measure(qimg_opts *opts, qimg_image *src, uint64_t size, struct 
         return r;
     if (!p.secret_id)
         return qimg_error(-EINVAL, "Parameter 'key-secret' is required for cipher");
+    /* qemu makes the header in memory: the secret and the cipher are checked */
+    char *pass = NULL;
+    size_t len = 0;
+    if ((r = qimg_secret_lookup(p.secret_id, &pass, &len)) < 0)
+        return r;
+    qimg_wipe_free(pass, len);
+    if ((r = luks_create_params_check(&p)) < 0)
+        return r;
     uint64_t v = src ? qimg_size(src) : size, total;
     if (!qimg_round_up_ok(v, 512, &v) || !qimg_add_ok(v, luks_header_size(&p), &total))
         return qimg_error(-EFBIG, "Image size is too large");

@@ -101,7 +101,7 @@ int luks_crypt(const struct luks_volume *v, bool encrypt, uint64_t first_sector,
 int luks_crypt_bytes(const struct luks_volume *v, bool encrypt, uint64_t off, uint8_t *buf, size_t len);
 
 /* For luks2.c: the names (cipher_name, cipher_mode, hash_spec, key_bytes
- * set) to algorithms; can OpenSSL run them; the splitter; the cap. */
+ * set) to algorithms; can this build run them; the splitter; the cap. */
 int luks_header_parse_names(struct luks_header *h);
 int luks_check_usable(const struct luks_header *h);
 int luks_af_merge(enum qimg_hash_alg hash, const uint8_t *split, size_t len, uint32_t stripes,
@@ -125,6 +125,11 @@ struct luks_create_params {
 };
 /* Take the options under prefix from opts (marking them used). */
 int luks_create_params_get(qimg_opts *opts, const char *prefix, struct luks_create_params *p);
+/* What qemu checks of the values together before it makes a header:
+ * ESSIV's cipher, then whether the algorithm has the mode (cast5 has no
+ * XTS).  Whether this build can run the cipher is not asked (measure
+ * answers without it). */
+int luks_create_params_check(const struct luks_create_params *p);
 /* Bytes of header and keyslots (the payload offset) for these params. */
 uint64_t luks_header_size(const struct luks_create_params *p);
 /* Write a new header and keyslot 0 at st; the volume is returned unlocked

@@ -976,6 +976,9 @@ static int check_encryption_late(const struct create_opts *c)
     qimg_wipe_free(data, len);
     if (!qimg_crypto_available())
         return -ENOTSUP;
+    int r = c->luks ? luks_create_params_check(&c->luks_params) : 0;
+    if (r < 0)
+        return r;
     if (c->luks && !qimg_cipher_usable(c->luks_params.alg, c->luks_params.mode))
         return -ENOTSUP;
     return 0;

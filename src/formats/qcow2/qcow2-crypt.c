@@ -3,7 +3,7 @@
  * sector encrypted with the IV of its host sector) and the legacy AES
  * (method 1: AES-128-CBC, the key the passphrase's first 16 bytes
  * zero-padded, the IV the guest sector number, plain64).  Cipher work is
- * src/formats/luks and src/lib/crypto.h (OpenSSL).
+ * src/formats/luks and src/lib/crypto.h (OpenSSL, nettle).
  *
  * Data is en/decrypted in whole 512-byte sectors on its way to and from
  * the file (qcow2-read.c's runs, qcow2-write.c's writes and copies on

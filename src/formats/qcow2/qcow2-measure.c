@@ -78,6 +78,8 @@ static int parse_measure_opts(qimg_opts *o, struct measure_opts *m)
         if ((r = qimg_secret_lookup(p.secret_id, &pass, &len)) < 0)
             return r;
         qimg_wipe_free(pass, len);
+        if ((r = luks_create_params_check(&p)) < 0)
+            return r;
         m->crypt_bytes = luks_header_size(&p);
     }
     r = qimg_opts_get_size(o, "size", &m->size);
