@@ -934,8 +934,13 @@ int qimg_convert(const struct qimg_convert_params *p)
         return qimg_convert_diff(p, worker_threads(p));
     struct convert c = { .p = p };
     qimg_image *t = p->target;
-    c.unordered = p->out_of_order || (!p->salvage && (t->drv->flags & QIMG_DRV_NO_METADATA) &&
-                                      t->file && t->file->ops->unordered_writes);
+    /* a format whose writes cost CPU (luks encrypts) and cannot change the
+     * layout goes out of order on any storage: in order, the encryption
+     * itself would wait for each unit's turn (serpent: one core of two) */
+    bool unordered_storage = t->file && t->file->ops->unordered_writes;
+    c.unordered = p->out_of_order ||
+                  (!p->salvage && (t->drv->flags & QIMG_DRV_FIXED_PLACEMENT)) ||
+                  (!p->salvage && (t->drv->flags & QIMG_DRV_NO_METADATA) && unordered_storage);
     pthread_mutex_init(&c.lock, NULL);
     pthread_cond_init(&c.turn, NULL);
     clock_gettime(CLOCK_MONOTONIC, &c.start);

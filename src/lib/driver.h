@@ -72,6 +72,11 @@ enum qimg_driver_flags {
     /* The backing file is always read as raw (UML cow): create takes -b
      * without -F, as if -F raw were given. */
     QIMG_DRV_RAW_BACKING = 1u << 5,
+    /* Every guest byte has a fixed place in the file and a write allocates
+     * nothing (luks: payload offset + guest offset), so the order of
+     * writes cannot change the image: convert writes units as they are
+     * ready (-W), on any storage. */
+    QIMG_DRV_FIXED_PLACEMENT = 1u << 6,
 };
 
 /*

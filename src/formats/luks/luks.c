@@ -280,6 +280,7 @@ static int luks_drv_amend(struct qimg_image *img, qimg_opts *opts, bool force, q
 
 const struct qimg_driver qimg_driver_luks = {
     .name           = "luks",
+    .flags          = QIMG_DRV_FIXED_PLACEMENT,   /* encrypted in parallel by convert */
     .create_opts    = luks_create_opts,
     .amend_opts     = luks_amend_opts,
     .probe          = luks_probe,
