@@ -46,6 +46,19 @@ check_fail() {
 # run; the runner counts the line, it never counts as a pass.
 skip() { echo "SKIP ${SKIP_WHAT:-$TEST_NAME}: $*"; }
 
+# Servers a test starts: add each PID to SERVER_PIDS (a child, or a daemon's
+# pid file); stop_servers, called from the EXIT trap, ends them all and waits
+# for each (children reaped, others polled for up to 2.5 s).
+SERVER_PIDS=()
+stop_servers() {
+    local p
+    for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${SERVER_PIDS[@]}"; do
+        wait "$p" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    done
+}
+
 # need_cmd TOOL...: every tool must be on PATH, otherwise the script skips
 # and exits (a missing tool is never a pass).
 need_cmd() {

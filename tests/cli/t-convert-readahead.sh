@@ -19,14 +19,7 @@ need_cmd nbdkit
 cd "$SCRATCH" || exit 1
 
 MiB=$((1 << 20))
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$SCRATCH"
-}
-trap cleanup EXIT
+trap 'stop_servers; rm -rf "$SCRATCH"' EXIT
 
 # 32 MiB: random data, a 4 MiB hole at 6 MiB (reported as such: zero
 # units), 64 KiB of zeros inside the data at 16.5 MiB (left out by -S),
@@ -77,7 +70,7 @@ nbdkit -U "$SCRATCH/s.sock" -P "$SCRATCH/k.pid" --filter=log sh "$SCRATCH/slow.s
 # the pid file is written when the server is ready
 for _ in $(seq 100); do [ -s k.pid ] && break; sleep 0.05; done
 [ -s k.pid ] || { fail "nbdkit starts" "no pid file"; exit 0; }
-PIDS+=("$(cat k.pid)")
+SERVER_PIDS+=("$(cat k.pid)")
 SRC="nbd+unix:///?socket=$SCRATCH/s.sock"
 
 # read_ahead_seen <LOG: while the read of [0, 2 MiB) was pending, a read at

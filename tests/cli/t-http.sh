@@ -17,14 +17,7 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy ftp_prox
 
 WWW=$SCRATCH/www
 mkdir -p "$WWW"
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$SCRATCH"
-}
-trap cleanup EXIT
+trap 'stop_servers; rm -rf "$SCRATCH"' EXIT
 
 # ---- images the server holds
 "$QEMU_IMG" create -q -f qcow2 "$WWW/a.qcow2" 16M
@@ -45,7 +38,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$SCRATCH/key.pem" -out "$SCRA
     { skip "openssl cannot make a certificate"; exit 0; }
 "$DEB_PYTHON" "$TOP/tests/cli/http-server.py" "$WWW" "$SCRATCH/ports" "$SCRATCH/cert.pem" \
     "$SCRATCH/key.pem" 2>"$SCRATCH/server.err" &
-PIDS+=($!)
+SERVER_PIDS+=($!)
 for _ in $(seq 100); do [ -s "$SCRATCH/ports" ] && break; sleep 0.05; done
 [ -s "$SCRATCH/ports" ] || { fail "server starts" "$(cat "$SCRATCH/server.err")"; exit 0; }
 read -r HP SP <"$SCRATCH/ports"
@@ -371,7 +364,7 @@ PYEOF
     has_pymod "t-http ftps" OpenSSL &&
         ftps_args=("$SCRATCH/cert.pem" "$SCRATCH/key.pem" qimg s3cret)
     "$DEB_PYTHON" "$SCRATCH/ftp.py" "$WWW" "$SCRATCH/ftpport" "${ftps_args[@]}" 2>"$SCRATCH/ftp.err" &
-    PIDS+=($!)
+    SERVER_PIDS+=($!)
     for _ in $(seq 100); do [ -s "$SCRATCH/ftpport" ] && break; sleep 0.05; done
     read -r FTP_PORT FTPS_PORT <"$SCRATCH/ftpport"
     F=ftp://127.0.0.1:$FTP_PORT
@@ -434,7 +427,7 @@ server.port = $LP
 server.errorlog = "$SCRATCH/lighttpd.err"
 EOF
     "$LIGHTTPD" -D -f "$SCRATCH/lighttpd.conf" 2>"$SCRATCH/lighttpd.out" &
-    PIDS+=($!)
+    SERVER_PIDS+=($!)
     for _ in $(seq 100); do
         "$QIMG" info "http://127.0.0.1:$LP/r.raw" >/dev/null 2>&1 && break
         sleep 0.05
@@ -457,7 +450,7 @@ fi
 # the requests went through it (a direct request would not be logged).
 "$DEB_PYTHON" "$TOP/tests/cli/http-proxy.py" "$SCRATCH/proxyport" "$SCRATCH/proxy.log" me pr0xy \
     2>"$SCRATCH/proxy.err" &
-PIDS+=($!)
+SERVER_PIDS+=($!)
 for _ in $(seq 100); do [ -s "$SCRATCH/proxyport" ] && break; sleep 0.05; done
 PX=http://127.0.0.1:$(cat "$SCRATCH/proxyport")
 # the origin: lighttpd, or the test's own server when lighttpd is missing

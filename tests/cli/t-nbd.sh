@@ -15,14 +15,6 @@ fi
 
 SRV=$SCRATCH/srv
 mkdir -p "$SRV"
-PIDS=()
-stop_servers() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-    done
-}
 trap 'stop_servers; rm -rf "$SCRATCH"' EXIT
 
 free_port() {
@@ -33,14 +25,14 @@ free_port() {
 start_qemu_nbd() {
     local sock=$1 pidf=$2; shift 2
     qemu-nbd -k "$sock" --pid-file="$pidf" --fork "$@" || return 1
-    PIDS+=("$(cat "$pidf")")
+    SERVER_PIDS+=("$(cat "$pidf")")
 }
 # start_nbdkit PORT PIDFILE ARGS...: nbdkit writes its pid file when ready
 start_nbdkit() {
     local port=$1 pidf=$2; shift 2
     nbdkit -P "$pidf" -i 127.0.0.1 -p "$port" "$@" || return 1
     for _ in $(seq 100); do [ -s "$pidf" ] && break; sleep 0.05; done
-    PIDS+=("$(cat "$pidf")")
+    SERVER_PIDS+=("$(cat "$pidf")")
 }
 
 # ---- the exports: 4 MiB of data, holes and zeros
@@ -121,7 +113,7 @@ LSOCK=$SCRATCH/late.sock
 starter=$!
 out=$("$QIMG" info --image-opts "driver=nbd,server.type=unix,server.path=$LSOCK,open-timeout=5" 2>&1)
 wait "$starter"
-[ -s "$SCRATCH/late.pid" ] && PIDS+=("$(cat "$SCRATCH/late.pid")")
+[ -s "$SCRATCH/late.pid" ] && SERVER_PIDS+=("$(cat "$SCRATCH/late.pid")")
 case $out in *"virtual size: 4 MiB"*) pass "open-timeout waits for a late server" ;;
     *) fail "open-timeout waits for a late server" "$out" ;; esac
 same_ro "open-timeout runs out" info --image-opts \
@@ -463,7 +455,7 @@ VPORT=$((20000 + RANDOM % 20000))
 if [ -d /sys/module/vsock_loopback ] &&
    nbdkit --vsock -p "$VPORT" -P "$SCRATCH/v.pid" file "$SRV/q.pristine" --readonly; then
     for _ in $(seq 100); do [ -s "$SCRATCH/v.pid" ] && break; sleep 0.05; done
-    PIDS+=("$(cat "$SCRATCH/v.pid")")
+    SERVER_PIDS+=("$(cat "$SCRATCH/v.pid")")
     V="json:{\"driver\":\"nbd\",\"server\":{\"type\":\"vsock\",\"cid\":\"1\",\"port\":\"$VPORT\"}}"
     same_ro "vsock: info" info "$V"
     same_ro "vsock: map" map --output=json "$V"
@@ -489,7 +481,7 @@ if nbdkit -U "$LSOCK" -P "$SCRATCH/l.pid" --filter=log file "$SRV/w.raw" logfile
        logfile="$SCRATCH/nofua.log"; then
     for f in l n; do
         for _ in $(seq 100); do [ -s "$SCRATCH/$f.pid" ] && break; sleep 0.05; done
-        PIDS+=("$(cat "$SCRATCH/$f.pid")")
+        SERVER_PIDS+=("$(cat "$SCRATCH/$f.pid")")
     done
     # requests TOOL LOG ARGS...: run TOOL ARGS, print the write-side requests
     # it made (Write, Zero, Trim, Flush with their flags) as the log has them
