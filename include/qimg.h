@@ -393,6 +393,11 @@ struct qimg_convert_params {
      * since then are read and compared; the rest is left to the base
      * unread.  The source must be raw on a storage that can tell (rbd). */
     const char *diff_since;
+    /* The target is a new file under a temporary name, removed when the
+     * copy fails: what a failure leaves cannot show the write order, so
+     * convert may write out of order where the layout does not depend on
+     * it (a raw target from remote sources, luks). */
+    bool target_discarded_on_failure;
 };
 int qimg_convert(const struct qimg_convert_params *p);
 

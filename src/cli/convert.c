@@ -359,7 +359,7 @@ static qimg_image *open_target(qimg_target *t, const char *name, const struct co
 }
 
 static int do_convert(struct sources *s, qimg_image *target, const struct convert_opts *o,
-                      bool fresh)
+                      bool fresh, bool temporary)
 {
     struct progress prog;
     bool target_backing = o->backing || qimg_backing(target) ||
@@ -374,6 +374,7 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
         .copy_range = o->copy_range, .rate_limit = (uint64_t)o->rate_limit,
         .compress = o->compress, .diff = o->diff_base != NULL,
         .salvage = o->salvage, .quiet = o->quiet, .diff_since = o->from_snapshot,
+        .target_discarded_on_failure = temporary,
         .progress = o->progress ? progress_callback : NULL, .progress_opaque = &prog,
     };
     progress_init(&prog, o->progress, 1.0f);
@@ -643,7 +644,7 @@ int cmd_convert(int argc, char **argv)
         error_report("output file is smaller than input file");
         goto out;
     }
-    if (do_convert(&s, target, &o, !o.skip_create) < 0) {
+    if (do_convert(&s, target, &o, !o.skip_create, strcmp(qimg_target_path(t), out_name) != 0) < 0) {
         qimg_target_discard(t);
         goto out;
     }
