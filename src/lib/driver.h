@@ -74,8 +74,8 @@ enum qimg_driver_flags {
     QIMG_DRV_RAW_BACKING = 1u << 5,
     /* Every guest byte has a fixed place in the file and a write allocates
      * nothing (luks: payload offset + guest offset), so the order of
-     * writes cannot change the image: convert writes units as they are
-     * ready (-W), on any storage. */
+     * writes cannot change the image: convert writes a new target's units
+     * as they are ready (-W). */
     QIMG_DRV_FIXED_PLACEMENT = 1u << 6,
 };
 
