@@ -187,3 +187,20 @@ check "amend: qemu-img opens the new keyslot" \
 check_fail "amend: the erased secret no longer opens it" \
     "$QEMU_IMG" compare "${SS[@]}" --image-opts "$(io "$IN/e1.qcow2")" "$(io "$A")"
 check "amend: check after keyslot changes" "$QEMU_IMG" check "${SS[@]}" --image-opts "$(io "$A" s1)"
+
+# A preallocated encrypted image does not read as zeros (its allocated
+# clusters decrypt to noise): convert writes the source's zeros into it
+# (qemu-iotests 188).  Source: an empty qcow2, then the test data.
+"$QIMG" create -q -f qcow2 "$SCRATCH/empty.qcow2" 4M
+for src in "$SCRATCH/empty.qcow2" "$SRC"; do
+    case $src in *.qcow2) src_opts=driver=qcow2,file.filename=$src ;; *) src_opts=driver=raw,file.filename=$src ;; esac
+    for pre in metadata falloc full; do
+        P=$SCRATCH/pre-$pre.qcow2
+        rm -f "$P"
+        "$QIMG" convert "${S0[@]}" -O qcow2 -o "$LUKS,preallocation=$pre" "$src" "$P"
+        check "convert into luks qcow2, preallocation=$pre, from $(basename "$src")" test $? = 0
+        check "... qemu-img reads the source's content" \
+            "$QEMU_IMG" compare "${S0[@]}" --image-opts "$src_opts" "$(io "$P")"
+        check "... qemu-img check" "$QEMU_IMG" check "${S0[@]}" --image-opts "$(io "$P")"
+    done
+done

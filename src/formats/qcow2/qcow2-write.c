@@ -193,10 +193,13 @@ bool qcow2_has_zero_init_w(struct qimg_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
     /* a preallocated image has its first L2 table: zeros only as far as
-     * its data file reads as zeros (a raw external one may hold anything) */
+     * its data file reads as zeros (a raw external one may hold anything),
+     * and never when encrypted (its allocated zeros decrypt to noise) */
     bool preallocated = s->l1_size > 0 && s->l1_table[0] != 0;
     if (!preallocated)
         return true;
+    if (s->crypt_method != 0)
+        return false;
     return !(qcow2_has_data_file(s) && qcow2_data_file_is_raw(s));
 }
 
