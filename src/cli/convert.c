@@ -362,8 +362,12 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
                       bool fresh, bool temporary)
 {
     struct progress prog;
-    bool target_backing = o->backing || qimg_backing(target) ||
-                          qimg_backing_filename(target) != NULL;
+    /* as qemu-img: only a backing file this command gives the target (-B,
+     * or -o backing_file for a new one) lets it leave ranges to it; an
+     * existing target's own backing file (-n) is written over, zeros too,
+     * so the target reads as the source */
+    bool target_backing = o->backing ||
+                          (fresh && (qimg_backing(target) || qimg_backing_filename(target) != NULL));
     bool zero_init = o->target_is_zero ||
                      (fresh && !target_backing && qimg_image_has_zero_init(target));
     struct qimg_convert_params p = {

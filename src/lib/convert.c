@@ -482,7 +482,7 @@ static int write_scanned(const struct convert *c, uint64_t off, const uint8_t *b
 {
     const struct qimg_convert_params *p = c->p;
     uint64_t align = SECTOR;
-    while (align * 2 <= QIMG_MIN(p->sparse_size, (uint64_t)4096))
+    while (align * 2 <= p->sparse_size && align * 2 <= CHUNK)
         align *= 2;
     size_t pos = 0;
     while (pos < len) {

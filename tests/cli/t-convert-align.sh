@@ -1,5 +1,6 @@
 #!/bin/bash
-# convert's zero detection (-S) and its 4 KiB alignment: for random sources
+# convert's zero detection (-S) and its alignment (-S rounded down to a power
+# of two, at most a 2 MiB unit): for random sources
 # with data and zeros at odd offsets, the target qimg writes maps exactly as
 # qemu-img's (qcow2 with 512-byte, 4 KiB and 64 KiB clusters, extended L2,
 # and raw), for several -S values.
@@ -32,4 +33,19 @@ for _ in range(12):
             check "seed $seed -S $S $o: same content" "$Q" compare -f raw s.raw b
         done
     done
+done
+
+# -S above 4 KiB aligns to -S itself (qemu-iotests 122's "Non-zero -S"):
+# 1 KiB clusters, data at 0, 8k and 17k among written zeros
+rm -f s.qcow2
+"$Q" create -q -f qcow2 -o cluster_size=1k s.qcow2 64M
+for c in "write -P 0 0 64k" "write 0 1k" "write 8k 1k" "write 17k 1k" "write -P 0 65k 1k"; do
+    "$QEMU_IO" -c "$c" s.qcow2 >/dev/null
+done
+for S in 8k 16k 1M; do
+    rm -f a b
+    "$Q" convert -O qcow2 -o cluster_size=1k -S $S s.qcow2 a &&
+        "$QIMG" convert -O qcow2 -o cluster_size=1k -S $S s.qcow2 b
+    expect_eq "122's source, -S $S: map as qemu-img's" \
+        "$("$Q" map --output=json b)" "$("$Q" map --output=json a)"
 done

@@ -51,3 +51,26 @@ for o in "" "-o extended_l2=on" "-o compat=0.10"; do
         fail "zeros across a cluster boundary over a backing file ($o): convert" "$(cat err)"
     fi
 done
+
+# -n into an existing overlay without -B: its backing file is written over
+# (zeros too), so the target reads as the source, as qemu-img does
+# (qemu-iotests 122 "-n to an empty image with a backing file"); before, the
+# backing file's data showed through where the source reads zeros.
+cd "$SCRATCH" || exit 1
+"$QEMU_IMG" create -q -f qcow2 nb-base.qcow2 8M
+"$QEMU_IO" -c "write -P 0x11 0 8M" nb-base.qcow2 >/dev/null
+"$QEMU_IMG" create -q -f qcow2 nb-src.qcow2 8M
+"$QEMU_IO" -c "write -P 0x22 1M 64k" -c "write -z 3M 64k" nb-src.qcow2 >/dev/null
+for compat in 1.1 0.10; do
+    for tool in qemu "$QIMG"; do
+        t=nb-$compat-$(basename "$tool").qcow2
+        "$QEMU_IMG" create -q -f qcow2 -o compat=$compat -b nb-base.qcow2 -F qcow2 "$t" 8M
+        [ "$tool" = qemu ] && tool=$QEMU_IMG
+        "$tool" convert -O qcow2 -n nb-src.qcow2 "$t"
+    done
+    check "-n into an overlay (compat=$compat): reads as the source" \
+        "$QEMU_IMG" compare nb-src.qcow2 "nb-$compat-qimg.qcow2"
+    expect_eq "-n into an overlay (compat=$compat): map as qemu-img's" \
+        "$("$QEMU_IMG" map --output=json "nb-$compat-qimg.qcow2")" \
+        "$("$QEMU_IMG" map --output=json "nb-$compat-qemu.qcow2")"
+done
