@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (again && !strpbrk(again + 6, "?#%& ") && qimg_nbd_parse_name(again, &o2) == 0) {
                 struct qimg_nbd_addr b;
                 if (qimg_nbd_addr_from_opts(o2, &b) == 0) {
-                    if (a.is_unix != b.is_unix)
+                    if (a.transport != b.transport)
                         fail("name reads back as another transport", name);
                     qimg_nbd_addr_free(&b);
                 }
