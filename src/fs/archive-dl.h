@@ -1,17 +1,17 @@
-/* qimg - libarchive, loaded the first time an archive is read
- * (archive-dl.c).
+/* qimg - libarchive, opened the first time an archive is read
+ * (archive-dl.c; how and why: src/lib/dl.h).
  *
  * libarchive brings libxml2, ICU and libstdc++ with it: linked at build
  * time, loading them cost every qimg run about 25 ms with a cold page
- * cache (1.3 ms warm), for a feature only create --from uses.  Its
- * headers still give the types; the functions come through a table filled
- * by dlopen/dlsym, and the macros below let the calling code keep
- * libarchive's own names. */
+ * cache (1.3 ms warm), for a feature only create --from uses.  The macros
+ * below let the calling code keep libarchive's own names. */
 #ifndef QIMG_ARCHIVE_DL_H
 #define QIMG_ARCHIVE_DL_H
 
 #include <archive.h>
 #include <archive_entry.h>
+
+#include "dl.h"
 
 #define QIMG_ARCHIVE_FUNCS(X) \
     X(archive_entry_atime) \
@@ -54,15 +54,13 @@
     X(archive_read_support_format_all)
 
 struct qimg_archive_api {
-#define QIMG_ARCHIVE_MEMBER(name) __typeof__(name) *name;
-    QIMG_ARCHIVE_FUNCS(QIMG_ARCHIVE_MEMBER)
-#undef QIMG_ARCHIVE_MEMBER
+    QIMG_ARCHIVE_FUNCS(QIMG_DL_MEMBER)
 };
 
 extern struct qimg_archive_api qimg_archive_api;
 
-/* Load libarchive once (thread-safe); 0, or a negative errno with the
- * error set.  Call before any of the functions below. */
+/* Open libarchive once (thread-safe); 0, or -ENOTSUP with the error
+ * set.  Call before any of the functions below. */
 int qimg_archive_load(void);
 
 #ifndef QIMG_ARCHIVE_DL_IMPL

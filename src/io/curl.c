@@ -33,7 +33,7 @@
 #include "internal.h"
 
 #ifdef HAVE_LIBCURL
-#include <curl/curl.h>
+#include "curl-dl.h"
 
 #define READAHEAD_DEFAULT (256u * 1024)
 #define TIMEOUT_DEFAULT 5
@@ -577,6 +577,9 @@ static int http_open(struct qimg_io *io, qimg_opts *opts)
 {
     if (io->flags & QIMG_IO_RDWR)
         return qimg_error(-EACCES, "curl driver does not support writes");
+    int r = qimg_curl_load();
+    if (r < 0)
+        return r;
     pthread_once(&curl_once, curl_init);
     if (curl_init_result != CURLE_OK)
         return qimg_error(-EIO, "curl: %s", curl_easy_strerror(curl_init_result));
@@ -585,7 +588,7 @@ static int http_open(struct qimg_io *io, qimg_opts *opts)
     pthread_cond_init(&s->changed, NULL);
     s->proto = io->ops->name;
     io->priv = s;
-    int r = parse_options(s, opts);
+    r = parse_options(s, opts);
     if (r < 0)
         return r;
     /* an option that changes what is read: qemu names the node by its

@@ -29,7 +29,7 @@
 #include "nbd.h"
 
 #ifdef HAVE_LIBNBD
-#include <libnbd.h>
+#include "nbd-dl.h"
 #endif
 
 #define QIMG_NBD_MAX_CONNS 16
@@ -494,12 +494,15 @@ static int learn_export(struct qimg_io *io, struct nbd_state *s, struct nbd_hand
 
 static int nb_open(struct qimg_io *io, qimg_opts *opts)
 {
+    int r = qimg_nbd_load();
+    if (r < 0)
+        return r;
     struct nbd_state *s = qimg_xcalloc(1, sizeof *s);
     io->priv = s;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->rmw, NULL);
     s->fd = -1;
-    int r = nb_options(io, s, opts);
+    r = nb_options(io, s, opts);
     if (r == 0)
         r = prepare_address(s);
     if (r == 0)

@@ -10,10 +10,10 @@
  * auth-client-required.N, and qemu's own "=keyvalue-pairs" (a JSON list
  * of alternating Ceph keys and values, which a name's extra pairs become).
  *
- * librbd and librados are opened with dlopen on the first rbd open: linked,
- * they and the 30 libraries they pull in (libstdc++, boost, ceph-common,
- * the crypto and compression libraries) would be loaded, relocated and
- * initialised by every qimg run, rbd or not.
+ * librbd and librados are opened with dlopen on the first rbd open (see
+ * src/lib/dl.h): linked, they and the 30 libraries they pull in (libstdc++,
+ * boost, ceph-common, the crypto and compression libraries) would be
+ * loaded, relocated and initialised by every qimg run, rbd or not.
  *
  * Threads: librbd's aio calls are thread-safe; every request is split into
  * object-sized pieces that are all in flight at once, and convert's
@@ -156,9 +156,10 @@ static const struct qimg_opt_desc qrbd_create_opts[] = {
 };
 
 #ifdef HAVE_LIBRBD
-#include <dlfcn.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
+
+#include "dl.h"
 
 /* ---- the libraries, loaded on first use ---- */
 
@@ -178,51 +179,28 @@ static const struct qimg_opt_desc qrbd_create_opts[] = {
     X(rbd_snap_rollback) X(rbd_namespace_exists)
 
 static struct {
-#define RBD_DECLARE(name) __typeof__(name) *name;
-    RBD_RADOS_FUNCS(RBD_DECLARE)
-    RBD_RBD_FUNCS(RBD_DECLARE)
-#undef RBD_DECLARE
+    RBD_RADOS_FUNCS(QIMG_DL_MEMBER)
+    RBD_RBD_FUNCS(QIMG_DL_MEMBER)
 } lib;
 
-static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-static char lib_error[256];
-
-static void *qrbd_dlopen(const char *const *names, size_t n)
-{
-    void *h = NULL;
-    for (size_t i = 0; !h && i < n; i++)
-        h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *e = dlerror();
-        snprintf(lib_error, sizeof lib_error, "%s", e ? e : "not found");
-    }
-    return h;
-}
-
-static void qrbd_load(void)
-{
-    static const char *const rados_names[] = { "librados.so.2", "librados.so" };
-    static const char *const qrbd_names[] = { "librbd.so.1", "librbd.so" };
-    void *hr = qrbd_dlopen(rados_names, QIMG_ARRAY_SIZE(rados_names));
-    void *hb = hr ? qrbd_dlopen(qrbd_names, QIMG_ARRAY_SIZE(qrbd_names)) : NULL;
-    if (!hb)
-        return;
-#define RBD_LOOKUP_R(name) RBD_LOOKUP_ONE(hr, name)
-#define RBD_LOOKUP_B(name) RBD_LOOKUP_ONE(hb, name)
-#define RBD_LOOKUP_ONE(h, name)                                                  \
-    if (!lib_error[0] && !(*(void **)&lib.name = dlsym(h, #name)))                \
-        snprintf(lib_error, sizeof lib_error, "no %s in the Ceph libraries", #name);
-    RBD_RADOS_FUNCS(RBD_LOOKUP_R)
-    RBD_RBD_FUNCS(RBD_LOOKUP_B)
-    /* the handles stay open: the table points into them */
-}
+#define RBD_SYMBOL(name) { #name, (void **)&lib.name },
+static const struct qimg_dl_symbol rados_symbols[] = { RBD_RADOS_FUNCS(RBD_SYMBOL) { NULL, NULL } };
+static const struct qimg_dl_symbol rbd_symbols[] = { RBD_RBD_FUNCS(RBD_SYMBOL) { NULL, NULL } };
+static const char *const rados_sonames[] = { "librados.so.2", "librados.so", NULL };
+static const char *const rbd_sonames[] = { "librbd.so.1", "librbd.so", NULL };
+static struct qimg_dl librados = {
+    .library = "librados", .needed_for = "The rbd driver",
+    .sonames = rados_sonames, .symbols = rados_symbols,
+};
+static struct qimg_dl librbd = {
+    .library = "librbd", .needed_for = "The rbd driver",
+    .sonames = rbd_sonames, .symbols = rbd_symbols,
+};
 
 static int qrbd_lib(void)
 {
-    pthread_once(&lib_once, qrbd_load);
-    if (lib_error[0])
-        return qimg_error(-ENOTSUP, "The rbd driver needs librbd and librados: %s", lib_error);
-    return 0;
+    int r = qimg_dl_load(&librados);
+    return r < 0 ? r : qimg_dl_load(&librbd);
 }
 
 /* ---- state ---- */

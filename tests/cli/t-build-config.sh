@@ -36,6 +36,33 @@ else
     skip "pkg-config missing: installed libraries not compared with config.h"
 fi
 
+# Libraries that serve one backend or command are opened on first use
+# (src/lib/dl.h), not linked: a plain run never loads them, a run that needs
+# one does.
+needed=$(readelf -d "$QIMG" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')
+if [ -z "$needed" ]; then
+    fail "readelf lists qimg's libraries" "nothing listed"
+fi
+for lib in libcurl libnbd libarchive librbd librados; do
+    case " $needed" in *" $lib."*) fail "$lib is not linked" "$needed" ;;
+                       *) pass "$lib is not linked" ;; esac
+done
+loaded() {   # LIB COMMAND...: the libraries the dynamic loader opened
+    LD_DEBUG=libs "${@:2}" 2>&1 >/dev/null | grep -c "calling init: .*/$1\." || true
+}
+"$QEMU_IMG" create -f qcow2 "$SCRATCH/plain.qcow2" 1M >/dev/null || fail "make plain.qcow2"
+for lib in libcurl libnbd; do
+    expect_eq "info of a local image does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/plain.qcow2")" 0
+done
+if grep -q "^#define HAVE_LIBCURL 1" "$CONFIG_H"; then
+    n=$(loaded libcurl "$QIMG" info http://127.0.0.1:1/x.img)
+    expect_eq "info of an http URL loads libcurl" "$n" 1
+fi
+if grep -q "^#define HAVE_LIBNBD 1" "$CONFIG_H"; then
+    n=$(loaded libnbd "$QIMG" info nbd://127.0.0.1:1/x)
+    expect_eq "info of an nbd URL loads libnbd" "$n" 1
+fi
+
 # --help: one sorted list of formats and backends.
 list=$("$QIMG" --help | sed -n 's/^Supported formats: //p')
 expect_eq "--help: formats and backends sorted" "$list" "$(tr ' ' '\n' <<<"$list" | sort | tr '\n' ' ' | sed 's/ $//')"
