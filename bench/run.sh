@@ -136,7 +136,7 @@ chain_copy() {
         if [ "$(basename "$f")" = "$written" ]; then cp "$f" "$OUT/"; else ln "$f" "$OUT/"; fi
     done
 }
-wanted rebase-chain commit-chain && make_chain
+wanted rebase-chain commit-chain info-chain info-one && make_chain
 
 # commit-top50 (issue 13): a chain of 50 qcow2 layers, top50/l0 .. l49,
 # TOP50_SIZE virtual; layer i holds 128 clusters of 64 KiB of pattern
@@ -384,6 +384,10 @@ if "$QIMG" create -q -f qcow2 "$OUT/probe.qcow2" 1M >/dev/null 2>&1; then
     CHAIN_DATA=$((CHAIN_LAYERS * CHAIN_CHUNKS))
     WORKLOADS+=("rebase-chain|rebase onto the base of a $CHAIN_LAYERS-layer qcow2 chain, $CHAIN_DATA MiB of data|rebase -b l0.qcow2 -F qcow2 \$OUT/$CHAIN_TOP|compare -f qcow2 -F qcow2 \$OUT/$CHAIN_TOP \$IN/chain/$CHAIN_TOP|chain_copy $CHAIN_TOP")
     WORKLOADS+=("commit-chain|commit a $CHAIN_LAYERS-layer qcow2 chain into its base, $CHAIN_DATA MiB of data|commit -b l0.qcow2 \$OUT/$CHAIN_TOP|compare -f qcow2 -F qcow2 \$OUT/l0.qcow2 \$IN/chain/$CHAIN_TOP|chain_copy l0.qcow2")
+    # what libvirt and OpenStack run for every image they look at: mostly
+    # start-up (libraries loaded) and a few small reads
+    WORKLOADS+=("info-one|info --output=json of one qcow2 (2 GiB, 100 MiB data)|info -U --output=json \$IN/chain/l0.qcow2|")
+    WORKLOADS+=("info-chain|info --backing-chain of a $CHAIN_LAYERS-layer qcow2 chain, as libvirt asks|info -U --backing-chain --output=json \$IN/chain/$CHAIN_TOP|")
     WORKLOADS+=("commit-top50|commit the top of a 50-layer qcow2 chain ($TOP50_SIZE) into its parent: 128 clusters of 64 KiB|commit \$OUT/l49.qcow2|compare -f qcow2 -F qcow2 \$OUT/l48.qcow2 \$IN/top50/l49.qcow2|top50_copy")
 fi
 

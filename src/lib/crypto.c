@@ -11,9 +11,7 @@
 #include "crypto-nettle.h"
 
 #ifdef HAVE_OPENSSL
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
+#include "openssl-dl.h"
 #endif
 
 static const char *const cipher_alg_names[QIMG_CIPHER__MAX] = {
@@ -144,9 +142,12 @@ int qimg_sector_cipher_run_step(const struct qimg_sector_cipher *c, bool encrypt
 
 #else /* HAVE_OPENSSL */
 
-bool qimg_crypto_available(void) { return true; }
+/* Every entry point that reaches OpenSSL first makes sure libcrypto is
+ * open (openssl-dl.h); a cipher context exists only once it is. */
+bool qimg_crypto_available(void) { return qimg_openssl_load() == 0; }
 
-void qimg_wipe(void *p, size_t len) { OPENSSL_cleanse(p, len); }
+/* explicit_bzero, not OPENSSL_cleanse: wiping needs no libcrypto */
+void qimg_wipe(void *p, size_t len) { explicit_bzero(p, len); }
 
 static int openssl_failed(const char *what)
 {
@@ -155,6 +156,9 @@ static int openssl_failed(const char *what)
 
 int qimg_random_bytes(void *buf, size_t len)
 {
+    int ret = qimg_openssl_load();
+    if (ret < 0)
+        return ret;
     if (len > INT32_MAX || RAND_bytes(buf, (int)len) != 1)
         return openssl_failed("Random number generation");
     return 0;
@@ -162,6 +166,9 @@ int qimg_random_bytes(void *buf, size_t len)
 
 int qimg_base64_decode(const char *in, uint8_t *out, size_t max, size_t *out_len)
 {
+    int ret = qimg_openssl_load();
+    if (ret < 0)
+        return ret;
     size_t n = strlen(in);
     if (n % 4 || n / 4 * 3 > max || n > INT32_MAX)
         return qimg_error(-EINVAL, "Invalid base64 value");
@@ -191,6 +198,9 @@ static const EVP_MD *md_of(enum qimg_hash_alg h)
  * OpenSSL cannot give is refused as qemu refuses an unknown one. */
 static int get_md(enum qimg_hash_alg h, const EVP_MD **md)
 {
+    int ret = qimg_openssl_load();
+    if (ret < 0)
+        return ret;
     *md = md_of(h);
     if (!*md)
         return qimg_error(-ENOTSUP, "Unsupported hash algorithm %s", qimg_hash_name(h));
@@ -261,7 +271,8 @@ int qimg_pbkdf2_count_iters(enum qimg_hash_alg h, size_t key_len, uint64_t ms, u
 
 static const EVP_CIPHER *evp_cipher(enum qimg_cipher_alg alg, enum qimg_cipher_mode mode)
 {
-    static const EVP_CIPHER *(*const table[3][QIMG_MODE__MAX])(void) = {
+    /* not static: the functions come from libcrypto's table */
+    const EVP_CIPHER *(*const table[3][QIMG_MODE__MAX])(void) = {
         { EVP_aes_128_ecb, EVP_aes_128_cbc, EVP_aes_128_xts, EVP_aes_128_ctr },
         { EVP_aes_192_ecb, EVP_aes_192_cbc, NULL, EVP_aes_192_ctr },
         { EVP_aes_256_ecb, EVP_aes_256_cbc, EVP_aes_256_xts, EVP_aes_256_ctr },
@@ -283,6 +294,8 @@ static bool nettle_has(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
 
 bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
 {
+    if (qimg_openssl_load() < 0)
+        return false;
     if (evp_cipher(a, m) || nettle_has(a, m))
         return true;
     if (qimg_cipher_mode_check(a, m) == 0)
@@ -310,10 +323,13 @@ int qimg_aes256_cbc_decrypt(const uint8_t key[32], const uint8_t iv[16], const u
         return qimg_error(-EINVAL, "Length %zu must be a multiple of block size %d", len, 16);
     if (len == 0)
         return 0;
+    int ret = qimg_openssl_load();
+    if (ret < 0)
+        return ret;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     if (!ctx)
         return openssl_failed("Decryption");
-    int ret = cipher_once(ctx, EVP_aes_256_cbc(), key, iv, false, in, out, len);
+    ret = cipher_once(ctx, EVP_aes_256_cbc(), key, iv, false, in, out, len);
     EVP_CIPHER_CTX_free(ctx);
     return ret;
 }

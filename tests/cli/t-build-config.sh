@@ -43,7 +43,7 @@ needed=$(readelf -d "$QIMG" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]
 if [ -z "$needed" ]; then
     fail "readelf lists qimg's libraries" "nothing listed"
 fi
-for lib in libcurl libnbd libarchive librbd librados; do
+for lib in libcurl libnbd libarchive librbd librados libcrypto; do
     case " $needed" in *" $lib."*) fail "$lib is not linked" "$needed" ;;
                        *) pass "$lib is not linked" ;; esac
 done
@@ -51,7 +51,7 @@ loaded() {   # LIB COMMAND...: the libraries the dynamic loader opened
     LD_DEBUG=libs "${@:2}" 2>&1 >/dev/null | grep -c "calling init: .*/$1\." || true
 }
 "$QEMU_IMG" create -f qcow2 "$SCRATCH/plain.qcow2" 1M >/dev/null || fail "make plain.qcow2"
-for lib in libcurl libnbd; do
+for lib in libcurl libnbd libcrypto; do
     expect_eq "info of a local image does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/plain.qcow2")" 0
 done
 if grep -q "^#define HAVE_LIBCURL 1" "$CONFIG_H"; then
@@ -61,6 +61,13 @@ fi
 if grep -q "^#define HAVE_LIBNBD 1" "$CONFIG_H"; then
     n=$(loaded libnbd "$QIMG" info nbd://127.0.0.1:1/x)
     expect_eq "info of an nbd URL loads libnbd" "$n" 1
+fi
+if grep -q "^#define HAVE_OPENSSL 1" "$CONFIG_H"; then
+    n=$(loaded libcrypto "$QIMG" create -f luks --object secret,id=s0,data=pw \
+        -o key-secret=s0,iter-time=10 "$SCRATCH/new.luks" 1M)
+    expect_eq "create of a luks image loads libcrypto" "$n" 1
+    check "the luks image opens with its key" "$QEMU_IMG" info --object secret,id=s0,data=pw \
+        --image-opts "driver=luks,key-secret=s0,file.filename=$SCRATCH/new.luks"
 fi
 
 # --help: one sorted list of formats and backends.
