@@ -42,13 +42,24 @@ COMMANDS = [
 ACCEPTED_EXIT = {"check": {0, 1, 2, 3, 63}}
 
 
+CPU_LIMIT = int(TIME_LIMIT) + 1
+OUTPUT_LIMIT = 64 << 20         # output that grows without bound is a defect too
+
+
 def limits():
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    cpu = int(TIME_LIMIT) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT, CPU_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # output that grows without bound is a defect too; 64 MiB per stream
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_LIMIT, OUTPUT_LIMIT))
+
+
+# The limits are set by util-linux's prlimit, which sets them on itself and
+# then runs the command in the same process: a preexec_fn makes Python fork
+# its whole interpreter for every one of the ~12,000 runs (15 ms each here,
+# against 4 ms for the spawn Python uses otherwise).
+PRLIMIT = shutil.which("prlimit")
+LIMITED = [PRLIMIT, f"--as={MEMORY_LIMIT}", f"--cpu={CPU_LIMIT}", "--core=0",
+           f"--fsize={OUTPUT_LIMIT}", "--"] if PRLIMIT else []
 
 
 def mutants(name, data):
@@ -91,9 +102,10 @@ def run_one(qimg, args, scratch):
          open(os.path.join(scratch, "stderr"), "wb") as se:
         t0 = time.monotonic()
         try:
-            p = subprocess.run([qimg] + [a.replace("{out}", out) for a in args],
+            p = subprocess.run(LIMITED + [qimg] + [a.replace("{out}", out) for a in args],
                                stdout=so, stderr=se, stdin=subprocess.DEVNULL,
-                               preexec_fn=limits, timeout=WALL_LIMIT, cwd=scratch)
+                               preexec_fn=None if LIMITED else limits,
+                               timeout=WALL_LIMIT, cwd=scratch)
             rc = p.returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
