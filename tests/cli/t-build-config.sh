@@ -43,15 +43,17 @@ needed=$(readelf -d "$QIMG" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]
 if [ -z "$needed" ]; then
     fail "readelf lists qimg's libraries" "nothing listed"
 fi
-for lib in libcurl libnbd libarchive librbd librados libcrypto; do
-    case " $needed" in *" $lib."*) fail "$lib is not linked" "$needed" ;;
+# every library opened on first use, by its file name's start
+DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist"
+for lib in $DL_LIBS; do
+    case " $needed" in *" $lib."* | *" $lib-"*) fail "$lib is not linked" "$needed" ;;
                        *) pass "$lib is not linked" ;; esac
 done
 loaded() {   # LIB COMMAND...: the libraries the dynamic loader opened
-    LD_DEBUG=libs "${@:2}" 2>&1 >/dev/null | grep -c "calling init: .*/$1\." || true
+    LD_DEBUG=libs "${@:2}" 2>&1 >/dev/null | grep -c "calling init: .*/$1[.-]" || true
 }
 "$QEMU_IMG" create -f qcow2 "$SCRATCH/plain.qcow2" 1M >/dev/null || fail "make plain.qcow2"
-for lib in libcurl libnbd libcrypto; do
+for lib in $DL_LIBS; do
     expect_eq "info of a local image does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/plain.qcow2")" 0
 done
 if grep -q "^#define HAVE_LIBCURL 1" "$CONFIG_H"; then
@@ -68,6 +70,13 @@ if grep -q "^#define HAVE_OPENSSL 1" "$CONFIG_H"; then
     expect_eq "create of a luks image loads libcrypto" "$n" 1
     check "the luks image opens with its key" "$QEMU_IMG" info --object secret,id=s0,data=pw \
         --image-opts "driver=luks,key-secret=s0,file.filename=$SCRATCH/new.luks"
+fi
+if grep -q "^#define HAVE_PLIST 1" "$CONFIG_H" && has_pymod dmg-craft plistlib; then
+    head -c 51200 /dev/urandom > "$SCRATCH/dmg.raw"
+    "$DEB_PYTHON" "$TOP/tests/cli/dmg-craft.py" "$SCRATCH/dmg.raw" "$SCRATCH/xml.dmg" raw:100 ||
+        fail "make xml.dmg"
+    n=$(loaded libplist "$QIMG" info "$SCRATCH/xml.dmg")
+    expect_eq "info of a dmg with an XML property list loads libplist" "$n" 1
 fi
 
 # --help: one sorted list of formats and backends.
