@@ -44,7 +44,7 @@ if [ -z "$needed" ]; then
     fail "readelf lists qimg's libraries" "nothing listed"
 fi
 # every library opened on first use, by its file name's start
-DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist"
+DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2"
 for lib in $DL_LIBS; do
     case " $needed" in *" $lib."* | *" $lib-"*) fail "$lib is not linked" "$needed" ;;
                        *) pass "$lib is not linked" ;; esac
@@ -78,6 +78,25 @@ if grep -q "^#define HAVE_PLIST 1" "$CONFIG_H" && has_pymod dmg-craft plistlib; 
     n=$(loaded libplist "$QIMG" info "$SCRATCH/xml.dmg")
     expect_eq "info of a dmg with an XML property list loads libplist" "$n" 1
 fi
+# the codecs of dmg and cloop 4: each loaded by reading a block of its kind
+if grep -q "^#define HAVE_BZIP2 1" "$CONFIG_H" && has_pymod dmg-craft plistlib bz2; then
+    "$DEB_PYTHON" "$TOP/tests/cli/dmg-craft.py" "$SCRATCH/dmg.raw" "$SCRATCH/bz2.dmg" bzip2:100 ||
+        fail "make bz2.dmg"
+    n=$(loaded libbz2 "$QIMG" convert -O raw "$SCRATCH/bz2.dmg" "$SCRATCH/bz2.raw")
+    expect_eq "reading a dmg's bzip2 chunks loads libbz2" "$n" 1
+    check "the bzip2 dmg reads back" cmp "$SCRATCH/bz2.raw" "$SCRATCH/dmg.raw"
+fi
+head -c 16384 /dev/urandom > "$SCRATCH/cloop.raw"
+for m in xz:HAVE_LZMA:liblzma lz4:HAVE_LZ4:liblz4 lzo1x:HAVE_LZO:liblzo2; do
+    IFS=: read -r method macro lib <<<"$m"
+    grep -q "^#define $macro 1" "$CONFIG_H" || continue
+    "$DEB_PYTHON" "$TOP/tests/cli/cloop-craft.py" "$SCRATCH/cloop.raw" "$SCRATCH/$method.cloop" 4096 "$method" ||
+        fail "make $method.cloop"
+    expect_eq "info of a cloop does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/$method.cloop")" 0
+    n=$(loaded $lib "$QIMG" convert -O raw "$SCRATCH/$method.cloop" "$SCRATCH/$method.raw")
+    expect_eq "reading a cloop's $method blocks loads $lib" "$n" 1
+    check "the $method cloop reads back" cmp "$SCRATCH/$method.raw" "$SCRATCH/cloop.raw"
+done
 
 # --help: one sorted list of formats and backends.
 list=$("$QIMG" --help | sed -n 's/^Supported formats: //p')
