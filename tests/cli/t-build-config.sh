@@ -44,7 +44,7 @@ if [ -z "$needed" ]; then
     fail "readelf lists qimg's libraries" "nothing listed"
 fi
 # every library opened on first use, by its file name's start
-DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2"
+DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2 libext2fs libcom_err"
 for lib in $DL_LIBS; do
     case " $needed" in *" $lib."* | *" $lib-"*) fail "$lib is not linked" "$needed" ;;
                        *) pass "$lib is not linked" ;; esac
@@ -97,7 +97,16 @@ for m in xz:HAVE_LZMA:liblzma lz4:HAVE_LZ4:liblz4 lzo1x:HAVE_LZO:liblzo2; do
     expect_eq "reading a cloop's $method blocks loads $lib" "$n" 1
     check "the $method cloop reads back" cmp "$SCRATCH/$method.raw" "$SCRATCH/cloop.raw"
 done
-
+if grep -q "^#define HAVE_EXT2FS 1" "$CONFIG_H"; then
+    mkdir -p "$SCRATCH/tree/sub" && echo hello > "$SCRATCH/tree/sub/f"
+    n=$(loaded libext2fs "$QIMG" create -q -f qcow2 --fs ext4 --from "$SCRATCH/tree" "$SCRATCH/fs.qcow2")
+    expect_eq "create --from --fs ext4 loads libext2fs" "$n" 1
+    expect_eq "info of an ext4 image does not load libext2fs" \
+        "$(loaded libext2fs "$QIMG" info "$SCRATCH/fs.qcow2")" 0
+    n=$(loaded libext2fs "$QIMG" ls "$SCRATCH/fs.qcow2" /sub)
+    expect_eq "ls of an ext4 image loads libext2fs" "$n" 1
+    expect_eq "cat reads the file back" "$("$QIMG" cat "$SCRATCH/fs.qcow2" /sub/f)" hello
+fi
 # --help: one sorted list of formats and backends.
 list=$("$QIMG" --help | sed -n 's/^Supported formats: //p')
 expect_eq "--help: formats and backends sorted" "$list" "$(tr ' ' '\n' <<<"$list" | sort | tr '\n' ' ' | sed 's/ $//')"
