@@ -44,7 +44,7 @@ if [ -z "$needed" ]; then
     fail "readelf lists qimg's libraries" "nothing listed"
 fi
 # every library opened on first use, by its file name's start
-DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2 libext2fs libcom_err"
+DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2 libext2fs libcom_err libnettle"
 for lib in $DL_LIBS; do
     case " $needed" in *" $lib."* | *" $lib-"*) fail "$lib is not linked" "$needed" ;;
                        *) pass "$lib is not linked" ;; esac
@@ -107,6 +107,17 @@ if grep -q "^#define HAVE_EXT2FS 1" "$CONFIG_H"; then
     expect_eq "ls of an ext4 image loads libext2fs" "$n" 1
     expect_eq "cat reads the file back" "$("$QIMG" cat "$SCRATCH/fs.qcow2" /sub/f)" hello
 fi
+if grep -q "^#define HAVE_NETTLE 1" "$CONFIG_H" && grep -q "^#define HAVE_OPENSSL 1" "$CONFIG_H"; then
+    n=$(loaded libnettle "$QIMG" create -f luks --object secret,id=s0,data=pw \
+        -o key-secret=s0,iter-time=10 "$SCRATCH/aes.luks" 1M)
+    expect_eq "create of an aes luks image does not load libnettle" "$n" 0
+    n=$(loaded libnettle "$QIMG" create -f luks --object secret,id=s0,data=pw \
+        -o key-secret=s0,iter-time=10,cipher-alg=serpent-256 "$SCRATCH/serpent.luks" 1M)
+    expect_eq "create of a serpent luks image loads libnettle" "$n" 1
+    check "the serpent image opens with its key" "$QEMU_IMG" info --object secret,id=s0,data=pw \
+        --image-opts "driver=luks,key-secret=s0,file.filename=$SCRATCH/serpent.luks"
+fi
+
 # --help: one sorted list of formats and backends.
 list=$("$QIMG" --help | sed -n 's/^Supported formats: //p')
 expect_eq "--help: formats and backends sorted" "$list" "$(tr ' ' '\n' <<<"$list" | sort | tr '\n' ' ' | sed 's/ $//')"
