@@ -44,7 +44,7 @@ if [ -z "$needed" ]; then
     fail "readelf lists qimg's libraries" "nothing listed"
 fi
 # every library opened on first use, by its file name's start
-DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2 libext2fs libcom_err libnettle"
+DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2 libext2fs libcom_err libnettle libz libdeflate libzstd"
 for lib in $DL_LIBS; do
     case " $needed" in *" $lib."* | *" $lib-"*) fail "$lib is not linked" "$needed" ;;
                        *) pass "$lib is not linked" ;; esac
@@ -116,6 +116,26 @@ if grep -q "^#define HAVE_NETTLE 1" "$CONFIG_H" && grep -q "^#define HAVE_OPENSS
     expect_eq "create of a serpent luks image loads libnettle" "$n" 1
     check "the serpent image opens with its key" "$QEMU_IMG" info --object secret,id=s0,data=pw \
         --image-opts "driver=luks,key-secret=s0,file.filename=$SCRATCH/serpent.luks"
+fi
+# qcow2's compressed clusters: zstd and deflate (libdeflate, else zlib)
+head -c 1048576 "$QIMG" > "$SCRATCH/c.raw"
+if grep -q "^#define HAVE_LIBZSTD 1" "$CONFIG_H"; then
+    "$QEMU_IMG" convert -f raw -O qcow2 -c -o compression_type=zstd "$SCRATCH/c.raw" "$SCRATCH/z.qcow2" ||
+        fail "make z.qcow2"
+    expect_eq "info of a zstd qcow2 does not load libzstd" "$(loaded libzstd "$QIMG" info "$SCRATCH/z.qcow2")" 0
+    n=$(loaded libzstd "$QIMG" convert -O raw "$SCRATCH/z.qcow2" "$SCRATCH/z.raw")
+    expect_eq "reading zstd clusters loads libzstd" "$n" 1
+    check "the zstd qcow2 reads back" cmp "$SCRATCH/z.raw" "$SCRATCH/c.raw"
+fi
+deflate_lib=
+grep -q "^#define HAVE_ZLIB 1" "$CONFIG_H" && deflate_lib=libz
+grep -q "^#define HAVE_LIBDEFLATE 1" "$CONFIG_H" && deflate_lib=libdeflate
+if [ -n "$deflate_lib" ]; then
+    n=$(loaded $deflate_lib "$QIMG" convert -c -O qcow2 "$SCRATCH/c.raw" "$SCRATCH/d.qcow2")
+    expect_eq "convert -c loads $deflate_lib" "$n" 1
+    expect_eq "info of a compressed qcow2 does not load $deflate_lib" \
+        "$(loaded $deflate_lib "$QIMG" info "$SCRATCH/d.qcow2")" 0
+    check "the compressed qcow2 reads back" "$QEMU_IMG" compare -f raw -F qcow2 "$SCRATCH/c.raw" "$SCRATCH/d.qcow2"
 fi
 
 # --help: one sorted list of formats and backends.
