@@ -138,7 +138,7 @@ int codec_zstd_decompress(const void *in, size_t in_len, void *out, size_t out_l
     if (!d)
         return out_of_memory();
     r = produced ? whole(d, in, in_len, out, out_len, produced)
-                     : fill(d, in, in_len, out, out_len);
+                 : fill(d, in, in_len, out, out_len);
     done_with_dctx();
     return r;
 }
