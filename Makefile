@@ -139,7 +139,8 @@ $(B)/qimg: $(CLI_OBJ) $(B)/libqimg.a
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIBS)|'
 
-$(B)/qimg.pc: qimg.pc.in include/qimg.h
+# config.mk: Libs.private lists the libraries this configuration links
+$(B)/qimg.pc: qimg.pc.in include/qimg.h $(B)/config.mk
 	$(Q)$(PC_SED) $< > $@
 
 $(B)/tests/%: tests/unit/%.c $(B)/libqimg.a tests/unit/unit.h

@@ -32,7 +32,7 @@
 #include "unit-reader.h"
 
 #ifdef HAVE_PLIST
-#include <plist/plist.h>
+#include "plist-dl.h"
 #endif
 
 #define KOLY_SIZE        512
@@ -251,6 +251,9 @@ static int read_plist(struct qimg_image *img, struct dmg_state *s, uint64_t off,
         return -EINVAL;
     if (len > UINT32_MAX || !nesting_ok((const char *)xml))
         return qimg_error(-EINVAL, "dmg: the property list is not one qimg reads");
+    int ret = qimg_plist_load();
+    if (ret < 0)
+        return ret;
     plist_t root = NULL;
     plist_from_xml((const char *)xml, (uint32_t)len, &root);
     if (!root)

@@ -54,6 +54,8 @@ static void add_error_table_once(void)
 
 const char *ext_error_message(errcode_t code)
 {
+    if (qimg_ext2fs_load() < 0)    /* not reached: a code comes from libext2fs */
+        return "unknown error";
     pthread_once(&error_table_once, add_error_table_once);
     return error_message(code);
 }

@@ -186,6 +186,9 @@ int ext_mkfs(struct qimg_fs_dev *dev, const struct qimg_mkfs_params *p)
     int level = type_level(p->type);
     if (!level)
         return qimg_error(-EINVAL, "mkfs: unknown ext filesystem type '%s'", p->type);
+    int loaded = qimg_ext2fs_load();
+    if (loaded < 0)
+        return loaded;
     if (p->label && strlen(p->label) > EXT2_LABEL_LEN)
         return qimg_error(-EINVAL, "mkfs: the label '%s' is longer than %d bytes", p->label,
                           EXT2_LABEL_LEN);
@@ -289,6 +292,9 @@ int ext_min_size(const struct qimg_fs_usage *u, const struct qimg_mkfs_params *p
     int level = type_level(p->type);
     if (!level)
         return qimg_error(-EINVAL, "mkfs: unknown ext filesystem type '%s'", p->type);
+    int loaded = qimg_ext2fs_load();     /* for the journal's size */
+    if (loaded < 0)
+        return loaded;
     uint64_t nodes = u->files + u->dirs + u->symlinks + u->others + 16;
     uint64_t entries = nodes + u->hardlinks;
     uint64_t inodes = QIMG_MAX(nodes, p->inodes);

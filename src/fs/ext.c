@@ -353,6 +353,9 @@ static int check_writable(struct ext_fs *x)
 
 static int ext_open(struct qimg_fs_dev *dev, struct qimg_fs **out)
 {
+    int loaded = qimg_ext2fs_load();
+    if (loaded < 0)
+        return loaded;
     struct ext_fs *x = qimg_xcalloc(1, sizeof *x);
     x->base.drv = &qimg_fs_ext;
     x->base.dev = *dev;

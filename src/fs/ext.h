@@ -5,7 +5,7 @@
 #define QIMG_FS_EXT_H
 #ifdef HAVE_EXT2FS
 
-#include <ext2fs/ext2fs.h>
+#include "ext2fs-dl.h"
 
 #include "fs.h"
 

@@ -12,9 +12,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#ifdef HAVE_ZLIB
-#include <zlib.h>
-#endif
 
 #include "fs.h"
 #include "internal.h"
@@ -39,11 +36,10 @@
 
 static const char GPT_SIGNATURE[8] = { 'E', 'F', 'I', ' ', 'P', 'A', 'R', 'T' };
 
+/* GPT's CRC-32, bit by bit: its tables are a few KiB (zlib, which is
+ * opened only when a codec needs it, is not worth opening for them). */
 static uint32_t crc32_of(const void *buf, size_t len)
 {
-#ifdef HAVE_ZLIB
-    return (uint32_t)crc32(0, buf, (uInt)len);
-#else
     const uint8_t *p = buf;
     uint32_t c = 0xffffffffu;
     for (size_t i = 0; i < len; i++) {
@@ -52,7 +48,6 @@ static uint32_t crc32_of(const void *buf, size_t len)
             c = (c >> 1) ^ (0xedb88320u & -(c & 1));
     }
     return ~c;
-#endif
 }
 
 static uint64_t image_sectors(qimg_image *img)

@@ -3,9 +3,7 @@
  * block header asks for them, bounded by the 900k block maximum). */
 #include "codec-priv.h"
 
-#ifdef HAVE_BZIP2
-#include <bzlib.h>
-#endif
+#include "codec-dl.h"
 
 #define DEFAULT_LEVEL 9
 
@@ -36,6 +34,9 @@ int codec_bzip2_compress(int level, const void *in, size_t in_len,
         return codec_bad_level(QIMG_CODEC_BZIP2, level);
     if (in_len > UINT_MAX)
         return codec_too_big(QIMG_CODEC_BZIP2, in_len);
+    int r = qimg_bz2_load();
+    if (r < 0)
+        return r;
     unsigned n = codec_clamp_uint(out_cap);
     int ret = BZ2_bzBuffToBuffCompress(out ? out : &empty, &n, in ? (char *)in : &empty,
                                        (unsigned)in_len, level, 0, 0);
@@ -54,6 +55,9 @@ int codec_bzip2_decompress(const void *in, size_t in_len, void *out, size_t out_
 {
     if (in_len > UINT_MAX || out_len > UINT_MAX)
         return codec_too_big(QIMG_CODEC_BZIP2, QIMG_MAX(in_len, out_len));
+    int r = qimg_bz2_load();
+    if (r < 0)
+        return r;
     bz_stream bz;
     memset(&bz, 0, sizeof bz);
     if (BZ2_bzDecompressInit(&bz, 0, 0) != BZ_OK)
@@ -81,6 +85,9 @@ int codec_bzip2_decompress(const void *in, size_t in_len, void *out, size_t out_
 
 static int stream_init(void **impl, enum qimg_codec c)
 {
+    int r = qimg_bz2_load();
+    if (r < 0)
+        return r;
     bz_stream *bz = qimg_xcalloc(1, sizeof *bz);
     if (BZ2_bzDecompressInit(bz, 0, 0) != BZ_OK) {
         free(bz);

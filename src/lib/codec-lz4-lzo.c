@@ -9,12 +9,7 @@
 
 #include "codec-priv.h"
 
-#ifdef HAVE_LZ4
-#include <lz4.h>
-#endif
-#ifdef HAVE_LZO
-#include <lzo/lzo1x.h>
-#endif
+#include "codec-dl.h"
 
 /* ---------------------------------------------------------------- lz4 */
 
@@ -35,6 +30,9 @@ int codec_lz4_compress(int level, const void *in, size_t in_len,
         return codec_bad_level(QIMG_CODEC_LZ4, level);
     if (in_len > LZ4_MAX_INPUT_SIZE)
         return codec_too_big(QIMG_CODEC_LZ4, in_len);
+    int r = qimg_lz4_load();
+    if (r < 0)
+        return r;
     int n = LZ4_compress_default(in, out, (int)in_len, (int)QIMG_MIN(out_cap, (size_t)INT_MAX));
     if (n <= 0)
         return codec_no_room(QIMG_CODEC_LZ4, out_cap);
@@ -47,6 +45,9 @@ int codec_lz4_decompress(const void *in, size_t in_len, void *out, size_t out_le
 {
     if (in_len > INT_MAX || out_len > INT_MAX)
         return codec_too_big(QIMG_CODEC_LZ4, QIMG_MAX(in_len, out_len));
+    int r = qimg_lz4_load();
+    if (r < 0)
+        return r;
     if (!produced) {
         if (out_len == 0)
             return 0;
@@ -103,8 +104,12 @@ static void init_lzo(void)
     lzo_init_result = lzo_init();
 }
 
+/* liblzo2 opened, and started once */
 static int lzo_ready(void)
 {
+    int r = qimg_lzo_load();
+    if (r < 0)
+        return r;
     pthread_once(&lzo_once, init_lzo);
     return lzo_init_result == LZO_E_OK ? 0 : qimg_error(-EIO, "lzo1x: library failed to start");
 }

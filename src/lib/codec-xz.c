@@ -4,9 +4,7 @@
  * XZ_MEMLIMIT, so a hostile header cannot make us allocate without end). */
 #include "codec-priv.h"
 
-#ifdef HAVE_LZMA
-#include <lzma.h>
-#endif
+#include "codec-dl.h"
 
 #define DEFAULT_LEVEL 6
 /* xz -9 needs 65 MiB to decode; a stream that asks for more is refused */
@@ -42,6 +40,9 @@ int codec_xz_compress(int level, const void *in, size_t in_len,
         level = DEFAULT_LEVEL;
     if (level < 0 || level > 9)
         return codec_bad_level(QIMG_CODEC_XZ, level);
+    int r = qimg_lzma_load();
+    if (r < 0)
+        return r;
     size_t pos = 0;
     lzma_ret ret = lzma_easy_buffer_encode((uint32_t)level, LZMA_CHECK_CRC32, NULL, in, in_len,
                                            out, &pos, out_cap);
@@ -56,6 +57,9 @@ int codec_xz_compress(int level, const void *in, size_t in_len,
 int codec_xz_decompress(const void *in, size_t in_len, void *out, size_t out_len,
                         size_t *produced)
 {
+    int r = qimg_lzma_load();
+    if (r < 0)
+        return r;
     lzma_stream z = LZMA_STREAM_INIT;
     lzma_ret ret = lzma_stream_decoder(&z, XZ_MEMLIMIT, 0);
     if (ret != LZMA_OK)
@@ -84,6 +88,9 @@ int codec_xz_decompress(const void *in, size_t in_len, void *out, size_t out_len
 
 static int stream_init(void **impl, enum qimg_codec c)
 {
+    int r = qimg_lzma_load();
+    if (r < 0)
+        return r;
     lzma_stream *z = qimg_xcalloc(1, sizeof *z);
     *z = (lzma_stream)LZMA_STREAM_INIT;
     lzma_ret ret = lzma_stream_decoder(z, XZ_MEMLIMIT, 0);

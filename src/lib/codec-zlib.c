@@ -11,12 +11,7 @@
  * reach back into the output itself), so 32 KiB is used throughout. */
 #include "codec-priv.h"
 
-#ifdef HAVE_LIBDEFLATE
-#include <libdeflate.h>
-#endif
-#ifdef HAVE_ZLIB
-#include <zlib.h>
-#endif
+#include "codec-dl.h"
 
 #define DEFAULT_LEVEL 6
 
@@ -56,9 +51,12 @@ static __thread bool z_inf_live;
 void codec_deflate_release(void)
 {
 #ifdef HAVE_LIBDEFLATE
-    libdeflate_free_compressor(ld_comp);
+    /* (libdeflate may never have been opened) */
+    if (ld_comp)
+        libdeflate_free_compressor(ld_comp);
     ld_comp = NULL;
-    libdeflate_free_decompressor(ld_decomp);
+    if (ld_decomp)
+        libdeflate_free_decompressor(ld_decomp);
     ld_decomp = NULL;
 #endif
 #ifdef USE_ZLIB_DEFLATE
@@ -134,7 +132,8 @@ static struct libdeflate_compressor *thread_compressor(int level)
 {
     if (ld_comp && ld_comp_level == level)
         return ld_comp;
-    libdeflate_free_compressor(ld_comp);
+    if (ld_comp)
+        libdeflate_free_compressor(ld_comp);
     ld_comp = libdeflate_alloc_compressor(level);
     ld_comp_level = level;
     if (ld_comp)
@@ -145,6 +144,9 @@ static struct libdeflate_compressor *thread_compressor(int level)
 static int libdeflate_compress(enum qimg_codec c, int level, const void *in, size_t in_len,
                                void *out, size_t out_cap, size_t *out_len)
 {
+    int r = qimg_libdeflate_load();
+    if (r < 0)
+        return r;
     struct libdeflate_compressor *comp = thread_compressor(level);
     if (!comp)
         return qimg_error(-ENOMEM, "%s: out of memory", qimg_codec_name(c));
@@ -168,6 +170,9 @@ static int zlib_compress(enum qimg_codec c, int level, const void *in, size_t in
 {
     if (in_len > UINT_MAX)
         return codec_too_big(c, in_len);
+    int r = qimg_zlib_load();
+    if (r < 0)
+        return r;
     z_stream *z = thread_deflater(c, level);
     if (!z)
         return qimg_error(-ENOMEM, "%s: out of memory", qimg_codec_name(c));
@@ -207,6 +212,9 @@ static int zlib_decompress(enum qimg_codec c, const void *in, size_t in_len,
 {
     if (in_len > UINT_MAX || out_len > UINT_MAX)
         return codec_too_big(c, QIMG_MAX(in_len, out_len));
+    int r = qimg_zlib_load();
+    if (r < 0)
+        return r;
     z_stream *z = thread_inflater(c);
     if (!z)
         return qimg_error(-ENOMEM, "%s: out of memory", qimg_codec_name(c));
@@ -258,6 +266,9 @@ static enum libdeflate_result libdeflate_run(struct libdeflate_decompressor *d, 
 static int libdeflate_decompress(enum qimg_codec c, const void *in, size_t in_len,
                                  void *out, size_t out_len, size_t *produced)
 {
+    int r = qimg_libdeflate_load();
+    if (r < 0)
+        return r;
     struct libdeflate_decompressor *d = thread_decompressor();
     size_t got = 0;
     enum libdeflate_result res = d ? libdeflate_run(d, c, in, in_len, out, out_len, &got)
@@ -309,6 +320,9 @@ struct zlib_stream {
 
 static int stream_init(void **impl, enum qimg_codec c)
 {
+    int r = qimg_zlib_load();
+    if (r < 0)
+        return r;
     struct zlib_stream *s = qimg_xcalloc(1, sizeof *s);
     s->codec = c;
     if (inflateInit2(&s->z, zlib_wbits(c, false)) != Z_OK) {

@@ -4,10 +4,7 @@
  * after use rather than kept. */
 #include "codec-priv.h"
 
-#ifdef HAVE_LIBZSTD
-#include <zstd.h>
-#include <zstd_errors.h>
-#endif
+#include "codec-dl.h"
 
 /* a context bigger than this after use is freed, not cached */
 #define KEEP_DCTX_MAX (8u << 20)
@@ -27,9 +24,11 @@ static __thread ZSTD_DCtx *dctx;
 
 void codec_zstd_release(void)
 {
-    ZSTD_freeCCtx(cctx);
+    if (cctx)          /* (libzstd may never have been opened) */
+        ZSTD_freeCCtx(cctx);
     cctx = NULL;
-    ZSTD_freeDCtx(dctx);
+    if (dctx)
+        ZSTD_freeDCtx(dctx);
     dctx = NULL;
 }
 
@@ -41,6 +40,9 @@ static int out_of_memory(void)
 int codec_zstd_compress(int level, const void *in, size_t in_len,
                         void *out, size_t out_cap, size_t *out_len)
 {
+    int r = qimg_zstd_load();
+    if (r < 0)
+        return r;
     if (level == QIMG_CODEC_LEVEL_DEFAULT)
         level = ZSTD_CLEVEL_DEFAULT;
     if (level < 1 || level > ZSTD_maxCLevel())
@@ -129,11 +131,14 @@ static int whole(ZSTD_DCtx *d, const void *in, size_t in_len, void *out, size_t 
 int codec_zstd_decompress(const void *in, size_t in_len, void *out, size_t out_len,
                           size_t *produced)
 {
+    int r = qimg_zstd_load();
+    if (r < 0)
+        return r;
     ZSTD_DCtx *d = thread_dctx();
     if (!d)
         return out_of_memory();
-    int r = produced ? whole(d, in, in_len, out, out_len, produced)
-                     : fill(d, in, in_len, out, out_len);
+    r = produced ? whole(d, in, in_len, out, out_len, produced)
+                 : fill(d, in, in_len, out, out_len);
     done_with_dctx();
     return r;
 }
@@ -141,6 +146,9 @@ int codec_zstd_decompress(const void *in, size_t in_len, void *out, size_t out_l
 /* Streams get a context of their own: they live across calls. */
 static int stream_init(void **impl, enum qimg_codec c)
 {
+    int r = qimg_zstd_load();
+    if (r < 0)
+        return r;
     ZSTD_DStream *s = ZSTD_createDStream();
     if (!s)
         return out_of_memory();

@@ -11,10 +11,7 @@
 
 #if defined(HAVE_NETTLE) && defined(HAVE_OPENSSL)
 
-#include <nettle/cbc.h>
-#include <nettle/ctr.h>
-#include <nettle/nettle-meta.h>
-#include <nettle/xts.h>
+#include "nettle-dl.h"
 
 /* nettle's descriptor of each algorithm (its key size is qemu's). */
 static const struct nettle_cipher *descriptor(enum qimg_cipher_alg a)
@@ -36,6 +33,8 @@ static const struct nettle_cipher *descriptor(enum qimg_cipher_alg a)
 
 bool qimg_nettle_has(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
 {
+    if (qimg_nettle_load() < 0)
+        return false;
     const struct nettle_cipher *d = descriptor(a);
     return d && (m != QIMG_MODE_XTS || d->block_size == XTS_BLOCK_SIZE);
 }

@@ -13,8 +13,12 @@
 
 struct qimg_nettle_cipher;
 
+/* Open nettle (nettle-dl.c; it is not linked): 0, or -ENOTSUP with the
+ * error set.  qimg_nettle_has and qimg_nettle_cipher_new call it. */
+int qimg_nettle_load(void);
+
 /* Does nettle have this algorithm in this mode?  (cast5's 64-bit block
- * rules out XTS.) */
+ * rules out XTS.)  False too when nettle cannot be opened. */
 bool qimg_nettle_has(enum qimg_cipher_alg a, enum qimg_cipher_mode m);
 
 /* key is qimg_cipher_key_len(alg) bytes, twice that for XTS (data key

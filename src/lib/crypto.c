@@ -292,13 +292,24 @@ static bool nettle_has(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
 #endif
 }
 
+/* Built with nettle, but it cannot be opened: the loader's error (set
+ * again here) says why, rather than "built without nettle". */
+static bool nettle_unopenable(void)
+{
+#ifdef HAVE_NETTLE
+    return qimg_nettle_load() < 0;
+#else
+    return false;
+#endif
+}
+
 bool qimg_cipher_usable(enum qimg_cipher_alg a, enum qimg_cipher_mode m)
 {
     if (qimg_openssl_load() < 0)
         return false;
     if (evp_cipher(a, m) || nettle_has(a, m))
         return true;
-    if (qimg_cipher_mode_check(a, m) == 0)
+    if (qimg_cipher_mode_check(a, m) == 0 && !nettle_unopenable())
         qimg_error(-ENOTSUP, "Cipher %s in %s mode is not available in qimg (built without nettle)",
                    qimg_cipher_alg_name(a), qimg_cipher_mode_name(m));
     return false;

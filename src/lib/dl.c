@@ -32,9 +32,13 @@ static int open_library(struct qimg_dl *lib)
 
 int qimg_dl_load(struct qimg_dl *lib)
 {
+    /* Codecs call this for every unit they decode: once loaded, one atomic
+     * load (acquire: the table was filled before state became 1). */
+    if (__atomic_load_n(&lib->state, __ATOMIC_ACQUIRE) == 1)
+        return 0;
     pthread_mutex_lock(&dl_lock);
     if (lib->state == 0)
-        lib->state = open_library(lib);
+        __atomic_store_n(&lib->state, open_library(lib), __ATOMIC_RELEASE);
     int state = lib->state;
     pthread_mutex_unlock(&dl_lock);
     if (state < 0)

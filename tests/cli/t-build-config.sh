@@ -43,15 +43,17 @@ needed=$(readelf -d "$QIMG" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]
 if [ -z "$needed" ]; then
     fail "readelf lists qimg's libraries" "nothing listed"
 fi
-for lib in libcurl libnbd libarchive librbd librados libcrypto; do
-    case " $needed" in *" $lib."*) fail "$lib is not linked" "$needed" ;;
+# every library opened on first use, by its file name's start
+DL_LIBS="libcurl libnbd libarchive librbd librados libcrypto libplist libbz2 liblzma liblz4 liblzo2 libext2fs libcom_err libnettle libz libdeflate libzstd"
+for lib in $DL_LIBS; do
+    case " $needed" in *" $lib."* | *" $lib-"*) fail "$lib is not linked" "$needed" ;;
                        *) pass "$lib is not linked" ;; esac
 done
 loaded() {   # LIB COMMAND...: the libraries the dynamic loader opened
-    LD_DEBUG=libs "${@:2}" 2>&1 >/dev/null | grep -c "calling init: .*/$1\." || true
+    LD_DEBUG=libs "${@:2}" 2>&1 >/dev/null | grep -c "calling init: .*/$1[.-]" || true
 }
 "$QEMU_IMG" create -f qcow2 "$SCRATCH/plain.qcow2" 1M >/dev/null || fail "make plain.qcow2"
-for lib in libcurl libnbd libcrypto; do
+for lib in $DL_LIBS; do
     expect_eq "info of a local image does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/plain.qcow2")" 0
 done
 if grep -q "^#define HAVE_LIBCURL 1" "$CONFIG_H"; then
@@ -68,6 +70,72 @@ if grep -q "^#define HAVE_OPENSSL 1" "$CONFIG_H"; then
     expect_eq "create of a luks image loads libcrypto" "$n" 1
     check "the luks image opens with its key" "$QEMU_IMG" info --object secret,id=s0,data=pw \
         --image-opts "driver=luks,key-secret=s0,file.filename=$SCRATCH/new.luks"
+fi
+if grep -q "^#define HAVE_PLIST 1" "$CONFIG_H" && has_pymod dmg-craft plistlib; then
+    head -c 51200 /dev/urandom > "$SCRATCH/dmg.raw"
+    "$DEB_PYTHON" "$TOP/tests/cli/dmg-craft.py" "$SCRATCH/dmg.raw" "$SCRATCH/xml.dmg" raw:100 ||
+        fail "make xml.dmg"
+    n=$(loaded libplist "$QIMG" info "$SCRATCH/xml.dmg")
+    expect_eq "info of a dmg with an XML property list loads libplist" "$n" 1
+fi
+# the codecs of dmg and cloop 4: each loaded by reading a block of its kind
+if grep -q "^#define HAVE_BZIP2 1" "$CONFIG_H" && has_pymod dmg-craft plistlib bz2; then
+    "$DEB_PYTHON" "$TOP/tests/cli/dmg-craft.py" "$SCRATCH/dmg.raw" "$SCRATCH/bz2.dmg" bzip2:100 ||
+        fail "make bz2.dmg"
+    n=$(loaded libbz2 "$QIMG" convert -O raw "$SCRATCH/bz2.dmg" "$SCRATCH/bz2.raw")
+    expect_eq "reading a dmg's bzip2 chunks loads libbz2" "$n" 1
+    check "the bzip2 dmg reads back" cmp "$SCRATCH/bz2.raw" "$SCRATCH/dmg.raw"
+fi
+head -c 16384 /dev/urandom > "$SCRATCH/cloop.raw"
+for m in xz:HAVE_LZMA:liblzma lz4:HAVE_LZ4:liblz4 lzo1x:HAVE_LZO:liblzo2; do
+    IFS=: read -r method macro lib <<<"$m"
+    grep -q "^#define $macro 1" "$CONFIG_H" || continue
+    "$DEB_PYTHON" "$TOP/tests/cli/cloop-craft.py" "$SCRATCH/cloop.raw" "$SCRATCH/$method.cloop" 4096 "$method" ||
+        fail "make $method.cloop"
+    expect_eq "info of a cloop does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/$method.cloop")" 0
+    n=$(loaded $lib "$QIMG" convert -O raw "$SCRATCH/$method.cloop" "$SCRATCH/$method.raw")
+    expect_eq "reading a cloop's $method blocks loads $lib" "$n" 1
+    check "the $method cloop reads back" cmp "$SCRATCH/$method.raw" "$SCRATCH/cloop.raw"
+done
+if grep -q "^#define HAVE_EXT2FS 1" "$CONFIG_H"; then
+    mkdir -p "$SCRATCH/tree/sub" && echo hello > "$SCRATCH/tree/sub/f"
+    n=$(loaded libext2fs "$QIMG" create -q -f qcow2 --fs ext4 --from "$SCRATCH/tree" "$SCRATCH/fs.qcow2")
+    expect_eq "create --from --fs ext4 loads libext2fs" "$n" 1
+    expect_eq "info of an ext4 image does not load libext2fs" \
+        "$(loaded libext2fs "$QIMG" info "$SCRATCH/fs.qcow2")" 0
+    n=$(loaded libext2fs "$QIMG" ls "$SCRATCH/fs.qcow2" /sub)
+    expect_eq "ls of an ext4 image loads libext2fs" "$n" 1
+    expect_eq "cat reads the file back" "$("$QIMG" cat "$SCRATCH/fs.qcow2" /sub/f)" hello
+fi
+if grep -q "^#define HAVE_NETTLE 1" "$CONFIG_H" && grep -q "^#define HAVE_OPENSSL 1" "$CONFIG_H"; then
+    n=$(loaded libnettle "$QIMG" create -f luks --object secret,id=s0,data=pw \
+        -o key-secret=s0,iter-time=10 "$SCRATCH/aes.luks" 1M)
+    expect_eq "create of an aes luks image does not load libnettle" "$n" 0
+    n=$(loaded libnettle "$QIMG" create -f luks --object secret,id=s0,data=pw \
+        -o key-secret=s0,iter-time=10,cipher-alg=serpent-256 "$SCRATCH/serpent.luks" 1M)
+    expect_eq "create of a serpent luks image loads libnettle" "$n" 1
+    check "the serpent image opens with its key" "$QEMU_IMG" info --object secret,id=s0,data=pw \
+        --image-opts "driver=luks,key-secret=s0,file.filename=$SCRATCH/serpent.luks"
+fi
+# qcow2's compressed clusters: zstd and deflate (libdeflate, else zlib)
+head -c 1048576 "$QIMG" > "$SCRATCH/c.raw"
+if grep -q "^#define HAVE_LIBZSTD 1" "$CONFIG_H"; then
+    "$QEMU_IMG" convert -f raw -O qcow2 -c -o compression_type=zstd "$SCRATCH/c.raw" "$SCRATCH/z.qcow2" ||
+        fail "make z.qcow2"
+    expect_eq "info of a zstd qcow2 does not load libzstd" "$(loaded libzstd "$QIMG" info "$SCRATCH/z.qcow2")" 0
+    n=$(loaded libzstd "$QIMG" convert -O raw "$SCRATCH/z.qcow2" "$SCRATCH/z.raw")
+    expect_eq "reading zstd clusters loads libzstd" "$n" 1
+    check "the zstd qcow2 reads back" cmp "$SCRATCH/z.raw" "$SCRATCH/c.raw"
+fi
+deflate_lib=
+grep -q "^#define HAVE_ZLIB 1" "$CONFIG_H" && deflate_lib=libz
+grep -q "^#define HAVE_LIBDEFLATE 1" "$CONFIG_H" && deflate_lib=libdeflate
+if [ -n "$deflate_lib" ]; then
+    n=$(loaded $deflate_lib "$QIMG" convert -c -O qcow2 "$SCRATCH/c.raw" "$SCRATCH/d.qcow2")
+    expect_eq "convert -c loads $deflate_lib" "$n" 1
+    expect_eq "info of a compressed qcow2 does not load $deflate_lib" \
+        "$(loaded $deflate_lib "$QIMG" info "$SCRATCH/d.qcow2")" 0
+    check "the compressed qcow2 reads back" "$QEMU_IMG" compare -f raw -F qcow2 "$SCRATCH/c.raw" "$SCRATCH/d.qcow2"
 fi
 
 # --help: one sorted list of formats and backends.
