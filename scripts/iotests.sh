@@ -192,6 +192,10 @@ make_build_dir baseline "$(command -v qemu-img)"
 make_build_dir qimg "$QIMG"
 ARGS=$(selection_args)
 KEY=$(echo "$SELECTION" | tr -s ' /' '__')
+# a long list of tests is named by its hash (a file name has at most 255 bytes)
+if [ ${#KEY} -gt 100 ]; then
+    KEY="${KEY:0:40}-$(printf '%s' "$SELECTION" | sha256sum | cut -c1-16)"
+fi
 REPORT="$DIR/report.txt"
 : > "$REPORT"
 say "qemu-iotests from qemu $QEMU_SRC_VERSION, selection: $SELECTION, jobs: $JOBS"
