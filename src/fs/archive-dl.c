@@ -4,25 +4,11 @@
 #include "internal.h"
 #include "archive-dl.h"
 
-struct qimg_archive_api qimg_archive_api;
-
-#define QIMG_ARCHIVE_SYMBOL(name) { #name, (void **)&qimg_archive_api.name },
-static const struct qimg_dl_symbol symbols[] = {
-    QIMG_ARCHIVE_FUNCS(QIMG_ARCHIVE_SYMBOL)
-    { NULL, NULL }
-};
-
+#define QIMG_DL_API qimg_archive_api
 /* the soname of the libarchive we were built against first */
-static const char *const sonames[] = { "libarchive.so.13", "libarchive.so", NULL };
-
-static struct qimg_dl libarchive = {
-    .library = "libarchive", .needed_for = "Reading archives",
-    .sonames = sonames, .symbols = symbols,
-};
-
-int qimg_archive_load(void)
-{
-    return qimg_dl_load(&libarchive);
-}
+QIMG_DL_DEFINE(qimg_archive_api, QIMG_ARCHIVE_FUNCS, qimg_archive_load,
+               "libarchive", "Reading archives",
+               "libarchive.so.13", "libarchive.so")
+#undef QIMG_DL_API
 
 #endif

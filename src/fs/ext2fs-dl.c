@@ -4,26 +4,12 @@
 #include "internal.h"
 #include "ext2fs-dl.h"
 
-struct qimg_ext2fs_api qimg_ext2fs_api;
-
-#define QIMG_EXT2FS_SYMBOL(name) { #name, (void **)&qimg_ext2fs_api.name },
-static const struct qimg_dl_symbol symbols[] = {
-    QIMG_EXT2FS_FUNCS(QIMG_EXT2FS_SYMBOL)
-    { NULL, NULL }
-};
-
+#define QIMG_DL_API qimg_ext2fs_api
 /* error_message is libcom_err's: dlsym finds it through libext2fs, which
  * depends on libcom_err */
-static const char *const sonames[] = { "libext2fs.so.2", NULL };
-
-static struct qimg_dl libext2fs = {
-    .library = "libext2fs", .needed_for = "The ext filesystems",
-    .sonames = sonames, .symbols = symbols,
-};
-
-int qimg_ext2fs_load(void)
-{
-    return qimg_dl_load(&libext2fs);
-}
+QIMG_DL_DEFINE(qimg_ext2fs_api, QIMG_EXT2FS_FUNCS, qimg_ext2fs_load,
+               "libext2fs", "The ext filesystems",
+               "libext2fs.so.2")
+#undef QIMG_DL_API
 
 #endif

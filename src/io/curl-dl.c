@@ -4,24 +4,10 @@
 #include "internal.h"
 #include "curl-dl.h"
 
-struct qimg_curl_api qimg_curl_api;
-
-#define QIMG_CURL_SYMBOL(name) { #name, (void **)&qimg_curl_api.name },
-static const struct qimg_dl_symbol symbols[] = {
-    QIMG_CURL_FUNCS(QIMG_CURL_SYMBOL)
-    { NULL, NULL }
-};
-
-static const char *const sonames[] = { "libcurl.so.4", "libcurl-gnutls.so.4", NULL };
-
-static struct qimg_dl libcurl = {
-    .library = "libcurl", .needed_for = "The curl driver",
-    .sonames = sonames, .symbols = symbols,
-};
-
-int qimg_curl_load(void)
-{
-    return qimg_dl_load(&libcurl);
-}
+#define QIMG_DL_API qimg_curl_api
+QIMG_DL_DEFINE(qimg_curl_api, QIMG_CURL_FUNCS, qimg_curl_load,
+               "libcurl", "The curl driver",
+               "libcurl.so.4", "libcurl-gnutls.so.4")
+#undef QIMG_DL_API
 
 #endif

@@ -4,24 +4,10 @@
 #include "internal.h"
 #include "nbd-dl.h"
 
-struct qimg_nbd_api qimg_nbd_api;
-
-#define QIMG_NBD_SYMBOL(name) { #name, (void **)&qimg_nbd_api.name },
-static const struct qimg_dl_symbol symbols[] = {
-    QIMG_NBD_FUNCS(QIMG_NBD_SYMBOL)
-    { NULL, NULL }
-};
-
-static const char *const sonames[] = { "libnbd.so.0", NULL };
-
-static struct qimg_dl libnbd = {
-    .library = "libnbd", .needed_for = "The nbd driver",
-    .sonames = sonames, .symbols = symbols,
-};
-
-int qimg_nbd_load(void)
-{
-    return qimg_dl_load(&libnbd);
-}
+#define QIMG_DL_API qimg_nbd_api
+QIMG_DL_DEFINE(qimg_nbd_api, QIMG_NBD_FUNCS, qimg_nbd_load,
+               "libnbd", "The nbd driver",
+               "libnbd.so.0")
+#undef QIMG_DL_API
 
 #endif

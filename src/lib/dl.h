@@ -12,7 +12,8 @@
  *
  * Each library has a small header with its function list and macros that
  * give the calling code the library's own names (curl-dl.h, nbd-dl.h,
- * archive-dl.h), and a .c file with its qimg_dl description. */
+ * archive-dl.h...), and a .c file that defines its table with
+ * QIMG_DL_DEFINE. */
 #ifndef QIMG_DL_H
 #define QIMG_DL_H
 
@@ -37,6 +38,22 @@ struct qimg_dl {
 
 /* For a table member: a pointer to the named function's type. */
 #define QIMG_DL_MEMBER(name) __typeof__(name) *name;
+
+/* In a library's .c file (which defines the header's _DL_IMPL, so that
+ * the names are not redirected there): its table `struct API API`, its
+ * description and `int LOAD(void)`, which opens it.  FUNCS is the
+ * header's X-macro list; the sonames (the one built against first) are
+ * tried in order.  QIMG_DL_API must name the table where this is used. */
+#define QIMG_DL_SYMBOL(name) { #name, (void **)&QIMG_DL_API.name },
+#define QIMG_DL_DEFINE(API, FUNCS, LOAD, LIBRARY, NEEDED_FOR, ...)               \
+    struct API API;                                                             \
+    static const struct qimg_dl_symbol API##_symbols[] = {                      \
+        FUNCS(QIMG_DL_SYMBOL) { NULL, NULL } };                                 \
+    static const char *const API##_sonames[] = { __VA_ARGS__, NULL };           \
+    static struct qimg_dl API##_lib = {                                         \
+        .library = LIBRARY, .needed_for = NEEDED_FOR,                           \
+        .sonames = API##_sonames, .symbols = API##_symbols };                   \
+    int LOAD(void) { return qimg_dl_load(&API##_lib); }
 
 /* Open the library and fill its table, once (thread-safe; a failure is
  * remembered).  0, or -ENOTSUP with the error set: what needs it, and why

@@ -554,33 +554,36 @@ static bool range_in_use(const struct rc_map *m, uint64_t from, uint64_t to)
     return false;
 }
 
-/* Place one new block for every block range with a cluster in use, then
- * the new refcount table (contiguous) after them, as qemu does; the new
- * clusters are counted too, so placing them may call for more. */
+/* The new structures are placed as qemu places them, in walks: each walk
+ * goes up the block ranges once and gives a new block to every range with
+ * a cluster in use that has none, then gives the new refcount table
+ * (contiguous) room for every block.  The new clusters are counted too, so
+ * a walk that placed anything calls for one more; the walks end with one
+ * that places nothing. */
 struct new_refs {
     uint64_t table_start, table_clusters;
     uint64_t *blocks;              /* cluster of block ti, 0 = none */
     uint64_t nblocks;              /* entries of blocks[] */
+    unsigned walks;                /* placing walks, the last one placing nothing */
 };
 
-static int place_blocks(struct rc_map *m, uint64_t E, struct new_refs *nr)
+static int place_blocks(struct rc_map *m, uint64_t E, struct new_refs *nr, bool *placed)
 {
-    for (bool added = true; added;) {
-        added = false;
-        uint64_t nranges = qimg_div_round_up(m->n, E);
-        if (nranges > nr->nblocks) {
+    /* a block placed beyond the ranges known at the start is in this walk's
+     * reach: the walk goes on up to the end of what is in use */
+    for (uint64_t ti = 0; ti < qimg_div_round_up(m->n, E); ti++) {
+        if (ti >= nr->nblocks) {
+            uint64_t nranges = qimg_div_round_up(m->n, E);
             nr->blocks = qimg_xrealloc(nr->blocks, nranges * sizeof *nr->blocks);
             memset(nr->blocks + nr->nblocks, 0, (nranges - nr->nblocks) * sizeof *nr->blocks);
             nr->nblocks = nranges;
         }
-        for (uint64_t ti = 0; ti < nranges; ti++) {
-            if (nr->blocks[ti] || !range_in_use(m, ti * E, (ti + 1) * E))
-                continue;
-            int r = map_alloc(m, 1, &nr->blocks[ti]);
-            if (r < 0)
-                return r;
-            added = true;
-        }
+        if (nr->blocks[ti] || !range_in_use(m, ti * E, (ti + 1) * E))
+            continue;
+        int r = map_alloc(m, 1, &nr->blocks[ti]);
+        if (r < 0)
+            return r;
+        *placed = true;
     }
     return 0;
 }
@@ -592,12 +595,17 @@ static int place_new_structures(struct qcow2_state *s, struct rc_map *m, unsigne
     uint64_t E = (cs * 8) >> order;
     uint64_t per_cluster = cs / 8;
     for (;;) {
-        int r = place_blocks(m, E, nr);
+        bool placed = false;
+        nr->walks++;
+        int r = place_blocks(m, E, nr, &placed);
         if (r < 0)
             return r;
         uint64_t need = QIMG_MAX(qimg_div_round_up(nr->nblocks, per_cluster), 1);
-        if (nr->table_clusters >= need)
-            return 0;
+        if (nr->table_clusters >= need) {
+            if (!placed)
+                return 0;
+            continue;
+        }
         if (need * cs > QCOW2_MAX_REFTABLE_BYTES)
             return qimg_error(-EFBIG, "qcow2: the refcount table would exceed %llu bytes",
                               QCOW2_MAX_REFTABLE_BYTES);
@@ -614,7 +622,8 @@ static int place_new_structures(struct qcow2_state *s, struct rc_map *m, unsigne
 }
 
 static int write_new_structures(struct qimg_image *img, const struct rc_map *m, unsigned order,
-                                const struct new_refs *nr, struct amend_progress *p)
+                                const struct new_refs *nr, unsigned walks,
+                                struct amend_progress *p)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size;
@@ -625,7 +634,7 @@ static int write_new_structures(struct qimg_image *img, const struct rc_map *m, 
     for (uint64_t ti = 0; ti < nr->nblocks; ti++) {
         /* qemu's last walk runs over the old table */
         while (step < old_n && step * nr->nblocks <= ti * old_n)
-            report_walk(p, old_n, 2, 3, step++);
+            report_walk(p, old_n, walks - 1, walks, step++);
         if (!nr->blocks[ti])
             continue;
         memset(blk, 0, cs);
@@ -637,7 +646,7 @@ static int write_new_structures(struct qimg_image *img, const struct rc_map *m, 
         qimg_put_be64(table + 8 * ti, nr->blocks[ti] * cs);
     }
     while (step < old_n)
-        report_walk(p, old_n, 2, 3, step++);
+        report_walk(p, old_n, walks - 1, walks, step++);
     int r = qimg_io_pwrite(img->file, table, nr->table_clusters * cs, nr->table_start * cs);
     if (r < 0)
         return qimg_error(r, "Failed to write the new reftable: %s", strerror(-r));
@@ -755,9 +764,17 @@ static int change_refcount_order(struct qimg_image *img, unsigned order, struct 
     uint64_t old_n = s->refcount_table_size;
     if (r == 0)
         r = place_new_structures(s, &m, order, &nr);
-    /* qemu walks the table a second time to place the new blocks */
-    for (uint64_t i = 0; r == 0 && i < old_n; i++)
-        report_walk(p, old_n, 1, 3, i);
+    /* qemu's progress counts its walks over the old table: the placing
+     * walks (the first read the refcounts above), then one that writes.
+     * It expects three; each walk that places something adds one. */
+    unsigned walks = QIMG_MAX(nr.walks + 1, 3u);
+    for (unsigned w = 1; r == 0 && w < nr.walks; w++) {
+        for (uint64_t i = 0; i < old_n; i++)
+            report_walk(p, old_n, w, QIMG_MAX(w + 2, 3u), i);
+        /* the walk's end is reported before the count grows (66.67% of
+         * three walks, then 50% of four) */
+        report_walk(p, old_n, w + 1, QIMG_MAX(w + 2, 3u), 0);
+    }
     if (r == 0) {
         /* the old table and blocks are not counted by the new ones */
         uint64_t old_t = s->refcount_table_offset >> s->cluster_bits;
@@ -777,7 +794,7 @@ static int change_refcount_order(struct qimg_image *img, unsigned order, struct 
             qimg_error(r, "Failed to allocate refblock: %s", strerror(-r));
     }
     if (r == 0)
-        r = write_new_structures(img, &m, order, &nr, p);
+        r = write_new_structures(img, &m, order, &nr, walks, p);
     if (r == 0)
         r = switch_structures(img, order, &nr);
     if (r < 0 && counted) {
@@ -787,7 +804,7 @@ static int change_refcount_order(struct qimg_image *img, unsigned order, struct 
         qimg_error(r, "%s", why);
     }
     if (r == 0)
-        report_walk(p, old_n, 3, 3, 0);
+        report_walk(p, old_n, walks, walks, 0);
     free(nr.blocks);
     free(m.rc);
     return r;
