@@ -171,6 +171,11 @@ bool qimg_io_holds_image(struct qimg_io *io)
     return held_image(io) != NULL;
 }
 
+qimg_image *qimg_filtered_image(qimg_image *img)
+{
+    return img->drv == &qimg_driver_filter ? held_image(img->file) : NULL;
+}
+
 /* ---- the filter's format: the storage as it is ---- */
 
 static int filter_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)

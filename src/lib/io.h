@@ -290,6 +290,9 @@ struct qimg_io *qimg_io_blkdebug_child(struct qimg_io *io);
  * or below its filters)? */
 int qimg_io_open_image(struct qimg_io **out, qimg_opts *opts, unsigned ioflags);
 bool qimg_io_holds_image(struct qimg_io *io);
+/* The format node under img when img is a filter over one (blkdebug over
+ * a qcow2 node), else NULL. */
+qimg_image *qimg_filtered_image(qimg_image *img);
 
 /* http-parse.c: what the curl backends (curl.c) read from users and
  * servers.  qemu's check that a URL starts with "PROTO://" (error set);

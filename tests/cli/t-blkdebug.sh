@@ -298,3 +298,12 @@ same "json: blkdebug inject-error" convert -m 1 -O raw \
     'json:{"driver":"qcow2","file":{"driver":"blkdebug","image":{"driver":"file","filename":"img.qcow2"},"inject-error":[{"event":"l2_load"}]}}' out.raw
 same "image-opts blkdebug inject-error" convert -m 1 --image-opts -O raw \
     driver=qcow2,file.driver=blkdebug,file.image.filename=img.qcow2,file.inject-error.0.event=read_aio out.raw
+
+# ---- the filter over a format node: map shows the node's layers and host
+# offsets through it, as qemu-img does (qemu-iotests 204)
+for o in "" --output=json; do
+    same "map${o:+ $o} through blkdebug over a qcow2 with a backing file" map $o --image-opts \
+        driver=blkdebug,image.driver=qcow2,image.file.driver=file,image.file.filename=ctop.qcow2,align=4k
+    same "map${o:+ $o} through blkdebug over a qcow2 (json:)" map $o \
+        'json:{"driver":"blkdebug","image":{"driver":"qcow2","file":{"driver":"file","filename":"ctop.qcow2"}}}'
+done
