@@ -397,7 +397,9 @@ static int do_convert(struct sources *s, qimg_image *target, const struct conver
 /* ---- --bitmaps ---- */
 
 /* Before anything is created: the source must hold bitmaps, and an
- * inconsistent one stops the copy unless it is to be skipped. */
+ * inconsistent one stops the copy unless it is to be skipped.  qemu goes
+ * through the bitmaps from the last in the image's directory to the
+ * first (qemu-iotests qemu-img-bitmaps). */
 static int check_source_bitmaps(qimg_image *src, bool skip_broken)
 {
     if (!qimg_bitmap_supported(src)) {
@@ -411,7 +413,7 @@ static int check_source_bitmaps(qimg_image *src, bool skip_broken)
         return -1;
     }
     int r = 0;
-    for (size_t i = 0; i < n && r == 0; i++) {
+    for (size_t i = n; i-- > 0 && r == 0;) {
         if (!list[i].in_use)
             continue;
         if (skip_broken) {

@@ -274,6 +274,10 @@ for b in a b c; do "$QEMU_IMG" bitmap --add "$IN/s.qcow2" $b || fail "add $b"; d
 qw "$IN/s.qcow2" "write 0 64k" "write 1M 5k" "write -z 3M 100k"
 cp "$IN/s.qcow2" "$IN/iu.qcow2"
 poke32 "$IN/iu.qcow2" $(($(dir_offset "$IN/iu.qcow2") + 12)) 3
+# a and b in use (entries of 32 bytes: 24, a 1-byte name, padding):
+# convert names them last to first, as qemu-img (qemu-iotests qemu-img-bitmaps)
+cp "$IN/iu.qcow2" "$IN/iu2.qcow2"
+poke32 "$IN/iu2.qcow2" $(($(dir_offset "$IN/iu2.qcow2") + 32 + 12)) 1
 mk v2.qcow2 4M -o compat=0.10
 mk have.qcow2 4M
 "$QEMU_IMG" bitmap --add "$IN/have.qcow2" c || fail "add c"
@@ -298,6 +302,8 @@ conv "convert --bitmaps from raw" o.qcow2 --bitmaps -O qcow2 r.raw o.qcow2
 conv "convert --bitmaps from v2" o.qcow2 --bitmaps -O qcow2 v2.qcow2 o.qcow2
 conv "convert --bitmaps in-use" o.qcow2 --bitmaps -O qcow2 iu.qcow2 o.qcow2
 conv "convert --bitmaps --skip-broken" o.qcow2 --bitmaps --skip-broken-bitmaps -O qcow2 iu.qcow2 o.qcow2
+conv "convert --bitmaps two in-use" o.qcow2 --bitmaps -O qcow2 iu2.qcow2 o.qcow2
+conv "convert --bitmaps --skip-broken two in-use" o.qcow2 --bitmaps --skip-broken-bitmaps -O qcow2 iu2.qcow2 o.qcow2
 same "measure with bitmaps" measure -O qcow2 s.qcow2
 same "measure with bitmaps json" measure --output=json -O qcow2 -o cluster_size=4k s.qcow2
 same "measure into v2" measure -O qcow2 -o compat=0.10 s.qcow2
