@@ -183,24 +183,15 @@ static struct {
     RBD_RBD_FUNCS(QIMG_DL_MEMBER)
 } lib;
 
-#define RBD_SYMBOL(name) { #name, (void **)&lib.name },
-static const struct qimg_dl_symbol rados_symbols[] = { RBD_RADOS_FUNCS(RBD_SYMBOL) { NULL, NULL } };
-static const struct qimg_dl_symbol rbd_symbols[] = { RBD_RBD_FUNCS(RBD_SYMBOL) { NULL, NULL } };
-static const char *const rados_sonames[] = { "librados.so.2", "librados.so", NULL };
-static const char *const rbd_sonames[] = { "librbd.so.1", "librbd.so", NULL };
-static struct qimg_dl librados = {
-    .library = "librados", .needed_for = "The rbd driver",
-    .sonames = rados_sonames, .symbols = rados_symbols,
-};
-static struct qimg_dl librbd = {
-    .library = "librbd", .needed_for = "The rbd driver",
-    .sonames = rbd_sonames, .symbols = rbd_symbols,
-};
+#define QIMG_DL_API lib
+QIMG_DL_DESCRIBE(rados, RBD_RADOS_FUNCS, "librados", "The rbd driver", "librados.so.2", "librados.so")
+QIMG_DL_DESCRIBE(rbd, RBD_RBD_FUNCS, "librbd", "The rbd driver", "librbd.so.1", "librbd.so")
+#undef QIMG_DL_API
 
 static int qrbd_lib(void)
 {
-    int r = qimg_dl_load(&librados);
-    return r < 0 ? r : qimg_dl_load(&librbd);
+    int r = qimg_dl_load(&rados_lib);
+    return r < 0 ? r : qimg_dl_load(&rbd_lib);
 }
 
 /* ---- state ---- */

@@ -39,20 +39,25 @@ struct qimg_dl {
 /* For a table member: a pointer to the named function's type. */
 #define QIMG_DL_MEMBER(name) __typeof__(name) *name;
 
+/* A library's description, `static struct qimg_dl NAME##_lib`, from its
+ * X-macro list FUNCS (each function's slot is QIMG_DL_API.name, so
+ * QIMG_DL_API must name the table where this is used) and its sonames,
+ * tried in order (the one built against first). */
+#define QIMG_DL_SYMBOL(name) { #name, (void **)&QIMG_DL_API.name },
+#define QIMG_DL_DESCRIBE(NAME, FUNCS, LIBRARY, NEEDED_FOR, ...)                   \
+    static const struct qimg_dl_symbol NAME##_symbols[] = {                     \
+        FUNCS(QIMG_DL_SYMBOL) { NULL, NULL } };                                 \
+    static const char *const NAME##_sonames[] = { __VA_ARGS__, NULL };          \
+    static struct qimg_dl NAME##_lib = {                                        \
+        .library = LIBRARY, .needed_for = NEEDED_FOR,                           \
+        .sonames = NAME##_sonames, .symbols = NAME##_symbols };
+
 /* In a library's .c file (which defines the header's _DL_IMPL, so that
  * the names are not redirected there): its table `struct API API`, its
- * description and `int LOAD(void)`, which opens it.  FUNCS is the
- * header's X-macro list; the sonames (the one built against first) are
- * tried in order.  QIMG_DL_API must name the table where this is used. */
-#define QIMG_DL_SYMBOL(name) { #name, (void **)&QIMG_DL_API.name },
+ * description and `int LOAD(void)`, which opens it. */
 #define QIMG_DL_DEFINE(API, FUNCS, LOAD, LIBRARY, NEEDED_FOR, ...)               \
     struct API API;                                                             \
-    static const struct qimg_dl_symbol API##_symbols[] = {                      \
-        FUNCS(QIMG_DL_SYMBOL) { NULL, NULL } };                                 \
-    static const char *const API##_sonames[] = { __VA_ARGS__, NULL };           \
-    static struct qimg_dl API##_lib = {                                         \
-        .library = LIBRARY, .needed_for = NEEDED_FOR,                           \
-        .sonames = API##_sonames, .symbols = API##_symbols };                   \
+    QIMG_DL_DESCRIBE(API, FUNCS, LIBRARY, NEEDED_FOR, __VA_ARGS__)              \
     int LOAD(void) { return qimg_dl_load(&API##_lib); }
 
 /* Open the library and fill its table, once (thread-safe; a failure is

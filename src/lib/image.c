@@ -770,12 +770,8 @@ int qimg_block_status_chain(qimg_image *img, uint64_t off, uint64_t len, struct 
      * query, the answer is the node's, with its layers and host offsets,
      * as qemu's map shows through filters. */
     qimg_image *below = qimg_filtered_image(img);
-    if (below) {
-        r = qimg_block_status_chain(below, off, len, ext);
-        if (r == 0 && off + ext->length == top->size)
-            ext->flags |= QIMG_STATUS_EOF;
-        return r;
-    }
+    if (below)
+        return qimg_block_status_chain(below, off, len, ext);
     while (!(ext->flags & QIMG_STATUS_ALLOCATED) && img->backing && off < img->backing->size) {
         img = img->backing;
         depth++;

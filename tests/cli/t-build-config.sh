@@ -17,8 +17,9 @@ pass "config.h exists"
 
 # Each library found on this machine must be in the configuration.
 have_pc() { pkg-config --exists "$1" 2>/dev/null; }
+built_with() { grep -q "^#define $1 1" "$CONFIG_H"; }   # MACRO
 expect_have() {   # MACRO PRESENT(yes/no)
-    if grep -q "^#define $1 1" "$CONFIG_H"; then got=yes; else got=no; fi
+    if built_with "$1"; then got=yes; else got=no; fi
     expect_eq "config.h: $1 matches the machine" "$got" "$2"
 }
 if command -v pkg-config >/dev/null; then
@@ -56,22 +57,22 @@ loaded() {   # LIB COMMAND...: the libraries the dynamic loader opened
 for lib in $DL_LIBS; do
     expect_eq "info of a local image does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/plain.qcow2")" 0
 done
-if grep -q "^#define HAVE_LIBCURL 1" "$CONFIG_H"; then
+if built_with HAVE_LIBCURL; then
     n=$(loaded libcurl "$QIMG" info http://127.0.0.1:1/x.img)
     expect_eq "info of an http URL loads libcurl" "$n" 1
 fi
-if grep -q "^#define HAVE_LIBNBD 1" "$CONFIG_H"; then
+if built_with HAVE_LIBNBD; then
     n=$(loaded libnbd "$QIMG" info nbd://127.0.0.1:1/x)
     expect_eq "info of an nbd URL loads libnbd" "$n" 1
 fi
-if grep -q "^#define HAVE_OPENSSL 1" "$CONFIG_H"; then
+if built_with HAVE_OPENSSL; then
     n=$(loaded libcrypto "$QIMG" create -f luks --object secret,id=s0,data=pw \
         -o key-secret=s0,iter-time=10 "$SCRATCH/new.luks" 1M)
     expect_eq "create of a luks image loads libcrypto" "$n" 1
     check "the luks image opens with its key" "$QEMU_IMG" info --object secret,id=s0,data=pw \
         --image-opts "driver=luks,key-secret=s0,file.filename=$SCRATCH/new.luks"
 fi
-if grep -q "^#define HAVE_PLIST 1" "$CONFIG_H" && has_pymod dmg-craft plistlib; then
+if built_with HAVE_PLIST && has_pymod dmg-craft plistlib; then
     head -c 51200 /dev/urandom > "$SCRATCH/dmg.raw"
     "$DEB_PYTHON" "$TOP/tests/cli/dmg-craft.py" "$SCRATCH/dmg.raw" "$SCRATCH/xml.dmg" raw:100 ||
         fail "make xml.dmg"
@@ -79,7 +80,7 @@ if grep -q "^#define HAVE_PLIST 1" "$CONFIG_H" && has_pymod dmg-craft plistlib; 
     expect_eq "info of a dmg with an XML property list loads libplist" "$n" 1
 fi
 # the codecs of dmg and cloop 4: each loaded by reading a block of its kind
-if grep -q "^#define HAVE_BZIP2 1" "$CONFIG_H" && has_pymod dmg-craft plistlib bz2; then
+if built_with HAVE_BZIP2 && has_pymod dmg-craft plistlib bz2; then
     "$DEB_PYTHON" "$TOP/tests/cli/dmg-craft.py" "$SCRATCH/dmg.raw" "$SCRATCH/bz2.dmg" bzip2:100 ||
         fail "make bz2.dmg"
     n=$(loaded libbz2 "$QIMG" convert -O raw "$SCRATCH/bz2.dmg" "$SCRATCH/bz2.raw")
@@ -89,7 +90,7 @@ fi
 head -c 16384 /dev/urandom > "$SCRATCH/cloop.raw"
 for m in xz:HAVE_LZMA:liblzma lz4:HAVE_LZ4:liblz4 lzo1x:HAVE_LZO:liblzo2; do
     IFS=: read -r method macro lib <<<"$m"
-    grep -q "^#define $macro 1" "$CONFIG_H" || continue
+    built_with "$macro" || continue
     "$DEB_PYTHON" "$TOP/tests/cli/cloop-craft.py" "$SCRATCH/cloop.raw" "$SCRATCH/$method.cloop" 4096 "$method" ||
         fail "make $method.cloop"
     expect_eq "info of a cloop does not load $lib" "$(loaded $lib "$QIMG" info "$SCRATCH/$method.cloop")" 0
@@ -97,7 +98,7 @@ for m in xz:HAVE_LZMA:liblzma lz4:HAVE_LZ4:liblz4 lzo1x:HAVE_LZO:liblzo2; do
     expect_eq "reading a cloop's $method blocks loads $lib" "$n" 1
     check "the $method cloop reads back" cmp "$SCRATCH/$method.raw" "$SCRATCH/cloop.raw"
 done
-if grep -q "^#define HAVE_EXT2FS 1" "$CONFIG_H"; then
+if built_with HAVE_EXT2FS; then
     mkdir -p "$SCRATCH/tree/sub" && echo hello > "$SCRATCH/tree/sub/f"
     n=$(loaded libext2fs "$QIMG" create -q -f qcow2 --fs ext4 --from "$SCRATCH/tree" "$SCRATCH/fs.qcow2")
     expect_eq "create --from --fs ext4 loads libext2fs" "$n" 1
@@ -107,7 +108,7 @@ if grep -q "^#define HAVE_EXT2FS 1" "$CONFIG_H"; then
     expect_eq "ls of an ext4 image loads libext2fs" "$n" 1
     expect_eq "cat reads the file back" "$("$QIMG" cat "$SCRATCH/fs.qcow2" /sub/f)" hello
 fi
-if grep -q "^#define HAVE_NETTLE 1" "$CONFIG_H" && grep -q "^#define HAVE_OPENSSL 1" "$CONFIG_H"; then
+if built_with HAVE_NETTLE && built_with HAVE_OPENSSL; then
     n=$(loaded libnettle "$QIMG" create -f luks --object secret,id=s0,data=pw \
         -o key-secret=s0,iter-time=10 "$SCRATCH/aes.luks" 1M)
     expect_eq "create of an aes luks image does not load libnettle" "$n" 0
@@ -119,7 +120,7 @@ if grep -q "^#define HAVE_NETTLE 1" "$CONFIG_H" && grep -q "^#define HAVE_OPENSS
 fi
 # qcow2's compressed clusters: zstd and deflate (libdeflate, else zlib)
 head -c 1048576 "$QIMG" > "$SCRATCH/c.raw"
-if grep -q "^#define HAVE_LIBZSTD 1" "$CONFIG_H"; then
+if built_with HAVE_LIBZSTD; then
     "$QEMU_IMG" convert -f raw -O qcow2 -c -o compression_type=zstd "$SCRATCH/c.raw" "$SCRATCH/z.qcow2" ||
         fail "make z.qcow2"
     expect_eq "info of a zstd qcow2 does not load libzstd" "$(loaded libzstd "$QIMG" info "$SCRATCH/z.qcow2")" 0
@@ -128,8 +129,8 @@ if grep -q "^#define HAVE_LIBZSTD 1" "$CONFIG_H"; then
     check "the zstd qcow2 reads back" cmp "$SCRATCH/z.raw" "$SCRATCH/c.raw"
 fi
 deflate_lib=
-grep -q "^#define HAVE_ZLIB 1" "$CONFIG_H" && deflate_lib=libz
-grep -q "^#define HAVE_LIBDEFLATE 1" "$CONFIG_H" && deflate_lib=libdeflate
+built_with HAVE_ZLIB && deflate_lib=libz
+built_with HAVE_LIBDEFLATE && deflate_lib=libdeflate
 if [ -n "$deflate_lib" ]; then
     n=$(loaded $deflate_lib "$QIMG" convert -c -O qcow2 "$SCRATCH/c.raw" "$SCRATCH/d.qcow2")
     expect_eq "convert -c loads $deflate_lib" "$n" 1
